@@ -1,0 +1,1 @@
+"""The REST adapter: a Litestar app exposing Fleet's services under /api/v1."""

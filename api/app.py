@@ -1,0 +1,65 @@
+"""Builds the Litestar app from already-created resources (database, services)."""
+
+from __future__ import annotations
+
+from litestar import Litestar, Request
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.controllers.access import ApiKeyController, AuditController, TenantController
+from api.controllers.devices import DeviceController
+from api.controllers.health import healthz, readyz
+from api.middleware import authentication, request_context
+from api.problems import EXCEPTION_HANDLERS
+from fleet import __version__
+from fleet.access.models import Principal
+from fleet.access.service import ApiKeyService, TenantService
+from fleet.audit.service import AuditService
+from fleet.db import Database
+from fleet.registry.service import DeviceService
+from fleet.settings import HttpSettings
+
+
+def _constant(value: object) -> Provide:
+    def provide() -> object:
+        return value
+    return Provide(provide, use_cache=True, sync_to_thread=False)
+
+
+def _principal(request: Request) -> Principal:
+    return request.scope["state"]["principal"]
+
+
+def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, object] | None = None,
+               extra_handlers: list | None = None) -> Litestar:
+    services = {
+        "db": db,
+        "tenant_service": TenantService(db),
+        "apikey_service": ApiKeyService(db),
+        "audit_service": AuditService(db),
+        "device_service": DeviceService(db),
+        **(extra_services or {}),
+    }
+    dependencies = {name: _constant(service) for name, service in services.items()}
+    dependencies["principal"] = Provide(_principal, sync_to_thread=False)
+    return Litestar(
+        route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
+                        AuditController, *(extra_handlers or [])],
+        dependencies=dependencies,
+        middleware=[request_context, authentication(services["apikey_service"])],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=http.max_body_bytes,
+        logging_config=None,
+        openapi_config=OpenAPIConfig(
+            title="Fleet", version=__version__,
+            description="Smart street furniture of a city: streetlights, waste bins, Wi-Fi access points.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            components=Components(security_schemes={"bearer": SecurityScheme(
+                type="http", scheme="bearer", description="A Fleet API key")}),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,71 @@
+"""/api/v1/tenant, /api/v1/apikeys and /api/v1/audit: the city's own account, keys and audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, delete, get, post
+from litestar.params import Parameter
+
+from api.schemas import (ApiKey, ApiKeyCreate, ApiKeyCreated, AuditEntry, AuditPage, Tenant,
+                         api_key_out)
+from fleet.access.models import Principal, Role
+from fleet.access.service import ApiKeyService, TenantService
+from fleet.audit.models import AuditQuery
+from fleet.audit.service import AuditService
+from fleet.errors import FieldError, ValidationFailed
+
+
+class TenantController(Controller):
+    path = "/api/v1/tenant"
+    tags = ["access"]
+
+    @get("/", summary="The caller's city")
+    async def current(self, principal: Principal, tenant_service: TenantService) -> Tenant:
+        t = await tenant_service.current(principal)
+        return Tenant(t.id, t.slug, t.name, t.timezone, t.created_at)
+
+
+class ApiKeyController(Controller):
+    path = "/api/v1/apikeys"
+    tags = ["access"]
+
+    @post("/", summary="Issue a key (admins); the secret is shown only in this response")
+    async def issue(self, data: ApiKeyCreate, principal: Principal,
+                    apikey_service: ApiKeyService) -> ApiKeyCreated:
+        issued = await apikey_service.issue(principal, Role(data.role), data.name)
+        return ApiKeyCreated(issued.secret, api_key_out(issued.key))
+
+    @get("/", summary="The city's keys, without secrets")
+    async def list_keys(self, principal: Principal, apikey_service: ApiKeyService) -> list[ApiKey]:
+        return [api_key_out(k) for k in await apikey_service.list(principal)]
+
+    @delete("/{key_id:uuid}", summary="Revoke a key", status_code=200)
+    async def revoke(self, key_id: UUID, principal: Principal, apikey_service: ApiKeyService) -> ApiKey:
+        return api_key_out(await apikey_service.revoke(principal, key_id))
+
+
+class AuditController(Controller):
+    path = "/api/v1/audit"
+    tags = ["access"]
+
+    @get("/", summary="Audit entries, newest first (admins)")
+    async def search(
+        self, principal: Principal, audit_service: AuditService,
+        entity_type: str | None = None, entity_id: str | None = None, action: str | None = None,
+        api_key_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None,
+        cursor: str | None = None, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    ) -> AuditPage:
+        before_id = None
+        if cursor is not None:
+            if not cursor.isdigit() or len(cursor) > 19:
+                raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")])
+            before_id = int(cursor)
+        entries = await audit_service.search(principal, AuditQuery(
+            entity_type, entity_id, action, api_key_id, since, until, before_id, limit + 1))
+        more = len(entries) > limit
+        entries = entries[:limit]
+        return AuditPage([AuditEntry(**{f: getattr(e, f) for f in AuditEntry.__struct_fields__})
+                          for e in entries], str(entries[-1].id) if more else None)

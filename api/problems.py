@@ -1,0 +1,95 @@
+"""The one mapper from errors to RFC 9457 problem+json responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from fleet import errors
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS: list[tuple[type[errors.FleetError], int, str]] = [
+    (errors.Unauthenticated, 401, "Unauthenticated"),
+    (errors.PermissionDenied, 403, "Forbidden"),
+    (errors.NotFound, 404, "Not Found"),
+    (errors.Conflict, 409, "Conflict"),
+    (errors.PayloadTooLarge, 413, "Payload Too Large"),
+    (errors.ValidationFailed, 422, "Unprocessable Content"),
+]
+
+
+def problem(request: Request, status: int, title: str, detail: str,
+            field_errors: list[dict[str, Any]] | None = None) -> Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
+                            "detail": detail, "instance": request.url.path}
+    if field_errors:
+        body["errors"] = field_errors
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    headers = {"WWW-Authenticate": 'Bearer realm="fleet"'} if status == 401 else None
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_errors(exc: errors.FleetError) -> list[dict[str, Any]]:
+    return [{"field": e.field, "message": e.message, **({"row": e.row} if e.row is not None else {})}
+            for e in exc.errors]
+
+
+def fleet_error(request: Request, exc: errors.FleetError) -> Response:
+    for error_type, status, title in _STATUS:
+        if isinstance(exc, error_type):
+            return problem(request, status, title, exc.detail, _field_errors(exc))
+    log.error("unmapped domain error", error=repr(exc))
+    return problem(request, 500, "Internal Server Error", "unexpected error")
+
+
+def validation_error(request: Request, exc: ValidationException) -> Response:
+    """Malformed bodies and parameters: name each field in the client's terms."""
+    field_errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            field = item.get("key") or "body"
+            message = str(item.get("message", "invalid"))
+            field_errors.append({"field": _json_path_to_field(field, message), "message": message})
+    detail = exc.detail if exc.detail and exc.detail != "Bad Request" else "malformed request"
+    return problem(request, 400, "Bad Request", detail, field_errors or None)
+
+
+def _json_path_to_field(key: str, message: str) -> str:
+    # msgspec reports body errors as "... - at `$.location.lat`"; surface the path.
+    if "at `$." in message:
+        return message.rsplit("at `$.", 1)[1].rstrip("`")
+    return key
+
+
+def http_error(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    title = {400: "Bad Request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not Found",
+             405: "Method Not Allowed", 406: "Not Acceptable", 413: "Payload Too Large",
+             415: "Unsupported Media Type", 429: "Too Many Requests"}.get(status, "Error")
+    if status >= 500:
+        log.error("server error", status=status, detail=exc.detail)
+        return problem(request, status, "Internal Server Error", "unexpected error")
+    return problem(request, status, title, str(exc.detail))
+
+
+def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", error=repr(exc))
+    return problem(request, 500, "Internal Server Error", "unexpected error")
+
+
+EXCEPTION_HANDLERS = {
+    errors.FleetError: fleet_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "problem"]

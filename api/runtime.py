@@ -1,0 +1,67 @@
+"""Composition root: opens the database, migrates, and runs the HTTP (and later CoAP) servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+import uvicorn
+
+from api.app import create_app
+from fleet.db import Database
+from fleet.db.embedded import start_embedded
+from fleet.db.migrate import migrate
+from fleet.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def resolve_dsn(settings: Settings) -> str:
+    if settings.database.url:
+        return settings.database.url
+    return start_embedded(settings.database.data_dir)
+
+
+@contextlib.asynccontextmanager
+async def open_database(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[Database]:
+    dsn = await asyncio.to_thread(resolve_dsn, settings)
+    db = await Database.connect(dsn, min_size=settings.database.pool_min,
+                                max_size=settings.database.pool_max)
+    try:
+        if run_migrations:
+            async with db.pool.acquire() as conn:
+                await migrate(conn)
+        yield db
+    finally:
+        await db.close()
+
+
+async def run_http(db: Database, settings: Settings, host: str, port: int) -> None:
+    app = create_app(db, settings.http)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            lifespan="on", server_header=False)
+    server = uvicorn.Server(config)
+    # The composition root owns signals, so every component shuts down together.
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    await server.serve()
+
+
+async def until_stopped(*components: Callable[[], Awaitable[None]]) -> None:
+    """Run components until Ctrl-C / SIGTERM or until one of them fails."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(component()) for component in components]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for task in [*tasks, stopper]:
+        task.cancel()
+    await asyncio.gather(*tasks, stopper, return_exceptions=True)
+    for task in done:
+        if task is not stopper and not task.cancelled() and task.exception():
+            raise task.exception()

@@ -1,0 +1,188 @@
+"""Wire schemas of the REST API (msgspec), in families: Device, DeviceCreate, DeviceUpdate, ..."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from fleet.access.models import ApiKey as ApiKeyModel
+from fleet.registry.models import ALL_KIND_ATTRIBUTES
+from fleet.registry.models import Device as DeviceModel
+
+Latitude = Annotated[float, Meta(ge=-90, le=90, description="WGS84 latitude in degrees")]
+Longitude = Annotated[float, Meta(ge=-180, le=180, description="WGS84 longitude in degrees")]
+DeviceKindName = Literal["streetlight", "waste_bin", "wifi_ap"]
+DeviceStatusName = Literal["provisioned", "online", "offline", "maintenance", "decommissioned"]
+LampTypeName = Literal["led", "high_pressure_sodium", "low_pressure_sodium", "metal_halide",
+                       "mercury_vapour", "fluorescent", "induction", "other"]
+WasteKindName = Literal["organic", "inorganic", "glass", "oil", "plastic", "metal", "paper",
+                        "batteries", "electronics", "hazardous", "other"]
+BandName = Literal["2.4GHz", "5GHz", "6GHz", "dual"]
+RoleName = Literal["admin", "operator", "crew", "viewer"]
+
+
+class Location(Struct):
+    lat: Latitude
+    lon: Longitude
+
+
+class Device(Struct, omit_defaults=True):
+    id: UUID
+    kind: DeviceKindName
+    endpoint: str
+    location: Location
+    status: DeviceStatusName
+    tags: list[str]
+    created_at: datetime
+    updated_at: datetime
+    serial: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    firmware_version: str | None = None
+    district: str | None = None
+    address: str | None = None
+    installed_at: datetime | None = None
+    decommissioned_at: datetime | None = None
+    # Streetlight
+    nominal_wattage: float | None = None
+    pole_number: str | None = None
+    lamp_type: LampTypeName | None = None
+    # Waste bin
+    capacity_litres: int | None = None
+    waste_kind: WasteKindName | None = None
+    # Access point
+    ssid: str | None = None
+    band: BandName | None = None
+    distance_m: float | None = None
+
+
+class DeviceCreate(Struct, forbid_unknown_fields=True):
+    kind: DeviceKindName
+    endpoint: Annotated[str, Meta(min_length=1, max_length=128, description="LwM2M endpoint name, unique")]
+    location: Location
+    serial: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    firmware_version: str | None = None
+    district: str | None = None
+    address: str | None = None
+    installed_at: datetime | None = None
+    status: Literal["provisioned", "maintenance"] | None = None
+    tags: list[str] | None = None
+    nominal_wattage: float | None = None
+    pole_number: str | None = None
+    lamp_type: LampTypeName | None = None
+    capacity_litres: int | None = None
+    waste_kind: WasteKindName | None = None
+    ssid: str | None = None
+    band: BandName | None = None
+
+
+class DeviceUpdate(Struct, forbid_unknown_fields=True):
+    """Fields to change; absent fields stay as they are, null clears an optional field."""
+
+    serial: str | None | UnsetType = UNSET
+    manufacturer: str | None | UnsetType = UNSET
+    model: str | None | UnsetType = UNSET
+    firmware_version: str | None | UnsetType = UNSET
+    location: Location | UnsetType = UNSET
+    district: str | None | UnsetType = UNSET
+    address: str | None | UnsetType = UNSET
+    installed_at: datetime | None | UnsetType = UNSET
+    status: Literal["provisioned", "maintenance"] | UnsetType = UNSET
+    tags: list[str] | UnsetType = UNSET
+    nominal_wattage: float | None | UnsetType = UNSET
+    pole_number: str | None | UnsetType = UNSET
+    lamp_type: LampTypeName | None | UnsetType = UNSET
+    capacity_litres: int | None | UnsetType = UNSET
+    waste_kind: WasteKindName | None | UnsetType = UNSET
+    ssid: str | None | UnsetType = UNSET
+    band: BandName | None | UnsetType = UNSET
+
+
+class DevicePage(Struct):
+    items: list[Device]
+    next_cursor: str | None
+
+
+class ImportResult(Struct):
+    created: int
+    ids: list[UUID]
+
+
+class ApiKey(Struct):
+    id: UUID
+    name: str
+    role: RoleName
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreate(Struct, forbid_unknown_fields=True):
+    role: RoleName
+    name: Annotated[str, Meta(max_length=200)] = ""
+
+
+class ApiKeyCreated(Struct):
+    key: str
+    api_key: ApiKey
+
+
+class Tenant(Struct):
+    id: UUID
+    slug: str
+    name: str
+    timezone: str
+    created_at: datetime
+
+
+class AuditEntry(Struct):
+    id: int
+    at: datetime
+    api_key_id: UUID | None
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str | None
+    before: Any
+    after: Any
+    request_id: str | None
+
+
+class AuditPage(Struct):
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+def device_out(device: DeviceModel) -> Device:
+    attributes = {k: v for k, v in device.attributes.items() if k in ALL_KIND_ATTRIBUTES}
+    return Device(
+        id=device.id, kind=device.kind.value, endpoint=device.endpoint,
+        location=Location(device.location.lat, device.location.lon), status=device.status.value,
+        tags=device.tags, created_at=device.created_at, updated_at=device.updated_at,
+        serial=device.serial, manufacturer=device.manufacturer, model=device.model,
+        firmware_version=device.firmware_version, district=device.district,
+        address=device.address, installed_at=device.installed_at,
+        decommissioned_at=device.decommissioned_at, distance_m=device.distance_m, **attributes)
+
+
+def device_fields(data: DeviceCreate | DeviceUpdate) -> dict[str, Any]:
+    """The fields a client actually sent, flattened the way the domain validates them."""
+    fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
+    location = fields.pop("location", None)
+    if location is not None:
+        fields["lat"], fields["lon"] = location.lat, location.lon
+    if isinstance(data, DeviceCreate):
+        fields = {k: v for k, v in fields.items() if v is not None}
+    return fields
+
+
+def api_key_out(key: ApiKeyModel) -> ApiKey:
+    return ApiKey(key.id, key.name, key.role.value, key.prefix, key.created_at, key.revoked_at,
+                  key.last_used_at)

@@ -1,0 +1,1 @@
+"""Cities as tenants, their API keys and roles, and who may do what."""

@@ -1,0 +1,85 @@
+"""Tenants, API keys, roles and the principal a request acts as."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    CREW = "crew"
+    VIEWER = "viewer"
+
+
+class Permission(enum.StrEnum):
+    READ = "read"
+    MANAGE_DEVICES = "manage_devices"
+    MANAGE_GROUPS = "manage_groups"
+    SEND_COMMANDS = "send_commands"
+    MANAGE_SCHEDULES = "manage_schedules"
+    MANAGE_KEYS = "manage_keys"
+    READ_AUDIT = "read_audit"
+    MANAGE_WORK_ORDERS = "manage_work_orders"
+
+
+_OPERATOR = {Permission.READ, Permission.MANAGE_DEVICES, Permission.MANAGE_GROUPS,
+             Permission.SEND_COMMANDS, Permission.MANAGE_SCHEDULES, Permission.MANAGE_WORK_ORDERS}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.OPERATOR: frozenset(_OPERATOR),
+    Role.CREW: frozenset({Permission.READ, Permission.MANAGE_WORK_ORDERS}),
+    Role.VIEWER: frozenset({Permission.READ}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: UUID
+    slug: str
+    name: str
+    timezone: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: UUID
+    tenant_id: UUID
+    name: str
+    role: Role
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A freshly created key: the only moment its secret exists outside the caller's hands."""
+
+    key: ApiKey
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request (or CLI call) acts as; every service call carries one."""
+
+    tenant_id: UUID
+    tenant_slug: str
+    tenant_timezone: str
+    role: Role
+    api_key_id: UUID | None
+    request_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.api_key_id}" if self.api_key_id else "system"
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self.role]

@@ -1,0 +1,86 @@
+"""SQL for tenants and API keys."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from fleet.access.models import ApiKey, Role, Tenant
+
+_KEY_COLUMNS = "id, tenant_id, name, role, prefix, created_at, revoked_at, last_used_at"
+
+
+def _tenant(row: asyncpg.Record) -> Tenant:
+    return Tenant(row["id"], row["slug"], row["name"], row["timezone"], row["created_at"])
+
+
+def _key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(row["id"], row["tenant_id"], row["name"], Role(row["role"]), row["prefix"],
+                  row["created_at"], row["revoked_at"], row["last_used_at"])
+
+
+class TenantRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def insert(self, slug: str, name: str, timezone: str) -> Tenant:
+        row = await self.conn.fetchrow(
+            "insert into tenants (slug, name, timezone) values ($1, $2, $3) returning *",
+            slug, name, timezone)
+        return _tenant(row)
+
+    async def by_slug(self, slug: str) -> Tenant | None:
+        row = await self.conn.fetchrow("select * from tenants where slug = $1", slug)
+        return _tenant(row) if row else None
+
+    async def by_id(self, tenant_id: UUID) -> Tenant | None:
+        row = await self.conn.fetchrow("select * from tenants where id = $1", tenant_id)
+        return _tenant(row) if row else None
+
+    async def all(self) -> list[Tenant]:
+        return [_tenant(r) for r in await self.conn.fetch("select * from tenants order by slug")]
+
+
+class ApiKeyRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def insert(self, tenant_id: UUID, name: str, role: Role, prefix: str, key_hash: bytes,
+                     created_by: UUID | None) -> ApiKey:
+        row = await self.conn.fetchrow(
+            f"""insert into api_keys (tenant_id, name, role, prefix, key_hash, created_by)
+                values ($1, $2, $3, $4, $5, $6) returning {_KEY_COLUMNS}""",
+            tenant_id, name, role.value, prefix, key_hash, created_by)
+        return _key(row)
+
+    async def list_for_tenant(self, tenant_id: UUID) -> list[ApiKey]:
+        rows = await self.conn.fetch(
+            f"select {_KEY_COLUMNS} from api_keys where tenant_id = $1 order by created_at, id",
+            tenant_id)
+        return [_key(r) for r in rows]
+
+    async def get(self, tenant_id: UUID, key_id: UUID) -> ApiKey | None:
+        row = await self.conn.fetchrow(
+            f"select {_KEY_COLUMNS} from api_keys where tenant_id = $1 and id = $2", tenant_id, key_id)
+        return _key(row) if row else None
+
+    async def revoke(self, tenant_id: UUID, key_id: UUID) -> ApiKey | None:
+        row = await self.conn.fetchrow(
+            f"""update api_keys set revoked_at = coalesce(revoked_at, now())
+                where tenant_id = $1 and id = $2 returning {_KEY_COLUMNS}""", tenant_id, key_id)
+        return _key(row) if row else None
+
+    async def authenticate(self, key_hash: bytes) -> asyncpg.Record | None:
+        """Look a live key up by hash and stamp its use (at most once a minute, to spare writes)."""
+        return await self.conn.fetchrow(
+            """with found as (
+                   select k.id, k.tenant_id, k.role, k.last_used_at, t.slug, t.timezone
+                   from api_keys k join tenants t on t.id = k.tenant_id
+                   where k.key_hash = $1 and k.revoked_at is null),
+               touched as (
+                   update api_keys set last_used_at = now()
+                   where id = (select id from found)
+                     and (last_used_at is null or last_used_at < now() - interval '60 seconds'))
+               select id, tenant_id, role, slug, timezone from found""",
+            key_hash)

@@ -1,0 +1,1 @@
+"""The append-only record of every mutation: who, what, before and after."""

@@ -1,0 +1,47 @@
+"""The one error hierarchy of the domain; each adapter maps it to its own wire form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+    row: int | None = None
+
+
+class FleetError(Exception):
+    """Base of every error the domain raises on purpose; `errors` names bad fields (and rows)."""
+
+    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors: list[FieldError] = errors or []
+
+
+class NotFound(FleetError, LookupError):
+    """The entity does not exist for this caller (other cities' rows look the same)."""
+
+
+class Conflict(FleetError):
+    """The change would break a uniqueness or state rule (duplicate endpoint, serial, name)."""
+
+
+class PermissionDenied(FleetError):
+    """The caller's role may not do this."""
+
+
+class Unauthenticated(FleetError):
+    """No valid credentials came with the request."""
+
+
+class ValidationFailed(FleetError):
+    """Input broke a domain rule; carries one entry per bad field (and row, for imports)."""
+
+
+class PayloadTooLarge(FleetError):
+    """The request body exceeds what we accept."""
+
+

@@ -1,0 +1,1 @@
+"""The device registry: streetlights, waste bins and access points, their groups, import and export."""

@@ -1,0 +1,222 @@
+"""SQL for devices: create, read, change, decommission, filtered listing and bulk insert."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from fleet.errors import NotFound
+from fleet.registry.filters import parse_filter
+from fleet.registry.models import (Device, DeviceFilter, DeviceKind, DeviceStatus, Location,
+                                   NewDevice)
+
+EARTH_RADIUS_M = 6_371_008.8
+
+DEVICE_COLUMNS = """d.id, d.seq, d.kind, d.endpoint, d.serial, d.manufacturer, d.model,
+    d.firmware_version, d.lat, d.lon, d.district, d.address, d.installed_at, d.status, d.tags,
+    d.attributes, d.created_at, d.updated_at, d.decommissioned_at"""
+
+INSERT_COLUMNS = ("tenant_id", "kind", "endpoint", "serial", "manufacturer", "model",
+                  "firmware_version", "lat", "lon", "district", "address", "installed_at",
+                  "status", "tags", "attributes")
+
+# Great-circle distance in metres between the device and ($lat, $lon) placeholders.
+_HAVERSINE = ("2 * {r} * asin(sqrt(power(sin(radians(d.lat - {lat}) / 2), 2) + cos(radians({lat})) "
+              "* cos(radians(d.lat)) * power(sin(radians(d.lon - {lon}) / 2), 2)))")
+
+
+def device_from_row(row: asyncpg.Record, distance_m: float | None = None) -> Device:
+    return Device(
+        id=row["id"], kind=DeviceKind(row["kind"]), endpoint=row["endpoint"], serial=row["serial"],
+        manufacturer=row["manufacturer"], model=row["model"],
+        firmware_version=row["firmware_version"], location=Location(row["lat"], row["lon"]),
+        district=row["district"], address=row["address"], installed_at=row["installed_at"],
+        status=DeviceStatus(row["status"]), tags=list(row["tags"]), attributes=row["attributes"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+        decommissioned_at=row["decommissioned_at"], distance_m=distance_m)
+
+
+def new_device_record(tenant_id: UUID, device: NewDevice) -> tuple:
+    return (tenant_id, device.kind.value, device.endpoint, device.serial, device.manufacturer,
+            device.model, device.firmware_version, device.lat, device.lon, device.district,
+            device.address, device.installed_at, device.status.value, list(device.tags),
+            {k: (v.value if hasattr(v, "value") else v) for k, v in device.attributes.items()})
+
+
+class FilterSql:
+    """Builds the WHERE clause of device filters (ANDed) from fixed fragments and numbered parameters.
+
+    A filter's `group_id` must name a group of static members here; the repository resolves
+    dynamic groups into their saved filter before building SQL (see `resolve`).
+    """
+
+    def __init__(self, tenant_id: UUID, *filters: DeviceFilter, first_param: int = 1) -> None:
+        self.params: list[Any] = []
+        self._next = first_param
+        self.distance_sql: str | None = None
+        clauses = [f"d.tenant_id = {self.param(tenant_id)}"]
+        if all(f.status is None for f in filters):
+            # Decommissioned devices keep their history but leave everyday lists.
+            clauses.append("d.status <> 'decommissioned'")
+        for f in filters:
+            clauses += self._clauses(f)
+        self.where = " and ".join(clauses)
+
+    def _clauses(self, f: DeviceFilter) -> list[str]:
+        clauses = []
+        if f.kind is not None:
+            clauses.append(f"d.kind = {self.param(f.kind.value)}")
+        if f.status is not None:
+            clauses.append(f"d.status = {self.param(f.status.value)}")
+        if f.district is not None:
+            clauses.append(f"d.district = {self.param(f.district)}")
+        if f.tag is not None:
+            clauses.append(f"d.tags @> array[{self.param(f.tag)}::text]")
+        if f.firmware is not None:
+            clauses.append(f"d.firmware_version = {self.param(f.firmware)}")
+        if f.group_id is not None:
+            clauses.append("exists (select 1 from device_group_members m "
+                           f"where m.group_id = {self.param(f.group_id)} and m.device_id = d.id)")
+        if f.bbox is not None:
+            b = f.bbox
+            clauses.append(f"point(d.lon, d.lat) <@ box(point({self.param(b.min_lon)}, "
+                           f"{self.param(b.min_lat)}), point({self.param(b.max_lon)}, {self.param(b.max_lat)}))")
+        if f.near is not None:
+            c = f.near
+            # A bounding box first, so the GiST index narrows the rows; the exact distance after.
+            dlat = math.degrees(c.radius_m / EARTH_RADIUS_M)
+            coslat = max(math.cos(math.radians(c.lat)), 1e-6)
+            dlon = min(180.0, dlat / coslat)
+            clauses.append(
+                f"point(d.lon, d.lat) <@ box(point({self.param(c.lon - dlon)}, {self.param(c.lat - dlat)}), "
+                f"point({self.param(c.lon + dlon)}, {self.param(c.lat + dlat)}))")
+            lat, lon = self.param(c.lat), self.param(c.lon)
+            distance = _HAVERSINE.format(r=EARTH_RADIUS_M, lat=f"{lat}::float8", lon=f"{lon}::float8")
+            clauses.append(f"{distance} <= {self.param(float(c.radius_m))}")
+            self.distance_sql = self.distance_sql or distance
+        return clauses
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        placeholder = f"${self._next}"
+        self._next += 1
+        return placeholder
+
+
+class DeviceRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def insert(self, tenant_id: UUID, device: NewDevice) -> Device:
+        placeholders = ", ".join(f"${i}" for i in range(1, len(INSERT_COLUMNS) + 1))
+        row = await self.conn.fetchrow(
+            f"insert into devices as d ({', '.join(INSERT_COLUMNS)}) values ({placeholders}) "
+            f"returning {DEVICE_COLUMNS}", *new_device_record(tenant_id, device))
+        return device_from_row(row)
+
+    async def insert_many(self, tenant_id: UUID, devices: Sequence[NewDevice]) -> list[Device]:
+        """COPY into a scratch table, then one INSERT: constraint errors surface as one exception."""
+        await self.conn.execute(
+            "create temp table device_import (like devices including defaults including identity) on commit drop")
+        await self.conn.copy_records_to_table(
+            "device_import", records=[new_device_record(tenant_id, d) for d in devices],
+            columns=list(INSERT_COLUMNS))
+        rows = await self.conn.fetch(
+            f"insert into devices as d ({', '.join(INSERT_COLUMNS)}) "
+            f"select {', '.join(INSERT_COLUMNS)} from device_import order by seq returning {DEVICE_COLUMNS}")
+        return [device_from_row(r) for r in rows]
+
+    async def get(self, tenant_id: UUID, device_id: UUID, *, for_update: bool = False) -> Device | None:
+        lock = " for update" if for_update else ""
+        row = await self.conn.fetchrow(
+            f"select {DEVICE_COLUMNS} from devices d where d.tenant_id = $1 and d.id = $2{lock}",
+            tenant_id, device_id)
+        return device_from_row(row) if row else None
+
+    async def update(self, tenant_id: UUID, device_id: UUID, fields: dict[str, Any],
+                     attributes: dict[str, Any]) -> Device:
+        assignments, params = [], [tenant_id, device_id]
+        for name, value in fields.items():
+            params.append(value.value if hasattr(value, "value") else
+                          list(value) if isinstance(value, tuple) else value)
+            assignments.append(f"{name} = ${len(params)}")
+        if attributes:
+            set_attrs = {k: (v.value if hasattr(v, "value") else v) for k, v in attributes.items()
+                         if v is not None}
+            dropped = [k for k, v in attributes.items() if v is None]
+            params += [set_attrs, dropped]
+            assignments.append(f"attributes = (attributes || ${len(params) - 1}::jsonb) - ${len(params)}::text[]")
+        assignments.append("updated_at = now()")
+        row = await self.conn.fetchrow(
+            f"update devices d set {', '.join(assignments)} where d.tenant_id = $1 and d.id = $2 "
+            f"returning {DEVICE_COLUMNS}", *params)
+        return device_from_row(row)
+
+    async def decommission(self, tenant_id: UUID, device_id: UUID) -> Device:
+        row = await self.conn.fetchrow(
+            f"""update devices d set status = 'decommissioned', updated_at = now(),
+                   decommissioned_at = coalesce(decommissioned_at, now())
+                where d.tenant_id = $1 and d.id = $2 returning {DEVICE_COLUMNS}""",
+            tenant_id, device_id)
+        return device_from_row(row)
+
+    async def resolve(self, tenant_id: UUID, device_filter: DeviceFilter) -> list[DeviceFilter]:
+        """Replace a dynamic group by its saved filter; raises NotFound for an unknown group."""
+        if device_filter.group_id is None:
+            return [device_filter]
+        saved = await self.conn.fetchrow(
+            "select filter from device_groups where tenant_id = $1 and id = $2",
+            tenant_id, device_filter.group_id)
+        if saved is None:
+            raise NotFound(f"group {device_filter.group_id} not found")
+        if saved["filter"] is None:
+            return [device_filter]
+        return [replace(device_filter, group_id=None), parse_filter(saved["filter"], allow_group=False)]
+
+    async def list(self, tenant_id: UUID, device_filter: DeviceFilter, *, after_seq: int | None,
+                   limit: int) -> tuple[list[Device], int | None]:
+        """One page in `seq` order; returns the devices and the seq to continue after, if any."""
+        sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
+        distance = f", {sql.distance_sql} as distance_m" if sql.distance_sql else ""
+        after = f" and d.seq > {sql.param(after_seq)}" if after_seq is not None else ""
+        rows = await self.conn.fetch(
+            f"select {DEVICE_COLUMNS}{distance} from devices d where {sql.where}{after} "
+            f"order by d.seq limit {sql.param(limit + 1)}", *sql.params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        devices = [device_from_row(r, r["distance_m"] if distance else None) for r in rows]
+        return devices, (rows[-1]["seq"] if more else None)
+
+    async def stream(self, tenant_id: UUID, device_filter: DeviceFilter,
+                     *, batch: int = 1000) -> AsyncIterator[Device]:
+        """Every matching device in seq order, read in batches (the caller holds the transaction)."""
+        sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
+        distance = f", {sql.distance_sql} as distance_m" if sql.distance_sql else ""
+        cursor = self.conn.cursor(
+            f"select {DEVICE_COLUMNS}{distance} from devices d where {sql.where} order by d.seq",
+            *sql.params, prefetch=batch)
+        async for row in cursor:
+            yield device_from_row(row, row["distance_m"] if distance else None)
+
+    async def ids_matching(self, tenant_id: UUID, device_filter: DeviceFilter) -> list[UUID]:
+        sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
+        rows = await self.conn.fetch(f"select d.id from devices d where {sql.where} order by d.seq",
+                                     *sql.params)
+        return [r["id"] for r in rows]
+
+    async def endpoints_taken(self, endpoints: Sequence[str]) -> set[str]:
+        """Which endpoints are already registered in any city (names are globally unique)."""
+        rows = await self.conn.fetch("select endpoint from fleet_endpoints_taken($1::text[])",
+                                     list(endpoints))
+        return {r["endpoint"] for r in rows}
+
+    async def serials_taken(self, tenant_id: UUID, serials: Sequence[str]) -> set[str]:
+        rows = await self.conn.fetch(
+            "select serial from devices where tenant_id = $1 and serial = any($2::text[])",
+            tenant_id, list(serials))
+        return {r["serial"] for r in rows}

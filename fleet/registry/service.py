@@ -1,0 +1,185 @@
+"""Use cases of the device registry; each owns its transaction and writes its audit entry."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from fleet.access.models import Permission, Principal
+from fleet.audit.service import record, record_many
+from fleet.db import Database
+from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.registry.importing import rows_from_csv, rows_from_geojson
+from fleet.registry.models import Device, DeviceFilter, NewDevice, Page
+from fleet.registry.repository import DeviceRepository
+from fleet.registry.validation import validate_changes, validate_new_device
+
+MAX_PAGE = 1000
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"d:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, seq = text.partition(":")
+        if kind != "d":
+            raise ValueError
+        return int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")]) from None
+
+
+def require(principal: Principal, permission: Permission) -> None:
+    if not principal.can(permission):
+        raise PermissionDenied(f"role {principal.role.value} may not {permission.value.replace('_', ' ')}")
+
+
+def conflict_from(exc: asyncpg.UniqueViolationError) -> Conflict:
+    constraint = exc.constraint_name or ""
+    if "endpoint" in constraint:
+        return Conflict("a device with this endpoint already exists")
+    if "serial" in constraint:
+        return Conflict("a device with this serial already exists in this city")
+    return Conflict("duplicate device")
+
+
+class DeviceService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, principal: Principal, raw: Mapping[str, Any]) -> Device:
+        require(principal, Permission.MANAGE_DEVICES)
+        new = validate_new_device(raw)
+        return await self.create_validated(principal, new)
+
+    async def create_validated(self, principal: Principal, new: NewDevice) -> Device:
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            try:
+                async with conn.transaction():
+                    device = await DeviceRepository(conn).insert(principal.tenant_id, new)
+            except asyncpg.UniqueViolationError as exc:
+                raise conflict_from(exc) from None
+            await record(conn, principal, "device.create", "device", device.id, None, device)
+        return device
+
+    async def get(self, principal: Principal, device_id: UUID) -> Device:
+        require(principal, Permission.READ)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            device = await DeviceRepository(conn).get(principal.tenant_id, device_id)
+        if device is None:
+            raise NotFound(f"device {device_id} not found")
+        return device
+
+    async def update(self, principal: Principal, device_id: UUID, raw: Mapping[str, Any]) -> Device:
+        require(principal, Permission.MANAGE_DEVICES)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = DeviceRepository(conn)
+            before = await repo.get(principal.tenant_id, device_id, for_update=True)
+            if before is None:
+                raise NotFound(f"device {device_id} not found")
+            if before.status == "decommissioned":
+                raise Conflict("a decommissioned device cannot be changed")
+            fields, attributes = validate_changes(raw, before.kind)
+            if not fields and not attributes:
+                return before
+            try:
+                async with conn.transaction():
+                    after = await repo.update(principal.tenant_id, device_id, fields, attributes)
+            except asyncpg.UniqueViolationError as exc:
+                raise conflict_from(exc) from None
+            await record(conn, principal, "device.update", "device", device_id, before, after)
+        return after
+
+    async def decommission(self, principal: Principal, device_id: UUID) -> Device:
+        require(principal, Permission.MANAGE_DEVICES)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = DeviceRepository(conn)
+            before = await repo.get(principal.tenant_id, device_id, for_update=True)
+            if before is None:
+                raise NotFound(f"device {device_id} not found")
+            after = await repo.decommission(principal.tenant_id, device_id)
+            await record(conn, principal, "device.decommission", "device", device_id, before, after)
+        return after
+
+    async def list(self, principal: Principal, device_filter: DeviceFilter, *,
+                   cursor: str | None = None, limit: int = 100) -> Page:
+        require(principal, Permission.READ)
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationFailed("invalid limit", [FieldError("limit", f"must be 1-{MAX_PAGE}")])
+        after = decode_cursor(cursor) if cursor else None
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            devices, last_seq = await DeviceRepository(conn).list(
+                principal.tenant_id, device_filter, after_seq=after, limit=limit)
+        return Page(devices, encode_cursor(last_seq) if last_seq is not None else None)
+
+    async def export(self, principal: Principal, device_filter: DeviceFilter) -> AsyncIterator[Device]:
+        """Stream every matching device from one consistent snapshot."""
+        require(principal, Permission.READ)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            async for device in DeviceRepository(conn).stream(principal.tenant_id, device_filter):
+                yield device
+
+    async def import_rows(self, principal: Principal, rows: list[tuple[int, dict[str, Any]]]) -> list[UUID]:
+        """Validate every row, then insert all of them in one transaction or none at all."""
+        require(principal, Permission.MANAGE_DEVICES)
+        if not rows:
+            raise ValidationFailed("nothing to import", [FieldError("body", "no rows")])
+        devices: list[NewDevice] = []
+        errors: list[FieldError] = []
+        for number, raw in rows:
+            try:
+                devices.append(validate_new_device(raw, row=number))
+            except ValidationFailed as exc:
+                errors.extend(exc.errors)
+        numbers = [n for n, _ in rows]
+        if not errors:
+            errors = _duplicates_within(devices, numbers)
+        if errors:
+            raise ValidationFailed("import rejected; nothing was stored", errors)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = DeviceRepository(conn)
+            taken = await repo.endpoints_taken([d.endpoint for d in devices])
+            serials = await repo.serials_taken(principal.tenant_id, [d.serial for d in devices if d.serial])
+            errors = [FieldError("endpoint", "already exists", n)
+                      for n, d in zip(numbers, devices, strict=True) if d.endpoint in taken]
+            errors += [FieldError("serial", "already exists in this city", n)
+                       for n, d in zip(numbers, devices, strict=True) if d.serial in serials]
+            if errors:
+                raise Conflict("import rejected; nothing was stored", errors)
+            try:
+                created = await repo.insert_many(principal.tenant_id, devices)
+            except asyncpg.UniqueViolationError as exc:
+                # Lost a race with a concurrent create; the transaction rolls back whole.
+                raise conflict_from(exc) from None
+            await record_many(conn, principal, "device.create", "device", created)
+        return [d.id for d in created]
+
+    async def import_csv(self, principal: Principal, text: str) -> list[UUID]:
+        require(principal, Permission.MANAGE_DEVICES)
+        return await self.import_rows(principal, rows_from_csv(text))
+
+    async def import_geojson(self, principal: Principal, body: bytes) -> list[UUID]:
+        require(principal, Permission.MANAGE_DEVICES)
+        return await self.import_rows(principal, rows_from_geojson(body))
+
+
+def _duplicates_within(devices: list[NewDevice], numbers: list[int]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for field_name in ("endpoint", "serial"):
+        first_seen: dict[str, int] = {}
+        for number, device in zip(numbers, devices, strict=True):
+            value = getattr(device, field_name)
+            if value is None:
+                continue
+            if value in first_seen:
+                errors.append(FieldError(field_name, f"duplicates row {first_seen[value]}", number))
+            else:
+                first_seen[value] = number
+    return errors

@@ -1,0 +1,91 @@
+"""Typed settings read once from `FLEET_*` environment variables, one small dataclass per concern."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"FLEET_{name}")
+    return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"FLEET_{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    # None means: run the embedded PostgreSQL in data_dir.
+    url: str | None
+    data_dir: Path
+    pool_min: int = 2
+    pool_max: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CoapSettings:
+    host: str = "::"
+    port: int = 5683
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "INFO"
+    # "auto" renders for humans on a terminal and JSON otherwise.
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database: DatabaseSettings
+    http: HttpSettings = field(default_factory=HttpSettings)
+    coap: CoapSettings = field(default_factory=CoapSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("fleet", appauthor=False))
+
+
+def load_settings() -> Settings:
+    """Read every FLEET_* variable once; callers pass the result down."""
+    data_dir = Path(_env("DATA_DIR") or default_data_dir()).expanduser()
+    log_format = (_env("LOG_FORMAT", "auto") or "auto").lower()
+    if log_format not in ("auto", "json", "console"):
+        raise ValueError("FLEET_LOG_FORMAT must be auto, json or console")
+    return Settings(
+        database=DatabaseSettings(
+            url=_env("DATABASE_URL"),
+            data_dir=data_dir,
+            pool_min=_env_int("DB_POOL_MIN", 2),
+            pool_max=_env_int("DB_POOL_MAX", 10),
+        ),
+        http=HttpSettings(
+            host=_env("HTTP_HOST", "127.0.0.1") or "127.0.0.1",
+            port=_env_int("HTTP_PORT", 8000),
+            max_body_bytes=_env_int("MAX_BODY_BYTES", 16 * 1024 * 1024),
+        ),
+        coap=CoapSettings(
+            host=_env("COAP_HOST", "::") or "::",
+            port=_env_int("COAP_PORT", 5683),
+        ),
+        log=LogSettings(level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(), format=log_format),
+    )

@@ -1,0 +1,1 @@
+"""Simulated devices and demo data; they reach Fleet only over the wire (the seed excepted)."""
