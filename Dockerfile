@@ -1,0 +1,14 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY fleet ./fleet
+COPY protocols ./protocols
+COPY api ./api
+COPY simulators ./simulators
+RUN pip install --no-cache-dir .
+# PostgreSQL refuses to run as root; the image runs Fleet as an ordinary user.
+RUN useradd --create-home fleet
+USER fleet
+EXPOSE 8000 5683/udp
+ENV FLEET_HTTP_HOST=0.0.0.0
+CMD ["fleet", "serve"]

@@ -1,0 +1,1 @@
+"""Devices online: LwM2M registrations, their lifetimes, and the online/offline status they drive."""

@@ -1,0 +1,110 @@
+"""SQL for registrations and the device status they drive."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+import asyncpg
+
+from fleet.registrations.models import DeviceInfo, Registration, RegisterRequest, UpdateRequest
+
+
+def _registration(row: asyncpg.Record) -> Registration:
+    return Registration(**{k: row[k] for k in Registration.__slots__})
+
+
+class RegistrationRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def device_for_endpoint(self, endpoint: str) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(
+            "select id, tenant_id, status from devices where endpoint = $1 for update", endpoint)
+
+    async def replace(self, registration_id: str, device: asyncpg.Record, request: RegisterRequest,
+                      queue_mode: bool, node: str) -> Registration:
+        """A new Register replaces the device's previous registration, if any."""
+        await self.conn.execute("delete from registrations where device_id = $1", device["id"])
+        row = await self.conn.fetchrow(
+            """insert into registrations (id, device_id, tenant_id, endpoint, address, port,
+                   lifetime_s, binding, queue_mode, lwm2m_version, object_links, sms_number, node,
+                   expires_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                       now() + make_interval(secs => $7::integer))
+               returning *""",
+            registration_id, device["id"], device["tenant_id"], request.endpoint, request.address,
+            request.port, request.lifetime_s, request.binding, queue_mode, request.lwm2m_version,
+            request.object_links, request.sms_number, node)
+        return _registration(row)
+
+    async def refresh(self, request: UpdateRequest, queue_mode: bool | None, node: str) -> Registration | None:
+        row = await self.conn.fetchrow(
+            """update registrations set
+                   address = $2, port = $3,
+                   lifetime_s = coalesce($4, lifetime_s),
+                   binding = coalesce($5, binding),
+                   queue_mode = coalesce($6, queue_mode),
+                   object_links = coalesce($7, object_links),
+                   sms_number = coalesce($8, sms_number),
+                   node = $9, updated_at = now(),
+                   expires_at = now() + make_interval(secs => coalesce($4::integer, lifetime_s))
+               where id = $1 returning *""",
+            request.registration_id, request.address, request.port, request.lifetime_s,
+            request.binding, queue_mode, request.object_links, request.sms_number, node)
+        return _registration(row) if row else None
+
+    async def remove(self, registration_id: str) -> Registration | None:
+        row = await self.conn.fetchrow("delete from registrations where id = $1 returning *", registration_id)
+        return _registration(row) if row else None
+
+    async def set_status(self, device_id: UUID, status: str, *, only_from: tuple[str, ...]) -> None:
+        await self.conn.execute(
+            "update devices set status = $2, updated_at = now() where id = $1 and status = any($3::text[])",
+            device_id, status, list(only_from))
+
+    async def at_address(self, address: str, port: int) -> Registration | None:
+        row = await self.conn.fetchrow(
+            "select * from registrations where address = $1 and port = $2 order by updated_at desc limit 1",
+            address, port)
+        return _registration(row) if row else None
+
+    async def by_id(self, registration_id: str) -> Registration | None:
+        row = await self.conn.fetchrow("select * from registrations where id = $1", registration_id)
+        return _registration(row) if row else None
+
+    async def for_device(self, tenant_id: UUID, device_id: UUID) -> Registration | None:
+        row = await self.conn.fetchrow(
+            "select * from registrations where tenant_id = $1 and device_id = $2", tenant_id, device_id)
+        return _registration(row) if row else None
+
+    async def expire(self, grace: timedelta, limit: int) -> list[UUID]:
+        """Remove registrations past lifetime + grace and mark their devices offline.
+
+        SKIP LOCKED lets every node sweep at once without waiting on each other.
+        """
+        rows = await self.conn.fetch(
+            """with expired as (
+                   select id, device_id from registrations
+                   where expires_at + $1::interval < now()
+                   order by expires_at limit $2 for update skip locked),
+               gone as (delete from registrations r using expired e where r.id = e.id returning r.device_id),
+               offline as (
+                   update devices d set status = 'offline', updated_at = now()
+                   from gone where d.id = gone.device_id and d.status = 'online')
+               select device_id from gone""",
+            grace, limit)
+        return [r["device_id"] for r in rows]
+
+    async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:
+        await self.conn.execute(
+            """update devices set manufacturer = coalesce($2, manufacturer),
+                                  model = coalesce($3, model),
+                                  firmware_version = coalesce($4, firmware_version),
+                                  updated_at = now()
+               where id = $1""",
+            device_id, info.manufacturer, info.model, info.firmware_version)
+
+    async def record_serial(self, device_id: UUID, serial: str) -> None:
+        await self.conn.execute(
+            "update devices set serial = $2 where id = $1 and serial is distinct from $2", device_id, serial)

@@ -1,0 +1,127 @@
+"""Register, update and de-register devices; sweep expired lifetimes; record what /3/0 says."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from fleet.access.models import Permission, Principal
+from fleet.db import Database
+from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, DeviceInfo, Registration,
+                                        RegisterRequest, UpdateRequest)
+from fleet.registrations.repository import RegistrationRepository
+
+log = structlog.get_logger(__name__)
+
+SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
+# Statuses the network may move a device out of; maintenance and decommissioned are people's.
+NETWORK_STATUSES = ("provisioned", "online", "offline")
+
+
+class UnknownEndpoint(PermissionDenied):
+    """A device tried to register under a name the registry does not hold (or decommissioned)."""
+
+
+def validate_registration_fields(lifetime_s: int | None, binding: str | None,
+                                 version: str | None) -> list[FieldError]:
+    errors = []
+    if lifetime_s is not None and not 1 <= lifetime_s <= MAX_LIFETIME_S:
+        errors.append(FieldError("lt", f"lifetime must be 1-{MAX_LIFETIME_S} seconds"))
+    if binding is not None and (not binding or not set(binding) <= BINDING_MODES):
+        errors.append(FieldError("b", "binding must use the letters U, T, S, N, Q"))
+    if version is not None and version not in SUPPORTED_VERSIONS:
+        errors.append(FieldError("lwm2m", f"supported versions: {', '.join(SUPPORTED_VERSIONS)}"))
+    return errors
+
+
+class RegistrationService:
+    def __init__(self, db: Database, node: str) -> None:
+        self.db = db
+        self.node = node
+
+    async def register(self, request: RegisterRequest) -> Registration:
+        errors = validate_registration_fields(request.lifetime_s, request.binding, request.lwm2m_version)
+        if errors:
+            raise ValidationFailed("invalid registration", errors)
+        async with self.db.system_tx() as conn:
+            repo = RegistrationRepository(conn)
+            device = await repo.device_for_endpoint(request.endpoint)
+            if device is None or device["status"] == "decommissioned":
+                raise UnknownEndpoint(f"endpoint {request.endpoint!r} is not provisioned")
+            registration = await repo.replace(secrets.token_urlsafe(6), device, request,
+                                              "Q" in request.binding, self.node)
+            await repo.set_status(device["id"], "online", only_from=NETWORK_STATUSES)
+        log.debug("registered", endpoint=request.endpoint, registration=registration.id)
+        return registration
+
+    async def update(self, request: UpdateRequest) -> Registration:
+        errors = validate_registration_fields(request.lifetime_s, request.binding, None)
+        if errors:
+            raise ValidationFailed("invalid registration update", errors)
+        queue_mode = None if request.binding is None else "Q" in request.binding
+        async with self.db.system_tx() as conn:
+            repo = RegistrationRepository(conn)
+            registration = await repo.refresh(request, queue_mode, self.node)
+            if registration is None:
+                raise NotFound(f"registration {request.registration_id} not found")
+            await repo.set_status(registration.device_id, "online", only_from=NETWORK_STATUSES)
+        return registration
+
+    async def deregister(self, registration_id: str) -> Registration:
+        async with self.db.system_tx() as conn:
+            repo = RegistrationRepository(conn)
+            registration = await repo.remove(registration_id)
+            if registration is None:
+                raise NotFound(f"registration {registration_id} not found")
+            await repo.set_status(registration.device_id, "offline", only_from=NETWORK_STATUSES)
+        return registration
+
+    async def at_address(self, address: str, port: int) -> Registration | None:
+        async with self.db.system_tx() as conn:
+            return await RegistrationRepository(conn).at_address(address, port)
+
+    async def by_id(self, registration_id: str) -> Registration | None:
+        async with self.db.system_tx() as conn:
+            return await RegistrationRepository(conn).by_id(registration_id)
+
+    async def expire(self, grace: timedelta, *, batch: int = 1000) -> list[UUID]:
+        """Devices whose lifetime (plus grace) ran out go offline; returns their ids."""
+        expired: list[UUID] = []
+        while True:
+            async with self.db.system_tx() as conn:
+                ids = await RegistrationRepository(conn).expire(grace, batch)
+            expired += ids
+            if len(ids) < batch:
+                break
+        if expired:
+            log.info("registrations expired", devices=len(expired))
+        return expired
+
+    async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:
+        async with self.db.system_tx() as conn:
+            repo = RegistrationRepository(conn)
+            await repo.record_device_info(device_id, info)
+            if info.serial:
+                try:
+                    async with conn.transaction():
+                        await repo.record_serial(device_id, info.serial)
+                except asyncpg.UniqueViolationError:
+                    log.warning("device reports a serial another device holds", device=str(device_id),
+                                serial=info.serial)
+
+    async def for_device(self, principal: Principal, device_id: UUID) -> Registration:
+        if not principal.can(Permission.READ):
+            raise PermissionDenied("reading registrations is not allowed for this key")
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            registration = await RegistrationRepository(conn).for_device(principal.tenant_id, device_id)
+            if registration is None:
+                exists = await conn.fetchval("select 1 from devices where tenant_id = $1 and id = $2",
+                                             principal.tenant_id, device_id)
+                raise NotFound(f"device {device_id} is not registered" if exists
+                               else f"device {device_id} not found")
+        return registration

@@ -1,0 +1,1 @@
+"""Telemetry: every value a device reports, in a time-partitioned store, and its latest state."""

@@ -1,0 +1,71 @@
+"""SQL for telemetry: COPY of data points, the latest-state upsert, series and partitions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from uuid import UUID
+
+import asyncpg
+
+from fleet.telemetry.models import (POINT_COLUMNS, PointRecord, SeriesBucket, SeriesPoint,
+                                    SeriesQuery, stored_value)
+
+
+class TelemetryRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def append(self, points: Sequence[PointRecord]) -> None:
+        await self.conn.copy_records_to_table("telemetry", records=points, columns=POINT_COLUMNS)
+
+    async def upsert_state(self, latest: Sequence[PointRecord]) -> None:
+        """Move each (device, path) forward to its newest value; `latest` must be sorted by key.
+
+        Sorted keys give every concurrent writer the same lock order, so they cannot deadlock.
+        """
+        if not latest:
+            return
+        columns = list(zip(*latest, strict=True))
+        await self.conn.execute(
+            """insert into device_state as s (tenant_id, device_id, time, path, v_num, v_text, v_bool)
+               select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[],
+                                    $5::float8[], $6::text[], $7::bool[])
+               on conflict (device_id, path) do update
+                   set time = excluded.time, v_num = excluded.v_num, v_text = excluded.v_text,
+                       v_bool = excluded.v_bool, updated_at = now()
+                   where s.time <= excluded.time""",
+            *[list(c) for c in columns])
+
+    async def state(self, tenant_id: UUID, device_id: UUID) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
+            """select path, time, v_num, v_text, v_bool from device_state
+               where tenant_id = $1 and device_id = $2""", tenant_id, device_id)
+
+    async def series(self, tenant_id: UUID, query: SeriesQuery) -> list[SeriesPoint]:
+        rows = await self.conn.fetch(
+            """select time, v_num, v_text, v_bool from telemetry
+               where tenant_id = $1 and device_id = $2 and path = $3 and time >= $4 and time < $5
+               order by time limit $6""",
+            tenant_id, query.device_id, query.path, query.since, query.until, query.limit)
+        return [SeriesPoint(r["time"], stored_value(r["v_num"], r["v_text"], r["v_bool"])) for r in rows]
+
+    async def buckets(self, tenant_id: UUID, query: SeriesQuery) -> list[SeriesBucket]:
+        rows = await self.conn.fetch(
+            """select date_bin(make_interval(mins => $6), time, $4) as start,
+                      avg(v_num) as avg, min(v_num) as min, max(v_num) as max, count(*) as count
+               from telemetry
+               where tenant_id = $1 and device_id = $2 and path = $3 and time >= $4 and time < $5
+               group by 1 order by 1 limit $7""",
+            tenant_id, query.device_id, query.path, query.since, query.until,
+            query.bucket_minutes, query.limit)
+        return [SeriesBucket(r["start"], r["avg"], r["min"], r["max"], r["count"]) for r in rows]
+
+    async def ensure_partitions(self, first_day: date, days: int) -> int:
+        return await self.conn.fetchval("select fleet_ensure_telemetry_partitions($1, $2)", first_day, days)
+
+    async def drop_before(self, cutoff: date) -> int:
+        return await self.conn.fetchval("select fleet_drop_telemetry_before($1)", cutoff)
+
+    async def count_points(self, device_id: UUID) -> int:
+        return await self.conn.fetchval("select count(*) from telemetry where device_id = $1", device_id)

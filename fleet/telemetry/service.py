@@ -1,0 +1,186 @@
+"""Group-committed writes of data points, latest state and series for people, partition upkeep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from uuid import UUID
+
+import structlog
+
+from fleet.access.models import Permission, Principal
+from fleet.db import Database
+from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.objectmodel import CATALOG, ResourcePath
+from fleet.telemetry.models import (PointRecord, SeriesBucket, SeriesPoint, SeriesQuery,
+                                    StateValue, stored_value)
+from fleet.telemetry.repository import TelemetryRepository
+
+log = structlog.get_logger(__name__)
+
+MAX_SERIES_SPAN = timedelta(days=366)
+
+
+def latest_per_key(points: Sequence[PointRecord]) -> list[PointRecord]:
+    """The newest point of each (device, path), sorted by that key for a deadlock-free upsert."""
+    newest: dict[tuple[UUID, str], PointRecord] = {}
+    for point in points:
+        key = (point[1], point[3])
+        kept = newest.get(key)
+        if kept is None or kept[2] <= point[2]:
+            newest[key] = point
+    return [newest[k] for k in sorted(newest)]
+
+
+class TelemetryWriter:
+    """Group commit: many callers' points go into one transaction; each caller resumes only
+    after its points are committed, so a device's 2.xx always means durable data."""
+
+    def __init__(self, db: Database, *, max_batch_points: int = 20_000, flushers: int = 2) -> None:
+        self.db = db
+        self.max_batch_points = max_batch_points
+        self._pending: list[tuple[Sequence[PointRecord], asyncio.Future[None]]] = []
+        self._pending_points = 0
+        self._wakeup = asyncio.Event()
+        self._flushers = [asyncio.create_task(self._flush_forever(), name=f"telemetry-flusher-{n}")
+                          for n in range(flushers)]
+        self.committed_points = 0
+        self.batches = 0
+
+    async def write(self, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((points, future))
+        self._pending_points += len(points)
+        self._wakeup.set()
+        await future
+
+    async def close(self) -> None:
+        # Let queued writes finish; a request already waiting deserves its answer.
+        while self._pending:
+            await asyncio.sleep(0.01)
+        for task in self._flushers:
+            task.cancel()
+        for task in self._flushers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _take_batch(self) -> list[tuple[Sequence[PointRecord], asyncio.Future[None]]]:
+        """The oldest waiting writes, up to max_batch_points (always at least one write)."""
+        take, count = 0, 0
+        for points, _ in self._pending:
+            if take and count + len(points) > self.max_batch_points:
+                break
+            count += len(points)
+            take += 1
+        batch = self._pending[:take]
+        del self._pending[:take]
+        self._pending_points -= count
+        return batch
+
+    async def _flush_forever(self) -> None:
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._take_batch()
+            if self._pending:
+                self._wakeup.set()
+            points = [p for chunk, _ in batch for p in chunk]
+            try:
+                async with self.db.system_tx() as conn:
+                    repo = TelemetryRepository(conn)
+                    await repo.append(points)
+                    await repo.upsert_state(latest_per_key(points))
+            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
+                log.error("telemetry batch failed", points=len(points), error=repr(exc))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.committed_points += len(points)
+            self.batches += 1
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+
+class TelemetryService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def state(self, principal: Principal, device_id: UUID) -> list[StateValue]:
+        self._require_read(principal)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            await self._require_device(conn, principal.tenant_id, device_id)
+            rows = await TelemetryRepository(conn).state(principal.tenant_id, device_id)
+        values = []
+        for row in rows:
+            described = CATALOG.describe(row["path"])
+            values.append(StateValue(
+                row["path"], row["time"], stored_value(row["v_num"], row["v_text"], row["v_bool"]),
+                described.name if described else None,
+                described.object_name if described else None,
+                described.units if described else None))
+        values.sort(key=lambda v: ResourcePath.parse(v.path).ids)
+        return values
+
+    async def series(self, principal: Principal, query: SeriesQuery) -> list[SeriesPoint] | list[SeriesBucket]:
+        self._require_read(principal)
+        errors = []
+        try:
+            ResourcePath.parse(query.path)
+        except ValueError as exc:
+            errors.append(FieldError("path", str(exc)))
+        if query.until <= query.since:
+            errors.append(FieldError("until", "must be after since"))
+        elif query.until - query.since > MAX_SERIES_SPAN:
+            errors.append(FieldError("since", "the range may span at most 366 days"))
+        if query.bucket_minutes is not None and not 1 <= query.bucket_minutes <= 10_080:
+            errors.append(FieldError("bucket_minutes", "must be 1-10080"))
+        if errors:
+            raise ValidationFailed("invalid series query", errors)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            await self._require_device(conn, principal.tenant_id, query.device_id)
+            repo = TelemetryRepository(conn)
+            if query.bucket_minutes:
+                return await repo.buckets(principal.tenant_id, query)
+            return await repo.series(principal.tenant_id, query)
+
+    @staticmethod
+    async def _require_device(conn, tenant_id: UUID, device_id: UUID) -> None:
+        found = await conn.fetchval("select 1 from devices where tenant_id = $1 and id = $2",
+                                    tenant_id, device_id)
+        if not found:
+            raise NotFound(f"device {device_id} not found")
+
+    @staticmethod
+    def _require_read(principal: Principal) -> None:
+        if not principal.can(Permission.READ):
+            raise PermissionDenied("reading telemetry is not allowed for this key")
+
+
+class TelemetryMaintenance:
+    """Partitions ahead of time and retention behind; safe to run on every node at once."""
+
+    def __init__(self, db: Database, *, days_ahead: int = 7, days_behind: int = 2,
+                 retention_days: int = 90) -> None:
+        self.db = db
+        self.days_ahead = days_ahead
+        self.days_behind = days_behind
+        self.retention_days = retention_days
+
+    async def run(self, today: date | None = None) -> tuple[int, int]:
+        today = today or datetime.now(UTC).date()
+        async with self.db.system_tx() as conn:
+            repo = TelemetryRepository(conn)
+            created = await repo.ensure_partitions(today - timedelta(days=self.days_behind),
+                                                   self.days_behind + self.days_ahead + 1)
+            dropped = await repo.drop_before(today - timedelta(days=self.retention_days))
+        if created or dropped:
+            log.info("telemetry partitions maintained", created=created, dropped=dropped)
+        return created, dropped

@@ -1,0 +1,1 @@
+"""LwM2M over CoAP: payload codecs for the content formats devices speak."""

@@ -1,0 +1,84 @@
+"""The CoAP listener as one runnable component: socket, LwM2M server, group commit, expiry sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import aiocoap
+import structlog
+
+from fleet.db import Database
+from fleet.registrations.service import RegistrationService
+from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
+from protocols.coap import transport
+from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
+from protocols.lwm2m.server import LwM2MServer
+
+log = structlog.get_logger("fleet.coap")
+
+EXPIRY_GRACE = timedelta(seconds=30)
+SWEEP_INTERVAL_S = 5.0
+
+
+def node_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Listener:
+    context: aiocoap.Context
+    server: LwM2MServer
+    writer: TelemetryWriter
+    client: DeviceClient
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def open_listener(db: Database, host: str, port: int, *, node: str | None = None,
+                        expiry_grace: timedelta = EXPIRY_GRACE,
+                        sweep_interval_s: float = SWEEP_INTERVAL_S) -> AsyncIterator[Listener]:
+    transport.install()
+    node = node or node_name()
+    await TelemetryMaintenance(db).run()
+    writer = TelemetryWriter(db)
+    registrations = RegistrationService(db, node)
+    server = LwM2MServer(registrations, writer)
+    context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
+    transport.enlarge_receive_buffer(context)
+    client = DeviceClient(context)
+    server.on_registered = DeviceInfoReader(client, registrations, server.store)
+    bound_port = transport.udp_sockets(context)[0].getsockname()[1]
+    sweeper = asyncio.create_task(_sweep(registrations, server, expiry_grace, sweep_interval_s))
+    log.info("CoAP listener ready", host=host, port=bound_port, node=node)
+    try:
+        yield Listener(context, server, writer, client, bound_port)
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await context.shutdown()
+        await writer.close()
+
+
+async def _sweep(registrations: RegistrationService, server: LwM2MServer, grace: timedelta,
+                 interval_s: float) -> None:
+    """Lifetimes are stored as expiry times, so this is correct across restarts and nodes."""
+    while True:
+        try:
+            expired = await registrations.expire(grace)
+            if expired:
+                server.forget_devices(set(expired))
+        except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
+            log.exception("registration sweep failed")
+        await asyncio.sleep(interval_s)
+
+
+async def run_coap(db: Database, host: str, port: int) -> None:
+    async with open_listener(db, host, port):
+        await asyncio.Event().wait()

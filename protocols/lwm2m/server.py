@@ -1,0 +1,241 @@
+"""The LwM2M server's CoAP face: Register, Update, De-register and Send, on one aiocoap site.
+
+Thin on purpose: parse the CoAP request, call a Fleet service, render the answer. The device
+sessions (which address belongs to which registration) are cached here because every Send
+needs them and only this process's socket talks to those addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import unquote
+from uuid import UUID
+
+import structlog
+from aiocoap import CHANGED, CREATED, DELETED, Message, error, interfaces
+from aiocoap.numbers.codes import Code
+
+from fleet.errors import FleetError
+from fleet.objectmodel import ResourcePath
+from fleet.registrations.models import DEFAULT_LIFETIME_S, Registration, RegisterRequest, UpdateRequest
+from fleet.registrations.service import RegistrationService, UnknownEndpoint
+from fleet.telemetry.models import split_value
+from fleet.telemetry.service import TelemetryWriter
+from protocols.coap.problems import to_coap_error
+from protocols.lwm2m import content, linkformat
+from protocols.lwm2m.errors import CodecError
+
+log = structlog.get_logger("fleet.lwm2m")
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+LINK_FORMAT = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a datagram from a registered address is attributed to."""
+
+    registration_id: str
+    device_id: UUID
+    tenant_id: UUID
+    endpoint: str
+
+
+def peer_of(request: Message) -> tuple[str, int]:
+    host, port = request.remote.sockaddr[0], request.remote.sockaddr[1]
+    # udp6 sockets see IPv4 peers as IPv4-mapped IPv6 addresses.
+    return (host[7:] if host.startswith("::ffff:") else host), port
+
+
+def _queries(request: Message) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in request.opt.uri_query:
+        key, sep, value = item.partition("=")
+        if key in params:
+            raise CodecError(f"query parameter {key!r} given twice")
+        params[key] = unquote(value) if sep else ""
+    return params
+
+
+def _int_param(params: dict[str, str], name: str) -> int | None:
+    if name not in params:
+        return None
+    raw = params[name]
+    if not raw.isdigit() or len(raw) > 10:
+        raise CodecError(f"{name} must be a positive integer")
+    return int(raw)
+
+
+class LwM2MServer(interfaces.Resource):
+    """Root resource of the CoAP listener: routes /rd, /rd/{id} and /dp."""
+
+    def __init__(self, registrations: RegistrationService, writer: TelemetryWriter,
+                 on_registered=None) -> None:
+        self.registrations = registrations
+        self.writer = writer
+        self.sessions: dict[tuple[str, int], Session] = {}
+        self._by_registration: dict[str, tuple[str, int]] = {}
+        # Called with (registration, session) after a Register is answered: reads /3/0, delivers
+        # queued commands. Kept as a hook so this module stays about the CoAP exchange itself.
+        self.on_registered = on_registered
+        self._background: set[asyncio.Task] = set()
+
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        return True
+
+    async def render(self, request: Message) -> Message:
+        try:
+            return await self._route(request)
+        except error.RenderableError:
+            raise
+        except (FleetError, CodecError) as exc:
+            if isinstance(exc, UnknownEndpoint):
+                log.warning("registration refused", reason=exc.detail, peer=peer_of(request)[0])
+            else:
+                log.info("LwM2M request refused", path="/".join(request.opt.uri_path), error=str(exc))
+            raise to_coap_error(exc) from None
+        except Exception:
+            log.exception("LwM2M request failed", path=request.opt.uri_path)
+            raise
+
+    async def _route(self, request: Message) -> Message:
+        path = request.opt.uri_path
+        if len(request.payload) > MAX_PAYLOAD_BYTES:
+            raise error.RequestEntityTooLarge(f"payload above {MAX_PAYLOAD_BYTES} bytes")
+        if path == ("dp",):
+            self._require(request, Code.POST)
+            return await self._send(request)
+        if path == ("rd",):
+            self._require(request, Code.POST)
+            return await self._register(request)
+        if len(path) == 2 and path[0] == "rd":
+            if request.code == Code.DELETE:
+                return await self._deregister(path[1])
+            self._require(request, Code.POST)
+            return await self._update(request, path[1])
+        raise error.NotFound("no such resource: use /rd or /dp")
+
+    @staticmethod
+    def _require(request: Message, code: Code) -> None:
+        if request.code != code:
+            raise error.MethodNotAllowed(f"{request.code} not allowed here")
+
+    # -- registration interface ------------------------------------------------------------
+
+    async def _register(self, request: Message) -> Message:
+        params = _queries(request)
+        endpoint = params.get("ep")
+        if not endpoint:
+            raise CodecError("ep (endpoint name) is required")
+        if request.opt.content_format not in (None, LINK_FORMAT):
+            raise error.UnsupportedContentFormat("registration payload must be link-format (40)")
+        links = bytes(request.payload)
+        linkformat.parse(links)  # validates; raises CodecError with a diagnostic
+        address, port = peer_of(request)
+        registration = await self.registrations.register(RegisterRequest(
+            endpoint=endpoint, address=address, port=port,
+            lifetime_s=_int_param(params, "lt") or DEFAULT_LIFETIME_S,
+            binding=params.get("b", "U"), lwm2m_version=params.get("lwm2m", "1.0"),
+            object_links=links.decode("utf-8", "replace"), sms_number=params.get("sms")))
+        session = self._remember(registration)
+        if self.on_registered is not None:
+            self._spawn(self.on_registered(registration, session))
+        return Message(code=CREATED, location_path=("rd", registration.id))
+
+    async def _update(self, request: Message, registration_id: str) -> Message:
+        params = _queries(request)
+        links = bytes(request.payload) if request.payload else None
+        if links is not None:
+            linkformat.parse(links)
+        address, port = peer_of(request)
+        registration = await self.registrations.update(UpdateRequest(
+            registration_id=registration_id, address=address, port=port,
+            lifetime_s=_int_param(params, "lt"), binding=params.get("b"),
+            object_links=links.decode("utf-8", "replace") if links is not None else None,
+            sms_number=params.get("sms")))
+        session = self._remember(registration)
+        if self.on_registered is not None:
+            self._spawn(self.on_registered(registration, session, update=True))
+        return Message(code=CHANGED)
+
+    async def _deregister(self, registration_id: str) -> Message:
+        registration = await self.registrations.deregister(registration_id)
+        self._forget(registration.id)
+        return Message(code=DELETED)
+
+    # -- information reporting -------------------------------------------------------------
+
+    async def _send(self, request: Message) -> Message:
+        session = await self.session_for(peer_of(request))
+        if session is None:
+            raise error.Forbidden("not registered: Register before Send")
+        if request.opt.content_format not in content.SEND_FORMATS:
+            raise error.UnsupportedContentFormat("Send takes SenML JSON (110) or SenML CBOR (112)")
+        now = datetime.now(UTC)
+        readings = content.decode(request.opt.content_format, bytes(request.payload),
+                                  ResourcePath(0), now)
+        await self.store(session, readings, now)
+        return Message(code=CHANGED)
+
+    async def store(self, session: Session, readings, now: datetime) -> None:
+        """Commit readings of one device; returns only once they are durable."""
+        tenant_id, device_id = session.tenant_id, session.device_id
+        path_text = _path_text
+        records = [(tenant_id, device_id, reading.time or now, path_text(reading.path),
+                    *split_value(reading.value)) for reading in readings]
+        await self.writer.write(records)
+
+    async def session_for(self, peer: tuple[str, int]) -> Session | None:
+        session = self.sessions.get(peer)
+        if session is None:
+            # Registered through another process or before a restart: the database knows.
+            registration = await self.registrations.at_address(*peer)
+            if registration is not None:
+                session = self._remember(registration)
+        return session
+
+    def session_of_registration(self, registration_id: str) -> Session | None:
+        peer = self._by_registration.get(registration_id)
+        return self.sessions.get(peer) if peer else None
+
+    def _remember(self, registration: Registration) -> Session:
+        self._forget(registration.id)
+        peer = (registration.address, registration.port)
+        previous = self.sessions.get(peer)
+        if previous is not None:
+            self._by_registration.pop(previous.registration_id, None)
+        session = Session(registration.id, registration.device_id, registration.tenant_id,
+                          registration.endpoint)
+        self.sessions[peer] = session
+        self._by_registration[registration.id] = peer
+        return session
+
+    def _forget(self, registration_id: str) -> None:
+        peer = self._by_registration.pop(registration_id, None)
+        if peer is not None and self.sessions.get(peer, None) is not None:
+            if self.sessions[peer].registration_id == registration_id:
+                del self.sessions[peer]
+
+    def forget_devices(self, device_ids: set[UUID]) -> None:
+        for peer, session in list(self.sessions.items()):
+            if session.device_id in device_ids:
+                self._forget(session.registration_id)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+_PATH_TEXT: dict[ResourcePath, str] = {}
+
+
+def _path_text(path: ResourcePath) -> str:
+    text = _PATH_TEXT.get(path)
+    if text is None:
+        text = str(path)
+        if len(_PATH_TEXT) < 65_536:
+            _PATH_TEXT[path] = text
+    return text

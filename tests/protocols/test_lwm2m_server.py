@@ -1,0 +1,135 @@
+"""The LwM2M server on real UDP: registration lifecycle, Send, malformed input, tenant attribution."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiocoap
+import cbor2
+from aiocoap import Code, Message
+
+from fleet.registry.models import DeviceKind, NewDevice
+from fleet.registry.service import DeviceService
+from tests.conftest import make_city
+
+
+async def provision(db, city, endpoint: str, kind=DeviceKind.WASTE_BIN):
+    return await DeviceService(db).create_validated(
+        city.principal, NewDevice(kind=kind, endpoint=endpoint, lat=37.5, lon=127.0))
+
+
+def uri(listener, path: str) -> str:
+    return f"coap://127.0.0.1:{listener.port}{path}"
+
+
+async def register(client, listener, endpoint: str, lifetime: int = 300, binding: str = "U"):
+    request = Message(code=Code.POST, uri=uri(listener, f"/rd?ep={endpoint}&lt={lifetime}&lwm2m=1.1&b={binding}"),
+                      payload=b"</1/0>,</3/0>,</3435/0>,</3303/0>", content_format=40)
+    return await client.request(request).response
+
+
+async def device_status(db, device_id) -> str:
+    async with db.system_tx() as conn:
+        return await conn.fetchval("select status from devices where id = $1", device_id)
+
+
+async def test_register_update_deregister(db, listener, coap_client):
+    city = await make_city(db, "seoul")
+    device = await provision(db, city, "bin-1")
+    response = await register(coap_client, listener, "bin-1")
+    assert response.code == Code.CREATED, response.payload
+    location = response.opt.location_path
+    assert location[0] == "rd" and len(location) == 2
+    assert await device_status(db, device.id) == "online"
+    async with db.system_tx() as conn:
+        row = await conn.fetchrow("select * from registrations where device_id = $1", device.id)
+    assert (row["lifetime_s"], row["binding"], row["lwm2m_version"]) == (300, "U", "1.1")
+    assert "</3435/0>" in row["object_links"]
+
+    update = Message(code=Code.POST, uri=uri(listener, f"/rd/{location[1]}?lt=600&b=UQ"))
+    assert (await coap_client.request(update).response).code == Code.CHANGED
+    async with db.system_tx() as conn:
+        row = await conn.fetchrow("select * from registrations where device_id = $1", device.id)
+    assert (row["lifetime_s"], row["queue_mode"]) == (600, True)
+
+    delete = Message(code=Code.DELETE, uri=uri(listener, f"/rd/{location[1]}"))
+    assert (await coap_client.request(delete).response).code == Code.DELETED
+    assert await device_status(db, device.id) == "offline"
+    again = Message(code=Code.POST, uri=uri(listener, f"/rd/{location[1]}"))
+    assert (await coap_client.request(again).response).code == Code.NOT_FOUND
+
+
+async def test_unknown_endpoint_is_forbidden(db, listener, coap_client):
+    response = await register(coap_client, listener, "nobody-knows-me")
+    assert response.code == Code.FORBIDDEN
+    assert b"not provisioned" in response.payload
+
+
+async def test_send_is_stored_in_telemetry_and_state(db, listener, coap_client):
+    city = await make_city(db, "seoul")
+    device = await provision(db, city, "bin-2")
+    assert (await register(coap_client, listener, "bin-2")).code == Code.CREATED
+    pack = [{-2: "/3435/0/", 0: "2", 2: 41.5}, {0: "3", 2: 12.0}, {-2: "/3303/0/", 0: "5700", 2: 21.25}]
+    send = Message(code=Code.POST, uri=uri(listener, "/dp"), payload=cbor2.dumps(pack), content_format=112)
+    response = await coap_client.request(send).response
+    assert response.code == Code.CHANGED, response.payload
+    async with db.system_tx() as conn:
+        count = await conn.fetchval("select count(*) from telemetry where device_id = $1", device.id)
+        state = {r["path"]: r["v_num"] for r in await conn.fetch(
+            "select path, v_num from device_state where device_id = $1", device.id)}
+    assert count == 3
+    assert state["/3435/0/2"] == 41.5 and state["/3303/0/5700"] == 21.25
+
+
+async def test_lifetime_expiry_sets_offline(db, listener, coap_client):
+    city = await make_city(db, "seoul")
+    device = await provision(db, city, "bin-3")
+    assert (await register(coap_client, listener, "bin-3", lifetime=1)).code == Code.CREATED
+    assert await device_status(db, device.id) == "online"
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if await device_status(db, device.id) == "offline":
+            break
+    assert await device_status(db, device.id) == "offline"
+
+
+async def test_malformed_inputs_get_4xx_and_store_nothing(db, listener, coap_client):
+    city = await make_city(db, "seoul")
+    device = await provision(db, city, "bin-4")
+    assert (await register(coap_client, listener, "bin-4")).code == Code.CREATED
+    cases = [
+        (Message(code=Code.POST, uri=uri(listener, "/dp"), payload=b"\xff\x00garbage", content_format=112), Code.BAD_REQUEST),
+        (Message(code=Code.POST, uri=uri(listener, "/dp"), payload=b'[{"n": "/3303/0/5700", "v": "x"}]', content_format=110), Code.BAD_REQUEST),
+        (Message(code=Code.POST, uri=uri(listener, "/dp"), payload=b'[{"n":', content_format=110), Code.BAD_REQUEST),
+        (Message(code=Code.POST, uri=uri(listener, "/dp"), payload=b"21.5", content_format=0), Code.UNSUPPORTED_CONTENT_FORMAT),
+        (Message(code=Code.POST, uri=uri(listener, "/rd?ep=bin-4&lt=abc"), payload=b"</3/0>", content_format=40), Code.BAD_REQUEST),
+        (Message(code=Code.POST, uri=uri(listener, "/rd?ep=bin-4"), payload=b"<3/0", content_format=40), Code.BAD_REQUEST),
+        (Message(code=Code.POST, uri=uri(listener, "/nowhere"), payload=b""), Code.NOT_FOUND),
+    ]
+    for request, expected in cases:
+        response = await coap_client.request(request).response
+        assert response.code == expected, (request.opt.uri_path, response.code, response.payload)
+        assert response.payload, "a diagnostic payload is expected"
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1", device.id) == 0
+
+
+async def test_malformed_datagram_gets_bad_request(listener):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2)
+    try:
+        # CON POST, token length 1, mid 0x1234, then an option with reserved delta 15 (format error)
+        sock.sendto(bytes([0x41, 0x02, 0x12, 0x34, 0xAB, 0xF1, 0x00]), ("127.0.0.1", listener.port))
+        reply, _ = await asyncio.get_running_loop().run_in_executor(None, sock.recvfrom, 2048)
+    finally:
+        sock.close()
+    assert reply[1] == 0x80  # 4.00
+    assert reply[2:4] == b"\x12\x34" and reply[4] == 0xAB
+    assert b"malformed" in reply
+
+
+async def test_send_from_unregistered_address_is_forbidden(listener, coap_client):
+    send = Message(code=Code.POST, uri=uri(listener, "/dp"), payload=cbor2.dumps([{0: "/3303/0/5700", 2: 1.0}]),
+                   content_format=112)
+    assert (await coap_client.request(send).response).code == Code.FORBIDDEN
