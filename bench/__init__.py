@@ -1,0 +1,1 @@
+"""Benchmarks and the measuring tools they share; not part of the Fleet server."""

@@ -1,0 +1,1 @@
+"""Ingest benchmarks: how many LwM2M Send requests per second reach storage."""
