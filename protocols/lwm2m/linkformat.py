@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from fleet.objectmodel import ResourcePath
-
 from protocols.lwm2m.errors import CodecError
 
 CONTENT_FORMAT = 40

@@ -16,7 +16,6 @@ import cbor2
 
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.objectmodel.models import MAX_ID
-
 from protocols.lwm2m.errors import CodecError
 from protocols.lwm2m.values import check_number, objlnk_text, seconds
 

@@ -18,7 +18,6 @@ import msgspec
 
 from fleet.objectmodel import Reading, ResourcePath, parse_objlnk
 from fleet.objectmodel.coerce import timestamp_to_datetime
-
 from protocols.lwm2m.errors import CodecError
 from protocols.lwm2m.lwm2m_cbor import MAX_PAYLOAD_BYTES, loads_strict
 from protocols.lwm2m.values import check_number, objlnk_text, seconds
@@ -81,8 +80,8 @@ def decode_cbor(payload: bytes, *, now: datetime | None = None) -> list[Reading]
 def _resolve(records: list, labels: _Labels, now: datetime | None) -> list[Reading]:
     if len(records) > MAX_RECORDS:
         raise CodecError("too many SenML records")
-    N, T, V, VS, VB, VD, VLO = (labels.n, labels.t, labels.v, labels.vs, labels.vb, labels.vd,
-                                labels.vlo)
+    key_n, key_t, key_v, key_vs, key_vb, key_vd, key_vlo = (
+        labels.n, labels.t, labels.v, labels.vs, labels.vb, labels.vd, labels.vlo)
     parse_path, new_reading, isfinite = ResourcePath.parse, tuple.__new__, math.isfinite
     data_as_text = labels is _JSON
     context = _Context()
@@ -91,13 +90,19 @@ def _resolve(records: list, labels: _Labels, now: datetime | None) -> list[Readi
     for index, record in enumerate(records):
         if type(record) is not dict:
             raise CodecError(f"record {index} is not a map")
-        name = record.get(N, "")
-        time = record.get(T)
-        value_label = (V if V in record else VS if VS in record else VB if VB in record
-                       else VD if VD in record else VLO if VLO in record else None)
+        name = record.get(key_n, "")
+        time = record.get(key_t)
+        value_label = (
+            key_v if key_v in record
+            else key_vs if key_vs in record
+            else key_vb if key_vb in record
+            else key_vd if key_vd in record
+            else key_vlo if key_vlo in record
+            else None
+        )
         # A record holding only n, t and one value takes this path; anything more (base
         # fields, units, extra values, unknown labels) is checked by the context.
-        if len(record) != (N in record) + (time is not None) + (value_label is not None):
+        if len(record) != (key_n in record) + (time is not None) + (value_label is not None):
             context.update(record, index, labels)
         if value_label is None:
             raise CodecError(f"record {index} has no value")
@@ -112,19 +117,19 @@ def _resolve(records: list, labels: _Labels, now: datetime | None) -> list[Readi
 
         value = record[value_label]
         kind = type(value)
-        if value_label == V:
-            if not (kind is float and isfinite(value)
-                    or kind is int and _INT_MIN <= value <= _INT_MAX):
+        if value_label == key_v:
+            if not ((kind is float and isfinite(value))
+                    or (kind is int and _INT_MIN <= value <= _INT_MAX)):
                 raise CodecError(f"record {index}: v is not a finite 64-bit number")
             if context.base_value is not None:
                 value = check_number(context.base_value + value, f"record {index} v")
-        elif value_label == VS:
+        elif value_label == key_vs:
             if kind is not str:
                 raise CodecError(f"record {index}: vs is not a string")
-        elif value_label == VB:
+        elif value_label == key_vb:
             if kind is not bool:
                 raise CodecError(f"record {index}: vb is not a boolean")
-        elif value_label == VD:
+        elif value_label == key_vd:
             value = _data_value(value, index, data_as_text)
         else:
             value = _objlnk_value(value, index)
@@ -134,7 +139,7 @@ def _resolve(records: list, labels: _Labels, now: datetime | None) -> list[Readi
             moment = None
         else:
             if time is not None and not (type(time) is int
-                                         or type(time) is float and isfinite(time)):
+                                         or (type(time) is float and isfinite(time))):
                 raise CodecError(f"record {index}: t is not a finite number")
             resolved = (base_time or 0) + (time or 0)
             moment = times.get(resolved)

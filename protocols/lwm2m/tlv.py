@@ -14,7 +14,6 @@ from datetime import datetime
 
 from fleet.objectmodel import Catalog, Reading, ResourcePath, ResourceType
 from fleet.objectmodel.coerce import coerce_to_type, timestamp_to_datetime
-
 from protocols.lwm2m.errors import CodecError
 
 CONTENT_FORMAT = 11542

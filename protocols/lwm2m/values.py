@@ -8,7 +8,6 @@ from datetime import datetime
 
 from fleet.objectmodel import Catalog, Reading, coerce
 from fleet.objectmodel.coerce import INT64_MIN, UINT64_MAX
-
 from protocols.lwm2m.errors import CodecError
 
 
