@@ -53,9 +53,52 @@ class DeviceClient:
         return content.decode(response.opt.content_format, bytes(response.payload), path,
                               datetime.now(UTC))
 
-    async def _exchange(self, request: Message) -> Message:
+    async def write(self, address: DeviceAddress, path: ResourcePath, value: object) -> None:
+        """Write one resource: plain text for scalars (TS §7.4.1), opaque for bytes."""
+        if isinstance(value, bytes | bytearray):
+            payload, content_format = bytes(value), content.OPAQUE
+        else:
+            payload, content_format = _plain_text(value).encode(), content.TEXT_PLAIN
+        request = Message(code=Code.PUT, uri=address.uri(path), payload=payload,
+                          content_format=content_format, transport_tuning=CITY_TUNING)
+        await self._exchange(request)
+
+    async def execute(self, address: DeviceAddress, path: ResourcePath, arguments: str | None = None) -> None:
+        request = Message(code=Code.POST, uri=address.uri(path), transport_tuning=CITY_TUNING,
+                          payload=(arguments or "").encode())
+        await self._exchange(request)
+
+    async def observe(self, address: DeviceAddress, path: ResourcePath, on_readings) -> tuple[list[Reading], object]:
+        """Start observing; returns the first readings and a handle whose cancel() ends it.
+
+        Each later notification is decoded and handed to `on_readings(readings)`.
+        """
+        request = Message(code=Code.GET, uri=address.uri(path), observe=0, transport_tuning=CITY_TUNING)
+        request.opt.accept = content.SENML_CBOR
+        pending = self.context.request(request)
+        response = await self._await(pending.response)
+        if response.opt.observe is None:
+            raise DeviceRequestFailed("device does not support observing this path")
+        first = content.decode(response.opt.content_format, bytes(response.payload), path, datetime.now(UTC))
+
+        async def follow() -> None:
+            try:
+                async for notification in pending.observation:
+                    try:
+                        readings = content.decode(notification.opt.content_format,
+                                                  bytes(notification.payload), path, datetime.now(UTC))
+                    except CodecError as exc:
+                        log.warning("undecodable notification", uri=address.uri(path), error=str(exc))
+                        continue
+                    await on_readings(readings)
+            except aiocoap.error.Error as exc:
+                log.info("observation ended", uri=address.uri(path), reason=type(exc).__name__)
+
+        return first, (pending, follow)
+
+    async def _await(self, response_future) -> Message:
         try:
-            response = await self.context.request(request).response
+            response = await response_future
         except aiocoap.error.Error as exc:
             raise DeviceRequestFailed(f"no answer: {type(exc).__name__}") from None
         if not response.code.is_successful():
@@ -63,6 +106,17 @@ class DeviceClient:
             raise DeviceRequestFailed(f"device answered {response.code}: {diagnostic}",
                                       code=str(response.code))
         return response
+
+    async def _exchange(self, request: Message) -> Message:
+        return await self._await(self.context.request(request).response)
+
+
+def _plain_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 DEVICE_INFO = {0: "manufacturer", 1: "model", 2: "serial", 3: "firmware_version"}

@@ -17,6 +17,8 @@ from fleet.db import Database
 from fleet.registrations.service import RegistrationService
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
 from protocols.coap import transport
+from fleet.commands.service import CommandQueue
+from protocols.lwm2m.dispatcher import Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
 from protocols.lwm2m.server import LwM2MServer
 
@@ -36,6 +38,7 @@ class Listener:
     server: LwM2MServer
     writer: TelemetryWriter
     client: DeviceClient
+    dispatcher: Dispatcher
     port: int
 
 
@@ -52,16 +55,26 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
     client = DeviceClient(context)
-    server.on_registered = DeviceInfoReader(client, registrations, server.store)
+    dispatcher = Dispatcher(db, CommandQueue(db, node), client, server)
+    info_reader = DeviceInfoReader(client, registrations, server.store)
+
+    async def on_registered(registration, session, *, update: bool = False) -> None:
+        await info_reader(registration, session, update=update)
+        await dispatcher.device_awake(registration, session, update=update)
+
+    server.on_registered = on_registered
     bound_port = transport.udp_sockets(context)[0].getsockname()[1]
-    sweeper = asyncio.create_task(_sweep(registrations, server, expiry_grace, sweep_interval_s))
+    tasks = [asyncio.create_task(_sweep(registrations, server, expiry_grace, sweep_interval_s)),
+             asyncio.create_task(dispatcher.run())]
     log.info("CoAP listener ready", host=host, port=bound_port, node=node)
     try:
-        yield Listener(context, server, writer, client, bound_port)
+        yield Listener(context, server, writer, client, dispatcher, bound_port)
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await context.shutdown()
         await writer.close()
 

@@ -1,0 +1,126 @@
+"""/api/v1/commands and device observations: downlink to one device, a group or a filter."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from litestar import Controller, delete, get, post
+from litestar.params import Parameter
+from msgspec import Meta, Struct
+
+from fleet.access.models import Principal
+from fleet.commands.models import Batch, CommandRequest, DeviceCommand, Operation, Target
+from fleet.commands.service import CommandService
+from fleet.errors import FieldError, ValidationFailed
+from fleet.registry.filters import parse_filter
+
+
+class CommandTarget(Struct, forbid_unknown_fields=True):
+    device_ids: list[UUID] | None = None
+    group_id: UUID | None = None
+    filter: dict[str, Any] | None = None
+
+
+class CommandCreate(Struct, forbid_unknown_fields=True):
+    target: CommandTarget
+    operation: Literal["read", "write", "execute", "observe", "cancel_observe"]
+    path: Annotated[str, Meta(max_length=40, description="LwM2M path, e.g. /3416/0/1")]
+    value: Any = None
+    expires_in_s: Annotated[int, Meta(ge=1, le=7 * 86400)] = 3600
+
+
+class DeviceResult(Struct, omit_defaults=True):
+    device_id: UUID
+    status: str
+    attempts: int
+    result: Any = None
+    error: str | None = None
+    sent_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class Command(Struct):
+    id: UUID
+    operation: str
+    path: str
+    value: Any
+    target: dict[str, Any]
+    device_count: int
+    counts: dict[str, int]
+    created_at: datetime
+    expires_at: datetime
+    devices: list[DeviceResult]
+
+
+class ObservationCreate(Struct, forbid_unknown_fields=True):
+    path: Annotated[str, Meta(max_length=40)]
+
+
+def _target(data: CommandTarget) -> Target:
+    given = [name for name in ("device_ids", "group_id", "filter") if getattr(data, name) is not None]
+    if len(given) != 1:
+        raise ValidationFailed("invalid target", [FieldError(
+            "target", "give exactly one of device_ids, group_id or filter")])
+    if data.device_ids is not None:
+        if not data.device_ids:
+            raise ValidationFailed("invalid target", [FieldError("target.device_ids", "must not be empty")])
+        return Target(device_ids=tuple(data.device_ids))
+    if data.group_id is not None:
+        return Target(group_id=data.group_id)
+    return Target(filter=parse_filter(data.filter or {}))
+
+
+def _result(c: DeviceCommand) -> DeviceResult:
+    return DeviceResult(c.device_id, c.status.value, c.attempts, c.result, c.error, c.sent_at, c.completed_at)
+
+
+def command_out(batch: Batch) -> Command:
+    return Command(batch.id, batch.operation.value, batch.path, batch.value, batch.target,
+                   batch.device_count, batch.counts, batch.created_at, batch.expires_at,
+                   [_result(c) for c in batch.commands])
+
+
+class CommandController(Controller):
+    path = "/api/v1/commands"
+    tags = ["commands"]
+
+    @post("/", status_code=202, summary="Queue a read, write, execute or observe for devices")
+    async def submit(self, data: CommandCreate, principal: Principal,
+                     command_service: CommandService) -> Command:
+        batch = await command_service.submit(principal, CommandRequest(
+            _target(data.target), Operation(data.operation), data.path, data.value,
+            timedelta(seconds=data.expires_in_s)))
+        return command_out(batch)
+
+    @get("/{command_id:uuid}", summary="Per-state counts and per-device results")
+    async def get_command(self, command_id: UUID, principal: Principal, command_service: CommandService,
+                          limit: Annotated[int, Parameter(ge=0, le=100_000)] = 10_000) -> Command:
+        return command_out(await command_service.get(principal, command_id, limit=limit))
+
+    @post("/{command_id:uuid}/cancel", status_code=200, summary="Cancel what is still queued")
+    async def cancel(self, command_id: UUID, principal: Principal, command_service: CommandService) -> Command:
+        return command_out(await command_service.cancel(principal, command_id))
+
+
+class ObservationController(Controller):
+    path = "/api/v1/devices/{device_id:uuid}/observations"
+    tags = ["commands"]
+
+    @post("/", status_code=202, summary="Start observing a path; notifications become telemetry")
+    async def start(self, device_id: UUID, data: ObservationCreate, principal: Principal,
+                    command_service: CommandService) -> Command:
+        return command_out(await command_service.submit(principal, CommandRequest(
+            Target(device_ids=(device_id,)), Operation.OBSERVE, data.path)))
+
+    @delete("/", status_code=202, summary="Stop observing a path")
+    async def stop(self, device_id: UUID, path: str, principal: Principal,
+                   command_service: CommandService) -> Command:
+        return command_out(await command_service.submit(principal, CommandRequest(
+            Target(device_ids=(device_id,)), Operation.CANCEL_OBSERVE, path)))
+
+    @get("/", summary="Paths observed on this device")
+    async def list_observations(self, device_id: UUID, principal: Principal,
+                                command_service: CommandService) -> list[dict[str, Any]]:
+        return await command_service.observations(principal, device_id)

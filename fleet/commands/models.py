@@ -1,0 +1,104 @@
+"""Commands, the batches that group them, their states and the targets they address."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from fleet.registry.models import DeviceFilter
+
+DEFAULT_EXPIRY = timedelta(hours=1)
+MAX_EXPIRY = timedelta(days=7)
+MAX_ATTEMPTS = 5
+MAX_TARGET_DEVICES = 100_000
+
+
+class Operation(enum.StrEnum):
+    READ = "read"
+    WRITE = "write"
+    EXECUTE = "execute"
+    OBSERVE = "observe"
+    CANCEL_OBSERVE = "cancel_observe"
+
+
+class CommandStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = (CommandStatus.SUCCEEDED, CommandStatus.FAILED, CommandStatus.EXPIRED,
+                  CommandStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Exactly one of: listed devices, a group, or a filter over the registry."""
+
+    device_ids: tuple[UUID, ...] = ()
+    group_id: UUID | None = None
+    filter: DeviceFilter | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    target: Target
+    operation: Operation
+    path: str
+    value: Any = None
+    expires_in: timedelta = DEFAULT_EXPIRY
+    origin: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCommand:
+    """One device's share of a batch: what the dispatcher sends and tracks."""
+
+    id: UUID
+    batch_id: UUID
+    tenant_id: UUID
+    device_id: UUID
+    operation: Operation
+    path: str
+    value: Any
+    status: CommandStatus
+    attempts: int
+    expires_at: datetime
+    result: Any = None
+    error: str | None = None
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    id: UUID
+    operation: Operation
+    path: str
+    value: Any
+    target: dict[str, Any]
+    device_count: int
+    origin: str
+    created_at: datetime
+    expires_at: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+    commands: list[DeviceCommand] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened when the dispatcher tried a command."""
+
+    command_id: UUID
+    succeeded: bool
+    result: Any = None
+    error: str | None = None
+    # False when the failure is final (4.xx from the device): no point retrying.
+    retryable: bool = True

@@ -1,0 +1,154 @@
+"""SQL for command batches and device commands: insert, claim with SKIP LOCKED, complete, expire."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from fleet.commands.models import Batch, CommandStatus, DeviceCommand, Operation, Outcome
+
+NOTIFY_CHANNEL = "fleet_commands"
+_COMMAND_COLUMNS = ("id, batch_id, tenant_id, device_id, operation, path, value, status, attempts, "
+                    "expires_at, result, error, created_at, sent_at, completed_at")
+
+
+def command_from_row(row: asyncpg.Record) -> DeviceCommand:
+    return DeviceCommand(
+        id=row["id"], batch_id=row["batch_id"], tenant_id=row["tenant_id"], device_id=row["device_id"],
+        operation=Operation(row["operation"]), path=row["path"], value=row["value"],
+        status=CommandStatus(row["status"]), attempts=row["attempts"], expires_at=row["expires_at"],
+        result=row["result"], error=row["error"], created_at=row["created_at"],
+        sent_at=row["sent_at"], completed_at=row["completed_at"])
+
+
+class CommandRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def insert_batch(self, tenant_id: UUID, operation: Operation, path: str, value: Any,
+                           target: dict[str, Any], device_ids: Sequence[UUID], created_by: UUID | None,
+                           origin: str, expires_at: datetime) -> UUID:
+        batch_id = await self.conn.fetchval(
+            """insert into command_batches (tenant_id, operation, path, value, target, device_count,
+                                            created_by, origin, expires_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning id""",
+            tenant_id, operation.value, path, value, target, len(device_ids), created_by, origin, expires_at)
+        if operation is Operation.WRITE:
+            # A newer write of the same resource supersedes one still waiting (a light that was
+            # offline through three schedule steps needs only the last level).
+            await self.conn.execute(
+                """update commands set status = 'cancelled', completed_at = now(),
+                                       error = 'superseded by a newer write'
+                   where tenant_id = $1 and device_id = any($2::uuid[]) and path = $3
+                     and operation = 'write' and status = 'queued'""",
+                tenant_id, list(device_ids), path)
+        await self.conn.execute(
+            """insert into commands (batch_id, tenant_id, device_id, operation, path, value, expires_at)
+               select $1, $2, d, $3, $4, $5, $6 from unnest($7::uuid[]) as d""",
+            batch_id, tenant_id, operation.value, path, value, expires_at, list(device_ids))
+        await self.conn.execute(f"notify {NOTIFY_CHANNEL}")
+        return batch_id
+
+    async def batch(self, tenant_id: UUID, batch_id: UUID, *, limit: int) -> Batch | None:
+        row = await self.conn.fetchrow(
+            "select * from command_batches where tenant_id = $1 and id = $2", tenant_id, batch_id)
+        if row is None:
+            return None
+        counts = {r["status"]: r["n"] for r in await self.conn.fetch(
+            "select status, count(*) as n from commands where batch_id = $1 group by status", batch_id)}
+        commands = await self.conn.fetch(
+            f"select {_COMMAND_COLUMNS} from commands where batch_id = $1 order by created_at, id limit $2",
+            batch_id, limit)
+        return Batch(row["id"], Operation(row["operation"]), row["path"], row["value"], row["target"],
+                     row["device_count"], row["origin"], row["created_at"], row["expires_at"],
+                     {s.value: counts.get(s.value, 0) for s in CommandStatus},
+                     [command_from_row(c) for c in commands])
+
+    async def cancel_batch(self, tenant_id: UUID, batch_id: UUID) -> int:
+        result = await self.conn.execute(
+            """update commands set status = 'cancelled', completed_at = now(), error = 'cancelled'
+               where tenant_id = $1 and batch_id = $2 and status = 'queued'""", tenant_id, batch_id)
+        return int(result.split()[-1])
+
+    async def for_device(self, tenant_id: UUID, device_id: UUID, limit: int) -> list[DeviceCommand]:
+        rows = await self.conn.fetch(
+            f"""select {_COMMAND_COLUMNS} from commands where tenant_id = $1 and device_id = $2
+                order by created_at desc limit $3""", tenant_id, device_id, limit)
+        return [command_from_row(r) for r in rows]
+
+    async def claim_due(self, node: str, limit: int, *, device_id: UUID | None = None,
+                        node_timeout: timedelta = timedelta(seconds=30)) -> list[tuple[DeviceCommand, str, int]]:
+        """Claim due commands this node should deliver, at most one in flight per device.
+
+        A node delivers to devices registered through it (their answers come back to its
+        socket), and adopts devices of nodes whose heartbeat stopped. Queue-mode devices are
+        only claimed for by `device_id`, right after they register or update (they are awake).
+        """
+        rows = await self.conn.fetch(
+            f"""with due as (
+                    select c.id from commands c
+                    join registrations r on r.device_id = c.device_id
+                    where c.status = 'queued' and c.next_attempt_at <= now() and c.expires_at > now()
+                      and ($3::uuid is null and not r.queue_mode or c.device_id = $3)
+                      and (r.node = $1 or not exists (
+                              select 1 from fleet_nodes n
+                              where n.name = r.node and n.heartbeat_at > now() - $4::interval))
+                      and not exists (
+                          select 1 from commands e
+                          where e.device_id = c.device_id and e.id <> c.id
+                            and (e.status = 'sent' or (e.status = 'queued' and
+                                 (e.created_at, e.id) < (c.created_at, c.id))))
+                    order by c.next_attempt_at
+                    limit $2
+                    for update of c skip locked)
+                update commands c set status = 'sent', attempts = c.attempts + 1, sent_at = now()
+                from due, registrations r
+                where c.id = due.id and r.device_id = c.device_id
+                returning {', '.join('c.' + col.strip() for col in _COMMAND_COLUMNS.split(','))},
+                          r.address, r.port""",
+            node, limit, device_id, node_timeout)
+        return [(command_from_row(r), r["address"], r["port"]) for r in rows]
+
+    async def complete(self, outcomes: Sequence[Outcome], *, max_attempts: int,
+                       backoff_base_s: float) -> None:
+        """Record outcomes in one statement: success, final failure, or back into the queue."""
+        await self.conn.execute(
+            """update commands c set
+                   status = case when o.succeeded then 'succeeded'
+                                 when not o.retryable or c.attempts >= $6 then 'failed'
+                                 when c.expires_at <= now() then 'expired'
+                                 else 'queued' end,
+                   result = o.result,
+                   error = o.error,
+                   next_attempt_at = now() + make_interval(secs => $7 * power(2, c.attempts - 1)),
+                   completed_at = case when o.succeeded or not o.retryable or c.attempts >= $6
+                                       or c.expires_at <= now() then now() end
+               from unnest($1::uuid[], $2::bool[], $3::jsonb[], $4::text[], $5::bool[])
+                    as o(id, succeeded, result, error, retryable)
+               where c.id = o.id and c.status = 'sent'""",
+            [o.command_id for o in outcomes], [o.succeeded for o in outcomes],
+            [o.result for o in outcomes], [o.error for o in outcomes],
+            [o.retryable for o in outcomes], max_attempts, backoff_base_s)
+
+    async def expire(self) -> int:
+        result = await self.conn.execute(
+            """update commands set status = 'expired', completed_at = now(),
+                                   error = coalesce(error, 'expired before delivery')
+               where status = 'queued' and expires_at <= now()""")
+        return int(result.split()[-1])
+
+    async def recover_stale(self, older_than: timedelta) -> int:
+        """Commands a node claimed and then died with: back to the queue."""
+        result = await self.conn.execute(
+            """update commands set status = 'queued', next_attempt_at = now()
+               where status = 'sent' and sent_at < now() - $1::interval""", older_than)
+        return int(result.split()[-1])
+
+    async def heartbeat(self, node: str) -> None:
+        await self.conn.execute(
+            """insert into fleet_nodes (name) values ($1)
+               on conflict (name) do update set heartbeat_at = now()""", node)

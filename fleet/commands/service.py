@@ -1,0 +1,192 @@
+"""Submitting commands to one device, a group or a filter; tracking them; the dispatcher's queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from fleet.access.models import Permission, Principal
+from fleet.audit.service import record
+from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch,
+                                   CommandRequest, DeviceCommand, Operation, Outcome)
+from fleet.commands.repository import CommandRepository
+from fleet.db import Database
+from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.objectmodel import CATALOG, ResourcePath, ResourceType, coerce
+from fleet.registry.filters import filter_to_json
+from fleet.registry.models import DeviceFilter
+from fleet.registry.repository import DeviceRepository
+
+BACKOFF_BASE_S = 2.0
+
+
+def validate_request(request: CommandRequest) -> Any:
+    """Check path and value against the object model; returns the value as it will be sent."""
+    errors: list[FieldError] = []
+    value = request.value
+    try:
+        path = ResourcePath.parse(request.path)
+    except ValueError as exc:
+        raise ValidationFailed("invalid command", [FieldError("path", str(exc))]) from None
+    if request.operation in (Operation.WRITE, Operation.EXECUTE) and not path.is_resource_level:
+        errors.append(FieldError("path", f"{request.operation.value} needs a resource path like /3416/0/1"))
+    definition = CATALOG.resource_at(path) if path.is_resource_level else None
+    if request.operation is Operation.WRITE:
+        if value is None:
+            errors.append(FieldError("value", "a write needs a value"))
+        elif definition is not None:
+            if not definition.writable:
+                errors.append(FieldError("path", f"{definition.name} is not writable"))
+            else:
+                try:
+                    value = coerce(definition, value)
+                    _check_range(definition, value)
+                except ValueError as exc:
+                    errors.append(FieldError("value", str(exc)))
+    elif request.operation is Operation.EXECUTE and definition is not None and not definition.executable:
+        errors.append(FieldError("path", f"{definition.name} is not executable"))
+    elif request.operation is not Operation.EXECUTE and value is not None and request.operation is not Operation.WRITE:
+        errors.append(FieldError("value", f"{request.operation.value} takes no value"))
+    if not timedelta(seconds=1) <= request.expires_in <= MAX_EXPIRY:
+        errors.append(FieldError("expires_in_s", "must be between 1 second and 7 days"))
+    if errors:
+        raise ValidationFailed("invalid command", errors)
+    # JSON-friendly form for storage (bytes and times are not JSON).
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    if isinstance(value, tuple):
+        return f"{value[0]}:{value[1]}"
+    return value
+
+
+def _check_range(definition, value: Any) -> None:
+    text = (definition.range or "").strip()
+    if ".." not in text or definition.type not in (ResourceType.INTEGER, ResourceType.UNSIGNED,
+                                                   ResourceType.FLOAT):
+        return
+    low, _, high = text.partition("..")
+    try:
+        lo, hi = float(low), float(high)
+    except ValueError:
+        return
+    if not lo <= value <= hi:
+        raise ValueError(f"must be within {text}")
+
+
+def target_json(request: CommandRequest) -> dict[str, Any]:
+    t = request.target
+    if t.device_ids:
+        return {"device_ids": [str(d) for d in t.device_ids]}
+    if t.group_id:
+        return {"group_id": str(t.group_id)}
+    return {"filter": filter_to_json(t.filter or DeviceFilter())}
+
+
+class CommandService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def submit(self, principal: Principal, request: CommandRequest) -> Batch:
+        if not principal.can(Permission.SEND_COMMANDS):
+            raise PermissionDenied(f"role {principal.role.value} may not send commands")
+        value = validate_request(request)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            device_ids = await self._resolve(conn, principal.tenant_id, request)
+            expires_at = datetime.now(UTC) + request.expires_in
+            batch_id = await CommandRepository(conn).insert_batch(
+                principal.tenant_id, request.operation, request.path, value, target_json(request),
+                device_ids, principal.api_key_id, request.origin, expires_at)
+            await record(conn, principal, f"command.{request.operation.value}", "command_batch", batch_id,
+                         None, {"path": request.path, "value": value, "target": target_json(request),
+                                "devices": len(device_ids)})
+            batch = await CommandRepository(conn).batch(principal.tenant_id, batch_id, limit=0)
+        return batch
+
+    async def _resolve(self, conn, tenant_id: UUID, request: CommandRequest) -> list[UUID]:
+        target = request.target
+        repo = DeviceRepository(conn)
+        if target.device_ids:
+            ids = list(dict.fromkeys(target.device_ids))
+            found = set(await conn.fetch(
+                "select id from devices where tenant_id = $1 and id = any($2::uuid[]) "
+                "and status <> 'decommissioned'", tenant_id, ids))
+            found_ids = {r["id"] for r in found}
+            missing = [str(d) for d in ids if d not in found_ids]
+            if missing:
+                raise ValidationFailed("unknown devices", [FieldError(
+                    "target.device_ids", f"unknown or decommissioned: {', '.join(missing[:20])}")])
+            return ids
+        device_filter = DeviceFilter(group_id=target.group_id) if target.group_id else (target.filter or DeviceFilter())
+        ids = await repo.ids_matching(tenant_id, device_filter)
+        if len(ids) > MAX_TARGET_DEVICES:
+            raise ValidationFailed("target too large", [FieldError(
+                "target", f"matches {len(ids)} devices; at most {MAX_TARGET_DEVICES} per command")])
+        return ids
+
+    async def get(self, principal: Principal, batch_id: UUID, *, limit: int = 10_000) -> Batch:
+        if not principal.can(Permission.READ):
+            raise PermissionDenied("reading commands is not allowed for this key")
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            batch = await CommandRepository(conn).batch(principal.tenant_id, batch_id, limit=limit)
+        if batch is None:
+            raise NotFound(f"command {batch_id} not found")
+        return batch
+
+    async def cancel(self, principal: Principal, batch_id: UUID) -> Batch:
+        if not principal.can(Permission.SEND_COMMANDS):
+            raise PermissionDenied(f"role {principal.role.value} may not cancel commands")
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = CommandRepository(conn)
+            if await repo.batch(principal.tenant_id, batch_id, limit=0) is None:
+                raise NotFound(f"command {batch_id} not found")
+            cancelled = await repo.cancel_batch(principal.tenant_id, batch_id)
+            await record(conn, principal, "command.cancel", "command_batch", batch_id, None,
+                         {"cancelled": cancelled})
+            return await repo.batch(principal.tenant_id, batch_id, limit=10_000)
+
+    async def for_device(self, principal: Principal, device_id: UUID, limit: int = 100) -> list[DeviceCommand]:
+        if not principal.can(Permission.READ):
+            raise PermissionDenied("reading commands is not allowed for this key")
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            return await CommandRepository(conn).for_device(principal.tenant_id, device_id, limit)
+
+
+    async def observations(self, principal: Principal, device_id: UUID) -> list[dict[str, Any]]:
+        if not principal.can(Permission.READ):
+            raise PermissionDenied("reading observations is not allowed for this key")
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            if not await conn.fetchval("select 1 from devices where tenant_id = $1 and id = $2",
+                                       principal.tenant_id, device_id):
+                raise NotFound(f"device {device_id} not found")
+            rows = await conn.fetch(
+                """select path, active, established_at from observations
+                   where tenant_id = $1 and device_id = $2 order by path""", principal.tenant_id, device_id)
+        return [dict(r) for r in rows]
+
+
+class CommandQueue:
+    """The dispatcher's side: claim what this node should send, record what happened."""
+
+    def __init__(self, db: Database, node: str) -> None:
+        self.db = db
+        self.node = node
+
+    async def claim(self, limit: int, device_id: UUID | None = None) -> list[tuple[DeviceCommand, str, int]]:
+        async with self.db.system_tx() as conn:
+            return await CommandRepository(conn).claim_due(self.node, limit, device_id=device_id)
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> None:
+        if outcomes:
+            async with self.db.system_tx() as conn:
+                await CommandRepository(conn).complete(outcomes, max_attempts=MAX_ATTEMPTS,
+                                                       backoff_base_s=BACKOFF_BASE_S)
+
+    async def housekeeping(self, stale_after: timedelta = timedelta(minutes=5)) -> tuple[int, int]:
+        async with self.db.system_tx() as conn:
+            repo = CommandRepository(conn)
+            await repo.heartbeat(self.node)
+            return await repo.expire(), await repo.recover_stale(stale_after)
