@@ -111,14 +111,12 @@ class ObservationController(Controller):
     @post("/", status_code=202, summary="Start observing a path; notifications become telemetry")
     async def start(self, device_id: UUID, data: ObservationCreate, principal: Principal,
                     command_service: CommandService) -> Command:
-        return command_out(await command_service.submit(principal, CommandRequest(
-            Target(device_ids=(device_id,)), Operation.OBSERVE, data.path)))
+        return command_out(await command_service.observe(principal, device_id, data.path, start=True))
 
     @delete("/", status_code=202, summary="Stop observing a path")
     async def stop(self, device_id: UUID, path: str, principal: Principal,
                    command_service: CommandService) -> Command:
-        return command_out(await command_service.submit(principal, CommandRequest(
-            Target(device_ids=(device_id,)), Operation.CANCEL_OBSERVE, path)))
+        return command_out(await command_service.observe(principal, device_id, path, start=False))
 
     @get("/", summary="Paths observed on this device")
     async def list_observations(self, device_id: UUID, principal: Principal,

@@ -10,7 +10,7 @@ from uuid import UUID
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
 from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch,
-                                   CommandRequest, DeviceCommand, Operation, Outcome)
+                                   CommandRequest, DeviceCommand, Operation, Outcome, Target)
 from fleet.commands.repository import CommandRepository
 from fleet.db import Database
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
@@ -154,6 +154,15 @@ class CommandService:
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             return await CommandRepository(conn).for_device(principal.tenant_id, device_id, limit)
 
+
+    async def observe(self, principal: Principal, device_id: UUID, path: str, *, start: bool) -> Batch:
+        """Start or stop observing one device's path (the device is named by the URL: 404 if unknown)."""
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            if not await conn.fetchval("select 1 from devices where tenant_id = $1 and id = $2",
+                                       principal.tenant_id, device_id):
+                raise NotFound(f"device {device_id} not found")
+        operation = Operation.OBSERVE if start else Operation.CANCEL_OBSERVE
+        return await self.submit(principal, CommandRequest(Target(device_ids=(device_id,)), operation, path))
 
     async def observations(self, principal: Principal, device_id: UUID) -> list[dict[str, Any]]:
         if not principal.can(Permission.READ):

@@ -1,0 +1,103 @@
+"""The wall between cities, walked endpoint by endpoint from the OpenAPI document.
+
+City A's admin key is pointed at every route with city B's ids in the path (and in bodies where
+a body names ids). Nothing of B may come back, nothing of B may change. New routes are picked
+up automatically; a route whose path parameter this test cannot fill fails the test, so the
+wall is extended with the API.
+"""
+
+from __future__ import annotations
+
+import re
+from uuid import UUID
+
+from fleet.commands.models import CommandRequest, Operation, Target
+from fleet.commands.service import CommandService
+
+DEVICE = {"kind": "streetlight", "location": {"lat": 37.57, "lon": 126.98}, "district": "Jung-gu",
+          "nominal_wattage": 90}
+
+# Sample bodies that would succeed on one's own ids, so the only reason to refuse is the wall.
+BODIES = {
+    ("PATCH", "/api/v1/devices/{device_id}"): {"district": "Mapo-gu"},
+    ("PATCH", "/api/v1/groups/{group_id}"): {"name": "renamed"},
+    ("POST", "/api/v1/groups/{group_id}/members"): {"device_ids": ["{device_id}"]},
+    ("DELETE", "/api/v1/groups/{group_id}/members"): {"device_ids": ["{device_id}"]},
+    ("POST", "/api/v1/devices/{device_id}/observations"): {"path": "/3416/0/1"},
+}
+QUERIES = {
+    ("GET", "/api/v1/devices/{device_id}/series"): {"path": "/3303/0/5700"},
+    ("DELETE", "/api/v1/devices/{device_id}/observations"): {"path": "/3416/0/1"},
+}
+
+
+async def seed(city, n: int) -> dict[str, str]:
+    client = city.client
+    device = (await client.post("/api/v1/devices", json={**DEVICE, "endpoint": f"{city.slug}-{n}",
+                                                         "serial": f"{city.slug}-S{n}"})).json()
+    group = (await client.post("/api/v1/groups", json={"name": f"{city.slug} group",
+                                                        "device_ids": [device["id"]]})).json()
+    key = (await client.post("/api/v1/apikeys", json={"role": "viewer", "name": "partner"})).json()
+    return {"device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
+            "endpoint": device["endpoint"]}
+
+
+async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
+    mine = await seed(seoul, 1)
+    theirs = await seed(busan, 2)
+    batch = await CommandService(db).submit(busan.principal, CommandRequest(
+        Target(device_ids=(UUID(theirs["device_id"]),)), Operation.READ, "/3/0"))
+    theirs["command_id"] = str(batch.id)
+    secrets_of_b = {theirs["device_id"], theirs["group_id"], theirs["key_id"], theirs["endpoint"],
+                    theirs["command_id"]}
+
+    schema = (await seoul.client.get("/schema/openapi.json")).json()
+    walked = 0
+    for path, operations in schema["paths"].items():
+        for method in operations:
+            method = method.upper()
+            if method not in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+                continue
+            names = re.findall(r"{(\w+)}", path)
+            missing = [n for n in names if n not in theirs]
+            assert not missing, f"teach this test how to fill {missing} for {method} {path}"
+            url = path
+            for name in names:
+                url = url.replace("{" + name + "}", theirs[name])
+            body = BODIES.get((method, path))
+            if body and body.get("device_ids") == ["{device_id}"]:
+                body = {"device_ids": [theirs["device_id"]]}
+            params = QUERIES.get((method, path))
+            response = await seoul.client.request(method, url, json=body, params=params)
+            walked += 1
+            text = response.text
+            leaked = [s for s in secrets_of_b if s in text and s not in url]
+            assert not leaked, f"{method} {path} leaked {leaked}"
+            if names:
+                assert response.status_code == 404, f"{method} {path}: {response.status_code} {text[:300]}"
+
+    assert walked >= 20
+    # Bodies that name foreign ids are refused as unknown, never acted upon.
+    response = await seoul.client.post(f"/api/v1/groups/{mine['group_id']}/members",
+                                       json={"device_ids": [theirs["device_id"]]})
+    assert response.status_code == 422
+    response = await seoul.client.post("/api/v1/commands", json={
+        "target": {"device_ids": [theirs["device_id"]]}, "operation": "read", "path": "/3/0"})
+    assert response.status_code == 422
+    response = await seoul.client.post("/api/v1/commands", json={
+        "target": {"group_id": theirs["group_id"]}, "operation": "read", "path": "/3/0"})
+    assert response.status_code == 404
+    for url in ("/api/v1/devices", "/api/v1/groups", "/api/v1/apikeys", "/api/v1/audit",
+                "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson"):
+        text = (await seoul.client.get(url)).text
+        assert not [s for s in secrets_of_b if s in text], url
+
+    # And B's rows are exactly as B left them.
+    device = (await busan.client.get(f"/api/v1/devices/{theirs['device_id']}")).json()
+    assert device["status"] == "provisioned" and device["district"] == "Jung-gu"
+    group = (await busan.client.get(f"/api/v1/groups/{theirs['group_id']}")).json()
+    assert group["name"] == "busan group" and group["member_count"] == 1
+    keys = (await busan.client.get("/api/v1/apikeys")).json()
+    assert all(k["revoked_at"] is None for k in keys)
+    command = (await busan.client.get(f"/api/v1/commands/{theirs['command_id']}")).json()
+    assert command["counts"]["cancelled"] == 0
