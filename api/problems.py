@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -25,7 +26,8 @@ _STATUS: list[tuple[type[errors.FleetError], int, str]] = [
 
 
 def problem(request: Request, status: int, title: str, detail: str,
-            field_errors: list[dict[str, Any]] | None = None) -> Response:
+            field_errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> Response:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
                             "detail": detail, "instance": request.url.path}
     if field_errors:
@@ -33,8 +35,10 @@ def problem(request: Request, status: int, title: str, detail: str,
     request_id = request.scope.get("state", {}).get("request_id")
     if request_id:
         body["request_id"] = request_id
-    headers = {"WWW-Authenticate": 'Bearer realm="fleet"'} if status == 401 else None
-    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="fleet"'
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers or None)
 
 
 def _field_errors(exc: errors.FleetError) -> list[dict[str, Any]]:
@@ -77,7 +81,15 @@ def http_error(request: Request, exc: HTTPException) -> Response:
     if status >= 500:
         log.error("server error", status=status, detail=exc.detail)
         return problem(request, status, "Internal Server Error", "unexpected error")
-    return problem(request, status, title, str(exc.detail))
+    # Keep what the exception says about the response, e.g. `Allow` on a 405.
+    return problem(request, status, title, str(exc.detail), headers=exc.headers)
+
+
+def database_input_error(request: Request, exc: asyncpg.DataError) -> Response:
+    """Input PostgreSQL cannot represent (a NUL byte, an out-of-range number) that slipped past
+    validation: still the client's malformed input, never a 500."""
+    log.warning("database refused input", error=type(exc).__name__, detail=str(exc)[:200])
+    return problem(request, 400, "Bad Request", "the request holds a value the database cannot store")
 
 
 def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -89,6 +101,7 @@ EXCEPTION_HANDLERS = {
     errors.FleetError: fleet_error,
     ValidationException: validation_error,
     HTTPException: http_error,
+    asyncpg.DataError: database_input_error,
     Exception: unexpected_error,
 }
 

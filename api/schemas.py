@@ -10,6 +10,8 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from fleet.access.models import ApiKey as ApiKeyModel
+from fleet.groups.models import DeviceGroup as GroupModel
+from fleet.registry.filters import filter_to_json
 from fleet.registry.models import ALL_KIND_ATTRIBUTES
 from fleet.registry.models import Device as DeviceModel
 
@@ -186,3 +188,79 @@ def device_fields(data: DeviceCreate | DeviceUpdate) -> dict[str, Any]:
 def api_key_out(key: ApiKeyModel) -> ApiKey:
     return ApiKey(key.id, key.name, key.role.value, key.prefix, key.created_at, key.revoked_at,
                   key.last_used_at)
+
+
+# Device groups
+
+class GroupNear(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    lat: Annotated[float, Meta(description="WGS84 latitude in degrees")]
+    lon: Annotated[float, Meta(description="WGS84 longitude in degrees")]
+    radius_m: Annotated[float | None, Meta(description="metres around the point (default 500, at most 50000)")] = None
+
+
+class GroupFilter(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A saved device filter: every condition given must hold. It may not name another group."""
+
+    kind: DeviceKindName | None = None
+    status: DeviceStatusName | None = None
+    district: str | None = None
+    tag: str | None = None
+    firmware: str | None = None
+    bbox: Annotated[list[float] | None, Meta(description="[min_lon, min_lat, max_lon, max_lat]")] = None
+    near: GroupNear | None = None
+
+
+class Group(Struct):
+    id: UUID
+    name: str
+    description: str
+    # True when membership comes from `filter`; false for a group of static members.
+    dynamic: bool
+    filter: GroupFilter | None
+    member_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class GroupCreate(Struct, forbid_unknown_fields=True):
+    """A group is either static (`device_ids`, possibly none) or dynamic (`filter`), never both."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200, description="unique in the city")]
+    description: Annotated[str, Meta(max_length=2000)] = ""
+    filter: GroupFilter | None = None
+    device_ids: list[UUID] | None = None
+
+
+class GroupUpdate(Struct, forbid_unknown_fields=True):
+    """Fields to change. A filter replaces the saved filter whole; giving one to a static group
+    drops its members. `filter: null` makes the group static (and empty)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    description: Annotated[str, Meta(max_length=2000)] | UnsetType = UNSET
+    filter: GroupFilter | None | UnsetType = UNSET
+
+
+class GroupMembers(Struct, forbid_unknown_fields=True):
+    device_ids: Annotated[list[UUID], Meta(min_length=1, max_length=10_000)]
+
+
+class GroupPage(Struct):
+    items: list[Group]
+    next_cursor: str | None
+
+
+def group_out(group: GroupModel) -> Group:
+    saved = None if group.filter is None else msgspec.convert(filter_to_json(group.filter), GroupFilter)
+    return Group(id=group.id, name=group.name, description=group.description, dynamic=group.is_dynamic,
+                 filter=saved, member_count=group.member_count, created_at=group.created_at,
+                 updated_at=group.updated_at)
+
+
+def group_fields(data: GroupCreate | GroupUpdate) -> dict[str, Any]:
+    """The fields a client actually sent, with the filter as the plain mapping the domain validates."""
+    fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
+    if isinstance(fields.get("filter"), GroupFilter):
+        fields["filter"] = msgspec.to_builtins(fields["filter"])
+    if isinstance(data, GroupCreate):
+        fields = {k: v for k, v in fields.items() if v is not None}
+    return fields

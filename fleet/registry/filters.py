@@ -52,6 +52,8 @@ def parse_filter(raw: Mapping[str, Any], *, allow_group: bool = True) -> DeviceF
     def short_text(value: Any) -> str:
         if not isinstance(value, str) or len(value) > 300:
             raise ValueError("must be a string of at most 300 characters")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("must not contain control characters")
         return value
 
     def enum_of(enum_type):

@@ -1,4 +1,4 @@
-"""Devices, their kind-specific attributes, filters over them, and groups."""
+"""Devices, their kind-specific attributes and filters over them (groups live in fleet.groups)."""
 
 from __future__ import annotations
 
@@ -157,19 +157,3 @@ class DeviceFilter:
 class Page:
     items: list[Any]
     next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceGroup:
-    id: UUID
-    name: str
-    description: str
-    # None for a group of static members.
-    filter: DeviceFilter | None
-    member_count: int
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def is_dynamic(self) -> bool:
-        return self.filter is not None
