@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from fleet.errors import Unauthenticated
 log = structlog.get_logger("fleet.http")
 
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/schema")
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
 
 
 def request_context(app: ASGIApp) -> ASGIApp:
@@ -27,7 +29,8 @@ def request_context(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if 0 < len(incoming) <= 64 else uuid.uuid4().hex
+        # A caller's id is echoed into headers and logs, so only a short, plain one is kept.
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()

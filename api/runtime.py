@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 import uvicorn
 
-from api.app import create_app
 from fleet.db import Database
 from fleet.db.embedded import start_embedded
 from fleet.db.migrate import migrate
@@ -40,6 +39,9 @@ async def open_database(settings: Settings, *, run_migrations: bool = True) -> A
 
 
 async def run_http(db: Database, settings: Settings, host: str, port: int) -> None:
+    # Imported here so the console's admin subcommands start without loading the web framework.
+    from api.app import create_app
+
     app = create_app(db, settings.http)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", server_header=False)

@@ -9,6 +9,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -76,6 +77,19 @@ async def database_dsn(server_dsn: str, template_database: str) -> AsyncIterator
 
 
 @pytest.fixture
+async def empty_database_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A fresh database nothing has been migrated into, dropped afterwards."""
+    name = f"fleet_e_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'create database "{name}"')
+        yield _with_database(server_dsn, name)
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
 async def db(database_dsn: str) -> AsyncIterator[Database]:
     database = await Database.connect(database_dsn, min_size=1, max_size=8)
     try:
@@ -109,11 +123,14 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-async def api_url(db: Database) -> AsyncIterator[str]:
-    """The API served by uvicorn on a real local port for the duration of one test."""
+TEST_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@asynccontextmanager
+async def serve_api(db: Database) -> AsyncIterator[str]:
+    """Serve the API for `db` with uvicorn on a real local port; yields its base URL."""
     port = free_port()
-    app = create_app(db, HttpSettings(port=port, max_body_bytes=4 * 1024 * 1024))
+    app = create_app(db, HttpSettings(port=port, max_body_bytes=TEST_MAX_BODY_BYTES))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                            access_log=False, lifespan="on"))
     server.install_signal_handlers = lambda: None
@@ -127,6 +144,13 @@ async def api_url(db: Database) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+async def api_url(db: Database) -> AsyncIterator[str]:
+    """The API served by uvicorn on a real local port for the duration of one test."""
+    async with serve_api(db) as url:
+        yield url
 
 
 @pytest.fixture

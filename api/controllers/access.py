@@ -60,7 +60,7 @@ class AuditController(Controller):
     ) -> AuditPage:
         before_id = None
         if cursor is not None:
-            if not cursor.isdigit() or len(cursor) > 19:
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
                 raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")])
             before_id = int(cursor)
         entries = await audit_service.search(principal, AuditQuery(

@@ -30,6 +30,11 @@ def new_secret() -> tuple[str, str]:
     return prefix, f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
 
 
+def _has_control_characters(text: str) -> bool:
+    # PostgreSQL text cannot hold NUL at all; the other control characters only make trouble.
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def system_principal(tenant: Tenant) -> Principal:
     """The principal of an operator at the console (CLI), acting as the city's admin."""
     return Principal(tenant.id, tenant.slug, tenant.timezone, Role.ADMIN, None)
@@ -47,6 +52,8 @@ class TenantService:
             errors.append(FieldError("timezone", f"unknown IANA timezone {timezone!r}"))
         if not name.strip():
             errors.append(FieldError("name", "must not be empty"))
+        elif _has_control_characters(name):
+            errors.append(FieldError("name", "must not contain control characters"))
         if errors:
             raise ValidationFailed("invalid tenant", errors)
         async with self.db.system_tx() as conn:
@@ -95,6 +102,8 @@ class ApiKeyService:
         self._require_admin(principal)
         if len(name) > 200:
             raise ValidationFailed("invalid key", [FieldError("name", "at most 200 characters")])
+        if _has_control_characters(name):
+            raise ValidationFailed("invalid key", [FieldError("name", "must not contain control characters")])
         prefix, secret = new_secret()
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             key = await ApiKeyRepository(conn).insert(

@@ -17,7 +17,10 @@ MAX_IMPORT_ROWS = 50_000
 EXPORT_COLUMNS = ("id", "kind", "endpoint", "serial", "manufacturer", "model", "firmware_version",
                   "lat", "lon", "district", "address", "installed_at", "status", "tags",
                   *ALL_KIND_ATTRIBUTES)
-_KNOWN = set(EXPORT_COLUMNS) - {"id"}
+# Every column an export writes is accepted back; `id` is then dropped, since an import
+# creates new devices (possibly in another city) whatever ids the file names.
+_ACCEPTED = frozenset(EXPORT_COLUMNS)
+_IGNORED = frozenset({"id"})
 
 
 def _too_many() -> ValidationFailed:
@@ -26,7 +29,7 @@ def _too_many() -> ValidationFailed:
 
 
 def rows_from_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, fields) for every data row; the header is line 1, like a spreadsheet shows it."""
+    """(row number, fields) for every data row; the header is row 1, like a spreadsheet shows it."""
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -35,26 +38,27 @@ def rows_from_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
     except csv.Error as exc:
         raise ValidationFailed("malformed CSV", [FieldError("body", str(exc), 1)]) from None
     header = [h.strip().lstrip("\ufeff") for h in header]
-    unknown = [h for h in header if h not in _KNOWN]
+    unknown = [h for h in header if h not in _ACCEPTED]
     duplicated = {h for h in header if header.count(h) > 1}
     errors = [FieldError(h, "unknown column", 1) for h in unknown]
     errors += [FieldError(h, "column appears more than once", 1) for h in sorted(duplicated)]
     if errors:
         raise ValidationFailed("invalid CSV header", errors)
     rows = []
+    line = 1
     try:
-        for values in reader:
+        # Counting records, not physical lines: a quoted cell may span lines yet is one row.
+        for line, values in enumerate(reader, start=2):
             if not any(v.strip() for v in values):
                 continue
-            line = reader.line_num
             if len(values) != len(header):
                 raise ValidationFailed("malformed CSV", [FieldError(
                     "body", f"expected {len(header)} values, found {len(values)}", line)])
-            rows.append((line, dict(zip(header, values, strict=True))))
+            rows.append((line, {h: v for h, v in zip(header, values, strict=True) if h not in _IGNORED}))
             if len(rows) > MAX_IMPORT_ROWS:
                 raise _too_many()
     except csv.Error as exc:
-        raise ValidationFailed("malformed CSV", [FieldError("body", str(exc), reader.line_num)]) from None
+        raise ValidationFailed("malformed CSV", [FieldError("body", str(exc), line + 1)]) from None
     return rows
 
 
@@ -62,7 +66,7 @@ def rows_from_geojson(body: bytes) -> list[tuple[int, dict[str, Any]]]:
     """(feature number from 1, fields) for every Point feature of a FeatureCollection."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ValidationFailed("malformed GeoJSON", [FieldError("body", str(exc))]) from None
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(
             doc.get("features"), list):
@@ -81,9 +85,10 @@ def rows_from_geojson(body: bytes) -> list[tuple[int, dict[str, Any]]]:
         if not isinstance(properties, dict):
             errors.append(FieldError("properties", "must be an object", number))
             continue
-        unknown = [k for k in properties if k not in _KNOWN or k in ("lat", "lon")]
+        unknown = [k for k in properties if k not in _ACCEPTED or k in ("lat", "lon")]
         errors += [FieldError(k, "unknown property", number) for k in unknown]
-        rows.append((number, {**properties, "lon": coords[0], "lat": coords[1]}))
+        fields = {k: v for k, v in properties.items() if k not in _IGNORED}
+        rows.append((number, {**fields, "lon": coords[0], "lat": coords[1]}))
     if errors:
         raise ValidationFailed("invalid GeoJSON", errors)
     return rows

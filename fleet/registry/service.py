@@ -29,9 +29,11 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, seq = text.partition(":")
-        if kind != "d":
+        number = int(seq)
+        # A seq is a bigint; anything outside it was not issued here (and would overflow the query).
+        if kind != "d" or not 0 <= number < 2**63:
             raise ValueError
-        return int(seq)
+        return number
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")]) from None
 
@@ -132,16 +134,18 @@ class DeviceService:
         if not rows:
             raise ValidationFailed("nothing to import", [FieldError("body", "no rows")])
         devices: list[NewDevice] = []
+        numbers: list[int] = []
         errors: list[FieldError] = []
         for number, raw in rows:
             try:
                 devices.append(validate_new_device(raw, row=number))
+                numbers.append(number)
             except ValidationFailed as exc:
                 errors.extend(exc.errors)
-        numbers = [n for n, _ in rows]
-        if not errors:
-            errors = _duplicates_within(devices, numbers)
+        # Duplicates among the valid rows too, so one round of fixes settles the whole file.
+        errors += _duplicates_within(devices, numbers)
         if errors:
+            errors.sort(key=lambda e: e.row or 0)
             raise ValidationFailed("import rejected; nothing was stored", errors)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = DeviceRepository(conn)

@@ -1,0 +1,157 @@
+"""Error responses over real HTTP: every failure is a problem+json 4xx, never a 500 from bad input."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+PROBLEM = "application/problem+json"
+LIGHT = {"kind": "streetlight", "endpoint": "sl-1", "location": {"lat": 37.5665, "lon": 126.978}}
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, (response.request.method, response.request.url, response.text)
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and "detail" in body
+    assert body["instance"] == response.request.url.path
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+async def test_body_over_the_limit_is_413(seoul):
+    big = {**LIGHT, "address": "x" * (5 * 1024 * 1024)}
+    assert_problem(await seoul.client.post("/api/v1/devices", json=big), 413)
+    assert_problem(await seoul.client.post("/api/v1/apikeys", content=b"{" + b" " * (5 * 1024 * 1024) + b"}",
+                                           headers={"content-type": "application/json"}), 413)
+    # Just under the limit is read (and refused for what it says, not for its size).
+    near = await seoul.client.post("/api/v1/devices", json={**LIGHT, "address": "x" * (3 * 1024 * 1024)})
+    assert_problem(near, 422)
+
+
+async def test_unknown_routes_and_ids_are_404(seoul):
+    for path in ("/nope", "/api/v1/nope", "/api/v2/devices", "/api/v1/devices/x/y"):
+        assert_problem(await seoul.client.get(path), 404)
+    for path in (f"/api/v1/devices/{uuid.uuid4()}", f"/api/v1/groups/{uuid.uuid4()}"):
+        assert_problem(await seoul.client.get(path), 404)
+    assert_problem(await seoul.client.patch(f"/api/v1/devices/{uuid.uuid4()}", json={"district": "x"}), 404)
+    assert_problem(await seoul.client.delete(f"/api/v1/devices/{uuid.uuid4()}"), 404)
+    assert_problem(await seoul.client.delete(f"/api/v1/apikeys/{uuid.uuid4()}"), 404)
+
+
+async def test_other_citys_ids_look_unknown(seoul, busan):
+    theirs = (await busan.client.post("/api/v1/devices", json=LIGHT)).json()
+    for method in ("GET", "DELETE"):
+        body = assert_problem(await seoul.client.request(method, f"/api/v1/devices/{theirs['id']}"), 404)
+        assert "busan" not in str(body)
+    assert_problem(await seoul.client.patch(f"/api/v1/devices/{theirs['id']}", json={"district": "x"}), 404)
+    assert (await busan.client.get(f"/api/v1/devices/{theirs['id']}")).json()["status"] == "provisioned"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/devices/not-a-uuid", "/api/v1/devices/1234",
+                                  "/api/v1/devices/00000000-0000-0000-0000-00000000000g",
+                                  "/api/v1/apikeys/xyz", "/api/v1/groups/%00"])
+async def test_invalid_uuid_in_path_is_a_4xx(seoul, path):
+    response = await seoul.client.get(path)
+    assert response.status_code in (400, 404, 405), response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_method_not_allowed_names_the_allowed_methods(seoul):
+    for method, path in (("POST", "/healthz"), ("PUT", "/api/v1/devices"), ("PATCH", "/api/v1/apikeys"),
+                         ("POST", "/api/v1/audit")):
+        response = await seoul.client.request(method, path)
+        assert_problem(response, 405)
+        assert response.headers.get("allow"), dict(response.headers)
+
+
+async def test_unauthenticated_is_401_with_a_challenge(seoul):
+    base = str(seoul.client.base_url)
+    for headers in ({}, {"Authorization": ""}, {"Authorization": "Bearer"},
+                    {"Authorization": f"Basic {seoul.key}"}, {"Authorization": "Bearer fleet_nope"},
+                    {"Authorization": f"Bearer {seoul.key}x"}, {"Authorization": "Bearer " + "fleet_" * 1000},
+                    {"Authorization": b"Bearer fleet_\xff\xfe"}):
+        async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+            response = await client.get("/api/v1/devices")
+        body = assert_problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert seoul.key not in str(body)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"bearer  {seoul.key}"}) as client:
+        assert (await client.get("/api/v1/devices")).status_code == 200
+
+
+async def test_invalid_query_parameters_are_4xx(seoul):
+    cases = [
+        ("/api/v1/devices", {"limit": "abc"}), ("/api/v1/devices", {"limit": "0"}),
+        ("/api/v1/devices", {"limit": "1" * 30}), ("/api/v1/devices", {"cursor": "!!!"}),
+        ("/api/v1/devices", {"cursor": "ZDoxMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4OTA"}),  # d:<huge>
+        ("/api/v1/devices", {"cursor": "eDox"}), ("/api/v1/devices", {"kind": "toaster"}),
+        ("/api/v1/devices", {"status": "sleeping"}), ("/api/v1/devices", {"bbox": "a,b,c,d"}),
+        ("/api/v1/devices", {"bbox": "10,10,0,0"}), ("/api/v1/devices", {"bbox": "nan,0,1,1"}),
+        ("/api/v1/devices", {"near": "1"}), ("/api/v1/devices", {"near": "inf,0"}),
+        ("/api/v1/devices", {"near": "0,0", "radius_m": "-5"}), ("/api/v1/devices", {"near": "0,0", "radius_m": "1e400"}),
+        ("/api/v1/devices", {"group_id": "nope"}), ("/api/v1/devices", {"district": "x" * 301}),
+        ("/api/v1/devices/export", {"format": "pdf"}), ("/api/v1/groups", {"limit": "-1"}),
+        ("/api/v1/groups", {"cursor": "%%%"}),
+        ("/api/v1/audit", {"since": "soon"}), ("/api/v1/audit", {"api_key_id": "1"}),
+    ]
+    for path, params in cases:
+        response = await seoul.client.get(path, params=params)
+        assert response.status_code in (400, 422), (path, params, response.text)
+        body = assert_problem(response, response.status_code)
+        assert body.get("errors"), (path, params, body)
+
+
+JUNK_BODIES = [
+    b"", b"{", b"}", b"[]", b"null", b"0", b'"text"', b"\x00\xff\xfe", "é".encode("latin-1"),
+    b'{"a": NaN}', b'{"location": {"lat": 1e999, "lon": -1e999}}', b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 5000 + b"1" + b"}" * 5000, b'{"kind": "streetlight", "endpoint": "\\ud800"}',
+    b'{"role": "admin", "name": "\\u0000"}', b'{"name": "\\u0000", "description": "\\u0000"}', b'{"device_ids": ["x"]}', b'{"device_ids": []}',
+    b'{"name": ' + b'"x"' * 3 + b"}", b'{"tags": "not-a-list"}', b'{"filter": {"near": {"lat": 1}}}',
+    b"kind,endpoint\n\xff", b'{"type": "FeatureCollection", "features": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+]
+CONTENT_TYPES = ["application/json", "text/csv", "application/geo+json", "text/plain"]
+
+
+async def routes(seoul) -> list[tuple[str, str]]:
+    device = (await seoul.client.post("/api/v1/devices", json=LIGHT)).json()["id"]
+    group = (await seoul.client.post("/api/v1/groups", json={"name": "g"})).json()["id"]
+    key = str(seoul.principal.api_key_id)
+    return [
+        ("POST", "/api/v1/devices"), ("PATCH", f"/api/v1/devices/{device}"),
+        ("POST", "/api/v1/devices/import"), ("POST", "/api/v1/apikeys"),
+        ("POST", "/api/v1/groups"), ("PATCH", f"/api/v1/groups/{group}"),
+        ("POST", f"/api/v1/groups/{group}/members"), ("DELETE", f"/api/v1/groups/{group}/members"),
+        ("GET", "/api/v1/devices"), ("GET", "/api/v1/audit"), ("DELETE", f"/api/v1/apikeys/{uuid.uuid4()}"),
+        ("GET", f"/api/v1/devices/{device}"), ("GET", "/api/v1/tenant"), ("GET", "/healthz"),
+        ("PUT", f"/api/v1/apikeys/{key}"),
+    ]
+
+
+async def test_junk_to_every_endpoint_is_never_a_500(seoul):
+    failures = []
+    for method, path in await routes(seoul):
+        for body in JUNK_BODIES:
+            # Only the import reads the content type; every other body is JSON whatever it says.
+            for content_type in CONTENT_TYPES if path.endswith("/import") else CONTENT_TYPES[:1]:
+                response = await seoul.client.request(method, path, content=body,
+                                                      headers={"content-type": content_type})
+                ok = response.status_code < 500 and (
+                    response.status_code < 400 or response.headers["content-type"].startswith(PROBLEM))
+                if not ok:
+                    failures.append((method, path, body[:40], content_type, response.status_code, response.text[:200]))
+    assert not failures, "\n".join(map(str, failures))
+    # The device, group and key are still there and the server still answers.
+    assert (await seoul.client.get("/api/v1/devices")).status_code == 200
+
+
+async def test_junk_headers_are_never_a_500(seoul):
+    junk = [{"X-Request-ID": "x" * 10_000}, {"X-Request-ID": b"\xff\xfe"}, {"X-Request-ID": ""},
+            {"Accept": "application/xml"},
+            {"Content-Type": "application/json; charset=latin-1"}, {"Host": "evil.example"}]
+    for headers in junk:
+        response = await seoul.client.get("/api/v1/devices", headers=headers)
+        assert response.status_code < 500, (headers, response.text)
+        assert response.headers["x-request-id"].isascii() and 0 < len(response.headers["x-request-id"]) <= 64

@@ -1,0 +1,53 @@
+"""Migrations: concurrent runs on an empty database apply each migration once, and re-runs do nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from fleet.db.database import TENANT_ROLE
+from fleet.db.migrate import available_migrations, migrate, pending_migrations
+
+
+async def test_concurrent_migrations_apply_each_once(empty_database_dsn):
+    versions = [m.version for m in available_migrations()]
+    connections = [await asyncpg.connect(empty_database_dsn) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrate(conn) for conn in connections))
+        applied = [v for result in results for v in result]
+        assert sorted(applied) == versions, results
+        assert sum(1 for result in results if result) == 1
+        rows = await connections[0].fetch("select version, name, checksum from schema_migrations order by version")
+        assert [(r["version"], r["name"], r["checksum"]) for r in rows] == [
+            (m.version, m.name, m.checksum) for m in available_migrations()]
+        assert await pending_migrations(connections[0]) == []
+        # The tenant role got its grants, and no more than that.
+        privileges = await connections[0].fetchrow(
+            """select has_table_privilege($1, 'devices', 'insert') as devices_insert,
+                      has_table_privilege($1, 'audit_log', 'insert') as audit_insert,
+                      has_table_privilege($1, 'audit_log', 'update') as audit_update,
+                      has_table_privilege($1, 'audit_log', 'delete') as audit_delete,
+                      has_table_privilege($1, 'schema_migrations', 'delete') as migrations_delete""",
+            TENANT_ROLE)
+        assert dict(privileges) == {"devices_insert": True, "audit_insert": True, "audit_update": False,
+                                    "audit_delete": False, "migrations_delete": False}
+        assert await migrate(connections[1]) == []
+    finally:
+        for conn in connections:
+            await conn.close()
+
+
+async def test_migrating_a_current_database_changes_nothing(database_dsn):
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        before = await conn.fetch("select version, applied_at from schema_migrations order by version")
+        assert await migrate(conn) == []
+        assert await migrate(conn) == []
+        assert await conn.fetch("select version, applied_at from schema_migrations order by version") == before
+        # The lock is released afterwards, so the next node is not kept waiting.
+        assert await conn.fetchval(
+            "select count(*) from pg_locks where locktype = 'advisory' and database = "
+            "(select oid from pg_database where datname = current_database())") == 0
+    finally:
+        await conn.close()
