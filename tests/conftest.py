@@ -95,7 +95,12 @@ async def db(database_dsn: str) -> AsyncIterator[Database]:
     try:
         yield database
     finally:
-        await database.close()
+        try:
+            await asyncio.wait_for(database.close(), 10)
+        except TimeoutError:
+            # A connection still checked out would hang the suite; report it and move on.
+            database.pool.terminate()
+            raise AssertionError("a database connection was never released during this test") from None
 
 
 @dataclass

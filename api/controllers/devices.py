@@ -8,6 +8,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from litestar.response import Stream
 
@@ -89,8 +90,7 @@ class DeviceController(Controller):
         elif content_type in GEOJSON_TYPES:
             ids = await device_service.import_geojson(principal, body)
         else:
-            raise ValidationFailed("unsupported content type", [FieldError(
-                "content-type", "send text/csv or application/geo+json")])
+            raise HTTPException(status_code=415, detail="send text/csv or application/geo+json")
         return ImportResult(len(ids), ids)
 
     @get("/{device_id:uuid}", summary="One device")

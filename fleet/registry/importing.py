@@ -54,7 +54,8 @@ def rows_from_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
             if len(values) != len(header):
                 raise ValidationFailed("malformed CSV", [FieldError(
                     "body", f"expected {len(header)} values, found {len(values)}", line)])
-            rows.append((line, {h: v for h, v in zip(header, values, strict=True) if h not in _IGNORED}))
+            rows.append((line, {h: _restore(v) for h, v in zip(header, values, strict=True)
+                                if h not in _IGNORED}))
             if len(rows) > MAX_IMPORT_ROWS:
                 raise _too_many()
     except csv.Error as exc:
@@ -105,9 +106,26 @@ def _cell(device: Device, column: str) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+# Cells a spreadsheet would run as a formula (CSV injection); exported with a leading quote,
+# which import strips again so a round trip is exact.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _restore(value: str) -> str:
+    if value.startswith("'") and value[1:].startswith(_FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
 def _csv_line(values: Iterable[Any]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else _defuse(v) for v in values])
     return buffer.getvalue()
 
 

@@ -19,6 +19,7 @@ from fleet.registry.repository import DeviceRepository
 from fleet.registry.validation import validate_changes, validate_new_device
 
 MAX_PAGE = 1000
+_NETWORK_STATUSES = ("online", "offline")
 
 
 def encode_cursor(seq: int) -> str:
@@ -137,6 +138,10 @@ class DeviceService:
         numbers: list[int] = []
         errors: list[FieldError] = []
         for number, raw in rows:
+            if raw.get("status") in _NETWORK_STATUSES:
+                # Exports of a live city carry online/offline, which the network decides; the
+                # imported device starts provisioned and goes online when it registers here.
+                raw = {**raw, "status": "provisioned"}
             try:
                 devices.append(validate_new_device(raw, row=number))
                 numbers.append(number)

@@ -99,7 +99,7 @@ async def test_every_bad_row_is_reported_and_nothing_is_stored(seoul, db):
         GOOD_ROWS[0],
         "streetlight,sl-2,,91,126.9,,,,,,,,,,",           # row 3: lat out of range
         "toaster,sl-3,,37.5,126.9,,,,,,,,,,",              # row 4: unknown kind
-        "streetlight,bad endpoint,,37.5,126.9,,,,online,,,,,,",  # row 5: endpoint and status
+        "streetlight,bad endpoint,,37.5,126.9,,,,decommissioned,,,,,,",  # row 5: endpoint and status
         "streetlight,sl-4,,37.5,,,,not-a-date,,,,240,,,",  # row 6: lon, installed_at, capacity
     )
     problem = assert_problem(await seoul.client.post(IMPORT, content=body, headers=CSV), 422)
@@ -300,3 +300,27 @@ async def test_ten_thousand_rows(seoul, db, capsys):
     problem = assert_problem(response, 409)
     assert len(problem["errors"]) == 20_000
     assert await stored(db, "devices") == 10_000
+
+
+async def test_network_statuses_from_an_export_start_provisioned(seoul):
+    """A live city's export says online/offline; the network decides that, so imports start over."""
+    body = csv_body("streetlight,sl-1,,37.5,126.9,,,,online,,,,,,",
+                    "streetlight,sl-2,,37.5,126.9,,,,offline,,,,,,",
+                    "streetlight,sl-3,,37.5,126.9,,,,maintenance,,,,,,")
+    response = await seoul.client.post(IMPORT, content=body, headers=CSV)
+    assert response.status_code == 201, response.text
+    devices = {d["endpoint"]: d["status"] for d in (await seoul.client.get("/api/v1/devices")).json()["items"]}
+    assert devices == {"sl-1": "provisioned", "sl-2": "provisioned", "sl-3": "maintenance"}
+
+
+async def test_formula_cells_are_defused_on_export_and_restored_on_import(seoul, busan):
+    created = await seoul.client.post("/api/v1/devices", json={
+        "kind": "wifi_ap", "endpoint": "ap-1", "location": {"lat": 37.5, "lon": 126.9},
+        "address": "=HYPERLINK(\"http://evil\")", "ssid": "Seoul"})
+    assert created.status_code == 201
+    export = (await seoul.client.get("/api/v1/devices/export?format=csv")).text
+    assert "'=HYPERLINK" in export
+    body = export.replace("ap-1", "ap-2")
+    assert (await busan.client.post(IMPORT, content=body, headers=CSV)).status_code == 201
+    imported = (await busan.client.get("/api/v1/devices")).json()["items"][0]
+    assert imported["address"] == "=HYPERLINK(\"http://evil\")"
