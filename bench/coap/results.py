@@ -84,6 +84,9 @@ class LoadResult:
     locations: dict[str, tuple[str, ...]]
     acked_requests: list[tuple[int, int]] | None = None
     servers: list[dict] = field(default_factory=list)  # STATS of server processes, if known
+    # The load phase on CLOCK_MONOTONIC, which all processes share: to line up other samples.
+    load_started_at: float = 0.0
+    load_ended_at: float = 0.0
 
     def to_dict(self, *, details: bool = False) -> dict:
         """JSON-ready; the per-client maps and ack list only with ``details``."""
@@ -208,4 +211,6 @@ def aggregate(
         acked_per_client=acked_per_client,
         locations=locations,
         acked_requests=acked_requests,
+        load_started_at=min(starts) if starts else 0.0,
+        load_ended_at=max(ends) if ends else 0.0,
     )

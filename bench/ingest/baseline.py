@@ -116,9 +116,15 @@ def run_baseline(
     RSS, the size of aiocoap's duplicate-detection cache, and whether SO_REUSEPORT was set.
     """
     target = loopback_target((host, port))
-    argv = ["-m", "bench.ingest.baseline", "--serve", "--bind", bind, "--port", str(port),
-            "--transport", transport, "--rcvbuf", str(receive_buffer)]
+    argv = server_argv(port, bind=bind, transport=transport, receive_buffer=receive_buffer)
     return run_with_servers(argv, processes, target, dict(loadgen_kwargs or {}))
+
+
+def server_argv(port: int, *, bind: str = "::", transport: str = "udp6",
+                receive_buffer: int = DEFAULT_RECEIVE_BUFFER) -> list[str]:
+    """The command line (after the interpreter) of one baseline server process."""
+    return ["-m", "bench.ingest.baseline", "--serve", "--bind", bind, "--port", str(port),
+            "--transport", transport, "--rcvbuf", str(receive_buffer)]
 
 
 def main(argv: list[str] | None = None) -> int:

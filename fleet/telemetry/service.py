@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
+import asyncpg
 import structlog
 
 from fleet.access.models import Permission, Principal
@@ -36,7 +37,11 @@ def latest_per_key(points: Sequence[PointRecord]) -> list[PointRecord]:
 
 class TelemetryWriter:
     """Group commit: many callers' points go into one transaction; each caller resumes only
-    after its points are committed, so a device's 2.xx always means durable data."""
+    after its points are committed, so a device's 2.xx always means durable data.
+
+    Each flusher keeps one connection for its lifetime: a batch is then BEGIN, COPY, upsert,
+    COMMIT, without the pool's acquire and reset round trips around every commit.
+    """
 
     def __init__(self, db: Database, *, max_batch_points: int = 20_000, flushers: int = 2) -> None:
         self.db = db
@@ -44,23 +49,31 @@ class TelemetryWriter:
         self._pending: list[tuple[Sequence[PointRecord], asyncio.Future[None]]] = []
         self._pending_points = 0
         self._wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._flushers = [asyncio.create_task(self._flush_forever(), name=f"telemetry-flusher-{n}")
                           for n in range(flushers)]
+        self._committing = 0  # batches taken from _pending whose commit has not returned yet
         self.committed_points = 0
         self.batches = 0
 
-    async def write(self, points: Sequence[PointRecord]) -> None:
+    def submit(self, points: Sequence[PointRecord]) -> asyncio.Future[None]:
+        """Queue points; the future resolves once they are committed, or fails with the reason."""
+        future: asyncio.Future[None] = self._loop.create_future()
         if not points:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
         self._pending.append((points, future))
         self._pending_points += len(points)
         self._wakeup.set()
-        await future
+        return future
+
+    async def write(self, points: Sequence[PointRecord]) -> None:
+        if points:
+            await self.submit(points)
 
     async def close(self) -> None:
-        # Let queued writes finish; a request already waiting deserves its answer.
-        while self._pending:
+        # Let queued and committing writes finish; a request already waiting deserves its answer.
+        while self._pending or self._committing:
             await asyncio.sleep(0.01)
         for task in self._flushers:
             task.cancel()
@@ -82,31 +95,44 @@ class TelemetryWriter:
         return batch
 
     async def _flush_forever(self) -> None:
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = self._take_batch()
-            if self._pending:
-                self._wakeup.set()
-            points = [p for chunk, _ in batch for p in chunk]
-            try:
-                async with self.db.system_tx() as conn:
-                    repo = TelemetryRepository(conn)
-                    await repo.append(points)
-                    await repo.upsert_state(latest_per_key(points))
-            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
-                log.error("telemetry batch failed", points=len(points), error=repr(exc))
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                if not self._pending:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                batch = self._take_batch()
+                if self._pending:
+                    self._wakeup.set()
+                points = [p for chunk, _ in batch for p in chunk]
+                self._committing += 1
+                try:
+                    if conn is None:
+                        conn = await self.db.pool.acquire()
+                    async with conn.transaction():
+                        repo = TelemetryRepository(conn)
+                        await repo.append(points)
+                        await repo.upsert_state(latest_per_key(points))
+                except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
+                    log.error("telemetry batch failed", points=len(points), error=repr(exc))
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if conn is not None and conn.is_closed():
+                        await self.db.pool.release(conn)
+                        conn = None
+                    continue
+                finally:
+                    self._committing -= 1
+                self.committed_points += len(points)
+                self.batches += 1
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.committed_points += len(points)
-            self.batches += 1
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+                        future.set_result(None)
+        finally:
+            if conn is not None:
+                await self.db.pool.release(conn)
 
 
 class TelemetryService:

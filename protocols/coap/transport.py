@@ -1,20 +1,29 @@
-"""How Fleet runs aiocoap's udp6 transport: malformed datagrams answered, exchange state bounded.
+"""How Fleet runs aiocoap's udp6 transport: malformed datagrams answered, exchange state bounded,
+the common Send kept off aiocoap's slow path.
 
 aiocoap drops datagrams it cannot parse without a word; a device developer then sees only
 timeouts. We answer a confirmable request whose header is readable with 4.00 and a short
-diagnostic, and keep aiocoap's handling for everything else.
+diagnostic, and keep aiocoap's handling for everything else. Plain confirmable POSTs go to
+:mod:`protocols.coap.fastpath` when the root resource offers one, the socket is drained
+several datagrams per wakeup, and the message manager finds a peer's running exchanges by
+count rather than by scanning all of them.
 """
 
 from __future__ import annotations
 
+import collections
 import socket
 import struct
 
 import structlog
-from aiocoap import error
+from aiocoap import error, messagemanager
 from aiocoap.message import Direction, Message
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.transports import udp6
+from aiocoap.util import socknumbers
+from aiocoap.util.asyncio import recvmsg
+
+from protocols.coap.fastpath import FastPath
 
 log = structlog.get_logger("fleet.coap")
 
@@ -64,11 +73,17 @@ def bad_request_reply(data: bytes, diagnostic: str) -> bytes | None:
 
 
 def _datagram_msg_received(self, data, ancdata, flags, address):
-    """udp6.MessageInterfaceUDP6.datagram_msg_received with malformed-input replies (aiocoap 0.4)."""
+    """udp6.MessageInterfaceUDP6.datagram_msg_received with malformed-input replies and the
+    fast path for plain confirmable POSTs (aiocoap 0.4)."""
     pktinfo = None
     for cmsg_level, cmsg_type, cmsg_data in ancdata:
         if cmsg_level == socket.IPPROTO_IPV6 and cmsg_type == socket.IPV6_PKTINFO:
             pktinfo = cmsg_data
+    fast = self.__dict__.get("_fleet_fast_path", _UNRESOLVED)
+    if fast is _UNRESOLVED:
+        fast = self._fleet_fast_path = _fast_path_for(self)
+    if fast is not None and fast.offer(data, pktinfo, address):
+        return
     try:
         message = Message.decode(data, udp6.UDP6EndpointAddress(address, self, pktinfo=pktinfo))
         if data[0] & 0x0F > 8:
@@ -89,11 +104,129 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
         raise
 
 
+_UNRESOLVED = object()
+
+
+def _fast_path_for(interface) -> FastPath | None:
+    """A server context whose root resource offers ``fast_post`` gets a fast path."""
+    context = getattr(getattr(getattr(interface, "_ctx", None), "token_manager", None), "context", None)
+    resource = getattr(context, "serversite", None)
+    return FastPath(interface, resource, CITY_TUNING) if hasattr(resource, "fast_post") else None
+
+
+def fast_paths(context) -> list[FastPath]:
+    """The fast paths of a context's udp6 interfaces (for counters)."""
+    found = []
+    for token_manager in context.request_interfaces:
+        interface = getattr(getattr(token_manager, "token_interface", None), "message_interface", None)
+        fast = getattr(interface, "__dict__", {}).get("_fleet_fast_path")
+        if isinstance(fast, FastPath):
+            found.append(fast)
+    return found
+
+
+READS_PER_WAKEUP = 64
+_recvmsg_transport = recvmsg.RecvmsgSelectorDatagramTransport
+
+
+def _read_ready(self):
+    """RecvmsgSelectorDatagramTransport._read_ready draining up to READS_PER_WAKEUP datagrams.
+
+    aiocoap reads one datagram per wakeup and polls the error queue before each; under load
+    that is an event-loop turn and a failing syscall per request. The error queue is still
+    polled on every wakeup, so ICMP errors arrive as before.
+    """
+    sock = self._RecvmsgSelectorDatagramTransport__sock
+    if socknumbers.HAS_RECVERR:
+        try:
+            data, ancdata, flags, addr = sock.recvmsg(self.max_size, 1024, socknumbers.MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._protocol.error_received(exc)
+        else:
+            self._protocol.datagram_errqueue_received(data, ancdata, flags, addr)
+    for _ in range(READS_PER_WAKEUP):
+        sock = self._RecvmsgSelectorDatagramTransport__sock
+        if sock is None:  # closed by what the last datagram set off
+            return
+        try:
+            data, ancdata, flags, addr = sock.recvmsg(self.max_size, 1024)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._protocol.error_received(exc)
+            return
+        self._protocol.datagram_msg_received(data, ancdata, flags, addr)
+
+
+class _ExchangesByRemote(dict):
+    """MessageManager._active_exchanges ({(remote, mid): ...}) that also counts per remote.
+
+    aiocoap scans every active exchange on each ACK to see whether the acknowledging peer has
+    another one running (`_continue_backlog`): quadratic once thousands of CONs are out, as
+    after a registration storm (a /3/0 read per device) or a commit stall (separate responses).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_remote: collections.Counter = collections.Counter()
+
+    def __setitem__(self, key, value) -> None:
+        if key not in self:
+            self.per_remote[key[0]] += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        self._forget(key[0])
+
+    def pop(self, key, *default):
+        if key in self:
+            self._forget(key[0])
+        return super().pop(key, *default)
+
+    def _forget(self, remote) -> None:
+        left = self.per_remote[remote] - 1
+        if left:
+            self.per_remote[remote] = left
+        else:
+            del self.per_remote[remote]
+
+
+_original_manager_init = messagemanager.MessageManager.__init__
+_original_continue_backlog = messagemanager.MessageManager._continue_backlog
+
+
+def _manager_init(self, token_manager) -> None:
+    _original_manager_init(self, token_manager)
+    self._active_exchanges = _ExchangesByRemote()
+
+
+def _continue_backlog(self, remote) -> None:
+    """MessageManager._continue_backlog with the per-remote count instead of the scan."""
+    exchanges = self._active_exchanges
+    if not isinstance(exchanges, _ExchangesByRemote):
+        return _original_continue_backlog(self, remote)
+    if remote not in self._backlogs:
+        raise AssertionError("backlogs/active_exchange relation violated (implementation error)")
+    while remote not in exchanges.per_remote:
+        if self._backlogs[remote]:
+            next_message, messageerror_monitor = self._backlogs[remote].pop(0)
+            self._send_initially(next_message, messageerror_monitor)
+        else:
+            del self._backlogs[remote]
+            break
+
+
 def install() -> None:
     """Patch aiocoap's udp6 transport once per process (idempotent)."""
     if getattr(udp6.MessageInterfaceUDP6, "_fleet_patched", False):
         return
     udp6.MessageInterfaceUDP6.datagram_msg_received = _datagram_msg_received
+    _recvmsg_transport._read_ready = _read_ready
+    messagemanager.MessageManager.__init__ = _manager_init
+    messagemanager.MessageManager._continue_backlog = _continue_backlog
     udp6.MessageInterfaceUDP6._fleet_patched = True
 
 

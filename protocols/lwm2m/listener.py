@@ -75,6 +75,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await server.close()
         await context.shutdown()
         await writer.close()
 

@@ -1,0 +1,110 @@
+"""One Fleet CoAP listener process for the ingest benchmark: the real `open_listener`, plus counters.
+
+Started N times on one UDP port (aiocoap's udp6 sets SO_REUSEPORT); speaks the READY/STATS
+handshake of :mod:`bench.coap.servers` on stdout. Besides CPU and RSS it reports what Fleet
+committed, the size of aiocoap's duplicate-detection cache and an RSS sample per second, so a
+long run shows where memory levels off once entries start to expire (EXCHANGE_LIFETIME).
+
+    FLEET_DATABASE_URL=postgresql://... python -m bench.ingest.listener --port 5683 [--profile out.prof]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import os
+import sys
+import time
+
+from bench.coap.servers import rss_kib, serve_until_signalled
+
+
+def duplicate_cache_size(context) -> int:
+    return sum(
+        len(getattr(getattr(i, "token_interface", None), "_recent_messages", ()))
+        for i in context.request_interfaces
+    )
+
+
+async def _sample_memory(context, samples: list[tuple[float, int, int, int]], every_s: float) -> None:
+    """(seconds, RSS KiB, aiocoap dedup entries, fast-path dedup entries), every every_s."""
+    from protocols.coap import transport
+
+    fast_paths = getattr(transport, "fast_paths", lambda context: [])
+    start = time.monotonic()
+    while True:
+        samples.append((round(time.monotonic() - start, 1), rss_kib(), duplicate_cache_size(context),
+                        sum(len(f.recent) for f in fast_paths(context))))
+        await asyncio.sleep(every_s)
+
+
+async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: float,
+                flushers: int | None = None) -> None:
+    from fleet.db import Database
+    from protocols.coap import transport
+    from protocols.lwm2m.listener import open_listener
+
+    if flushers:
+        # An experiment knob: open_listener builds its TelemetryWriter with the defaults.
+        from fleet.telemetry.service import TelemetryWriter
+        TelemetryWriter.__init__.__kwdefaults__["flushers"] = flushers
+    db = await Database.connect(dsn, min_size=2, max_size=pool_max)
+    try:
+        async with open_listener(db, bind, port) as listener:
+            samples: list[tuple[float, int, int, int]] = []
+            sampler = asyncio.create_task(_sample_memory(listener.context, samples, sample_every_s))
+            writer = listener.writer
+
+            def stats() -> dict:
+                sampler.cancel()
+                # getattr: the bench also measures trees from before the fast path existed
+                fast = getattr(transport, "fast_paths", lambda context: [])(listener.context)
+                return {
+                    "fast_path": {name: sum(getattr(f, name) for f in fast)
+                                  for name in ("answered", "delegated", "duplicates", "separate")},
+                    "fast_path_cache": sum(len(f.recent) for f in fast),
+                    "committed_points": writer.committed_points,
+                    "batches": writer.batches,
+                    "sessions": len(listener.server.sessions),
+                    "duplicate_cache": duplicate_cache_size(listener.context),
+                    "rss_samples": samples,
+                }
+
+            await serve_until_signalled(listener.port, stats)
+    finally:
+        await db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest.listener", description=__doc__.split("\n")[0])
+    parser.add_argument("--bind", default="::")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--pool-max", type=int, default=10)
+    parser.add_argument("--sample-every", type=float, default=1.0, help="seconds between RSS samples")
+    parser.add_argument("--flushers", type=int, help="concurrent commits per listener (default: Fleet's)")
+    parser.add_argument("--profile", help="write a cProfile of the whole process to this file")
+    args = parser.parse_args(argv)
+    dsn = os.environ.get("FLEET_DATABASE_URL")
+    if not dsn:
+        parser.error("FLEET_DATABASE_URL must be set")
+    # Fleet logs a line per refused /3/0 read after Register; warnings and errors are enough here.
+    from fleet.logging import configure_logging
+    from fleet.settings import LogSettings
+    configure_logging(LogSettings(level="WARNING", format="json"))
+    logging.getLogger().setLevel(logging.WARNING)
+
+    work = lambda: asyncio.run(serve(dsn, args.bind, args.port, args.pool_max, args.sample_every, args.flushers))  # noqa: E731
+    if args.profile:
+        # CPU time, not wall time: on a shared machine a wall-clock profile mostly shows waiting.
+        profiler = cProfile.Profile(time.process_time)
+        profiler.runcall(work)
+        profiler.dump_stats(f"{args.profile}.{os.getpid()}")
+    else:
+        work()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""What one `python -m bench.ingest` run found: both sides of every round, medians, the text."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from bench.coap.results import LoadResult
+from bench.ingest.cpu import CpuShare
+from bench.ingest.database import Verification
+
+
+@dataclass
+class Side:
+    """One server under the same load: Fleet or the bare aiocoap baseline."""
+
+    name: str
+    load: LoadResult
+    cpu: CpuShare | None
+    servers: list[dict]
+    quiet: tuple[float, float] | None = None  # (s waited for a quiet machine, cores busy then)
+
+    def cpu_per_request_us(self) -> dict[str, float]:
+        """CPU microseconds per acknowledged request, per group: steadier than rates when
+        strangers share the machine."""
+        if self.cpu is None or not self.load.requests_per_s:
+            return {}
+        return {name: round(cores / self.load.requests_per_s * 1e6)
+                for name, cores in self.cpu.cores.items() if name in ("servers", "postgres", "generator")}
+
+    @property
+    def max_rss_mib(self) -> float:
+        return round(max((s.get("max_rss_kib", 0) for s in self.servers), default=0) / 1024, 1)
+
+
+@dataclass
+class Round:
+    number: int
+    fleet: Side
+    verification: Verification
+    baseline: Side | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or not self.baseline.load.requests_per_s:
+            return None
+        return self.fleet.load.requests_per_s / self.baseline.load.requests_per_s
+
+
+@dataclass
+class IngestReport:
+    started: str
+    command: str
+    options: dict
+    machine: dict
+    postgres: dict
+    rounds: list[Round]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.verification.ok for r in self.rounds)
+
+    @property
+    def ratio(self) -> float | None:
+        """The median of the rounds' ratios: each round's two sides ran a minute apart."""
+        ratios = [r.ratio for r in self.rounds if r.ratio is not None]
+        return round(statistics.median(ratios), 3) if ratios else None
+
+    def median(self, side: str, metric) -> float | None:
+        values = [metric(getattr(r, side)) for r in self.rounds if getattr(r, side) is not None]
+        return statistics.median(values) if values else None
+
+    def lines(self) -> list[str]:
+        o = self.options
+        out = [f"bench/ingest {self.started}: {o['devices']} devices, {o['points']} points per "
+               f"{o['format']} pack, {o['processes']} server process(es), "
+               f"{o['load_processes']} generator process(es), window {o['window']}, "
+               f"{len(self.rounds)} round(s) of {o['duration']:g} s per side", ""]
+        header = (f"{'round':<6}{'side':<14}{'req/s':>8}{'points/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+                  f"{'acked':>8}{'t/o':>5}{'retx':>6}   {'CPU µs per request':<42}cores busy")
+        out.append(header)
+        for r in self.rounds:
+            for side in (r.fleet, r.baseline):
+                if side is not None:
+                    out.append(_side_line(r.number, side))
+        out.append("")
+        for side, label in (("fleet", "fleet"), ("baseline", "bare aiocoap")):
+            rps = self.median(side, lambda s: s.load.requests_per_s)
+            if rps is None:
+                continue
+            points = self.median(side, lambda s: s.load.points_per_s)
+            p50 = self.median(side, lambda s: s.load.latency_p50_ms)
+            p99 = self.median(side, lambda s: s.load.latency_p99_ms)
+            stored = " committed" if side == "fleet" else " answered (nothing stored)"
+            out.append(f"median {label:<13} {rps:>8,.0f} requests/s, {points:>8,.0f} data points/s{stored}, "
+                       f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+        ratio = self.ratio
+        if ratio is not None:
+            each = ", ".join(f"{r.ratio:.0%}" for r in self.rounds if r.ratio is not None)
+            out.append(f"ratio fleet / bare aiocoap requests/s: {ratio:.1%} (median of rounds: {each})")
+        for r in self.rounds:
+            out.append(f"verification round {r.number}: {r.verification.line()}")
+        for r in self.rounds[-1:]:
+            for server in r.fleet.servers:
+                if server.get("batches"):
+                    out.append(_listener_line(server))
+        out.append("postgres: " + ", ".join(f"{k}={v}" for k, v in self.postgres.items()))
+        out.append("machine: " + ", ".join(f"{k}={v}" for k, v in self.machine.items()))
+        out += self.notes
+        return out
+
+    def to_dict(self) -> dict:
+        rounds = []
+        for r in self.rounds:
+            entry = {"number": r.number, "ratio": r.ratio, "verification": {**asdict(r.verification), "ok": r.verification.ok}}
+            for side in ("fleet", "baseline"):
+                found = getattr(r, side)
+                if found is not None:
+                    entry[side] = {"load": found.load.to_dict(), "cpu": asdict(found.cpu) if found.cpu else None,
+                                   "cpu_per_request_us": found.cpu_per_request_us(), "servers": found.servers,
+                                   "quiet": found.quiet}
+            rounds.append(entry)
+        return {"started": self.started, "command": self.command, "options": self.options,
+                "machine": self.machine, "postgres": self.postgres, "ratio": self.ratio, "ok": self.ok,
+                "rounds": rounds, "notes": self.notes}
+
+
+def _side_line(number: int, side: Side) -> str:
+    load = side.load
+    cores = side.cpu.line() if side.cpu else "-"
+    return (f"{number:<6}{side.name:<14}{load.requests_per_s:>8,.0f}{load.points_per_s:>10,.0f}"
+            f"{load.latency_p50_ms:>9.0f}{load.latency_p99_ms:>9.0f}{load.acked:>8}{load.timeouts:>5}"
+            f"{load.retransmissions:>6}   {_per_request(side):<42}{cores}")
+
+
+def _listener_line(server: dict) -> str:
+    return (f"fleet listener {server['pid']}: {server['committed_points']} points in "
+            f"{server['batches']} commits ({server['committed_points'] / server['batches']:.0f} per "
+            f"commit), {server['sessions']} sessions, fast path {server.get('fast_path', '-')}, "
+            f"dedup cache {server.get('fast_path_cache', 0)} fast + {server['duplicate_cache']} aiocoap, cpu {server['cpu_s']} s, "
+            f"max RSS {server['max_rss_kib'] // 1024} MiB")
+
+
+def _per_request(side: Side) -> str:
+    return ", ".join(f"{name} {us}" for name, us in side.cpu_per_request_us().items()) or "-"

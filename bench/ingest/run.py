@@ -1,0 +1,204 @@
+"""Ingest from start to finish: database, Fleet listeners, register, Send load, row count, baseline.
+
+    python -m bench.ingest [--devices 1000] [--duration 10] [--points 10] [--processes 2]
+                           [--format cbor] [--load-processes 1] [--json]
+
+Many simulated devices send SenML packs as fast as acknowledgements allow, first to N Fleet
+listener processes sharing one UDP port (each the real `open_listener`: aiocoap udp6, the
+LwM2M server, group-committed COPY into PostgreSQL), then, in the same run, to N bare aiocoap
+processes answering the same requests with no work at all. A 2.04 from Fleet means the pack
+is committed, so afterwards every acknowledged pack's rows are counted in `telemetry`; a
+missing one fails the run. PostgreSQL runs with its default durability (fsync on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.coap.loadgen import default_endpoint_name, loopback_target, run_load
+from bench.coap.senml import SenmlPack
+from bench.coap.servers import ServerGroup
+from bench.ingest import baseline
+from bench.ingest.cpu import CpuSampler, children_of, wait_for_quiet
+from bench.ingest.database import checkpoint, embedded_server, prepare, verify
+from bench.ingest.report import IngestReport, Round, Side
+
+MANY_REQUESTS = 10**9  # the load is bounded by --duration, not by a request budget
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0))
+        return sock.getsockname()[1]
+
+
+def _machine() -> dict:
+    load1, load5, _ = os.getloadavg()
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "kernel": platform.release(), "loadavg_before": f"{load1:.2f}/{load5:.2f}"}
+
+
+def _sampled_side(name: str, argv: list[str], processes: int, target, load_options: dict,
+                  extra_groups: dict[str, list[int]] | None = None,
+                  env: dict | None = None, pyspy_dir: str | None = None) -> Side:
+    group = ServerGroup(argv, processes, target, ready_timeout=60.0, env=env)
+    me = os.getpid()
+
+    def groups() -> dict[str, list[int]]:
+        servers = [child.pid for child in group.children]
+        found = {"servers": servers,
+                 "generator": [me] + [p for p in children_of(me) if p not in servers]}
+        for label, parents in (extra_groups or {}).items():
+            found[label] = parents + [c for parent in parents for c in children_of(parent)]
+        return found
+
+    with group, CpuSampler(groups) as sampler, _py_spy(group, pyspy_dir, name):
+        result = run_load(target, **load_options)
+    share = sampler.share(result.load_started_at, result.load_ended_at)
+    return Side(name, result, share, group.stats or [])
+
+
+@contextlib.contextmanager
+def _py_spy(group: ServerGroup, directory: str | None, name: str):
+    """Sample every server process with py-spy (collapsed stacks, non-blocking) while inside."""
+    if not directory:
+        yield
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    spies = [subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--format", "raw",
+         "--rate", "250", "--pid", str(child.pid),
+         "--output", str(Path(directory) / f"{name.replace(' ', '-')}.{child.pid}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for child in group.children]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            try:
+                spy.wait(10)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+
+
+def _quiet(args: argparse.Namespace) -> tuple[float, float] | None:
+    """Wait (if asked) until strangers leave the cores alone; (seconds waited, cores they used)."""
+    if not args.wait_quiet:
+        return None
+    return wait_for_quiet(args.quiet_cores, args.wait_quiet)
+
+
+ROUND_SPACING_S = 7_200  # each round's packs get their own two hours, so rounds count apart
+
+
+def run_ingest(args: argparse.Namespace) -> IngestReport:
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = _machine()
+    port = args.port or free_udp_port()
+    target = loopback_target(("127.0.0.1", port))
+    endpoints = [default_endpoint_name(i) for i in range(args.devices)]
+    rounds: list[Round] = []
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-ingest-") as work:
+        with embedded_server(Path(work)) as dsn:
+            prepared = asyncio.run(prepare(dsn, endpoints))
+            argv = ["-m", "bench.ingest.listener", "--port", str(port), "--pool-max", str(args.pool_max)]
+            if args.flushers:
+                argv += ["--flushers", str(args.flushers)]
+            if args.profile:
+                Path(args.profile).mkdir(parents=True, exist_ok=True)
+                argv += ["--profile", str(Path(args.profile).resolve() / "listener.prof")]
+            env = {**os.environ, "FLEET_DATABASE_URL": dsn}
+            first_base = int(time.time())
+            for number in range(1, args.rounds + 1):
+                pack = SenmlPack(points=args.points, format=args.format,
+                                 base_time=first_base + (number - 1) * ROUND_SPACING_S)
+                load_options = dict(
+                    clients=args.devices, requests=MANY_REQUESTS, duration=args.duration,
+                    window=args.window, processes=args.load_processes, points=args.points,
+                    format=args.format, payload=pack, register=True,
+                    endpoint_name=default_endpoint_name, record_acks=True,
+                    register_timeout=args.register_timeout,
+                )
+                quiet = _quiet(args)
+                fleet = _sampled_side("fleet", argv, args.processes, target, load_options,
+                                      {"postgres": [prepared.postmaster_pid]}, env, args.py_spy)
+                fleet.quiet = quiet
+                verification = asyncio.run(verify(
+                    dsn, prepared.device_ids, default_endpoint_name, fleet.load.acked_requests or [],
+                    args.points, pack.base_time, ROUND_SPACING_S))
+                fleet.load.acked_requests = None  # counted; too long to keep in the report
+                asyncio.run(checkpoint(dsn))
+                result = Round(number, fleet, verification)
+                if not args.skip_baseline:
+                    quiet = _quiet(args)
+                    result.baseline = _sampled_side(
+                        "bare aiocoap", baseline.server_argv(port), args.processes, target,
+                        {**load_options, "record_acks": False}, pyspy_dir=args.py_spy)
+                    result.baseline.quiet = quiet
+                rounds.append(result)
+    return IngestReport(
+        started=started, command=" ".join(["python -m bench.ingest", *sys.argv[1:]]),
+        options={k: v for k, v in vars(args).items() if k not in ("json",)},
+        machine=machine, postgres=prepared.settings, rounds=rounds,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, default=1000, help="simulated devices, one socket each")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of Send load per side")
+    parser.add_argument("--points", type=int, default=10, help="readings per SenML pack")
+    parser.add_argument("--processes", type=int, default=2, help="server processes on the one port")
+    parser.add_argument("--format", choices=("cbor", "json"), default="cbor")
+    parser.add_argument("--load-processes", type=int, default=1, help="load generator processes")
+    parser.add_argument("--window", type=int, default=1, help="outstanding CONs per device")
+    parser.add_argument("--port", type=int, default=0, help="UDP port (default: a free one)")
+    parser.add_argument("--pool-max", type=int, default=10, help="PostgreSQL pool size per listener")
+    parser.add_argument("--flushers", type=int, help="TelemetryWriter flushers per listener (experiment)")
+    parser.add_argument("--register-timeout", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat fleet-then-baseline; medians are reported (default 1)")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                        help="before each side, wait up to S seconds for the machine to quiet down")
+    parser.add_argument("--quiet-cores", type=float, default=0.3,
+                        help="what counts as quiet: cores busy with other work (default 0.3)")
+    parser.add_argument("--skip-baseline", action="store_true", help="measure Fleet only")
+    parser.add_argument("--profile", help="directory for a cProfile of each listener process")
+    parser.add_argument("--py-spy", help="directory for py-spy collapsed stacks of every server process")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not 1 <= args.devices <= 20_000 or not 1 <= args.processes <= 8 or not 1 <= args.rounds <= 20:
+        raise SystemExit("devices must be 1-20000, processes 1-8 and rounds 1-20")
+    logging.basicConfig(level=logging.WARNING)
+    from fleet.logging import configure_logging
+    from fleet.settings import LogSettings
+    configure_logging(LogSettings(level="WARNING"))
+    begin = time.monotonic()
+    report = run_ingest(args)
+    report.notes.append(f"wall time {time.monotonic() - begin:.0f} s")
+    if args.json:
+        print(json.dumps(report.to_dict(), default=str))
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.ok else 1

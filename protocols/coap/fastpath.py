@@ -1,0 +1,231 @@
+"""The common confirmable POST answered beside aiocoap, with RFC 7252's message layer kept intact.
+
+A device's Send is one CON POST with Uri-Path and Content-Format and nothing else. aiocoap
+spends most of its time per such request on generality (a Message with full options, two
+timers, a Pipe, a Task, a Site lookup, the response Message): several times what storing the
+points costs. When the root resource offers ``fast_post(path, content_format, payload, peer)``
+this module answers those requests itself and hands everything else to aiocoap unchanged.
+
+What is kept, per RFC 7252:
+- Deduplication (§4.5): (peer, message id) is remembered for EXCHANGE_LIFETIME; a duplicate
+  gets the stored answer again, or nothing while the first is still being processed.
+- Piggybacked response (§5.2.1) once the resource's future resolves; after EMPTY_ACK_DELAY an
+  empty ACK instead, and the response follows as a separate CON, which aiocoap's message
+  manager sends and retransmits (§5.2.2).
+- The reply leaves from the address the request came to (IPV6_PKTINFO, as aiocoap does).
+
+Anything else (NON, other methods or options, block-wise, malformed, multicast, a resource
+that declines) goes through aiocoap; a declined request's duplicates follow it there, so each
+exchange is deduplicated by exactly one of the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import socket
+
+import structlog
+from aiocoap.message import Message
+from aiocoap.numbers.constants import TransportTuning
+from aiocoap.transports.udp6 import UDP6EndpointAddress
+
+log = structlog.get_logger("fleet.coap")
+
+_CON_V1 = 0x40  # version 1, type CON, in the first byte's high nibble
+_ACK_V1 = 0x60
+_POST = 2
+_CHANGED = (2 << 5) | 4
+_INTERNAL_SERVER_ERROR = (5 << 5) | 0
+_URI_PATH, _CONTENT_FORMAT = 11, 12
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+# Stands for "aiocoap has this exchange": its duplicates must reach aiocoap's own dedup.
+_DELEGATED = object()
+
+
+def parse_post(data: bytes) -> tuple[tuple[bytes, ...], int | None, bytes] | None:
+    """(uri-path segments, content-format, payload) of a CON POST carrying no other option.
+
+    None for anything else, including whatever aiocoap would call malformed.
+    """
+    end = len(data)
+    position = 4 + (data[0] & 0x0F)
+    if position > end:
+        return None
+    path: list[bytes] = []
+    content_format = None
+    number = 0
+    while position < end:
+        head = data[position]
+        if head == 0xFF:
+            position += 1
+            if position == end:
+                return None  # a payload marker needs a payload (§3)
+            break
+        delta, length = head >> 4, head & 0x0F
+        position += 1
+        if delta == 13:
+            if position >= end:
+                return None
+            delta = data[position] + 13
+            position += 1
+        elif delta == 14:
+            if position + 1 >= end:
+                return None
+            delta = int.from_bytes(data[position:position + 2], "big") + 269
+            position += 2
+        elif delta == 15:
+            return None
+        if length == 13:
+            if position >= end:
+                return None
+            length = data[position] + 13
+            position += 1
+        elif length == 14:
+            if position + 1 >= end:
+                return None
+            length = int.from_bytes(data[position:position + 2], "big") + 269
+            position += 2
+        elif length == 15:
+            return None
+        number += delta
+        value = data[position:position + length]
+        if len(value) != length:
+            return None
+        position += length
+        if number == _URI_PATH:
+            path.append(value)
+        elif number == _CONTENT_FORMAT and content_format is None and length <= 2:
+            content_format = int.from_bytes(value, "big")
+        else:
+            return None
+    return tuple(path), content_format, data[position:]
+
+
+class _Exchange:
+    __slots__ = ("key", "address", "ancdata", "pktinfo", "mid", "token", "empty_acked")
+
+    def __init__(self, key, address, ancdata, pktinfo, mid: bytes, token: bytes) -> None:
+        self.key = key
+        self.address = address
+        self.ancdata = ancdata
+        self.pktinfo = pktinfo
+        self.mid = mid
+        self.token = token
+        self.empty_acked = False
+
+
+class FastPath:
+    """The fast-path state of one udp6 interface: its dedup table and the pending exchanges."""
+
+    def __init__(self, interface, resource, tuning: TransportTuning) -> None:
+        self.interface = interface
+        self.fast_post = resource.fast_post
+        self.loop = asyncio.get_running_loop()
+        self.lifetime = tuning.EXCHANGE_LIFETIME
+        self.empty_ack_delay = tuning.EMPTY_ACK_DELAY
+        self.tuning = tuning
+        # (host, port, message id) -> answer bytes, a pending _Exchange, or _DELEGATED
+        self.recent: dict[tuple[str, int, int], object] = {}
+        self._expiry: collections.deque[tuple[float, tuple[str, int, int]]] = collections.deque()
+        self._awaiting_ack: collections.deque[tuple[float, _Exchange]] = collections.deque()
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self.answered = 0
+        self.delegated = 0
+        self.duplicates = 0
+        self.separate = 0
+
+    def offer(self, data: bytes, pktinfo: bytes | None, address) -> bool:
+        """Handle the datagram if it is a fast-path request or a duplicate of one; True if so."""
+        if len(data) < 4 or data[0] & 0xF0 != _CON_V1 or not 1 <= data[1] < 32:
+            return False
+        if pktinfo is not None and (pktinfo[0] == 0xFF or (pktinfo[:12] == _V4_MAPPED and 224 <= pktinfo[12] < 240)):
+            return False  # sent to a multicast group: aiocoap knows how to (not) answer those
+        now = self.loop.time()
+        expiry = self._expiry
+        if expiry and expiry[0][0] <= now:
+            self._expire(now)
+        key = (address[0], address[1], (data[2] << 8) | data[3])
+        known = self.recent.get(key)
+        if known is not None:
+            if known is _DELEGATED:
+                return False
+            self.duplicates += 1
+            if type(known) is bytes:
+                self._send(known, self._ancdata(pktinfo), address)
+            return True  # still being processed: the answer will come
+        if data[1] != _POST:
+            return False
+        parsed = parse_post(data)
+        if parsed is None:
+            return False
+        path, content_format, payload = parsed
+        host = address[0]
+        peer = (host[7:] if host.startswith("::ffff:") else host, address[1])
+        try:
+            future = self.fast_post(path, content_format, payload, peer)
+        except Exception:  # noqa: BLE001 - our bug; aiocoap's path answers and logs it again
+            log.exception("fast path failed; handing the request to aiocoap")
+            future = None
+        expiry.append((now + self.lifetime, key))
+        if future is None:
+            self.recent[key] = _DELEGATED
+            self.delegated += 1
+            return False
+        token = data[4:4 + (data[0] & 0x0F)]
+        exchange = _Exchange(key, address, self._ancdata(pktinfo), pktinfo, data[2:4], token)
+        self.recent[key] = exchange
+        self._awaiting_ack.append((now + self.empty_ack_delay, exchange))
+        if self._ack_timer is None:
+            self._ack_timer = self.loop.call_at(now + self.empty_ack_delay, self._empty_acks)
+        future.add_done_callback(functools.partial(self._answer, exchange))
+        return True
+
+    @staticmethod
+    def _ancdata(pktinfo: bytes | None) -> list:
+        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)] if pktinfo is not None else []
+
+    def _send(self, datagram: bytes, ancdata: list, address) -> None:
+        if self.interface._shutting_down is None:
+            self.interface.transport.sendmsg(datagram, ancdata, 0, address)
+
+    def _answer(self, exchange: _Exchange, done: asyncio.Future) -> None:
+        if done.cancelled() or done.exception() is not None:
+            code = _INTERNAL_SERVER_ERROR  # the writer has logged why
+        else:
+            code = _CHANGED
+        self.answered += 1
+        if not exchange.empty_acked:
+            token = exchange.token
+            reply = bytes((_ACK_V1 | len(token), code)) + exchange.mid + token
+            if self.recent.get(exchange.key) is exchange:
+                self.recent[exchange.key] = reply
+            self._send(reply, exchange.ancdata, exchange.address)
+            return
+        # The empty ACK went out already: the answer is a separate CON, retransmitted by aiocoap.
+        self.separate += 1
+        if self.interface._shutting_down is not None:
+            return
+        response = Message(code=code, transport_tuning=self.tuning)
+        response.token = exchange.token
+        response.remote = UDP6EndpointAddress(exchange.address, self.interface, pktinfo=exchange.pktinfo)
+        self.interface._ctx.send_message(response, lambda: None)
+
+    def _empty_acks(self) -> None:
+        now = self.loop.time()
+        waiting = self._awaiting_ack
+        while waiting and waiting[0][0] <= now:
+            _, exchange = waiting.popleft()
+            if self.recent.get(exchange.key) is exchange:
+                exchange.empty_acked = True
+                empty_ack = bytes((_ACK_V1, 0)) + exchange.mid
+                self.recent[exchange.key] = empty_ack  # what a duplicate gets from now on
+                self._send(empty_ack, exchange.ancdata, exchange.address)
+        self._ack_timer = self.loop.call_at(waiting[0][0], self._empty_acks) if waiting else None
+
+    def _expire(self, now: float) -> None:
+        expiry, recent = self._expiry, self.recent
+        while expiry and expiry[0][0] <= now:
+            _, key = expiry.popleft()
+            recent.pop(key, None)
