@@ -110,10 +110,9 @@ class TelemetryWriter:
                 try:
                     if conn is None:
                         conn = await self.db.pool.acquire()
+                        await TelemetryRepository(conn).prepare_staging()
                     async with conn.transaction():
-                        repo = TelemetryRepository(conn)
-                        await repo.append(points)
-                        await repo.upsert_state(latest_per_key(points))
+                        await TelemetryRepository(conn).append_staged(points)
                 except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
                     log.error("telemetry batch failed", points=len(points), error=repr(exc))
                     for _, future in batch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -34,7 +35,7 @@ def coap_client_binary() -> str:
 
 async def coap_client(binary: str, *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        binary, "-B", "5", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        binary, "-B", "10", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await process.communicate()
     return process.returncode, output.decode("utf-8", "replace")
 
@@ -43,7 +44,7 @@ async def test_register_and_send_with_libcoap(db, listener, coap_client_binary):
     city = await make_city(db, "seoul")
     device = await DeviceService(db).create_validated(city.principal, NewDevice(
         kind=DeviceKind.WASTE_BIN, endpoint="libcoap-bin", lat=37.5, lon=127.0))
-    local_port = str(free_port())  # both requests from one source port: the registration's address
+    local_port = str(free_port(socket.SOCK_DGRAM))  # both requests from one source port: the registration's address
     base = f"coap://127.0.0.1:{listener.port}"
     code, output = await coap_client(
         coap_client_binary, "-p", local_port, "-m", "post", "-t", "40", "-e", "</3/0>,</3435/0>",
