@@ -20,6 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=None)
     serve.add_argument("--coap-port", type=int, default=None)
 
+    coap = sub.add_parser("coap", help="run only the CoAP/LwM2M listener")
+    coap.add_argument("--host", default=None, help="UDP address (default FLEET_COAP_HOST or ::)")
+    coap.add_argument("--coap-port", type=int, default=None)
+
     sub.add_parser("migrate", help="apply pending database migrations")
 
     tenant = sub.add_parser("tenant", help="manage cities").add_subparsers(dest="tenant_command", required=True)
@@ -39,6 +43,35 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default=None)
     demo.add_argument("--http-port", type=int, default=None)
     demo.add_argument("--coap-port", type=int, default=None)
+
+    simulate = sub.add_parser(
+        "simulate", help="run simulated devices against a Fleet server over CoAP",
+        description="Each device is an LwM2M client on its own UDP socket. --api and --key are "
+                    "needed in both modes: to list the city's devices, or with --provision to "
+                    "create them first (or give --devices-file, a CSV from /api/v1/devices/export).")
+    simulate.add_argument("--streetlights", type=int, default=0, metavar="N")
+    simulate.add_argument("--bins", type=int, default=0, metavar="N")
+    simulate.add_argument("--aps", type=int, default=0, metavar="N")
+    simulate.add_argument("--server", default="coap://127.0.0.1:5683", help="the LwM2M server, coap://HOST:PORT")
+    simulate.add_argument("--provision", action="store_true", help="create missing devices over the REST API first")
+    simulate.add_argument("--api", default=None, help="Fleet's REST API, e.g. http://127.0.0.1:8000")
+    simulate.add_argument("--key", default=None, help="API key of the city (admin or operator to provision)")
+    simulate.add_argument("--devices-file", default=None, help="devices CSV in the export format, instead of --api")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    simulate.add_argument("--start", default=None, help="simulated local start time, e.g. 2026-11-24T18:00")
+    simulate.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    simulate.add_argument("--lifetime", type=int, default=300, metavar="SECONDS", help="registration lifetime")
+    simulate.add_argument("--report-interval", type=float, default=None, metavar="SECONDS",
+                          help="simulated seconds between Sends (default 900)")
+    simulate.add_argument("--register-rate", type=float, default=200.0, metavar="PER_S",
+                          help="first registrations started per second")
+    simulate.add_argument("--faults", action="store_true", help="random faults at low rates")
+    simulate.add_argument("--fault", action="append", default=[], metavar="KIND=FRACTION",
+                          help="force a fault: silent, lamp_failure, day_burner, overflow, fire, knockover, "
+                               "malformed (the chance per report); repeatable")
+    simulate.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
+                          help="status line interval (0: summary only)")
     return parser
 
 
@@ -63,6 +96,11 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             coap=replace(settings.coap, port=args.coap_port if args.coap_port is not None else settings.coap.port),
         )
         return await (commands.serve(settings) if args.command == "serve" else commands.demo(settings))
+    if args.command == "coap":
+        settings = replace(settings, coap=replace(
+            settings.coap, host=args.host or settings.coap.host,
+            port=args.coap_port if args.coap_port is not None else settings.coap.port))
+        return await commands.coap_only(settings)
     if args.command == "migrate":
         return await commands.migrate_only(settings)
     if args.command == "tenant":
@@ -71,6 +109,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await commands.tenant_list(settings)
     if args.command == "apikey":
         return await commands.apikey_create(settings, args.tenant, args.role, args.name)
+    if args.command == "simulate":
+        return await commands.simulate(args)
     return 2
 
 

@@ -41,3 +41,25 @@ def place(district: District, rng: random.Random) -> tuple[float, float]:
     dlat = distance * math.cos(bearing) / 111_320
     dlon = distance * math.sin(bearing) / (111_320 * math.cos(math.radians(district.lat)))
     return round(district.lat + dlat, 6), round(district.lon + dlon, 6)
+
+
+# How busy each district's streets are relative to the city's average (floating population
+# and commerce): busier streets fill bins faster and crowd access points. Unknown names get 1.0.
+STREET_ACTIVITY = {
+    "Jung-gu": 1.8, "Gangnam-gu": 1.7, "Jongno-gu": 1.6, "Mapo-gu": 1.4, "Yeongdeungpo-gu": 1.4,
+    "Seocho-gu": 1.3, "Songpa-gu": 1.3, "Yongsan-gu": 1.2, "Gwangjin-gu": 1.2,
+    "Seodaemun-gu": 1.1, "Dongdaemun-gu": 1.1, "Gwanak-gu": 1.1, "Seongdong-gu": 1.0,
+    "Guro-gu": 1.0, "Dongjak-gu": 0.9, "Seongbuk-gu": 0.9, "Gangseo-gu": 0.9,
+    "Yangcheon-gu": 0.9, "Gangdong-gu": 0.9, "Geumcheon-gu": 0.9, "Nowon-gu": 0.8,
+    "Eunpyeong-gu": 0.8, "Jungnang-gu": 0.8, "Gangbuk-gu": 0.7, "Dobong-gu": 0.7,
+}
+
+
+def activity(district: str | None) -> float:
+    return STREET_ACTIVITY.get(district or "", 1.0)
+
+
+def centre(districts: tuple[District, ...]) -> tuple[float, float]:
+    """The mean position of a city's districts: where its sun rises and sets, near enough."""
+    return (sum(d.lat for d in districts) / len(districts),
+            sum(d.lon for d in districts) / len(districts))

@@ -1,0 +1,295 @@
+"""A simulation run: find or provision the devices, give each a socket, drive them, report.
+
+Everything a device does is scheduled on one heap swept by one task (see scheduler.py); each
+device owns a UDP socket connected to the server, as a device behind its own SIM or NAT would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from simulators import inventory
+from simulators.client import REGISTER, LwM2MClient, Network
+from simulators.clock import SimClock
+from simulators.devices import KINDS, SimulatedDevice, World
+from simulators.environment import Environment
+from simulators.faults import DeviceFaults, FaultPlan
+from simulators.inventory import DeviceSpec
+from simulators.noise import Noise
+from simulators.rest import FleetApi
+from simulators.scheduler import Scheduler
+from simulators.stats import Stats
+
+log = structlog.get_logger("simulators")
+
+DEFAULT_REPORT_INTERVAL_S = 900.0  # simulated seconds: a quarter of an hour
+DEFAULT_TIMEZONE = "Asia/Seoul"
+COAP_PORT = 5683
+SOCKET_BATCH = 500
+# File descriptors beyond one per device: the loop, stdio, the HTTP client, the runtime.
+SPARE_DESCRIPTORS = 64
+
+
+class SimulationError(Exception):
+    """The run cannot start: a bad option, an unreachable API, too few file descriptors."""
+
+
+@dataclass
+class SimulationConfig:
+    counts: dict[str, int]
+    server: str = f"coap://127.0.0.1:{COAP_PORT}"
+    api: str | None = None
+    key: str | None = None
+    provision: bool = False
+    devices_file: Path | None = None
+    seed: int = 1
+    speed: float = 1.0
+    duration_s: float | None = None
+    start: datetime | None = None
+    lifetime_s: int = 300
+    report_interval_s: float | None = None
+    register_rate: float = 200.0
+    max_registering: int = 256
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    progress_s: float = 5.0
+    deregister_timeout_s: float = 15.0
+
+
+def server_address(uri: str) -> tuple[int, tuple]:
+    """(address family, socket address) of coap://HOST[:PORT]."""
+    parts = urlsplit(uri)
+    if parts.scheme != "coap" or not parts.hostname:
+        raise SimulationError(f"--server must look like coap://HOST:PORT, not {uri!r}")
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(parts.hostname, parts.port or COAP_PORT,
+                                                       type=socket.SOCK_DGRAM)[0]
+    except (socket.gaierror, ValueError) as exc:
+        raise SimulationError(f"cannot resolve {parts.hostname}: {exc}") from None
+    return family, sockaddr
+
+
+async def load_devices(config: SimulationConfig) -> tuple[list[DeviceSpec], str]:
+    """The devices to simulate and the city's timezone, from the API or a file."""
+    if config.devices_file is not None:
+        specs = inventory.from_file(config.devices_file)
+        return _take(specs, config.counts), DEFAULT_TIMEZONE
+    if not config.api or not config.key:
+        raise SimulationError("give --api and --key (to list or provision the city's devices)"
+                              " or --devices-file")
+    async with FleetApi(config.api, config.key) as api:
+        city = await api.city()
+        specs: list[DeviceSpec] = []
+        for kind, count in config.counts.items():
+            if count <= 0:
+                continue
+            existing = [d for d in await api.devices(kind) if d.get("status") != "decommissioned"]
+            if config.provision:
+                by_endpoint = {d["endpoint"]: d for d in existing}
+                wanted = [inventory.endpoint_name(city["slug"], kind, n) for n in range(1, count + 1)]
+                missing = [n for n, e in enumerate(wanted, start=1) if e not in by_endpoint]
+                planned = {s.endpoint: s for s in inventory.plan(city["slug"], kind, missing, config.seed)}
+                if planned:
+                    created = await api.import_devices(list(planned.values()))
+                    log.info("devices provisioned", kind=kind, created=created)
+                specs += [planned[e] if e in planned else inventory.from_api(by_endpoint[e])
+                          for e in wanted]
+            else:
+                chosen = [inventory.from_api(d) for d in existing[:count]]
+                if len(chosen) < count:
+                    log.warning("fewer devices in the city than asked for", kind=kind,
+                                asked=count, found=len(chosen))
+                specs += chosen
+    return specs, city.get("timezone") or DEFAULT_TIMEZONE
+
+
+def _take(specs: list[DeviceSpec], counts: dict[str, int]) -> list[DeviceSpec]:
+    taken: list[DeviceSpec] = []
+    for kind, count in counts.items():
+        taken += [s for s in specs if s.kind == kind][:max(count, 0)]
+    return taken
+
+
+def ensure_descriptors(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise SimulationError(f"{needed} file descriptors are needed (one socket per device);"
+                                  f" the hard limit is {hard}: raise it with ulimit -Hn")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _begin(client: LwM2MClient) -> None:
+    """Start one device's first registration, within the window of registrations in flight."""
+    network = client.network
+    if network.stopping:
+        return
+    if network.registering >= network.max_registering:
+        network.scheduler.after(0.05, _begin, client)
+        return
+    client.want(REGISTER)
+
+
+class Simulation:
+    def __init__(self, config: SimulationConfig, *, out: TextIO | None = sys.stdout) -> None:
+        self.config = config
+        self.out = out
+        self.stats = Stats()
+        self.scheduler = Scheduler()
+        self.devices: list[SimulatedDevice] = []
+        self.clients: list[LwM2MClient] = []
+        self.world: World | None = None
+        self._stop = asyncio.Event()
+        self._abandon_deregistration = False
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop and de-register; asked again (a second Ctrl-C), stop waiting for the server."""
+        if self._stop.is_set():
+            self._abandon_deregistration = True
+        self._stop.set()
+
+    def device(self, endpoint: str) -> SimulatedDevice:
+        """A running device by endpoint (for tests and tooling)."""
+        for device in self.devices:
+            if device.endpoint == endpoint:
+                return device
+        raise LookupError(f"no simulated device {endpoint!r}")
+
+    async def run(self, *, handle_signals: bool = False) -> Stats:
+        config = self.config
+        family, sockaddr = server_address(config.server)
+        specs, timezone = await load_devices(config)
+        if not specs:
+            raise SimulationError("no devices to simulate")
+        ensure_descriptors(len(specs) + SPARE_DESCRIPTORS)
+        self._build(specs, timezone, sockaddr)
+        await self._open_sockets(family, sockaddr)
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signum, self.stop)
+        self.stats.restart()
+        self._start_registrations()
+        tasks = [asyncio.create_task(self.scheduler.run(), name="simulator-scheduler")]
+        if self.out is not None and config.progress_s > 0:
+            tasks.append(asyncio.create_task(self._progress(), name="simulator-progress"))
+        self.ready.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), config.duration_s)
+            await self._shutdown()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for client in self.clients:
+                if client.transport is not None:
+                    client.transport.close()
+            if handle_signals:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(signum)
+        self.stats.errors += self.scheduler.errors
+        if self.out is not None:
+            print(self._status(), file=self.out)
+            print(self.stats.summary(), file=self.out, flush=True)
+        return self.stats
+
+    def _build(self, specs: list[DeviceSpec], timezone: str, sockaddr: tuple) -> None:
+        config = self.config
+        start = None
+        if config.start is not None:
+            # A start without a zone is the city's local time.
+            moment = config.start if config.start.tzinfo else config.start.replace(tzinfo=ZoneInfo(timezone))
+            start = moment.timestamp()
+        clock = SimClock(config.speed, start, timezone)
+        interval = config.report_interval_s or DEFAULT_REPORT_INTERVAL_S
+        self.world = world = World(Environment(clock), self.scheduler, self.stats, config.faults,
+                                   config.seed, {kind: interval for kind in KINDS})
+        network = Network(sockaddr, self.scheduler, self.stats, config.lifetime_s,
+                          max_registering=config.max_registering)
+        endpoints_by_kind: dict[str, list[str]] = {}
+        for spec in specs:
+            endpoints_by_kind.setdefault(spec.kind, []).append(spec.endpoint)
+        forced = config.faults.forced_on(endpoints_by_kind, config.seed)
+        malformed = config.faults.malformed_chance()
+        for spec in specs:
+            faults = DeviceFaults(malformed, tuple(f for f, chosen in forced.items()
+                                                   if spec.endpoint in chosen))
+            device = KINDS[spec.kind](spec, world, faults)
+            client = LwM2MClient(device, network)
+            device.link = client
+            self.devices.append(device)
+            self.clients.append(client)
+        self.stats.devices = len(self.devices)
+
+    async def _open_sockets(self, family: int, sockaddr: tuple) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def open_one(client: LwM2MClient) -> None:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.connect(sockaddr)
+                await loop.create_datagram_endpoint(lambda: client, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+
+        for start in range(0, len(self.clients), SOCKET_BATCH):
+            await asyncio.gather(*(open_one(c) for c in self.clients[start:start + SOCKET_BATCH]))
+
+    def _start_registrations(self) -> None:
+        noise = Noise(self.config.seed, "registration order")
+        order = sorted(self.clients, key=lambda _c: noise.random())
+        now = time.monotonic()
+        spacing = 1.0 / self.config.register_rate if self.config.register_rate > 0 else 0.0
+        for index, client in enumerate(order):
+            client.device.start()
+            self.scheduler.at(now + index * spacing, _begin, client)
+
+    async def _shutdown(self) -> None:
+        """De-register every registered device, a window at a time so the server is not
+        flooded; whatever is left at the deadline simply lets its lifetime run out."""
+        network = self.clients[0].network
+        network.stopping = True
+        waiting = list(reversed(self.clients))
+        deadline = time.monotonic() + self.config.deregister_timeout_s
+        while time.monotonic() < deadline and not self._abandon_deregistration:
+            while waiting and network.deregistering < network.max_registering:
+                waiting.pop().stop()
+            if not waiting and all(c.done for c in self.clients):
+                return
+            await asyncio.sleep(0.02)
+
+    def _status(self) -> str:
+        clock = self.world.clock
+        local = clock.local_datetime(clock.now())
+        return self.stats.status_line(f"sim {local:%Y-%m-%d %H:%M} {local.tzname()} x{clock.speed:g}")
+
+    async def _progress(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.progress_s)
+            print(self._status(), file=self.out, flush=True)
+
+
+async def simulate(config: SimulationConfig, *, out: TextIO | None = sys.stdout,
+                   handle_signals: bool = False) -> Stats:
+    return await Simulation(config, out=out).run(handle_signals=handle_signals)
