@@ -33,7 +33,7 @@ def configure_logging(settings: LogSettings) -> None:
     # Libraries (aiocoap, asyncpg, uvicorn) log through stdlib; route them to the same output.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processor=renderer, foreign_pre_chain=shared))
+        processor=renderer, foreign_pre_chain=[*shared, structlog.processors.format_exc_info]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
