@@ -43,9 +43,12 @@ class TelemetryWriter:
     COMMIT, without the pool's acquire and reset round trips around every commit.
     """
 
-    def __init__(self, db: Database, *, max_batch_points: int = 20_000, flushers: int = 2) -> None:
+    def __init__(self, db: Database, *, max_batch_points: int = 20_000, flushers: int = 2,
+                 max_backlog_points: int | None = None) -> None:
         self.db = db
         self.max_batch_points = max_batch_points
+        # About two commits' worth: beyond that a caller would wait seconds for its answer.
+        self.max_backlog_points = max_backlog_points if max_backlog_points is not None else 2 * max_batch_points
         self._pending: list[tuple[Sequence[PointRecord], asyncio.Future[None]]] = []
         self._pending_points = 0
         self._wakeup = asyncio.Event()
@@ -55,6 +58,11 @@ class TelemetryWriter:
         self._committing = 0  # batches taken from _pending whose commit has not returned yet
         self.committed_points = 0
         self.batches = 0
+
+    @property
+    def backed_up(self) -> bool:
+        """More is waiting than a few commits can take: new writes should be refused for now."""
+        return self._pending_points > self.max_backlog_points
 
     def submit(self, points: Sequence[PointRecord]) -> asyncio.Future[None]:
         """Queue points; the future resolves once they are committed, or fails with the reason."""

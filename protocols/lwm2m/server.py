@@ -30,6 +30,20 @@ from protocols.lwm2m.errors import CodecError
 log = structlog.get_logger("fleet.lwm2m")
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+BACKOFF_S = 10
+
+
+class ServiceUnavailable(error.ServiceUnavailable):
+    """5.03 telling the device how long to wait (Max-Age), with a diagnostic."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("busy storing data; retry later")
+        self.retry_after_s = retry_after_s
+
+    def to_message(self) -> Message:
+        message = super().to_message()
+        message.opt.max_age = self.retry_after_s
+        return message
 LINK_FORMAT = 40
 
 
@@ -168,6 +182,11 @@ class LwM2MServer(interfaces.Resource):
     # -- information reporting -------------------------------------------------------------
 
     async def _send(self, request: Message) -> Message:
+        if self.writer.backed_up:
+            # Shedding load beats a congestion collapse: a quick 5.03 with Max-Age makes the
+            # device retry later, where waiting would turn every answer into empty ACK plus
+            # separate response and retransmissions.
+            raise ServiceUnavailable(BACKOFF_S)
         session = await self.session_for(peer_of(request))
         if session is None:
             raise error.Forbidden("not registered: Register before Send")
@@ -187,7 +206,7 @@ class LwM2MServer(interfaces.Resource):
         which answers every case this one leaves out (unknown peer, bad payload, ...).
         """
         if (path != _SEND_PATH or content_format not in content.SEND_FORMATS
-                or len(payload) > MAX_PAYLOAD_BYTES):
+                or len(payload) > MAX_PAYLOAD_BYTES or self.writer.backed_up):
             return None
         session = self.sessions.get(peer)
         if session is None:

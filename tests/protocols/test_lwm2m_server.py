@@ -133,3 +133,16 @@ async def test_send_from_unregistered_address_is_forbidden(listener, coap_client
     send = Message(code=Code.POST, uri=uri(listener, "/dp"), payload=cbor2.dumps([{0: "/3303/0/5700", 2: 1.0}]),
                    content_format=112)
     assert (await coap_client.request(send).response).code == Code.FORBIDDEN
+
+
+async def test_backed_up_writer_sheds_sends_with_5_03_and_max_age(db, listener, coap_client):
+    city = await make_city(db, "seoul")
+    device = await provision(db, city, "bin-busy")
+    assert (await register(coap_client, listener, "bin-busy")).code == Code.CREATED
+    listener.writer.max_backlog_points = -1  # as if far more were waiting than commits can take
+    send = Message(code=Code.POST, uri=uri(listener, "/dp"),
+                   payload=cbor2.dumps([{0: "/3435/0/2", 2: 50.0}]), content_format=112)
+    response = await coap_client.request(send).response
+    assert response.code == Code.SERVICE_UNAVAILABLE and response.opt.max_age == 10
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1", device.id) == 0
