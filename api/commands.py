@@ -7,6 +7,8 @@ import sys
 import structlog
 
 from api.runtime import open_database, run_http, until_stopped
+from protocols.lwm2m.listener import run_coap
+from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import Role
 from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.db.migrate import migrate
@@ -63,13 +65,23 @@ async def apikey_create(settings: Settings, slug: str, role: str, name: str) -> 
 async def serve(settings: Settings) -> int:
     async with open_database(settings) as db:
         log.info("fleet serving", http=f"http://{settings.http.host}:{settings.http.port}",
-                 docs=f"http://{settings.http.host}:{settings.http.port}/schema")
-        await until_stopped(lambda: run_http(db, settings, settings.http.host, settings.http.port))
+                 docs=f"http://{settings.http.host}:{settings.http.port}/schema",
+                 coap=f"udp/{settings.coap.port}")
+        await until_stopped(
+            lambda: run_http(db, settings, settings.http.host, settings.http.port),
+            lambda: run_coap(db, settings.coap.host, settings.coap.port),
+            lambda: run_scheduler(db))
+    return 0
+
+
+async def coap_only(settings: Settings) -> int:
+    async with open_database(settings) as db:
+        await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port))
     return 0
 
 
 async def demo(settings: Settings) -> int:
-    from simulators.seed import seed_demo_city
+    from simulators.seed import DEMO_COUNTS, seed_demo_city
 
     async with open_database(settings) as db:
         city, key, created = await seed_demo_city(db)
@@ -78,6 +90,71 @@ async def demo(settings: Settings) -> int:
         print(f"  API docs:  {base}/schema")
         print(f"  Admin key: {key}")
         print(f"  Try:       curl -H 'Authorization: Bearer {key}' '{base}/api/v1/devices?kind=streetlight&limit=5'")
+        print(f"  Devices:   simulated in a separate process (`fleet simulate`), reporting over CoAP "
+              f"to udp/{settings.coap.port}")
         print("Press Ctrl-C to stop.\n", flush=True)
-        await until_stopped(lambda: run_http(db, settings, settings.http.host, settings.http.port))
+        await until_stopped(
+            lambda: run_http(db, settings, settings.http.host, settings.http.port),
+            lambda: run_coap(db, settings.coap.host, settings.coap.port),
+            lambda: run_scheduler(db),
+            lambda: run_demo_devices(settings, key, DEMO_COUNTS))
+    return 0
+
+
+async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int]) -> None:
+    """The demo's devices: `fleet simulate` in its own process, so they reach Fleet only over
+    the wire, exactly like street furniture would."""
+    import asyncio
+
+    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
+    api = f"http://{host}:{settings.http.port}"
+    args = [sys.executable, "-m", "api.cli", "simulate", "--server", f"coap://127.0.0.1:{settings.coap.port}",
+            "--api", api, "--key", key, "--streetlights", str(counts["streetlight"]),
+            "--bins", str(counts["waste_bin"]), "--aps", str(counts["wifi_ap"]),
+            # A lively demo: a simulated quarter hour between reports passes in 15 s.
+            "--speed", "60", "--progress", "60"]
+    await asyncio.sleep(2)  # let the API and the listener come up first
+    process = await asyncio.create_subprocess_exec(*args)
+    try:
+        await process.wait()
+        log.warning("demo devices stopped", returncode=process.returncode)
+        await asyncio.Event().wait()  # the rest of the demo keeps running
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+
+
+async def simulate(args) -> int:
+    """`fleet simulate`: simulated devices talking to a Fleet server over the wire only."""
+    import logging
+    from datetime import datetime
+    from pathlib import Path
+
+    from simulators.faults import FaultPlan
+    from simulators.rest import ApiError
+    from simulators.simulation import Simulation, SimulationConfig, SimulationError
+
+    try:
+        config = SimulationConfig(
+            counts={"streetlight": args.streetlights, "waste_bin": args.bins, "wifi_ap": args.aps},
+            server=args.server, api=args.api, key=args.key, provision=args.provision,
+            devices_file=Path(args.devices_file) if args.devices_file else None, seed=args.seed,
+            speed=args.speed, duration_s=args.duration,
+            start=datetime.fromisoformat(args.start) if args.start else None,
+            lifetime_s=args.lifetime, report_interval_s=args.report_interval,
+            register_rate=args.register_rate, faults=FaultPlan.parse(args.fault, args.faults),
+            progress_s=args.progress)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise here
+    try:
+        await Simulation(config).run(handle_signals=True)
+    except (SimulationError, ApiError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -17,7 +17,11 @@ DEMO_SLUG = "seoul"
 WASTE_KINDS = ("organic", "inorganic", "plastic", "paper", "glass", "metal")
 
 
-def demo_rows(streetlights: int = 180, bins: int = 90, aps: int = 45, seed: int = 42) -> list[dict[str, Any]]:
+DEMO_COUNTS = {"streetlight": 180, "waste_bin": 90, "wifi_ap": 45}
+
+
+def demo_rows(streetlights: int = DEMO_COUNTS["streetlight"], bins: int = DEMO_COUNTS["waste_bin"],
+              aps: int = DEMO_COUNTS["wifi_ap"], seed: int = 42) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
     for kind, count, prefix in (("streetlight", streetlights, "sl"), ("waste_bin", bins, "wb"),
