@@ -230,6 +230,15 @@ def install() -> None:
     udp6.MessageInterfaceUDP6._fleet_patched = True
 
 
+def udp_interface(context):
+    """The listener's udp6 message interface, to address devices by socket address."""
+    for token_manager in context.request_interfaces:
+        interface = getattr(getattr(token_manager, "token_interface", None), "message_interface", None)
+        if isinstance(interface, udp6.MessageInterfaceUDP6):
+            return interface
+    return None
+
+
 def udp_sockets(context) -> list[socket.socket]:
     found = []
     for token_manager in context.request_interfaces:

@@ -12,7 +12,9 @@ from aiocoap import Code, Message
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.registrations.models import DeviceInfo, Registration
 from fleet.registrations.service import RegistrationService
-from protocols.coap.transport import CITY_TUNING
+from aiocoap.transports import udp6
+
+from protocols.coap.transport import CITY_TUNING, udp_interface
 from protocols.lwm2m import content
 from protocols.lwm2m.errors import CodecError
 
@@ -43,10 +45,21 @@ class DeviceClient:
 
     def __init__(self, context: aiocoap.Context) -> None:
         self.context = context
+        self._interface = udp_interface(context)
+
+    def _message(self, address: DeviceAddress, path: ResourcePath, **fields) -> Message:
+        """A request addressed by socket address, not by URI: aiocoap would otherwise run
+        getaddrinfo in a thread for every downlink request, even for an IP literal."""
+        if self._interface is None:
+            return Message(uri=address.uri(path), transport_tuning=CITY_TUNING, **fields)
+        message = Message(uri_path=[str(i) for i in path.ids], transport_tuning=CITY_TUNING, **fields)
+        host = f"::ffff:{address.host}" if ":" not in address.host else address.host
+        message.remote = udp6.UDP6EndpointAddress((host, address.port, 0, 0), self._interface)
+        return message
 
     async def read(self, address: DeviceAddress, path: ResourcePath, *,
                    accept: int | None = content.SENML_CBOR) -> list[Reading]:
-        request = Message(code=Code.GET, uri=address.uri(path), transport_tuning=CITY_TUNING)
+        request = self._message(address, path, code=Code.GET)
         if accept is not None:
             request.opt.accept = accept
         response = await self._exchange(request)
@@ -59,13 +72,12 @@ class DeviceClient:
             payload, content_format = bytes(value), content.OPAQUE
         else:
             payload, content_format = _plain_text(value).encode(), content.TEXT_PLAIN
-        request = Message(code=Code.PUT, uri=address.uri(path), payload=payload,
-                          content_format=content_format, transport_tuning=CITY_TUNING)
+        request = self._message(address, path, code=Code.PUT, payload=payload,
+                                content_format=content_format)
         await self._exchange(request)
 
     async def execute(self, address: DeviceAddress, path: ResourcePath, arguments: str | None = None) -> None:
-        request = Message(code=Code.POST, uri=address.uri(path), transport_tuning=CITY_TUNING,
-                          payload=(arguments or "").encode())
+        request = self._message(address, path, code=Code.POST, payload=(arguments or "").encode())
         await self._exchange(request)
 
     async def observe(self, address: DeviceAddress, path: ResourcePath, on_readings) -> tuple[list[Reading], object]:
@@ -73,7 +85,7 @@ class DeviceClient:
 
         Each later notification is decoded and handed to `on_readings(readings)`.
         """
-        request = Message(code=Code.GET, uri=address.uri(path), observe=0, transport_tuning=CITY_TUNING)
+        request = self._message(address, path, code=Code.GET, observe=0)
         request.opt.accept = content.SENML_CBOR
         pending = self.context.request(request)
         response = await self._await(pending.response)
