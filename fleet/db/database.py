@@ -35,6 +35,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                               decoder=_json_decoder.decode, format="binary")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release reset (RESET ALL, UNLISTEN, advisory unlock): every tenant
+    setting Fleet makes is transaction-local, listeners and locks are released by their owners,
+    and the reset costs two round trips on every request."""
+
+
 class Database:
     """Owns the pool; hands out transactions that carry the caller's city."""
 
@@ -44,7 +50,7 @@ class Database:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> Database:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session,
             server_settings={"application_name": "fleet", "jit": "off"},
         )
         return cls(pool)
