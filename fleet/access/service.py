@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from dataclasses import replace
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -85,18 +87,42 @@ class TenantService:
 
 
 class ApiKeyService:
-    def __init__(self, db: Database) -> None:
+    """Keys are checked against the database at most every `cache_s` seconds per key.
+
+    The cache spares every request a round trip; the price is that a key revoked through
+    another node keeps working there for up to `cache_s` seconds (revoking through this node
+    takes effect at once).
+    """
+
+    def __init__(self, db: Database, *, cache_s: float = 5.0) -> None:
         self.db = db
+        self.cache_s = cache_s
+        self._cache: dict[bytes, tuple[Principal, float]] = {}
 
     async def authenticate(self, secret: str, request_id: str | None = None) -> Principal:
         if not secret.startswith(f"{KEY_SCHEME}_") or len(secret) > 200:
             raise Unauthenticated("invalid API key")
+        key_hash = hash_key(secret)
+        cached = self._cache.get(key_hash)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return replace(cached[0], request_id=request_id)
         async with self.db.system_tx() as conn:
-            row = await ApiKeyRepository(conn).authenticate(hash_key(secret))
+            row = await ApiKeyRepository(conn).authenticate(key_hash)
         if row is None:
+            self._cache.pop(key_hash, None)
             raise Unauthenticated("invalid or revoked API key")
-        return Principal(row["tenant_id"], row["slug"], row["timezone"], Role(row["role"]),
-                         row["id"], request_id)
+        principal = Principal(row["tenant_id"], row["slug"], row["timezone"], Role(row["role"]),
+                              row["id"], None)
+        if len(self._cache) > 10_000:
+            self._cache.clear()  # bounded: a flood of distinct keys must not grow memory
+        self._cache[key_hash] = (principal, now + self.cache_s)
+        return replace(principal, request_id=request_id)
+
+    def _forget(self, key_id: UUID) -> None:
+        for key_hash, (principal, _) in list(self._cache.items()):
+            if principal.api_key_id == key_id:
+                del self._cache[key_hash]
 
     async def issue(self, principal: Principal, role: Role, name: str = "") -> IssuedKey:
         self._require_admin(principal)
@@ -124,6 +150,7 @@ class ApiKeyService:
             if before is None:
                 raise NotFound(f"api key {key_id} not found")
             after = await repo.revoke(principal.tenant_id, key_id)
+            self._forget(key_id)
             await record(conn, principal, "apikey.revoke", "api_key", key_id, before, after)
         return after
 
