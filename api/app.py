@@ -16,6 +16,7 @@ from api.controllers.devices import DeviceController
 from api.controllers.groups import GroupController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.health import healthz, readyz
+from api.controllers.lighting import LightingController
 from api.controllers.telemetry import TelemetryController
 from api.middleware import authentication, request_context
 from api.problems import EXCEPTION_HANDLERS
@@ -26,6 +27,9 @@ from fleet.audit.service import AuditService
 from fleet.commands.service import CommandService
 from fleet.db import Database
 from fleet.groups.service import GroupService
+from fleet.lighting.energy import EnergyService
+from fleet.lighting.preview import PreviewService
+from fleet.lighting.service import LightingService
 from fleet.registrations.service import RegistrationService
 from fleet.registry.service import DeviceService
 from fleet.telemetry.service import TelemetryService
@@ -64,6 +68,9 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "command_service": CommandService(db),
         "registration_service": RegistrationService(db, node="api"),
         "group_service": GroupService(db),
+        "lighting_service": LightingService(db),
+        "preview_service": PreviewService(db),
+        "energy_service": EnergyService(db),
         **(extra_services or {}),
     }
     dependencies = {name: _constant(service) for name, service in services.items()}
@@ -71,7 +78,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     app = Litestar(
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
-                        ObservationController, *(extra_handlers or [])],
+                        ObservationController, LightingController, *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"])],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -24,6 +24,12 @@ BODIES = {
     ("POST", "/api/v1/groups/{group_id}/members"): {"device_ids": ["{device_id}"]},
     ("DELETE", "/api/v1/groups/{group_id}/members"): {"device_ids": ["{device_id}"]},
     ("POST", "/api/v1/devices/{device_id}/observations"): {"path": "/3416/0/1"},
+    ("PUT", "/api/v1/lighting/programs/{program_id}"): {"name": "renamed", "switch_points": [
+        {"anchor": "sunset", "dimming_level": 100}, {"anchor": "sunrise", "dimming_level": 0}]},
+    ("PUT", "/api/v1/lighting/calendars/{calendar_id}"): {
+        "name": "renamed", "default_program_id": "00000000-0000-4000-8000-000000000000"},
+    ("PATCH", "/api/v1/lighting/assignments/{assignment_id}"): {
+        "calendar_id": "00000000-0000-4000-8000-000000000000"},
 }
 QUERIES = {
     ("GET", "/api/v1/devices/{device_id}/series"): {"path": "/3303/0/5700"},
@@ -38,8 +44,17 @@ async def seed(city, n: int) -> dict[str, str]:
     group = (await client.post("/api/v1/groups", json={"name": f"{city.slug} group",
                                                         "device_ids": [device["id"]]})).json()
     key = (await client.post("/api/v1/apikeys", json={"role": "viewer", "name": "partner"})).json()
+    program = (await client.post("/api/v1/lighting/programs", json={"name": "dusk", "switch_points": [
+        {"anchor": "sunset", "dimming_level": 100}, {"anchor": "sunrise", "dimming_level": 0}]})).json()
+    calendar = (await client.post("/api/v1/lighting/calendars", json={
+        "name": "city", "default_program_id": program["id"]})).json()
+    assignment = (await client.post("/api/v1/lighting/assignments", json={
+        "calendar_id": calendar["id"], "group_id": group["id"]})).json()
+    override = (await client.post("/api/v1/lighting/overrides", json={
+        "scope": {"group_id": group["id"]}, "dimming_level": 100, "duration_s": 3600})).json()
     return {"device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
-            "endpoint": device["endpoint"]}
+            "endpoint": device["endpoint"], "program_id": program["id"], "calendar_id": calendar["id"],
+            "assignment_id": assignment["id"], "override_id": override["id"]}
 
 
 async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
@@ -49,7 +64,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
         Target(device_ids=(UUID(theirs["device_id"]),)), Operation.READ, "/3/0"))
     theirs["command_id"] = str(batch.id)
     secrets_of_b = {theirs["device_id"], theirs["group_id"], theirs["key_id"], theirs["endpoint"],
-                    theirs["command_id"]}
+                    theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
+                    theirs["assignment_id"], theirs["override_id"]}
 
     schema = (await seoul.client.get("/schema/openapi.json")).json()
     walked = 0
@@ -101,3 +117,9 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert all(k["revoked_at"] is None for k in keys)
     command = (await busan.client.get(f"/api/v1/commands/{theirs['command_id']}")).json()
     assert command["counts"]["cancelled"] == 0
+    program = (await busan.client.get(f"/api/v1/lighting/programs/{theirs['program_id']}")).json()
+    assert program["name"] == "dusk"
+    override = (await busan.client.get(f"/api/v1/lighting/overrides/{theirs['override_id']}")).json()
+    assert override["cancelled_at"] is None
+    assignments = (await busan.client.get("/api/v1/lighting/assignments")).json()
+    assert [a["calendar_id"] for a in assignments] == [theirs["calendar_id"]]

@@ -1,0 +1,1 @@
+"""Pushing a new dimming level to ten thousand simulated streetlights, over real UDP."""

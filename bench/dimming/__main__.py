@@ -1,0 +1,5 @@
+import sys
+
+from bench.dimming.run import main
+
+sys.exit(main())

@@ -1,0 +1,114 @@
+"""Which Fleet node schedules: leadership through a PostgreSQL advisory lock, fenced by an epoch.
+
+The leader holds `pg_try_advisory_lock(LEADER_LOCK_ID)` on a connection of its own for as long
+as it leads. PostgreSQL releases the lock when that connection or its process dies, and a
+follower, trying every `retry_s`, takes over within seconds. The leader also checks its
+connection every `check_s` and steps down when it is gone.
+
+A deposed leader may not have noticed yet, so each new leader bumps the epoch in
+`scheduler_leadership`, and jobs call `Leadership.fence` first thing in their transaction: it
+reads the epoch FOR SHARE and refuses a stale one. The new leader's bump waits for runs of the
+old epoch still in flight, so the two never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from fleet.db import Database
+
+log = structlog.get_logger(__name__)
+
+# Arbitrary but fixed, next to the migration lock (…_01): every node contends for the same id.
+LEADER_LOCK_ID = 0x666C656574_02
+RETRY_S = 2.0
+CHECK_S = 1.0
+
+
+def node_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class NotLeader(Exception):
+    """This node's leadership ended; whatever it was doing must not commit."""
+
+
+@dataclass(frozen=True)
+class Leadership:
+    node: str
+    epoch: int
+    # The connection holding the lock; also usable for LISTEN while leading.
+    connection: asyncpg.Connection
+
+    async def fence(self, conn: asyncpg.Connection) -> None:
+        """Raise NotLeader unless this leadership is still current (call inside the job's transaction)."""
+        epoch = await conn.fetchval("select epoch from scheduler_leadership for share")
+        if epoch != self.epoch:
+            raise NotLeader(f"node {self.node} led epoch {self.epoch}; epoch {epoch} has begun")
+
+
+Lead = Callable[[Leadership], AbstractAsyncContextManager[None]]
+
+
+class LeaderElection:
+    """Runs `lead(leadership)` while this node is the leader; otherwise keeps trying to become it."""
+
+    def __init__(self, db: Database, node: str | None = None, *, retry_s: float = RETRY_S,
+                 check_s: float = CHECK_S, lock_id: int = LEADER_LOCK_ID) -> None:
+        self.db = db
+        self.node = node or node_name()
+        self.retry_s = retry_s
+        self.check_s = check_s
+        self.lock_id = lock_id
+        self.leadership: Leadership | None = None
+        self.terms = 0
+
+    async def run(self, lead: Lead) -> None:
+        while True:
+            try:
+                await self._term(lead)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                # Expected when the database restarts or our connection is cut; the loop retries.
+                log.info("scheduler election interrupted", node=self.node, error=repr(exc))
+            except Exception:  # noqa: BLE001 - our bug; keep the node serving and try again
+                log.exception("scheduler leadership failed", node=self.node)
+            await asyncio.sleep(self.retry_s)
+
+    async def _term(self, lead: Lead) -> None:
+        """One attempt: take the lock, lead until the connection fails, then let go."""
+        async with self.db.pool.acquire() as conn:
+            if not await conn.fetchval("select pg_try_advisory_lock($1)", self.lock_id):
+                return
+            epoch = None
+            try:
+                epoch = await conn.fetchval(
+                    """update scheduler_leadership set epoch = epoch + 1, node = $1, elected_at = now()
+                       returning epoch""", self.node)
+                self.leadership = Leadership(self.node, epoch, conn)
+                self.terms += 1
+                log.info("became scheduler leader", node=self.node, epoch=epoch)
+                async with lead(self.leadership):
+                    await self._hold(conn)
+            finally:
+                self.leadership = None
+                log.info("scheduler leadership ended", node=self.node, epoch=epoch)
+                # The pool's reset would unlock too; saying so keeps the hand-over prompt. The
+                # connection may be dead already (that is often why we are here).
+                with contextlib.suppress(Exception):
+                    if not conn.is_closed():
+                        await conn.execute("select pg_advisory_unlock($1)", self.lock_id)
+
+    async def _hold(self, conn: asyncpg.Connection) -> None:
+        """Wait as long as the lock's connection answers; raise when it stops."""
+        while True:
+            await asyncio.sleep(self.check_s)
+            await asyncio.wait_for(conn.fetchval("select 1"), timeout=max(self.check_s * 5, 1.0))
