@@ -26,6 +26,7 @@ log = structlog.get_logger("fleet.coap")
 
 EXPIRY_GRACE = timedelta(seconds=30)
 SWEEP_INTERVAL_S = 5.0
+PARTITION_MAINTENANCE_S = 3600.0
 
 
 def node_name() -> str:
@@ -48,7 +49,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         sweep_interval_s: float = SWEEP_INTERVAL_S) -> AsyncIterator[Listener]:
     transport.install()
     node = node or node_name()
-    await TelemetryMaintenance(db).run()
+    maintenance = TelemetryMaintenance(db)
+    await maintenance.run()
     writer = TelemetryWriter(db)
     registrations = RegistrationService(db, node)
     server = LwM2MServer(registrations, writer)
@@ -65,7 +67,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     server.on_registered = on_registered
     bound_port = transport.udp_sockets(context)[0].getsockname()[1]
     tasks = [asyncio.create_task(_sweep(registrations, server, expiry_grace, sweep_interval_s)),
-             asyncio.create_task(dispatcher.run())]
+             asyncio.create_task(dispatcher.run()),
+             asyncio.create_task(_maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))]
     log.info("CoAP listener ready", host=host, port=bound_port, node=node)
     try:
         yield Listener(context, server, writer, client, dispatcher, bound_port)
@@ -91,6 +94,16 @@ async def _sweep(registrations: RegistrationService, server: LwM2MServer, grace:
         except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
             log.exception("registration sweep failed")
         await asyncio.sleep(interval_s)
+
+
+async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: float) -> None:
+    """Daily partitions ahead, retention behind; idempotent, so every node may run it."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await maintenance.run()
+        except Exception:  # noqa: BLE001 - retried on the next tick; days of partitions are ahead
+            log.exception("telemetry partition maintenance failed")
 
 
 async def run_coap(db: Database, host: str, port: int) -> None:
