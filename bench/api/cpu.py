@@ -12,46 +12,13 @@ import resource
 import time
 from dataclasses import dataclass
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def machine_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-    except OSError:
-        return None
-    # The command name may contain spaces; fields resume after its closing parenthesis.
-    return text[text.rindex(")") + 2:].split()
-
-
-def process_cpu_s(pid: int) -> float:
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / TICKS if fields else 0.0
+# The /proc readers are shared with bench/ingest; this module adds the API run's grouping.
+from bench.ingest.cpu import TICKS, _stat, children_of, machine_jiffies, process_cpu_s  # noqa: E402,F401
 
 
 def parent_of(pid: int) -> int | None:
     fields = _stat(pid)
     return int(fields[1]) if fields else None
-
-
-def children_of(parent: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and int(fields[1]) == parent:
-                found.append(int(entry))
-    return found
 
 
 @dataclass
