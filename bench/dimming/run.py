@@ -15,9 +15,10 @@ of moving every light to a new level:
 - override: an override of the lights' district (LightingService, what POST
             /api/v1/lighting/overrides does); the scheduler leader, woken by NOTIFY, reconciles
             and commands; same stop condition, and exactly one command per light is checked;
-- bare CoAP: the same PUTs from the listener's own aiocoap context, as many in flight as the
-            dispatcher allows, nothing read from or written to the database: the same-run
-            baseline of what the wire, aiocoap and the devices allow.
+- bare CoAP: the same PUTs as plain aiocoap requests from the listener's own context, as many
+            in flight as the dispatcher allows, nothing read from or written to the database:
+            the same-run baseline of what the stack we build on (aiocoap) and the devices allow.
+            Fleet itself sends through its outbound fast path (protocols/coap/outbound.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import aiocoap
+from aiocoap import Code, Message
+from aiocoap.transports.udp6 import UDP6EndpointAddress
+
 from bench.dimming.city import DISTRICT, City, embedded_server, prepare
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
@@ -48,6 +53,7 @@ from fleet.objectmodel import ResourcePath
 from fleet.registry.models import DeviceFilter, DeviceKind
 from fleet.scheduling.leader import LeaderElection
 from fleet.scheduling.lighting import LightingJobs
+from protocols.coap.transport import CITY_TUNING, udp_interface
 from protocols.lwm2m.downlink import DeviceAddress, DeviceRequestFailed
 from protocols.lwm2m.listener import Listener, open_listener
 
@@ -172,6 +178,7 @@ async def push_bare(db: Database, listener: Listener, city: City, number: int, l
         addresses = [DeviceAddress(r["address"], r["port"]) for r in await conn.fetch(
             "select address, port from registrations")]
     path = ResourcePath.parse(COMMAND_PATH)
+    interface = udp_interface(listener.context)
     gate = asyncio.Semaphore(listener.dispatcher.concurrency)
     latencies: list[float] = []
     failed = 0
@@ -180,10 +187,15 @@ async def push_bare(db: Database, listener: Listener, city: City, number: int, l
     async def write(address: DeviceAddress) -> None:
         nonlocal failed
         async with gate:
+            request = Message(code=Code.PUT, uri_path=[str(i) for i in path.ids], payload=str(level).encode(),
+                              content_format=0, transport_tuning=CITY_TUNING)
+            request.remote = UDP6EndpointAddress((f"::ffff:{address.host}", address.port, 0, 0), interface)
             try:
-                await asyncio.wait_for(listener.client.write(address, path, level), BARE_TIMEOUT_S)
+                response = await asyncio.wait_for(listener.context.request(request).response, BARE_TIMEOUT_S)
+                if not response.code.is_successful():
+                    raise DeviceRequestFailed(str(response.code))
                 latencies.append(time.perf_counter() - t0)
-            except (DeviceRequestFailed, TimeoutError):
+            except (DeviceRequestFailed, TimeoutError, aiocoap.error.Error):
                 failed += 1
 
     await asyncio.gather(*(write(a) for a in addresses))

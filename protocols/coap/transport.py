@@ -12,6 +12,7 @@ count rather than by scanning all of them.
 from __future__ import annotations
 
 import collections
+import os
 import socket
 import struct
 
@@ -24,6 +25,7 @@ from aiocoap.util import socknumbers
 from aiocoap.util.asyncio import recvmsg
 
 from protocols.coap.fastpath import FastPath
+from protocols.coap.outbound import OutboundRequests
 
 log = structlog.get_logger("fleet.coap")
 
@@ -79,6 +81,9 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
     for cmsg_level, cmsg_type, cmsg_data in ancdata:
         if cmsg_level == socket.IPPROTO_IPV6 and cmsg_type == socket.IPV6_PKTINFO:
             pktinfo = cmsg_data
+    outbound = self.__dict__.get("_fleet_outbound")
+    if outbound is not None and outbound.offer(data, address):
+        return
     fast = self.__dict__.get("_fleet_fast_path", _UNRESOLVED)
     if fast is _UNRESOLVED:
         fast = self._fleet_fast_path = _fast_path_for(self)
@@ -105,6 +110,27 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
 
 
 _UNRESOLVED = object()
+_original_errqueue_received = udp6.MessageInterfaceUDP6.datagram_errqueue_received
+
+
+def _datagram_errqueue_received(self, data, ancdata, flags, address):
+    """An ICMP error also ends the outbound fast path's requests to that address."""
+    outbound = self.__dict__.get("_fleet_outbound")
+    if outbound is not None:
+        for cmsg_level, cmsg_type, cmsg_data in ancdata:
+            if cmsg_level == socket.IPPROTO_IPV6 and cmsg_type == socknumbers.IPV6_RECVERR:
+                errno_value = udp6.SockExtendedErr.load(cmsg_data).ee_errno
+                outbound.unreachable(address, OSError(errno_value, os.strerror(errno_value)))
+    return _original_errqueue_received(self, data, ancdata, flags, address)
+
+
+def outbound_requests(interface) -> OutboundRequests:
+    """The interface's outbound fast path, created on first use."""
+    outbound = interface.__dict__.get("_fleet_outbound")
+    if outbound is None:
+        outbound = interface._fleet_outbound = OutboundRequests(interface, CITY_TUNING)
+    return outbound
+
 
 
 def _fast_path_for(interface) -> FastPath | None:
@@ -224,6 +250,7 @@ def install() -> None:
     if getattr(udp6.MessageInterfaceUDP6, "_fleet_patched", False):
         return
     udp6.MessageInterfaceUDP6.datagram_msg_received = _datagram_msg_received
+    udp6.MessageInterfaceUDP6.datagram_errqueue_received = _datagram_errqueue_received
     _recvmsg_transport._read_ready = _read_ready
     messagemanager.MessageManager.__init__ = _manager_init
     messagemanager.MessageManager._continue_backlog = _continue_backlog

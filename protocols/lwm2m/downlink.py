@@ -14,7 +14,8 @@ from fleet.registrations.models import DeviceInfo, Registration
 from fleet.registrations.service import RegistrationService
 from aiocoap.transports import udp6
 
-from protocols.coap.transport import CITY_TUNING, udp_interface
+from protocols.coap.outbound import Answer, RequestFailed
+from protocols.coap.transport import CITY_TUNING, outbound_requests, udp_interface
 from protocols.lwm2m import content
 from protocols.lwm2m.errors import CodecError
 
@@ -41,11 +42,26 @@ class DeviceAddress:
 
 
 class DeviceClient:
-    """Speaks to devices from the listener's own socket, so their answers come back to us."""
+    """Speaks to devices from the listener's own socket, so their answers come back to us.
+
+    Read, Write and Execute go through the outbound fast path (:mod:`protocols.coap.outbound`);
+    Observe, and a Read whose answer turns out block-wise, through aiocoap.
+    """
 
     def __init__(self, context: aiocoap.Context) -> None:
         self.context = context
         self._interface = udp_interface(context)
+        self._outbound = outbound_requests(self._interface) if self._interface is not None else None
+
+    def close(self) -> None:
+        """Fail what is still waiting for a device: the socket is about to close."""
+        if self._outbound is not None:
+            self._outbound.close()
+
+    @staticmethod
+    def _sockaddr(address: DeviceAddress) -> tuple:
+        host = f"::ffff:{address.host}" if ":" not in address.host else address.host
+        return (host, address.port, 0, 0)
 
     def _message(self, address: DeviceAddress, path: ResourcePath, **fields) -> Message:
         """A request addressed by socket address, not by URI: aiocoap would otherwise run
@@ -53,12 +69,15 @@ class DeviceClient:
         if self._interface is None:
             return Message(uri=address.uri(path), transport_tuning=CITY_TUNING, **fields)
         message = Message(uri_path=[str(i) for i in path.ids], transport_tuning=CITY_TUNING, **fields)
-        host = f"::ffff:{address.host}" if ":" not in address.host else address.host
-        message.remote = udp6.UDP6EndpointAddress((host, address.port, 0, 0), self._interface)
+        message.remote = udp6.UDP6EndpointAddress(self._sockaddr(address), self._interface)
         return message
 
     async def read(self, address: DeviceAddress, path: ResourcePath, *,
                    accept: int | None = content.SENML_CBOR) -> list[Reading]:
+        if self._outbound is not None:
+            answer = await self._fast(address, path, Code.GET, accept=accept)
+            if not answer.blockwise:
+                return content.decode(answer.content_format, answer.payload, path, datetime.now(UTC))
         request = self._message(address, path, code=Code.GET)
         if accept is not None:
             request.opt.accept = accept
@@ -72,12 +91,19 @@ class DeviceClient:
             payload, content_format = bytes(value), content.OPAQUE
         else:
             payload, content_format = _plain_text(value).encode(), content.TEXT_PLAIN
+        if self._outbound is not None:
+            await self._fast(address, path, Code.PUT, content_format=content_format, payload=payload)
+            return
         request = self._message(address, path, code=Code.PUT, payload=payload,
                                 content_format=content_format)
         await self._exchange(request)
 
     async def execute(self, address: DeviceAddress, path: ResourcePath, arguments: str | None = None) -> None:
-        request = self._message(address, path, code=Code.POST, payload=(arguments or "").encode())
+        payload = (arguments or "").encode()
+        if self._outbound is not None:
+            await self._fast(address, path, Code.POST, payload=payload)
+            return
+        request = self._message(address, path, code=Code.POST, payload=payload)
         await self._exchange(request)
 
     async def observe(self, address: DeviceAddress, path: ResourcePath, on_readings) -> tuple[list[Reading], object]:
@@ -118,6 +144,21 @@ class DeviceClient:
             raise DeviceRequestFailed(f"device answered {response.code}: {diagnostic}",
                                       code=str(response.code))
         return response
+
+    async def _fast(self, address: DeviceAddress, path: ResourcePath, code: Code, *,
+                    content_format: int | None = None, accept: int | None = None,
+                    payload: bytes = b"") -> Answer:
+        try:
+            answer = await self._outbound.request(
+                self._sockaddr(address), int(code), tuple(str(i) for i in path.ids),
+                content_format=content_format, accept=accept, payload=payload)
+        except RequestFailed as exc:
+            raise DeviceRequestFailed(f"no answer: {exc}") from None
+        if not answer.successful:
+            diagnostic = answer.payload[:200].decode("utf-8", "replace")
+            answered = Code(answer.code)
+            raise DeviceRequestFailed(f"device answered {answered}: {diagnostic}", code=str(answered))
+        return answer
 
     async def _exchange(self, request: Message) -> Message:
         return await self._await(self.context.request(request).response)

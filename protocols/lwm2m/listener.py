@@ -78,6 +78,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        client.close()
         await server.close()
         await context.shutdown()
         await writer.close()

@@ -1,0 +1,303 @@
+"""Confirmable requests to devices sent and matched beside aiocoap, with RFC 7252's message layer.
+
+A dimming push is thousands of one-option PUTs, each answered by an ACK. aiocoap spends about a
+millisecond of CPU per such request (a Message with full options, a Pipe, a Request object,
+two timers, its token and message managers); this module sends the datagram itself and
+matches the answer by message ID and token, at a small fraction of that. It shares the
+listener's socket and draws message IDs and tokens from aiocoap's own counters, so the two
+never collide and a device sees one peer.
+
+What is kept, per RFC 7252:
+- Retransmission of the CON with exponential back-off from ACK_TIMEOUT × a random factor,
+  up to MAX_RETRANSMIT times (§4.2); then the request fails as unanswered.
+- Piggybacked responses (§5.2.1) and separate ones (§5.2.2): an empty ACK stops the
+  retransmissions, the response follows as a CON (which we acknowledge, also when it is
+  repeated) or a NON, and must come within MAX_TRANSMIT_WAIT.
+- A Reset fails the request at once, as does an ICMP error for the device's address.
+
+Only answers to requests sent here are taken; everything else goes on to aiocoap. A response
+that is block-wise (Block2) is reported as such so that the caller can ask through aiocoap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+from dataclasses import dataclass
+
+import structlog
+from aiocoap.numbers.constants import TransportTuning
+
+log = structlog.get_logger("fleet.coap")
+
+_CON, _NON, _ACK, _RST = 0, 1, 2, 3
+_EMPTY = 0
+_URI_PATH, _CONTENT_FORMAT, _ACCEPT, _BLOCK2 = 11, 12, 17, 23
+
+
+class RequestFailed(Exception):
+    """No usable answer: timed out, reset, unreachable, or the listener is closing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    code: int  # the raw code byte, e.g. 0x44 for 2.04
+    content_format: int | None
+    payload: bytes
+    blockwise: bool  # the payload is only the first block of a larger one
+
+    @property
+    def successful(self) -> bool:
+        return self.code >> 5 == 2
+
+
+def _uint(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _option(delta: int, value: bytes) -> bytes:
+    length = len(value)
+    head, extra = 0, b""
+    for part, shift in ((delta, 4), (length, 0)):
+        if part < 13:
+            head |= part << shift
+        elif part < 269:
+            head |= 13 << shift
+            extra += bytes((part - 13,))
+        else:
+            head |= 14 << shift
+            extra += (part - 269).to_bytes(2, "big")
+    return bytes((head,)) + extra + value
+
+
+def encode_request(mid: int, token: bytes, code: int, path: tuple[str, ...], *,
+                   content_format: int | None = None, accept: int | None = None,
+                   payload: bytes = b"") -> bytes:
+    """A CON request with Uri-Path, Content-Format and Accept: all a device request needs."""
+    parts = [bytes((0x40 | len(token), code)), mid.to_bytes(2, "big"), token]
+    number = 0
+    for segment in path:
+        parts.append(_option(_URI_PATH - number, segment.encode()))
+        number = _URI_PATH
+    for option, value in ((_CONTENT_FORMAT, content_format), (_ACCEPT, accept)):
+        if value is not None:
+            parts.append(_option(option - number, _uint(value)))
+            number = option
+    if payload:
+        parts.append(b"\xff")
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def decode_answer(data: bytes) -> Answer | None:
+    """Code, Content-Format, payload and Block2 presence of a response; None if malformed."""
+    end = len(data)
+    position = 4 + (data[0] & 0x0F)
+    if position > end:
+        return None
+    content_format = None
+    blockwise = False
+    number = 0
+    while position < end:
+        head = data[position]
+        position += 1
+        if head == 0xFF:
+            break
+        delta, length = head >> 4, head & 0x0F
+        if delta == 15 or length == 15:
+            return None
+        if delta == 13:
+            delta = data[position] + 13 if position < end else -1
+            position += 1
+        elif delta == 14:
+            delta = int.from_bytes(data[position:position + 2], "big") + 269 if position + 1 < end else -1
+            position += 2
+        if length == 13:
+            length = data[position] + 13 if position < end else -1
+            position += 1
+        elif length == 14:
+            length = int.from_bytes(data[position:position + 2], "big") + 269 if position + 1 < end else -1
+            position += 2
+        if delta < 0 or length < 0 or position + length > end:
+            return None
+        number += delta
+        if number == _CONTENT_FORMAT:
+            content_format = int.from_bytes(data[position:position + length], "big")
+        elif number == _BLOCK2:
+            blockwise = True
+        position += length
+    return Answer(data[1], content_format, data[position:], blockwise)
+
+
+class _Request:
+    __slots__ = ("peer", "mid", "token", "datagram", "future", "timer", "timeout", "retransmits",
+                 "acknowledged")
+
+    def __init__(self, peer, mid: int, token: bytes, datagram: bytes, future: asyncio.Future) -> None:
+        self.peer = peer
+        self.mid = mid
+        self.token = token
+        self.datagram = datagram
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = 0.0
+        self.retransmits = 0
+        self.acknowledged = False
+
+
+class OutboundRequests:
+    """Requests from one udp6 interface: the pending ones by message ID and by token."""
+
+    def __init__(self, interface, tuning: TransportTuning) -> None:
+        self.interface = interface
+        self.manager = interface._ctx  # aiocoap's MessageManager: the message-ID counter we share
+        self.loop = asyncio.get_running_loop()
+        self.tuning = tuning
+        # (host, port, mid) of a CON or NON sent and not yet acknowledged, reset or answered
+        self.by_mid: dict[tuple[str, int, int], _Request] = {}
+        # (host, port, token) of every request without its response yet
+        self.by_token: dict[tuple[str, int, bytes], _Request] = {}
+        # (host, port) -> requests in flight to that address, for ICMP errors
+        self.by_peer: dict[tuple[str, int], list[_Request]] = {}
+        # (host, port, mid) of separate CON responses taken, so a repeated one is acknowledged again
+        self.answered: dict[tuple[str, int, int], None] = {}
+        self._answered_expiry: collections.deque[tuple[float, tuple[str, int, int]]] = collections.deque()
+        self.sent = 0
+        self.retransmitted = 0
+        self.failed = 0
+        self.closed = False
+
+    @property
+    def pending(self) -> int:
+        return len(self.by_token)
+
+    def request(self, address: tuple, code: int, path: tuple[str, ...], *,
+                content_format: int | None = None, accept: int | None = None,
+                payload: bytes = b"") -> asyncio.Future:
+        """Send a CON request to `address` (a udp6 sockaddr); the future resolves to an Answer."""
+        future = self.loop.create_future()
+        if self.closed or self.interface._shutting_down is not None:
+            future.set_exception(RequestFailed("the CoAP listener is closing"))
+            return future
+        mid = self.manager._next_message_id()
+        token = self.manager.token_manager.next_token()
+        datagram = encode_request(mid, token, code, path, content_format=content_format,
+                                  accept=accept, payload=payload)
+        peer = (address[0], address[1])
+        request = _Request(address, mid, token, datagram, future)
+        # A caller that gives up (a cancelled wait) ends the exchange: no more retransmissions.
+        future.add_done_callback(lambda done: done.cancelled() and self._finish(request, None))
+        self.by_mid[(peer[0], peer[1], mid)] = request
+        self.by_token[(peer[0], peer[1], token)] = request
+        self.by_peer.setdefault(peer, []).append(request)
+        request.timeout = self.tuning.ACK_TIMEOUT * random.uniform(1.0, self.tuning.ACK_RANDOM_FACTOR)
+        request.timer = self.loop.call_later(request.timeout, self._retransmit, request)
+        self.sent += 1
+        self._send(datagram, address)
+        return future
+
+    def offer(self, data: bytes, address) -> bool:
+        """Take the datagram if it answers one of our requests; True if taken."""
+        if not self.by_token and not self.answered:
+            return False
+        if len(data) < 4:
+            return False
+        mtype = (data[0] >> 4) & 0x03
+        code = data[1]
+        host, port = address[0], address[1]
+        if mtype == _ACK or mtype == _RST:
+            request = self.by_mid.get((host, port, (data[2] << 8) | data[3]))
+            if request is None:
+                return False
+            if mtype == _RST:
+                self._finish(request, RequestFailed("the device reset the request"))
+            elif code == _EMPTY:
+                self._acknowledged(request)
+            else:
+                self._answer(request, data)
+            return True
+        if code < 64:
+            return False  # a request: not ours to take
+        token = data[4:4 + (data[0] & 0x0F)]
+        request = self.by_token.get((host, port, token))
+        mid_key = (host, port, (data[2] << 8) | data[3])
+        if request is None:
+            if mtype == _CON and mid_key in self.answered:
+                self._send(bytes((0x60, 0)) + data[2:4], address)  # the repeat of a response we took
+                return True
+            return False
+        if mtype == _CON:
+            self._send(bytes((0x60, 0)) + data[2:4], address)
+            self._remember_answered(mid_key)
+        self._answer(request, data)
+        return True
+
+    def unreachable(self, address, error: OSError) -> None:
+        """An ICMP error for `address`: what is in flight there will not be answered."""
+        for request in list(self.by_peer.get((address[0], address[1]), ())):
+            self._finish(request, RequestFailed(f"unreachable: {error.strerror or error}"))
+
+    def close(self) -> None:
+        self.closed = True
+        for request in list(self.by_token.values()):
+            self._finish(request, RequestFailed("the CoAP listener is closing"))
+
+    def _send(self, datagram: bytes, address) -> None:
+        if self.interface._shutting_down is None:
+            self.interface.transport.sendmsg(datagram, [], 0, address)
+
+    def _retransmit(self, request: _Request) -> None:
+        if request.acknowledged:
+            self._finish(request, RequestFailed("no response after the empty ACK"))
+            return
+        if request.retransmits >= self.tuning.MAX_RETRANSMIT:
+            self._finish(request, RequestFailed("no answer: timeout"))
+            return
+        request.retransmits += 1
+        request.timeout *= 2
+        self.retransmitted += 1
+        request.timer = self.loop.call_later(request.timeout, self._retransmit, request)
+        self._send(request.datagram, request.peer)
+
+    def _acknowledged(self, request: _Request) -> None:
+        """An empty ACK: stop retransmitting and give the separate response its time."""
+        host, port = request.peer[0], request.peer[1]
+        self.by_mid.pop((host, port, request.mid), None)
+        request.acknowledged = True
+        if request.timer is not None:
+            request.timer.cancel()
+        request.timer = self.loop.call_later(self.tuning.MAX_TRANSMIT_WAIT, self._retransmit, request)
+
+    def _answer(self, request: _Request, data: bytes) -> None:
+        answer = decode_answer(data)
+        self._finish(request, answer if answer is not None else RequestFailed("malformed response"))
+
+    def _finish(self, request: _Request, outcome) -> None:
+        host, port = request.peer[0], request.peer[1]
+        self.by_mid.pop((host, port, request.mid), None)
+        self.by_token.pop((host, port, request.token), None)
+        in_flight = self.by_peer.get((host, port))
+        if in_flight is not None:
+            if request in in_flight:
+                in_flight.remove(request)
+            if not in_flight:
+                del self.by_peer[(host, port)]
+        if request.timer is not None:
+            request.timer.cancel()
+            request.timer = None
+        if request.future.done():
+            return
+        if isinstance(outcome, Exception):
+            self.failed += 1
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome)
+
+    def _remember_answered(self, key: tuple[str, int, int]) -> None:
+        now = self.loop.time()
+        expiry = self._answered_expiry
+        while expiry and expiry[0][0] <= now:
+            self.answered.pop(expiry.popleft()[1], None)
+        self.answered[key] = None
+        expiry.append((now + self.tuning.EXCHANGE_LIFETIME, key))
