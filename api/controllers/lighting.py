@@ -142,8 +142,11 @@ class OverrideCreate(Struct, forbid_unknown_fields=True):
 
 
 class Transition(Struct, omit_defaults=True):
+    """A change of level; source "resume" (level null): an override on a light without a calendar
+    ended, and the light goes back to the level it had before."""
+
     at: dt.datetime
-    dimming_level: int
+    dimming_level: int | None
     source: str
     program_id: str | None = None
     rule_id: str | None = None

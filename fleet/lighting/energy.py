@@ -183,6 +183,8 @@ class EnergyService:
         plans = plan_lights(schedule, lights)
         spans: dict[UUID, list[Span]] = {}
         for cluster in clusters(schedule, plans):
+            if cluster.calendar is None:
+                continue  # overrides on lights without a calendar: their nights are the sun's, below
             shared = scheduled_spans(cluster, since, until)
             for plan in cluster.plans:
                 spans[plan.light.device_id] = shared

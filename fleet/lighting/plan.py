@@ -6,8 +6,9 @@ A light follows at most one calendar. When several assignments cover it, the mos
 3. then the newest assignment, then the greatest assignment id, so the choice never depends
    on the order rows come back in.
 
-Overrides act only on lights that follow a calendar: a light Fleet does not schedule would have
-no level to return to when the override ends.
+Overrides act on every light of their scope, also on lights that follow no calendar: a district
+in an emergency is lit whatever its schedule. When the override ends, a light with a calendar
+resumes it; one without returns to the level it had before (`fleet.lighting.reconcile`).
 
 Lights with the same calendar, the same overrides and the same sun (coordinates rounded as
 `fleet.lighting.astro.rounded` does) have the same levels at every instant, so the schedule
@@ -63,13 +64,13 @@ class LightPlan:
 class Cluster:
     """Lights whose levels are equal at every instant: one calendar, one set of overrides, one sun."""
 
-    calendar: Calendar
+    calendar: Calendar | None  # None: lights no calendar governs, under overrides
     overrides: tuple[Override, ...]
     location: Location
     timezone: str
     plans: list[LightPlan] = field(default_factory=list)
 
-    def level_at(self, at: dt.datetime) -> LevelDecision:
+    def level_at(self, at: dt.datetime) -> LevelDecision | None:
         return level_at(self.calendar, self.overrides, self.location, self.timezone, at)
 
     def transitions(self, start: dt.datetime, end: dt.datetime) -> list[Transition]:
@@ -126,22 +127,21 @@ def plan_lights(schedule: Schedule, lights: Iterable[Light]) -> list[LightPlan]:
     for light in lights:
         assignment = next((a for a in by_group if light.device_id in schedule.group_members.get(a.group_id, ())),
                           None) or by_district.get(light.district)
-        if assignment is None or assignment.calendar_id not in schedule.calendars:
-            plans.append(LightPlan(light, None))
-            continue
+        if assignment is not None and assignment.calendar_id not in schedule.calendars:
+            assignment = None
         covering = tuple(model for stored, model in overrides if _covers(stored, light, schedule))
         plans.append(LightPlan(light, assignment, covering))
     return plans
 
 
 def clusters(schedule: Schedule, plans: Sequence[LightPlan]) -> list[Cluster]:
-    """The scheduled lights grouped into clusters; lights without a calendar are left out."""
+    """The lights with a calendar or an override grouped into clusters; the others are left out."""
     found: dict[tuple, Cluster] = {}
     for plan in plans:
-        if plan.calendar_id is None:
+        if plan.calendar_id is None and not plan.overrides:
             continue
-        calendar = schedule.calendars[plan.calendar_id]
-        follows_sun = any(program.follows_sun for program in calendar.programs)
+        calendar = None if plan.calendar_id is None else schedule.calendars[plan.calendar_id]
+        follows_sun = calendar is not None and any(program.follows_sun for program in calendar.programs)
         cell = rounded(plan.light.location) if follows_sun else None
         key = (plan.calendar_id, cell, tuple(sorted(o.override_id for o in plan.overrides)))
         cluster = found.get(key)

@@ -29,7 +29,8 @@ PREVIEW_HORIZON = dt.timedelta(hours=48)
 class LightsPreview:
     """Lights of a preview that share one schedule: their level at `at` and what follows.
 
-    Lights no calendar governs come as one more entry without a level."""
+    Lights no calendar governs have a level only while an override covers them; those no
+    override covers either come as one more entry without a level."""
 
     device_ids: list[UUID]
     calendar_id: UUID | None
@@ -78,7 +79,7 @@ class PreviewService:
         previews = [_entry(cluster.plans, cluster.level_at(at), cluster.transitions(at, until),
                            night_sun(cluster.location, schedule.timezone, night_of(at, zone)))
                     for cluster in clusters(schedule, plans)]
-        unscheduled = [plan for plan in plans if plan.calendar_id is None]
+        unscheduled = [plan for plan in plans if plan.calendar_id is None and not plan.overrides]
         if unscheduled:
             previews.append(_entry(unscheduled, None, [], None))
         return Preview(at, until, schedule.timezone, device_id, group_id, previews)

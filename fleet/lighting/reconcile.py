@@ -2,8 +2,13 @@
 
 Per city and in one transaction: work out each light's level now, compare it with the level last
 commanded (`lighting_targets`), and write WRITE commands (origin "lighting") only for lights
-whose level differs, or whose last command expired while the light was away and that has been
-heard from since. Targets and commands commit together, so the job is idempotent: running it
+whose level differs, or whose level must be sent again (`LightingRepository.targets`: the
+command expired while the light was away, the light restarted, or it reports another level).
+
+A light no calendar governs follows overrides only: the first one to cover it records the level
+the light last reported as its `resume_level`, and when none covers it any more the scheduler
+writes that level back and lets go of the light (its target row goes). Without a reported level
+the light stays at the override's last level. Targets and commands commit together, so the job is idempotent: running it
 twice, on two nodes or after a restart issues nothing new, and a restart catches up by itself.
 
 Runs of one city are serialised by a transaction-level advisory lock; the optional `fence`
@@ -30,7 +35,9 @@ from fleet.commands.repository import CommandRepository
 from fleet.commands.service import validate_request
 from fleet.db import Database
 from fleet.lighting.plan import clusters, load_schedule, plan_lights
+from fleet.lighting.records import Light
 from fleet.lighting.repository import LightingRepository
+from fleet.lighting.schedule import LevelDecision
 
 log = structlog.get_logger(__name__)
 
@@ -80,31 +87,65 @@ class Reconciler:
                                f"lighting:{tenant.id}")
             repo = LightingRepository(conn)
             schedule = await load_schedule(conn, tenant.id, tenant.timezone, now - LOOK_BACK, now + LOOK_AHEAD)
-            if not schedule.assignments:
+            targets = await repo.targets(tenant.id)
+            if not schedule.assignments and not schedule.overrides and not any(
+                    t.unscheduled for t in targets.values()):
                 return ReconcileReport(tenant.id, now, 0, 0)
             plans = plan_lights(schedule, await repo.lights(tenant.id))
-            targets = await repo.targets(tenant.id)
-            # (level, path) -> [(device, since)], and how long those commands should live
-            changes: dict[tuple[int, str], list[tuple[UUID, dt.datetime]]] = defaultdict(list)
+            # (level, path) -> the lights to command, and how long those commands should live
+            changes: dict[tuple[int, str], list[_Change]] = defaultdict(list)
             expiry: dict[tuple[int, str], dt.timedelta] = defaultdict(lambda: self.min_command_expiry)
             scheduled = 0
             next_at: dt.datetime | None = None
+            overridden: list[tuple[Light, LevelDecision, dt.timedelta]] = []  # lights without a calendar
+            governed: set[UUID] = set()
             for cluster in clusters(schedule, plans):
                 decision = cluster.level_at(now)
                 upcoming = cluster.next_transition(now)
                 if upcoming is not None and (next_at is None or upcoming.at < next_at):
                     next_at = upcoming.at
                 lifetime = upcoming.at - now if upcoming is not None else DEFAULT_COMMAND_EXPIRY
+                if decision is None:
+                    continue  # no calendar, and its override has not begun: nothing governs it yet
                 for plan in cluster.plans:
                     scheduled += 1
                     light = plan.light
+                    governed.add(light.device_id)
                     target = targets.get(light.device_id)
                     if (target is not None and target.dimming_level == decision.dimming_level
                             and target.path == light.dimming_path and not target.redeliver):
                         continue
+                    if cluster.calendar is None:
+                        overridden.append((light, decision, lifetime))
+                        continue
                     key = (decision.dimming_level, light.dimming_path)
-                    changes[key].append((light.device_id, decision.since))
+                    changes[key].append(_Change(light.device_id, decision.since))
                     expiry[key] = max(expiry[key], lifetime)
+            if overridden:
+                # The level to go back to is the one the light had before the first override took it.
+                before = await repo.reported_levels(tenant.id, [light for light, _d, _l in overridden
+                                                                if not _was_unscheduled(targets, light)])
+                for light, decision, lifetime in overridden:
+                    target = targets.get(light.device_id)
+                    resume = target.resume_level if _was_unscheduled(targets, light) else before.get(light.device_id)
+                    key = (decision.dimming_level, light.dimming_path)
+                    changes[key].append(_Change(light.device_id, decision.since, unscheduled=True,
+                                                resume_level=resume))
+                    expiry[key] = max(expiry[key], lifetime)
+            # Lights an override held without a calendar, no longer covered: back to their level.
+            released = {plan.light.device_id: plan.light for plan in plans}
+            let_go: list[UUID] = []
+            for device_id, target in targets.items():
+                if not target.unscheduled or device_id in governed:
+                    continue
+                light = released.get(device_id)
+                if target.resume_level is None or light is None:
+                    let_go.append(device_id)  # nothing known to go back to, or the light is gone
+                    continue
+                key = (target.resume_level, light.dimming_path)
+                changes[key].append(_Change(device_id, now, release=True))
+                expiry[key] = max(expiry[key], DEFAULT_COMMAND_EXPIRY)
+            await repo.delete_targets(tenant.id, let_go)
             batch_ids = []
             for (level, path), lights in sorted(changes.items()):
                 for start in range(0, len(lights), MAX_TARGET_DEVICES):
@@ -119,8 +160,8 @@ class Reconciler:
         return report
 
     async def _command(self, conn: asyncpg.Connection, tenant: Tenant, level: int, path: str,
-                       lights: list[tuple[UUID, dt.datetime]], expires_in: dt.timedelta) -> UUID:
-        device_ids = [device_id for device_id, _since in lights]
+                       changes: list[_Change], expires_in: dt.timedelta) -> UUID:
+        device_ids = [change.device_id for change in changes]
         request = CommandRequest(Target(device_ids=tuple(device_ids)), Operation.WRITE, path, level,
                                  expires_in, origin=ORIGIN)
         value = validate_request(request)
@@ -131,9 +172,28 @@ class Reconciler:
                                                None, ORIGIN, expires_at)
         repo = LightingRepository(conn)
         command_ids = await repo.command_ids(batch_id)
-        await repo.save_targets(tenant.id, device_ids, [level] * len(lights), [path] * len(lights),
-                                [since for _device, since in lights],
-                                [command_ids.get(d) for d in device_ids])
+        kept = [change for change in changes if not change.release]
+        await repo.save_targets(tenant.id, [c.device_id for c in kept], [level] * len(kept), [path] * len(kept),
+                                [c.since for c in kept], [command_ids.get(c.device_id) for c in kept],
+                                [c.unscheduled for c in kept], [c.resume_level for c in kept])
+        # A light given back its level before the override is no longer the scheduler's.
+        await repo.delete_targets(tenant.id, [c.device_id for c in changes if c.release])
         await record(conn, scheduler_principal(tenant), "command.write", "command_batch", batch_id, None,
                      {"path": path, "value": value, "devices": len(device_ids), "origin": ORIGIN})
         return batch_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One light to command in a reconcile, and what its target row becomes."""
+
+    device_id: UUID
+    since: dt.datetime
+    unscheduled: bool = False  # held by an override, no calendar
+    resume_level: int | None = None
+    release: bool = False  # the override ended: this command gives back the level before it
+
+
+def _was_unscheduled(targets: dict[UUID, object], light: Light) -> bool:
+    target = targets.get(light.device_id)
+    return target is not None and target.unscheduled

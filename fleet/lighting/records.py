@@ -125,5 +125,9 @@ class Target:
     device_id: UUID
     dimming_level: int
     path: str
-    # The command expired while the light was away, and the light has been heard from since.
+    # The level must be sent again (see LightingRepository.targets for when).
     redeliver: bool = False
+    # Set by an override on a light no calendar governs; it returns to `resume_level` (when
+    # known) once no override covers it any more.
+    unscheduled: bool = False
+    resume_level: int | None = None

@@ -15,6 +15,14 @@ from fleet.lighting.records import (Assignment, Light, OverrideScope, StoredCale
 NOTIFY_CHANNEL = "fleet_lighting"
 DIMMER_3311 = "/3311/0/5851"
 COMMAND_3416 = "/3416/0/1"
+# Where a light reports the level it actually burns at: 3416's measured Dimming level; 3311's
+# Dimmer is both the command and the state.
+MEASURED_3416 = "/3416/0/3"
+# A light that reports another level than the one it acknowledged is put right at most this often
+# (a lamp failure reads 0 whatever we write; it must not cost a command a minute).
+DRIFT_RETRY = dt.timedelta(minutes=15)
+# Reports this soon after the write may still show the level before it (fading, a report in flight).
+DRIFT_SETTLE = dt.timedelta(minutes=1)
 
 _OVERRIDE_COLUMNS = ("id, district, group_id, device_ids, dimming_level, priority, starts_at, ends_at, "
                      "reason, created_at, cancelled_at, created_by")
@@ -219,15 +227,48 @@ class LightingRepository:
                       DIMMER_3311 if r["has_3311"] else COMMAND_3416, r["watts"]) for r in rows]
 
     async def targets(self, tenant_id: UUID) -> dict[UUID, Target]:
+        """The levels last commanded, each with whether it must be sent again:
+        - its command expired while the light was away, and the light has been heard from since;
+        - the light took it, then registered anew (a restart: it came up at its own default);
+        - the light took it, but what it reports since (after DRIFT_SETTLE) is another level
+          (a manual change on site, a controller's own program), at most every DRIFT_RETRY.
+        """
         rows = await self.conn.fetch(
-            """select t.device_id, t.dimming_level, t.path,
-                      coalesce(c.status = 'expired' and r.updated_at > c.completed_at, false) as redeliver
+            """select t.device_id, t.dimming_level, t.path, t.unscheduled, t.resume_level,
+                      coalesce((c.status = 'expired' and r.updated_at > c.completed_at)
+                               or (c.status = 'succeeded' and r.registered_at > c.completed_at)
+                               or (c.status = 'succeeded' and c.completed_at < now() - $3::interval
+                                   and s.updated_at > c.completed_at + $4::interval
+                                   and s.v_num is distinct from t.dimming_level), false) as redeliver
                from lighting_targets t
                left join commands c on c.id = t.command_id
                left join registrations r on r.device_id = t.device_id
-               where t.tenant_id = $1""", tenant_id)
-        return {r["device_id"]: Target(r["device_id"], r["dimming_level"], r["path"], r["redeliver"])
+               left join device_state s on s.device_id = t.device_id
+                    and s.path = case when t.path = $2 then $5 else t.path end
+               where t.tenant_id = $1""", tenant_id, COMMAND_3416, DRIFT_RETRY, DRIFT_SETTLE, MEASURED_3416)
+        return {r["device_id"]: Target(r["device_id"], r["dimming_level"], r["path"], r["redeliver"],
+                                       r["unscheduled"], r["resume_level"])
                 for r in rows}
+
+    async def reported_levels(self, tenant_id: UUID, lights: Sequence[Light]) -> dict[UUID, int]:
+        """The level each light last reported (measured where it reports one, else its dimming
+        resource as last written or read), for lights that have one."""
+        rows = await self.conn.fetch(
+            """select distinct on (s.device_id) s.device_id, s.v_num
+               from device_state s join unnest($2::uuid[], $3::text[]) as l(device_id, path)
+                    on s.device_id = l.device_id
+                   and s.path in (l.path, case when l.path = $4 then $5 end)
+               where s.tenant_id = $1 and s.v_num is not null
+               order by s.device_id, s.path = l.path, s.updated_at desc""",
+            tenant_id, [light.device_id for light in lights], [light.dimming_path for light in lights],
+            COMMAND_3416, MEASURED_3416)
+        return {r["device_id"]: max(0, min(100, round(r["v_num"]))) for r in rows}
+
+    async def delete_targets(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> None:
+        if not device_ids:
+            return
+        await self.conn.execute("delete from lighting_targets where tenant_id = $1 and device_id = any($2::uuid[])",
+                                tenant_id, list(device_ids))
 
     async def command_ids(self, batch_id: UUID) -> dict[UUID, UUID]:
         rows = await self.conn.fetch("select device_id, id from commands where batch_id = $1", batch_id)
@@ -235,11 +276,17 @@ class LightingRepository:
 
     async def save_targets(self, tenant_id: UUID, device_ids: Sequence[UUID], levels: Sequence[int],
                            paths: Sequence[str], since: Sequence[dt.datetime],
-                           command_ids: Sequence[UUID | None]) -> None:
+                           command_ids: Sequence[UUID | None], unscheduled: Sequence[bool],
+                           resume_levels: Sequence[int | None]) -> None:
         await self.conn.execute(
-            """insert into lighting_targets as t (tenant_id, device_id, dimming_level, path, since, command_id)
-               select $1, * from unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::uuid[])
+            """insert into lighting_targets as t (tenant_id, device_id, dimming_level, path, since, command_id,
+                                                  unscheduled, resume_level)
+               select $1, * from unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::uuid[],
+                                        $7::bool[], $8::int[])
                on conflict (device_id) do update
                    set dimming_level = excluded.dimming_level, path = excluded.path,
-                       since = excluded.since, command_id = excluded.command_id, updated_at = now()""",
-            tenant_id, list(device_ids), list(levels), list(paths), list(since), list(command_ids))
+                       since = excluded.since, command_id = excluded.command_id,
+                       unscheduled = excluded.unscheduled, resume_level = excluded.resume_level,
+                       updated_at = now()""",
+            tenant_id, list(device_ids), list(levels), list(paths), list(since), list(command_ids),
+            list(unscheduled), list(resume_levels))

@@ -13,6 +13,10 @@ rest of the placement: DST gaps and overlaps, short summer nights, midnight sun,
 On top of the calendar, the active override with the highest priority wins, ties going to the
 newest `created_at`; when it ends, the calendar resumes at the level its last switch point set,
 as if the override had never been there.
+
+A light no calendar governs (`calendar` None) has a level only while an override covers it; when
+the last one ends the timeline says RESUME: the light goes back to the level it had before,
+which only the scheduler knows (`fleet.lighting.reconcile`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class LevelSource(enum.StrEnum):
     OVERRIDE = "override"
     CALENDAR = "calendar"  # a calendar rule picked the program
     DEFAULT = "default"  # no rule matched; the calendar's default program ran
+    RESUME = "resume"  # the overrides of a light without a calendar ended: back to its level before
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Transition:
     """An instant (UTC) at which the effective dimming level changes, and what changed it."""
 
     at: dt.datetime
-    dimming_level: int
+    dimming_level: int | None  # None only with source RESUME
     source: LevelSource
     program_id: str | None = None
     rule_id: str | None = None
@@ -90,7 +95,7 @@ class _Setting(NamedTuple):  # a tuple, because tens of thousands of lights buil
 class _Timeline:
     """Calendar switch points of the nights around [first, last], and the overrides over them."""
 
-    def __init__(self, calendar: Calendar, overrides: Iterable[Override], location: Location,
+    def __init__(self, calendar: Calendar | None, overrides: Iterable[Override], location: Location,
                  tz: str, first: dt.datetime, last: dt.datetime) -> None:
         zone = ZoneInfo(tz)
         # The night before `first` is included because its last switch point still holds
@@ -98,7 +103,7 @@ class _Timeline:
         night = night_of(first, zone) - ONE_DAY
         final_night = night_of(last, zone)
         self._steps: list[_Setting] = []
-        while night <= final_night:
+        while calendar is not None and night <= final_night:
             program, rule = calendar.select(night)
             source = LevelSource.DEFAULT if rule is None else LevelSource.CALENDAR
             rule_id = None if rule is None else rule.rule_id
@@ -142,17 +147,21 @@ class _Timeline:
         return since
 
 
-def level_at(calendar: Calendar, overrides: Sequence[Override], location: Location, tz: str,
-             at: dt.datetime) -> LevelDecision:
-    """The dimming level at `at`, what set it, and since when that has been so."""
+def level_at(calendar: Calendar | None, overrides: Sequence[Override], location: Location, tz: str,
+             at: dt.datetime) -> LevelDecision | None:
+    """The dimming level at `at`, what set it, and since when that has been so.
+
+    None only without a calendar, when no override is active at `at`."""
     at = _utc(at, "at")
     timeline = _Timeline(calendar, overrides, location, tz, at, at)
     current = timeline.setting(at)
-    assert current is not None  # the night before `at` always has a switch point
+    if current is None:
+        assert calendar is None  # the night before `at` always has a switch point
+        return None
     return current.decision(timeline.since(at, current))
 
 
-def transitions(calendar: Calendar, overrides: Sequence[Override], location: Location, tz: str,
+def transitions(calendar: Calendar | None, overrides: Sequence[Override], location: Location, tz: str,
                 start: dt.datetime, end: dt.datetime) -> list[Transition]:
     """Every instant in [start, end) where the effective dimming level changes, in order."""
     start, end = _utc(start, "start"), _utc(end, "end")
@@ -160,19 +169,22 @@ def transitions(calendar: Calendar, overrides: Sequence[Override], location: Loc
         return []
     timeline = _Timeline(calendar, overrides, location, tz, start, end)
     previous = timeline.setting(start, just_before=True)
-    assert previous is not None
-    level = previous.dimming_level
+    assert previous is not None or calendar is None
+    level = None if previous is None else previous.dimming_level
     found = []
     for instant in timeline.changes(start, end):
         setting = timeline.setting(instant)
-        assert setting is not None
-        if setting.dimming_level != level:
+        if setting is None:  # without a calendar: the last override ended
+            if level is not None:
+                found.append(Transition(instant, None, LevelSource.RESUME))
+            level = None
+        elif setting.dimming_level != level:
             found.append(setting.transition(instant))
             level = setting.dimming_level
     return found
 
 
-def next_transition(calendar: Calendar, overrides: Sequence[Override], location: Location, tz: str,
+def next_transition(calendar: Calendar | None, overrides: Sequence[Override], location: Location, tz: str,
                     after: dt.datetime, within: dt.timedelta = NEXT_TRANSITION_HORIZON) -> Transition | None:
     """The first level change strictly after `after`, or None if none comes `within` that time.
 

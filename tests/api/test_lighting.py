@@ -298,3 +298,22 @@ async def test_energy_and_savings_from_counters_and_power(seoul, db):
     too_long = await seoul.client.get(f"{LIGHTING}/energy", params={
         "district": "Jung-gu", "since": "2026-01-01T00:00:00+09:00", "until": "2026-03-01T00:00:00+09:00"})
     assert too_long.status_code == 422
+
+
+async def test_preview_of_a_light_without_a_calendar_under_an_override(seoul):
+    lamp = await light(seoul, 1, district="Mapo-gu")
+    starts = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
+    await created(await seoul.client.post(f"{LIGHTING}/overrides", json={
+        "scope": {"district": "Mapo-gu"}, "dimming_level": 100, "starts_at": starts.isoformat(),
+        "duration_s": 7200, "reason": "festival"}))
+    during = (await seoul.client.get(f"{LIGHTING}/preview", params={
+        "device_id": lamp["id"], "at": (starts + dt.timedelta(minutes=30)).isoformat()})).json()
+    (lights,) = during["lights"]
+    assert (lights["calendar_id"], lights["dimming_level"], lights["source"]) == (None, 100, "override")
+    assert [(t["dimming_level"], t["source"]) for t in lights["transitions"]] == [(None, "resume")]
+    assert dt.datetime.fromisoformat(lights["transitions"][0]["at"]) == starts + dt.timedelta(hours=2)
+
+    before = (await seoul.client.get(f"{LIGHTING}/preview", params={"device_id": lamp["id"]})).json()
+    (lights,) = before["lights"]
+    assert lights["dimming_level"] is None
+    assert [(t["dimming_level"], t["source"]) for t in lights["transitions"]] == [(100, "override"), (None, "resume")]

@@ -185,3 +185,21 @@ def test_level_at_agrees_with_transitions(city_calendar, place, tz, start):
     for transition in found:
         decision = level_at(city_calendar, overrides, place, tz, transition.at)
         assert (decision.dimming_level, decision.since) == (transition.dimming_level, transition.at)
+
+
+def test_without_a_calendar_only_overrides_set_a_level_and_then_it_resumes():
+    first = override("first", 100, 0, kst(2026, 12, 24, 20), kst(2026, 12, 24, 22))
+    higher = override("higher", 40, 5, kst(2026, 12, 24, 21), kst(2026, 12, 24, 21, 30))
+    assert level_at(None, [first, higher], SEOUL, "Asia/Seoul", kst(2026, 12, 24, 19)) is None
+    during = level_at(None, [first, higher], SEOUL, "Asia/Seoul", kst(2026, 12, 24, 21, 10))
+    assert (during.dimming_level, during.source, during.override_id) == (40, LevelSource.OVERRIDE, "higher")
+    assert level_at(None, [first, higher], SEOUL, "Asia/Seoul", kst(2026, 12, 24, 22)) is None
+    found = transitions(None, [first, higher], SEOUL, "Asia/Seoul", kst(2026, 12, 24, 18), kst(2026, 12, 25, 18))
+    assert [(t.at, t.dimming_level, t.source) for t in found] == [
+        (kst(2026, 12, 24, 20), 100, LevelSource.OVERRIDE),
+        (kst(2026, 12, 24, 21), 40, LevelSource.OVERRIDE),
+        (kst(2026, 12, 24, 21, 30), 100, LevelSource.OVERRIDE),
+        (kst(2026, 12, 24, 22), None, LevelSource.RESUME)]
+    # Starting inside the override: its level holds, and the end is the only change.
+    inside = transitions(None, [first], SEOUL, "Asia/Seoul", kst(2026, 12, 24, 21), kst(2026, 12, 25, 18))
+    assert [(t.at, t.dimming_level) for t in inside] == [(kst(2026, 12, 24, 22), None)]

@@ -246,3 +246,118 @@ async def test_high_latitude_and_dst_through_the_scheduler(db, at, level, next_w
     assert (report.next_transition_at is not None) == next_within_two_days
     if not next_within_two_days:  # the command then lives a day; the scheduler looks again each minute
         assert command["expires_at"] - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
+
+
+async def _register(setup: Setup, lamps, *, links: str = "</1/0>,</3/0>,</3416/0>") -> None:
+    async with setup.db.system_tx() as conn:
+        await conn.executemany(
+            """insert into registrations (id, device_id, tenant_id, endpoint, address, port, lifetime_s, binding,
+                                          lwm2m_version, object_links, node, expires_at, registered_at)
+               values ($1, $2, $3, $1, '127.0.0.1', 5683, 300, 'U', '1.1', $4, 'n', now() + interval '1 hour',
+                       now() - interval '1 hour')""",
+            [(f"r-{lamp.id}", lamp.id, setup.city.tenant_id, links) for lamp in lamps])
+
+
+async def _reported(setup: Setup, lamp, path: str, level: float, ago: dt.timedelta = dt.timedelta(0)) -> None:
+    async with setup.db.system_tx() as conn:
+        await conn.execute(
+            """insert into device_state (device_id, path, tenant_id, time, v_num, updated_at)
+               values ($1, $2, $3, now() - $5::interval, $4, now() - $5::interval)
+               on conflict (device_id, path) do update set v_num = excluded.v_num, time = excluded.time,
+                                                       updated_at = excluded.updated_at""",
+            lamp.id, path, setup.city.tenant_id, level, ago)
+
+
+async def _complete_all(setup: Setup, ago: dt.timedelta) -> None:
+    async with setup.db.system_tx() as conn:
+        await conn.execute("update commands set status = 'succeeded', completed_at = now() - $1::interval "
+                           "where status = 'queued'", ago)
+
+
+async def test_an_override_lights_lights_without_a_calendar_then_gives_back_their_level(setup):
+    known, unknown = await setup.lights(2, district="Mapo-gu")
+    await _reported(setup, known, "/3416/0/3", 30)
+    principal = setup.city.principal
+    setup.now = kst(2026, 12, 24, 20)
+    await setup.lighting.create_override(principal, {
+        "scope": {"district": "Mapo-gu"}, "dimming_level": 100, "duration_s": 7200, "reason": "fire"})
+
+    report = await reconcile(setup, kst(2026, 12, 24, 20, 1))
+    assert (report.scheduled_lights, report.commanded) == (2, 2)
+    assert report.next_transition_at == kst(2026, 12, 24, 22)
+    assert {(c["device_id"], c["value"]) for c in await setup.commands()} == {(known.id, 100), (unknown.id, 100)}
+    assert (await reconcile(setup, kst(2026, 12, 24, 21))).commanded == 0
+    # A report taken under the override does not become the level to go back to.
+    await _reported(setup, known, "/3416/0/3", 100)
+    assert (await reconcile(setup, kst(2026, 12, 24, 21, 30))).commanded == 0
+
+    # The override ends: the light whose level was known gets it back; the other stays lit,
+    # and neither is the scheduler's any more.
+    ended = await reconcile(setup, kst(2026, 12, 24, 22, 0, 1))
+    assert ended.commanded == 1
+    assert [(c["device_id"], c["value"]) for c in await setup.commands()][2:] == [(known.id, 30)]
+    async with setup.db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from lighting_targets") == 0
+    assert (await reconcile(setup, kst(2026, 12, 24, 23))).commanded == 0
+
+
+async def test_a_cancelled_override_gives_back_the_level_of_lights_without_a_calendar(setup):
+    (lamp,) = await setup.lights(1, district="Mapo-gu")
+    await _register(setup, [lamp], links="</1/0>,</3/0>,</3311/0>")
+    await _reported(setup, lamp, "/3311/0/5851", 45)
+    principal = setup.city.principal
+    setup.now = kst(2026, 12, 24, 20)
+    made = await setup.lighting.create_override(principal, {
+        "scope": {"device_ids": [str(lamp.id)]}, "dimming_level": 0, "duration_s": 3600})
+    await reconcile(setup, kst(2026, 12, 24, 20, 1))
+    await setup.lighting.cancel_override(principal, made.id)
+    await reconcile(setup, kst(2026, 12, 24, 20, 2))
+    assert [(c["path"], c["value"]) for c in await setup.commands()] == [("/3311/0/5851", 0), ("/3311/0/5851", 45)]
+
+
+async def test_a_light_gets_a_calendar_while_an_override_holds_it(setup):
+    (lamp,) = await setup.lights(1)
+    await _reported(setup, lamp, "/3416/0/3", 30)
+    principal = setup.city.principal
+    setup.now = kst(2026, 12, 24, 20)
+    await setup.lighting.create_override(principal, {
+        "scope": {"district": "Jung-gu"}, "dimming_level": 70, "duration_s": 3600})
+    await reconcile(setup, kst(2026, 12, 24, 20, 1))
+    calendar = await setup.calendar(EVENING)
+    await setup.lighting.assign(principal, {"calendar_id": str(calendar.id), "district": "Jung-gu"})
+    assert (await reconcile(setup, kst(2026, 12, 24, 20, 2))).commanded == 0  # still the override's 70
+    await reconcile(setup, kst(2026, 12, 24, 21, 0, 1))
+    assert [c["value"] for c in await setup.commands()] == [70, 100]  # the calendar, not the level before
+
+
+async def test_a_restarted_light_gets_its_level_again(setup):
+    (lamp,) = await setup.lights(1)
+    await _register(setup, [lamp])
+    calendar = await setup.calendar(EVENING)
+    await setup.lighting.assign(setup.city.principal, {"calendar_id": str(calendar.id), "district": "Jung-gu"})
+    await reconcile(setup, kst(2026, 12, 24, 19))
+    await _complete_all(setup, dt.timedelta(minutes=2))
+    assert (await reconcile(setup, kst(2026, 12, 24, 19, 5))).commanded == 0
+    async with setup.db.system_tx() as conn:  # it registered anew: it rebooted
+        await conn.execute("update registrations set registered_at = now()")
+    assert (await reconcile(setup, kst(2026, 12, 24, 19, 6))).commanded == 1
+    assert (await reconcile(setup, kst(2026, 12, 24, 19, 7))).commanded == 0  # once
+
+
+async def test_a_light_reporting_another_level_is_put_right_at_most_every_quarter_hour(setup):
+    (lamp,) = await setup.lights(1)
+    await _register(setup, [lamp])
+    calendar = await setup.calendar(EVENING)
+    await setup.lighting.assign(setup.city.principal, {"calendar_id": str(calendar.id), "district": "Jung-gu"})
+    await reconcile(setup, kst(2026, 12, 24, 19))
+    # Acknowledged 20 minutes ago; it reported 100 then (fine), and now reports 0.
+    await _complete_all(setup, dt.timedelta(minutes=20))
+    await _reported(setup, lamp, "/3416/0/3", 100)
+    assert (await reconcile(setup, kst(2026, 12, 24, 19, 20))).commanded == 0
+    await _reported(setup, lamp, "/3416/0/3", 0)
+    assert (await reconcile(setup, kst(2026, 12, 24, 19, 21))).commanded == 1
+    # Taken again a minute ago, still 0 (a failed lamp): no new command for a quarter of an hour.
+    await _complete_all(setup, dt.timedelta(minutes=1))
+    assert (await reconcile(setup, kst(2026, 12, 24, 19, 22))).commanded == 0
+    await _reported(setup, lamp, "/3416/0/3", 0, ago=dt.timedelta(seconds=50))
+    assert (await reconcile(setup, kst(2026, 12, 24, 19, 23))).commanded == 0
