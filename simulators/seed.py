@@ -46,8 +46,52 @@ def demo_rows(streetlights: int = DEMO_COUNTS["streetlight"], bins: int = DEMO_C
     return rows
 
 
+# Seoul's lights as a city would run them: on at sunset, dimmed through the small hours, raised
+# for the morning commute, off at sunrise; festive nights stay bright until 02:00.
+DEMO_PROGRAMS = (
+    {"name": "Seoul standard night", "switch_points": [
+        {"id": "dusk", "anchor": "sunset", "offset_minutes": 0, "dimming_level": 100},
+        {"id": "late", "anchor": "local_time", "local_time": "23:00", "dimming_level": 60},
+        {"id": "small-hours", "anchor": "local_time", "local_time": "01:00", "dimming_level": 40},
+        {"id": "commute", "anchor": "local_time", "local_time": "05:30", "dimming_level": 80},
+        {"id": "dawn", "anchor": "sunrise", "offset_minutes": 0, "dimming_level": 0}]},
+    {"name": "Festive night", "switch_points": [
+        {"id": "dusk", "anchor": "sunset", "offset_minutes": -15, "dimming_level": 100},
+        {"id": "late", "anchor": "local_time", "local_time": "02:00", "dimming_level": 60},
+        {"id": "dawn", "anchor": "sunrise", "offset_minutes": 0, "dimming_level": 0}]},
+    {"name": "Weekend night", "switch_points": [
+        {"id": "dusk", "anchor": "sunset", "offset_minutes": 0, "dimming_level": 100},
+        {"id": "late", "anchor": "local_time", "local_time": "00:30", "dimming_level": 60},
+        {"id": "small-hours", "anchor": "local_time", "local_time": "02:00", "dimming_level": 40},
+        {"id": "dawn", "anchor": "sunrise", "offset_minutes": 0, "dimming_level": 0}]},
+)
+
+
+async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
+    """One calendar for the whole city, assigned to each district, unless the city has one."""
+    from fleet.lighting.service import LightingService
+
+    admin = system_principal(city)
+    lighting = LightingService(db)
+    if await lighting.list_calendars(admin):
+        return False
+    standard, festive, weekend = [await lighting.create_program(admin, program) for program in DEMO_PROGRAMS]
+    calendar = await lighting.create_calendar(admin, {
+        "name": "Seoul streets", "default_program_id": str(standard.id), "rules": [
+            # Christmas to New Year's Day, and the nights before the Lunar New Year and Chuseok.
+            {"id": "year-end", "program_id": str(festive.id),
+             "date_range": {"first": "12-24", "last": "01-01"}},
+            {"id": "holidays", "program_id": str(festive.id),
+             "dates": ["2027-02-05", "2027-02-06", "2027-09-14", "2027-09-15"]},
+            {"id": "weekend", "program_id": str(weekend.id), "weekdays": [5, 6]}]})
+    for district in SEOUL:
+        await lighting.assign(admin, {"calendar_id": str(calendar.id), "district": district.name})
+    return True
+
+
 async def seed_demo_city(db: Database) -> tuple[Tenant, str, int]:
-    """Create Seoul and its devices unless they exist; always issue a fresh admin key."""
+    """Create Seoul, its devices and its lighting calendar unless they exist; always issue a
+    fresh admin key."""
     tenants = TenantService(db)
     try:
         city = await tenants.by_slug(DEMO_SLUG)
@@ -59,5 +103,6 @@ async def seed_demo_city(db: Database) -> tuple[Tenant, str, int]:
     if not (await devices.list(admin, DeviceFilter(), limit=1)).items:
         rows = demo_rows()
         created = len(await devices.import_rows(admin, list(enumerate(rows, start=1))))
+    await seed_demo_lighting(db, city)
     issued = await ApiKeyService(db).issue(admin, Role.ADMIN, "demo admin")
     return city, issued.secret, created
