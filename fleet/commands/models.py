@@ -102,3 +102,6 @@ class Outcome:
     error: str | None = None
     # False when the failure is final (4.xx from the device): no point retrying.
     retryable: bool = True
+    # A written value, as a telemetry point (tenant_id, device_id, time, path, v_num, v_text,
+    # v_bool): the resource's state now, committed with the outcome.
+    state: tuple | None = None

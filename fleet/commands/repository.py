@@ -25,6 +25,14 @@ def command_from_row(row: asyncpg.Record) -> DeviceCommand:
         sent_at=row["sent_at"], completed_at=row["completed_at"])
 
 
+async def _claim_settings(conn: asyncpg.Connection) -> None:
+    """A claim need not wait for its commit to reach the disk. Were it lost in a crash, its
+    commands would be `queued` again and sent again; after a crash they are sent again anyway
+    (`sent` rows of a dead node are recovered), so durability buys nothing here, while the
+    dispatcher waits on every claim."""
+    await conn.execute("set local synchronous_commit = off; set local plan_cache_mode = force_custom_plan")
+
+
 async def _plan_for_today(conn: asyncpg.Connection) -> None:
     """Plan the next statements for the table as it is now, not as it was when first prepared.
 
@@ -43,26 +51,43 @@ class CommandRepository:
     async def insert_batch(self, tenant_id: UUID, operation: Operation, path: str, value: Any,
                            target: dict[str, Any], device_ids: Sequence[UUID], created_by: UUID | None,
                            origin: str, expires_at: datetime) -> UUID:
+        batch_id, _ = await self.insert_batch_with_ids(tenant_id, operation, path, value, target, device_ids,
+                                                       created_by, origin, expires_at, return_ids=False)
+        return batch_id
+
+    async def insert_batch_with_ids(self, tenant_id: UUID, operation: Operation, path: str, value: Any,
+                                    target: dict[str, Any], device_ids: Sequence[UUID], created_by: UUID | None,
+                                    origin: str, expires_at: datetime, *,
+                                    return_ids: bool = True) -> tuple[UUID, dict[UUID, UUID]]:
+        """The batch and its commands; with `return_ids`, also each device's command id."""
         batch_id = await self.conn.fetchval(
             """insert into command_batches (tenant_id, operation, path, value, target, device_count,
                                             created_by, origin, expires_at)
                values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning id""",
             tenant_id, operation.value, path, value, target, len(device_ids), created_by, origin, expires_at)
-        if operation is Operation.WRITE:
-            # A newer write of the same resource supersedes one still waiting (a light that was
-            # offline through three schedule steps needs only the last level).
+        # A newer write of the same resource supersedes one still waiting (a light that was
+        # offline through three schedule steps needs only the last level). The queue is mostly
+        # empty: asking the partial index first spares thousands of per-device probes.
+        if operation is Operation.WRITE and await self.conn.fetchval(
+                """select exists (select 1 from commands where status = 'queued' and tenant_id = $1
+                                  and path = $2 and operation = 'write')""", tenant_id, path):
             await self.conn.execute(
                 """update commands set status = 'cancelled', completed_at = now(),
                                        error = 'superseded by a newer write'
                    where tenant_id = $1 and device_id = any($2::uuid[]) and path = $3
                      and operation = 'write' and status = 'queued'""",
                 tenant_id, list(device_ids), path)
-        await self.conn.execute(
-            """insert into commands (batch_id, tenant_id, device_id, operation, path, value, expires_at)
-               select $1, $2, d, $3, $4, $5, $6 from unnest($7::uuid[]) as d""",
-            batch_id, tenant_id, operation.value, path, value, expires_at, list(device_ids))
+        insert = """insert into commands (batch_id, tenant_id, device_id, operation, path, value, expires_at)
+                    select $1, $2, d, $3, $4, $5, $6 from unnest($7::uuid[]) as d"""
+        arguments = (batch_id, tenant_id, operation.value, path, value, expires_at, list(device_ids))
+        ids: dict[UUID, UUID] = {}
+        if return_ids:
+            ids = {r["device_id"]: r["id"] for r in await self.conn.fetch(insert + " returning device_id, id",
+                                                                          *arguments)}
+        else:
+            await self.conn.execute(insert, *arguments)
         await self.conn.execute(f"notify {NOTIFY_CHANNEL}")
-        return batch_id
+        return batch_id, ids
 
     async def batch(self, tenant_id: UUID, batch_id: UUID, *, limit: int) -> Batch | None:
         row = await self.conn.fetchrow(
@@ -99,7 +124,7 @@ class CommandRepository:
         socket), and adopts devices of nodes whose heartbeat stopped. Queue-mode devices are
         only claimed for by `device_id`, right after they register or update (they are awake).
         """
-        await _plan_for_today(self.conn)
+        await _claim_settings(self.conn)
         rows = await self.conn.fetch(
             f"""with due as (
                     select c.id from commands c
@@ -118,8 +143,8 @@ class CommandRepository:
                     limit $2
                     for update of c skip locked)
                 update commands c set status = 'sent', attempts = c.attempts + 1, sent_at = now()
-                from due, registrations r
-                where c.id = due.id and r.device_id = c.device_id
+                from registrations r
+                where c.id = any(array(select id from due)) and r.device_id = c.device_id
                 returning {', '.join('c.' + col.strip() for col in _COMMAND_COLUMNS.split(','))},
                           r.address, r.port""",
             node, limit, device_id, node_timeout)

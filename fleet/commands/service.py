@@ -18,6 +18,7 @@ from fleet.objectmodel import CATALOG, ResourcePath, ResourceType, coerce
 from fleet.registry.filters import filter_to_json
 from fleet.registry.models import DeviceFilter
 from fleet.registry.repository import DeviceRepository
+from fleet.telemetry.repository import TelemetryRepository
 
 BACKOFF_BASE_S = 2.0
 
@@ -189,10 +190,13 @@ class CommandQueue:
             return await CommandRepository(conn).claim_due(self.node, limit, device_id=device_id)
 
     async def complete(self, outcomes: Sequence[Outcome]) -> None:
+        """Record outcomes, and the values written, in one transaction: a write that shows
+        `succeeded` shows its value in the device's state too."""
         if outcomes:
             async with self.db.system_tx() as conn:
                 await CommandRepository(conn).complete(outcomes, max_attempts=MAX_ATTEMPTS,
                                                        backoff_base_s=BACKOFF_BASE_S)
+                await TelemetryRepository(conn).record([o.state for o in outcomes if o.state is not None])
 
     async def housekeeping(self, stale_after: timedelta = timedelta(minutes=5)) -> tuple[int, int]:
         async with self.db.system_tx() as conn:

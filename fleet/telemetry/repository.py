@@ -12,6 +12,14 @@ from fleet.telemetry.models import (POINT_COLUMNS, PointRecord, SeriesBucket, Se
                                     SeriesQuery, stored_value)
 
 
+# How an upsert of device_state (aliased s) moves a (device, path) forward: never back in time.
+_STATE_FORWARD = """
+    on conflict (device_id, path) do update
+        set time = excluded.time, v_num = excluded.v_num, v_text = excluded.v_text,
+            v_bool = excluded.v_bool, updated_at = now()
+        where s.time <= excluded.time"""
+
+
 class TelemetryRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -43,10 +51,27 @@ class TelemetryRepository:
                insert into device_state as s (tenant_id, device_id, time, path, v_num, v_text, v_bool)
                select distinct on (device_id, path) tenant_id, device_id, time, path, v_num, v_text, v_bool
                from telemetry_batch order by device_id, path, time desc
-               on conflict (device_id, path) do update
-                   set time = excluded.time, v_num = excluded.v_num, v_text = excluded.v_text,
-                       v_bool = excluded.v_bool, updated_at = now()
-                   where s.time <= excluded.time""")
+               """ + _STATE_FORWARD)
+
+    async def record(self, points: Sequence[PointRecord]) -> None:
+        """Append a few points and move their (device, path) forward, in one statement: for
+        values Fleet itself set (a written dimming level), committed with the command's outcome.
+        Upserts in key order, like `append_staged`, so concurrent writers cannot deadlock."""
+        if not points:
+            return
+        columns = list(zip(*points, strict=True))
+        await self.conn.execute(
+            """with written as (
+                   select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[],
+                                        $5::float8[], $6::text[], $7::bool[])
+                          as w(tenant_id, device_id, time, path, v_num, v_text, v_bool)),
+               appended as (
+                   insert into telemetry (tenant_id, device_id, time, path, v_num, v_text, v_bool)
+                   select * from written)
+               insert into device_state as s (tenant_id, device_id, time, path, v_num, v_text, v_bool)
+               select distinct on (device_id, path) * from written order by device_id, path, time desc
+               """ + _STATE_FORWARD,
+            *[list(c) for c in columns])
 
     async def upsert_state(self, latest: Sequence[PointRecord]) -> None:
         """Move each (device, path) forward to its newest value; `latest` must be sorted by key.
@@ -60,10 +85,7 @@ class TelemetryRepository:
             """insert into device_state as s (tenant_id, device_id, time, path, v_num, v_text, v_bool)
                select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[],
                                     $5::float8[], $6::text[], $7::bool[])
-               on conflict (device_id, path) do update
-                   set time = excluded.time, v_num = excluded.v_num, v_text = excluded.v_text,
-                       v_bool = excluded.v_bool, updated_at = now()
-                   where s.time <= excluded.time""",
+               """ + _STATE_FORWARD,
             *[list(c) for c in columns])
 
     async def state(self, tenant_id: UUID, device_id: UUID) -> list[asyncpg.Record]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 import random
 from dataclasses import dataclass
 
@@ -131,8 +133,8 @@ def decode_answer(data: bytes) -> Answer | None:
 
 
 class _Request:
-    __slots__ = ("peer", "mid", "token", "datagram", "future", "timer", "timeout", "retransmits",
-                 "acknowledged")
+    __slots__ = ("peer", "mid", "token", "datagram", "future", "due", "timeout", "retransmits",
+                 "acknowledged", "done")
 
     def __init__(self, peer, mid: int, token: bytes, datagram: bytes, future: asyncio.Future) -> None:
         self.peer = peer
@@ -140,10 +142,11 @@ class _Request:
         self.token = token
         self.datagram = datagram
         self.future = future
-        self.timer: asyncio.TimerHandle | None = None
+        self.due = 0.0  # when to retransmit, or give up; its entry in the deadline heap
         self.timeout = 0.0
         self.retransmits = 0
         self.acknowledged = False
+        self.done = False
 
 
 class OutboundRequests:
@@ -163,6 +166,13 @@ class OutboundRequests:
         # (host, port, mid) of separate CON responses taken, so a repeated one is acknowledged again
         self.answered: dict[tuple[str, int, int], None] = {}
         self._answered_expiry: collections.deque[tuple[float, tuple[str, int, int]]] = collections.deque()
+        # Deadlines of all requests in one heap under one loop timer: thousands of requests in
+        # flight would otherwise cost a TimerHandle each, created and cancelled per exchange.
+        # Entries of finished requests, or of a superseded deadline, are skipped when they surface.
+        self._deadlines: list[tuple[float, int, _Request]] = []
+        self._sequence = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
         self.sent = 0
         self.retransmitted = 0
         self.failed = 0
@@ -192,7 +202,7 @@ class OutboundRequests:
         self.by_token[(peer[0], peer[1], token)] = request
         self.by_peer.setdefault(peer, []).append(request)
         request.timeout = self.tuning.ACK_TIMEOUT * random.uniform(1.0, self.tuning.ACK_RANDOM_FACTOR)
-        request.timer = self.loop.call_later(request.timeout, self._retransmit, request)
+        self._due(request, request.timeout)
         self.sent += 1
         self._send(datagram, address)
         return future
@@ -242,10 +252,37 @@ class OutboundRequests:
         self.closed = True
         for request in list(self.by_token.values()):
             self._finish(request, RequestFailed("the CoAP listener is closing"))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, float("inf")
+        self._deadlines.clear()
 
     def _send(self, datagram: bytes, address) -> None:
         if self.interface._shutting_down is None:
             self.interface.transport.sendmsg(datagram, [], 0, address)
+
+    def _due(self, request: _Request, delay: float) -> None:
+        due = request.due = self.loop.time() + delay
+        heapq.heappush(self._deadlines, (due, next(self._sequence), request))
+        if due < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = due
+            self._timer = self.loop.call_at(due, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._timer = None
+        self._timer_at = float("-inf")  # no rescheduling from _due while the heap is worked off
+        now = self.loop.time()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            due, _, request = heapq.heappop(deadlines)
+            if not request.done and request.due == due:
+                self._retransmit(request)
+        self._timer_at = float("inf")
+        if deadlines:
+            self._timer_at = deadlines[0][0]
+            self._timer = self.loop.call_at(self._timer_at, self._expire_due)
 
     def _retransmit(self, request: _Request) -> None:
         if request.acknowledged:
@@ -257,7 +294,7 @@ class OutboundRequests:
         request.retransmits += 1
         request.timeout *= 2
         self.retransmitted += 1
-        request.timer = self.loop.call_later(request.timeout, self._retransmit, request)
+        self._due(request, request.timeout)
         self._send(request.datagram, request.peer)
 
     def _acknowledged(self, request: _Request) -> None:
@@ -265,9 +302,7 @@ class OutboundRequests:
         host, port = request.peer[0], request.peer[1]
         self.by_mid.pop((host, port, request.mid), None)
         request.acknowledged = True
-        if request.timer is not None:
-            request.timer.cancel()
-        request.timer = self.loop.call_later(self.tuning.MAX_TRANSMIT_WAIT, self._retransmit, request)
+        self._due(request, self.tuning.MAX_TRANSMIT_WAIT)
 
     def _answer(self, request: _Request, data: bytes) -> None:
         answer = decode_answer(data)
@@ -283,9 +318,7 @@ class OutboundRequests:
                 in_flight.remove(request)
             if not in_flight:
                 del self.by_peer[(host, port)]
-        if request.timer is not None:
-            request.timer.cancel()
-            request.timer = None
+        request.done = True
         if request.future.done():
             return
         if isinstance(outcome, Exception):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -19,7 +21,9 @@ from fleet.commands.repository import NOTIFY_CHANNEL
 from fleet.commands.service import CommandQueue
 from fleet.db import Database
 from fleet.objectmodel import Reading, ResourcePath
+from fleet.telemetry.models import split_value
 from fleet.registrations.models import Registration
+from protocols.coap.outbound import RequestFailed
 from protocols.lwm2m.downlink import DeviceAddress, DeviceClient, DeviceRequestFailed
 from protocols.lwm2m.errors import CodecError
 from protocols.lwm2m.server import LwM2MServer, Session
@@ -28,13 +32,19 @@ log = structlog.get_logger("fleet.lwm2m.dispatcher")
 
 POLL_INTERVAL_S = 1.0
 HOUSEKEEPING_INTERVAL_S = 5.0
-OUTCOME_FLUSH_S = 0.02
+OUTCOME_FLUSH_S = 0.05
+CLAIM_BATCH = 64
 
 
 def _json_readings(readings: list[Reading]) -> dict:
     # Always an object at the top: a bare JSON array would be read as an array dimension of jsonb[].
     return {"readings": [{"path": str(r.path), "value": r.value if isinstance(
         r.value, int | float | str | bool | None) else str(r.value)} for r in readings]}
+
+
+def _written_state(command: DeviceCommand) -> tuple:
+    """A written value is the resource's state now: a telemetry point committed with the outcome."""
+    return (command.tenant_id, command.device_id, datetime.now(UTC), command.path, *split_value(command.value))
 
 
 class Dispatcher:
@@ -45,7 +55,9 @@ class Dispatcher:
         self.client = client
         self.server = server
         self.concurrency = concurrency
-        self._in_flight = 0
+        self.claim_batch = max(1, min(CLAIM_BATCH, concurrency // 4))
+        self._in_flight = 0  # exchanges with a device under way
+        self._recording = 0  # answered, their results being committed
         self._wake = asyncio.Event()
         self._outcomes: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
@@ -66,8 +78,11 @@ class Dispatcher:
         keeper = asyncio.create_task(self._housekeeping())
         try:
             while True:
-                free = self.concurrency - self._in_flight
-                claimed = await self.queue.claim(free) if free > 0 else []
+                free = self.free_slots
+                # A claim costs PostgreSQL milliseconds whatever its size: while commands are in
+                # flight, wait until a batch's worth of slots is free rather than claim one by one.
+                busy = self._in_flight + self._recording > 0
+                claimed = await self.queue.claim(free) if free >= (self.claim_batch if busy else 1) else []
                 for command, host, port in claimed:
                     self._start(command, host, port)
                 if len(claimed) < max(free, 1):
@@ -109,13 +124,67 @@ class Dispatcher:
         self._spawn(self._deliver(command, registration.address, registration.port))
 
     def _start(self, command: DeviceCommand, host: str, port: int) -> None:
-        self._in_flight += 1
-        task = self._spawn(self._deliver(command, host, port))
-        task.add_done_callback(lambda _t: self._release())
+        """Deliver one command; its slot is free as soon as the device has answered.
 
-    def _release(self) -> None:
+        What follows the answer (committing the readings or the written value, then the
+        outcome) waits on group commits, not on the network; holding the slot through it
+        would cap a push at `concurrency` per commit interval. Those waits are bounded
+        separately, by `_recording`.
+        """
+        if command.operation is Operation.WRITE and self.client.writes_fast:
+            # The bulk of every dimming push: no task, just the device's answer.
+            try:
+                answer = self.client.start_write(host, port, command.path, command.value)
+            except Exception as exc:  # noqa: BLE001 - an unexpected error must not stop the dispatcher
+                log.exception("command delivery failed", command=str(command.id))
+                self._record(Outcome(command.id, False, None, f"internal error: {type(exc).__name__}"))
+                return
+            self._in_flight += 1
+            answer.add_done_callback(functools.partial(self._written, command))
+            return
+        self._in_flight += 1
+        released = False
+
+        def release(_task: object = None) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight -= 1
+                self._recording += 1
+                self._wake.set()
+
+        def done(_task: object) -> None:
+            release()
+            self._recording -= 1
+            self._wake.set()
+
+        task = self._spawn(self._deliver(command, host, port, release))
+        task.add_done_callback(done)
+
+    def _written(self, command: DeviceCommand, answer: asyncio.Future) -> None:
         self._in_flight -= 1
         self._wake.set()
+        if answer.cancelled():
+            return  # shutting down: the command stays `sent` and is recovered
+        try:
+            self.client.check(answer.result())
+        except RequestFailed as exc:
+            self._record(Outcome(command.id, False, None, f"no answer: {exc}"))
+        except DeviceRequestFailed as exc:
+            self._record(Outcome(command.id, False, None, exc.detail, retryable=not (exc.code or "").startswith("4")))
+        else:
+            self._record(Outcome(command.id, True, {"written": command.value}, state=_written_state(command)))
+
+    def _record(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+
+    @property
+    def free_slots(self) -> int:
+        """How many more commands may be claimed now: exchanges in flight, and answers still
+        being recorded (at most as many again), both bounded by `concurrency`."""
+        return min(self.concurrency - self._in_flight,
+                   2 * self.concurrency - self._in_flight - self._recording)
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
@@ -123,13 +192,15 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _deliver(self, command: DeviceCommand, host: str, port: int) -> None:
+    async def _deliver(self, command: DeviceCommand, host: str, port: int,
+                       answered: Callable[[], None] = lambda: None) -> None:
         address = DeviceAddress(host, port)
         path = ResourcePath.parse(command.path)
         session = Session("", command.device_id, command.tenant_id, "")
         try:
-            result = await self._perform(command, address, path, session)
-            outcome = Outcome(command.id, True, result)
+            result = await self._perform(command, address, path, session, answered)
+            state = _written_state(command) if command.operation is Operation.WRITE else None
+            outcome = Outcome(command.id, True, result, state=state)
         except DeviceRequestFailed as exc:
             # 4.xx means the device understood and refused: retrying cannot help.
             outcome = Outcome(command.id, False, None, exc.detail,
@@ -140,20 +211,18 @@ class Dispatcher:
             log.exception("command delivery failed", command=str(command.id))
             outcome = Outcome(command.id, False, None, f"internal error: {type(exc).__name__}")
         if command.id is not None:
-            self._outcomes.append(outcome)
-            self._outcome_ready.set()
+            self._record(outcome)
 
     async def _perform(self, command: DeviceCommand, address: DeviceAddress, path: ResourcePath,
-                       session: Session):
+                       session: Session, answered: Callable[[], None]):
         now = datetime.now(UTC)
         if command.operation is Operation.READ:
             readings = await self.client.read(address, path)
+            answered()
             await self.server.store(session, readings, now)
             return _json_readings(readings)
         if command.operation is Operation.WRITE:
             await self.client.write(address, path, command.value)
-            # The written value is the resource's state now; record it like a report.
-            await self.server.store(session, [Reading(path, now, command.value)], now)
             return {"written": command.value}
         if command.operation is Operation.EXECUTE:
             await self.client.execute(address, path, command.value if isinstance(command.value, str) else None)

@@ -136,3 +136,20 @@ async def test_invalid_commands_are_refused(db):
     ]:
         with pytest.raises(ValidationFailed):
             await service.submit(city.principal, request)
+
+
+async def test_a_newer_write_supersedes_a_queued_one(db):
+    city = await make_city(db, "seoul")
+    lamp = await DeviceService(db).create_validated(city.principal, NewDevice(
+        DeviceKind.STREETLIGHT, "never-registered", 37.5, 126.9))
+    commands = CommandService(db)
+    write = lambda level: CommandRequest(Target(device_ids=(lamp.id,)), Operation.WRITE, "/3416/0/1", level)  # noqa: E731
+    first = await commands.submit(city.principal, write(30))
+    await commands.submit(city.principal, CommandRequest(Target(device_ids=(lamp.id,)), Operation.WRITE,
+                                                         "/3416/0/4", 80))  # another resource: untouched
+    second = await commands.submit(city.principal, write(60))
+    first = await commands.get(city.principal, first.id)
+    assert first.counts["cancelled"] == 1 and first.commands[0].error == "superseded by a newer write"
+    assert (await commands.get(city.principal, second.id)).counts["queued"] == 1
+    queued = [c for c in await commands.for_device(city.principal, lamp.id) if c.status.value == "queued"]
+    assert sorted(c.path for c in queued) == ["/3416/0/1", "/3416/0/4"]

@@ -4,6 +4,7 @@ with a Reset or not at all, and the requests end as RFC 7252 says they must."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 
 import aiocoap
@@ -244,3 +245,18 @@ def test_decoded_answer_matches_aiocoap_encoding():
                                   b"\x60\x44\x00\x01\x15"])
 def test_malformed_answer_is_none(data):
     assert decode_answer(data) is None
+
+
+async def test_interleaved_requests_each_retransmit_on_their_own_schedule(server, device):
+    first = server.request(sockaddr(device), int(Code.GET), ("3", "0"))
+    await asyncio.sleep(QuickTuning.ACK_TIMEOUT * 1.5)  # the first has been retransmitted once
+    second = server.request(sockaddr(device), int(Code.GET), ("3", "1"))
+    for pending in (first, second):
+        with pytest.raises(RequestFailed, match="timeout"):
+            await asyncio.wait_for(pending, 5)
+    sent = collections.Counter()
+    while not device.received.empty():
+        data, _ = device.received.get_nowait()
+        sent[Message.decode(data).opt.uri_path] += 1
+    assert sent == {("3", "0"): 1 + QuickTuning.MAX_RETRANSMIT, ("3", "1"): 1 + QuickTuning.MAX_RETRANSMIT}
+    assert server.pending == 0
