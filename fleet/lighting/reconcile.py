@@ -168,10 +168,9 @@ class Reconciler:
         target = {"device_ids": [str(d) for d in device_ids]}
         commands = CommandRepository(conn)
         expires_at = dt.datetime.now(dt.UTC) + expires_in
-        batch_id = await commands.insert_batch(tenant.id, Operation.WRITE, path, value, target, device_ids,
-                                               None, ORIGIN, expires_at)
+        batch_id, command_ids = await commands.insert_batch_with_ids(
+            tenant.id, Operation.WRITE, path, value, target, device_ids, None, ORIGIN, expires_at)
         repo = LightingRepository(conn)
-        command_ids = await repo.command_ids(batch_id)
         kept = [change for change in changes if not change.release]
         await repo.save_targets(tenant.id, [c.device_id for c in kept], [level] * len(kept), [path] * len(kept),
                                 [c.since for c in kept], [command_ids.get(c.device_id) for c in kept],

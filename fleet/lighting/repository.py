@@ -270,10 +270,6 @@ class LightingRepository:
         await self.conn.execute("delete from lighting_targets where tenant_id = $1 and device_id = any($2::uuid[])",
                                 tenant_id, list(device_ids))
 
-    async def command_ids(self, batch_id: UUID) -> dict[UUID, UUID]:
-        rows = await self.conn.fetch("select device_id, id from commands where batch_id = $1", batch_id)
-        return {r["device_id"]: r["id"] for r in rows}
-
     async def save_targets(self, tenant_id: UUID, device_ids: Sequence[UUID], levels: Sequence[int],
                            paths: Sequence[str], since: Sequence[dt.datetime],
                            command_ids: Sequence[UUID | None], unscheduled: Sequence[bool],

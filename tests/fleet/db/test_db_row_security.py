@@ -85,3 +85,23 @@ async def test_endpoint_lookup_across_cities_reveals_names_only(db, cities):
     async with db.tenant_tx(seoul.tenant_id, readonly=True) as conn:
         rows = await conn.fetch("select * from fleet_endpoints_taken($1::text[])", ["busan-0", "nowhere"])
     assert [tuple(r.items()) for r in rows] == [(("endpoint", "busan-0"),)]
+
+
+async def test_a_command_cannot_point_at_another_citys_device_or_batch(db, cities):
+    """Foreign keys ignore row-level security; composite keys refuse a cross-city command even
+    from code that bypasses the tenant wall."""
+    seoul, busan = cities
+    async with db.system_tx() as conn:
+        seoul_device = await conn.fetchval("select id from devices where tenant_id = $1 limit 1", seoul.tenant_id)
+        busan_device = await conn.fetchval("select id from devices where tenant_id = $1 limit 1", busan.tenant_id)
+        batch = await conn.fetchval(
+            """insert into command_batches (tenant_id, operation, path, target, device_count, expires_at)
+               values ($1, 'write', '/3416/0/1', '{}', 1, now() + interval '1 hour') returning id""", seoul.tenant_id)
+    insert = """insert into commands (batch_id, tenant_id, device_id, operation, path, expires_at)
+                values ($1, $2, $3, 'write', '/3416/0/1', now() + interval '1 hour')"""
+    for tenant, device in ((seoul.tenant_id, busan_device), (busan.tenant_id, busan_device)):
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            async with db.system_tx() as conn:
+                await conn.execute(insert, batch, tenant, device)
+    async with db.system_tx() as conn:
+        await conn.execute(insert, batch, seoul.tenant_id, seoul_device)
