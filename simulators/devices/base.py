@@ -64,6 +64,11 @@ def _strike(argument: tuple[SimulatedDevice, str]) -> None:
     device.strike(fault)
 
 
+def positions(reported: tuple[ResourcePath, ...], paths: tuple[str, ...]) -> tuple[int, ...]:
+    """Where `paths` stand in a kind's `reported` tuple."""
+    return tuple(reported.index(ResourcePath.parse(path)) for path in paths)
+
+
 class SimulatedDevice:
     kind: ClassVar[str]
     device_type: ClassVar[str]
@@ -72,12 +77,15 @@ class SimulatedDevice:
     power_sources: ClassVar[dict[int, int]]  # resource instance -> power source code
     # The resources a Send reports (those that changed since the last one).
     reported: ClassVar[tuple[ResourcePath, ...]]
+    # What a device reports at once after the server wrote to it (positions in `reported`);
+    # the rest waits for the next regular Send. Empty: everything that changed.
+    reported_after_write: ClassVar[tuple[int, ...]] = ()
     # One tree per kind and variant, shared by every device of it.
     _trees: ClassVar[dict[tuple, ObjectTree]] = {}
 
     __slots__ = ("spec", "world", "noise", "faults", "link", "tree", "sim_t", "last_sent",
                  "reporting", "next_report", "activity", "signal_dbm", "error_code",
-                 "first_report_due")
+                 "first_report_due", "only")
 
     def __init__(self, spec: DeviceSpec, world: World, faults: DeviceFaults) -> None:
         self.spec = spec
@@ -94,6 +102,7 @@ class SimulatedDevice:
         self.signal_dbm = round(self.noise.uniform(-110, -70))
         self.error_code = 0
         self.first_report_due = bool(faults.forced)
+        self.only: tuple[int, ...] = ()  # the next Send reports only these positions of `reported`
 
     @property
     def endpoint(self) -> str:
@@ -176,15 +185,25 @@ class SimulatedDevice:
         """The SenML CBOR pack of a Send: every reported value if full, else those that changed."""
         self.advance()
         tree, paths = self.tree, self.reported
-        values = [tree.value(self, path) for path in paths]
         previous = None if full else self.last_sent
-        if previous is None:
-            readings = [Reading(path, None, value) for path, value in zip(paths, values, strict=True)]
+        only, self.only = self.only, ()
+        if previous is not None and only:
+            # Just what the write changed; the other values keep waiting as unsent.
+            readings = []
+            for index in only:
+                value = tree.value(self, paths[index])
+                if value != previous[index]:
+                    readings.append(Reading(paths[index], None, value))
+                    previous[index] = value
         else:
-            readings = [Reading(path, None, value)
-                        for path, value, before in zip(paths, values, previous, strict=True)
-                        if value != before]
-        self.last_sent = values
+            values = [tree.value(self, path) for path in paths]
+            if previous is None:
+                readings = [Reading(path, None, value) for path, value in zip(paths, values, strict=True)]
+            else:
+                readings = [Reading(path, None, value)
+                            for path, value, before in zip(paths, values, previous, strict=True)
+                            if value != before]
+            self.last_sent = values
         if self.first_report_due:
             self.first_report_due = False
             for fault in self.faults.forced:
@@ -212,6 +231,7 @@ class SimulatedDevice:
         self.world.scheduler.at(self.next_report, _report_tick, self)
 
     def on_written(self, paths: list[ResourcePath]) -> None:
+        self.only = self.reported_after_write
         self.link.report_soon()
 
     # -- events and faults --------------------------------------------------------------------

@@ -14,7 +14,7 @@ import time
 from fleet.objectmodel import ResourcePath
 from simulators.client import REGISTERED
 from simulators.clock import HOUR_S
-from simulators.devices.base import AC_MAINS, LTE_FDD, PERIPHERAL_MALFUNCTION, SimulatedDevice
+from simulators.devices.base import AC_MAINS, LTE_FDD, PERIPHERAL_MALFUNCTION, SimulatedDevice, positions
 from simulators.inventory import DeviceSpec
 from simulators.objects import InstanceTable, Resource, attribute, executable
 
@@ -48,6 +48,9 @@ class Streetlight(SimulatedDevice):
         "/3416/0/2", "/3416/0/3", "/3416/0/5", "/3416/0/10", "/3416/0/15", "/3416/0/18",
         "/3416/0/46", "/3416/0/47", "/3418/0/1", "/3418/0/2", "/3418/0/4", "/3418/0/5",
         "/3418/0/6", "/3418/0/35"))
+    # After a dimming write: the new level and the power it draws (command in action, dimming
+    # level, light source active power; supply current and active power).
+    reported_after_write = positions(reported, ("/3416/0/2", "/3416/0/3", "/3416/0/46", "/3418/0/2", "/3418/0/4"))
 
     __slots__ = ("nominal_w", "default_level", "command", "override_until", "override_duration_s",
                  "photocell_s", "lamp_failed", "lamp_failure_flag", "stuck_on", "operating_h",

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fleet.objectmodel import Reading, ResourcePath
-from protocols.lwm2m import linkformat
+from protocols.lwm2m import linkformat, senml
 from simulators import coap, inventory
 from simulators.clock import HOUR_S, DailyCurve, SimClock
 from simulators.devices import AccessPoint, Streetlight, WasteBin, World
@@ -117,6 +117,32 @@ def test_streetlight_follows_the_dark_and_integrates_energy():
     assert light.operating_h - hours == pytest.approx(4)
     light.evolve(evening + 4 * HOUR_S, evening + 6 * HOUR_S)  # midnight to 02:00 at half
     assert light.supply_energy_wh - energy == pytest.approx(480 + 120)
+
+
+class _Link:
+    state = "registered"
+
+    def report_soon(self) -> None:
+        pass
+
+
+def test_after_a_write_a_light_reports_its_level_and_power_and_the_rest_later():
+    evening = datetime(2026, 11, 24, 20, 0, tzinfo=SEOUL)
+    light = Streetlight(spec("streetlight", nominal_wattage=120), world(evening), DeviceFaults())
+    light.link = _Link()
+    light.report(full=True)
+    light.write_command(30)
+    light.on_written([ResourcePath.parse("/3416/0/1")])
+    after_write = {str(reading.path) for reading in senml_readings(light.report(full=False))}
+    assert after_write <= {"/3416/0/2", "/3416/0/3", "/3416/0/46", "/3418/0/2", "/3418/0/4"}
+    assert {"/3416/0/2", "/3416/0/3", "/3418/0/4"} <= after_write
+    # The values that drifted meanwhile (voltage, energy...) go in the next regular Send.
+    later = {str(reading.path) for reading in senml_readings(light.report(full=False))}
+    assert later and not later & {"/3416/0/2", "/3416/0/3"}
+
+
+def senml_readings(payload: bytes | None) -> list[Reading]:
+    return senml.decode_cbor(payload) if payload else []
 
 
 def test_waste_fills_faster_for_organic_in_busy_districts_by_day():
