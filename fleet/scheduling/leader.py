@@ -101,11 +101,24 @@ class LeaderElection:
             finally:
                 self.leadership = None
                 log.info("scheduler leadership ended", node=self.node, epoch=epoch)
-                # The pool's reset would unlock too; saying so keeps the hand-over prompt. The
-                # connection may be dead already (that is often why we are here).
-                with contextlib.suppress(Exception):
-                    if not conn.is_closed():
-                        await conn.execute("select pg_advisory_unlock($1)", self.lock_id)
+                await self._let_go(conn)
+
+    async def _let_go(self, conn: asyncpg.Connection) -> None:
+        """Release the lock so that a follower takes over at once. The pool does not reset
+        connections (fleet.db), so a lock still held here would outlive this term on a pooled
+        connection: if unlocking fails or is cancelled (shutdown), the connection is closed
+        instead, which releases the lock with it. It may be dead already (often why we are here)."""
+        if conn.is_closed():
+            return
+        unlocked = False
+        try:
+            unlocked = await asyncio.wait_for(
+                conn.fetchval("select pg_advisory_unlock($1)", self.lock_id), timeout=5)
+        except Exception:  # noqa: BLE001 - closing the connection below releases the lock anyway
+            pass
+        finally:
+            if not unlocked:
+                conn.terminate()
 
     async def _hold(self, conn: asyncpg.Connection) -> None:
         """Wait as long as the lock's connection answers; raise when it stops."""
