@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -258,6 +259,16 @@ async def _schedule_city(db: Database, city: City) -> Push:
                    figures=figures, reported=await _reported(db, 20, city.lights))
 
 
+def _exchanges(listener: Listener) -> collections.Counter:
+    """The outbound fast path's counters, to tell retransmissions and failures per push."""
+    outbound = listener.client.outbound
+    if outbound is None:
+        return collections.Counter()
+    counts = collections.Counter({"retransmitted": outbound.retransmitted, "empty ACKs": outbound.empty_acked})
+    counts.update({f"failed: {reason}": n for reason, n in outbound.failures.items()})
+    return counts
+
+
 async def run(args: argparse.Namespace) -> dict:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                "loadavg_before": "/".join(f"{x:.2f}" for x in os.getloadavg()[:2])}
@@ -283,8 +294,12 @@ async def run(args: argparse.Namespace) -> dict:
                                              lambda: push_override(db, city, number, 60 + number),
                                              lambda: push_bare(db, listener, city, number, 90 + number)):
                                     await asyncio.sleep(args.pause)
+                                    before = _exchanges(listener)
                                     pushes.append(await push())
                                     print(_line(pushes[-1]), flush=True)
+                                    wire = _exchanges(listener) - before
+                                    if wire:
+                                        print(f"      fast path: {dict(wire)}", flush=True)
                     finally:
                         scheduler.cancel()
                         with contextlib.suppress(asyncio.CancelledError):

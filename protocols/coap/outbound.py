@@ -4,10 +4,12 @@ A dimming push is thousands of one-option PUTs, each answered by an ACK. aiocoap
 millisecond of CPU per such request (a Message with full options, a Pipe, a Request object,
 two timers, its token and message managers); this module sends the datagram itself and
 matches the answer by message ID and token, at a small fraction of that. It shares the
-listener's socket and draws message IDs and tokens from aiocoap's own counters, so the two
-never collide and a device sees one peer.
+listener's socket, draws tokens from aiocoap's counter and gives aiocoap its message IDs, so
+a device sees one peer.
 
 What is kept, per RFC 7252:
+- Message IDs counted per device, for aiocoap's messages on the socket too, so none comes
+  back to a device within EXCHANGE_LIFETIME (§4.4); tokens from aiocoap's counter.
 - Retransmission of the CON with exponential back-off from ACK_TIMEOUT × a random factor,
   up to MAX_RETRANSMIT times (§4.2); then the request fails as unanswered.
 - Piggybacked responses (§5.2.1) and separate ones (§5.2.2): an empty ACK stops the
@@ -36,6 +38,9 @@ log = structlog.get_logger("fleet.coap")
 _CON, _NON, _ACK, _RST = 0, 1, 2, 3
 _EMPTY = 0
 _URI_PATH, _CONTENT_FORMAT, _ACCEPT, _BLOCK2 = 11, 12, 17, 23
+
+
+MAX_PEERS = 1_000_000  # message-ID counters kept, about 100 bytes each
 
 
 class RequestFailed(Exception):
@@ -154,7 +159,7 @@ class OutboundRequests:
 
     def __init__(self, interface, tuning: TransportTuning) -> None:
         self.interface = interface
-        self.manager = interface._ctx  # aiocoap's MessageManager: the message-ID counter we share
+        self.manager = interface._ctx  # aiocoap's MessageManager: its token counter we share
         self.loop = asyncio.get_running_loop()
         self.tuning = tuning
         # (host, port, mid) of a CON or NON sent and not yet acknowledged, reset or answered
@@ -173,9 +178,15 @@ class OutboundRequests:
         self._sequence = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        # Message IDs per device: one counter for all would come round to the same device within
+        # EXCHANGE_LIFETIME once a node sends 65,536 messages in 247 s (a few city-wide pushes),
+        # and the device would answer from its duplicate cache without acting (RFC 7252 §4.4).
+        self._next_mid: dict[tuple[str, int], int] = {}
         self.sent = 0
         self.retransmitted = 0
+        self.empty_acked = 0
         self.failed = 0
+        self.failures: collections.Counter[str] = collections.Counter()
         self.closed = False
 
     @property
@@ -190,11 +201,11 @@ class OutboundRequests:
         if self.closed or self.interface._shutting_down is not None:
             future.set_exception(RequestFailed("the CoAP listener is closing"))
             return future
-        mid = self.manager._next_message_id()
+        peer = (address[0], address[1])
+        mid = self.next_mid(address)
         token = self.manager.token_manager.next_token()
         datagram = encode_request(mid, token, code, path, content_format=content_format,
                                   accept=accept, payload=payload)
-        peer = (address[0], address[1])
         request = _Request(address, mid, token, datagram, future)
         # A caller that gives up (a cancelled wait) ends the exchange: no more retransmissions.
         future.add_done_callback(lambda done: done.cancelled() and self._finish(request, None))
@@ -206,6 +217,18 @@ class OutboundRequests:
         self.sent += 1
         self._send(datagram, address)
         return future
+
+    def next_mid(self, address) -> int:
+        """The next message ID for a device (a sockaddr), for our requests and aiocoap's alike
+        (`protocols.coap.transport` routes aiocoap's through here): one counter per device."""
+        peer = (address[0], address[1])
+        mid = self._next_mid.get(peer)
+        if mid is None:
+            if len(self._next_mid) >= MAX_PEERS:
+                self._next_mid.clear()  # addresses long gone (NAT rebinding): start afresh
+            mid = random.randrange(0x10000)
+        self._next_mid[peer] = (mid + 1) & 0xFFFF
+        return mid
 
     def offer(self, data: bytes, address) -> bool:
         """Take the datagram if it answers one of our requests; True if taken."""
@@ -302,6 +325,7 @@ class OutboundRequests:
         host, port = request.peer[0], request.peer[1]
         self.by_mid.pop((host, port, request.mid), None)
         request.acknowledged = True
+        self.empty_acked += 1
         self._due(request, self.tuning.MAX_TRANSMIT_WAIT)
 
     def _answer(self, request: _Request, data: bytes) -> None:
@@ -323,6 +347,7 @@ class OutboundRequests:
             return
         if isinstance(outcome, Exception):
             self.failed += 1
+            self.failures[str(outcome)] += 1
             request.future.set_exception(outcome)
         else:
             request.future.set_result(outcome)

@@ -224,6 +224,29 @@ _original_manager_init = messagemanager.MessageManager.__init__
 _original_continue_backlog = messagemanager.MessageManager._continue_backlog
 
 
+_original_send_message = messagemanager.MessageManager.send_message
+_original_next_message_id = messagemanager.MessageManager._next_message_id
+
+
+def _send_message(self, message, messageerror_monitor=None):
+    """MessageManager.send_message, telling `_next_message_id` whom the message is for."""
+    self._fleet_remote = message.remote
+    try:
+        return _original_send_message(self, message, messageerror_monitor)
+    finally:
+        self._fleet_remote = None
+
+
+def _next_message_id(self):
+    """The message ID from the outbound fast path's counter for the device being sent to, so
+    that aiocoap's messages and ours never share an ID (aiocoap counts one sequence for all)."""
+    outbound = getattr(getattr(self, "message_interface", None), "__dict__", {}).get("_fleet_outbound")
+    sockaddr = getattr(getattr(self, "_fleet_remote", None), "sockaddr", None)
+    if outbound is not None and sockaddr is not None:
+        return outbound.next_mid(sockaddr)
+    return _original_next_message_id(self)
+
+
 def _manager_init(self, token_manager) -> None:
     _original_manager_init(self, token_manager)
     self._active_exchanges = _ExchangesByRemote()
@@ -254,6 +277,8 @@ def install() -> None:
     _recvmsg_transport._read_ready = _read_ready
     messagemanager.MessageManager.__init__ = _manager_init
     messagemanager.MessageManager._continue_backlog = _continue_backlog
+    messagemanager.MessageManager.send_message = _send_message
+    messagemanager.MessageManager._next_message_id = _next_message_id
     udp6.MessageInterfaceUDP6._fleet_patched = True
 
 

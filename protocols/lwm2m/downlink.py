@@ -16,7 +16,7 @@ from fleet.registrations.models import DeviceInfo, Registration
 from fleet.registrations.service import RegistrationService
 from aiocoap.transports import udp6
 
-from protocols.coap.outbound import Answer, RequestFailed
+from protocols.coap.outbound import Answer, OutboundRequests, RequestFailed
 from protocols.coap.transport import CITY_TUNING, outbound_requests, udp_interface
 from protocols.lwm2m import content
 from protocols.lwm2m.errors import CodecError
@@ -90,6 +90,11 @@ class DeviceClient:
     @property
     def writes_fast(self) -> bool:
         return self._outbound is not None
+
+    @property
+    def outbound(self) -> OutboundRequests | None:
+        """The fast path's counters (sent, retransmitted, empty_acked, failed, failures)."""
+        return self._outbound
 
     def start_write(self, host: str, port: int, path: str, value: object) -> asyncio.Future:
         """Send a Write through the fast path (`writes_fast` must be true); the future gives the

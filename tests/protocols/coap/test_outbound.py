@@ -11,6 +11,7 @@ import aiocoap
 import pytest
 from aiocoap import Code, Message, resource
 from aiocoap.numbers.constants import TransportTuning
+from aiocoap.transports.udp6 import UDP6EndpointAddress
 
 from protocols.coap import transport
 from protocols.coap.outbound import Answer, OutboundRequests, RequestFailed, decode_answer, encode_request
@@ -262,3 +263,36 @@ async def test_interleaved_requests_each_retransmit_on_their_own_schedule(server
         sent[Message.decode(data).opt.uri_path] += 1
     assert sent == {("3", "0"): 1 + QuickTuning.MAX_RETRANSMIT, ("3", "1"): 1 + QuickTuning.MAX_RETRANSMIT}
     assert server.pending == 0
+
+
+async def test_message_ids_count_per_device(server, device):
+    """A busy node must not come back to a device's message ID within EXCHANGE_LIFETIME:
+    however many other devices it talks to, each device's IDs follow on from its own."""
+    mids = []
+    for n in range(3):
+        pending = server.request(sockaddr(device), int(Code.GET), ("3", "0"))
+        data, addr = await device.next()
+        _, _, mid, token = header(data)
+        mids.append(mid)
+        for other in range(50):  # traffic to other devices in between
+            server.request(("::1", 9, 0, 0), int(Code.GET), ("3", str(other))).cancel()
+        device.send(reply(_ACK, int(Code.CONTENT), mid, token), addr)
+        await pending
+    assert mids == [mids[0], (mids[0] + 1) & 0xFFFF, (mids[0] + 2) & 0xFFFF]
+
+
+async def test_aiocoap_requests_take_their_message_ids_from_the_same_counter(server, device):
+    """An Observe (through aiocoap) right after a Read (fast path) must not reuse the Read's
+    message ID: the device would answer it from its duplicate cache."""
+    pending = server.request(sockaddr(device), int(Code.GET), ("3", "0"))
+    data, addr = await device.next()
+    _, _, read_mid, token = header(data)
+    device.send(reply(_ACK, int(Code.CONTENT), read_mid, token), addr)
+    await pending
+    observe = Message(code=Code.GET, uri_path=("3", "0"), observe=0)
+    observe.remote = UDP6EndpointAddress(sockaddr(device), server.interface)
+    aiocoap_request = server.interface._ctx.token_manager.context.request(observe)
+    data, addr = await device.next()
+    _, _, observe_mid, _ = header(data)
+    assert observe_mid == (read_mid + 1) & 0xFFFF
+    aiocoap_request.observation.cancel()
