@@ -11,7 +11,7 @@ import structlog
 import uvicorn
 
 from fleet.db import Database
-from fleet.db.embedded import start_embedded
+from fleet.db.embedded import WRITE_HEAVY, start_embedded
 from fleet.db.migrate import migrate
 from fleet.settings import Settings
 
@@ -21,7 +21,7 @@ log = structlog.get_logger(__name__)
 def resolve_dsn(settings: Settings) -> str:
     if settings.database.url:
         return settings.database.url
-    return start_embedded(settings.database.data_dir)
+    return start_embedded(settings.database.data_dir, tuning=WRITE_HEAVY)
 
 
 @contextlib.asynccontextmanager

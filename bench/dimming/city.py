@@ -13,7 +13,7 @@ from pathlib import Path
 from fleet.access.models import Principal
 from fleet.access.service import TenantService, system_principal
 from fleet.db import Database
-from fleet.db.embedded import start_embedded
+from fleet.db.embedded import WRITE_HEAVY, start_embedded
 from fleet.db.migrate import migrate
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.repository import DeviceRepository
@@ -23,14 +23,15 @@ WATTAGES = (60, 90, 120, 150)
 # The columns simulators.inventory.from_file reads (the export format).
 FILE_COLUMNS = ("kind", "endpoint", "status", "lat", "lon", "district", "serial", "manufacturer",
                 "model", "nominal_wattage", "lamp_type")
-DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "shared_buffers", "server_version")
+DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "shared_buffers", "checkpoint_timeout", "max_wal_size",
+                       "wal_compression", "server_version")
 
 
 @contextmanager
 def embedded_server(work_dir: Path) -> Iterator[str]:
     """PostgreSQL in work_dir as it ships (fsync on); stopped on exit."""
     pg_dir = work_dir / "pg"
-    dsn = start_embedded(pg_dir)
+    dsn = start_embedded(pg_dir, tuning=WRITE_HEAVY)  # as `fleet serve` runs it; fsync stays on
     try:
         yield dsn
     finally:

@@ -10,6 +10,14 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
+# Write-heavy settings for the embedded server Fleet runs (durability untouched: fsync and
+# synchronous_commit stay on). Every checkpoint makes the next write of each page log the whole
+# page; with telemetry, device state and commands touching thousands of pages a second, the
+# default 5-minute checkpoints doubled the WAL written and stalled commits right after each
+# one. Fewer checkpoints and compressed page images keep commits steady.
+WRITE_HEAVY = {"checkpoint_timeout": "15min", "max_wal_size": "4GB", "wal_compression": "on"}
+
+
 def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None) -> str:
     """Start (or join) the embedded server whose data lives in `data_dir/pgdata`; return its DSN.
 
