@@ -59,15 +59,27 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def tenant_tx(self, tenant_id: UUID, *, readonly: bool = False) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction in which PostgreSQL itself only shows this city's rows."""
-        async with self.pool.acquire() as conn:
-            async with conn.transaction(readonly=readonly):
-                await conn.execute(
-                    "select set_config('fleet.tenant_id', $1, true), set_config('role', $2, true)",
-                    str(tenant_id), TENANT_ROLE,
-                )
-                yield conn
+    async def tenant_tx(self, tenant_id: UUID, *, readonly: bool = False,
+                        conn: asyncpg.Connection | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction in which PostgreSQL itself only shows this city's rows; on `conn` when
+        given (a caller holding a session lock across transactions), else on a pooled one."""
+        if conn is not None:
+            async with self._tenant_tx_on(conn, tenant_id, readonly) as tx:
+                yield tx
+            return
+        async with self.pool.acquire() as pooled:
+            async with self._tenant_tx_on(pooled, tenant_id, readonly) as tx:
+                yield tx
+
+    @staticmethod
+    @asynccontextmanager
+    async def _tenant_tx_on(conn: asyncpg.Connection, tenant_id: UUID, readonly: bool) -> AsyncIterator[asyncpg.Connection]:
+        async with conn.transaction(readonly=readonly):
+            await conn.execute(
+                "select set_config('fleet.tenant_id', $1, true), set_config('role', $2, true)",
+                str(tenant_id), TENANT_ROLE,
+            )
+            yield conn
 
     @asynccontextmanager
     async def system_tx(self) -> AsyncIterator[asyncpg.Connection]:

@@ -223,6 +223,39 @@ async def test_a_deposed_leader_commits_nothing(setup):
     assert report.commanded == 2
 
 
+async def test_a_run_commits_in_chunks_and_one_cut_short_is_finished_by_the_next(setup, monkeypatch):
+    from fleet.lighting import reconcile as module
+    monkeypatch.setattr(module, "COMMIT_LIGHTS", 2)
+    lamps = await setup.lights(5)
+    calendar = await setup.calendar(EVENING)
+    await setup.lighting.assign(setup.city.principal, {"calendar_id": str(calendar.id), "district": "Jung-gu"})
+    async with setup.db.system_tx() as conn:
+        epoch = await conn.fetchval("select epoch from scheduler_leadership")
+    leadership = Leadership("a", epoch, None)
+    fences = 0
+
+    async def deposed_after_the_first_chunk(conn) -> None:
+        nonlocal fences
+        fences += 1
+        if fences == 3:  # the decision, the first chunk, then the second: deposed meanwhile
+            raise NotLeader("deposed")
+        await leadership.fence(conn)
+
+    with pytest.raises(NotLeader):
+        await Reconciler(setup.db).reconcile_tenant(await setup.tenant(), kst(2026, 12, 24, 19),
+                                                    deposed_after_the_first_chunk)
+    first = await setup.commands()
+    assert len(first) == 2
+    async with setup.db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from lighting_targets") == 2
+    # The next run (the next leader's catch-up) does the other three, in two chunks.
+    report = await reconcile(setup, kst(2026, 12, 24, 19, 1))
+    assert (report.commanded, len(report.batch_ids)) == (3, 2)
+    assert sorted(c["device_id"] for c in await setup.commands()) == sorted(lamp.id for lamp in lamps)
+    # The city's lock went with the run: another run takes it at once.
+    assert (await reconcile(setup, kst(2026, 12, 24, 19, 2))).commanded == 0
+
+
 SUN = {"name": "sun", "switch_points": [
     {"id": "dusk", "anchor": "sunset", "offset_minutes": 15, "dimming_level": 100},
     {"id": "dawn", "anchor": "sunrise", "offset_minutes": -15, "dimming_level": 0}]}
