@@ -25,10 +25,11 @@ def command_from_row(row: asyncpg.Record) -> DeviceCommand:
         sent_at=row["sent_at"], completed_at=row["completed_at"])
 
 
-async def _claim_settings(conn: asyncpg.Connection) -> None:
+async def _claim_settings(conn: asyncpg.Connection, *, one_device: bool) -> None:
     """How a claim runs.
 
-    - Walk `commands_due` in `next_attempt_at` order and stop at the limit. Estimated from
+    - For the whole queue, walk `commands_due` in `next_attempt_at` order and stop at the
+      limit (a claim for one device finds its few commands by `commands_device`). Estimated from
       statistics taken while the queue was empty, PostgreSQL would rather fetch every queued
       command, test each (its device, anything else in flight) and sort them all, for every
       claim: 50 ms for 256 of 10,000 at rest, up to a second under load, the dispatcher starving
@@ -39,8 +40,10 @@ async def _claim_settings(conn: asyncpg.Connection) -> None:
       a dead node are recovered), so durability buys nothing here, while the dispatcher waits
       on every claim.
     """
-    await conn.execute("set local synchronous_commit = off; set local plan_cache_mode = force_custom_plan; "
-                       "set local enable_bitmapscan = off; set local enable_sort = off")
+    settings = "set local synchronous_commit = off; set local plan_cache_mode = force_custom_plan"
+    if not one_device:
+        settings += "; set local enable_bitmapscan = off; set local enable_sort = off"
+    await conn.execute(settings)
 
 
 async def _plan_for_today(conn: asyncpg.Connection) -> None:
@@ -134,7 +137,7 @@ class CommandRepository:
         socket), and adopts devices of nodes whose heartbeat stopped. Queue-mode devices are
         only claimed for by `device_id`, right after they register or update (they are awake).
         """
-        await _claim_settings(self.conn)
+        await _claim_settings(self.conn, one_device=device_id is not None)
         rows = await self.conn.fetch(
             f"""with due as (
                     select c.id from commands c

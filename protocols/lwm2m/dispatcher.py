@@ -172,6 +172,9 @@ class Dispatcher:
             self._record(Outcome(command.id, False, None, f"no answer: {exc}"))
         except DeviceRequestFailed as exc:
             self._record(Outcome(command.id, False, None, exc.detail, retryable=not (exc.code or "").startswith("4")))
+        except Exception as exc:  # noqa: BLE001 - an unexpected error must not leave the command `sent`
+            log.exception("command delivery failed", command=str(command.id))
+            self._record(Outcome(command.id, False, None, f"internal error: {type(exc).__name__}"))
         else:
             self._record(Outcome(command.id, True, {"written": command.value}, state=_written_state(command)))
 
