@@ -1,19 +1,21 @@
 """The scheduler's one job: bring every scheduled light to the level its schedule gives now.
 
-Per city and in one transaction: work out each light's level now, compare it with the level last
-commanded (`lighting_targets`), and write WRITE commands (origin "lighting") only for lights
-whose level differs, or whose level must be sent again (`LightingRepository.targets`: the
-command expired while the light was away, the light restarted, or it reports another level).
+Per city: work out each light's level now, compare it with the level last commanded
+(`lighting_targets`), and write WRITE commands (origin "lighting") only for lights whose level
+differs, or whose level must be sent again (`LightingRepository.targets`: the command expired
+while the light was away, the light restarted, or it reports another level).
 
 A light no calendar governs follows overrides only: the first one to cover it records the level
 the light last reported as its `resume_level`, and when none covers it any more the scheduler
 writes that level back and lets go of the light (its target row goes). Without a reported level
-the light stays at the override's last level. Targets and commands commit together, so the job is idempotent: running it
-twice, on two nodes or after a restart issues nothing new, and a restart catches up by itself.
+the light stays at the override's last level.
 
-Runs of one city are serialised by a transaction-level advisory lock; the optional `fence`
-(the leader's epoch check, see `fleet.scheduling.leader`) runs first, so a deposed leader's run
-waits for nothing and commits nothing.
+A run decides in one transaction and writes in transactions of COMMIT_LIGHTS lights, each
+committing its commands with their targets, so the job is idempotent: running it twice, on two
+nodes or after a restart issues nothing new, a run cut short leaves whole chunks, and the next
+run catches up by itself. Runs of one city are serialised by a session-level advisory lock held
+across those transactions; the optional `fence` (the leader's epoch check, see
+`fleet.scheduling.leader`) runs first in each of them, so a deposed leader commits nothing more.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import structlog
 from fleet.access.models import Principal, Role, Tenant
 from fleet.access.repository import TenantRepository
 from fleet.audit.service import record
-from fleet.commands.models import MAX_EXPIRY, MAX_TARGET_DEVICES, CommandRequest, Operation, Target
+from fleet.commands.models import MAX_EXPIRY, CommandRequest, Operation, Target
 from fleet.commands.repository import CommandRepository
 from fleet.commands.service import validate_request
 from fleet.db import Database
