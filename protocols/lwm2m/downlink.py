@@ -62,8 +62,7 @@ class DeviceClient:
 
     @staticmethod
     def _sockaddr(address: DeviceAddress) -> tuple:
-        host = f"::ffff:{address.host}" if ":" not in address.host else address.host
-        return (host, address.port, 0, 0)
+        return _sockaddr(address.host, address.port)
 
     def _message(self, address: DeviceAddress, path: ResourcePath, **fields) -> Message:
         """A request addressed by socket address, not by URI: aiocoap would otherwise run
@@ -100,9 +99,8 @@ class DeviceClient:
         """Send a Write through the fast path (`writes_fast` must be true); the future gives the
         device's Answer, for `check`. Callers with thousands in flight save a task each."""
         payload, content_format = _write_payload(value)
-        sockaddr = (f"::ffff:{host}" if ":" not in host else host, port, 0, 0)
-        return self._outbound.request(sockaddr, _PUT, _segments(path), content_format=content_format,
-                                      payload=payload)
+        return self._outbound.request(_sockaddr(host, port), _PUT, _segments(path),
+                                      content_format=content_format, payload=payload)
 
     @staticmethod
     def check(answer: Answer) -> Answer:
@@ -186,6 +184,11 @@ class DeviceClient:
 
 
 _PUT = int(Code.PUT)
+
+
+def _sockaddr(host: str, port: int) -> tuple:
+    """The udp6 socket address of a device registered from `host` (IPv4 as IPv4-mapped)."""
+    return (f"::ffff:{host}" if ":" not in host else host, port, 0, 0)
 
 
 @functools.lru_cache(maxsize=1024)
