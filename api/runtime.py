@@ -38,17 +38,28 @@ async def open_database(settings: Settings, *, run_migrations: bool = True) -> A
         await db.close()
 
 
+GRACE_S = 5  # how long requests under way may take to finish when Fleet stops
+
+
 async def run_http(db: Database, settings: Settings, host: str, port: int) -> None:
     # Imported here so the console's admin subcommands start without loading the web framework.
     from api.app import create_app
 
     app = create_app(db, settings.http)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            lifespan="on", server_header=False)
+                            lifespan="on", server_header=False, timeout_graceful_shutdown=GRACE_S)
     server = uvicorn.Server(config)
     # The composition root owns signals, so every component shuts down together.
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    await server.serve()
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        # Stopping: let requests under way finish (up to GRACE_S) and the app's lifespan end,
+        # rather than cut them off mid-transaction.
+        server.should_exit = True
+        await serving
+        raise
 
 
 async def until_stopped(*components: Callable[[], Awaitable[None]]) -> None:
