@@ -363,12 +363,18 @@ async def test_a_light_gets_a_calendar_while_an_override_holds_it(setup):
     assert [c["value"] for c in await setup.commands()] == [70, 100]  # the calendar, not the level before
 
 
-async def test_a_restarted_light_gets_its_level_again(setup):
+async def _one_registered_light_commanded(setup: Setup):
+    """One registered light on the evening calendar, commanded its 19:00 level."""
     (lamp,) = await setup.lights(1)
     await _register(setup, [lamp])
     calendar = await setup.calendar(EVENING)
     await setup.lighting.assign(setup.city.principal, {"calendar_id": str(calendar.id), "district": "Jung-gu"})
     await reconcile(setup, kst(2026, 12, 24, 19))
+    return lamp
+
+
+async def test_a_restarted_light_gets_its_level_again(setup):
+    await _one_registered_light_commanded(setup)
     await _complete_all(setup, dt.timedelta(minutes=2))
     assert (await reconcile(setup, kst(2026, 12, 24, 19, 5))).commanded == 0
     async with setup.db.system_tx() as conn:  # it registered anew: it rebooted
@@ -378,11 +384,7 @@ async def test_a_restarted_light_gets_its_level_again(setup):
 
 
 async def test_a_light_reporting_another_level_is_put_right_at_most_every_quarter_hour(setup):
-    (lamp,) = await setup.lights(1)
-    await _register(setup, [lamp])
-    calendar = await setup.calendar(EVENING)
-    await setup.lighting.assign(setup.city.principal, {"calendar_id": str(calendar.id), "district": "Jung-gu"})
-    await reconcile(setup, kst(2026, 12, 24, 19))
+    lamp = await _one_registered_light_commanded(setup)
     # Acknowledged 20 minutes ago; it reported 100 then (fine), and now reports 0.
     await _complete_all(setup, dt.timedelta(minutes=20))
     await _reported(setup, lamp, "/3416/0/3", 100)
