@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = load_settings()
     configure_logging(settings.log)
+    if args.command in ("serve", "coap", "demo"):
+        # The server's modules first: tune_gc freezes what exists.
+        import api.app  # noqa: F401
+        import api.commands  # noqa: F401
+        from api.runtime import tune_gc
+
+        tune_gc()
     try:
         return asyncio.run(_dispatch(args, settings))
     except KeyboardInterrupt:

@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     configure_logging(load_settings().log)
+    import api.app  # noqa: F401 - loaded before tune_gc freezes what exists
+    from api.runtime import tune_gc
+    tune_gc()  # as `fleet serve` does
     asyncio.run(serve(args.dsn, args.host, args.port))
     return 0
 

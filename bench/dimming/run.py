@@ -45,6 +45,7 @@ import aiocoap
 from aiocoap import Code, Message
 from aiocoap.transports.udp6 import UDP6EndpointAddress
 
+from api.runtime import tune_gc
 from bench.dimming.city import DISTRICT, City, embedded_server, prepare
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
@@ -365,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     print(f"bench/dimming {args.started}: {args.lights} simulated streetlights, {args.rounds} round(s)", flush=True)
     print(HEADER, flush=True)
+    tune_gc()  # as `fleet serve` does
     report = asyncio.run(run(args))
     for line in summary(report):
         print(line)

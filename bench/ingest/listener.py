@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(LogSettings(level="WARNING", format="json"))
     logging.getLogger().setLevel(logging.WARNING)
 
+    import protocols.lwm2m.listener  # noqa: F401 - loaded before tune_gc freezes what exists
+    from api.runtime import tune_gc
+    tune_gc()  # as `fleet serve` does
     work = lambda: asyncio.run(serve(dsn, args.bind, args.port, args.pool_max, args.sample_every, args.flushers))  # noqa: E731
     if args.profile:
         # CPU time, not wall time: on a shared machine a wall-clock profile mostly shows waiting.
