@@ -69,14 +69,15 @@ async def serve(settings: Settings) -> int:
                  coap=f"udp/{settings.coap.port}")
         await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port),
-            lambda: run_coap(db, settings.coap.host, settings.coap.port),
+            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight),
             lambda: run_scheduler(db))
     return 0
 
 
 async def coap_only(settings: Settings) -> int:
     async with open_database(settings) as db:
-        await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port))
+        await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port,
+                                             in_flight=settings.coap.in_flight))
     return 0
 
 
@@ -95,7 +96,7 @@ async def demo(settings: Settings) -> int:
         print("Press Ctrl-C to stop.\n", flush=True)
         await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port),
-            lambda: run_coap(db, settings.coap.host, settings.coap.port),
+            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight),
             lambda: run_scheduler(db),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
     return 0

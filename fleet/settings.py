@@ -44,6 +44,8 @@ class HttpSettings:
 class CoapSettings:
     host: str = "::"
     port: int = 5683
+    # Commands under way to devices at once, per node (see protocols.lwm2m.dispatcher.IN_FLIGHT).
+    in_flight: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,9 @@ def load_settings() -> Settings:
     log_format = (_env("LOG_FORMAT", "auto") or "auto").lower()
     if log_format not in ("auto", "json", "console"):
         raise ValueError("FLEET_LOG_FORMAT must be auto, json or console")
+    in_flight = _env_int("COAP_IN_FLIGHT", 1024)
+    if in_flight < 1:
+        raise ValueError(f"FLEET_COAP_IN_FLIGHT must be at least 1, got {in_flight}")
     return Settings(
         database=DatabaseSettings(
             url=_env("DATABASE_URL"),
@@ -86,6 +91,7 @@ def load_settings() -> Settings:
         coap=CoapSettings(
             host=_env("COAP_HOST", "::") or "::",
             port=_env_int("COAP_PORT", 5683),
+            in_flight=in_flight,
         ),
         log=LogSettings(level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(), format=log_format),
     )

@@ -34,6 +34,12 @@ POLL_INTERVAL_S = 1.0
 HOUSEKEEPING_INTERVAL_S = 5.0
 OUTCOME_FLUSH_S = 0.05
 CLAIM_BATCH = 64
+# Exchanges under way at once. A push moves at most IN_FLIGHT per claim's round trip, and at
+# most IN_FLIGHT per device round trip: on cellular links of a second or two, 1,024 still
+# move a district in seconds. Each costs a few hundred bytes here; the answers of a burst
+# fit the socket's 4 MiB receive buffer. 512 left the dispatcher waiting on its claims
+# (bench/dimming: 10,000 lights in 3.0-3.5 s instead of 3.0-5.4 s).
+IN_FLIGHT = 1024
 
 
 def _json_readings(readings: list[Reading]) -> dict:
@@ -49,7 +55,7 @@ def _written_state(command: DeviceCommand) -> tuple:
 
 class Dispatcher:
     def __init__(self, db: Database, queue: CommandQueue, client: DeviceClient, server: LwM2MServer,
-                 *, concurrency: int = 512) -> None:
+                 *, concurrency: int = IN_FLIGHT) -> None:
         self.db = db
         self.queue = queue
         self.client = client

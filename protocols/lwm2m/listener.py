@@ -18,7 +18,7 @@ from fleet.registrations.service import RegistrationService
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
 from protocols.coap import transport
 from fleet.commands.service import CommandQueue
-from protocols.lwm2m.dispatcher import Dispatcher
+from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
 from protocols.lwm2m.server import LwM2MServer
 
@@ -46,7 +46,8 @@ class Listener:
 @contextlib.asynccontextmanager
 async def open_listener(db: Database, host: str, port: int, *, node: str | None = None,
                         expiry_grace: timedelta = EXPIRY_GRACE,
-                        sweep_interval_s: float = SWEEP_INTERVAL_S) -> AsyncIterator[Listener]:
+                        sweep_interval_s: float = SWEEP_INTERVAL_S,
+                        in_flight: int = IN_FLIGHT) -> AsyncIterator[Listener]:
     transport.install()
     node = node or node_name()
     maintenance = TelemetryMaintenance(db)
@@ -57,7 +58,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
     client = DeviceClient(context)
-    dispatcher = Dispatcher(db, CommandQueue(db, node), client, server)
+    dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
     async def on_registered(registration, session, *, update: bool = False) -> None:
@@ -107,6 +108,6 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
             log.exception("telemetry partition maintenance failed")
 
 
-async def run_coap(db: Database, host: str, port: int) -> None:
-    async with open_listener(db, host, port):
+async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT) -> None:
+    async with open_listener(db, host, port, in_flight=in_flight):
         await asyncio.Event().wait()
