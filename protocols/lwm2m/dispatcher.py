@@ -88,7 +88,11 @@ class Dispatcher:
                 # A claim costs PostgreSQL milliseconds whatever its size: while commands are in
                 # flight, wait until a batch's worth of slots is free rather than claim one by one.
                 busy = self._in_flight + self._recording > 0
-                claimed = await self.queue.claim(free) if free >= (self.claim_batch if busy else 1) else []
+                try:
+                    claimed = await self.queue.claim(free) if free >= (self.claim_batch if busy else 1) else []
+                except Exception:  # noqa: BLE001 - the database is away for now: try again shortly
+                    log.exception("claiming commands failed")
+                    claimed = []
                 for command, host, port in claimed:
                     self._start(command, host, port)
                 if len(claimed) < max(free, 1):
@@ -103,6 +107,7 @@ class Dispatcher:
             for task in list(self._tasks):
                 task.cancel()
             await self._drain_outcomes()
+            await self.queue.close()
 
     def _notified(self, *_args) -> None:
         self._wake.set()

@@ -153,3 +153,32 @@ async def test_a_newer_write_supersedes_a_queued_one(db):
     assert (await commands.get(city.principal, second.id)).counts["queued"] == 1
     queued = [c for c in await commands.for_device(city.principal, lamp.id) if c.status.value == "queued"]
     assert sorted(c.path for c in queued) == ["/3416/0/1", "/3416/0/4"]
+
+
+async def test_dispatcher_claims_again_after_losing_its_connection(db, listener):
+    """Whole-queue claims share one held connection; if PostgreSQL drops it, the next claim
+    takes a fresh one and the push goes on."""
+    city = await make_city(db, "seoul")
+    await light(db, city, "light-0")
+    device = MiniDevice("light-0")
+    device.add("/3416/0/1", 100)
+    await device.start()
+    try:
+        assert (await device.register(listener.port)).code.is_successful()
+        service = CommandService(db)
+
+        def write(level: int) -> CommandRequest:
+            return CommandRequest(Target(filter=DeviceFilter(kind=DeviceKind.STREETLIGHT)),
+                                  Operation.WRITE, "/3416/0/1", level)
+
+        await wait_for_batch(db, city, (await service.submit(city.principal, write(30))).id)
+        claimer = listener.dispatcher.queue._claimer
+        assert claimer is not None
+        async with db.system_tx() as conn:
+            assert await conn.fetchval("select pg_terminate_backend($1)", claimer.get_server_pid())
+        batch = await wait_for_batch(db, city, (await service.submit(city.principal, write(40))).id)
+        assert batch.counts["succeeded"] == 1, batch.counts
+        assert device.writes[-1] == ("/3416/0/1", 40)
+        assert listener.dispatcher.queue._claimer is not claimer
+    finally:
+        await device.stop()
