@@ -60,6 +60,15 @@ class TelemetryWriter:
         self.batches = 0
 
     @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing being committed."""
+        return not self._pending and not self._committing
+
+    @property
+    def waiting_points(self) -> int:
+        return self._pending_points
+
+    @property
     def backed_up(self) -> bool:
         """More is waiting than a few commits can take: new writes should be refused for now."""
         return self._pending_points > self.max_backlog_points

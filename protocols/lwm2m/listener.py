@@ -27,6 +27,9 @@ log = structlog.get_logger("fleet.coap")
 EXPIRY_GRACE = timedelta(seconds=30)
 SWEEP_INTERVAL_S = 5.0
 PARTITION_MAINTENANCE_S = 3600.0
+# On stopping, how long requests already taken get to be committed and answered (the REST
+# API's grace is the same, api.runtime.GRACE_S).
+DRAIN_GRACE_S = 5.0
 
 
 def node_name() -> str:
@@ -79,6 +82,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await server.drain(DRAIN_GRACE_S)
         client.close()
         await server.close()
         await context.shutdown()

@@ -95,11 +95,16 @@ class LwM2MServer(interfaces.Resource):
         # queued commands. Kept as a hook so this module stays about the CoAP exchange itself.
         self.on_registered = on_registered
         self._background: set[asyncio.Task] = set()
+        self.draining = False  # stopping: new requests get 5.03, those under way finish
+        self._rendering = 0
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
         return True
 
     async def render(self, request: Message) -> Message:
+        if self.draining:
+            raise ServiceUnavailable(BACKOFF_S)
+        self._rendering += 1
         try:
             return await self._route(request)
         except error.RenderableError:
@@ -113,6 +118,8 @@ class LwM2MServer(interfaces.Resource):
         except Exception:
             log.exception("LwM2M request failed", path=request.opt.uri_path)
             raise
+        finally:
+            self._rendering -= 1
 
     async def _route(self, request: Message) -> Message:
         path = request.opt.uri_path
@@ -206,7 +213,7 @@ class LwM2MServer(interfaces.Resource):
         which answers every case this one leaves out (unknown peer, bad payload, ...).
         """
         if (path != _SEND_PATH or content_format not in content.SEND_FORMATS
-                or len(payload) > MAX_PAYLOAD_BYTES or self.writer.backed_up):
+                or len(payload) > MAX_PAYLOAD_BYTES or self.writer.backed_up or self.draining):
             return None
         session = self.sessions.get(peer)
         if session is None:
@@ -258,6 +265,27 @@ class LwM2MServer(interfaces.Resource):
             if session.device_id in device_ids:
                 self._forget(session.registration_id)
 
+    async def drain(self, grace_s: float) -> bool:
+        """Stop taking requests and let those under way finish, for at most `grace_s`.
+
+        From now on every request gets 5.03 with Max-Age (the device comes back later, to this
+        node once it is up again or to another), while each one already taken is committed and
+        answered, so that closing the socket afterwards loses no acknowledged data and leaves
+        no committed data unacknowledged (which the device would send again). True if all
+        finished in time.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._rendering or not self.writer.idle:
+            if loop.time() >= deadline:
+                log.warning("stopping with CoAP requests unfinished", requests=self._rendering,
+                            points=self.writer.waiting_points)
+                return False
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the answers of the last commits go out in its callbacks
+        return True
+
     async def close(self) -> None:
         """Stop post-registration work (reads of /3/0, command wake-ups) still under way."""
         for task in list(self._background):
@@ -265,6 +293,11 @@ class LwM2MServer(interfaces.Resource):
         await asyncio.gather(*self._background, return_exceptions=True)
 
     def _spawn(self, coroutine) -> None:
+        if self.draining:
+            # A registration answered while stopping: its /3/0 read and command wake-up happen
+            # at its next Register or Update, on whichever node is up.
+            coroutine.close()
+            return
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -146,3 +146,53 @@ async def test_backed_up_writer_sheds_sends_with_5_03_and_max_age(db, listener, 
     assert response.code == Code.SERVICE_UNAVAILABLE and response.opt.max_age == 10
     async with db.system_tx() as conn:
         assert await conn.fetchval("select count(*) from telemetry where device_id = $1", device.id) == 0
+
+
+async def test_stopping_answers_requests_under_way_and_refuses_new_ones(db, coap_client):
+    """Stopping drains: a Send taken before is committed and gets its 2.04 before the socket
+    closes; one arriving meanwhile gets 5.03 with Max-Age and stores nothing."""
+    from protocols.lwm2m.listener import open_listener
+
+    city = await make_city(db, "seoul")
+    early = await provision(db, city, "bin-early")
+    late = await provision(db, city, "bin-late")
+    late_client = await aiocoap.Context.create_client_context(transports=["udp6"])
+    opened = open_listener(db, "::", 0)
+    running = await opened.__aenter__()
+    closing = None
+    try:
+        assert (await register(coap_client, running, "bin-early")).code == Code.CREATED
+        assert (await register(late_client, running, "bin-late")).code == Code.CREATED
+
+        def send(level: float) -> Message:
+            return Message(code=Code.POST, uri=uri(running, "/dp"),
+                           payload=cbor2.dumps([{0: "/3435/0/2", 2: level}]), content_format=112)
+
+        async with db.pool.acquire() as blocker:
+            async with blocker.transaction():
+                # The writer's commit waits on this lock: the Send stays under way.
+                await blocker.execute("lock table device_state in exclusive mode")
+                under_way = asyncio.ensure_future(coap_client.request(send(41.0)).response)
+                for _ in range(200):
+                    if not running.writer.idle:
+                        break
+                    await asyncio.sleep(0.01)
+                assert not running.writer.idle
+                closing = asyncio.ensure_future(opened.__aexit__(None, None, None))
+                for _ in range(200):
+                    if running.server.draining:
+                        break
+                    await asyncio.sleep(0.01)
+                refused = await late_client.request(send(77.0)).response
+                assert refused.code == Code.SERVICE_UNAVAILABLE and refused.opt.max_age == 10
+                assert not under_way.done()
+        assert (await under_way).code == Code.CHANGED
+        await closing
+        async with db.system_tx() as conn:
+            stored = {r["device_id"]: r["v_num"] for r in await conn.fetch(
+                "select device_id, v_num from telemetry where path = '/3435/0/2'")}
+        assert stored == {early.id: 41.0}, late.id
+    finally:
+        if closing is None:
+            await opened.__aexit__(None, None, None)
+        await late_client.shutdown()
