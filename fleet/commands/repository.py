@@ -78,12 +78,11 @@ class CommandRepository:
                                     target: dict[str, Any], device_ids: Sequence[UUID], created_by: UUID | None,
                                     origin: str, expires_at: datetime, *,
                                     return_ids: bool = True) -> tuple[UUID, dict[UUID, UUID]]:
-        """The batch and its commands; with `return_ids`, also each device's command id."""
-        batch_id = await self.conn.fetchval(
-            """insert into command_batches (tenant_id, operation, path, value, target, device_count,
-                                            created_by, origin, expires_at)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning id""",
-            tenant_id, operation.value, path, value, target, len(device_ids), created_by, origin, expires_at)
+        """The batch and its commands; with `return_ids`, also each device's command id.
+
+        Batch, commands and the dispatchers' wake-up go in one statement: the scheduler writes a
+        push in chunks on an event loop busy delivering the earlier ones, where every round
+        trip waits its turn."""
         # A newer write of the same resource supersedes one still waiting (a light that was
         # offline through three schedule steps needs only the last level). The queue is mostly
         # empty: asking the partial index first spares thousands of per-device probes.
@@ -96,17 +95,24 @@ class CommandRepository:
                    where tenant_id = $1 and device_id = any($2::uuid[]) and path = $3
                      and operation = 'write' and status = 'queued'""",
                 tenant_id, list(device_ids), path)
-        insert = """insert into commands (batch_id, tenant_id, device_id, operation, path, value, expires_at)
-                    select $1, $2, d, $3, $4, $5, $6 from unnest($7::uuid[]) as d"""
-        arguments = (batch_id, tenant_id, operation.value, path, value, expires_at, list(device_ids))
-        ids: dict[UUID, UUID] = {}
-        if return_ids:
-            ids = {r["device_id"]: r["id"] for r in await self.conn.fetch(insert + " returning device_id, id",
-                                                                          *arguments)}
-        else:
-            await self.conn.execute(insert, *arguments)
-        await self.conn.execute(f"notify {NOTIFY_CHANNEL}")
-        return batch_id, ids
+        # An aggregate: one row, however many commands. One pass over `added`, so both arrays
+        # list its rows in the same order.
+        ids = ("coalesce(array_agg(device_id), '{}'), coalesce(array_agg(id), '{}')" if return_ids
+               else "'{}'::uuid[], '{}'::uuid[]")
+        row = await self.conn.fetchrow(
+            f"""with batch as (
+                    insert into command_batches (tenant_id, operation, path, value, target, device_count,
+                                                 created_by, origin, expires_at)
+                    values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning id),
+                added as (
+                    insert into commands (batch_id, tenant_id, device_id, operation, path, value, expires_at)
+                    select batch.id, $1, d, $2, $3, $4, $9 from batch, unnest($10::uuid[]) as d
+                    returning device_id, id)
+                select (select id from batch), {ids}, count(*), pg_notify('{NOTIFY_CHANNEL}', '')
+                from added""",
+            tenant_id, operation.value, path, value, target, len(device_ids), created_by, origin, expires_at,
+            list(device_ids))
+        return row[0], dict(zip(row[1], row[2], strict=True))
 
     async def batch(self, tenant_id: UUID, batch_id: UUID, *, limit: int) -> Batch | None:
         row = await self.conn.fetchrow(

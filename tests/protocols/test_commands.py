@@ -155,6 +155,31 @@ async def test_a_newer_write_supersedes_a_queued_one(db):
     assert sorted(c.path for c in queued) == ["/3416/0/1", "/3416/0/4"]
 
 
+async def test_batch_insert_returns_each_devices_command_and_allows_an_empty_target(db):
+    """Batch, commands and wake-up are one statement: each device's command id comes back, and
+    a filter that matches nothing still makes a batch (of none)."""
+    from datetime import UTC, datetime
+
+    from fleet.commands.repository import CommandRepository
+
+    city = await make_city(db, "seoul")
+    lamps = [await light(db, city, f"light-{n}") for n in range(3)]
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    async with db.tenant_tx(city.principal.tenant_id) as conn:
+        repo = CommandRepository(conn)
+        batch_id, ids = await repo.insert_batch_with_ids(
+            city.principal.tenant_id, Operation.WRITE, "/3416/0/1", 40, {}, [lamp.id for lamp in lamps],
+            None, "test", expires)
+        rows = {r["device_id"]: r["id"] for r in await conn.fetch(
+            "select device_id, id from commands where batch_id = $1", batch_id)}
+        empty_id, none = await repo.insert_batch_with_ids(
+            city.principal.tenant_id, Operation.WRITE, "/3416/0/1", 40, {}, [], None, "test", expires)
+        assert await conn.fetchval("select device_count from command_batches where id = $1", empty_id) == 0
+    assert ids == rows and set(ids) == {lamp.id for lamp in lamps}
+    assert none == {}
+    assert (await CommandService(db).get(city.principal, empty_id)).counts["queued"] == 0
+
+
 async def test_dispatcher_claims_again_after_losing_its_connection(db, listener):
     """Whole-queue claims share one held connection; if PostgreSQL drops it, the next claim
     takes a fresh one and the push goes on."""
