@@ -80,27 +80,29 @@ class CommandRepository:
                                     return_ids: bool = True) -> tuple[UUID, dict[UUID, UUID]]:
         """The batch and its commands; with `return_ids`, also each device's command id.
 
-        Batch, commands and the dispatchers' wake-up go in one statement: the scheduler writes a
-        push in chunks on an event loop busy delivering the earlier ones, where every round
-        trip waits its turn."""
-        # A newer write of the same resource supersedes one still waiting (a light that was
-        # offline through three schedule steps needs only the last level). The queue is mostly
-        # empty: asking the partial index first spares thousands of per-device probes.
-        if operation is Operation.WRITE and await self.conn.fetchval(
-                """select exists (select 1 from commands where status = 'queued' and tenant_id = $1
-                                  and path = $2 and operation = 'write')""", tenant_id, path):
-            await self.conn.execute(
-                """update commands set status = 'cancelled', completed_at = now(),
-                                       error = 'superseded by a newer write'
-                   where tenant_id = $1 and device_id = any($2::uuid[]) and path = $3
-                     and operation = 'write' and status = 'queued'""",
-                tenant_id, list(device_ids), path)
+        Superseding, batch, commands and the dispatchers' wake-up are one statement: the
+        scheduler writes a push in chunks on an event loop busy delivering the earlier ones,
+        where every round trip waits its turn.
+
+        A newer write of the same resource supersedes one still waiting (a light that was
+        offline through three schedule steps needs only the last level). The queue is mostly
+        empty: the one-time `exists` on its partial index spares thousands of per-device probes
+        then. The statement's parts share one snapshot, so the commands it adds are not among
+        those it supersedes.
+        """
         # An aggregate: one row, however many commands. One pass over `added`, so both arrays
         # list its rows in the same order.
         ids = ("coalesce(array_agg(device_id), '{}'), coalesce(array_agg(id), '{}')" if return_ids
                else "'{}'::uuid[], '{}'::uuid[]")
         row = await self.conn.fetchrow(
-            f"""with batch as (
+            f"""with superseded as (
+                    update commands set status = 'cancelled', completed_at = now(),
+                                        error = 'superseded by a newer write'
+                    where $2 = 'write' and tenant_id = $1 and device_id = any($10::uuid[]) and path = $3
+                      and operation = 'write' and status = 'queued'
+                      and exists (select 1 from commands where status = 'queued' and tenant_id = $1
+                                  and path = $3 and operation = 'write')),
+                batch as (
                     insert into command_batches (tenant_id, operation, path, value, target, device_count,
                                                  created_by, origin, expires_at)
                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning id),
