@@ -30,7 +30,7 @@ GC_THRESHOLDS = (50_000, 20, 10)
 def tune_gc() -> None:
     """Set up the garbage collector for a long-running server; call once, after imports.
 
-    What exists now (modules, classes, functions: about 100,000 objects) lives as long as the
+    What exists now (modules, classes, functions: about 60,000 objects) lives as long as the
     process, so it is frozen out of every future collection; and collections come seldom
     enough that most young objects have died before one looks at them.
     """

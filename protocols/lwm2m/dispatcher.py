@@ -35,10 +35,10 @@ HOUSEKEEPING_INTERVAL_S = 5.0
 OUTCOME_FLUSH_S = 0.05
 CLAIM_BATCH = 64
 # Exchanges under way at once. A push moves at most IN_FLIGHT per claim's round trip, and at
-# most IN_FLIGHT per device round trip: on cellular links of a second or two, 1,024 still
-# move a district in seconds. Each costs a few hundred bytes here; the answers of a burst
-# fit the socket's 4 MiB receive buffer. 512 left the dispatcher waiting on its claims
-# (bench/dimming: 10,000 lights in 3.0-3.5 s instead of 3.0-5.4 s).
+# most IN_FLIGHT per device round trip: on cellular links of a second or two, 1,024 move
+# 10,000 lights in 10-20 s. Each costs a few hundred bytes here; the answers of a burst fit
+# the socket's 4 MiB receive buffer. On loopback, 512 left the dispatcher waiting on its
+# claims (bench/RESULTS.md, bench/dimming: 3.0-3.5 s a push instead of 3.0-5.4 s).
 IN_FLIGHT = 1024
 
 

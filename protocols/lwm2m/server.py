@@ -283,7 +283,8 @@ class LwM2MServer(interfaces.Resource):
                             points=self.writer.waiting_points)
                 return False
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0)  # the answers of the last commits go out in its callbacks
+        # The last answers go out in callbacks and in the next steps of aiocoap's tasks.
+        await asyncio.sleep(0.05)
         return True
 
     async def close(self) -> None:
