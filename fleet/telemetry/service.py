@@ -90,7 +90,7 @@ class TelemetryWriter:
 
     async def close(self) -> None:
         # Let queued and committing writes finish; a request already waiting deserves its answer.
-        while self._pending or self._committing:
+        while not self.idle:
             await asyncio.sleep(0.01)
         for task in self._flushers:
             task.cancel()
