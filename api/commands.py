@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import structlog
 
-from api.runtime import open_database, run_http, until_stopped
+from api.runtime import migrate_database, open_database, resolve_dsn, run_http, until_stopped
 from protocols.lwm2m.listener import run_coap
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import Role
 from fleet.access.service import ApiKeyService, TenantService, system_principal
-from fleet.db.migrate import migrate
 from fleet.errors import FleetError
 from fleet.settings import Settings
 
@@ -26,9 +26,8 @@ def _fail(exc: FleetError) -> int:
 
 
 async def migrate_only(settings: Settings) -> int:
-    async with open_database(settings, run_migrations=False) as db:
-        async with db.pool.acquire() as conn:
-            applied = await migrate(conn)
+    dsn = await asyncio.to_thread(resolve_dsn, settings)
+    applied = await migrate_database(dsn, settings)
     print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else "; schema is current"))
     return 0
 

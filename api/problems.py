@@ -47,6 +47,9 @@ def _field_errors(exc: errors.FleetError) -> list[dict[str, Any]]:
 
 
 def fleet_error(request: Request, exc: errors.FleetError) -> Response:
+    if isinstance(exc, errors.ServiceBusy):
+        return problem(request, 503, "Service Unavailable", exc.detail,
+                       headers={"Retry-After": str(exc.retry_after_s)})
     for error_type, status, title in _STATUS:
         if isinstance(exc, error_type):
             return problem(request, status, title, exc.detail, _field_errors(exc))

@@ -8,6 +8,7 @@ import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import structlog
 import uvicorn
 
@@ -45,15 +46,27 @@ def resolve_dsn(settings: Settings) -> str:
     return start_embedded(settings.database.data_dir, tuning=WRITE_HEAVY)
 
 
+async def migrate_database(dsn: str, settings: Settings) -> list[int]:
+    """Run the migrations on a connection of the admin DSN, closed again straight after: the
+    running service never keeps a connection that owns anything."""
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": "fleet-migrate"})
+    try:
+        return await migrate(conn, service_password=settings.database.service_password)
+    finally:
+        await conn.close()
+
+
 @contextlib.asynccontextmanager
 async def open_database(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[Database]:
     dsn = await asyncio.to_thread(resolve_dsn, settings)
+    if run_migrations:
+        await migrate_database(dsn, settings)
     db = await Database.connect(dsn, min_size=settings.database.pool_min,
-                                max_size=settings.database.pool_max)
+                                max_size=settings.database.pool_max,
+                                system_min_size=settings.database.pool_min,
+                                system_max_size=settings.database.system_pool_max,
+                                service_password=settings.database.service_password)
     try:
-        if run_migrations:
-            async with db.pool.acquire() as conn:
-                await migrate(conn)
         yield db
     finally:
         await db.close()

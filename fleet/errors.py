@@ -45,3 +45,9 @@ class PayloadTooLarge(FleetError):
     """The request body exceeds what we accept."""
 
 
+
+
+class ServiceBusy(FleetError):
+    """Fleet cannot take this now (every database connection is busy); the caller should retry."""
+
+    retry_after_s = 5

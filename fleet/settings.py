@@ -29,8 +29,13 @@ class DatabaseSettings:
     # None means: run the embedded PostgreSQL in data_dir.
     url: str | None
     data_dir: Path
+    # The REST API's pool (login fleet_app); the device side and cross-city work have their own.
     pool_min: int = 2
     pool_max: int = 10
+    system_pool_max: int = 10
+    # Password Fleet gives its two logins (fleet_app, fleet_system) when the server wants one;
+    # unset with the embedded server, which trusts its Unix socket.
+    service_password: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,8 @@ def load_settings() -> Settings:
             data_dir=data_dir,
             pool_min=_env_int("DB_POOL_MIN", 2),
             pool_max=_env_int("DB_POOL_MAX", 10),
+            system_pool_max=_env_int("DB_SYSTEM_POOL_MAX", 10),
+            service_password=_env("DATABASE_SERVICE_PASSWORD"),
         ),
         http=HttpSettings(
             host=_env("HTTP_HOST", "127.0.0.1") or "127.0.0.1",

@@ -101,7 +101,7 @@ async def drop_database(server_dsn: str, dsn: str) -> None:
         await admin.close()
 
 
-async def _city(db: Database, slug: str, name: str, count: int, method: str, chunk: int,
+async def _city(db: Database, dsn: str, slug: str, name: str, count: int, method: str, chunk: int,
                 reports: list[LoadReport]) -> City:
     tenant = await TenantService(db).create(slug, name, "Asia/Seoul")
     admin = system_principal(tenant)
@@ -109,7 +109,7 @@ async def _city(db: Database, slug: str, name: str, count: int, method: str, chu
     if method == "import":
         reports.append(await load_via_import(db, admin, rows, chunk=chunk))
     else:
-        reports.append(await load_via_copy(db, tenant.id, rows))
+        reports.append(await load_via_copy(dsn, tenant.id, rows))
     issued = await ApiKeyService(db).issue(admin, Role.ADMIN, "bench.api")
     return City(tenant, issued.secret, count)
 
@@ -120,8 +120,8 @@ async def prepare(dsn: str, devices: int, other_devices: int, method: str, chunk
     db = await Database.connect(dsn, min_size=1, max_size=2)
     reports: list[LoadReport] = []
     try:
-        main = await _city(db, "seoul", "Seoul Metropolitan Government", devices, method, chunk, reports)
-        other = await _city(db, "busan", "Busan Metropolitan City", other_devices, method, chunk, reports)
+        main = await _city(db, dsn, "seoul", "Seoul Metropolitan Government", devices, method, chunk, reports)
+        other = await _city(db, dsn, "busan", "Busan Metropolitan City", other_devices, method, chunk, reports)
         async with db.pool.acquire() as conn:
             backend = await conn.fetchval("select pg_backend_pid()")
             version = await conn.fetchval("show server_version")

@@ -51,7 +51,7 @@ class Leadership:
 
     async def fence(self, conn: asyncpg.Connection) -> None:
         """Raise NotLeader unless this leadership is still current (call inside the job's transaction)."""
-        epoch = await conn.fetchval("select epoch from scheduler_leadership for share")
+        epoch = await conn.fetchval("select fleet_scheduler_epoch()")
         if epoch != self.epoch:
             raise NotLeader(f"node {self.node} led epoch {self.epoch}; epoch {epoch} has begun")
 

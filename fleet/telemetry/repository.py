@@ -113,7 +113,11 @@ class TelemetryRepository:
         return [SeriesBucket(r["start"], r["avg"], r["min"], r["max"], r["count"]) for r in rows]
 
     async def ensure_partitions(self, first_day: date, days: int) -> int:
-        return await self.conn.fetchval("select fleet_ensure_telemetry_partitions($1, $2)", first_day, days)
+        created = await self.conn.fetchval("select fleet_ensure_telemetry_partitions($1, $2)", first_day, days)
+        if created:
+            # New partitions join the wall before the transaction that made them commits.
+            await self.conn.execute("select fleet_seal_telemetry_partitions()")
+        return created
 
     async def drop_before(self, cutoff: date) -> int:
         return await self.conn.fetchval("select fleet_drop_telemetry_before($1)", cutoff)

@@ -1,0 +1,139 @@
+"""The wall, checked from the catalog: every table and partition with a `tenant_id` is found in
+`pg_class`, must have row-level security enabled and forced with a tenant policy, and a
+foreign city's rows must be invisible through each of them; the service's logins own nothing,
+are not superusers, cannot bypass RLS and cannot switch their way to a role that can."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from fleet.db import Database
+from fleet.db.roles import OWNER_ROLE, SYSTEM_ROLE, TENANT_ROLE
+from fleet.registry.models import DeviceKind, NewDevice
+from fleet.registry.service import DeviceService
+from fleet.telemetry.repository import TelemetryRepository
+from fleet.telemetry.service import TelemetryMaintenance
+from tests.conftest import make_city
+
+LOGINS = (TENANT_ROLE, SYSTEM_ROLE)
+
+
+async def walled_relations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every table and partition of Fleet's schema that holds city rows."""
+    return await conn.fetch(
+        """select c.oid::regclass::text as name, c.relispartition as partition,
+                  c.relrowsecurity as enabled, c.relforcerowsecurity as forced,
+                  exists (select 1 from pg_policy p where p.polrelid = c.oid
+                          and p.polname = 'tenant_wall') as has_tenant_policy
+           from pg_class c join pg_namespace n on n.oid = c.relnamespace
+           where n.nspname = 'public' and c.relkind in ('r', 'p')
+             and (c.relname = 'tenants' or exists (
+                 select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id'
+                   and not a.attisdropped))
+           order by 1""")
+
+
+async def populate(db: Database, slug: str, now: datetime):
+    city = await make_city(db, slug)
+    device = await DeviceService(db).create_validated(
+        city.principal, NewDevice(DeviceKind.STREETLIGHT, f"{slug}-1", 37.5, 126.9, serial="S1"))
+    async with db.system_tx() as conn:
+        # One reading in today's partition, one in the default partition (a wild clock).
+        await TelemetryRepository(conn).record([
+            (city.tenant_id, device.id, now, "/3416/0/1", 50.0, None, None),
+            (city.tenant_id, device.id, datetime(1999, 1, 1, tzinfo=UTC), "/3303/0/5700", 20.0, None, None),
+        ])
+    return city
+
+
+@pytest.fixture
+async def cities(db):
+    now = datetime.now(UTC)
+    await TelemetryMaintenance(db).run(now.date())
+    return await populate(db, "seoul", now), await populate(db, "busan", now - timedelta(days=1))
+
+
+async def test_every_table_and_partition_with_city_rows_is_walled(db, cities):
+    async with db.system_tx() as conn:
+        relations = await walled_relations(conn)
+        partitions = [r["name"] for r in relations if r["partition"]]
+        assert "telemetry_default" in partitions and len(partitions) > 5, partitions
+        for relation in relations:
+            assert relation["enabled"] and relation["forced"], relation["name"]
+            assert relation["has_tenant_policy"], relation["name"]
+        for name in partitions:
+            for login in LOGINS:
+                assert not await conn.fetchval("select has_table_privilege($1, $2, 'select')", login, name), \
+                    (login, name)
+
+
+async def test_the_logins_own_nothing_and_cannot_become_anything_that_does(db):
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select current_user") == SYSTEM_ROLE
+        # Every role either login is, or can switch to with SET ROLE.
+        reachable = await conn.fetch(
+            """select r.rolname, r.rolsuper, r.rolbypassrls, r.rolcreaterole,
+                      exists (select 1 from pg_class c where c.relowner = r.oid)
+                      or exists (select 1 from pg_proc p where p.proowner = r.oid)
+                      or exists (select 1 from pg_namespace s where s.nspowner = r.oid)
+                      or exists (select 1 from pg_database d where d.datdba = r.oid) as owns
+               from pg_roles r
+               where exists (select 1 from unnest($1::text[]) login
+                             where pg_has_role(login, r.oid, 'SET'))""", list(LOGINS))
+    assert {r["rolname"] for r in reachable} == {TENANT_ROLE, SYSTEM_ROLE}
+    for role in reachable:
+        assert not (role["rolsuper"] or role["rolbypassrls"] or role["rolcreaterole"] or role["owns"]), dict(role)
+    async with db.tenant_tx(uuid.uuid4()) as conn:
+        assert await conn.fetchval("select session_user") == TENANT_ROLE
+
+
+@pytest.mark.parametrize("escape", [
+    f"set role {SYSTEM_ROLE}", f"set role {OWNER_ROLE}", "set role postgres",
+    "set session authorization postgres", f"set session authorization {SYSTEM_ROLE}",
+])
+async def test_a_tenant_transaction_cannot_switch_its_way_out(db, cities, escape):
+    seoul, _ = cities
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with db.tenant_tx(seoul.tenant_id) as conn:
+            await conn.execute(escape)
+
+
+async def test_a_foreign_city_is_invisible_through_every_table_and_partition(db, cities):
+    seoul, busan = cities
+    async with db.system_tx() as conn:
+        relations = await walled_relations(conn)
+        # The system login sees both cities, so there are rows to hide.
+        for table in ("devices", "telemetry", "device_state", "api_keys", "audit_log"):
+            assert await conn.fetchval(f"select count(distinct tenant_id) from {table}") == 2, table  # noqa: S608
+    for reset in (False, True):
+        for relation in relations:
+            key = "id" if relation["name"] == "tenants" else "tenant_id"
+            try:
+                async with db.tenant_tx(seoul.tenant_id, readonly=True) as conn:
+                    if reset:
+                        # Back to the login itself: still the app role, still one city.
+                        await conn.execute("reset role")
+                    foreign = await conn.fetchval(
+                        f"select count(*) from {relation['name']} where {key} = $1", busan.tenant_id)  # noqa: S608
+            except asyncpg.InsufficientPrivilegeError:
+                assert relation["partition"], relation["name"]  # partitions: not even readable
+                continue
+            assert not relation["partition"], f"{relation['name']} is readable around its parent"
+            assert foreign == 0, relation["name"]
+    async with db.tenant_tx(seoul.tenant_id, readonly=True) as conn:
+        assert await conn.fetchval("select count(*) from telemetry") == 2
+        assert await conn.fetchval("select count(distinct tenant_id) from devices") == 1
+
+
+async def test_a_reference_across_cities_is_refused_by_the_database(db, cities):
+    seoul, busan = cities
+    async with db.system_tx() as conn:
+        busan_device = await conn.fetchval("select id from devices where tenant_id = $1", busan.tenant_id)
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute(
+                """insert into device_state (tenant_id, device_id, path, time, v_num)
+                   values ($1, $2, '/3/0/9', now(), 1)""", seoul.tenant_id, busan_device)
