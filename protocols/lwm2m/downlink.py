@@ -119,8 +119,8 @@ class DeviceClient:
             if self.formats is not None and device_id:
                 await self.formats.worked(device_id, answered_in if answered_in in READABLE else accept)
             return result
-        raise DeviceRequestFailed(f"device refused every content format Fleet reads: {formats}",
-                                  code=str(Code.NOT_ACCEPTABLE))
+        raise DeviceRequestFailed(f"device answered {Code.NOT_ACCEPTABLE} to every content format Fleet "
+                                  f"reads: {', '.join(map(str, formats))}", code=str(Code.NOT_ACCEPTABLE))
 
     @property
     def writes_fast(self) -> bool:
