@@ -74,7 +74,8 @@ class Observation:
                 self.address, self.path, self.accept, self.token, on_failure):
             # The device's answer is final (no Observe option): it ends aiocoap's observation
             # and with it the follower.
-            done, _ = await asyncio.wait({follower, failed}, timeout=DEREGISTER_WAIT_S)
+            done, _ = await asyncio.wait({follower, failed}, timeout=DEREGISTER_WAIT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
             answered = follower in done
         if follower is not None:
             follower.cancel()
