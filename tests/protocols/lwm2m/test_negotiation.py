@@ -111,3 +111,19 @@ async def test_a_client_that_speaks_no_readable_format_fails_the_read_with_4_06(
         assert tried == [112, 110, 11542, 0]
     finally:
         device.stop()
+
+
+def test_the_order_puts_learned_then_announced_then_fleets_preference():
+    from fleet.objectmodel import ResourcePath
+    from fleet.registrations.models import ReadFormatHints
+    from protocols.lwm2m.negotiation import announced_formats, candidates
+
+    resource, instance = ResourcePath(3416, 0, 1), ResourcePath(3, 0)
+    assert candidates(ReadFormatHints(), resource) == [112, 110, 11542, 0]
+    assert candidates(ReadFormatHints(), instance) == [112, 110, 11542]  # text is one resource only
+    announced = ReadFormatHints(None, '</>;rt="oma.lwm2m";ct="11542 110",</3/0>')
+    assert candidates(announced, instance) == [11542, 110, 112]
+    assert candidates(ReadFormatHints(110, announced.object_links), instance) == [110, 11542, 112]
+    # LwM2M JSON, which Fleet does not read, is not asked for; broken links announce nothing.
+    assert announced_formats('</>;rt="oma.lwm2m";ct=11543,</3/0>') == ()
+    assert announced_formats('</>;ct=x') == () and announced_formats("<broken") == ()
