@@ -59,10 +59,8 @@ class ContentFormats:
     def registered(self, registration: Registration) -> None:
         """A Register or Update: its links may announce other formats than before."""
         previous = self._hints.get(registration.device_id)
-        if previous is not None:
+        if previous is not None:  # otherwise loaded, links and all, on first use
             self._remember(registration.device_id, ReadFormatHints(previous.learned, registration.object_links))
-        else:
-            self._hints.pop(registration.device_id, None)  # loaded with what was learned on first use
 
     async def to_try(self, device_id: UUID, path: ResourcePath) -> list[int]:
         hints = self._hints.get(device_id)
@@ -78,7 +76,11 @@ class ContentFormats:
         if hints.learned == content_format or content_format in (content.TEXT_PLAIN, content.OPAQUE):
             return  # text and opaque say nothing about how the device answers for many resources
         self._remember(device_id, ReadFormatHints(content_format, hints.object_links))
-        await self.registrations.record_read_content_format(device_id, content_format)
+        try:
+            await self.registrations.record_read_content_format(device_id, content_format)
+        except Exception:  # noqa: BLE001 - the read succeeded; other nodes learn it again themselves
+            log.debug("remembering a read content format failed", device=str(device_id), exc_info=True)
+            return
         log.debug("read content format learned", device=str(device_id), content_format=content_format)
 
     def _remember(self, device_id: UUID, hints: ReadFormatHints) -> None:
