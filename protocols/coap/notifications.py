@@ -35,3 +35,11 @@ def reset_unclaimed_responses(manager) -> None:
         dispatch(message)
 
     manager.dispatch_message = dispatch_message
+
+
+def forget_request(manager, token: bytes, remote) -> None:
+    """Stop waiting for responses on a token (an observation given up on): the next one is reset
+    at once, where aiocoap would acknowledge one more before it lets go."""
+    waiting = manager.token_manager.outgoing_requests
+    if waiting is not None:
+        waiting.pop((token, remote), None)

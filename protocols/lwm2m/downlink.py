@@ -18,7 +18,7 @@ from fleet.registrations.models import DeviceInfo, Registration
 from fleet.registrations.service import RegistrationService
 from aiocoap.transports import udp6
 
-from protocols.coap.notifications import reset_unclaimed_responses
+from protocols.coap.notifications import forget_request, reset_unclaimed_responses
 from protocols.coap.outbound import Answer, OutboundRequests, RequestFailed
 from protocols.coap.transport import CITY_TUNING, outbound_requests, udp_interface
 from protocols.lwm2m import content, linkformat
@@ -212,6 +212,11 @@ class DeviceClient:
         request.token = token
         self._interface._ctx.send_message(request, on_failure)
         return True
+
+    def forget(self, response: Message) -> None:
+        """Stop listening on the token `response` came with: what follows on it is reset."""
+        if self._interface is not None:
+            forget_request(self._interface._ctx, response.token, response.remote)
 
     async def _await(self, response_future) -> Message:
         try:

@@ -81,4 +81,6 @@ class Observation:
             follower.cancel()
         if not self.pending.observation.cancelled:
             self.pending.observation.cancel()
+        if not answered:
+            self.client.forget(self.response)
         return answered

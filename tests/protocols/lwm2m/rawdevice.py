@@ -110,6 +110,7 @@ class RawDevice:
     requests: list[Datagram] = field(default_factory=list)
     observers: dict[str, bytes] = field(default_factory=dict)  # path -> token
     replies: asyncio.Queue = field(default_factory=asyncio.Queue)  # ACK/RST to its own CONs
+    ignores_deregistration: bool = False  # a client that never answers a GET with Observe=1
     _mids = itertools.count(int.from_bytes(os.urandom(2), "big"))
     _seq = itertools.count(2)
 
@@ -164,8 +165,10 @@ class RawDevice:
                                for p, v in below.items()]).encode()
         return str(below[path]).encode()
 
-    def answer(self, request: Datagram) -> Datagram:
+    def answer(self, request: Datagram) -> Datagram | None:
         self.requests.append(request)
+        if self.ignores_deregistration and request.uint(OBSERVE) == 1:
+            return None
         reply = Datagram(ACK, CONTENT, request.mid, request.token, [], b"")
         path = request.path
         if request.code == PUT:  # Write-Attributes: the query is all there is
@@ -207,5 +210,5 @@ class _Protocol(asyncio.DatagramProtocol):
         message = decode(data)
         if message.mtype in (ACK, RST):
             self.device.replies.put_nowait(message)
-        elif 1 <= message.code < 32:
-            self.transport.sendto(encode(self.device.answer(message)), address)
+        elif 1 <= message.code < 32 and (reply := self.device.answer(message)) is not None:
+            self.transport.sendto(encode(reply), address)

@@ -53,6 +53,21 @@ async def test_cancelling_an_observation_deregisters_it_on_the_device(db, listen
         device.stop()
 
 
+async def test_a_device_that_ignores_the_cancel_gets_a_reset_for_its_next_notification(
+        db, listener, monkeypatch):
+    monkeypatch.setattr("protocols.lwm2m.observation.DEREGISTER_WAIT_S", 0.5)
+    city, record, device = await observed_device(db, listener, "deaf")
+    try:
+        device.ignores_deregistration = True
+        token = device.observers["/3416/0/1"]
+        batch = await CommandService(db).observe(city.principal, record.id, "/3416/0/1", start=False)
+        batch = await wait_for_batch(db, city, batch.id)
+        assert batch.commands[0].result == {"observing": False, "device_told": False}
+        assert (await device.notify("/3416/0/1", token=token)).mtype == RST
+    finally:
+        device.stop()
+
+
 async def test_a_notification_for_an_unknown_token_is_reset_with_one_debug_line(db, listener, caplog):
     _city, _record, device = await observed_device(db, listener, "chatty")
     try:
