@@ -111,6 +111,7 @@ class RawDevice:
     observers: dict[str, bytes] = field(default_factory=dict)  # path -> token
     replies: asyncio.Queue = field(default_factory=asyncio.Queue)  # ACK/RST to its own CONs
     ignores_deregistration: bool = False  # a client that never answers a GET with Observe=1
+    ignores_accept: bool = False  # answers in its own format whatever was asked (RFC 7252 lets it)
     _mids = itertools.count(int.from_bytes(os.urandom(2), "big"))
     _seq = itertools.count(2)
 
@@ -180,7 +181,7 @@ class RawDevice:
             reply.payload = ",".join(f"<{p}>" + (";pmin=10;pmax=60" if p == path else "")
                                      for p in self.values if p.startswith(path)).encode()
             return reply
-        fmt = self.speaks[0] if accept is None else accept
+        fmt = self.speaks[0] if accept is None or self.ignores_accept else accept
         single = path.count("/") == 3
         if fmt not in self.speaks or (fmt == TEXT and not single):
             reply.code = NOT_ACCEPTABLE

@@ -95,6 +95,29 @@ async def test_formats_announced_at_registration_are_asked_first(db, listener):
         device.stop()
 
 
+async def test_an_answer_in_another_format_than_asked_is_taken_and_remembered(db, listener):
+    city = await make_city(db, "seoul")
+    record = await light(db, city, "headstrong")
+    device = RawDevice("headstrong", (TLV,), dict(IDENTITY), ignores_accept=True)
+    await device.start()
+    try:
+        assert (await device.register(listener.port)).code == CREATED
+
+        async def learned():
+            async with db.system_tx() as conn:
+                return await conn.fetchrow("select manufacturer, read_content_format from devices "
+                                           "where id = $1 and manufacturer is not null", record.id)
+        assert tuple(await eventually(learned)) == ("Acme Lighting", TLV)
+        assert [r.uint(ACCEPT) for r in device.requests if r.path == "/3/0"] == [112]
+        read = await CommandService(db).submit(city.principal, CommandRequest(
+            Target(device_ids=(record.id,)), Operation.READ, "/3416/0"))
+        read = await wait_for_batch(db, city, read.id)
+        assert read.commands[0].result == {"readings": [{"path": "/3416/0/1", "value": 70}]}
+        assert device.requests[-1].uint(ACCEPT) == TLV
+    finally:
+        device.stop()
+
+
 async def test_a_client_that_speaks_no_readable_format_fails_the_read_with_4_06(db, listener):
     city = await make_city(db, "seoul")
     record = await light(db, city, "stubborn")
