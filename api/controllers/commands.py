@@ -11,7 +11,8 @@ from litestar.params import Parameter
 from msgspec import Meta, Struct
 
 from fleet.access.models import Principal
-from fleet.commands.models import Batch, CommandRequest, DeviceCommand, Operation, Target
+from fleet.commands.models import (Batch, CommandRequest, DeviceCommand, NotificationAttributes, Operation,
+                                   Target)
 from fleet.commands.service import CommandService
 from fleet.errors import FieldError, ValidationFailed
 from fleet.registry.filters import parse_filter
@@ -25,9 +26,11 @@ class CommandTarget(Struct, forbid_unknown_fields=True):
 
 class CommandCreate(Struct, forbid_unknown_fields=True):
     target: CommandTarget
-    operation: Literal["read", "write", "execute", "observe", "cancel_observe"]
+    operation: Literal["read", "write", "execute", "observe", "cancel_observe", "write_attributes", "discover"]
     path: Annotated[str, Meta(max_length=40, description="LwM2M path, e.g. /3416/0/1")]
     value: Any = None
+    attributes: Annotated[NotificationAttributes | None, Meta(
+        description="write_attributes only: pmin, pmax (s), gt, lt, st; at least one")] = None
     expires_in_s: Annotated[int, Meta(ge=1, le=7 * 86400)] = 3600
 
 
@@ -86,12 +89,12 @@ class CommandController(Controller):
     path = "/api/v1/commands"
     tags = ["commands"]
 
-    @post("/", status_code=202, summary="Queue a read, write, execute or observe for devices")
+    @post("/", status_code=202, summary="Queue a read, write, execute, observe, write_attributes or discover")
     async def submit(self, data: CommandCreate, principal: Principal,
                      command_service: CommandService) -> Command:
         batch = await command_service.submit(principal, CommandRequest(
             _target(data.target), Operation(data.operation), data.path, data.value,
-            timedelta(seconds=data.expires_in_s)))
+            timedelta(seconds=data.expires_in_s), attributes=data.attributes))
         return command_out(batch)
 
     @get("/{command_id:uuid}", summary="Per-state counts and per-device results")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
+
+from msgspec import Meta, Struct
 
 from fleet.registry.models import DeviceFilter
 
@@ -22,6 +24,38 @@ class Operation(enum.StrEnum):
     EXECUTE = "execute"
     OBSERVE = "observe"
     CANCEL_OBSERVE = "cancel_observe"
+    WRITE_ATTRIBUTES = "write_attributes"
+    DISCOVER = "discover"
+
+
+MAX_PERIOD_S = 30 * 86_400
+
+# Seconds between notifications: LwM2M's pmin and pmax are whole seconds.
+Period = Annotated[int, Meta(ge=0, le=MAX_PERIOD_S)]
+
+
+class NotificationAttributes(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """When a device notifies an observation (TS §5.1.2), set on a path by Write-Attributes.
+
+    Thresholds `gt` and `lt` may be negative (a road-ice warning below -2 °C); the step `st`
+    and the periods may not.
+    """
+
+    pmin: Period | None = None
+    pmax: Period | None = None
+    gt: float | None = None
+    lt: float | None = None
+    st: Annotated[float, Meta(ge=0)] | None = None
+
+    def __post_init__(self) -> None:
+        if all(getattr(self, name) is None for name in self.__struct_fields__):
+            raise ValueError("give at least one of pmin, pmax, gt, lt, st")
+        if self.pmin is not None and self.pmax is not None and self.pmin > self.pmax:
+            raise ValueError("pmin must not exceed pmax")
+        if self.gt is not None and self.lt is not None:
+            # TS §5.1.2: lt < gt, and lt + 2 * st < gt when a step is given too.
+            if not self.lt + 2 * (self.st or 0) < self.gt:
+                raise ValueError("lt (plus twice st) must stay below gt")
 
 
 class CommandStatus(enum.StrEnum):
@@ -54,6 +88,7 @@ class CommandRequest:
     value: Any = None
     expires_in: timedelta = DEFAULT_EXPIRY
     origin: str = "api"
+    attributes: NotificationAttributes | None = None  # write_attributes only
 
 
 @dataclass(frozen=True, slots=True)

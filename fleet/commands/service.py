@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
@@ -35,6 +36,15 @@ def validate_request(request: CommandRequest) -> Any:
         raise ValidationFailed("invalid command", [FieldError("path", str(exc))]) from None
     if request.operation in (Operation.WRITE, Operation.EXECUTE) and not path.is_resource_level:
         errors.append(FieldError("path", f"{request.operation.value} needs a resource path like /3416/0/1"))
+    if request.operation in (Operation.WRITE_ATTRIBUTES, Operation.DISCOVER) and path.resource_instance is not None:
+        errors.append(FieldError("path", f"{request.operation.value} takes an object, instance or resource path"))
+    if request.operation is Operation.WRITE_ATTRIBUTES:
+        if request.attributes is None:
+            errors.append(FieldError("attributes", "write_attributes needs attributes, e.g. {\"pmin\": 10}"))
+        else:
+            value = msgspec.to_builtins(request.attributes)
+    elif request.attributes is not None:
+        errors.append(FieldError("attributes", f"{request.operation.value} takes no attributes"))
     definition = CATALOG.resource_at(path) if path.is_resource_level else None
     if request.operation is Operation.WRITE:
         if value is None:
@@ -50,7 +60,7 @@ def validate_request(request: CommandRequest) -> Any:
                     errors.append(FieldError("value", str(exc)))
     elif request.operation is Operation.EXECUTE and definition is not None and not definition.executable:
         errors.append(FieldError("path", f"{definition.name} is not executable"))
-    elif request.operation is not Operation.EXECUTE and value is not None and request.operation is not Operation.WRITE:
+    elif request.operation not in (Operation.EXECUTE, Operation.WRITE) and request.value is not None:
         errors.append(FieldError("value", f"{request.operation.value} takes no value"))
     if not timedelta(seconds=1) <= request.expires_in <= MAX_EXPIRY:
         errors.append(FieldError("expires_in_s", "must be between 1 second and 7 days"))

@@ -62,3 +62,11 @@ class DeviceInfo:
     model: str | None = None
     serial: str | None = None
     firmware_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFormatHints:
+    """What decides the content format a device is first asked to answer reads in."""
+
+    learned: int | None = None  # the format its reads last succeeded in (negotiated)
+    object_links: str | None = None  # its registration's links: the root link may announce ct=

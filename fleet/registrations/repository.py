@@ -7,7 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
-from fleet.registrations.models import DeviceInfo, Registration, RegisterRequest, UpdateRequest
+from fleet.registrations.models import (DeviceInfo, ReadFormatHints, Registration, RegisterRequest,
+                                        UpdateRequest)
 
 
 def _registration(row: asyncpg.Record) -> Registration:
@@ -108,3 +109,15 @@ class RegistrationRepository:
     async def record_serial(self, device_id: UUID, serial: str) -> None:
         await self.conn.execute(
             "update devices set serial = $2 where id = $1 and serial is distinct from $2", device_id, serial)
+
+    async def read_format_hints(self, device_id: UUID) -> ReadFormatHints | None:
+        row = await self.conn.fetchrow(
+            """select d.read_content_format, r.object_links
+               from devices d left join registrations r on r.device_id = d.id
+               where d.id = $1""", device_id)
+        return ReadFormatHints(row["read_content_format"], row["object_links"]) if row else None
+
+    async def record_read_content_format(self, device_id: UUID, content_format: int) -> None:
+        await self.conn.execute(
+            """update devices set read_content_format = $2
+               where id = $1 and read_content_format is distinct from $2""", device_id, content_format)

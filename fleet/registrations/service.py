@@ -12,8 +12,8 @@ import structlog
 from fleet.access.models import Permission, Principal
 from fleet.db import Database
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
-from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, DeviceInfo, Registration,
-                                        RegisterRequest, UpdateRequest)
+from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, DeviceInfo, ReadFormatHints,
+                                        Registration, RegisterRequest, UpdateRequest)
 from fleet.registrations.repository import RegistrationRepository
 
 log = structlog.get_logger(__name__)
@@ -125,3 +125,13 @@ class RegistrationService:
                 raise NotFound(f"device {device_id} is not registered" if exists
                                else f"device {device_id} not found")
         return registration
+
+    async def read_format_hints(self, device_id: UUID) -> ReadFormatHints:
+        async with self.db.system_tx() as conn:
+            hints = await RegistrationRepository(conn).read_format_hints(device_id)
+        return hints or ReadFormatHints()
+
+    async def record_read_content_format(self, device_id: UUID, content_format: int) -> None:
+        """Remember the format a device's reads succeeded in, for every node and restart."""
+        async with self.db.system_tx() as conn:
+            await RegistrationRepository(conn).record_read_content_format(device_id, content_format)

@@ -26,6 +26,7 @@ from fleet.registrations.models import Registration
 from protocols.coap.outbound import RequestFailed
 from protocols.lwm2m.downlink import DeviceAddress, DeviceClient, DeviceRequestFailed
 from protocols.lwm2m.errors import CodecError
+from protocols.lwm2m.linkformat import attribute_values
 from protocols.lwm2m.server import LwM2MServer, Session
 
 log = structlog.get_logger("fleet.lwm2m.dispatcher")
@@ -231,7 +232,7 @@ class Dispatcher:
                        session: Session, answered: Callable[[], None]):
         now = datetime.now(UTC)
         if command.operation is Operation.READ:
-            readings = await self.client.read(address, path)
+            readings = await self.client.read(address, path, device_id=command.device_id)
             answered()
             await self.server.store(session, readings, now)
             return _json_readings(readings)
@@ -245,13 +246,17 @@ class Dispatcher:
             return await self._observe(command, address, path, session)
         if command.operation is Operation.CANCEL_OBSERVE:
             handle = self.observations.pop((command.device_id, command.path), None)
-            if handle is not None:
-                handle[0].observation.cancel()
-                handle[1].cancel()
+            told = await handle[0].cancel(handle[1]) if handle is not None else False
             async with self.db.system_tx() as conn:
                 await conn.execute("delete from observations where device_id = $1 and path = $2",
                                    command.device_id, command.path)
-            return {"observing": False}
+            return {"observing": False, "device_told": told}
+        if command.operation is Operation.WRITE_ATTRIBUTES:
+            await self.client.write_attributes(address, path, command.value)
+            return {"attributes": command.value}
+        if command.operation is Operation.DISCOVER:
+            links = await self.client.discover(address, path)
+            return {"links": [{"path": link.path, "attributes": attribute_values(link)} for link in links]}
         raise DeviceRequestFailed(f"unknown operation {command.operation}")
 
     async def _observe(self, command: DeviceCommand, address: DeviceAddress, path: ResourcePath,
@@ -259,13 +264,13 @@ class Dispatcher:
         async def on_readings(readings: list[Reading]) -> None:
             await self.server.store(session, readings, datetime.now(UTC))
 
-        first, (pending, follow) = await self.client.observe(address, path, on_readings)
+        first, observation = await self.client.observe(address, path, on_readings, device_id=command.device_id)
         await self.server.store(session, first, datetime.now(UTC))
         key = (command.device_id, command.path)
         previous = self.observations.pop(key, None)
-        if previous is not None:
-            previous[1].cancel()
-        self.observations[key] = (pending, self._spawn(follow()))
+        if previous is not None:  # observed again: the device need not keep notifying the old one
+            self._spawn(previous[0].cancel(previous[1]))
+        self.observations[key] = (observation, self._spawn(observation.follow()))
         async with self.db.system_tx() as conn:
             await conn.execute(
                 """insert into observations (device_id, path, tenant_id, node, active, established_at)

@@ -1,4 +1,5 @@
-"""Requests from the server to a device (Read, Write, Execute, Observe) over the listener's socket."""
+"""Requests from the server to a device (Read, Write, Execute, Observe, Write-Attributes, Discover)
+over the listener's socket."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from uuid import UUID
 
 import aiocoap
 import structlog
@@ -16,10 +18,13 @@ from fleet.registrations.models import DeviceInfo, Registration
 from fleet.registrations.service import RegistrationService
 from aiocoap.transports import udp6
 
+from protocols.coap.notifications import forget_request, reset_unclaimed_responses
 from protocols.coap.outbound import Answer, OutboundRequests, RequestFailed
 from protocols.coap.transport import CITY_TUNING, outbound_requests, udp_interface
-from protocols.lwm2m import content
+from protocols.lwm2m import content, linkformat
 from protocols.lwm2m.errors import CodecError
+from protocols.lwm2m.negotiation import READABLE, ContentFormats
+from protocols.lwm2m.observation import Observation
 
 log = structlog.get_logger("fleet.lwm2m.downlink")
 
@@ -46,14 +51,19 @@ class DeviceAddress:
 class DeviceClient:
     """Speaks to devices from the listener's own socket, so their answers come back to us.
 
-    Read, Write and Execute go through the outbound fast path (:mod:`protocols.coap.outbound`);
-    Observe, and a Read whose answer turns out block-wise, through aiocoap.
+    Read, Write, Execute and Discover go through the outbound fast path
+    (:mod:`protocols.coap.outbound`); Observe, Write-Attributes, and a Read whose answer turns
+    out block-wise, through aiocoap. Reads and observations are asked in the content format
+    negotiated with the device (:mod:`protocols.lwm2m.negotiation`).
     """
 
-    def __init__(self, context: aiocoap.Context) -> None:
+    def __init__(self, context: aiocoap.Context, formats: ContentFormats | None = None) -> None:
         self.context = context
+        self.formats = formats
         self._interface = udp_interface(context)
         self._outbound = outbound_requests(self._interface) if self._interface is not None else None
+        if self._interface is not None:
+            reset_unclaimed_responses(self._interface._ctx)
 
     def close(self) -> None:
         """Fail what is still waiting for a device: the socket is about to close."""
@@ -73,18 +83,44 @@ class DeviceClient:
         message.remote = udp6.UDP6EndpointAddress(self._sockaddr(address), self._interface)
         return message
 
-    async def read(self, address: DeviceAddress, path: ResourcePath, *,
+    async def read(self, address: DeviceAddress, path: ResourcePath, *, device_id: UUID | None = None,
                    accept: int | None = content.SENML_CBOR) -> list[Reading]:
+        """Read a path; given the device's id, in the content format negotiated with it."""
+        if device_id is None or self.formats is None:
+            return (await self._read_in(address, path, accept))[0]
+        return await self._negotiated(device_id, path, functools.partial(self._read_in, address, path))
+
+    async def _read_in(self, address: DeviceAddress, path: ResourcePath,
+                       accept: int | None) -> tuple[list[Reading], int | None]:
         if self._outbound is not None:
             answer = await self._fast(address, path, Code.GET, accept=accept)
             if not answer.blockwise:
-                return content.decode(answer.content_format, answer.payload, path, datetime.now(UTC))
+                return (content.decode(answer.content_format, answer.payload, path, datetime.now(UTC)),
+                        answer.content_format)
         request = self._message(address, path, code=Code.GET)
         if accept is not None:
             request.opt.accept = accept
         response = await self._exchange(request)
-        return content.decode(response.opt.content_format, bytes(response.payload), path,
-                              datetime.now(UTC))
+        return (content.decode(response.opt.content_format, bytes(response.payload), path, datetime.now(UTC)),
+                response.opt.content_format)
+
+    async def _negotiated(self, device_id: UUID | None, path: ResourcePath, attempt):
+        """`attempt(accept)` in each format the device may answer in, until one is not refused
+        with 4.06; the format that worked is remembered for the device."""
+        formats = (await self.formats.to_try(device_id, path) if self.formats is not None and device_id
+                   else [content.SENML_CBOR])
+        for accept in formats:
+            try:
+                result, answered_in = await attempt(accept)
+            except DeviceRequestFailed as exc:
+                if (exc.code or "").startswith("4.06"):
+                    continue
+                raise
+            if self.formats is not None and device_id:
+                await self.formats.worked(device_id, answered_in if answered_in in READABLE else accept)
+            return result
+        raise DeviceRequestFailed(f"device answered {Code.NOT_ACCEPTABLE} to every content format Fleet "
+                                  f"reads: {', '.join(map(str, formats))}", code=str(Code.NOT_ACCEPTABLE))
 
     @property
     def writes_fast(self) -> bool:
@@ -129,33 +165,58 @@ class DeviceClient:
         request = self._message(address, path, code=Code.POST, payload=payload)
         await self._exchange(request)
 
-    async def observe(self, address: DeviceAddress, path: ResourcePath, on_readings) -> tuple[list[Reading], object]:
-        """Start observing; returns the first readings and a handle whose cancel() ends it.
+    async def write_attributes(self, address: DeviceAddress, path: ResourcePath,
+                               attributes: dict[str, float]) -> None:
+        """Write-Attributes (TS §5.4.4): a PUT whose Uri-Query carries them, with no payload."""
+        query = [f"{name}={_plain_text(value)}" for name, value in attributes.items()]
+        await self._exchange(self._message(address, path, code=Code.PUT, uri_query=query))
 
-        Each later notification is decoded and handed to `on_readings(readings)`.
-        """
-        request = self._message(address, path, code=Code.GET, observe=0)
-        request.opt.accept = content.SENML_CBOR
+    async def discover(self, address: DeviceAddress, path: ResourcePath) -> list[linkformat.Link]:
+        """Discover (TS §5.4.2): the device's links below a path, with their attributes."""
+        if self._outbound is not None:
+            answer = await self._fast(address, path, Code.GET, accept=linkformat.CONTENT_FORMAT)
+            if not answer.blockwise:
+                return _links(answer.content_format, answer.payload)
+        request = self._message(address, path, code=Code.GET, accept=linkformat.CONTENT_FORMAT)
+        response = await self._exchange(request)
+        return _links(response.opt.content_format, bytes(response.payload))
+
+    async def observe(self, address: DeviceAddress, path: ResourcePath, on_readings, *,
+                      device_id: UUID | None = None) -> tuple[list[Reading], Observation]:
+        """Start observing, in the content format negotiated with the device; returns the first
+        readings and the observation, whose `follow()` hands each later notification's readings
+        to `on_readings(readings)` and whose `cancel()` ends it on the device too."""
+        observation = await self._negotiated(
+            device_id, path, functools.partial(self._observe_in, address, path, on_readings))
+        first = content.decode(observation.response.opt.content_format, bytes(observation.response.payload),
+                               path, datetime.now(UTC))
+        return first, observation
+
+    async def _observe_in(self, address: DeviceAddress, path: ResourcePath, on_readings,
+                          accept: int) -> tuple[Observation, int | None]:
+        request = self._message(address, path, code=Code.GET, observe=0, accept=accept)
         pending = self.context.request(request)
         response = await self._await(pending.response)
         if response.opt.observe is None:
             raise DeviceRequestFailed("device does not support observing this path")
-        first = content.decode(response.opt.content_format, bytes(response.payload), path, datetime.now(UTC))
+        return Observation(self, address, path, accept, pending, response, on_readings), response.opt.content_format
 
-        async def follow() -> None:
-            try:
-                async for notification in pending.observation:
-                    try:
-                        readings = content.decode(notification.opt.content_format,
-                                                  bytes(notification.payload), path, datetime.now(UTC))
-                    except CodecError as exc:
-                        log.warning("undecodable notification", uri=address.uri(path), error=str(exc))
-                        continue
-                    await on_readings(readings)
-            except aiocoap.error.Error as exc:
-                log.info("observation ended", uri=address.uri(path), reason=type(exc).__name__)
+    def deregister(self, address: DeviceAddress, path: ResourcePath, accept: int, token: bytes,
+                   on_failure) -> bool:
+        """Send an observation's deregistration (a GET with Observe=1 and its token); False if
+        it cannot be sent from here. aiocoap's requests always draw a new token, so this goes to
+        its message layer, which retransmits it; the device's answer reaches the observation."""
+        if self._interface is None:
+            return False
+        request = self._message(address, path, code=Code.GET, observe=1, accept=accept)
+        request.token = token
+        self._interface._ctx.send_message(request, on_failure)
+        return True
 
-        return first, (pending, follow)
+    def forget(self, response: Message) -> None:
+        """Stop listening on the token `response` came with: what follows on it is reset."""
+        if self._interface is not None:
+            forget_request(self._interface._ctx, response.token, response.remote)
 
     async def _await(self, response_future) -> Message:
         try:
@@ -196,6 +257,12 @@ def _segments(path: str) -> tuple[str, ...]:
     return tuple(path.strip("/").split("/"))
 
 
+def _links(content_format: int | None, payload: bytes) -> list[linkformat.Link]:
+    if content_format not in (linkformat.CONTENT_FORMAT, None):
+        raise CodecError(f"discover answered in content format {content_format}, not link-format")
+    return linkformat.parse(payload)
+
+
 def _write_payload(value: object) -> tuple[bytes, int]:
     if isinstance(value, bytes | bytearray):
         return bytes(value), content.OPAQUE
@@ -223,11 +290,13 @@ class DeviceInfoReader:
         self.store = store
 
     async def __call__(self, registration: Registration, session, *, update: bool = False) -> None:
+        if self.client.formats is not None:
+            self.client.formats.registered(registration)
         if update:
             return
         address = DeviceAddress(registration.address, registration.port)
         try:
-            readings = await self.client.read(address, ResourcePath(3, 0))
+            readings = await self.client.read(address, ResourcePath(3, 0), device_id=registration.device_id)
         except (DeviceRequestFailed, CodecError) as exc:
             log.info("reading /3/0 after registration failed", endpoint=registration.endpoint,
                      error=str(exc))

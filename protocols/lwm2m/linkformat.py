@@ -7,6 +7,7 @@ object or object instance it hosts.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ _PTOKEN = re.compile(r"[!#$%&'()*+\-./0-9:=?@A-Z\[\]^_`a-z{|}~]+")
 _WHITESPACE = " \t\r\n"
 # Attributes whose values RFC 6690 and LwM2M examples write quoted even when they need not be.
 _ALWAYS_QUOTED = frozenset({"rt", "if", "title", "anchor", "rel", "rev"})
+# Attributes that look like numbers but are not: "ver=1.10" is not 1.1.
+_TEXT_ATTRIBUTES = _ALWAYS_QUOTED | {"ver", "lwm2m"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,26 @@ def serialize(links: Iterable[Link]) -> str:
                 pieces.append(f'{name}="{escaped}"')
         parts.append(";".join(pieces))
     return ",".join(parts)
+
+
+def attribute_values(link: Link) -> dict[str, int | float | str | None]:
+    """A link's attributes with numbers as numbers: `pmin=10;gt=20.5;dim=3` as Discover answers them."""
+    values: dict[str, int | float | str | None] = {}
+    for name, value in link.attrs.items():
+        values[name] = _number(value) if value is not None and name not in _TEXT_ATTRIBUTES else value
+    return values
+
+
+def _number(text: str) -> int | float | str:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
 
 
 def root_path(links: Iterable[Link]) -> str:

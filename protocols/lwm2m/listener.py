@@ -20,6 +20,7 @@ from protocols.coap import transport
 from fleet.commands.service import CommandQueue
 from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
+from protocols.lwm2m.negotiation import ContentFormats
 from protocols.lwm2m.server import LwM2MServer
 
 log = structlog.get_logger("fleet.coap")
@@ -60,7 +61,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     server = LwM2MServer(registrations, writer)
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
-    client = DeviceClient(context)
+    client = DeviceClient(context, ContentFormats(registrations))
     dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 

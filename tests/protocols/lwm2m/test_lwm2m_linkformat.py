@@ -132,3 +132,11 @@ def test_bad_ct_is_refused() -> None:
 def test_serialize_refuses_what_it_cannot_write(links: list[Link]) -> None:
     with pytest.raises(CodecError):
         linkformat.serialize(links)
+
+
+def test_attribute_values_are_numbers_where_discover_gives_numbers():
+    from protocols.lwm2m.linkformat import attribute_values, parse
+
+    link, resource = parse('</3303/0>;pmin=10;pmax=60;gt=-2.5;ver=1.10,</3303/0/5700>;dim;rt="x"')
+    assert attribute_values(link) == {"pmin": 10, "pmax": 60, "gt": -2.5, "ver": "1.10"}
+    assert attribute_values(resource) == {"dim": None, "rt": "x"}
