@@ -10,6 +10,7 @@ from litestar import Controller, delete, get, post
 from litestar.params import Parameter
 from msgspec import Meta, Struct
 
+from api.problems import problems
 from fleet.access.models import Principal
 from fleet.commands.models import Batch, CommandRequest, DeviceCommand, Operation, Target
 from fleet.commands.service import CommandService
@@ -86,7 +87,8 @@ class CommandController(Controller):
     path = "/api/v1/commands"
     tags = ["commands"]
 
-    @post("/", status_code=202, summary="Queue a read, write, execute or observe for devices")
+    @post("/", status_code=202, summary="Queue a read, write, execute or observe for devices",
+          responses=problems(403, 404, 422))
     async def submit(self, data: CommandCreate, principal: Principal,
                      command_service: CommandService) -> Command:
         batch = await command_service.submit(principal, CommandRequest(
@@ -99,7 +101,8 @@ class CommandController(Controller):
                           limit: Annotated[int, Parameter(ge=0, le=100_000)] = 10_000) -> Command:
         return command_out(await command_service.get(principal, command_id, limit=limit))
 
-    @post("/{command_id:uuid}/cancel", status_code=200, summary="Cancel what is still queued")
+    @post("/{command_id:uuid}/cancel", status_code=200, summary="Cancel what is still queued",
+          responses=problems(403))
     async def cancel(self, command_id: UUID, principal: Principal, command_service: CommandService) -> Command:
         return command_out(await command_service.cancel(principal, command_id))
 
@@ -108,12 +111,13 @@ class ObservationController(Controller):
     path = "/api/v1/devices/{device_id:uuid}/observations"
     tags = ["commands"]
 
-    @post("/", status_code=202, summary="Start observing a path; notifications become telemetry")
+    @post("/", status_code=202, summary="Start observing a path; notifications become telemetry",
+          responses=problems(403, 422))
     async def start(self, device_id: UUID, data: ObservationCreate, principal: Principal,
                     command_service: CommandService) -> Command:
         return command_out(await command_service.observe(principal, device_id, data.path, start=True))
 
-    @delete("/", status_code=202, summary="Stop observing a path")
+    @delete("/", status_code=202, summary="Stop observing a path", responses=problems(403, 422))
     async def stop(self, device_id: UUID, path: str, principal: Principal,
                    command_service: CommandService) -> Command:
         return command_out(await command_service.observe(principal, device_id, path, start=False))

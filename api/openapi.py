@@ -1,0 +1,87 @@
+"""What the OpenAPI document says beyond the handlers' signatures, and the docs UI served offline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import swagger_ui_bundle
+from litestar import Litestar, Router
+from litestar.constants import RESERVED_KWARGS
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
+
+from api.problems import problems
+
+API_PREFIX = "/api/v1/"
+DOCS_PATH = "/schema"
+# Under /schema so the assets are as public as the page that loads them.
+ASSETS_PATH = f"{DOCS_PATH}/assets"
+
+
+def document_problems(app: Litestar) -> None:
+    """Declares the problems every API operation can answer with, by what the operation takes.
+
+    Handlers name the statuses only their logic produces (403, 409, 422, ...) in `responses=`;
+    the ones that follow from the route's shape are added here, so none is forgotten:
+    401 and 429 everywhere, 400 for any input, 404 for a path naming a resource, 413 for a body."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith(API_PREFIX):
+            continue
+        for handler in route.route_handlers:
+            if not handler.include_in_schema:
+                continue
+            statuses = [401, 429]
+            inputs = set(handler.parsed_fn_signature.parameters) - set(handler.resolve_dependencies())
+            takes_body = "data" in inputs
+            if takes_body or inputs - RESERVED_KWARGS:
+                statuses.append(400)
+            if route.path_parameters:
+                statuses.append(404)
+            if takes_body:
+                statuses.append(413)
+            handler.responses = {**problems(*statuses), **(handler.responses or {})}
+
+
+@dataclass
+class PublicOperation(Operation):
+    """An operation anyone may call: probes answer without an API key."""
+
+    def __post_init__(self) -> None:
+        self.security = []
+
+
+@dataclass
+class DeviceImportOperation(Operation):
+    """The import reads its body itself, so the document says here what the body may be."""
+
+    def __post_init__(self) -> None:
+        csv = Schema(type=OpenAPIType.STRING, description=(
+            "UTF-8 CSV with a header row: kind, endpoint, lat, lon and any device field"))
+        feature_collection = Schema(
+            type=OpenAPIType.OBJECT, required=["type", "features"],
+            description="GeoJSON FeatureCollection of Point features; properties hold the device fields",
+            properties={"type": Schema(const="FeatureCollection"),
+                        "features": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT))})
+        self.request_body = RequestBody(required=True, content={
+            "text/csv": OpenAPIMediaType(schema=csv),
+            "application/geo+json": OpenAPIMediaType(schema=feature_collection),
+        })
+
+
+def docs_ui() -> tuple[SwaggerRenderPlugin, Router]:
+    """Swagger UI whose scripts, styles and icon come from the installed package, not a CDN."""
+    assets = Path(str(swagger_ui_bundle.swagger_ui_path))
+    plugin = SwaggerRenderPlugin(
+        path="/swagger",
+        js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+        css_url=f"{ASSETS_PATH}/swagger-ui.css",
+        standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
+    )
+    router = create_static_files_router(ASSETS_PATH, directories=[assets], include_in_schema=False,
+                                        cache_control=None)
+    return plugin, router
