@@ -18,7 +18,7 @@ from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
 from api.controllers.telemetry import TelemetryController
 from api.middleware import authentication, request_context
-from api.openapi import DOCS_PATH, document_problems, docs_ui
+from api.openapi import DOCS_PATH, ExactlyOneOfPlugin, document_problems, docs_ui, rebind_options_handlers
 from api.problems import EXCEPTION_HANDLERS
 from fleet import __version__
 from fleet.access.models import Principal
@@ -86,6 +86,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         request_class=FleetRequest,
         request_max_body_size=http.max_body_bytes,
         logging_config=None,
+        plugins=[ExactlyOneOfPlugin()],
         openapi_config=OpenAPIConfig(
             title="Fleet", version=__version__,
             description="Smart street furniture of a city: streetlights, waste bins, Wi-Fi access points.",
@@ -98,6 +99,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         debug=False,
     )
     document_problems(app)
+    rebind_options_handlers(app)
     # Litestar runs `middleware` only once a route matched; wrapping the handler behind routing
     # gives unknown paths and wrong methods a request id and their log line too.
     app.asgi_handler = request_context(app.asgi_handler)

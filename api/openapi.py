@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import swagger_ui_bundle
 from litestar import Litestar, Router
@@ -13,6 +14,11 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.typing import FieldDefinition
 
 from api.problems import problems
 
@@ -44,6 +50,35 @@ def document_problems(app: Litestar) -> None:
             if takes_body:
                 statuses.append(413)
             handler.responses = {**problems(*statuses), **(handler.responses or {})}
+
+
+class ExactlyOneOfPlugin(StructSchemaPlugin):
+    """Says in the schema what a Struct's `__exactly_one_of__` names: one of those fields, not null.
+
+    msgspec cannot decode an untagged union of Structs, so such a rule stays in the domain's
+    validation; this keeps the document saying it too."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return (super().is_plugin_supported_field(field_definition)
+                and bool(getattr(field_definition.type_, "__exactly_one_of__", None)))
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        names = field_definition.type_.__exactly_one_of__
+        null = Schema(type=OpenAPIType.NULL)
+        schema.one_of = [Schema(required=[name], properties={
+            other: Schema(schema_not=null) if other == name else null for other in names}) for name in names]
+        return schema
+
+
+def rebind_options_handlers(app: Litestar) -> None:
+    """Litestar 2 binds a path's automatic OPTIONS handler to the route as first registered, so
+    `Allow` named only the methods of the first handler (litestar#4169, fixed in v3)."""
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            for handler in route.route_handlers:
+                if handler.handler_name == "options_handler" and handler.fn.__closure__:
+                    handler.fn.__closure__[0].cell_contents = route
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from litestar import Controller, delete, get, post
@@ -19,7 +19,9 @@ from fleet.registry.filters import parse_filter
 
 
 class CommandTarget(Struct, forbid_unknown_fields=True):
-    device_ids: list[UUID] | None = None
+    __exactly_one_of__: ClassVar = ("device_ids", "group_id", "filter")
+
+    device_ids: Annotated[list[UUID], Meta(min_length=1)] | None = None
     group_id: UUID | None = None
     filter: dict[str, Any] | None = None
 

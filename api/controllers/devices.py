@@ -14,8 +14,8 @@ from litestar.response import Stream
 
 from api.openapi import DeviceImportOperation
 from api.problems import problems
-from api.schemas import (Device, DeviceCreate, DevicePage, DeviceUpdate, ImportResult,
-                         device_fields, device_out)
+from api.schemas import (Device, DeviceCreate, DevicePage, DeviceUpdate, ImportResult, KindFilter,
+                         StatusFilter, device_fields, device_out)
 from fleet.access.models import Principal
 from fleet.errors import FieldError, ValidationFailed
 from fleet.registry.filters import parse_filter
@@ -50,7 +50,7 @@ class DeviceController(Controller):
     @get("/", summary="List devices with filters and cursor pagination", responses=problems(404, 422))
     async def list_devices(
         self, principal: Principal, device_service: DeviceService,
-        kind: Q = None, status: Q = None, district: Q = None, tag: Q = None, firmware: Q = None,
+        kind: KindFilter = None, status: StatusFilter = None, district: Q = None, tag: Q = None, firmware: Q = None,
         bbox: Annotated[str | None, Parameter(description="min_lon,min_lat,max_lon,max_lat")] = None,
         near: Annotated[str | None, Parameter(description="lat,lon")] = None,
         radius_m: Annotated[str | None, Parameter(description="metres around `near` (default 500)")] = None,
@@ -65,7 +65,7 @@ class DeviceController(Controller):
     async def export(
         self, principal: Principal, device_service: DeviceService,
         format: Literal["csv", "geojson"] = "csv",  # noqa: A002 - the query parameter's name
-        kind: Q = None, status: Q = None, district: Q = None, tag: Q = None, firmware: Q = None,
+        kind: KindFilter = None, status: StatusFilter = None, district: Q = None, tag: Q = None, firmware: Q = None,
         bbox: Q = None, near: Q = None, radius_m: Q = None, group_id: Q = None,
     ) -> Stream:
         device_filter = filter_from_query(kind, status, district, tag, firmware, bbox, near, radius_m, group_id)

@@ -8,8 +8,8 @@ from uuid import UUID
 from litestar import Controller, delete, get, patch, post
 from litestar.params import Parameter
 
-from api.schemas import (DevicePage, Group, GroupCreate, GroupMembers, GroupPage, GroupUpdate,
-                         device_out, group_fields, group_out)
+from api.schemas import (DevicePage, Group, GroupCreate, GroupMembers, GroupPage, GroupUpdate, KindFilter,
+                         StatusFilter, device_out, group_fields, group_out)
 from api.problems import problems
 from fleet.access.models import Principal
 from fleet.groups.service import GroupService
@@ -50,7 +50,7 @@ class GroupController(Controller):
          responses=problems(422))
     async def list_members(
         self, group_id: UUID, principal: Principal, group_service: GroupService,
-        kind: Q = None, status: Q = None, district: Q = None, tag: Q = None, firmware: Q = None,
+        kind: KindFilter = None, status: StatusFilter = None, district: Q = None, tag: Q = None, firmware: Q = None,
         bbox: Annotated[str | None, Parameter(description="min_lon,min_lat,max_lon,max_lat")] = None,
         near: Annotated[str | None, Parameter(description="lat,lon")] = None,
         radius_m: Annotated[str | None, Parameter(description="metres around `near` (default 500)")] = None,

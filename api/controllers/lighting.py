@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -100,6 +100,8 @@ class Assignment(Struct):
 class AssignmentCreate(Struct, forbid_unknown_fields=True):
     """A calendar for a group or a district (exactly one). A group's beats a district's."""
 
+    __exactly_one_of__: ClassVar = ("group_id", "district")
+
     calendar_id: UUID
     group_id: UUID | None = None
     district: Text | None = None
@@ -110,6 +112,8 @@ class AssignmentUpdate(Struct, forbid_unknown_fields=True):
 
 
 class OverrideScope(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    __exactly_one_of__: ClassVar = ("district", "group_id", "device_ids")
+
     district: Text | None = None
     group_id: UUID | None = None
     device_ids: Annotated[list[UUID], Meta(max_length=10_000)] | None = None
