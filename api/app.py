@@ -18,7 +18,7 @@ from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
 from api.controllers.telemetry import TelemetryController
 from api.middleware import authentication, request_context
-from api.openapi import DOCS_PATH, ExactlyOneOfPlugin, document_problems, docs_ui, rebind_options_handlers
+from api.openapi import DOCS_PATH, StructRulesPlugin, document_problems, docs_ui, rebind_options_handlers
 from api.problems import EXCEPTION_HANDLERS
 from fleet import __version__
 from fleet.access.models import Principal
@@ -86,7 +86,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         request_class=FleetRequest,
         request_max_body_size=http.max_body_bytes,
         logging_config=None,
-        plugins=[ExactlyOneOfPlugin()],
+        plugins=[StructRulesPlugin()],
         openapi_config=OpenAPIConfig(
             title="Fleet", version=__version__,
             description="Smart street furniture of a city: streetlights, waste bins, Wi-Fi access points.",

@@ -52,22 +52,22 @@ def document_problems(app: Litestar) -> None:
             handler.responses = {**problems(*statuses), **(handler.responses or {})}
 
 
-class ExactlyOneOfPlugin(StructSchemaPlugin):
-    """Says in the schema what a Struct's `__exactly_one_of__` names: one of those fields, not null.
+class StructRulesPlugin(StructSchemaPlugin):
+    """Says in the schema what msgspec enforces beyond field types: unknown fields refused
+    (`forbid_unknown_fields`), and a Struct's `__exactly_one_of__`: one of those fields, not null.
 
-    msgspec cannot decode an untagged union of Structs, so such a rule stays in the domain's
+    msgspec cannot decode an untagged union of Structs, so exactly-one stays in the domain's
     validation; this keeps the document saying it too."""
-
-    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
-        return (super().is_plugin_supported_field(field_definition)
-                and bool(getattr(field_definition.type_, "__exactly_one_of__", None)))
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
         schema = super().to_openapi_schema(field_definition, schema_creator)
-        names = field_definition.type_.__exactly_one_of__
-        null = Schema(type=OpenAPIType.NULL)
-        schema.one_of = [Schema(required=[name], properties={
-            other: Schema(schema_not=null) if other == name else null for other in names}) for name in names]
+        struct = field_definition.type_
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        if names := getattr(struct, "__exactly_one_of__", None):
+            null = Schema(type=OpenAPIType.NULL)
+            schema.one_of = [Schema(required=[name], properties={
+                other: Schema(schema_not=null) if other == name else null for other in names}) for name in names]
         return schema
 
 
@@ -87,6 +87,16 @@ class PublicOperation(Operation):
 
     def __post_init__(self) -> None:
         self.security = []
+
+
+@dataclass
+class DeviceExportOperation(Operation):
+    """The export streams CSV or GeoJSON, as `format` asks."""
+
+    def __post_init__(self) -> None:
+        exported = self.responses["200"]
+        exported.content = {"text/csv": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
+                            "application/geo+json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT))}
 
 
 @dataclass

@@ -28,11 +28,10 @@ BandName = Literal["2.4GHz", "5GHz", "6GHz", "dual"]
 RoleName = Literal["admin", "operator", "crew", "viewer"]
 
 
-def query_enum(name: type, description: str | None = None) -> Any:
-    """An optional query filter over a Literal's values; the domain still validates it (422),
-    the document lists what it accepts."""
-    return Annotated[str | None, Parameter(required=False, description=description,
-                                           schema_extra={"enum": list(get_args(name))})]
+def query_enum(name: type) -> Any:
+    """An optional query filter over a Literal's values (empty: no filter); the domain still
+    validates it (422), the document lists what it accepts."""
+    return Annotated[str | None, Parameter(required=False, schema_extra={"enum": ["", *get_args(name)]})]
 
 
 KindFilter = query_enum(DeviceKindName)

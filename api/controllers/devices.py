@@ -12,7 +12,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.openapi import DeviceImportOperation
+from api.openapi import DeviceExportOperation, DeviceImportOperation
 from api.problems import problems
 from api.schemas import (Device, DeviceCreate, DevicePage, DeviceUpdate, ImportResult, KindFilter,
                          StatusFilter, device_fields, device_out)
@@ -61,7 +61,8 @@ class DeviceController(Controller):
         page = await device_service.list(principal, device_filter, cursor=cursor, limit=limit)
         return DevicePage([device_out(d) for d in page.items], page.next_cursor)
 
-    @get("/export", summary="Export the filtered list as CSV or GeoJSON", responses=problems(404, 422))
+    @get("/export", summary="Export the filtered list as CSV or GeoJSON", responses=problems(404, 422),
+         operation_class=DeviceExportOperation)
     async def export(
         self, principal: Principal, device_service: DeviceService,
         format: Literal["csv", "geojson"] = "csv",  # noqa: A002 - the query parameter's name
@@ -73,7 +74,7 @@ class DeviceController(Controller):
         # Pull the first device before answering, so a bad filter still gets a proper error status.
         first = await anext(devices, None)
         if format == "csv":
-            return Stream(_csv(first, devices), media_type="text/csv; charset=utf-8",
+            return Stream(_csv(first, devices), media_type="text/csv",
                           headers={"Content-Disposition": 'attachment; filename="devices.csv"'})
         return Stream(_geojson(first, devices), media_type="application/geo+json",
                       headers={"Content-Disposition": 'attachment; filename="devices.geojson"'})

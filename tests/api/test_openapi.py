@@ -66,12 +66,14 @@ async def test_import_declares_csv_and_geojson_bodies(document):
     geojson = body["content"]["application/geo+json"]["schema"]
     assert geojson["properties"]["type"] == {"const": "FeatureCollection"}
     assert {"415", "422"} <= set(document["paths"]["/api/v1/devices/import"]["post"]["responses"])
+    exported = document["paths"]["/api/v1/devices/export"]["get"]["responses"]["200"]["content"]
+    assert set(exported) == {"text/csv", "application/geo+json"}
 
 
 async def test_enum_filters_declare_their_values(document):
     for path in ("/api/v1/devices", "/api/v1/devices/export", "/api/v1/groups/{group_id}/members"):
         parameters = {p["name"]: p for p in document["paths"][path]["get"]["parameters"]}
-        assert parameters["kind"]["schema"]["enum"] == ["streetlight", "waste_bin", "wifi_ap"], path
+        assert parameters["kind"]["schema"]["enum"] == ["", "streetlight", "waste_bin", "wifi_ap"], path
         assert "decommissioned" in parameters["status"]["schema"]["enum"], path
     export = {p["name"]: p for p in document["paths"]["/api/v1/devices/export"]["get"]["parameters"]}
     assert export["format"]["schema"]["enum"] == ["csv", "geojson"]
@@ -97,6 +99,9 @@ async def test_non_empty_lists_and_ranges_are_in_the_schema(document):
     assert schemas["CommandTarget"]["properties"]["device_ids"]["minItems"] == 1
     assert schemas["GroupMembers"]["properties"]["device_ids"]["minItems"] == 1
     assert schemas["Location"]["properties"]["lat"]["maximum"] == 90
+    # Structs that refuse unknown fields say so, and only those.
+    assert schemas["DeviceCreate"]["additionalProperties"] is False
+    assert "additionalProperties" not in schemas["Device"]
     limit = {p["name"]: p for p in document["paths"]["/api/v1/devices"]["get"]["parameters"]}["limit"]
     assert limit["schema"]["minimum"] == 1 and limit["schema"]["maximum"] == 1000
 
