@@ -12,7 +12,7 @@ from schemathesis.engine import events, from_schema
 
 from tests.conftest import serve_api, make_city
 
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 10
 
 
 def _run(base_url: str, key: str) -> list[str]:
