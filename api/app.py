@@ -8,7 +8,6 @@ from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.controllers.access import ApiKeyController, AuditController, TenantController
@@ -19,6 +18,7 @@ from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
 from api.controllers.telemetry import TelemetryController
 from api.middleware import authentication, request_context
+from api.openapi import DOCS_PATH, StructRulesPlugin, document_problems, docs_ui, rebind_options_handlers
 from api.problems import EXCEPTION_HANDLERS
 from fleet import __version__
 from fleet.access.models import Principal
@@ -75,27 +75,31 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     }
     dependencies = {name: _constant(service) for name, service in services.items()}
     dependencies["principal"] = Provide(_principal, sync_to_thread=False)
+    docs_plugin, docs_assets = docs_ui()
     app = Litestar(
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
-                        ObservationController, LightingController, *(extra_handlers or [])],
+                        ObservationController, LightingController, docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"])],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=FleetRequest,
         request_max_body_size=http.max_body_bytes,
         logging_config=None,
+        plugins=[StructRulesPlugin()],
         openapi_config=OpenAPIConfig(
             title="Fleet", version=__version__,
             description="Smart street furniture of a city: streetlights, waste bins, Wi-Fi access points.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            path=DOCS_PATH,
+            render_plugins=[docs_plugin],
             components=Components(security_schemes={"bearer": SecurityScheme(
                 type="http", scheme="bearer", description="A Fleet API key")}),
             security=[{"bearer": []}],
         ),
         debug=False,
     )
+    document_problems(app)
+    rebind_options_handlers(app)
     # Litestar runs `middleware` only once a route matched; wrapping the handler behind routing
     # gives unknown paths and wrong methods a request id and their log line too.
     app.asgi_handler = request_context(app.asgi_handler)

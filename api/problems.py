@@ -2,18 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from msgspec import Meta, Struct
 
 from fleet import errors
 
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class FieldProblem(Struct):
+    field: Annotated[str, Meta(description="the input at fault, e.g. `location.lat` or a CSV column")]
+    message: str
+    row: Annotated[int, Meta(description="import only: the 1-based row or feature at fault")] | None = None
+
+
+class Problem(Struct):
+    """An RFC 9457 problem; `errors` names each field at fault."""
+
+    type: str
+    title: str
+    status: Annotated[int, Meta(ge=400, le=599)]
+    detail: str
+    instance: str
+    errors: list[FieldProblem] | None = None
+    request_id: str | None = None
+
+
+_TITLES = {400: "Bad Request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 413: "Payload Too Large",
+           415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+           503: "Service Unavailable"}
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI responses for the problem statuses a handler can answer with."""
+    return {status: ResponseSpec(Problem, description=_TITLES[status], media_type=PROBLEM_JSON,
+                                 generate_examples=False) for status in statuses}
 
 _STATUS: list[tuple[type[errors.FleetError], int, str]] = [
     (errors.Unauthenticated, 401, "Unauthenticated"),
@@ -78,9 +110,7 @@ def _json_path_to_field(key: str, message: str) -> str:
 
 def http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
-    title = {400: "Bad Request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not Found",
-             405: "Method Not Allowed", 406: "Not Acceptable", 413: "Payload Too Large",
-             415: "Unsupported Media Type", 429: "Too Many Requests"}.get(status, "Error")
+    title = _TITLES.get(status, "Error")
     if status >= 500:
         log.error("server error", status=status, detail=exc.detail)
         return problem(request, status, "Internal Server Error", "unexpected error")
@@ -108,4 +138,4 @@ EXCEPTION_HANDLERS = {
     Exception: unexpected_error,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "Problem", "problem", "problems"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import msgspec
+from litestar.params import Parameter
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from fleet.access.models import ApiKey as ApiKeyModel
@@ -25,6 +26,16 @@ WasteKindName = Literal["organic", "inorganic", "glass", "oil", "plastic", "meta
                         "batteries", "electronics", "hazardous", "other"]
 BandName = Literal["2.4GHz", "5GHz", "6GHz", "dual"]
 RoleName = Literal["admin", "operator", "crew", "viewer"]
+
+
+def query_enum(name: type) -> Any:
+    """An optional query filter over a Literal's values (empty: no filter); the domain still
+    validates it (422), the document lists what it accepts."""
+    return Annotated[str | None, Parameter(required=False, schema_extra={"enum": ["", *get_args(name)]})]
+
+
+KindFilter = query_enum(DeviceKindName)
+StatusFilter = query_enum(DeviceStatusName)
 
 
 class Location(Struct):

@@ -11,6 +11,7 @@ from litestar.params import Parameter
 
 from api.schemas import (ApiKey, ApiKeyCreate, ApiKeyCreated, AuditEntry, AuditPage, Tenant,
                          api_key_out)
+from api.problems import problems
 from fleet.access.models import Principal, Role
 from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.models import AuditQuery
@@ -32,17 +33,18 @@ class ApiKeyController(Controller):
     path = "/api/v1/apikeys"
     tags = ["access"]
 
-    @post("/", summary="Issue a key (admins); the secret is shown only in this response")
+    @post("/", summary="Issue a key (admins); the secret is shown only in this response",
+          responses=problems(403, 422))
     async def issue(self, data: ApiKeyCreate, principal: Principal,
                     apikey_service: ApiKeyService) -> ApiKeyCreated:
         issued = await apikey_service.issue(principal, Role(data.role), data.name)
         return ApiKeyCreated(issued.secret, api_key_out(issued.key))
 
-    @get("/", summary="The city's keys, without secrets")
+    @get("/", summary="The city's keys, without secrets", responses=problems(403))
     async def list_keys(self, principal: Principal, apikey_service: ApiKeyService) -> list[ApiKey]:
         return [api_key_out(k) for k in await apikey_service.list(principal)]
 
-    @delete("/{key_id:uuid}", summary="Revoke a key", status_code=200)
+    @delete("/{key_id:uuid}", summary="Revoke a key", status_code=200, responses=problems(403))
     async def revoke(self, key_id: UUID, principal: Principal, apikey_service: ApiKeyService) -> ApiKey:
         return api_key_out(await apikey_service.revoke(principal, key_id))
 
@@ -51,7 +53,7 @@ class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["access"]
 
-    @get("/", summary="Audit entries, newest first (admins)")
+    @get("/", summary="Audit entries, newest first (admins)", responses=problems(403, 422))
     async def search(
         self, principal: Principal, audit_service: AuditService,
         entity_type: str | None = None, entity_id: str | None = None, action: str | None = None,

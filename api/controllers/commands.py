@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from litestar import Controller, delete, get, post
 from litestar.params import Parameter
 from msgspec import Meta, Struct
 
+from api.problems import problems
 from fleet.access.models import Principal
 from fleet.commands.models import (Batch, CommandRequest, DeviceCommand, NotificationAttributes, Operation,
                                    Target)
@@ -19,7 +20,9 @@ from fleet.registry.filters import parse_filter
 
 
 class CommandTarget(Struct, forbid_unknown_fields=True):
-    device_ids: list[UUID] | None = None
+    __exactly_one_of__: ClassVar = ("device_ids", "group_id", "filter")
+
+    device_ids: Annotated[list[UUID], Meta(min_length=1)] | None = None
     group_id: UUID | None = None
     filter: dict[str, Any] | None = None
 
@@ -89,7 +92,8 @@ class CommandController(Controller):
     path = "/api/v1/commands"
     tags = ["commands"]
 
-    @post("/", status_code=202, summary="Queue a read, write, execute, observe, write_attributes or discover")
+    @post("/", status_code=202, summary="Queue a read, write, execute, observe, write_attributes or discover",
+          responses=problems(403, 404, 422))
     async def submit(self, data: CommandCreate, principal: Principal,
                      command_service: CommandService) -> Command:
         batch = await command_service.submit(principal, CommandRequest(
@@ -102,7 +106,8 @@ class CommandController(Controller):
                           limit: Annotated[int, Parameter(ge=0, le=100_000)] = 10_000) -> Command:
         return command_out(await command_service.get(principal, command_id, limit=limit))
 
-    @post("/{command_id:uuid}/cancel", status_code=200, summary="Cancel what is still queued")
+    @post("/{command_id:uuid}/cancel", status_code=200, summary="Cancel what is still queued",
+          responses=problems(403))
     async def cancel(self, command_id: UUID, principal: Principal, command_service: CommandService) -> Command:
         return command_out(await command_service.cancel(principal, command_id))
 
@@ -111,12 +116,13 @@ class ObservationController(Controller):
     path = "/api/v1/devices/{device_id:uuid}/observations"
     tags = ["commands"]
 
-    @post("/", status_code=202, summary="Start observing a path; notifications become telemetry")
+    @post("/", status_code=202, summary="Start observing a path; notifications become telemetry",
+          responses=problems(403, 422))
     async def start(self, device_id: UUID, data: ObservationCreate, principal: Principal,
                     command_service: CommandService) -> Command:
         return command_out(await command_service.observe(principal, device_id, data.path, start=True))
 
-    @delete("/", status_code=202, summary="Stop observing a path")
+    @delete("/", status_code=202, summary="Stop observing a path", responses=problems(403, 422))
     async def stop(self, device_id: UUID, path: str, principal: Principal,
                    command_service: CommandService) -> Command:
         return command_out(await command_service.observe(principal, device_id, path, start=False))

@@ -12,8 +12,10 @@ from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.schemas import (Device, DeviceCreate, DevicePage, DeviceUpdate, ImportResult,
-                         device_fields, device_out)
+from api.openapi import DeviceExportOperation, DeviceImportOperation
+from api.problems import problems
+from api.schemas import (Device, DeviceCreate, DevicePage, DeviceUpdate, ImportResult, KindFilter,
+                         StatusFilter, device_fields, device_out)
 from fleet.access.models import Principal
 from fleet.errors import FieldError, ValidationFailed
 from fleet.registry.filters import parse_filter
@@ -40,15 +42,15 @@ class DeviceController(Controller):
     path = "/api/v1/devices"
     tags = ["devices"]
 
-    @post("/", summary="Register a device in the caller's city")
+    @post("/", summary="Register a device in the caller's city", responses=problems(403, 409, 422))
     async def create(self, data: DeviceCreate, principal: Principal,
                      device_service: DeviceService) -> Device:
         return device_out(await device_service.create(principal, device_fields(data)))
 
-    @get("/", summary="List devices with filters and cursor pagination")
+    @get("/", summary="List devices with filters and cursor pagination", responses=problems(404, 422))
     async def list_devices(
         self, principal: Principal, device_service: DeviceService,
-        kind: Q = None, status: Q = None, district: Q = None, tag: Q = None, firmware: Q = None,
+        kind: KindFilter = None, status: StatusFilter = None, district: Q = None, tag: Q = None, firmware: Q = None,
         bbox: Annotated[str | None, Parameter(description="min_lon,min_lat,max_lon,max_lat")] = None,
         near: Annotated[str | None, Parameter(description="lat,lon")] = None,
         radius_m: Annotated[str | None, Parameter(description="metres around `near` (default 500)")] = None,
@@ -59,11 +61,12 @@ class DeviceController(Controller):
         page = await device_service.list(principal, device_filter, cursor=cursor, limit=limit)
         return DevicePage([device_out(d) for d in page.items], page.next_cursor)
 
-    @get("/export", summary="Export the filtered list as CSV or GeoJSON")
+    @get("/export", summary="Export the filtered list as CSV or GeoJSON", responses=problems(404, 422),
+         operation_class=DeviceExportOperation)
     async def export(
         self, principal: Principal, device_service: DeviceService,
         format: Literal["csv", "geojson"] = "csv",  # noqa: A002 - the query parameter's name
-        kind: Q = None, status: Q = None, district: Q = None, tag: Q = None, firmware: Q = None,
+        kind: KindFilter = None, status: StatusFilter = None, district: Q = None, tag: Q = None, firmware: Q = None,
         bbox: Q = None, near: Q = None, radius_m: Q = None, group_id: Q = None,
     ) -> Stream:
         device_filter = filter_from_query(kind, status, district, tag, firmware, bbox, near, radius_m, group_id)
@@ -71,12 +74,13 @@ class DeviceController(Controller):
         # Pull the first device before answering, so a bad filter still gets a proper error status.
         first = await anext(devices, None)
         if format == "csv":
-            return Stream(_csv(first, devices), media_type="text/csv; charset=utf-8",
+            return Stream(_csv(first, devices), media_type="text/csv",
                           headers={"Content-Disposition": 'attachment; filename="devices.csv"'})
         return Stream(_geojson(first, devices), media_type="application/geo+json",
                       headers={"Content-Disposition": 'attachment; filename="devices.geojson"'})
 
-    @post("/import", summary="Import devices from CSV or GeoJSON, all or nothing", status_code=201)
+    @post("/import", summary="Import devices from CSV or GeoJSON, all or nothing", status_code=201,
+          responses=problems(400, 403, 409, 413, 415, 422), operation_class=DeviceImportOperation)
     async def import_devices(self, request: Request, principal: Principal,
                              device_service: DeviceService) -> ImportResult:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -98,12 +102,13 @@ class DeviceController(Controller):
                          device_service: DeviceService) -> Device:
         return device_out(await device_service.get(principal, device_id))
 
-    @patch("/{device_id:uuid}", summary="Change some fields of a device")
+    @patch("/{device_id:uuid}", summary="Change some fields of a device", responses=problems(403, 409, 422))
     async def update(self, device_id: UUID, data: DeviceUpdate, principal: Principal,
                      device_service: DeviceService) -> Device:
         return device_out(await device_service.update(principal, device_id, device_fields(data)))
 
-    @delete("/{device_id:uuid}", summary="Decommission a device (its history is kept)", status_code=200)
+    @delete("/{device_id:uuid}", summary="Decommission a device (its history is kept)", status_code=200,
+            responses=problems(403, 409))
     async def decommission(self, device_id: UUID, principal: Principal,
                            device_service: DeviceService) -> Device:
         return device_out(await device_service.decommission(principal, device_id))

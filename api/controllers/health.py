@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from litestar import Request, Response, get
 
-from api.problems import problem
+from api.openapi import PublicOperation
+from api.problems import problem, problems
 from fleet.db import Database
 from fleet.db.migrate import pending_migrations
 
 
-@get("/healthz", summary="The process is up", tags=["health"])
+@get("/healthz", summary="The process is up", tags=["health"], operation_class=PublicOperation)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="The database is reachable and migrations are current", tags=["health"])
+@get("/readyz", summary="The database is reachable and migrations are current", tags=["health"],
+     operation_class=PublicOperation, responses=problems(503))
 async def readyz(request: Request, db: Database) -> Response:
     try:
         async with db.pool.acquire(timeout=2) as conn:

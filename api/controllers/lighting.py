@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -11,6 +11,7 @@ from litestar import Controller, delete, get, patch, post, put
 from litestar.params import Parameter
 from msgspec import Meta, Struct
 
+from api.problems import problems
 from fleet.access.models import Principal
 from fleet.lighting import validation
 from fleet.lighting.energy import EnergyReport, EnergyService, LightEnergy
@@ -99,6 +100,8 @@ class Assignment(Struct):
 class AssignmentCreate(Struct, forbid_unknown_fields=True):
     """A calendar for a group or a district (exactly one). A group's beats a district's."""
 
+    __exactly_one_of__: ClassVar = ("group_id", "district")
+
     calendar_id: UUID
     group_id: UUID | None = None
     district: Text | None = None
@@ -109,6 +112,8 @@ class AssignmentUpdate(Struct, forbid_unknown_fields=True):
 
 
 class OverrideScope(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    __exactly_one_of__: ClassVar = ("district", "group_id", "device_ids")
+
     district: Text | None = None
     group_id: UUID | None = None
     device_ids: Annotated[list[UUID], Meta(max_length=10_000)] | None = None
@@ -278,7 +283,8 @@ class LightingController(Controller):
     path = "/api/v1/lighting"
     tags = ["lighting"]
 
-    @post("/programs", summary="Create a control program (switch points through one night)")
+    @post("/programs", summary="Create a control program (switch points through one night)",
+          responses=problems(403, 409, 422))
     async def create_program(self, data: ProgramWrite, principal: Principal,
                              lighting_service: LightingService) -> Program:
         return program_out(await lighting_service.create_program(principal, _builtins(data)))
@@ -292,17 +298,20 @@ class LightingController(Controller):
                           lighting_service: LightingService) -> Program:
         return program_out(await lighting_service.get_program(principal, program_id))
 
-    @put("/programs/{program_id:uuid}", summary="Replace a control program; calendars using it follow")
+    @put("/programs/{program_id:uuid}", summary="Replace a control program; calendars using it follow",
+         responses=problems(403, 409, 422))
     async def replace_program(self, program_id: UUID, data: ProgramWrite, principal: Principal,
                               lighting_service: LightingService) -> Program:
         return program_out(await lighting_service.replace_program(principal, program_id, _builtins(data)))
 
-    @delete("/programs/{program_id:uuid}", summary="Delete a program no calendar uses")
+    @delete("/programs/{program_id:uuid}", summary="Delete a program no calendar uses",
+            responses=problems(403, 409))
     async def delete_program(self, program_id: UUID, principal: Principal,
                              lighting_service: LightingService) -> None:
         await lighting_service.delete_program(principal, program_id)
 
-    @post("/calendars", summary="Create a calendar: ordered rules picking a program per night, and a default")
+    @post("/calendars", summary="Create a calendar: ordered rules picking a program per night, and a default",
+          responses=problems(403, 404, 409, 422))
     async def create_calendar(self, data: CalendarWrite, principal: Principal,
                               lighting_service: LightingService) -> Calendar:
         return calendar_out(await lighting_service.create_calendar(principal, _builtins(data)))
@@ -316,17 +325,19 @@ class LightingController(Controller):
                            lighting_service: LightingService) -> Calendar:
         return calendar_out(await lighting_service.get_calendar(principal, calendar_id))
 
-    @put("/calendars/{calendar_id:uuid}", summary="Replace a calendar; its lights are re-planned at once")
+    @put("/calendars/{calendar_id:uuid}", summary="Replace a calendar; its lights are re-planned at once",
+         responses=problems(403, 404, 409, 422))
     async def replace_calendar(self, calendar_id: UUID, data: CalendarWrite, principal: Principal,
                                lighting_service: LightingService) -> Calendar:
         return calendar_out(await lighting_service.replace_calendar(principal, calendar_id, _builtins(data)))
 
-    @delete("/calendars/{calendar_id:uuid}", summary="Delete a calendar that is not assigned")
+    @delete("/calendars/{calendar_id:uuid}", summary="Delete a calendar that is not assigned",
+            responses=problems(403, 409))
     async def delete_calendar(self, calendar_id: UUID, principal: Principal,
                               lighting_service: LightingService) -> None:
         await lighting_service.delete_calendar(principal, calendar_id)
 
-    @post("/assignments", summary="Give a group or a district a calendar")
+    @post("/assignments", summary="Give a group or a district a calendar", responses=problems(403, 404, 409, 422))
     async def create_assignment(self, data: AssignmentCreate, principal: Principal,
                                 lighting_service: LightingService) -> Assignment:
         return assignment_out(await lighting_service.assign(principal, _builtins(data)))
@@ -340,17 +351,20 @@ class LightingController(Controller):
                              lighting_service: LightingService) -> Assignment:
         return assignment_out(await lighting_service.get_assignment(principal, assignment_id))
 
-    @patch("/assignments/{assignment_id:uuid}", summary="Switch the group or district to another calendar")
+    @patch("/assignments/{assignment_id:uuid}", summary="Switch the group or district to another calendar",
+           responses=problems(403, 404, 422))
     async def update_assignment(self, assignment_id: UUID, data: AssignmentUpdate, principal: Principal,
                                 lighting_service: LightingService) -> Assignment:
         return assignment_out(await lighting_service.reassign(principal, assignment_id, _builtins(data)))
 
-    @delete("/assignments/{assignment_id:uuid}", summary="Stop scheduling the group or district")
+    @delete("/assignments/{assignment_id:uuid}", summary="Stop scheduling the group or district",
+            responses=problems(403))
     async def delete_assignment(self, assignment_id: UUID, principal: Principal,
                                 lighting_service: LightingService) -> None:
         await lighting_service.unassign(principal, assignment_id)
 
-    @post("/overrides", summary="Hold a district, group or devices at a level for a while")
+    @post("/overrides", summary="Hold a district, group or devices at a level for a while",
+          responses=problems(403, 404, 422))
     async def create_override(self, data: OverrideCreate, principal: Principal,
                               lighting_service: LightingService) -> Override:
         raw = {"scope": _builtins(data.scope), "dimming_level": data.dimming_level, "priority": data.priority,
@@ -370,12 +384,14 @@ class LightingController(Controller):
                            lighting_service: LightingService) -> Override:
         return override_out(await lighting_service.get_override(principal, override_id))
 
-    @post("/overrides/{override_id:uuid}/cancel", status_code=200, summary="End an override now")
+    @post("/overrides/{override_id:uuid}/cancel", status_code=200, summary="End an override now",
+          responses=problems(403, 409))
     async def cancel_override(self, override_id: UUID, principal: Principal,
                               lighting_service: LightingService) -> Override:
         return override_out(await lighting_service.cancel_override(principal, override_id))
 
-    @get("/preview", summary="The level of a light or group at a time, and its transitions over 48 hours")
+    @get("/preview", summary="The level of a light or group at a time, and its transitions over 48 hours",
+         responses=problems(404, 422))
     async def preview(self, principal: Principal, preview_service: PreviewService,
                       device_id: UUID | None = None, group_id: UUID | None = None,
                       at: Annotated[str | None, Parameter(
@@ -383,7 +399,8 @@ class LightingController(Controller):
                       ) -> LightingPreview:
         return preview_out(await preview_service.preview(principal, device_id=device_id, group_id=group_id, at=at))
 
-    @get("/energy", summary="Energy used over the nights and the savings against full power")
+    @get("/energy", summary="Energy used over the nights and the savings against full power",
+         responses=problems(404, 422))
     async def energy(self, principal: Principal, energy_service: EnergyService,
                      device_id: UUID | None = None, group_id: UUID | None = None,
                      district: Annotated[str | None, Parameter(max_length=300)] = None,

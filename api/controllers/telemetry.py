@@ -10,6 +10,7 @@ from litestar import Controller, get
 from litestar.params import Parameter
 from msgspec import Struct
 
+from api.problems import problems
 from fleet.access.models import Principal
 from fleet.objectmodel import CATALOG
 from fleet.registrations.service import RegistrationService
@@ -83,7 +84,8 @@ class TelemetryController(Controller):
         return DeviceState(device_id, [StateValue(v.path, v.value, v.time, v.name, v.object_name, v.units)
                                        for v in values])
 
-    @get("/series", summary="Values of one resource over a time range, raw or as avg/min/max buckets")
+    @get("/series", summary="Values of one resource over a time range, raw or as avg/min/max buckets",
+         responses=problems(422))
     async def series(
         self, device_id: UUID, principal: Principal, telemetry_service: TelemetryService,
         path: Annotated[str, Parameter(description="resource path, e.g. /3303/0/5700")],

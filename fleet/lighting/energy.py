@@ -146,6 +146,8 @@ class EnergyService:
         if sum(x is not None for x in (device_id, group_id, district)) != 1:
             raise ValidationFailed("invalid energy query", [FieldError(
                 "device_id", "give exactly one of device_id, group_id or district")])
+        if district is not None:
+            district = validation.short_text(district, "district")
         since, until = self._period(principal.tenant_timezone, since, until)
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             repo = LightingRepository(conn)

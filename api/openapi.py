@@ -1,0 +1,132 @@
+"""What the OpenAPI document says beyond the handlers' signatures, and the docs UI served offline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import swagger_ui_bundle
+from litestar import Litestar, Router
+from litestar.constants import RESERVED_KWARGS
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.typing import FieldDefinition
+
+from api.problems import problems
+
+API_PREFIX = "/api/v1/"
+DOCS_PATH = "/schema"
+# Under /schema so the assets are as public as the page that loads them.
+ASSETS_PATH = f"{DOCS_PATH}/assets"
+
+
+def document_problems(app: Litestar) -> None:
+    """Declares the problems every API operation can answer with, by what the operation takes.
+
+    Handlers name the statuses only their logic produces (403, 409, 422, ...) in `responses=`;
+    the ones that follow from the route's shape are added here, so none is forgotten:
+    401 and 429 everywhere, 400 for any input, 404 for a path naming a resource, 413 for a body."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith(API_PREFIX):
+            continue
+        for handler in route.route_handlers:
+            if not handler.include_in_schema:
+                continue
+            statuses = [401, 429]
+            inputs = set(handler.parsed_fn_signature.parameters) - set(handler.resolve_dependencies())
+            takes_body = "data" in inputs
+            if takes_body or inputs - RESERVED_KWARGS:
+                statuses.append(400)
+            if route.path_parameters:
+                statuses.append(404)
+            if takes_body:
+                statuses.append(413)
+            handler.responses = {**problems(*statuses), **(handler.responses or {})}
+
+
+class StructRulesPlugin(StructSchemaPlugin):
+    """Says in the schema what msgspec enforces beyond field types: unknown fields refused
+    (`forbid_unknown_fields`), and a Struct's `__exactly_one_of__`: one of those fields, not null.
+
+    msgspec cannot decode an untagged union of Structs, so exactly-one stays in the domain's
+    validation; this keeps the document saying it too."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        struct = field_definition.type_
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        if names := getattr(struct, "__exactly_one_of__", None):
+            null = Schema(type=OpenAPIType.NULL)
+            schema.one_of = [Schema(required=[name], properties={
+                other: Schema(schema_not=null) if other == name else null for other in names}) for name in names]
+        return schema
+
+
+def rebind_options_handlers(app: Litestar) -> None:
+    """Litestar 2 binds a path's automatic OPTIONS handler to the route as first registered, so
+    `Allow` named only the methods of the first handler (litestar#4169, fixed in v3)."""
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            for handler in route.route_handlers:
+                if handler.handler_name == "options_handler" and handler.fn.__closure__:
+                    handler.fn.__closure__[0].cell_contents = route
+
+
+@dataclass
+class PublicOperation(Operation):
+    """An operation anyone may call: probes answer without an API key."""
+
+    def __post_init__(self) -> None:
+        self.security = []
+
+
+@dataclass
+class DeviceExportOperation(Operation):
+    """The export streams CSV or GeoJSON, as `format` asks."""
+
+    def __post_init__(self) -> None:
+        exported = self.responses["200"]
+        exported.content = {"text/csv": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
+                            "application/geo+json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT))}
+
+
+@dataclass
+class DeviceImportOperation(Operation):
+    """The import reads its body itself, so the document says here what the body may be."""
+
+    def __post_init__(self) -> None:
+        csv = Schema(type=OpenAPIType.STRING, description=(
+            "UTF-8 CSV with a header row: kind, endpoint, lat, lon and any device field"))
+        feature_collection = Schema(
+            type=OpenAPIType.OBJECT, required=["type", "features"],
+            description="GeoJSON FeatureCollection of Point features; properties hold the device fields",
+            properties={"type": Schema(const="FeatureCollection"),
+                        "features": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT))})
+        self.request_body = RequestBody(required=True, content={
+            "text/csv": OpenAPIMediaType(schema=csv),
+            "application/geo+json": OpenAPIMediaType(schema=feature_collection),
+        })
+
+
+def docs_ui() -> tuple[SwaggerRenderPlugin, Router]:
+    """Swagger UI whose scripts, styles and icon come from the installed package, not a CDN."""
+    assets = Path(str(swagger_ui_bundle.swagger_ui_path))
+    plugin = SwaggerRenderPlugin(
+        path="/swagger",
+        js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+        css_url=f"{ASSETS_PATH}/swagger-ui.css",
+        standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
+    )
+    router = create_static_files_router(ASSETS_PATH, directories=[assets], include_in_schema=False,
+                                        cache_control=None)
+    return plugin, router
