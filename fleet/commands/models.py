@@ -47,15 +47,18 @@ class NotificationAttributes(Struct, forbid_unknown_fields=True, omit_defaults=T
     lt: float | None = None
     st: Annotated[float, Meta(ge=0)] | None = None
 
-    def __post_init__(self) -> None:
+    def rule_violations(self) -> list[str]:
+        """The rules between attributes (TS §5.1.2), which a JSON schema can't say: checked as
+        domain rules (422), not as malformed input."""
+        broken = []
         if all(getattr(self, name) is None for name in self.__struct_fields__):
-            raise ValueError("give at least one of pmin, pmax, gt, lt, st")
+            broken.append("give at least one of pmin, pmax, gt, lt, st")
         if self.pmin is not None and self.pmax is not None and self.pmin > self.pmax:
-            raise ValueError("pmin must not exceed pmax")
-        if self.gt is not None and self.lt is not None:
-            # TS §5.1.2: lt < gt, and lt + 2 * st < gt when a step is given too.
-            if not self.lt + 2 * (self.st or 0) < self.gt:
-                raise ValueError("lt (plus twice st) must stay below gt")
+            broken.append("pmin must not exceed pmax")
+        # lt < gt, and lt + 2 * st < gt when a step is given too.
+        if self.gt is not None and self.lt is not None and not self.lt + 2 * (self.st or 0) < self.gt:
+            broken.append("lt (plus twice st) must stay below gt")
+        return broken
 
 
 class CommandStatus(enum.StrEnum):

@@ -42,6 +42,7 @@ def validate_request(request: CommandRequest) -> Any:
         if request.attributes is None:
             errors.append(FieldError("attributes", "write_attributes needs attributes, e.g. {\"pmin\": 10}"))
         else:
+            errors.extend(FieldError("attributes", message) for message in request.attributes.rule_violations())
             value = msgspec.to_builtins(request.attributes)
     elif request.attributes is not None:
         errors.append(FieldError("attributes", f"{request.operation.value} takes no attributes"))

@@ -15,18 +15,26 @@ def attributes(**given) -> NotificationAttributes:
 
 
 @pytest.mark.parametrize("given, problem", [
-    ({}, "at least one"),
-    ({"pmin": 60, "pmax": 10}, "pmin must not exceed pmax"),
     ({"pmin": -1}, ">= 0"),
     ({"st": -0.5}, ">= 0"),
     ({"pmax": 1.5}, "Expected `int | null`"),
-    ({"gt": 10, "lt": 20}, "below gt"),
-    ({"gt": 10, "lt": 5, "st": 3}, "below gt"),
     ({"pmin": 10, "every": 5}, "unknown field"),
 ])
-def test_bad_attributes_are_refused_when_decoded(given, problem):
+def test_malformed_attributes_are_refused_when_decoded(given, problem):
     with pytest.raises(msgspec.ValidationError, match=problem):
         attributes(**given)
+
+
+@pytest.mark.parametrize("given, problem", [
+    ({}, "at least one"),
+    ({"pmin": 60, "pmax": 10}, "pmin must not exceed pmax"),
+    ({"gt": 10, "lt": 20}, "below gt"),
+    ({"gt": 10, "lt": 5, "st": 3}, "below gt"),
+])
+def test_attributes_breaking_the_rules_between_them_are_refused_as_domain_rules(given, problem):
+    with pytest.raises(ValidationFailed) as refused:
+        validate_request(request(Operation.WRITE_ATTRIBUTES, "/3416/0", attributes=attributes(**given)))
+    assert any(problem in e.message for e in refused.value.errors)
 
 
 def test_good_attributes_keep_only_what_was_given():
