@@ -10,11 +10,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.ingest.database import migrate_and_analyze
 from fleet.access.models import Principal
 from fleet.access.service import TenantService, system_principal
 from fleet.db import Database
 from fleet.db.embedded import WRITE_HEAVY, start_embedded
-from fleet.db.migrate import migrate
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.repository import DeviceRepository
 
@@ -60,15 +60,14 @@ def light(n: int) -> NewDevice:
                      attributes={"nominal_wattage": WATTAGES[n % len(WATTAGES)], "lamp_type": "led"})
 
 
-async def prepare(db: Database, count: int, devices_file: Path) -> City:
-    async with db.pool.acquire() as conn:
-        await migrate(conn)
+async def prepare(db: Database, dsn: str, count: int, devices_file: Path) -> City:
+    """`db` must be connected to the migrated database `dsn` (migrate_and_analyze first)."""
     tenant = await TenantService(db).create("bench-dimming", "Dimming Bench City", "Asia/Seoul")
     lights = [light(n) for n in range(count)]
     async with db.tenant_tx(tenant.id) as conn:
         await DeviceRepository(conn).insert_many(tenant.id, lights)
+    await migrate_and_analyze(dsn)
     async with db.pool.acquire() as conn:
-        await conn.execute("analyze")
         settings = {name: await conn.fetchval(f"show {name}") for name in DURABILITY_SETTINGS}
     with devices_file.open("w", newline="") as handle:
         writer = csv.writer(handle)

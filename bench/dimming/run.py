@@ -46,6 +46,7 @@ from aiocoap import Code, Message
 from aiocoap.transports.udp6 import UDP6EndpointAddress
 
 from api.runtime import tune_gc
+from bench.ingest.database import migrate_and_analyze
 from bench.dimming.city import DISTRICT, City, embedded_server, prepare
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
@@ -277,10 +278,11 @@ async def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-dimming-") as work_dir:
         work = Path(work_dir)
         with embedded_server(work) as dsn:
+            await migrate_and_analyze(dsn)
             db = await Database.connect(dsn, min_size=4, max_size=args.pool_max)
             try:
                 devices_file = work / "lights.csv"
-                city = await prepare(db, args.lights, devices_file)
+                city = await prepare(db, dsn, args.lights, devices_file)
                 async with open_listener(db, "::", 0) as listener:
                     election = LeaderElection(db, "bench")
                     scheduler = asyncio.create_task(election.run(LightingJobs(db).lead))

@@ -52,10 +52,9 @@ class Prepared:
 
 async def prepare(dsn: str, endpoints: list[str]) -> Prepared:
     """Migrate, create the city and provision one streetlight per endpoint (bulk import)."""
+    await migrate_and_analyze(dsn)
     db = await Database.connect(dsn, min_size=1, max_size=2)
     try:
-        async with db.pool.acquire() as conn:
-            await migrate(conn)
         tenant = await TenantService(db).create("bench-ingest", "Ingest Bench City", "Asia/Seoul")
         admin = system_principal(tenant)
         devices = DeviceService(db)
@@ -69,9 +68,7 @@ async def prepare(dsn: str, endpoints: list[str]) -> Prepared:
             ids += await devices.import_rows(admin, rows)
         async with db.pool.acquire() as conn:
             settings = {name: await conn.fetchval(f"show {name}") for name in DURABILITY_SETTINGS}
-            postmaster = await conn.fetchval(
-                "select pid from pg_stat_activity where backend_type = 'checkpointer'")
-            await conn.execute("analyze")
+        postmaster = await migrate_and_analyze(dsn)
     finally:
         await db.close()
     return Prepared(dsn, tenant.id, dict(zip(endpoints, ids, strict=True)), settings,
@@ -156,3 +153,16 @@ async def checkpoint(dsn: str) -> None:
         await conn.execute("checkpoint")
     finally:
         await conn.close()
+
+
+async def migrate_and_analyze(dsn: str) -> int:
+    """On the admin login, as Fleet does at start: the service's logins own no table, so only
+    the admin may migrate, and ANALYZE after a bulk load (autovacuum would, later). Returns the
+    checkpointer's pid, which only the admin may see."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await migrate(admin)
+        await admin.execute("analyze")
+        return await admin.fetchval("select pid from pg_stat_activity where backend_type = 'checkpointer'")
+    finally:
+        await admin.close()
