@@ -28,6 +28,7 @@ NETWORK_STATUSES = ("provisioned", "online", "offline")
 # a lost one is opened again.
 SESSION_CHECK_INTERVAL_S = 10.0
 SESSION_RECONNECT_S = 1.0
+SESSIONS_APPLICATION = "fleet-sessions"
 
 
 class UnknownEndpoint(PermissionDenied):
@@ -135,6 +136,8 @@ class RegistrationService:
                 async with self.db.pool.acquire() as conn:
                     closed = asyncio.Event()
                     conn.add_termination_listener(lambda _conn: closed.set())
+                    # Named, so that it can be told apart among the node's connections.
+                    await conn.execute(f"set application_name = '{SESSIONS_APPLICATION}'")
                     await conn.add_listener(SESSIONS_CHANNEL, on_notification)
                     listening(True)
                     if lost:
@@ -150,6 +153,7 @@ class RegistrationService:
                         listening(False)
                         with contextlib.suppress(Exception):
                             await conn.remove_listener(SESSIONS_CHANNEL, on_notification)
+                            await conn.execute("reset application_name")
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
             listening(False)

@@ -187,3 +187,24 @@ async def test_decommissioning_takes_the_device_off_the_network(db, listener, se
     again = await register(address, listener, "bin-retired")
     assert again.code == Code.FORBIDDEN
     assert await stored(db, device.id) == 1
+
+
+async def test_a_lost_feed_of_changes_empties_the_cache_until_it_is_back(db, listener, addresses):
+    city = await make_city(db, "seoul")
+    device = await bin_device(db, city, "bin-cut-off")
+    assert (await register(addresses[0], listener, "bin-cut-off")).code == Code.CREATED
+    peer = await peer_of_registration(db, device.id)
+    sessions = listener.server.sessions
+    assert sessions.get(peer) is not None
+
+    async with db.system_tx() as conn:
+        assert await conn.fetchval(
+            """select count(pg_terminate_backend(pid)) from pg_stat_activity
+               where application_name = 'fleet-sessions' and datname = current_database()""") == 1
+    await until(lambda: not sessions.following)
+    assert sessions.get(peer) is None  # changes made meanwhile would be missed: nothing is trusted
+    assert (await send(addresses[0], listener)).code == Code.CHANGED  # the database still answers
+    await until(lambda: sessions.following)
+    assert (await send(addresses[0], listener)).code == Code.CHANGED
+    assert sessions.get(peer) is not None
+    assert await stored(db, device.id) == 2
