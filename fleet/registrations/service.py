@@ -135,7 +135,11 @@ class RegistrationService:
             try:
                 async with self.db.pool.acquire() as conn:
                     closed = asyncio.Event()
-                    conn.add_termination_listener(lambda _conn: closed.set())
+
+                    def on_closed(_conn) -> None:
+                        closed.set()
+
+                    conn.add_termination_listener(on_closed)
                     # Named, so that it can be told apart among the node's connections.
                     await conn.execute(f"set application_name = '{SESSIONS_APPLICATION}'")
                     await conn.add_listener(SESSIONS_CHANNEL, on_notification)
@@ -151,6 +155,7 @@ class RegistrationService:
                                 await asyncio.wait_for(conn.execute("select 1"), check_interval_s)
                     finally:
                         listening(False)
+                        conn.remove_termination_listener(on_closed)
                         with contextlib.suppress(Exception):
                             await conn.remove_listener(SESSIONS_CHANNEL, on_notification)
                             await conn.execute("reset application_name")

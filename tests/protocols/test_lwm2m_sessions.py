@@ -18,6 +18,8 @@ from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
 from protocols.lwm2m.listener import open_listener
 from tests.conftest import make_city
+from tests.protocols.devices import MiniDevice
+from tests.protocols.test_commands import wait_for_batch
 
 PACK = cbor2.dumps([{-2: "/3435/0/", 0: "2", 2: 41.5}])
 
@@ -208,3 +210,26 @@ async def test_a_lost_feed_of_changes_empties_the_cache_until_it_is_back(db, lis
     assert (await send(addresses[0], listener)).code == Code.CHANGED
     assert sessions.get(peer) is not None
     assert await stored(db, device.id) == 2
+
+
+async def test_decommissioning_ends_the_observations_a_listener_follows(db, listener):
+    city = await make_city(db, "seoul")
+    record = await DeviceService(db).create_validated(city.principal, NewDevice(
+        kind=DeviceKind.STREETLIGHT, endpoint="light-watched", lat=37.56, lon=126.97))
+    device = MiniDevice("light-watched")
+    device.add("/3416/0/1", 70)
+    await device.start()
+    try:
+        assert (await device.register(listener.port)).code == Code.CREATED
+        observe = await CommandService(db).submit(city.principal, CommandRequest(
+            Target(device_ids=(record.id,)), Operation.OBSERVE, "/3416/0/1"))
+        observations = listener.dispatcher.observations
+        await wait_for_batch(db, city, observe.id)
+        assert (record.id, "/3416/0/1") in observations
+
+        await DeviceService(db).decommission(city.principal, record.id)
+        await until(lambda: (record.id, "/3416/0/1") not in observations)
+        batch = await CommandService(db).get(city.principal, observe.id)
+        assert batch.counts["succeeded"] == 1  # what was done stays done; what was pending is cancelled
+    finally:
+        await device.stop()
