@@ -11,7 +11,6 @@ import asyncio
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from urllib.parse import unquote
-from uuid import UUID
 
 import structlog
 from aiocoap import CHANGED, CREATED, DELETED, Message, error, interfaces
