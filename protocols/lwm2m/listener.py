@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from uuid import UUID
 
 import aiocoap
 import structlog
@@ -71,7 +72,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         await dispatcher.device_awake(registration, session, update=update)
 
     server.on_registered = on_registered
-    server.sessions.on_ended = dispatcher.end_observations
+    server.sessions.on_ended = _coalesced(dispatcher.end_observations)
     bound_port = transport.udp_sockets(context)[0].getsockname()[1]
     following = asyncio.Event()
 
@@ -101,6 +102,24 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         await server.close()
         await context.shutdown()
         await writer.close()
+
+
+def _coalesced(end_observations: Callable[[set[UUID]], None]) -> Callable[[set[UUID]], None]:
+    """One call per turn of the event loop: a sweep ends a thousand registrations at once, one
+    notification each, and every call walks all the observations this node follows."""
+    waiting: set[UUID] = set()
+
+    def flush() -> None:
+        devices = set(waiting)
+        waiting.clear()
+        end_observations(devices)
+
+    def ended(device_ids: set[UUID]) -> None:
+        if not waiting:
+            asyncio.get_running_loop().call_soon(flush)
+        waiting.update(device_ids)
+
+    return ended
 
 
 async def _sweep(registrations: RegistrationService, server: LwM2MServer, grace: timedelta,
