@@ -137,6 +137,19 @@ class CommandRepository:
                where tenant_id = $1 and batch_id = $2 and status = 'queued'""", tenant_id, batch_id)
         return int(result.split()[-1])
 
+    async def end_for_device(self, tenant_id: UUID, device_id: UUID, reason: str) -> int:
+        """A device leaves service: what is queued or awaiting its answer is cancelled (a late
+        answer then changes nothing: outcomes only land on `sent`), and its observations end.
+        Returns how many commands were cancelled."""
+        return await self.conn.fetchval(
+            """with ended as (delete from observations where tenant_id = $1 and device_id = $2),
+                    cancelled as (
+                        update commands set status = 'cancelled', completed_at = now(), error = $3
+                        where tenant_id = $1 and device_id = $2 and status in ('queued', 'sent')
+                        returning 1)
+               select count(*) from cancelled""",
+            tenant_id, device_id, reason)
+
     async def for_device(self, tenant_id: UUID, device_id: UUID, limit: int) -> list[DeviceCommand]:
         rows = await self.conn.fetch(
             f"""select {_COMMAND_COLUMNS} from commands where tenant_id = $1 and device_id = $2

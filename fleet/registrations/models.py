@@ -70,3 +70,35 @@ class ReadFormatHints:
 
     learned: int | None = None  # the format its reads last succeeded in (negotiated)
     object_links: str | None = None  # its registration's links: the root link may announce ct=
+
+
+# Every change of which address speaks for a device is announced here, in the transaction that
+# makes it, so every listener process (on every node) drops what it cached about that device.
+SESSIONS_CHANNEL = "fleet_sessions"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    """A device's registration changed: `registration_id` at `address`:`port` speaks for it now,
+    or (all three None) nothing does any more (de-registered, expired, decommissioned)."""
+
+    device_id: UUID
+    registration_id: str | None = None
+    address: str | None = None
+    port: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.registration_id is None
+
+    @classmethod
+    def from_payload(cls, payload: str) -> SessionChange:
+        """Parse what the repository's `pg_notify` sends: `device_id [registration_id port address]`.
+
+        Raises ValueError for anything else.
+        """
+        parts = payload.split(" ")
+        if len(parts) == 1:
+            return cls(UUID(parts[0]))
+        device_id, registration_id, port, address = parts
+        return cls(UUID(device_id), registration_id, address, int(port))

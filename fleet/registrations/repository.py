@@ -7,8 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
-from fleet.registrations.models import (DeviceInfo, ReadFormatHints, Registration, RegisterRequest,
-                                        UpdateRequest)
+from fleet.registrations.models import (SESSIONS_CHANNEL, DeviceInfo, ReadFormatHints, Registration,
+                                        RegisterRequest, UpdateRequest)
 
 
 def _registration(row: asyncpg.Record) -> Registration:
@@ -16,6 +16,10 @@ def _registration(row: asyncpg.Record) -> Registration:
 
 
 class RegistrationRepository:
+    """Every statement that changes which address speaks for a device also announces it on
+    SESSIONS_CHANNEL (payloads as `SessionChange.from_payload` reads them), so the
+    announcement commits or rolls back with the change."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
@@ -26,7 +30,10 @@ class RegistrationRepository:
     async def replace(self, registration_id: str, device: asyncpg.Record, request: RegisterRequest,
                       queue_mode: bool, node: str) -> Registration:
         """A new Register replaces the device's previous registration, if any."""
-        await self.conn.execute("delete from registrations where device_id = $1", device["id"])
+        await self.conn.execute(
+            """with gone as (delete from registrations where device_id = $1)
+               select pg_notify($2, concat_ws(' ', $1::uuid, $3::text, $4::integer, $5::text))""",
+            device["id"], SESSIONS_CHANNEL, registration_id, request.port, request.address)
         row = await self.conn.fetchrow(
             """insert into registrations (id, device_id, tenant_id, endpoint, address, port,
                    lifetime_s, binding, queue_mode, lwm2m_version, object_links, sms_number, node,
@@ -40,8 +47,10 @@ class RegistrationRepository:
         return _registration(row)
 
     async def refresh(self, request: UpdateRequest, queue_mode: bool | None, node: str) -> Registration | None:
+        """Apply an Update; a new address (NAT rebinding) is announced to every listener."""
         row = await self.conn.fetchrow(
-            """update registrations set
+            """with previous as (select address, port from registrations where id = $1 for update)
+               update registrations r set
                    address = $2, port = $3,
                    lifetime_s = coalesce($4, lifetime_s),
                    binding = coalesce($5, binding),
@@ -50,14 +59,32 @@ class RegistrationRepository:
                    sms_number = coalesce($8, sms_number),
                    node = $9, updated_at = now(),
                    expires_at = now() + make_interval(secs => coalesce($4::integer, lifetime_s))
-               where id = $1 returning *""",
+               from previous where r.id = $1
+               returning r.*, case when (previous.address, previous.port) <> (r.address, r.port)
+                                   then pg_notify($10, concat_ws(' ', r.device_id, r.id, r.port, r.address))
+                              end""",
             request.registration_id, request.address, request.port, request.lifetime_s,
-            request.binding, queue_mode, request.object_links, request.sms_number, node)
+            request.binding, queue_mode, request.object_links, request.sms_number, node,
+            SESSIONS_CHANNEL)
         return _registration(row) if row else None
 
     async def remove(self, registration_id: str) -> Registration | None:
-        row = await self.conn.fetchrow("delete from registrations where id = $1 returning *", registration_id)
+        row = await self.conn.fetchrow(
+            """with gone as (delete from registrations where id = $1 returning *)
+               select gone.*, pg_notify($2, gone.device_id::text) from gone""",
+            registration_id, SESSIONS_CHANNEL)
         return _registration(row) if row else None
+
+    async def end_for_device(self, tenant_id: UUID, device_id: UUID) -> None:
+        """The device leaves the network (decommissioned): its registration ends everywhere.
+
+        Announced even when no registration was stored, since a listener may still hold one
+        from before.
+        """
+        await self.conn.execute(
+            """with gone as (delete from registrations where tenant_id = $1 and device_id = $2)
+               select pg_notify($3, $2::text)""",
+            tenant_id, device_id, SESSIONS_CHANNEL)
 
     async def set_status(self, device_id: UUID, status: str, *, only_from: tuple[str, ...]) -> None:
         await self.conn.execute(
@@ -93,8 +120,8 @@ class RegistrationRepository:
                offline as (
                    update devices d set status = 'offline', updated_at = now()
                    from gone where d.id = gone.device_id and d.status = 'online')
-               select device_id from gone""",
-            grace, limit)
+               select device_id, pg_notify($3, device_id::text) from gone""",
+            grace, limit, SESSIONS_CHANNEL)
         return [r["device_id"] for r in rows]
 
     async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:

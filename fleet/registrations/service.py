@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from uuid import UUID
 
@@ -12,8 +15,9 @@ import structlog
 from fleet.access.models import Permission, Principal
 from fleet.db import Database
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
-from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, DeviceInfo, ReadFormatHints,
-                                        Registration, RegisterRequest, UpdateRequest)
+from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SESSIONS_CHANNEL, DeviceInfo,
+                                        ReadFormatHints, Registration, RegisterRequest, SessionChange,
+                                        UpdateRequest)
 from fleet.registrations.repository import RegistrationRepository
 
 log = structlog.get_logger(__name__)
@@ -21,6 +25,11 @@ log = structlog.get_logger(__name__)
 SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
 # Statuses the network may move a device out of; maintenance and decommissioned are people's.
 NETWORK_STATUSES = ("provisioned", "online", "offline")
+# How often the connection that follows registration changes proves it is alive, and how soon
+# a lost one is opened again.
+SESSION_CHECK_INTERVAL_S = 10.0
+SESSION_RECONNECT_S = 1.0
+SESSIONS_APPLICATION = "fleet-sessions"
 
 
 class UnknownEndpoint(PermissionDenied):
@@ -101,6 +110,64 @@ class RegistrationService:
         if expired:
             log.info("registrations expired", devices=len(expired))
         return expired
+
+    async def follow_sessions(self, changed: Callable[[SessionChange | None], None],
+                              listening: Callable[[bool], None], *,
+                              check_interval_s: float = SESSION_CHECK_INTERVAL_S) -> None:
+        """Report every registration change any process or node commits, until cancelled.
+
+        `changed` gets each change (None: a payload this version cannot read, so forget
+        everything). `listening(False)` says changes may be missed from now on (the connection
+        is lost), `listening(True)` that they are followed again; between the two a caller must
+        not trust what it cached. The connection is checked every `check_interval_s`, so a
+        silently dead one is noticed too.
+        """
+        def on_notification(_conn, _pid, _channel, payload: str) -> None:
+            try:
+                change = SessionChange.from_payload(payload)
+            except ValueError:
+                log.warning("unreadable session announcement", payload=payload[:100])
+                change = None
+            changed(change)
+
+        lost = False  # logged once per loss, not per attempt
+        while True:
+            error = "connection closed"
+            try:
+                async with self.db.pool.acquire() as conn:
+                    closed = asyncio.Event()
+
+                    def on_closed(_conn) -> None:
+                        closed.set()
+
+                    conn.add_termination_listener(on_closed)
+                    # Named, so that it can be told apart among the node's connections.
+                    await conn.execute(f"set application_name = '{SESSIONS_APPLICATION}'")
+                    await conn.add_listener(SESSIONS_CHANNEL, on_notification)
+                    listening(True)
+                    if lost:
+                        log.info("following registration changes again")
+                        lost = False
+                    try:
+                        while not closed.is_set():
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(closed.wait(), check_interval_s)
+                            if not closed.is_set():
+                                await asyncio.wait_for(conn.execute("select 1"), check_interval_s)
+                    finally:
+                        listening(False)
+                        conn.remove_termination_listener(on_closed)
+                        with contextlib.suppress(Exception):
+                            await conn.remove_listener(SESSIONS_CHANNEL, on_notification)
+                            await conn.execute("reset application_name")
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            listening(False)
+            if not lost:
+                lost = True
+                log.warning("lost the feed of registration changes; sessions are looked up until "
+                            "it is back", error=error)
+            await asyncio.sleep(SESSION_RECONNECT_S)
 
     async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:
         async with self.db.system_tx() as conn:

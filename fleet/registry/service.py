@@ -11,8 +11,10 @@ import asyncpg
 
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record, record_many
+from fleet.commands.repository import CommandRepository
 from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.registrations.repository import RegistrationRepository
 from fleet.registry.importing import rows_from_csv, rows_from_geojson
 from fleet.registry.models import Device, DeviceFilter, NewDevice, Page
 from fleet.registry.repository import DeviceRepository
@@ -108,6 +110,11 @@ class DeviceService:
             if before is None:
                 raise NotFound(f"device {device_id} not found")
             after = await repo.decommission(principal.tenant_id, device_id)
+            # Out of service means off the network too, on every node (the registration's end
+            # is announced to every listener when this commits).
+            await RegistrationRepository(conn).end_for_device(principal.tenant_id, device_id)
+            await CommandRepository(conn).end_for_device(principal.tenant_id, device_id,
+                                                         "cancelled: device decommissioned")
             await record(conn, principal, "device.decommission", "device", device_id, before, after)
         return after
 

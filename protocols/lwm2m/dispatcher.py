@@ -13,6 +13,7 @@ import contextlib
 import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
+from uuid import UUID
 
 import structlog
 
@@ -112,6 +113,14 @@ class Dispatcher:
 
     def _notified(self, *_args) -> None:
         self._wake.set()
+
+    def end_observations(self, device_ids: set[UUID]) -> None:
+        """These devices' registrations ended (de-registered, expired, decommissioned), and
+        with them their observations (TS §6.4): stop following their notifications."""
+        for key in [key for key in self.observations if key[0] in device_ids]:
+            pending, follower = self.observations.pop(key)
+            pending.observation.cancel()
+            follower.cancel()
 
     async def device_awake(self, registration: Registration, session: Session, *, update: bool = False) -> None:
         """A device just registered or updated: it is listening now (queue mode included)."""

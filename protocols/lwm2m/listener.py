@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from uuid import UUID
 
 import aiocoap
 import structlog
@@ -31,6 +32,8 @@ PARTITION_MAINTENANCE_S = 3600.0
 # On stopping, how long requests already taken get to be committed and answered (the REST
 # API's grace is the same, api.runtime.GRACE_S).
 DRAIN_GRACE_S = 5.0
+# How long starting waits for the feed of registration changes before answering without it.
+FOLLOW_START_S = 10.0
 
 
 def node_name() -> str:
@@ -70,12 +73,24 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         await dispatcher.device_awake(registration, session, update=update)
 
     server.on_registered = on_registered
+    server.sessions.on_ended = _coalesced(dispatcher.end_observations)
     bound_port = transport.udp_sockets(context)[0].getsockname()[1]
-    tasks = [asyncio.create_task(_sweep(registrations, server, expiry_grace, sweep_interval_s)),
+    following = asyncio.Event()
+
+    def set_following(now_following: bool) -> None:
+        server.sessions.set_following(now_following)
+        if now_following:
+            following.set()
+
+    tasks = [asyncio.create_task(registrations.follow_sessions(server.sessions.apply, set_following)),
+             asyncio.create_task(_sweep(registrations, server, expiry_grace, sweep_interval_s)),
              asyncio.create_task(dispatcher.run()),
              asyncio.create_task(_maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))]
-    log.info("CoAP listener ready", host=host, port=bound_port, node=node)
     try:
+        with contextlib.suppress(TimeoutError):
+            # Until then every Send is looked up in the database: correct, only slower.
+            await asyncio.wait_for(following.wait(), FOLLOW_START_S)
+        log.info("CoAP listener ready", host=host, port=bound_port, node=node)
         yield Listener(context, server, writer, client, dispatcher, bound_port)
     finally:
         for task in tasks:
@@ -90,14 +105,32 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         await writer.close()
 
 
+def _coalesced(end_observations: Callable[[set[UUID]], None]) -> Callable[[set[UUID]], None]:
+    """One call per turn of the event loop: a sweep ends a thousand registrations at once, one
+    notification each, and every call walks all the observations this node follows."""
+    waiting: set[UUID] = set()
+
+    def flush() -> None:
+        devices = set(waiting)
+        waiting.clear()
+        end_observations(devices)
+
+    def ended(device_ids: set[UUID]) -> None:
+        if not waiting:
+            asyncio.get_running_loop().call_soon(flush)
+        waiting.update(device_ids)
+
+    return ended
+
+
 async def _sweep(registrations: RegistrationService, server: LwM2MServer, grace: timedelta,
                  interval_s: float) -> None:
     """Lifetimes are stored as expiry times, so this is correct across restarts and nodes."""
     while True:
         try:
             expired = await registrations.expire(grace)
-            if expired:
-                server.forget_devices(set(expired))
+            # Every listener hears of it (SESSIONS_CHANNEL); this one need not wait for that.
+            server.sessions.forget_devices(expired)
         except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
             log.exception("registration sweep failed")
         await asyncio.sleep(interval_s)

@@ -1,17 +1,16 @@
 """The LwM2M server's CoAP face: Register, Update, De-register and Send, on one aiocoap site.
 
 Thin on purpose: parse the CoAP request, call a Fleet service, render the answer. The device
-sessions (which address belongs to which registration) are cached here because every Send
-needs them and only this process's socket talks to those addresses.
+sessions (which address speaks for which device) are cached here (`protocols.lwm2m.sessions`)
+because every Send needs them; the listener keeps that cache true to the database.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from urllib.parse import unquote
-from uuid import UUID
 
 import structlog
 from aiocoap import CHANGED, CREATED, DELETED, Message, error, interfaces
@@ -26,6 +25,7 @@ from fleet.telemetry.service import TelemetryWriter
 from protocols.coap.problems import to_coap_error
 from protocols.lwm2m import content, linkformat
 from protocols.lwm2m.errors import CodecError
+from protocols.lwm2m.sessions import Peer, Session, SessionCache
 
 log = structlog.get_logger("fleet.lwm2m")
 
@@ -45,16 +45,6 @@ class ServiceUnavailable(error.ServiceUnavailable):
         message.opt.max_age = self.retry_after_s
         return message
 LINK_FORMAT = 40
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """What a datagram from a registered address is attributed to."""
-
-    registration_id: str
-    device_id: UUID
-    tenant_id: UUID
-    endpoint: str
 
 
 def peer_of(request: Message) -> tuple[str, int]:
@@ -89,8 +79,7 @@ class LwM2MServer(interfaces.Resource):
                  on_registered=None) -> None:
         self.registrations = registrations
         self.writer = writer
-        self.sessions: dict[tuple[str, int], Session] = {}
-        self._by_registration: dict[str, tuple[str, int]] = {}
+        self.sessions = SessionCache()
         # Called with (registration, session) after a Register is answered: reads /3/0, delivers
         # queued commands. Kept as a hook so this module stays about the CoAP exchange itself.
         self.on_registered = on_registered
@@ -128,15 +117,23 @@ class LwM2MServer(interfaces.Resource):
         if path == ("dp",):
             self._require(request, Code.POST)
             return await self._send(request)
-        if path == ("rd",):
+        if path and path[0] == "rd" and len(path) <= 2:
+            with self.sessions.reading() as since:
+                token = _read_since.set(since)
+                try:
+                    return await self._registration_interface(request, path)
+                finally:
+                    _read_since.reset(token)
+        raise error.NotFound("no such resource: use /rd or /dp")
+
+    async def _registration_interface(self, request: Message, path: tuple[str, ...]) -> Message:
+        if len(path) == 1:
             self._require(request, Code.POST)
             return await self._register(request)
-        if len(path) == 2 and path[0] == "rd":
-            if request.code == Code.DELETE:
-                return await self._deregister(path[1])
-            self._require(request, Code.POST)
-            return await self._update(request, path[1])
-        raise error.NotFound("no such resource: use /rd or /dp")
+        if request.code == Code.DELETE:
+            return await self._deregister(path[1])
+        self._require(request, Code.POST)
+        return await self._update(request, path[1])
 
     @staticmethod
     def _require(request: Message, code: Code) -> None:
@@ -183,7 +180,7 @@ class LwM2MServer(interfaces.Resource):
 
     async def _deregister(self, registration_id: str) -> Message:
         registration = await self.registrations.deregister(registration_id)
-        self._forget(registration.id)
+        self.sessions.forget_device(registration.device_id)
         return Message(code=DELETED)
 
     # -- information reporting -------------------------------------------------------------
@@ -229,41 +226,21 @@ class LwM2MServer(interfaces.Resource):
         """Commit readings of one device; returns only once they are durable."""
         await self.writer.write(_records(session, readings, now))
 
-    async def session_for(self, peer: tuple[str, int]) -> Session | None:
+    async def session_for(self, peer: Peer) -> Session | None:
         session = self.sessions.get(peer)
         if session is None:
-            # Registered through another process or before a restart: the database knows.
-            registration = await self.registrations.at_address(*peer)
-            if registration is not None:
-                session = self._remember(registration)
+            # Registered through another process or node, before a restart, or not cached: the
+            # database knows.
+            with self.sessions.reading() as since:
+                registration = await self.registrations.at_address(*peer)
+                if registration is not None:
+                    session = self.sessions.remember(registration, since=since)
         return session
-
-    def session_of_registration(self, registration_id: str) -> Session | None:
-        peer = self._by_registration.get(registration_id)
-        return self.sessions.get(peer) if peer else None
 
     def _remember(self, registration: Registration) -> Session:
-        self._forget(registration.id)
-        peer = (registration.address, registration.port)
-        previous = self.sessions.get(peer)
-        if previous is not None:
-            self._by_registration.pop(previous.registration_id, None)
-        session = Session(registration.id, registration.device_id, registration.tenant_id,
-                          registration.endpoint)
-        self.sessions[peer] = session
-        self._by_registration[registration.id] = peer
-        return session
-
-    def _forget(self, registration_id: str) -> None:
-        peer = self._by_registration.pop(registration_id, None)
-        if peer is not None and self.sessions.get(peer, None) is not None:
-            if self.sessions[peer].registration_id == registration_id:
-                del self.sessions[peer]
-
-    def forget_devices(self, device_ids: set[UUID]) -> None:
-        for peer, session in list(self.sessions.items()):
-            if session.device_id in device_ids:
-                self._forget(session.registration_id)
+        """Cache the session a Register or Update just committed, unless a later change of the
+        device committed elsewhere already arrived (a decommission, another Register)."""
+        return self.sessions.remember(registration, since=_read_since.get())
 
     async def drain(self, grace_s: float) -> bool:
         """Stop taking requests and let those under way finish, for at most `grace_s`.
@@ -304,6 +281,8 @@ class LwM2MServer(interfaces.Resource):
         task.add_done_callback(self._background.discard)
 
 
+# Which change the registration interface request under way has seen (SessionCache.reading).
+_read_since: ContextVar[int | None] = ContextVar("_read_since", default=None)
 _SEND_PATH = (b"dp",)
 _ROOT = ResourcePath(0)
 
