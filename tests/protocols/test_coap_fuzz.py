@@ -170,23 +170,22 @@ class Fuzz:
         base = self.rng.choice([send(0, b""), register(0, b"")])
         return bytes((base[0] & 0xF0 | length,)) + base[1:4] + self.rng.randbytes(self.rng.randint(0, 15)) + base[4:]
 
-    def broken_senml_cbor(self) -> bytes:
-        payload = bytearray(SENML_CBOR)
+    def broken(self, payload: bytes, alphabet: bytes) -> bytes:
+        """The payload cut short, or with a few bytes replaced from the alphabet."""
         if self.rng.random() < 0.5:
-            payload = payload[:self.rng.randrange(len(payload))]
-        else:
-            for _ in range(self.rng.randint(1, 4)):
-                payload[self.rng.randrange(len(payload))] = self.rng.randrange(256)
-        return send(0, self.token(), bytes(payload) or b"\x00", message.SENML_CBOR)
+            return payload[:self.rng.randrange(len(payload))]
+        mutable = bytearray(payload)
+        for _ in range(self.rng.randint(1, 4)):
+            mutable[self.rng.randrange(len(mutable))] = self.rng.choice(alphabet)
+        return bytes(mutable)
+
+    def broken_senml_cbor(self) -> bytes:
+        payload = self.broken(SENML_CBOR, bytes(range(256))) or b"\x00"
+        return send(0, self.token(), payload, message.SENML_CBOR)
 
     def broken_senml_json(self) -> bytes:
-        payload = bytearray(SENML_JSON)
-        if self.rng.random() < 0.5:
-            payload = payload[:self.rng.randrange(len(payload))]
-        else:
-            for _ in range(self.rng.randint(1, 4)):
-                payload[self.rng.randrange(len(payload))] = self.rng.choice(b'{}[]",:\\0Nn\x00\xff')
-        return send(0, self.token(), bytes(payload) or b"[", message.SENML_JSON)
+        payload = self.broken(SENML_JSON, b'{}[]",:\\0Nn\x00\xff') or b"["
+        return send(0, self.token(), payload, message.SENML_JSON)
 
     def bad_link_format(self) -> bytes:
         links = bytearray(LINKS)
