@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from protocols.coap import message as coap
 from protocols.lwm2m import content
-from simulators import coap, serving
+from simulators import serving
 from simulators.exchanges import Endpoint, Exchange, Timing
 from simulators.scheduler import Scheduler
 from simulators.stats import Stats

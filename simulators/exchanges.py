@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from simulators import coap
+from protocols.coap import message as coap
 from simulators.noise import Noise
 
 log = structlog.get_logger("simulators.exchanges")

@@ -16,7 +16,7 @@ from fleet.objectmodel import CATALOG, Reading, ResourcePath, coerce
 from protocols.lwm2m import content, linkformat, lwm2m_cbor, senml, tlv
 from protocols.lwm2m.errors import CodecError
 from protocols.lwm2m.values import objlnk_text
-from simulators import coap
+from protocols.coap import message as coap
 
 LINK_FORMAT = 40
 # Objects the core specification defines for LwM2M 1.1 are announced without a version.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from fleet.objectmodel import ResourcePath
-from simulators import coap
+from protocols.coap import message as coap
 from simulators.objects import (BadRequest, MethodNotAllowed, NotFound, RequestError, decode_write,
                                 encode)
 
@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from simulators.client import LwM2MClient
 
 log = structlog.get_logger("simulators.serving")
+
+# What a device understands; an unknown critical (odd-numbered) option gets 4.02 (§5.4.1).
+UNDERSTOOD_OPTIONS = frozenset({coap.URI_HOST, coap.OBSERVE, coap.URI_PORT, coap.LOCATION_PATH,
+                                coap.URI_PATH, coap.CONTENT_FORMAT, coap.MAX_AGE, coap.URI_QUERY,
+                                coap.ACCEPT, coap.LOCATION_QUERY, coap.BLOCK2, coap.BLOCK1, coap.SIZE2,
+                                coap.SIZE1, coap.NO_RESPONSE})
 
 MAX_BLOCK_SIZE = 1024
 LINK_FORMAT = 40
@@ -79,7 +85,7 @@ def serve(client: LwM2MClient, request: coap.Message) -> None:
 
 def _handle(client: LwM2MClient, request: coap.Message, options: list) -> tuple[int, bytes]:
     for number, _value in request.options:
-        if number & 1 and number not in coap.UNDERSTOOD_OPTIONS:
+        if number & 1 and number not in UNDERSTOOD_OPTIONS:
             raise BadOption(f"critical option {number} is not supported")
     path = _request_path(request)
     device, tree = client.device, client.device.tree

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import struct
 import sys
 
-from bench.coap import message
 from bench.coap.loadgen import add_load_arguments, load_options, print_result
-from bench.coap.message import Code, Option, Type
 from bench.coap.servers import reuseport_socket, run_with_servers, serve_until_signalled
+from protocols.coap import message
 
-_HEADER = struct.Struct("!BBH")
-_ACK = (message.VERSION << 6) | (Type.ACK << 4)
-_RST = (message.VERSION << 6) | (Type.RST << 4)
-_CREATED_OPTIONS = message.encode_options(message.path_options(Option.LOCATION_PATH, "rd/x"))
+_CREATED_OPTIONS = message.encode_options(message.path_options(message.LOCATION_PATH, "rd/x"))
 
 
 class EchoProtocol(asyncio.DatagramProtocol):
@@ -32,24 +27,22 @@ class EchoProtocol(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        if len(data) < 4:
+        try:
+            mtype, code, mid, token = message.decode_header(data)
+        except message.MessageFormatError:
             return
-        first, code, mid = _HEADER.unpack_from(data)
-        if (first >> 4) & 0x03 != Type.CON:
+        if mtype != message.CON:
             return
-        token_length = first & 0x0F
-        if code == Code.EMPTY:
-            self.transport.sendto(_HEADER.pack(_RST, 0, mid), addr)
+        if code == message.EMPTY:
+            self.transport.sendto(message.empty(message.RST, mid), addr)
             return
         self.served += 1
-        token = data[4 : 4 + token_length]
-        option = 4 + token_length
+        option = 4 + len(token)
         if len(data) > option + 2 and data[option] == 0xB2 and data[option + 1 : option + 3] == b"rd":
-            self.transport.sendto(
-                _HEADER.pack(_ACK | token_length, Code.CREATED, mid) + token + _CREATED_OPTIONS, addr
-            )
+            reply = message.encode_with_options(message.ACK, message.CREATED, mid, token, _CREATED_OPTIONS)
         else:
-            self.transport.sendto(_HEADER.pack(_ACK | token_length, Code.CHANGED, mid) + token, addr)
+            reply = message.encode_with_options(message.ACK, message.CHANGED, mid, token, b"")
+        self.transport.sendto(reply, addr)
 
 
 async def serve(host: str, port: int, receive_buffer: int) -> None:

@@ -14,15 +14,13 @@ import heapq
 import itertools
 import random
 import socket
-import struct
 import time
 from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.coap import message
-from bench.coap.message import Code, Type
+from protocols.coap import message
 
 # Outcome codes that are not CoAP response codes.
 TIMEOUT = -1
@@ -30,8 +28,6 @@ RESET = -2
 CANCELLED = -3
 
 _WAIT_ACK, _WAIT_SEPARATE, _DONE = 0, 1, 2
-_HEADER = struct.Struct("!BBH")
-_CON_FIRST_BYTE = (message.VERSION << 6) | (Type.CON << 4)
 
 
 @dataclass(frozen=True)
@@ -186,11 +182,7 @@ class ClientEndpoint(asyncio.DatagramProtocol):
                 self.stats.mid_reuse_within_lifetime += 1
             self._mid_cycle_time = now
         token = counter.to_bytes(4, "big")
-        header = _HEADER.pack(_CON_FIRST_BYTE | 4, code, mid)
-        if payload:
-            datagram = b"".join((header, token, encoded_options, b"\xff", payload))
-        else:
-            datagram = b"".join((header, token, encoded_options))
+        datagram = message.encode_with_options(message.CON, code, mid, token, encoded_options, payload)
         exchange = Exchange(self, seq, mid, token, datagram, on_done)
         self.by_mid[mid] = exchange
         self.by_token[token] = exchange
@@ -226,46 +218,45 @@ class ClientEndpoint(asyncio.DatagramProtocol):
             self.finish(exchange, CANCELLED, b"", now)
 
     def datagram_received(self, data, addr):
-        if len(data) < 4:
+        try:
+            mtype, code, mid, token = message.decode_header(data)
+        except message.MessageFormatError:
             self.stats.malformed += 1
             return
-        first, code, mid = _HEADER.unpack_from(data)
-        mtype = (first >> 4) & 0x03
-        if mtype == Type.ACK or mtype == Type.RST:
+        if mtype == message.ACK or mtype == message.RST:
             exchange = self.by_mid.get(mid)
             if exchange is None or exchange.state != _WAIT_ACK:
                 # The answer to a retransmission whose original was answered already.
                 self.stats.duplicate_responses += 1
                 return
-            if mtype == Type.RST:
+            if mtype == message.RST:
                 self.finish(exchange, RESET, data, time.monotonic())
-            elif code == Code.EMPTY:
+            elif code == message.EMPTY:
                 exchange.state = _WAIT_SEPARATE
                 del self.by_mid[mid]
                 timing = self.retransmitter.timing
                 self.retransmitter.schedule(exchange, exchange.first_sent + timing.max_transmit_wait)
-            elif data[4 : 4 + (first & 0x0F)] != exchange.token:
+            elif token != exchange.token:
                 self.stats.token_mismatches += 1
             else:
                 self.finish(exchange, code, data, time.monotonic())
             return
-        if code == Code.EMPTY or first >> 6 != message.VERSION:
+        if code == message.EMPTY:
             # A CoAP ping (CON empty) gets RST; anything else empty is noise.
-            if mtype == Type.CON and code == Code.EMPTY:
-                self.transport.sendto(message.encode(Type.RST, Code.EMPTY, mid))
+            if mtype == message.CON and code == message.EMPTY:
+                self.transport.sendto(message.encode(message.RST, message.EMPTY, mid))
             else:
                 self.stats.malformed += 1
             return
-        token = data[4 : 4 + (first & 0x0F)]
         if message.is_request(code):
             # LwM2M servers may Read or Observe a registered client; a load client has nothing
             # to show, but it answers so the server does not retransmit into the measurement.
             self.stats.server_requests += 1
-            if mtype == Type.CON:
-                self.transport.sendto(message.encode(Type.ACK, 132, mid, token))  # 4.04
+            if mtype == message.CON:
+                self.transport.sendto(message.encode(message.ACK, 132, mid, token))  # 4.04
             return
-        if mtype == Type.CON:
-            self.transport.sendto(message.encode(Type.ACK, Code.EMPTY, mid))
+        if mtype == message.CON:
+            self.transport.sendto(message.encode(message.ACK, message.EMPTY, mid))
         exchange = self.by_token.get(token)
         if exchange is None or exchange.state == _DONE:
             self.stats.duplicate_responses += 1

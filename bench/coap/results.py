@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from bench.coap.endpoint import ExchangeStats
-from bench.coap.message import code_text, is_success
+from protocols.coap.message import code_text, is_success
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cbor2
 import msgspec
 
-from bench.coap.message import ContentFormat
+from protocols.coap import message
 
 # (path, baseline value, spread): what a street-side sensor node reports.
 READINGS: tuple[tuple[str, float, float], ...] = (
@@ -34,7 +34,7 @@ READINGS: tuple[tuple[str, float, float], ...] = (
 _BT, _N, _V, _T = -3, 0, 2, 6
 _FLOAT64 = struct.Struct(">d")
 
-SENML_FORMATS = {"cbor": ContentFormat.SENML_CBOR, "json": ContentFormat.SENML_JSON}
+SENML_FORMATS = {"cbor": message.SENML_CBOR, "json": message.SENML_JSON}
 
 
 @dataclass

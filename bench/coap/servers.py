@@ -19,8 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench.coap import message
-from bench.coap.message import Code, Type
+from protocols.coap import message
 
 
 # -- inside a server process -------------------------------------------------------------
@@ -76,7 +75,7 @@ def coap_ping(target: tuple[str, int], timeout: float = 0.5) -> bool:
         mid = int.from_bytes(os.urandom(2), "big")
         try:
             sock.connect(target)
-            sock.send(message.encode(Type.CON, Code.EMPTY, mid))
+            sock.send(message.encode(message.CON, message.EMPTY, mid))
             reply = sock.recv(64)
         except OSError:  # timeout, or ICMP port unreachable
             return False
@@ -84,7 +83,7 @@ def coap_ping(target: tuple[str, int], timeout: float = 0.5) -> bool:
         mtype, code, reply_mid, _ = message.decode_header(reply)
     except message.MessageFormatError:
         return False
-    return mtype == Type.RST and reply_mid == mid
+    return mtype == message.RST and reply_mid == mid
 
 
 class ServerGroup:

@@ -8,10 +8,9 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from bench.coap import message
 from bench.coap.endpoint import CANCELLED, TIMEOUT, ClientEndpoint, Exchange, ExchangeStats, Retransmitter
-from bench.coap.message import Code, ContentFormat, Option
 from bench.coap.results import WorkerReport
+from protocols.coap import message
 
 if TYPE_CHECKING:
     from bench.coap.loadgen import LoadConfig
@@ -33,8 +32,8 @@ class LoadWorker:
             clients=len(client_indices), load=ExchangeStats(), registration=self.registration_stats,
             acked_requests=[] if config.record_acks else None,
         )
-        send_options = message.path_options(Option.URI_PATH, config.path)
-        send_options.append((Option.CONTENT_FORMAT, message.uint_value(config.content_format)))
+        send_options = message.path_options(message.URI_PATH, config.path)
+        send_options.append((message.CONTENT_FORMAT, message.uint(config.content_format)))
         self._send_options = message.encode_options(send_options)
         self._remaining = 0
         self._outstanding = 0
@@ -83,16 +82,16 @@ class LoadWorker:
         config = self.config
         name = config.endpoint_name(endpoint.index)
         queries = (f"ep={name}", f"lt={config.lifetime}", "lwm2m=1.1", "b=U")
-        options = [(Option.URI_PATH, b"rd"),
-                   (Option.CONTENT_FORMAT, message.uint_value(ContentFormat.LINK_FORMAT))]
-        options += [(Option.URI_QUERY, query.encode()) for query in queries]
+        options = [(message.URI_PATH, b"rd"),
+                   (message.CONTENT_FORMAT, message.uint(message.LINK_FORMAT))]
+        options += [(message.URI_QUERY, query.encode()) for query in queries]
         async with slots:
             outcome, datagram, _ = await self._exchange(
-                endpoint, Code.POST, options, LINK_FORMAT_OBJECTS
+                endpoint, message.POST, options, LINK_FORMAT_OBJECTS
             )
-        if outcome == Code.CREATED:
+        if outcome == message.CREATED:
             reply = message.decode(datagram)
-            location = tuple(v.decode() for v in reply.option_values(Option.LOCATION_PATH))
+            location = tuple(v.decode() for v in reply.option_values(message.LOCATION_PATH))
             if location:
                 self.report.locations[name] = location
                 endpoint.location = location
@@ -115,9 +114,9 @@ class LoadWorker:
 
     async def _deregister_all(self, active: list[ClientEndpoint]) -> None:
         async def deregister(endpoint):
-            options = [(Option.URI_PATH, segment.encode()) for segment in endpoint.location]
-            outcome, _, _ = await self._exchange(endpoint, Code.DELETE, options, b"")
-            return outcome == Code.DELETED
+            options = [(message.URI_PATH, segment.encode()) for segment in endpoint.location]
+            outcome, _, _ = await self._exchange(endpoint, message.DELETE, options, b"")
+            return outcome == message.DELETED
 
         self.retransmitter.stats = ExchangeStats()  # keep the load figures untouched
         for endpoint in active:
@@ -179,7 +178,7 @@ class LoadWorker:
         seq = endpoint.next_seq
         endpoint.next_seq = seq + 1
         endpoint.request(
-            Code.POST, self._send_options, self.config.payload(endpoint.index, seq), seq,
+            message.POST, self._send_options, self.config.payload(endpoint.index, seq), seq,
             self._on_send_done,
         )
 

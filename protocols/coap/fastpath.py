@@ -31,82 +31,41 @@ from aiocoap.message import Message
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.transports.udp6 import UDP6EndpointAddress
 
+from protocols.coap import message
+
 log = structlog.get_logger("fleet.coap")
 
 _CON_V1 = 0x40  # version 1, type CON, in the first byte's high nibble
-_ACK_V1 = 0x60
-_POST = 2
-_CHANGED = (2 << 5) | 4
-_INTERNAL_SERVER_ERROR = (5 << 5) | 0
-_URI_PATH, _CONTENT_FORMAT = 11, 12
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 # Stands for "aiocoap has this exchange": its duplicates must reach aiocoap's own dedup.
 _DELEGATED = object()
 
 
 def parse_post(data: bytes) -> tuple[tuple[bytes, ...], int | None, bytes] | None:
-    """(uri-path segments, content-format, payload) of a CON POST carrying no other option.
+    """(uri-path segments, content-format, payload) of a POST carrying no other option.
 
-    None for anything else, including whatever aiocoap would call malformed.
+    None for anything else, malformed datagrams included: aiocoap's path answers those.
     """
-    end = len(data)
-    position = 4 + (data[0] & 0x0F)
-    if position > end:
+    try:
+        _, _, _, _, options, payload = message.parse(data)
+    except message.MessageFormatError:
         return None
     path: list[bytes] = []
     content_format = None
-    number = 0
-    while position < end:
-        head = data[position]
-        if head == 0xFF:
-            position += 1
-            if position == end:
-                return None  # a payload marker needs a payload (§3)
-            break
-        delta, length = head >> 4, head & 0x0F
-        position += 1
-        if delta == 13:
-            if position >= end:
-                return None
-            delta = data[position] + 13
-            position += 1
-        elif delta == 14:
-            if position + 1 >= end:
-                return None
-            delta = int.from_bytes(data[position:position + 2], "big") + 269
-            position += 2
-        elif delta == 15:
-            return None
-        if length == 13:
-            if position >= end:
-                return None
-            length = data[position] + 13
-            position += 1
-        elif length == 14:
-            if position + 1 >= end:
-                return None
-            length = int.from_bytes(data[position:position + 2], "big") + 269
-            position += 2
-        elif length == 15:
-            return None
-        number += delta
-        value = data[position:position + length]
-        if len(value) != length:
-            return None
-        position += length
-        if number == _URI_PATH:
+    for number, value in options:
+        if number == message.URI_PATH:
             path.append(value)
-        elif number == _CONTENT_FORMAT and content_format is None and length <= 2:
+        elif number == message.CONTENT_FORMAT and content_format is None and len(value) <= 2:
             content_format = int.from_bytes(value, "big")
         else:
             return None
-    return tuple(path), content_format, data[position:]
+    return tuple(path), content_format, payload
 
 
 class _Exchange:
     __slots__ = ("key", "address", "ancdata", "pktinfo", "mid", "token", "empty_acked")
 
-    def __init__(self, key, address, ancdata, pktinfo, mid: bytes, token: bytes) -> None:
+    def __init__(self, key, address, ancdata, pktinfo, mid: int, token: bytes) -> None:
         self.key = key
         self.address = address
         self.ancdata = ancdata
@@ -138,8 +97,9 @@ class FastPath:
 
     def offer(self, data: bytes, pktinfo: bytes | None, address) -> bool:
         """Handle the datagram if it is a fast-path request or a duplicate of one; True if so."""
-        if len(data) < 4 or data[0] & 0xF0 != _CON_V1 or not 1 <= data[1] < 32:
-            return False
+        if len(data) < 4 or data[0] & 0xF0 != _CON_V1 or data[0] & 0x0F > message.MAX_TOKEN_LENGTH \
+                or not 1 <= data[1] < 32:
+            return False  # not a CON request, or a format error that aiocoap's path answers
         if pktinfo is not None and (pktinfo[0] == 0xFF or (pktinfo[:12] == _V4_MAPPED and 224 <= pktinfo[12] < 240)):
             return False  # sent to a multicast group: aiocoap knows how to (not) answer those
         now = self.loop.time()
@@ -155,7 +115,7 @@ class FastPath:
             if type(known) is bytes:
                 self._send(known, self._ancdata(pktinfo), address)
             return True  # still being processed: the answer will come
-        if data[1] != _POST:
+        if data[1] != message.POST:
             return False
         parsed = parse_post(data)
         if parsed is None:
@@ -174,7 +134,7 @@ class FastPath:
             self.delegated += 1
             return False
         token = data[4:4 + (data[0] & 0x0F)]
-        exchange = _Exchange(key, address, self._ancdata(pktinfo), pktinfo, data[2:4], token)
+        exchange = _Exchange(key, address, self._ancdata(pktinfo), pktinfo, key[2], token)
         self.recent[key] = exchange
         self._awaiting_ack.append((now + self.empty_ack_delay, exchange))
         if self._ack_timer is None:
@@ -192,13 +152,12 @@ class FastPath:
 
     def _answer(self, exchange: _Exchange, done: asyncio.Future) -> None:
         if done.cancelled() or done.exception() is not None:
-            code = _INTERNAL_SERVER_ERROR  # the writer has logged why
+            code = message.INTERNAL_SERVER_ERROR  # the writer has logged why
         else:
-            code = _CHANGED
+            code = message.CHANGED
         self.answered += 1
         if not exchange.empty_acked:
-            token = exchange.token
-            reply = bytes((_ACK_V1 | len(token), code)) + exchange.mid + token
+            reply = message.encode_with_options(message.ACK, code, exchange.mid, exchange.token, b"")
             if self.recent.get(exchange.key) is exchange:
                 self.recent[exchange.key] = reply
             self._send(reply, exchange.ancdata, exchange.address)
@@ -219,7 +178,7 @@ class FastPath:
             _, exchange = waiting.popleft()
             if self.recent.get(exchange.key) is exchange:
                 exchange.empty_acked = True
-                empty_ack = bytes((_ACK_V1, 0)) + exchange.mid
+                empty_ack = message.empty(message.ACK, exchange.mid)
                 self.recent[exchange.key] = empty_ack  # what a duplicate gets from now on
                 self._send(empty_ack, exchange.ancdata, exchange.address)
         self._ack_timer = self.loop.call_at(waiting[0][0], self._empty_acks) if waiting else None

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 import structlog
 from aiocoap.numbers.constants import TransportTuning
 
+from protocols.coap import message
+
 log = structlog.get_logger("fleet.coap")
 
-_CON, _NON, _ACK, _RST = 0, 1, 2, 3
-_EMPTY = 0
-_URI_PATH, _CONTENT_FORMAT, _ACCEPT, _BLOCK2 = 11, 12, 17, 23
+_CON, _ACK, _RST, _EMPTY = message.CON, message.ACK, message.RST, message.EMPTY
 
 
 MAX_PEERS = 1_000_000  # message-ID counters kept, about 100 bytes each
@@ -59,82 +59,32 @@ class Answer:
         return self.code >> 5 == 2
 
 
-def _uint(value: int) -> bytes:
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")
-
-
-def _option(delta: int, value: bytes) -> bytes:
-    length = len(value)
-    head, extra = 0, b""
-    for part, shift in ((delta, 4), (length, 0)):
-        if part < 13:
-            head |= part << shift
-        elif part < 269:
-            head |= 13 << shift
-            extra += bytes((part - 13,))
-        else:
-            head |= 14 << shift
-            extra += (part - 269).to_bytes(2, "big")
-    return bytes((head,)) + extra + value
-
-
 def encode_request(mid: int, token: bytes, code: int, path: tuple[str, ...], *,
                    content_format: int | None = None, accept: int | None = None,
                    payload: bytes = b"") -> bytes:
     """A CON request with Uri-Path, Content-Format and Accept: all a device request needs."""
-    parts = [bytes((0x40 | len(token), code)), mid.to_bytes(2, "big"), token]
-    number = 0
-    for segment in path:
-        parts.append(_option(_URI_PATH - number, segment.encode()))
-        number = _URI_PATH
-    for option, value in ((_CONTENT_FORMAT, content_format), (_ACCEPT, accept)):
-        if value is not None:
-            parts.append(_option(option - number, _uint(value)))
-            number = option
-    if payload:
-        parts.append(b"\xff")
-        parts.append(payload)
-    return b"".join(parts)
+    options = [(message.URI_PATH, segment.encode()) for segment in path]
+    if content_format is not None:
+        options.append((message.CONTENT_FORMAT, message.uint(content_format)))
+    if accept is not None:
+        options.append((message.ACCEPT, message.uint(accept)))
+    return message.encode_with_options(message.CON, code, mid, token, message.encode_options(options), payload)
 
 
 def decode_answer(data: bytes) -> Answer | None:
     """Code, Content-Format, payload and Block2 presence of a response; None if malformed."""
-    end = len(data)
-    position = 4 + (data[0] & 0x0F)
-    if position > end:
+    try:
+        _, code, _, _, options, payload = message.parse(data)
+    except message.MessageFormatError:
         return None
     content_format = None
     blockwise = False
-    number = 0
-    while position < end:
-        head = data[position]
-        position += 1
-        if head == 0xFF:
-            break
-        delta, length = head >> 4, head & 0x0F
-        if delta == 15 or length == 15:
-            return None
-        if delta == 13:
-            delta = data[position] + 13 if position < end else -1
-            position += 1
-        elif delta == 14:
-            delta = int.from_bytes(data[position:position + 2], "big") + 269 if position + 1 < end else -1
-            position += 2
-        if length == 13:
-            length = data[position] + 13 if position < end else -1
-            position += 1
-        elif length == 14:
-            length = int.from_bytes(data[position:position + 2], "big") + 269 if position + 1 < end else -1
-            position += 2
-        if delta < 0 or length < 0 or position + length > end:
-            return None
-        number += delta
-        if number == _CONTENT_FORMAT:
-            content_format = int.from_bytes(data[position:position + length], "big")
-        elif number == _BLOCK2:
+    for number, value in options:
+        if number == message.CONTENT_FORMAT:
+            content_format = int.from_bytes(value, "big")
+        elif number == message.BLOCK2:
             blockwise = True
-        position += length
-    return Answer(data[1], content_format, data[position:], blockwise)
+    return Answer(code, content_format, payload, blockwise)
 
 
 class _Request:
@@ -234,8 +184,8 @@ class OutboundRequests:
         """Take the datagram if it answers one of our requests; True if taken."""
         if not self.by_token and not self.answered:
             return False
-        if len(data) < 4:
-            return False
+        if len(data) < 4 or data[0] >> 6 != message.VERSION or data[0] & 0x0F > message.MAX_TOKEN_LENGTH:
+            return False  # a format error: the transport answers it
         mtype = (data[0] >> 4) & 0x03
         code = data[1]
         host, port = address[0], address[1]
@@ -257,11 +207,11 @@ class OutboundRequests:
         mid_key = (host, port, (data[2] << 8) | data[3])
         if request is None:
             if mtype == _CON and mid_key in self.answered:
-                self._send(bytes((0x60, 0)) + data[2:4], address)  # the repeat of a response we took
+                self._send(message.empty(_ACK, mid_key[2]), address)  # the repeat of a response we took
                 return True
             return False
         if mtype == _CON:
-            self._send(bytes((0x60, 0)) + data[2:4], address)
+            self._send(message.empty(_ACK, mid_key[2]), address)
             self._remember_answered(mid_key)
         self._answer(request, data)
         return True

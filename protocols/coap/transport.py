@@ -1,9 +1,10 @@
 """How Fleet runs aiocoap's udp6 transport: malformed datagrams answered, exchange state bounded,
 the common Send kept off aiocoap's slow path.
 
-aiocoap drops datagrams it cannot parse without a word; a device developer then sees only
-timeouts. We answer a confirmable request whose header is readable with 4.00 and a short
-diagnostic, and keep aiocoap's handling for everything else. Plain confirmable POSTs go to
+aiocoap drops datagrams it cannot parse without a word, and lets some message format errors
+through. Every datagram aiocoap would get is checked by :mod:`protocols.coap.message` first; a
+confirmable request whose header is readable is answered with 4.00 and a short diagnostic,
+another confirmable message with a Reset. Plain confirmable POSTs go to
 :mod:`protocols.coap.fastpath` when the root resource offers one, the socket is drained
 several datagrams per wakeup, and the message manager finds a peer's running exchanges by
 count rather than by scanning all of them.
@@ -15,6 +16,7 @@ import collections
 import os
 import socket
 import struct
+import time
 
 import structlog
 from aiocoap import error, messagemanager
@@ -24,14 +26,13 @@ from aiocoap.transports import udp6
 from aiocoap.util import socknumbers
 from aiocoap.util.asyncio import recvmsg
 
+from protocols.coap import message
 from protocols.coap.fastpath import FastPath
 from protocols.coap.outbound import OutboundRequests
 
 log = structlog.get_logger("fleet.coap")
 
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
-_CON, _ACK = 0, 2
-_BAD_REQUEST = (4 << 5) | 0  # 4.00
 
 
 class CityNetworkTuning(TransportTuning):
@@ -51,27 +52,40 @@ class CityNetworkTuning(TransportTuning):
 CITY_TUNING = CityNetworkTuning()
 
 
-def diagnose(data: bytes) -> str:
-    """Why aiocoap could not parse this datagram, in a few words."""
-    if len(data) < 4:
-        return "shorter than a CoAP header"
-    if data[0] >> 6 != 1:
-        return "CoAP version must be 1"
-    if data[0] & 0x0F > 8:
-        return "token length above 8"
-    return "malformed options or payload marker"
+def format_error_reply(data: bytes, diagnostic: str) -> bytes | None:
+    """What a datagram with a message format error gets back (RFC 7252 §4.2, §4.3): a CON
+    request whose token we can read gets a piggybacked 4.00 with the diagnostic, any other CON
+    whose header we can read a Reset; everything else is ignored."""
+    if len(data) < 4 or data[0] >> 6 != message.VERSION or (data[0] >> 4) & 0x03 != message.CON:
+        return None
+    token_length = data[0] & 0x0F
+    mid = (data[2] << 8) | data[3]
+    if token_length > message.MAX_TOKEN_LENGTH or len(data) < 4 + token_length or not message.is_request(data[1]):
+        return message.empty(message.RST, mid)
+    return message.encode_with_options(message.ACK, message.BAD_REQUEST, mid, data[4:4 + token_length], b"",
+                                       diagnostic.encode())
 
 
-def bad_request_reply(data: bytes, diagnostic: str) -> bytes | None:
-    """A piggybacked 4.00 for a CON request whose header and token we can read, else None."""
-    if len(data) < 4 or data[0] >> 6 != 1:
-        return None
-    mtype, token_length = (data[0] >> 4) & 0x03, data[0] & 0x0F
-    code = data[1]
-    if mtype != _CON or token_length > 8 or len(data) < 4 + token_length or not 1 <= code < 32:
-        return None
-    header = bytes([0x40 | (_ACK << 4) | token_length, _BAD_REQUEST]) + data[2:4]
-    return header + data[4:4 + token_length] + b"\xff" + diagnostic.encode()
+class MalformedPeers:
+    """Which hosts sent a malformed datagram lately: a misbehaving peer is worth one WARNING,
+    not one per datagram (a broken or hostile device repeats itself thousands of times)."""
+
+    WINDOW_S = 300.0
+    MAX_HOSTS = 10_000
+
+    def __init__(self) -> None:
+        self.until: dict[str, float] = {}
+
+    def first(self, host: str) -> bool:
+        now = time.monotonic()
+        if self.until.get(host, 0.0) > now:
+            return False
+        if len(self.until) >= self.MAX_HOSTS:
+            self.until = {peer: until for peer, until in self.until.items() if until > now}
+            if len(self.until) >= self.MAX_HOSTS:
+                return False  # a flood from everywhere: the first ones have been said
+        self.until[host] = now + self.WINDOW_S
+        return True
 
 
 def _datagram_msg_received(self, data, ancdata, flags, address):
@@ -90,20 +104,23 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
     if fast is not None and fast.offer(data, pktinfo, address):
         return
     try:
-        message = Message.decode(data, udp6.UDP6EndpointAddress(address, self, pktinfo=pktinfo))
-        if data[0] & 0x0F > 8:
-            raise error.UnparsableMessage("token length above 8")
-    except (error.UnparsableMessage, ValueError, struct.error, IndexError):
-        diagnostic = diagnose(data)
-        log.warning("malformed CoAP datagram", peer=address[0], port=address[1], problem=diagnostic)
-        reply = bad_request_reply(data, "malformed CoAP: " + diagnostic)
+        message.parse(data)  # stricter than aiocoap, which lets some format errors through
+        incoming = Message.decode(data, udp6.UDP6EndpointAddress(address, self, pktinfo=pktinfo))
+    except (message.MessageFormatError, error.UnparsableMessage, ValueError, struct.error, IndexError) as exc:
+        diagnostic = str(exc) if isinstance(exc, message.MessageFormatError) else "malformed options"
+        complaints = self.__dict__.get("_fleet_complaints")
+        if complaints is None:
+            complaints = self._fleet_complaints = MalformedPeers()
+        level = log.warning if complaints.first(address[0]) else log.debug
+        level("malformed CoAP datagram", peer=address[0], port=address[1], problem=diagnostic)
+        reply = format_error_reply(data, "malformed CoAP: " + diagnostic)
         if reply is not None:
             self.transport.sendmsg(reply, [], 0, address)
         return
-    message.direction = Direction.INCOMING
-    message.transport_tuning = CITY_TUNING
+    incoming.direction = Direction.INCOMING
+    incoming.transport_tuning = CITY_TUNING
     try:
-        self._ctx.dispatch_message(message)
+        self._ctx.dispatch_message(incoming)
     except BaseException as exc:
         self.log.error("Exception raised through dispatch_message: %s", exc, exc_info=exc)
         raise

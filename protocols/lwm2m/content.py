@@ -1,4 +1,8 @@
-"""Decoding any LwM2M payload (read response, notification, Send) by its content format."""
+"""Decoding any LwM2M payload (read response, notification, Send) by its content format.
+
+Every decoder refuses, with a CodecError, values PostgreSQL could not store (see
+values.storable): a Send gets 4.00, a read or notification fails before anything is kept.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from datetime import datetime
 from fleet.objectmodel import CATALOG, Reading, ResourcePath, ResourceType, coerce, parse_objlnk
 from protocols.lwm2m import lwm2m_cbor, senml, tlv
 from protocols.lwm2m.errors import CodecError
+from protocols.lwm2m.values import storable
 
 TEXT_PLAIN = 0
 OPAQUE = 42
@@ -29,7 +34,7 @@ def decode(content_format: int | None, payload: bytes, request_path: ResourcePat
     if content_format == LWM2M_CBOR:
         return lwm2m_cbor.decode(payload, within=request_path)
     if content_format in (TEXT_PLAIN, OPAQUE, None):
-        return [_single(content_format, payload, request_path)]
+        return storable([_single(content_format, payload, request_path)])
     raise CodecError(f"unsupported content format {content_format}")
 
 

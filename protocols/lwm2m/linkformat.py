@@ -49,6 +49,8 @@ def parse(payload: bytes | str) -> list[Link]:
             text = bytes(payload).decode("utf-8")
         except UnicodeDecodeError:
             raise CodecError("link-format payload is not UTF-8") from None
+    if "\x00" in text:
+        raise CodecError("link-format payload contains a NUL character")
     links: list[Link] = []
     end = len(text)
     pos = _skip_whitespace(text, 0)

@@ -17,7 +17,7 @@ import cbor2
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.objectmodel.models import MAX_ID
 from protocols.lwm2m.errors import CodecError
-from protocols.lwm2m.values import check_number, objlnk_text, seconds
+from protocols.lwm2m.values import check_number, objlnk_text, seconds, storable
 
 CONTENT_FORMAT = 11544
 MAX_PAYLOAD_BYTES = 1 << 20
@@ -78,7 +78,7 @@ def decode(payload: bytes, *, within: ResourcePath | None = None) -> list[Readin
         raise CodecError("a path appears twice")
     if within is not None and not all(within.contains(path) for path in paths):
         raise CodecError(f"a value lies outside {within}")
-    return readings
+    return storable(readings)
 
 
 def _collect(node: dict, prefix: tuple[int, ...], readings: list[Reading]) -> None:

@@ -20,7 +20,7 @@ from fleet.objectmodel import Reading, ResourcePath, parse_objlnk
 from fleet.objectmodel.coerce import timestamp_to_datetime
 from protocols.lwm2m.errors import CodecError
 from protocols.lwm2m.lwm2m_cbor import MAX_PAYLOAD_BYTES, loads_strict
-from protocols.lwm2m.values import check_number, objlnk_text, seconds
+from protocols.lwm2m.values import check_integer, check_number, check_text, objlnk_text, seconds
 
 JSON_CONTENT_FORMAT = 110
 CBOR_CONTENT_FORMAT = 112
@@ -123,9 +123,12 @@ def _resolve(records: list, labels: _Labels, now: datetime | None) -> list[Readi
                 raise CodecError(f"record {index}: v is not a finite 64-bit number")
             if context.base_value is not None:
                 value = check_number(context.base_value + value, f"record {index} v")
+            if type(value) is int and value > _INT64_MAX:
+                check_integer(value, path)  # only Unsigned Integer resources go that high
         elif value_label == key_vs:
             if kind is not str:
                 raise CodecError(f"record {index}: vs is not a string")
+            check_text(value, f"record {index} vs")
         elif value_label == key_vb:
             if kind is not bool:
                 raise CodecError(f"record {index}: vb is not a boolean")
@@ -151,6 +154,7 @@ def _resolve(records: list, labels: _Labels, now: datetime | None) -> list[Readi
 
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_INT64_MAX = 2**63 - 1
 
 
 class _Context:

@@ -26,6 +26,7 @@ from protocols.coap.problems import to_coap_error
 from protocols.lwm2m import content, linkformat
 from protocols.lwm2m.errors import CodecError
 from protocols.lwm2m.sessions import Peer, Session, SessionCache
+from protocols.lwm2m.values import check_text
 
 log = structlog.get_logger("fleet.lwm2m")
 
@@ -54,12 +55,13 @@ def peer_of(request: Message) -> tuple[str, int]:
 
 
 def _queries(request: Message) -> dict[str, str]:
+    """Uri-Query parameters; CodecError (4.00) for one PostgreSQL could not store (a NUL...)."""
     params: dict[str, str] = {}
     for item in request.opt.uri_query:
         key, sep, value = item.partition("=")
         if key in params:
             raise CodecError(f"query parameter {key!r} given twice")
-        params[key] = unquote(value) if sep else ""
+        params[check_text(key, "query parameter name")] = check_text(unquote(value), key) if sep else ""
     return params
 
 

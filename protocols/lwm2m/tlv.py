@@ -15,6 +15,7 @@ from datetime import datetime
 from fleet.objectmodel import Catalog, Reading, ResourcePath, ResourceType
 from fleet.objectmodel.coerce import coerce_to_type, timestamp_to_datetime
 from protocols.lwm2m.errors import CodecError
+from protocols.lwm2m.values import storable
 
 CONTENT_FORMAT = 11542
 MAX_PAYLOAD_BYTES = 1 << 20
@@ -96,7 +97,7 @@ def decode_typed(payload: bytes, request_path: ResourcePath, catalog: Catalog) -
         definition = catalog.resource_at(path)
         value = raw if definition is None else decode_value(raw, definition.type)
         readings.append(Reading(path, None, value))
-    return readings
+    return storable(readings, catalog)
 
 
 def decode_value(raw: bytes, resource_type: ResourceType) -> object:

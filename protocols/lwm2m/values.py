@@ -1,4 +1,5 @@
-"""Typing decoded values through the object model, and the value forms the codecs share."""
+"""Typing decoded values through the object model, the checks that keep unstorable values out,
+and the value forms the codecs share."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import math
 from collections.abc import Iterable
 from datetime import datetime
 
-from fleet.objectmodel import Catalog, Reading, coerce
-from fleet.objectmodel.coerce import INT64_MIN, UINT64_MAX
+from fleet import objectmodel
+from fleet.objectmodel import Catalog, Reading, ResourcePath, ResourceType, coerce
+from fleet.objectmodel.coerce import INT64_MAX, INT64_MIN, UINT64_MAX
 from protocols.lwm2m.errors import CodecError
+
+# The longest string value a device may report, in UTF-8 bytes: far above any LwM2M string
+# resource (model numbers, firmware versions, error texts), far below what would hurt a batch.
+MAX_STRING_BYTES = 4096
 
 
 def typed(readings: Iterable[Reading], catalog: Catalog) -> list[Reading]:
@@ -30,6 +36,52 @@ def typed(readings: Iterable[Reading], catalog: Catalog) -> list[Reading]:
             raise CodecError(f"{path}: {exc}") from None
         result.append(reading if value is reading.value else reading._replace(value=value))
     return result
+
+
+def storable(readings: list[Reading], catalog: Catalog | None = None) -> list[Reading]:
+    """The readings, if PostgreSQL can store every value as it is; else CodecError for the first.
+
+    One device's bad value must be refused here, with a diagnostic, before it joins a group
+    commit whose failure would fail every other device's points in it too.
+    """
+    for reading in readings:
+        value = reading.value
+        kind = type(value)
+        if kind is str:
+            check_text(value, str(reading.path))
+        elif kind is float:
+            if not math.isfinite(value):
+                raise CodecError(f"{reading.path}: value is not a finite number")
+        elif kind is int and not INT64_MIN <= value <= INT64_MAX:
+            check_integer(value, reading.path, catalog)
+    return readings
+
+
+def check_text(value: str, what: str) -> str:
+    """A string PostgreSQL can store: no NUL, valid UTF-8, at most MAX_STRING_BYTES long."""
+    # Four UTF-8 bytes per character at most: only long strings need encoding to measure.
+    if len(value) > MAX_STRING_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
+        raise CodecError(f"{what}: string is longer than {MAX_STRING_BYTES} bytes")
+    if "\x00" in value:
+        raise CodecError(f"{what}: string contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CodecError(f"{what}: string is not valid Unicode") from None
+    return value
+
+
+def check_integer(value: int, path: ResourcePath, catalog: Catalog | None = None) -> int:
+    """An integer within LwM2M's ranges: signed 64-bit, or unsigned 64-bit for Unsigned
+    Integer resources (and for resources the catalog does not know, which may be either)."""
+    if not INT64_MIN <= value <= UINT64_MAX:
+        raise CodecError(f"{path}: integer is outside the 64-bit range")
+    if value > INT64_MAX:
+        definition = (catalog or objectmodel.CATALOG).resource_at(path)
+        if definition is not None and definition.type is not ResourceType.UNSIGNED:
+            raise CodecError(f"{path}: integer is outside the signed 64-bit range")
+    return value
 
 
 def check_number(value: object, what: str) -> int | float:

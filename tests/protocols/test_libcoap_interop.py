@@ -12,6 +12,7 @@ import pytest
 
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
+from tests.ci import unavailable
 from tests.conftest import free_port, make_city
 
 COAP_CLIENT = "coap-client-notls"
@@ -29,7 +30,7 @@ def coap_client_binary() -> str:
             subprocess.run(install, env=env, capture_output=True)
         found = shutil.which(COAP_CLIENT)
     if found is None:
-        pytest.skip(f"{COAP_CLIENT} is not installed and could not be installed (needs root and apt)")
+        unavailable(f"{COAP_CLIENT} is not installed and could not be installed (needs root and apt)")
     return found
 
 

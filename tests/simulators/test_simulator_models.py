@@ -10,7 +10,7 @@ import pytest
 
 from fleet.objectmodel import Reading, ResourcePath
 from protocols.lwm2m import linkformat, senml
-from simulators import coap, inventory
+from simulators import inventory
 from simulators.clock import HOUR_S, DailyCurve, SimClock
 from simulators.devices import AccessPoint, Streetlight, WasteBin, World
 from simulators.environment import Environment
@@ -22,29 +22,6 @@ from simulators.scheduler import Scheduler
 from simulators.stats import Stats
 
 SEOUL = ZoneInfo("Asia/Seoul")
-
-
-def test_coap_round_trip_with_long_options_and_payload():
-    options = [(coap.URI_PATH, b"rd"), (coap.URI_QUERY, b"ep=" + b"x" * 300), (coap.CONTENT_FORMAT, coap.uint(40)),
-               (coap.NO_RESPONSE, b"\x02")]
-    data = coap.encode(coap.CON, coap.POST, 0xBEEF, b"\x01\x02", options, b"</3/0>")
-    message = coap.decode(data)
-    assert (message.mtype, message.code, message.mid, message.token) == (coap.CON, coap.POST, 0xBEEF, b"\x01\x02")
-    assert message.options == sorted(options) and message.payload == b"</3/0>"
-    assert message.uint_option(coap.CONTENT_FORMAT) == 40 and message.strings(coap.URI_PATH) == ["rd"]
-
-
-@pytest.mark.parametrize("data", [b"\x40\x01", b"\x80\x01\x00\x00", b"\x49\x01\x00\x00" + b"t" * 9,
-                                  b"\x40\x01\x00\x00\xf1\x00", b"\x40\x01\x00\x00\xff",
-                                  b"\x40\x01\x00\x00\xb5ab", b"\x40\x00\x00\x00\xff\x01"])
-def test_coap_refuses_malformed_datagrams(data):
-    with pytest.raises(coap.MessageFormatError):
-        coap.decode(data)
-
-
-def test_block_options():
-    assert coap.block_option(coap.block_value(3, True, 64)) == (3, True, 64)
-    assert coap.block_option(coap.block_value(0, False, 1024)) == (0, False, 1024)
 
 
 def test_daily_curve_integral_matches_a_fine_sum():

@@ -168,6 +168,30 @@ async def test_what_the_fast_path_leaves_out_is_answered_by_aiocoap(db, listener
     assert (fast.answered, fast.delegated) == (0, 2)
 
 
+@pytest.mark.parametrize("token_length", [9, 12, 15])
+async def test_token_length_9_to_15_is_a_format_error_not_a_send(db, listener, device, token_length):
+    """Defect 4: RFC 7252 §3 makes these lengths a message format error; a CON is rejected
+    with a Reset (§4.2), its token never echoed and nothing stored."""
+    valid = datagram(0x8008, b"\x0c", "/dp", PACK, content_format=112)
+    bad = bytes((0x40 | token_length,)) + valid[1:4] + b"\x0c" * token_length + valid[5:]
+    device.send(bad)
+    assert await device.next() == bytes((0x70, 0x00, 0x80, 0x08))  # RST, same message ID
+    device.send(bad)  # not remembered as an exchange either
+    assert await device.next() == bytes((0x70, 0x00, 0x80, 0x08))
+    assert await stored(db, device.device_id) == 0
+    assert fast_path(listener).answered == 0
+    device.send(valid)  # the same message ID, well formed, is a new exchange
+    assert (await device.next())[1] == Code.CHANGED
+    assert await stored(db, device.device_id) == 2
+
+
+async def test_format_errors_in_a_request_get_4_00_with_a_diagnostic(listener, device):
+    device.send(bytes((0x41, 0x02, 0x90, 0x09, 0x0d, 0xB2)) + b"dp\xff")  # marker without payload
+    reply = await device.next()
+    assert reply[:5] == bytes((0x61, 0x80, 0x90, 0x09, 0x0d))
+    assert reply[5:] == b"\xffmalformed CoAP: payload marker followed by no payload"
+
+
 async def test_unregistered_peer_is_refused_by_aiocoap(listener):
     loop = asyncio.get_running_loop()
     _, raw = await loop.create_datagram_endpoint(RawDevice, remote_addr=("127.0.0.1", listener.port),
@@ -186,6 +210,7 @@ async def test_unregistered_peer_is_refused_by_aiocoap(listener):
     bytes((0x40, 0x02, 0, 1, 0xB2)) + b"dp" + b"\xff",  # payload marker without payload
     bytes((0x40, 0x02, 0, 1, 0xD1, 0x00, 0x01)),  # option 13: neither Uri-Path nor Content-Format
     bytes((0x40, 0x02, 0, 1, 0xB2)) + b"dp" + bytes((0x11, 0x70, 0x11, 0x70)),  # Content-Format twice
+    bytes((0x49, 0x02, 0, 1)) + b"t" * 9 + bytes((0xB2,)) + b"dp\xff\x80",  # token length 9
 ])
 def test_parse_post_declines_what_it_does_not_know(data):
     assert parse_post(data) is None
