@@ -1,5 +1,5 @@
-"""aiocoap is pinned to the version whose internals protocols/coap/transport.py patches and
-fastpath.py / outbound.py reach into: this fails the moment an upgrade changes any of them.
+"""aiocoap is pinned to the version whose internals protocols/coap/transport.py and
+notifications.py patch and fastpath.py / outbound.py reach into: this fails the moment an upgrade changes any of them.
 
 When it fails after an upgrade, read the new aiocoap's versions of the functions below, port
 the patches in transport.py, then update the pin in pyproject.toml and the fingerprints here.
@@ -17,7 +17,7 @@ from pathlib import Path
 import aiocoap
 import aiocoap.meta
 import pytest
-from aiocoap import messagemanager, resource
+from aiocoap import messagemanager, resource, tokenmanager
 from aiocoap.message import Message
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.transports import udp6
@@ -39,6 +39,9 @@ PATCHED = {
     (messagemanager, "MessageManager", "send_message"): "4f22352b2a60b27f",
     (messagemanager, "MessageManager", "_next_message_id"): "d1519586f173b265",
     (messagemanager, "MessageManager", "_send_initially"): "1d8e9da8b88893b4",
+    # notifications.py wraps dispatch_message and reads the token manager's pending requests.
+    (messagemanager, "MessageManager", "dispatch_message"): "b45fbee72ae3a2d1",
+    (tokenmanager, "TokenManager", "process_response"): "ee8e03893bee41fd",
 }
 
 
@@ -104,6 +107,9 @@ async def test_private_attributes_of_a_running_context():
         assert manager.message_interface is interface
         assert len(manager.token_manager.next_token()) <= 8
         assert manager.token_manager.context is context
+        # notifications.py: responses are matched by (token, remote) keys in this dict.
+        assert manager.token_manager.outgoing_requests == {}
+        assert list(inspect.signature(manager.dispatch_message).parameters) == ["message"]
         assert context.serversite is not None
         reader = interface.transport
         assert isinstance(reader, recvmsg.RecvmsgSelectorDatagramTransport)
