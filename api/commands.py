@@ -69,7 +69,8 @@ async def serve(settings: Settings) -> int:
                  coap=f"udp/{settings.coap.port}")
         await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port),
-            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight),
+            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
+                             peer_rate=settings.coap.peer_rate),
             lambda: run_scheduler(db))
     return 0
 
@@ -77,7 +78,8 @@ async def serve(settings: Settings) -> int:
 async def coap_only(settings: Settings) -> int:
     async with open_database(settings) as db:
         await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port,
-                                             in_flight=settings.coap.in_flight))
+                                             in_flight=settings.coap.in_flight,
+                                             peer_rate=settings.coap.peer_rate))
     return 0
 
 
@@ -96,7 +98,8 @@ async def demo(settings: Settings) -> int:
         print("Press Ctrl-C to stop.\n", flush=True)
         await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port),
-            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight),
+            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
+                             peer_rate=settings.coap.peer_rate),
             lambda: run_scheduler(db),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
     return 0

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from fleet.access.limits import Rate
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(f"FLEET_{name}")
@@ -76,6 +78,10 @@ class CoapSettings:
     # Datagrams per second from one peer (address and port) and its burst; 0 turns it off.
     peer_per_s: float = 50.0
     peer_burst: int = 200
+
+    @property
+    def peer_rate(self) -> Rate:
+        return Rate(self.peer_per_s, self.peer_burst)
 
 
 @dataclass(frozen=True, slots=True)

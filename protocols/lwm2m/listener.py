@@ -16,7 +16,9 @@ import structlog
 from fleet.db import Database
 from fleet.registrations.service import RegistrationService
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
+from fleet.access.limits import Rate
 from protocols.coap import transport
+from protocols.coap.peerlimit import DEFAULT_PEER_RATE, PeerLimit
 from fleet.commands.service import CommandQueue
 from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
@@ -50,7 +52,8 @@ class Listener:
 async def open_listener(db: Database, host: str, port: int, *, node: str | None = None,
                         expiry_grace: timedelta = EXPIRY_GRACE,
                         sweep_interval_s: float = SWEEP_INTERVAL_S,
-                        in_flight: int = IN_FLIGHT) -> AsyncIterator[Listener]:
+                        in_flight: int = IN_FLIGHT,
+                        peer_rate: Rate = DEFAULT_PEER_RATE) -> AsyncIterator[Listener]:
     transport.install()
     node = node or node_name()
     maintenance = TelemetryMaintenance(db)
@@ -60,6 +63,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     server = LwM2MServer(registrations, writer)
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
+    if peer_rate.enabled:
+        transport.limit_peers(context, PeerLimit(peer_rate))
     client = DeviceClient(context)
     dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight)
     info_reader = DeviceInfoReader(client, registrations, server.store)
@@ -112,6 +117,7 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
             log.exception("telemetry partition maintenance failed")
 
 
-async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT) -> None:
-    async with open_listener(db, host, port, in_flight=in_flight):
+async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT,
+                   peer_rate: Rate = DEFAULT_PEER_RATE) -> None:
+    async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate):
         await asyncio.Event().wait()
