@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -194,17 +194,6 @@ class DeviceRepository:
         rows = rows[:limit]
         devices = [device_from_row(r, r["distance_m"] if distance else None) for r in rows]
         return devices, (rows[-1]["seq"] if more else None)
-
-    async def stream(self, tenant_id: UUID, device_filter: DeviceFilter,
-                     *, batch: int = 1000) -> AsyncIterator[Device]:
-        """Every matching device in seq order, read in batches (the caller holds the transaction)."""
-        sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
-        distance = f", {sql.distance_sql} as distance_m" if sql.distance_sql else ""
-        cursor = self.conn.cursor(
-            f"select {DEVICE_COLUMNS}{distance} from devices d where {sql.where} order by d.seq",
-            *sql.params, prefetch=batch)
-        async for row in cursor:
-            yield device_from_row(row, row["distance_m"] if distance else None)
 
     async def ids_matching(self, tenant_id: UUID, device_filter: DeviceFilter) -> list[UUID]:
         sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
