@@ -16,7 +16,7 @@ from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.registry.importing import rows_from_csv, rows_from_geojson
 from fleet.registry.models import Device, DeviceFilter, NewDevice, Page
-from fleet.registry.repository import DeviceRepository
+from fleet.registry.repository import COPY_CHUNK, DeviceRepository
 from fleet.registry.validation import validate_changes, validate_new_device
 
 MAX_PAGE = 1000
@@ -176,7 +176,8 @@ class DeviceService:
             except asyncpg.UniqueViolationError as exc:
                 # Lost a race with a concurrent create; the transaction rolls back whole.
                 raise conflict_from(exc) from None
-            await record_many(conn, principal, "device.create", "device", created)
+            for start in range(0, len(created), COPY_CHUNK):  # a few tens of ms of the loop each
+                await record_many(conn, principal, "device.create", "device", created[start:start + COPY_CHUNK])
         return [d.id for d in created]
 
 
