@@ -19,6 +19,7 @@ RETRY_S = 1.0
 # A connection can die without the socket saying so (a dropped NAT entry, a failover): a
 # round trip this often finds out, and until it does the cache is still bounded by its TTL.
 PING_S = 15.0
+CLOSING_CHECK_S = 1.0
 
 
 class RevocationListener:
@@ -44,7 +45,7 @@ class RevocationListener:
             try:
                 await self._listen()
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
-                if not self._failing:  # once per change of state, not per retry
+                if not self._failing and not self.db.pool.is_closing():  # once per change of state
                     log.warning("not listening for key revocations; keys are checked on every request",
                                 error=type(exc).__name__)
                 self._failing = True
@@ -65,11 +66,15 @@ class RevocationListener:
             else:
                 log.debug("listening for key revocations")
             try:
-                while not lost.is_set():
+                since_ping = 0.0
+                # The pool waits for this connection when it closes: look every second.
+                while not lost.is_set() and not self.db.pool.is_closing():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), self.ping_s)
-                    if not lost.is_set():
+                        await asyncio.wait_for(lost.wait(), CLOSING_CHECK_S)
+                    since_ping += CLOSING_CHECK_S
+                    if since_ping >= self.ping_s and not lost.is_set():
                         await conn.fetchval("select 1")
+                        since_ping = 0.0
             finally:
                 self.listening.clear()
                 self.backend_pid = None
