@@ -2,8 +2,8 @@
 
 Checked for every datagram before aiocoap or the fast path sees it (answers to Fleet's own
 requests excepted): one dict lookup and a little arithmetic, and at most `max_peers` buckets.
-A request over the limit gets a piggybacked 5.03 with Max-Age (when it may send again) and
-a short diagnostic; anything else over the limit is dropped.
+A request over the limit gets a piggybacked 5.03 with Max-Age (when it may send again) and,
+when that is no longer than the request, a short diagnostic; anything else is dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ DEFAULT_PEER_RATE = CoapSettings().peer_rate
 _CON, _ACK = 0, 2
 _SERVICE_UNAVAILABLE = (5 << 5) | 3
 _MAX_AGE = 14
-_DIAGNOSTIC = b"too many requests from this peer"
+_DIAGNOSTIC = b"rate limited"
 
 
 def service_unavailable(data: bytes, max_age_s: int) -> bytes | None:
@@ -35,7 +35,10 @@ def service_unavailable(data: bytes, max_age_s: int) -> bytes | None:
     # Max-Age (14) is the only option: delta 14 is written as 13 plus an extended byte of 1.
     option = bytes(((13 << 4) | len(value), _MAX_AGE - 13)) + value
     header = bytes((0x40 | (_ACK << 4) | token_length, _SERVICE_UNAVAILABLE)) + data[2:4]
-    return header + data[4:4 + token_length] + option + b"\xff" + _DIAGNOSTIC
+    reply = header + data[4:4 + token_length] + option
+    # Never more bytes out than came in: a flood with a forged source must not be amplified.
+    with_diagnostic = reply + b"\xff" + _DIAGNOSTIC
+    return with_diagnostic if len(with_diagnostic) <= len(data) else reply
 
 
 class PeerLimit:

@@ -27,9 +27,12 @@ def test_the_refusal_is_a_piggybacked_5_03_with_max_age():
     message = Message.decode(reply)
     assert (message.code, message.mtype.name, message.mid, message.token) == (
         Code.SERVICE_UNAVAILABLE, "ACK", 0x1234, b"\xab")
-    assert message.opt.max_age == 3 and b"too many" in message.payload
+    assert message.opt.max_age == 3 and message.payload == b"rate limited"
     assert Message.decode(service_unavailable(_send_datagram(1), 300)).opt.max_age == 300
     assert service_unavailable(b"\x50\x02\x00\x01", 1) is None  # NON: nothing to answer
+    bare = b"\x41\x02\x00\x07\xab"  # a CON POST with no options: the reply is no longer than it
+    assert len(service_unavailable(bare, 1)) <= len(bare) + 3
+    assert Message.decode(service_unavailable(bare, 1)).payload == b""
 
 
 def test_over_the_limit_a_request_is_refused_and_anything_else_dropped():
