@@ -113,7 +113,7 @@ def load_settings() -> Settings:
     limits, coap = RateLimitSettings(), CoapSettings()
     if in_flight < 1:
         raise ValueError(f"FLEET_COAP_IN_FLIGHT must be at least 1, got {in_flight}")
-    return Settings(
+    settings = Settings(
         database=DatabaseSettings(
             url=_env("DATABASE_URL"),
             data_dir=data_dir,
@@ -142,3 +142,11 @@ def load_settings() -> Settings:
         ),
         log=LogSettings(level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(), format=log_format),
     )
+    limits = settings.http.limits
+    for name, per_s, burst in (("RATE_KEY", limits.key_per_s, limits.key_burst),
+                               ("RATE_ADDRESS", limits.address_per_s, limits.address_burst),
+                               ("AUTH_FAILURES", limits.auth_failures_per_s, limits.auth_failures_burst),
+                               ("COAP_PEER", settings.coap.peer_per_s, settings.coap.peer_burst)):
+        if per_s > 0 and burst < 1:
+            raise ValueError(f"FLEET_{name}_BURST must be at least 1 while FLEET_{name}_PER_S is set")
+    return settings
