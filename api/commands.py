@@ -70,7 +70,7 @@ async def serve(settings: Settings) -> int:
         await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port),
             lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
-                             peer_rate=settings.coap.peer_rate),
+                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate),
             lambda: run_scheduler(db))
     return 0
 
@@ -79,7 +79,8 @@ async def coap_only(settings: Settings) -> int:
     async with open_database(settings) as db:
         await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port,
                                              in_flight=settings.coap.in_flight,
-                                             peer_rate=settings.coap.peer_rate))
+                                             peer_rate=settings.coap.peer_rate,
+                                             address_rate=settings.coap.address_rate))
     return 0
 
 
@@ -99,7 +100,7 @@ async def demo(settings: Settings) -> int:
         await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port),
             lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
-                             peer_rate=settings.coap.peer_rate),
+                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate),
             lambda: run_scheduler(db),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
     return 0

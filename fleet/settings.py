@@ -78,10 +78,18 @@ class CoapSettings:
     # Datagrams per second from one peer (address and port) and its burst; 0 turns it off.
     peer_per_s: float = 50.0
     peer_burst: int = 200
+    # The same from one address whatever its ports, so a peer cannot escape by changing ports.
+    # Off by default: a carrier's NAT address (or a test bench) may carry thousands of devices.
+    address_per_s: float = 0.0
+    address_burst: int = 0
 
     @property
     def peer_rate(self) -> Rate:
         return Rate(self.peer_per_s, self.peer_burst)
+
+    @property
+    def address_rate(self) -> Rate:
+        return Rate(self.address_per_s, self.address_burst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,8 @@ def load_settings() -> Settings:
             in_flight=in_flight,
             peer_per_s=_env_float("COAP_PEER_PER_S", coap.peer_per_s),
             peer_burst=_env_int("COAP_PEER_BURST", coap.peer_burst),
+            address_per_s=_env_float("COAP_ADDRESS_PER_S", coap.address_per_s),
+            address_burst=_env_int("COAP_ADDRESS_BURST", coap.address_burst),
         ),
         log=LogSettings(level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(), format=log_format),
     )
@@ -146,7 +156,8 @@ def load_settings() -> Settings:
     for name, per_s, burst in (("RATE_KEY", limits.key_per_s, limits.key_burst),
                                ("RATE_ADDRESS", limits.address_per_s, limits.address_burst),
                                ("AUTH_FAILURES", limits.auth_failures_per_s, limits.auth_failures_burst),
-                               ("COAP_PEER", settings.coap.peer_per_s, settings.coap.peer_burst)):
+                               ("COAP_PEER", settings.coap.peer_per_s, settings.coap.peer_burst),
+                               ("COAP_ADDRESS", settings.coap.address_per_s, settings.coap.address_burst)):
         if per_s > 0 and burst < 1:
             raise ValueError(f"FLEET_{name}_BURST must be at least 1 while FLEET_{name}_PER_S is set")
     return settings

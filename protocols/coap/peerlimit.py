@@ -1,7 +1,8 @@
 """A limit on datagrams per CoAP peer, so one chatty or hostile peer cannot starve the others.
 
 Checked for every datagram before aiocoap or the fast path sees it (answers to Fleet's own
-requests excepted): one dict lookup and a little arithmetic, and at most `max_peers` buckets.
+requests excepted): two dict lookups and a little arithmetic, one bucket per peer (address and
+port) and a looser one per address, at most `max_peers` of each.
 A request over the limit gets a piggybacked 5.03 with Max-Age (when it may send again) and,
 when that is no longer than the request, a short diagnostic; anything else is dropped.
 """
@@ -18,6 +19,7 @@ from fleet.settings import CoapSettings
 log = structlog.get_logger("fleet.coap")
 
 DEFAULT_PEER_RATE = CoapSettings().peer_rate
+DEFAULT_ADDRESS_RATE = CoapSettings().address_rate
 _CON, _ACK = 0, 2
 _SERVICE_UNAVAILABLE = (5 << 5) | 3
 _MAX_AGE = 14
@@ -42,8 +44,9 @@ def service_unavailable(data: bytes, max_age_s: int) -> bytes | None:
 
 
 class PeerLimit:
-    def __init__(self, rate: Rate, *, max_peers: int = 100_000) -> None:
+    def __init__(self, rate: Rate, address_rate: Rate = Rate(0, 0), *, max_peers: int = 100_000) -> None:
         self.buckets = TokenBuckets(rate, max_callers=max_peers)
+        self.addresses = TokenBuckets(address_rate, max_callers=max_peers)
         # Peers over the limit right now, so each is logged once per episode, not per datagram.
         self._limited: dict[tuple, None] = {}
         self.refused = 0
@@ -51,7 +54,7 @@ class PeerLimit:
     def refuse(self, data: bytes, address: tuple, now: float) -> bytes | None | bool:
         """False to let the datagram in; else the reply to send (None: drop it silently)."""
         peer = address[:2]
-        wait = self.buckets.take(peer, now)
+        wait = self.buckets.take(peer, now) or self.addresses.take(peer[0], now)
         if not wait:
             if self._limited:
                 self._limited.pop(peer, None)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from fleet.access.limits import Rate
 from fleet.settings import load_settings
 
 
@@ -46,3 +47,11 @@ def test_a_rate_needs_a_burst(monkeypatch):
         load_settings()
     monkeypatch.setenv("FLEET_COAP_PEER_PER_S", "0")
     assert not load_settings().coap.peer_rate.enabled
+
+
+def test_the_coap_limit_per_address_is_off_unless_set(monkeypatch):
+    monkeypatch.delenv("FLEET_COAP_ADDRESS_PER_S", raising=False)
+    assert not load_settings().coap.address_rate.enabled
+    monkeypatch.setenv("FLEET_COAP_ADDRESS_PER_S", "500")
+    monkeypatch.setenv("FLEET_COAP_ADDRESS_BURST", "2000")
+    assert load_settings().coap.address_rate == Rate(500.0, 2000)

@@ -74,3 +74,10 @@ async def test_a_flooding_peer_gets_5_03_while_another_peers_send_is_committed(d
     async with db.system_tx() as conn:
         stored = await conn.fetchval("select v_num from device_state where device_id = $1", device.id)
     assert stored == 21.5
+
+
+def test_changing_ports_does_not_escape_the_limit_per_address():
+    limit = PeerLimit(Rate(per_s=1.0, burst=2), Rate(per_s=1.0, burst=5))
+    answers = [limit.refuse(_send_datagram(port), ("10.0.0.9", port), 0.0) for port in range(6)]
+    assert answers[:5] == [False] * 5 and answers[5] is not False
+    assert limit.refuse(_send_datagram(1), ("10.0.0.10", 1), 0.0) is False
