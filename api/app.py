@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar, Request
@@ -21,6 +24,8 @@ from api.middleware import authentication, request_context
 from api.openapi import DOCS_PATH, StructRulesPlugin, document_problems, docs_ui, rebind_options_handlers
 from api.problems import EXCEPTION_HANDLERS
 from fleet import __version__
+from fleet.access.limits import Rate, RequestLimits
+from fleet.access.revocations import RevocationListener
 from fleet.access.models import Principal
 from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.service import AuditService
@@ -56,6 +61,26 @@ def _principal(request: Request) -> Principal:
     return request.scope["state"]["principal"]
 
 
+def _request_limits(http: HttpSettings) -> RequestLimits:
+    limits = http.limits
+    return RequestLimits(per_address=Rate(limits.address_per_s, limits.address_burst),
+                         per_key=Rate(limits.key_per_s, limits.key_burst),
+                         failures_per_address=Rate(limits.auth_failures_per_s, limits.auth_failures_burst))
+
+
+def _listening_for_revocations(listener: RevocationListener):
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        task = asyncio.create_task(listener.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return lifespan
+
+
 def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, object] | None = None,
                extra_handlers: list | None = None) -> Litestar:
     services = {
@@ -81,7 +106,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, LightingController, docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
-        middleware=[authentication(services["apikey_service"])],
+        middleware=[authentication(services["apikey_service"], _request_limits(http))],
+        lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=FleetRequest,
         request_max_body_size=http.max_body_bytes,

@@ -16,7 +16,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the API, CoAP listener and scheduler")
-    serve.add_argument("--host", default=None, help="address to listen on (default FLEET_HTTP_HOST or 127.0.0.1)")
+    serve.add_argument("--host", default=None,
+                       help="address to listen on, HTTP and CoAP (default FLEET_HTTP_HOST / FLEET_COAP_HOST)")
+    serve.add_argument("--coap-host", default=None, help="UDP address for CoAP when it differs from --host")
     serve.add_argument("--http-port", type=int, default=None)
     serve.add_argument("--coap-port", type=int, default=None)
 
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")
     demo.add_argument("--host", default=None)
+    demo.add_argument("--coap-host", default=None)
     demo.add_argument("--http-port", type=int, default=None)
     demo.add_argument("--coap-port", type=int, default=None)
 
@@ -92,16 +95,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """`--host` moves both listeners; `--coap-host` moves CoAP apart from it."""
+    return replace(
+        settings,
+        http=replace(settings.http, host=args.host or settings.http.host,
+                     port=args.http_port if args.http_port is not None else settings.http.port),
+        coap=replace(settings.coap, host=args.coap_host or args.host or settings.coap.host,
+                     port=args.coap_port if args.coap_port is not None else settings.coap.port),
+    )
+
+
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from api import commands
 
     if args.command in ("serve", "demo"):
-        settings = replace(
-            settings,
-            http=replace(settings.http, host=args.host or settings.http.host,
-                         port=args.http_port if args.http_port is not None else settings.http.port),
-            coap=replace(settings.coap, port=args.coap_port if args.coap_port is not None else settings.coap.port),
-        )
+        settings = serve_settings(args, settings)
         return await (commands.serve(settings) if args.command == "serve" else commands.demo(settings))
     if args.command == "coap":
         settings = replace(settings, coap=replace(

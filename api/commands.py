@@ -68,7 +68,8 @@ async def serve(settings: Settings) -> int:
                  coap=f"udp/{settings.coap.port}")
         await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port),
-            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight),
+            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
+                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate),
             lambda: run_scheduler(db))
     return 0
 
@@ -76,7 +77,9 @@ async def serve(settings: Settings) -> int:
 async def coap_only(settings: Settings) -> int:
     async with open_database(settings) as db:
         await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port,
-                                             in_flight=settings.coap.in_flight))
+                                             in_flight=settings.coap.in_flight,
+                                             peer_rate=settings.coap.peer_rate,
+                                             address_rate=settings.coap.address_rate))
     return 0
 
 
@@ -95,7 +98,8 @@ async def demo(settings: Settings) -> int:
         print("Press Ctrl-C to stop.\n", flush=True)
         await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port),
-            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight),
+            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
+                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate),
             lambda: run_scheduler(db),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
     return 0

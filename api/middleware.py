@@ -1,7 +1,8 @@
-"""ASGI middleware: request ids, the one log line per request, and bearer-key authentication."""
+"""ASGI middleware: request ids, the one log line per request, rate limits and bearer-key authentication."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
@@ -12,6 +13,7 @@ from litestar import Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem
+from fleet.access.limits import RequestLimits
 from fleet.access.service import ApiKeyService
 from fleet.errors import Unauthenticated
 
@@ -56,28 +58,58 @@ def request_context(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def authentication(service: ApiKeyService) -> Callable[[ASGIApp], ASGIApp]:
-    """Resolves `Authorization: Bearer <key>` to a principal before any handler runs."""
-    return lambda app: _authenticate(app, service)
+def authentication(service: ApiKeyService, limits: RequestLimits) -> Callable[[ASGIApp], ASGIApp]:
+    """Resolves `Authorization: Bearer <key>` to a principal before any handler runs, within
+    the per-address and per-key rate limits."""
+    return lambda app: _authenticate(app, service, limits)
 
 
-def _authenticate(app: ASGIApp, service: ApiKeyService) -> ASGIApp:
+def _authenticate(app: ASGIApp, service: ApiKeyService, limits: RequestLimits) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
             await app(scope, receive, send)
             return
+        address = (scope.get("client") or ("unknown", 0))[0]
+        now = time.monotonic()
+        wait = limits.for_address(address, now)
+        if wait:
+            await _too_many(scope, receive, send, wait, "too many requests from this address")
+            return
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, secret = header.partition(" ")
+        secret = secret.strip() if scheme.lower() == "bearer" else ""
         state = scope.setdefault("state", {})
-        try:
-            if scheme.lower() != "bearer" or not secret.strip():
-                raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-            state["principal"] = await service.authenticate(secret.strip(), state.get("request_id"))
-        except Unauthenticated as exc:
-            request = Request(scope)
-            response = problem(request, 401, "Unauthenticated", exc.detail)
-            await response.to_asgi_response(request.app, request)(scope, receive, send)
+        # An address that spent its failed attempts gets only keys this node knows already:
+        # guessing must not cost a database round trip per guess.
+        wait = limits.failing(address, now)
+        principal = service.cached(secret, state.get("request_id")) if wait and secret else None
+        if wait and principal is None:
+            await _too_many(scope, receive, send, wait, "too many failed authentications from this address")
+            return
+        if principal is None:
+            try:
+                if not secret:
+                    raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
+                principal = await service.authenticate(secret, state.get("request_id"))
+            except Unauthenticated as exc:
+                if secret:  # a request without a key cost no lookup
+                    limits.authentication_failed(address, time.monotonic())
+                request = Request(scope)
+                response = problem(request, 401, "Unauthenticated", exc.detail)
+                await response.to_asgi_response(request.app, request)(scope, receive, send)
+                return
+        state["principal"] = principal
+        wait = limits.for_key(principal.api_key_id, time.monotonic())
+        if wait:
+            await _too_many(scope, receive, send, wait, "too many requests with this key")
             return
         await app(scope, receive, send)
 
     return middleware
+
+
+async def _too_many(scope: Scope, receive: Receive, send: Send, wait_s: float, detail: str) -> None:
+    request = Request(scope)
+    response = problem(request, 429, "Too Many Requests", detail,
+                       headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
+    await response.to_asgi_response(request.app, request)(scope, receive, send)

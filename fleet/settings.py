@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from fleet.access.limits import Rate
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(f"FLEET_{name}")
@@ -38,11 +40,38 @@ class DatabaseSettings:
     service_password: str | None = None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"FLEET_{name} must be a number, got {raw!r}") from exc
+    if not value >= 0:
+        raise ValueError(f"FLEET_{name} must be 0 or more, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """Token buckets per node: a rate per second (0 turns the limit off) and a burst."""
+
+    key_per_s: float = 100.0
+    key_burst: int = 500
+    address_per_s: float = 200.0
+    address_burst: int = 1000
+    # Failed authentications per client address; once spent, the address gets 429 until refilled.
+    auth_failures_per_s: float = 1.0
+    auth_failures_burst: int = 50
+
+
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 16 * 1024 * 1024
+    limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +80,21 @@ class CoapSettings:
     port: int = 5683
     # Commands under way to devices at once, per node (see protocols.lwm2m.dispatcher.IN_FLIGHT).
     in_flight: int = 1024
+    # Datagrams per second from one peer (address and port) and its burst; 0 turns it off.
+    peer_per_s: float = 50.0
+    peer_burst: int = 200
+    # The same from one address whatever its ports, so a peer cannot escape by changing ports.
+    # Off by default: a carrier's NAT address (or a test bench) may carry thousands of devices.
+    address_per_s: float = 0.0
+    address_burst: int = 0
+
+    @property
+    def peer_rate(self) -> Rate:
+        return Rate(self.peer_per_s, self.peer_burst)
+
+    @property
+    def address_rate(self) -> Rate:
+        return Rate(self.address_per_s, self.address_burst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +123,10 @@ def load_settings() -> Settings:
     if log_format not in ("auto", "json", "console"):
         raise ValueError("FLEET_LOG_FORMAT must be auto, json or console")
     in_flight = _env_int("COAP_IN_FLIGHT", 1024)
+    limits, coap = RateLimitSettings(), CoapSettings()
     if in_flight < 1:
         raise ValueError(f"FLEET_COAP_IN_FLIGHT must be at least 1, got {in_flight}")
-    return Settings(
+    settings = Settings(
         database=DatabaseSettings(
             url=_env("DATABASE_URL"),
             data_dir=data_dir,
@@ -94,11 +139,32 @@ def load_settings() -> Settings:
             host=_env("HTTP_HOST", "127.0.0.1") or "127.0.0.1",
             port=_env_int("HTTP_PORT", 8000),
             max_body_bytes=_env_int("MAX_BODY_BYTES", 16 * 1024 * 1024),
+            limits=RateLimitSettings(
+                key_per_s=_env_float("RATE_KEY_PER_S", limits.key_per_s),
+                key_burst=_env_int("RATE_KEY_BURST", limits.key_burst),
+                address_per_s=_env_float("RATE_ADDRESS_PER_S", limits.address_per_s),
+                address_burst=_env_int("RATE_ADDRESS_BURST", limits.address_burst),
+                auth_failures_per_s=_env_float("AUTH_FAILURES_PER_S", limits.auth_failures_per_s),
+                auth_failures_burst=_env_int("AUTH_FAILURES_BURST", limits.auth_failures_burst),
+            ),
         ),
         coap=CoapSettings(
             host=_env("COAP_HOST", "::") or "::",
             port=_env_int("COAP_PORT", 5683),
             in_flight=in_flight,
+            peer_per_s=_env_float("COAP_PEER_PER_S", coap.peer_per_s),
+            peer_burst=_env_int("COAP_PEER_BURST", coap.peer_burst),
+            address_per_s=_env_float("COAP_ADDRESS_PER_S", coap.address_per_s),
+            address_burst=_env_int("COAP_ADDRESS_BURST", coap.address_burst),
         ),
         log=LogSettings(level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(), format=log_format),
     )
+    limits = settings.http.limits
+    for name, per_s, burst in (("RATE_KEY", limits.key_per_s, limits.key_burst),
+                               ("RATE_ADDRESS", limits.address_per_s, limits.address_burst),
+                               ("AUTH_FAILURES", limits.auth_failures_per_s, limits.auth_failures_burst),
+                               ("COAP_PEER", settings.coap.peer_per_s, settings.coap.peer_burst),
+                               ("COAP_ADDRESS", settings.coap.address_per_s, settings.coap.address_burst)):
+        if per_s > 0 and burst < 1:
+            raise ValueError(f"FLEET_{name}_BURST must be at least 1 while FLEET_{name}_PER_S is set")
+    return settings

@@ -74,6 +74,7 @@ class DeviceController(Controller):
         # Pull the first device before answering, so a bad filter still gets a proper error status.
         first = await anext(devices, None)
         if format == "csv":
+            # Litestar adds "; charset=utf-8" to every text/* type itself.
             return Stream(_csv(first, devices), media_type="text/csv",
                           headers={"Content-Disposition": 'attachment; filename="devices.csv"'})
         return Stream(_geojson(first, devices), media_type="application/geo+json",

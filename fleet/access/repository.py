@@ -8,6 +8,9 @@ import asyncpg
 
 from fleet.access.models import ApiKey, Role, Tenant
 
+# Every node listens here and forgets a revoked key at once (fleet.access.revocations).
+REVOCATION_CHANNEL = "fleet_keys"
+
 _KEY_COLUMNS = "id, tenant_id, name, role, prefix, created_at, revoked_at, last_used_at"
 
 
@@ -66,9 +69,13 @@ class ApiKeyRepository:
         return _key(row) if row else None
 
     async def revoke(self, tenant_id: UUID, key_id: UUID) -> ApiKey | None:
+        """Revoke, and tell every node when (and only if) the transaction commits."""
         row = await self.conn.fetchrow(
-            f"""update api_keys set revoked_at = coalesce(revoked_at, now())
-                where tenant_id = $1 and id = $2 returning {_KEY_COLUMNS}""", tenant_id, key_id)
+            f"""with revoked as (
+                    update api_keys set revoked_at = coalesce(revoked_at, now())
+                    where tenant_id = $1 and id = $2 returning {_KEY_COLUMNS})
+                select revoked.*, pg_notify($3, revoked.id::text) from revoked""",
+            tenant_id, key_id, REVOCATION_CHANNEL)
         return _key(row) if row else None
 
     async def authenticate(self, key_hash: bytes) -> asyncpg.Record | None:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from fleet.access.keycache import KeyCache
 from fleet.access.models import ApiKey, IssuedKey, Permission, Principal, Role, Tenant
 from fleet.access.repository import ApiKeyRepository, TenantRepository
 from fleet.audit.service import record
@@ -89,40 +90,41 @@ class TenantService:
 class ApiKeyService:
     """Keys are checked against the database at most every `cache_s` seconds per key.
 
-    The cache spares every request a round trip; the price is that a key revoked through
-    another node keeps working there for up to `cache_s` seconds (revoking through this node
-    takes effect at once).
+    The cache spares every request a round trip. A revocation reaches every node's cache at
+    once: this node's after the revoking transaction commits, the others' through a NOTIFY
+    (fleet.access.revocations); a node that cannot listen caches nothing. Unknown keys are
+    remembered too, so repeated wrong keys cost no round trip each.
     """
 
-    def __init__(self, db: Database, *, cache_s: float = 5.0) -> None:
+    def __init__(self, db: Database, *, cache_s: float = 5.0, unknown_cache_s: float = 30.0) -> None:
         self.db = db
-        self.cache_s = cache_s
-        self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self.cache = KeyCache(ttl_s=cache_s, unknown_ttl_s=unknown_cache_s)
+
+    def cached(self, secret: str, request_id: str | None = None) -> Principal | None:
+        """The key's principal if this node checked it recently, without asking the database."""
+        cached = self.cache.live(hash_key(secret), time.monotonic())
+        return replace(cached, request_id=request_id) if cached is not None else None
 
     async def authenticate(self, secret: str, request_id: str | None = None) -> Principal:
         if not secret.startswith(f"{KEY_SCHEME}_") or len(secret) > 200:
             raise Unauthenticated("invalid API key")
         key_hash = hash_key(secret)
-        cached = self._cache.get(key_hash)
         now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return replace(cached[0], request_id=request_id)
+        cached = self.cache.live(key_hash, now)
+        if cached is not None:
+            return replace(cached, request_id=request_id)
+        if self.cache.unknown(key_hash, now):
+            raise Unauthenticated("invalid or revoked API key")
+        generation = self.cache.generation
         async with self.db.system_tx() as conn:
             row = await ApiKeyRepository(conn).authenticate(key_hash)
         if row is None:
-            self._cache.pop(key_hash, None)
+            self.cache.remember_unknown(key_hash, now)
             raise Unauthenticated("invalid or revoked API key")
         principal = Principal(row["tenant_id"], row["slug"], row["timezone"], Role(row["role"]),
                               row["id"], None)
-        if len(self._cache) > 10_000:
-            self._cache.clear()  # bounded: a flood of distinct keys must not grow memory
-        self._cache[key_hash] = (principal, now + self.cache_s)
+        self.cache.remember_live(key_hash, principal, generation, now)
         return replace(principal, request_id=request_id)
-
-    def _forget(self, key_id: UUID) -> None:
-        for key_hash, (principal, _) in list(self._cache.items()):
-            if principal.api_key_id == key_id:
-                del self._cache[key_hash]
 
     async def issue(self, principal: Principal, role: Role, name: str = "") -> IssuedKey:
         self._require_admin(principal)
@@ -150,8 +152,10 @@ class ApiKeyService:
             if before is None:
                 raise NotFound(f"api key {key_id} not found")
             after = await repo.revoke(principal.tenant_id, key_id)
-            self._forget(key_id)
             await record(conn, principal, "apikey.revoke", "api_key", key_id, before, after)
+        # Only now: forgotten before the commit, a request racing the revocation could still
+        # read the key as live and cache it again.
+        self.cache.forget_key(key_id)
         return after
 
     @staticmethod

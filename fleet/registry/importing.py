@@ -83,6 +83,14 @@ def rows_from_geojson(body: bytes) -> list[tuple[int, dict[str, Any]]]:
                 coords, list) or len(coords) < 2:
             errors.append(FieldError("geometry", "must be a Point with [lon, lat]", number))
             continue
+        # RFC 7946 §3.1.1: positions are numbers; "126.97" is a string, and so is refused
+        # (the device validation that follows would read it as a CSV cell).
+        not_numbers = [FieldError(name, "must be a number", number)
+                       for name, value in (("lon", coords[0]), ("lat", coords[1]))
+                       if type(value) not in (int, float)]
+        if not_numbers:
+            errors += not_numbers
+            continue
         if not isinstance(properties, dict):
             errors.append(FieldError("properties", "must be an object", number))
             continue

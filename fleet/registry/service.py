@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -17,10 +18,12 @@ from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, Valid
 from fleet.registrations.repository import RegistrationRepository
 from fleet.registry.importing import rows_from_csv, rows_from_geojson
 from fleet.registry.models import Device, DeviceFilter, NewDevice, Page
-from fleet.registry.repository import DeviceRepository
+from fleet.registry.repository import COPY_CHUNK, DeviceRepository
 from fleet.registry.validation import validate_changes, validate_new_device
 
 MAX_PAGE = 1000
+# Devices an export reads per transaction.
+EXPORT_CHUNK = 1000
 _NETWORK_STATUSES = ("online", "offline")
 
 
@@ -130,35 +133,41 @@ class DeviceService:
         return Page(devices, encode_cursor(last_seq) if last_seq is not None else None)
 
     async def export(self, principal: Principal, device_filter: DeviceFilter) -> AsyncIterator[Device]:
-        """Stream every matching device from one consistent snapshot."""
+        """Every matching device in seq order, EXPORT_CHUNK at a time, each chunk read in its own
+        short transaction: a slow download holds neither a pooled connection nor a snapshot.
+
+        Keyset pagination on seq lists every device that exists throughout exactly once; one
+        created or changed during the download may or may not be in it.
+        """
         require(principal, Permission.READ)
-        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            async for device in DeviceRepository(conn).stream(principal.tenant_id, device_filter):
+        after: int | None = None
+        while True:
+            async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+                devices, more_after = await DeviceRepository(conn).list(
+                    principal.tenant_id, device_filter, after_seq=after, limit=EXPORT_CHUNK)
+            for device in devices:
                 yield device
+            if more_after is None:
+                return
+            after = more_after
 
     async def import_rows(self, principal: Principal, rows: list[tuple[int, dict[str, Any]]]) -> list[UUID]:
         """Validate every row, then insert all of them in one transaction or none at all."""
         require(principal, Permission.MANAGE_DEVICES)
-        if not rows:
-            raise ValidationFailed("nothing to import", [FieldError("body", "no rows")])
-        devices: list[NewDevice] = []
-        numbers: list[int] = []
-        errors: list[FieldError] = []
-        for number, raw in rows:
-            if raw.get("status") in _NETWORK_STATUSES:
-                # Exports of a live city carry online/offline, which the network decides; the
-                # imported device starts provisioned and goes online when it registers here.
-                raw = {**raw, "status": "provisioned"}
-            try:
-                devices.append(validate_new_device(raw, row=number))
-                numbers.append(number)
-            except ValidationFailed as exc:
-                errors.extend(exc.errors)
-        # Duplicates among the valid rows too, so one round of fixes settles the whole file.
-        errors += _duplicates_within(devices, numbers)
-        if errors:
-            errors.sort(key=lambda e: e.row or 0)
-            raise ValidationFailed("import rejected; nothing was stored", errors)
+        # Tens of thousands of rows take seconds of Python: off the event loop that answers devices.
+        return await self._insert_all(principal, *await asyncio.to_thread(validate_rows, rows))
+
+    async def import_csv(self, principal: Principal, text: str) -> list[UUID]:
+        require(principal, Permission.MANAGE_DEVICES)
+        return await self._insert_all(
+            principal, *await asyncio.to_thread(lambda: validate_rows(rows_from_csv(text))))
+
+    async def import_geojson(self, principal: Principal, body: bytes) -> list[UUID]:
+        require(principal, Permission.MANAGE_DEVICES)
+        return await self._insert_all(
+            principal, *await asyncio.to_thread(lambda: validate_rows(rows_from_geojson(body))))
+
+    async def _insert_all(self, principal: Principal, devices: list[NewDevice], numbers: list[int]) -> list[UUID]:
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = DeviceRepository(conn)
             taken = await repo.endpoints_taken([d.endpoint for d in devices])
@@ -174,16 +183,34 @@ class DeviceService:
             except asyncpg.UniqueViolationError as exc:
                 # Lost a race with a concurrent create; the transaction rolls back whole.
                 raise conflict_from(exc) from None
-            await record_many(conn, principal, "device.create", "device", created)
+            for start in range(0, len(created), COPY_CHUNK):  # a few tens of ms of the loop each
+                await record_many(conn, principal, "device.create", "device", created[start:start + COPY_CHUNK])
         return [d.id for d in created]
 
-    async def import_csv(self, principal: Principal, text: str) -> list[UUID]:
-        require(principal, Permission.MANAGE_DEVICES)
-        return await self.import_rows(principal, rows_from_csv(text))
 
-    async def import_geojson(self, principal: Principal, body: bytes) -> list[UUID]:
-        require(principal, Permission.MANAGE_DEVICES)
-        return await self.import_rows(principal, rows_from_geojson(body))
+def validate_rows(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[NewDevice], list[int]]:
+    """Every row checked, with all errors at once; the valid devices and their row numbers."""
+    if not rows:
+        raise ValidationFailed("nothing to import", [FieldError("body", "no rows")])
+    devices: list[NewDevice] = []
+    numbers: list[int] = []
+    errors: list[FieldError] = []
+    for number, raw in rows:
+        if raw.get("status") in _NETWORK_STATUSES:
+            # Exports of a live city carry online/offline, which the network decides; the
+            # imported device starts provisioned and goes online when it registers here.
+            raw = {**raw, "status": "provisioned"}
+        try:
+            devices.append(validate_new_device(raw, row=number))
+            numbers.append(number)
+        except ValidationFailed as exc:
+            errors.extend(exc.errors)
+    # Duplicates among the valid rows too, so one round of fixes settles the whole file.
+    errors += _duplicates_within(devices, numbers)
+    if errors:
+        errors.sort(key=lambda e: e.row or 0)
+        raise ValidationFailed("import rejected; nothing was stored", errors)
+    return devices, numbers
 
 
 def _duplicates_within(devices: list[NewDevice], numbers: list[int]) -> list[FieldError]:

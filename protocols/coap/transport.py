@@ -29,6 +29,7 @@ from aiocoap.util.asyncio import recvmsg
 from protocols.coap import message
 from protocols.coap.fastpath import FastPath
 from protocols.coap.outbound import OutboundRequests
+from protocols.coap.peerlimit import PeerLimit
 
 log = structlog.get_logger("fleet.coap")
 
@@ -98,6 +99,13 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
     outbound = self.__dict__.get("_fleet_outbound")
     if outbound is not None and outbound.offer(data, address):
         return
+    peer_limit = self.__dict__.get("_fleet_peer_limit")
+    if peer_limit is not None:
+        refused = peer_limit.refuse(data, address, self.loop.time())
+        if refused is not False:
+            if refused is not None:
+                self.transport.sendmsg(refused, [], 0, address)
+            return
     fast = self.__dict__.get("_fleet_fast_path", _UNRESOLVED)
     if fast is _UNRESOLVED:
         fast = self._fleet_fast_path = _fast_path_for(self)
@@ -148,6 +156,13 @@ def outbound_requests(interface) -> OutboundRequests:
         outbound = interface._fleet_outbound = OutboundRequests(interface, CITY_TUNING)
     return outbound
 
+
+
+def limit_peers(context, limit: PeerLimit) -> None:
+    """Hold every peer of the context's udp6 interface to `limit` (protocols.coap.peerlimit)."""
+    interface = udp_interface(context)
+    if interface is not None:
+        interface._fleet_peer_limit = limit
 
 
 def _fast_path_for(interface) -> FastPath | None:

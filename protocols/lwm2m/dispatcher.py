@@ -22,7 +22,7 @@ from fleet.commands.repository import NOTIFY_CHANNEL
 from fleet.commands.service import CommandQueue
 from fleet.db import Database
 from fleet.objectmodel import Reading, ResourcePath
-from fleet.telemetry.models import split_value
+from fleet.telemetry.models import split_value, stored_value
 from fleet.registrations.models import Registration
 from protocols.coap.outbound import RequestFailed
 from protocols.lwm2m.downlink import DeviceAddress, DeviceClient, DeviceRequestFailed
@@ -46,8 +46,10 @@ IN_FLIGHT = 1024
 
 def _json_readings(readings: list[Reading]) -> dict:
     # Always an object at the top: a bare JSON array would be read as an array dimension of jsonb[].
+    # Other values (opaque bytes, times, object links) as the device's state shows them.
     return {"readings": [{"path": str(r.path), "value": r.value if isinstance(
-        r.value, int | float | str | bool | None) else str(r.value)} for r in readings]}
+        r.value, int | float | str | bool | None) else stored_value(*split_value(r.value))}
+        for r in readings]}
 
 
 def _written_state(command: DeviceCommand) -> tuple:

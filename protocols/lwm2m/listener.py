@@ -17,7 +17,9 @@ import structlog
 from fleet.db import Database
 from fleet.registrations.service import RegistrationService
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
+from fleet.access.limits import Rate
 from protocols.coap import transport
+from protocols.coap.peerlimit import DEFAULT_ADDRESS_RATE, DEFAULT_PEER_RATE, PeerLimit
 from fleet.commands.service import CommandQueue
 from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
@@ -54,7 +56,9 @@ class Listener:
 async def open_listener(db: Database, host: str, port: int, *, node: str | None = None,
                         expiry_grace: timedelta = EXPIRY_GRACE,
                         sweep_interval_s: float = SWEEP_INTERVAL_S,
-                        in_flight: int = IN_FLIGHT) -> AsyncIterator[Listener]:
+                        in_flight: int = IN_FLIGHT,
+                        peer_rate: Rate = DEFAULT_PEER_RATE,
+                        address_rate: Rate = DEFAULT_ADDRESS_RATE) -> AsyncIterator[Listener]:
     transport.install()
     node = node or node_name()
     maintenance = TelemetryMaintenance(db)
@@ -64,6 +68,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     server = LwM2MServer(registrations, writer)
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
+    if peer_rate.enabled or address_rate.enabled:
+        transport.limit_peers(context, PeerLimit(peer_rate, address_rate))
     client = DeviceClient(context, ContentFormats(registrations))
     dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight)
     info_reader = DeviceInfoReader(client, registrations, server.store)
@@ -146,6 +152,8 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
             log.exception("telemetry partition maintenance failed")
 
 
-async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT) -> None:
-    async with open_listener(db, host, port, in_flight=in_flight):
+async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT,
+                   peer_rate: Rate = DEFAULT_PEER_RATE, address_rate: Rate = DEFAULT_ADDRESS_RATE) -> None:
+    async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
+                             address_rate=address_rate):
         await asyncio.Event().wait()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import time
 
+import httpx
 import pytest
 
 from fleet.access.models import Role
@@ -213,6 +215,10 @@ async def test_malformed_csv_is_4xx_and_stores_nothing(seoul, db, body):
     (collection(feature("sl-1", colour="red", lat=1)), {("colour", 1), ("lat", 1)}),
     (collection(feature("sl-1", coordinates=("east", None))), {("lon", 1), ("lat", 1)}),
     (collection(feature("sl-1", coordinates=([1, 2], {"a": 1}))), {("lon", 1), ("lat", 1)}),
+    # RFC 7946: numbers, not strings that look like them.
+    (collection(feature("sl-1", coordinates=("126.978", "37.5665"))), {("lon", 1), ("lat", 1)}),
+    (collection(feature("sl-1"), feature("sl-2", coordinates=(126.978, "37.5665"))), {("lat", 2)}),
+    (collection(feature("sl-1", coordinates=(True, 37.5))), {("lon", 1)}),
     (collection(feature("sl-1", kind=5, endpoint=["x"])), {("kind", 1), ("endpoint", 1)}),
     (collection(feature("sl-1", tags="a|b", serial=7, installed_at=20240101)),
      {("serial", 1), ("installed_at", 1)}),
@@ -324,3 +330,16 @@ async def test_formula_cells_are_defused_on_export_and_restored_on_import(seoul,
     assert (await busan.client.post(IMPORT, content=body, headers=CSV)).status_code == 201
     imported = (await busan.client.get("/api/v1/devices")).json()["items"][0]
     assert imported["address"] == "=HYPERLINK(\"http://evil\")"
+
+
+async def test_the_api_answers_while_a_large_import_is_parsed(seoul):
+    # 50,000 rows, every one refused (latitude 91): the request is all parsing and validating.
+    body = "kind,endpoint,lat,lon\n" + "".join(f"streetlight,sl-{n},91,126.9\n" for n in range(50_000))
+    importing = asyncio.create_task(seoul.client.post(IMPORT, content=body, headers=CSV, timeout=300))
+    async with httpx.AsyncClient(base_url=str(seoul.client.base_url)) as probe:
+        healthy = await probe.get("/healthz")
+        answered_first = not importing.done()
+    assert healthy.status_code == 200
+    problem = assert_problem(await importing, 422)
+    assert len(problem["errors"]) == 50_000
+    assert answered_first

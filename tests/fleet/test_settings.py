@@ -2,6 +2,7 @@
 
 import pytest
 
+from fleet.access.limits import Rate
 from fleet.settings import load_settings
 
 
@@ -17,3 +18,40 @@ def test_commands_in_flight_refuses_nonsense(monkeypatch, raw):
     monkeypatch.setenv("FLEET_COAP_IN_FLIGHT", raw)
     with pytest.raises(ValueError, match="FLEET_COAP_IN_FLIGHT"):
         load_settings()
+
+
+def test_rate_limits_defaults_and_overrides(monkeypatch):
+    for name in ("RATE_KEY_PER_S", "RATE_ADDRESS_BURST", "COAP_PEER_PER_S", "AUTH_FAILURES_BURST"):
+        monkeypatch.delenv(f"FLEET_{name}", raising=False)
+    settings = load_settings()
+    assert (settings.http.limits.key_per_s, settings.http.limits.address_burst) == (100.0, 1000)
+    assert (settings.coap.peer_rate.per_s, settings.coap.peer_rate.burst) == (50.0, 200)
+    monkeypatch.setenv("FLEET_RATE_KEY_PER_S", "2.5")
+    monkeypatch.setenv("FLEET_COAP_PEER_PER_S", "0")
+    monkeypatch.setenv("FLEET_AUTH_FAILURES_BURST", "5")
+    settings = load_settings()
+    assert settings.http.limits.key_per_s == 2.5 and settings.http.limits.auth_failures_burst == 5
+    assert not settings.coap.peer_rate.enabled
+
+
+@pytest.mark.parametrize("raw", ["-1", "fast", "nan"])
+def test_rate_limits_refuse_nonsense(monkeypatch, raw):
+    monkeypatch.setenv("FLEET_RATE_ADDRESS_PER_S", raw)
+    with pytest.raises(ValueError, match="FLEET_RATE_ADDRESS_PER_S"):
+        load_settings()
+
+
+def test_a_rate_needs_a_burst(monkeypatch):
+    monkeypatch.setenv("FLEET_COAP_PEER_BURST", "0")
+    with pytest.raises(ValueError, match="FLEET_COAP_PEER_BURST"):
+        load_settings()
+    monkeypatch.setenv("FLEET_COAP_PEER_PER_S", "0")
+    assert not load_settings().coap.peer_rate.enabled
+
+
+def test_the_coap_limit_per_address_is_off_unless_set(monkeypatch):
+    monkeypatch.delenv("FLEET_COAP_ADDRESS_PER_S", raising=False)
+    assert not load_settings().coap.address_rate.enabled
+    monkeypatch.setenv("FLEET_COAP_ADDRESS_PER_S", "500")
+    monkeypatch.setenv("FLEET_COAP_ADDRESS_BURST", "2000")
+    assert load_settings().coap.address_rate == Rate(500.0, 2000)

@@ -1,0 +1,68 @@
+"""A limit on datagrams per CoAP peer, so one chatty or hostile peer cannot starve the others.
+
+Checked for every datagram before aiocoap or the fast path sees it (answers to Fleet's own
+requests excepted): two dict lookups and a little arithmetic, one bucket per peer (address and
+port) and a looser one per address, at most `max_peers` of each.
+A request over the limit gets a piggybacked 5.03 with Max-Age (when it may send again) and,
+when that is no longer than the request, a short diagnostic; anything else is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import structlog
+
+from fleet.access.limits import Rate, TokenBuckets
+from fleet.settings import CoapSettings
+
+log = structlog.get_logger("fleet.coap")
+
+DEFAULT_PEER_RATE = CoapSettings().peer_rate
+DEFAULT_ADDRESS_RATE = CoapSettings().address_rate
+_CON, _ACK = 0, 2
+_SERVICE_UNAVAILABLE = (5 << 5) | 3
+_MAX_AGE = 14
+_DIAGNOSTIC = b"rate limited"
+
+
+def service_unavailable(data: bytes, max_age_s: int) -> bytes | None:
+    """A piggybacked 5.03 with Max-Age for a CON request whose header and token we can read."""
+    if len(data) < 4 or data[0] >> 6 != 1 or (data[0] >> 4) & 0x03 != _CON:
+        return None
+    token_length = data[0] & 0x0F
+    if token_length > 8 or len(data) < 4 + token_length or not 1 <= data[1] < 32:
+        return None
+    value = max_age_s.to_bytes(max(1, (max_age_s.bit_length() + 7) // 8), "big")
+    # Max-Age (14) is the only option: delta 14 is written as 13 plus an extended byte of 1.
+    option = bytes(((13 << 4) | len(value), _MAX_AGE - 13)) + value
+    header = bytes((0x40 | (_ACK << 4) | token_length, _SERVICE_UNAVAILABLE)) + data[2:4]
+    reply = header + data[4:4 + token_length] + option
+    # Never more bytes out than came in: a flood with a forged source must not be amplified.
+    with_diagnostic = reply + b"\xff" + _DIAGNOSTIC
+    return with_diagnostic if len(with_diagnostic) <= len(data) else reply
+
+
+class PeerLimit:
+    def __init__(self, rate: Rate, address_rate: Rate = Rate(0, 0), *, max_peers: int = 100_000) -> None:
+        self.buckets = TokenBuckets(rate, max_callers=max_peers)
+        self.addresses = TokenBuckets(address_rate, max_callers=max_peers)
+        # Peers over the limit right now, so each is logged once per episode, not per datagram.
+        self._limited: dict[tuple, None] = {}
+        self.refused = 0
+
+    def refuse(self, data: bytes, address: tuple, now: float) -> bytes | None | bool:
+        """False to let the datagram in; else the reply to send (None: drop it silently)."""
+        peer = address[:2]
+        wait = self.buckets.take(peer, now) or self.addresses.take(peer[0], now)
+        if not wait:
+            if self._limited:
+                self._limited.pop(peer, None)
+            return False
+        self.refused += 1
+        if peer not in self._limited:
+            if len(self._limited) >= 10_000:
+                self._limited.clear()
+            self._limited[peer] = None
+            log.warning("CoAP peer over its rate limit; answering 5.03", peer=peer[0], port=peer[1])
+        return service_unavailable(data, max(1, math.ceil(wait)))

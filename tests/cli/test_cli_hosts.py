@@ -1,0 +1,22 @@
+"""`fleet serve --host` moves HTTP and CoAP together; `--coap-host` moves CoAP on its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.cli import _parser, serve_settings
+from fleet.settings import load_settings
+
+
+@pytest.mark.parametrize(("argv", "http_host", "coap_host"), [
+    (["serve"], "127.0.0.1", "::"),
+    (["serve", "--host", "10.1.2.3"], "10.1.2.3", "10.1.2.3"),
+    (["serve", "--host", "10.1.2.3", "--coap-host", "::"], "10.1.2.3", "::"),
+    (["serve", "--coap-host", "192.0.2.7"], "127.0.0.1", "192.0.2.7"),
+    (["demo", "--host", "0.0.0.0"], "0.0.0.0", "0.0.0.0"),
+])
+def test_hosts(monkeypatch, argv, http_host, coap_host):
+    monkeypatch.delenv("FLEET_HTTP_HOST", raising=False)
+    monkeypatch.delenv("FLEET_COAP_HOST", raising=False)
+    settings = serve_settings(_parser().parse_args([*argv, "--coap-port", "5690"]), load_settings())
+    assert (settings.http.host, settings.coap.host, settings.coap.port) == (http_host, coap_host, 5690)
