@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 
 from fleet.db.database import TENANT_ROLE
+from fleet.db.roles import OWNER_ROLE
 from fleet.db.migrate import available_migrations, migrate, pending_migrations
 
 
@@ -49,5 +50,33 @@ async def test_migrating_a_current_database_changes_nothing(database_dsn):
         assert await conn.fetchval(
             "select count(*) from pg_locks where locktype = 'advisory' and database = "
             "(select oid from pg_database where datname = current_database())") == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_database_from_before_the_owner_role_is_walled_in_place(empty_database_dsn):
+    """A database an earlier Fleet migrated as its admin (who then owned everything) is handed
+    to the owner role and walled by the next start, its rows kept."""
+    conn = await asyncpg.connect(empty_database_dsn)
+    try:
+        await conn.execute("""create table schema_migrations (version integer primary key, name text not null,
+                                  checksum text not null, applied_at timestamptz not null default now())""")
+        for migration in available_migrations():
+            if migration.version > 8:
+                break
+            await conn.execute(migration.sql)
+            await conn.execute("insert into schema_migrations (version, name, checksum) values ($1, $2, $3)",
+                               migration.version, migration.name, migration.checksum)
+        await conn.execute("insert into tenants (slug, name, timezone) values ('seoul', 'Seoul', 'Asia/Seoul')")
+        assert await migrate(conn) == [m.version for m in available_migrations() if m.version > 8]
+        owners = await conn.fetch(
+            """select c.relname, pg_get_userbyid(c.relowner) as owner, c.relforcerowsecurity as forced
+               from pg_class c where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')""")
+        assert {r["owner"] for r in owners} == {OWNER_ROLE}
+        assert all(r["forced"] for r in owners if r["relname"] in ("tenants", "devices", "telemetry")), owners
+        functions = await conn.fetch("select proname, pg_get_userbyid(proowner) as owner from pg_proc "
+                                     "where pronamespace = 'public'::regnamespace")
+        assert {r["owner"] for r in functions} == {OWNER_ROLE}
+        assert await conn.fetchval("select count(*) from tenants") == 1
     finally:
         await conn.close()
