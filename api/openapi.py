@@ -34,14 +34,15 @@ def document_problems(app: Litestar) -> None:
 
     Handlers name the statuses only their logic produces (403, 409, 422, ...) in `responses=`;
     the ones that follow from the route's shape are added here, so none is forgotten:
-    401 and 429 everywhere, 400 for any input, 404 for a path naming a resource, 413 for a body."""
+    401, 429 and 503 (no database connection free in time, fleet.db) everywhere, 400 for any
+    input, 404 for a path naming a resource, 413 for a body."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith(API_PREFIX):
             continue
         for handler in route.route_handlers:
             if not handler.include_in_schema:
                 continue
-            statuses = [401, 429]
+            statuses = [401, 429, 503]
             inputs = set(handler.parsed_fn_signature.parameters) - set(handler.resolve_dependencies())
             takes_body = "data" in inputs
             if takes_body or inputs - RESERVED_KWARGS:

@@ -33,7 +33,7 @@ async def test_every_api_operation_lists_its_problems_as_problem_json(document):
     for path, method, op in api:
         where = f"{method.upper()} {path}"
         responses = op["responses"]
-        assert {"401", "429"} <= set(responses), where
+        assert {"401", "429", "503"} <= set(responses), where
         if "{" in path:
             assert "404" in responses, where
         if "requestBody" in op:
