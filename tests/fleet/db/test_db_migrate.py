@@ -51,3 +51,55 @@ async def test_migrating_a_current_database_changes_nothing(database_dsn):
             "(select oid from pg_database where datname = current_database())") == 0
     finally:
         await conn.close()
+
+
+class _Watched:
+    """The admin connection, with the service logins' grants checked from another session after
+    each of its statements: what a node already running would see at that moment."""
+
+    def __init__(self, conn: asyncpg.Connection, observer: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._observer = observer
+        self.checks = 0
+        self.lost: list[str] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+    async def _check(self, statement: str) -> None:
+        granted = await self._observer.fetchval(
+            """select has_table_privilege('fleet_app', 'devices', 'select')
+                      and has_table_privilege('fleet_system', 'devices', 'insert')""")
+        self.checks += 1
+        if not granted:
+            self.lost.append(statement.strip().splitlines()[0][:80])
+
+    async def execute(self, statement: str, *args):
+        result = await self._conn.execute(statement, *args)
+        await self._check(statement)
+        return result
+
+    async def fetch(self, statement: str, *args):
+        result = await self._conn.fetch(statement, *args)
+        await self._check(statement)
+        return result
+
+    async def fetchval(self, statement: str, *args):
+        result = await self._conn.fetchval(statement, *args)
+        await self._check(statement)
+        return result
+
+
+async def test_a_node_starting_never_takes_the_running_nodes_grants_away(database_dsn):
+    """Every start re-grants the service logins; done statement by statement, the revoke committed
+    before the grants and the REST API of every running node failed with permission denied."""
+    conn = await asyncpg.connect(database_dsn)
+    observer = await asyncpg.connect(database_dsn)
+    try:
+        watched = _Watched(conn, observer)
+        assert await migrate(watched) == []
+        assert watched.checks > 5
+        assert watched.lost == []
+    finally:
+        await observer.close()
+        await conn.close()
