@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec.inspect
 import swagger_ui_bundle
 from litestar import Litestar, Router
 from litestar.constants import RESERVED_KWARGS
@@ -33,14 +34,15 @@ def document_problems(app: Litestar) -> None:
 
     Handlers name the statuses only their logic produces (403, 409, 422, ...) in `responses=`;
     the ones that follow from the route's shape are added here, so none is forgotten:
-    401 and 429 everywhere, 400 for any input, 404 for a path naming a resource, 413 for a body."""
+    401, 429 and 503 (no database connection free in time, fleet.db) everywhere, 400 for any
+    input, 404 for a path naming a resource, 413 for a body."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith(API_PREFIX):
             continue
         for handler in route.route_handlers:
             if not handler.include_in_schema:
                 continue
-            statuses = [401, 429]
+            statuses = [401, 429, 503]
             inputs = set(handler.parsed_fn_signature.parameters) - set(handler.resolve_dependencies())
             takes_body = "data" in inputs
             if takes_body or inputs - RESERVED_KWARGS:
@@ -54,7 +56,8 @@ def document_problems(app: Litestar) -> None:
 
 class StructRulesPlugin(StructSchemaPlugin):
     """Says in the schema what msgspec enforces beyond field types: unknown fields refused
-    (`forbid_unknown_fields`), and a Struct's `__exactly_one_of__`: one of those fields, not null.
+    (`forbid_unknown_fields`), a Struct's `__exactly_one_of__`: one of those fields, not null,
+    and bounds of 0 on optional numbers, which Litestar 2 drops (it tests the bound for truth).
 
     msgspec cannot decode an untagged union of Structs, so exactly-one stays in the domain's
     validation; this keeps the document saying it too."""
@@ -64,11 +67,28 @@ class StructRulesPlugin(StructSchemaPlugin):
         struct = field_definition.type_
         if struct.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
+        _restore_zero_bounds(struct, schema)
         if names := getattr(struct, "__exactly_one_of__", None):
             null = Schema(type=OpenAPIType.NULL)
             schema.one_of = [Schema(required=[name], properties={
                 other: Schema(schema_not=null) if other == name else null for other in names}) for name in names]
         return schema
+
+
+_BOUNDS = {"ge": "minimum", "gt": "exclusive_minimum", "le": "maximum", "lt": "exclusive_maximum"}
+
+
+def _restore_zero_bounds(struct: type, schema: Schema) -> None:
+    for field in msgspec.inspect.type_info(struct).fields:
+        property_schema = (schema.properties or {}).get(field.encode_name)
+        if not isinstance(property_schema, Schema):
+            continue
+        members = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        for member in members:
+            if isinstance(member, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+                for bound, keyword in _BOUNDS.items():
+                    if getattr(member, bound) == 0 and getattr(property_schema, keyword) is None:
+                        setattr(property_schema, keyword, 0)
 
 
 def rebind_options_handlers(app: Litestar) -> None:

@@ -31,7 +31,8 @@ class DatabaseSettings:
     # None means: run the embedded PostgreSQL in data_dir.
     url: str | None
     data_dir: Path
-    # The REST API's pool (login fleet_app); the device side and cross-city work have their own.
+    # pool_min: connections the device side's pool keeps open (the REST API's keeps 1, fleet.db);
+    # pool_max: the REST API's pool (login fleet_app). The device side has its own maximum.
     pool_min: int = 2
     pool_max: int = 10
     system_pool_max: int = 10

@@ -84,7 +84,10 @@ async def migrate(conn: asyncpg.Connection, *, service_password: str | None = No
                     )
                 log.info("migration applied", version=migration.version, name=migration.name)
                 applied.append(migration.version)
-            await _grant_service_roles(conn)
+            # One transaction: other nodes keep running while this one starts, and between a
+            # committed revoke and the grants their logins would be refused every table.
+            async with conn.transaction():
+                await _grant_service_roles(conn)
         finally:
             await conn.execute("reset role")
     finally:
@@ -143,4 +146,4 @@ async def _grant_service_roles(conn: asyncpg.Connection) -> None:
     for row in tenant_tables:
         privileges = "select, insert" if row["relname"] == "audit_log" else "select, insert, update, delete"
         await conn.execute(f'grant {privileges} on public."{row["relname"]}" to {TENANT_ROLE}')
-    await conn.execute(f"select fleet_seal_telemetry_partitions()")
+    await conn.execute("select fleet_seal_telemetry_partitions()")

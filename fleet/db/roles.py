@@ -54,7 +54,11 @@ _ROLE_STATEMENTS = [
     f"create role {TENANT_ROLE} login",
     f"create role {SYSTEM_ROLE} login",
 ]
-_ATTRIBUTES = "nosuperuser nobypassrls nocreatedb nocreaterole noreplication"
+# pg_roles column -> the attribute that takes it away. Only a role that has an attribute may
+# restate it (a CREATEROLE admin that is not a superuser may not say NOSUPERUSER), so each is
+# restated when the admin has it and otherwise checked afterwards.
+_NARROWED = {"rolsuper": "nosuperuser", "rolbypassrls": "nobypassrls", "rolcreatedb": "nocreatedb",
+             "rolcreaterole": "nocreaterole", "rolreplication": "noreplication"}
 
 
 async def ensure_roles(conn: asyncpg.Connection, password: str | None = None) -> None:
@@ -65,9 +69,12 @@ async def ensure_roles(conn: asyncpg.Connection, password: str | None = None) ->
             f"""do $$ begin {statement};
                 exception when duplicate_object or unique_violation then null; end $$"""
         )
-    await conn.execute(f"alter role {OWNER_ROLE} nologin {_ATTRIBUTES}")
+    admin = await conn.fetchrow(f"select {', '.join(_NARROWED)} from pg_roles where rolname = current_user")
+    may_restate = " ".join(attribute for column, attribute in _NARROWED.items()
+                           if admin[column] or admin["rolsuper"])
+    await conn.execute(f"alter role {OWNER_ROLE} nologin {may_restate}")
     for login in (TENANT_ROLE, SYSTEM_ROLE):
-        await conn.execute(f"alter role {login} login {_ATTRIBUTES}")
+        await conn.execute(f"alter role {login} login {may_restate}")
         if password is not None:
             await conn.execute(f"alter role {login} password {quote_literal(password)}")
     # The app login belonged to the admin before roles were split; memberships other than
@@ -78,13 +85,24 @@ async def ensure_roles(conn: asyncpg.Connection, password: str | None = None) ->
     await _grant_membership(conn, OWNER_ROLE, "current_user")
     await _grant_membership(conn, TENANT_ROLE, "current_user")
     await _grant_membership(conn, SYSTEM_ROLE, "current_user")
+    wide = await conn.fetch(
+        f"""select rolname from pg_roles where rolname = any($1::text[])
+              and ({' or '.join(_NARROWED)})""", [OWNER_ROLE, TENANT_ROLE, SYSTEM_ROLE])
+    if wide:
+        raise RuntimeError(
+            f"roles {', '.join(r['rolname'] for r in wide)} have attributes beyond what Fleet allows "
+            "(superuser, bypassrls, createdb, createrole, replication) and this admin login may not "
+            "take them away: run the migration once as a superuser")
 
 
 async def _grant_membership(conn: asyncpg.Connection, role: str, member: str) -> None:
+    """Make `member` able to SET ROLE to `role`. From PostgreSQL 16 a membership may not allow
+    that: a CREATEROLE admin is made an ADMIN-only member of each role it creates."""
     member_sql = member if member == "current_user" else f"'{member}'"
+    may_set = "set" if conn.get_server_version().major >= 16 else "member"
     await conn.execute(
         f"""do $$ begin
-              if not pg_has_role({member_sql}, '{role}', 'member') then
+              if not pg_has_role({member_sql}, '{role}', '{may_set}') then
                   execute format('grant {role} to %I', {member_sql});
               end if;
             end $$"""

@@ -1,7 +1,7 @@
 """A limit on datagrams per CoAP peer, so one chatty or hostile peer cannot starve the others.
 
-Checked for every datagram before aiocoap or the fast path sees it (answers to Fleet's own
-requests excepted): two dict lookups and a little arithmetic, one bucket per peer (address and
+Checked for every datagram before aiocoap or the fast path sees it (answers the outbound path
+takes excepted; notifications are counted): two dict lookups and a little arithmetic, one bucket per peer (address and
 port) and a looser one per address, at most `max_peers` of each.
 A request over the limit gets a piggybacked 5.03 with Max-Age (when it may send again) and,
 when that is no longer than the request, a short diagnostic; anything else is dropped.
@@ -15,29 +15,25 @@ import structlog
 
 from fleet.access.limits import Rate, TokenBuckets
 from fleet.settings import CoapSettings
+from protocols.coap import message
 
 log = structlog.get_logger("fleet.coap")
 
 DEFAULT_PEER_RATE = CoapSettings().peer_rate
 DEFAULT_ADDRESS_RATE = CoapSettings().address_rate
-_CON, _ACK = 0, 2
-_SERVICE_UNAVAILABLE = (5 << 5) | 3
-_MAX_AGE = 14
 _DIAGNOSTIC = b"rate limited"
 
 
 def service_unavailable(data: bytes, max_age_s: int) -> bytes | None:
     """A piggybacked 5.03 with Max-Age for a CON request whose header and token we can read."""
-    if len(data) < 4 or data[0] >> 6 != 1 or (data[0] >> 4) & 0x03 != _CON:
+    try:
+        mtype, code, mid, token = message.decode_header(data)
+    except message.MessageFormatError:
         return None
-    token_length = data[0] & 0x0F
-    if token_length > 8 or len(data) < 4 + token_length or not 1 <= data[1] < 32:
+    if mtype != message.CON or not message.is_request(code):
         return None
-    value = max_age_s.to_bytes(max(1, (max_age_s.bit_length() + 7) // 8), "big")
-    # Max-Age (14) is the only option: delta 14 is written as 13 plus an extended byte of 1.
-    option = bytes(((13 << 4) | len(value), _MAX_AGE - 13)) + value
-    header = bytes((0x40 | (_ACK << 4) | token_length, _SERVICE_UNAVAILABLE)) + data[2:4]
-    reply = header + data[4:4 + token_length] + option
+    options = message.encode_options([(message.MAX_AGE, message.uint(max_age_s))])
+    reply = message.encode_with_options(message.ACK, message.SERVICE_UNAVAILABLE, mid, token, options)
     # Never more bytes out than came in: a flood with a forged source must not be amplified.
     with_diagnostic = reply + b"\xff" + _DIAGNOSTIC
     return with_diagnostic if len(with_diagnostic) <= len(data) else reply

@@ -120,9 +120,8 @@ class Dispatcher:
         """These devices' registrations ended (de-registered, expired, decommissioned), and
         with them their observations (TS §6.4): stop following their notifications."""
         for key in [key for key in self.observations if key[0] in device_ids]:
-            pending, follower = self.observations.pop(key)
-            pending.observation.cancel()
-            follower.cancel()
+            observation, follower = self.observations.pop(key)
+            observation.abandon(follower)
 
     async def device_awake(self, registration: Registration, session: Session, *, update: bool = False) -> None:
         """A device just registered or updated: it is listening now (queue mode included)."""

@@ -58,6 +58,16 @@ class Observation:
             else:
                 log.info("observation ended", uri=uri, reason=type(exc).__name__)
 
+    def abandon(self, follower: asyncio.Task | None) -> None:
+        """End it here only: the registration it belonged to is gone, so there is no one to ask.
+        The token is let go, so the device's next notification is answered with a Reset."""
+        self.ending = True
+        if follower is not None:
+            follower.cancel()
+        if not self.pending.observation.cancelled:
+            self.pending.observation.cancel()
+        self.client.forget(self.response)
+
     async def cancel(self, follower: asyncio.Task | None) -> bool:
         """End the observation here and on the device (RFC 7641 §3.6): a GET with Observe=1 and
         the observation's token. True if the device answered it; if not, its next notification

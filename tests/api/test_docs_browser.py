@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 import shutil
 from pathlib import Path
 
 import httpx
-import pytest
+
+from tests.ci import unavailable
 
 HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -25,8 +25,7 @@ def chromium() -> str:
     """Debian's Chromium; `.ci/run` installs it, so under CI its absence is a failure."""
     found = shutil.which("chromium")
     if not found:
-        message = "chromium is not installed (Debian: apt-get install chromium)"
-        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
+        unavailable("chromium is not installed (Debian: apt-get install chromium)")
     return found
 
 

@@ -47,7 +47,8 @@ async def test_failed_authentications_hold_back_an_address_but_not_the_keys_it_a
     seoul = await make_city(db, "seoul")
     limits = RateLimitSettings(key_per_s=0, key_burst=0, address_per_s=0, address_burst=0,
                                auth_failures_per_s=0.01, auth_failures_burst=3)
-    keys = ApiKeyService(db)
+    # Cached for an hour: on a loaded machine the default 5 s could lapse within the test.
+    keys = ApiKeyService(db, cache_s=3600)
     async with serve_api(db, HttpSettings(limits=limits), extra_services={"apikey_service": keys}) as url:
         await eventually(lambda: keys.cache.accepting)  # caching starts once revocations are heard
         async with httpx.AsyncClient(base_url=url) as client:

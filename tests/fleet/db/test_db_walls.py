@@ -137,3 +137,26 @@ async def test_a_reference_across_cities_is_refused_by_the_database(db, cities):
             await conn.execute(
                 """insert into device_state (tenant_id, device_id, path, time, v_num)
                    values ($1, $2, '/3/0/9', now(), 1)""", seoul.tenant_id, busan_device)
+
+
+async def test_every_reference_between_city_tables_includes_the_city(db):
+    """From the catalog, so a table added later cannot forget it: a foreign key from one
+    tenant-owned table to another pairs tenant_id with tenant_id (`tenants` itself excepted)."""
+    async with db.system_tx() as conn:
+        keys = await conn.fetch(
+            """select con.conname, con.confrelid::regclass::text as parent,
+                      array(select a.attname from unnest(con.conkey) with ordinality k(n, i)
+                            join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.n
+                            order by k.i)::text[] as columns,
+                      array(select a.attname from unnest(con.confkey) with ordinality k(n, i)
+                            join pg_attribute a on a.attrelid = con.confrelid and a.attnum = k.n
+                            order by k.i)::text[] as referenced
+               from pg_constraint con
+               where con.contype = 'f' and con.connamespace = 'public'::regnamespace
+                 and exists (select 1 from pg_attribute a where a.attrelid = con.conrelid
+                             and a.attname = 'tenant_id' and not a.attisdropped)""")
+    between_cities = [k for k in keys if k["parent"] != "tenants"]
+    assert len(between_cities) > 10
+    for key in between_cities:
+        pairs = set(zip(key["columns"], key["referenced"], strict=True))
+        assert ("tenant_id", "tenant_id") in pairs, (key["conname"], pairs)
