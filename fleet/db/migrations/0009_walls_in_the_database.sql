@@ -29,10 +29,15 @@ where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition
   and (c.relname = 'tenants' or exists (
       select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped));
 
+-- Every security definer function names its search path with pg_temp last: otherwise a
+-- caller's temporary table of the same name would be found first (both logins may create
+-- temporary tables; the telemetry writer does). public comes first so the partitions they
+-- create land there; only the owner may create anything in it.
+
 -- Partitions are tables of their own: walled like their parent, and granted to no login, so
 -- they are reachable only through the parent (whose grants and policies then apply).
 create function fleet_seal_telemetry_partitions() returns integer
-    language plpgsql security definer set search_path = public as $$
+    language plpgsql security definer set search_path = public, pg_catalog, pg_temp as $$
 declare
     part record;
     sealed integer := 0;
@@ -54,8 +59,8 @@ end $$;
 -- Partition upkeep runs from the device side (fleet_system), which owns nothing and so may not
 -- create or drop tables: these run as the owner. Whoever creates partitions seals them next
 -- (TelemetryRepository.ensure_partitions).
-alter function fleet_ensure_telemetry_partitions(date, integer) security definer set search_path = public;
-alter function fleet_drop_telemetry_before(date) security definer set search_path = public;
+alter function fleet_ensure_telemetry_partitions(date, integer) security definer set search_path = public, pg_catalog, pg_temp;
+alter function fleet_drop_telemetry_before(date) security definer set search_path = public, pg_catalog, pg_temp;
 
 revoke all on function fleet_wall(regclass) from public;
 revoke all on function fleet_seal_telemetry_partitions() from public;
@@ -66,13 +71,14 @@ grant execute on function fleet_ensure_telemetry_partitions(date, integer) to fl
 grant execute on function fleet_drop_telemetry_before(date) to fleet_system;
 -- Imports ask whether endpoint names are taken in any city (0001): the one cross-city
 -- question a tenant transaction may put.
+alter function fleet_endpoints_taken(text[]) set search_path = public, pg_catalog, pg_temp;
 revoke all on function fleet_endpoints_taken(text[]) from public;
 grant execute on function fleet_endpoints_taken(text[]) to fleet_app, fleet_system;
 
 -- The scheduler's fence reads the leader epoch inside tenant transactions; locking the row for
 -- share needs more than SELECT, which the app login must not have on the leadership.
 create function fleet_scheduler_epoch() returns bigint
-    language sql security definer set search_path = public
+    language sql security definer set search_path = public, pg_catalog, pg_temp
     as $$ select epoch from scheduler_leadership for share $$;
 revoke all on function fleet_scheduler_epoch() from public;
 grant execute on function fleet_scheduler_epoch() to fleet_app, fleet_system;
