@@ -31,6 +31,8 @@ from aiocoap.message import Message
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.transports.udp6 import UDP6EndpointAddress
 
+from fleet.errors import Unavailable, ValidationFailed
+
 log = structlog.get_logger("fleet.coap")
 
 _CON_V1 = 0x40  # version 1, type CON, in the first byte's high nibble
@@ -38,7 +40,9 @@ _ACK_V1 = 0x60
 _POST = 2
 _CHANGED = (2 << 5) | 4
 _INTERNAL_SERVER_ERROR = (5 << 5) | 0
-_URI_PATH, _CONTENT_FORMAT = 11, 12
+_BAD_REQUEST = (4 << 5) | 0
+_SERVICE_UNAVAILABLE = (5 << 5) | 3
+_URI_PATH, _CONTENT_FORMAT, _MAX_AGE = 11, 12, 14
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 # Stands for "aiocoap has this exchange": its duplicates must reach aiocoap's own dedup.
 _DELEGATED = object()
@@ -101,6 +105,17 @@ def parse_post(data: bytes) -> tuple[tuple[bytes, ...], int | None, bytes] | Non
         else:
             return None
     return tuple(path), content_format, data[position:]
+
+
+def _refusal(exc: BaseException) -> tuple[int, int | None, bytes]:
+    """(code, Max-Age, diagnostic) for a write that failed: the database being away is a
+    5.03 the device backs off from, a value it refused is the device's 4.00; anything else
+    is our fault, and the writer has logged it."""
+    if isinstance(exc, Unavailable):
+        return _SERVICE_UNAVAILABLE, min(exc.retry_after_s, 255), b"database unavailable; retry later"
+    if isinstance(exc, ValidationFailed):
+        return _BAD_REQUEST, None, exc.detail.encode()[:200].decode("utf-8", "ignore").encode()
+    return _INTERNAL_SERVER_ERROR, None, b""
 
 
 class _Exchange:
@@ -191,14 +206,19 @@ class FastPath:
             self.interface.transport.sendmsg(datagram, ancdata, 0, address)
 
     def _answer(self, exchange: _Exchange, done: asyncio.Future) -> None:
-        if done.cancelled() or done.exception() is not None:
-            code = _INTERNAL_SERVER_ERROR  # the writer has logged why
-        else:
-            code = _CHANGED
+        code, max_age, diagnostic = _CHANGED, None, b""
+        if done.cancelled():
+            code = _INTERNAL_SERVER_ERROR
+        elif (exc := done.exception()) is not None:
+            code, max_age, diagnostic = _refusal(exc)
         self.answered += 1
         if not exchange.empty_acked:
             token = exchange.token
             reply = bytes((_ACK_V1 | len(token), code)) + exchange.mid + token
+            if max_age is not None:
+                reply += bytes((0xD1, _MAX_AGE - 13, max_age))  # the first option, one byte long
+            if diagnostic:
+                reply += b"\xff" + diagnostic
             if self.recent.get(exchange.key) is exchange:
                 self.recent[exchange.key] = reply
             self._send(reply, exchange.ancdata, exchange.address)
@@ -207,7 +227,9 @@ class FastPath:
         self.separate += 1
         if self.interface._shutting_down is not None:
             return
-        response = Message(code=code, transport_tuning=self.tuning)
+        response = Message(code=code, transport_tuning=self.tuning, payload=diagnostic)
+        if max_age is not None:
+            response.opt.max_age = max_age
         response.token = exchange.token
         response.remote = UDP6EndpointAddress(exchange.address, self.interface, pktinfo=exchange.pktinfo)
         self.interface._ctx.send_message(response, lambda: None)

@@ -14,7 +14,9 @@ import aiocoap
 import structlog
 
 from fleet.db import Database
+from fleet.db.availability import database_away
 from fleet.registrations.service import RegistrationService
+from fleet.supervision import Health, Supervisor
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
 from protocols.coap import transport
 from fleet.commands.service import CommandQueue
@@ -50,18 +52,20 @@ class Listener:
 async def open_listener(db: Database, host: str, port: int, *, node: str | None = None,
                         expiry_grace: timedelta = EXPIRY_GRACE,
                         sweep_interval_s: float = SWEEP_INTERVAL_S,
-                        in_flight: int = IN_FLIGHT) -> AsyncIterator[Listener]:
+                        in_flight: int = IN_FLIGHT, health: Health | None = None) -> AsyncIterator[Listener]:
     transport.install()
     node = node or node_name()
+    health = health or Health()
     maintenance = TelemetryMaintenance(db)
     await maintenance.run()
-    writer = TelemetryWriter(db)
+    writer = TelemetryWriter(db, health=health)
     registrations = RegistrationService(db, node)
     server = LwM2MServer(registrations, writer)
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
     client = DeviceClient(context)
-    dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight)
+    dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight,
+                            health=health)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
     async def on_registered(registration, session, *, update: bool = False) -> None:
@@ -70,18 +74,16 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
 
     server.on_registered = on_registered
     bound_port = transport.udp_sockets(context)[0].getsockname()[1]
-    tasks = [asyncio.create_task(_sweep(registrations, server, expiry_grace, sweep_interval_s)),
-             asyncio.create_task(dispatcher.run()),
-             asyncio.create_task(_maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))]
+    supervisor = Supervisor(health)
+    supervisor.start("registration-sweep", lambda: _sweep(registrations, server, expiry_grace,
+                                                          sweep_interval_s, health))
+    supervisor.start("command-dispatcher", dispatcher.run)
+    supervisor.start("partition-maintenance", lambda: _maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))
     log.info("CoAP listener ready", host=host, port=bound_port, node=node)
     try:
         yield Listener(context, server, writer, client, dispatcher, bound_port)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await supervisor.stop()
         await server.drain(DRAIN_GRACE_S)
         client.close()
         await server.close()
@@ -90,15 +92,17 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
 
 
 async def _sweep(registrations: RegistrationService, server: LwM2MServer, grace: timedelta,
-                 interval_s: float) -> None:
+                 interval_s: float, health: Health) -> None:
     """Lifetimes are stored as expiry times, so this is correct across restarts and nodes."""
     while True:
         try:
             expired = await registrations.expire(grace)
             if expired:
                 server.forget_devices(set(expired))
-        except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
-            log.exception("registration sweep failed")
+        except Exception as exc:
+            if not database_away(exc):
+                raise  # our bug: the supervisor logs it once and restarts the sweep
+            health.database_lost(exc)  # retried on the next tick
         await asyncio.sleep(interval_s)
 
 
@@ -108,10 +112,12 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
         await asyncio.sleep(interval_s)
         try:
             await maintenance.run()
-        except Exception:  # noqa: BLE001 - retried on the next tick; days of partitions are ahead
-            log.exception("telemetry partition maintenance failed")
+        except Exception as exc:  # noqa: BLE001 - retried on the next tick; days of partitions are ahead
+            if not database_away(exc):
+                log.exception("telemetry partition maintenance failed")
 
 
-async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT) -> None:
-    async with open_listener(db, host, port, in_flight=in_flight):
+async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT,
+                   health: Health | None = None) -> None:
+    async with open_listener(db, host, port, in_flight=in_flight, health=health):
         await asyncio.Event().wait()
