@@ -12,9 +12,10 @@ import structlog
 import uvicorn
 
 from fleet.db import Database
-from fleet.db.embedded import WRITE_HEAVY, start_embedded
+from fleet.db.embedded import WRITE_HEAVY, EmbeddedWatchdog, start_embedded
 from fleet.db.migrate import migrate
 from fleet.settings import Settings
+from fleet.supervision import Health, Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -46,27 +47,35 @@ def resolve_dsn(settings: Settings) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_database(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[Database]:
+async def open_database(settings: Settings, *, run_migrations: bool = True,
+                        health: Health | None = None) -> AsyncIterator[Database]:
+    """The pool; and if Fleet started the embedded server, a watchdog that starts it again
+    should its postmaster die."""
     dsn = await asyncio.to_thread(resolve_dsn, settings)
     db = await Database.connect(dsn, min_size=settings.database.pool_min,
                                 max_size=settings.database.pool_max)
+    supervisor = Supervisor(health or Health())
+    if not settings.database.url:
+        supervisor.start("embedded-postgres", EmbeddedWatchdog(settings.database.data_dir).run)
     try:
         if run_migrations:
             async with db.pool.acquire() as conn:
                 await migrate(conn)
         yield db
     finally:
+        await supervisor.stop()
         await db.close()
 
 
 GRACE_S = 5  # how long requests under way may take to finish when Fleet stops
 
 
-async def run_http(db: Database, settings: Settings, host: str, port: int) -> None:
+async def run_http(db: Database, settings: Settings, host: str, port: int,
+                   health: Health | None = None) -> None:
     # Imported here so the console's admin subcommands start without loading the web framework.
     from api.app import create_app
 
-    app = create_app(db, settings.http)
+    app = create_app(db, settings.http, extra_services={"health": health} if health else None)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", server_header=False, timeout_graceful_shutdown=GRACE_S)
     server = uvicorn.Server(config)
@@ -83,8 +92,23 @@ async def run_http(db: Database, settings: Settings, host: str, port: int) -> No
         raise
 
 
-async def until_stopped(*components: Callable[[], Awaitable[None]]) -> None:
-    """Run components until Ctrl-C / SIGTERM or until one of them fails."""
+async def supervised(health: Health, name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run one restartable component under a supervisor until cancelled."""
+    supervisor = Supervisor(health)
+    supervisor.start(name, run)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await supervisor.stop()
+
+
+async def until_stopped(*components: Callable[[], Awaitable[None]]) -> int:
+    """Run components until Ctrl-C / SIGTERM (0) or until one of them ends (1).
+
+    These are the components that are not restarted in place (the HTTP server, the CoAP
+    listener with its socket): their tasks inside restart themselves (`Supervisor`), but when
+    one of these ends the process stops, non-zero, for the process supervisor to restart it.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -96,6 +120,8 @@ async def until_stopped(*components: Callable[[], Awaitable[None]]) -> None:
     for task in [*tasks, stopper]:
         task.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
-    for task in done:
-        if task is not stopper and not task.cancelled() and task.exception():
-            raise task.exception()
+    failed = [task for task in done if task is not stopper]
+    for task in failed:
+        exc = None if task.cancelled() else task.exception()
+        log.error("component stopped; stopping the process", exc_info=exc or None)
+    return 1 if failed else 0

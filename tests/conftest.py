@@ -132,10 +132,11 @@ TEST_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 @asynccontextmanager
-async def serve_api(db: Database) -> AsyncIterator[str]:
+async def serve_api(db: Database, **services: object) -> AsyncIterator[str]:
     """Serve the API for `db` with uvicorn on a real local port; yields its base URL."""
     port = free_port()
-    app = create_app(db, HttpSettings(port=port, max_body_bytes=TEST_MAX_BODY_BYTES))
+    app = create_app(db, HttpSettings(port=port, max_body_bytes=TEST_MAX_BODY_BYTES),
+                     extra_services=services or None)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                            access_log=False, lifespan="on"))
     server.install_signal_handlers = lambda: None

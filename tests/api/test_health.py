@@ -14,7 +14,7 @@ async def test_healthz_and_readyz_need_no_key(api_url):
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         ready = await client.get("/readyz")
-        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "components": {}}
         assert ready.headers["x-request-id"]
 
 
