@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -44,6 +45,17 @@ def resolve_dsn(settings: Settings) -> str:
     if settings.database.url:
         return settings.database.url
     return start_embedded(settings.database.data_dir, tuning=WRITE_HEAVY)
+
+
+class _PoolFloorRetries(logging.Filter):
+    """asyncpg logs a traceback each time it fails to refill its pool while the database is
+    away; Fleet's health registry says "database lost" once instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to restore the pool connection floor")
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolFloorRetries())
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES,
                                    CommandRequest, DeviceCommand, Operation, Outcome, Target)
 from fleet.commands.repository import CommandRepository, prepare_claimer
 from fleet.db import Database
+from fleet.db.availability import discard
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.objectmodel import CATALOG, ResourcePath, ResourceType, coerce
 from fleet.registry.filters import filter_to_json
@@ -227,8 +228,7 @@ class CommandQueue:
         await self.db.pool.release(conn)
 
     async def _drop(self, conn: asyncpg.Connection) -> None:
-        conn.terminate()
-        await self.db.pool.release(conn)
+        await discard(self.db.pool, conn)
 
     async def complete(self, outcomes: Sequence[Outcome]) -> None:
         """Record outcomes, and the values written, in one transaction: a write that shows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncpg
 
 from fleet.errors import Unavailable
@@ -25,3 +27,25 @@ def database_away(exc: BaseException) -> bool:
 def unavailable(exc: BaseException | None = None) -> Unavailable:
     reason = f" ({type(exc).__name__})" if exc is not None else ""
     return Unavailable(f"the database is unavailable{reason}; retry later")
+
+
+def broken_connection(exc: BaseException) -> bool:
+    """The connection itself cannot go on (cut off mid-operation, or already taken back by
+    the pool because it closed): drop it and take another; the database may be fine."""
+    return isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError)
+
+
+def lost(conn: asyncpg.Connection) -> bool:
+    """A held connection closed. asyncpg hands a pooled connection that closes back to its
+    pool by itself, after which even asking is an error."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
+async def discard(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    """Close a held connection that failed and give its place back to the pool."""
+    with contextlib.suppress(asyncpg.InterfaceError):  # already taken back (see `lost`)
+        conn.terminate()
+    await pool.release(conn)

@@ -13,7 +13,7 @@ import structlog
 
 from fleet.access.models import Permission, Principal
 from fleet.db import Database
-from fleet.db.availability import database_away, unavailable
+from fleet.db.availability import broken_connection, database_away, discard, unavailable
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.objectmodel import CATALOG, ResourcePath
 from fleet.supervision import Health, Supervisor
@@ -177,18 +177,22 @@ class TelemetryWriter:
 
     async def _drop(self, conn: asyncpg.Connection, *, broken: bool = False) -> None:
         if broken:
-            conn.terminate()
-        await self.db.pool.release(conn)
+            await discard(self.db.pool, conn)
+        else:
+            await self.db.pool.release(conn)
 
-    async def _probe(self, conn: asyncpg.Connection | None) -> asyncpg.Connection | None:
+    async def _probe(self, held: asyncpg.Connection | None) -> asyncpg.Connection | None:
+        """Whether the database is back: a connection that answers (the held one, if it
+        survived, else a fresh one), or None to try again later."""
+        conn = held
         try:
-            conn = await self._connection(conn)
+            conn = await self._connection(held)
             await conn.fetchval("select 1")
-        except Exception as exc:  # noqa: BLE001 - still away (or away again): probe later
+        except Exception as exc:  # noqa: BLE001 - still away: probe later on a fresh connection
             if conn is not None:
                 await self._drop(conn, broken=True)
-            if not database_away(exc):
-                raise
+            if not database_away(exc) and held is None:
+                log.warning("probing the database failed", error=repr(exc))
             return None
         self.health.database_back()
         return conn
@@ -202,8 +206,10 @@ class TelemetryWriter:
             async with conn.transaction():
                 await TelemetryRepository(conn).append_staged(points)
         except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
-            if database_away(exc):
-                self.health.database_lost(exc)
+            if database_away(exc) or broken_connection(exc):
+                # Its callers are told to retry (5.03), as when the database is away.
+                if not broken_connection(exc):
+                    self.health.database_lost(exc)
                 if conn is not None:
                     await self._drop(conn, broken=True)
                 for _, future in batch:

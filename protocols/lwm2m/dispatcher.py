@@ -20,7 +20,7 @@ from fleet.commands.models import DeviceCommand, Operation, Outcome
 from fleet.commands.repository import NOTIFY_CHANNEL
 from fleet.commands.service import CommandQueue
 from fleet.db import Database
-from fleet.db.availability import database_away, unavailable
+from fleet.db.availability import broken_connection, database_away, lost, unavailable
 from fleet.errors import Unavailable
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.telemetry.models import split_value
@@ -109,16 +109,17 @@ class Dispatcher:
                         with contextlib.suppress(Exception):
                             await listener.remove_listener(NOTIFY_CHANNEL, self._notified)
             except Exception as exc:
-                if not database_away(exc):
+                if not database_away(exc) and not broken_connection(exc):
                     raise
-                self.health.database_lost(exc)
+                if database_away(exc):
+                    self.health.database_lost(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def _claim_forever(self, listener) -> None:
         failing = False
         while True:
-            if listener.is_closed():
+            if lost(listener):
                 raise unavailable()  # its notifications are lost with it: take a new one
             free = self.free_slots
             # A claim costs PostgreSQL milliseconds whatever its size: while commands are in
@@ -127,10 +128,10 @@ class Dispatcher:
             try:
                 claimed = await self.queue.claim(free) if free >= (self.claim_batch if busy else 1) else []
             except Exception as exc:
-                if database_away(exc):
-                    raise
+                if database_away(exc) or broken_connection(exc):
+                    raise  # the claim connection is dropped already; the LISTEN one follows
                 if not failing:  # once per streak: the same failure comes every poll
-                    log.exception("claiming commands failed")
+                    log.exception("claiming commands failed", error=repr(exc))
                 failing, claimed = True, []
             else:
                 failing = False
