@@ -238,8 +238,21 @@ class Dispatcher:
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, task: asyncio.Task) -> None:
+        """A delivery or an observation's follower ended; one that crashed says so, once.
+        (A follower is not restarted here: its observation is gone with it, and the device is
+        observed again at its next Register.)"""
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if database_away(exc):
+            self.health.database_lost(exc)
+        else:
+            log.error("dispatcher task crashed", task=task.get_name(), exc_info=exc)
 
     async def _deliver(self, command: DeviceCommand, host: str, port: int,
                        answered: Callable[[], None] = lambda: None) -> None:
