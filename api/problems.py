@@ -10,6 +10,8 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from fleet import errors
+from fleet.db.availability import database_away
+from fleet.errors import Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +95,11 @@ def database_input_error(request: Request, exc: asyncpg.DataError) -> Response:
 
 
 def unexpected_error(request: Request, exc: Exception) -> Response:
+    if database_away(exc):
+        # Not a bug and not one line per request: /readyz and the listener's log say it.
+        log.debug("database unavailable", error=repr(exc))
+        return problem(request, 503, "Service Unavailable", "the database is unavailable; retry later",
+                       headers={"Retry-After": str(Unavailable.retry_after_s)})
     log.exception("unhandled error", error=repr(exc))
     return problem(request, 500, "Internal Server Error", "unexpected error")
 

@@ -51,3 +51,14 @@ async def test_readyz_is_503_when_the_database_is_gone(database_dsn):
         response = await client.get("/readyz")
         assert response.status_code == 503 and "unreachable" in response.json()["detail"]
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_requests_get_503_with_retry_after_while_the_database_is_gone(database_dsn, city_factory):
+    seoul = await city_factory("seoul")  # its key is cached for a few seconds: the request reaches a query
+    db = await Database.connect(database_dsn, min_size=1, max_size=2)
+    async with serve_api(db) as url, httpx.AsyncClient(base_url=url, headers=seoul.client.headers) as client:
+        assert (await client.get("/api/v1/devices")).status_code == 200
+        await db.close()
+        response = await client.get("/api/v1/devices")
+        assert response.status_code == 503 and response.headers["retry-after"] == "10"
+        assert response.headers["content-type"].startswith("application/problem+json")
