@@ -69,8 +69,14 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
     async def on_registered(registration, session, *, update: bool = False) -> None:
-        await info_reader(registration, session, update=update)
-        await dispatcher.device_awake(registration, session, update=update)
+        try:
+            await info_reader(registration, session, update=update)
+            await dispatcher.device_awake(registration, session, update=update)
+        except Exception as exc:  # noqa: BLE001 - a task of its own: nobody else would hear of it
+            if database_away(exc):
+                health.database_lost(exc)  # done again at the device's next Register or Update
+            else:
+                log.exception("after-registration work failed", endpoint=registration.endpoint)
 
     server.on_registered = on_registered
     bound_port = transport.udp_sockets(context)[0].getsockname()[1]
