@@ -107,3 +107,45 @@ def test_the_database_state_is_logged_once_per_change(changes):
         for _ in range(changes):
             health.database_back()
     assert [e["event"] for e in logs] == ["database lost", "database back"]
+
+
+class RecordingHealth(Health):
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[tuple[str, str | None]] = []
+
+    def report(self, component: str, problem: str | None) -> None:
+        self.history.append((component, problem))
+        super().report(component, problem)
+
+
+async def test_the_listeners_sweep_is_restarted_after_a_crash(db):
+    from datetime import timedelta
+
+    from protocols.lwm2m.listener import open_listener
+
+    health = RecordingHealth()
+    with capture_logs() as logs:
+        async with open_listener(db, "::", 0, sweep_interval_s=0.05, expiry_grace=timedelta(0),
+                                 health=health) as listener:
+            registrations = listener.server.registrations
+            expire = registrations.expire
+            calls = 0
+
+            async def trips_once(grace):
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("a bug in the sweep")
+                return await expire(grace)
+
+            registrations.expire = trips_once
+            for _ in range(400):
+                if calls >= 3:
+                    break
+                await asyncio.sleep(0.05)
+    sweep = [problem for component, problem in health.history if component == "registration-sweep"]
+    assert sweep[:3] == [None, "crashed (RuntimeError); restarting in 0.5 s", None]
+    assert calls >= 3  # it runs again after the restart
+    crashes = [e for e in logs if e["event"] == "component crashed"]
+    assert len(crashes) == 1 and crashes[0]["component"] == "registration-sweep"
