@@ -127,17 +127,19 @@ class Dispatcher:
             # A claim costs PostgreSQL milliseconds whatever its size: while commands are in
             # flight, wait until a batch's worth of slots is free rather than claim one by one.
             busy = self._in_flight + self._recording > 0
-            try:
-                claimed = await self.queue.claim(free) if free >= (self.claim_batch if busy else 1) else []
-            except Exception as exc:
-                if database_away(exc) or broken_connection(exc):
-                    raise  # the claim connection is dropped already; the LISTEN one follows
-                if not failing:  # once per streak: the same failure comes every poll
-                    log.exception("claiming commands failed", error=repr(exc))
-                failing, claimed = True, []
-            else:
-                failing = False
-                self.health.database_back()
+            claimed = []
+            if free >= (self.claim_batch if busy else 1):
+                try:
+                    claimed = await self.queue.claim(free)
+                except Exception as exc:
+                    if database_away(exc) or broken_connection(exc):
+                        raise  # the claim connection is dropped already; the LISTEN one follows
+                    if not failing:  # once per streak: the same failure comes every poll
+                        log.exception("claiming commands failed", error=repr(exc))
+                    failing = True
+                else:
+                    failing = False
+                    self.health.database_back()
             for command, host, port in claimed:
                 self._start(command, host, port)
             if len(claimed) < max(free, 1):
@@ -351,6 +353,11 @@ class Dispatcher:
             return True
         try:
             await self.queue.complete(batch)
+        except asyncio.CancelledError:
+            # Stopping mid-commit: the drain commits them again (`complete` only moves
+            # commands still `sent`, so one committed already is not counted twice).
+            self._outcomes[:0] = batch
+            raise
         except Exception as exc:  # noqa: BLE001 - classified below; nothing is dropped
             if database_away(exc):
                 return self._keep(batch, exc)
