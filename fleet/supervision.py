@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -14,6 +15,8 @@ BACKOFF_MAX_S = 30.0
 # A task that ran this long before crashing was healthy: its next crash starts the back-off anew.
 STEADY_S = 60.0
 DATABASE = "database"
+# How long after the database was lost a success may still come from its dying server.
+SETTLE_S = 1.0
 
 
 class Health:
@@ -23,8 +26,10 @@ class Health:
     lost database costs two lines however long it lasts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, settle_s: float = SETTLE_S) -> None:
         self._problems: dict[str, str | None] = {}
+        self.settle_s = settle_s
+        self._database_lost_at = 0.0
 
     def report(self, component: str, problem: str | None) -> None:
         """`problem` None: healthy. Only a change of state is logged."""
@@ -41,10 +46,16 @@ class Health:
             log.info("component healthy again", component=component)
 
     def database_lost(self, exc: BaseException) -> None:
+        if self._problems.get(DATABASE) is None:
+            self._database_lost_at = time.monotonic()
         self.report(DATABASE, f"unreachable: {type(exc).__name__}")
 
     def database_back(self) -> None:
-        if self._problems.get(DATABASE) is not None:
+        """A statement succeeded. Right after a loss, one may still succeed on a connection
+        whose server is dying; only a success after `settle_s` counts (those who call this
+        keep calling it), so that one outage is one "lost" and one "back"."""
+        if (self._problems.get(DATABASE) is not None
+                and time.monotonic() - self._database_lost_at >= self.settle_s):
             self.report(DATABASE, None)
 
     @property

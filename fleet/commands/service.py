@@ -224,7 +224,8 @@ class CommandQueue:
         try:
             await conn.execute("reset all")
         except Exception:  # noqa: BLE001 - dropped instead
-            conn.terminate()
+            await discard(self.db.pool, conn)
+            return
         await self.db.pool.release(conn)
 
     async def _drop(self, conn: asyncpg.Connection) -> None:

@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 MAX_SERIES_SPAN = timedelta(days=366)
 # How often a writer looks again for a database that went away, and waiting writers for room.
 PROBE_S = 1.0
+# How long a flusher waits for a connection before telling its callers to come back later.
+ACQUIRE_S = 10.0
 
 
 def latest_per_key(points: Sequence[PointRecord]) -> list[PointRecord]:
@@ -167,7 +169,11 @@ class TelemetryWriter:
 
     async def _connection(self, conn: asyncpg.Connection | None) -> asyncpg.Connection:
         if conn is None:
-            conn = await self.db.pool.acquire()
+            try:
+                conn = await self.db.pool.acquire(timeout=ACQUIRE_S)
+            except TimeoutError:
+                # Every connection is taken: the callers are told to come back (5.03).
+                raise unavailable() from None
             try:
                 await TelemetryRepository(conn).prepare_staging()
             except BaseException:

@@ -93,7 +93,10 @@ class Dispatcher:
             for task in list(self._tasks):
                 task.cancel()
             await self._drain_outcomes(OUTCOME_DRAIN_S)
-            await self.queue.close()
+            try:
+                await asyncio.wait_for(self.queue.close(), OUTCOME_DRAIN_S)
+            except Exception:  # noqa: BLE001 - its connection is dropped with the pool anyway
+                log.debug("closing the claim connection failed", exc_info=True)
 
     async def _listen_and_claim(self) -> None:
         """Claim on a LISTEN connection held for it; when the database goes away, that
@@ -397,7 +400,13 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         delay = OUTCOME_FLUSH_S
-        while not await self._commit_outcomes():
+        while True:
+            try:
+                # Bounded, so that stopping never hangs on a pool with no connection to give.
+                if await asyncio.wait_for(self._commit_outcomes(), max(deadline - loop.time(), 0.1)):
+                    return
+            except TimeoutError:
+                pass
             if loop.time() + delay > deadline:
                 log.error("stopping with command outcomes not recorded; those commands stay "
                           "`sent` and are sent again after 5 minutes", count=len(self._outcomes))

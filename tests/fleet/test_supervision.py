@@ -100,7 +100,7 @@ async def test_a_component_that_cannot_restart_ends_the_process():
 
 @pytest.mark.parametrize("changes", [3, 10])
 def test_the_database_state_is_logged_once_per_change(changes):
-    health = Health()
+    health = Health(settle_s=0)
     with capture_logs() as logs:
         for _ in range(changes):
             health.database_lost(ConnectionRefusedError())
@@ -149,3 +149,10 @@ async def test_the_listeners_sweep_is_restarted_after_a_crash(db):
     assert calls >= 3  # it runs again after the restart
     crashes = [e for e in logs if e["event"] == "component crashed"]
     assert len(crashes) == 1 and crashes[0]["component"] == "registration-sweep"
+
+
+def test_a_success_right_after_the_loss_does_not_count_as_back():
+    health = Health(settle_s=60)
+    health.database_lost(ConnectionRefusedError())
+    health.database_back()  # a statement finishing on a connection whose server is dying
+    assert not health.database_ok

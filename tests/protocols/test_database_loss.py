@@ -110,7 +110,7 @@ async def test_killing_the_embedded_postmaster_under_load_is_recovered(own_serve
                     await asyncio.sleep(0.1)
                 assert ready.status_code == 200, ready.json()
                 stop.set()
-                await asyncio.gather(*senders)
+                await asyncio.wait_for(asyncio.gather(*senders), 60)
         assert watchdog.restarts == 1
         codes = {code for d in devices for code, _ in d.codes}
         assert Code.INTERNAL_SERVER_ERROR not in codes and codes <= {Code.CHANGED, Code.SERVICE_UNAVAILABLE}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 
 from fleet.commands.models import CommandRequest, Operation, Target
@@ -36,6 +38,10 @@ async def test_an_outcome_whose_commit_fails_is_committed_later_and_the_command_
         assert batch.counts["succeeded"] == 1, batch.counts
         assert attempts[:2] == [1, 1]  # the same outcome, kept and committed on the second try
         assert device.writes == [("/3416/0/1", 42)]
+        for _ in range(100):  # said back at the next statement that reaches it, after a second
+            if listener.writer.health.database_ok:
+                break
+            await asyncio.sleep(0.1)
         assert listener.writer.health.database_ok
         async with db.system_tx() as conn:
             row = await conn.fetchrow("select status, attempts from commands where device_id = $1",
