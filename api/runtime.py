@@ -132,6 +132,9 @@ async def until_stopped(*components: Callable[[], Awaitable[None]]) -> int:
     for task in [*tasks, stopper]:
         task.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(sig)
     failed = [task for task in done if task is not stopper]
     for task in failed:
         exc = None if task.cancelled() else task.exception()

@@ -74,8 +74,8 @@ class Supervisor:
     """Runs long-lived tasks; a crash is logged once with its traceback and the task is
     started again after an exponential back-off (BACKOFF_FIRST_S doubling to BACKOFF_MAX_S).
 
-    A task that must not be restarted (`restart=False`) ends the supervisor's `fatal` future
-    instead, so the process stops with a non-zero status and its own supervisor restarts it.
+    What cannot be restarted in place (the HTTP server, the CoAP socket) is not run here:
+    when it ends, the process stops non-zero (`api.runtime.until_stopped`).
     """
 
     def __init__(self, health: Health, *, first_s: float = BACKOFF_FIRST_S, max_s: float = BACKOFF_MAX_S,
@@ -85,11 +85,10 @@ class Supervisor:
         self.max_s = max_s
         self._sleep = sleep
         self._tasks: dict[str, asyncio.Task] = {}
-        self.fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.restarts: dict[str, int] = {}
 
-    def start(self, name: str, run: Callable[[], Awaitable[None]], *, restart: bool = True) -> asyncio.Task:
-        task = asyncio.create_task(self._keep(name, run, restart), name=name)
+    def start(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task:
+        task = asyncio.create_task(self._keep(name, run), name=name)
         self._tasks[name] = task
         return task
 
@@ -100,7 +99,7 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _keep(self, name: str, run: Callable[[], Awaitable[None]], restart: bool) -> None:
+    async def _keep(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         delay = self.first_s
         streak = 0
@@ -117,16 +116,11 @@ class Supervisor:
                     delay, streak = self.first_s, 0
                 streak += 1
                 if streak == 1:
-                    log.error("component crashed", component=name, restart=restart, exc_info=exc)
+                    log.error("component crashed", component=name, exc_info=exc)
                 else:
                     # The traceback was logged at the first crash of this streak.
                     log.warning("component crashed again", component=name, crashes=streak,
                                 error=repr(exc), retry_in_s=delay)
-                if not restart:
-                    self.health.report(name, f"crashed: {type(exc).__name__}")
-                    if not self.fatal.done():
-                        self.fatal.set_result(name)
-                    return
                 self.health.report(name, f"crashed ({type(exc).__name__}); restarting in {delay:g} s")
             await self._sleep(delay)
             delay = min(delay * 2, self.max_s)

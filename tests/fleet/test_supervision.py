@@ -85,19 +85,6 @@ async def test_back_off_doubles_up_to_its_cap_and_only_the_first_crash_is_an_err
         ["error", "warning", "warning", "warning", "warning"]
 
 
-async def test_a_component_that_cannot_restart_ends_the_process():
-    health = Health()
-    supervisor = Supervisor(health)
-
-    async def listener_socket() -> None:
-        raise OSError("address in use")
-
-    supervisor.start("coap-socket", listener_socket, restart=False)
-    assert await asyncio.wait_for(supervisor.fatal, 5) == "coap-socket"
-    assert health.unhealthy() == {"coap-socket": "crashed: OSError"}
-    await supervisor.stop()
-
-
 @pytest.mark.parametrize("changes", [3, 10])
 def test_the_database_state_is_logged_once_per_change(changes):
     health = Health(settle_s=0)
