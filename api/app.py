@@ -39,6 +39,7 @@ from fleet.registrations.service import RegistrationService
 from fleet.registry.service import DeviceService
 from fleet.telemetry.service import TelemetryService
 from fleet.settings import HttpSettings
+from fleet.supervision import Health
 
 
 def _constant(value: object) -> Provide:
@@ -96,6 +97,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "lighting_service": LightingService(db),
         "preview_service": PreviewService(db),
         "energy_service": EnergyService(db),
+        "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
     dependencies = {name: _constant(service) for name, service in services.items()}

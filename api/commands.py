@@ -7,13 +7,14 @@ import sys
 
 import structlog
 
-from api.runtime import migrate_database, open_database, resolve_dsn, run_http, until_stopped
+from api.runtime import migrate_database, open_database, resolve_dsn, run_http, supervised, until_stopped
 from protocols.lwm2m.listener import run_coap
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import Role
 from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.errors import FleetError
 from fleet.settings import Settings
+from fleet.supervision import Health
 
 log = structlog.get_logger(__name__)
 
@@ -62,31 +63,33 @@ async def apikey_create(settings: Settings, slug: str, role: str, name: str) -> 
 
 
 async def serve(settings: Settings) -> int:
-    async with open_database(settings) as db:
+    health = Health()  # what /readyz reports: every component of this process
+    async with open_database(settings, health=health) as db:
         log.info("fleet serving", http=f"http://{settings.http.host}:{settings.http.port}",
                  docs=f"http://{settings.http.host}:{settings.http.port}/schema",
                  coap=f"udp/{settings.coap.port}")
-        await until_stopped(
-            lambda: run_http(db, settings, settings.http.host, settings.http.port),
+        return await until_stopped(
+            lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
-                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate),
-            lambda: run_scheduler(db))
-    return 0
+                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
+                             health=health),
+            lambda: supervised(health, "scheduler", lambda: run_scheduler(db)))
 
 
 async def coap_only(settings: Settings) -> int:
-    async with open_database(settings) as db:
-        await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port,
-                                             in_flight=settings.coap.in_flight,
-                                             peer_rate=settings.coap.peer_rate,
-                                             address_rate=settings.coap.address_rate))
-    return 0
+    health = Health()
+    async with open_database(settings, health=health) as db:
+        return await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port,
+                                                    in_flight=settings.coap.in_flight,
+                                                    peer_rate=settings.coap.peer_rate,
+                                                    address_rate=settings.coap.address_rate, health=health))
 
 
 async def demo(settings: Settings) -> int:
     from simulators.seed import DEMO_COUNTS, seed_demo_city
 
-    async with open_database(settings) as db:
+    health = Health()
+    async with open_database(settings, health=health) as db:
         city, key, created = await seed_demo_city(db)
         base = f"http://{settings.http.host}:{settings.http.port}"
         print(f"\nFleet demo: {city.name} ({city.slug}), {created} devices seeded this run")
@@ -96,13 +99,13 @@ async def demo(settings: Settings) -> int:
         print(f"  Devices:   simulated in a separate process (`fleet simulate`), reporting over CoAP "
               f"to udp/{settings.coap.port}")
         print("Press Ctrl-C to stop.\n", flush=True)
-        await until_stopped(
-            lambda: run_http(db, settings, settings.http.host, settings.http.port),
+        return await until_stopped(
+            lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
-                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate),
-            lambda: run_scheduler(db),
+                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
+                             health=health),
+            lambda: supervised(health, "scheduler", lambda: run_scheduler(db)),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
-    return 0
 
 
 async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int]) -> None:

@@ -12,6 +12,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from msgspec import Meta, Struct
 
 from fleet import errors
+from fleet.db.availability import database_away
+from fleet.errors import Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +81,7 @@ def _field_errors(exc: errors.FleetError) -> list[dict[str, Any]]:
 
 
 def fleet_error(request: Request, exc: errors.FleetError) -> Response:
-    if isinstance(exc, errors.ServiceBusy):
+    if isinstance(exc, errors.Unavailable | errors.ServiceBusy):
         return problem(request, 503, "Service Unavailable", exc.detail,
                        headers={"Retry-After": str(exc.retry_after_s)})
     for error_type, status, title in _STATUS:
@@ -126,6 +128,11 @@ def database_input_error(request: Request, exc: asyncpg.DataError) -> Response:
 
 
 def unexpected_error(request: Request, exc: Exception) -> Response:
+    if database_away(exc):
+        # Not a bug and not one line per request: /readyz and the listener's log say it.
+        log.debug("database unavailable", error=repr(exc))
+        return problem(request, 503, "Service Unavailable", "the database is unavailable; retry later",
+                       headers={"Retry-After": str(Unavailable.retry_after_s)})
     log.exception("unhandled error", error=repr(exc))
     return problem(request, 500, "Internal Server Error", "unexpected error")
 

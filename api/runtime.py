@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,9 +14,10 @@ import structlog
 import uvicorn
 
 from fleet.db import Database
-from fleet.db.embedded import WRITE_HEAVY, start_embedded
+from fleet.db.embedded import WRITE_HEAVY, EmbeddedWatchdog, start_embedded
 from fleet.db.migrate import migrate
 from fleet.settings import Settings
+from fleet.supervision import Health, Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +58,22 @@ async def migrate_database(dsn: str, settings: Settings) -> list[int]:
         await conn.close()
 
 
+class _PoolFloorRetries(logging.Filter):
+    """asyncpg logs a traceback each time it fails to refill its pool while the database is
+    away; Fleet's health registry says "database lost" once instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to restore the pool connection floor")
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolFloorRetries())
+
+
 @contextlib.asynccontextmanager
-async def open_database(settings: Settings, *, run_migrations: bool = True) -> AsyncIterator[Database]:
+async def open_database(settings: Settings, *, run_migrations: bool = True,
+                        health: Health | None = None) -> AsyncIterator[Database]:
+    """The pool; and if Fleet started the embedded server, a watchdog that starts it again
+    should its postmaster die."""
     dsn = await asyncio.to_thread(resolve_dsn, settings)
     if run_migrations:
         await migrate_database(dsn, settings)
@@ -66,20 +82,25 @@ async def open_database(settings: Settings, *, run_migrations: bool = True) -> A
                                 system_min_size=settings.database.pool_min,
                                 system_max_size=settings.database.system_pool_max,
                                 service_password=settings.database.service_password)
+    supervisor = Supervisor(health or Health())
+    if not settings.database.url:
+        supervisor.start("embedded-postgres", EmbeddedWatchdog(settings.database.data_dir).run)
     try:
         yield db
     finally:
+        await supervisor.stop()
         await db.close()
 
 
 GRACE_S = 5  # how long requests under way may take to finish when Fleet stops
 
 
-async def run_http(db: Database, settings: Settings, host: str, port: int) -> None:
+async def run_http(db: Database, settings: Settings, host: str, port: int,
+                   health: Health | None = None) -> None:
     # Imported here so the console's admin subcommands start without loading the web framework.
     from api.app import create_app
 
-    app = create_app(db, settings.http)
+    app = create_app(db, settings.http, extra_services={"health": health} if health else None)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", server_header=False, timeout_graceful_shutdown=GRACE_S)
     server = uvicorn.Server(config)
@@ -96,8 +117,23 @@ async def run_http(db: Database, settings: Settings, host: str, port: int) -> No
         raise
 
 
-async def until_stopped(*components: Callable[[], Awaitable[None]]) -> None:
-    """Run components until Ctrl-C / SIGTERM or until one of them fails."""
+async def supervised(health: Health, name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run one restartable component under a supervisor until cancelled."""
+    supervisor = Supervisor(health)
+    supervisor.start(name, run)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await supervisor.stop()
+
+
+async def until_stopped(*components: Callable[[], Awaitable[None]]) -> int:
+    """Run components until Ctrl-C / SIGTERM (0) or until one of them ends (1).
+
+    These are the components that are not restarted in place (the HTTP server, the CoAP
+    listener with its socket): their tasks inside restart themselves (`Supervisor`), but when
+    one of these ends the process stops, non-zero, for the process supervisor to restart it.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,6 +145,11 @@ async def until_stopped(*components: Callable[[], Awaitable[None]]) -> None:
     for task in [*tasks, stopper]:
         task.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
-    for task in done:
-        if task is not stopper and not task.cancelled() and task.exception():
-            raise task.exception()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(sig)
+    failed = [task for task in done if task is not stopper]
+    for task in failed:
+        exc = None if task.cancelled() else task.exception()
+        log.error("component stopped; stopping the process", exc_info=exc or None)
+    return 1 if failed else 0

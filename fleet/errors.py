@@ -45,6 +45,10 @@ class PayloadTooLarge(FleetError):
     """The request body exceeds what we accept."""
 
 
+class Unavailable(FleetError):
+    """A dependency (the database) is away for now: the request may succeed if tried later."""
+
+    retry_after_s = 10
 
 
 class ServiceBusy(FleetError):

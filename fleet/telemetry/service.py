@@ -13,8 +13,10 @@ import structlog
 
 from fleet.access.models import Permission, Principal
 from fleet.db import Database
+from fleet.db.availability import broken_connection, database_away, discard, unavailable
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.objectmodel import CATALOG, ResourcePath
+from fleet.supervision import Health, Supervisor
 from fleet.telemetry.models import (PointRecord, SeriesBucket, SeriesPoint, SeriesQuery,
                                     StateValue, stored_value)
 from fleet.telemetry.repository import TelemetryRepository
@@ -22,6 +24,10 @@ from fleet.telemetry.repository import TelemetryRepository
 log = structlog.get_logger(__name__)
 
 MAX_SERIES_SPAN = timedelta(days=366)
+# How often a writer looks again for a database that went away, and waiting writers for room.
+PROBE_S = 1.0
+# How long a flusher waits for a connection before telling its callers to come back later.
+ACQUIRE_S = 10.0
 
 
 def latest_per_key(points: Sequence[PointRecord]) -> list[PointRecord]:
@@ -40,20 +46,31 @@ class TelemetryWriter:
     after its points are committed, so a device's 2.xx always means durable data.
 
     Each flusher keeps one connection for its lifetime: a batch is then BEGIN, COPY, upsert,
-    COMMIT, without the pool's acquire and reset round trips around every commit.
+    COMMIT, without the pool's acquire and reset round trips around every commit. A connection
+    that failed is dropped, and the next batch takes a fresh one, so a database that went away
+    and came back is used again without a restart.
+
+    If a batch fails on a value the database refuses, each caller's points are committed again
+    on their own: only the culprit hears of it (ValidationFailed), every other device's data is
+    stored. While the database is away, every waiting caller gets Unavailable at once, new
+    writes are refused (`backed_up`), and the flushers probe until it is back.
     """
 
     def __init__(self, db: Database, *, max_batch_points: int = 20_000, flushers: int = 2,
-                 max_backlog_points: int | None = None) -> None:
+                 max_backlog_points: int | None = None, health: Health | None = None) -> None:
         self.db = db
+        self.health = health or Health()
         self.max_batch_points = max_batch_points
         # About two commits' worth: beyond that a caller would wait seconds for its answer.
         self.max_backlog_points = max_backlog_points if max_backlog_points is not None else 2 * max_batch_points
         self._pending: list[tuple[Sequence[PointRecord], asyncio.Future[None]]] = []
         self._pending_points = 0
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
         self._loop = asyncio.get_running_loop()
-        self._flushers = [asyncio.create_task(self._flush_forever(), name=f"telemetry-flusher-{n}")
+        self._supervisor = Supervisor(self.health)
+        self._flushers = [self._supervisor.start(f"telemetry-flusher-{n}", self._flush_forever)
                           for n in range(flushers)]
         self._committing = 0  # batches taken from _pending whose commit has not returned yet
         self.committed_points = 0
@@ -70,8 +87,9 @@ class TelemetryWriter:
 
     @property
     def backed_up(self) -> bool:
-        """More is waiting than a few commits can take: new writes should be refused for now."""
-        return self._pending_points > self.max_backlog_points
+        """More is waiting than a few commits can take, or the database is away: new writes
+        should be refused for now."""
+        return self._pending_points > self.max_backlog_points or not self.health.database_ok
 
     def submit(self, points: Sequence[PointRecord]) -> asyncio.Future[None]:
         """Queue points; the future resolves once they are committed, or fails with the reason."""
@@ -85,18 +103,24 @@ class TelemetryWriter:
         return future
 
     async def write(self, points: Sequence[PointRecord]) -> None:
-        if points:
-            await self.submit(points)
+        """Commit points once there is room: producers that are not Sends (read answers,
+        notifications, /3/0) wait while the writer is backed up, so the backlog stays bounded
+        by the number of such producers; while the database is away they get Unavailable."""
+        if not points:
+            return
+        while self.backed_up:
+            if not self.health.database_ok:
+                raise unavailable()
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), PROBE_S)
+        await self.submit(points)
 
     async def close(self) -> None:
         # Let queued and committing writes finish; a request already waiting deserves its answer.
         while not self.idle:
             await asyncio.sleep(0.01)
-        for task in self._flushers:
-            task.cancel()
-        for task in self._flushers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._supervisor.stop()
 
     def _take_batch(self) -> list[tuple[Sequence[PointRecord], asyncio.Future[None]]]:
         """The oldest waiting writes, up to max_batch_points (always at least one write)."""
@@ -109,6 +133,8 @@ class TelemetryWriter:
         batch = self._pending[:take]
         del self._pending[:take]
         self._pending_points -= count
+        if self._pending_points <= self.max_backlog_points:
+            self._room.set()
         return batch
 
     async def _flush_forever(self) -> None:
@@ -117,38 +143,111 @@ class TelemetryWriter:
             while True:
                 if not self._pending:
                     self._wakeup.clear()
-                    await self._wakeup.wait()
+                    # Woken by a write; and now and then, to notice a database that came back.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), PROBE_S)
+                    if not self.health.database_ok and not self._pending:
+                        conn = await self._probe(conn)
                     continue
                 batch = self._take_batch()
                 if self._pending:
                     self._wakeup.set()
-                points = [p for chunk, _ in batch for p in chunk]
                 self._committing += 1
                 try:
-                    if conn is None:
-                        conn = await self.db.pool.acquire()
-                        await TelemetryRepository(conn).prepare_staging()
-                    async with conn.transaction():
-                        await TelemetryRepository(conn).append_staged(points)
-                except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
-                    log.error("telemetry batch failed", points=len(points), error=repr(exc))
+                    conn = await self._commit(conn, batch)
+                except BaseException as exc:
+                    # Crashing (our bug) or stopping: no caller may wait for ever.
                     for _, future in batch:
                         if not future.done():
-                            future.set_exception(exc)
-                    if conn is not None and conn.is_closed():
-                        await self.db.pool.release(conn)
-                        conn = None
-                    continue
+                            future.set_exception(exc if isinstance(exc, Exception) else unavailable())
+                    raise
                 finally:
                     self._committing -= 1
-                self.committed_points += len(points)
-                self.batches += 1
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
         finally:
             if conn is not None:
-                await self.db.pool.release(conn)
+                await self._drop(conn)
+
+    async def _connection(self, conn: asyncpg.Connection | None) -> asyncpg.Connection:
+        if conn is None:
+            try:
+                conn = await self.db.pool.acquire(timeout=ACQUIRE_S)
+            except TimeoutError:
+                # Every connection is taken: the callers are told to come back (5.03).
+                raise unavailable() from None
+            try:
+                await TelemetryRepository(conn).prepare_staging()
+            except BaseException:
+                await self._drop(conn, broken=True)
+                raise
+        return conn
+
+    async def _drop(self, conn: asyncpg.Connection, *, broken: bool = False) -> None:
+        if broken:
+            await discard(self.db.pool, conn)
+        else:
+            await self.db.pool.release(conn)
+
+    async def _probe(self, held: asyncpg.Connection | None) -> asyncpg.Connection | None:
+        """Whether the database is back: a connection that answers (the held one, if it
+        survived, else a fresh one), or None to try again later."""
+        conn = held
+        try:
+            conn = await self._connection(held)
+            await conn.fetchval("select 1")
+        except Exception as exc:  # noqa: BLE001 - still away: probe later on a fresh connection
+            if conn is not None:
+                await self._drop(conn, broken=True)
+            if not database_away(exc) and held is None:
+                log.warning("probing the database failed", error=repr(exc))
+            return None
+        self.health.database_back()
+        return conn
+
+    async def _commit(self, conn: asyncpg.Connection | None,
+                      batch: list[tuple[Sequence[PointRecord], asyncio.Future[None]]]) -> asyncpg.Connection | None:
+        """Commit a batch and answer its callers; returns the connection worth keeping."""
+        points = [p for chunk, _ in batch for p in chunk]
+        try:
+            conn = await self._connection(conn)
+            async with conn.transaction():
+                await TelemetryRepository(conn).append_staged(points)
+        except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
+            if database_away(exc) or broken_connection(exc):
+                # Its callers are told to retry (5.03), as when the database is away.
+                if not broken_connection(exc):
+                    self.health.database_lost(exc)
+                if conn is not None:
+                    await self._drop(conn, broken=True)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(unavailable(exc))
+                return None
+            if len(batch) > 1:
+                # One caller's value may have failed everyone's commit: find it by committing
+                # each caller on its own.
+                for single in batch:
+                    conn = await self._commit(conn, [single])
+                return conn
+            self._refuse(batch[0][1], exc)
+            return conn
+        self.health.database_back()
+        self.committed_points += len(points)
+        self.batches += 1
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+        return conn
+
+    @staticmethod
+    def _refuse(future: asyncio.Future[None], exc: Exception) -> None:
+        if isinstance(exc, asyncpg.DataError):
+            # A value the codecs let through but PostgreSQL cannot store (e.g. U+0000 in text).
+            log.warning("telemetry refused by the database", error=str(exc))
+            exc = ValidationFailed(f"a value cannot be stored: {exc}")
+        else:
+            log.error("telemetry commit failed", exc_info=exc)
+        if not future.done():
+            future.set_exception(exc)
 
 
 class TelemetryService:

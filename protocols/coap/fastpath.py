@@ -31,6 +31,7 @@ from aiocoap.message import Message
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.transports.udp6 import UDP6EndpointAddress
 
+from fleet.errors import Unavailable, ValidationFailed
 from protocols.coap import message
 
 log = structlog.get_logger("fleet.coap")
@@ -60,6 +61,17 @@ def parse_post(data: bytes) -> tuple[tuple[bytes, ...], int | None, bytes] | Non
         else:
             return None
     return tuple(path), content_format, payload
+
+
+def _refusal(exc: BaseException) -> tuple[int, int | None, bytes]:
+    """(code, Max-Age, diagnostic) for a write that failed: the database being away is a
+    5.03 the device backs off from, a value it refused is the device's 4.00; anything else
+    is our fault, and the writer has logged it."""
+    if isinstance(exc, Unavailable):
+        return message.SERVICE_UNAVAILABLE, exc.retry_after_s, b"database unavailable; retry later"
+    if isinstance(exc, ValidationFailed):
+        return message.BAD_REQUEST, None, exc.detail.encode()[:200].decode("utf-8", "ignore").encode()
+    return message.INTERNAL_SERVER_ERROR, None, b""
 
 
 class _Exchange:
@@ -151,13 +163,15 @@ class FastPath:
             self.interface.transport.sendmsg(datagram, ancdata, 0, address)
 
     def _answer(self, exchange: _Exchange, done: asyncio.Future) -> None:
-        if done.cancelled() or done.exception() is not None:
-            code = message.INTERNAL_SERVER_ERROR  # the writer has logged why
-        else:
-            code = message.CHANGED
+        code, max_age, diagnostic = message.CHANGED, None, b""
+        if done.cancelled():
+            code = message.INTERNAL_SERVER_ERROR
+        elif (exc := done.exception()) is not None:
+            code, max_age, diagnostic = _refusal(exc)
         self.answered += 1
         if not exchange.empty_acked:
-            reply = message.encode_with_options(message.ACK, code, exchange.mid, exchange.token, b"")
+            options = message.encode_options([(message.MAX_AGE, message.uint(max_age))]) if max_age is not None else b""
+            reply = message.encode_with_options(message.ACK, code, exchange.mid, exchange.token, options, diagnostic)
             if self.recent.get(exchange.key) is exchange:
                 self.recent[exchange.key] = reply
             self._send(reply, exchange.ancdata, exchange.address)
@@ -166,7 +180,9 @@ class FastPath:
         self.separate += 1
         if self.interface._shutting_down is not None:
             return
-        response = Message(code=code, transport_tuning=self.tuning)
+        response = Message(code=code, transport_tuning=self.tuning, payload=diagnostic)
+        if max_age is not None:
+            response.opt.max_age = max_age
         response.token = exchange.token
         response.remote = UDP6EndpointAddress(exchange.address, self.interface, pktinfo=exchange.pktinfo)
         self.interface._ctx.send_message(response, lambda: None)

@@ -15,15 +15,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
+import asyncpg
 import structlog
 
 from fleet.commands.models import DeviceCommand, Operation, Outcome
 from fleet.commands.repository import NOTIFY_CHANNEL
 from fleet.commands.service import CommandQueue
 from fleet.db import Database
+from fleet.db.availability import broken_connection, database_away, lost
+from fleet.errors import Unavailable
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.telemetry.models import split_value, stored_value
 from fleet.registrations.models import Registration
+from fleet.supervision import Health, Supervisor
 from protocols.coap.outbound import RequestFailed
 from protocols.lwm2m.downlink import DeviceAddress, DeviceClient, DeviceRequestFailed
 from protocols.lwm2m.errors import CodecError
@@ -35,6 +39,11 @@ log = structlog.get_logger("fleet.lwm2m.dispatcher")
 POLL_INTERVAL_S = 1.0
 HOUSEKEEPING_INTERVAL_S = 5.0
 OUTCOME_FLUSH_S = 0.05
+# How long, on stopping, outcomes not yet committed get (the listener's drain grace).
+OUTCOME_DRAIN_S = 5.0
+# Back-off while the database is away: for the LISTEN connection and outcome commits.
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 5.0
 CLAIM_BATCH = 64
 # Exchanges under way at once. A push moves at most IN_FLIGHT per claim's round trip, and at
 # most IN_FLIGHT per device round trip: on cellular links of a second or two, 1,024 move
@@ -59,8 +68,9 @@ def _written_state(command: DeviceCommand) -> tuple:
 
 class Dispatcher:
     def __init__(self, db: Database, queue: CommandQueue, client: DeviceClient, server: LwM2MServer,
-                 *, concurrency: int = IN_FLIGHT) -> None:
+                 *, concurrency: int = IN_FLIGHT, health: Health | None = None) -> None:
         self.db = db
+        self.health = health or Health()
         self.queue = queue
         self.client = client
         self.server = server
@@ -75,43 +85,74 @@ class Dispatcher:
         self.observations: dict[tuple, tuple[object, asyncio.Task]] = {}
 
     async def run(self) -> None:
-        async with self.db.pool.acquire() as listener:
-            await listener.add_listener(NOTIFY_CHANNEL, self._notified)
-            try:
-                await self._claim_forever()
-            finally:
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener(NOTIFY_CHANNEL, self._notified)
-
-    async def _claim_forever(self) -> None:
-        flusher = asyncio.create_task(self._flush_outcomes())
-        keeper = asyncio.create_task(self._housekeeping())
+        supervisor = Supervisor(self.health)
+        supervisor.start("command-outcomes", self._flush_outcomes)
+        supervisor.start("command-housekeeping", self._housekeeping)
         try:
-            while True:
-                free = self.free_slots
-                # A claim costs PostgreSQL milliseconds whatever its size: while commands are in
-                # flight, wait until a batch's worth of slots is free rather than claim one by one.
-                busy = self._in_flight + self._recording > 0
-                try:
-                    claimed = await self.queue.claim(free) if free >= (self.claim_batch if busy else 1) else []
-                except Exception:  # noqa: BLE001 - the database is away for now: try again shortly
-                    log.exception("claiming commands failed")
-                    claimed = []
-                for command, host, port in claimed:
-                    self._start(command, host, port)
-                if len(claimed) < max(free, 1):
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL_S)
+            await self._listen_and_claim()
         finally:
-            flusher.cancel()
-            keeper.cancel()
+            await supervisor.stop()
             for _handle, task in self.observations.values():
                 task.cancel()
             for task in list(self._tasks):
                 task.cancel()
-            await self._drain_outcomes()
-            await self.queue.close()
+            await self._drain_outcomes(OUTCOME_DRAIN_S)
+            try:
+                await asyncio.wait_for(self.queue.close(), OUTCOME_DRAIN_S)
+            except Exception:  # noqa: BLE001 - its connection is dropped with the pool anyway
+                log.debug("closing the claim connection failed", exc_info=True)
+
+    async def _listen_and_claim(self) -> None:
+        """Claim on a LISTEN connection held for it; when the database goes away, that
+        connection and the claim connection are dropped and taken anew once it is back."""
+        delay = RECONNECT_FIRST_S
+        while True:
+            try:
+                async with self.db.pool.acquire() as listener:
+                    await listener.add_listener(NOTIFY_CHANNEL, self._notified)
+                    try:
+                        delay = RECONNECT_FIRST_S
+                        await self._claim_forever(listener)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await listener.remove_listener(NOTIFY_CHANNEL, self._notified)
+            except Exception as exc:
+                if not database_away(exc) and not broken_connection(exc):
+                    raise
+                if database_away(exc):
+                    self.health.database_lost(exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _claim_forever(self, listener) -> None:
+        failing = False
+        while True:
+            if lost(listener):
+                # Its notifications are lost with it: take a new one.
+                raise asyncpg.ConnectionDoesNotExistError("the LISTEN connection was lost")
+            free = self.free_slots
+            # A claim costs PostgreSQL milliseconds whatever its size: while commands are in
+            # flight, wait until a batch's worth of slots is free rather than claim one by one.
+            busy = self._in_flight + self._recording > 0
+            claimed = []
+            if free >= (self.claim_batch if busy else 1):
+                try:
+                    claimed = await self.queue.claim(free)
+                except Exception as exc:
+                    if database_away(exc) or broken_connection(exc):
+                        raise  # the claim connection is dropped already; the LISTEN one follows
+                    if not failing:  # once per streak: the same failure comes every poll
+                        log.exception("claiming commands failed", error=repr(exc))
+                    failing = True
+                else:
+                    failing = False
+                    self.health.database_back()
+            for command, host, port in claimed:
+                self._start(command, host, port)
+            if len(claimed) < max(free, 1):
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL_S)
 
     def _notified(self, *_args) -> None:
         self._wake.set()
@@ -207,15 +248,29 @@ class Dispatcher:
     @property
     def free_slots(self) -> int:
         """How many more commands may be claimed now: exchanges in flight, and answers still
-        being recorded (at most as many again), both bounded by `concurrency`."""
+        being recorded or their outcomes committed (at most as many again), both bounded by
+        `concurrency`; so outcomes waiting for the database cannot pile up without bound."""
         return min(self.concurrency - self._in_flight,
-                   2 * self.concurrency - self._in_flight - self._recording)
+                   2 * self.concurrency - self._in_flight - self._recording - len(self._outcomes))
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, task: asyncio.Task) -> None:
+        """A delivery or an observation's follower ended; one that crashed says so, once.
+        (A follower is not restarted here: its observation is gone with it, and the device is
+        observed again at its next Register.)"""
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if database_away(exc):
+            self.health.database_lost(exc)
+        else:
+            log.error("dispatcher task crashed", task=task.get_name(), exc_info=exc)
 
     async def _deliver(self, command: DeviceCommand, host: str, port: int,
                        answered: Callable[[], None] = lambda: None) -> None:
@@ -232,6 +287,8 @@ class Dispatcher:
                               retryable=not (exc.code or "").startswith("4"))
         except CodecError as exc:
             outcome = Outcome(command.id, False, None, f"undecodable answer: {exc}", retryable=False)
+        except Unavailable as exc:  # its answer could not be stored: tried again later
+            outcome = Outcome(command.id, False, None, exc.detail)
         except Exception as exc:  # noqa: BLE001 - an unexpected error must not lose the command
             log.exception("command delivery failed", command=str(command.id))
             outcome = Outcome(command.id, False, None, f"internal error: {type(exc).__name__}")
@@ -272,7 +329,10 @@ class Dispatcher:
     async def _observe(self, command: DeviceCommand, address: DeviceAddress, path: ResourcePath,
                        session: Session):
         async def on_readings(readings: list[Reading]) -> None:
-            await self.server.store(session, readings, datetime.now(UTC))
+            try:
+                await self.server.store(session, readings, datetime.now(UTC))
+            except Unavailable:
+                pass  # the database is away (logged once): the next notification brings news
 
         first, observation = await self.client.observe(address, path, on_readings, device_id=command.device_id)
         await self.server.store(session, first, datetime.now(UTC))
@@ -291,20 +351,83 @@ class Dispatcher:
         return {"observing": True, **_json_readings(first)}
 
     async def _flush_outcomes(self) -> None:
+        delay = OUTCOME_FLUSH_S
         while True:
             await self._outcome_ready.wait()
             await asyncio.sleep(OUTCOME_FLUSH_S)
-            await self._drain_outcomes()
+            if await self._commit_outcomes():
+                delay = OUTCOME_FLUSH_S
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
 
-    async def _drain_outcomes(self) -> None:
+    async def _commit_outcomes(self) -> bool:
+        """Commit the outcomes recorded so far; False (and they are kept, in order) while the
+        database is away. An outcome left `sent` would be sent again after five minutes, so an
+        Execute could run twice: an outcome is never dropped here."""
         self._outcome_ready.clear()
         batch, self._outcomes = self._outcomes, []
         if not batch:
-            return
+            return True
         try:
             await self.queue.complete(batch)
-        except Exception:  # noqa: BLE001 - stale 'sent' rows are recovered by housekeeping
-            log.exception("recording command outcomes failed", count=len(batch))
+        except asyncio.CancelledError:
+            # Stopping mid-commit: the drain commits them again (`complete` only moves
+            # commands still `sent`, so one committed already is not counted twice).
+            self._outcomes[:0] = batch
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below; nothing is dropped
+            if database_away(exc):
+                return self._keep(batch, exc)
+            # One outcome's content (a read answer the database cannot store) fails the whole
+            # batch: commit each on its own, and the culprit without its result.
+            for n, outcome in enumerate(batch):
+                try:
+                    await self._commit_alone(outcome)
+                except Exception as alone:  # noqa: BLE001 - only the database being away is left
+                    return self._keep(batch[n:], alone)
+        self.health.database_back()
+        return True
+
+    async def _commit_alone(self, outcome: Outcome) -> None:
+        try:
+            await self.queue.complete([outcome])
+        except Exception as exc:
+            if database_away(exc):
+                raise
+            log.error("command outcome could not be stored; recorded without its result",
+                      command=str(outcome.command_id), exc_info=exc)
+            await self.queue.complete([Outcome(
+                outcome.command_id, outcome.succeeded, None,
+                f"the result could not be stored ({type(exc).__name__})", retryable=False)])
+
+    def _keep(self, batch: list[Outcome], exc: BaseException) -> bool:
+        if database_away(exc):
+            self.health.database_lost(exc)
+        else:
+            log.error("recording command outcomes failed; retrying", count=len(batch), exc_info=exc)
+        self._outcomes[:0] = batch
+        self._outcome_ready.set()
+        return False
+
+    async def _drain_outcomes(self, grace_s: float) -> None:
+        """On stopping: keep trying to commit outcomes for up to `grace_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        delay = OUTCOME_FLUSH_S
+        while True:
+            try:
+                # Bounded, so that stopping never hangs on a pool with no connection to give.
+                if await asyncio.wait_for(self._commit_outcomes(), max(deadline - loop.time(), 0.1)):
+                    return
+            except TimeoutError:
+                pass
+            if loop.time() + delay > deadline:
+                log.error("stopping with command outcomes not recorded; those commands stay "
+                          "`sent` and are sent again after 5 minutes", count=len(self._outcomes))
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -312,6 +435,8 @@ class Dispatcher:
                 expired, recovered = await self.queue.housekeeping()
                 if expired or recovered:
                     log.info("command housekeeping", expired=expired, recovered=recovered)
-            except Exception:  # noqa: BLE001 - retried on the next tick
-                log.exception("command housekeeping failed")
+            except Exception as exc:
+                if not database_away(exc):
+                    raise  # our bug: the supervisor logs it once and restarts this loop
+                self.health.database_lost(exc)  # retried on the next tick
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)

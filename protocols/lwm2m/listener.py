@@ -15,7 +15,9 @@ import aiocoap
 import structlog
 
 from fleet.db import Database
+from fleet.db.availability import database_away
 from fleet.registrations.service import RegistrationService
+from fleet.supervision import Health, Supervisor
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
 from fleet.access.limits import Rate
 from protocols.coap import transport
@@ -58,12 +60,14 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         sweep_interval_s: float = SWEEP_INTERVAL_S,
                         in_flight: int = IN_FLIGHT,
                         peer_rate: Rate = DEFAULT_PEER_RATE,
-                        address_rate: Rate = DEFAULT_ADDRESS_RATE) -> AsyncIterator[Listener]:
+                        address_rate: Rate = DEFAULT_ADDRESS_RATE,
+                        health: Health | None = None) -> AsyncIterator[Listener]:
     transport.install()
     node = node or node_name()
+    health = health or Health()
     maintenance = TelemetryMaintenance(db)
     await maintenance.run()
-    writer = TelemetryWriter(db)
+    writer = TelemetryWriter(db, health=health)
     registrations = RegistrationService(db, node)
     server = LwM2MServer(registrations, writer)
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
@@ -71,12 +75,19 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     if peer_rate.enabled or address_rate.enabled:
         transport.limit_peers(context, PeerLimit(peer_rate, address_rate))
     client = DeviceClient(context, ContentFormats(registrations))
-    dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight)
+    dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight,
+                            health=health)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
     async def on_registered(registration, session, *, update: bool = False) -> None:
-        await info_reader(registration, session, update=update)
-        await dispatcher.device_awake(registration, session, update=update)
+        try:
+            await info_reader(registration, session, update=update)
+            await dispatcher.device_awake(registration, session, update=update)
+        except Exception as exc:  # noqa: BLE001 - a task of its own: nobody else would hear of it
+            if database_away(exc):
+                health.database_lost(exc)  # done again at the device's next Register or Update
+            else:
+                log.exception("after-registration work failed", endpoint=registration.endpoint)
 
     server.on_registered = on_registered
     server.sessions.on_ended = _coalesced(dispatcher.end_observations)
@@ -88,10 +99,13 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         if now_following:
             following.set()
 
-    tasks = [asyncio.create_task(registrations.follow_sessions(server.sessions.apply, set_following)),
-             asyncio.create_task(_sweep(registrations, server, expiry_grace, sweep_interval_s)),
-             asyncio.create_task(dispatcher.run()),
-             asyncio.create_task(_maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))]
+    supervisor = Supervisor(health)
+    supervisor.start("session-follower", lambda: registrations.follow_sessions(server.sessions.apply,
+                                                                               set_following))
+    supervisor.start("registration-sweep", lambda: _sweep(registrations, server, expiry_grace,
+                                                          sweep_interval_s, health))
+    supervisor.start("command-dispatcher", dispatcher.run)
+    supervisor.start("partition-maintenance", lambda: _maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))
     try:
         with contextlib.suppress(TimeoutError):
             # Until then every Send is looked up in the database: correct, only slower.
@@ -99,11 +113,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         log.info("CoAP listener ready", host=host, port=bound_port, node=node)
         yield Listener(context, server, writer, client, dispatcher, bound_port)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await supervisor.stop()
         await server.drain(DRAIN_GRACE_S)
         client.close()
         await server.close()
@@ -130,15 +140,17 @@ def _coalesced(end_observations: Callable[[set[UUID]], None]) -> Callable[[set[U
 
 
 async def _sweep(registrations: RegistrationService, server: LwM2MServer, grace: timedelta,
-                 interval_s: float) -> None:
+                 interval_s: float, health: Health) -> None:
     """Lifetimes are stored as expiry times, so this is correct across restarts and nodes."""
     while True:
         try:
             expired = await registrations.expire(grace)
             # Every listener hears of it (SESSIONS_CHANNEL); this one need not wait for that.
             server.sessions.forget_devices(expired)
-        except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
-            log.exception("registration sweep failed")
+        except Exception as exc:
+            if not database_away(exc):
+                raise  # our bug: the supervisor logs it once and restarts the sweep
+            health.database_lost(exc)  # retried on the next tick
         await asyncio.sleep(interval_s)
 
 
@@ -148,12 +160,14 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
         await asyncio.sleep(interval_s)
         try:
             await maintenance.run()
-        except Exception:  # noqa: BLE001 - retried on the next tick; days of partitions are ahead
-            log.exception("telemetry partition maintenance failed")
+        except Exception as exc:  # noqa: BLE001 - retried on the next tick; days of partitions are ahead
+            if not database_away(exc):
+                log.exception("telemetry partition maintenance failed")
 
 
 async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT,
-                   peer_rate: Rate = DEFAULT_PEER_RATE, address_rate: Rate = DEFAULT_ADDRESS_RATE) -> None:
+                   peer_rate: Rate = DEFAULT_PEER_RATE, address_rate: Rate = DEFAULT_ADDRESS_RATE,
+                   health: Health | None = None) -> None:
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
-                             address_rate=address_rate):
+                             address_rate=address_rate, health=health):
         await asyncio.Event().wait()

@@ -16,6 +16,7 @@ import structlog
 from aiocoap import CHANGED, CREATED, DELETED, Message, error, interfaces
 from aiocoap.numbers.codes import Code
 
+from fleet.db.availability import database_away
 from fleet.errors import FleetError
 from fleet.objectmodel import ResourcePath
 from fleet.registrations.models import DEFAULT_LIFETIME_S, Registration, RegisterRequest, UpdateRequest
@@ -37,8 +38,8 @@ BACKOFF_S = 10
 class ServiceUnavailable(error.ServiceUnavailable):
     """5.03 telling the device how long to wait (Max-Age), with a diagnostic."""
 
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__("busy storing data; retry later")
+    def __init__(self, retry_after_s: int, message: str = "busy storing data; retry later") -> None:
+        super().__init__(message)
         self.retry_after_s = retry_after_s
 
     def to_message(self) -> Message:
@@ -100,15 +101,19 @@ class LwM2MServer(interfaces.Resource):
             return await self._route(request)
         except error.RenderableError:
             raise
-        except (FleetError, CodecError) as exc:
+        except Exception as exc:
+            if database_away(exc):
+                # Logged once per change by the health registry, not once per request.
+                self.writer.health.database_lost(exc)
+                raise ServiceUnavailable(BACKOFF_S, "database unavailable; retry later") from None
+            if not isinstance(exc, FleetError | CodecError):
+                log.exception("LwM2M request failed", path=request.opt.uri_path)
+                raise
             if isinstance(exc, UnknownEndpoint):
                 log.warning("registration refused", reason=exc.detail, peer=peer_of(request)[0])
             else:
                 log.info("LwM2M request refused", path="/".join(request.opt.uri_path), error=str(exc))
             raise to_coap_error(exc) from None
-        except Exception:
-            log.exception("LwM2M request failed", path=request.opt.uri_path)
-            raise
         finally:
             self._rendering -= 1
 
@@ -188,6 +193,8 @@ class LwM2MServer(interfaces.Resource):
     # -- information reporting -------------------------------------------------------------
 
     async def _send(self, request: Message) -> Message:
+        if not self.writer.health.database_ok:
+            raise ServiceUnavailable(BACKOFF_S, "database unavailable; retry later")
         if self.writer.backed_up:
             # Shedding load beats a congestion collapse: a quick 5.03 with Max-Age makes the
             # device retry later, where waiting would turn every answer into empty ACK plus

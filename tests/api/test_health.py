@@ -15,7 +15,7 @@ async def test_healthz_and_readyz_need_no_key(api_url):
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         ready = await client.get("/readyz")
-        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "components": {}}
         assert ready.headers["x-request-id"]
 
 
@@ -56,3 +56,14 @@ async def test_readyz_is_503_when_the_database_is_gone(database_dsn):
         response = await client.get("/readyz")
         assert response.status_code == 503 and "unreachable" in response.json()["detail"]
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_requests_get_503_with_retry_after_while_the_database_is_gone(database_dsn, city_factory):
+    seoul = await city_factory("seoul")  # its key is cached for a few seconds: the request reaches a query
+    db = await Database.connect(database_dsn, min_size=1, max_size=2)
+    async with serve_api(db) as url, httpx.AsyncClient(base_url=url, headers=seoul.client.headers) as client:
+        assert (await client.get("/api/v1/devices")).status_code == 200
+        await db.close()
+        response = await client.get("/api/v1/devices")
+        assert response.status_code == 503 and response.headers["retry-after"] == "10"
+        assert response.headers["content-type"].startswith("application/problem+json")
