@@ -84,10 +84,14 @@ async def migrate(conn: asyncpg.Connection, *, service_password: str | None = No
                     )
                 log.info("migration applied", version=migration.version, name=migration.name)
                 applied.append(migration.version)
-            # One transaction: other nodes keep running while this one starts, and between a
-            # committed revoke and the grants their logins would be refused every table.
-            async with conn.transaction():
-                await _grant_service_roles(conn)
+            if applied or await _grants_out_of_date(conn):
+                # One transaction: other nodes keep running while this one starts, and between a
+                # committed revoke and the grants their logins would be refused every table. The
+                # partition lock first: a running node's partition upkeep takes it too, and the
+                # two would otherwise each wait on a table the other has locked.
+                async with conn.transaction():
+                    await conn.execute("select pg_advisory_xact_lock(hashtext('fleet_telemetry_partitions'))")
+                    await _grant_service_roles(conn)
         finally:
             await conn.execute("reset role")
     finally:
@@ -120,12 +124,30 @@ async def _hand_over_to_owner(conn: asyncpg.Connection) -> None:
         await conn.execute(f"alter function {row['signature']} owner to {OWNER_ROLE}")
 
 
+async def _grants_out_of_date(conn: asyncpg.Connection) -> bool:
+    """Whether some table lacks the grants `_grant_service_roles` gives, or a partition has
+    any: a fresh database, one from before the logins existed, or one changed by hand. A node
+    starting on a current database then touches no grant (each would lock its table)."""
+    return await conn.fetchval(
+        """select exists (
+               select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+               where n.nspname = 'public' and c.relkind in ('r', 'p') and case
+                   when c.relispartition then has_table_privilege($1, c.oid, 'select')
+                                           or has_table_privilege($2, c.oid, 'select')
+                   when not has_table_privilege($2, c.oid, 'select') then true
+                   else exists (select 1 from pg_attribute a where a.attrelid = c.oid
+                                  and a.attname = 'tenant_id' and not a.attisdropped)
+                        and not has_table_privilege($1, c.oid, 'select')
+               end)""",
+        TENANT_ROLE, SYSTEM_ROLE)
+
+
 async def _grant_service_roles(conn: asyncpg.Connection) -> None:
     """What each login may touch; row-level security then decides which rows.
 
     The app login gets the tenant-owned tables (those with `tenant_id`, and `tenants`); the
-    system login gets every table. Neither may touch a telemetry partition directly, only through its parent, so
-    a partition can't be read around the parent's policy.
+    system login gets every table. Neither may touch a telemetry partition directly, only
+    through its parent, so a partition can't be read around the parent's policy.
     """
     await conn.execute(
         f"""revoke all on all tables in schema public from public, {TENANT_ROLE}, {SYSTEM_ROLE};

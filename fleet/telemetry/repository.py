@@ -113,6 +113,9 @@ class TelemetryRepository:
         return [SeriesBucket(r["start"], r["avg"], r["min"], r["max"], r["count"]) for r in rows]
 
     async def ensure_partitions(self, first_day: date, days: int) -> int:
+        # One node at a time (the lock is the seal's too): two creating and sealing at once
+        # would each wait on a partition the other had just locked.
+        await self.conn.execute("select pg_advisory_xact_lock(hashtext('fleet_telemetry_partitions'))")
         created = await self.conn.fetchval("select fleet_ensure_telemetry_partitions($1, $2)", first_day, days)
         if created:
             # New partitions join the wall before the transaction that made them commits.

@@ -42,6 +42,9 @@ declare
     part record;
     sealed integer := 0;
 begin
+    -- Nodes starting together create and seal partitions at once; one at a time, or each
+    -- waits on a partition the other just locked (TelemetryRepository.ensure_partitions).
+    perform pg_advisory_xact_lock(hashtext('fleet_telemetry_partitions'));
     for part in
         select c.oid::regclass as rel, c.relforcerowsecurity as forced from pg_inherits i
         join pg_class c on c.oid = i.inhrelid
