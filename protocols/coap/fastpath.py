@@ -154,6 +154,10 @@ class FastPath:
         future.add_done_callback(functools.partial(self._answer, exchange))
         return True
 
+    def has_seen(self, data: bytes, address) -> bool:
+        """Whether this datagram repeats a message ID from this peer still in the dedup cache."""
+        return len(data) >= 4 and (address[0], address[1], (data[2] << 8) | data[3]) in self.recent
+
     @staticmethod
     def _ancdata(pktinfo: bytes | None) -> list:
         return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)] if pktinfo is not None else []

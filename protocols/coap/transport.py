@@ -99,16 +99,18 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
     outbound = self.__dict__.get("_fleet_outbound")
     if outbound is not None and outbound.offer(data, address):
         return
-    peer_limit = self.__dict__.get("_fleet_peer_limit")
-    if peer_limit is not None:
-        refused = peer_limit.refuse(data, address, self.loop.time())
-        if refused is not False:
-            if refused is not None:
-                self.transport.sendmsg(refused, [], 0, address)
-            return
     fast = self.__dict__.get("_fleet_fast_path", _UNRESOLVED)
     if fast is _UNRESOLVED:
         fast = self._fleet_fast_path = _fast_path_for(self)
+    peer_limit = self.__dict__.get("_fleet_peer_limit")
+    if peer_limit is not None:
+        refused = peer_limit.refuse(data, address, self.loop.time())
+        # A retransmission of a Send already taken passes: refusing it would end that exchange
+        # with a 5.03 while its data commits, and the device would send the data again.
+        if refused is not False and not (fast is not None and fast.has_seen(data, address)):
+            if refused is not None:
+                self.transport.sendmsg(refused, [], 0, address)
+            return
     if fast is not None and fast.offer(data, pktinfo, address):
         return
     try:

@@ -10,6 +10,7 @@ import cbor2
 from aiocoap import Code, Message
 
 from fleet.access.limits import Rate
+from protocols.coap import message as coap
 from protocols.coap.peerlimit import PeerLimit, service_unavailable
 from protocols.lwm2m.listener import open_listener
 from tests.conftest import make_city
@@ -81,3 +82,42 @@ def test_changing_ports_does_not_escape_the_limit_per_address():
     answers = [limit.refuse(_send_datagram(port), ("10.0.0.9", port), 0.0) for port in range(6)]
     assert answers[:5] == [False] * 5 and answers[5] is not False
     assert limit.refuse(_send_datagram(1), ("10.0.0.10", 1), 0.0) is False
+
+
+async def test_a_retransmitted_send_passes_the_limit_and_gets_its_own_answer(db):
+    """Over the limit, a retransmission of a Send the listener already took is answered from
+    the duplicate cache (2.04), not 5.03: a 5.03 would end the exchange while its data commits,
+    and the device would send the data again."""
+    city = await make_city(db, "seoul")
+    device = await provision(db, city, "bin-retrying")
+    async with open_listener(db, "::", 0, expiry_grace=timedelta(seconds=0),
+                             peer_rate=Rate(per_s=0.01, burst=2)) as listener:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            server = ("127.0.0.1", listener.port)
+            # The device's own socket registers and sends once: its whole burst of two.
+            sock.sendto(coap.encode(coap.CON, coap.POST, 0x0100, b"\xcd", [
+                *coap.path_options(coap.URI_PATH, "rd"), (coap.CONTENT_FORMAT, coap.uint(coap.LINK_FORMAT)),
+                (coap.URI_QUERY, b"ep=bin-retrying"), (coap.URI_QUERY, b"lt=300")], b"</3303/0>"), server)
+            assert (await _answer(sock, 0x0100)).code == Code.CREATED
+            sock.sendto(_send_datagram(0x0200), server)
+            assert (await _answer(sock, 0x0200)).code == Code.CHANGED
+            # The bucket is empty now: a new request is refused, the retransmission is not.
+            sock.sendto(_send_datagram(0x0201), server)
+            assert (await _answer(sock, 0x0201)).code == Code.SERVICE_UNAVAILABLE
+            sock.sendto(_send_datagram(0x0200), server)
+            assert (await _answer(sock, 0x0200)).code == Code.CHANGED
+        finally:
+            sock.close()
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1", device.id) == 1
+
+
+async def _answer(sock: socket.socket, mid: int) -> Message:
+    """The ACK for `mid`, past whatever else the listener sends meanwhile (its /3/0 read)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        message = Message.decode(await asyncio.wait_for(loop.sock_recv(sock, 2048), 10))
+        if message.mtype.name == "ACK" and message.mid == mid:
+            return message
