@@ -35,7 +35,9 @@ class DatabaseSettings:
     # pool_max: the REST API's pool (login fleet_app). The device side has its own maximum.
     pool_min: int = 2
     pool_max: int = 10
-    system_pool_max: int = 10
+    # Up to 7 are held by long-lived work (flushers, LISTENs, claims, the leader lock); the rest
+    # serve registrations, the reads after them and key lookups.
+    system_pool_max: int = 20
     # Password Fleet gives its two logins (fleet_app, fleet_system) when the server wants one;
     # unset with the embedded server, which trusts its Unix socket.
     service_password: str | None = None
@@ -133,7 +135,7 @@ def load_settings() -> Settings:
             data_dir=data_dir,
             pool_min=_env_int("DB_POOL_MIN", 2),
             pool_max=_env_int("DB_POOL_MAX", 10),
-            system_pool_max=_env_int("DB_SYSTEM_POOL_MAX", 10),
+            system_pool_max=_env_int("DB_SYSTEM_POOL_MAX", 20),
             service_password=_env("DATABASE_SERVICE_PASSWORD"),
         ),
         http=HttpSettings(

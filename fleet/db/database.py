@@ -13,8 +13,8 @@ import msgspec
 from fleet.db.roles import TENANT_ROLE, ServiceLogins, service_logins
 from fleet.errors import ServiceBusy
 
-# How long a transaction waits for a pooled connection before the caller is told to come back
-# later: a slow export or a flood of requests must not hold a device's commit forever.
+# How long a REST request's transaction waits for a pooled connection before the client is told
+# to come back later (503), rather than piling up behind a flood of requests.
 ACQUIRE_TIMEOUT_S = 10.0
 
 _json_encoder = msgspec.json.Encoder()
@@ -120,8 +120,13 @@ class Database:
 
     @asynccontextmanager
     async def system_tx(self) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction that crosses cities: key lookup, device registration, sweeps, admin CLI."""
-        async with _acquired(self.pool) as conn:
+        """A transaction that crosses cities: key lookup, device registration, sweeps, admin CLI.
+
+        It waits for a connection as long as it takes: the device side's work is bounded by
+        its own budgets (the writer's backlog, the dispatcher's slots), and during a
+        registration storm the reads after each Register queue here rather than fail.
+        """
+        async with self.pool.acquire() as conn:
             async with conn.transaction():
                 yield conn
 

@@ -7,6 +7,9 @@ import uuid
 import httpx
 import pytest
 
+from fleet.db import Database, database
+from tests.conftest import make_city, serve_api
+
 PROBLEM = "application/problem+json"
 LIGHT = {"kind": "streetlight", "endpoint": "sl-1", "location": {"lat": 37.5665, "lon": 126.978}}
 
@@ -155,3 +158,29 @@ async def test_junk_headers_are_never_a_500(seoul):
         response = await seoul.client.get("/api/v1/devices", headers=headers)
         assert response.status_code < 500, (headers, response.text)
         assert response.headers["x-request-id"].isascii() and 0 < len(response.headers["x-request-id"]) <= 64
+
+
+async def test_no_free_connection_in_time_is_503_with_retry_after(database_dsn, monkeypatch):
+    """REST requests wait a bounded time for the REST pool, then are told to come back; they
+    never take the device side's connections."""
+    monkeypatch.setattr(database, "ACQUIRE_TIMEOUT_S", 0.2)
+    # One REST connection; the system pool keeps its own (the revocation listener holds one).
+    db = await Database.connect(database_dsn, min_size=1, max_size=1, system_max_size=4)
+    try:
+        city = await make_city(db, "seoul")
+        async with serve_api(db) as url, httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {city.key}"}) as client:
+            assert (await client.get("/api/v1/devices")).status_code == 200  # the key is cached now
+            held = await db.tenant_pool.acquire()
+            try:
+                body = assert_problem(await client.get("/api/v1/devices"), 503)
+                assert "busy" in body["detail"]
+                busy = await client.get("/api/v1/devices")
+                assert busy.headers["retry-after"] == "5"
+                async with db.system_tx() as conn:  # the device side's pool is untouched
+                    assert await conn.fetchval("select 1") == 1
+            finally:
+                await db.tenant_pool.release(held)
+            assert (await client.get("/api/v1/devices")).status_code == 200
+    finally:
+        await db.close()
