@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,6 +12,7 @@ import structlog
 
 from fleet.access.models import Permission, Principal
 from fleet.db import Database
+from fleet.db.listening import ChannelFollower
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SESSIONS_CHANNEL, DeviceInfo,
                                         ReadFormatHints, Registration, RegisterRequest, SessionChange,
@@ -122,7 +121,7 @@ class RegistrationService:
         not trust what it cached. The connection is checked every `check_interval_s`, so a
         silently dead one is noticed too.
         """
-        def on_notification(_conn, _pid, _channel, payload: str) -> None:
+        def on_payload(payload: str) -> None:
             try:
                 change = SessionChange.from_payload(payload)
             except ValueError:
@@ -130,44 +129,11 @@ class RegistrationService:
                 change = None
             changed(change)
 
-        lost = False  # logged once per loss, not per attempt
-        while True:
-            error = "connection closed"
-            try:
-                async with self.db.pool.acquire() as conn:
-                    closed = asyncio.Event()
-
-                    def on_closed(_conn) -> None:
-                        closed.set()
-
-                    conn.add_termination_listener(on_closed)
-                    # Named, so that it can be told apart among the node's connections.
-                    await conn.execute(f"set application_name = '{SESSIONS_APPLICATION}'")
-                    await conn.add_listener(SESSIONS_CHANNEL, on_notification)
-                    listening(True)
-                    if lost:
-                        log.info("following registration changes again")
-                        lost = False
-                    try:
-                        while not closed.is_set():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(closed.wait(), check_interval_s)
-                            if not closed.is_set():
-                                await asyncio.wait_for(conn.execute("select 1"), check_interval_s)
-                    finally:
-                        listening(False)
-                        conn.remove_termination_listener(on_closed)
-                        with contextlib.suppress(Exception):
-                            await conn.remove_listener(SESSIONS_CHANNEL, on_notification)
-                            await conn.execute("reset application_name")
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            listening(False)
-            if not lost:
-                lost = True
-                log.warning("lost the feed of registration changes; sessions are looked up until "
-                            "it is back", error=error)
-            await asyncio.sleep(SESSION_RECONNECT_S)
+        await ChannelFollower(
+            self.db.pool, SESSIONS_CHANNEL, on_payload, on_listening=listening,
+            application_name=SESSIONS_APPLICATION,
+            lost_message="lost the feed of registration changes; sessions are looked up until it is back",
+            check_s=check_interval_s, retry_s=SESSION_RECONNECT_S).run()
 
     async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:
         async with self.db.system_tx() as conn:
