@@ -13,6 +13,8 @@ class Role(enum.StrEnum):
     OPERATOR = "operator"
     CREW = "crew"
     VIEWER = "viewer"
+    # Citizens' reporting apps (Open311): may file and read reports, nothing else.
+    REPORTER = "reporter"
 
 
 class Permission(enum.StrEnum):
@@ -24,16 +26,20 @@ class Permission(enum.StrEnum):
     MANAGE_KEYS = "manage_keys"
     READ_AUDIT = "read_audit"
     MANAGE_WORK_ORDERS = "manage_work_orders"
+    MANAGE_ALARMS = "manage_alarms"
+    FILE_REPORTS = "file_reports"
 
 
 _OPERATOR = {Permission.READ, Permission.MANAGE_DEVICES, Permission.MANAGE_GROUPS,
-             Permission.SEND_COMMANDS, Permission.MANAGE_SCHEDULES, Permission.MANAGE_WORK_ORDERS}
+             Permission.SEND_COMMANDS, Permission.MANAGE_SCHEDULES, Permission.MANAGE_WORK_ORDERS,
+             Permission.MANAGE_ALARMS}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.OPERATOR: frozenset(_OPERATOR),
-    Role.CREW: frozenset({Permission.READ, Permission.MANAGE_WORK_ORDERS}),
+    Role.CREW: frozenset({Permission.READ, Permission.MANAGE_WORK_ORDERS, Permission.MANAGE_ALARMS}),
     Role.VIEWER: frozenset({Permission.READ}),
+    Role.REPORTER: frozenset({Permission.FILE_REPORTS}),
 }
 
 

@@ -1,0 +1,134 @@
+"""Alarm types, severities, the findings rules hand to the lifecycle, and alarms as people see them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+class Severity(enum.StrEnum):
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+    WARNING = "warning"
+
+
+class AlarmStatus(enum.StrEnum):
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+
+
+class AlarmType(enum.StrEnum):
+    # streetlights
+    LAMP_FAILURE = "lamp_failure"
+    DAY_BURNER = "day_burner"
+    DARK_AT_NIGHT = "dark_at_night"
+    LEVEL_NOT_FOLLOWING = "level_not_following"
+    POWER_ANOMALY = "power_anomaly"
+    ENERGY_METER_BACKWARDS = "energy_meter_backwards"
+    # waste bins
+    BIN_OVERFLOW = "bin_overflow"
+    BIN_FIRE = "bin_fire"
+    BIN_KNOCKED_OVER = "bin_knocked_over"
+    FILL_SENSOR_STUCK = "fill_sensor_stuck"
+    # access points
+    AP_DOWN = "ap_down"
+    AP_OVERLOADED = "ap_overloaded"
+    AP_THROUGHPUT_COLLAPSE = "ap_throughput_collapse"
+    # every device
+    DEVICE_OFFLINE = "device_offline"
+    LOW_BATTERY = "low_battery"
+    CLOCK_SKEW = "clock_skew"
+    # what people see that no sensor does
+    CITIZEN_REPORT = "citizen_report"
+
+
+KINDS: dict[AlarmType, tuple[str, ...]] = {
+    AlarmType.LAMP_FAILURE: ("streetlight",),
+    AlarmType.DAY_BURNER: ("streetlight",),
+    AlarmType.DARK_AT_NIGHT: ("streetlight",),
+    AlarmType.LEVEL_NOT_FOLLOWING: ("streetlight",),
+    AlarmType.POWER_ANOMALY: ("streetlight",),
+    AlarmType.ENERGY_METER_BACKWARDS: ("streetlight",),
+    AlarmType.BIN_OVERFLOW: ("waste_bin",),
+    AlarmType.BIN_FIRE: ("waste_bin",),
+    AlarmType.BIN_KNOCKED_OVER: ("waste_bin",),
+    AlarmType.FILL_SENSOR_STUCK: ("waste_bin",),
+    AlarmType.AP_DOWN: ("wifi_ap",),
+    AlarmType.AP_OVERLOADED: ("wifi_ap",),
+    AlarmType.AP_THROUGHPUT_COLLAPSE: ("wifi_ap",),
+    AlarmType.DEVICE_OFFLINE: ("streetlight", "waste_bin", "wifi_ap"),
+    AlarmType.LOW_BATTERY: ("streetlight", "waste_bin", "wifi_ap"),
+    AlarmType.CLOCK_SKEW: ("streetlight", "waste_bin", "wifi_ap"),
+    AlarmType.CITIZEN_REPORT: ("streetlight", "waste_bin", "wifi_ap"),
+}
+
+# Severity an alarm of each type opens with unless the city's settings say otherwise.
+DEFAULT_SEVERITY: dict[AlarmType, Severity] = {
+    AlarmType.LAMP_FAILURE: Severity.MAJOR,
+    AlarmType.DAY_BURNER: Severity.MINOR,
+    AlarmType.DARK_AT_NIGHT: Severity.MAJOR,
+    AlarmType.LEVEL_NOT_FOLLOWING: Severity.MINOR,
+    AlarmType.POWER_ANOMALY: Severity.MINOR,
+    AlarmType.ENERGY_METER_BACKWARDS: Severity.WARNING,
+    AlarmType.BIN_OVERFLOW: Severity.MAJOR,
+    AlarmType.BIN_FIRE: Severity.CRITICAL,
+    AlarmType.BIN_KNOCKED_OVER: Severity.MAJOR,
+    AlarmType.FILL_SENSOR_STUCK: Severity.MINOR,
+    AlarmType.AP_DOWN: Severity.MAJOR,
+    AlarmType.AP_OVERLOADED: Severity.WARNING,
+    AlarmType.AP_THROUGHPUT_COLLAPSE: Severity.MINOR,
+    AlarmType.DEVICE_OFFLINE: Severity.MAJOR,
+    AlarmType.LOW_BATTERY: Severity.MINOR,
+    AlarmType.CLOCK_SKEW: Severity.WARNING,
+    AlarmType.CITIZEN_REPORT: Severity.MINOR,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What one rule concluded about one device at one moment.
+
+    `present=True` raises (or repeats) the alarm of that (device, type); `present=False` says
+    the condition was looked at and is absent, which clears an open alarm once it stays absent
+    (hysteresis). A rule that could not judge (missing data) returns no finding at all.
+    """
+
+    tenant_id: UUID
+    device_id: UUID
+    type: AlarmType
+    present: bool
+    at: datetime
+    value: Any = None
+    detail: str = ""
+    severity: Severity | None = None  # None: the type's configured severity
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    id: UUID
+    tenant_id: UUID
+    device_id: UUID
+    type: str
+    severity: Severity
+    status: AlarmStatus
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    value: Any
+    detail: str
+    source: str
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    acknowledge_note: str | None
+    cleared_at: datetime | None
+    cleared_by: str | None
+    clear_reason: str | None
+    shelved_until: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
