@@ -132,3 +132,24 @@ class Alarm:
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class ChangeKind(enum.StrEnum):
+    RAISED = "raised"              # a new open alarm
+    REPEATED = "repeated"          # an open alarm seen again (count + 1)
+    CLEARED = "cleared"            # by its condition, by hand, by a work order, by decommissioning
+    PROVEN_CLEAR = "proven_clear"  # the device reported absent after a work order cleared it
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmChange:
+    """One transition, handed (in the transaction that made it) to whoever reacts to alarms:
+    work orders open from alarms, are proven by them, and are reopened by a repeat."""
+
+    tenant_id: UUID
+    alarm_id: UUID
+    device_id: UUID
+    type: str
+    severity: Severity
+    kind: ChangeKind
+    at: datetime

@@ -54,6 +54,8 @@ create table alarms (
     cleared_at       timestamptz,
     cleared_by       text,
     clear_reason     text check (clear_reason in ('condition', 'manual', 'work_order', 'decommissioned')),
+    -- A clear by a work order is proven when the device next reports the condition absent.
+    verified_at      timestamptz,
     version          integer not null default 1,
     created_at       timestamptz not null default now(),
     updated_at       timestamptz not null default now(),
@@ -65,6 +67,8 @@ create unique index alarms_one_open on alarms (tenant_id, device_id, type) where
 create index alarms_open on alarms (tenant_id, status, severity, seq) where status <> 'cleared';
 create index alarms_tenant_seq on alarms (tenant_id, seq);
 create index alarms_device on alarms (tenant_id, device_id, seq);
+create index alarms_awaiting_proof on alarms (tenant_id, device_id, type)
+    where clear_reason = 'work_order' and verified_at is null;
 
 -- Thresholds and tolerances: one row per city (group_id null) and one per group overriding it.
 -- `settings` holds only what differs from the documented defaults.
