@@ -4,7 +4,9 @@
 when the fraction is above zero), striking shortly after each one's first report; for
 `malformed` the number is instead the chance that any report goes out corrupted. `--faults`
 adds random faults at low rates per simulated day. Fires and knocked-over bins are part of the
-world and happen at their own rare rates unless set to 0.
+world and happen at their own rare rates unless set to 0. A fault lasts until the device is
+repaired on site, which the simulated device takes from an Execute of Reset Error Code
+(/3/0/12): the crew resets the controller once the work is done.
 """
 
 from __future__ import annotations
@@ -14,20 +16,36 @@ from dataclasses import dataclass, field
 
 from simulators.noise import Noise
 
-# Fault -> device kinds it can strike.
+# Fault -> device kinds it can strike. README "Simulators" lists what each one makes a device
+# report on the standard resources and the alarm it should raise.
 ELIGIBLE = {
     "silent": ("streetlight", "waste_bin", "wifi_ap"),
     "lamp_failure": ("streetlight",),
     "day_burner": ("streetlight",),
+    "dark_at_night": ("streetlight",),
+    "level_not_following": ("streetlight",),
+    "power_anomaly": ("streetlight",),
+    "energy_meter_backwards": ("streetlight",),
     "overflow": ("waste_bin",),
     "fire": ("waste_bin",),
     "knockover": ("waste_bin",),
+    "fill_sensor_stuck": ("waste_bin",),
+    # Only bins run on a battery; lights are on mains, access points on PoE (no /3/0/9).
+    "low_battery": ("waste_bin",),
+    "ap_down": ("wifi_ap",),
+    "ap_overloaded": ("wifi_ap",),
+    "throughput_collapse": ("wifi_ap",),
+    "clock_skew": ("streetlight", "waste_bin", "wifi_ap"),
     "malformed": ("streetlight", "waste_bin", "wifi_ap"),
 }
-STATE_FAULTS = ("silent", "lamp_failure", "day_burner", "overflow", "fire", "knockover")
+STATE_FAULTS = tuple(fault for fault in ELIGIBLE if fault != "malformed")
 # With --faults: chance per device per simulated day.
 RANDOM_DAILY_RATES = {"silent": 0.002, "lamp_failure": 0.001, "day_burner": 0.0005,
-                      "overflow": 0.002}
+                      "dark_at_night": 0.0005, "level_not_following": 0.0005,
+                      "power_anomaly": 0.0005, "energy_meter_backwards": 0.0002,
+                      "overflow": 0.002, "fill_sensor_stuck": 0.0005, "low_battery": 0.0005,
+                      "ap_down": 0.001, "ap_overloaded": 0.002, "throughput_collapse": 0.0005,
+                      "clock_skew": 0.0003}
 # World events, always on: a bin fire every twenty years, a knock-over every two, per bin.
 WORLD_DAILY_RATES = {"fire": 1 / (20 * 365), "knockover": 1 / (2 * 365)}
 RANDOM_MALFORMED_CHANCE = 0.001

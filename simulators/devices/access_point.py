@@ -4,13 +4,17 @@ Connected clients follow the city's daily rhythm (commute, lunch and evening pea
 the district's street activity. Object 12 has no resource for a client count, so the crowd
 shows in what the AP can report: its byte and packet counters and its backhaul link
 utilisation (/4/0/6).
+
+Faults: radios down (/12/x/3 Status 2, Error; counters stop), a crowd far beyond what the AP
+serves (counters and backhaul utilisation at their peak all day), and throughput collapsing
+(clients stay, but the counters barely move).
 """
 
 from __future__ import annotations
 
 from fleet.objectmodel import ResourcePath
 from simulators.clock import DailyCurve
-from simulators.devices.base import ETHERNET, POWER_OVER_ETHERNET, SimulatedDevice
+from simulators.devices.base import ETHERNET, PERIPHERAL_MALFUNCTION, POWER_OVER_ETHERNET, SimulatedDevice
 from simulators.inventory import DeviceSpec
 from simulators.objects import InstanceTable, Resource, constant
 
@@ -29,6 +33,12 @@ STANDARD_BGN, STANDARD_AC = 5, 6
 BANDS = {"2.4GHz": ("2.4GHz",), "5GHz": ("5GHz",), "6GHz": ("6GHz",), "dual": ("2.4GHz", "5GHz")}
 CLIENT_SHARE = {"2.4GHz": 0.4, "5GHz": 0.6, "6GHz": 1.0}
 CHANNELS = {"2.4GHz": (1, 6, 11), "5GHz": (36, 44, 149, 157), "6GHz": (5, 37, 69)}
+# /12/x/3 Status.
+STATUS_UP, STATUS_ERROR = 1, 2
+# ap_overloaded: connected clients at every hour, far above Fleet's default threshold (100).
+OVERLOAD_CLIENTS = (300.0, 450.0)
+# throughput_collapse: the share of the normal traffic that still gets through.
+COLLAPSED_THROUGHPUT = 0.03
 
 
 class Radio:
@@ -53,7 +63,8 @@ class AccessPoint(SimulatedDevice):
     bearer = ETHERNET
     power_sources = {0: POWER_OVER_ETHERNET}
 
-    __slots__ = ("radios", "mean_clients", "ssid", "utilisation", "bssid")
+    __slots__ = ("radios", "mean_clients", "ssid", "utilisation", "bssid", "wlan_status",
+                 "overload_clients", "throughput_share")
 
     def __init__(self, spec: DeviceSpec, world, faults) -> None:
         super().__init__(spec, world, faults)
@@ -66,6 +77,9 @@ class AccessPoint(SimulatedDevice):
         self.ssid = spec.attributes.get("ssid") or "Free_WiFi"
         self.utilisation = 0
         self.bssid = f"02{noise.randrange(1 << 40):010x}"
+        self.wlan_status = STATUS_UP
+        self.overload_clients: float | None = None
+        self.throughput_share = 1.0
 
     @classmethod
     def variant(cls, spec: DeviceSpec) -> tuple:
@@ -84,9 +98,14 @@ class AccessPoint(SimulatedDevice):
         return _REPORTED[len(self.radios)]
 
     def evolve(self, start: float, end: float) -> None:
+        if self.wlan_status != STATUS_UP:
+            self.utilisation = 0
+            return
         clock = self.world.clock
         client_hours = self.mean_clients * CLIENTS.integral(clock.local_hours(start), clock.local_hours(end))
-        client_seconds = client_hours * 3600 * self.noise.uniform(0.9, 1.1)
+        if self.overload_clients is not None:
+            client_hours = max(client_hours, self.overload_clients * (end - start) / 3600)
+        client_seconds = client_hours * 3600 * self.noise.uniform(0.9, 1.1) * self.throughput_share
         for radio in self.radios:
             sent = client_seconds * radio.share * BYTES_SENT_PER_CLIENT_S
             received = client_seconds * radio.share * BYTES_RECEIVED_PER_CLIENT_S
@@ -97,6 +116,27 @@ class AccessPoint(SimulatedDevice):
         rate = client_seconds * (BYTES_SENT_PER_CLIENT_S + BYTES_RECEIVED_PER_CLIENT_S) / (end - start)
         self.utilisation = min(100, round(100 * rate / BACKHAUL_BYTES_S))
 
+    def strike(self, fault: str) -> None:
+        self.advance()
+        if fault == "ap_down":
+            self.wlan_status = STATUS_ERROR
+            self.error_code = PERIPHERAL_MALFUNCTION
+            self.utilisation = 0
+        elif fault == "ap_overloaded":
+            self.overload_clients = self.noise.uniform(*OVERLOAD_CLIENTS)
+        elif fault == "throughput_collapse":
+            self.throughput_share = COLLAPSED_THROUGHPUT
+        if fault in ("ap_down", "ap_overloaded", "throughput_collapse"):
+            self.link.report_soon()
+        super().strike(fault)
+
+    def repair(self) -> None:
+        self.advance()
+        self.wlan_status = STATUS_UP
+        self.overload_clients = None
+        self.throughput_share = 1.0
+        super().repair()
+
 
 def _radio_table(instance: int, band: str) -> InstanceTable:
     def radio(device: AccessPoint) -> Radio:
@@ -105,7 +145,7 @@ def _radio_table(instance: int, band: str) -> InstanceTable:
     table: InstanceTable = {
         0: constant(f"wlan{instance}"),
         1: constant(True),
-        3: Resource(read=lambda d: 1),  # UP
+        3: Resource(read=lambda d: d.wlan_status),
         4: Resource(read=lambda d: d.bssid[:-1] + str(instance)),
         5: Resource(read=lambda d: d.ssid, write=lambda d, v: setattr(d, "ssid", v)),
         6: constant(True),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 from fleet.objectmodel import Reading, ResourcePath
@@ -28,7 +29,11 @@ if TYPE_CHECKING:
 # Which network a kind of device reaches Fleet over (LwM2M /4/0/0 bearer codes).
 LTE_FDD, NB_IOT, ETHERNET = 6, 7, 41
 AC_MAINS, INTERNAL_BATTERY, POWER_OVER_ETHERNET = 6, 1, 4
-PERIPHERAL_MALFUNCTION = 8
+# /3/0/11 error codes.
+NO_ERROR, LOW_BATTERY_POWER, PERIPHERAL_MALFUNCTION = 0, 1, 8
+# The clock_skew fault: a device's clock off by this many hours, either way.
+CLOCK_SKEW_HOURS = (2.0, 48.0)
+CURRENT_TIME = ResourcePath(3, 0, 13)
 
 
 @dataclass
@@ -85,7 +90,7 @@ class SimulatedDevice:
 
     __slots__ = ("spec", "world", "noise", "faults", "link", "tree", "sim_t", "last_sent",
                  "reporting", "next_report", "activity", "signal_dbm", "error_code",
-                 "first_report_due", "only")
+                 "first_report_due", "only", "clock_skew", "always")
 
     def __init__(self, spec: DeviceSpec, world: World, faults: DeviceFaults) -> None:
         self.spec = spec
@@ -103,6 +108,9 @@ class SimulatedDevice:
         self.error_code = 0
         self.first_report_due = bool(faults.forced)
         self.only: tuple[int, ...] = ()  # the next Send reports only these positions of `reported`
+        self.clock_skew = timedelta(0)  # how far the device's own clock is off
+        # Paths every Send carries even unchanged (a faulty device repeating itself).
+        self.always: tuple[ResourcePath, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -138,8 +146,8 @@ class SimulatedDevice:
             6: constant(dict(cls.power_sources)),
             10: Resource(read=lambda d: 150 + zlib.crc32(d.endpoint.encode()) % 60),
             11: Resource(read=lambda d: {0: d.error_code}),
-            13: Resource(read=lambda d: d.world.clock.wall_at(d.world.clock.now()),
-                         write=lambda d, value: None),
+            12: executable(lambda d, _args: d.repair()),
+            13: Resource(read=SimulatedDevice.current_time, write=SimulatedDevice.set_time),
             14: constant("+09:00"),
             15: Resource(read=lambda d: d.world.clock.zone.key),
             16: constant("U"),
@@ -204,6 +212,10 @@ class SimulatedDevice:
                             for path, value, before in zip(paths, values, previous, strict=True)
                             if value != before]
             self.last_sent = values
+        if self.always:
+            included = {reading.path for reading in readings}
+            readings.extend(Reading(path, None, tree.value(self, path))
+                            for path in self.always if path not in included)
         if self.first_report_due:
             self.first_report_due = False
             for fault in self.faults.forced:
@@ -257,6 +269,32 @@ class SimulatedDevice:
         if fault == "silent":
             self.world.stats.silenced += 1
             self.link.go_silent()
+        elif fault == "clock_skew":
+            hours = self.noise.uniform(*CLOCK_SKEW_HOURS) * self.noise.choice((-1, 1))
+            self.clock_skew = timedelta(hours=hours)
+            # Its clock goes in every Send from now on, so the server sees it without a Read.
+            self.always = (*self.always, CURRENT_TIME)
+            self.link.report_soon()
+
+    def repair(self) -> None:
+        """The crew's work on site is done: Execute Reset Error Code (/3/0/12) after it. Every
+        fault but silence (a silent device hears nothing) is gone from the next report on."""
+        self.advance()
+        self.error_code = NO_ERROR
+        self.clock_skew = timedelta(0)
+        self.always = ()
+        self.link.report_soon()
+
+    # -- the device's own clock (/3/0/13) -----------------------------------------------------
+
+    def current_time(self) -> datetime:
+        return self.world.clock.wall_at(self.world.clock.now()) + self.clock_skew
+
+    def set_time(self, value: object) -> None:
+        """A server may set the clock (LwM2M /3/0/13 is writable): it is right from then on."""
+        if isinstance(value, datetime):
+            self.clock_skew = value - self.world.clock.wall_at(self.world.clock.now())
+            self.always = tuple(p for p in self.always if p != CURRENT_TIME)
 
     def reboot(self) -> None:
         self.world.scheduler.after(0.2, lambda link: link.reboot(), self.link)

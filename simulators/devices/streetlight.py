@@ -5,6 +5,10 @@ from midnight to 05:00, off at dawn. A Write of Command (/3416/0/1, 0..100) over
 until the next dusk or dawn, or for Manual override default duration (/3416/0/53) seconds of
 simulated time when that is set. Power is nominal wattage x level / 100 (+-3 %) while lit,
 about 1.5 W of standby otherwise; energy integrates it.
+
+Faults: a failed lamp (no light, Lamp failure set while driven), a welded relay (day burner), a
+relay stuck open (dark at night), a dimming driver stuck at one level (ignores its command),
+dead LED modules (power far below nominal x level) and energy counters running backwards.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ POWER_NOISE = 0.03
 MAINS_V = 220.0
 MAINS_HZ = 60.0
 DEFAULT_WATTAGE = 90.0
+# level_not_following: a driver stuck at this level whenever the lamp is on; at least 20 from
+# every level a schedule or the photocell asks for (100, 80, 60, 50, 40).
+STUCK_LEVEL = 20
+# power_anomaly: part of the LED modules dead, the light draws this share of what it should.
+DEAD_MODULES_POWER = (0.35, 0.6)
+# energy_meter_backwards: the counters lose this share at once, then count down.
+METER_GLITCH = 0.02
 
 
 def _switch(argument: tuple[Streetlight, int]) -> None:
@@ -55,7 +66,8 @@ class Streetlight(SimulatedDevice):
     __slots__ = ("nominal_w", "default_level", "command", "override_until", "override_duration_s",
                  "photocell_s", "lamp_failed", "lamp_failure_flag", "stuck_on", "operating_h",
                  "lamp_energy_kwh", "supply_energy_wh", "switches", "lamp_on_at", "lit",
-                 "switch_generation", "last_reported_level")
+                 "switch_generation", "last_reported_level", "relay_open", "stuck_level", "power_scale",
+                 "meter_backwards")
 
     def __init__(self, spec: DeviceSpec, world, faults) -> None:
         super().__init__(spec, world, faults)
@@ -70,6 +82,10 @@ class Streetlight(SimulatedDevice):
         self.lamp_failed = False
         self.lamp_failure_flag = False
         self.stuck_on = False  # the day-burner fault: relay welded, photocell ignored
+        self.relay_open = False  # the dark-at-night fault: relay stuck open, no light at all
+        self.stuck_level: int | None = None  # the level-not-following fault
+        self.power_scale = 1.0  # the power-anomaly fault
+        self.meter_backwards = False
         years = noise.uniform(0.2, 6.0)
         self.operating_h = round(years * 4200 * noise.uniform(0.95, 1.05), 2)
         self.lamp_energy_kwh = self.operating_h * self.nominal_w * 0.8 / 1000
@@ -106,10 +122,16 @@ class Streetlight(SimulatedDevice):
         level = self.commanded_level(sim_t)
         if self.stuck_on and level == 0:
             return self.default_level
+        if self.relay_open:
+            return 0
+        if self.stuck_level is not None and level > 0:
+            return self.stuck_level
         return level
 
     def lamp_power(self, level: int) -> float:
-        return 0.0 if level == 0 or self.lamp_failed else self.nominal_w * level / 100
+        if level == 0 or self.lamp_failed:
+            return 0.0
+        return self.nominal_w * level / 100 * self.power_scale
 
     def next_change(self, sim_t: float) -> float:
         """The first simulated time after sim_t at which the scheduled or commanded level may change."""
@@ -130,8 +152,9 @@ class Streetlight(SimulatedDevice):
             level = self.output_level((t + boundary) / 2)
             hours = (boundary - t) / HOUR_S
             power = self.lamp_power(level)
-            self.lamp_energy_kwh += power * hours / 1000
-            self.supply_energy_wh += (power if power else STANDBY_W) * hours
+            sign = -1 if self.meter_backwards else 1
+            self.lamp_energy_kwh = max(0.0, self.lamp_energy_kwh + sign * power * hours / 1000)
+            self.supply_energy_wh = max(0.0, self.supply_energy_wh + sign * (power or STANDBY_W) * hours)
             if power:
                 self.operating_h += hours
             if level > 0 and self.lamp_failed:
@@ -195,11 +218,47 @@ class Streetlight(SimulatedDevice):
                 self.lamp_failure_flag = True
             self.error_code = PERIPHERAL_MALFUNCTION
             self.link.report_soon()
-        elif fault == "day_burner":
+        elif fault in LIGHT_FAULTS:
             self.advance()
-            self.stuck_on = True
+            LIGHT_FAULTS[fault](self)
             self.link.report_soon()
         super().strike(fault)
+
+    def repair(self) -> None:
+        self.advance()
+        self.lamp_failed = self.lamp_failure_flag = self.stuck_on = self.relay_open = False
+        self.meter_backwards = False
+        self.stuck_level = None
+        self.power_scale = 1.0
+        super().repair()
+
+
+def _weld_relay(light: Streetlight) -> None:
+    light.stuck_on = True
+
+
+def _open_relay(light: Streetlight) -> None:
+    light.relay_open = True
+
+
+def _stick_driver(light: Streetlight) -> None:
+    light.stuck_level = STUCK_LEVEL
+
+
+def _kill_modules(light: Streetlight) -> None:
+    light.power_scale = round(light.noise.uniform(*DEAD_MODULES_POWER), 2)
+
+
+def _reverse_meter(light: Streetlight) -> None:
+    light.meter_backwards = True
+    light.lamp_energy_kwh *= 1 - METER_GLITCH
+    light.supply_energy_wh *= 1 - METER_GLITCH
+
+
+# What each streetlight fault (other than lamp failure) does to the light when it strikes.
+LIGHT_FAULTS = {"day_burner": _weld_relay, "dark_at_night": _open_relay,
+                "level_not_following": _stick_driver, "power_anomaly": _kill_modules,
+                "energy_meter_backwards": _reverse_meter}
 
 
 def _light_source_power(light: Streetlight) -> float:

@@ -6,6 +6,7 @@ round at a fixed night hour and empties the bins it passes that are worth emptyi
 records a collection with Execute on /3435/0/9 ("Average filling speed reset"): the simulated
 bin takes it as "emptied now", drops to a small residue and counts it in /3435/0/19 (Filling
 operations counter, reset by Execute /3435/0/20). Fires and knock-overs are rare world events.
+A stuck fill sensor keeps reporting the reading it froze at while the waste goes on arriving.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 
 from fleet.objectmodel import ResourcePath
 from simulators.clock import DAY_S, HOUR_S, DailyCurve
-from simulators.devices.base import INTERNAL_BATTERY, NB_IOT, SimulatedDevice
+from simulators.devices.base import INTERNAL_BATTERY, LOW_BATTERY_POWER, NB_IOT, SimulatedDevice
 from simulators.inventory import DeviceSpec
 from simulators.noise import Noise
 from simulators.objects import InstanceTable, Resource, attribute, constant, executable
@@ -37,6 +38,8 @@ OVERFULL_LIMIT = 150.0
 FIRE_ALARM_C = 60.0
 UPRIGHT_RAD, OUT_OF_POSITION_RAD = 0.03, 0.5
 BATTERY_DRAIN_PER_DAY = 1 / 30
+LOW_BATTERY = (3.0, 12.0)  # the low_battery fault: a cell failing early, percent left
+FILL = ResourcePath(3435, 0, 2)
 
 
 def _collection(bin_: WasteBin) -> None:
@@ -72,7 +75,7 @@ class WasteBin(SimulatedDevice):
                  "collected_at", "fill_after_collection", "collections", "round_offset_h",
                  "overflowing", "fire_started", "fire_peak_c", "fire_length_s", "tilt_rad",
                  "tilt_min", "tilt_max", "temp_min", "temp_max", "battery", "high_threshold",
-                 "low_threshold", "height_cm")
+                 "low_threshold", "height_cm", "stuck_fill")
 
     def __init__(self, spec: DeviceSpec, world, faults) -> None:
         super().__init__(spec, world, faults)
@@ -99,6 +102,7 @@ class WasteBin(SimulatedDevice):
         self.temp_min = self.temp_max = self.temperature()
         self.battery = noise.uniform(55, 100)
         self.high_threshold, self.low_threshold = HIGH_THRESHOLD, LOW_THRESHOLD
+        self.stuck_fill: float | None = None  # the fill-sensor-stuck fault: the frozen reading
 
     @classmethod
     def tables(cls, spec: DeviceSpec) -> dict[tuple[int, int], InstanceTable]:
@@ -129,6 +133,10 @@ class WasteBin(SimulatedDevice):
 
     def fill_percentage(self) -> float:
         return round(self.fill_l / self.capacity_l * 100, 1)
+
+    def reported_fill(self) -> float:
+        """What the fill sensor measures: the real fill, unless it is stuck."""
+        return self.fill_percentage() if self.stuck_fill is None else self.stuck_fill
 
     def filling_speed(self) -> float:
         """Average filling speed since the last collection, in percent per hour."""
@@ -205,9 +213,27 @@ class WasteBin(SimulatedDevice):
             self.tilt_rad = self.noise.uniform(1.35, 1.6)
             self.tilt_max = max(self.tilt_max, self.tilt_rad)
             self.link.report_soon()
+        elif fault == "fill_sensor_stuck":
+            self.stuck_fill = self.fill_percentage()
+            # The frozen reading goes in every Send, so the server sees it constant, not absent.
+            self.always = (*self.always, FILL)
+        elif fault == "low_battery":
+            self.battery = self.noise.uniform(*LOW_BATTERY)
+            self.error_code = LOW_BATTERY_POWER
+            self.link.report_soon()
         super().strike(fault)
         if fault in ("fire", "knockover"):
             self.schedule_random(fault)
+
+    def repair(self) -> None:
+        self.advance()
+        if self.overflowing:
+            self.empty()
+        self.tilt_rad = UPRIGHT_RAD
+        self.stuck_fill = None
+        if self.battery < LOW_BATTERY[1]:
+            self.battery = 100.0
+        super().repair()
 
 
 def _reset_min_max_temperature(bin_: WasteBin, _arguments: bytes) -> None:
@@ -220,12 +246,12 @@ def _reset_min_max_tilt(bin_: WasteBin, _arguments: bytes) -> None:
 
 _FILLING: InstanceTable = {
     1: attribute("height_cm", writable=True),
-    2: Resource(read=WasteBin.fill_percentage),
-    3: Resource(read=lambda d: round(d.fill_percentage() * d.height_cm / 100)),
+    2: Resource(read=WasteBin.reported_fill),
+    3: Resource(read=lambda d: round(d.reported_fill() * d.height_cm / 100)),
     4: attribute("high_threshold", writable=True),
-    5: Resource(read=lambda d: d.fill_percentage() >= d.high_threshold),
+    5: Resource(read=lambda d: d.reported_fill() >= d.high_threshold),
     6: attribute("low_threshold", writable=True),
-    7: Resource(read=lambda d: d.fill_percentage() <= d.low_threshold),
+    7: Resource(read=lambda d: d.reported_fill() <= d.low_threshold),
     8: Resource(read=WasteBin.filling_speed),
     9: executable(WasteBin.collect),
     10: Resource(read=WasteBin.forecast_full),
