@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
+from simulators.faults import ELIGIBLE as FAULT_KINDS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="first registrations started per second")
     simulate.add_argument("--faults", action="store_true", help="random faults at low rates")
     simulate.add_argument("--fault", action="append", default=[], metavar="KIND=FRACTION",
-                          help="force a fault: silent, lamp_failure, day_burner, overflow, fire, knockover, "
-                               "malformed (the chance per report); repeatable")
+                          help=f"force a fault on that fraction of the devices it fits: {', '.join(FAULT_KINDS)} "
+                               "(for malformed: the chance per report); repeatable")
     simulate.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                           help="status line interval (0: summary only)")
     return parser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -15,6 +16,9 @@ from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.errors import FleetError
 from fleet.settings import Settings
 from fleet.supervision import Health
+
+if TYPE_CHECKING:
+    from simulators.seed import DemoCity
 
 log = structlog.get_logger(__name__)
 
@@ -85,20 +89,36 @@ async def coap_only(settings: Settings) -> int:
                                                     address_rate=settings.coap.address_rate, health=health))
 
 
+def local_api(settings: Settings) -> str:
+    """Where a process on this machine reaches the API (a wildcard address is not a URL)."""
+    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
+    return f"http://{host}:{settings.http.port}"
+
+
+def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
+    """What `fleet demo` prints: where the API is, both keys and what to try first."""
+    city, admin, crew = seeded.city, seeded.admin_key, seeded.crew_key
+    return "\n".join((
+        f"\nFleet demo: {city.name} ({city.slug}), {seeded.created} devices seeded this run",
+        f"  API:       {base}/api/v1   (docs: {base}/schema)",
+        f"  Admin key: {admin}",
+        f"  Crew key:  {crew}   ({seeded.crew_name})",
+        f"  Try:       curl -H 'Authorization: Bearer {admin}' '{base}/api/v1/alarms?status=active'",
+        f"  Crew:      curl -H 'Authorization: Bearer {crew}' '{base}/api/v1/workorders?assigned_to=me'",
+        f"  Live:      curl -N -H 'Authorization: Bearer {admin}' '{base}/api/v1/events'",
+        f"  Devices:   simulated in a separate process (`fleet simulate`), reporting over CoAP to "
+        f"udp/{coap_port}; a few fail in the first seconds, so alarms show within a minute",
+        "Press Ctrl-C to stop.\n"))
+
+
 async def demo(settings: Settings) -> int:
     from simulators.seed import DEMO_COUNTS, seed_demo_city
 
     health = Health()
     async with open_database(settings, health=health) as db:
-        city, key, created = await seed_demo_city(db)
-        base = f"http://{settings.http.host}:{settings.http.port}"
-        print(f"\nFleet demo: {city.name} ({city.slug}), {created} devices seeded this run")
-        print(f"  API docs:  {base}/schema")
-        print(f"  Admin key: {key}")
-        print(f"  Try:       curl -H 'Authorization: Bearer {key}' '{base}/api/v1/devices?kind=streetlight&limit=5'")
-        print(f"  Devices:   simulated in a separate process (`fleet simulate`), reporting over CoAP "
-              f"to udp/{settings.coap.port}")
-        print("Press Ctrl-C to stop.\n", flush=True)
+        seeded = await seed_demo_city(db)
+        key = seeded.admin_key
+        print(demo_banner(seeded, local_api(settings), settings.coap.port), flush=True)
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
@@ -111,15 +131,13 @@ async def demo(settings: Settings) -> int:
 async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int]) -> None:
     """The demo's devices: `fleet simulate` in its own process, so they reach Fleet only over
     the wire, exactly like street furniture would."""
-    import asyncio
+    from simulators.seed import demo_fault_arguments
 
-    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
-    api = f"http://{host}:{settings.http.port}"
     args = [sys.executable, "-m", "api.cli", "simulate", "--server", f"coap://127.0.0.1:{settings.coap.port}",
-            "--api", api, "--key", key, "--streetlights", str(counts["streetlight"]),
+            "--api", local_api(settings), "--key", key, "--streetlights", str(counts["streetlight"]),
             "--bins", str(counts["waste_bin"]), "--aps", str(counts["wifi_ap"]),
             # A lively demo: a simulated quarter hour between reports passes in 15 s.
-            "--speed", "60", "--progress", "60"]
+            "--speed", "60", "--progress", "60", *demo_fault_arguments()]
     await asyncio.sleep(2)  # let the API and the listener come up first
     process = await asyncio.create_subprocess_exec(*args)
     try:

@@ -1,8 +1,10 @@
-"""The demo city: Seoul with a few hundred streetlights, bins and access points across its districts."""
+"""The demo city: Seoul with a few hundred streetlights, bins and access points across its
+districts, a crew, and the faults its simulated devices show in the first minute."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from fleet.access.models import Role, Tenant
@@ -18,6 +20,23 @@ WASTE_KINDS = ("organic", "inorganic", "plastic", "paper", "glass", "metal")
 
 
 DEMO_COUNTS = {"streetlight": 180, "waste_bin": 90, "wifi_ap": 45}
+DEMO_CREW = "Jung-gu maintenance crew"
+# Forced at start (`fleet simulate --fault KIND=FRACTION`, beside --faults' low random rates), so
+# a new user sees alarms within a minute whatever the hour: about four failed lamps and two dark
+# lights (at night), two day burners (by day), three overflowing bins, a bin on its side, two
+# access points down and one overloaded, a low battery and a skewed clock.
+DEMO_FAULTS = {"lamp_failure": 0.02, "dark_at_night": 0.01, "day_burner": 0.01, "overflow": 0.03,
+               "knockover": 0.01, "low_battery": 0.01, "ap_down": 0.04, "ap_overloaded": 0.02,
+               "clock_skew": 0.005}
+
+
+@dataclass(frozen=True, slots=True)
+class DemoCity:
+    city: Tenant
+    admin_key: str
+    created: int  # devices seeded this run
+    crew_name: str
+    crew_key: str
 
 
 def demo_rows(streetlights: int = DEMO_COUNTS["streetlight"], bins: int = DEMO_COUNTS["waste_bin"],
@@ -89,9 +108,9 @@ async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
     return True
 
 
-async def seed_demo_city(db: Database) -> tuple[Tenant, str, int]:
-    """Create Seoul, its devices and its lighting calendar unless they exist; always issue a
-    fresh admin key."""
+async def seed_demo_city(db: Database) -> DemoCity:
+    """Create Seoul, its devices, its lighting calendar and its crew unless they exist; always
+    issue a fresh admin key and a fresh key for the crew."""
     tenants = TenantService(db)
     try:
         city = await tenants.by_slug(DEMO_SLUG)
@@ -104,5 +123,13 @@ async def seed_demo_city(db: Database) -> tuple[Tenant, str, int]:
         rows = demo_rows()
         created = len(await devices.import_rows(admin, list(enumerate(rows, start=1))))
     await seed_demo_lighting(db, city)
-    issued = await ApiKeyService(db).issue(admin, Role.ADMIN, "demo admin")
-    return city, issued.secret, created
+    keys = ApiKeyService(db)
+    issued = await keys.issue(admin, Role.ADMIN, "demo admin")
+    crew_id = await keys.ensure_crew(admin, DEMO_CREW)
+    crew_key = await keys.issue(admin, Role.CREW, "demo crew tablet", crew_id=crew_id)
+    return DemoCity(city, issued.secret, created, DEMO_CREW, crew_key.secret)
+
+
+def demo_fault_arguments() -> list[str]:
+    """`fleet simulate` arguments for the demo's faults."""
+    return ["--faults", *(a for kind, fraction in DEMO_FAULTS.items() for a in ("--fault", f"{kind}={fraction}"))]

@@ -1,4 +1,4 @@
-"""SQL for tenants and API keys."""
+"""SQL for tenants, API keys and the crews crew-role keys belong to."""
 
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ class ApiKeyRepository:
         self.conn = conn
 
     async def insert(self, tenant_id: UUID, name: str, role: Role, prefix: str, key_hash: bytes,
-                     created_by: UUID | None) -> ApiKey:
+                     created_by: UUID | None, crew_id: UUID | None = None) -> ApiKey:
         row = await self.conn.fetchrow(
-            f"""insert into api_keys (tenant_id, name, role, prefix, key_hash, created_by)
-                values ($1, $2, $3, $4, $5, $6) returning {_KEY_COLUMNS}""",
-            tenant_id, name, role.value, prefix, key_hash, created_by)
+            f"""insert into api_keys (tenant_id, name, role, prefix, key_hash, created_by, crew_id)
+                values ($1, $2, $3, $4, $5, $6, $7) returning {_KEY_COLUMNS}""",
+            tenant_id, name, role.value, prefix, key_hash, created_by, crew_id)
         return _key(row)
 
     async def list_for_tenant(self, tenant_id: UUID) -> list[ApiKey]:
@@ -91,3 +91,18 @@ class ApiKeyRepository:
                      and (last_used_at is null or last_used_at < now() - interval '60 seconds'))
                select id, tenant_id, role, slug, timezone from found""",
             key_hash)
+
+
+class CrewRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def ensure(self, tenant_id: UUID, name: str) -> tuple[UUID, bool]:
+        """The city's crew of that name, created if missing; True when created now."""
+        row = await self.conn.fetchrow(
+            """insert into crews (tenant_id, name) values ($1, $2)
+               on conflict (tenant_id, name) do nothing returning id""", tenant_id, name)
+        if row is not None:
+            return row["id"], True
+        return await self.conn.fetchval(
+            "select id from crews where tenant_id = $1 and name = $2", tenant_id, name), False

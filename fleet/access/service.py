@@ -13,7 +13,7 @@ import asyncpg
 
 from fleet.access.keycache import KeyCache
 from fleet.access.models import ApiKey, IssuedKey, Permission, Principal, Role, Tenant
-from fleet.access.repository import ApiKeyRepository, TenantRepository
+from fleet.access.repository import ApiKeyRepository, CrewRepository, TenantRepository
 from fleet.audit.service import record
 from fleet.db import Database
 from fleet.errors import (Conflict, FieldError, NotFound, PermissionDenied, Unauthenticated,
@@ -126,18 +126,36 @@ class ApiKeyService:
         self.cache.remember_live(key_hash, principal, generation, now)
         return replace(principal, request_id=request_id)
 
-    async def issue(self, principal: Principal, role: Role, name: str = "") -> IssuedKey:
+    async def issue(self, principal: Principal, role: Role, name: str = "",
+                    crew_id: UUID | None = None) -> IssuedKey:
+        """A new key; a crew-role key may belong to a crew (crew_id, one of the city's)."""
         self._require_admin(principal)
         if len(name) > 200:
             raise ValidationFailed("invalid key", [FieldError("name", "at most 200 characters")])
         if _has_control_characters(name):
             raise ValidationFailed("invalid key", [FieldError("name", "must not contain control characters")])
+        if crew_id is not None and role != Role.CREW:
+            raise ValidationFailed("invalid key", [FieldError("crew", "only crew keys belong to a crew")])
         prefix, secret = new_secret()
         async with self.db.tenant_tx(principal.tenant_id) as conn:
-            key = await ApiKeyRepository(conn).insert(
-                principal.tenant_id, name, role, prefix, hash_key(secret), principal.api_key_id)
+            try:
+                key = await ApiKeyRepository(conn).insert(
+                    principal.tenant_id, name, role, prefix, hash_key(secret), principal.api_key_id,
+                    crew_id)
+            except asyncpg.ForeignKeyViolationError:
+                raise NotFound(f"crew {crew_id} not found") from None
             await record(conn, principal, "apikey.create", "api_key", key.id, None, key)
         return IssuedKey(key, secret)
+
+    async def ensure_crew(self, principal: Principal, name: str) -> UUID:
+        """The city's crew of that name, created (and audited) if it does not exist yet."""
+        self._require_admin(principal)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            crew_id, created = await CrewRepository(conn).ensure(principal.tenant_id, name)
+            if created:
+                await record(conn, principal, "crew.create", "crew", crew_id, None,
+                             {"id": str(crew_id), "name": name})
+        return crew_id
 
     async def list(self, principal: Principal) -> list[ApiKey]:
         self._require_admin(principal)

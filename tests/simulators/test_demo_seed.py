@@ -1,27 +1,38 @@
-"""The demo city: seeded once, with a lighting calendar every Seoul streetlight follows."""
+"""The demo city: seeded once, with a lighting calendar every Seoul streetlight follows, a crew
+with a key of its own, faults forced at start, and a banner that says how to use them."""
 
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
+from uuid import uuid4
 from zoneinfo import ZoneInfo
 
-from fleet.access.service import TenantService, system_principal
+import pytest
+
+from fleet.access.models import Role
+from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.lighting.preview import PreviewService
 from fleet.lighting.reconcile import Reconciler
 from fleet.lighting.service import LightingService
+from fleet.errors import NotFound, ValidationFailed
 from fleet.registry.models import DeviceFilter, DeviceKind
 from fleet.registry.service import DeviceService
 from simulators.geography import SEOUL
-from simulators.seed import DEMO_COUNTS, seed_demo_city
+from api.commands import demo_banner
+from simulators.faults import ELIGIBLE, FaultPlan
+from simulators.seed import (DEMO_COUNTS, DEMO_CREW, DEMO_FAULTS, DemoCity, demo_fault_arguments,
+                             seed_demo_city)
 
 KST = ZoneInfo("Asia/Seoul")
 
 
 async def test_demo_city_is_seeded_once_with_its_lighting(db):
-    city, key, created = await seed_demo_city(db)
-    assert created == sum(DEMO_COUNTS.values()) and key
-    again, second_key, created_again = await seed_demo_city(db)
-    assert (again.id, created_again) == (city.id, 0) and second_key != key
+    seeded = await seed_demo_city(db)
+    city = seeded.city
+    assert seeded.created == sum(DEMO_COUNTS.values()) and seeded.admin_key
+    again = await seed_demo_city(db)
+    assert (again.city.id, again.created) == (city.id, 0) and again.admin_key != seeded.admin_key
 
     admin = system_principal(await TenantService(db).by_slug(city.slug))
     lighting = LightingService(db)
@@ -42,3 +53,53 @@ async def test_demo_city_is_seeded_once_with_its_lighting(db):
     report = await Reconciler(db).reconcile_tenant(
         await TenantService(db).by_slug(city.slug), dt.datetime(2026, 12, 1, 23, 30, tzinfo=KST))
     assert report.scheduled_lights == report.commanded == len(lights) == DEMO_COUNTS["streetlight"]
+
+
+async def test_demo_seeds_a_crew_with_a_key_of_its_own(db):
+    first = await seed_demo_city(db)
+    second = await seed_demo_city(db)
+    assert first.crew_name == second.crew_name == DEMO_CREW and first.crew_key != second.crew_key
+
+    keys = ApiKeyService(db)
+    principal = await keys.authenticate(first.crew_key)
+    assert principal.role == Role.CREW and principal.tenant_id == first.city.id
+    async with db.system_tx() as conn:
+        crews = await conn.fetch("select id, name from crews where tenant_id = $1", first.city.id)
+        crew_keys = await conn.fetch(
+            "select crew_id from api_keys where tenant_id = $1 and role = 'crew'", first.city.id)
+    # One crew however often the demo starts; each run's tablet key belongs to it.
+    assert [c["name"] for c in crews] == [DEMO_CREW]
+    assert [k["crew_id"] for k in crew_keys] == [crews[0]["id"]] * 2
+
+
+async def test_only_crew_keys_belong_to_a_crew(db):
+    seeded = await seed_demo_city(db)
+    admin = system_principal(seeded.city)
+    keys = ApiKeyService(db)
+    crew_id = await keys.ensure_crew(admin, DEMO_CREW)
+    with pytest.raises(ValidationFailed):
+        await keys.issue(admin, Role.VIEWER, "not a crew", crew_id=crew_id)
+    with pytest.raises(NotFound):
+        await keys.issue(admin, Role.CREW, "no such crew", crew_id=uuid4())
+
+
+def test_demo_faults_and_banner():
+    # Every forced demo fault is a kind the simulator knows, and at least one of each kind strikes.
+    assert set(DEMO_FAULTS) <= set(ELIGIBLE)
+    arguments = demo_fault_arguments()
+    assert arguments[0] == "--faults"
+    plan = FaultPlan.parse(arguments[2::2], random=True)
+    assert plan.forced == DEMO_FAULTS and plan.daily_rate("ap_down") > 0
+    endpoints = {kind: [f"{kind}-{n}" for n in range(count)] for kind, count in DEMO_COUNTS.items()}
+    chosen = plan.forced_on(endpoints, seed=1)
+    assert set(chosen) == set(DEMO_FAULTS)
+    assert 3 <= len(chosen["lamp_failure"]) <= 5 and len(chosen["ap_down"]) == 2
+
+    seeded = DemoCity(SimpleNamespace(name="Seoul Metropolitan Government", slug="seoul"),
+                      "fleet_admin_x", 315, DEMO_CREW, "fleet_crew_y")
+    banner = demo_banner(seeded, "http://127.0.0.1:8000", 5683)
+    assert f"Crew key:  fleet_crew_y   ({DEMO_CREW})" in banner
+    assert ("curl -H 'Authorization: Bearer fleet_crew_y' "
+            "'http://127.0.0.1:8000/api/v1/workorders?assigned_to=me'") in banner
+    assert "curl -N -H 'Authorization: Bearer fleet_admin_x' 'http://127.0.0.1:8000/api/v1/events'" in banner
+    assert "Admin key: fleet_admin_x" in banner and "http://127.0.0.1:8000/schema" in banner
