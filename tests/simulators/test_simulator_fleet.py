@@ -1,9 +1,10 @@
 """A simulated fleet against the real server: provisioning over REST, registration, telemetry,
-downlink Write, silent devices going offline, malformed datagrams refused."""
+downlink Write, silent devices going offline, malformed datagrams refused, forced faults in the
+state Fleet keeps and a repair on site taking them away."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from aiocoap import Code, Message
@@ -179,3 +180,47 @@ async def test_malformed_datagrams_are_refused_and_store_nothing(db, listener, c
         # Only what the server read itself from /3/0 is stored; no Send got through.
         assert {p.split("/")[1] for p in await telemetry_paths(db, endpoint)} == {"3"}
     assert stats.sends == 0 and stats.malformed_rejected == stats.malformed_sent
+
+
+async def test_forced_faults_reach_the_device_state_and_a_repair_clears_them(db, listener, city_factory, api_url):
+    city = await city_factory("seoul")
+    settings = config(listener, api_url, city, counts={"streetlight": 1, "waste_bin": 1, "wifi_ap": 1},
+                      start=NOON, speed=10,
+                      faults=FaultPlan.parse(["day_burner=1", "overflow=1", "ap_down=1", "clock_skew=1"]))
+    async with running(settings) as simulation:
+        by_kind = {d.kind: d for d in simulation.devices}
+        light, bin_, ap = by_kind["streetlight"], by_kind["waste_bin"], by_kind["wifi_ap"]
+        # A day burner at noon: lit at full level, drawing full power, its Day burner flag set.
+        state = await eventually(lambda: _has(db, light.endpoint, "/3416/0/3", 100))
+        assert state["/3416/0/10"] is True and state["/3418/0/4"] > 0.9 * light.nominal_w
+        state = await eventually(lambda: _above(db, bin_.endpoint, "/3435/0/2", 100))
+        assert state["/3435/0/5"] is True
+        state = await eventually(lambda: _has(db, ap.endpoint, "/12/0/3", 2))
+        # Every device's clock is hours off, and says so in its Sends.
+        for endpoint in (light.endpoint, bin_.endpoint, ap.endpoint):
+            state = await eventually(lambda e=endpoint: _clock_off(db, e))
+
+        # The crew fixes the light and resets its error code: its next report shows it dark by day.
+        address = await registration(db, light.endpoint)
+        repair = Message(code=Code.POST, uri=address.uri(ResourcePath(3, 0, 12)))
+        assert (await listener.context.request(repair).response).code == Code.CHANGED
+        state = await eventually(lambda: _has(db, light.endpoint, "/3416/0/3", 0))
+        assert state["/3416/0/10"] is False
+    assert {"day_burner", "overflow", "ap_down", "clock_skew"} <= set(simulation.stats.faults)
+
+
+async def _above(db, endpoint: str, path: str, value: float) -> dict | None:
+    state = await latest(db, endpoint)
+    return state if (state.get(path) or 0) > value else None
+
+
+async def _clock_off(db, endpoint: str) -> bool:
+    async with db.system_tx() as conn:
+        row = await conn.fetchrow(
+            """select s.v_num, s.v_text, s.time from device_state s join devices d on d.id = s.device_id
+               where d.endpoint = $1 and s.path = '/3/0/13'""", endpoint)
+    if row is None:
+        return False
+    reported = (datetime.fromtimestamp(row["v_num"], UTC) if row["v_num"] is not None
+                else datetime.fromisoformat(row["v_text"]))
+    return abs(reported - row["time"]) > timedelta(hours=1.9)
