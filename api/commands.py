@@ -136,8 +136,10 @@ async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int])
     args = [sys.executable, "-m", "api.cli", "simulate", "--server", f"coap://127.0.0.1:{settings.coap.port}",
             "--api", local_api(settings), "--key", key, "--streetlights", str(counts["streetlight"]),
             "--bins", str(counts["waste_bin"]), "--aps", str(counts["wifi_ap"]),
-            # A lively demo: a simulated quarter hour between reports passes in 15 s.
-            "--speed", "60", "--progress", "60", *demo_fault_arguments()]
+            # Real time, so the simulated dusk, dawn and dimming agree with the astronomical clock
+            # and the lighting schedule the alarm rules judge by (at x60 every light would be a day
+            # burner half the day); a report a minute keeps it lively.
+            "--speed", "1", "--report-interval", "60", "--progress", "60", *demo_fault_arguments()]
     await asyncio.sleep(2)  # let the API and the listener come up first
     process = await asyncio.create_subprocess_exec(*args)
     try:

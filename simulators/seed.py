@@ -24,7 +24,7 @@ DEMO_CREW = "Jung-gu maintenance crew"
 # Forced at start (`fleet simulate --fault KIND=FRACTION`, beside --faults' low random rates), so
 # a new user sees alarms within a minute whatever the hour: about four failed lamps and two dark
 # lights (at night), two day burners (by day), three overflowing bins, a bin on its side, two
-# access points down and one overloaded, a low battery and a skewed clock.
+# access points down and one overloaded, a low battery and two skewed clocks.
 DEMO_FAULTS = {"lamp_failure": 0.02, "dark_at_night": 0.01, "day_burner": 0.01, "overflow": 0.03,
                "knockover": 0.01, "low_battery": 0.01, "ap_down": 0.04, "ap_overloaded": 0.02,
                "clock_skew": 0.005}
