@@ -273,8 +273,12 @@ class SimulatedDevice:
             hours = self.noise.uniform(*CLOCK_SKEW_HOURS) * self.noise.choice((-1, 1))
             self.clock_skew = timedelta(hours=hours)
             # Its clock goes in every Send from now on, so the server sees it without a Read.
-            self.always = (*self.always, CURRENT_TIME)
+            self.report_always(CURRENT_TIME)
             self.link.report_soon()
+
+    def report_always(self, path: ResourcePath) -> None:
+        if path not in self.always:
+            self.always = (*self.always, path)
 
     def repair(self) -> None:
         """The crew's work on site is done: Execute Reset Error Code (/3/0/12) after it. Every

@@ -213,10 +213,10 @@ class WasteBin(SimulatedDevice):
             self.tilt_rad = self.noise.uniform(1.35, 1.6)
             self.tilt_max = max(self.tilt_max, self.tilt_rad)
             self.link.report_soon()
-        elif fault == "fill_sensor_stuck":
+        elif fault == "fill_sensor_stuck" and self.stuck_fill is None:
             self.stuck_fill = self.fill_percentage()
             # The frozen reading goes in every Send, so the server sees it constant, not absent.
-            self.always = (*self.always, FILL)
+            self.report_always(FILL)
         elif fault == "low_battery":
             self.battery = self.noise.uniform(*LOW_BATTERY)
             self.error_code = LOW_BATTERY_POWER
