@@ -44,8 +44,14 @@ class RulesRepository:
                 row["time"], stored_value(row["v_num"], row["v_text"], row["v_bool"]))
         return found
 
-    async def stuck_fill(self, since: datetime, until: datetime, neighbour_m: float,
-                         min_change: float) -> list[asyncpg.Record]:
+    async def bins_by_tenant(self) -> dict[UUID, list[UUID]]:
+        rows = await self.conn.fetch(
+            """select tenant_id, array_agg(id) as ids from devices
+               where kind = 'waste_bin' and status <> 'decommissioned' group by tenant_id""")
+        return {row["tenant_id"]: row["ids"] for row in rows}
+
+    async def stuck_fill(self, tenant_id: UUID, bin_ids: Sequence[UUID], since: datetime,
+                         until: datetime, neighbour_m: float, min_change: float) -> list[asyncpg.Record]:
         """Bins whose fill percentage did not move over [since, until] though it was reported
         at least twice, with how many bins within neighbour_m of each did move.
 
@@ -57,6 +63,7 @@ class RulesRepository:
                           max(tm.v_num) - min(tm.v_num) as moved, max(tm.v_num) as fill
                    from telemetry tm
                    where tm.path = '/3435/0/2' and tm.time >= $1 and tm.time <= $2
+                     and tm.tenant_id = $5
                    group by tm.tenant_id, tm.device_id
                ), placed as (
                    select s.*, d.lat, d.lon from spread s
@@ -70,9 +77,9 @@ class RulesRepository:
                join placed n on n.tenant_id = b.tenant_id and n.device_id <> b.device_id
                    and abs(n.lat - b.lat) < $3 / 111320.0
                    and abs(n.lon - b.lon) < $3 / (111320.0 * greatest(cos(radians(b.lat)), 0.01))
-               where b.reports >= 2
+               where b.reports >= 2 and b.device_id = any($6::uuid[])
                group by b.tenant_id, b.device_id, b.reports, b.moved, b.fill""",
-            since, until, neighbour_m, min_change)
+            since, until, neighbour_m, min_change, tenant_id, bin_ids)
 
 
 def _number(text: str | None) -> float | None:
