@@ -57,6 +57,8 @@ def _radio_rate(seen: Observed, radio: int) -> tuple[float, datetime] | None:
         latest, previous = seen.latest.get(path), seen.previous.get(path)
         if latest is None or previous is None:
             continue
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (latest.value, previous.value)):
+            return None  # not a counter: nothing to judge by
         seconds = (latest.time - previous.time).total_seconds()
         if seconds <= 0 or latest.value < previous.value:
             return None

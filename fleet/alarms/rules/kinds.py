@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import structlog
+
 from fleet.alarms.models import Finding
 from fleet.alarms.rules import access_point, device, streetlight, waste_bin
 from fleet.alarms.rules.models import DeviceContext, Observed, Rule
+
+log = structlog.get_logger(__name__)
 
 RULES_BY_KIND: dict[str, tuple[Rule, ...]] = {
     "streetlight": streetlight.RULES + device.RULES,
@@ -27,7 +31,11 @@ def judge(ctx: DeviceContext, seen: Observed, changed: set[str], now: datetime) 
     for rule in RULES_BY_KIND.get(ctx.kind, ()):
         if rule.reads.isdisjoint(changed):
             continue
-        found = rule.condition(ctx, seen, now)
+        try:
+            found = rule.condition(ctx, seen, now)
+        except Exception:  # noqa: BLE001 - our bug; the device's other rules and devices go on
+            log.exception("alarm rule failed", type=rule.type, device_id=str(ctx.device_id))
+            continue
         if found is not None:
             findings.append(found)
     return findings

@@ -61,3 +61,23 @@ def test_a_counter_reset_is_not_a_collapse():
         throughput_collapse(ctx, seen, NOON_KST)
     _report(seen, NOON_KST + timedelta(minutes=9), 100, 0)  # rebooted
     assert throughput_collapse(ctx, seen, NOON_KST) is None
+
+
+def test_a_rule_that_fails_does_not_stop_the_others(monkeypatch):
+    from fleet.alarms.rules import kinds
+
+    def broken(ctx, seen, now):
+        raise RuntimeError("a bug")
+
+    rules = tuple(r if r.type != AlarmType.AP_DOWN else type(r)(r.type, r.reads, broken)
+                  for r in kinds.RULES_BY_KIND["wifi_ap"])
+    monkeypatch.setitem(kinds.RULES_BY_KIND, "wifi_ap", rules)
+    seen = observed(NOON_KST, p12_0_3=2, p3_0_9=5)
+    found = kinds.judge(context("wifi_ap"), seen, {"/12/0/3", "/3/0/9"}, NOON_KST)
+    assert [f.type for f in found] == [AlarmType.LOW_BATTERY]
+
+
+def test_counters_that_are_not_numbers_are_not_judged():
+    seen = observed(NOON_KST, p12_0_33="lots")
+    seen.previous["/12/0/33"] = Value(NOON_KST - timedelta(minutes=1), 10)
+    assert throughput_collapse(context("wifi_ap"), seen, NOON_KST) is None
