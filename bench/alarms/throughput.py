@@ -47,6 +47,8 @@ def _line(round_number: int, side: Side) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = _machine()
     port = args.port or free_udp_port()
     target = loopback_target(("127.0.0.1", port))
     endpoints = [default_endpoint_name(i) for i in range(args.devices)]
@@ -78,11 +80,11 @@ def run(args: argparse.Namespace) -> dict:
                     asyncio.run(checkpoint(dsn))
                     sides[mode] = (side, verification)
                 rounds.append((number, sides))
-    return {"rounds": rounds, "machine": _machine()}
+    return {"rounds": rounds, "machine": machine, "started": started}
 
 
 def report(args: argparse.Namespace, found: dict) -> tuple[list[str], bool]:
-    out = [f"bench/alarms throughput {datetime.now(UTC).isoformat(timespec='seconds')}: "
+    out = [f"bench/alarms throughput {found['started']}: "
            f"{args.devices} devices, {args.points}-point CBOR packs, {args.processes} listener processes, "
            f"{args.rounds} round(s) of {args.duration:g} s per side, sink {args.sink}", "",
            f"{'round':<6}{'side':<12}{'req/s':>8}{'points/s':>10}{'p50 ms':>8}{'p99 ms':>8}"]

@@ -45,16 +45,24 @@ MAX_WAITING = 200_000
 # Devices whose latest values this node keeps; the oldest are forgotten beyond it.
 MAX_DEVICES = 500_000
 DROP_WARNING_S = 10.0
+# A condition found absent again is handed on at most this often per (device, type): most
+# devices are fine most of the time, and the lifecycle needs absence only to clear an alarm
+# (after clear_after_minutes) or to prove a repair, both of which may come this much later.
+# A present finding always goes on, and the next absence after it too.
+ABSENT_REPEAT_S = 60.0
 
 
 class RuleEvaluator:
     def __init__(self, db: Database, sink: FindingSink, *, settings: SettingsProvider | None = None,
-                 context_ttl_s: float = CONTEXT_TTL_S, max_waiting: int = MAX_WAITING) -> None:
+                 context_ttl_s: float = CONTEXT_TTL_S, max_waiting: int = MAX_WAITING,
+                 absent_repeat_s: float = ABSENT_REPEAT_S) -> None:
         self.db = db
         self.sink = sink
         self.settings = settings
         self.context_ttl_s = context_ttl_s
         self.max_waiting = max_waiting
+        self.absent_repeat_s = absent_repeat_s
+        self._absent_since: dict[tuple[UUID, str], float] = {}  # when absence was last handed on
         self._waiting: dict[tuple[UUID, str], PointRecord] = {}
         self._wakeup = asyncio.Event()
         self._contexts: dict[UUID, tuple[float, DeviceContext | None]] = {}
@@ -132,11 +140,29 @@ class RuleEvaluator:
                 _record(seen, point[3], Value(point[2], stored_value(point[4], point[5], point[6])))
                 changed.add(point[3])
             findings.extend(judge(ctx, seen, changed, now))
+        findings = self._worth_handing_on(findings)
         self.judged_points += len(points)
         if findings:
             self.findings += len(findings)
             await self.sink(findings)
         return findings
+
+    def _worth_handing_on(self, findings: list[Finding]) -> list[Finding]:
+        clock = time.monotonic()
+        handed = self._absent_since
+        if len(handed) > 4 * MAX_DEVICES:
+            handed.clear()  # at worst one extra absence each
+        kept = []
+        for found in findings:
+            key = (found.device_id, found.type)
+            if found.present:
+                handed.pop(key, None)
+            elif clock - handed.get(key, -self.absent_repeat_s) < self.absent_repeat_s:
+                continue
+            else:
+                handed[key] = clock
+            kept.append(found)
+        return kept
 
     def _observed_of(self, device_id: UUID) -> Observed:
         seen = self._observed.get(device_id)

@@ -143,3 +143,16 @@ async def test_the_run_loop_hands_findings_to_the_sink(db, sink):
         assert [f.type for f in sink.findings] == [AlarmType.LAMP_FAILURE]
     finally:
         task.cancel()
+
+
+async def test_an_absence_repeated_within_a_minute_is_handed_on_once(db, sink):
+    city = await make_city(db, "seoul")
+    light = await streetlight(db, city, "light-7")
+    rules = RuleEvaluator(db, sink)
+    for seconds, failed in ((0, False), (1, False), (2, True), (3, False), (4, False), (5, True), (6, True)):
+        await rules.evaluate([point(light, "/3416/0/5", NIGHT + timedelta(seconds=seconds), failed)], NIGHT)
+    assert [f.present for f in sink.of(AlarmType.LAMP_FAILURE)] == [False, True, False, True, True]
+    rules.absent_repeat_s = 0
+    await rules.evaluate([point(light, "/3416/0/5", NIGHT + timedelta(seconds=7), False)], NIGHT)
+    await rules.evaluate([point(light, "/3416/0/5", NIGHT + timedelta(seconds=8), False)], NIGHT)
+    assert [f.present for f in sink.of(AlarmType.LAMP_FAILURE)][-2:] == [False, False]
