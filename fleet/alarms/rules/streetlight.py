@@ -88,28 +88,40 @@ def lamp_failure(ctx: DeviceContext, seen: Observed, now: dt.datetime) -> Findin
 
 def day_burner(ctx: DeviceContext, seen: Observed, now: dt.datetime) -> Finding | None:
     """Lit in daylight, further from sunset and sunrise than the tolerance. A light the
-    schedule itself commands on (an event, a test) is not a day burner."""
+    schedule itself commands on (an event, a test) is not a day burner; within the tolerance
+    nothing is judged, so an open alarm is neither repeated nor cleared there."""
     lit = _lit(seen)
     if lit is None or (ctx.target is not None and ctx.target.dimming_level > 0):
         return None
     daylight = daylight_minutes(ctx, now)
-    present = lit and daylight > ctx.settings.day_burner_tolerance_minutes
+    if 0 < daylight <= ctx.settings.day_burner_tolerance_minutes:
+        return None
+    present = lit and daylight > 0
     return finding(ctx, AlarmType.DAY_BURNER, present, now, _level(seen),
                    "lit in daylight" if present else "")
 
 
 def dark_at_night(ctx: DeviceContext, seen: Observed, now: dt.datetime) -> Finding | None:
     """Dark (level 0, or no lamp power) while it should be lit for longer than the tolerance:
-    the schedule's target when one governs the light, else the hours between sunset and sunrise."""
+    the schedule's target when one governs the light, else the hours between sunset and
+    sunrise. Within the tolerance nothing is judged: a light dark for hours whose target was
+    just set again must not look repaired."""
     level, power = _level(seen), _lamp_power(seen)
     if level is None and power is None:
         return None
     tolerance = ctx.settings.dark_at_night_tolerance_minutes
     if ctx.target is not None:
-        age_min = (now - ctx.target.since).total_seconds() / 60
-        should_be_lit = ctx.target.dimming_level > 0 and age_min > tolerance
+        if ctx.target.dimming_level <= 0:
+            should_be_lit = False
+        elif (now - ctx.target.since).total_seconds() / 60 <= tolerance:
+            return None
+        else:
+            should_be_lit = True
     else:
-        should_be_lit = daylight_minutes(ctx, now) < -tolerance
+        daylight = daylight_minutes(ctx, now)
+        if -tolerance <= daylight < 0:
+            return None
+        should_be_lit = daylight < 0
     dark = (level is not None and level <= 0) or (power is not None and power[0] < DARK_W)
     present = should_be_lit and dark
     return finding(ctx, AlarmType.DARK_AT_NIGHT, present, now, level, "dark at night" if present else "")

@@ -51,7 +51,7 @@ def test_day_burner_lit_in_daylight_beyond_the_tolerance():
     assert day_burner(ctx, observed(NOON_KST, p3416_0_3=0), NOON_KST).present is False
     # Lit 20 minutes before sunset is within the 30 minutes' tolerance.
     before_sunset = SUNSET - timedelta(minutes=20)
-    assert day_burner(ctx, observed(before_sunset, p3416_0_3=100), before_sunset).present is False
+    assert day_burner(ctx, observed(before_sunset, p3416_0_3=100), before_sunset) is None
     assert day_burner(ctx, observed(MIDNIGHT_KST, p3416_0_3=100), MIDNIGHT_KST).present is False
 
 
@@ -71,7 +71,7 @@ def test_dark_at_night_without_a_schedule_follows_the_sun():
     assert dark_at_night(ctx, observed(MIDNIGHT_KST, p3416_0_3=50), MIDNIGHT_KST).present is False
     assert dark_at_night(ctx, observed(NOON_KST, p3416_0_3=0), NOON_KST).present is False
     after_sunset = SUNSET + timedelta(minutes=10)  # within 15 minutes' tolerance
-    assert dark_at_night(ctx, observed(after_sunset, p3416_0_3=0), after_sunset).present is False
+    assert dark_at_night(ctx, observed(after_sunset, p3416_0_3=0), after_sunset) is None
 
 
 def test_dark_at_night_by_the_schedules_target_and_lit_without_power():
@@ -83,9 +83,9 @@ def test_dark_at_night_by_the_schedules_target_and_lit_without_power():
     # The schedule switched it off for the small hours: dark is right.
     off = context("streetlight", target=Target(0, lit_since))
     assert dark_at_night(off, observed(MIDNIGHT_KST, p3416_0_3=0), MIDNIGHT_KST).present is False
-    # Just switched on: the light gets the tolerance to follow.
+    # Just switched on: the light gets the tolerance to follow, and is not judged meanwhile.
     fresh = context("streetlight", target=Target(80, MIDNIGHT_KST - timedelta(minutes=5)))
-    assert dark_at_night(fresh, observed(MIDNIGHT_KST, p3416_0_3=0), MIDNIGHT_KST).present is False
+    assert dark_at_night(fresh, observed(MIDNIGHT_KST, p3416_0_3=0), MIDNIGHT_KST) is None
     assert dark_at_night(ctx, observed(MIDNIGHT_KST), MIDNIGHT_KST) is None
 
 
