@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -55,13 +55,16 @@ ABSENT_REPEAT_S = 60.0
 class RuleEvaluator:
     def __init__(self, db: Database, sink: FindingSink, *, settings: SettingsProvider | None = None,
                  context_ttl_s: float = CONTEXT_TTL_S, max_waiting: int = MAX_WAITING,
-                 absent_repeat_s: float = ABSENT_REPEAT_S) -> None:
+                 absent_repeat_s: float = ABSENT_REPEAT_S,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.db = db
         self.sink = sink
         self.settings = settings
         self.context_ttl_s = context_ttl_s
         self.max_waiting = max_waiting
         self.absent_repeat_s = absent_repeat_s
+        # What "now" is for the sun, targets and clocks; a simulation's own time in tests.
+        self.clock = clock
         self._absent_since: dict[tuple[UUID, str], float] = {}  # when absence was last handed on
         self._waiting: dict[tuple[UUID, str], PointRecord] = {}
         self._wakeup = asyncio.Event()
@@ -124,7 +127,7 @@ class RuleEvaluator:
 
     async def evaluate(self, points: Sequence[PointRecord], now: datetime | None = None) -> list[Finding]:
         """Judge committed points (any order, any devices) and hand the findings to the sink."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         by_device: dict[UUID, list[PointRecord]] = defaultdict(list)
         for point in points:
             by_device[point[1]].append(point)

@@ -4,7 +4,7 @@ sink as the right finding, from the device's own reports."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -30,18 +30,31 @@ async def findings() -> Collected:
 
 
 @pytest.fixture
-async def listener(db, findings) -> AsyncIterator[Listener]:
+async def rules(db, findings) -> RuleEvaluator:
+    return RuleEvaluator(db, findings)
+
+
+@pytest.fixture
+async def listener(db, rules) -> AsyncIterator[Listener]:
     async with open_listener(db, "::", 0, expiry_grace=timedelta(seconds=0), sweep_interval_s=0.2,
-                             rules=RuleEvaluator(db, findings)) as running_listener:
+                             rules=rules) as running_listener:
         yield running_listener
 
 
-async def test_each_forced_fault_is_found(db, listener, city_factory, api_url, findings):
+def judge_in_simulated_time(rules: RuleEvaluator, simulation) -> None:
+    """The simulated devices live in their own time (a noon, an evening): the sun's place
+    must be judged in it, not in the machine's."""
+    clock = simulation.world.clock
+    rules.clock = lambda: datetime.fromtimestamp(clock.now(), UTC)
+
+
+async def test_each_forced_fault_is_found(db, listener, rules, city_factory, api_url, findings):
     city = await city_factory("seoul")
     plan = FaultPlan.parse([f"{fault}=0.5" for fault in FAULTS])
     settings = config(listener, api_url, city, counts={"streetlight": 2, "waste_bin": 4, "wifi_ap": 1},
                       faults=plan)
     async with running(settings) as simulation:
+        judge_in_simulated_time(rules, simulation)
         struck = {fault: {d.endpoint for d in simulation.devices if fault in d.faults.forced}
                   for fault in FAULTS}
         async with db.system_tx() as conn:
@@ -57,3 +70,23 @@ async def test_each_forced_fault_is_found(db, listener, city_factory, api_url, f
     # Devices no fault struck raised none of these alarms.
     faulty = {ids[e] for endpoints in struck.values() for e in endpoints}
     assert not [f for f in findings if f.present and f.device_id not in faulty and f.type in FAULTS.values()]
+
+
+async def test_a_stuck_relay_at_noon_is_a_day_burner(db, listener, rules, city_factory, api_url, findings):
+    from tests.simulators.test_simulator_fleet import NOON
+
+    city = await city_factory("seoul")
+    settings = config(listener, api_url, city, counts={"streetlight": 2, "waste_bin": 0, "wifi_ap": 0},
+                      faults=FaultPlan.parse(["day_burner=0.5"]), start=NOON)
+    async with running(settings) as simulation:
+        judge_in_simulated_time(rules, simulation)
+        (burner,) = [d.endpoint for d in simulation.devices if "day_burner" in d.faults.forced]
+        async with db.system_tx() as conn:
+            ids = {r["endpoint"]: r["id"] for r in await conn.fetch("select endpoint, id from devices")}
+
+        def burning() -> set:
+            return {f.device_id for f in findings if f.type == AlarmType.DAY_BURNER and f.present}
+
+        await eventually(lambda: burning() == {ids[burner]}, timeout_s=20)
+    # The other light, dark at noon as it should be, was judged and found fine.
+    assert any(f.type == AlarmType.DAY_BURNER and not f.present for f in findings)
