@@ -40,8 +40,27 @@ async def _sample_memory(context, samples: list[tuple[float, int, int, int]], ev
         await asyncio.sleep(every_s)
 
 
+def alarm_rules(db, mode: str):
+    """The evaluator a listener runs: none ("off"), one whose findings go nowhere ("noop"), or
+    one that hands them to the alarm lifecycle as `fleet serve` does ("alarms")."""
+    if mode == "off":
+        return None
+    from fleet.alarms.evaluator import RuleEvaluator
+
+    if mode == "alarms":
+        from fleet.alarms.service import AlarmService  # written beside the rules (issue 12)
+
+        alarms = AlarmService(db)
+        return RuleEvaluator(db, alarms.apply, settings=alarms.effective_settings)
+
+    async def nowhere(findings) -> None:
+        return None
+
+    return RuleEvaluator(db, nowhere)
+
+
 async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: float,
-                flushers: int | None = None) -> None:
+                flushers: int | None = None, rules_mode: str = "off") -> None:
     from fleet.db import Database
     from protocols.coap import transport
     from protocols.lwm2m.listener import open_listener
@@ -52,7 +71,8 @@ async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: f
         TelemetryWriter.__init__.__kwdefaults__["flushers"] = flushers
     db = await Database.connect(dsn, min_size=2, max_size=pool_max)
     try:
-        async with open_listener(db, bind, port) as listener:
+        rules = alarm_rules(db, rules_mode)
+        async with open_listener(db, bind, port, rules=rules) as listener:
             samples: list[tuple[float, int, int, int]] = []
             sampler = asyncio.create_task(_sample_memory(listener.context, samples, sample_every_s))
             writer = listener.writer
@@ -70,6 +90,9 @@ async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: f
                     "sessions": len(listener.server.sessions),
                     "duplicate_cache": duplicate_cache_size(listener.context),
                     "rss_samples": samples,
+                    "rules": None if rules is None else {
+                        "judged_points": rules.judged_points, "findings": rules.findings,
+                        "dropped": rules.dropped, "waiting": len(rules._waiting)},
                 }
 
             await serve_until_signalled(listener.port, stats)
@@ -85,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=float, default=1.0, help="seconds between RSS samples")
     parser.add_argument("--flushers", type=int, help="concurrent commits per listener (default: Fleet's)")
     parser.add_argument("--profile", help="write a cProfile of the whole process to this file")
+    parser.add_argument("--rules", choices=("off", "noop", "alarms"), default="off",
+                        help="alarm rules: off, findings dropped (noop), or into AlarmService")
     args = parser.parse_args(argv)
     dsn = os.environ.get("FLEET_DATABASE_URL")
     if not dsn:
@@ -98,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     import protocols.lwm2m.listener  # noqa: F401 - loaded before tune_gc freezes what exists
     from api.runtime import tune_gc
     tune_gc()  # as `fleet serve` does
-    work = lambda: asyncio.run(serve(dsn, args.bind, args.port, args.pool_max, args.sample_every, args.flushers))  # noqa: E731
+    work = lambda: asyncio.run(serve(dsn, args.bind, args.port, args.pool_max, args.sample_every, args.flushers,
+                                   args.rules))  # noqa: E731
     if args.profile:
         # CPU time, not wall time: on a shared machine a wall-clock profile mostly shows waiting.
         profiler = cProfile.Profile(time.process_time)

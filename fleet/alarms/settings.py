@@ -31,6 +31,7 @@ class AlarmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fill_stuck_days: Annotated[float, msgspec.Meta(ge=0.5, le=60)] = 3
     # access points
     overloaded_clients: Annotated[int, msgspec.Meta(ge=1)] = 100
+    overloaded_link_percent: Percent = 90             # backhaul use (/4/0/6): object 12 counts no clients
     throughput_collapse_percent: Percent = 20         # below this share of its recent median
     # every device
     offline_grace_minutes: Minutes = 5                # beyond registration lifetime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
@@ -57,8 +57,12 @@ class TelemetryWriter:
     """
 
     def __init__(self, db: Database, *, max_batch_points: int = 20_000, flushers: int = 2,
-                 max_backlog_points: int | None = None, health: Health | None = None) -> None:
+                 max_backlog_points: int | None = None, health: Health | None = None,
+                 on_committed: Callable[[list[PointRecord]], None] | None = None) -> None:
         self.db = db
+        # Told of every batch right after its COMMIT (the alarm rules): only durable points,
+        # never refused ones. It must be quick and must not raise; it runs on the flusher.
+        self.on_committed = on_committed
         self.health = health or Health()
         self.max_batch_points = max_batch_points
         # About two commits' worth: beyond that a caller would wait seconds for its answer.
@@ -236,6 +240,11 @@ class TelemetryWriter:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+        if self.on_committed is not None:
+            try:
+                self.on_committed(points)
+            except Exception:  # noqa: BLE001 - our bug, but the data is committed and answered
+                log.exception("telemetry commit listener failed")
         return conn
 
     @staticmethod

@@ -18,6 +18,7 @@ from fleet.db import Database
 from fleet.db.availability import database_away
 from fleet.registrations.service import RegistrationService
 from fleet.supervision import Health, Supervisor
+from fleet.alarms.evaluator import RuleEvaluator
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
 from fleet.access.limits import Rate
 from protocols.coap import transport
@@ -61,13 +62,15 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         in_flight: int = IN_FLIGHT,
                         peer_rate: Rate = DEFAULT_PEER_RATE,
                         address_rate: Rate = DEFAULT_ADDRESS_RATE,
-                        health: Health | None = None) -> AsyncIterator[Listener]:
+                        health: Health | None = None,
+                        rules: RuleEvaluator | None = None) -> AsyncIterator[Listener]:
+    """`rules` judges every committed batch of points against the alarm rules."""
     transport.install()
     node = node or node_name()
     health = health or Health()
     maintenance = TelemetryMaintenance(db)
     await maintenance.run()
-    writer = TelemetryWriter(db, health=health)
+    writer = TelemetryWriter(db, health=health, on_committed=rules.committed if rules else None)
     registrations = RegistrationService(db, node)
     server = LwM2MServer(registrations, writer)
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
@@ -106,6 +109,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                                                           sweep_interval_s, health))
     supervisor.start("command-dispatcher", dispatcher.run)
     supervisor.start("partition-maintenance", lambda: _maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))
+    if rules is not None:
+        supervisor.start("alarm-rules", rules.run)
     try:
         with contextlib.suppress(TimeoutError):
             # Until then every Send is looked up in the database: correct, only slower.
@@ -167,7 +172,7 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
 
 async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT,
                    peer_rate: Rate = DEFAULT_PEER_RATE, address_rate: Rate = DEFAULT_ADDRESS_RATE,
-                   health: Health | None = None) -> None:
+                   health: Health | None = None, rules: RuleEvaluator | None = None) -> None:
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
-                             address_rate=address_rate, health=health):
+                             address_rate=address_rate, health=health, rules=rules):
         await asyncio.Event().wait()

@@ -1,0 +1,1 @@
+"""Alarm conditions per kind of device, judged from the values a device reports."""
