@@ -1,10 +1,11 @@
-"""The alarm lifecycle: findings merged set-wise, the clearing sweep, and what the device side,
-citizens' reports and work orders do to alarms. People's use cases live in `fleet.alarms.desk`."""
+"""Use cases of alarms: findings in at ingest rate, the sweep, and what people do (list, count,
+acknowledge, shelve, clear, settings); each owns its transaction, audits and publishes."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -12,132 +13,45 @@ import asyncpg
 import msgspec
 import structlog
 
-from fleet.alarms.lifecycle import Verdict, added_occurrences, is_due, severity_of, verdicts
-from fleet.alarms.models import Alarm, AlarmChange, AlarmType, ChangeKind, Finding, Severity
+from fleet.access.models import Permission, Principal, Role
+from fleet.alarms.filters import decode_cursor, encode_cursor, parse_query
+from fleet.alarms.lifecycle import is_due, verdicts
+from fleet.alarms.merging import (SYSTEM_ACTOR, changes_published, clear_for_decommissioned,
+                                  clear_for_work_order, device_back, merge_citizen_report, merge_findings,
+                                  offline_findings, publish_changes, settings_for)
+from fleet.alarms.models import (Acknowledge, Alarm, AlarmChange, AlarmCounts, AlarmStatus, ChangeKind,
+                                 DeviceShelve, Finding, ManualClear, Shelve, Shelving)
 from fleet.alarms.repository import AlarmRepository
-from fleet.alarms.settings import AlarmSettings, merged
+from fleet.alarms.settings import DEFAULTS, AlarmSettings, merged, validate_overrides
+from fleet.audit.service import record
 from fleet.db import Database
-from fleet.events.models import ALARM_CLEARED, ALARM_RAISED, ALARM_UPDATED
-from fleet.events.repository import EventRepository
+from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.events.models import ALARM_UPDATED
+from fleet.groups.repository import GroupRepository
+from fleet.registry.models import Page
+from fleet.registry.repository import DeviceRepository
+from fleet.registry.service import MAX_PAGE, require
 
 log = structlog.get_logger(__name__)
 
 OnChanges = Callable[[asyncpg.Connection, list[AlarmChange]], Awaitable[None]]
-SYSTEM_ACTOR = "fleet"
 SWEEP_BATCH = 1000
-# One sweep at a time across every node: two would raise the same offline alarm twice.
+# One sweep at a time across every node: two at once would raise the same offline alarm twice.
 SWEEP_LOCK = 0x616C61726D73  # "alarms"
-
-_EVENT_KIND = {ChangeKind.RAISED: ALARM_RAISED, ChangeKind.REPEATED: ALARM_UPDATED,
-               ChangeKind.CLEARED: ALARM_CLEARED, ChangeKind.PROVEN_CLEAR: ALARM_UPDATED}
-
-
-def alarm_payload(alarm: Alarm) -> dict[str, Any]:
-    """An alarm as REST renders it (and as events carry it)."""
-    out = msgspec.to_builtins(alarm)
-    del out["tenant_id"]
-    if out.get("distance_m") is None:
-        out.pop("distance_m", None)
-    return out
+# Who may change thresholds: the people who run the city's network, not its crews.
+SETTINGS_ROLES = (Role.ADMIN, Role.OPERATOR)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SettingsCache:
-    """Merged settings per distinct (city row, group row) pair within one call: a thousand
-    devices of one city cost one merge, not a thousand."""
-
-    def __init__(self) -> None:
-        self._merged: dict[bytes, AlarmSettings] = {}
-
-    def get(self, city: dict, group: dict) -> AlarmSettings:
-        key = msgspec.json.encode([city, group])
-        found = self._merged.get(key)
-        if found is None:
-            found = self._merged[key] = merged(city, group)
-        return found
-
-
-async def settings_for(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]]
-                       ) -> dict[tuple[UUID, UUID], AlarmSettings]:
-    if not pairs:
-        return {}
-    layers = await AlarmRepository(conn).settings_layers(list(dict.fromkeys(pairs)))
-    cache = SettingsCache()
-    return {pair: cache.get(city, group) for pair, (city, group) in layers.items()}
-
-
-async def publish_changes(conn: asyncpg.Connection, changed: dict[UUID, str]) -> list[Alarm]:
-    """One event per changed alarm (id -> event kind), the alarm rendered after the change."""
-    if not changed:
-        return []
-    alarms = await AlarmRepository(conn).rendered(list(changed))
-    await EventRepository(conn).append_many(
-        (a.tenant_id, changed[a.id], "alarm", a.id, alarm_payload(a)) for a in alarms)
-    return alarms
-
-
-async def merge_findings(conn: asyncpg.Connection, found: list[Verdict]) -> list[AlarmChange]:
-    """Merge verdicts into alarms on the caller's (system) transaction; returns the transitions."""
-    if not found:
-        return []
-    repo = AlarmRepository(conn)
-    rows = await repo.lock_for_findings([v.key for v in found])
-    open_alarms = {(r["tenant_id"], r["device_id"], r["type"]): r for r in rows if r["status"] != "cleared"}
-    awaiting = {(r["tenant_id"], r["device_id"], r["type"]): r for r in rows if r["status"] == "cleared"}
-    interesting = [v for v in found if v.present or v.key in open_alarms or v.key in awaiting]
-    if not interesting:
-        return []  # the common case at ingest: nothing open, nothing present
-    settings = await settings_for(conn, [(v.tenant_id, v.device_id) for v in interesting
-                                         if v.present or v.key in open_alarms])
-    merges, inserts, clearing, to_clear, proven = [], [], [], [], []
-    kinds: dict[UUID, ChangeKind] = {}
-    for v in interesting:
-        alarm = open_alarms.get(v.key)
-        if alarm is None and not v.present:
-            proven.append(awaiting[v.key]["id"])
-            continue
-        effective = settings.get((v.tenant_id, v.device_id)) or merged()
-        if alarm is None:
-            severity = severity_of(v.type, effective, v.severity)
-            inserts.append((v.tenant_id, v.device_id, v.type, severity.value, v.occurrences,
-                            v.first_present_at, v.last_present_at, v.absent_since, v.value, v.detail, "device"))
-        elif v.present:
-            severity = severity_of(v.type, effective, v.severity)
-            added = added_occurrences(v, alarm["clearing_since"])
-            changed = added > 0 or severity.value != alarm["severity"]
-            merges.append((alarm["id"], v.last_present_at, added, v.absent_since, v.value, v.detail,
-                           severity.value, changed))
-            if changed:
-                kinds[alarm["id"]] = ChangeKind.REPEATED
-        else:
-            since = alarm["clearing_since"] or v.absent_since
-            if is_due(since, v.last_at, effective):
-                to_clear.append(alarm["id"])
-            elif alarm["clearing_since"] is None:
-                clearing.append((alarm["id"], since))
-    if merges:
-        await repo.merge_presence(merges)
-    if inserts:
-        for alarm_id, inserted in await repo.insert_raised(inserts):
-            kinds[alarm_id] = ChangeKind.RAISED if inserted else ChangeKind.REPEATED
-    if clearing:
-        await repo.start_clearing(*zip(*clearing, strict=True))
-    for alarm_id in await repo.clear(to_clear, "condition", SYSTEM_ACTOR) if to_clear else []:
-        kinds[alarm_id] = ChangeKind.CLEARED
-    if proven:
-        await repo.verify(proven, max(v.last_at for v in interesting if not v.present))
-        kinds.update(dict.fromkeys(proven, ChangeKind.PROVEN_CLEAR))
-    return await _changes(conn, kinds)
-
-
-async def _changes(conn: asyncpg.Connection, kinds: dict[UUID, ChangeKind]) -> list[AlarmChange]:
-    alarms = await publish_changes(conn, {alarm_id: _EVENT_KIND[kind] for alarm_id, kind in kinds.items()})
-    return [AlarmChange(a.tenant_id, a.id, a.device_id, a.type, a.severity, kinds[a.id],
-                        a.cleared_at if kinds[a.id] is ChangeKind.CLEARED else a.updated_at,
-                        shelved=a.shelved_until is not None) for a in alarms]
+@dataclass(frozen=True, slots=True)
+class SettingsView:
+    effective: AlarmSettings
+    defaults: AlarmSettings
+    overrides: dict[str, Any]
+    city_overrides: dict[str, Any] | None = None  # on a group's view: what it overrides in turn
 
 
 class AlarmService:
@@ -149,19 +63,25 @@ class AlarmService:
         self.on_changes = on_changes
         self.clock = clock
 
+    # --- the device side ---
+
     async def apply(self, findings: Sequence[Finding]) -> None:
+        """One system transaction per call, whatever the cities of the findings."""
         if not findings:
             return
         found = verdicts(findings)
         async with self.db.system_tx() as conn:
-            changes = await merge_findings(conn, found)
-            await self._hand_over(conn, changes)
+            await self._hand_over(conn, await merge_findings(conn, found))
 
     async def _hand_over(self, conn: asyncpg.Connection, changes: list[AlarmChange]) -> None:
         if changes:
             log.debug("alarm changes", changes=len(changes))
             if self.on_changes is not None:
                 await self.on_changes(conn, changes)
+
+    async def device_back(self, conn: asyncpg.Connection, tenant_id: UUID, device_id: UUID) -> None:
+        """A device offline beyond its lifetime registered again (on the registration's transaction)."""
+        await self._hand_over(conn, await device_back(conn, tenant_id, device_id, self.clock()))
 
     async def effective_settings(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> dict[UUID, AlarmSettings]:
         """Read on every call (no cache), so a change made on any node applies at once."""
@@ -173,8 +93,8 @@ class AlarmService:
 
     async def sweep(self, *, batch: int = SWEEP_BATCH) -> int:
         """Clear alarms absent for their clear_after_minutes, and raise device_offline for devices
-        past their lifetime and grace: both need no finding to arrive. Safe on every node at once
-        (one runs, the others skip). Returns how many alarms changed."""
+        past their lifetime and grace: neither waits for a finding. Safe on every node at once
+        (one sweeps, the others skip). Returns how many alarms changed."""
         async with self.db.system_tx() as conn:
             if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
                 return 0
@@ -183,71 +103,173 @@ class AlarmService:
             clearing = await repo.due_to_clear(batch)
             settings = await settings_for(conn, [(r["tenant_id"], r["device_id"]) for r in clearing])
             due = [r["id"] for r in clearing
-                   if is_due(r["clearing_since"], now, settings.get((r["tenant_id"], r["device_id"])) or merged())]
-            kinds = dict.fromkeys(await repo.clear(due, "condition", SYSTEM_ACTOR) if due else [],
-                                  ChangeKind.CLEARED)
-            changes = await _changes(conn, kinds)
-            changes += await merge_findings(conn, verdicts(await _offline_findings(conn, now, batch)))
+                   if is_due(r["clearing_since"], now, settings.get((r["tenant_id"], r["device_id"])) or DEFAULTS)]
+            cleared = await repo.clear(due, "condition", SYSTEM_ACTOR) if due else []
+            changes = await changes_published(conn, dict.fromkeys(cleared, ChangeKind.CLEARED))
+            changes += await merge_findings(conn, verdicts(await offline_findings(conn, now, batch)))
             await self._hand_over(conn, changes)
         return len(changes)
 
+    # --- what people do ---
 
-async def _offline_findings(conn: asyncpg.Connection, now: datetime, batch: int) -> list[Finding]:
-    offline = await AlarmRepository(conn).offline_devices(batch)
-    settings = await settings_for(conn, [(r["tenant_id"], r["device_id"]) for r in offline])
-    findings = []
-    for r in offline:
-        grace = (settings.get((r["tenant_id"], r["device_id"])) or merged()).offline_grace_minutes
-        if (now - r["offline_since"]).total_seconds() >= grace * 60:
-            findings.append(Finding(r["tenant_id"], r["device_id"], AlarmType.DEVICE_OFFLINE, True, now,
-                                    detail=f"no registration since {r['offline_since'].isoformat()}"))
-    return findings
+    async def list(self, principal: Principal, raw: Mapping[str, Any], *, cursor: str | None = None,
+                   limit: int = 100) -> Page:
+        require(principal, Permission.READ)
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationFailed("invalid limit", [FieldError("limit", f"must be 1-{MAX_PAGE}")])
+        query = parse_query(raw)
+        after = decode_cursor(cursor, query.near is not None) if cursor else None
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            await self._check_group(conn, principal.tenant_id, query.group_id)
+            alarms, last = await AlarmRepository(conn).list(principal.tenant_id, query, after=after, limit=limit)
+        return Page(alarms, encode_cursor(last) if last is not None else None)
+
+    async def counts(self, principal: Principal, raw: Mapping[str, Any]) -> AlarmCounts:
+        require(principal, Permission.READ)
+        query = parse_query(raw)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            await self._check_group(conn, principal.tenant_id, query.group_id)
+            return await AlarmRepository(conn).counts(principal.tenant_id, query)
+
+    async def get(self, principal: Principal, alarm_id: UUID) -> Alarm:
+        require(principal, Permission.READ)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            return await _existing(AlarmRepository(conn), principal.tenant_id, alarm_id)
+
+    async def acknowledge(self, principal: Principal, alarm_id: UUID, command: Acknowledge) -> Alarm:
+        """Acknowledging an acknowledged alarm keeps the first acknowledgement."""
+        require(principal, Permission.MANAGE_ALARMS)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = AlarmRepository(conn)
+            before = await _existing(repo, principal.tenant_id, alarm_id, for_update=True)
+            if before.status is AlarmStatus.CLEARED:
+                raise Conflict(f"alarm {alarm_id} is cleared; only open alarms can be acknowledged")
+            if before.status is AlarmStatus.ACKNOWLEDGED:
+                return before
+            await repo.acknowledge(alarm_id, principal.actor, command.note)
+            [after] = await publish_changes(conn, {alarm_id: ALARM_UPDATED})
+            await record(conn, principal, "alarm.acknowledge", "alarm", alarm_id, before, after)
+        return after
+
+    async def shelve(self, principal: Principal, alarm_id: UUID, command: Shelve) -> Alarm:
+        require(principal, Permission.MANAGE_ALARMS)
+        until = self._until(command)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = AlarmRepository(conn)
+            before = await _existing(repo, principal.tenant_id, alarm_id, for_update=True)
+            if before.status is AlarmStatus.CLEARED:
+                raise Conflict(f"alarm {alarm_id} is cleared; there is nothing to silence")
+            await repo.shelve(principal.tenant_id, alarm_id=alarm_id, device_id=None, until=until,
+                              reason=command.reason, by=principal.actor)
+            await repo.touch([alarm_id])
+            [after] = await publish_changes(conn, {alarm_id: ALARM_UPDATED})
+            await record(conn, principal, "alarm.shelve", "alarm", alarm_id, before, after)
+        return after
+
+    async def shelve_device(self, principal: Principal, command: DeviceShelve) -> Shelving:
+        """Silence every alarm of a device, open now or raised until then."""
+        require(principal, Permission.MANAGE_ALARMS)
+        until = self._until(command)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            if await DeviceRepository(conn).get(principal.tenant_id, command.device_id) is None:
+                raise NotFound(f"device {command.device_id} not found")
+            repo = AlarmRepository(conn)
+            shelving = await repo.shelve(principal.tenant_id, alarm_id=None, device_id=command.device_id,
+                                         until=until, reason=command.reason, by=principal.actor)
+            open_ids = await repo.open_ids_for_device(principal.tenant_id, command.device_id)
+            await repo.touch(open_ids)
+            await publish_changes(conn, dict.fromkeys(open_ids, ALARM_UPDATED))
+            await record(conn, principal, "alarm.shelve_device", "device", command.device_id, None, shelving)
+        return shelving
+
+    async def clear(self, principal: Principal, alarm_id: UUID, command: ManualClear) -> Alarm:
+        """By hand, where the condition cannot be observed; work orders hear of it as any clear."""
+        require(principal, Permission.MANAGE_ALARMS)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = AlarmRepository(conn)
+            before = await _existing(repo, principal.tenant_id, alarm_id, for_update=True)
+            if before.status is AlarmStatus.CLEARED:
+                raise Conflict(f"alarm {alarm_id} is already cleared")
+            await repo.clear([alarm_id], "manual", principal.actor, note=command.note, tenant_id=principal.tenant_id)
+            changes = await changes_published(conn, {alarm_id: ChangeKind.CLEARED})
+            after = await repo.get(principal.tenant_id, alarm_id)
+            await record(conn, principal, "alarm.clear", "alarm", alarm_id, before, after)
+            await self._hand_over(conn, changes)
+        return after
+
+    def _until(self, command: Shelve) -> datetime:
+        now = self.clock()
+        if (command.until is None) == (command.minutes is None):
+            raise ValidationFailed("give exactly one of until and minutes",
+                                   [FieldError("until", "give until or minutes, not both or neither")])
+        if command.minutes is not None:
+            return now + timedelta(minutes=command.minutes)
+        until = command.until if command.until.tzinfo else command.until.replace(tzinfo=UTC)
+        if until <= now or until > now + timedelta(days=90):
+            raise ValidationFailed("invalid shelving", [FieldError("until", "must be within the next 90 days")])
+        return until
+
+    async def _check_group(self, conn: asyncpg.Connection, tenant_id: UUID, group_id: UUID | None) -> None:
+        if group_id is not None and await GroupRepository(conn).get(tenant_id, group_id) is None:
+            raise NotFound(f"group {group_id} not found")
+
+    # --- settings ---
+
+    async def settings(self, principal: Principal, group_id: UUID | None = None) -> SettingsView:
+        require(principal, Permission.READ)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            return await self._settings_view(conn, principal.tenant_id, group_id)
+
+    async def store_settings(self, principal: Principal, raw: object, group_id: UUID | None = None) -> SettingsView:
+        """Replace the city's (or a group's) overrides; every node applies them from the next finding."""
+        self._may_change_settings(principal)
+        overrides = validate_overrides(raw)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            before = await self._settings_view(conn, principal.tenant_id, group_id, for_update=True)
+            await AlarmRepository(conn).store_settings(principal.tenant_id, group_id, overrides)
+            await record(conn, principal, "alarm_settings.update", "group" if group_id else "alarm_settings",
+                         group_id or principal.tenant_id, before.overrides, overrides)
+            return await self._settings_view(conn, principal.tenant_id, group_id)
+
+    async def delete_group_settings(self, principal: Principal, group_id: UUID) -> None:
+        self._may_change_settings(principal)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            before = await self._settings_view(conn, principal.tenant_id, group_id, for_update=True)
+            if not await AlarmRepository(conn).delete_settings(principal.tenant_id, group_id):
+                raise NotFound(f"group {group_id} has no alarm settings")
+            await record(conn, principal, "alarm_settings.delete", "group", group_id, before.overrides, None)
+
+    def _may_change_settings(self, principal: Principal) -> None:
+        require(principal, Permission.MANAGE_ALARMS)
+        if principal.role not in SETTINGS_ROLES:
+            raise PermissionDenied(f"role {principal.role.value} may not change alarm settings")
+
+    async def _settings_view(self, conn: asyncpg.Connection, tenant_id: UUID, group_id: UUID | None, *,
+                             for_update: bool = False) -> SettingsView:
+        repo = AlarmRepository(conn)
+        city = await repo.stored_settings(tenant_id, None) or {}
+        if group_id is None:
+            return SettingsView(merged(city), DEFAULTS, city)
+        group = await GroupRepository(conn).get(tenant_id, group_id, for_update=for_update)
+        if group is None:
+            raise NotFound(f"group {group_id} not found")
+        if group.is_dynamic:
+            # Settings follow static membership, which the hot path reads by index.
+            raise Conflict("alarm settings apply to groups of static members, not to saved filters")
+        own = await repo.stored_settings(tenant_id, group_id) or {}
+        return SettingsView(merged(city, own), DEFAULTS, own, city)
 
 
-async def device_back(conn: asyncpg.Connection, tenant_id: UUID, device_id: UUID, at: datetime) -> list[AlarmChange]:
-    """A device that was offline registered again: its device_offline alarm starts clearing (or a
-    work order's clear is proven), in the registration's transaction."""
-    return await merge_findings(conn, verdicts([Finding(tenant_id, device_id, AlarmType.DEVICE_OFFLINE, False, at)]))
+async def _existing(repo: AlarmRepository, tenant_id: UUID, alarm_id: UUID, *, for_update: bool = False) -> Alarm:
+    alarm = await repo.get(tenant_id, alarm_id, for_update=for_update)
+    if alarm is None:
+        raise NotFound(f"alarm {alarm_id} not found")
+    return alarm
 
 
-async def merge_citizen_report(conn: asyncpg.Connection, tenant_id: UUID, device_id: UUID, detail: str,
-                               at: datetime) -> UUID:
-    """A citizen saw something: it joins the device's open alarm (the most severe) if it has one,
-    else it opens a `citizen_report` alarm. Returns the alarm's id."""
-    repo = AlarmRepository(conn)
-    open_alarms = await repo.open_for_device(tenant_id, device_id)
-    if open_alarms:
-        alarm_id = open_alarms[0]["id"]
-        await repo.repeat(alarm_id, at)
-        await publish_changes(conn, {alarm_id: ALARM_UPDATED})
-        return alarm_id
-    effective = (await settings_for(conn, [(tenant_id, device_id)])).get((tenant_id, device_id)) or merged()
-    severity = severity_of(AlarmType.CITIZEN_REPORT.value, effective, None)
-    [(alarm_id, inserted)] = await repo.insert_raised([
-        (tenant_id, device_id, AlarmType.CITIZEN_REPORT.value, severity.value, 1, at, at, None, None,
-         detail[:4000], "citizen")])
-    await publish_changes(conn, {alarm_id: ALARM_RAISED if inserted else ALARM_UPDATED})
-    return alarm_id
+def settings_json(settings: AlarmSettings) -> dict[str, Any]:
+    return msgspec.to_builtins(settings)
 
 
-async def clear_for_work_order(conn: asyncpg.Connection, tenant_id: UUID, alarm_ids: Sequence[UUID], by: str,
-                               at: datetime) -> None:
-    """A work order closed: its alarms clear (reason `work_order`) until the device proves it."""
-    await _clear_and_publish(conn, tenant_id, alarm_ids, "work_order", by, at)
-
-
-async def clear_for_decommissioned(conn: asyncpg.Connection, tenant_id: UUID, device_id: UUID, by: str) -> None:
-    """A device out of service leaves no open alarm behind."""
-    ids = await AlarmRepository(conn).open_ids_for_device(tenant_id, device_id)
-    await _clear_and_publish(conn, tenant_id, ids, "decommissioned", by, None)
-
-
-async def _clear_and_publish(conn: asyncpg.Connection, tenant_id: UUID, alarm_ids: Sequence[UUID], reason: str,
-                             by: str, at: datetime | None) -> None:
-    if not alarm_ids:
-        return
-    cleared = await AlarmRepository(conn).clear(alarm_ids, reason, by, at, tenant_id=tenant_id)
-    await publish_changes(conn, dict.fromkeys(cleared, ALARM_CLEARED))
-
-
-__all__ = ["AlarmService", "Severity", "alarm_payload", "clear_for_work_order", "merge_citizen_report"]
+__all__ = ["AlarmService", "SettingsView", "clear_for_decommissioned", "clear_for_work_order",
+           "merge_citizen_report", "settings_json"]
