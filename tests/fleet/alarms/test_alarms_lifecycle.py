@@ -214,3 +214,47 @@ async def test_absent_findings_without_alarms_write_nothing(db):
         assert await conn.fetchval("select count(*) from alarms") == 0
         assert await conn.fetchval("select count(*) from events") == 0
     assert recorder.calls == []
+
+
+async def test_device_offline_beyond_lifetime_and_grace_raises_and_clears_on_return(db):
+    from fleet.registrations.models import RegisterRequest
+    from fleet.registrations.service import RegistrationService
+
+    seoul = await make_city(db, "seoul")
+    [light] = await lights(db, seoul)
+    recorder = Recorder()
+    clock = {"now": datetime.now(UTC)}
+    alarms = AlarmService(db, on_changes=recorder, clock=lambda: clock["now"])
+    registrations = RegistrationService(db, "test", alarm_service=alarms)
+    request = RegisterRequest(light.endpoint, "127.0.0.1", 5683, 1, "U", "1.1", "</3/0>")
+    await registrations.register(request)
+    async with db.system_tx() as conn:  # the lifetime ran out a minute ago
+        await conn.execute("update registrations set expires_at = now() - interval '1 minute'")
+    assert await registrations.expire(timedelta(0)) == [light.id]
+
+    assert await alarms.sweep() == 0  # within offline_grace_minutes (5)
+    clock["now"] += timedelta(minutes=5)
+    assert await alarms.sweep() == 1
+    [alarm] = await alarms_of(db, seoul, light)
+    assert (alarm["type"], alarm["status"], alarm["severity"]) == ("device_offline", "active", "major")
+    assert await alarms.sweep() == 0
+
+    await registrations.register(request)  # back: the alarm starts clearing, with hysteresis
+    [alarm] = await alarms_of(db, seoul, light)
+    assert alarm["status"] == "active" and alarm["clearing_since"] is not None
+    clock["now"] += timedelta(minutes=11)
+    assert await alarms.sweep() == 1
+    [alarm] = await alarms_of(db, seoul, light)
+    assert (alarm["status"], alarm["clear_reason"]) == ("cleared", "condition")
+    assert recorder.kinds == [ChangeKind.RAISED, ChangeKind.CLEARED]
+    await registrations.register(request)  # nothing to do for a device that was not offline
+    assert len(await alarms_of(db, seoul, light)) == 1
+
+
+async def test_decommissioning_clears_the_devices_open_alarms(db):
+    seoul = await make_city(db, "seoul")
+    [light] = await lights(db, seoul)
+    await AlarmService(db).apply([seen(seoul, light, True, 0), seen(seoul, light, True, 0, AlarmType.DAY_BURNER)])
+    await DeviceService(db).decommission(seoul.principal, light.id)
+    assert {(a["status"], a["clear_reason"]) for a in await alarms_of(db, seoul, light)} == {
+        ("cleared", "decommissioned")}
