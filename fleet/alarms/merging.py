@@ -109,6 +109,7 @@ async def merge_findings(conn: asyncpg.Connection, found: list[Verdict]) -> list
     if merges:
         await repo.merge_presence(merges)
     if inserts:
+        inserts.sort(key=lambda row: (row[0], row[1], row[2]))  # one order on every node: no deadlock
         for alarm_id, inserted in await repo.insert_raised(inserts):
             kinds[alarm_id] = ChangeKind.RAISED if inserted else ChangeKind.REPEATED
     if clearing:

@@ -67,17 +67,25 @@ class AlarmRepository:
     async def lock_for_findings(self, keys: Sequence[tuple[UUID, UUID, str]]) -> list[asyncpg.Record]:
         """For each (city, device, type): its open alarm, or its latest alarm when a work order
         cleared that and the device has not yet proven it. Most keys have neither: this reads
-        two partial indexes and writes nothing."""
+        two partial indexes and writes nothing. Locked in id order, so two batches never deadlock."""
         tenants, devices, types = zip(*keys, strict=True)
         return await self.conn.fetch(
-            """select a.id, a.tenant_id, a.device_id, a.type, a.status, a.severity, a.clearing_since
-               from unnest($1::uuid[], $2::uuid[], $3::text[]) as k(tenant_id, device_id, type)
-               join alarms a on a.tenant_id = k.tenant_id and a.device_id = k.device_id and a.type = k.type
-               where a.status <> 'cleared'
-                  or (a.clear_reason = 'work_order' and a.verified_at is null
-                      and not exists (select 1 from alarms b where b.tenant_id = a.tenant_id
-                                      and b.device_id = a.device_id and b.type = a.type and b.seq > a.seq))
-               for update of a""",
+            """with found as (
+                   select f.id from unnest($1::uuid[], $2::uuid[], $3::text[]) as k(tenant_id, device_id, type)
+                   cross join lateral (
+                       select a.id from alarms a where a.tenant_id = k.tenant_id and a.device_id = k.device_id
+                          and a.type = k.type and a.status <> 'cleared'
+                       union all
+                       select a.id from alarms a where a.tenant_id = k.tenant_id and a.device_id = k.device_id
+                          and a.type = k.type and a.clear_reason = 'work_order' and a.verified_at is null
+                          and not exists (select 1 from alarms b where b.tenant_id = a.tenant_id
+                                          and b.device_id = a.device_id and b.type = a.type and b.seq > a.seq)
+                   ) f)
+               select a.id, a.tenant_id, a.device_id, a.type, a.status, a.severity, a.clearing_since
+               from alarms a where a.id in (select id from found)
+                 -- checked again on the row as locked: another node may have cleared it meanwhile
+                 and (a.status <> 'cleared' or (a.clear_reason = 'work_order' and a.verified_at is null))
+               order by a.id for update of a""",
             list(tenants), list(devices), list(types))
 
     async def settings_layers(self, pairs: Sequence[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], tuple]:
