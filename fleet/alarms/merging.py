@@ -14,7 +14,7 @@ import msgspec
 from fleet.alarms.lifecycle import Verdict, added_occurrences, is_due, severity_of, verdicts
 from fleet.alarms.models import Alarm, AlarmChange, AlarmType, ChangeKind, Finding
 from fleet.alarms.repository import AlarmRepository
-from fleet.alarms.settings import AlarmSettings, merged
+from fleet.alarms.settings import DEFAULTS, AlarmSettings, merged
 from fleet.events.models import ALARM_CLEARED, ALARM_RAISED, ALARM_UPDATED
 from fleet.events.repository import EventRepository
 
@@ -80,14 +80,14 @@ async def merge_findings(conn: asyncpg.Connection, found: list[Verdict]) -> list
         return []  # the common case at ingest: nothing open, nothing present
     settings = await settings_for(conn, [(v.tenant_id, v.device_id) for v in interesting
                                          if v.present or v.key in open_alarms])
-    merges, inserts, clearing, to_clear, proven = [], [], [], [], []
+    merges, inserts, clearing, to_clear, proven, severity_only = [], [], [], [], [], []
     kinds: dict[UUID, ChangeKind] = {}
     for v in interesting:
         alarm = open_alarms.get(v.key)
         if alarm is None and not v.present:
             proven.append(awaiting[v.key]["id"])
             continue
-        effective = settings.get((v.tenant_id, v.device_id)) or merged()
+        effective = settings.get((v.tenant_id, v.device_id)) or DEFAULTS
         if alarm is None:
             severity = severity_of(v.type, effective, v.severity)
             inserts.append((v.tenant_id, v.device_id, v.type, severity.value, v.occurrences,
@@ -98,8 +98,10 @@ async def merge_findings(conn: asyncpg.Connection, found: list[Verdict]) -> list
             changed = added > 0 or severity.value != alarm["severity"]
             merges.append((alarm["id"], v.last_present_at, added, v.absent_since, v.value, v.detail,
                            severity.value, changed))
-            if changed:
+            if added:
                 kinds[alarm["id"]] = ChangeKind.REPEATED
+            elif changed:
+                severity_only.append(alarm["id"])  # people see the new severity; work orders need not
         else:
             since = alarm["clearing_since"] or v.absent_since
             if is_due(since, v.last_at, effective):
@@ -119,11 +121,15 @@ async def merge_findings(conn: asyncpg.Connection, found: list[Verdict]) -> list
     if proven:
         await repo.verify(proven, max(v.last_at for v in interesting if not v.present))
         kinds.update(dict.fromkeys(proven, ChangeKind.PROVEN_CLEAR))
-    return await changes_published(conn, kinds)
+    return await changes_published(conn, kinds, also_updated=severity_only)
 
 
-async def changes_published(conn: asyncpg.Connection, kinds: dict[UUID, ChangeKind]) -> list[AlarmChange]:
-    alarms = await publish_changes(conn, {alarm_id: _EVENT_KIND[kind] for alarm_id, kind in kinds.items()})
+async def changes_published(conn: asyncpg.Connection, kinds: dict[UUID, ChangeKind], *,
+                            also_updated: Sequence[UUID] = ()) -> list[AlarmChange]:
+    """Publish an event per changed alarm; the transitions among them, for work orders."""
+    events = {**dict.fromkeys(also_updated, ALARM_UPDATED),
+              **{alarm_id: _EVENT_KIND[kind] for alarm_id, kind in kinds.items()}}
+    alarms = [a for a in await publish_changes(conn, events) if a.id in kinds]
     return [AlarmChange(a.tenant_id, a.id, a.device_id, a.type, a.severity, kinds[a.id],
                         a.cleared_at if kinds[a.id] is ChangeKind.CLEARED else a.updated_at,
                         shelved=a.shelved_until is not None) for a in alarms]
@@ -134,7 +140,7 @@ async def offline_findings(conn: asyncpg.Connection, now: datetime, batch: int) 
     settings = await settings_for(conn, [(r["tenant_id"], r["device_id"]) for r in offline])
     findings = []
     for r in offline:
-        grace = (settings.get((r["tenant_id"], r["device_id"])) or merged()).offline_grace_minutes
+        grace = (settings.get((r["tenant_id"], r["device_id"])) or DEFAULTS).offline_grace_minutes
         if (now - r["offline_since"]).total_seconds() >= grace * 60:
             findings.append(Finding(r["tenant_id"], r["device_id"], AlarmType.DEVICE_OFFLINE, True, now,
                                     detail=f"no registration since {r['offline_since'].isoformat()}"))
@@ -158,7 +164,7 @@ async def merge_citizen_report(conn: asyncpg.Connection, tenant_id: UUID, device
         await repo.repeat(alarm_id, at)
         await publish_changes(conn, {alarm_id: ALARM_UPDATED})
         return alarm_id
-    effective = (await settings_for(conn, [(tenant_id, device_id)])).get((tenant_id, device_id)) or merged()
+    effective = (await settings_for(conn, [(tenant_id, device_id)])).get((tenant_id, device_id)) or DEFAULTS
     severity = severity_of(AlarmType.CITIZEN_REPORT.value, effective, None)
     [(alarm_id, inserted)] = await repo.insert_raised([
         (tenant_id, device_id, AlarmType.CITIZEN_REPORT.value, severity.value, 1, at, at, None, None,

@@ -45,7 +45,7 @@ SETTINGS_LAYERS = """
 
 
 def alarm_from_row(row: asyncpg.Record) -> Alarm:
-    distance = row.get("distance_m") if hasattr(row, "get") else None
+    distance = row.get("distance_m")
     return Alarm(
         id=row["id"], tenant_id=row["tenant_id"], device_id=row["device_id"], type=row["type"],
         severity=Severity(row["severity"]), status=AlarmStatus(row["status"]), count=row["count"],
@@ -92,19 +92,6 @@ class AlarmRepository:
         tenants, devices = zip(*pairs, strict=True)
         rows = await self.conn.fetch(SETTINGS_LAYERS, list(tenants), list(devices))
         return {(r["tenant_id"], r["device_id"]): (r["city"] or {}, r["grp"] or {}) for r in rows}
-
-    async def shelved_devices(self, pairs: Sequence[tuple[UUID, UUID]]) -> set[tuple[UUID, UUID]]:
-        """Which of these devices have a shelving running, of the device or of an open alarm."""
-        tenants, devices = zip(*pairs, strict=True)
-        rows = await self.conn.fetch(
-            """select distinct k.tenant_id, k.device_id
-               from unnest($1::uuid[], $2::uuid[]) as k(tenant_id, device_id)
-               join alarm_shelves s on s.tenant_id = k.tenant_id and s.until > now()
-                and (s.device_id = k.device_id or s.alarm_id in (
-                     select a.id from alarms a where a.tenant_id = k.tenant_id
-                     and a.device_id = k.device_id and a.status <> 'cleared'))""",
-            list(tenants), list(devices))
-        return {(r["tenant_id"], r["device_id"]) for r in rows}
 
     async def merge_presence(self, rows: Sequence[tuple]) -> None:
         """(id, last_seen, added occurrences, clearing_since, value, detail, severity, changed):
