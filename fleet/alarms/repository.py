@@ -10,6 +10,8 @@ from uuid import UUID
 import asyncpg
 
 from fleet.alarms.models import Alarm, AlarmCounts, AlarmQuery, AlarmStatus, Severity, Shelving
+from fleet.registry.models import DeviceFilter
+from fleet.registry.repository import DeviceRepository, FilterSql
 
 # An alarm as people see it: with its device's place and the latest shelving still running.
 ALARM_COLUMNS = """a.id, a.seq, a.tenant_id, a.device_id, a.type, a.severity, a.status, a.count,
@@ -229,7 +231,7 @@ class AlarmRepository:
     async def list(self, tenant_id: UUID, query: AlarmQuery, *, after: tuple | None,
                    limit: int) -> tuple[list[Alarm], tuple | None]:
         """One page: by distance then seq with `near`, else newest first (seq descending)."""
-        sql = _Where(tenant_id, query)
+        sql = await self._where(tenant_id, query)
         if query.near:
             distance = sql.distance
             if after is not None:
@@ -252,7 +254,7 @@ class AlarmRepository:
         return [alarm_from_row(r) for r in rows], key
 
     async def counts(self, tenant_id: UUID, query: AlarmQuery) -> AlarmCounts:
-        sql = _Where(tenant_id, query)
+        sql = await self._where(tenant_id, query)
         rows = await self.conn.fetch(
             f"""select grouping(a.severity) as no_severity, grouping(d.district) as no_district,
                        grouping(a.type) as no_type, a.severity, d.district, a.type, count(*) as n
@@ -272,6 +274,14 @@ class AlarmRepository:
             else:
                 total = r["n"]
         return AlarmCounts(total, by_severity, by_district, by_type)
+
+    async def _where(self, tenant_id: UUID, query: AlarmQuery) -> _Where:
+        """A group filter means the group's devices, static or saved filter (the registry's own
+        SQL); raises NotFound for a group the city does not have."""
+        group = None
+        if query.group_id is not None:
+            group = await DeviceRepository(self.conn).resolve(tenant_id, DeviceFilter(group_id=query.group_id))
+        return _Where(tenant_id, query, group)
 
     # --- settings ---
 
@@ -300,7 +310,7 @@ class AlarmRepository:
 class _Where:
     """The WHERE clause of an alarm list from fixed fragments and numbered parameters."""
 
-    def __init__(self, tenant_id: UUID, q: AlarmQuery) -> None:
+    def __init__(self, tenant_id: UUID, q: AlarmQuery, group: list[DeviceFilter] | None = None) -> None:
         self.params: list[Any] = []
         self.clauses = [f"a.tenant_id = {self.param(tenant_id)}",
                         f"a.status = any({self.param(list(q.statuses))}::text[])"]
@@ -308,9 +318,10 @@ class _Where:
                               ("d.district", q.district), ("a.device_id", q.device_id)):
             if value is not None:
                 self.clauses.append(f"{column} = {self.param(value)}")
-        if q.group_id is not None:
-            self.clauses.append("exists (select 1 from device_group_members m where m.tenant_id = a.tenant_id"
-                                f" and m.group_id = {self.param(q.group_id)} and m.device_id = a.device_id)")
+        if group:
+            devices = FilterSql(tenant_id, *group, first_param=len(self.params) + 1)
+            self.params += devices.params
+            self.clauses.append(devices.where)
         if q.bbox is not None:
             min_lon, min_lat, max_lon, max_lat = q.bbox
             self.clauses.append(f"d.lat between {self.param(min_lat)} and {self.param(max_lat)}"

@@ -120,7 +120,6 @@ class AlarmService:
         query = parse_query(raw)
         after = decode_cursor(cursor, query.near is not None) if cursor else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            await self._check_group(conn, principal.tenant_id, query.group_id)
             alarms, last = await AlarmRepository(conn).list(principal.tenant_id, query, after=after, limit=limit)
         return Page(alarms, encode_cursor(last) if last is not None else None)
 
@@ -128,7 +127,6 @@ class AlarmService:
         require(principal, Permission.READ)
         query = parse_query(raw)
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            await self._check_group(conn, principal.tenant_id, query.group_id)
             return await AlarmRepository(conn).counts(principal.tenant_id, query)
 
     async def get(self, principal: Principal, alarm_id: UUID) -> Alarm:
@@ -208,10 +206,6 @@ class AlarmService:
         if until <= now or until > now + timedelta(days=90):
             raise ValidationFailed("invalid shelving", [FieldError("until", "must be within the next 90 days")])
         return until
-
-    async def _check_group(self, conn: asyncpg.Connection, tenant_id: UUID, group_id: UUID | None) -> None:
-        if group_id is not None and await GroupRepository(conn).get(tenant_id, group_id) is None:
-            raise NotFound(f"group {group_id} not found")
 
     # --- settings ---
 

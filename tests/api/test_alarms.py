@@ -78,6 +78,9 @@ async def test_list_filters_pages_and_counts(db, seoul):
     group = (await seoul.client.post("/api/v1/groups", json={"name": "two", "device_ids": [
         lights[1]["id"], lights[2]["id"]]})).json()
     assert len(await all_pages(seoul, group=group["id"])) == 2
+    bins = (await seoul.client.post("/api/v1/groups", json={"name": "bins", "filter": {"kind": "waste_bin"}})).json()
+    assert [a["type"] for a in await all_pages(seoul, group=bins["id"])] == ["bin_fire"]
+    assert (await seoul.client.get(f"{ALARMS}/counts", params={"group": bins["id"]})).json()["total"] == 1
 
     counts = (await seoul.client.get(f"{ALARMS}/counts")).json()
     assert counts == {"total": 7, "by_severity": {"major": 5, "minor": 1, "critical": 1},
