@@ -112,8 +112,9 @@ async def merge_findings(conn: asyncpg.Connection, found: list[Verdict]) -> list
         await repo.merge_presence(merges)
     if inserts:
         inserts.sort(key=lambda row: (row[0], row[1], row[2]))  # one order on every node: no deadlock
-        for alarm_id, inserted in await repo.insert_raised(inserts):
-            kinds[alarm_id] = ChangeKind.RAISED if inserted else ChangeKind.REPEATED
+        for alarm_id, inserted, grew in await repo.insert_raised(inserts):
+            if inserted or grew:
+                kinds[alarm_id] = ChangeKind.RAISED if inserted else ChangeKind.REPEATED
     if clearing:
         await repo.start_clearing(*zip(*clearing, strict=True))
     for alarm_id in await repo.clear(to_clear, "condition", SYSTEM_ACTOR) if to_clear else []:
@@ -166,7 +167,7 @@ async def merge_citizen_report(conn: asyncpg.Connection, tenant_id: UUID, device
         return alarm_id
     effective = (await settings_for(conn, [(tenant_id, device_id)])).get((tenant_id, device_id)) or DEFAULTS
     severity = severity_of(AlarmType.CITIZEN_REPORT.value, effective, None)
-    [(alarm_id, inserted)] = await repo.insert_raised([
+    [(alarm_id, inserted, _grew)] = await repo.insert_raised([
         (tenant_id, device_id, AlarmType.CITIZEN_REPORT.value, severity.value, 1, at, at, None, None,
          detail[:4000], "citizen")])
     await publish_changes(conn, {alarm_id: ALARM_RAISED if inserted else ALARM_UPDATED})

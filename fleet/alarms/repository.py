@@ -111,10 +111,10 @@ class AlarmRepository:
             list(ids), list(seen), list(added), list(clearing), list(values), list(details),
             list(severities), list(changed))
 
-    async def insert_raised(self, rows: Sequence[tuple]) -> list[tuple[UUID, bool]]:
+    async def insert_raised(self, rows: Sequence[tuple]) -> list[tuple[UUID, bool, bool]]:
         """(tenant, device, type, severity, count, first_seen, last_seen, clearing_since, value,
-        detail, source) -> (id, inserted). Another node raising the same alarm at the same moment
-        merges into it (the unique open index) instead of failing the batch."""
+        detail, source) -> (id, inserted, count grew). Another node raising the same alarm at the
+        same moment merges into it (the unique open index) as a repeat, not a failed batch."""
         columns = list(zip(*rows, strict=True))
         result = await self.conn.fetch(
             """insert into alarms (tenant_id, device_id, type, severity, count, first_seen, last_seen,
@@ -123,13 +123,16 @@ class AlarmRepository:
                                     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::jsonb[],
                                     $10::text[], $11::text[])
                on conflict (tenant_id, device_id, type) where status <> 'cleared' do update
-                   set count = alarms.count + excluded.count,
+                   set count = alarms.count + excluded.count - (alarms.clearing_since is null)::int,
                        last_seen = greatest(alarms.last_seen, excluded.last_seen),
                        clearing_since = excluded.clearing_since, value = excluded.value,
-                       detail = excluded.detail, version = alarms.version + 1, updated_at = now()
-               returning id, (xmax = 0) as inserted""",
+                       detail = excluded.detail,
+                       version = alarms.version + (excluded.count > (alarms.clearing_since is null)::int)::int,
+                       updated_at = case when excluded.count > (alarms.clearing_since is null)::int
+                                         then now() else alarms.updated_at end
+               returning id, (xmax = 0) as inserted, updated_at = now() as changed""",
             *[list(c) for c in columns])
-        return [(r["id"], r["inserted"]) for r in result]
+        return [(r["id"], r["inserted"], r["changed"]) for r in result]
 
     async def start_clearing(self, ids: Sequence[UUID], since: Sequence[datetime]) -> None:
         await self.conn.execute(

@@ -258,3 +258,31 @@ async def test_decommissioning_clears_the_devices_open_alarms(db):
     await DeviceService(db).decommission(seoul.principal, light.id)
     assert {(a["status"], a["clear_reason"]) for a in await alarms_of(db, seoul, light)} == {
         ("cleared", "decommissioned")}
+
+
+async def test_nodes_raising_the_same_alarms_at_once_make_one_each(db):
+    import asyncio
+
+    seoul = await make_city(db, "seoul")
+    devices = await lights(db, seoul, 4)
+    recorder = Recorder()
+    nodes = [AlarmService(db, on_changes=recorder) for _ in range(3)]
+    batch = [seen(seoul, d, True, 0) for d in devices]
+    await asyncio.gather(*(node.apply(list(reversed(batch)) if i % 2 else batch) for i, node in enumerate(nodes)))
+    async with db.tenant_tx(seoul.tenant_id, readonly=True) as conn:
+        rows = await conn.fetch("select device_id, count, status from alarms")
+    assert len(rows) == 4 and {(r["status"], r["count"]) for r in rows} == {("active", 1)}
+    assert recorder.kinds == [ChangeKind.RAISED] * 4
+
+
+async def test_sweeps_on_many_nodes_at_once_raise_one_offline_alarm(db):
+    import asyncio
+
+    seoul = await make_city(db, "seoul")
+    [light] = await lights(db, seoul)
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set status = 'offline', offline_since = now() - interval '1 hour'")
+    await asyncio.gather(*(AlarmService(db).sweep() for _ in range(4)))
+    await AlarmService(db).sweep()
+    [alarm] = await alarms_of(db, seoul, light)
+    assert (alarm["type"], alarm["count"]) == ("device_offline", 1)
