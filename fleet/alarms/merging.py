@@ -1,5 +1,4 @@
-"""Alarms changed on the caller's transaction: findings merged set-wise, and what registrations,
-citizens' reports, work orders and decommissioning do to alarms; each change publishes its event."""
+"""Alarm changes on the caller's transaction (findings, reports, work orders), each with its event."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Use cases of alarms: findings in at ingest rate, the sweep, and what people do (list, count,
-acknowledge, shelve, clear, settings); each owns its transaction, audits and publishes."""
+"""Use cases of alarms: findings at ingest rate, the sweep, and what people do with alarms."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import msgspec
 import structlog
 
 from fleet.access.models import Permission, Principal, Role
@@ -261,9 +259,5 @@ async def _existing(repo: AlarmRepository, tenant_id: UUID, alarm_id: UUID, *, f
     return alarm
 
 
-def settings_json(settings: AlarmSettings) -> dict[str, Any]:
-    return msgspec.to_builtins(settings)
-
-
 __all__ = ["AlarmService", "SettingsView", "clear_for_decommissioned", "clear_for_work_order",
-           "merge_citizen_report", "settings_json"]
+           "merge_citizen_report"]
