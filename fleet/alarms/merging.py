@@ -84,7 +84,7 @@ async def merge_findings(conn: asyncpg.Connection, found: list[Verdict]) -> list
     for v in interesting:
         alarm = open_alarms.get(v.key)
         if alarm is None and not v.present:
-            proven.append(awaiting[v.key]["id"])
+            proven.append((awaiting[v.key]["id"], v.absent_since))
             continue
         effective = settings.get((v.tenant_id, v.device_id)) or DEFAULTS
         if alarm is None:
@@ -119,8 +119,8 @@ async def merge_findings(conn: asyncpg.Connection, found: list[Verdict]) -> list
     for alarm_id in await repo.clear(to_clear, "condition", SYSTEM_ACTOR) if to_clear else []:
         kinds[alarm_id] = ChangeKind.CLEARED
     if proven:
-        await repo.verify(proven, max(v.last_at for v in interesting if not v.present))
-        kinds.update(dict.fromkeys(proven, ChangeKind.PROVEN_CLEAR))
+        await repo.verify(*zip(*proven, strict=True))
+        kinds.update((alarm_id, ChangeKind.PROVEN_CLEAR) for alarm_id, _at in proven)
     return await changes_published(conn, kinds, also_updated=severity_only)
 
 
@@ -130,9 +130,13 @@ async def changes_published(conn: asyncpg.Connection, kinds: dict[UUID, ChangeKi
     events = {**dict.fromkeys(also_updated, ALARM_UPDATED),
               **{alarm_id: _EVENT_KIND[kind] for alarm_id, kind in kinds.items()}}
     alarms = [a for a in await publish_changes(conn, events) if a.id in kinds]
-    return [AlarmChange(a.tenant_id, a.id, a.device_id, a.type, a.severity, kinds[a.id],
-                        a.cleared_at if kinds[a.id] is ChangeKind.CLEARED else a.updated_at,
+    return [AlarmChange(a.tenant_id, a.id, a.device_id, a.type, a.severity, kinds[a.id], _when(a, kinds[a.id]),
                         shelved=a.shelved_until is not None) for a in alarms]
+
+
+def _when(alarm: Alarm, kind: ChangeKind) -> datetime:
+    return {ChangeKind.RAISED: alarm.first_seen, ChangeKind.REPEATED: alarm.last_seen,
+            ChangeKind.CLEARED: alarm.cleared_at, ChangeKind.PROVEN_CLEAR: alarm.verified_at}[kind] or alarm.updated_at
 
 
 async def offline_findings(conn: asyncpg.Connection, now: datetime, batch: int) -> list[Finding]:

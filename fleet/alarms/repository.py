@@ -156,10 +156,11 @@ class AlarmRepository:
             list(ids), reason, by, at, note, tenant_id)
         return [r["id"] for r in rows]
 
-    async def verify(self, ids: Sequence[UUID], at: datetime) -> None:
+    async def verify(self, ids: Sequence[UUID], ats: Sequence[datetime]) -> None:
         await self.conn.execute(
-            "update alarms set verified_at = $2, version = version + 1, updated_at = now()"
-            " where id = any($1::uuid[]) and verified_at is null", list(ids), at)
+            """update alarms a set verified_at = u.at, version = a.version + 1, updated_at = now()
+               from unnest($1::uuid[], $2::timestamptz[]) as u(id, at)
+               where a.id = u.id and a.verified_at is null""", list(ids), list(ats))
 
     async def rendered(self, ids: Sequence[UUID]) -> list[Alarm]:
         rows = await self.conn.fetch(

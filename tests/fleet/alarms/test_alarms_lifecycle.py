@@ -55,6 +55,9 @@ async def test_raise_repeat_and_clear_after_absence_with_hysteresis(db):
     [alarm] = await alarms_of(db, seoul, light)
     assert (alarm["status"], alarm["count"], alarm["severity"]) == ("active", 1, "major")
     assert recorder.kinds == [ChangeKind.RAISED]
+    [[raised]] = recorder.calls
+    assert (raised.tenant_id, raised.alarm_id, raised.device_id, raised.type, raised.severity, raised.at,
+            raised.shelved) == (seoul.tenant_id, alarm["id"], light.id, "lamp_failure", Severity.MAJOR, T0, False)
 
     # Reports of the same, continuing condition move last_seen, not count, and are no transition.
     await service.apply([seen(seoul, light, True, 1), seen(seoul, light, True, 2)])
