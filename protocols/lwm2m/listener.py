@@ -186,7 +186,7 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
 
 async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT,
                    peer_rate: Rate = DEFAULT_PEER_RATE, address_rate: Rate = DEFAULT_ADDRESS_RATE,
-                   health: Health | None = None) -> None:
+                   health: Health | None = None, alarm_service: AlarmService | None = None) -> None:
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
-                             address_rate=address_rate, health=health):
+                             address_rate=address_rate, health=health, alarm_service=alarm_service):
         await asyncio.Event().wait()
