@@ -14,7 +14,7 @@ from msgspec import Struct
 from api.problems import problems
 from api.schemas import DeviceKindName, KindFilter, query_enum
 from fleet.access.models import Principal
-from fleet.alarms.models import Acknowledge, Alarm as AlarmModel, DeviceShelve, ManualClear, Shelve, Shelving
+from fleet.alarms.models import Acknowledge, Alarm as AlarmModel, AlarmType, DeviceShelve, ManualClear, Shelve, Shelving
 from fleet.alarms.merging import alarm_payload
 from fleet.alarms.service import AlarmService, SettingsView
 from fleet.alarms.settings import AlarmSettings
@@ -102,6 +102,9 @@ StatusQuery = Annotated[str | None, Parameter(
     schema_extra={"enum": ["", "open", "active", "acknowledged", "cleared", "all"]})]
 
 
+TypeQuery = Annotated[str | None, Parameter(required=False, schema_extra={"enum": ["", *(t.value for t in AlarmType)]})]
+
+
 def _filters(status, severity, type_, kind, district, device, group, bbox, near, radius_m, shelved) -> dict:
     return {"status": status, "severity": severity, "type": type_, "kind": kind, "district": district,
             "device": device, "group_id": group, "bbox": bbox, "near": near, "radius_m": radius_m,
@@ -116,7 +119,7 @@ class AlarmController(Controller):
          responses=problems(404, 422))
     async def list_alarms(
         self, principal: Principal, alarm_service: AlarmService,
-        status: StatusQuery = None, severity: query_enum(SeverityName) = None, type: Q = None,  # noqa: A002
+        status: StatusQuery = None, severity: query_enum(SeverityName) = None, type: TypeQuery = None,  # noqa: A002
         kind: KindFilter = None, district: Q = None, device: Q = None, group: Q = None,
         bbox: Annotated[str | None, Parameter(description="min_lon,min_lat,max_lon,max_lat")] = None,
         near: Annotated[str | None, Parameter(description="lat,lon: nearest first, with distance_m")] = None,
@@ -131,7 +134,7 @@ class AlarmController(Controller):
          responses=problems(404, 422))
     async def counts(
         self, principal: Principal, alarm_service: AlarmService,
-        status: StatusQuery = None, severity: query_enum(SeverityName) = None, type: Q = None,  # noqa: A002
+        status: StatusQuery = None, severity: query_enum(SeverityName) = None, type: TypeQuery = None,  # noqa: A002
         kind: KindFilter = None, district: Q = None, device: Q = None, group: Q = None, bbox: Q = None,
         near: Q = None, radius_m: Q = None, shelved: query_enum(Literal["true", "false"]) = None,
     ) -> AlarmCounts:
