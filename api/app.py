@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.controllers.access import ApiKeyController, AuditController, TenantController
+from api.controllers.alarms import AlarmController, GroupAlarmSettingsController
 from api.controllers.devices import DeviceController
 from api.controllers.groups import GroupController
 from api.controllers.commands import CommandController, ObservationController
@@ -28,6 +29,7 @@ from fleet.access.limits import Rate, RequestLimits
 from fleet.access.revocations import RevocationListener
 from fleet.access.models import Principal
 from fleet.access.service import ApiKeyService, TenantService
+from fleet.alarms.service import AlarmService
 from fleet.audit.service import AuditService
 from fleet.commands.service import CommandService
 from fleet.db import Database
@@ -97,6 +99,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "lighting_service": LightingService(db),
         "preview_service": PreviewService(db),
         "energy_service": EnergyService(db),
+        "alarm_service": AlarmService(db),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -106,7 +109,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     app = Litestar(
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
-                        ObservationController, LightingController, docs_assets, *(extra_handlers or [])],
+                        ObservationController, LightingController, AlarmController,
+                        GroupAlarmSettingsController, docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"], _request_limits(http))],
         lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],

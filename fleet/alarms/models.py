@@ -5,8 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
+
+import msgspec
 
 
 class Severity(enum.StrEnum):
@@ -132,6 +134,13 @@ class Alarm:
     version: int
     created_at: datetime
     updated_at: datetime
+    verified_at: datetime | None = None
+    # Where the device stands, for lists and maps.
+    kind: str | None = None
+    district: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    distance_m: int | None = None  # from `near`, when the list was asked for one
 
 
 class ChangeKind(enum.StrEnum):
@@ -153,3 +162,68 @@ class AlarmChange:
     severity: Severity
     kind: ChangeKind
     at: datetime
+    # A shelved alarm (or device) is still tracked but silenced: no work order opens for it.
+    shelved: bool = False
+
+
+# What people ask of an alarm (decoded once at the edge; the service checks what needs a clock).
+Note = Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class Acknowledge(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    note: Note = ""
+
+
+class ManualClear(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    note: Note = ""
+
+
+class Shelve(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Silence until a time, or for some minutes from now (exactly one of the two)."""
+
+    __exactly_one_of__: ClassVar = ("until", "minutes")
+    until: datetime | None = None
+    minutes: Annotated[int, msgspec.Meta(ge=1, le=60 * 24 * 90)] | None = None
+    reason: Note = ""
+
+
+class DeviceShelve(Shelve, forbid_unknown_fields=True, kw_only=True):
+    device_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Shelving:
+    id: UUID
+    alarm_id: UUID | None
+    device_id: UUID | None
+    until: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+OPEN_STATUSES = ("active", "acknowledged")
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmQuery:
+    """Filters of the alarm list; statuses empty = open ones (active and acknowledged)."""
+
+    statuses: tuple[str, ...] = OPEN_STATUSES
+    severity: str | None = None
+    type: str | None = None
+    kind: str | None = None
+    district: str | None = None
+    device_id: UUID | None = None
+    group_id: UUID | None = None
+    bbox: tuple[float, float, float, float] | None = None   # min_lon, min_lat, max_lon, max_lat
+    near: tuple[float, float, float] | None = None          # lat, lon, radius_m
+    shelved: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmCounts:
+    total: int
+    by_severity: dict[str, int]
+    by_district: dict[str, int]
+    by_type: dict[str, int]

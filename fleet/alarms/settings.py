@@ -6,9 +6,12 @@ its devices. The README lists every field (keep the two in step).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+
+from fleet.alarms.models import AlarmType, Severity
+from fleet.errors import FieldError, ValidationFailed
 
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 Minutes = Annotated[float, msgspec.Meta(ge=0, le=60 * 24 * 30)]
@@ -44,6 +47,9 @@ class AlarmSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 DEFAULTS = AlarmSettings()
+FIELDS = frozenset(AlarmSettings.__struct_fields__)
+_TYPES = frozenset(t.value for t in AlarmType)
+_SEVERITIES = tuple(s.value for s in Severity)
 
 
 def merged(*layers: dict) -> AlarmSettings:
@@ -56,3 +62,29 @@ def merged(*layers: dict) -> AlarmSettings:
             else:
                 values[key] = value
     return msgspec.convert(values, AlarmSettings)
+
+
+def validate_overrides(raw: object) -> dict[str, Any]:
+    """Stored overrides from a request body: only known fields, each within its bounds, and
+    severities only of known alarm types and severities. Raises ValidationFailed naming each."""
+    if not isinstance(raw, dict):
+        raise ValidationFailed("alarm settings must be a JSON object", [FieldError("body", "must be an object")])
+    errors = [FieldError(name, "is not an alarm setting") for name in raw if name not in FIELDS]
+    severities = raw.get("severities", {})
+    if not isinstance(severities, dict):
+        errors.append(FieldError("severities", "must be an object of alarm type to severity"))
+    else:
+        errors += [FieldError(f"severities.{name}", "is not an alarm type")
+                   for name in severities if name not in _TYPES]
+        errors += [FieldError(f"severities.{name}", "must be one of: " + ", ".join(_SEVERITIES))
+                   for name, value in severities.items() if name in _TYPES and value not in _SEVERITIES]
+    if errors:
+        raise ValidationFailed("invalid alarm settings", errors)
+    try:
+        checked = merged(raw)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = message.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in message else "body"
+        raise ValidationFailed("invalid alarm settings", [FieldError(field, message.split(" - at ")[0])]) from None
+    return {name: msgspec.to_builtins(getattr(checked, name)) if name != "severities" else dict(severities)
+            for name in raw}

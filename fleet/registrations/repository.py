@@ -91,6 +91,13 @@ class RegistrationRepository:
             "update devices set status = $2, updated_at = now() where id = $1 and status = any($3::text[])",
             device_id, status, list(only_from))
 
+    async def back_from_offline(self, device_id: UUID) -> UUID | None:
+        """The device registered after its lifetime had run out: forget when, and say its city.
+        Touches the row only when offline_since was set (by the expiry sweep)."""
+        return await self.conn.fetchval(
+            "update devices set offline_since = null where id = $1 and offline_since is not null"
+            " returning tenant_id", device_id)
+
     async def at_address(self, address: str, port: int) -> Registration | None:
         row = await self.conn.fetchrow(
             "select * from registrations where address = $1 and port = $2 order by updated_at desc limit 1",
@@ -116,10 +123,14 @@ class RegistrationRepository:
                    select id, device_id from registrations
                    where expires_at + $1::interval < now()
                    order by expires_at limit $2 for update skip locked),
-               gone as (delete from registrations r using expired e where r.id = e.id returning r.device_id),
+               gone as (delete from registrations r using expired e where r.id = e.id
+                        returning r.device_id, r.expires_at),
+               -- offline_since keeps when the lifetime ran out, for the device_offline alarm's grace
                offline as (
-                   update devices d set status = 'offline', updated_at = now()
-                   from gone where d.id = gone.device_id and d.status = 'online')
+                   update devices d set offline_since = coalesce(d.offline_since, gone.expires_at),
+                          status = case when d.status = 'online' then 'offline' else d.status end,
+                          updated_at = case when d.status = 'online' then now() else d.updated_at end
+                   from gone where d.id = gone.device_id and d.status <> 'decommissioned')
                select device_id, pg_notify($3, device_id::text) from gone""",
             grace, limit, SESSIONS_CHANNEL)
         return [r["device_id"] for r in rows]

@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 
 from fleet.access.models import Permission, Principal
+from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.db.listening import ChannelFollower
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
@@ -48,9 +49,11 @@ def validate_registration_fields(lifetime_s: int | None, binding: str | None,
 
 
 class RegistrationService:
-    def __init__(self, db: Database, node: str) -> None:
+    def __init__(self, db: Database, node: str, *, alarm_service: AlarmService | None = None) -> None:
         self.db = db
         self.node = node
+        # Pass the node's own, so its work-order hook hears a device_offline alarm clearing.
+        self.alarms = alarm_service or AlarmService(db)
 
     async def register(self, request: RegisterRequest) -> Registration:
         errors = validate_registration_fields(request.lifetime_s, request.binding, request.lwm2m_version)
@@ -64,6 +67,7 @@ class RegistrationService:
             registration = await repo.replace(secrets.token_urlsafe(6), device, request,
                                               "Q" in request.binding, self.node)
             await repo.set_status(device["id"], "online", only_from=NETWORK_STATUSES)
+            await self._back(conn, repo, device["id"])
         log.debug("registered", endpoint=request.endpoint, registration=registration.id)
         return registration
 
@@ -78,7 +82,15 @@ class RegistrationService:
             if registration is None:
                 raise NotFound(f"registration {request.registration_id} not found")
             await repo.set_status(registration.device_id, "online", only_from=NETWORK_STATUSES)
+            await self._back(conn, repo, registration.device_id)
         return registration
+
+    async def _back(self, conn: asyncpg.Connection, repo: RegistrationRepository, device_id: UUID) -> None:
+        """One indexed statement per registration; the alarm is looked at only for a device
+        that had been offline beyond its lifetime."""
+        tenant_id = await repo.back_from_offline(device_id)
+        if tenant_id is not None:
+            await self.alarms.device_back(conn, tenant_id, device_id)
 
     async def deregister(self, registration_id: str) -> Registration:
         async with self.db.system_tx() as conn:

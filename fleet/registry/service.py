@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from fleet.alarms.merging import clear_for_decommissioned
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record, record_many
 from fleet.commands.repository import CommandRepository
@@ -118,6 +119,7 @@ class DeviceService:
             await RegistrationRepository(conn).end_for_device(principal.tenant_id, device_id)
             await CommandRepository(conn).end_for_device(principal.tenant_id, device_id,
                                                          "cancelled: device decommissioned")
+            await clear_for_decommissioned(conn, principal.tenant_id, device_id, principal.actor)
             await record(conn, principal, "device.decommission", "device", device_id, before, after)
         return after
 

@@ -14,6 +14,7 @@ from uuid import UUID
 import aiocoap
 import structlog
 
+from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.db.availability import database_away
 from fleet.registrations.service import RegistrationService
@@ -33,6 +34,7 @@ log = structlog.get_logger("fleet.coap")
 
 EXPIRY_GRACE = timedelta(seconds=30)
 SWEEP_INTERVAL_S = 5.0
+ALARM_SWEEP_INTERVAL_S = 30.0
 PARTITION_MAINTENANCE_S = 3600.0
 # On stopping, how long requests already taken get to be committed and answered (the REST
 # API's grace is the same, api.runtime.GRACE_S).
@@ -63,15 +65,19 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         peer_rate: Rate = DEFAULT_PEER_RATE,
                         address_rate: Rate = DEFAULT_ADDRESS_RATE,
                         health: Health | None = None,
-                        rules: RuleEvaluator | None = None) -> AsyncIterator[Listener]:
-    """`rules` judges every committed batch of points against the alarm rules."""
+                        alarm_service: AlarmService | None = None,
+                        rules: RuleEvaluator | None = None,
+                        alarm_sweep_interval_s: float = ALARM_SWEEP_INTERVAL_S) -> AsyncIterator[Listener]:
+    """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
+    keeps the alarms of devices that go offline and come back (one per node, shared with the rules)."""
     transport.install()
     node = node or node_name()
     health = health or Health()
     maintenance = TelemetryMaintenance(db)
     await maintenance.run()
     writer = TelemetryWriter(db, health=health, on_committed=rules.committed if rules else None)
-    registrations = RegistrationService(db, node)
+    alarm_service = alarm_service or AlarmService(db)
+    registrations = RegistrationService(db, node, alarm_service=alarm_service)
     server = LwM2MServer(registrations, writer)
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
@@ -107,6 +113,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                                                                                set_following))
     supervisor.start("registration-sweep", lambda: _sweep(registrations, server, expiry_grace,
                                                           sweep_interval_s, health))
+    supervisor.start("alarm-sweep", lambda: _sweep_alarms(alarm_service, alarm_sweep_interval_s, health))
     supervisor.start("command-dispatcher", dispatcher.run)
     supervisor.start("partition-maintenance", lambda: _maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))
     if rules is not None:
@@ -159,6 +166,19 @@ async def _sweep(registrations: RegistrationService, server: LwM2MServer, grace:
         await asyncio.sleep(interval_s)
 
 
+async def _sweep_alarms(alarms: AlarmService, interval_s: float, health: Health) -> None:
+    """Alarms absent long enough clear, devices offline past their grace raise device_offline,
+    though no finding arrives; every node runs it, one at a time sweeps (an advisory lock)."""
+    while True:
+        try:
+            await alarms.sweep()
+        except Exception as exc:
+            if not database_away(exc):
+                raise  # our bug: the supervisor logs it once and restarts the sweep
+            health.database_lost(exc)
+        await asyncio.sleep(interval_s)
+
+
 async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: float) -> None:
     """Daily partitions ahead, retention behind; idempotent, so every node may run it."""
     while True:
@@ -172,7 +192,9 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
 
 async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT,
                    peer_rate: Rate = DEFAULT_PEER_RATE, address_rate: Rate = DEFAULT_ADDRESS_RATE,
-                   health: Health | None = None, rules: RuleEvaluator | None = None) -> None:
+                   health: Health | None = None, alarm_service: AlarmService | None = None,
+                   rules: RuleEvaluator | None = None) -> None:
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
-                             address_rate=address_rate, health=health, rules=rules):
+                             address_rate=address_rate, health=health, alarm_service=alarm_service,
+                             rules=rules):
         await asyncio.Event().wait()

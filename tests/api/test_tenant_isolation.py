@@ -9,8 +9,11 @@ wall is extended with the API.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from uuid import UUID
 
+from fleet.alarms.models import AlarmType, Finding
+from fleet.alarms.service import AlarmService
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
 
@@ -30,6 +33,10 @@ BODIES = {
         "name": "renamed", "default_program_id": "00000000-0000-4000-8000-000000000000"},
     ("PATCH", "/api/v1/lighting/assignments/{assignment_id}"): {
         "calendar_id": "00000000-0000-4000-8000-000000000000"},
+    ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): {"note": "seen"},
+    ("POST", "/api/v1/alarms/{alarm_id}/shelve"): {"minutes": 60},
+    ("POST", "/api/v1/alarms/{alarm_id}/clear"): {"note": "fixed"},
+    ("PUT", "/api/v1/groups/{group_id}/alarm-settings"): {"clear_after_minutes": 1},
 }
 QUERIES = {
     ("GET", "/api/v1/devices/{device_id}/series"): {"path": "/3303/0/5700"},
@@ -63,9 +70,12 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     batch = await CommandService(db).submit(busan.principal, CommandRequest(
         Target(device_ids=(UUID(theirs["device_id"]),)), Operation.READ, "/3/0"))
     theirs["command_id"] = str(batch.id)
+    await AlarmService(db).apply([Finding(busan.tenant_id, UUID(theirs["device_id"]), AlarmType.LAMP_FAILURE,
+                                          True, datetime.now(UTC))])
+    theirs["alarm_id"] = (await busan.client.get("/api/v1/alarms")).json()["items"][0]["id"]
     secrets_of_b = {theirs["device_id"], theirs["group_id"], theirs["key_id"], theirs["endpoint"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
-                    theirs["assignment_id"], theirs["override_id"]}
+                    theirs["assignment_id"], theirs["override_id"], theirs["alarm_id"]}
 
     schema = (await seoul.client.get("/schema/openapi.json")).json()
     walked = 0
@@ -103,7 +113,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     response = await seoul.client.post("/api/v1/commands", json={
         "target": {"group_id": theirs["group_id"]}, "operation": "read", "path": "/3/0"})
     assert response.status_code == 404
-    for url in ("/api/v1/devices", "/api/v1/groups", "/api/v1/apikeys", "/api/v1/audit",
+    for url in ("/api/v1/devices", "/api/v1/groups", "/api/v1/apikeys", "/api/v1/audit", "/api/v1/alarms",
+                "/api/v1/alarms/counts?status=all",
                 "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson"):
         text = (await seoul.client.get(url)).text
         assert not [s for s in secrets_of_b if s in text], url
@@ -121,5 +132,7 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert program["name"] == "dusk"
     override = (await busan.client.get(f"/api/v1/lighting/overrides/{theirs['override_id']}")).json()
     assert override["cancelled_at"] is None
+    alarm = (await busan.client.get(f"/api/v1/alarms/{theirs['alarm_id']}")).json()
+    assert alarm["status"] == "active" and alarm["shelved_until"] is None
     assignments = (await busan.client.get("/api/v1/lighting/assignments")).json()
     assert [a["calendar_id"] for a in assignments] == [theirs["calendar_id"]]
