@@ -37,7 +37,8 @@ from fleet.reports.service import ReportService, reporter_actor
 log = structlog.get_logger(__name__)
 
 PREFIX = "/open311/v2"
-Jurisdiction = Annotated[str, Parameter(description="the city's slug, e.g. `seoul`", max_length=63)]
+SLUG = "^[a-z0-9][a-z0-9-]{1,62}$"
+Jurisdiction = Annotated[str, Parameter(description="the city's slug, e.g. `seoul`", pattern=SLUG)]
 Optional = Annotated[str | None, Parameter(required=False, max_length=40_000)]
 
 
@@ -117,7 +118,7 @@ def _form_schema() -> RequestBody:
     properties: dict[str, Any] = {name: text for name in (
         "api_key", "jurisdiction_id", "service_code", "address_string", "address_id", "email", "device_id",
         "account_id", "first_name", "last_name", "phone", "description", "media_url")}
-    properties |= {"lat": number, "long": number}
+    properties |= {"lat": number, "long": number, "jurisdiction_id": Schema(type=OpenAPIType.STRING, pattern=SLUG)}
     schema = Schema(type=OpenAPIType.OBJECT, required=["api_key", "jurisdiction_id", "service_code"],
                     properties=properties, description=(
                         "GeoReport v2 POST Service Request; lat & long, address_string or address_id; "
@@ -156,7 +157,8 @@ class Open311Controller(Controller):
         return render(format_, "service_definition", definition_out(report_service.service(code)))
 
     @post(["/requests.json", "/requests.xml"], summary="File a citizen's report (form-encoded, with api_key)",
-          operation_class=_FormOperation, responses=_responses(list[Open311Created], status=201, key=True),
+          operation_class=_FormOperation,
+          responses=_responses(list[Open311Created], status=201, key=True) | _errors(413, "the form is too large"),
           status_code=201)
     async def file(self, request: Request, open311_gate: Open311Gate, report_service: ReportService) -> Response:
         open311_gate.address(request)

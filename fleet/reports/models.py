@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,12 @@ MAX_REQUESTS = 1000
 # Lowercase letters and digits without the look-alikes (0/o, 1/l/i): read out over the phone.
 _ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 _ID_LENGTH = 10  # 31**10 ≈ 8e14: not enumerable through a rate-limited API
+
+
+# What a service_request_id and a city's slug can look like (migrations 0015 and 0001): anything
+# else names nothing, and is answered as such without asking the database.
+SERVICE_REQUEST_ID = re.compile(r"[a-z0-9]{8,32}")
+JURISDICTION_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 
 
 def new_service_request_id() -> str:

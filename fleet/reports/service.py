@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,8 +14,9 @@ from fleet.audit.service import record
 from fleet.db import Database
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.reports import links
-from fleet.reports.models import (MAX_SPAN_DAYS, SERVICES, SERVICES_BY_CODE, Filed, NewReport, ReportForm,
-                                  RequestQuery, Service, ServiceRequest, new_service_request_id)
+from fleet.reports.models import (JURISDICTION_ID, MAX_SPAN_DAYS, SERVICE_REQUEST_ID, SERVICES, SERVICES_BY_CODE,
+                                  Filed, NewReport, ReportForm, RequestQuery, Service, ServiceRequest,
+                                  new_service_request_id)
 from fleet.reports.repository import ReportRepository
 
 log = structlog.get_logger(__name__)
@@ -90,8 +92,10 @@ class ReportService:
     async def jurisdiction(self, slug: str | None) -> Tenant:
         if not slug:
             raise ValidationFailed("jurisdiction_id was not provided", [FieldError("jurisdiction_id", "required")])
-        async with self.db.system_tx() as conn:
-            tenant = await TenantRepository(conn).by_slug(slug)
+        tenant = None
+        if JURISDICTION_ID.fullmatch(slug):
+            async with self.db.system_tx() as conn:
+                tenant = await TenantRepository(conn).by_slug(slug)
         if tenant is None:
             raise NotFound(f"jurisdiction_id {slug[:100]!r} was not found")
         return tenant
@@ -138,19 +142,26 @@ class ReportService:
         return Filed(service_request_id, found.service_notice, device_id, work_order_id)
 
     async def requests(self, tenant: Tenant, query: RequestQuery, reader: Principal | None) -> list[ServiceRequest]:
+        # service_request_id overrides every other argument (GeoReport v2), the dates too.
+        start, end = search_span(query, datetime.now(UTC)) if not query.service_request_ids else (None, None)
+        # Ids and codes that cannot exist find nothing; only the others reach the database.
+        ids = [i for i in query.service_request_ids if SERVICE_REQUEST_ID.fullmatch(i)]
+        codes = tuple(c for c in query.service_codes if c in SERVICES_BY_CODE)
         async with self.db.tenant_tx(tenant.id, readonly=True) as conn:
             repo = ReportRepository(conn)
             await self._may_read(repo, tenant, reader)
             if query.service_request_ids:
-                return await repo.by_ids(tenant.id, list(query.service_request_ids)[:query.limit])
-            start, end = search_span(query, datetime.now(UTC))
-            return await repo.search(tenant.id, query, start, end)
+                return await repo.by_ids(tenant.id, ids[:query.limit]) if ids else []
+            if query.service_codes and not codes:
+                return []
+            return await repo.search(tenant.id, replace(query, service_codes=codes), start, end)
 
     async def request(self, tenant: Tenant, service_request_id: str, reader: Principal | None) -> ServiceRequest:
         async with self.db.tenant_tx(tenant.id, readonly=True) as conn:
             repo = ReportRepository(conn)
             await self._may_read(repo, tenant, reader)
-            found = await repo.by_ids(tenant.id, [service_request_id])
+            found = await repo.by_ids(tenant.id, [service_request_id]) \
+                if SERVICE_REQUEST_ID.fullmatch(service_request_id) else []
         if not found:
             raise NotFound(f"service_request_id {service_request_id[:100]!r} was not found")
         return found[0]
