@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 PREFIX = "/open311/v2"
 SLUG = "^[a-z0-9][a-z0-9-]{1,62}$"
 Jurisdiction = Annotated[str, Parameter(description="the city's slug, e.g. `seoul`", pattern=SLUG)]
-Optional = Annotated[str | None, Parameter(required=False, max_length=40_000)]
+CommaList = Annotated[str | None, Parameter(required=False, max_length=40_000, description="comma-separated")]
 
 
 class Open311Gate:
@@ -137,7 +137,6 @@ class _FormOperation(Open311Operation):
 class Open311Controller(Controller):
     path = PREFIX
     tags = ["open311"]
-    include_in_schema = True
 
     @get(["/services.json", "/services.xml"], summary="The kinds of report the city takes (public)",
          operation_class=Open311Operation, responses=_responses(list[Open311Service]))
@@ -178,7 +177,7 @@ class Open311Controller(Controller):
          operation_class=Open311Operation, responses=_responses(list[Open311Request], found=True))
     async def list_requests(
         self, request: Request, jurisdiction_id: Jurisdiction, open311_gate: Open311Gate,
-        report_service: ReportService, service_request_id: Optional = None, service_code: Optional = None,
+        report_service: ReportService, service_request_id: CommaList = None, service_code: CommaList = None,
         start_date: Annotated[str | None, Parameter(required=False, max_length=40,
                                                     description="W3C date-time with its offset")] = None,
         end_date: Annotated[str | None, Parameter(required=False, max_length=40,

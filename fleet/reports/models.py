@@ -200,6 +200,15 @@ class NewReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Links:
+    """The device a report was matched to, and the alarm and work order it joined (all None: unmatched)."""
+
+    device_id: UUID | None = None
+    alarm_id: UUID | None = None
+    work_order_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Filed:
     """What POST answers: the citizen's id for the request and what the city will do."""
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from fleet.registry.repository import EARTH_RADIUS_M
-from fleet.reports.models import CLOSING_WORK_ORDER_STATUSES, Open311Settings, RequestQuery, ServiceRequest
+from fleet.reports.models import (CLOSING_WORK_ORDER_STATUSES, Links, NewReport, Open311Settings, RequestQuery,
+                                  ServiceRequest)
 
 # Great-circle distance in metres from the device d to ($3, $4).
 _DISTANCE = ("2 * $6::float8 * asin(sqrt(power(sin(radians(d.lat - $3) / 2), 2) + cos(radians($3)) "
@@ -56,13 +56,20 @@ class ReportRepository:
         await self.conn.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))",
                                 f"citizen-report:{tenant_id}:{device_id}")
 
-    async def insert(self, tenant_id: UUID, values: dict[str, Any]) -> None:
-        columns = ["tenant_id", *values]
-        placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-        # Column names come from our own code (ReportService.file), never from input.
+    async def insert(self, tenant_id: UUID, report: NewReport, service_request_id: str, api_key_id: UUID | None,
+                     links: Links, at: datetime) -> None:
+        form = report.form
         await self.conn.execute(
-            f"insert into service_requests ({', '.join(columns)}) values ({placeholders})",
-            tenant_id, *values.values())
+            """insert into service_requests
+                   (tenant_id, service_request_id, service_code, description, attributes, lat, lon, address,
+                    address_id, media_url, email, first_name, last_name, phone, reporter_device_id, account_id,
+                    api_key_id, device_id, alarm_id, work_order_id, requested_at, updated_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                       $21, $21)""",
+            tenant_id, service_request_id, report.service.code, form.description, report.attributes, form.lat,
+            form.long, form.address_string, form.address_id, form.media_url, form.email, form.first_name,
+            form.last_name, form.phone, form.device_id, form.account_id, api_key_id, links.device_id,
+            links.alarm_id, links.work_order_id, at)
 
     async def by_ids(self, tenant_id: UUID, service_request_ids: list[str]) -> list[ServiceRequest]:
         rows = await self.conn.fetch(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 import structlog
 
 from fleet.access.models import Permission, Principal, Tenant
@@ -15,7 +17,7 @@ from fleet.db import Database
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.reports import links
 from fleet.reports.models import (JURISDICTION_ID, MAX_SPAN_DAYS, SERVICE_REQUEST_ID, SERVICES, SERVICES_BY_CODE,
-                                  Filed, NewReport, ReportForm, RequestQuery, Service, ServiceRequest,
+                                  Filed, Links, NewReport, ReportForm, RequestQuery, Service, ServiceRequest,
                                   new_service_request_id)
 from fleet.reports.repository import ReportRepository
 
@@ -111,35 +113,40 @@ class ReportService:
         found, form = report.service, report.form
         service_request_id = new_service_request_id()
         now = datetime.now(UTC)
-        device_id = alarm_id = work_order_id = None
         async with self.db.tenant_tx(tenant.id) as conn:
             repo = ReportRepository(conn)
+            linked = Links()
             if form.lat is not None and form.long is not None:
                 settings = await repo.settings(tenant.id)
                 device_id = await repo.nearest_device(tenant.id, found.device_kind.value, form.lat, form.long,
                                                       settings.match_radius_m)
-            if device_id is not None:
-                await repo.hold_device(tenant.id, device_id)
-                alarm_id = await links.merge_citizen_report(
-                    conn, tenant.id, device_id, found.alarm_detail(service_request_id), now)
-                notes = f"Citizen report {service_request_id} ({found.name}): {form.description}".strip()
-                work_order_id = await links.for_citizen_report(
-                    conn, tenant.id, device_id, alarm_id, found.work_order_type, notes[:2000])
-            public = {"service_request_id": service_request_id, "service_code": found.code,
-                      "description": form.description, "attributes": report.attributes,
-                      "lat": form.lat, "lon": form.long, "address": form.address_string,
-                      "address_id": form.address_id, "media_url": form.media_url,
-                      "device_id": device_id, "alarm_id": alarm_id, "work_order_id": work_order_id}
-            await repo.insert(tenant.id, {
-                **public, "email": form.email, "first_name": form.first_name, "last_name": form.last_name,
-                "phone": form.phone, "reporter_device_id": form.device_id, "account_id": form.account_id,
-                "api_key_id": principal.api_key_id, "requested_at": now, "updated_at": now})
+                if device_id is not None:
+                    linked = await self._join(conn, repo, tenant.id, device_id, report, service_request_id, now)
+            await repo.insert(tenant.id, report, service_request_id, principal.api_key_id, linked, now)
             # The audit entry keeps what anyone may read; contact details stay in their row.
-            await record(conn, principal, "service_request.create", "service_request", service_request_id,
-                         None, {k: str(v) if hasattr(v, "hex") else v for k, v in public.items()}, actor=actor)
-        log.info("citizen report filed", tenant=tenant.slug, service_code=found.code,
-                 service_request_id=service_request_id, matched=device_id is not None)
-        return Filed(service_request_id, found.service_notice, device_id, work_order_id)
+            await record(conn, principal, "service_request.create", "service_request", service_request_id, None, {
+                "service_request_id": service_request_id, "service_code": found.code,
+                "description": form.description, "attributes": report.attributes, "lat": form.lat,
+                "long": form.long, "address": form.address_string, "address_id": form.address_id,
+                "media_url": form.media_url, "device_id": linked.device_id, "alarm_id": linked.alarm_id,
+                "work_order_id": linked.work_order_id}, actor=actor)
+        log.debug("citizen report filed", tenant=tenant.slug, service_code=found.code,
+                  service_request_id=service_request_id, device_id=linked.device_id)
+        return Filed(service_request_id, found.service_notice, linked.device_id, linked.work_order_id)
+
+    @staticmethod
+    async def _join(conn: asyncpg.Connection, repo: ReportRepository, tenant_id: UUID, device_id: UUID,
+                    report: NewReport,
+                    service_request_id: str, at: datetime) -> Links:
+        """The device's open alarm and work order, made or joined (fleet.reports.links)."""
+        await repo.hold_device(tenant_id, device_id)
+        found = report.service
+        alarm_id = await links.merge_citizen_report(conn, tenant_id, device_id,
+                                                    found.alarm_detail(service_request_id), at)
+        notes = f"Citizen report {service_request_id} ({found.name}): {report.form.description}".strip()
+        work_order_id = await links.for_citizen_report(conn, tenant_id, device_id, alarm_id,
+                                                       found.work_order_type, notes[:2000])
+        return Links(device_id, alarm_id, work_order_id)
 
     async def requests(self, tenant: Tenant, query: RequestQuery, reader: Principal | None) -> list[ServiceRequest]:
         # service_request_id overrides every other argument (GeoReport v2), the dates too.
