@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -215,6 +216,18 @@ async def test_a_report_joins_the_nearest_devices_alarm_and_work_order(db, open3
     assert closed.json()[0]["status_notes"] == "Repaired."
     assert closed.json()[0]["updated_datetime"] > closed.json()[0]["requested_datetime"]
     assert (await open311.get(f"{V2}/requests.json", params={"jurisdiction_id": "seoul", "status": "open"})).json() == []
+
+
+async def test_citizens_reporting_one_lamp_at_once_make_one_work_order(db, open311, seoul):
+    key = await reporter_key(seoul)
+    lamp = await add_device(seoul, 1, *offset(10))
+    responses = await asyncio.gather(*(file(open311, key, "seoul", description=f"report {n}") for n in range(8)))
+    assert [r.status_code for r in responses] == [201] * 8
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(distinct work_order_id) from service_requests") == 1
+        assert await conn.fetchval("select count(*) from work_orders") == 1
+        assert await conn.fetchval("select count from alarms") == 8
+        assert await conn.fetchval("select device_id::text from alarms") == lamp
 
 
 async def test_a_report_far_from_any_device_waits_for_the_control_room(db, open311, seoul):
