@@ -359,3 +359,20 @@ async def test_rate_limits_answer_429_in_the_specifications_format(db, seoul):
         limited = await client.get(f"{V2}/services.xml", params={"jurisdiction_id": "seoul"})
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         same_xml(limited.content, "errors.xml")
+
+
+async def test_the_openapi_document_describes_open311_in_its_own_terms(open311):
+    document = (await open311.get("/schema/openapi.json")).json()
+    operations = [(path, method, op) for path, item in document["paths"].items() if path.startswith(V2)
+                  for method, op in item.items() if method in ("get", "post")]
+    assert len(operations) == 8
+    for path, method, op in operations:
+        assert op["security"] == [], path  # no bearer key: POST carries api_key in its form
+        for status, response in op["responses"].items():
+            assert set(response["content"]) == {"application/json", "text/xml"}, (path, status)
+            if int(status) >= 400:
+                assert response["content"]["application/json"]["schema"]["items"] == {
+                    "$ref": "#/components/schemas/Open311Error"}, (path, status)
+    form = document["paths"][f"{V2}/requests.json"]["post"]["requestBody"]["content"]
+    assert set(form["application/x-www-form-urlencoded"]["schema"]["required"]) == {
+        "api_key", "jurisdiction_id", "service_code"}
