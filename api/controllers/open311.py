@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 PREFIX = "/open311/v2"
 SLUG = "^[a-z0-9][a-z0-9-]{1,62}$"
 Jurisdiction = Annotated[str, Parameter(description="the city's slug, e.g. `seoul`", pattern=SLUG)]
+ReaderKey = Annotated[str | None, Parameter(required=False, max_length=200,
+                                            description="only where the city keeps its requests private")]
 CommaList = Annotated[str | None, Parameter(required=False, max_length=40_000, description="comma-separated")]
 
 
@@ -116,7 +118,7 @@ def _form_schema() -> RequestBody:
     text = Schema(type=OpenAPIType.STRING)
     number = Schema(type=OpenAPIType.NUMBER)
     properties: dict[str, Any] = {name: text for name in (
-        "api_key", "jurisdiction_id", "service_code", "address_string", "address_id", "email", "device_id",
+        "api_key", "service_code", "address_string", "address_id", "email", "device_id",
         "account_id", "first_name", "last_name", "phone", "description", "media_url")}
     properties |= {"lat": number, "long": number, "jurisdiction_id": Schema(type=OpenAPIType.STRING, pattern=SLUG)}
     schema = Schema(type=OpenAPIType.OBJECT, required=["api_key", "jurisdiction_id", "service_code"],
@@ -165,7 +167,6 @@ class Open311Controller(Controller):
         secret = fields.pop("api_key", None)
         principal = await open311_gate.key(request, secret, required=True)
         tenant = await report_service.jurisdiction(fields.pop("jurisdiction_id", None))
-        fields.pop("token", None)
         try:
             form = msgspec.convert({**fields, "attributes": attributes}, ReportForm, strict=False)
         except msgspec.ValidationError as exc:
@@ -184,8 +185,7 @@ class Open311Controller(Controller):
                                                   description="W3C date-time with its offset")] = None,
         status: Annotated[str | None, Parameter(required=False, max_length=20,
                                                 description="open, closed, or both comma-separated")] = None,
-        api_key: Annotated[str | None, Parameter(required=False, max_length=200,
-                                                 description="only where the city keeps its requests private")] = None,
+        api_key: ReaderKey = None,
     ) -> Response:
         open311_gate.address(request)
         reader = await open311_gate.key(request, api_key, required=False)
@@ -202,8 +202,7 @@ class Open311Controller(Controller):
     async def one_request(
         self, request: Request, service_request_id: str, jurisdiction_id: Jurisdiction, open311_gate: Open311Gate,
         report_service: ReportService,
-        api_key: Annotated[str | None, Parameter(required=False, max_length=200,
-                                                 description="only where the city keeps its requests private")] = None,
+        api_key: ReaderKey = None,
     ) -> Response:
         request_id, format_ = split_format(service_request_id)
         open311_gate.address(request)
