@@ -113,7 +113,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     app = Litestar(
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
-                        ObservationController, LightingController, Open311Controller, docs_assets, *(extra_handlers or [])],
+                        ObservationController, LightingController, Open311Controller, docs_assets,
+                        *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"], limits)],
         lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],

@@ -269,7 +269,8 @@ def open311_error(request: Request, exc: Exception) -> Response:
         return failure(format_, status, exc.detail)
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
-        details = [f"{item.get('key', '')}: {item.get('message', 'invalid')}" for item in extra if isinstance(item, dict)]
+        details = [f"{item.get('key', '')}: {item.get('message', 'invalid')}"
+                   for item in extra if isinstance(item, dict)]
         return failure(format_, 400, "; ".join(details) or str(exc.detail))
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         return failure(format_, exc.status_code, str(exc.detail), exc.headers)

@@ -78,7 +78,8 @@ class ReportRepository:
                 order by s.requested_at, s.seq""", tenant_id, service_request_ids)
         return [ServiceRequest(**dict(r)) for r in rows]
 
-    async def search(self, tenant_id: UUID, query: RequestQuery, start: datetime, end: datetime) -> list[ServiceRequest]:
+    async def search(self, tenant_id: UUID, query: RequestQuery, start: datetime,
+                     end: datetime) -> list[ServiceRequest]:
         statuses = [s.value for s in query.statuses] or None
         rows = await self.conn.fetch(
             f"""select {_PUBLIC} from {_FROM}
