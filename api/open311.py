@@ -173,7 +173,8 @@ def render(format_: str, root: str, document: Any, status: int = 200,
 
 
 def failure(format_: str, status: int, description: str, headers: dict[str, str] | None = None) -> Response:
-    return render(format_, "errors", [Open311Error(status, description)], status, headers)
+    # Descriptions may quote the request (a parameter, the path with its query): kept short.
+    return render(format_, "errors", [Open311Error(status, description[:500])], status, headers)
 
 
 def split_format(last_segment: str) -> tuple[str, str]:

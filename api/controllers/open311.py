@@ -41,7 +41,8 @@ SLUG = "^[a-z0-9][a-z0-9-]{1,62}$"
 Jurisdiction = Annotated[str, Parameter(description="the city's slug, e.g. `seoul`", pattern=SLUG)]
 ReaderKey = Annotated[str | None, Parameter(required=False, max_length=200,
                                             description="only where the city keeps its requests private")]
-CommaList = Annotated[str | None, Parameter(required=False, max_length=40_000, description="comma-separated")]
+# Bounded so that a whole query stays a URL every proxy and server passes (~180 ids).
+CommaList = Annotated[str | None, Parameter(required=False, max_length=2000, description="comma-separated")]
 
 
 class Open311Gate:
