@@ -20,6 +20,7 @@ from api.controllers.groups import GroupController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
+from api.controllers.open311 import Open311Controller, Open311Gate
 from api.controllers.telemetry import TelemetryController
 from api.middleware import authentication, request_context
 from api.openapi import DOCS_PATH, StructRulesPlugin, document_problems, docs_ui, rebind_options_handlers
@@ -39,6 +40,7 @@ from fleet.lighting.preview import PreviewService
 from fleet.lighting.service import LightingService
 from fleet.registrations.service import RegistrationService
 from fleet.registry.service import DeviceService
+from fleet.reports.service import ReportService
 from fleet.telemetry.service import TelemetryService
 from fleet.settings import HttpSettings
 from fleet.supervision import Health
@@ -86,10 +88,13 @@ def _listening_for_revocations(listener: RevocationListener):
 
 def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, object] | None = None,
                extra_handlers: list | None = None) -> Litestar:
+    # One set of buckets for /api/v1 (middleware) and /open311 (its gate): a client spends the same budget.
+    limits = _request_limits(http)
+    apikey_service = ApiKeyService(db)
     services = {
         "db": db,
         "tenant_service": TenantService(db),
-        "apikey_service": ApiKeyService(db),
+        "apikey_service": apikey_service,
         "audit_service": AuditService(db),
         "device_service": DeviceService(db),
         "telemetry_service": TelemetryService(db),
@@ -100,6 +105,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "preview_service": PreviewService(db),
         "energy_service": EnergyService(db),
         "alarm_service": AlarmService(db),
+        "report_service": ReportService(db),
+        "open311_gate": Open311Gate(apikey_service, limits),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -110,9 +117,10 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, LightingController, AlarmController,
-                        GroupAlarmSettingsController, docs_assets, *(extra_handlers or [])],
+                        GroupAlarmSettingsController, Open311Controller, docs_assets,
+                        *(extra_handlers or [])],
         dependencies=dependencies,
-        middleware=[authentication(services["apikey_service"], _request_limits(http))],
+        middleware=[authentication(services["apikey_service"], limits)],
         lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=FleetRequest,

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(dest="apikey_command", required=True)
     key_create = apikey.add_parser("create", help="issue a key; prints it alone on the last line")
     key_create.add_argument("--tenant", required=True, help="city slug")
-    key_create.add_argument("--role", required=True, choices=["admin", "operator", "crew", "viewer"])
+    key_create.add_argument("--role", required=True, choices=["admin", "operator", "crew", "viewer", "reporter"])
     key_create.add_argument("--name", default="")
 
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")

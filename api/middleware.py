@@ -20,6 +20,9 @@ from fleet.errors import Unauthenticated
 log = structlog.get_logger("fleet.http")
 
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/schema")
+# Open311 carries its own key (`api_key`) and answers in its own error format: its controller's
+# gate applies the same limits (api.controllers.open311.Open311Gate).
+OWN_KEY_PREFIXES = ("/open311/",)
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
 
 
@@ -66,7 +69,7 @@ def authentication(service: ApiKeyService, limits: RequestLimits) -> Callable[[A
 
 def _authenticate(app: ASGIApp, service: ApiKeyService, limits: RequestLimits) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
+        if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES + OWN_KEY_PREFIXES):
             await app(scope, receive, send)
             return
         address = (scope.get("client") or ("unknown", 0))[0]

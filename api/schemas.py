@@ -25,7 +25,7 @@ LampTypeName = Literal["led", "high_pressure_sodium", "low_pressure_sodium", "me
 WasteKindName = Literal["organic", "inorganic", "glass", "oil", "plastic", "metal", "paper",
                         "batteries", "electronics", "hazardous", "other"]
 BandName = Literal["2.4GHz", "5GHz", "6GHz", "dual"]
-RoleName = Literal["admin", "operator", "crew", "viewer"]
+RoleName = Literal["admin", "operator", "crew", "viewer", "reporter"]
 
 
 def query_enum(name: type) -> Any:

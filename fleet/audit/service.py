@@ -14,10 +14,12 @@ from fleet.errors import PermissionDenied
 
 
 async def record(conn: asyncpg.Connection, principal: Principal, action: str, entity_type: str,
-                 entity_id: object | None, before: Any = None, after: Any = None) -> None:
-    """Append one entry in the caller's transaction, so the entry and the change commit together."""
+                 entity_id: object | None, before: Any = None, after: Any = None, *,
+                 actor: str | None = None) -> None:
+    """Append one entry in the caller's transaction, so the entry and the change commit together.
+    `actor` names the caller where the key's id alone would not say who (a reporting app)."""
     await AuditRepository(conn).append(
-        principal.tenant_id, principal.api_key_id, principal.actor, action, entity_type,
+        principal.tenant_id, principal.api_key_id, actor or principal.actor, action, entity_type,
         None if entity_id is None else str(entity_id), before, after, principal.request_id)
 
 
