@@ -17,6 +17,8 @@ from api.controllers.access import ApiKeyController, AuditController, TenantCont
 from api.controllers.devices import DeviceController
 from api.controllers.groups import GroupController
 from api.controllers.commands import CommandController, ObservationController
+from api.controllers.crews import CrewController
+from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
 from api.controllers.telemetry import TelemetryController
@@ -30,6 +32,7 @@ from fleet.access.models import Principal
 from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.service import AuditService
 from fleet.commands.service import CommandService
+from fleet.crews.service import CrewService
 from fleet.db import Database
 from fleet.groups.service import GroupService
 from fleet.lighting.energy import EnergyService
@@ -38,6 +41,7 @@ from fleet.lighting.service import LightingService
 from fleet.registrations.service import RegistrationService
 from fleet.registry.service import DeviceService
 from fleet.telemetry.service import TelemetryService
+from fleet.workorders.service import WorkOrderService
 from fleet.settings import HttpSettings
 from fleet.supervision import Health
 
@@ -97,6 +101,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "lighting_service": LightingService(db),
         "preview_service": PreviewService(db),
         "energy_service": EnergyService(db),
+        "crew_service": CrewService(db),
+        "workorder_service": WorkOrderService(db),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -106,7 +112,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     app = Litestar(
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
-                        ObservationController, LightingController, docs_assets, *(extra_handlers or [])],
+                        ObservationController, LightingController, CrewController, WorkOrderController,
+                        docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"], _request_limits(http))],
         lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],

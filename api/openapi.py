@@ -12,7 +12,7 @@ from litestar import Litestar, Router
 from litestar.constants import RESERVED_KWARGS
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
@@ -135,6 +135,16 @@ class DeviceImportOperation(Operation):
             "text/csv": OpenAPIMediaType(schema=csv),
             "application/geo+json": OpenAPIMediaType(schema=feature_collection),
         })
+
+
+@dataclass
+class ImageUploadOperation(Operation):
+    """An attachment is the raw image as the body; its first bytes, not the header, say its type."""
+
+    def __post_init__(self) -> None:
+        image = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        self.request_body = RequestBody(required=True, content={
+            media_type: OpenAPIMediaType(schema=image) for media_type in ("image/jpeg", "image/png", "image/webp")})
 
 
 def docs_ui() -> tuple[SwaggerRenderPlugin, Router]:

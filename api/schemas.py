@@ -25,7 +25,7 @@ LampTypeName = Literal["led", "high_pressure_sodium", "low_pressure_sodium", "me
 WasteKindName = Literal["organic", "inorganic", "glass", "oil", "plastic", "metal", "paper",
                         "batteries", "electronics", "hazardous", "other"]
 BandName = Literal["2.4GHz", "5GHz", "6GHz", "dual"]
-RoleName = Literal["admin", "operator", "crew", "viewer"]
+RoleName = Literal["admin", "operator", "crew", "viewer", "reporter"]
 
 
 def query_enum(name: type) -> Any:
@@ -135,11 +135,13 @@ class ApiKey(Struct):
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    crew_id: UUID | None = None
 
 
 class ApiKeyCreate(Struct, forbid_unknown_fields=True):
     role: RoleName
     name: Annotated[str, Meta(max_length=200)] = ""
+    crew_id: Annotated[UUID | None, Meta(description="crew-role keys only: the crew the key belongs to")] = None
 
 
 class ApiKeyCreated(Struct):
@@ -198,7 +200,7 @@ def device_fields(data: DeviceCreate | DeviceUpdate) -> dict[str, Any]:
 
 def api_key_out(key: ApiKeyModel) -> ApiKey:
     return ApiKey(key.id, key.name, key.role.value, key.prefix, key.created_at, key.revoked_at,
-                  key.last_used_at)
+                  key.last_used_at, key.crew_id)
 
 
 # Device groups
