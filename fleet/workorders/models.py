@@ -57,7 +57,7 @@ DEFAULT_DUE_HOURS: dict[str, int] = {"urgent": 4, "high": 24, "medium": 72, "low
 DEFAULT_REOPEN_WINDOW_DAYS = 7
 
 
-class Location(Struct):
+class WorkOrderLocation(Struct):
     lat: Annotated[float, Meta(ge=-90, le=90, description="WGS84 latitude in degrees")]
     lon: Annotated[float, Meta(ge=-180, le=180, description="WGS84 longitude in degrees")]
 
@@ -72,7 +72,7 @@ class WorkOrderCreate(Struct, forbid_unknown_fields=True):
     device_ids: Annotated[list[UUID], Meta(max_length=100)] = []
     priority: PriorityName = "medium"
     notes: Notes = ""
-    location: Annotated[Location | None, Meta(description="default: the centroid of the devices")] = None
+    location: Annotated[WorkOrderLocation | None, Meta(description="default: the centroid of the devices")] = None
     crew_id: Annotated[UUID | None, Meta(description="assign at once (status `assigned`)")] = None
     due_by: Annotated[datetime | None, Meta(description="default: the city's deadline for the priority")] = None
 
@@ -95,7 +95,7 @@ class WorkOrder(Struct, omit_defaults=True):
     status: StatusName
     source: Literal["operator", "alarm", "citizen"]
     device_ids: list[UUID]
-    location: Location
+    location: WorkOrderLocation
     notes: str
     created_by: str
     created_at: datetime

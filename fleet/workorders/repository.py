@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from fleet.workorders.models import DEFAULT_REOPEN_WINDOW_DAYS, Attachment, Location, WorkOrder, WorkOrderRules
+from fleet.workorders.models import DEFAULT_REOPEN_WINDOW_DAYS, Attachment, WorkOrderLocation, WorkOrder, WorkOrderRules
 
 _SELECT = """select w.*, array(select d.device_id from work_order_devices d
                                where d.tenant_id = w.tenant_id and d.work_order_id = w.id
@@ -28,7 +28,7 @@ _UPDATABLE = ("status", "crew_id", "priority", "type", "notes", "due_by", "resol
 def work_order(row: asyncpg.Record, distance: float | None = None) -> WorkOrder:
     return WorkOrder(
         row["id"], row["type"], row["priority"], row["status"], row["source"], list(row["device_ids"]),
-        Location(row["lat"], row["lon"]), row["notes"], row["created_by"], row["created_at"],
+        WorkOrderLocation(row["lat"], row["lon"]), row["notes"], row["created_by"], row["created_at"],
         row["updated_at"], row["version"], row["crew_id"], row["alarm_id"], row["due_by"],
         row["resolution_code"], row["time_spent_minutes"], row["closed_at"], row["verified_at"],
         row["reopened_at"], row["reopened_by_alarm_id"],

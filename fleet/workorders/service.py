@@ -170,15 +170,15 @@ class WorkOrderService:
 
     async def add_attachment(self, principal: Principal, work_order_id: UUID, content: bytes) -> Attachment:
         require(principal, Permission.MANAGE_WORK_ORDERS)
-        if len(content) > MAX_ATTACHMENT_BYTES:
-            raise PayloadTooLarge(f"an attachment may be at most {MAX_ATTACHMENT_BYTES} bytes")
-        media_type = image_type(content)
-        if media_type is None:
-            raise UnsupportedMediaType("attachments are JPEG, PNG or WebP images")
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = WorkOrderRepository(conn)
             if await repo.get(principal.tenant_id, work_order_id, for_update=True) is None:
                 raise NotFound(f"work order {work_order_id} not found")
+            if len(content) > MAX_ATTACHMENT_BYTES:
+                raise PayloadTooLarge(f"an attachment may be at most {MAX_ATTACHMENT_BYTES} bytes")
+            media_type = image_type(content)
+            if media_type is None:
+                raise UnsupportedMediaType("attachments are JPEG, PNG or WebP images")
             attachment = await repo.add_attachment(principal.tenant_id, work_order_id, media_type, content,
                                                    principal.actor)
             await record(conn, principal, "work_order.attachment.add", "work_order", work_order_id,

@@ -30,7 +30,9 @@ BODIES = {
         "name": "renamed", "default_program_id": "00000000-0000-4000-8000-000000000000"},
     ("PATCH", "/api/v1/lighting/assignments/{assignment_id}"): {
         "calendar_id": "00000000-0000-4000-8000-000000000000"},
+    ("PATCH", "/api/v1/workorders/{work_order_id}"): {"notes": "mine now"},
 }
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 QUERIES = {
     ("GET", "/api/v1/devices/{device_id}/series"): {"path": "/3303/0/5700"},
     ("DELETE", "/api/v1/devices/{device_id}/observations"): {"path": "/3416/0/1"},
@@ -52,7 +54,13 @@ async def seed(city, n: int) -> dict[str, str]:
         "calendar_id": calendar["id"], "group_id": group["id"]})).json()
     override = (await client.post("/api/v1/lighting/overrides", json={
         "scope": {"group_id": group["id"]}, "dimming_level": 100, "duration_s": 3600})).json()
-    return {"device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
+    crew = (await client.post("/api/v1/crews", json={"name": f"{city.slug} crew"})).json()
+    work_order = (await client.post("/api/v1/workorders", json={
+        "device_ids": [device["id"]], "type": "repair_lamp", "crew_id": crew["id"]})).json()
+    attachment = (await client.post(f"/api/v1/workorders/{work_order['id']}/attachments",
+                                    content=PNG, headers={"Content-Type": "image/png"})).json()
+    return {"crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
+            "device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
             "endpoint": device["endpoint"], "program_id": program["id"], "calendar_id": calendar["id"],
             "assignment_id": assignment["id"], "override_id": override["id"]}
 
@@ -64,6 +72,7 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
         Target(device_ids=(UUID(theirs["device_id"]),)), Operation.READ, "/3/0"))
     theirs["command_id"] = str(batch.id)
     secrets_of_b = {theirs["device_id"], theirs["group_id"], theirs["key_id"], theirs["endpoint"],
+                    theirs["crew_id"], theirs["work_order_id"], theirs["attachment_id"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
                     theirs["assignment_id"], theirs["override_id"]}
 
@@ -104,7 +113,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
         "target": {"group_id": theirs["group_id"]}, "operation": "read", "path": "/3/0"})
     assert response.status_code == 404
     for url in ("/api/v1/devices", "/api/v1/groups", "/api/v1/apikeys", "/api/v1/audit",
-                "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson"):
+                "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson",
+                "/api/v1/crews", "/api/v1/workorders", "/api/v1/workorders?near=37.5,127.0"):
         text = (await seoul.client.get(url)).text
         assert not [s for s in secrets_of_b if s in text], url
 
@@ -113,6 +123,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert device["status"] == "provisioned" and device["district"] == "Jung-gu"
     group = (await busan.client.get(f"/api/v1/groups/{theirs['group_id']}")).json()
     assert group["name"] == "busan group" and group["member_count"] == 1
+    order = (await busan.client.get(f"/api/v1/workorders/{theirs['work_order_id']}")).json()
+    assert (order["notes"], order["version"], order["status"]) == ("", 1, "assigned")
     keys = (await busan.client.get("/api/v1/apikeys")).json()
     assert all(k["revoked_at"] is None for k in keys)
     command = (await busan.client.get(f"/api/v1/commands/{theirs['command_id']}")).json()
