@@ -22,6 +22,7 @@ from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
 from api.controllers.telemetry import TelemetryController
+from api.idempotency import idempotency
 from api.middleware import authentication, request_context
 from api.openapi import DOCS_PATH, StructRulesPlugin, document_problems, docs_ui, rebind_options_handlers
 from api.problems import EXCEPTION_HANDLERS
@@ -35,6 +36,7 @@ from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
 from fleet.db import Database
 from fleet.groups.service import GroupService
+from fleet.idempotency.service import IdempotencyService
 from fleet.lighting.energy import EnergyService
 from fleet.lighting.preview import PreviewService
 from fleet.lighting.service import LightingService
@@ -115,7 +117,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         ObservationController, LightingController, CrewController, WorkOrderController,
                         docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
-        middleware=[authentication(services["apikey_service"], _request_limits(http))],
+        middleware=[authentication(services["apikey_service"], _request_limits(http)),
+                    idempotency(IdempotencyService(db), http.max_body_bytes)],
         lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=FleetRequest,
