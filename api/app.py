@@ -18,6 +18,7 @@ from api.controllers.devices import DeviceController
 from api.controllers.groups import GroupController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.crews import CrewController
+from api.controllers.sync import sync
 from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
@@ -44,6 +45,7 @@ from fleet.registrations.service import RegistrationService
 from fleet.registry.service import DeviceService
 from fleet.telemetry.service import TelemetryService
 from fleet.workorders.service import WorkOrderService
+from fleet.workorders.sync import SyncService
 from fleet.settings import HttpSettings
 from fleet.supervision import Health
 
@@ -105,6 +107,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "energy_service": EnergyService(db),
         "crew_service": CrewService(db),
         "workorder_service": WorkOrderService(db),
+        "sync_service": SyncService(db),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -115,7 +118,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, LightingController, CrewController, WorkOrderController,
-                        docs_assets, *(extra_handlers or [])],
+                        sync, docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"], _request_limits(http)),
                     idempotency(IdempotencyService(db), http.max_body_bytes)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,8 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from fleet.registry.models import Device
+from fleet.registry.repository import device_from_row
 from fleet.workorders.models import DEFAULT_REOPEN_WINDOW_DAYS, Attachment, WorkOrderLocation, WorkOrder, WorkOrderRules
 
 _SELECT = """select w.*, array(select d.device_id from work_order_devices d
@@ -137,6 +140,44 @@ class WorkOrderRepository:
                where w.tenant_id = $1 and d.device_id = $2 and w.status = any($3::text[])
                order by w.seq limit 1""",
             tenant_id, device_id, list(open_statuses))
+
+    # What a tablet syncs
+
+    async def referenced(self, tenant_id: UUID, crew_id: UUID | None, device_ids: set[UUID],
+                         alarm_ids: set[UUID]) -> tuple[set[UUID], set[UUID]]:
+        """Which of these devices and alarms a work order (of the crew, if given) refers to."""
+        devices = await self.conn.fetch(
+            """select distinct d.device_id from work_order_devices d
+               join work_orders w on w.tenant_id = d.tenant_id and w.id = d.work_order_id
+               where d.tenant_id = $1 and d.device_id = any($2::uuid[]) and ($3::uuid is null or w.crew_id = $3)""",
+            tenant_id, list(device_ids), crew_id) if device_ids else []
+        alarms = await self.conn.fetch(
+            """select distinct a.id from work_orders w, unnest(array[w.alarm_id, w.reopened_by_alarm_id]) a(id)
+               where w.tenant_id = $1 and a.id = any($2::uuid[]) and ($3::uuid is null or w.crew_id = $3)""",
+            tenant_id, list(alarm_ids), crew_id) if alarm_ids else []
+        return {r["device_id"] for r in devices}, {r["id"] for r in alarms}
+
+    async def last_payloads_before(self, tenant_id: UUID, work_order_ids: Sequence[UUID], xid: int,
+                                   event_id: int) -> list[dict[str, Any]]:
+        """Each work order's last published state at or before a log position."""
+        rows = await self.conn.fetch(
+            """select distinct on (subject_id) payload from events
+               where tenant_id = $1 and subject_type = 'work_order' and subject_id = any($2::text[])
+                 and (xid, id) <= ($3::text::xid8, $4)
+               order by subject_id, xid desc, id desc""",
+            tenant_id, [str(i) for i in work_order_ids], str(xid), event_id)
+        return [json.loads(r["payload"]) if isinstance(r["payload"], str) else r["payload"] for r in rows]
+
+    async def device_snapshots(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> list[Device]:
+        rows = await self.conn.fetch("select * from devices where tenant_id = $1 and id = any($2::uuid[]) order by seq",
+                                     tenant_id, list(device_ids))
+        return [device_from_row(r) for r in rows]
+
+    async def alarm_snapshots(self, tenant_id: UUID, alarm_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
+            """select id, type, severity, status, device_id, count, first_seen, last_seen, detail, acknowledged_at,
+                      cleared_at, clear_reason, verified_at, version
+               from alarms where tenant_id = $1 and id = any($2::uuid[]) order by seq""", tenant_id, list(alarm_ids))
 
     # What the devices' reports prove
 
