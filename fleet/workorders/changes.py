@@ -57,7 +57,7 @@ async def create_in(conn: asyncpg.Connection, principal: Principal, *, type: str
     work_order_id = await repo.insert(
         tenant_id, type=type, priority=priority, status=Status.ASSIGNED if crew_id else Status.NEW,
         source=source, lat=location[0], lon=location[1], crew_id=crew_id, alarm_id=alarm_id, due_by=due,
-        notes=notes, created_by=principal.actor, device_ids=device_ids)
+        notes=notes, created_by=principal.actor, device_ids=device_ids, created_at=now)
     if work_order_id is None:
         return None
     order = await repo.get(tenant_id, work_order_id)

@@ -57,15 +57,16 @@ class WorkOrderRepository:
     async def insert(self, tenant_id: UUID, *, type: str, priority: str, status: str, source: str,
                      lat: float, lon: float, crew_id: UUID | None, alarm_id: UUID | None,
                      due_by: datetime | None, notes: str, created_by: str,
-                     device_ids: Sequence[UUID]) -> UUID | None:
+                     device_ids: Sequence[UUID], created_at: datetime) -> UUID | None:
         """None when the alarm already has its work order (another node, or a retry, was first)."""
         work_order_id = await self.conn.fetchval(
             """insert into work_orders (tenant_id, type, priority, status, source, lat, lon, crew_id, alarm_id,
-                                        due_by, notes, created_by)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                        due_by, notes, created_by, created_at, updated_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
                on conflict (tenant_id, alarm_id) where alarm_id is not null do nothing
                returning id""",
-            tenant_id, type, priority, status, source, lat, lon, crew_id, alarm_id, due_by, notes, created_by)
+            tenant_id, type, priority, status, source, lat, lon, crew_id, alarm_id, due_by, notes, created_by,
+            created_at)
         if work_order_id is not None and device_ids:
             await self.conn.execute(
                 """insert into work_order_devices (tenant_id, work_order_id, device_id)
@@ -141,6 +142,30 @@ class WorkOrderRepository:
                order by w.seq limit 1""",
             tenant_id, device_id, list(open_statuses))
 
+    # Alarms the city's rules turn into work orders
+
+    async def alarms_due_for_work_orders(self, now: datetime, limit: int) -> list[asyncpg.Record]:
+        """Across cities: active (not acknowledged, not shelved) alarms a rule names, older than
+        its delay, without a work order yet; the first matching rule decides type and priority."""
+        return await self.conn.fetch(
+            """select distinct on (a.seq) a.tenant_id, a.id as alarm_id, a.device_id, a.type, a.severity,
+                      a.first_seen, r.work_order_type, r.priority
+               from work_order_rules s
+               cross join lateral rows from (jsonb_to_recordset(s.alarm_rules)
+                   as (alarm_types jsonb, min_severity text, unacknowledged_minutes integer,
+                       work_order_type text, priority text)) with ordinality
+                   as r(alarm_types, min_severity, unacknowledged_minutes, work_order_type, priority, rule_index)
+               join alarms a on a.tenant_id = s.tenant_id and a.status = 'active' and r.alarm_types ? a.type
+                 and array_position(array['warning', 'minor', 'major', 'critical'], a.severity)
+                     >= array_position(array['warning', 'minor', 'major', 'critical'], r.min_severity)
+                 and a.first_seen <= $1::timestamptz - make_interval(mins => r.unacknowledged_minutes)
+               where not exists (select 1 from work_orders w where w.tenant_id = a.tenant_id
+                                   and (w.alarm_id = a.id or w.reopened_by_alarm_id = a.id))
+                 and not exists (select 1 from alarm_shelves h where h.tenant_id = a.tenant_id and h.until > $1::timestamptz
+                                   and (h.alarm_id = a.id or h.device_id = a.device_id))
+               order by a.seq, r.rule_index
+               limit $2""", now, limit)
+
     # What a tablet syncs
 
     async def referenced(self, tenant_id: UUID, crew_id: UUID | None, device_ids: set[UUID],
@@ -197,7 +222,7 @@ class WorkOrderRepository:
                left join work_order_rules r on r.tenant_id = w.tenant_id
                where w.tenant_id = $1 and w.status = 'done' and w.verified_at is null
                  and a.device_id = $2 and a.type = $3
-                 and w.closed_at >= $4 - make_interval(days => coalesce(r.reopen_window_days, $5))
+                 and w.closed_at >= $4::timestamptz - make_interval(days => coalesce(r.reopen_window_days, $5))
                order by w.seq""",
             tenant_id, device_id, alarm_type, at, DEFAULT_REOPEN_WINDOW_DAYS)]
 

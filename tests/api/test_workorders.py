@@ -145,3 +145,22 @@ async def test_assigned_to_me_and_my_day(db, seoul, api_url):
     assert (await seoul.client.get(f"{WORKORDERS}/my-day")).status_code == 422
     by_operator = await seoul.client.get(f"{WORKORDERS}/my-day", params={"crew": crew["id"]})
     assert by_operator.status_code == 200 and len(by_operator.json()) == 4
+
+
+async def test_the_city_rules_are_read_and_replaced(seoul, busan):
+    defaults = (await seoul.client.get(f"{WORKORDERS}/rules")).json()
+    assert defaults == {"alarm_rules": [], "due_hours": {"urgent": 4, "high": 24, "medium": 72, "low": 168},
+                        "reopen_window_days": 7}
+    rules = {"alarm_rules": [{"alarm_types": ["bin_overflow"], "work_order_type": "empty_bin",
+                              "min_severity": "major", "unacknowledged_minutes": 60, "priority": "medium"}],
+             "due_hours": {"urgent": 2, "high": 8, "medium": 48, "low": 120}, "reopen_window_days": 3}
+    put = await seoul.client.put(f"{WORKORDERS}/rules", json=rules)
+    assert put.status_code == 200 and put.json() == rules
+    assert (await seoul.client.get(f"{WORKORDERS}/rules")).json() == rules
+    assert (await busan.client.get(f"{WORKORDERS}/rules")).json() == defaults
+    bad = await seoul.client.put(f"{WORKORDERS}/rules", json={"alarm_rules": [{"alarm_types": [],
+                                                                               "work_order_type": "empty_bin"}]})
+    assert bad.status_code == 400
+    urgent = await create_order(seoul.client, location={"lat": 37.5, "lon": 127.0}, priority="urgent")
+    created = datetime.fromisoformat(urgent["created_at"])
+    assert datetime.fromisoformat(urgent["due_by"]) - created == timedelta(hours=2)
