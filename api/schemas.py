@@ -127,7 +127,7 @@ class ImportResult(Struct):
     ids: list[UUID]
 
 
-class ApiKey(Struct):
+class ApiKey(Struct, omit_defaults=True):
     id: UUID
     name: str
     role: RoleName
@@ -135,7 +135,7 @@ class ApiKey(Struct):
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
-    crew_id: UUID | None = None
+    crew_id: Annotated[UUID | None, Meta(description="crew-role keys of a crew only")] = None
 
 
 class ApiKeyCreate(Struct, forbid_unknown_fields=True):
