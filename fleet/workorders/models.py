@@ -9,6 +9,8 @@ from uuid import UUID
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from fleet.alarms.models import AlarmType
+
 WorkOrderTypeName = Literal["repair_lamp", "replace_controller", "empty_bin", "clean_or_repair_bin",
                             "inspect_access_point", "other"]
 PriorityName = Literal["low", "medium", "high", "urgent"]
@@ -121,7 +123,7 @@ class WorkOrderPage(Struct):
 class AlarmRule(Struct, forbid_unknown_fields=True):
     """Open a work order for an alarm of these types, at least this severe, left unacknowledged this long."""
 
-    alarm_types: Annotated[list[Annotated[str, Meta(pattern=r"^[a-z_]{1,64}$")]], Meta(min_length=1, max_length=50)]
+    alarm_types: Annotated[list[AlarmType], Meta(min_length=1, max_length=50)]
     work_order_type: WorkOrderTypeName
     min_severity: SeverityName = "major"
     unacknowledged_minutes: Annotated[int, Meta(ge=0, le=10_080)] = 30
