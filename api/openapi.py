@@ -35,7 +35,8 @@ def document_problems(app: Litestar) -> None:
     Handlers name the statuses only their logic produces (403, 409, 422, ...) in `responses=`;
     the ones that follow from the route's shape are added here, so none is forgotten:
     401, 429 and 503 (no database connection free in time, fleet.db) everywhere, 400 for any
-    input, 404 for a path naming a resource, 413 for a body."""
+    input, 404 for a path naming a resource, 413 for a body, 409 and 422 for an Idempotency-Key
+    on a POST."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith(API_PREFIX):
             continue
@@ -51,6 +52,9 @@ def document_problems(app: Litestar) -> None:
                 statuses.append(404)
             if takes_body:
                 statuses.append(413)
+            if "POST" in handler.http_methods:
+                # Idempotency-Key (api.idempotency): another request under the key, or it is running.
+                statuses += [409, 422]
             handler.responses = {**problems(*statuses), **(handler.responses or {})}
 
 

@@ -229,16 +229,23 @@ class WorkOrderRepository:
     # Devices held in maintenance while the work goes on
 
     async def start_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[UUID]:
-        """Put the work order's devices in maintenance, remembering their status; the ids changed."""
+        """Put the work order's devices in maintenance, remembering the status to give back: the
+        device's own, or, when another work order already holds it, the one that work order kept.
+        A device someone put in maintenance by hand is left to them. Returns the ids changed."""
         rows = await self.conn.fetch(
-            """with held as (
-                   update work_order_devices d set status_before = v.status
-                   from devices v
-                   where d.tenant_id = $1 and d.work_order_id = $2 and v.tenant_id = d.tenant_id
-                     and v.id = d.device_id and v.status not in ('maintenance', 'decommissioned')
+            """with holders as (
+                   select distinct on (device_id) device_id, status_before from work_order_devices
+                   where tenant_id = $1 and work_order_id <> $2 and status_before is not null
+                   order by device_id),
+               held as (
+                   update work_order_devices d set status_before = coalesce(h.status_before, v.status)
+                   from devices v left join holders h on h.device_id = v.id
+                   where d.tenant_id = $1 and d.work_order_id = $2 and d.status_before is null
+                     and v.tenant_id = d.tenant_id and v.id = d.device_id and v.status <> 'decommissioned'
+                     and (v.status <> 'maintenance' or h.device_id is not null)
                    returning d.device_id)
                update devices v set status = 'maintenance', updated_at = now()
-               from held where v.tenant_id = $1 and v.id = held.device_id
+               from held where v.tenant_id = $1 and v.id = held.device_id and v.status <> 'maintenance'
                returning v.id""",
             tenant_id, work_order_id)
         return [r["id"] for r in rows]

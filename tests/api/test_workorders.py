@@ -164,3 +164,25 @@ async def test_the_city_rules_are_read_and_replaced(seoul, busan):
     urgent = await create_order(seoul.client, location={"lat": 37.5, "lon": 127.0}, priority="urgent")
     created = datetime.fromisoformat(urgent["created_at"])
     assert datetime.fromisoformat(urgent["due_by"]) - created == timedelta(hours=2)
+
+
+async def test_two_work_orders_on_one_device_give_it_back_once_both_close(seoul):
+    device = await add_device(seoul, 1, 37.50, 127.00)
+    crew = await add_crew(seoul, "North team")
+    status = (await seoul.client.patch(f"/api/v1/devices/{device['id']}", json={"status": "provisioned"})).json()
+    assert status["status"] == "provisioned"
+    first = await create_order(seoul.client, device_ids=[device["id"]], crew_id=crew["id"])
+    second = await create_order(seoul.client, device_ids=[device["id"]], crew_id=crew["id"], type="replace_controller")
+    first = await patch_order(seoul.client, first, status="in_progress")
+    second = await patch_order(seoul.client, second, status="in_progress")
+    await patch_order(seoul.client, first, status="done")
+    device_url = f"/api/v1/devices/{device['id']}"
+    assert (await seoul.client.get(device_url)).json()["status"] == "maintenance"
+    await patch_order(seoul.client, second, status="cancelled")
+    assert (await seoul.client.get(device_url)).json()["status"] == "provisioned"
+    # Maintenance set by hand is people's: a work order neither takes it nor gives it back.
+    assert (await seoul.client.patch(device_url, json={"status": "maintenance"})).status_code == 200
+    third = await create_order(seoul.client, device_ids=[device["id"]], crew_id=crew["id"])
+    third = await patch_order(seoul.client, third, status="in_progress")
+    await patch_order(seoul.client, third, status="done")
+    assert (await seoul.client.get(device_url)).json()["status"] == "maintenance"
