@@ -63,7 +63,8 @@ async def apikey_create(settings: Settings, slug: str, role: str, name: str, cre
             issued = await ApiKeyService(db).issue(principal, Role(role), name, crew_id)
         except FleetError as exc:
             return _fail(exc)
-    print(f"{role} key for {tenant.slug} (id {issued.key.id}); it is shown only once:")
+    of_crew = f", crew {crew!r}" if crew is not None else ""
+    print(f"{role} key for {tenant.slug}{of_crew} (id {issued.key.id}); it is shown only once:")
     print(issued.secret)
     return 0
 
