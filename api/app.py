@@ -18,10 +18,14 @@ from api.controllers.alarms import AlarmController, GroupAlarmSettingsController
 from api.controllers.devices import DeviceController
 from api.controllers.groups import GroupController
 from api.controllers.commands import CommandController, ObservationController
+from api.controllers.crews import CrewController
+from api.controllers.sync import sync
+from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
 from api.controllers.open311 import Open311Controller, Open311Gate
 from api.controllers.telemetry import TelemetryController
+from api.idempotency import idempotency
 from api.middleware import authentication, request_context
 from api.openapi import DOCS_PATH, StructRulesPlugin, document_problems, docs_ui, rebind_options_handlers
 from api.problems import EXCEPTION_HANDLERS
@@ -33,8 +37,10 @@ from fleet.access.service import ApiKeyService, TenantService
 from fleet.alarms.service import AlarmService
 from fleet.audit.service import AuditService
 from fleet.commands.service import CommandService
+from fleet.crews.service import CrewService
 from fleet.db import Database
 from fleet.groups.service import GroupService
+from fleet.idempotency.service import IdempotencyService
 from fleet.lighting.energy import EnergyService
 from fleet.lighting.preview import PreviewService
 from fleet.lighting.service import LightingService
@@ -42,6 +48,8 @@ from fleet.registrations.service import RegistrationService
 from fleet.registry.service import DeviceService
 from fleet.reports.service import ReportService
 from fleet.telemetry.service import TelemetryService
+from fleet.workorders.service import WorkOrderService
+from fleet.workorders.sync import SyncService
 from fleet.settings import HttpSettings
 from fleet.supervision import Health
 
@@ -107,6 +115,9 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "alarm_service": AlarmService(db),
         "report_service": ReportService(db),
         "open311_gate": Open311Gate(apikey_service, limits),
+        "crew_service": CrewService(db),
+        "workorder_service": WorkOrderService(db),
+        "sync_service": SyncService(db),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -117,10 +128,11 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, LightingController, AlarmController,
-                        GroupAlarmSettingsController, Open311Controller, docs_assets,
-                        *(extra_handlers or [])],
+                        GroupAlarmSettingsController, Open311Controller, CrewController,
+                        WorkOrderController, sync, docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
-        middleware=[authentication(services["apikey_service"], limits)],
+        middleware=[authentication(services["apikey_service"], limits),
+                    idempotency(IdempotencyService(db), http.max_body_bytes)],
         lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=FleetRequest,

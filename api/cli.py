@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     key_create.add_argument("--tenant", required=True, help="city slug")
     key_create.add_argument("--role", required=True, choices=["admin", "operator", "crew", "viewer", "reporter"])
     key_create.add_argument("--name", default="")
+    key_create.add_argument("--crew", default=None, help="crew role only: the name of the crew the key belongs to")
 
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")
     demo.add_argument("--host", default=None)
@@ -125,7 +126,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await commands.tenant_create(settings, args.slug, args.name, args.timezone)
         return await commands.tenant_list(settings)
     if args.command == "apikey":
-        return await commands.apikey_create(settings, args.tenant, args.role, args.name)
+        return await commands.apikey_create(settings, args.tenant, args.role, args.name, args.crew)
     if args.command == "simulate":
         return await commands.simulate(args)
     return 2

@@ -13,6 +13,7 @@ from protocols.lwm2m.listener import run_coap
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import Role
 from fleet.access.service import ApiKeyService, TenantService, system_principal
+from fleet.crews.service import CrewService
 from fleet.errors import FleetError
 from fleet.settings import Settings
 from fleet.supervision import Health
@@ -54,14 +55,20 @@ async def tenant_list(settings: Settings) -> int:
     return 0
 
 
-async def apikey_create(settings: Settings, slug: str, role: str, name: str) -> int:
+async def apikey_create(settings: Settings, slug: str, role: str, name: str, crew: str | None = None) -> int:
+    if crew is not None and role != Role.CREW:
+        print("error: --crew goes only with --role crew", file=sys.stderr)
+        return 2
     async with open_database(settings) as db:
         try:
             tenant = await TenantService(db).by_slug(slug)
-            issued = await ApiKeyService(db).issue(system_principal(tenant), Role(role), name)
+            principal = system_principal(tenant)
+            crew_id = (await CrewService(db).by_name(principal, crew)).id if crew is not None else None
+            issued = await ApiKeyService(db).issue(principal, Role(role), name, crew_id)
         except FleetError as exc:
             return _fail(exc)
-    print(f"{role} key for {tenant.slug} (id {issued.key.id}); it is shown only once:")
+    of_crew = f", crew {crew!r}" if crew is not None else ""
+    print(f"{role} key for {tenant.slug}{of_crew} (id {issued.key.id}); it is shown only once:")
     print(issued.secret)
     return 0
 

@@ -12,7 +12,7 @@ from litestar import Litestar, Router
 from litestar.constants import RESERVED_KWARGS
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
@@ -35,7 +35,8 @@ def document_problems(app: Litestar) -> None:
     Handlers name the statuses only their logic produces (403, 409, 422, ...) in `responses=`;
     the ones that follow from the route's shape are added here, so none is forgotten:
     401, 429 and 503 (no database connection free in time, fleet.db) everywhere, 400 for any
-    input, 404 for a path naming a resource, 413 for a body."""
+    input, 404 for a path naming a resource, 413 for a body, 409 and 422 for an Idempotency-Key
+    on a POST."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith(API_PREFIX):
             continue
@@ -51,6 +52,9 @@ def document_problems(app: Litestar) -> None:
                 statuses.append(404)
             if takes_body:
                 statuses.append(413)
+            if "POST" in handler.http_methods:
+                # Idempotency-Key (api.idempotency): another request under the key, or it is running.
+                statuses += [409, 422]
             handler.responses = {**problems(*statuses), **(handler.responses or {})}
 
 
@@ -135,6 +139,16 @@ class DeviceImportOperation(Operation):
             "text/csv": OpenAPIMediaType(schema=csv),
             "application/geo+json": OpenAPIMediaType(schema=feature_collection),
         })
+
+
+@dataclass
+class ImageUploadOperation(Operation):
+    """An attachment is the raw image as the body; its first bytes, not the header, say its type."""
+
+    def __post_init__(self) -> None:
+        image = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        self.request_body = RequestBody(required=True, content={
+            media_type: OpenAPIMediaType(schema=image) for media_type in ("image/jpeg", "image/png", "image/webp")})
 
 
 def docs_ui() -> tuple[SwaggerRenderPlugin, Router]:

@@ -36,11 +36,13 @@ class Problem(Struct):
     instance: str
     errors: list[FieldProblem] | None = None
     request_id: str | None = None
+    current_version: Annotated[int, Meta(description="412 only: the entity's current version")] | None = None
 
 
 _TITLES = {400: "Bad Request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 413: "Payload Too Large",
-           415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+           412: "Precondition Failed", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+           428: "Precondition Required", 429: "Too Many Requests",
            503: "Service Unavailable"}
 
 
@@ -55,15 +57,17 @@ _STATUS: list[tuple[type[errors.FleetError], int, str]] = [
     (errors.NotFound, 404, "Not Found"),
     (errors.Conflict, 409, "Conflict"),
     (errors.PayloadTooLarge, 413, "Payload Too Large"),
+    (errors.UnsupportedMediaType, 415, "Unsupported Media Type"),
+    (errors.PreconditionRequired, 428, "Precondition Required"),
     (errors.ValidationFailed, 422, "Unprocessable Content"),
 ]
 
 
 def problem(request: Request, status: int, title: str, detail: str,
             field_errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None) -> Response:
+            headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Response:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                            "detail": detail, "instance": request.url.path}
+                            "detail": detail, "instance": request.url.path, **(extra or {})}
     if field_errors:
         body["errors"] = field_errors
     request_id = request.scope.get("state", {}).get("request_id")
@@ -84,6 +88,11 @@ def fleet_error(request: Request, exc: errors.FleetError) -> Response:
     if isinstance(exc, errors.Unavailable | errors.ServiceBusy):
         return problem(request, 503, "Service Unavailable", exc.detail,
                        headers={"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, errors.PreconditionFailed):
+        # The client learns the version to merge onto without a second request.
+        return problem(request, 412, "Precondition Failed", exc.detail,
+                       headers={"ETag": f'"{exc.current_version}"'},
+                       extra={"current_version": exc.current_version})
     for error_type, status, title in _STATUS:
         if isinstance(exc, error_type):
             return problem(request, status, title, exc.detail, _field_errors(exc))

@@ -127,7 +127,7 @@ class ImportResult(Struct):
     ids: list[UUID]
 
 
-class ApiKey(Struct):
+class ApiKey(Struct, omit_defaults=True):
     id: UUID
     name: str
     role: RoleName
@@ -135,11 +135,13 @@ class ApiKey(Struct):
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    crew_id: Annotated[UUID | None, Meta(description="crew-role keys of a crew only")] = None
 
 
 class ApiKeyCreate(Struct, forbid_unknown_fields=True):
     role: RoleName
     name: Annotated[str, Meta(max_length=200)] = ""
+    crew_id: Annotated[UUID | None, Meta(description="crew-role keys only: the crew the key belongs to")] = None
 
 
 class ApiKeyCreated(Struct):
@@ -198,7 +200,7 @@ def device_fields(data: DeviceCreate | DeviceUpdate) -> dict[str, Any]:
 
 def api_key_out(key: ApiKeyModel) -> ApiKey:
     return ApiKey(key.id, key.name, key.role.value, key.prefix, key.created_at, key.revoked_at,
-                  key.last_used_at)
+                  key.last_used_at, key.crew_id)
 
 
 # Device groups

@@ -45,6 +45,22 @@ class PayloadTooLarge(FleetError):
     """The request body exceeds what we accept."""
 
 
+class UnsupportedMediaType(FleetError):
+    """The body is not of a type this endpoint takes (e.g. an attachment that is not an image)."""
+
+
+class PreconditionRequired(FleetError):
+    """A change to a versioned entity came without `If-Match`: it could overwrite another's change."""
+
+
+class PreconditionFailed(FleetError):
+    """`If-Match` named a version that is no longer current; carries the current one."""
+
+    def __init__(self, detail: str, current_version: int) -> None:
+        super().__init__(detail)
+        self.current_version = current_version
+
+
 class Unavailable(FleetError):
     """A dependency (the database) is away for now: the request may succeed if tried later."""
 

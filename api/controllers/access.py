@@ -37,7 +37,7 @@ class ApiKeyController(Controller):
           responses=problems(403, 422))
     async def issue(self, data: ApiKeyCreate, principal: Principal,
                     apikey_service: ApiKeyService) -> ApiKeyCreated:
-        issued = await apikey_service.issue(principal, Role(data.role), data.name)
+        issued = await apikey_service.issue(principal, Role(data.role), data.name, data.crew_id)
         return ApiKeyCreated(issued.secret, api_key_out(issued.key))
 
     @get("/", summary="The city's keys, without secrets", responses=problems(403))

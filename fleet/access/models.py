@@ -62,6 +62,8 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    # Crew-role keys belong to a crew (the tablet of that team); None for every other role.
+    crew_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ class Principal:
     role: Role
     api_key_id: UUID | None
     request_id: str | None = None
+    # The crew a crew-role key belongs to: `assigned_to=me`, "my day" and sync follow it.
+    crew_id: UUID | None = None
 
     @property
     def actor(self) -> str:

@@ -11,7 +11,7 @@ from fleet.access.models import ApiKey, Role, Tenant
 # Every node listens here and forgets a revoked key at once (fleet.access.revocations).
 REVOCATION_CHANNEL = "fleet_keys"
 
-_KEY_COLUMNS = "id, tenant_id, name, role, prefix, created_at, revoked_at, last_used_at"
+_KEY_COLUMNS = "id, tenant_id, name, role, prefix, created_at, revoked_at, last_used_at, crew_id"
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:
@@ -20,7 +20,7 @@ def _tenant(row: asyncpg.Record) -> Tenant:
 
 def _key(row: asyncpg.Record) -> ApiKey:
     return ApiKey(row["id"], row["tenant_id"], row["name"], Role(row["role"]), row["prefix"],
-                  row["created_at"], row["revoked_at"], row["last_used_at"])
+                  row["created_at"], row["revoked_at"], row["last_used_at"], row["crew_id"])
 
 
 class TenantRepository:
@@ -82,14 +82,14 @@ class ApiKeyRepository:
         """Look a live key up by hash and stamp its use (at most once a minute, to spare writes)."""
         return await self.conn.fetchrow(
             """with found as (
-                   select k.id, k.tenant_id, k.role, k.last_used_at, t.slug, t.timezone
+                   select k.id, k.tenant_id, k.role, k.crew_id, k.last_used_at, t.slug, t.timezone
                    from api_keys k join tenants t on t.id = k.tenant_id
                    where k.key_hash = $1 and k.revoked_at is null),
                touched as (
                    update api_keys set last_used_at = now()
                    where id = (select id from found)
                      and (last_used_at is null or last_used_at < now() - interval '60 seconds'))
-               select id, tenant_id, role, slug, timezone from found""",
+               select id, tenant_id, role, crew_id, slug, timezone from found""",
             key_hash)
 
 

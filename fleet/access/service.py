@@ -122,14 +122,16 @@ class ApiKeyService:
             self.cache.remember_unknown(key_hash, now)
             raise Unauthenticated("invalid or revoked API key")
         principal = Principal(row["tenant_id"], row["slug"], row["timezone"], Role(row["role"]),
-                              row["id"], None)
+                              row["id"], None, row["crew_id"])
         self.cache.remember_live(key_hash, principal, generation, now)
         return replace(principal, request_id=request_id)
 
     async def issue(self, principal: Principal, role: Role, name: str = "",
                     crew_id: UUID | None = None) -> IssuedKey:
-        """A new key; a crew-role key may belong to a crew (crew_id, one of the city's)."""
+        """A key of `role`; a crew-role key may belong to a crew of the city (`crew_id`)."""
         self._require_admin(principal)
+        if crew_id is not None and role is not Role.CREW:
+            raise ValidationFailed("invalid key", [FieldError("crew_id", "only crew-role keys belong to a crew")])
         if len(name) > 200:
             raise ValidationFailed("invalid key", [FieldError("name", "at most 200 characters")])
         if _has_control_characters(name):
@@ -139,11 +141,12 @@ class ApiKeyService:
         prefix, secret = new_secret()
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             try:
-                key = await ApiKeyRepository(conn).insert(
-                    principal.tenant_id, name, role, prefix, hash_key(secret), principal.api_key_id,
-                    crew_id)
+                async with conn.transaction():
+                    key = await ApiKeyRepository(conn).insert(
+                        principal.tenant_id, name, role, prefix, hash_key(secret), principal.api_key_id,
+                        crew_id)
             except asyncpg.ForeignKeyViolationError:
-                raise NotFound(f"crew {crew_id} not found") from None
+                raise ValidationFailed("invalid key", [FieldError("crew_id", "no such crew in this city")]) from None
             await record(conn, principal, "apikey.create", "api_key", key.id, None, key)
         return IssuedKey(key, secret)
 

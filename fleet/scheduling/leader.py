@@ -59,6 +59,17 @@ class Leadership:
 Lead = Callable[[Leadership], AbstractAsyncContextManager[None]]
 
 
+def together(*leads: Lead) -> Lead:
+    """One term of leadership for several sets of jobs: each starts, and stops, with it."""
+    @contextlib.asynccontextmanager
+    async def lead(leadership: Leadership):
+        async with contextlib.AsyncExitStack() as stack:
+            for each in leads:
+                await stack.enter_async_context(each(leadership))
+            yield
+    return lead
+
+
 class LeaderElection:
     """Runs `lead(leadership)` while this node is the leader; otherwise keeps trying to become it."""
 

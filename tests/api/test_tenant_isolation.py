@@ -37,11 +37,13 @@ BODIES = {
     ("POST", "/api/v1/alarms/{alarm_id}/shelve"): {"minutes": 60},
     ("POST", "/api/v1/alarms/{alarm_id}/clear"): {"note": "fixed"},
     ("PUT", "/api/v1/groups/{group_id}/alarm-settings"): {"clear_after_minutes": 1},
+    ("PATCH", "/api/v1/workorders/{work_order_id}"): {"notes": "mine now"},
 }
 # Open311 names the city in `jurisdiction_id`: the caller names its own, and B's ids must stay B's.
 OPEN311 = "/open311/"
 # The service catalogue is the same in every city (fleet.reports.models.SERVICES): nothing of B's.
 SHARED_NAMES = {"service_code"}
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 QUERIES = {
     ("GET", "/api/v1/devices/{device_id}/series"): {"path": "/3303/0/5700"},
     ("DELETE", "/api/v1/devices/{device_id}/observations"): {"path": "/3416/0/1"},
@@ -67,7 +69,13 @@ async def seed(city, n: int) -> dict[str, str]:
     report = (await client.post("/open311/v2/requests.json", data={
         "api_key": reporter, "jurisdiction_id": city.slug, "service_code": "streetlight_out",
         "lat": 37.57, "long": 126.98})).json()[0]
-    return {"device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
+    crew = (await client.post("/api/v1/crews", json={"name": f"{city.slug} crew"})).json()
+    work_order = (await client.post("/api/v1/workorders", json={
+        "device_ids": [device["id"]], "type": "repair_lamp", "crew_id": crew["id"]})).json()
+    attachment = (await client.post(f"/api/v1/workorders/{work_order['id']}/attachments",
+                                    content=PNG, headers={"Content-Type": "image/png"})).json()
+    return {"crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
+            "device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
             "endpoint": device["endpoint"], "program_id": program["id"], "calendar_id": calendar["id"],
             "assignment_id": assignment["id"], "override_id": override["id"],
             "service_request_id": report["service_request_id"]}
@@ -83,6 +91,7 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                                           True, datetime.now(UTC))])
     theirs["alarm_id"] = (await busan.client.get("/api/v1/alarms")).json()["items"][0]["id"]
     secrets_of_b = {theirs["device_id"], theirs["group_id"], theirs["key_id"], theirs["endpoint"],
+                    theirs["crew_id"], theirs["work_order_id"], theirs["attachment_id"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
                     theirs["assignment_id"], theirs["override_id"], theirs["alarm_id"],
                     theirs["service_request_id"]}
@@ -130,7 +139,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert response.status_code == 404
     for url in ("/api/v1/devices", "/api/v1/groups", "/api/v1/apikeys", "/api/v1/audit", "/api/v1/alarms",
                 "/api/v1/alarms/counts?status=all",
-                "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson"):
+                "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson",
+                "/api/v1/crews", "/api/v1/workorders", "/api/v1/workorders?near=37.5,127.0"):
         text = (await seoul.client.get(url)).text
         assert not [s for s in secrets_of_b if s in text], url
 
@@ -139,6 +149,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert device["status"] == "provisioned" and device["district"] == "Jung-gu"
     group = (await busan.client.get(f"/api/v1/groups/{theirs['group_id']}")).json()
     assert group["name"] == "busan group" and group["member_count"] == 1
+    order = (await busan.client.get(f"/api/v1/workorders/{theirs['work_order_id']}")).json()
+    assert (order["notes"], order["version"], order["status"]) == ("", 1, "assigned")
     keys = (await busan.client.get("/api/v1/apikeys")).json()
     assert all(k["revoked_at"] is None for k in keys)
     command = (await busan.client.get(f"/api/v1/commands/{theirs['command_id']}")).json()

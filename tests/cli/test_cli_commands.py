@@ -90,3 +90,32 @@ async def test_apikey_create_refusals(database_dsn):
     assert not KEY_PATTERN.match(unknown.stdout.strip().splitlines()[-1] if unknown.stdout.strip() else "")
     bad_role = await fleet(database_dsn, "apikey", "create", "--tenant", "atlantis", "--role", "root")
     assert bad_role.code == 2 and "invalid choice" in bad_role.stderr
+
+
+async def test_apikey_create_for_a_crew_and_for_a_reporting_app(db, database_dsn, api_url):
+    from fleet.access.service import TenantService, system_principal
+    from fleet.crews.service import CrewService
+
+    assert (await fleet(database_dsn, "tenant", "create", "seoul", "--name", "Seoul",
+                        "--timezone", "Asia/Seoul")).code == 0
+    tenant = await TenantService(db).by_slug("seoul")
+    crew = await CrewService(db).create(system_principal(tenant), "North team")
+    made = await fleet(database_dsn, "apikey", "create", "--tenant", "seoul", "--role", "crew", "--crew", "North team")
+    assert made.code == 0, made.stderr
+    key = made.stdout.rstrip("\n").splitlines()[-1]
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as client:
+        mine = await client.get("/api/v1/workorders", params={"assigned_to": "me"})
+        assert mine.status_code == 200 and mine.json()["items"] == []
+        keys = await client.get("/api/v1/apikeys")
+        assert keys.status_code == 403
+    unknown = await fleet(database_dsn, "apikey", "create", "--tenant", "seoul", "--role", "crew", "--crew", "Nobody")
+    assert unknown.code != 0 and "crew 'Nobody' not found" in unknown.stderr and "Traceback" not in unknown.stderr
+    wrong_role = await fleet(database_dsn, "apikey", "create", "--tenant", "seoul", "--role", "operator",
+                             "--crew", "North team")
+    assert wrong_role.code != 0 and "--crew" in wrong_role.stderr
+    reporter = await fleet(database_dsn, "apikey", "create", "--tenant", "seoul", "--role", "reporter")
+    assert reporter.code == 0, reporter.stderr
+    key = reporter.stdout.rstrip("\n").splitlines()[-1]
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as client:
+        assert (await client.get("/api/v1/workorders")).status_code == 403
+    assert crew.name == "North team"

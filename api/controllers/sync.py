@@ -1,0 +1,34 @@
+"""/api/v1/sync: what changed for a crew's tablet since its last token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import get
+from litestar.params import Parameter
+from msgspec import Meta, Struct
+
+from api.problems import problems
+from api.schemas import Device, device_out
+from fleet.access.models import Principal
+from fleet.workorders.models import WorkOrder
+from fleet.workorders.sync import AlarmSnapshot, SyncService
+
+
+class Sync(Struct):
+    work_orders: list[WorkOrder]
+    devices: list[Device]
+    alarms: list[AlarmSnapshot]
+    next: Annotated[str, Meta(description="send as `since` next time")]
+    more: Annotated[bool, Meta(description="more changes wait: ask again with `next` at once")]
+
+
+@get("/api/v1/sync", summary="Changes to the crew's work orders and their devices and alarms since a token",
+     description="Without `since`: the open work orders (a crew key: its crew's) with what they refer to. "
+                 "Current snapshots, never partial: replace what you hold by id.",
+     tags=["work orders"], responses=problems(403, 422))
+async def sync(principal: Principal, sync_service: SyncService,
+               since: Annotated[str | None, Parameter(description="the `next` of the previous answer")] = None,
+               ) -> Sync:
+    batch = await sync_service.since(principal, since)
+    return Sync(batch.work_orders, [device_out(d) for d in batch.devices], batch.alarms, batch.next, batch.more)

@@ -1,0 +1,41 @@
+"""Work orders Fleet opens by itself: for alarms a city's rule names, left unacknowledged too long.
+
+Any number of nodes may run a pass at once: the unique guard on (city, alarm) decides, so an
+alarm never gets two work orders. The scheduler leader runs it (fleet.scheduling.workorders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from fleet.db import Database
+from fleet.workorders.changes import create_in, system_actor
+from fleet.workorders.repository import WorkOrderRepository
+
+log = structlog.get_logger(__name__)
+
+BATCH = 500
+
+
+async def open_for_alarms(db: Database, now: datetime | None = None, *,
+                          fence: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> int:
+    """One pass over every city; returns how many work orders it opened."""
+    now = now or datetime.now(UTC)
+    created = 0
+    async with db.system_tx() as conn:
+        if fence is not None:
+            await fence(conn)
+        for due in await WorkOrderRepository(conn).alarms_due_for_work_orders(now, BATCH):
+            order = await create_in(
+                conn, system_actor(due["tenant_id"]), type=due["work_order_type"], priority=due["priority"],
+                device_ids=[due["device_id"]], source="alarm", alarm_id=due["alarm_id"],
+                notes=f"{due['type'].replace('_', ' ')} ({due['severity']}) since {due['first_seen']:%Y-%m-%d %H:%M} UTC",
+                now=now)
+            created += order is not None
+    if created:
+        log.info("work orders opened for alarms", count=created)
+    return created

@@ -1,0 +1,235 @@
+"""Work order use cases: create, read, change under If-Match, list near a point or for a crew,
+a crew's day in driving order, the city's rules and photos; plus the hooks alarms call."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from fleet.access.models import Permission, Principal
+from fleet.alarms.models import AlarmChange, ChangeKind
+from fleet.audit.service import record
+from fleet.db import Database
+from fleet.errors import FieldError, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from fleet.registry.service import MAX_PAGE, require
+from fleet.workorders import proof
+from fleet.workorders.attachments import MAX_ATTACHMENT_BYTES, image_type
+from fleet.workorders.changes import apply_in, create_in, system_actor
+from fleet.workorders.lifecycle import changes_for, parse_if_match
+from fleet.workorders.models import (OPEN, Attachment, Status, WorkOrder, WorkOrderCreate, WorkOrderPage,
+                                     WorkOrderRules, WorkOrderUpdate)
+from fleet.workorders.repository import WorkOrderRepository
+from fleet.workorders.routing import driving_order, haversine_m
+
+OPEN_STATUSES = sorted(OPEN)
+# What a crew still has to do today: assigned to it and not closed.
+CREW_OPEN = sorted(OPEN - {Status.NEW})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_point(field: str, text: str) -> tuple[float, float]:
+    try:
+        lat_text, lon_text = text.split(",")
+        lat, lon = float(lat_text), float(lon_text)
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ValueError
+    except ValueError:
+        raise ValidationFailed(f"invalid {field}", [FieldError(field, "expected lat,lon in degrees")]) from None
+    return lat, lon
+
+
+def parse_statuses(values: Sequence[str]) -> list[str] | None:
+    """`status=a&status=b` and `status=a,b` alike; None for no filter."""
+    statuses = [s.strip() for value in values for s in value.split(",") if s.strip()]
+    unknown = [s for s in statuses if s not in Status.__members__.values()]
+    if unknown:
+        raise ValidationFailed("invalid status", [FieldError("status", f"unknown status {unknown[0]!r}")])
+    return statuses or None
+
+
+def _encode_cursor(distance: float, seq: int) -> str:
+    return base64.urlsafe_b64encode(b"w:" + msgspec.json.encode([distance, seq])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        if len(cursor) > 200:
+            raise ValueError
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if not text.startswith(b"w:"):
+            raise ValueError
+        return msgspec.json.decode(text[2:], type=tuple[float, int])
+    except (ValueError, msgspec.ValidationError, msgspec.DecodeError):
+        raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")]) from None
+
+
+class WorkOrderService:
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create(self, principal: Principal, data: WorkOrderCreate) -> WorkOrder:
+        require(principal, Permission.MANAGE_WORK_ORDERS)
+        location = (data.location.lat, data.location.lon) if data.location else None
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            order = await create_in(conn, principal, type=data.type, priority=data.priority,
+                                    device_ids=data.device_ids, notes=data.notes, location=location,
+                                    crew_id=data.crew_id, due=data.due_by, now=self.clock())
+        assert order is not None  # no alarm, so no guard to lose to
+        return order
+
+    async def get(self, principal: Principal, work_order_id: UUID) -> WorkOrder:
+        require(principal, Permission.READ)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            order = await WorkOrderRepository(conn).get(principal.tenant_id, work_order_id)
+        if order is None:
+            raise NotFound(f"work order {work_order_id} not found")
+        return order
+
+    async def update(self, principal: Principal, work_order_id: UUID, data: WorkOrderUpdate,
+                     if_match: str | None) -> WorkOrder:
+        """Change under optimistic concurrency: `if_match` must name the current version."""
+        require(principal, Permission.MANAGE_WORK_ORDERS)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            before = await WorkOrderRepository(conn).get(principal.tenant_id, work_order_id, for_update=True)
+            if before is None:
+                raise NotFound(f"work order {work_order_id} not found")
+            parse_if_match(if_match, before.version)
+            now = self.clock()
+            return await apply_in(conn, principal, before, changes_for(before, data, now), now)
+
+    async def list(self, principal: Principal, *, statuses: Sequence[str] = (), crew_id: UUID | None = None,
+                   device_id: UUID | None = None, near: str | None = None, assigned_to: str | None = None,
+                   cursor: str | None = None, limit: int = 100) -> WorkOrderPage:
+        require(principal, Permission.READ)
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationFailed("invalid limit", [FieldError("limit", f"must be 1-{MAX_PAGE}")])
+        if assigned_to is not None:
+            crew_id = self._my_crew(principal, "assigned_to")
+        point = parse_point("near", near) if near else None
+        after = _decode_cursor(cursor) if cursor else None
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            items, more = await WorkOrderRepository(conn).page(
+                principal.tenant_id, statuses=parse_statuses(statuses), crew_id=crew_id, device_id=device_id,
+                near=point, after=after, limit=limit)
+        next_cursor = _encode_cursor(items[-1][1], items[-1][2]) if more else None
+        return WorkOrderPage([order for order, _, _ in items], next_cursor)
+
+    async def my_day(self, principal: Principal, start: str | None = None,
+                     crew_id: UUID | None = None) -> list[WorkOrder]:
+        """The crew's open work orders in a short driving order from `start`; each carries the
+        metres of its leg (from `start`, or from the previous stop)."""
+        require(principal, Permission.READ)
+        if principal.crew_id is not None or crew_id is None:
+            crew_id = self._my_crew(principal, "crew")
+        origin = parse_point("start", start) if start else None
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            orders = await WorkOrderRepository(conn).open_for_crew(principal.tenant_id, crew_id, CREW_OPEN)
+        stops = [(o.location.lat, o.location.lon) for o in orders]
+        day, previous = [], origin
+        for index in driving_order(origin, stops):
+            leg = round(haversine_m(previous, stops[index])) if previous is not None else 0
+            day.append(msgspec.structs.replace(orders[index], distance_m=leg))
+            previous = stops[index]
+        return day
+
+    @staticmethod
+    def _my_crew(principal: Principal, field: str) -> UUID:
+        if principal.crew_id is None:
+            raise ValidationFailed("this API key belongs to no crew", [FieldError(
+                field, "only a crew key (fleet apikey create --role crew --crew NAME) has a crew")])
+        return principal.crew_id
+
+    # The city's rules
+
+    async def rules(self, principal: Principal) -> WorkOrderRules:
+        require(principal, Permission.READ)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            rules, _ = await WorkOrderRepository(conn).rules(principal.tenant_id)
+        return rules
+
+    async def put_rules(self, principal: Principal, rules: WorkOrderRules) -> WorkOrderRules:
+        require(principal, Permission.MANAGE_WORK_ORDERS)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = WorkOrderRepository(conn)
+            before, _ = await repo.rules(principal.tenant_id)
+            await repo.put_rules(principal.tenant_id, rules)
+            await record(conn, principal, "work_order_rules.update", "work_order_rules", principal.tenant_id,
+                         msgspec.to_builtins(before), msgspec.to_builtins(rules))
+        return rules
+
+    # Photos
+
+    async def add_attachment(self, principal: Principal, work_order_id: UUID, content: bytes) -> Attachment:
+        require(principal, Permission.MANAGE_WORK_ORDERS)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = WorkOrderRepository(conn)
+            if await repo.get(principal.tenant_id, work_order_id, for_update=True) is None:
+                raise NotFound(f"work order {work_order_id} not found")
+            if len(content) > MAX_ATTACHMENT_BYTES:
+                raise PayloadTooLarge(f"an attachment may be at most {MAX_ATTACHMENT_BYTES} bytes")
+            media_type = image_type(content)
+            if media_type is None:
+                raise UnsupportedMediaType("attachments are JPEG, PNG or WebP images")
+            attachment = await repo.add_attachment(principal.tenant_id, work_order_id, media_type, content,
+                                                   principal.actor)
+            await record(conn, principal, "work_order.attachment.add", "work_order", work_order_id,
+                         None, msgspec.to_builtins(attachment))
+        return attachment
+
+    async def attachments(self, principal: Principal, work_order_id: UUID) -> list[Attachment]:
+        await self.get(principal, work_order_id)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            return await WorkOrderRepository(conn).attachments(principal.tenant_id, work_order_id)
+
+    async def attachment(self, principal: Principal, work_order_id: UUID, attachment_id: UUID) -> tuple[str, bytes]:
+        require(principal, Permission.READ)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            found = await WorkOrderRepository(conn).attachment_content(principal.tenant_id, work_order_id,
+                                                                       attachment_id)
+        if found is None:
+            raise NotFound(f"attachment {attachment_id} not found")
+        return found
+
+
+# Hooks other capabilities call inside their own transactions
+
+
+async def for_citizen_report(conn: asyncpg.Connection, tenant_id: UUID, device_id: UUID, alarm_id: UUID,
+                             type: str, notes: str) -> UUID:
+    """The device's open work order if it has one (a second report makes no second trip), else a
+    new one from the citizen's report, linked to its alarm."""
+    repo = WorkOrderRepository(conn)
+    existing = await repo.open_for_device(tenant_id, device_id, OPEN_STATUSES)
+    if existing is not None:
+        return existing
+    actor, now = system_actor(tenant_id), utc_now()
+    order = await create_in(conn, actor, type=type, priority="medium", device_ids=[device_id], notes=notes,
+                            source="citizen", alarm_id=alarm_id, now=now)
+    if order is None:
+        # The alarm's own work order was closed without fixing it: a fresh one, unlinked.
+        order = await create_in(conn, actor, type=type, priority="medium", device_ids=[device_id],
+                                notes=notes, source="citizen", now=now)
+    assert order is not None
+    return order.id
+
+
+async def alarms_changed(conn: asyncpg.Connection, changes: list[AlarmChange]) -> None:
+    """What the devices' own reports say about repairs: a cleared condition proves a done repair
+    (verified); the fault again within the city's reopen window reopens it."""
+    for change in changes:
+        if change.kind is ChangeKind.PROVEN_CLEAR:
+            await proof.verify(conn, change)
+        elif change.kind is ChangeKind.RAISED:
+            await proof.reopen(conn, change)
+
+
+__all__ = ["WorkOrderService", "alarms_changed", "for_citizen_report"]
