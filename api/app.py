@@ -13,6 +13,7 @@ from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.runtime import alarm_service
 from api.controllers.access import ApiKeyController, AuditController, TenantController
 from api.controllers.alarms import AlarmController, GroupAlarmSettingsController
 from api.controllers.devices import DeviceController
@@ -34,7 +35,6 @@ from fleet.access.limits import Rate, RequestLimits
 from fleet.access.revocations import RevocationListener
 from fleet.access.models import Principal
 from fleet.access.service import ApiKeyService, TenantService
-from fleet.alarms.service import AlarmService
 from fleet.audit.service import AuditService
 from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
@@ -112,7 +112,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "lighting_service": LightingService(db),
         "preview_service": PreviewService(db),
         "energy_service": EnergyService(db),
-        "alarm_service": AlarmService(db),
+        "alarm_service": alarm_service(db),
         "report_service": ReportService(db),
         "open311_gate": Open311Gate(apikey_service, limits),
         "crew_service": CrewService(db),

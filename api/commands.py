@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from api.runtime import migrate_database, open_database, resolve_dsn, run_http, supervised, until_stopped
-from protocols.lwm2m.listener import run_coap
+from api.runtime import (migrate_database, open_database, resolve_dsn, run_device_edge, run_http, supervised,
+                         until_stopped)
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import Role
 from fleet.access.service import ApiKeyService, TenantService, system_principal
@@ -81,19 +81,14 @@ async def serve(settings: Settings) -> int:
                  coap=f"udp/{settings.coap.port}")
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
-            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
-                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
-                             health=health),
+            lambda: run_device_edge(db, settings, health),
             lambda: supervised(health, "scheduler", lambda: run_scheduler(db)))
 
 
 async def coap_only(settings: Settings) -> int:
     health = Health()
     async with open_database(settings, health=health) as db:
-        return await until_stopped(lambda: run_coap(db, settings.coap.host, settings.coap.port,
-                                                    in_flight=settings.coap.in_flight,
-                                                    peer_rate=settings.coap.peer_rate,
-                                                    address_rate=settings.coap.address_rate, health=health))
+        return await until_stopped(lambda: run_device_edge(db, settings, health))
 
 
 def local_api(settings: Settings) -> str:
@@ -128,9 +123,7 @@ async def demo(settings: Settings) -> int:
         print(demo_banner(seeded, local_api(settings), settings.coap.port), flush=True)
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
-            lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
-                             peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
-                             health=health),
+            lambda: run_device_edge(db, settings, health),
             lambda: supervised(health, "scheduler", lambda: run_scheduler(db)),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
 

@@ -13,11 +13,15 @@ import asyncpg
 import structlog
 import uvicorn
 
+from fleet.alarms.evaluator import RuleEvaluator
+from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.db.embedded import WRITE_HEAVY, EmbeddedWatchdog, start_embedded
 from fleet.db.migrate import migrate
 from fleet.settings import Settings
 from fleet.supervision import Health, Supervisor
+from fleet.workorders.service import alarms_changed
+from protocols.lwm2m.listener import run_coap
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +119,21 @@ async def run_http(db: Database, settings: Settings, host: str, port: int,
         server.should_exit = True
         await serving
         raise
+
+
+def alarm_service(db: Database) -> AlarmService:
+    """How every process builds its alarms: each transition reaches the work orders (opened from
+    alarms, proven by the device, reopened by a repeat) in the transaction that made it."""
+    return AlarmService(db, on_changes=alarms_changed)
+
+
+async def run_device_edge(db: Database, settings: Settings, health: Health) -> None:
+    """The CoAP/LwM2M listener with every alarm rule judging what its devices commit."""
+    alarms = alarm_service(db)
+    rules = RuleEvaluator(db, alarms.apply, settings=alarms.effective_settings)
+    await run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
+                   peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
+                   health=health, alarm_service=alarms, rules=rules)
 
 
 async def supervised(health: Health, name: str, run: Callable[[], Awaitable[None]]) -> None:

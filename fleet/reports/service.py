@@ -12,14 +12,15 @@ import structlog
 
 from fleet.access.models import Permission, Principal, Tenant
 from fleet.access.repository import TenantRepository
+from fleet.alarms.service import merge_citizen_report
 from fleet.audit.service import record
 from fleet.db import Database
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
-from fleet.reports import links
 from fleet.reports.models import (JURISDICTION_ID, MAX_SPAN_DAYS, SERVICE_REQUEST_ID, SERVICES, SERVICES_BY_CODE,
                                   Filed, Links, NewReport, ReportForm, RequestQuery, Service, ServiceRequest,
                                   new_service_request_id)
 from fleet.reports.repository import ReportRepository
+from fleet.workorders.service import for_citizen_report
 
 log = structlog.get_logger(__name__)
 
@@ -138,14 +139,14 @@ class ReportService:
     async def _join(conn: asyncpg.Connection, repo: ReportRepository, tenant_id: UUID, device_id: UUID,
                     report: NewReport,
                     service_request_id: str, at: datetime) -> Links:
-        """The device's open alarm and work order, made or joined (fleet.reports.links)."""
+        """The device's open alarm and work order, made or joined: a report never makes a duplicate."""
         await repo.hold_device(tenant_id, device_id)
         found = report.service
-        alarm_id = await links.merge_citizen_report(conn, tenant_id, device_id,
-                                                    found.alarm_detail(service_request_id), at)
+        alarm_id = await merge_citizen_report(conn, tenant_id, device_id,
+                                              found.alarm_detail(service_request_id), at)
         notes = f"Citizen report {service_request_id} ({found.name}): {report.form.description}".strip()
-        work_order_id = await links.for_citizen_report(conn, tenant_id, device_id, alarm_id,
-                                                       found.work_order_type, notes[:2000])
+        work_order_id = await for_citizen_report(conn, tenant_id, device_id, alarm_id,
+                                                 found.work_order_type, notes[:2000])
         return Links(device_id, alarm_id, work_order_id)
 
     async def requests(self, tenant: Tenant, query: RequestQuery, reader: Principal | None) -> list[ServiceRequest]:

@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 
 from fleet.access.models import Principal, Role
-from fleet.alarms.workorder_link import clear_for_work_order
+from fleet.alarms.service import clear_for_work_order
 from fleet.audit.service import record
 from fleet.errors import FieldError, NotFound, ValidationFailed
 from fleet.events.models import DEVICE_STATUS_CHANGED, WORK_ORDER_CREATED, WORK_ORDER_UPDATED
