@@ -9,6 +9,7 @@ from typing import Any
 
 from fleet.access.models import Role, Tenant
 from fleet.access.service import ApiKeyService, TenantService, system_principal
+from fleet.crews.service import CrewService
 from fleet.db import Database
 from fleet.errors import NotFound
 from fleet.registry.models import DeviceFilter
@@ -125,8 +126,8 @@ async def seed_demo_city(db: Database) -> DemoCity:
     await seed_demo_lighting(db, city)
     keys = ApiKeyService(db)
     issued = await keys.issue(admin, Role.ADMIN, "demo admin")
-    crew_id = await keys.ensure_crew(admin, DEMO_CREW)
-    crew_key = await keys.issue(admin, Role.CREW, "demo crew tablet", crew_id=crew_id)
+    crew = await CrewService(db).ensure(admin, DEMO_CREW)
+    crew_key = await keys.issue(admin, Role.CREW, "demo crew tablet", crew_id=crew.id)
     return DemoCity(city, issued.secret, created, DEMO_CREW, crew_key.secret)
 
 

@@ -92,17 +92,3 @@ class ApiKeyRepository:
                select id, tenant_id, role, crew_id, slug, timezone from found""",
             key_hash)
 
-
-class CrewRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-
-    async def ensure(self, tenant_id: UUID, name: str) -> tuple[UUID, bool]:
-        """The city's crew of that name, created if missing; True when created now."""
-        row = await self.conn.fetchrow(
-            """insert into crews (tenant_id, name) values ($1, $2)
-               on conflict (tenant_id, name) do nothing returning id""", tenant_id, name)
-        if row is not None:
-            return row["id"], True
-        return await self.conn.fetchval(
-            "select id from crews where tenant_id = $1 and name = $2", tenant_id, name), False

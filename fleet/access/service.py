@@ -13,7 +13,7 @@ import asyncpg
 
 from fleet.access.keycache import KeyCache
 from fleet.access.models import ApiKey, IssuedKey, Permission, Principal, Role, Tenant
-from fleet.access.repository import ApiKeyRepository, CrewRepository, TenantRepository
+from fleet.access.repository import ApiKeyRepository, TenantRepository
 from fleet.audit.service import record
 from fleet.db import Database
 from fleet.errors import (Conflict, FieldError, NotFound, PermissionDenied, Unauthenticated,
@@ -136,8 +136,6 @@ class ApiKeyService:
             raise ValidationFailed("invalid key", [FieldError("name", "at most 200 characters")])
         if _has_control_characters(name):
             raise ValidationFailed("invalid key", [FieldError("name", "must not contain control characters")])
-        if crew_id is not None and role != Role.CREW:
-            raise ValidationFailed("invalid key", [FieldError("crew", "only crew keys belong to a crew")])
         prefix, secret = new_secret()
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             try:
@@ -149,16 +147,6 @@ class ApiKeyService:
                 raise ValidationFailed("invalid key", [FieldError("crew_id", "no such crew in this city")]) from None
             await record(conn, principal, "apikey.create", "api_key", key.id, None, key)
         return IssuedKey(key, secret)
-
-    async def ensure_crew(self, principal: Principal, name: str) -> UUID:
-        """The city's crew of that name, created (and audited) if it does not exist yet."""
-        self._require_admin(principal)
-        async with self.db.tenant_tx(principal.tenant_id) as conn:
-            crew_id, created = await CrewRepository(conn).ensure(principal.tenant_id, name)
-            if created:
-                await record(conn, principal, "crew.create", "crew", crew_id, None,
-                             {"id": str(crew_id), "name": name})
-        return crew_id
 
     async def list(self, principal: Principal) -> list[ApiKey]:
         self._require_admin(principal)

@@ -33,6 +33,15 @@ class CrewService:
             await record(conn, principal, "crew.create", "crew", crew.id, None, crew)
         return crew
 
+    async def ensure(self, principal: Principal, name: str) -> Crew:
+        """The city's crew of that name, created (and audited) if it does not exist yet."""
+        require(principal, Permission.MANAGE_WORK_ORDERS)
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            crew, created = await CrewRepository(conn).ensure(principal.tenant_id, name)
+            if created:
+                await record(conn, principal, "crew.create", "crew", crew.id, None, crew)
+        return crew
+
     async def get(self, principal: Principal, crew_id: UUID) -> Crew:
         require(principal, Permission.READ)
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:

@@ -64,7 +64,8 @@ class WorkOrderLocation(Struct):
     lon: Annotated[float, Meta(ge=-180, le=180, description="WGS84 longitude in degrees")]
 
 
-Notes = Annotated[str, Meta(max_length=10_000)]
+MAX_NOTES = 10_000  # the column's own limit (0012)
+Notes = Annotated[str, Meta(max_length=MAX_NOTES)]
 ResolutionCode = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}$",
                                      description="how it ended, e.g. `lamp_replaced`, `no_fault_found`")]
 

@@ -21,7 +21,7 @@ from fleet.workorders import proof
 from fleet.workorders.attachments import MAX_ATTACHMENT_BYTES, image_type
 from fleet.workorders.changes import apply_in, create_in, system_actor
 from fleet.workorders.lifecycle import changes_for, parse_if_match
-from fleet.workorders.models import (OPEN, Attachment, Status, WorkOrder, WorkOrderCreate, WorkOrderPage,
+from fleet.workorders.models import (MAX_NOTES, OPEN, Attachment, Status, WorkOrder, WorkOrderCreate, WorkOrderPage,
                                      WorkOrderRules, WorkOrderUpdate)
 from fleet.workorders.repository import WorkOrderRepository
 from fleet.workorders.routing import driving_order, haversine_m
@@ -208,10 +208,15 @@ async def for_citizen_report(conn: asyncpg.Connection, tenant_id: UUID, device_i
     """The device's open work order if it has one (a second report makes no second trip), else a
     new one from the citizen's report, linked to its alarm."""
     repo = WorkOrderRepository(conn)
+    actor, now = system_actor(tenant_id), utc_now()
     existing = await repo.open_for_device(tenant_id, device_id, OPEN_STATUSES)
     if existing is not None:
+        # The crew reads every citizen's words on the one work order.
+        before = await repo.get(tenant_id, existing, for_update=True)
+        assert before is not None
+        joined = f"{before.notes}\n{notes}" if before.notes else notes
+        await apply_in(conn, actor, before, {"notes": joined[:MAX_NOTES]}, now)
         return existing
-    actor, now = system_actor(tenant_id), utc_now()
     order = await create_in(conn, actor, type=type, priority="medium", device_ids=[device_id], notes=notes,
                             source="citizen", alarm_id=alarm_id, now=now)
     if order is None:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fleet.access.models import Role
+from fleet.crews.service import CrewService
 from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.lighting.preview import PreviewService
 from fleet.lighting.reconcile import Reconciler
@@ -76,10 +77,10 @@ async def test_only_crew_keys_belong_to_a_crew(db):
     seeded = await seed_demo_city(db)
     admin = system_principal(seeded.city)
     keys = ApiKeyService(db)
-    crew_id = await keys.ensure_crew(admin, DEMO_CREW)
+    crew_id = (await CrewService(db).ensure(admin, DEMO_CREW)).id
     with pytest.raises(ValidationFailed):
         await keys.issue(admin, Role.VIEWER, "not a crew", crew_id=crew_id)
-    with pytest.raises(NotFound):
+    with pytest.raises(ValidationFailed):
         await keys.issue(admin, Role.CREW, "no such crew", crew_id=uuid4())
 
 

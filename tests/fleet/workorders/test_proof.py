@@ -95,7 +95,7 @@ async def test_a_citizen_report_joins_the_open_work_order(db, lit_city):
     assert first == second
     order = await WorkOrderService(db).get(city.principal, first)
     assert (order.source, order.alarm_id, order.notes, order.device_ids) == (
-        "citizen", alarm, "dark since Monday", [device.id])
+        "citizen", alarm, "dark since Monday\nstill dark", [device.id])
     # A device with an operator's open work order: the report joins it.
     other = await WorkOrderService(db).create(city.principal, WorkOrderCreate(type="other", location=None,
                                                                               device_ids=[device.id]))
