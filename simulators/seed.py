@@ -7,13 +7,16 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.access.models import Role, Tenant
+from fleet.access.models import Principal, Role, Tenant
+from fleet.alarms.models import AlarmType
 from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.crews.service import CrewService
 from fleet.db import Database
 from fleet.errors import NotFound
 from fleet.registry.models import DeviceFilter
 from fleet.registry.service import DeviceService
+from fleet.workorders.models import AlarmRule, WorkOrderRules
+from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL, place
 
 DEMO_SLUG = "seoul"
@@ -127,8 +130,27 @@ async def seed_demo_city(db: Database) -> DemoCity:
     keys = ApiKeyService(db)
     issued = await keys.issue(admin, Role.ADMIN, "demo admin")
     crew = await CrewService(db).ensure(admin, DEMO_CREW)
+    await seed_demo_work_order_rules(db, admin)
     crew_key = await keys.issue(admin, Role.CREW, "demo crew tablet", crew_id=crew.id)
     return DemoCity(city, issued.secret, created, DEMO_CREW, crew_key.secret)
+
+
+async def seed_demo_work_order_rules(db: Database, admin: Principal) -> None:
+    """Faults people must go out for become work orders a minute after nobody acknowledged them,
+    so a new user sees the whole chain (fault, alarm, work order) within a minute or two."""
+    work_orders = WorkOrderService(db)
+    if (await work_orders.rules(admin)).alarm_rules:
+        return  # a city that set its own rules keeps them
+    await work_orders.put_rules(admin, WorkOrderRules(alarm_rules=[
+        AlarmRule(alarm_types=[AlarmType.LAMP_FAILURE, AlarmType.DARK_AT_NIGHT], work_order_type="repair_lamp",
+                  min_severity="major", unacknowledged_minutes=1, priority="high"),
+        AlarmRule(alarm_types=[AlarmType.BIN_OVERFLOW], work_order_type="empty_bin",
+                  min_severity="major", unacknowledged_minutes=1, priority="medium"),
+        AlarmRule(alarm_types=[AlarmType.BIN_FIRE, AlarmType.BIN_KNOCKED_OVER], work_order_type="clean_or_repair_bin",
+                  min_severity="major", unacknowledged_minutes=0, priority="urgent"),
+        AlarmRule(alarm_types=[AlarmType.AP_DOWN], work_order_type="inspect_access_point",
+                  min_severity="major", unacknowledged_minutes=1, priority="high"),
+    ]))
 
 
 def demo_fault_arguments() -> list[str]:
