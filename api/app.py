@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.controllers.access import ApiKeyController, AuditController, TenantController
 from api.controllers.devices import DeviceController
+from api.controllers.events import events
 from api.controllers.groups import GroupController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.health import healthz, readyz
@@ -31,6 +32,7 @@ from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.service import AuditService
 from fleet.commands.service import CommandService
 from fleet.db import Database
+from fleet.events.service import EventService
 from fleet.groups.service import GroupService
 from fleet.lighting.energy import EnergyService
 from fleet.lighting.preview import PreviewService
@@ -69,10 +71,11 @@ def _request_limits(http: HttpSettings) -> RequestLimits:
                          failures_per_address=Rate(limits.auth_failures_per_s, limits.auth_failures_burst))
 
 
-def _listening_for_revocations(listener: RevocationListener):
+def _running(component: RevocationListener | EventService):
+    """A lifespan that runs a node's listener (key revocations, events) as long as the app."""
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(listener.run())
+        task = asyncio.create_task(component.run())
         try:
             yield
         finally:
@@ -97,6 +100,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "lighting_service": LightingService(db),
         "preview_service": PreviewService(db),
         "energy_service": EnergyService(db),
+        "event_service": EventService(db),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -106,10 +110,11 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     app = Litestar(
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
-                        ObservationController, LightingController, docs_assets, *(extra_handlers or [])],
+                        ObservationController, LightingController, events, docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"], _request_limits(http))],
-        lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],
+        lifespan=[_running(RevocationListener(db, services["apikey_service"].cache)),
+                  _running(services["event_service"])],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=FleetRequest,
         request_max_body_size=http.max_body_bytes,

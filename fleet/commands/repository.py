@@ -10,10 +10,22 @@ from uuid import UUID
 import asyncpg
 
 from fleet.commands.models import Batch, CommandStatus, DeviceCommand, Operation, Outcome
+from fleet.events.models import COMMAND_FINISHED
+from fleet.events.repository import INSERT_EVENTS
 
 NOTIFY_CHANNEL = "fleet_commands"
 _COMMAND_COLUMNS = ("id, batch_id, tenant_id, device_id, operation, path, value, status, attempts, "
                     "expires_at, result, error, created_at, sent_at, completed_at")
+
+
+# A finished command's event: what the REST API shows of it per device, with its ids.
+_FINISHED_EVENT = f"""{INSERT_EVENTS}
+    select tenant_id, '{COMMAND_FINISHED}', 'command', id::text, jsonb_build_object(
+        'command_id', id, 'batch_id', batch_id, 'device_id', device_id, 'operation', operation,
+        'path', path, 'status', status, 'attempts', attempts, 'result', result, 'error', error,
+        'completed_at', completed_at)"""
+_FINISHED_COLUMNS = "c.id, c.batch_id, c.tenant_id, c.device_id, c.operation, c.path, c.status, c.attempts, " \
+                    "c.result, c.error, c.completed_at"
 
 
 def command_from_row(row: asyncpg.Record) -> DeviceCommand:
@@ -198,10 +210,12 @@ class CommandRepository:
 
     async def complete(self, outcomes: Sequence[Outcome], *, max_attempts: int,
                        backoff_base_s: float) -> None:
-        """Record outcomes in one statement: success, final failure, or back into the queue."""
+        """Record outcomes in one statement: success, final failure, or back into the queue;
+        each command that finished is published (`command.finished`) in the same statement."""
         await _plan_for_today(self.conn)
         await self.conn.execute(
-            """update commands c set
+            f"""with done as (
+               update commands c set
                    status = case when o.succeeded then 'succeeded'
                                  when not o.retryable or c.attempts >= $6 then 'failed'
                                  when c.expires_at <= now() then 'expired'
@@ -213,17 +227,22 @@ class CommandRepository:
                                        or c.expires_at <= now() then now() end
                from unnest($1::uuid[], $2::bool[], $3::jsonb[], $4::text[], $5::bool[])
                     as o(id, succeeded, result, error, retryable)
-               where c.id = o.id and c.status = 'sent'""",
+               where c.id = o.id and c.status = 'sent'
+               returning {_FINISHED_COLUMNS})
+               {_FINISHED_EVENT} from done where status <> 'queued'""",
             [o.command_id for o in outcomes], [o.succeeded for o in outcomes],
             [o.result for o in outcomes], [o.error for o in outcomes],
             [o.retryable for o in outcomes], max_attempts, backoff_base_s)
 
     async def expire(self) -> int:
-        result = await self.conn.execute(
-            """update commands set status = 'expired', completed_at = now(),
-                                   error = coalesce(error, 'expired before delivery')
-               where status = 'queued' and expires_at <= now()""")
-        return int(result.split()[-1])
+        return await self.conn.fetchval(
+            f"""with done as (
+                    update commands c set status = 'expired', completed_at = now(),
+                                          error = coalesce(error, 'expired before delivery')
+                    where status = 'queued' and expires_at <= now()
+                    returning {_FINISHED_COLUMNS}),
+                published as ({_FINISHED_EVENT} from done)
+                select count(*) from done""")
 
     async def recover_stale(self, older_than: timedelta) -> int:
         """Commands a node claimed and then died with: back to the queue."""

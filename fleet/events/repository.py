@@ -16,6 +16,11 @@ from fleet.events.models import Event, Position
 _EVENT_COLUMNS = "tenant_id, id, xid::text::bigint as xid, at, kind, subject_type, subject_id, payload"
 
 
+# For statements that change an entity and record its event in the same round trip: follow
+# with a SELECT of (tenant_id, kind, subject_type, subject_id, payload) rows, e.g. from a CTE.
+INSERT_EVENTS = "insert into events (tenant_id, kind, subject_type, subject_id, payload)"
+
+
 def _event(row: asyncpg.Record) -> Event:
     payload = row["payload"]
     return Event(row["tenant_id"], row["id"], int(row["xid"]), row["at"], row["kind"],
