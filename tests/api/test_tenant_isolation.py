@@ -8,11 +8,14 @@ wall is extended with the API.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from uuid import UUID
 
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
+from fleet.events.models import DEVICE_STATUS_CHANGED
+from fleet.events.service import publish
 
 DEVICE = {"kind": "streetlight", "location": {"lat": 37.57, "lon": 126.98}, "district": "Jung-gu",
           "nominal_wattage": 90}
@@ -35,6 +38,22 @@ QUERIES = {
     ("GET", "/api/v1/devices/{device_id}/series"): {"path": "/3303/0/5700"},
     ("DELETE", "/api/v1/devices/{device_id}/observations"): {"path": "/3416/0/1"},
 }
+
+
+SENTINEL = "seoul-sentinel"
+
+
+async def read_stream(client, url: str, until: str) -> str:
+    """An event stream, from the start of the log, read until `until` shows up."""
+    text = ""
+    async with client.stream("GET", url, headers={"Last-Event-ID": "0-0"}) as response:
+        assert response.status_code == 200
+        async with asyncio.timeout(15):
+            async for chunk in response.aiter_text():
+                text += chunk
+                if until in text:
+                    return text
+    raise AssertionError(f"the stream ended before {until!r}")
 
 
 async def seed(city, n: int) -> dict[str, str]:
@@ -63,6 +82,12 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     batch = await CommandService(db).submit(busan.principal, CommandRequest(
         Target(device_ids=(UUID(theirs["device_id"]),)), Operation.READ, "/3/0"))
     theirs["command_id"] = str(batch.id)
+    # B's events carry B's ids; A's stream, read from the start of the log, must end up at A's
+    # own later event without showing them.
+    async with db.system_tx() as conn:
+        await publish(conn, busan.tenant_id, DEVICE_STATUS_CHANGED, "device", theirs["device_id"],
+                      {"device_id": theirs["device_id"], "status": "online", "previous": "provisioned"})
+        await publish(conn, seoul.tenant_id, DEVICE_STATUS_CHANGED, "device", SENTINEL, {})
     secrets_of_b = {theirs["device_id"], theirs["group_id"], theirs["key_id"], theirs["endpoint"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
                     theirs["assignment_id"], theirs["override_id"]}
@@ -84,8 +109,13 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
             if body and body.get("device_ids") == ["{device_id}"]:
                 body = {"device_ids": [theirs["device_id"]]}
             params = QUERIES.get((method, path))
-            response = await seoul.client.request(method, url, json=body, params=params)
             walked += 1
+            if "text/event-stream" in operations[method.lower()]["responses"].get("200", {}).get("content", {}):
+                text = await read_stream(seoul.client, url, until=SENTINEL)
+                leaked = [s for s in secrets_of_b if s in text]
+                assert not leaked, f"{method} {path} leaked {leaked}"
+                continue
+            response = await seoul.client.request(method, url, json=body, params=params)
             text = response.text
             leaked = [s for s in secrets_of_b if s in text and s not in url]
             assert not leaked, f"{method} {path} leaked {leaked}"
