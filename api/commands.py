@@ -73,7 +73,8 @@ async def serve(settings: Settings) -> int:
             lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
                              peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
                              health=health),
-            lambda: supervised(health, "scheduler", lambda: run_scheduler(db)))
+            lambda: supervised(health, "scheduler", lambda: run_scheduler(
+                db, events_retention_days=settings.events.retention_days)))
 
 
 async def coap_only(settings: Settings) -> int:
@@ -104,7 +105,8 @@ async def demo(settings: Settings) -> int:
             lambda: run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
                              peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
                              health=health),
-            lambda: supervised(health, "scheduler", lambda: run_scheduler(db)),
+            lambda: supervised(health, "scheduler", lambda: run_scheduler(
+                db, events_retention_days=settings.events.retention_days)),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
 
 

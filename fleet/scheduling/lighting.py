@@ -23,7 +23,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fleet.db import Database
 from fleet.lighting.reconcile import MIN_COMMAND_EXPIRY, ReconcileReport, Reconciler
 from fleet.lighting.repository import NOTIFY_CHANNEL
-from fleet.scheduling.leader import LeaderElection, Leadership, NotLeader
+from fleet.scheduling.leader import LeaderElection, Leadership, NotLeader, together
+from fleet.scheduling.retention import RETENTION_DAYS, EventRetention
 
 log = structlog.get_logger(__name__)
 
@@ -126,8 +127,11 @@ class LightingJobs:
         log.debug("next lighting transition scheduled", at=at.isoformat())
 
 
-async def run_scheduler(db: Database, *, node: str | None = None) -> None:
-    """The `fleet serve` component: try to lead; while leading, keep the lights on schedule."""
+async def run_scheduler(db: Database, *, node: str | None = None,
+                        events_retention_days: int = RETENTION_DAYS) -> None:
+    """The `fleet serve` component: try to lead; while leading, keep the lights on schedule
+    and the event log within its retention."""
     # One line per job run is noise at INFO; its warnings (misfires) and errors still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    await LeaderElection(db, node).run(LightingJobs(db).lead)
+    await LeaderElection(db, node).run(together(
+        LightingJobs(db).lead, EventRetention(db, retention_days=events_retention_days).lead))
