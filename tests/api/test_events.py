@@ -246,3 +246,19 @@ async def test_a_device_registering_over_udp_and_a_command_it_answers_are_events
             assert maintenance.json["payload"]["previous"] == "online"
     finally:
         await light.stop()
+
+
+async def test_a_registration_that_runs_out_is_an_offline_event(db, seoul, listener):
+    device = await DeviceService(db).create_validated(seoul.principal, NewDevice(
+        kind=DeviceKind.STREETLIGHT, endpoint="light-2", lat=37.56, lon=126.97, district="Jung-gu"))
+    light = MiniDevice("light-2")
+    await light.start()
+    try:
+        async with stream(seoul.client, params={"kinds": "device.status_changed"}) as sse:
+            assert (await light.register(listener.port, lifetime=1)).code.is_successful()
+            assert (await sse.event()).json["payload"]["status"] == "online"
+            offline = await sse.event()  # the sweep, once lifetime and grace ran out
+            assert offline.json["payload"] == {"device_id": str(device.id), "status": "offline",
+                                               "previous": "online"}
+    finally:
+        await light.stop()
