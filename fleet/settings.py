@@ -35,7 +35,7 @@ class DatabaseSettings:
     # pool_max: the REST API's pool (login fleet_app). The device side has its own maximum.
     pool_min: int = 2
     pool_max: int = 10
-    # Up to 7 are held by long-lived work (flushers, LISTENs, claims, the leader lock); the rest
+    # Up to 8 are held by long-lived work (flushers, LISTENs, claims, the leader lock); the rest
     # serve registrations, the reads after them and key lookups.
     system_pool_max: int = 20
     # Password Fleet gives its two logins (fleet_app, fleet_system) when the server wants one;

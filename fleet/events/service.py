@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -81,14 +81,28 @@ class EventService:
         self.listening = False
         self._listeners: dict[UUID, set[_Listener]] = {}
         self._reads = asyncio.Semaphore(concurrent_reads)
+        self._demand = asyncio.Event()  # the first stream opened or the last one closed
         self.follower = ChannelFollower(
             db.pool, EVENTS_CHANNEL, self._announced, on_listening=self._listening,
             application_name="fleet-events",
             lost_message="lost the feed of events; live streams poll the event log until it is back")
 
     async def run(self) -> None:
-        """Follow the channel until cancelled (the app's lifespan runs this)."""
-        await self.follower.run()
+        """Follow the channel while this node has streams, until cancelled (the app's lifespan
+        runs this): a node nobody listens to holds no connection for it."""
+        while True:
+            while not self._listeners:
+                self._demand.clear()
+                await self._demand.wait()
+            following = asyncio.create_task(self.follower.run())
+            try:
+                while self._listeners:
+                    self._demand.clear()
+                    await self._demand.wait()
+            finally:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
 
     @property
     def streams(self) -> int:
@@ -142,6 +156,8 @@ class EventService:
         """
         tenant_id = principal.tenant_id
         listener = _Listener(tenant_id)
+        if not self._listeners:
+            self._demand.set()
         self._listeners.setdefault(tenant_id, set()).add(listener)
         loop = asyncio.get_running_loop()
         last_read = last_sent = loop.time()
@@ -185,6 +201,8 @@ class EventService:
                 listeners.discard(listener)
                 if not listeners:
                     del self._listeners[tenant_id]
+                    if not self._listeners:
+                        self._demand.set()
 
     async def _read(self, tenant_id: UUID, position: Position) -> list[Event] | None:
         """One page of the log; None (and a retry on the next poll) while the database is away."""
