@@ -14,6 +14,7 @@ import pytest
 from fleet.access.models import Role
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
+from fleet.db import Database
 from fleet.events.models import ALARM_RAISED, COMMAND_FINISHED, DEVICE_STATUS_CHANGED, WORK_ORDER_UPDATED
 from fleet.events.repository import EventRepository
 from fleet.events.service import EventService, publish
@@ -262,3 +263,23 @@ async def test_a_registration_that_runs_out_is_an_offline_event(db, seoul, liste
                                                "previous": "online"}
     finally:
         await light.stop()
+
+
+async def test_a_change_made_through_one_node_streams_from_another(db, database_dsn):
+    city = await make_city(db, "seoul")
+    device = await DeviceService(db).create_validated(city.principal, NewDevice(
+        kind=DeviceKind.STREETLIGHT, endpoint="light-3", lat=37.56, lon=126.97, district="Jung-gu"))
+    other = await Database.connect(database_dsn, min_size=1, max_size=4)
+    headers = {"Authorization": f"Bearer {city.key}"}
+    try:
+        async with serve_api(db) as node_a, serve_api(other) as node_b, \
+                httpx.AsyncClient(base_url=node_a, headers=headers) as a, \
+                httpx.AsyncClient(base_url=node_b, headers=headers) as b:
+            async with stream(b) as sse:
+                response = await a.patch(f"/api/v1/devices/{device.id}", json={"status": "maintenance"})
+                assert response.status_code == 200
+                changed = await sse.event()
+            assert changed.json["payload"] == {"device_id": str(device.id), "status": "maintenance",
+                                               "previous": "provisioned"}
+    finally:
+        await other.close()
