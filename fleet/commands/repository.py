@@ -159,23 +159,30 @@ class CommandRepository:
                      [command_from_row(c) for c in commands])
 
     async def cancel_batch(self, tenant_id: UUID, batch_id: UUID) -> int:
-        result = await self.conn.execute(
-            """update commands set status = 'cancelled', completed_at = now(), error = 'cancelled'
-               where tenant_id = $1 and batch_id = $2 and status = 'queued'""", tenant_id, batch_id)
-        return int(result.split()[-1])
+        row = await self.conn.fetchrow(
+            f"""with done as (
+                    update commands c set status = 'cancelled', completed_at = now(), error = 'cancelled'
+                    where tenant_id = $1 and batch_id = $2 and status = 'queued'
+                    returning {_FINISHED_COLUMNS}),
+                {_PUBLISH_FINISHED.format(threshold="$3")}""",
+            tenant_id, batch_id, EVENT_PER_COMMAND_UP_TO)
+        await self._publish_finished_batches(row["large_batches"])
+        return row["changed"]
 
     async def end_for_device(self, tenant_id: UUID, device_id: UUID, reason: str) -> int:
         """A device leaves service: what is queued or awaiting its answer is cancelled (a late
         answer then changes nothing: outcomes only land on `sent`), and its observations end.
         Returns how many commands were cancelled."""
-        return await self.conn.fetchval(
-            """with ended as (delete from observations where tenant_id = $1 and device_id = $2),
-                    cancelled as (
-                        update commands set status = 'cancelled', completed_at = now(), error = $3
+        row = await self.conn.fetchrow(
+            f"""with ended as (delete from observations where tenant_id = $1 and device_id = $2),
+                    done as (
+                        update commands c set status = 'cancelled', completed_at = now(), error = $3
                         where tenant_id = $1 and device_id = $2 and status in ('queued', 'sent')
-                        returning 1)
-               select count(*) from cancelled""",
-            tenant_id, device_id, reason)
+                        returning {_FINISHED_COLUMNS}),
+                    {_PUBLISH_FINISHED.format(threshold="$4")}""",
+            tenant_id, device_id, reason, EVENT_PER_COMMAND_UP_TO)
+        await self._publish_finished_batches(row["large_batches"])
+        return row["changed"]
 
     async def for_device(self, tenant_id: UUID, device_id: UUID, limit: int) -> list[DeviceCommand]:
         rows = await self.conn.fetch(

@@ -93,3 +93,18 @@ async def test_expired_commands_are_published_the_same_way(db, monkeypatch, devi
     events = await _events(db)
     assert [e["subject_type"] for e in events] == subjects
     assert all(e["payload"].get("status", "expired") == "expired" for e in events)
+
+
+async def test_cancelled_commands_are_published_too(db):
+    city = await make_city(db, "seoul")
+    batch_id, (first, second) = await _batch(db, city, 2)
+    async with db.system_tx() as conn:
+        await conn.execute("update commands set status = 'queued' where id = $1", first)
+    async with db.tenant_tx(city.tenant_id) as conn:  # an operator's cancel, behind the wall
+        assert await CommandRepository(conn).cancel_batch(city.tenant_id, batch_id) == 1
+    async with db.tenant_tx(city.tenant_id) as conn:  # the device is decommissioned
+        device_id = await conn.fetchval("select device_id from commands where id = $1", second)
+        assert await CommandRepository(conn).end_for_device(city.tenant_id, device_id, "decommissioned") == 1
+    events = await _events(db)
+    assert [(e["subject_id"], e["payload"]["status"]) for e in events] == [
+        (str(first), "cancelled"), (str(second), "cancelled")]
