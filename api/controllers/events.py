@@ -53,7 +53,10 @@ def _message(item: Event | Passed | KeepAlive) -> bytes:
 async def _stream(opening: Opening, items: AsyncIterator[Event | Passed | KeepAlive],
                   still_authorized) -> AsyncIterator[bytes]:
     async with contextlib.aclosing(items):
-        yield ServerSentEventMessage(data=None, retry=RETRY_MS).encode()
+        # The start's position as an id without data: a client that loses the connection before
+        # any event comes resumes from here (EventSource sends it back), not from a later "now".
+        yield ServerSentEventMessage(data=None, retry=RETRY_MS,
+                                     id=None if opening.reset else opening.position.token()).encode()
         if opening.reset is not None:
             yield ServerSentEventMessage(data=_encode({"reason": opening.reset}), event="reset",
                                          id=opening.position.token()).encode()
@@ -72,7 +75,8 @@ async def _stream(opening: Opening, items: AsyncIterator[Event | Passed | KeepAl
          "the stream starts now; with it, right after that position, with nothing missed or repeated. "
          "If retention already deleted events after it, an `event: reset` (data `{\"reason\": "
          "\"pruned\"}`) comes first and the stream continues with what is kept; a position this "
-         "server never gave out gives `reset` with reason `unknown` and starts now. Comment lines "
+         "server never gave out gives `reset` with reason `unknown` and starts now. The first message "
+         "carries `retry:` and the `id:` the stream starts at, without data. Comment lines "
          "(`: keep-alive`) come every 15 s; an `id:` without data moves the position past events "
          "the `kinds` filter left out."),
      tags=["events"], operation_class=EventStreamOperation, responses=problems(403, 422))

@@ -46,6 +46,7 @@ class Sse:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.lines = response.aiter_lines()
+        self.start: str | None = None  # the position the stream began at, when it says
 
     async def next(self, *, skip_comments: bool = True) -> Message:
         while True:
@@ -86,7 +87,8 @@ async def stream(client: httpx.AsyncClient, params: dict | None = None, headers:
         assert response.headers["content-type"].startswith("text/event-stream")
         sse = Sse(response)
         first = await sse.next()  # sent at once: the stream is open and positioned
-        assert first.retry == 3000
+        assert first.retry == 3000 and first.data is None
+        sse.start = first.id
         yield sse
 
 
@@ -121,6 +123,15 @@ async def test_last_event_id_resumes_without_gaps_or_duplicates(db, seoul):
     async with stream(seoul.client, params={"last_event_id": seen[3].id}) as sse:
         query = [await sse.event() for _ in range(2)]
     assert [m.id for m in query] == [again[1].id, again[2].id]
+
+
+async def test_a_client_that_drops_before_any_event_resumes_from_where_it_started(db, seoul):
+    async with stream(seoul.client) as sse:
+        start = sse.start
+    assert start is not None
+    await emit(db, seoul, ALARM_RAISED, "while-away", n=1)
+    async with stream(seoul.client, headers={"Last-Event-ID": start}) as sse:
+        assert (await sse.event()).json["payload"] == {"n": 1}
 
 
 async def test_a_burst_of_commits_arrives_complete_and_in_order(db, seoul):
