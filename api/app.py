@@ -17,6 +17,7 @@ from api.runtime import alarm_service
 from api.controllers.access import ApiKeyController, AuditController, TenantController
 from api.controllers.alarms import AlarmController, GroupAlarmSettingsController
 from api.controllers.devices import DeviceController
+from api.controllers.events import events
 from api.controllers.groups import GroupController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.crews import CrewController
@@ -39,6 +40,7 @@ from fleet.audit.service import AuditService
 from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
 from fleet.db import Database
+from fleet.events.service import EventService
 from fleet.groups.service import GroupService
 from fleet.idempotency.service import IdempotencyService
 from fleet.lighting.energy import EnergyService
@@ -81,10 +83,11 @@ def _request_limits(http: HttpSettings) -> RequestLimits:
                          failures_per_address=Rate(limits.auth_failures_per_s, limits.auth_failures_burst))
 
 
-def _listening_for_revocations(listener: RevocationListener):
+def _running(component: RevocationListener | EventService):
+    """A lifespan that runs a node's listener (key revocations, events) as long as the app."""
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(listener.run())
+        task = asyncio.create_task(component.run())
         try:
             yield
         finally:
@@ -118,6 +121,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "crew_service": CrewService(db),
         "workorder_service": WorkOrderService(db),
         "sync_service": SyncService(db),
+        "event_service": EventService(db),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -129,11 +133,12 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,
-                        WorkOrderController, sync, docs_assets, *(extra_handlers or [])],
+                        WorkOrderController, sync, events, docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"], limits),
                     idempotency(IdempotencyService(db), http.max_body_bytes)],
-        lifespan=[_listening_for_revocations(RevocationListener(db, services["apikey_service"].cache))],
+        lifespan=[_running(RevocationListener(db, services["apikey_service"].cache)),
+                  _running(services["event_service"])],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=FleetRequest,
         request_max_body_size=http.max_body_bytes,

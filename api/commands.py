@@ -82,7 +82,8 @@ async def serve(settings: Settings) -> int:
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
-            lambda: supervised(health, "scheduler", lambda: run_scheduler(db)))
+            lambda: supervised(health, "scheduler", lambda: run_scheduler(
+                db, events_retention_days=settings.events.retention_days)))
 
 
 async def coap_only(settings: Settings) -> int:
@@ -124,7 +125,8 @@ async def demo(settings: Settings) -> int:
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
-            lambda: supervised(health, "scheduler", lambda: run_scheduler(db)),
+            lambda: supervised(health, "scheduler", lambda: run_scheduler(
+                db, events_retention_days=settings.events.retention_days)),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
 
 

@@ -124,6 +124,16 @@ class DeviceExportOperation(Operation):
 
 
 @dataclass
+class EventStreamOperation(Operation):
+    """The event stream answers Server-Sent Events, never ends by itself."""
+
+    def __post_init__(self) -> None:
+        self.responses["200"].content = {"text/event-stream": OpenAPIMediaType(schema=Schema(
+            type=OpenAPIType.STRING,
+            description="SSE messages: `retry:`, then per event `id:`, `event:` and `data:` (JSON)"))}
+
+
+@dataclass
 class DeviceImportOperation(Operation):
     """The import reads its body itself, so the document says here what the body may be."""
 

@@ -35,7 +35,7 @@ class DatabaseSettings:
     # pool_max: the REST API's pool (login fleet_app). The device side has its own maximum.
     pool_min: int = 2
     pool_max: int = 10
-    # Up to 7 are held by long-lived work (flushers, LISTENs, claims, the leader lock); the rest
+    # Up to 8 are held by long-lived work (flushers, LISTENs, claims, the leader lock); the rest
     # serve registrations, the reads after them and key lookups.
     system_pool_max: int = 20
     # Password Fleet gives its two logins (fleet_app, fleet_system) when the server wants one;
@@ -108,11 +108,18 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EventSettings:
+    # Days the event log keeps events; a stream resuming from before that is told (SSE `reset`).
+    retention_days: int = 7
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings
     http: HttpSettings = field(default_factory=HttpSettings)
     coap: CoapSettings = field(default_factory=CoapSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    events: EventSettings = field(default_factory=EventSettings)
 
 
 def default_data_dir() -> Path:
@@ -161,7 +168,10 @@ def load_settings() -> Settings:
             address_burst=_env_int("COAP_ADDRESS_BURST", coap.address_burst),
         ),
         log=LogSettings(level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(), format=log_format),
+        events=EventSettings(retention_days=_env_int("EVENTS_RETENTION_DAYS", 7)),
     )
+    if settings.events.retention_days < 1:
+        raise ValueError(f"FLEET_EVENTS_RETENTION_DAYS must be at least 1, got {settings.events.retention_days}")
     limits = settings.http.limits
     for name, per_s, burst in (("RATE_KEY", limits.key_per_s, limits.key_burst),
                                ("RATE_ADDRESS", limits.address_per_s, limits.address_burst),

@@ -10,10 +10,37 @@ from uuid import UUID
 import asyncpg
 
 from fleet.commands.models import Batch, CommandStatus, DeviceCommand, Operation, Outcome
+from fleet.events.models import COMMAND_FINISHED
+from fleet.events.repository import INSERT_EVENTS
 
 NOTIFY_CHANNEL = "fleet_commands"
 _COMMAND_COLUMNS = ("id, batch_id, tenant_id, device_id, operation, path, value, status, attempts, "
                     "expires_at, result, error, created_at, sent_at, completed_at")
+
+
+# Commands finishing are published as `command.finished`: one event per command for batches
+# of up to this many devices (an operator's command to a few devices, followed on a dashboard),
+# one per batch, when its last command finishes, for larger ones (a dimming push of 10,000
+# lights is one event, not 10,000: measured, per-command events more than doubled the cost of
+# recording outcomes, and no listener wants them one by one).
+EVENT_PER_COMMAND_UP_TO = 100
+_FINISHED_COLUMNS = "c.id, c.batch_id, c.tenant_id, c.device_id, c.operation, c.path, c.status, c.attempts, " \
+                    "c.result, c.error, c.completed_at"
+# Follows a CTE `done` of finished commands (_FINISHED_COLUMNS) and takes the threshold as $n;
+# publishes the small batches' commands; answers how many changed and the large batches touched.
+_PUBLISH_FINISHED = f"""small as (
+        select d.* from done d join command_batches b on b.id = d.batch_id
+        where d.status <> 'queued' and b.device_count <= {{threshold}}),
+    published as (
+        {INSERT_EVENTS}
+        select tenant_id, '{COMMAND_FINISHED}', 'command', id::text, jsonb_build_object(
+            'command_id', id, 'batch_id', batch_id, 'device_id', device_id, 'operation', operation,
+            'path', path, 'status', status, 'attempts', attempts, 'result', result, 'error', error,
+            'completed_at', completed_at)
+        from small)
+    select (select count(*) from done) as changed, array(
+        select distinct d.batch_id from done d join command_batches b on b.id = d.batch_id
+        where d.status <> 'queued' and b.device_count > {{threshold}}) as large_batches"""
 
 
 def command_from_row(row: asyncpg.Record) -> DeviceCommand:
@@ -132,23 +159,30 @@ class CommandRepository:
                      [command_from_row(c) for c in commands])
 
     async def cancel_batch(self, tenant_id: UUID, batch_id: UUID) -> int:
-        result = await self.conn.execute(
-            """update commands set status = 'cancelled', completed_at = now(), error = 'cancelled'
-               where tenant_id = $1 and batch_id = $2 and status = 'queued'""", tenant_id, batch_id)
-        return int(result.split()[-1])
+        row = await self.conn.fetchrow(
+            f"""with done as (
+                    update commands c set status = 'cancelled', completed_at = now(), error = 'cancelled'
+                    where tenant_id = $1 and batch_id = $2 and status = 'queued'
+                    returning {_FINISHED_COLUMNS}),
+                {_PUBLISH_FINISHED.format(threshold="$3")}""",
+            tenant_id, batch_id, EVENT_PER_COMMAND_UP_TO)
+        await self._publish_finished_batches(row["large_batches"])
+        return row["changed"]
 
     async def end_for_device(self, tenant_id: UUID, device_id: UUID, reason: str) -> int:
         """A device leaves service: what is queued or awaiting its answer is cancelled (a late
         answer then changes nothing: outcomes only land on `sent`), and its observations end.
         Returns how many commands were cancelled."""
-        return await self.conn.fetchval(
-            """with ended as (delete from observations where tenant_id = $1 and device_id = $2),
-                    cancelled as (
-                        update commands set status = 'cancelled', completed_at = now(), error = $3
+        row = await self.conn.fetchrow(
+            f"""with ended as (delete from observations where tenant_id = $1 and device_id = $2),
+                    done as (
+                        update commands c set status = 'cancelled', completed_at = now(), error = $3
                         where tenant_id = $1 and device_id = $2 and status in ('queued', 'sent')
-                        returning 1)
-               select count(*) from cancelled""",
-            tenant_id, device_id, reason)
+                        returning {_FINISHED_COLUMNS}),
+                    {_PUBLISH_FINISHED.format(threshold="$4")}""",
+            tenant_id, device_id, reason, EVENT_PER_COMMAND_UP_TO)
+        await self._publish_finished_batches(row["large_batches"])
+        return row["changed"]
 
     async def for_device(self, tenant_id: UUID, device_id: UUID, limit: int) -> list[DeviceCommand]:
         rows = await self.conn.fetch(
@@ -198,32 +232,64 @@ class CommandRepository:
 
     async def complete(self, outcomes: Sequence[Outcome], *, max_attempts: int,
                        backoff_base_s: float) -> None:
-        """Record outcomes in one statement: success, final failure, or back into the queue."""
+        """Record outcomes in one statement: success, final failure, or back into the queue;
+        what finished is published in the same transaction (see EVENT_PER_COMMAND_UP_TO)."""
         await _plan_for_today(self.conn)
-        await self.conn.execute(
-            """update commands c set
-                   status = case when o.succeeded then 'succeeded'
-                                 when not o.retryable or c.attempts >= $6 then 'failed'
-                                 when c.expires_at <= now() then 'expired'
-                                 else 'queued' end,
-                   result = o.result,
-                   error = o.error,
-                   next_attempt_at = now() + make_interval(secs => $7 * power(2, c.attempts - 1)),
-                   completed_at = case when o.succeeded or not o.retryable or c.attempts >= $6
-                                       or c.expires_at <= now() then now() end
-               from unnest($1::uuid[], $2::bool[], $3::jsonb[], $4::text[], $5::bool[])
-                    as o(id, succeeded, result, error, retryable)
-               where c.id = o.id and c.status = 'sent'""",
+        row = await self.conn.fetchrow(
+            f"""with done as (
+                   update commands c set
+                       status = case when o.succeeded then 'succeeded'
+                                     when not o.retryable or c.attempts >= $6 then 'failed'
+                                     when c.expires_at <= now() then 'expired'
+                                     else 'queued' end,
+                       result = o.result,
+                       error = o.error,
+                       next_attempt_at = now() + make_interval(secs => $7 * power(2, c.attempts - 1)),
+                       completed_at = case when o.succeeded or not o.retryable or c.attempts >= $6
+                                           or c.expires_at <= now() then now() end
+                   from unnest($1::uuid[], $2::bool[], $3::jsonb[], $4::text[], $5::bool[])
+                        as o(id, succeeded, result, error, retryable)
+                   where c.id = o.id and c.status = 'sent'
+                   returning {_FINISHED_COLUMNS}),
+               {_PUBLISH_FINISHED.format(threshold="$8")}""",
             [o.command_id for o in outcomes], [o.succeeded for o in outcomes],
             [o.result for o in outcomes], [o.error for o in outcomes],
-            [o.retryable for o in outcomes], max_attempts, backoff_base_s)
+            [o.retryable for o in outcomes], max_attempts, backoff_base_s, EVENT_PER_COMMAND_UP_TO)
+        await self._publish_finished_batches(row["large_batches"])
 
     async def expire(self) -> int:
-        result = await self.conn.execute(
-            """update commands set status = 'expired', completed_at = now(),
-                                   error = coalesce(error, 'expired before delivery')
-               where status = 'queued' and expires_at <= now()""")
-        return int(result.split()[-1])
+        row = await self.conn.fetchrow(
+            f"""with done as (
+                    update commands c set status = 'expired', completed_at = now(),
+                                          error = coalesce(error, 'expired before delivery')
+                    where status = 'queued' and expires_at <= now()
+                    returning {_FINISHED_COLUMNS}),
+                {_PUBLISH_FINISHED.format(threshold="$1")}""",
+            EVENT_PER_COMMAND_UP_TO)
+        await self._publish_finished_batches(row["large_batches"])
+        return row["changed"]
+
+    async def _publish_finished_batches(self, batch_ids: list[UUID]) -> None:
+        """One `command.finished` (subject `batch`) for each of these batches with nothing left
+        queued or sent. The batch rows are locked first, in a statement of their own: the
+        check after it then sees what any other node committed for the same batch meanwhile,
+        so of two transactions finishing a batch's last commands exactly one publishes."""
+        if not batch_ids:
+            return
+        await self.conn.execute(
+            "select 1 from command_batches where id = any($1::uuid[]) order by id for update", batch_ids)
+        await self.conn.execute(
+            f"""with finished as (
+                    select b.id, b.tenant_id, b.operation, b.path, b.device_count from command_batches b
+                    where b.id = any($1::uuid[]) and not exists (
+                        select 1 from commands c where c.batch_id = b.id and c.status in ('queued', 'sent')))
+                {INSERT_EVENTS}
+                select tenant_id, '{COMMAND_FINISHED}', 'batch', id::text, jsonb_build_object(
+                    'batch_id', id, 'operation', operation, 'path', path, 'device_count', device_count,
+                    'counts', (select jsonb_object_agg(status, n) from (
+                        select status, count(*) as n from commands where batch_id = f.id group by status) s))
+                from finished f""",
+            batch_ids)
 
     async def recover_stale(self, older_than: timedelta) -> int:
         """Commands a node claimed and then died with: back to the queue."""

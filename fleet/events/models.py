@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,10 +33,13 @@ class Position:
 
     @classmethod
     def parse(cls, token: str) -> Position:
-        """Raises ValueError on anything but two non-negative integers joined by '-'."""
+        """Raises ValueError on anything but two non-negative integers joined by '-' that fit
+        the log's columns (xid8 below 2**63 in practice, bigint ids)."""
         xid, sep, event_id = token.strip().partition("-")
-        if not sep or not xid.isdigit() or not event_id.isdigit() or len(token) > 60:
-            raise ValueError(f"not a position in the event log: {token!r}")
+        if (not sep or len(token) > 60 or not (xid.isascii() and xid.isdigit())
+                or not (event_id.isascii() and event_id.isdigit())
+                or int(xid) >= 2**63 or int(event_id) >= 2**63):
+            raise ValueError(f"not a position in the event log: {token[:60]!r}")
         return cls(int(xid), int(event_id))
 
 
@@ -57,3 +61,53 @@ class Event:
     @property
     def position(self) -> Position:
         return Position(self.xid, self.id)
+
+
+_KIND_OR_SUBJECT = re.compile(r"[a-z_]{1,40}(\.[a-z_]{1,40})?")
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which kinds a listener wants: exact kinds (`alarm.raised`) and whole subjects (`alarm`)."""
+
+    kinds: frozenset[str] = frozenset()
+    subjects: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str | None) -> EventFilter:
+        """`alarm.raised,work_order` → that kind and every work order event; empty: everything.
+        Raises ValueError on a name that is neither."""
+        names = [name.strip() for name in (text or "").split(",") if name.strip()]
+        if len(names) > 50 or any(not _KIND_OR_SUBJECT.fullmatch(name) for name in names):
+            raise ValueError("give event kinds (alarm.raised) or subjects (alarm, work_order, device, "
+                             "command), comma-separated")
+        return cls(frozenset(n for n in names if "." in n), frozenset(n for n in names if "." not in n))
+
+    def wants(self, kind: str) -> bool:
+        if not self.kinds and not self.subjects:
+            return True
+        return kind in self.kinds or kind.partition(".")[0] in self.subjects
+
+
+# What a live stream yields besides events.
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Nothing happened for a while: a line that keeps proxies from closing the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Passed:
+    """Events up to `position` were read and none of them is wanted: a resuming listener may
+    start after it (an SSE `id:` alone, which moves the client's Last-Event-ID)."""
+
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """Where a stream starts; `reset` says why it cannot continue seamlessly from what the
+    listener asked for: 'pruned' (retention deleted events after it) or 'unknown' (a position
+    this database never gave out; the stream starts from now)."""
+
+    position: Position
+    reset: str | None = None

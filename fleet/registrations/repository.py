@@ -7,6 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
+from fleet.events.models import DEVICE_STATUS_CHANGED
+from fleet.events.repository import INSERT_EVENTS
 from fleet.registrations.models import (SESSIONS_CHANNEL, DeviceInfo, ReadFormatHints, Registration,
                                         RegisterRequest, UpdateRequest)
 
@@ -87,9 +89,24 @@ class RegistrationRepository:
             tenant_id, device_id, SESSIONS_CHANNEL)
 
     async def set_status(self, device_id: UUID, status: str, *, only_from: tuple[str, ...]) -> None:
+        """Move the device to `status` if it is in one of `only_from`, publishing the change.
+
+        One statement, on the path every Register and Update takes: a device already in
+        `status` is not written at all (no new row version, no event).
+        """
         await self.conn.execute(
-            "update devices set status = $2, updated_at = now() where id = $1 and status = any($3::text[])",
-            device_id, status, list(only_from))
+            f"""with previous as (
+                    select id, status from devices
+                    where id = $1 and status = any($3::text[]) and status <> $2
+                    for update),
+                changed as (
+                    update devices d set status = $2, updated_at = now() from previous p
+                    where d.id = p.id returning d.tenant_id, d.id, p.status as previous)
+                {INSERT_EVENTS}
+                select tenant_id, $4, 'device', id::text,
+                       jsonb_build_object('device_id', id, 'status', $2::text, 'previous', previous)
+                from changed""",
+            device_id, status, list(only_from), DEVICE_STATUS_CHANGED)
 
     async def back_from_offline(self, device_id: UUID) -> UUID | None:
         """The device registered after its lifetime had run out: forget when, and say its city.
@@ -114,25 +131,35 @@ class RegistrationRepository:
         return _registration(row) if row else None
 
     async def expire(self, grace: timedelta, limit: int) -> list[UUID]:
-        """Remove registrations past lifetime + grace and mark their devices offline.
+        """Remove registrations past lifetime + grace and mark their devices offline (each
+        change published as an event in the same statement).
 
         SKIP LOCKED lets every node sweep at once without waiting on each other.
         """
         rows = await self.conn.fetch(
-            """with expired as (
-                   select id, device_id from registrations
-                   where expires_at + $1::interval < now()
-                   order by expires_at limit $2 for update skip locked),
-               gone as (delete from registrations r using expired e where r.id = e.id
-                        returning r.device_id, r.expires_at),
-               -- offline_since keeps when the lifetime ran out, for the device_offline alarm's grace
-               offline as (
-                   update devices d set offline_since = coalesce(d.offline_since, gone.expires_at),
-                          status = case when d.status = 'online' then 'offline' else d.status end,
-                          updated_at = case when d.status = 'online' then now() else d.updated_at end
-                   from gone where d.id = gone.device_id and d.status <> 'decommissioned')
-               select device_id, pg_notify($3, device_id::text) from gone""",
-            grace, limit, SESSIONS_CHANNEL)
+            f"""with expired as (
+                    select id, device_id from registrations
+                    where expires_at + $1::interval < now()
+                    order by expires_at limit $2 for update skip locked),
+                gone as (delete from registrations r using expired e where r.id = e.id
+                         returning r.device_id, r.expires_at),
+                -- offline_since keeps when the lifetime ran out, for the device_offline alarm's grace;
+                -- `previous` is read before the update, so only a real change is published.
+                offline as (
+                    update devices d set offline_since = coalesce(d.offline_since, g.expires_at),
+                           status = case when d.status = 'online' then 'offline' else d.status end,
+                           updated_at = case when d.status = 'online' then now() else d.updated_at end
+                    from (select gone.device_id, gone.expires_at, before.status as previous
+                          from gone join devices before on before.id = gone.device_id) g
+                    where d.id = g.device_id and d.status <> 'decommissioned'
+                    returning d.tenant_id, d.id, g.previous),
+                published as (
+                    {INSERT_EVENTS}
+                    select tenant_id, $4, 'device', id::text,
+                           jsonb_build_object('device_id', id, 'status', 'offline', 'previous', 'online')
+                    from offline where previous = 'online')
+                select device_id, pg_notify($3, device_id::text) from gone""",
+            grace, limit, SESSIONS_CHANNEL, DEVICE_STATUS_CHANGED)
         return [r["device_id"] for r in rows]
 
     async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:

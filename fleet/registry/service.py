@@ -16,6 +16,8 @@ from fleet.audit.service import record, record_many
 from fleet.commands.repository import CommandRepository
 from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.events.models import DEVICE_STATUS_CHANGED
+from fleet.events.service import publish
 from fleet.registrations.repository import RegistrationRepository
 from fleet.registry.importing import rows_from_csv, rows_from_geojson
 from fleet.registry.models import Device, DeviceFilter, NewDevice, Page
@@ -104,6 +106,7 @@ class DeviceService:
             except asyncpg.UniqueViolationError as exc:
                 raise conflict_from(exc) from None
             await record(conn, principal, "device.update", "device", device_id, before, after)
+            await _status_changed(conn, principal, before, after)
         return after
 
     async def decommission(self, principal: Principal, device_id: UUID) -> Device:
@@ -121,6 +124,7 @@ class DeviceService:
                                                          "cancelled: device decommissioned")
             await clear_for_decommissioned(conn, principal.tenant_id, device_id, principal.actor)
             await record(conn, principal, "device.decommission", "device", device_id, before, after)
+            await _status_changed(conn, principal, before, after)
         return after
 
     async def list(self, principal: Principal, device_filter: DeviceFilter, *,
@@ -188,6 +192,12 @@ class DeviceService:
             for start in range(0, len(created), COPY_CHUNK):  # a few tens of ms of the loop each
                 await record_many(conn, principal, "device.create", "device", created[start:start + COPY_CHUNK])
         return [d.id for d in created]
+
+
+async def _status_changed(conn: asyncpg.Connection, principal: Principal, before: Device, after: Device) -> None:
+    if after.status != before.status:
+        await publish(conn, principal.tenant_id, DEVICE_STATUS_CHANGED, "device", after.id, {
+            "device_id": after.id, "status": after.status.value, "previous": before.status.value})
 
 
 def validate_rows(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[NewDevice], list[int]]:

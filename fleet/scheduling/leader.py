@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -60,12 +60,12 @@ Lead = Callable[[Leadership], AbstractAsyncContextManager[None]]
 
 
 def together(*leads: Lead) -> Lead:
-    """One term of leadership for several sets of jobs: each starts, and stops, with it."""
+    """One lead that runs several jobs' leads for the same term (started in order, stopped in reverse)."""
     @contextlib.asynccontextmanager
-    async def lead(leadership: Leadership):
+    async def lead(leadership: Leadership) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            for each in leads:
-                await stack.enter_async_context(each(leadership))
+            for one in leads:
+                await stack.enter_async_context(one(leadership))
             yield
     return lead
 

@@ -25,6 +25,7 @@ from fleet.lighting.reconcile import MIN_COMMAND_EXPIRY, ReconcileReport, Reconc
 from fleet.lighting.repository import NOTIFY_CHANNEL
 from fleet.scheduling.leader import LeaderElection, Leadership, NotLeader, together
 from fleet.scheduling.workorders import WorkOrderJobs
+from fleet.scheduling.retention import RETENTION_DAYS, EventRetention
 
 log = structlog.get_logger(__name__)
 
@@ -127,8 +128,12 @@ class LightingJobs:
         log.debug("next lighting transition scheduled", at=at.isoformat())
 
 
-async def run_scheduler(db: Database, *, node: str | None = None) -> None:
-    """The `fleet serve` component: try to lead; while leading, keep the lights on schedule."""
+async def run_scheduler(db: Database, *, node: str | None = None,
+                        events_retention_days: int = RETENTION_DAYS) -> None:
+    """The `fleet serve` component: try to lead; while leading, keep the lights on schedule
+    and the event log within its retention."""
     # One line per job run is noise at INFO; its warnings (misfires) and errors still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    await LeaderElection(db, node).run(together(LightingJobs(db).lead, WorkOrderJobs(db).lead))
+    await LeaderElection(db, node).run(together(
+        LightingJobs(db).lead, WorkOrderJobs(db).lead,
+        EventRetention(db, retention_days=events_retention_days).lead))

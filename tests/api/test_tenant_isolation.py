@@ -8,6 +8,7 @@ wall is extended with the API.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 from uuid import UUID
@@ -16,6 +17,8 @@ from fleet.alarms.models import AlarmType, Finding
 from fleet.alarms.service import AlarmService
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
+from fleet.events.models import DEVICE_STATUS_CHANGED
+from fleet.events.service import publish
 
 DEVICE = {"kind": "streetlight", "location": {"lat": 37.57, "lon": 126.98}, "district": "Jung-gu",
           "nominal_wattage": 90}
@@ -48,6 +51,22 @@ QUERIES = {
     ("GET", "/api/v1/devices/{device_id}/series"): {"path": "/3303/0/5700"},
     ("DELETE", "/api/v1/devices/{device_id}/observations"): {"path": "/3416/0/1"},
 }
+
+
+SENTINEL = "seoul-sentinel"
+
+
+async def read_stream(client, url: str, until: str) -> str:
+    """An event stream, from the start of the log, read until `until` shows up."""
+    text = ""
+    async with client.stream("GET", url, headers={"Last-Event-ID": "0-0"}) as response:
+        assert response.status_code == 200
+        async with asyncio.timeout(15):
+            async for chunk in response.aiter_text():
+                text += chunk
+                if until in text:
+                    return text
+    raise AssertionError(f"the stream ended before {until!r}")
 
 
 async def seed(city, n: int) -> dict[str, str]:
@@ -90,6 +109,12 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     await AlarmService(db).apply([Finding(busan.tenant_id, UUID(theirs["device_id"]), AlarmType.LAMP_FAILURE,
                                           True, datetime.now(UTC))])
     theirs["alarm_id"] = (await busan.client.get("/api/v1/alarms")).json()["items"][0]["id"]
+    # B's events carry B's ids; A's stream, read from the start of the log, must end up at A's
+    # own later event without showing them.
+    async with db.system_tx() as conn:
+        await publish(conn, busan.tenant_id, DEVICE_STATUS_CHANGED, "device", theirs["device_id"],
+                      {"device_id": theirs["device_id"], "status": "online", "previous": "provisioned"})
+        await publish(conn, seoul.tenant_id, DEVICE_STATUS_CHANGED, "device", SENTINEL, {})
     secrets_of_b = {theirs["device_id"], theirs["group_id"], theirs["key_id"], theirs["endpoint"],
                     theirs["crew_id"], theirs["work_order_id"], theirs["attachment_id"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
@@ -118,8 +143,13 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
             params = QUERIES.get((method, path))
             if path.startswith(OPEN311):
                 params = {"jurisdiction_id": seoul.slug}
-            response = await seoul.client.request(method, url, json=body, params=params)
             walked += 1
+            if "text/event-stream" in operations[method.lower()]["responses"].get("200", {}).get("content", {}):
+                text = await read_stream(seoul.client, url, until=SENTINEL)
+                leaked = [s for s in secrets_of_b if s in text]
+                assert not leaked, f"{method} {path} leaked {leaked}"
+                continue
+            response = await seoul.client.request(method, url, json=body, params=params)
             text = response.text
             leaked = [s for s in secrets_of_b if s in text and s not in url]
             assert not leaked, f"{method} {path} leaked {leaked}"
