@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -67,6 +67,35 @@ def together(*leads: Lead) -> Lead:
             for one in leads:
                 await stack.enter_async_context(one(leadership))
             yield
+    return lead
+
+
+def every(interval_s: float, job: Callable[[Leadership], Awaitable[object]], name: str) -> Lead:
+    """A lead that runs `job` at once and then every `interval_s` for as long as the term lasts.
+
+    A job that finds it is no longer leader ends quietly; any other failure is logged and the
+    next run tries again (the database may be away, or it is our bug: either way the term goes on).
+    """
+    async def repeat(leadership: Leadership) -> None:
+        while True:
+            try:
+                await job(leadership)
+            except NotLeader as exc:
+                log.info("job refused: no longer leader", job=name, reason=str(exc))
+                return
+            except Exception:  # noqa: BLE001 - see the docstring
+                log.exception("scheduled job failed; the next run retries", job=name)
+            await asyncio.sleep(interval_s)
+
+    @contextlib.asynccontextmanager
+    async def lead(leadership: Leadership) -> AsyncIterator[None]:
+        task = asyncio.create_task(repeat(leadership), name=name)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     return lead
 
 

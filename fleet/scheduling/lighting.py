@@ -20,10 +20,12 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.lighting.reconcile import MIN_COMMAND_EXPIRY, ReconcileReport, Reconciler
 from fleet.lighting.repository import NOTIFY_CHANNEL
 from fleet.scheduling.leader import LeaderElection, Leadership, NotLeader, together
+from fleet.scheduling.alarms import AlarmJobs
 from fleet.scheduling.workorders import WorkOrderJobs
 from fleet.scheduling.retention import RETENTION_DAYS, EventRetention
 
@@ -129,11 +131,14 @@ class LightingJobs:
 
 
 async def run_scheduler(db: Database, *, node: str | None = None,
-                        events_retention_days: int = RETENTION_DAYS) -> None:
-    """The `fleet serve` component: try to lead; while leading, keep the lights on schedule
-    and the event log within its retention."""
+                        events_retention_days: int = RETENTION_DAYS,
+                        alarm_service: AlarmService | None = None) -> None:
+    """The `fleet serve` component: try to lead; while leading, keep the lights on schedule,
+    open work orders from alarms, look for stuck fill sensors and keep the event log within
+    its retention."""
     # One line per job run is noise at INFO; its warnings (misfires) and errors still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     await LeaderElection(db, node).run(together(
         LightingJobs(db).lead, WorkOrderJobs(db).lead,
+        AlarmJobs(db, alarm_service or AlarmService(db)).lead,
         EventRetention(db, retention_days=events_retention_days).lead))
