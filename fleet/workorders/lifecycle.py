@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from msgspec import UNSET
 
-from fleet.errors import Conflict, FieldError, PreconditionFailed, PreconditionRequired, ValidationFailed
+from fleet.errors import Conflict, FieldError, PermissionDenied, PreconditionFailed, PreconditionRequired, ValidationFailed
 from fleet.workorders.models import CLOSING, TRANSITIONS, DueHours, Status, WorkOrder, WorkOrderUpdate
 
 
@@ -35,6 +35,27 @@ def parse_if_match(if_match: str | None, current: int) -> None:
     if text != "*" and (not text.isdigit() or int(text) != current):
         raise PreconditionFailed(f"the work order is at version {current}; fetch it and apply the change again",
                                  current)
+
+
+# What a crew may change on its own work orders; priorities, deadlines and who does the work
+# stay with the control room.
+CREW_FIELDS = frozenset({"status", "notes", "resolution_code", "time_spent_minutes", "crew_id"})
+
+
+def check_crew_may_change(crew_id: UUID | None, before: WorkOrder, update: WorkOrderUpdate) -> None:
+    """A crew works its own work orders and may take an unassigned one; it may not cancel,
+    re-prioritise or hand work to another crew. Raises PermissionDenied."""
+    if crew_id is None:
+        raise PermissionDenied("this crew key belongs to no crew: ask an admin for a key of your crew")
+    if before.crew_id not in (None, crew_id):
+        raise PermissionDenied("this work order is assigned to another crew")
+    fields = {f for f in WorkOrderUpdate.__struct_fields__ if getattr(update, f) is not UNSET}
+    if fields - CREW_FIELDS:
+        raise PermissionDenied(f"a crew may not change {', '.join(sorted(fields - CREW_FIELDS))}")
+    if update.crew_id is not UNSET and update.crew_id != crew_id:
+        raise PermissionDenied("a crew may take a work order for itself, not hand it to another crew")
+    if update.status == Status.CANCELLED:
+        raise PermissionDenied("only the control room cancels a work order")
 
 
 def changes_for(before: WorkOrder, update: WorkOrderUpdate, now: datetime) -> dict[str, Any]:

@@ -11,16 +11,16 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from fleet.access.models import Permission, Principal
+from fleet.access.models import Permission, Principal, Role
 from fleet.alarms.models import AlarmChange, ChangeKind
 from fleet.audit.service import record
 from fleet.db import Database
-from fleet.errors import FieldError, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from fleet.errors import FieldError, NotFound, PayloadTooLarge, PermissionDenied, UnsupportedMediaType, ValidationFailed
 from fleet.registry.service import MAX_PAGE, require
 from fleet.workorders import proof
 from fleet.workorders.attachments import MAX_ATTACHMENT_BYTES, image_type
 from fleet.workorders.changes import apply_in, create_in, system_actor
-from fleet.workorders.lifecycle import changes_for, parse_if_match
+from fleet.workorders.lifecycle import changes_for, check_crew_may_change, parse_if_match
 from fleet.workorders.models import (MAX_NOTES, OPEN, Attachment, Status, WorkOrder, WorkOrderCreate, WorkOrderPage,
                                      WorkOrderRules, WorkOrderUpdate)
 from fleet.workorders.repository import WorkOrderRepository
@@ -103,6 +103,8 @@ class WorkOrderService:
             if before is None:
                 raise NotFound(f"work order {work_order_id} not found")
             parse_if_match(if_match, before.version)
+            if principal.role is Role.CREW:
+                check_crew_may_change(principal.crew_id, before, data)
             now = self.clock()
             return await apply_in(conn, principal, before, changes_for(before, data, now), now)
 
@@ -172,8 +174,11 @@ class WorkOrderService:
         require(principal, Permission.MANAGE_WORK_ORDERS)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = WorkOrderRepository(conn)
-            if await repo.get(principal.tenant_id, work_order_id, for_update=True) is None:
+            order = await repo.get(principal.tenant_id, work_order_id, for_update=True)
+            if order is None:
                 raise NotFound(f"work order {work_order_id} not found")
+            if principal.role is Role.CREW and order.crew_id != principal.crew_id:
+                raise PermissionDenied("a crew adds photos to its own work orders")
             if len(content) > MAX_ATTACHMENT_BYTES:
                 raise PayloadTooLarge(f"an attachment may be at most {MAX_ATTACHMENT_BYTES} bytes")
             media_type = image_type(content)

@@ -186,3 +186,27 @@ async def test_two_work_orders_on_one_device_give_it_back_once_both_close(seoul)
     third = await patch_order(seoul.client, third, status="in_progress")
     await patch_order(seoul.client, third, status="done")
     assert (await seoul.client.get(device_url)).json()["status"] == "maintenance"
+
+
+async def test_a_crew_works_its_own_orders_and_leaves_the_rest_to_the_control_room(db, seoul, api_url):
+    device = await add_device(seoul, 1, 37.50, 127.00)
+    north, south = await add_crew(seoul, "North team"), await add_crew(seoul, "South team")
+    theirs = await create_order(seoul.client, device_ids=[device["id"]], crew_id=south["id"])
+    free = await create_order(seoul.client, device_ids=[device["id"]])
+    async with await crew_client(db, seoul, north["id"], api_url) as tablet:
+        # Another crew's work order: neither changed nor photographed.
+        await patch_order(tablet, theirs, expect=403, status="en_route")
+        png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+        refused = await tablet.post(f"{WORKORDERS}/{theirs['id']}/attachments", content=png,
+                                    headers={"Content-Type": "image/png"})
+        assert refused.status_code == 403
+        # An unassigned one the crew may take, but not hand on, re-prioritise or cancel.
+        await patch_order(tablet, free, expect=403, crew_id=south["id"])
+        await patch_order(tablet, free, expect=403, priority="low")
+        await patch_order(tablet, free, expect=403, status="cancelled")
+        taken = await patch_order(tablet, free, crew_id=north["id"])
+        assert (taken["status"], taken["crew_id"]) == ("assigned", north["id"])
+        started = await patch_order(tablet, taken, status="en_route", notes="on my way")
+        assert started["status"] == "en_route"
+    # The control room still may do everything.
+    await patch_order(seoul.client, started, status="cancelled")
