@@ -1,7 +1,8 @@
 """Work orders Fleet opens by itself: for alarms a city's rule names, left unacknowledged too long.
 
 Any number of nodes may run a pass at once: the unique guard on (city, alarm) decides, so an
-alarm never gets two work orders. The scheduler leader runs it (fleet.scheduling.workorders).
+alarm never gets two work orders (nor two crews: the assignment is made with the work order).
+The scheduler leader runs it (fleet.scheduling.workorders).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ async def open_for_alarms(db: Database, now: datetime | None = None, *,
         for due in await WorkOrderRepository(conn).alarms_due_for_work_orders(now, BATCH):
             order = await create_in(
                 conn, system_actor(due["tenant_id"]), type=due["work_order_type"], priority=due["priority"],
-                device_ids=[due["device_id"]], source="alarm", alarm_id=due["alarm_id"],
+                device_ids=[due["device_id"]], source="alarm", alarm_id=due["alarm_id"], assign=due["assign"],
                 notes=f"{due['type'].replace('_', ' ')} ({due['severity']}) since {due['first_seen']:%Y-%m-%d %H:%M} UTC",
                 now=now)
             created += order is not None
