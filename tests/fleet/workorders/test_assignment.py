@@ -16,6 +16,7 @@ from fleet.workorders.assignment import for_citizen_reports
 from fleet.workorders.automation import open_for_alarms
 from fleet.workorders.models import AlarmRule, WorkOrderCreate, WorkOrderRules, WorkOrderUpdate
 from fleet.workorders.service import WorkOrderService, for_citizen_report
+from tests.conftest import make_city
 from tests.fleet.workorders.conftest import raise_alarm
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -99,6 +100,9 @@ async def test_a_rule_with_nearest_crew_assigns_its_work_order_once_audited_and_
     crews = crews_of(db)
     await crews.create(city.principal, "Far away", FAR)
     near = await crews.create(city.principal, "Around the corner", NEAR)
+    # Another city's crew right at the lamp is behind its wall, even for the system's pass.
+    busan = await make_city(db, "busan")
+    await crews.create(busan.principal, "Busan crew", Place(37.5, 127.0))
     await WorkOrderService(db).put_rules(city.principal, WorkOrderRules(alarm_rules=[
         AlarmRule(alarm_types=["lamp_failure"], work_order_type="repair_lamp", unacknowledged_minutes=0,
                   assign="nearest_crew"),
