@@ -45,9 +45,9 @@ class PositionReport(Struct, forbid_unknown_fields=True):
     lat: Latitude
     lon: Longitude
     accuracy_m: Annotated[float, Meta(ge=0, le=100_000, description="radius of the fix in metres")] | None = None
-    at: Annotated[Annotated[datetime, Meta(tz=True)] | None, Meta(description="when the fix was taken (a tablet sending late); "
-                                                    "default: now; a time ahead of the server's counts as now. An older fix never replaces "
-                                                             "a newer one")] = None
+    at: Annotated[Annotated[datetime, Meta(tz=True)] | None, Meta(description=(
+        "when the fix was taken (a tablet sending late); default: now; a time ahead of the server's "
+        "counts as now. An older fix never replaces a newer one"))] = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,9 +33,9 @@ async def open_for_alarms(db: Database, now: datetime | None = None, *,
         for due in await WorkOrderRepository(conn).alarms_due_for_work_orders(now, BATCH):
             order = await create_in(
                 conn, system_actor(due["tenant_id"]), type=due["work_order_type"], priority=due["priority"],
-                device_ids=[due["device_id"]], source="alarm", alarm_id=due["alarm_id"], assign=due["assign"],
+                device_ids=[due["device_id"]], source="alarm", alarm_id=due["alarm_id"],
                 notes=f"{due['type'].replace('_', ' ')} ({due['severity']}) since {due['first_seen']:%Y-%m-%d %H:%M} UTC",
-                now=now)
+                assign=due["assign"], now=now)
             created += order is not None
     if created:
         log.info("work orders opened for alarms", count=created)

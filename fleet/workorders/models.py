@@ -155,9 +155,9 @@ class WorkOrderRules(Struct, forbid_unknown_fields=True):
     alarm_rules: Annotated[list[AlarmRule], Meta(max_length=100)] = []
     due_hours: DueHours = DueHours()
     reopen_window_days: Annotated[int, Meta(ge=0, le=365)] = DEFAULT_REOPEN_WINDOW_DAYS
-    crew_position_fresh_minutes: Annotated[int, Meta(
-        ge=1, le=10_080, description="how long a crew's reported position is where it is for nearest-crew "
-                                     "assignment; after that its home base counts")] = DEFAULT_CREW_POSITION_FRESH_MINUTES
+    crew_position_fresh_minutes: Annotated[int, Meta(ge=1, le=10_080, description=(
+        "how long a crew's reported position is where it is for nearest-crew assignment; "
+        "after that its home base counts"))] = DEFAULT_CREW_POSITION_FRESH_MINUTES
 
 
 class Attachment(Struct):
