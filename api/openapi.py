@@ -11,7 +11,7 @@ import swagger_ui_bundle
 from litestar import Litestar, Router
 from litestar.constants import RESERVED_KWARGS
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
@@ -82,13 +82,19 @@ class StructRulesPlugin(StructSchemaPlugin):
 _BOUNDS = {"ge": "minimum", "gt": "exclusive_minimum", "le": "maximum", "lt": "exclusive_maximum"}
 
 
+def _unwrapped(type_: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """The type under a `Meta` that carries only a description (or other schema extras)."""
+    return type_.type if isinstance(type_, msgspec.inspect.Metadata) else type_
+
+
 def _restore_zero_bounds(struct: type, schema: Schema) -> None:
     for field in msgspec.inspect.type_info(struct).fields:
         property_schema = (schema.properties or {}).get(field.encode_name)
         if not isinstance(property_schema, Schema):
             continue
-        members = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
-        for member in members:
+        field_type = _unwrapped(field.type)
+        members = field_type.types if isinstance(field_type, msgspec.inspect.UnionType) else (field_type,)
+        for member in map(_unwrapped, members):
             if isinstance(member, msgspec.inspect.IntType | msgspec.inspect.FloatType):
                 for bound, keyword in _BOUNDS.items():
                     if getattr(member, bound) == 0 and getattr(property_schema, keyword) is None:
@@ -159,6 +165,18 @@ class ImageUploadOperation(Operation):
         image = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
         self.request_body = RequestBody(required=True, content={
             media_type: OpenAPIMediaType(schema=image) for media_type in ("image/jpeg", "image/png", "image/webp")})
+
+
+@dataclass
+class ImageDownloadOperation(Operation):
+    """A photo comes back as it was stored, with its own image type."""
+
+    def __post_init__(self) -> None:
+        image = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        found = (self.responses or {}).get("200")
+        if isinstance(found, OpenAPIResponse):
+            found.content = {media_type: OpenAPIMediaType(schema=image)
+                             for media_type in ("image/jpeg", "image/png", "image/webp")}
 
 
 def docs_ui() -> tuple[SwaggerRenderPlugin, Router]:

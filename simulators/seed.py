@@ -7,9 +7,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from msgspec.structs import replace
+
 from fleet.access.models import Principal, Role, Tenant
 from fleet.alarms.models import AlarmType
 from fleet.access.service import ApiKeyService, TenantService, system_principal
+from fleet.crews.models import CrewUpdate, Place
 from fleet.crews.service import CrewService
 from fleet.db import Database
 from fleet.errors import NotFound
@@ -25,6 +28,9 @@ WASTE_KINDS = ("organic", "inorganic", "plastic", "paper", "glass", "metal")
 
 DEMO_COUNTS = {"streetlight": 180, "waste_bin": 90, "wifi_ap": 45}
 DEMO_CREW = "Jung-gu maintenance crew"
+# The crew's depot in Jung-gu: with the demo's rules every work order goes to the nearest crew,
+# which in the demo is this one, so its tablet (`?assigned_to=me`) fills by itself.
+DEMO_CREW_BASE = Place(37.5636, 126.9976)
 # Forced at start (`fleet simulate --fault KIND=FRACTION`, beside --faults' low random rates), so
 # a new user sees alarms within a minute whatever the hour: about four failed lamps and two dark
 # lights (at night), two day burners (by day), three overflowing bins, a bin on its side, two
@@ -129,7 +135,10 @@ async def seed_demo_city(db: Database) -> DemoCity:
     await seed_demo_lighting(db, city)
     keys = ApiKeyService(db)
     issued = await keys.issue(admin, Role.ADMIN, "demo admin")
-    crew = await CrewService(db).ensure(admin, DEMO_CREW)
+    crews = CrewService(db)
+    crew = await crews.ensure(admin, DEMO_CREW)
+    if crew.home_base is None:
+        crew = await crews.update(admin, crew.id, CrewUpdate(home_base=DEMO_CREW_BASE))
     await seed_demo_work_order_rules(db, admin)
     crew_key = await keys.issue(admin, Role.CREW, "demo crew tablet", crew_id=crew.id)
     return DemoCity(city, issued.secret, created, DEMO_CREW, crew_key.secret)
@@ -137,20 +146,27 @@ async def seed_demo_city(db: Database) -> DemoCity:
 
 async def seed_demo_work_order_rules(db: Database, admin: Principal) -> None:
     """Faults people must go out for become work orders a minute after nobody acknowledged them,
-    so a new user sees the whole chain (fault, alarm, work order) within a minute or two."""
+    on the nearest crew's tablet, so a new user sees the whole chain (fault, alarm, work order,
+    the crew's list) within a minute or two."""
     work_orders = WorkOrderService(db)
-    if (await work_orders.rules(admin)).alarm_rules:
-        return  # a city that set its own rules keeps them
-    await work_orders.put_rules(admin, WorkOrderRules(alarm_rules=[
-        AlarmRule(alarm_types=[AlarmType.LAMP_FAILURE, AlarmType.DARK_AT_NIGHT], work_order_type="repair_lamp",
-                  min_severity="major", unacknowledged_minutes=1, priority="high"),
-        AlarmRule(alarm_types=[AlarmType.BIN_OVERFLOW], work_order_type="empty_bin",
-                  min_severity="major", unacknowledged_minutes=1, priority="medium"),
-        AlarmRule(alarm_types=[AlarmType.BIN_FIRE, AlarmType.BIN_KNOCKED_OVER], work_order_type="clean_or_repair_bin",
-                  min_severity="major", unacknowledged_minutes=0, priority="urgent"),
-        AlarmRule(alarm_types=[AlarmType.AP_DOWN], work_order_type="inspect_access_point",
-                  min_severity="major", unacknowledged_minutes=1, priority="high"),
-    ]))
+    current = (await work_orders.rules(admin)).alarm_rules
+    # A city that set its own rules keeps them; the demo's earlier rules (before they assigned
+    # the nearest crew) are brought up to date.
+    if current and current != [replace(rule, assign="none") for rule in DEMO_RULES]:
+        return
+    await work_orders.put_rules(admin, WorkOrderRules(alarm_rules=DEMO_RULES))
+
+
+DEMO_RULES = [
+    AlarmRule(alarm_types=[AlarmType.LAMP_FAILURE, AlarmType.DARK_AT_NIGHT], work_order_type="repair_lamp",
+              min_severity="major", unacknowledged_minutes=1, priority="high", assign="nearest_crew"),
+    AlarmRule(alarm_types=[AlarmType.BIN_OVERFLOW], work_order_type="empty_bin",
+              min_severity="major", unacknowledged_minutes=1, priority="medium", assign="nearest_crew"),
+    AlarmRule(alarm_types=[AlarmType.BIN_FIRE, AlarmType.BIN_KNOCKED_OVER], work_order_type="clean_or_repair_bin",
+              min_severity="major", unacknowledged_minutes=0, priority="urgent", assign="nearest_crew"),
+    AlarmRule(alarm_types=[AlarmType.AP_DOWN], work_order_type="inspect_access_point",
+              min_severity="major", unacknowledged_minutes=1, priority="high", assign="nearest_crew"),
+]
 
 
 def demo_fault_arguments() -> list[str]:

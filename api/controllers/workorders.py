@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, get, patch, post, put
 from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
-from api.openapi import ImageUploadOperation
+from api.openapi import ImageDownloadOperation, ImageUploadOperation
 from api.problems import problems
 from fleet.access.models import Principal
 from fleet.workorders.models import (Attachment, WorkOrder, WorkOrderCreate, WorkOrderPage, WorkOrderRules,
@@ -94,7 +94,7 @@ class WorkOrderController(Controller):
         return await workorder_service.attachments(principal, work_order_id)
 
     @get("/{work_order_id:uuid}/attachments/{attachment_id:uuid}", summary="One photo, as stored",
-         responses=problems(403), media_type="application/octet-stream")
+         responses=problems(403), media_type="application/octet-stream", operation_class=ImageDownloadOperation)
     async def get_attachment(self, work_order_id: UUID, attachment_id: UUID, principal: Principal,
                              workorder_service: WorkOrderService) -> Response[bytes]:
         media_type, content = await workorder_service.attachment(principal, work_order_id, attachment_id)

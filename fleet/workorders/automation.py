@@ -1,7 +1,8 @@
 """Work orders Fleet opens by itself: for alarms a city's rule names, left unacknowledged too long.
 
 Any number of nodes may run a pass at once: the unique guard on (city, alarm) decides, so an
-alarm never gets two work orders. The scheduler leader runs it (fleet.scheduling.workorders).
+alarm never gets two work orders (nor two crews: the assignment is made with the work order).
+The scheduler leader runs it (fleet.scheduling.workorders).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ async def open_for_alarms(db: Database, now: datetime | None = None, *,
                 conn, system_actor(due["tenant_id"]), type=due["work_order_type"], priority=due["priority"],
                 device_ids=[due["device_id"]], source="alarm", alarm_id=due["alarm_id"],
                 notes=f"{due['type'].replace('_', ' ')} ({due['severity']}) since {due['first_seen']:%Y-%m-%d %H:%M} UTC",
-                now=now)
+                assign=due["assign"], now=now)
             created += order is not None
     if created:
         log.info("work orders opened for alarms", count=created)

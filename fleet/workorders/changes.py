@@ -17,8 +17,9 @@ from fleet.audit.service import record
 from fleet.errors import FieldError, NotFound, ValidationFailed
 from fleet.events.models import DEVICE_STATUS_CHANGED, WORK_ORDER_CREATED, WORK_ORDER_UPDATED
 from fleet.events.service import publish
+from fleet.workorders.assignment import nearest_crew
 from fleet.workorders.lifecycle import due_by
-from fleet.workorders.models import CLOSING, Status, WorkOrder
+from fleet.workorders.models import CLOSING, AssignName, Status, WorkOrder
 from fleet.workorders.repository import WorkOrderRepository
 
 
@@ -35,8 +36,9 @@ async def create_in(conn: asyncpg.Connection, principal: Principal, *, type: str
                     device_ids: Sequence[UUID], notes: str = "", source: str = "operator",
                     location: tuple[float, float] | None = None, crew_id: UUID | None = None,
                     alarm_id: UUID | None = None, due: datetime | None = None,
-                    now: datetime) -> WorkOrder | None:
-    """A new work order; None if `alarm_id` already has one (the unique guard decided)."""
+                    assign: AssignName = "none", now: datetime) -> WorkOrder | None:
+    """A new work order; None if `alarm_id` already has one (the unique guard decided).
+    `assign="nearest_crew"` without a `crew_id` gives it to the crew nearest to its location."""
     tenant_id = principal.tenant_id
     repo = WorkOrderRepository(conn)
     device_ids = list(dict.fromkeys(device_ids))
@@ -51,9 +53,12 @@ async def create_in(conn: asyncpg.Connection, principal: Principal, *, type: str
         location = (sum(d["lat"] for d in devices) / len(devices), sum(d["lon"] for d in devices) / len(devices))
     if crew_id is not None and not await repo.crew_exists(tenant_id, crew_id):
         raise ValidationFailed("invalid work order", [FieldError("crew_id", "no such crew in this city")])
-    if due is None:
+    if due is None or (assign == "nearest_crew" and crew_id is None):
         rules, _ = await repo.rules(tenant_id)
-        due = due_by(now, priority, rules.due_hours, await repo.city_timezone(tenant_id))
+        if due is None:
+            due = due_by(now, priority, rules.due_hours, await repo.city_timezone(tenant_id))
+        if assign == "nearest_crew" and crew_id is None:
+            crew_id = await nearest_crew(repo, tenant_id, location, rules, now)
     work_order_id = await repo.insert(
         tenant_id, type=type, priority=priority, status=Status.ASSIGNED if crew_id else Status.NEW,
         source=source, lat=location[0], lon=location[1], crew_id=crew_id, alarm_id=alarm_id, due_by=due,

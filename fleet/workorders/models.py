@@ -17,6 +17,8 @@ PriorityName = Literal["low", "medium", "high", "urgent"]
 StatusName = Literal["new", "assigned", "en_route", "in_progress", "done", "cannot_fix", "cancelled",
                      "verified", "reopened"]
 SeverityName = Literal["critical", "major", "minor", "warning"]
+# Who a new work order goes to: nobody yet, or the crew nearest to it (fleet.workorders.assignment).
+AssignName = Literal["none", "nearest_crew"]
 
 
 class Status(enum.StrEnum):
@@ -33,6 +35,8 @@ class Status(enum.StrEnum):
 
 
 OPEN = frozenset({Status.NEW, Status.ASSIGNED, Status.EN_ROUTE, Status.IN_PROGRESS, Status.REOPENED})
+# What a crew still has to do: assigned to it and not closed.
+CREW_OPEN = OPEN - {Status.NEW}
 # Closing one of these returns its devices to service and, for `done`, clears its alarms.
 CLOSING = frozenset({Status.DONE, Status.CANNOT_FIX, Status.CANCELLED})
 _WORKING = {Status.ASSIGNED, Status.EN_ROUTE, Status.IN_PROGRESS, Status.CANCELLED}
@@ -57,6 +61,8 @@ REPAIRS = frozenset({"repair_lamp", "replace_controller", "clean_or_repair_bin",
 # local day in the city's timezone (a crew plans in days, not in hours past creation).
 DEFAULT_DUE_HOURS: dict[str, int] = {"urgent": 4, "high": 24, "medium": 72, "low": 168}
 DEFAULT_REOPEN_WINDOW_DAYS = 7
+# How long a position a crew's tablet reported counts as where the crew is; after that, its home base.
+DEFAULT_CREW_POSITION_FRESH_MINUTES = 120
 
 
 class WorkOrderLocation(Struct):
@@ -77,6 +83,9 @@ class WorkOrderCreate(Struct, forbid_unknown_fields=True):
     notes: Notes = ""
     location: Annotated[WorkOrderLocation | None, Meta(description="default: the centroid of the devices")] = None
     crew_id: Annotated[UUID | None, Meta(description="assign at once (status `assigned`)")] = None
+    assign: Annotated[AssignName, Meta(description="`nearest_crew`: assign to the crew nearest to the work "
+                                                   "order (unassigned when no crew has a position or home "
+                                                   "base); not together with `crew_id`")] = "none"
     due_by: Annotated[datetime | None, Meta(description="default: the city's deadline for the priority")] = None
 
 
@@ -129,6 +138,8 @@ class AlarmRule(Struct, forbid_unknown_fields=True):
     min_severity: SeverityName = "major"
     unacknowledged_minutes: Annotated[int, Meta(ge=0, le=10_080)] = 30
     priority: PriorityName = "high"
+    assign: Annotated[AssignName, Meta(description="`nearest_crew`: the work order goes to the crew nearest "
+                                                   "to the device; `none` leaves it unassigned")] = "none"
 
 
 class DueHours(Struct, forbid_unknown_fields=True, frozen=True):
@@ -144,6 +155,9 @@ class WorkOrderRules(Struct, forbid_unknown_fields=True):
     alarm_rules: Annotated[list[AlarmRule], Meta(max_length=100)] = []
     due_hours: DueHours = DueHours()
     reopen_window_days: Annotated[int, Meta(ge=0, le=365)] = DEFAULT_REOPEN_WINDOW_DAYS
+    crew_position_fresh_minutes: Annotated[int, Meta(ge=1, le=10_080, description=(
+        "how long a crew's reported position is where it is for nearest-crew assignment; "
+        "after that its home base counts"))] = DEFAULT_CREW_POSITION_FRESH_MINUTES
 
 
 class Attachment(Struct):

@@ -20,9 +20,13 @@ _SELECT = """select w.*, array(select d.device_id from work_order_devices d
                                order by d.device_id) as device_ids
              from work_orders w"""
 
-# Great-circle metres from ($lat, $lon) on a sphere of the Earth's mean radius: ample for a city.
-_DISTANCE = """6371008.8 * 2 * asin(sqrt(power(sin(radians(w.lat - {lat}) / 2), 2)
-               + cos(radians({lat})) * cos(radians(w.lat)) * power(sin(radians(w.lon - {lon}) / 2), 2)))"""
+
+def _distance(lat: str, lon: str, to_lat: str, to_lon: str) -> str:
+    """Great-circle metres between two points (SQL expressions) on a sphere of the Earth's mean
+    radius: ample for a city."""
+    return f"""6371008.8 * 2 * asin(least(1, sqrt(power(sin(radians({to_lat} - {lat}) / 2), 2)
+               + cos(radians({lat})) * cos(radians({to_lat})) * power(sin(radians({to_lon} - {lon}) / 2), 2))))"""
+
 
 _UPDATABLE = ("status", "crew_id", "priority", "type", "notes", "due_by", "resolution_code",
               "time_spent_minutes", "closed_at", "verified_at", "reopened_at", "reopened_by_alarm_id")
@@ -50,6 +54,25 @@ class WorkOrderRepository:
     async def crew_exists(self, tenant_id: UUID, crew_id: UUID) -> bool:
         return await self.conn.fetchval(
             "select exists (select 1 from crews where tenant_id = $1 and id = $2)", tenant_id, crew_id)
+
+    async def nearest_crew(self, tenant_id: UUID, lat: float, lon: float, fresh_since: datetime,
+                           open_statuses: Sequence[str]) -> UUID | None:
+        """The crew nearest to (lat, lon): at the position its tablet reported since `fresh_since`,
+        else at its home base; crews with neither are not considered. Equal whole metres go to
+        the crew with fewer open work orders, then by name."""
+        return await self.conn.fetchval(
+            f"""select c.id from (
+                    select id, name,
+                           case when position_at >= $4 then position_lat else home_lat end as lat,
+                           case when position_at >= $4 then position_lon else home_lon end as lon
+                    from crews where tenant_id = $1) c
+                where c.lat is not null
+                order by round({_distance("$2::float8", "$3::float8", "c.lat", "c.lon")}),
+                         (select count(*) from work_orders w
+                          where w.tenant_id = $1 and w.crew_id = c.id and w.status = any($5::text[])),
+                         c.name, c.id
+                limit 1""",
+            tenant_id, lat, lon, fresh_since, list(open_statuses))
 
     async def city_timezone(self, tenant_id: UUID) -> str:
         return await self.conn.fetchval("select timezone from tenants where id = $1", tenant_id)
@@ -98,7 +121,7 @@ class WorkOrderRepository:
                    after: tuple[float, int] | None, limit: int) -> tuple[list[tuple[WorkOrder, float, int]], bool]:
         """A page in (distance, seq) order when `near` is given, else in seq order; each with its sort key."""
         distance = ("case when $5::float8 is null then 0::float8 else "
-                    + _DISTANCE.format(lat="$5::float8", lon="$6::float8") + " end")
+                    + _distance("$5::float8", "$6::float8", "w.lat", "w.lon") + " end")
         rows = await self.conn.fetch(
             f"""select * from (
                     select w.*, array(select d.device_id from work_order_devices d
@@ -146,15 +169,17 @@ class WorkOrderRepository:
 
     async def alarms_due_for_work_orders(self, now: datetime, limit: int) -> list[asyncpg.Record]:
         """Across cities: active (not acknowledged, not shelved) alarms a rule names, older than
-        its delay, without a work order yet; the first matching rule decides type and priority."""
+        its delay, without a work order yet; the first matching rule decides type, priority and
+        who it is assigned to."""
         return await self.conn.fetch(
             """select distinct on (a.seq) a.tenant_id, a.id as alarm_id, a.device_id, a.type, a.severity,
-                      a.first_seen, r.work_order_type, r.priority
+                      a.first_seen, r.work_order_type, r.priority, coalesce(r.assign, 'none') as assign
                from work_order_rules s
                cross join lateral rows from (jsonb_to_recordset(s.alarm_rules)
                    as (alarm_types jsonb, min_severity text, unacknowledged_minutes integer,
-                       work_order_type text, priority text)) with ordinality
-                   as r(alarm_types, min_severity, unacknowledged_minutes, work_order_type, priority, rule_index)
+                       work_order_type text, priority text, assign text)) with ordinality
+                   as r(alarm_types, min_severity, unacknowledged_minutes, work_order_type, priority, assign,
+                        rule_index)
                join alarms a on a.tenant_id = s.tenant_id and a.status = 'active' and r.alarm_types ? a.type
                  and array_position(array['warning', 'minor', 'major', 'critical'], a.severity)
                      >= array_position(array['warning', 'minor', 'major', 'critical'], r.min_severity)
@@ -274,23 +299,29 @@ class WorkOrderRepository:
 
     async def rules(self, tenant_id: UUID) -> tuple[WorkOrderRules, int]:
         row = await self.conn.fetchrow(
-            "select alarm_rules, due_hours, reopen_window_days, version from work_order_rules where tenant_id = $1",
+            """select alarm_rules, due_hours, reopen_window_days, crew_position_fresh_minutes, version
+               from work_order_rules where tenant_id = $1""",
             tenant_id)
         if row is None:
             return WorkOrderRules(), 0
         return msgspec.convert({"alarm_rules": row["alarm_rules"], "due_hours": row["due_hours"],
-                                "reopen_window_days": row["reopen_window_days"]}, WorkOrderRules), row["version"]
+                                "reopen_window_days": row["reopen_window_days"],
+                                "crew_position_fresh_minutes": row["crew_position_fresh_minutes"]},
+                               WorkOrderRules), row["version"]
 
     async def put_rules(self, tenant_id: UUID, rules: WorkOrderRules) -> int:
         as_json = msgspec.to_builtins(rules)
         return await self.conn.fetchval(
-            """insert into work_order_rules (tenant_id, alarm_rules, due_hours, reopen_window_days)
-               values ($1, $2::jsonb, $3::jsonb, $4)
+            """insert into work_order_rules (tenant_id, alarm_rules, due_hours, reopen_window_days,
+                                             crew_position_fresh_minutes)
+               values ($1, $2::jsonb, $3::jsonb, $4, $5)
                on conflict (tenant_id) do update set alarm_rules = excluded.alarm_rules,
                    due_hours = excluded.due_hours, reopen_window_days = excluded.reopen_window_days,
+                   crew_position_fresh_minutes = excluded.crew_position_fresh_minutes,
                    version = work_order_rules.version + 1, updated_at = now()
                returning version""",
-            tenant_id, as_json["alarm_rules"], as_json["due_hours"], rules.reopen_window_days)
+            tenant_id, as_json["alarm_rules"], as_json["due_hours"], rules.reopen_window_days,
+            rules.crew_position_fresh_minutes)
 
     # Attachments
 

@@ -18,17 +18,16 @@ from fleet.db import Database
 from fleet.errors import FieldError, NotFound, PayloadTooLarge, PermissionDenied, UnsupportedMediaType, ValidationFailed
 from fleet.registry.service import MAX_PAGE, require
 from fleet.workorders import proof
+from fleet.workorders.assignment import for_citizen_reports
 from fleet.workorders.attachments import MAX_ATTACHMENT_BYTES, image_type
 from fleet.workorders.changes import apply_in, create_in, system_actor
 from fleet.workorders.lifecycle import changes_for, check_crew_may_change, parse_if_match
-from fleet.workorders.models import (MAX_NOTES, OPEN, Attachment, Status, WorkOrder, WorkOrderCreate, WorkOrderPage,
-                                     WorkOrderRules, WorkOrderUpdate)
+from fleet.workorders.models import (CREW_OPEN, MAX_NOTES, OPEN, Attachment, Status, WorkOrder, WorkOrderCreate,
+                                     WorkOrderPage, WorkOrderRules, WorkOrderUpdate)
 from fleet.workorders.repository import WorkOrderRepository
 from fleet.workorders.routing import driving_order, haversine_m
 
 OPEN_STATUSES = sorted(OPEN)
-# What a crew still has to do today: assigned to it and not closed.
-CREW_OPEN = sorted(OPEN - {Status.NEW})
 
 
 def utc_now() -> datetime:
@@ -78,11 +77,14 @@ class WorkOrderService:
 
     async def create(self, principal: Principal, data: WorkOrderCreate) -> WorkOrder:
         require(principal, Permission.MANAGE_WORK_ORDERS)
+        if data.crew_id is not None and data.assign != "none":
+            raise ValidationFailed("invalid work order", [FieldError(
+                "assign", "give a crew_id or ask for the nearest crew, not both")])
         location = (data.location.lat, data.location.lon) if data.location else None
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             order = await create_in(conn, principal, type=data.type, priority=data.priority,
                                     device_ids=data.device_ids, notes=data.notes, location=location,
-                                    crew_id=data.crew_id, due=data.due_by, now=self.clock())
+                                    crew_id=data.crew_id, due=data.due_by, assign=data.assign, now=self.clock())
         assert order is not None  # no alarm, so no guard to lose to
         return order
 
@@ -134,7 +136,7 @@ class WorkOrderService:
             crew_id = self._my_crew(principal, "crew")
         origin = parse_point("start", start) if start else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            orders = await WorkOrderRepository(conn).open_for_crew(principal.tenant_id, crew_id, CREW_OPEN)
+            orders = await WorkOrderRepository(conn).open_for_crew(principal.tenant_id, crew_id, sorted(CREW_OPEN))
         stops = [(o.location.lat, o.location.lon) for o in orders]
         day, previous = [], origin
         for index in driving_order(origin, stops):
@@ -211,7 +213,8 @@ class WorkOrderService:
 async def for_citizen_report(conn: asyncpg.Connection, tenant_id: UUID, device_id: UUID, alarm_id: UUID,
                              type: str, notes: str) -> UUID:
     """The device's open work order if it has one (a second report makes no second trip), else a
-    new one from the citizen's report, linked to its alarm."""
+    new one from the citizen's report, linked to its alarm; it goes to the nearest crew when a
+    city's rule for `citizen_report` alarms asks for that."""
     repo = WorkOrderRepository(conn)
     actor, now = system_actor(tenant_id), utc_now()
     existing = await repo.open_for_device(tenant_id, device_id, OPEN_STATUSES)
@@ -222,12 +225,13 @@ async def for_citizen_report(conn: asyncpg.Connection, tenant_id: UUID, device_i
         joined = f"{before.notes}\n{notes}" if before.notes else notes
         await apply_in(conn, actor, before, {"notes": joined[:MAX_NOTES]}, now)
         return existing
+    assign = for_citizen_reports((await repo.rules(tenant_id))[0])
     order = await create_in(conn, actor, type=type, priority="medium", device_ids=[device_id], notes=notes,
-                            source="citizen", alarm_id=alarm_id, now=now)
+                            source="citizen", alarm_id=alarm_id, assign=assign, now=now)
     if order is None:
         # The alarm's own work order was closed without fixing it: a fresh one, unlinked.
         order = await create_in(conn, actor, type=type, priority="medium", device_ids=[device_id],
-                                notes=notes, source="citizen", now=now)
+                                notes=notes, source="citizen", assign=assign, now=now)
     assert order is not None
     return order.id
 

@@ -113,6 +113,14 @@ async def test_a_bound_of_zero_on_an_optional_number_is_in_the_schema(document):
     assert (attributes["pmin"]["minimum"], attributes["pmin"]["maximum"]) == (0, 30 * 86_400)
     assert attributes["st"]["minimum"] == 0
     assert "minimum" not in attributes["gt"]  # thresholds may be negative
+    # Also under a description (Meta on the number, inside the optional).
+    accuracy = document["components"]["schemas"]["PositionReport"]["properties"]["accuracy_m"]
+    assert (accuracy["minimum"], accuracy["maximum"]) == (0, 100_000)
+
+
+async def test_a_photo_is_documented_as_the_image_it_is(document):
+    photo = document["paths"]["/api/v1/workorders/{work_order_id}/attachments/{attachment_id}"]["get"]
+    assert set(photo["responses"]["200"]["content"]) == {"image/jpeg", "image/png", "image/webp"}
 
 
 async def test_probes_need_no_key(document):

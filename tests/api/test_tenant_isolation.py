@@ -41,6 +41,9 @@ BODIES = {
     ("POST", "/api/v1/alarms/{alarm_id}/clear"): {"note": "fixed"},
     ("PUT", "/api/v1/groups/{group_id}/alarm-settings"): {"clear_after_minutes": 1},
     ("PATCH", "/api/v1/workorders/{work_order_id}"): {"notes": "mine now"},
+    ("PATCH", "/api/v1/crews/{crew_id}"): {"name": "ours now", "home_base": {"lat": 37.57, "lon": 126.98}},
+    # No id in the path: an admin key has no crew, so this is refused as such (and touches no crew).
+    ("PUT", "/api/v1/crews/me/position"): {"lat": 37.57, "lon": 126.98},
 }
 # Open311 names the city in `jurisdiction_id`: the caller names its own, and B's ids must stay B's.
 OPEN311 = "/open311/"
@@ -179,6 +182,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert device["status"] == "provisioned" and device["district"] == "Jung-gu"
     group = (await busan.client.get(f"/api/v1/groups/{theirs['group_id']}")).json()
     assert group["name"] == "busan group" and group["member_count"] == 1
+    crew = (await busan.client.get(f"/api/v1/crews/{theirs['crew_id']}")).json()
+    assert (crew["name"], crew["home_base"], crew["position"]) == ("busan crew", None, None)
     order = (await busan.client.get(f"/api/v1/workorders/{theirs['work_order_id']}")).json()
     assert (order["notes"], order["version"], order["status"]) == ("", 1, "assigned")
     keys = (await busan.client.get("/api/v1/apikeys")).json()

@@ -150,11 +150,14 @@ async def test_assigned_to_me_and_my_day(db, seoul, api_url):
 async def test_the_city_rules_are_read_and_replaced(seoul, busan):
     defaults = (await seoul.client.get(f"{WORKORDERS}/rules")).json()
     assert defaults == {"alarm_rules": [], "due_hours": {"urgent": 4, "high": 24, "medium": 72, "low": 168},
-                        "reopen_window_days": 7}
+                        "reopen_window_days": 7, "crew_position_fresh_minutes": 120}
     rules = {"alarm_rules": [{"alarm_types": ["bin_overflow"], "work_order_type": "empty_bin",
                               "min_severity": "major", "unacknowledged_minutes": 60, "priority": "medium"}],
-             "due_hours": {"urgent": 2, "high": 8, "medium": 48, "low": 120}, "reopen_window_days": 3}
+             "due_hours": {"urgent": 2, "high": 8, "medium": 48, "low": 120}, "reopen_window_days": 3,
+             "crew_position_fresh_minutes": 30}
     put = await seoul.client.put(f"{WORKORDERS}/rules", json=rules)
+    # A rule that names no assignment leaves its work orders unassigned, as before there was one.
+    rules["alarm_rules"][0]["assign"] = "none"
     assert put.status_code == 200 and put.json() == rules
     assert (await seoul.client.get(f"{WORKORDERS}/rules")).json() == rules
     assert (await busan.client.get(f"{WORKORDERS}/rules")).json() == defaults

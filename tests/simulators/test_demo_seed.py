@@ -8,9 +8,12 @@ from types import SimpleNamespace
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from fleet.access.models import Role
+from fleet.alarms.models import AlarmType, Finding
+from fleet.alarms.service import AlarmService
 from fleet.crews.service import CrewService
 from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.lighting.preview import PreviewService
@@ -19,10 +22,14 @@ from fleet.lighting.service import LightingService
 from fleet.errors import NotFound, ValidationFailed
 from fleet.registry.models import DeviceFilter, DeviceKind
 from fleet.registry.service import DeviceService
+from fleet.workorders.automation import open_for_alarms
+from fleet.workorders.models import AlarmRule, WorkOrderRules
+from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL
 from api.commands import demo_banner
 from simulators.faults import ELIGIBLE, FaultPlan
-from simulators.seed import (DEMO_COUNTS, DEMO_CREW, DEMO_FAULTS, DemoCity, demo_fault_arguments,
+from simulators.seed import (DEMO_COUNTS, DEMO_CREW, DEMO_CREW_BASE, DEMO_FAULTS, DEMO_RULES, DemoCity,
+                             demo_fault_arguments, seed_demo_work_order_rules,
                              seed_demo_city)
 
 KST = ZoneInfo("Asia/Seoul")
@@ -82,6 +89,37 @@ async def test_only_crew_keys_belong_to_a_crew(db):
         await keys.issue(admin, Role.VIEWER, "not a crew", crew_id=crew_id)
     with pytest.raises(ValidationFailed):
         await keys.issue(admin, Role.CREW, "no such crew", crew_id=uuid4())
+
+
+async def test_demo_work_orders_land_on_the_demo_crews_tablet(db):
+    seeded = await seed_demo_city(db)
+    admin = system_principal(seeded.city)
+    crew = await CrewService(db).ensure(admin, DEMO_CREW)
+    assert crew.home_base == DEMO_CREW_BASE
+    work_orders = WorkOrderService(db)
+    assert (await work_orders.rules(admin)).alarm_rules == DEMO_RULES
+    assert all(rule.assign == "nearest_crew" for rule in DEMO_RULES)
+
+    # A demo database from before nearest-crew assignment gets it; a city's own rules are kept.
+    await work_orders.put_rules(admin, WorkOrderRules(alarm_rules=[
+        msgspec.structs.replace(rule, assign="none") for rule in DEMO_RULES]))
+    await seed_demo_work_order_rules(db, admin)
+    assert (await work_orders.rules(admin)).alarm_rules == DEMO_RULES
+    own = WorkOrderRules(alarm_rules=[AlarmRule(alarm_types=["lamp_failure"], work_order_type="repair_lamp")])
+    await work_orders.put_rules(admin, own)
+    await seed_demo_work_order_rules(db, admin)
+    assert (await work_orders.rules(admin)).alarm_rules == own.alarm_rules
+    await work_orders.put_rules(admin, WorkOrderRules(alarm_rules=DEMO_RULES))
+
+    # A lamp fails anywhere in Seoul; a minute later its work order is on the crew's list.
+    light = (await DeviceService(db).list(admin, DeviceFilter(kind=DeviceKind.STREETLIGHT), limit=1)).items[0]
+    now = dt.datetime.now(dt.UTC)
+    await AlarmService(db).apply([Finding(seeded.city.id, light.id, AlarmType.LAMP_FAILURE, True,
+                                          now - dt.timedelta(minutes=2))])
+    assert await open_for_alarms(db, now) == 1
+    tablet = await ApiKeyService(db).authenticate(seeded.crew_key)
+    (order,) = (await work_orders.list(tablet, assigned_to="me")).items
+    assert (order.status, order.crew_id, order.device_ids) == ("assigned", crew.id, [light.id])
 
 
 def test_demo_faults_and_banner():
