@@ -27,12 +27,13 @@ class Permission(enum.StrEnum):
     READ_AUDIT = "read_audit"
     MANAGE_WORK_ORDERS = "manage_work_orders"
     MANAGE_ALARMS = "manage_alarms"
+    MANAGE_CREWS = "manage_crews"
     FILE_REPORTS = "file_reports"
 
 
 _OPERATOR = {Permission.READ, Permission.MANAGE_DEVICES, Permission.MANAGE_GROUPS,
              Permission.SEND_COMMANDS, Permission.MANAGE_SCHEDULES, Permission.MANAGE_WORK_ORDERS,
-             Permission.MANAGE_ALARMS}
+             Permission.MANAGE_ALARMS, Permission.MANAGE_CREWS}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),

@@ -98,3 +98,12 @@ async def test_an_operator_asks_for_the_nearest_crew(db, seoul, api_url):
     # The contract's body, without `assign`, still opens an unassigned work order.
     plain = await create_order(seoul.client, device_ids=[device["id"]], notes="as before")
     assert (plain["status"], plain.get("crew_id")) == ("new", None)
+
+
+async def test_crews_are_the_control_rooms_to_make_and_move(db, seoul, api_url):
+    crew = (await seoul.client.post("/api/v1/crews", json={"name": "North team"})).json()
+    async with await crew_client(db, seoul, crew["id"], api_url) as tablet:
+        assert (await tablet.post("/api/v1/crews", json={"name": "Rogue team"})).status_code == 403
+        moved = await tablet.patch(f"/api/v1/crews/{crew['id']}", json={"home_base": {"lat": 37.5, "lon": 127.0}})
+        assert moved.status_code == 403
+        assert (await tablet.get(f"/api/v1/crews/{crew['id']}")).status_code == 200
