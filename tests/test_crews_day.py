@@ -289,3 +289,29 @@ async def test_the_fault_again_within_the_window_reopens_the_work_order(db, stre
     again = await the_alarm(street.admin, device["id"])
     assert again["id"] != alarm["id"] and order["reopened_by_alarm_id"] == again["id"]
     assert order.get("verified_at") is None
+
+
+@pytest.mark.parametrize("clear_after_minutes", [0, 10])
+async def test_a_light_that_reports_its_repair_before_the_crew_closes_proves_it(db, street, lamp,
+                                                                                clear_after_minutes):
+    """The light reports the lamp fine as soon as it is fixed, minutes before the crew taps done
+    (a device that reports only changes says nothing more): closing proves the repair at once,
+    whether the alarm is still clearing (hysteresis) or already cleared by the condition."""
+    device, light = lamp
+    answer = await street.admin.put("/api/v1/alarms/settings", json={"clear_after_minutes": clear_after_minutes})
+    assert answer.status_code == 200, answer.text
+    alarm, order = await fault_to_work_order(db, street, device, light)
+    order = await patch(street.admin, order, status="assigned", crew_id=(await crew_tablet(street, "North"))[0]["id"])
+    order = await patch(street.admin, order, status="in_progress")
+    await light.report(street.listener.port, lamp_failure=False)
+
+    async def judged_gone() -> bool:
+        async with db.system_tx() as conn:
+            return await conn.fetchval("select clearing_since is not null or status = 'cleared' from alarms "
+                                       "where id = $1", alarm["id"])
+
+    await eventually(judged_gone, "the light's good report judged")
+    order = await patch(street.admin, order, status="done", resolution_code="lamp_replaced")
+    assert (order["status"], order["verified_at"] is not None) == ("verified", True)
+    proven = await the_alarm(street.admin, device["id"], status="cleared")
+    assert proven["id"] == alarm["id"] and proven["verified_at"] is not None

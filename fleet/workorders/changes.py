@@ -18,7 +18,7 @@ from fleet.errors import FieldError, NotFound, ValidationFailed
 from fleet.events.models import DEVICE_STATUS_CHANGED, WORK_ORDER_CREATED, WORK_ORDER_UPDATED
 from fleet.events.service import publish
 from fleet.workorders.lifecycle import due_by
-from fleet.workorders.models import CLOSING, Status, WorkOrder
+from fleet.workorders.models import CLOSING, REPAIRS, Status, WorkOrder
 from fleet.workorders.repository import WorkOrderRepository
 
 
@@ -79,6 +79,7 @@ async def apply_in(conn: asyncpg.Connection, principal: Principal, before: WorkO
     await repo.update(tenant_id, before.id, changes)
     status = changes.get("status")
     device_statuses: list[tuple[UUID, str]] = []
+    proven = False
     if status == Status.IN_PROGRESS:
         device_statuses = [(d, "maintenance") for d in await repo.start_maintenance(tenant_id, before.id)]
     elif status in CLOSING:
@@ -86,7 +87,7 @@ async def apply_in(conn: asyncpg.Connection, principal: Principal, before: WorkO
         if status == Status.DONE:
             alarms = [a for a in (before.alarm_id, before.reopened_by_alarm_id) if a is not None]
             if alarms:
-                await clear_for_work_order(conn, tenant_id, alarms, principal.actor, now)
+                proven = bool(await clear_for_work_order(conn, tenant_id, alarms, principal.actor, now))
     for device_id, device_status in device_statuses:
         await publish(conn, tenant_id, DEVICE_STATUS_CHANGED, "device", device_id,
                       {"id": str(device_id), "status": device_status, "work_order_id": str(before.id)})
@@ -95,4 +96,8 @@ async def apply_in(conn: asyncpg.Connection, principal: Principal, before: WorkO
         raise NotFound(f"work order {before.id} not found")
     await record(conn, principal, "work_order.update", "work_order", after.id, rendered(before), rendered(after))
     await publish(conn, tenant_id, WORK_ORDER_UPDATED, "work_order", after.id, rendered(after))
+    if proven and after.type in REPAIRS:
+        # The device already reported the condition gone (before the crew closed): that is the proof.
+        after = await apply_in(conn, system_actor(tenant_id), after,
+                               {"status": Status.VERIFIED.value, "verified_at": now}, now)
     return after
