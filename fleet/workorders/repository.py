@@ -51,6 +51,14 @@ class WorkOrderRepository:
         return await self.conn.fetchval(
             "select exists (select 1 from crews where tenant_id = $1 and id = $2)", tenant_id, crew_id)
 
+    async def alarm_to_answer(self, tenant_id: UUID, alarm_id: UUID) -> asyncpg.Record | None:
+        """The alarm's device, and the work order that already answers it (if any)."""
+        return await self.conn.fetchrow(
+            """select a.device_id, (select w.id from work_orders w where w.tenant_id = a.tenant_id
+                                      and (w.alarm_id = a.id or w.reopened_by_alarm_id = a.id)
+                                    order by w.seq limit 1) as work_order_id
+               from alarms a where a.tenant_id = $1 and a.id = $2""", tenant_id, alarm_id)
+
     async def city_timezone(self, tenant_id: UUID) -> str:
         return await self.conn.fetchval("select timezone from tenants where id = $1", tenant_id)
 

@@ -186,3 +186,29 @@ async def test_two_work_orders_on_one_device_give_it_back_once_both_close(seoul)
     third = await patch_order(seoul.client, third, status="in_progress")
     await patch_order(seoul.client, third, status="done")
     assert (await seoul.client.get(device_url)).json()["status"] == "maintenance"
+
+
+async def test_a_work_order_for_an_alarm_answers_it(db, seoul, busan):
+    """The control room opens the work order for an alarm itself: the alarm's device joins it,
+    done clears the alarm, and neither a second POST nor the city's rule opens another."""
+    from fleet.workorders.automation import open_for_alarms
+    from tests.fleet.workorders.conftest import raise_alarm
+
+    lamp = await add_device(seoul, 1, 37.5, 127.0)
+    alarm = await raise_alarm(db, seoul.tenant_id, lamp["id"], "lamp_failure", "major",
+                              datetime.now(ZoneInfo("UTC")) - timedelta(hours=1))
+    rules = {"alarm_rules": [{"alarm_types": ["lamp_failure"], "work_order_type": "repair_lamp",
+                              "unacknowledged_minutes": 0}]}
+    assert (await seoul.client.put(f"{WORKORDERS}/rules", json=rules)).status_code == 200
+    order = await create_order(seoul.client, alarm_id=str(alarm), notes="lamp out")
+    assert (order["alarm_id"], order["device_ids"], order["source"]) == (str(alarm), [lamp["id"]], "operator")
+    again = await seoul.client.post(WORKORDERS, json={"type": "repair_lamp", "alarm_id": str(alarm)})
+    assert again.status_code == 409, again.text
+    assert await open_for_alarms(db) == 0
+    elsewhere = await busan.client.post(WORKORDERS, json={"type": "repair_lamp", "alarm_id": str(alarm)})
+    assert elsewhere.status_code == 422, elsewhere.text
+    crew = await add_crew(seoul, "North team")
+    for change in ({"crew_id": crew["id"]}, {"status": "in_progress"}, {"status": "done"}):
+        order = await patch_order(seoul.client, order, **change)
+    cleared = (await seoul.client.get(f"/api/v1/alarms/{alarm}")).json()
+    assert (cleared["status"], cleared["clear_reason"]) == ("cleared", "work_order")
