@@ -177,6 +177,10 @@ class Heard:
     def kinds_of(self, subject_id: str) -> list[str]:
         return [m.json["kind"] for m in self.messages if m.json["subject_id"] == subject_id]
 
+    def payloads_of(self, subject_id: str, kind: str) -> list[dict]:
+        return [m.json["payload"] for m in self.messages
+                if m.json["subject_id"] == subject_id and m.json["kind"] == kind]
+
 
 async def test_a_lamp_failure_from_the_street_to_the_proven_repair(db, street, lamp):
     device, light = lamp
@@ -263,6 +267,12 @@ async def test_a_lamp_failure_from_the_street_to_the_proven_repair(db, street, l
             # Assigned, the citizen's words, en route, in progress, done, verified.
             await eventually(lambda: heard.kinds_of(order["id"]).count("work_order.updated") >= 6,
                              "every work_order.updated on the stream")
+            # Into maintenance and back, told like every device status change (a dashboard keys on it).
+            await eventually(lambda: len(heard.payloads_of(device["id"], "device.status_changed")) >= 2,
+                             "the light's status changes on the stream")
+            assert [(p["device_id"], p["status"], p["previous"])
+                    for p in heard.payloads_of(device["id"], "device.status_changed")] == [
+                (device["id"], "maintenance", "online"), (device["id"], "online", "maintenance")]
     finally:
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)

@@ -236,12 +236,17 @@ class WorkOrderRepository:
 
     # Devices held in maintenance while the work goes on
 
-    async def start_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[UUID]:
+    async def start_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[tuple[UUID, str]]:
         """Put the work order's devices in maintenance, remembering the status to give back: the
         device's own, or, when another work order already holds it, the one that work order kept.
-        A device someone put in maintenance by hand is left to them. Returns the ids changed."""
+        A device someone put in maintenance by hand is left to them. Returns (id, previous status)
+        of those changed."""
         rows = await self.conn.fetch(
-            """with holders as (
+            """with previous as (
+                   select v.id, v.status from devices v join work_order_devices d
+                     on d.tenant_id = v.tenant_id and d.device_id = v.id
+                   where d.tenant_id = $1 and d.work_order_id = $2),
+               holders as (
                    select distinct on (device_id) device_id, status_before from work_order_devices
                    where tenant_id = $1 and work_order_id <> $2 and status_before is not null
                    order by device_id),
@@ -253,10 +258,11 @@ class WorkOrderRepository:
                      and (v.status <> 'maintenance' or h.device_id is not null)
                    returning d.device_id)
                update devices v set status = 'maintenance', updated_at = now()
-               from held where v.tenant_id = $1 and v.id = held.device_id and v.status <> 'maintenance'
-               returning v.id""",
+               from held join previous p on p.id = held.device_id
+               where v.tenant_id = $1 and v.id = held.device_id and v.status <> 'maintenance'
+               returning v.id, p.status as previous""",
             tenant_id, work_order_id)
-        return [r["id"] for r in rows]
+        return [(r["id"], r["previous"]) for r in rows]
 
     async def end_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[tuple[UUID, str]]:
         """Give back the status each device had, unless someone changed it meanwhile or another

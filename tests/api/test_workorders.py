@@ -212,3 +212,17 @@ async def test_a_work_order_for_an_alarm_answers_it(db, seoul, busan):
         order = await patch_order(seoul.client, order, **change)
     cleared = (await seoul.client.get(f"/api/v1/alarms/{alarm}")).json()
     assert (cleared["status"], cleared["clear_reason"]) == ("cleared", "work_order")
+
+
+async def test_maintenance_is_told_like_every_device_status_change(db, seoul):
+    lamp = await add_device(seoul, 1, 37.5, 127.0)
+    order = await create_order(seoul.client, device_ids=[lamp["id"]])
+    order = await patch_order(seoul.client, order, crew_id=(await add_crew(seoul, "North team"))["id"])
+    order = await patch_order(seoul.client, order, status="in_progress")
+    await patch_order(seoul.client, order, status="cancelled")
+    async with db.system_tx() as conn:
+        payloads = await conn.fetch("select payload from events where kind = 'device.status_changed' "
+                                    "and subject_id = $1 order by id", lamp["id"])
+    assert [p["payload"] for p in payloads] == [
+        {"device_id": lamp["id"], "status": "maintenance", "previous": "provisioned", "work_order_id": order["id"]},
+        {"device_id": lamp["id"], "status": "provisioned", "previous": "maintenance", "work_order_id": order["id"]}]
