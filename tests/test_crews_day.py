@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import aiocoap
 import httpx
 import pytest
 
@@ -80,6 +81,10 @@ class Streetlight(MiniDevice):
         super().__init__(endpoint)
         self.add("/3416/0/5", False)
         self.add("/3416/0/3", 100)
+
+    async def deregister(self, port: int):
+        request = aiocoap.Message(code=aiocoap.Code.DELETE, uri=f"coap://127.0.0.1:{port}/{'/'.join(self.location)}")
+        return await self.context.request(request).response
 
     async def report(self, port: int, *, lamp_failure: bool) -> None:
         answer = await self.send(port, [{-2: "/3416/0/", 0: "5", 4: lamp_failure}, {0: "3", 2: 100}])
@@ -325,3 +330,20 @@ async def test_a_light_that_reports_its_repair_before_the_crew_closes_proves_it(
     assert (order["status"], order["verified_at"] is not None) == ("verified", True)
     proven = await the_alarm(street.admin, device["id"], status="cleared")
     assert proven["id"] == alarm["id"] and proven["verified_at"] is not None
+
+
+async def test_a_light_powered_off_for_the_work_comes_back_as_it_really_is(db, street, lamp):
+    """The crew powers the controller off for the work (it de-registers): closing gives the light
+    back as offline, not as the online it was before; registered again, online."""
+    device, light = lamp
+    alarm, order = await fault_to_work_order(db, street, device, light)
+    order = await patch(street.admin, order, crew_id=(await crew_tablet(street, "North"))[0]["id"])
+    order = await patch(street.admin, order, status="in_progress")
+    assert (await light.deregister(street.listener.port)).code.is_successful()
+    order = await patch(street.admin, order, status="cannot_fix", resolution_code="no_power")
+    assert await device_status(street.admin, device["id"]) == "offline"
+    order = await patch(street.admin, order, status="assigned")
+    order = await patch(street.admin, order, status="in_progress")
+    assert (await light.register(street.listener.port)).code.is_successful()
+    await patch(street.admin, order, status="done")
+    assert await device_status(street.admin, device["id"]) == "online"

@@ -266,7 +266,8 @@ class WorkOrderRepository:
 
     async def end_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[tuple[UUID, str]]:
         """Give back the status each device had, unless someone changed it meanwhile or another
-        work order is still working on it."""
+        work order is still working on it. Online or offline is what the device is now: a crew
+        often powers a controller off for the work, and it may or may not be registered again."""
         rows = await self.conn.fetch(
             """with released as (
                    select device_id, status_before from work_order_devices
@@ -274,7 +275,11 @@ class WorkOrderRepository:
                forgotten as (
                    update work_order_devices d set status_before = null from released
                    where d.tenant_id = $1 and d.work_order_id = $2 and d.device_id = released.device_id)
-               update devices v set status = released.status_before, updated_at = now()
+               update devices v set updated_at = now(), status = case
+                   when released.status_before not in ('provisioned', 'online', 'offline') then released.status_before
+                   when exists (select 1 from registrations r where r.tenant_id = $1 and r.device_id = v.id)
+                   then 'online'
+                   when released.status_before = 'provisioned' then 'provisioned' else 'offline' end
                from released
                where v.tenant_id = $1 and v.id = released.device_id and v.status = 'maintenance'
                  and not exists (select 1 from work_order_devices o

@@ -226,3 +226,15 @@ async def test_maintenance_is_told_like_every_device_status_change(db, seoul):
     assert [p["payload"] for p in payloads] == [
         {"device_id": lamp["id"], "status": "maintenance", "previous": "provisioned", "work_order_id": order["id"]},
         {"device_id": lamp["id"], "status": "provisioned", "previous": "maintenance", "work_order_id": order["id"]}]
+
+
+async def test_closing_gives_back_online_or_offline_as_the_device_is_registered_now(db, seoul):
+    lamp = await add_device(seoul, 1, 37.5, 127.0)
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set status = 'online' where id = $1", lamp["id"])
+    order = await create_order(seoul.client, device_ids=[lamp["id"]])
+    order = await patch_order(seoul.client, order, crew_id=(await add_crew(seoul, "North team"))["id"])
+    order = await patch_order(seoul.client, order, status="in_progress")
+    # It never registered again during the work (no registration row): offline, not online.
+    await patch_order(seoul.client, order, status="done")
+    assert (await seoul.client.get(f"/api/v1/devices/{lamp['id']}")).json()["status"] == "offline"
