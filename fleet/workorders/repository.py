@@ -13,7 +13,7 @@ import msgspec
 
 from fleet.registry.models import Device
 from fleet.registry.repository import device_from_row
-from fleet.workorders.models import DEFAULT_REOPEN_WINDOW_DAYS, Attachment, WorkOrderLocation, WorkOrder, WorkOrderRules
+from fleet.workorders.models import DEFAULT_REOPEN_WINDOW_DAYS, OPEN, Attachment, WorkOrderLocation, WorkOrder, WorkOrderRules
 
 _SELECT = """select w.*, array(select d.device_id from work_order_devices d
                                where d.tenant_id = w.tenant_id and d.work_order_id = w.id
@@ -154,7 +154,10 @@ class WorkOrderRepository:
 
     async def alarms_due_for_work_orders(self, now: datetime, limit: int) -> list[asyncpg.Record]:
         """Across cities: active (not acknowledged, not shelved) alarms a rule names, older than
-        its delay, without a work order yet; the first matching rule decides type and priority."""
+        its delay, without a work order yet; the first matching rule decides type and priority.
+        Left out: an alarm whose condition the device already reports gone (clearing under
+        hysteresis), and one whose device already has an open work order of the rule's type (a
+        failed lamp is also dark at night: one crew goes, not two)."""
         return await self.conn.fetch(
             """select distinct on (a.seq) a.tenant_id, a.id as alarm_id, a.device_id, a.type, a.severity,
                       a.first_seen, r.work_order_type, r.priority
@@ -163,16 +166,21 @@ class WorkOrderRepository:
                    as (alarm_types jsonb, min_severity text, unacknowledged_minutes integer,
                        work_order_type text, priority text)) with ordinality
                    as r(alarm_types, min_severity, unacknowledged_minutes, work_order_type, priority, rule_index)
-               join alarms a on a.tenant_id = s.tenant_id and a.status = 'active' and r.alarm_types ? a.type
+               join alarms a on a.tenant_id = s.tenant_id and a.status = 'active' and a.clearing_since is null
+                 and r.alarm_types ? a.type
                  and array_position(array['warning', 'minor', 'major', 'critical'], a.severity)
                      >= array_position(array['warning', 'minor', 'major', 'critical'], r.min_severity)
                  and a.first_seen <= $1::timestamptz - make_interval(mins => r.unacknowledged_minutes)
                where not exists (select 1 from work_orders w where w.tenant_id = a.tenant_id
                                    and (w.alarm_id = a.id or w.reopened_by_alarm_id = a.id))
+                 and not exists (select 1 from work_orders w join work_order_devices d
+                                   on d.tenant_id = w.tenant_id and d.work_order_id = w.id
+                                 where w.tenant_id = a.tenant_id and d.device_id = a.device_id
+                                   and w.type = r.work_order_type and w.status = any($3::text[]))
                  and not exists (select 1 from alarm_shelves h where h.tenant_id = a.tenant_id and h.until > $1::timestamptz
                                    and (h.alarm_id = a.id or h.device_id = a.device_id))
                order by a.seq, r.rule_index
-               limit $2""", now, limit)
+               limit $2""", now, limit, [status.value for status in OPEN])
 
     # What a tablet syncs
 
