@@ -178,9 +178,21 @@ async def merge_citizen_report(conn: asyncpg.Connection, tenant_id: UUID, device
 
 
 async def clear_for_work_order(conn: asyncpg.Connection, tenant_id: UUID, alarm_ids: Sequence[UUID], by: str,
-                               at: datetime) -> None:
-    """A work order closed: its alarms clear (reason `work_order`) until the device proves it."""
+                               at: datetime) -> list[AlarmChange]:
+    """A work order closed: its alarms clear (reason `work_order`) until the device proves it.
+
+    Returns the proofs already in hand (PROVEN_CLEAR, at `at`): a repaired device reports the
+    condition gone at once, usually before the crew closes the work order, and one that reports
+    only changes says nothing more; waiting for a "next" report would leave its repair unproven."""
+    if not alarm_ids:
+        return []
+    repo = AlarmRepository(conn)
+    proven = await repo.reported_gone(tenant_id, alarm_ids)
     await _clear_and_publish(conn, tenant_id, alarm_ids, "work_order", by, at)
+    if not proven:
+        return []
+    await repo.verify(proven, [at] * len(proven))
+    return await changes_published(conn, dict.fromkeys(proven, ChangeKind.PROVEN_CLEAR))
 
 
 async def clear_for_decommissioned(conn: asyncpg.Connection, tenant_id: UUID, device_id: UUID, by: str) -> None:

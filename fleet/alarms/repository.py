@@ -156,6 +156,21 @@ class AlarmRepository:
             list(ids), reason, by, at, note, tenant_id)
         return [r["id"] for r in rows]
 
+    async def reported_gone(self, tenant_id: UUID, ids: Sequence[UUID]) -> list[UUID]:
+        """Of these unproven alarms, those whose condition the device last reported gone: still
+        clearing under hysteresis, or cleared by the condition and not raised again since."""
+        rows = await self.conn.fetch(
+            """select a.id from alarms a
+               where a.tenant_id = $1 and a.id = any($2::uuid[]) and a.verified_at is null
+                 and (a.clearing_since is not null
+                      or (a.status = 'cleared' and a.clear_reason = 'condition'
+                          and not exists (select 1 from alarms o
+                                          where o.tenant_id = a.tenant_id and o.device_id = a.device_id
+                                            and o.type = a.type and o.status <> 'cleared')))
+               order by a.seq""",
+            tenant_id, list(ids))
+        return [r["id"] for r in rows]
+
     async def verify(self, ids: Sequence[UUID], ats: Sequence[datetime]) -> None:
         await self.conn.execute(
             """update alarms a set verified_at = u.at, version = a.version + 1, updated_at = now()

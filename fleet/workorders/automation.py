@@ -30,7 +30,12 @@ async def open_for_alarms(db: Database, now: datetime | None = None, *,
     async with db.system_tx() as conn:
         if fence is not None:
             await fence(conn)
+        going: set[tuple] = set()  # (city, device, type) opened in this pass: one crew goes
         for due in await WorkOrderRepository(conn).alarms_due_for_work_orders(now, BATCH):
+            trip = (due["tenant_id"], due["device_id"], due["work_order_type"])
+            if trip in going:
+                continue
+            going.add(trip)
             order = await create_in(
                 conn, system_actor(due["tenant_id"]), type=due["work_order_type"], priority=due["priority"],
                 device_ids=[due["device_id"]], source="alarm", alarm_id=due["alarm_id"],

@@ -19,7 +19,7 @@ from fleet.events.models import DEVICE_STATUS_CHANGED, WORK_ORDER_CREATED, WORK_
 from fleet.events.service import publish
 from fleet.workorders.assignment import nearest_crew
 from fleet.workorders.lifecycle import due_by
-from fleet.workorders.models import CLOSING, AssignName, Status, WorkOrder
+from fleet.workorders.models import CLOSING, REPAIRS, AssignName, Status, WorkOrder
 from fleet.workorders.repository import WorkOrderRepository
 
 
@@ -83,21 +83,29 @@ async def apply_in(conn: asyncpg.Connection, principal: Principal, before: WorkO
         raise ValidationFailed("invalid work order", [FieldError("crew_id", "no such crew in this city")])
     await repo.update(tenant_id, before.id, changes)
     status = changes.get("status")
-    device_statuses: list[tuple[UUID, str]] = []
+    device_statuses: list[tuple[UUID, str, str]] = []  # (device, status, previous)
+    proven = False
     if status == Status.IN_PROGRESS:
-        device_statuses = [(d, "maintenance") for d in await repo.start_maintenance(tenant_id, before.id)]
+        device_statuses = [(d, "maintenance", previous)
+                           for d, previous in await repo.start_maintenance(tenant_id, before.id)]
     elif status in CLOSING:
-        device_statuses = await repo.end_maintenance(tenant_id, before.id)
+        device_statuses = [(d, status, "maintenance") for d, status in await repo.end_maintenance(tenant_id, before.id)]
         if status == Status.DONE:
             alarms = [a for a in (before.alarm_id, before.reopened_by_alarm_id) if a is not None]
             if alarms:
-                await clear_for_work_order(conn, tenant_id, alarms, principal.actor, now)
-    for device_id, device_status in device_statuses:
+                proven = bool(await clear_for_work_order(conn, tenant_id, alarms, principal.actor, now))
+    for device_id, device_status, previous in device_statuses:
+        # The same payload as every other device.status_changed, plus the work order behind it.
         await publish(conn, tenant_id, DEVICE_STATUS_CHANGED, "device", device_id,
-                      {"id": str(device_id), "status": device_status, "work_order_id": str(before.id)})
+                      {"device_id": str(device_id), "status": device_status, "previous": previous,
+                       "work_order_id": str(before.id)})
     after = await repo.get(tenant_id, before.id)
     if after is None:
         raise NotFound(f"work order {before.id} not found")
     await record(conn, principal, "work_order.update", "work_order", after.id, rendered(before), rendered(after))
     await publish(conn, tenant_id, WORK_ORDER_UPDATED, "work_order", after.id, rendered(after))
+    if proven and after.type in REPAIRS:
+        # The device already reported the condition gone (before the crew closed): that is the proof.
+        after = await apply_in(conn, system_actor(tenant_id), after,
+                               {"status": Status.VERIFIED.value, "verified_at": now}, now)
     return after

@@ -87,6 +87,9 @@ class WorkOrderCreate(Struct, forbid_unknown_fields=True):
                                                    "order (unassigned when no crew has a position or home "
                                                    "base); not together with `crew_id`")] = "none"
     due_by: Annotated[datetime | None, Meta(description="default: the city's deadline for the priority")] = None
+    alarm_id: Annotated[UUID | None, Meta(description=(
+        "the alarm this work order answers (its device joins `device_ids`): done clears it, the "
+        "device's reports prove or reopen it, and the city's rules open no second one for it"))] = None
 
 
 class WorkOrderUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -13,7 +13,7 @@ import msgspec
 
 from fleet.registry.models import Device
 from fleet.registry.repository import device_from_row
-from fleet.workorders.models import DEFAULT_REOPEN_WINDOW_DAYS, Attachment, WorkOrderLocation, WorkOrder, WorkOrderRules
+from fleet.workorders.models import DEFAULT_REOPEN_WINDOW_DAYS, OPEN, Attachment, WorkOrderLocation, WorkOrder, WorkOrderRules
 
 _SELECT = """select w.*, array(select d.device_id from work_order_devices d
                                where d.tenant_id = w.tenant_id and d.work_order_id = w.id
@@ -73,6 +73,14 @@ class WorkOrderRepository:
                          c.name, c.id
                 limit 1""",
             tenant_id, lat, lon, fresh_since, list(open_statuses))
+
+    async def alarm_to_answer(self, tenant_id: UUID, alarm_id: UUID) -> asyncpg.Record | None:
+        """The alarm's device, and the work order that already answers it (if any)."""
+        return await self.conn.fetchrow(
+            """select a.device_id, (select w.id from work_orders w where w.tenant_id = a.tenant_id
+                                      and (w.alarm_id = a.id or w.reopened_by_alarm_id = a.id)
+                                    order by w.seq limit 1) as work_order_id
+               from alarms a where a.tenant_id = $1 and a.id = $2""", tenant_id, alarm_id)
 
     async def city_timezone(self, tenant_id: UUID) -> str:
         return await self.conn.fetchval("select timezone from tenants where id = $1", tenant_id)
@@ -170,7 +178,9 @@ class WorkOrderRepository:
     async def alarms_due_for_work_orders(self, now: datetime, limit: int) -> list[asyncpg.Record]:
         """Across cities: active (not acknowledged, not shelved) alarms a rule names, older than
         its delay, without a work order yet; the first matching rule decides type, priority and
-        who it is assigned to."""
+        who it is assigned to. Left out: an alarm whose condition the device already reports gone
+        (clearing under hysteresis), and one whose device already has an open work order of the
+        rule's type (a failed lamp is also dark at night: one crew goes, not two)."""
         return await self.conn.fetch(
             """select distinct on (a.seq) a.tenant_id, a.id as alarm_id, a.device_id, a.type, a.severity,
                       a.first_seen, r.work_order_type, r.priority, coalesce(r.assign, 'none') as assign
@@ -180,16 +190,21 @@ class WorkOrderRepository:
                        work_order_type text, priority text, assign text)) with ordinality
                    as r(alarm_types, min_severity, unacknowledged_minutes, work_order_type, priority, assign,
                         rule_index)
-               join alarms a on a.tenant_id = s.tenant_id and a.status = 'active' and r.alarm_types ? a.type
+               join alarms a on a.tenant_id = s.tenant_id and a.status = 'active' and a.clearing_since is null
+                 and r.alarm_types ? a.type
                  and array_position(array['warning', 'minor', 'major', 'critical'], a.severity)
                      >= array_position(array['warning', 'minor', 'major', 'critical'], r.min_severity)
                  and a.first_seen <= $1::timestamptz - make_interval(mins => r.unacknowledged_minutes)
                where not exists (select 1 from work_orders w where w.tenant_id = a.tenant_id
                                    and (w.alarm_id = a.id or w.reopened_by_alarm_id = a.id))
+                 and not exists (select 1 from work_orders w join work_order_devices d
+                                   on d.tenant_id = w.tenant_id and d.work_order_id = w.id
+                                 where w.tenant_id = a.tenant_id and d.device_id = a.device_id
+                                   and w.type = r.work_order_type and w.status = any($3::text[]))
                  and not exists (select 1 from alarm_shelves h where h.tenant_id = a.tenant_id and h.until > $1::timestamptz
                                    and (h.alarm_id = a.id or h.device_id = a.device_id))
                order by a.seq, r.rule_index
-               limit $2""", now, limit)
+               limit $2""", now, limit, [status.value for status in OPEN])
 
     # What a tablet syncs
 
@@ -253,12 +268,17 @@ class WorkOrderRepository:
 
     # Devices held in maintenance while the work goes on
 
-    async def start_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[UUID]:
+    async def start_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[tuple[UUID, str]]:
         """Put the work order's devices in maintenance, remembering the status to give back: the
         device's own, or, when another work order already holds it, the one that work order kept.
-        A device someone put in maintenance by hand is left to them. Returns the ids changed."""
+        A device someone put in maintenance by hand is left to them. Returns (id, previous status)
+        of those changed."""
         rows = await self.conn.fetch(
-            """with holders as (
+            """with previous as (
+                   select v.id, v.status from devices v join work_order_devices d
+                     on d.tenant_id = v.tenant_id and d.device_id = v.id
+                   where d.tenant_id = $1 and d.work_order_id = $2),
+               holders as (
                    select distinct on (device_id) device_id, status_before from work_order_devices
                    where tenant_id = $1 and work_order_id <> $2 and status_before is not null
                    order by device_id),
@@ -270,14 +290,16 @@ class WorkOrderRepository:
                      and (v.status <> 'maintenance' or h.device_id is not null)
                    returning d.device_id)
                update devices v set status = 'maintenance', updated_at = now()
-               from held where v.tenant_id = $1 and v.id = held.device_id and v.status <> 'maintenance'
-               returning v.id""",
+               from held join previous p on p.id = held.device_id
+               where v.tenant_id = $1 and v.id = held.device_id and v.status <> 'maintenance'
+               returning v.id, p.status as previous""",
             tenant_id, work_order_id)
-        return [r["id"] for r in rows]
+        return [(r["id"], r["previous"]) for r in rows]
 
     async def end_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[tuple[UUID, str]]:
         """Give back the status each device had, unless someone changed it meanwhile or another
-        work order is still working on it."""
+        work order is still working on it. Online or offline is what the device is now: a crew
+        often powers a controller off for the work, and it may or may not be registered again."""
         rows = await self.conn.fetch(
             """with released as (
                    select device_id, status_before from work_order_devices
@@ -285,7 +307,11 @@ class WorkOrderRepository:
                forgotten as (
                    update work_order_devices d set status_before = null from released
                    where d.tenant_id = $1 and d.work_order_id = $2 and d.device_id = released.device_id)
-               update devices v set status = released.status_before, updated_at = now()
+               update devices v set updated_at = now(), status = case
+                   when released.status_before not in ('provisioned', 'online', 'offline') then released.status_before
+                   when exists (select 1 from registrations r where r.tenant_id = $1 and r.device_id = v.id)
+                   then 'online'
+                   when released.status_before = 'provisioned' then 'provisioned' else 'offline' end
                from released
                where v.tenant_id = $1 and v.id = released.device_id and v.status = 'maintenance'
                  and not exists (select 1 from work_order_devices o

@@ -15,7 +15,8 @@ from fleet.access.models import Permission, Principal, Role
 from fleet.alarms.models import AlarmChange, ChangeKind
 from fleet.audit.service import record
 from fleet.db import Database
-from fleet.errors import FieldError, NotFound, PayloadTooLarge, PermissionDenied, UnsupportedMediaType, ValidationFailed
+from fleet.errors import (Conflict, FieldError, NotFound, PayloadTooLarge, PermissionDenied, UnsupportedMediaType,
+                          ValidationFailed)
 from fleet.registry.service import MAX_PAGE, require
 from fleet.workorders import proof
 from fleet.workorders.assignment import for_citizen_reports
@@ -81,11 +82,21 @@ class WorkOrderService:
             raise ValidationFailed("invalid work order", [FieldError(
                 "assign", "give a crew_id or ask for the nearest crew, not both")])
         location = (data.location.lat, data.location.lon) if data.location else None
+        device_ids = list(data.device_ids)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
+            if data.alarm_id is not None:
+                alarm = await WorkOrderRepository(conn).alarm_to_answer(principal.tenant_id, data.alarm_id)
+                if alarm is None:
+                    raise ValidationFailed("invalid work order", [FieldError("alarm_id", "no such alarm in this city")])
+                if alarm["work_order_id"] is not None:
+                    raise Conflict(f"alarm {data.alarm_id} already has work order {alarm['work_order_id']}")
+                device_ids.append(alarm["device_id"])
             order = await create_in(conn, principal, type=data.type, priority=data.priority,
-                                    device_ids=data.device_ids, notes=data.notes, location=location,
-                                    crew_id=data.crew_id, due=data.due_by, assign=data.assign, now=self.clock())
-        assert order is not None  # no alarm, so no guard to lose to
+                                    device_ids=device_ids, notes=data.notes, location=location,
+                                    crew_id=data.crew_id, alarm_id=data.alarm_id, due=data.due_by,
+                                    assign=data.assign, now=self.clock())
+        if order is None:  # the city's rule opened one for the alarm meanwhile
+            raise Conflict(f"alarm {data.alarm_id} already has a work order")
         return order
 
     async def get(self, principal: Principal, work_order_id: UUID) -> WorkOrder:

@@ -213,3 +213,55 @@ async def test_a_crew_works_its_own_orders_and_leaves_the_rest_to_the_control_ro
         assert started["status"] == "en_route"
     # The control room still may do everything.
     await patch_order(seoul.client, started, status="cancelled")
+
+
+async def test_a_work_order_for_an_alarm_answers_it(db, seoul, busan):
+    """The control room opens the work order for an alarm itself: the alarm's device joins it,
+    done clears the alarm, and neither a second POST nor the city's rule opens another."""
+    from fleet.workorders.automation import open_for_alarms
+    from tests.fleet.workorders.conftest import raise_alarm
+
+    lamp = await add_device(seoul, 1, 37.5, 127.0)
+    alarm = await raise_alarm(db, seoul.tenant_id, lamp["id"], "lamp_failure", "major",
+                              datetime.now(ZoneInfo("UTC")) - timedelta(hours=1))
+    rules = {"alarm_rules": [{"alarm_types": ["lamp_failure"], "work_order_type": "repair_lamp",
+                              "unacknowledged_minutes": 0}]}
+    assert (await seoul.client.put(f"{WORKORDERS}/rules", json=rules)).status_code == 200
+    order = await create_order(seoul.client, alarm_id=str(alarm), notes="lamp out")
+    assert (order["alarm_id"], order["device_ids"], order["source"]) == (str(alarm), [lamp["id"]], "operator")
+    again = await seoul.client.post(WORKORDERS, json={"type": "repair_lamp", "alarm_id": str(alarm)})
+    assert again.status_code == 409, again.text
+    assert await open_for_alarms(db) == 0
+    elsewhere = await busan.client.post(WORKORDERS, json={"type": "repair_lamp", "alarm_id": str(alarm)})
+    assert elsewhere.status_code == 422, elsewhere.text
+    crew = await add_crew(seoul, "North team")
+    for change in ({"crew_id": crew["id"]}, {"status": "in_progress"}, {"status": "done"}):
+        order = await patch_order(seoul.client, order, **change)
+    cleared = (await seoul.client.get(f"/api/v1/alarms/{alarm}")).json()
+    assert (cleared["status"], cleared["clear_reason"]) == ("cleared", "work_order")
+
+
+async def test_maintenance_is_told_like_every_device_status_change(db, seoul):
+    lamp = await add_device(seoul, 1, 37.5, 127.0)
+    order = await create_order(seoul.client, device_ids=[lamp["id"]])
+    order = await patch_order(seoul.client, order, crew_id=(await add_crew(seoul, "North team"))["id"])
+    order = await patch_order(seoul.client, order, status="in_progress")
+    await patch_order(seoul.client, order, status="cancelled")
+    async with db.system_tx() as conn:
+        payloads = await conn.fetch("select payload from events where kind = 'device.status_changed' "
+                                    "and subject_id = $1 order by id", lamp["id"])
+    assert [p["payload"] for p in payloads] == [
+        {"device_id": lamp["id"], "status": "maintenance", "previous": "provisioned", "work_order_id": order["id"]},
+        {"device_id": lamp["id"], "status": "provisioned", "previous": "maintenance", "work_order_id": order["id"]}]
+
+
+async def test_closing_gives_back_online_or_offline_as_the_device_is_registered_now(db, seoul):
+    lamp = await add_device(seoul, 1, 37.5, 127.0)
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set status = 'online' where id = $1", lamp["id"])
+    order = await create_order(seoul.client, device_ids=[lamp["id"]])
+    order = await patch_order(seoul.client, order, crew_id=(await add_crew(seoul, "North team"))["id"])
+    order = await patch_order(seoul.client, order, status="in_progress")
+    # It never registered again during the work (no registration row): offline, not online.
+    await patch_order(seoul.client, order, status="done")
+    assert (await seoul.client.get(f"/api/v1/devices/{lamp['id']}")).json()["status"] == "offline"

@@ -181,6 +181,31 @@ async def test_work_order_clear_is_proven_by_the_next_absent_finding(db):
     assert recorder.kinds.count(ChangeKind.PROVEN_CLEAR) == 1
 
 
+async def test_work_order_clear_of_a_condition_the_device_already_reported_gone_is_proven_at_once(db):
+    """A repaired device reports the fault gone before the crew closes the work order (and one
+    that reports only changes says nothing more): the close itself is proven."""
+    seoul = await make_city(db, "seoul")
+    clearing, cleared, still_failed, again = await lights(db, seoul, 4)
+    service = AlarmService(db, on_changes=Recorder())
+    await service.apply([seen(seoul, light, True, 0) for light in (clearing, cleared, still_failed)])
+    await service.apply([seen(seoul, clearing, False, 2)])  # hysteresis: clearing, still open
+    await service.apply([seen(seoul, cleared, False, 2), seen(seoul, cleared, False, 20)])  # cleared by it
+    ids = {light.id: (await alarms_of(db, seoul, light))[0]["id"] for light in (clearing, cleared, still_failed)}
+    closed = T0 + timedelta(minutes=30)
+    async with db.system_tx() as conn:
+        changes = await clear_for_work_order(conn, seoul.tenant_id, list(ids.values()), "crew-7", closed)
+    assert {(c.alarm_id, c.kind, c.at) for c in changes} == {
+        (ids[clearing.id], ChangeKind.PROVEN_CLEAR, closed), (ids[cleared.id], ChangeKind.PROVEN_CLEAR, closed)}
+    [unproven] = await alarms_of(db, seoul, still_failed)
+    assert (unproven["status"], unproven["clear_reason"], unproven["verified_at"]) == ("cleared", "work_order", None)
+    # Cleared by the condition but failed again since: the open alarm says the fault is back.
+    await service.apply([seen(seoul, again, True, 0), seen(seoul, again, False, 1), seen(seoul, again, False, 20)])
+    await service.apply([seen(seoul, again, True, 25)])
+    first = (await alarms_of(db, seoul, again))[0]["id"]
+    async with db.system_tx() as conn:
+        assert await clear_for_work_order(conn, seoul.tenant_id, [first], "crew-7", closed) == []
+
+
 async def test_citizen_report_joins_the_open_alarm_or_opens_one(db):
     seoul = await make_city(db, "seoul")
     a, b = await lights(db, seoul, 2)

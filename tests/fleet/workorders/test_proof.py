@@ -86,6 +86,24 @@ async def test_the_fault_again_within_the_window_reopens(db, lit_city):
     assert (await service.get(city.principal, order.id)).status == "verified"
 
 
+async def test_done_after_the_device_reported_the_fault_gone_is_verified_at_once(db, lit_city):
+    city, device = lit_city
+    service = WorkOrderService(db)
+    alarm = await raise_alarm(db, city.tenant_id, device.id, "lamp_failure", "major", datetime.now(UTC))
+    order = await service.create(city.principal, WorkOrderCreate(type="repair_lamp", device_ids=[device.id]))
+    async with db.system_tx() as conn:
+        # Linked to the alarm as the city's rule does; the light reported the lamp fine (hysteresis).
+        await conn.execute("update work_orders set alarm_id = $1 where id = $2", alarm, order.id)
+        await conn.execute("update alarms set clearing_since = now() where id = $1", alarm)
+        crew = await conn.fetchval("insert into crews (tenant_id, name) values ($1, 'North') returning id",
+                                   city.tenant_id)
+    for update in (WorkOrderUpdate(crew_id=crew), WorkOrderUpdate(status="in_progress"),
+                   WorkOrderUpdate(status="done")):
+        order = await service.update(city.principal, order.id, update, str(order.version))
+    assert (order.status, order.verified_at is not None) == ("verified", True)
+    assert (await alarm_row(db, alarm))["clear_reason"] == "work_order"
+
+
 async def test_a_citizen_report_joins_the_open_work_order(db, lit_city):
     city, device = lit_city
     alarm = await raise_alarm(db, city.tenant_id, device.id, "citizen_report", "minor", datetime.now(UTC))
