@@ -106,7 +106,7 @@ async def test_a_rule_with_nearest_crew_assigns_its_work_order_once_audited_and_
     await WorkOrderService(db).put_rules(city.principal, WorkOrderRules(alarm_rules=[
         AlarmRule(alarm_types=["lamp_failure"], work_order_type="repair_lamp", unacknowledged_minutes=0,
                   assign="nearest_crew"),
-        AlarmRule(alarm_types=["day_burner"], work_order_type="repair_lamp", unacknowledged_minutes=0)]))
+        AlarmRule(alarm_types=["day_burner"], work_order_type="other", unacknowledged_minutes=0)]))
     lamp = await raise_alarm(db, city.tenant_id, device.id, "lamp_failure", "major", NOW - timedelta(minutes=5))
     burner = await raise_alarm(db, city.tenant_id, device.id, "day_burner", "major", NOW - timedelta(minutes=5))
 
