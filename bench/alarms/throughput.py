@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> dict:
                     pack = CityPacks(base_time=first_base + slot * ROUND_SPACING_S)
                     slot += 1
                     argv = ["-m", "bench.ingest.listener", "--port", str(port), "--rules", mode]
+                    if args.profile:
+                        Path(args.profile).mkdir(parents=True, exist_ok=True)
+                        argv += ["--profile", str(Path(args.profile).resolve() / f"{mode}-{number}.prof")]
                     load_options = dict(
                         clients=args.devices, requests=MANY_REQUESTS, duration=args.duration, window=1,
                         processes=1, points=pack.points, format="cbor", payload=pack, register=True,
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink", choices=("noop", "alarms"), default="alarms",
                         help="where findings go: nowhere, or AlarmService.apply")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--profile", help="directory for a CPU-time cProfile of each listener process")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -50,6 +51,7 @@ DROP_WARNING_S = 10.0
 # (after clear_after_minutes) or to prove a repair, both of which may come this much later.
 # A present finding always goes on, and the next absence after it too.
 ABSENT_REPEAT_S = 60.0
+_TIME = itemgetter(2)  # a PointRecord's time
 
 
 class RuleEvaluator:
@@ -128,9 +130,17 @@ class RuleEvaluator:
     async def evaluate(self, points: Sequence[PointRecord], now: datetime | None = None) -> list[Finding]:
         """Judge committed points (any order, any devices) and hand the findings to the sink."""
         now = now or self.clock()
-        by_device: dict[UUID, list[PointRecord]] = defaultdict(list)
+        by_device: dict[UUID, list[PointRecord]] = {}
+        last_id: UUID | None = None
+        group: list[PointRecord] = []
         for point in points:
-            by_device[point[1]].append(point)
+            # A batch holds each device's points side by side: hash its id once, not per point.
+            if point[1] is not last_id:
+                last_id = point[1]
+                group = by_device.get(last_id)
+                if group is None:
+                    group = by_device[last_id] = []
+            group.append(point)
         contexts = await self._contexts_of(list(by_device))
         findings: list[Finding] = []
         for device_id, device_points in by_device.items():
@@ -138,10 +148,20 @@ class RuleEvaluator:
             if ctx is None:
                 continue  # decommissioned, or gone
             seen = self._observed_of(device_id)
-            changed = set()
-            for point in sorted(device_points, key=lambda p: p[2]):
-                _record(seen, point[3], Value(point[2], stored_value(point[4], point[5], point[6])))
-                changed.add(point[3])
+            changed = {point[3] for point in device_points}
+            if len(changed) < len(device_points):
+                device_points.sort(key=_TIME)  # a path twice: its older value first, as `previous`
+            latest = seen.latest
+            for point in device_points:
+                # _record, inlined: this runs for every judged point at the ingest rate
+                path = point[3]
+                old = latest.get(path)
+                if old is not None:
+                    if old.time >= point[2]:
+                        continue  # already known, or older than what is known
+                    if path in KEEP_PREVIOUS:
+                        seen.previous[path] = old
+                latest[path] = Value(point[2], stored_value(point[4], point[5], point[6]))
             findings.extend(judge(ctx, seen, changed, now))
         findings = self._worth_handing_on(findings)
         self.judged_points += len(points)
