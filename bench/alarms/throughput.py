@@ -56,8 +56,10 @@ def _line(round_number: int, side: Side) -> str:
     judged = sum(r["judged_points"] for r in rules)
     findings = sum(r["findings"] for r in rules)
     dropped = sum(r["dropped"] for r in rules)
+    batches = sum(r.get("batches", 0) for r in rules)
     per = ", ".join(f"{k} {v}" for k, v in side.cpu_per_request_us().items()) or "-"
-    extra = f"  rules: {judged:,} points judged, {findings:,} findings, {dropped:,} dropped" if rules else ""
+    extra = (f"  rules: {judged:,} points judged in {batches:,} batches, {findings:,} findings, {dropped:,} dropped"
+             if rules else "")
     return (f"{round_number:<6}{side.name:<12}{load.requests_per_s:>8,.0f}{load.points_per_s:>10,.0f}"
             f"{load.latency_p50_ms:>8.0f}{load.latency_p99_ms:>8.0f}   CPU µs/request: {per}{extra}")
 

@@ -94,6 +94,7 @@ async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: f
                     "rss_samples": samples,
                     "rules": None if rules is None else {
                         "judged_points": rules.judged_points, "findings": rules.findings,
+                        "batches": getattr(rules, "batches", 0),
                         "dropped": rules.dropped, "waiting": len(rules._waiting)},
                 }
 

@@ -52,12 +52,16 @@ DROP_WARNING_S = 10.0
 # A present finding always goes on, and the next absence after it too.
 ABSENT_REPEAT_S = 60.0
 _TIME = itemgetter(2)  # a PointRecord's time
+# A batch costs its context check and one apply transaction however few points it holds: a
+# batch begun less than this after the last one waits out the rest, so under a steady stream
+# the points of this moment are judged together. An idle evaluator starts at once.
+GATHER_S = 0.2
 
 
 class RuleEvaluator:
     def __init__(self, db: Database, sink: FindingSink, *, settings: SettingsProvider | None = None,
                  context_ttl_s: float = CONTEXT_TTL_S, max_waiting: int = MAX_WAITING,
-                 absent_repeat_s: float = ABSENT_REPEAT_S,
+                 absent_repeat_s: float = ABSENT_REPEAT_S, gather_s: float = GATHER_S,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.db = db
         self.sink = sink
@@ -65,6 +69,7 @@ class RuleEvaluator:
         self.context_ttl_s = context_ttl_s
         self.max_waiting = max_waiting
         self.absent_repeat_s = absent_repeat_s
+        self.gather_s = gather_s
         # What "now" is for the sun, targets and clocks; a simulation's own time in tests.
         self.clock = clock
         self._absent_since: dict[tuple[UUID, str], float] = {}  # when absence was last handed on
@@ -75,6 +80,7 @@ class RuleEvaluator:
         self._warned_at = 0.0
         self.dropped = 0
         self.judged_points = 0
+        self.batches = 0
         self.findings = 0
 
     # -- on the ingest path: as cheap as a set lookup per point -------------------------------
@@ -115,8 +121,13 @@ class RuleEvaluator:
 
     async def run(self) -> None:
         """Judge what is waiting, batch after batch, for ever (run it under a Supervisor)."""
+        began = -self.gather_s
         while True:
             await self._wakeup.wait()
+            rest = self.gather_s - (time.monotonic() - began)
+            if rest > 0:
+                await asyncio.sleep(rest)
+            began = time.monotonic()
             self._wakeup.clear()
             batch, self._waiting = self._waiting, {}
             try:
@@ -165,6 +176,7 @@ class RuleEvaluator:
             findings.extend(judge(ctx, seen, changed, now))
         findings = self._worth_handing_on(findings)
         self.judged_points += len(points)
+        self.batches += 1
         if findings:
             self.findings += len(findings)
             await self.sink(findings)
