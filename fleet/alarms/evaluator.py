@@ -20,8 +20,8 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from operator import itemgetter
 from datetime import UTC, datetime
+from operator import itemgetter
 from uuid import UUID
 
 import structlog
@@ -89,18 +89,21 @@ class RuleEvaluator:
 
     def committed(self, points: Sequence[PointRecord]) -> None:
         """Called by TelemetryWriter after each COMMIT with the points it made durable."""
-        waiting, watched = self._waiting, WATCHED
+        waiting, watched, room = self._waiting, WATCHED, self.max_waiting
+        keep = waiting.setdefault
         dropped = 0
         for point in points:
             if point[3] not in watched:
                 continue
-            key = (point[1], point[3])
+            key = (point[1], point[3])  # hashing it is most of the cost: once for a new pair
+            if len(waiting) < room:
+                kept = keep(key, point)
+                if kept is not point and kept[2] <= point[2]:
+                    waiting[key] = point
+                continue
             kept = waiting.get(key)
             if kept is None:
-                if len(waiting) >= self.max_waiting:
-                    dropped += 1
-                    continue
-                waiting[key] = point
+                dropped += 1
             elif kept[2] <= point[2]:
                 waiting[key] = point
         if dropped:
@@ -150,9 +153,10 @@ class RuleEvaluator:
             # A batch holds each device's points side by side: hash its id once, not per point.
             if point[1] is not last_id:
                 last_id = point[1]
-                group = by_device.get(last_id)
-                if group is None:
-                    group = by_device[last_id] = []
+                found = by_device.get(last_id)
+                if found is None:
+                    found = by_device[last_id] = []
+                group = found
             group.append(point)
         contexts = await self._contexts_of(list(by_device))
         findings: list[Finding] = []
