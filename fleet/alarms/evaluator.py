@@ -56,7 +56,7 @@ _TIME = itemgetter(2)  # a PointRecord's time
 # a device reporting again meanwhile is judged once, on its newest values: a batch begun less
 # than this after the last one waits out the rest. An idle evaluator starts at once; under a
 # steady stream an alarm shows up to this much later (bench/alarms: 0.2 s left the listeners
-# 40-55 % more CPU per Send with rules on, 0.5 s 24 %, p99 from Send to REST 0.25 -> 0.6 s).
+# 40-55 % more CPU per Send with rules on, 0.5 s 21-26 %, p99 from Send to REST 0.25 -> 0.55-0.6 s).
 GATHER_S = 0.5
 
 
