@@ -12,7 +12,11 @@ when GET /api/v1/alarms (a separate REST process, polled every 10 ms) lists an a
 ingest load's own Send->2.04 latency (committed only) and each probe's Send->2.04.
 
 The probes run in this process; the ingest load runs in a forked child, so they do not share
-an interpreter. The load's endpoints and the probes are streetlights of one city.
+an interpreter. The load's devices are a city's mix (bench/alarms/load.py: streetlights, bins
+and access points sending their kind's paths, 3 % with a fault in every Send), so the
+evaluator and AlarmService.apply are as busy as in `throughput`; the probes are streetlights of
+the same city. The listeners are api.runtime.run_device_edge's: AlarmService with the work
+orders' on_changes, the RuleEvaluator on the telemetry writer's commits.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import httpx
 from aiocoap import Code, Message
 
 from bench.coap.loadgen import default_endpoint_name, loopback_target, run_load
-from bench.coap.senml import SenmlPack
+from bench.alarms.load import CityPacks, device_row
 from bench.coap.servers import ServerGroup
 from bench.ingest.database import embedded_server, prepare
 from bench.ingest.run import MANY_REQUESTS, free_udp_port
@@ -131,7 +135,8 @@ def run(args: argparse.Namespace) -> list[str]:
     probes = [_probe_name(i) for i in range(args.probes)]
     with tempfile.TemporaryDirectory(prefix="fleet-bench-alarm-latency-") as work:
         with embedded_server(Path(work)) as dsn:
-            prepared = asyncio.run(prepare(dsn, load_endpoints + probes))
+            row = lambda i, endpoint: device_row(i if i < args.devices else 0, endpoint)  # noqa: E731 - probes: lamps
+            prepared = asyncio.run(prepare(dsn, load_endpoints + probes, row))
             key = asyncio.run(_api_key(dsn))
             env = {**os.environ, "FLEET_DATABASE_URL": dsn, "FLEET_HTTP_PORT": str(http_port),
                    "FLEET_RATE_KEY_PER_S": "0", "FLEET_RATE_ADDRESS_PER_S": "0"}
@@ -142,7 +147,7 @@ def run(args: argparse.Namespace) -> list[str]:
                 with ServerGroup(argv, args.processes, target, ready_timeout=60.0, env=env):
                     options = dict(clients=args.devices, requests=MANY_REQUESTS,
                                    duration=args.duration + args.warm_up + 2, window=1, processes=1,
-                                   points=10, format="cbor", payload=SenmlPack(points=10), register=True,
+                                   points=10, format="cbor", payload=CityPacks(), register=True,
                                    endpoint_name=default_endpoint_name, register_timeout=60.0)
                     receiver, sender = multiprocessing.get_context("fork").Pipe(duplex=False)
                     load = multiprocessing.get_context("fork").Process(

@@ -47,6 +47,7 @@ from aiocoap.transports.udp6 import UDP6EndpointAddress
 
 from api.runtime import tune_gc
 from bench.ingest.database import migrate_and_analyze
+from bench.ingest.listener import alarm_rules
 from bench.dimming.city import DISTRICT, City, embedded_server, prepare
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
@@ -271,6 +272,14 @@ def _exchanges(listener: Listener) -> collections.Counter:
     return counts
 
 
+async def _alarm_counts(db: Database, rules) -> str:
+    """What the rules did so far (with --rules alarms): points judged, alarms open by type."""
+    async with db.system_tx() as conn:
+        rows = await conn.fetch("select type, count(*) as n from alarms where status <> 'cleared' group by 1")
+    open_alarms = ", ".join(f"{r['type']} {r['n']}" for r in rows) or "none"
+    return f"{rules.judged_points} points judged in {rules.batches} batches, {rules.findings} findings; open: {open_alarms}"
+
+
 async def run(args: argparse.Namespace) -> dict:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                "loadavg_before": "/".join(f"{x:.2f}" for x in os.getloadavg()[:2])}
@@ -283,7 +292,8 @@ async def run(args: argparse.Namespace) -> dict:
             try:
                 devices_file = work / "lights.csv"
                 city = await prepare(db, dsn, args.lights, devices_file)
-                async with open_listener(db, "::", 0) as listener:
+                alarms, rules = alarm_rules(db, args.rules)
+                async with open_listener(db, "::", 0, alarm_service=alarms, rules=rules) as listener:
                     election = LeaderElection(db, "bench")
                     scheduler = asyncio.create_task(election.run(LightingJobs(db).lead))
                     try:
@@ -303,6 +313,8 @@ async def run(args: argparse.Namespace) -> dict:
                                     wire = _exchanges(listener) - before
                                     if wire:
                                         print(f"      fast path: {dict(wire)}", flush=True)
+                                    if rules is not None:
+                                        print(f"      alarm rules: {await _alarm_counts(db, rules)}", flush=True)
                     finally:
                         scheduler.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -358,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between pushes (reports drain)")
     parser.add_argument("--pool-max", type=int, default=20)
+    parser.add_argument("--rules", choices=("off", "alarms"), default="off",
+                        help="alarm rules on the listener: none, or `fleet serve`'s device edge")
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     args = parser.parse_args(argv)
     args.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

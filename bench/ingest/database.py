@@ -50,8 +50,15 @@ class Prepared:
     postmaster_pid: int
 
 
-async def prepare(dsn: str, endpoints: list[str]) -> Prepared:
-    """Migrate, create the city and provision one streetlight per endpoint (bulk import)."""
+def streetlight_row(index: int, endpoint: str) -> dict:
+    return {"kind": "streetlight", "endpoint": endpoint,
+            "lat": 37.55 + index % 1000 * 1e-4, "lon": 126.97 + index // 1000 * 1e-4}
+
+
+async def prepare(dsn: str, endpoints: list[str],
+                  row: Callable[[int, str], dict] = streetlight_row) -> Prepared:
+    """Migrate, create the city and provision one device per endpoint (bulk import): a
+    streetlight each, unless `row(index, endpoint)` says otherwise."""
     await migrate_and_analyze(dsn)
     db = await Database.connect(dsn, min_size=1, max_size=2)
     try:
@@ -61,10 +68,7 @@ async def prepare(dsn: str, endpoints: list[str]) -> Prepared:
         ids: list[UUID] = []
         for first in range(0, len(endpoints), IMPORT_CHUNK):
             chunk = endpoints[first:first + IMPORT_CHUNK]
-            rows = [(first + n + 1, {"kind": "streetlight", "endpoint": endpoint,
-                                     "lat": 37.55 + (first + n) % 1000 * 1e-4,
-                                     "lon": 126.97 + (first + n) // 1000 * 1e-4})
-                    for n, endpoint in enumerate(chunk)]
+            rows = [(first + n + 1, row(first + n, endpoint)) for n, endpoint in enumerate(chunk)]
             ids += await devices.import_rows(admin, rows)
         async with db.pool.acquire() as conn:
             settings = {name: await conn.fetchval(f"show {name}") for name in DURABILITY_SETTINGS}

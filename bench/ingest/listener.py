@@ -41,22 +41,24 @@ async def _sample_memory(context, samples: list[tuple[float, int, int, int]], ev
 
 
 def alarm_rules(db, mode: str):
-    """The evaluator a listener runs: none ("off"), one whose findings go nowhere ("noop"), or
-    one that hands them to the alarm lifecycle as `fleet serve` does ("alarms")."""
+    """(alarm service or None, evaluator or None) of a listener: no rules ("off"), rules whose
+    findings go nowhere ("noop"), or the device edge of `fleet serve` ("alarms":
+    api.runtime.run_device_edge's AlarmService, whose changes reach the work orders, and its
+    RuleEvaluator applying findings through it)."""
     if mode == "off":
-        return None
+        return None, None
     from fleet.alarms.evaluator import RuleEvaluator
 
     if mode == "alarms":
-        from fleet.alarms.service import AlarmService  # written beside the rules (issue 12)
+        from api.runtime import alarm_service
 
-        alarms = AlarmService(db)
-        return RuleEvaluator(db, alarms.apply, settings=alarms.effective_settings)
+        alarms = alarm_service(db)
+        return alarms, RuleEvaluator(db, alarms.apply, settings=alarms.effective_settings)
 
     async def nowhere(findings) -> None:
         return None
 
-    return RuleEvaluator(db, nowhere)
+    return None, RuleEvaluator(db, nowhere)
 
 
 async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: float,
@@ -71,8 +73,8 @@ async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: f
         TelemetryWriter.__init__.__kwdefaults__["flushers"] = flushers
     db = await Database.connect(dsn, min_size=2, max_size=pool_max)
     try:
-        rules = alarm_rules(db, rules_mode)
-        async with open_listener(db, bind, port, rules=rules) as listener:
+        alarms, rules = alarm_rules(db, rules_mode)
+        async with open_listener(db, bind, port, alarm_service=alarms, rules=rules) as listener:
             samples: list[tuple[float, int, int, int]] = []
             sampler = asyncio.create_task(_sample_memory(listener.context, samples, sample_every_s))
             writer = listener.writer
@@ -92,6 +94,7 @@ async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: f
                     "rss_samples": samples,
                     "rules": None if rules is None else {
                         "judged_points": rules.judged_points, "findings": rules.findings,
+                        "batches": getattr(rules, "batches", 0),
                         "dropped": rules.dropped, "waiting": len(rules._waiting)},
                 }
 

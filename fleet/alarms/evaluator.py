@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from uuid import UUID
 
 import structlog
@@ -50,12 +51,19 @@ DROP_WARNING_S = 10.0
 # (after clear_after_minutes) or to prove a repair, both of which may come this much later.
 # A present finding always goes on, and the next absence after it too.
 ABSENT_REPEAT_S = 60.0
+_TIME = itemgetter(2)  # a PointRecord's time
+# A batch costs its context check and one apply transaction however few points it holds, and
+# a device reporting again meanwhile is judged once, on its newest values: a batch begun less
+# than this after the last one waits out the rest. An idle evaluator starts at once; under a
+# steady stream an alarm shows up to this much later (bench/alarms: 0.2 s left the listeners
+# 40-55 % more CPU per Send with rules on, 0.5 s 21-26 %, p99 from Send to REST 0.25 -> 0.55-0.6 s).
+GATHER_S = 0.5
 
 
 class RuleEvaluator:
     def __init__(self, db: Database, sink: FindingSink, *, settings: SettingsProvider | None = None,
                  context_ttl_s: float = CONTEXT_TTL_S, max_waiting: int = MAX_WAITING,
-                 absent_repeat_s: float = ABSENT_REPEAT_S,
+                 absent_repeat_s: float = ABSENT_REPEAT_S, gather_s: float = GATHER_S,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.db = db
         self.sink = sink
@@ -63,6 +71,7 @@ class RuleEvaluator:
         self.context_ttl_s = context_ttl_s
         self.max_waiting = max_waiting
         self.absent_repeat_s = absent_repeat_s
+        self.gather_s = gather_s
         # What "now" is for the sun, targets and clocks; a simulation's own time in tests.
         self.clock = clock
         self._absent_since: dict[tuple[UUID, str], float] = {}  # when absence was last handed on
@@ -73,24 +82,28 @@ class RuleEvaluator:
         self._warned_at = 0.0
         self.dropped = 0
         self.judged_points = 0
+        self.batches = 0
         self.findings = 0
 
     # -- on the ingest path: as cheap as a set lookup per point -------------------------------
 
     def committed(self, points: Sequence[PointRecord]) -> None:
         """Called by TelemetryWriter after each COMMIT with the points it made durable."""
-        waiting, watched = self._waiting, WATCHED
+        waiting, watched, room = self._waiting, WATCHED, self.max_waiting
+        keep = waiting.setdefault
         dropped = 0
         for point in points:
             if point[3] not in watched:
                 continue
-            key = (point[1], point[3])
+            key = (point[1], point[3])  # hashing it is most of the cost: once for a new pair
+            if len(waiting) < room:
+                kept = keep(key, point)
+                if kept is not point and kept[2] <= point[2]:
+                    waiting[key] = point
+                continue
             kept = waiting.get(key)
             if kept is None:
-                if len(waiting) >= self.max_waiting:
-                    dropped += 1
-                    continue
-                waiting[key] = point
+                dropped += 1
             elif kept[2] <= point[2]:
                 waiting[key] = point
         if dropped:
@@ -113,8 +126,13 @@ class RuleEvaluator:
 
     async def run(self) -> None:
         """Judge what is waiting, batch after batch, for ever (run it under a Supervisor)."""
+        began = -self.gather_s
         while True:
             await self._wakeup.wait()
+            rest = self.gather_s - (time.monotonic() - began)
+            if rest > 0:
+                await asyncio.sleep(rest)
+            began = time.monotonic()
             self._wakeup.clear()
             batch, self._waiting = self._waiting, {}
             try:
@@ -128,9 +146,18 @@ class RuleEvaluator:
     async def evaluate(self, points: Sequence[PointRecord], now: datetime | None = None) -> list[Finding]:
         """Judge committed points (any order, any devices) and hand the findings to the sink."""
         now = now or self.clock()
-        by_device: dict[UUID, list[PointRecord]] = defaultdict(list)
+        by_device: dict[UUID, list[PointRecord]] = {}
+        last_id: UUID | None = None
+        group: list[PointRecord] = []
         for point in points:
-            by_device[point[1]].append(point)
+            # A batch holds each device's points side by side: hash its id once, not per point.
+            if point[1] is not last_id:
+                last_id = point[1]
+                found = by_device.get(last_id)
+                if found is None:
+                    found = by_device[last_id] = []
+                group = found
+            group.append(point)
         contexts = await self._contexts_of(list(by_device))
         findings: list[Finding] = []
         for device_id, device_points in by_device.items():
@@ -138,13 +165,24 @@ class RuleEvaluator:
             if ctx is None:
                 continue  # decommissioned, or gone
             seen = self._observed_of(device_id)
-            changed = set()
-            for point in sorted(device_points, key=lambda p: p[2]):
-                _record(seen, point[3], Value(point[2], stored_value(point[4], point[5], point[6])))
-                changed.add(point[3])
+            changed = {point[3] for point in device_points}
+            if len(changed) < len(device_points):
+                device_points.sort(key=_TIME)  # a path twice: its older value first, as `previous`
+            latest = seen.latest
+            for point in device_points:
+                # _record, inlined: this runs for every judged point at the ingest rate
+                path = point[3]
+                old = latest.get(path)
+                if old is not None:
+                    if old.time >= point[2]:
+                        continue  # already known, or older than what is known
+                    if path in KEEP_PREVIOUS:
+                        seen.previous[path] = old
+                latest[path] = Value(point[2], stored_value(point[4], point[5], point[6]))
             findings.extend(judge(ctx, seen, changed, now))
         findings = self._worth_handing_on(findings)
         self.judged_points += len(points)
+        self.batches += 1
         if findings:
             self.findings += len(findings)
             await self.sink(findings)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from fleet.alarms.models import AlarmType, Finding
 from fleet.alarms.rules.models import DeviceContext, Observed, Rule, finding
-from fleet.lighting.astro import night_sun
+from fleet.lighting.astro import night_sun, rounded
 from fleet.lighting.night import night_of
 
 DIMMING_LEVEL = "/3416/0/3"        # Outdoor lamp controller: Dimming level (measured), %
@@ -36,16 +36,23 @@ def _zone(name: str) -> ZoneInfo:
 def daylight_minutes(ctx: DeviceContext, at: dt.datetime) -> float:
     """How deep into daylight `at` is at the light's place: minutes after sunrise or before
     sunset (positive), or minutes after sunset or before sunrise (negative) at night."""
-    zone = _zone(ctx.timezone)
+    # The sun is looked up per rounded place (astro's cache cell), so every light of a cell
+    # judged at one moment (one evaluator batch) shares one answer: two rules ask per light.
+    return _daylight_minutes(rounded((ctx.lat, ctx.lon)), ctx.timezone, at)
+
+
+@lru_cache(maxsize=4096)
+def _daylight_minutes(place: tuple[float, float], timezone: str, at: dt.datetime) -> float:
+    zone = _zone(timezone)
     night = night_of(at, zone)
-    sun = night_sun((ctx.lat, ctx.lon), ctx.timezone, night)
+    sun = night_sun(place, timezone, night)
     # The night is bounded by solar noons, which stray from the local noons night_of uses.
     if at < sun.solar_noon:
         night -= ONE_DAY
     elif at >= sun.solar_noon + ONE_DAY:
         night += ONE_DAY
     if night != night_of(at, zone):
-        sun = night_sun((ctx.lat, ctx.lon), ctx.timezone, night)
+        sun = night_sun(place, timezone, night)
     if sun.midnight_sun:
         return float("inf")
     # Polar night: civil twilight stands in for a sunset, else the whole span is dark.
