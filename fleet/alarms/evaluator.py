@@ -3,8 +3,9 @@
 The telemetry writer hands over each batch right after its COMMIT (`committed`), so a refused
 value never raises an alarm. That call only files the points rules read, newest per (device,
 path), in a bounded dict: ingest never waits for rules. A task (`run`) takes what is waiting,
-loads the context of those devices set-based (kind, place, nominal wattage, lighting target,
-thresholds, and latest values of the paths rules read) with a short time-to-live, runs the
+loads the context of those devices set-based (kind, place, nominal wattage, thresholds, and
+latest values of the paths rules read) with a short time-to-live, and the lights' lighting
+targets afresh on every batch (a push moves thousands at once), runs the
 rules of each device's kind that read a path it reported, and hands the findings to the sink
 (AlarmService.apply).
 
@@ -37,8 +38,8 @@ from fleet.telemetry.models import PointRecord, stored_value
 
 log = structlog.get_logger(__name__)
 
-# How long a device's context and thresholds are trusted: a settings change or a new
-# lighting target takes effect within this, without a restart.
+# How long a device's context and thresholds are trusted: a settings change takes effect
+# within this, without a restart (lighting targets are read on every batch).
 CONTEXT_TTL_S = 30.0
 # (device, path) pairs waiting to be judged; beyond this new pairs are dropped (and counted)
 # rather than slowing ingest. A pair already waiting just takes the newer value.
@@ -223,10 +224,18 @@ class RuleEvaluator:
                 stale.append(device_id)
             elif cached[1] is not None:
                 found[device_id] = cached[1]
-        if not stale:
+        lights = [ctx for ctx in found.values() if ctx.kind == "streetlight"]
+        if not stale and not lights:
             return found
         async with self.db.system_tx() as conn:
             repository = RulesRepository(conn)
+            if lights:
+                # Targets move with every dimming push: never judged from the cache.
+                targets = await repository.targets([ctx.device_id for ctx in lights])
+                for ctx in lights:
+                    ctx.target = targets.get(ctx.device_id)
+            if not stale:
+                return found
             loaded = await repository.contexts(stale)
             latest = await repository.latest([c.device_id for c in loaded], sorted(WATCHED))
         by_tenant: dict[UUID, list[DeviceContext]] = defaultdict(list)

@@ -95,11 +95,14 @@ def lamp_failure(ctx: DeviceContext, seen: Observed, now: dt.datetime) -> Findin
 
 def day_burner(ctx: DeviceContext, seen: Observed, now: dt.datetime) -> Finding | None:
     """Lit in daylight, further from sunset and sunrise than the tolerance. A light the
-    schedule itself commands on (an event, a test) is not a day burner; within the tolerance
+    schedule itself commands on (an event, a test) is not a day burner: that is the condition
+    found absent, so an alarm raised before the command was seen clears. Within the tolerance
     nothing is judged, so an open alarm is neither repeated nor cleared there."""
     lit = _lit(seen)
-    if lit is None or (ctx.target is not None and ctx.target.dimming_level > 0):
+    if lit is None:
         return None
+    if ctx.target is not None and ctx.target.dimming_level > 0:
+        return finding(ctx, AlarmType.DAY_BURNER, False, now, _level(seen), "")
     daylight = daylight_minutes(ctx, now)
     if 0 < daylight <= ctx.settings.day_burner_tolerance_minutes:
         return None

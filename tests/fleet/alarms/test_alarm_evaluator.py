@@ -156,3 +156,22 @@ async def test_an_absence_repeated_within_a_minute_is_handed_on_once(db, sink):
     await rules.evaluate([point(light, "/3416/0/5", NIGHT + timedelta(seconds=7), False)], NIGHT)
     await rules.evaluate([point(light, "/3416/0/5", NIGHT + timedelta(seconds=8), False)], NIGHT)
     assert [f.present for f in sink.of(AlarmType.LAMP_FAILURE)][-2:] == [False, False]
+
+
+async def test_a_dimming_push_is_judged_against_the_new_target_not_the_cached_one(db, writer_and_rules, sink):
+    # Noon in Seoul: a light lit by day is a day burner, unless the schedule just lit it.
+    noon = datetime(2026, 6, 21, 3, 0, tzinfo=UTC)
+    city = await make_city(db, "seoul")
+    light = await streetlight(db, city, "light-1")
+    writer, rules = writer_and_rules
+    async with db.system_tx() as conn:
+        await conn.execute("insert into lighting_targets (device_id, tenant_id, dimming_level, path, since)"
+                           " values ($1, $2, 0, '/3416/0/2', $3)", light.id, light.tenant_id, noon)
+    await writer.write([point(light, "/3416/0/3", noon, 0)])
+    await judged(rules, noon)  # context (with target 0) now cached
+    async with db.system_tx() as conn:
+        await conn.execute("update lighting_targets set dimming_level = 80, since = $2 where device_id = $1",
+                           light.id, noon + timedelta(seconds=5))
+    await writer.write([point(light, "/3416/0/3", noon + timedelta(seconds=10), 80)])
+    await judged(rules, noon + timedelta(seconds=11))
+    assert [f.present for f in sink.of(AlarmType.DAY_BURNER)][-1] is False

@@ -60,7 +60,7 @@ def test_day_burner_from_power_alone_and_not_when_the_schedule_lights_it():
     assert day_burner(ctx, observed(NOON_KST, p3416_0_46=88.0), NOON_KST).present is True
     assert day_burner(ctx, observed(NOON_KST, p3416_0_46=1.5), NOON_KST).present is False
     commanded = context("streetlight", target=Target(60, NOON_KST - timedelta(hours=1)))
-    assert day_burner(commanded, observed(NOON_KST, p3416_0_3=60), NOON_KST) is None
+    assert day_burner(commanded, observed(NOON_KST, p3416_0_3=60), NOON_KST).present is False  # clears an earlier alarm
     assert day_burner(ctx, observed(NOON_KST), NOON_KST) is None
 
 
