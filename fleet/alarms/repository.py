@@ -197,10 +197,17 @@ class AlarmRepository:
         return alarm_from_row(row) if row else None
 
     async def open_for_device(self, tenant_id: UUID, device_id: UUID) -> list[asyncpg.Record]:
+        """The device's open alarms, most severe first, locked in id order like every other
+        writer of alarms (lock_for_findings): locked in severity order, a citizen's report and a
+        batch of findings about the same device could each hold the alarm the other waits for."""
         return await self.conn.fetch(
-            """select id, type, severity from alarms where tenant_id = $1 and device_id = $2
-               and status <> 'cleared' order by array_position(array['critical','major','minor','warning'],
-               severity), last_seen desc for update""", tenant_id, device_id)
+            """with locked as (
+                   select id, type, severity, last_seen from alarms
+                   where tenant_id = $1 and device_id = $2 and status <> 'cleared'
+                   order by id for update)
+               select id, type, severity from locked
+               order by array_position(array['critical','major','minor','warning'], severity), last_seen desc""",
+            tenant_id, device_id)
 
     async def repeat(self, alarm_id: UUID, at: datetime) -> None:
         await self.conn.execute(

@@ -289,3 +289,35 @@ async def test_sweeps_on_many_nodes_at_once_raise_one_offline_alarm(db):
     await AlarmService(db).sweep()
     [alarm] = await alarms_of(db, seoul, light)
     assert (alarm["type"], alarm["count"]) == ("device_offline", 1)
+
+
+async def test_a_citizen_report_locks_alarms_in_the_order_findings_do(db):
+    """Findings lock a device's alarms in id order; a report that locked the most severe one
+    first would deadlock with them (one of the two transactions lost). Here the findings' side
+    holds the lower id and then takes the higher one, while the report waits."""
+    import asyncio
+
+    seoul = await make_city(db, "seoul")
+    [light] = await lights(db, seoul)
+    await AlarmService(db).apply([seen(seoul, light, True, 0), seen(seoul, light, True, 0, AlarmType.DAY_BURNER)])
+    async with db.system_tx() as conn:
+        # The lower id gets the lesser severity, so severity order and id order disagree.
+        low, high = [r["id"] for r in await conn.fetch("select id from alarms order by id")]
+        await conn.execute("update alarms set severity = case when id = $1 then 'warning' else 'critical' end", low)
+    async with db.pool.acquire() as findings:
+        async with findings.transaction():
+            await findings.execute("select 1 from alarms where id = $1 for update", low)
+
+            async def report():
+                async with db.system_tx() as conn:
+                    return await merge_citizen_report(conn, seoul.tenant_id, light.id, "dark street", T0)
+
+            reporting = asyncio.create_task(report())
+            me = await findings.fetchval("select pg_backend_pid()")
+            while not await findings.fetchval("select count(*) from pg_locks l where not l.granted"
+                                              " and $1 = any(pg_blocking_pids(l.pid))", me):
+                assert not reporting.done(), reporting.result()
+                await asyncio.sleep(0.01)
+            # With the old order the report would hold `high` now and this would deadlock.
+            await findings.execute("select 1 from alarms where id = $1 for update", high)
+        assert await reporting == high  # the most severe open alarm takes the report
