@@ -11,7 +11,7 @@ import asyncpg
 
 from fleet.alarms.models import OPEN_STATUSES, Alarm, AlarmCounts, AlarmQuery, AlarmStatus, Severity, Shelving
 from fleet.registry.models import DeviceFilter
-from fleet.registry.repository import DeviceRepository, FilterSql
+from fleet.registry.repository import DeviceRepository, FilterSql, degrees_around, great_circle_m
 
 # An alarm as people see it: with its device's place and the latest shelving still running.
 ALARM_COLUMNS = """a.id, a.seq, a.tenant_id, a.device_id, a.type, a.severity, a.status, a.count,
@@ -27,10 +27,6 @@ ALARMS_WITH_DEVICES = "alarms a join devices d on d.tenant_id = a.tenant_id and 
 SHELVED = ("(exists (select 1 from alarm_shelves s where s.tenant_id = a.tenant_id and s.alarm_id = a.id"
            " and s.until > now()) or exists (select 1 from alarm_shelves s where s.tenant_id = a.tenant_id"
            " and s.device_id = a.device_id and s.until > now()))")
-
-# Great-circle distance in metres from the device to ({lat}, {lon}).
-HAVERSINE = ("2 * 6371008.8 * asin(sqrt(power(sin(radians(d.lat - {lat}) / 2), 2) + cos(radians({lat})) "
-             "* cos(radians(d.lat)) * power(sin(radians(d.lon - {lon}) / 2), 2)))")
 
 # Settings of each (city, device): the city's row, then the row of the device's group with
 # settings whose name sorts first (a device in several such groups gets one answer, always).
@@ -344,7 +340,11 @@ class _Where:
         self.distance = ""
         if q.near is not None:
             lat, lon, radius = q.near
-            self.distance = HAVERSINE.format(lat=f"{self.param(lat)}::float8", lon=f"{self.param(lon)}::float8")
+            # A box first, which the devices' position index narrows; the exact distance after.
+            dlat, dlon = degrees_around(lat, radius)
+            self.clauses.append(f"d.lat between {self.param(lat - dlat)} and {self.param(lat + dlat)}"
+                                f" and d.lon between {self.param(lon - dlon)} and {self.param(lon + dlon)}")
+            self.distance = great_circle_m(f"{self.param(lat)}::float8", f"{self.param(lon)}::float8")
             self.clauses.append(f"{self.distance} <= {self.param(float(radius))}")
         if q.shelved is not None:
             self.clauses.append(SHELVED if q.shelved else f"not {SHELVED}")
