@@ -23,6 +23,7 @@ ALARM_COLUMNS = """a.id, a.seq, a.tenant_id, a.device_id, a.type, a.severity, a.
              (select max(s.until) from alarm_shelves s
               where s.tenant_id = a.tenant_id and s.device_id = a.device_id and s.until > now()))
         as shelved_until"""
+SWEEP_LOCK = 0x616C61726D73  # "alarms"
 ALARMS_WITH_DEVICES = "alarms a join devices d on d.tenant_id = a.tenant_id and d.id = a.device_id"
 SHELVED = ("(exists (select 1 from alarm_shelves s where s.tenant_id = a.tenant_id and s.alarm_id = a.id"
            " and s.until > now()) or exists (select 1 from alarm_shelves s where s.tenant_id = a.tenant_id"
@@ -30,16 +31,17 @@ SHELVED = ("(exists (select 1 from alarm_shelves s where s.tenant_id = a.tenant_
 
 # Settings of each (city, device): the city's row, then the row of the device's group with
 # settings whose name sorts first (a device in several such groups gets one answer, always).
-SETTINGS_LAYERS = """
-    select k.tenant_id, k.device_id, c.settings as city, g.settings as grp
-    from unnest($1::uuid[], $2::uuid[]) as k(tenant_id, device_id)
-    left join alarm_settings c on c.tenant_id = k.tenant_id and c.group_id is null
+_LAYERS = """
+    left join alarm_settings c on c.tenant_id = {k}.tenant_id and c.group_id is null
     left join lateral (
         select s.settings from device_group_members m
         join device_groups dg on dg.tenant_id = m.tenant_id and dg.id = m.group_id
         join alarm_settings s on s.tenant_id = dg.tenant_id and s.group_id = dg.id
-        where m.tenant_id = k.tenant_id and m.device_id = k.device_id
+        where m.tenant_id = {k}.tenant_id and m.device_id = {k}.device_id
         order by dg.name, dg.id limit 1) g on true"""
+SETTINGS_LAYERS = """
+    select k.tenant_id, k.device_id, c.settings as city, g.settings as grp
+    from unnest($1::uuid[], $2::uuid[]) as k(tenant_id, device_id)""" + _LAYERS.format(k="k")
 
 
 def alarm_from_row(row: asyncpg.Record) -> Alarm:
@@ -164,13 +166,23 @@ class AlarmRepository:
             list(ids))
         return [alarm_from_row(r) for r in rows]
 
-    async def due_to_clear(self, limit: int) -> list[asyncpg.Record]:
-        """Open alarms whose condition has been absent for a while, oldest absence first; rows
-        another node is sweeping are skipped, not waited for."""
+    async def try_sweep_lock(self) -> bool:
+        """One sweep at a time across every node (until this transaction ends): two at once
+        would raise the same offline alarm twice."""
+        return await self.conn.fetchval("select pg_try_advisory_xact_lock($1)", SWEEP_LOCK)
+
+    async def due_to_clear(self, now: datetime, default_minutes: float, limit: int) -> list[asyncpg.Record]:
+        """Open alarms whose condition has been absent for their device's clear_after_minutes
+        (the group's, else the city's, else the default), oldest absence first; rows another
+        node is sweeping are skipped, not waited for. Judged here, not after a LIMIT: a thousand
+        alarms of a slow-clearing group must not hold back every other city's clears."""
         return await self.conn.fetch(
-            """select id, tenant_id, device_id, type, clearing_since from alarms
-               where status <> 'cleared' and clearing_since is not null
-               order by clearing_since limit $1 for update skip locked""", limit)
+            f"""select a.id, a.tenant_id, a.device_id, a.type, a.clearing_since from alarms a {_LAYERS.format(k="a")}
+                where a.status <> 'cleared' and a.clearing_since is not null
+                  and a.clearing_since <= $1::timestamptz - interval '1 minute' * coalesce(
+                      (g.settings ->> 'clear_after_minutes')::float8,
+                      (c.settings ->> 'clear_after_minutes')::float8, $2::float8)
+                order by a.clearing_since limit $3 for update of a skip locked""", now, default_minutes, limit)
 
     async def offline_devices(self, limit: int) -> list[asyncpg.Record]:
         """Devices whose registration expired (offline_since) with no device_offline alarm open

@@ -34,8 +34,6 @@ log = structlog.get_logger(__name__)
 
 OnChanges = Callable[[asyncpg.Connection, list[AlarmChange]], Awaitable[None]]
 SWEEP_BATCH = 1000
-# One sweep at a time across every node: two at once would raise the same offline alarm twice.
-SWEEP_LOCK = 0x616C61726D73  # "alarms"
 # Who may change thresholds: the people who run the city's network, not its crews.
 SETTINGS_ROLES = (Role.ADMIN, Role.OPERATOR)
 
@@ -94,11 +92,11 @@ class AlarmService:
         past their lifetime and grace: neither waits for a finding. Safe on every node at once
         (one sweeps, the others skip). Returns how many alarms changed."""
         async with self.db.system_tx() as conn:
-            if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
+            repo = AlarmRepository(conn)
+            if not await repo.try_sweep_lock():
                 return 0
             now = self.clock()
-            repo = AlarmRepository(conn)
-            clearing = await repo.due_to_clear(batch)
+            clearing = await repo.due_to_clear(now, DEFAULTS.clear_after_minutes, batch)
             settings = await settings_for(conn, [(r["tenant_id"], r["device_id"]) for r in clearing])
             due = [r["id"] for r in clearing
                    if is_due(r["clearing_since"], now, settings.get((r["tenant_id"], r["device_id"])) or DEFAULTS)]

@@ -321,3 +321,26 @@ async def test_a_citizen_report_locks_alarms_in_the_order_findings_do(db):
             # With the old order the report would hold `high` now and this would deadlock.
             await findings.execute("select 1 from alarms where id = $1 for update", high)
         assert await reporting == high  # the most severe open alarm takes the report
+
+
+async def test_a_slow_clearing_group_does_not_hold_back_other_clears(db):
+    """The sweep takes a batch of the oldest absences: those a group keeps open for a day must
+    not fill it, or no alarm anywhere else would clear until they do."""
+    seoul = await make_city(db, "seoul")
+    slow, fast = await lights(db, seoul, 2)
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        group = await conn.fetchval(
+            "insert into device_groups (tenant_id, name) values ($1, 'slow') returning id", seoul.tenant_id)
+        await conn.execute("insert into device_group_members (tenant_id, group_id, device_id) values ($1, $2, $3)",
+                           seoul.tenant_id, group, slow.id)
+        await conn.execute("insert into alarm_settings (tenant_id, group_id, settings) values ($1, $2, $3)",
+                           seoul.tenant_id, group, {"clear_after_minutes": 1440})
+    now = datetime.now(UTC)
+    service = AlarmService(db, clock=lambda: now)
+    await service.apply([Finding(seoul.tenant_id, slow.id, LAMP, True, now - timedelta(hours=2)),
+                         Finding(seoul.tenant_id, slow.id, LAMP, False, now - timedelta(hours=1)),
+                         Finding(seoul.tenant_id, fast.id, LAMP, True, now - timedelta(minutes=50)),
+                         Finding(seoul.tenant_id, fast.id, LAMP, False, now - timedelta(minutes=30))])
+    assert await service.sweep(batch=1) == 1
+    assert (await alarms_of(db, seoul, fast))[0]["status"] == "cleared"
+    assert (await alarms_of(db, seoul, slow))[0]["status"] == "active"
