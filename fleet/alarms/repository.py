@@ -37,11 +37,11 @@ _LAYERS = """
         select s.settings from device_group_members m
         join device_groups dg on dg.tenant_id = m.tenant_id and dg.id = m.group_id
         join alarm_settings s on s.tenant_id = dg.tenant_id and s.group_id = dg.id
-        where m.tenant_id = {k}.tenant_id and m.device_id = {k}.device_id
+        where m.tenant_id = {k}.tenant_id and m.device_id = {k}.{device}
         order by dg.name, dg.id limit 1) g on true"""
 SETTINGS_LAYERS = """
     select k.tenant_id, k.device_id, c.settings as city, g.settings as grp
-    from unnest($1::uuid[], $2::uuid[]) as k(tenant_id, device_id)""" + _LAYERS.format(k="k")
+    from unnest($1::uuid[], $2::uuid[]) as k(tenant_id, device_id)""" + _LAYERS.format(k="k", device="device_id")
 
 
 def alarm_from_row(row: asyncpg.Record) -> Alarm:
@@ -177,23 +177,28 @@ class AlarmRepository:
         node is sweeping are skipped, not waited for. Judged here, not after a LIMIT: a thousand
         alarms of a slow-clearing group must not hold back every other city's clears."""
         return await self.conn.fetch(
-            f"""select a.id, a.tenant_id, a.device_id, a.type, a.clearing_since from alarms a {_LAYERS.format(k="a")}
+            f"""select a.id, a.tenant_id, a.device_id, a.type, a.clearing_since from alarms a {_LAYERS.format(k="a", device="device_id")}
                 where a.status <> 'cleared' and a.clearing_since is not null
                   and a.clearing_since <= $1::timestamptz - interval '1 minute' * coalesce(
                       (g.settings ->> 'clear_after_minutes')::float8,
                       (c.settings ->> 'clear_after_minutes')::float8, $2::float8)
                 order by a.clearing_since limit $3 for update of a skip locked""", now, default_minutes, limit)
 
-    async def offline_devices(self, limit: int) -> list[asyncpg.Record]:
-        """Devices whose registration expired (offline_since) with no device_offline alarm open
-        or cleared during this absence (a manual clear is not undone by the next sweep)."""
+    async def offline_devices(self, now: datetime, default_grace_minutes: float, limit: int) -> list[asyncpg.Record]:
+        """Devices whose registration expired (offline_since) longer ago than their
+        offline_grace_minutes, with no device_offline alarm open or cleared during this absence
+        (a manual clear is not undone by the next sweep). The grace is judged here, before the
+        LIMIT, so devices of a long-grace group never fill the batch for everyone else."""
         return await self.conn.fetch(
-            """select d.tenant_id, d.id as device_id, d.offline_since from devices d
-               where d.offline_since is not null and d.status = 'offline'
-                 and not exists (select 1 from alarms a where a.tenant_id = d.tenant_id
-                                 and a.device_id = d.id and a.type = 'device_offline'
-                                 and (a.status <> 'cleared' or a.cleared_at >= d.offline_since))
-               order by d.offline_since limit $1""", limit)
+            f"""select d.tenant_id, d.id as device_id, d.offline_since from devices d {_LAYERS.format(k="d", device="id")}
+                where d.offline_since is not null and d.status = 'offline'
+                  and d.offline_since <= $1::timestamptz - interval '1 minute' * coalesce(
+                      (g.settings ->> 'offline_grace_minutes')::float8,
+                      (c.settings ->> 'offline_grace_minutes')::float8, $2::float8)
+                  and not exists (select 1 from alarms a where a.tenant_id = d.tenant_id
+                                  and a.device_id = d.id and a.type = 'device_offline'
+                                  and (a.status <> 'cleared' or a.cleared_at >= d.offline_since))
+                order by d.offline_since limit $3""", now, default_grace_minutes, limit)
 
     # --- what people do (tenant transaction) ---
 

@@ -344,3 +344,21 @@ async def test_a_slow_clearing_group_does_not_hold_back_other_clears(db):
     assert await service.sweep(batch=1) == 1
     assert (await alarms_of(db, seoul, fast))[0]["status"] == "cleared"
     assert (await alarms_of(db, seoul, slow))[0]["status"] == "active"
+
+
+async def test_a_long_grace_group_does_not_hold_back_other_offline_alarms(db):
+    seoul = await make_city(db, "seoul")
+    patient, prompt = await lights(db, seoul, 2)
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        group = await conn.fetchval(
+            "insert into device_groups (tenant_id, name) values ($1, 'patient') returning id", seoul.tenant_id)
+        await conn.execute("insert into device_group_members (tenant_id, group_id, device_id) values ($1, $2, $3)",
+                           seoul.tenant_id, group, patient.id)
+        await conn.execute("insert into alarm_settings (tenant_id, group_id, settings) values ($1, $2, $3)",
+                           seoul.tenant_id, group, {"offline_grace_minutes": 1440})
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set status = 'offline', offline_since = now() - case when id = $1"
+                           " then interval '2 hours' else interval '1 hour' end", patient.id)
+    assert await AlarmService(db).sweep(batch=1) == 1
+    assert [a["type"] for a in await alarms_of(db, seoul, prompt)] == ["device_offline"]
+    assert await alarms_of(db, seoul, patient) == []
