@@ -128,6 +128,22 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return sock.getsockname()[1]
 
 
+class Explained:
+    """Wraps a connection: a repository's reads through it answer nothing and keep their plans
+    (`EXPLAIN (costs off)`; `generic=True`: the plan a prepared statement settles on, its
+    parameters unknown), so a test can say which indexes its SQL walks."""
+
+    def __init__(self, conn: asyncpg.Connection, *, generic: bool = False) -> None:
+        self.conn = conn
+        self.options = "costs off, generic_plan" if generic else "costs off"
+        self.plans: list[str] = []
+
+    async def fetch(self, sql: str, *args) -> list:
+        rows = await self.conn.fetch(f"explain ({self.options}) {sql}", *args)
+        self.plans.append("\n".join(r[0] for r in rows))
+        return []
+
+
 TEST_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 

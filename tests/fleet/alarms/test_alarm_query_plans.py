@@ -3,25 +3,9 @@ stays an index walk however much history of cleared alarms a city piles up."""
 
 from __future__ import annotations
 
-import asyncpg
-
 from fleet.alarms.filters import parse_query
 from fleet.alarms.repository import AlarmRepository
-from tests.conftest import make_city
-
-
-class _Explained:
-    """A connection whose reads answer with their generic plan: what a prepared statement runs
-    once PostgreSQL stops planning it per call, its parameters unknown."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self.plans: list[str] = []
-
-    async def fetch(self, sql: str, *args):
-        rows = await self.conn.fetch("explain (costs off, generic_plan) " + sql, *args)
-        self.plans.append("\n".join(r[0] for r in rows))
-        return []
+from tests.conftest import Explained, make_city
 
 
 async def _history(db, city, devices: int, cleared_per_device: int) -> None:
@@ -47,7 +31,7 @@ async def test_the_default_page_of_open_alarms_walks_the_open_index(db):
     city = await make_city(db, "seoul")
     await _history(db, city, devices=200, cleared_per_device=20)
     async with db.tenant_tx(city.tenant_id, readonly=True) as conn:
-        explained = _Explained(conn)
+        explained = Explained(conn, generic=True)
         repo = AlarmRepository(explained)
         for raw in ({}, {"status": "open"}, {"severity": "major"}):
             await repo.list(city.tenant_id, parse_query(raw), after=None, limit=100)

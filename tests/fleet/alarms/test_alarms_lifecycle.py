@@ -323,18 +323,24 @@ async def test_a_citizen_report_locks_alarms_in_the_order_findings_do(db):
         assert await reporting == high  # the most severe open alarm takes the report
 
 
+async def group_settings(db, city, device, settings: dict) -> None:
+    """A group of just `device` whose alarm settings override the city's."""
+    async with db.tenant_tx(city.tenant_id) as conn:
+        group = await conn.fetchval(
+            "insert into device_groups (tenant_id, name) values ($1, $2) returning id", city.tenant_id,
+            f"group of {device.endpoint}")
+        await conn.execute("insert into device_group_members (tenant_id, group_id, device_id) values ($1, $2, $3)",
+                           city.tenant_id, group, device.id)
+        await conn.execute("insert into alarm_settings (tenant_id, group_id, settings) values ($1, $2, $3)",
+                           city.tenant_id, group, settings)
+
+
 async def test_a_slow_clearing_group_does_not_hold_back_other_clears(db):
     """The sweep takes a batch of the oldest absences: those a group keeps open for a day must
     not fill it, or no alarm anywhere else would clear until they do."""
     seoul = await make_city(db, "seoul")
     slow, fast = await lights(db, seoul, 2)
-    async with db.tenant_tx(seoul.tenant_id) as conn:
-        group = await conn.fetchval(
-            "insert into device_groups (tenant_id, name) values ($1, 'slow') returning id", seoul.tenant_id)
-        await conn.execute("insert into device_group_members (tenant_id, group_id, device_id) values ($1, $2, $3)",
-                           seoul.tenant_id, group, slow.id)
-        await conn.execute("insert into alarm_settings (tenant_id, group_id, settings) values ($1, $2, $3)",
-                           seoul.tenant_id, group, {"clear_after_minutes": 1440})
+    await group_settings(db, seoul, slow, {"clear_after_minutes": 1440})
     now = datetime.now(UTC)
     service = AlarmService(db, clock=lambda: now)
     await service.apply([Finding(seoul.tenant_id, slow.id, LAMP, True, now - timedelta(hours=2)),
@@ -349,13 +355,7 @@ async def test_a_slow_clearing_group_does_not_hold_back_other_clears(db):
 async def test_a_long_grace_group_does_not_hold_back_other_offline_alarms(db):
     seoul = await make_city(db, "seoul")
     patient, prompt = await lights(db, seoul, 2)
-    async with db.tenant_tx(seoul.tenant_id) as conn:
-        group = await conn.fetchval(
-            "insert into device_groups (tenant_id, name) values ($1, 'patient') returning id", seoul.tenant_id)
-        await conn.execute("insert into device_group_members (tenant_id, group_id, device_id) values ($1, $2, $3)",
-                           seoul.tenant_id, group, patient.id)
-        await conn.execute("insert into alarm_settings (tenant_id, group_id, settings) values ($1, $2, $3)",
-                           seoul.tenant_id, group, {"offline_grace_minutes": 1440})
+    await group_settings(db, seoul, patient, {"offline_grace_minutes": 1440})
     async with db.system_tx() as conn:
         await conn.execute("update devices set status = 'offline', offline_since = now() - case when id = $1"
                            " then interval '2 hours' else interval '1 hour' end", patient.id)

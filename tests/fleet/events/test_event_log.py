@@ -12,7 +12,7 @@ import pytest
 from fleet.events.models import DEVICE_STATUS_CHANGED, START, Position
 from fleet.events.repository import EventRepository
 from fleet.events.service import EVENTS_CHANNEL, publish
-from tests.conftest import make_city
+from tests.conftest import Explained, make_city
 
 
 @pytest.mark.parametrize("token", ["", "12", "12-", "-3", "a-1", "1-b", "１２-3", "1-2-3", "1 -2",
@@ -185,19 +185,6 @@ async def test_pruning_forgets_old_events_and_marks_readers_from_before_as_prune
         assert await EventRepository(conn).resumable(busan.tenant_id, START) == (False, False)
 
 
-class _Explained:
-    """A connection whose reads answer with their query plan (EXPLAIN, not run)."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self.plans: list[str] = []
-
-    async def fetch(self, sql: str, *args):
-        rows = await self.conn.fetch("explain (costs off) " + sql, *args)
-        self.plans.append("\n".join(r[0] for r in rows))
-        return []
-
-
 async def test_reading_from_far_behind_walks_the_index_and_sorts_nothing(db):
     """A stream resuming from an old position reads one page along events_order; it must not
     sort every event of the city (as it did when ORDER BY named the bigint output column)."""
@@ -208,7 +195,7 @@ async def test_reading_from_far_behind_walks_the_index_and_sorts_nothing(db):
     async with db.tenant_tx(city.tenant_id, readonly=True) as conn:
         await conn.execute("set local enable_seqscan = off")
         await conn.execute("set local enable_sort = off")
-        explained = _Explained(conn)
+        explained = Explained(conn)
         await EventRepository(explained).after(city.tenant_id, START, 10)
         await EventRepository(explained).after(city.tenant_id, START, 10, subjects=[("device", "d1")])
     for plan in explained.plans:
