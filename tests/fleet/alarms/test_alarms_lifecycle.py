@@ -10,7 +10,7 @@ from fleet.alarms.service import AlarmService, clear_for_work_order, merge_citiz
 from fleet.events.models import START
 from fleet.events.repository import EventRepository
 from fleet.registry.service import DeviceService
-from tests.conftest import make_city
+from tests.conftest import blocked_by, make_city
 
 T0 = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)
 LAMP = AlarmType.LAMP_FAILURE
@@ -313,11 +313,7 @@ async def test_a_citizen_report_locks_alarms_in_the_order_findings_do(db):
                     return await merge_citizen_report(conn, seoul.tenant_id, light.id, "dark street", T0)
 
             reporting = asyncio.create_task(report())
-            me = await findings.fetchval("select pg_backend_pid()")
-            while not await findings.fetchval("select count(*) from pg_locks l where not l.granted"
-                                              " and $1 = any(pg_blocking_pids(l.pid))", me):
-                assert not reporting.done(), reporting.result()
-                await asyncio.sleep(0.01)
+            await blocked_by(findings, reporting)
             # With the old order the report would hold `high` now and this would deadlock.
             await findings.execute("select 1 from alarms where id = $1 for update", high)
         assert await reporting == high  # the most severe open alarm takes the report
