@@ -358,3 +358,36 @@ async def test_a_long_grace_group_does_not_hold_back_other_offline_alarms(db):
     assert await AlarmService(db).sweep(batch=1) == 1
     assert [a["type"] for a in await alarms_of(db, seoul, prompt)] == ["device_offline"]
     assert await alarms_of(db, seoul, patient) == []
+
+
+async def test_a_fault_in_the_offline_alarm_never_refuses_the_devices_registration(db):
+    from fleet.registrations.models import RegisterRequest
+    from fleet.registrations.service import RegistrationService
+
+    seoul = await make_city(db, "seoul")
+    [light] = await lights(db, seoul)
+    failing = {"on": False}
+
+    async def work_orders(conn, changes) -> None:
+        if failing["on"]:
+            raise RuntimeError("a bug in what hears of alarms")
+
+    alarms = AlarmService(db, on_changes=work_orders)
+    registrations = RegistrationService(db, "test", alarm_service=alarms)
+    request = RegisterRequest(light.endpoint, "127.0.0.1", 5683, 1, "U", "1.1", "</3/0>")
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set status = 'offline', offline_since = now() - interval '1 hour'")
+    await alarms.sweep()
+    [alarm] = await alarms_of(db, seoul, light)
+    async with db.system_tx() as conn:  # a crew's work order closed it: the device's return proves it
+        await clear_for_work_order(conn, seoul.tenant_id, [alarm["id"]], "crew", datetime.now(UTC))
+    failing["on"] = True
+    registration = await registrations.register(request)  # stands, though the proof's hearer failed
+    assert registration.device_id == light.id
+    async with db.system_tx() as conn:
+        device = await conn.fetchrow("select status, offline_since from devices where id = $1", light.id)
+    assert device["status"] == "online" and device["offline_since"] is not None  # undone, to try again
+    assert (await alarms_of(db, seoul, light))[0]["verified_at"] is None
+    failing["on"] = False
+    await registrations.register(request)
+    assert (await alarms_of(db, seoul, light))[0]["verified_at"] is not None
