@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
@@ -147,7 +148,7 @@ class AlarmService:
 
     async def shelve(self, principal: Principal, alarm_id: UUID, command: Shelve) -> Alarm:
         require(principal, Permission.MANAGE_ALARMS)
-        until = self._until(command)
+        until = self._until(command, principal)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = AlarmRepository(conn)
             before = await _existing(repo, principal.tenant_id, alarm_id, for_update=True)
@@ -163,7 +164,7 @@ class AlarmService:
     async def shelve_device(self, principal: Principal, command: DeviceShelve) -> Shelving:
         """Silence every alarm of a device, open now or raised until then."""
         require(principal, Permission.MANAGE_ALARMS)
-        until = self._until(command)
+        until = self._until(command, principal)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             if await DeviceRepository(conn).get(principal.tenant_id, command.device_id) is None:
                 raise NotFound(f"device {command.device_id} not found")
@@ -191,14 +192,16 @@ class AlarmService:
             await self._hand_over(conn, changes)
         return after
 
-    def _until(self, command: Shelve) -> datetime:
+    def _until(self, command: Shelve, principal: Principal) -> datetime:
         now = self.clock()
         if (command.until is None) == (command.minutes is None):
             raise ValidationFailed("give exactly one of until and minutes",
                                    [FieldError("until", "give until or minutes, not both or neither")])
         if command.minutes is not None:
             return now + timedelta(minutes=command.minutes)
-        until = command.until if command.until.tzinfo else command.until.replace(tzinfo=UTC)
+        # A time without an offset is the control room's wall clock: the city's, not UTC.
+        until = command.until if command.until.tzinfo else command.until.replace(
+            tzinfo=ZoneInfo(principal.tenant_timezone) if principal.tenant_timezone else UTC)
         if until <= now or until > now + timedelta(days=90):
             raise ValidationFailed("invalid shelving", [FieldError("until", "must be within the next 90 days")])
         return until

@@ -391,3 +391,18 @@ async def test_a_fault_in_the_offline_alarm_never_refuses_the_devices_registrati
     failing["on"] = False
     await registrations.register(request)
     assert (await alarms_of(db, seoul, light))[0]["verified_at"] is not None
+
+
+async def test_a_shelving_time_without_offset_is_the_citys_wall_clock(db):
+    from zoneinfo import ZoneInfo
+
+    from fleet.alarms.models import Shelve
+
+    seoul = await make_city(db, "seoul")  # Asia/Seoul, nine hours ahead of UTC
+    [light] = await lights(db, seoul)
+    service = AlarmService(db)
+    await service.apply([seen(seoul, light, True, 0)])
+    [alarm] = await alarms_of(db, seoul, light)
+    wall_clock = (datetime.now(ZoneInfo("Asia/Seoul")) + timedelta(hours=3)).replace(tzinfo=None, microsecond=0)
+    shelved = await service.shelve(seoul.principal, alarm["id"], Shelve(until=wall_clock))
+    assert shelved.shelved_until == wall_clock.replace(tzinfo=ZoneInfo("Asia/Seoul"))
