@@ -58,6 +58,24 @@ async def test_a_bin_unchanged_while_its_neighbours_fill_is_stuck(db):
     assert collected == []
 
 
+async def write_fills(db, city, now: datetime, fills: dict) -> None:
+    """Each bin's fill (a function of hours ago) 60, 30 and 2 hours ago, committed."""
+    writer = TelemetryWriter(db)
+    await writer.write([(city.tenant_id, bin_id, now - timedelta(hours=hours), "/3435/0/2", fill(hours), None, None)
+                        for hours in (60, 30, 2) for bin_id, fill in fills.items()])
+    await writer.close()
+
+
+async def swept(db, now: datetime) -> list[Finding]:
+    collected: list[Finding] = []
+
+    async def sink(findings: Sequence[Finding]) -> None:
+        collected.extend(findings)
+
+    await StuckFillSweep(db, sink).run(now)
+    return collected
+
+
 async def test_neighbours_count_across_the_grid_cells_and_only_within_reach(db):
     """The sweep pairs bins through a grid of 500 m cells: a neighbour in the next cell still
     counts; one 600 m away, in any cell, does not. Far north, where a degree of longitude is short."""
@@ -69,20 +87,7 @@ async def test_neighbours_count_across_the_grid_cells_and_only_within_reach(db):
     near = [await bin_at(db, city, "bin-north", row + 0.0030, 10.75),               # 330 m, next cell
             await bin_at(db, city, "bin-east", row - 0.0001, 10.75 + east_400)]     # 400 m
     far = await bin_at(db, city, "bin-far", row - 0.0001, 10.75 + east_400 * 1.5)   # 600 m
-    writer = TelemetryWriter(db)
-    points = []
-    for hours in (60, 30, 2):
-        at = now - timedelta(hours=hours)
-        points.append((city.tenant_id, stuck, at, "/3435/0/2", 55.0, None, None))
-        for bin_id in (*near, far):
-            points.append((city.tenant_id, bin_id, at, "/3435/0/2", 80.0 - hours, None, None))
-    await writer.write(points)
-    await writer.close()
-    collected: list[Finding] = []
-
-    async def sink(findings: Sequence[Finding]) -> None:
-        collected.extend(findings)
-
-    await StuckFillSweep(db, sink).run(now)
-    [judged] = [f for f in collected if f.device_id == stuck]
+    fills = {stuck: lambda hours: 55.0} | {bin_id: lambda hours: 80.0 - hours for bin_id in (*near, far)}
+    await write_fills(db, city, now, fills)
+    [judged] = [f for f in await swept(db, now) if f.device_id == stuck]
     assert judged.present is True and "while 2 neighbours changed" in judged.detail
