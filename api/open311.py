@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -137,6 +138,11 @@ def request_out(request: ServiceRequest, timezone: ZoneInfo) -> Open311Request:
         lat=request.lat, long=request.lon, media_url=request.media_url)
 
 
+# Characters XML 1.0 cannot hold at all, not even escaped: one citizen's description with a
+# control character would otherwise make the city's whole requests.xml unreadable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _append(parent: ElementTree.Element, name: str, value: Any) -> None:
     element = ElementTree.SubElement(parent, name)
     if isinstance(value, list):
@@ -148,7 +154,7 @@ def _append(parent: ElementTree.Element, name: str, value: Any) -> None:
     elif isinstance(value, bool):
         element.text = "true" if value else "false"
     elif value is not None:  # null is an empty element, as in the specification's examples
-        element.text = str(value)
+        element.text = _NOT_XML.sub("\ufffd", str(value))
 
 
 def to_xml(root: str, document: msgspec.Struct | Sequence[msgspec.Struct]) -> bytes:

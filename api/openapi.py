@@ -11,7 +11,8 @@ import swagger_ui_bundle
 from litestar import Litestar, Router
 from litestar.constants import RESERVED_KWARGS
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
+from litestar.enums import ParamType
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Parameter, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
@@ -27,6 +28,14 @@ API_PREFIX = "/api/v1/"
 DOCS_PATH = "/schema"
 # Under /schema so the assets are as public as the page that loads them.
 ASSETS_PATH = f"{DOCS_PATH}/assets"
+# api.idempotency reads it on every POST, outside the handlers, so no signature declares it.
+IDEMPOTENCY_KEY = Parameter(
+    name="Idempotency-Key", param_in=ParamType.HEADER, required=False,
+    description="Any 1-255 visible ASCII characters, new per intended request: a retry with the same key "
+                "and body gets the first response again (header `Idempotent-Replayed: true`) instead of a "
+                "second effect, for a day; 409 while the first is still running, 422 if the key was used "
+                "for a different request. A 5xx is not kept, so its retry runs again.",
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern="^[!-~]{1,255}$"))
 
 
 def document_problems(app: Litestar) -> None:
@@ -55,7 +64,28 @@ def document_problems(app: Litestar) -> None:
             if "POST" in handler.http_methods:
                 # Idempotency-Key (api.idempotency): another request under the key, or it is running.
                 statuses += [409, 422]
+                handler.operation_class = _taking_idempotency_key(handler.operation_class)
             handler.responses = {**problems(*statuses), **(handler.responses or {})}
+
+
+_IDEMPOTENT: dict[type[Operation], type[Operation]] = {}
+
+
+def _taking_idempotency_key(operation_class: type[Operation]) -> type[Operation]:
+    """The operation class, extended to list the Idempotency-Key header after its own parameters."""
+    if operation_class in _IDEMPOTENT.values():
+        return operation_class
+    if operation_class not in _IDEMPOTENT:
+        inherited = getattr(operation_class, "__post_init__", None)
+
+        def __post_init__(self: Operation) -> None:
+            if inherited is not None:
+                inherited(self)
+            self.parameters = [*(self.parameters or []), IDEMPOTENCY_KEY]
+
+        _IDEMPOTENT[operation_class] = dataclass(type(f"Idempotent{operation_class.__name__}", (operation_class,),
+                                                      {"__post_init__": __post_init__}))
+    return _IDEMPOTENT[operation_class]
 
 
 class StructRulesPlugin(StructSchemaPlugin):

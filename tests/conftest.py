@@ -128,6 +128,32 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return sock.getsockname()[1]
 
 
+async def blocked_by(holder: asyncpg.Connection, waiter: asyncio.Task) -> None:
+    """Return once some session waits on a lock `holder` holds (the race under test is set),
+    without guessing how long that takes; fails if `waiter` ends instead."""
+    pid = await holder.fetchval("select pg_backend_pid()")
+    while not await holder.fetchval(
+            "select exists (select 1 from pg_locks l where not l.granted and $1 = any(pg_blocking_pids(l.pid)))", pid):
+        assert not waiter.done(), f"it never waited on the lock: {waiter.result()!r}"
+        await asyncio.sleep(0.01)
+
+
+class Explained:
+    """Wraps a connection: a repository's reads through it answer nothing and keep their plans
+    (`EXPLAIN (costs off)`; `generic=True`: the plan a prepared statement settles on, its
+    parameters unknown), so a test can say which indexes its SQL walks."""
+
+    def __init__(self, conn: asyncpg.Connection, *, generic: bool = False) -> None:
+        self.conn = conn
+        self.options = "costs off, generic_plan" if generic else "costs off"
+        self.plans: list[str] = []
+
+    async def fetch(self, sql: str, *args) -> list:
+        rows = await self.conn.fetch(f"explain ({self.options}) {sql}", *args)
+        self.plans.append("\n".join(r[0] for r in rows))
+        return []
+
+
 TEST_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 

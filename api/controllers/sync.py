@@ -21,14 +21,18 @@ class Sync(Struct):
     alarms: list[AlarmSnapshot]
     next: Annotated[str, Meta(description="send as `since` next time")]
     more: Annotated[bool, Meta(description="more changes wait: ask again with `next` at once")]
+    reset: Annotated[bool, Meta(description="`since` is older than the kept history (or unknown here): this "
+                                            "is a full snapshot, drop everything held and keep only this")] = False
 
 
 @get("/api/v1/sync", summary="Changes to the crew's work orders and their devices and alarms since a token",
      description="Without `since`: the open work orders (a crew key: its crew's) with what they refer to. "
-                 "Current snapshots, never partial: replace what you hold by id.",
+                 "Current snapshots, never partial: replace what you hold by id. A `since` older than the "
+                 "kept history answers a full snapshot with `reset: true`.",
      tags=["work orders"], responses=problems(403, 422))
 async def sync(principal: Principal, sync_service: SyncService,
                since: Annotated[str | None, Parameter(description="the `next` of the previous answer")] = None,
                ) -> Sync:
     batch = await sync_service.since(principal, since)
-    return Sync(batch.work_orders, [device_out(d) for d in batch.devices], batch.alarms, batch.next, batch.more)
+    return Sync(batch.work_orders, [device_out(d) for d in batch.devices], batch.alarms, batch.next, batch.more,
+                batch.reset)

@@ -44,7 +44,7 @@ CONTEXT_TTL_S = 30.0
 # (device, path) pairs waiting to be judged; beyond this new pairs are dropped (and counted)
 # rather than slowing ingest. A pair already waiting just takes the newer value.
 MAX_WAITING = 200_000
-# Devices whose latest values this node keeps; the oldest are forgotten beyond it.
+# Devices whose latest values (and context) this node keeps; the oldest are forgotten beyond it.
 MAX_DEVICES = 500_000
 DROP_WARNING_S = 10.0
 # A condition found absent again is handed on at most this often per (device, type): most
@@ -247,6 +247,9 @@ class RuleEvaluator:
             for ctx in tenant_contexts:
                 ctx.settings = settings.get(ctx.device_id, DEFAULTS)
         for device_id in stale:
+            self._contexts.pop(device_id, None)  # re-inserted below: the dict stays oldest-first
+            if len(self._contexts) >= MAX_DEVICES:
+                del self._contexts[next(iter(self._contexts))]
             self._contexts[device_id] = (clock, None)
         for ctx in loaded:
             self._contexts[ctx.device_id] = (clock, ctx)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-import msgspec
 
+from fleet import cursors
 from fleet.alarms.models import OPEN_STATUSES, AlarmQuery, AlarmStatus, AlarmType, Severity
 from fleet.errors import FieldError, ValidationFailed
 from fleet.registry.filters import parse_filter
 
 # Where the device is: the registry's own filters, checked by its own parser.
 DEVICE_FIELDS = ("kind", "district", "bbox", "near", "radius_m", "group_id")
-MAX_CURSOR = 200
 
 
 def parse_query(raw: Mapping[str, Any]) -> AlarmQuery:
@@ -59,20 +57,12 @@ def parse_query(raw: Mapping[str, Any]) -> AlarmQuery:
 
 
 def encode_cursor(key: tuple) -> str:
-    return base64.urlsafe_b64encode(b"a:" + msgspec.json.encode(list(key))).decode().rstrip("=")
+    return cursors.encode(b"a:", key)
 
 
 def decode_cursor(cursor: str, near: bool) -> tuple:
     """(seq,) for the newest-first order, (distance, seq) for the nearest-first one."""
-    try:
-        if len(cursor) > MAX_CURSOR:
-            raise ValueError
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if not text.startswith(b"a:"):
-            raise ValueError
-        key = msgspec.json.decode(text[2:], type=tuple[float, int] if near else tuple[int])
-        if not 0 <= key[-1] < 2**63:
-            raise ValueError
-        return key
-    except (ValueError, msgspec.ValidationError, msgspec.DecodeError):
-        raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")]) from None
+    key = cursors.decode(b"a:", cursor, tuple[float, int] if near else tuple[int])
+    if not 0 <= key[-1] < 2**63:
+        raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")])
+    return key

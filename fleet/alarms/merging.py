@@ -140,7 +140,7 @@ def _when(alarm: Alarm, kind: ChangeKind) -> datetime:
 
 
 async def offline_findings(conn: asyncpg.Connection, now: datetime, batch: int) -> list[Finding]:
-    offline = await AlarmRepository(conn).offline_devices(batch)
+    offline = await AlarmRepository(conn).offline_devices(now, DEFAULTS.offline_grace_minutes, batch)
     settings = await settings_for(conn, [(r["tenant_id"], r["device_id"]) for r in offline])
     findings = []
     for r in offline:

@@ -9,9 +9,9 @@ from uuid import UUID
 
 import asyncpg
 
-from fleet.alarms.models import Alarm, AlarmCounts, AlarmQuery, AlarmStatus, Severity, Shelving
+from fleet.alarms.models import OPEN_STATUSES, Alarm, AlarmCounts, AlarmQuery, AlarmStatus, Severity, Shelving
 from fleet.registry.models import DeviceFilter
-from fleet.registry.repository import DeviceRepository, FilterSql
+from fleet.registry.repository import DeviceRepository, FilterSql, degrees_around, great_circle_m
 
 # An alarm as people see it: with its device's place and the latest shelving still running.
 ALARM_COLUMNS = """a.id, a.seq, a.tenant_id, a.device_id, a.type, a.severity, a.status, a.count,
@@ -23,27 +23,25 @@ ALARM_COLUMNS = """a.id, a.seq, a.tenant_id, a.device_id, a.type, a.severity, a.
              (select max(s.until) from alarm_shelves s
               where s.tenant_id = a.tenant_id and s.device_id = a.device_id and s.until > now()))
         as shelved_until"""
+SWEEP_LOCK = 0x616C61726D73  # "alarms"
 ALARMS_WITH_DEVICES = "alarms a join devices d on d.tenant_id = a.tenant_id and d.id = a.device_id"
 SHELVED = ("(exists (select 1 from alarm_shelves s where s.tenant_id = a.tenant_id and s.alarm_id = a.id"
            " and s.until > now()) or exists (select 1 from alarm_shelves s where s.tenant_id = a.tenant_id"
            " and s.device_id = a.device_id and s.until > now()))")
 
-# Great-circle distance in metres from the device to ({lat}, {lon}).
-HAVERSINE = ("2 * 6371008.8 * asin(sqrt(power(sin(radians(d.lat - {lat}) / 2), 2) + cos(radians({lat})) "
-             "* cos(radians(d.lat)) * power(sin(radians(d.lon - {lon}) / 2), 2)))")
-
 # Settings of each (city, device): the city's row, then the row of the device's group with
 # settings whose name sorts first (a device in several such groups gets one answer, always).
-SETTINGS_LAYERS = """
-    select k.tenant_id, k.device_id, c.settings as city, g.settings as grp
-    from unnest($1::uuid[], $2::uuid[]) as k(tenant_id, device_id)
-    left join alarm_settings c on c.tenant_id = k.tenant_id and c.group_id is null
+_LAYERS = """
+    left join alarm_settings c on c.tenant_id = {k}.tenant_id and c.group_id is null
     left join lateral (
         select s.settings from device_group_members m
         join device_groups dg on dg.tenant_id = m.tenant_id and dg.id = m.group_id
         join alarm_settings s on s.tenant_id = dg.tenant_id and s.group_id = dg.id
-        where m.tenant_id = k.tenant_id and m.device_id = k.device_id
+        where m.tenant_id = {k}.tenant_id and m.device_id = {k}.{device}
         order by dg.name, dg.id limit 1) g on true"""
+SETTINGS_LAYERS = """
+    select k.tenant_id, k.device_id, c.settings as city, g.settings as grp
+    from unnest($1::uuid[], $2::uuid[]) as k(tenant_id, device_id)""" + _LAYERS.format(k="k", device="device_id")
 
 
 def alarm_from_row(row: asyncpg.Record) -> Alarm:
@@ -183,24 +181,39 @@ class AlarmRepository:
             list(ids))
         return [alarm_from_row(r) for r in rows]
 
-    async def due_to_clear(self, limit: int) -> list[asyncpg.Record]:
-        """Open alarms whose condition has been absent for a while, oldest absence first; rows
-        another node is sweeping are skipped, not waited for."""
-        return await self.conn.fetch(
-            """select id, tenant_id, device_id, type, clearing_since from alarms
-               where status <> 'cleared' and clearing_since is not null
-               order by clearing_since limit $1 for update skip locked""", limit)
+    async def try_sweep_lock(self) -> bool:
+        """One sweep at a time across every node (until this transaction ends): two at once
+        would raise the same offline alarm twice."""
+        return await self.conn.fetchval("select pg_try_advisory_xact_lock($1)", SWEEP_LOCK)
 
-    async def offline_devices(self, limit: int) -> list[asyncpg.Record]:
-        """Devices whose registration expired (offline_since) with no device_offline alarm open
-        or cleared during this absence (a manual clear is not undone by the next sweep)."""
+    async def due_to_clear(self, now: datetime, default_minutes: float, limit: int) -> list[asyncpg.Record]:
+        """Open alarms whose condition has been absent for their device's clear_after_minutes
+        (the group's, else the city's, else the default), oldest absence first; rows another
+        node is sweeping are skipped, not waited for. Judged here, not after a LIMIT: a thousand
+        alarms of a slow-clearing group must not hold back every other city's clears."""
         return await self.conn.fetch(
-            """select d.tenant_id, d.id as device_id, d.offline_since from devices d
-               where d.offline_since is not null and d.status = 'offline'
-                 and not exists (select 1 from alarms a where a.tenant_id = d.tenant_id
-                                 and a.device_id = d.id and a.type = 'device_offline'
-                                 and (a.status <> 'cleared' or a.cleared_at >= d.offline_since))
-               order by d.offline_since limit $1""", limit)
+            f"""select a.id, a.tenant_id, a.device_id, a.type, a.clearing_since from alarms a {_LAYERS.format(k="a", device="device_id")}
+                where a.status <> 'cleared' and a.clearing_since is not null
+                  and a.clearing_since <= $1::timestamptz - interval '1 minute' * coalesce(
+                      (g.settings ->> 'clear_after_minutes')::float8,
+                      (c.settings ->> 'clear_after_minutes')::float8, $2::float8)
+                order by a.clearing_since limit $3 for update of a skip locked""", now, default_minutes, limit)
+
+    async def offline_devices(self, now: datetime, default_grace_minutes: float, limit: int) -> list[asyncpg.Record]:
+        """Devices whose registration expired (offline_since) longer ago than their
+        offline_grace_minutes, with no device_offline alarm open or cleared during this absence
+        (a manual clear is not undone by the next sweep). The grace is judged here, before the
+        LIMIT, so devices of a long-grace group never fill the batch for everyone else."""
+        return await self.conn.fetch(
+            f"""select d.tenant_id, d.id as device_id, d.offline_since from devices d {_LAYERS.format(k="d", device="id")}
+                where d.offline_since is not null and d.status = 'offline'
+                  and d.offline_since <= $1::timestamptz - interval '1 minute' * coalesce(
+                      (g.settings ->> 'offline_grace_minutes')::float8,
+                      (c.settings ->> 'offline_grace_minutes')::float8, $2::float8)
+                  and not exists (select 1 from alarms a where a.tenant_id = d.tenant_id
+                                  and a.device_id = d.id and a.type = 'device_offline'
+                                  and (a.status <> 'cleared' or a.cleared_at >= d.offline_since))
+                order by d.offline_since limit $3""", now, default_grace_minutes, limit)
 
     # --- what people do (tenant transaction) ---
 
@@ -212,10 +225,17 @@ class AlarmRepository:
         return alarm_from_row(row) if row else None
 
     async def open_for_device(self, tenant_id: UUID, device_id: UUID) -> list[asyncpg.Record]:
+        """The device's open alarms, most severe first, locked in id order like every other
+        writer of alarms (lock_for_findings): locked in severity order, a citizen's report and a
+        batch of findings about the same device could each hold the alarm the other waits for."""
         return await self.conn.fetch(
-            """select id, type, severity from alarms where tenant_id = $1 and device_id = $2
-               and status <> 'cleared' order by array_position(array['critical','major','minor','warning'],
-               severity), last_seen desc for update""", tenant_id, device_id)
+            """with locked as (
+                   select id, type, severity, last_seen from alarms
+                   where tenant_id = $1 and device_id = $2 and status <> 'cleared'
+                   order by id for update)
+               select id, type, severity from locked
+               order by array_position(array['critical','major','minor','warning'], severity), last_seen desc""",
+            tenant_id, device_id)
 
     async def repeat(self, alarm_id: UUID, at: datetime) -> None:
         await self.conn.execute(
@@ -331,8 +351,12 @@ class _Where:
 
     def __init__(self, tenant_id: UUID, q: AlarmQuery, group: list[DeviceFilter] | None = None) -> None:
         self.params: list[Any] = []
-        self.clauses = [f"a.tenant_id = {self.param(tenant_id)}",
-                        f"a.status = any({self.param(list(q.statuses))}::text[])"]
+        self.clauses = [f"a.tenant_id = {self.param(tenant_id)}"]
+        if set(q.statuses) == set(OPEN_STATUSES):
+            # As the partial index alarms_open_seq says it, which a parameter could not prove.
+            self.clauses.append("a.status <> 'cleared'")
+        else:
+            self.clauses.append(f"a.status = any({self.param(list(q.statuses))}::text[])")
         for column, value in (("a.severity", q.severity), ("a.type", q.type), ("d.kind", q.kind),
                               ("d.district", q.district), ("a.device_id", q.device_id)):
             if value is not None:
@@ -348,7 +372,11 @@ class _Where:
         self.distance = ""
         if q.near is not None:
             lat, lon, radius = q.near
-            self.distance = HAVERSINE.format(lat=f"{self.param(lat)}::float8", lon=f"{self.param(lon)}::float8")
+            # A box first, which the devices' position index narrows; the exact distance after.
+            dlat, dlon = degrees_around(lat, radius)
+            self.clauses.append(f"d.lat between {self.param(lat - dlat)} and {self.param(lat + dlat)}"
+                                f" and d.lon between {self.param(lon - dlon)} and {self.param(lon + dlon)}")
+            self.distance = great_circle_m(f"{self.param(lat)}::float8", f"{self.param(lon)}::float8")
             self.clauses.append(f"{self.distance} <= {self.param(float(radius))}")
         if q.shelved is not None:
             self.clauses.append(SHELVED if q.shelved else f"not {SHELVED}")

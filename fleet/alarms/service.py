@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
@@ -34,8 +35,6 @@ log = structlog.get_logger(__name__)
 
 OnChanges = Callable[[asyncpg.Connection, list[AlarmChange]], Awaitable[None]]
 SWEEP_BATCH = 1000
-# One sweep at a time across every node: two at once would raise the same offline alarm twice.
-SWEEP_LOCK = 0x616C61726D73  # "alarms"
 # Who may change thresholds: the people who run the city's network, not its crews.
 SETTINGS_ROLES = (Role.ADMIN, Role.OPERATOR)
 
@@ -94,11 +93,11 @@ class AlarmService:
         past their lifetime and grace: neither waits for a finding. Safe on every node at once
         (one sweeps, the others skip). Returns how many alarms changed."""
         async with self.db.system_tx() as conn:
-            if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
+            repo = AlarmRepository(conn)
+            if not await repo.try_sweep_lock():
                 return 0
             now = self.clock()
-            repo = AlarmRepository(conn)
-            clearing = await repo.due_to_clear(batch)
+            clearing = await repo.due_to_clear(now, DEFAULTS.clear_after_minutes, batch)
             settings = await settings_for(conn, [(r["tenant_id"], r["device_id"]) for r in clearing])
             due = [r["id"] for r in clearing
                    if is_due(r["clearing_since"], now, settings.get((r["tenant_id"], r["device_id"])) or DEFAULTS)]
@@ -149,7 +148,7 @@ class AlarmService:
 
     async def shelve(self, principal: Principal, alarm_id: UUID, command: Shelve) -> Alarm:
         require(principal, Permission.MANAGE_ALARMS)
-        until = self._until(command)
+        until = self._until(command, principal)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = AlarmRepository(conn)
             before = await _existing(repo, principal.tenant_id, alarm_id, for_update=True)
@@ -165,7 +164,7 @@ class AlarmService:
     async def shelve_device(self, principal: Principal, command: DeviceShelve) -> Shelving:
         """Silence every alarm of a device, open now or raised until then."""
         require(principal, Permission.MANAGE_ALARMS)
-        until = self._until(command)
+        until = self._until(command, principal)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             if await DeviceRepository(conn).get(principal.tenant_id, command.device_id) is None:
                 raise NotFound(f"device {command.device_id} not found")
@@ -193,14 +192,16 @@ class AlarmService:
             await self._hand_over(conn, changes)
         return after
 
-    def _until(self, command: Shelve) -> datetime:
+    def _until(self, command: Shelve, principal: Principal) -> datetime:
         now = self.clock()
         if (command.until is None) == (command.minutes is None):
             raise ValidationFailed("give exactly one of until and minutes",
                                    [FieldError("until", "give until or minutes, not both or neither")])
         if command.minutes is not None:
             return now + timedelta(minutes=command.minutes)
-        until = command.until if command.until.tzinfo else command.until.replace(tzinfo=UTC)
+        # A time without an offset is the control room's wall clock: the city's, not UTC.
+        until = command.until if command.until.tzinfo else command.until.replace(
+            tzinfo=ZoneInfo(principal.tenant_timezone) if principal.tenant_timezone else UTC)
         if until <= now or until > now + timedelta(days=90):
             raise ValidationFailed("invalid shelving", [FieldError("until", "must be within the next 90 days")])
         return until

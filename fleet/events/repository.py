@@ -67,14 +67,16 @@ class EventRepository:
         """
         subject_types = [s[0] for s in subjects] if subjects is not None else None
         subject_ids = [str(s[1]) for s in subjects] if subjects is not None else None
+        # `events.xid`, not `xid`: the bare name would be the output column (a bigint), which
+        # no index orders, and every read from far behind would sort the city's whole log.
         rows = await self.conn.fetch(
             f"""select {_EVENT_COLUMNS} from events
-                where tenant_id = $1
-                  and (xid, id) > ($2::text::xid8, $3)
-                  and xid < pg_snapshot_xmin(pg_current_snapshot())
-                  and ($5::text[] is null or (subject_type, subject_id) in (
+                where events.tenant_id = $1
+                  and (events.xid, events.id) > ($2::text::xid8, $3)
+                  and events.xid < pg_snapshot_xmin(pg_current_snapshot())
+                  and ($5::text[] is null or (events.subject_type, events.subject_id) in (
                           select * from unnest($5::text[], $6::text[])))
-                order by xid, id
+                order by events.xid, events.id
                 limit $4""",
             tenant_id, str(position.xid), position.id, limit, subject_types, subject_ids)
         return [_event(row) for row in rows]

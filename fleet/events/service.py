@@ -81,6 +81,7 @@ class EventService:
         self.listening = False
         self._listeners: dict[UUID, set[_Listener]] = {}
         self._reads = asyncio.Semaphore(concurrent_reads)
+        self._reading: dict[tuple[UUID, Position], asyncio.Future[list[Event] | None]] = {}
         self._demand = asyncio.Event()  # the first stream opened or the last one closed
         self.follower = ChannelFollower(
             db.pool, EVENTS_CHANNEL, self._announced, on_listening=self._listening,
@@ -205,7 +206,21 @@ class EventService:
                         self._demand.set()
 
     async def _read(self, tenant_id: UUID, position: Position) -> list[Event] | None:
-        """One page of the log; None (and a retry on the next poll) while the database is away."""
+        """One page of the log; None (and a retry on the next poll) while the database is away.
+
+        A commit wakes every stream of its city on this node at once, most of them at the same
+        position: those share one read instead of one query each. (One that joins a read begun
+        just before the commit that woke it misses that commit this time; the announcement
+        leaves it `behind`, so it polls again within poll_s.)"""
+        key = (tenant_id, position)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(self._read_log(tenant_id, position))
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        # Shielded: a stream that goes away does not cancel the read the others wait for.
+        return await asyncio.shield(reading)
+
+    async def _read_log(self, tenant_id: UUID, position: Position) -> list[Event] | None:
         try:
             async with self._reads, self.db.tenant_tx(tenant_id, readonly=True) as conn:
                 return await EventRepository(conn).after(tenant_id, position, self.page)

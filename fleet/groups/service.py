@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
-import msgspec
 
+from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
 from fleet.db import Database
@@ -25,21 +24,11 @@ MAX_CURSOR = 1000
 
 
 def encode_cursor(group: DeviceGroup) -> str:
-    key = msgspec.json.encode([group.name, str(group.id)])
-    return base64.urlsafe_b64encode(b"g:" + key).decode().rstrip("=")
+    return cursors.encode(b"g:", [group.name, str(group.id)])
 
 
 def decode_cursor(cursor: str) -> tuple[str, UUID]:
-    try:
-        if len(cursor) > MAX_CURSOR:
-            raise ValueError
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if not text.startswith(b"g:"):
-            raise ValueError
-        return msgspec.json.decode(text[2:], type=tuple[str, UUID])
-    except (ValueError, msgspec.ValidationError, msgspec.DecodeError):
-        raise ValidationFailed("invalid cursor", [FieldError(
-            "cursor", "is not a cursor this API issued")]) from None
+    return cursors.decode(b"g:", cursor, tuple[str, UUID], max_length=MAX_CURSOR)
 
 
 def _in_order(requested: Sequence[UUID], chosen: set[UUID]) -> list[UUID]:

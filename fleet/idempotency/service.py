@@ -19,6 +19,7 @@ from fleet.idempotency.repository import IdempotencyRepository
 
 RETENTION = timedelta(hours=24)
 STALE_AFTER = timedelta(minutes=5)
+PRUNE_BATCH = 10_000
 
 
 class IdempotencyService:
@@ -55,8 +56,14 @@ class IdempotencyService:
         async with self.db.tenant_tx(tenant_id) as conn:
             await IdempotencyRepository(conn).release(tenant_id, api_key_id, key)
 
-    async def prune(self, now: datetime | None = None) -> int:
-        """Forget keys older than a day, across cities (the scheduler's job)."""
+    async def prune(self, now: datetime | None = None, *, batch: int = PRUNE_BATCH) -> int:
+        """Forget keys older than a day, across cities (the scheduler's job, hourly): every one
+        of them, a batch per short transaction, so a busy hour's keys never outgrow the job."""
         before = (now or datetime.now(UTC)) - RETENTION
-        async with self.db.system_tx() as conn:
-            return await IdempotencyRepository(conn).prune(before)
+        total = 0
+        while True:
+            async with self.db.system_tx() as conn:
+                deleted = await IdempotencyRepository(conn).prune(before, batch)
+            total += deleted
+            if deleted < batch:
+                return total

@@ -108,6 +108,12 @@ class RegistrationRepository:
                 from changed""",
             device_id, status, list(only_from), DEVICE_STATUS_CHANGED)
 
+    async def was_offline(self, device_id: UUID) -> bool:
+        """Whether the expiry sweep marked the device offline beyond its lifetime (a read: the
+        path every Register and Update takes writes nothing for a device that was not)."""
+        return await self.conn.fetchval(
+            "select offline_since is not null from devices where id = $1", device_id) or False
+
     async def back_from_offline(self, device_id: UUID) -> UUID | None:
         """The device registered after its lifetime had run out: forget when, and say its city.
         Touches the row only when offline_since was set (by the expiry sweep)."""

@@ -13,6 +13,7 @@ import structlog
 from fleet.access.models import Permission, Principal
 from fleet.alarms.service import AlarmService
 from fleet.db import Database
+from fleet.db.availability import database_away
 from fleet.db.listening import ChannelFollower
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
 from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SESSIONS_CHANNEL, DeviceInfo,
@@ -86,11 +87,21 @@ class RegistrationService:
         return registration
 
     async def _back(self, conn: asyncpg.Connection, repo: RegistrationRepository, device_id: UUID) -> None:
-        """One indexed statement per registration; the alarm is looked at only for a device
-        that had been offline beyond its lifetime."""
-        tenant_id = await repo.back_from_offline(device_id)
-        if tenant_id is not None:
-            await self.alarms.device_back(conn, tenant_id, device_id)
+        """One indexed read per registration; the alarm is looked at only for a device that had
+        been offline beyond its lifetime. That runs in a savepoint: a fault of ours there (the
+        alarm, or the work orders that hear of it) is logged and undone, offline_since included,
+        so the device's registration stands and its next one tries the alarm again."""
+        if not await repo.was_offline(device_id):
+            return
+        try:
+            async with conn.transaction():
+                tenant_id = await repo.back_from_offline(device_id)
+                if tenant_id is not None:
+                    await self.alarms.device_back(conn, tenant_id, device_id)
+        except Exception as exc:
+            if database_away(exc):
+                raise
+            log.exception("device back online: its device_offline alarm is left as it was", device_id=str(device_id))
 
     async def deregister(self, registration_id: str) -> Registration:
         async with self.db.system_tx() as conn:

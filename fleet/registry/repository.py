@@ -33,6 +33,18 @@ _HAVERSINE = ("2 * {r} * asin(sqrt(power(sin(radians(d.lat - {lat}) / 2), 2) + c
               "* cos(radians(d.lat)) * power(sin(radians(d.lon - {lon}) / 2), 2)))")
 
 
+def great_circle_m(lat: str, lon: str) -> str:
+    """SQL for the metres from the device `d` to `lat`, `lon` (SQL expressions, e.g. "$3::float8")."""
+    return _HAVERSINE.format(r=EARTH_RADIUS_M, lat=lat, lon=lon)
+
+
+def degrees_around(lat: float, radius_m: float) -> tuple[float, float]:
+    """Half the height and width, in degrees, of a box holding every point within `radius_m` of
+    latitude `lat`: plain ranges an index narrows before the exact distance decides."""
+    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
+    return dlat, min(180.0, dlat / max(math.cos(math.radians(lat)), 1e-6))
+
+
 def device_from_row(row: asyncpg.Record, distance_m: float | None = None) -> Device:
     return Device(
         id=row["id"], kind=DeviceKind(row["kind"]), endpoint=row["endpoint"], serial=row["serial"],
@@ -91,12 +103,10 @@ class FilterSql:
         if f.near is not None:
             c = f.near
             # A bounding box first, so the index narrows the rows; the exact distance after.
-            dlat = math.degrees(c.radius_m / EARTH_RADIUS_M)
-            coslat = max(math.cos(math.radians(c.lat)), 1e-6)
-            dlon = min(180.0, dlat / coslat)
+            dlat, dlon = degrees_around(c.lat, c.radius_m)
             clauses.append(self._box(c.lon - dlon, c.lat - dlat, c.lon + dlon, c.lat + dlat))
             lat, lon = self.param(c.lat), self.param(c.lon)
-            distance = _HAVERSINE.format(r=EARTH_RADIUS_M, lat=f"{lat}::float8", lon=f"{lon}::float8")
+            distance = great_circle_m(f"{lat}::float8", f"{lon}::float8")
             clauses.append(f"{distance} <= {self.param(float(c.radius_m))}")
             self.distance_sql = self.distance_sql or distance
         return clauses

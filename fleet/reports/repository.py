@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from fleet.registry.repository import EARTH_RADIUS_M
+from fleet.registry.repository import degrees_around, great_circle_m
 from fleet.reports.models import (CLOSING_WORK_ORDER_STATUSES, Links, NewReport, Open311Settings, RequestQuery,
                                   ServiceRequest)
 
-# Great-circle distance in metres from the device d to ($3, $4).
-_DISTANCE = ("2 * $6::float8 * asin(sqrt(power(sin(radians(d.lat - $3) / 2), 2) + cos(radians($3)) "
-             "* cos(radians(d.lat)) * power(sin(radians(d.lon - $4) / 2), 2)))")
+_DISTANCE = great_circle_m("$3", "$4")
 
 # Only public columns: contact fields are never read back out of the table.
 _PUBLIC = """s.service_request_id, s.service_code, s.description, s.lat, s.lon, s.address, s.address_id,
@@ -38,17 +35,16 @@ class ReportRepository:
         """The closest working device of `kind` within `radius_m` metres, if any."""
         # A latitude/longitude box first: plain ranges use the b-tree under row-level security
         # (migration 0006); the exact great-circle distance decides after.
-        dlat = math.degrees(radius_m / EARTH_RADIUS_M)
-        dlon = min(180.0, dlat / max(math.cos(math.radians(lat)), 1e-6))
+        dlat, dlon = degrees_around(lat, radius_m)
         return await self.conn.fetchval(
             f"""select d.id from devices d
                 where d.tenant_id = $1 and d.kind = $2 and d.status <> 'decommissioned'
-                  and d.lat between $3::float8 - $7::float8 and $3 + $7
-                  and d.lon between $4::float8 - $8::float8 and $4 + $8
+                  and d.lat between $3::float8 - $6::float8 and $3 + $6
+                  and d.lon between $4::float8 - $7::float8 and $4 + $7
                   and {_DISTANCE} <= $5::float8
                 order by {_DISTANCE}, d.seq
                 limit 1""",
-            tenant_id, kind, lat, lon, radius_m, EARTH_RADIUS_M, dlat, dlon)
+            tenant_id, kind, lat, lon, radius_m, dlat, dlon)
 
     async def hold_device(self, tenant_id: UUID, device_id: UUID) -> None:
         """Reports about one device file one after another, so two citizens reporting the same

@@ -266,6 +266,22 @@ class WorkOrderRepository:
                order by w.seq""",
             tenant_id, device_id, alarm_type, at, DEFAULT_REOPEN_WINDOW_DAYS)]
 
+    async def reopenable(self, raised: Sequence[tuple[UUID, UUID, str, datetime]]) -> list[int]:
+        """Which of these (city, device, alarm type, raised at) may reopen a done repair, by
+        position: one statement for a whole batch of raised alarms, where most have none."""
+        tenants, devices, types, ats = zip(*raised, strict=True)
+        rows = await self.conn.fetch(
+            """select distinct k.n - 1 as n
+               from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+                    with ordinality as k(tenant_id, device_id, type, at, n)
+               join work_orders w on w.tenant_id = k.tenant_id and w.status = 'done' and w.verified_at is null
+               join alarms a on a.tenant_id = w.tenant_id and a.id = coalesce(w.reopened_by_alarm_id, w.alarm_id)
+                            and a.device_id = k.device_id and a.type = k.type
+               left join work_order_rules r on r.tenant_id = w.tenant_id
+               where w.closed_at >= k.at - make_interval(days => coalesce(r.reopen_window_days, $5))""",
+            list(tenants), list(devices), list(types), list(ats), DEFAULT_REOPEN_WINDOW_DAYS)
+        return sorted(r["n"] for r in rows)
+
     # Devices held in maintenance while the work goes on
 
     async def start_maintenance(self, tenant_id: UUID, work_order_id: UUID) -> list[tuple[UUID, str]]:

@@ -53,6 +53,9 @@ class SyncBatch:
     work_orders: list[WorkOrder] = field(default_factory=list)
     devices: list[Device] = field(default_factory=list)
     alarms: list[AlarmSnapshot] = field(default_factory=list)
+    # The token named changes the event log no longer holds (kept for the events' retention) or
+    # no position this database gave out: this is a full snapshot, to replace everything held.
+    reset: bool = False
 
 
 def _referenced(orders: list[WorkOrder]) -> tuple[set[UUID], set[UUID]]:
@@ -78,6 +81,13 @@ class SyncService:
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             if position is None:
                 return await self._snapshot(conn, principal)
+            pruned, unknown = await EventRepository(conn).resumable(principal.tenant_id, position)
+            if pruned or unknown:
+                # Changes after the token are gone: answering with what is left would leave the
+                # tablet holding work orders that changed, or closed, unseen.
+                batch = await self._snapshot(conn, principal)
+                batch.reset = True
+                return batch
             return await self._changes(conn, principal, position)
 
     async def _snapshot(self, conn: asyncpg.Connection, principal: Principal) -> SyncBatch:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -111,9 +111,11 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     supervisor = Supervisor(health)
     supervisor.start("session-follower", lambda: registrations.follow_sessions(server.sessions.apply,
                                                                                set_following))
-    supervisor.start("registration-sweep", lambda: _sweep(registrations, server, expiry_grace,
-                                                          sweep_interval_s, health))
-    supervisor.start("alarm-sweep", lambda: _sweep_alarms(alarm_service, alarm_sweep_interval_s, health))
+    supervisor.start("registration-sweep", lambda: _every(
+        sweep_interval_s, health, lambda: _expire(registrations, server, expiry_grace)))
+    # Alarms absent long enough clear, and devices offline past their grace raise device_offline,
+    # though no finding arrives; every node runs it, one at a time sweeps (an advisory lock).
+    supervisor.start("alarm-sweep", lambda: _every(alarm_sweep_interval_s, health, alarm_service.sweep))
     supervisor.start("command-dispatcher", dispatcher.run)
     supervisor.start("partition-maintenance", lambda: _maintain_partitions(maintenance, PARTITION_MAINTENANCE_S))
     if rules is not None:
@@ -151,32 +153,24 @@ def _coalesced(end_observations: Callable[[set[UUID]], None]) -> Callable[[set[U
     return ended
 
 
-async def _sweep(registrations: RegistrationService, server: LwM2MServer, grace: timedelta,
-                 interval_s: float, health: Health) -> None:
-    """Lifetimes are stored as expiry times, so this is correct across restarts and nodes."""
+async def _every(interval_s: float, health: Health, job: Callable[[], Awaitable[object]]) -> None:
+    """Run `job` now and then every `interval_s`. The database away is news for /readyz and the
+    next tick retries; anything else is our bug: the supervisor logs it once and restarts this."""
     while True:
         try:
-            expired = await registrations.expire(grace)
-            # Every listener hears of it (SESSIONS_CHANNEL); this one need not wait for that.
-            server.sessions.forget_devices(expired)
+            await job()
         except Exception as exc:
             if not database_away(exc):
-                raise  # our bug: the supervisor logs it once and restarts the sweep
-            health.database_lost(exc)  # retried on the next tick
-        await asyncio.sleep(interval_s)
-
-
-async def _sweep_alarms(alarms: AlarmService, interval_s: float, health: Health) -> None:
-    """Alarms absent long enough clear, devices offline past their grace raise device_offline,
-    though no finding arrives; every node runs it, one at a time sweeps (an advisory lock)."""
-    while True:
-        try:
-            await alarms.sweep()
-        except Exception as exc:
-            if not database_away(exc):
-                raise  # our bug: the supervisor logs it once and restarts the sweep
+                raise
             health.database_lost(exc)
         await asyncio.sleep(interval_s)
+
+
+async def _expire(registrations: RegistrationService, server: LwM2MServer, grace: timedelta) -> None:
+    """Lifetimes are stored as expiry times, so this is correct across restarts and nodes."""
+    expired = await registrations.expire(grace)
+    # Every listener hears of it (SESSIONS_CHANNEL); this one need not wait for that.
+    server.sessions.forget_devices(expired)
 
 
 async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: float) -> None:

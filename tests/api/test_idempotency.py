@@ -79,3 +79,13 @@ async def test_keys_are_forgotten_after_a_day(db, seoul):
     assert await service.prune(datetime.now(UTC) + timedelta(hours=25)) == 1
     fresh = await seoul.client.post(WORKORDERS, json=ORDER, headers={"Idempotency-Key": "old"})
     assert fresh.status_code == 201 and "idempotent-replayed" not in fresh.headers
+
+
+async def test_pruning_forgets_every_old_key_however_many_batches_it_takes(db, seoul):
+    service = IdempotencyService(db)
+    for n in range(5):
+        claim = await service.claim(seoul.tenant_id, seoul.principal.api_key_id, f"k{n}", "POST", WORKORDERS,
+                                    b"x" * 32)
+        assert claim.outcome is Outcome.CLAIMED
+    assert await service.prune(datetime.now(UTC) + timedelta(hours=25), batch=2) == 5
+    assert await service.prune(datetime.now(UTC) + timedelta(hours=25), batch=2) == 0

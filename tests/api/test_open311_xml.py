@@ -65,3 +65,15 @@ def test_the_format_is_the_last_segments_suffix():
     for bad in ("streetlight_out", "x.html", ".json."):
         with pytest.raises(Open311Failure):
             split_format(bad)
+
+
+def test_characters_xml_cannot_hold_never_break_the_document():
+    """A citizen's description may carry control characters JSON takes in its stride; the XML
+    form replaces them, so one report never makes the city's requests.xml unreadable."""
+    fields = dict.fromkeys(Open311Request.__struct_fields__) | {
+        "service_request_id": "abc12345", "status": "open", "service_code": "streetlight_out",
+        "requested_datetime": "2026-12-01T20:00:00+09:00", "updated_datetime": "2026-12-01T20:00:00+09:00",
+        "description": "dark\x01 since\x0b Monday\ttab\nline"}
+    request = Open311Request(**fields)
+    [parsed] = ElementTree.fromstring(to_xml("service_requests", [request]))
+    assert parsed.find("description").text == "dark\ufffd since\ufffd Monday\ttab\nline"

@@ -149,3 +149,19 @@ async def test_options_names_every_method_of_the_path(seoul):
         response = await seoul.client.options(path)
         assert response.status_code == 204
         assert methods | {"OPTIONS"} == set(response.headers["allow"].split(", ")), path
+
+
+async def test_every_api_post_documents_the_idempotency_key_header(document):
+    posts = [(path, op) for path, method, op in operations(document)
+             if method == "post" and path.startswith("/api/v1/")]
+    assert len(posts) > 10
+    for path, op in posts:
+        [header] = [p for p in op.get("parameters", []) if p["name"] == "Idempotency-Key"]
+        assert header["in"] == "header" and header["required"] is False, path
+        assert header["schema"]["maxLength"] == 255, path
+        assert {"409", "422"} <= set(op["responses"]), path
+    others = [op for path, method, op in operations(document) if method != "post"]
+    assert not any(p["name"] == "Idempotency-Key" for op in others for p in op.get("parameters", []))
+    # Operations with their own document (an image body) keep it beside the header.
+    upload = [op for path, op in posts if "attachments" in path]
+    assert upload and "image/png" in upload[0]["requestBody"]["content"]

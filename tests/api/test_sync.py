@@ -3,9 +3,11 @@ order — including a change committed late by a transaction that began early.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from fleet.events.models import WORK_ORDER_UPDATED
+from fleet.events.repository import EventRepository
 from fleet.events.service import publish
 from tests.api.workorder_helpers import add_crew, add_device, create_order, crew_client, patch_order
 
@@ -63,3 +65,19 @@ async def test_a_change_committed_late_is_not_skipped(db, seoul):
     after = (await seoul.client.get(SYNC, params={"since": token})).json()
     assert [o["id"] for o in after["work_orders"]] == [first["id"], second["id"]]
     assert (await seoul.client.get(SYNC, params={"since": after["next"]})).json()["work_orders"] == []
+
+
+async def test_a_token_older_than_the_kept_history_gets_a_full_snapshot_to_start_over(db, seoul):
+    order = await create_order(seoul.client, location={"lat": 37.5, "lon": 127.0})
+    token = (await seoul.client.get(SYNC)).json()["next"]
+    order = await patch_order(seoul.client, order, notes="changed while the tablet was away")
+    async with db.system_tx() as conn:
+        # Retention (fleet.scheduling.retention) forgets the change the tablet never saw.
+        assert await EventRepository(conn).prune_before(datetime.now(UTC) + timedelta(days=1)) > 0
+    answer = (await seoul.client.get(SYNC, params={"since": token})).json()
+    assert answer["reset"] is True
+    assert [(o["id"], o["notes"]) for o in answer["work_orders"]] == [(order["id"], order["notes"])]
+    # A token this database never gave out: the same.
+    assert (await seoul.client.get(SYNC, params={"since": f"{2**62}-1"})).json()["reset"] is True
+    following = (await seoul.client.get(SYNC, params={"since": answer["next"]})).json()
+    assert following["reset"] is False and following["work_orders"] == []

@@ -77,12 +77,24 @@ class RulesRepository:
                    select s.*, d.lat, d.lon from spread s
                    join devices d on d.tenant_id = s.tenant_id and d.id = s.device_id
                    where d.kind = 'waste_bin' and d.status <> 'decommissioned'
+               ), scale as (
+                   -- The narrowest degree of longitude among them: cells at least neighbour_m wide everywhere.
+                   select greatest(min(cos(radians(lat))), 0.01) as cos_lat from placed
+               ), cells as (
+                   -- A grid of neighbour_m cells: a neighbour is in one of the 3 x 3 cells around a
+                   -- bin, so the pairs are joined by equal cells (hashed), not every bin against every
+                   -- other (16,000 bins: 24 s against 1 s).
+                   select p.*, floor(p.lat * 111320.0 / $3)::bigint as cell_y,
+                          floor(p.lon * 111320.0 * scale.cos_lat / $3)::bigint as cell_x
+                   from placed p, scale
                )
                select b.tenant_id, b.device_id, b.reports, b.moved, b.fill,
                       count(n.device_id) as neighbours,
                       count(n.device_id) filter (where n.moved >= $4) as neighbours_moving
-               from placed b
-               join placed n on n.tenant_id = b.tenant_id and n.device_id <> b.device_id
+               from cells b
+               cross join generate_series(-1, 1) as dy cross join generate_series(-1, 1) as dx
+               join cells n on n.cell_y = b.cell_y + dy and n.cell_x = b.cell_x + dx
+                   and n.tenant_id = b.tenant_id and n.device_id <> b.device_id
                    and abs(n.lat - b.lat) < $3 / 111320.0
                    and abs(n.lon - b.lon) < $3 / (111320.0 * greatest(cos(radians(b.lat)), 0.01))
                where b.reports >= 2 and b.device_id = any($6::uuid[])

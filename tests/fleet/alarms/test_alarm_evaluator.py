@@ -11,6 +11,7 @@ from uuid import UUID
 
 import pytest
 
+from fleet.alarms import evaluator
 from fleet.alarms.evaluator import RuleEvaluator
 from fleet.alarms.models import AlarmType, Finding
 from fleet.registry.models import DeviceKind, NewDevice
@@ -175,3 +176,14 @@ async def test_a_dimming_push_is_judged_against_the_new_target_not_the_cached_on
     await writer.write([point(light, "/3416/0/3", noon + timedelta(seconds=10), 80)])
     await judged(rules, noon + timedelta(seconds=11))
     assert [f.present for f in sink.of(AlarmType.DAY_BURNER)][-1] is False
+
+
+async def test_what_a_node_keeps_per_device_is_bounded(db, sink, monkeypatch):
+    monkeypatch.setattr(evaluator, "MAX_DEVICES", 2)
+    city = await make_city(db, "seoul")
+    lights = [await streetlight(db, city, f"light-bound-{n}") for n in range(3)]
+    rules = RuleEvaluator(db, sink)
+    for light in lights:
+        await rules.evaluate([point(light, "/3416/0/5", NIGHT, True)], NIGHT)
+    assert len(rules._contexts) <= 2 and len(rules._observed) <= 2
+    assert len(sink.of(AlarmType.LAMP_FAILURE)) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -55,3 +56,38 @@ async def test_a_bin_unchanged_while_its_neighbours_fill_is_stuck(db):
 
     await StuckFillSweep(db, sink, settings=one_day).run(now)
     assert collected == []
+
+
+async def write_fills(db, city, now: datetime, fills: dict) -> None:
+    """Each bin's fill (a function of hours ago) 60, 30 and 2 hours ago, committed."""
+    writer = TelemetryWriter(db)
+    await writer.write([(city.tenant_id, bin_id, now - timedelta(hours=hours), "/3435/0/2", fill(hours), None, None)
+                        for hours in (60, 30, 2) for bin_id, fill in fills.items()])
+    await writer.close()
+
+
+async def swept(db, now: datetime) -> list[Finding]:
+    collected: list[Finding] = []
+
+    async def sink(findings: Sequence[Finding]) -> None:
+        collected.extend(findings)
+
+    await StuckFillSweep(db, sink).run(now)
+    return collected
+
+
+async def test_neighbours_count_across_the_grid_cells_and_only_within_reach(db):
+    """The sweep pairs bins through a grid of 500 m cells: a neighbour in the next cell still
+    counts; one 600 m away, in any cell, does not. Far north, where a degree of longitude is short."""
+    city = await make_city(db, "oslo")
+    now = datetime.now(UTC)
+    row = math.floor(59.9 * 111320.0 / 500) * 500 / 111320.0  # a cell boundary of latitude
+    east_400 = 400 / (111320.0 * math.cos(math.radians(row)))
+    stuck = await bin_at(db, city, "bin-stuck", row - 0.0001, 10.75)
+    near = [await bin_at(db, city, "bin-north", row + 0.0030, 10.75),               # 330 m, next cell
+            await bin_at(db, city, "bin-east", row - 0.0001, 10.75 + east_400)]     # 400 m
+    far = await bin_at(db, city, "bin-far", row - 0.0001, 10.75 + east_400 * 1.5)   # 600 m
+    fills = {stuck: lambda hours: 55.0} | {bin_id: lambda hours: 80.0 - hours for bin_id in (*near, far)}
+    await write_fills(db, city, now, fills)
+    [judged] = [f for f in await swept(db, now) if f.device_id == stuck]
+    assert judged.present is True and "while 2 neighbours changed" in judged.detail

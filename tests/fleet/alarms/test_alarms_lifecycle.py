@@ -10,7 +10,7 @@ from fleet.alarms.service import AlarmService, clear_for_work_order, merge_citiz
 from fleet.events.models import START
 from fleet.events.repository import EventRepository
 from fleet.registry.service import DeviceService
-from tests.conftest import make_city
+from tests.conftest import blocked_by, make_city
 
 T0 = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)
 LAMP = AlarmType.LAMP_FAILURE
@@ -314,3 +314,120 @@ async def test_sweeps_on_many_nodes_at_once_raise_one_offline_alarm(db):
     await AlarmService(db).sweep()
     [alarm] = await alarms_of(db, seoul, light)
     assert (alarm["type"], alarm["count"]) == ("device_offline", 1)
+
+
+async def test_a_citizen_report_locks_alarms_in_the_order_findings_do(db):
+    """Findings lock a device's alarms in id order; a report that locked the most severe one
+    first would deadlock with them (one of the two transactions lost). Here the findings' side
+    holds the lower id and then takes the higher one, while the report waits."""
+    import asyncio
+
+    seoul = await make_city(db, "seoul")
+    [light] = await lights(db, seoul)
+    await AlarmService(db).apply([seen(seoul, light, True, 0), seen(seoul, light, True, 0, AlarmType.DAY_BURNER)])
+    async with db.system_tx() as conn:
+        # The lower id gets the lesser severity, so severity order and id order disagree.
+        low, high = [r["id"] for r in await conn.fetch("select id from alarms order by id")]
+        await conn.execute("update alarms set severity = case when id = $1 then 'warning' else 'critical' end", low)
+    async with db.pool.acquire() as findings:
+        async with findings.transaction():
+            await findings.execute("select 1 from alarms where id = $1 for update", low)
+
+            async def report():
+                async with db.system_tx() as conn:
+                    return await merge_citizen_report(conn, seoul.tenant_id, light.id, "dark street", T0)
+
+            reporting = asyncio.create_task(report())
+            await blocked_by(findings, reporting)
+            # With the old order the report would hold `high` now and this would deadlock.
+            await findings.execute("select 1 from alarms where id = $1 for update", high)
+        assert await reporting == high  # the most severe open alarm takes the report
+
+
+async def group_settings(db, city, device, settings: dict) -> None:
+    """A group of just `device` whose alarm settings override the city's."""
+    async with db.tenant_tx(city.tenant_id) as conn:
+        group = await conn.fetchval(
+            "insert into device_groups (tenant_id, name) values ($1, $2) returning id", city.tenant_id,
+            f"group of {device.endpoint}")
+        await conn.execute("insert into device_group_members (tenant_id, group_id, device_id) values ($1, $2, $3)",
+                           city.tenant_id, group, device.id)
+        await conn.execute("insert into alarm_settings (tenant_id, group_id, settings) values ($1, $2, $3)",
+                           city.tenant_id, group, settings)
+
+
+async def test_a_slow_clearing_group_does_not_hold_back_other_clears(db):
+    """The sweep takes a batch of the oldest absences: those a group keeps open for a day must
+    not fill it, or no alarm anywhere else would clear until they do."""
+    seoul = await make_city(db, "seoul")
+    slow, fast = await lights(db, seoul, 2)
+    await group_settings(db, seoul, slow, {"clear_after_minutes": 1440})
+    now = datetime.now(UTC)
+    service = AlarmService(db, clock=lambda: now)
+    await service.apply([Finding(seoul.tenant_id, slow.id, LAMP, True, now - timedelta(hours=2)),
+                         Finding(seoul.tenant_id, slow.id, LAMP, False, now - timedelta(hours=1)),
+                         Finding(seoul.tenant_id, fast.id, LAMP, True, now - timedelta(minutes=50)),
+                         Finding(seoul.tenant_id, fast.id, LAMP, False, now - timedelta(minutes=30))])
+    assert await service.sweep(batch=1) == 1
+    assert (await alarms_of(db, seoul, fast))[0]["status"] == "cleared"
+    assert (await alarms_of(db, seoul, slow))[0]["status"] == "active"
+
+
+async def test_a_long_grace_group_does_not_hold_back_other_offline_alarms(db):
+    seoul = await make_city(db, "seoul")
+    patient, prompt = await lights(db, seoul, 2)
+    await group_settings(db, seoul, patient, {"offline_grace_minutes": 1440})
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set status = 'offline', offline_since = now() - case when id = $1"
+                           " then interval '2 hours' else interval '1 hour' end", patient.id)
+    assert await AlarmService(db).sweep(batch=1) == 1
+    assert [a["type"] for a in await alarms_of(db, seoul, prompt)] == ["device_offline"]
+    assert await alarms_of(db, seoul, patient) == []
+
+
+async def test_a_fault_in_the_offline_alarm_never_refuses_the_devices_registration(db):
+    from fleet.registrations.models import RegisterRequest
+    from fleet.registrations.service import RegistrationService
+
+    seoul = await make_city(db, "seoul")
+    [light] = await lights(db, seoul)
+    failing = {"on": False}
+
+    async def work_orders(conn, changes) -> None:
+        if failing["on"]:
+            raise RuntimeError("a bug in what hears of alarms")
+
+    alarms = AlarmService(db, on_changes=work_orders)
+    registrations = RegistrationService(db, "test", alarm_service=alarms)
+    request = RegisterRequest(light.endpoint, "127.0.0.1", 5683, 1, "U", "1.1", "</3/0>")
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set status = 'offline', offline_since = now() - interval '1 hour'")
+    await alarms.sweep()
+    [alarm] = await alarms_of(db, seoul, light)
+    async with db.system_tx() as conn:  # a crew's work order closed it: the device's return proves it
+        await clear_for_work_order(conn, seoul.tenant_id, [alarm["id"]], "crew", datetime.now(UTC))
+    failing["on"] = True
+    registration = await registrations.register(request)  # stands, though the proof's hearer failed
+    assert registration.device_id == light.id
+    async with db.system_tx() as conn:
+        device = await conn.fetchrow("select status, offline_since from devices where id = $1", light.id)
+    assert device["status"] == "online" and device["offline_since"] is not None  # undone, to try again
+    assert (await alarms_of(db, seoul, light))[0]["verified_at"] is None
+    failing["on"] = False
+    await registrations.register(request)
+    assert (await alarms_of(db, seoul, light))[0]["verified_at"] is not None
+
+
+async def test_a_shelving_time_without_offset_is_the_citys_wall_clock(db):
+    from zoneinfo import ZoneInfo
+
+    from fleet.alarms.models import Shelve
+
+    seoul = await make_city(db, "seoul")  # Asia/Seoul, nine hours ahead of UTC
+    [light] = await lights(db, seoul)
+    service = AlarmService(db)
+    await service.apply([seen(seoul, light, True, 0)])
+    [alarm] = await alarms_of(db, seoul, light)
+    wall_clock = (datetime.now(ZoneInfo("Asia/Seoul")) + timedelta(hours=3)).replace(tzinfo=None, microsecond=0)
+    shelved = await service.shelve(seoul.principal, alarm["id"], Shelve(until=wall_clock))
+    assert shelved.shelved_until == wall_clock.replace(tzinfo=ZoneInfo("Asia/Seoul"))

@@ -11,7 +11,7 @@ import pytest
 import fleet.commands.repository as commands_repository
 from fleet.commands.models import Operation, Outcome
 from fleet.commands.repository import CommandRepository
-from tests.conftest import make_city
+from tests.conftest import blocked_by, make_city
 
 
 async def _batch(db, city, devices: int, *, expires_in: dt.timedelta = dt.timedelta(hours=1)) -> tuple:
@@ -76,7 +76,8 @@ async def test_two_nodes_finishing_a_batch_together_publish_it_once(db, monkeypa
                                                         backoff_base_s=1)
 
         racing = asyncio.create_task(finish_other())
-        await asyncio.sleep(0.3)  # let it reach the batch's lock; the outcome holds either way
+        # The race itself: the other node waits on the batch this one holds, then decides.
+        await blocked_by(one, racing)
         await one_tx.commit()
         await racing
     assert [e["subject_type"] for e in await _events(db)] == ["batch"]

@@ -12,7 +12,7 @@ import pytest
 from fleet.events.models import DEVICE_STATUS_CHANGED, START, Position
 from fleet.events.repository import EventRepository
 from fleet.events.service import EVENTS_CHANNEL, publish
-from tests.conftest import make_city
+from tests.conftest import Explained, make_city
 
 
 @pytest.mark.parametrize("token", ["", "12", "12-", "-3", "a-1", "1-b", "１２-3", "1-2-3", "1 -2",
@@ -183,3 +183,21 @@ async def test_pruning_forgets_old_events_and_marks_readers_from_before_as_prune
         assert await repo.resumable(seoul.tenant_id, Position(2**62, 0)) == (False, True)
     async with db.tenant_tx(busan.tenant_id, readonly=True) as conn:
         assert await EventRepository(conn).resumable(busan.tenant_id, START) == (False, False)
+
+
+async def test_reading_from_far_behind_walks_the_index_and_sorts_nothing(db):
+    """A stream resuming from an old position reads one page along events_order; it must not
+    sort every event of the city (as it did when ORDER BY named the bigint output column)."""
+    city = await make_city(db, "seoul")
+    async with db.system_tx() as conn:
+        for n in range(50):
+            await _event(conn, city.tenant_id, n)
+    async with db.tenant_tx(city.tenant_id, readonly=True) as conn:
+        await conn.execute("set local enable_seqscan = off")
+        await conn.execute("set local enable_sort = off")
+        explained = Explained(conn)
+        await EventRepository(explained).after(city.tenant_id, START, 10)
+        await EventRepository(explained).after(city.tenant_id, START, 10, subjects=[("device", "d1")])
+    for plan in explained.plans:
+        assert "events_order" in plan or "events_subject" in plan, plan
+        assert "Sort" not in plan, plan

@@ -9,7 +9,7 @@ import pytest
 
 from fleet.access.models import Role
 from fleet.errors import PermissionDenied, ValidationFailed
-from fleet.events.models import ALARM_RAISED, DEVICE_STATUS_CHANGED, Event, EventFilter, Passed
+from fleet.events.models import ALARM_RAISED, DEVICE_STATUS_CHANGED, START, Event, EventFilter, Passed
 from fleet.events.repository import EventRepository
 from fleet.events.service import EventService
 from tests.conftest import make_city
@@ -107,3 +107,26 @@ async def test_opening_checks_the_role_and_the_position(db):
     with pytest.raises(ValidationFailed):
         await service.open(viewer.principal, "12")
     assert (await service.open(viewer.principal, "0-0")).reset is None
+
+
+async def test_streams_at_the_same_position_share_one_read_of_the_log(db):
+    """A commit wakes every stream of its city at once: a thousand tablets must not become a
+    thousand queries. Streams elsewhere in the log read for themselves."""
+    city = await make_city(db, "seoul")
+    async with db.system_tx() as conn:
+        await EventRepository(conn).append(city.tenant_id, DEVICE_STATUS_CHANGED, "device", "d", {"n": 1})
+    service = EventService(db)
+    queries = 0
+    read_log = service._read_log
+
+    async def counted(tenant_id, position):
+        nonlocal queries
+        queries += 1
+        return await read_log(tenant_id, position)
+
+    service._read_log = counted
+    pages = await asyncio.gather(*(service._read(city.tenant_id, START) for _ in range(20)))
+    assert queries == 1 and all([e.payload for e in page] == [{"n": 1}] for page in pages)
+    [first] = pages[0]
+    await asyncio.gather(service._read(city.tenant_id, START), service._read(city.tenant_id, first.position))
+    assert queries == 3

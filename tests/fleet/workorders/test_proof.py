@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fleet.alarms.models import AlarmChange, ChangeKind, Severity
+from fleet.registry.models import DeviceKind, NewDevice
+from fleet.registry.service import DeviceService
 from fleet.workorders.automation import open_for_alarms
 from fleet.workorders.models import AlarmRule, WorkOrderCreate, WorkOrderRules, WorkOrderUpdate
 from fleet.workorders.service import WorkOrderService, alarms_changed, for_citizen_report
@@ -118,3 +120,24 @@ async def test_a_citizen_report_joins_the_open_work_order(db, lit_city):
     other = await WorkOrderService(db).create(city.principal, WorkOrderCreate(type="other", location=None,
                                                                               device_ids=[device.id]))
     assert other.id != first
+
+
+async def test_a_batch_of_raised_alarms_reopens_only_the_repair_its_fault_returned_to(db, lit_city):
+    city, device = lit_city
+    service, _, order = await done_order_for_alarm(db, city, device)
+    others = [await DeviceService(db).create_validated(
+        city.principal, NewDevice(DeviceKind.STREETLIGHT, f"seoul-{n}", 37.5 + n / 1000, 127.0, serial=f"S{n}"))
+        for n in range(2, 5)]
+    now = datetime.now(UTC)
+    elsewhere = [change(city, other, await raise_alarm(db, city.tenant_id, other.id, "lamp_failure", "major", now),
+                        ChangeKind.RAISED, now) for other in others]
+    day_burner = await raise_alarm(db, city.tenant_id, device.id, "day_burner", "minor", now)
+    again = await raise_alarm(db, city.tenant_id, device.id, "lamp_failure", "major", now)
+    batch = [*elsewhere[:2], AlarmChange(city.tenant_id, day_burner, device.id, "day_burner", Severity.MINOR,
+                                         ChangeKind.RAISED, now),
+             change(city, device, again, ChangeKind.RAISED, now), elsewhere[2]]
+    async with db.system_tx() as conn:
+        await alarms_changed(conn, batch)
+    reopened = await service.get(city.principal, order.id)
+    assert (reopened.status, reopened.reopened_by_alarm_id) == ("reopened", again)
+    assert [o.id for o in (await service.list(city.principal)).items] == [order.id]
