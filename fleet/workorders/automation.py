@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
@@ -20,6 +21,12 @@ from fleet.workorders.repository import WorkOrderRepository
 log = structlog.get_logger(__name__)
 
 BATCH = 500
+
+
+def _notes(due) -> str:
+    """What the crew reads first: the fault and since when, on the city's clock."""
+    since = due["first_seen"].astimezone(ZoneInfo(due["timezone"]))
+    return f"{due['type'].replace('_', ' ')} ({due['severity']}) since {since:%Y-%m-%d %H:%M %Z}"
 
 
 async def open_for_alarms(db: Database, now: datetime | None = None, *,
@@ -39,7 +46,7 @@ async def open_for_alarms(db: Database, now: datetime | None = None, *,
             order = await create_in(
                 conn, system_actor(due["tenant_id"]), type=due["work_order_type"], priority=due["priority"],
                 device_ids=[due["device_id"]], source="alarm", alarm_id=due["alarm_id"],
-                notes=f"{due['type'].replace('_', ' ')} ({due['severity']}) since {due['first_seen']:%Y-%m-%d %H:%M} UTC",
+                notes=_notes(due),
                 assign=due["assign"], now=now)
             created += order is not None
     if created:

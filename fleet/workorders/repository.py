@@ -183,7 +183,8 @@ class WorkOrderRepository:
         rule's type (a failed lamp is also dark at night: one crew goes, not two)."""
         return await self.conn.fetch(
             """select distinct on (a.seq) a.tenant_id, a.id as alarm_id, a.device_id, a.type, a.severity,
-                      a.first_seen, r.work_order_type, r.priority, coalesce(r.assign, 'none') as assign
+                      a.first_seen, r.work_order_type, r.priority, coalesce(r.assign, 'none') as assign,
+                      (select t.timezone from tenants t where t.id = s.tenant_id) as timezone
                from work_order_rules s
                cross join lateral rows from (jsonb_to_recordset(s.alarm_rules)
                    as (alarm_types jsonb, min_severity text, unacknowledged_minutes integer,

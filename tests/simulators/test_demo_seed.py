@@ -19,7 +19,7 @@ from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.lighting.preview import PreviewService
 from fleet.lighting.reconcile import Reconciler
 from fleet.lighting.service import LightingService
-from fleet.errors import NotFound, ValidationFailed
+from fleet.errors import ValidationFailed
 from fleet.registry.models import DeviceFilter, DeviceKind
 from fleet.registry.service import DeviceService
 from fleet.workorders.automation import open_for_alarms
