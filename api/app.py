@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -53,7 +52,7 @@ from fleet.telemetry.service import TelemetryService
 from fleet.workorders.service import WorkOrderService
 from fleet.workorders.sync import SyncService
 from fleet.settings import HttpSettings
-from fleet.supervision import Health
+from fleet.supervision import Health, running
 
 
 def _constant(value: object) -> Provide:
@@ -87,13 +86,8 @@ def _running(component: RevocationListener | EventService):
     """A lifespan that runs a node's listener (key revocations, events) as long as the app."""
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(component.run())
-        try:
+        async with running(component.run()):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     return lifespan
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -126,3 +128,16 @@ class Supervisor:
             delay = min(delay * 2, self.max_s)
             self.restarts[name] = self.restarts.get(name, 0) + 1
             self.health.report(name, None)
+
+
+@contextlib.asynccontextmanager
+async def running(work: Coroutine[Any, Any, object], name: str | None = None) -> AsyncIterator[asyncio.Task]:
+    """Run `work` as a task for as long as the `async with` block lasts; cancelled and awaited
+    when it ends, so nothing of it outlives its owner (a leadership term, an app's lifespan)."""
+    task = asyncio.create_task(work, name=name)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

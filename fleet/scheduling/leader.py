@@ -25,6 +25,7 @@ import asyncpg
 import structlog
 
 from fleet.db import Database
+from fleet.supervision import running
 
 log = structlog.get_logger(__name__)
 
@@ -89,13 +90,8 @@ def every(interval_s: float, job: Callable[[Leadership], Awaitable[object]], nam
 
     @contextlib.asynccontextmanager
     async def lead(leadership: Leadership) -> AsyncIterator[None]:
-        task = asyncio.create_task(repeat(leadership), name=name)
-        try:
+        async with running(repeat(leadership), name):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     return lead
 
 
