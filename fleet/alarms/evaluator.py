@@ -18,6 +18,7 @@ for a counter that only grows is still a fair comparison.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -56,9 +57,11 @@ _TIME = itemgetter(2)  # a PointRecord's time
 # A batch costs its context check and one apply transaction however few points it holds, and
 # a device reporting again meanwhile is judged once, on its newest values: a batch begun less
 # than this after the last one waits out the rest. An idle evaluator starts at once; under a
-# steady stream an alarm shows up to this much later (bench/alarms: 0.2 s left the listeners
-# 40-55 % more CPU per Send with rules on, 0.5 s 21-26 %, p99 from Send to REST 0.25 -> 0.55-0.6 s).
-GATHER_S = 0.5
+# steady stream an alarm shows up to this much later. bench/alarms on a quiet machine at the
+# ingest benchmark's full load (~6,300 Sends/s): 0.5 s gave 97 % of rules-off throughput but a
+# p99 from Send to REST of 1.04-1.2 s; 0.2 s (with the alarm commit not waiting for its flush)
+# 92 % and 0.86-1.06 s. The Send's own ack is 0.3 s of that p99 at this load.
+GATHER_S = 0.2
 
 
 class RuleEvaluator:
@@ -246,13 +249,17 @@ class RuleEvaluator:
                         if self.settings is not None else {})
             for ctx in tenant_contexts:
                 ctx.settings = settings.get(ctx.device_id, DEFAULTS)
+        # Each entry counts as loaded up to half a TTL earlier than it was: devices first seen
+        # together (a node starting under load) then expire spread over half a TTL, instead of
+        # all reloading in one batch every TTL, which held that batch's alarms back.
+        loaded_at = {device_id: clock - random.random() * self.context_ttl_s / 2 for device_id in stale}
         for device_id in stale:
             self._contexts.pop(device_id, None)  # re-inserted below: the dict stays oldest-first
             if len(self._contexts) >= MAX_DEVICES:
                 del self._contexts[next(iter(self._contexts))]
-            self._contexts[device_id] = (clock, None)
+            self._contexts[device_id] = (loaded_at[device_id], None)
         for ctx in loaded:
-            self._contexts[ctx.device_id] = (clock, ctx)
+            self._contexts[ctx.device_id] = (loaded_at[ctx.device_id], ctx)
             found[ctx.device_id] = ctx
             seen = self._observed_of(ctx.device_id)
             for path, value in latest.get(ctx.device_id, {}).items():
