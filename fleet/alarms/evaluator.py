@@ -59,8 +59,8 @@ _TIME = itemgetter(2)  # a PointRecord's time
 # than this after the last one waits out the rest. An idle evaluator starts at once; under a
 # steady stream an alarm shows up to this much later. bench/alarms on a quiet machine at the
 # ingest benchmark's full load (~6,300 Sends/s): 0.5 s gave 97 % of rules-off throughput but a
-# p99 from Send to REST of 1.04-1.2 s; 0.2 s (with the alarm commit not waiting for its flush)
-# 92 % and 0.86-1.06 s. The Send's own ack is 0.3 s of that p99 at this load.
+# p99 from Send to REST of 1.04-1.2 s; 0.2 s 92 % and 0.82-1.06 s. The Send's own ack is
+# 0.3 s of that p99 at this load.
 GATHER_S = 0.2
 
 

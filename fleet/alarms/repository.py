@@ -64,14 +64,6 @@ class AlarmRepository:
 
     # --- merging findings (system transaction, any city) ---
 
-    async def commit_without_waiting_for_disk(self) -> None:
-        """Let this transaction's COMMIT return before its WAL is flushed (PostgreSQL flushes it
-        within about 3 x wal_writer_delay). For transitions derived from telemetry that is
-        already durable: a crash can lose the last fraction of a second of them, and the
-        device's next report derives them again; nothing a device or client was told is lost.
-        Under ingest load the flush wait is most of an alarm's path to REST."""
-        await self.conn.execute("set local synchronous_commit = off")
-
     async def lock_for_findings(self, keys: Sequence[tuple[UUID, UUID, str]]) -> list[asyncpg.Record]:
         """For each (city, device, type): its open alarm, or its latest alarm when a work order
         cleared that and the device has not yet proven it. Most keys have neither: this reads

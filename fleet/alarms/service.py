@@ -68,7 +68,6 @@ class AlarmService:
             return
         found = verdicts(findings)
         async with self.db.system_tx() as conn:
-            await AlarmRepository(conn).commit_without_waiting_for_disk()
             await self._hand_over(conn, await merge_findings(conn, found))
 
     async def _hand_over(self, conn: asyncpg.Connection, changes: list[AlarmChange]) -> None:
