@@ -27,13 +27,15 @@ class Permission(enum.StrEnum):
     READ_AUDIT = "read_audit"
     MANAGE_WORK_ORDERS = "manage_work_orders"
     MANAGE_ALARMS = "manage_alarms"
-    MANAGE_CREWS = "manage_crews"
+    # The control room's planning of the work: crews and their bases, the rules that open and
+    # assign work orders. Crews work orders; they do not plan them.
+    PLAN_WORK = "plan_work"
     FILE_REPORTS = "file_reports"
 
 
 _OPERATOR = {Permission.READ, Permission.MANAGE_DEVICES, Permission.MANAGE_GROUPS,
              Permission.SEND_COMMANDS, Permission.MANAGE_SCHEDULES, Permission.MANAGE_WORK_ORDERS,
-             Permission.MANAGE_ALARMS, Permission.MANAGE_CREWS}
+             Permission.MANAGE_ALARMS, Permission.PLAN_WORK}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),

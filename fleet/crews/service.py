@@ -36,7 +36,7 @@ class CrewService:
         self.clock = clock
 
     async def create(self, principal: Principal, name: str, home_base: Place | None = None) -> Crew:
-        require(principal, Permission.MANAGE_CREWS)
+        require(principal, Permission.PLAN_WORK)
         name = _checked_name(name)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             try:
@@ -49,7 +49,7 @@ class CrewService:
 
     async def ensure(self, principal: Principal, name: str) -> Crew:
         """The city's crew of that name, created (and audited) if it does not exist yet."""
-        require(principal, Permission.MANAGE_CREWS)
+        require(principal, Permission.PLAN_WORK)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             crew, created = await CrewRepository(conn).ensure(principal.tenant_id, name)
             if created:
@@ -58,7 +58,7 @@ class CrewService:
 
     async def update(self, principal: Principal, crew_id: UUID, data: CrewUpdate) -> Crew:
         """Rename a crew or set (null: remove) its home base."""
-        require(principal, Permission.MANAGE_CREWS)
+        require(principal, Permission.PLAN_WORK)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = CrewRepository(conn)
             before = await repo.get(principal.tenant_id, crew_id, for_update=True)

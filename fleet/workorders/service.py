@@ -164,7 +164,7 @@ class WorkOrderService:
         return rules
 
     async def put_rules(self, principal: Principal, rules: WorkOrderRules) -> WorkOrderRules:
-        require(principal, Permission.MANAGE_WORK_ORDERS)
+        require(principal, Permission.PLAN_WORK)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = WorkOrderRepository(conn)
             before, _ = await repo.rules(principal.tenant_id)

@@ -107,3 +107,10 @@ async def test_crews_are_the_control_rooms_to_make_and_move(db, seoul, api_url):
         moved = await tablet.patch(f"/api/v1/crews/{crew['id']}", json={"home_base": {"lat": 37.5, "lon": 127.0}})
         assert moved.status_code == 403
         assert (await tablet.get(f"/api/v1/crews/{crew['id']}")).status_code == 200
+
+
+async def test_a_crew_cannot_rewrite_the_citys_work_order_rules(db, seoul, api_url):
+    crew = (await seoul.client.post("/api/v1/crews", json={"name": "North team"})).json()
+    async with await crew_client(db, seoul, crew["id"], api_url) as tablet:
+        assert (await tablet.get("/api/v1/workorders/rules")).status_code == 200
+        assert (await tablet.put("/api/v1/workorders/rules", json={"alarm_rules": []})).status_code == 403
