@@ -66,6 +66,9 @@ create unique index alarms_tenant_id on alarms (tenant_id, id);
 create unique index alarms_one_open on alarms (tenant_id, device_id, type) where status <> 'cleared';
 create index alarms_open on alarms (tenant_id, status, severity, seq) where status <> 'cleared';
 create index alarms_tenant_seq on alarms (tenant_id, seq);
+-- The alarm list's default page (open alarms, newest first): alarms_open leads with status and
+-- severity, so "active or acknowledged by seq" would walk the whole history of cleared alarms.
+create index alarms_open_seq on alarms (tenant_id, seq) where status <> 'cleared';
 create index alarms_device on alarms (tenant_id, device_id, seq);
 create index alarms_awaiting_proof on alarms (tenant_id, device_id, type)
     where clear_reason = 'work_order' and verified_at is null;
@@ -166,10 +169,26 @@ create table work_order_devices (
 );
 create index work_order_devices_device on work_order_devices (tenant_id, device_id);
 
+-- The wall: row-level security enabled and forced (the owner too), then fleet_wall's policies
+-- (tenant_wall for fleet_app, system_access for fleet_system).
+alter table events enable row level security;
+alter table events force row level security;
 select fleet_wall('events');
+alter table alarms enable row level security;
+alter table alarms force row level security;
 select fleet_wall('alarms');
+alter table alarm_settings enable row level security;
+alter table alarm_settings force row level security;
 select fleet_wall('alarm_settings');
+alter table alarm_shelves enable row level security;
+alter table alarm_shelves force row level security;
 select fleet_wall('alarm_shelves');
+alter table crews enable row level security;
+alter table crews force row level security;
 select fleet_wall('crews');
+alter table work_orders enable row level security;
+alter table work_orders force row level security;
 select fleet_wall('work_orders');
+alter table work_order_devices enable row level security;
+alter table work_order_devices force row level security;
 select fleet_wall('work_order_devices');

@@ -65,7 +65,19 @@ create table idempotency_keys (
         foreign key (tenant_id, api_key_id) references api_keys (tenant_id, id) on delete cascade
 );
 create index idempotency_keys_created on idempotency_keys (created_at);
+-- The work-order pass asks, for every due alarm, whether a work order answers it through
+-- alarm_id (indexed in 0012) or through reopened_by_alarm_id.
+create index work_orders_reopened_by_alarm on work_orders (tenant_id, reopened_by_alarm_id)
+    where reopened_by_alarm_id is not null;
 
+-- The wall: row-level security enabled and forced (the owner too), then fleet_wall's policies
+-- (tenant_wall for fleet_app, system_access for fleet_system).
+alter table work_order_rules enable row level security;
+alter table work_order_rules force row level security;
 select fleet_wall('work_order_rules');
+alter table work_order_attachments enable row level security;
+alter table work_order_attachments force row level security;
 select fleet_wall('work_order_attachments');
+alter table idempotency_keys enable row level security;
+alter table idempotency_keys force row level security;
 select fleet_wall('idempotency_keys');

@@ -49,5 +49,11 @@ create unique index service_requests_public_id on service_requests (tenant_id, s
 create index service_requests_requested on service_requests (tenant_id, requested_at, seq);
 create index service_requests_work_order on service_requests (tenant_id, work_order_id);
 
+-- The wall: row-level security enabled and forced (the owner too), then fleet_wall's policies
+-- (tenant_wall for fleet_app, system_access for fleet_system).
+alter table open311_settings enable row level security;
+alter table open311_settings force row level security;
 select fleet_wall('open311_settings');
+alter table service_requests enable row level security;
+alter table service_requests force row level security;
 select fleet_wall('service_requests');

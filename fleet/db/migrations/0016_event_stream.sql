@@ -24,4 +24,8 @@ create table events_pruned (
     id         bigint not null
 );
 
+-- The wall: row-level security enabled and forced (the owner too), then fleet_wall's policies
+-- (tenant_wall for fleet_app, system_access for fleet_system).
+alter table events_pruned enable row level security;
+alter table events_pruned force row level security;
 select fleet_wall('events_pruned');
