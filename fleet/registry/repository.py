@@ -28,14 +28,15 @@ INSERT_COLUMNS = ("tenant_id", "kind", "endpoint", "serial", "manufacturer", "mo
                   "firmware_version", "lat", "lon", "district", "address", "installed_at",
                   "status", "tags", "attributes")
 
-# Great-circle distance in metres between the device and ($lat, $lon) placeholders.
-_HAVERSINE = ("2 * {r} * asin(sqrt(power(sin(radians(d.lat - {lat}) / 2), 2) + cos(radians({lat})) "
-              "* cos(radians(d.lat)) * power(sin(radians(d.lon - {lon}) / 2), 2)))")
+# Great-circle distance in metres between two points; least() keeps rounding from asin(>1).
+_HAVERSINE = ("2 * {r} * asin(least(1, sqrt(power(sin(radians({to_lat} - {lat}) / 2), 2) + cos(radians({lat})) "
+              "* cos(radians({to_lat})) * power(sin(radians({to_lon} - {lon}) / 2), 2))))")
 
 
-def great_circle_m(lat: str, lon: str) -> str:
-    """SQL for the metres from the device `d` to `lat`, `lon` (SQL expressions, e.g. "$3::float8")."""
-    return _HAVERSINE.format(r=EARTH_RADIUS_M, lat=lat, lon=lon)
+def great_circle_m(lat: str, lon: str, to_lat: str = "d.lat", to_lon: str = "d.lon") -> str:
+    """SQL for the metres from `lat`, `lon` to the device `d` (or to `to_lat`, `to_lon`); all are
+    SQL expressions, e.g. "$3::float8"."""
+    return _HAVERSINE.format(r=EARTH_RADIUS_M, lat=lat, lon=lon, to_lat=to_lat, to_lon=to_lon)
 
 
 def degrees_around(lat: float, radius_m: float) -> tuple[float, float]:

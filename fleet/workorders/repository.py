@@ -12,20 +12,13 @@ import asyncpg
 import msgspec
 
 from fleet.registry.models import Device
-from fleet.registry.repository import device_from_row
+from fleet.registry.repository import device_from_row, great_circle_m
 from fleet.workorders.models import DEFAULT_REOPEN_WINDOW_DAYS, OPEN, Attachment, WorkOrderLocation, WorkOrder, WorkOrderRules
 
 _SELECT = """select w.*, array(select d.device_id from work_order_devices d
                                where d.tenant_id = w.tenant_id and d.work_order_id = w.id
                                order by d.device_id) as device_ids
              from work_orders w"""
-
-
-def _distance(lat: str, lon: str, to_lat: str, to_lon: str) -> str:
-    """Great-circle metres between two points (SQL expressions) on a sphere of the Earth's mean
-    radius: ample for a city."""
-    return f"""6371008.8 * 2 * asin(least(1, sqrt(power(sin(radians({to_lat} - {lat}) / 2), 2)
-               + cos(radians({lat})) * cos(radians({to_lat})) * power(sin(radians({to_lon} - {lon}) / 2), 2))))"""
 
 
 _UPDATABLE = ("status", "crew_id", "priority", "type", "notes", "due_by", "resolution_code",
@@ -67,7 +60,7 @@ class WorkOrderRepository:
                            case when position_at >= $4 then position_lon else home_lon end as lon
                     from crews where tenant_id = $1) c
                 where c.lat is not null
-                order by round({_distance("$2::float8", "$3::float8", "c.lat", "c.lon")}),
+                order by round({great_circle_m("$2::float8", "$3::float8", "c.lat", "c.lon")}),
                          (select count(*) from work_orders w
                           where w.tenant_id = $1 and w.crew_id = c.id and w.status = any($5::text[])),
                          c.name, c.id
@@ -129,7 +122,7 @@ class WorkOrderRepository:
                    after: tuple[float, int] | None, limit: int) -> tuple[list[tuple[WorkOrder, float, int]], bool]:
         """A page in (distance, seq) order when `near` is given, else in seq order; each with its sort key."""
         distance = ("case when $5::float8 is null then 0::float8 else "
-                    + _distance("$5::float8", "$6::float8", "w.lat", "w.lon") + " end")
+                    + great_circle_m("$5::float8", "$6::float8", "w.lat", "w.lon") + " end")
         rows = await self.conn.fetch(
             f"""select * from (
                     select w.*, array(select d.device_id from work_order_devices d

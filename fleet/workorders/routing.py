@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-EARTH_RADIUS_M = 6_371_008.8
+from fleet.registry.repository import EARTH_RADIUS_M
+
 
 Point = tuple[float, float]  # (lat, lon) in degrees
 
