@@ -114,12 +114,23 @@ class EventSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FirmwareSettings:
+    # Largest image a city may upload (bytes).
+    max_image_bytes: int = 64 * 1024 * 1024
+    # Where devices download packages from: the scheme, host and port of Fleet's CoAP listener
+    # as devices reach it (a load balancer's name, a public address). Unset: the listener's own
+    # host and port (`coap://127.0.0.1:5683` when it listens on every address).
+    download_base_uri: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings
     http: HttpSettings = field(default_factory=HttpSettings)
     coap: CoapSettings = field(default_factory=CoapSettings)
     log: LogSettings = field(default_factory=LogSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    firmware: FirmwareSettings = field(default_factory=FirmwareSettings)
 
 
 def default_data_dir() -> Path:
@@ -169,9 +180,18 @@ def load_settings() -> Settings:
         ),
         log=LogSettings(level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(), format=log_format),
         events=EventSettings(retention_days=_env_int("EVENTS_RETENTION_DAYS", 7)),
+        firmware=FirmwareSettings(
+            max_image_bytes=_env_int("FIRMWARE_MAX_BYTES", 64 * 1024 * 1024),
+            download_base_uri=_env("FIRMWARE_DOWNLOAD_URI"),
+        ),
     )
     if settings.events.retention_days < 1:
         raise ValueError(f"FLEET_EVENTS_RETENTION_DAYS must be at least 1, got {settings.events.retention_days}")
+    if settings.firmware.max_image_bytes < 1:
+        raise ValueError(f"FLEET_FIRMWARE_MAX_BYTES must be at least 1, got {settings.firmware.max_image_bytes}")
+    base = settings.firmware.download_base_uri
+    if base is not None and not base.startswith(("coap://", "coaps://")):
+        raise ValueError(f"FLEET_FIRMWARE_DOWNLOAD_URI must be a coap:// or coaps:// URI, got {base!r}")
     limits = settings.http.limits
     for name, per_s, burst in (("RATE_KEY", limits.key_per_s, limits.key_burst),
                                ("RATE_ADDRESS", limits.address_per_s, limits.address_burst),

@@ -31,11 +31,16 @@ class Permission(enum.StrEnum):
     # assign work orders. Crews work orders; they do not plan them.
     PLAN_WORK = "plan_work"
     FILE_REPORTS = "file_reports"
+    # Firmware: release keys and images are the admins' (they decide what may run on the city's
+    # devices); operators run campaigns; a required approval is a second admin's.
+    MANAGE_FIRMWARE = "manage_firmware"
+    RUN_CAMPAIGNS = "run_campaigns"
+    APPROVE_CAMPAIGNS = "approve_campaigns"
 
 
 _OPERATOR = {Permission.READ, Permission.MANAGE_DEVICES, Permission.MANAGE_GROUPS,
              Permission.SEND_COMMANDS, Permission.MANAGE_SCHEDULES, Permission.MANAGE_WORK_ORDERS,
-             Permission.MANAGE_ALARMS, Permission.PLAN_WORK}
+             Permission.MANAGE_ALARMS, Permission.PLAN_WORK, Permission.RUN_CAMPAIGNS}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),

@@ -47,6 +47,8 @@ class AlarmType(enum.StrEnum):
     CLOCK_SKEW = "clock_skew"
     # what people see that no sensor does
     CITIZEN_REPORT = "citizen_report"
+    # a firmware campaign's update of the device failed (fleet.campaigns)
+    FIRMWARE_UPDATE_FAILED = "firmware_update_failed"
 
 
 KINDS: dict[AlarmType, tuple[str, ...]] = {
@@ -67,6 +69,7 @@ KINDS: dict[AlarmType, tuple[str, ...]] = {
     AlarmType.LOW_BATTERY: ("streetlight", "waste_bin", "wifi_ap"),
     AlarmType.CLOCK_SKEW: ("streetlight", "waste_bin", "wifi_ap"),
     AlarmType.CITIZEN_REPORT: ("streetlight", "waste_bin", "wifi_ap"),
+    AlarmType.FIRMWARE_UPDATE_FAILED: ("streetlight", "waste_bin", "wifi_ap"),
 }
 
 # Severity an alarm of each type opens with unless the city's settings say otherwise.
@@ -88,6 +91,7 @@ DEFAULT_SEVERITY: dict[AlarmType, Severity] = {
     AlarmType.LOW_BATTERY: Severity.MINOR,
     AlarmType.CLOCK_SKEW: Severity.WARNING,
     AlarmType.CITIZEN_REPORT: Severity.MINOR,
+    AlarmType.FIRMWARE_UPDATE_FAILED: Severity.MAJOR,
 }
 
 

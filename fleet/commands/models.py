@@ -26,6 +26,9 @@ class Operation(enum.StrEnum):
     CANCEL_OBSERVE = "cancel_observe"
     WRITE_ATTRIBUTES = "write_attributes"
     DISCOVER = "discover"
+    # Block1 writes of an image to /5/0/0 (value: {"image_id": ...}); only firmware campaigns
+    # create it, never a REST caller.
+    PUSH_FIRMWARE = "push_firmware"
 
 
 MAX_PERIOD_S = 30 * 86_400

@@ -16,6 +16,10 @@ WORK_ORDER_CREATED = "work_order.created"
 WORK_ORDER_UPDATED = "work_order.updated"
 DEVICE_STATUS_CHANGED = "device.status_changed"
 COMMAND_FINISHED = "command.finished"
+# Firmware: a campaign's status or progress changed (payload: the campaign with its counts), and
+# one device's state in it changed (payload: campaign_id, device_id, state, reason).
+CAMPAIGN_UPDATED = "campaign.updated"
+CAMPAIGN_DEVICE_UPDATED = "campaign.device_updated"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Firmware images and the release keys that sign them."""
