@@ -32,10 +32,12 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
     """Stop on the error threshold, open the next waves, finish; returns the status now."""
     campaign, thresholds = p.campaign, p.settings.thresholds
     counts = await p.counts()
+    reason = campaign["status_reason"]
     if status is CampaignStatus.RUNNING:
         verdict = error_verdict(counts[DeviceState.SUCCEEDED], counts[DeviceState.FAILED],
                                 campaign["baseline_succeeded"], campaign["baseline_failed"], thresholds)
         if verdict is not None:
+            reason = verdict
             status = CampaignStatus.ABORTED if thresholds.on_error == "abort" else CampaignStatus.PAUSED
             if status is CampaignStatus.ABORTED:
                 await p.repo.abort_devices(p.tenant_id, p.campaign_id)
@@ -64,6 +66,6 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
         return CampaignStatus.COMPLETED
     if status is CampaignStatus.ABORTED and campaign["finished_at"] is None:
         # Its last installs ended: the aborted campaign is over.
-        await p.repo.set_status(p.tenant_id, p.campaign_id, status, campaign["status_reason"], finished=True)
+        await p.repo.set_status(p.tenant_id, p.campaign_id, status, reason, finished=True)
         p.changed = True
     return status
