@@ -12,6 +12,7 @@ import pytest
 from fleet.alarms.service import AlarmService
 from fleet.campaigns.rollout import CampaignJobs
 from fleet.commands.repository import CommandRepository
+from fleet.scheduling.leader import Leadership, NotLeader
 from tests.conftest import make_city
 from tests.fleet.campaigns.rollout_env import BASE, Rollout
 
@@ -333,3 +334,65 @@ async def test_a_scheduled_campaign_starts_at_its_time(rollout):
     assert (await rollout.campaign_row())["status"] == "running"
     await rollout.tick()
     assert await rollout.state(device) == "downloading"
+
+
+async def test_a_deposed_leaders_pass_changes_nothing(rollout, db):
+    (device,) = await rollout.campaign([0], **QUICK)
+    await rollout.start()
+    async with db.system_tx() as conn:
+        epoch = await conn.fetchval("update scheduler_leadership set epoch = epoch + 1 returning epoch")
+    with pytest.raises(NotLeader):
+        await rollout.jobs.tick(Leadership("old", epoch - 1, None))
+    assert await rollout.state(device) == "waiting" and not await rollout.commands(device)
+    await rollout.jobs.tick(Leadership("new", epoch, None))
+    assert await rollout.state(device) == "downloading"
+
+
+async def test_the_leader_runs_passes_until_its_term_ends(rollout, db):
+    (device,) = await rollout.campaign([0], **QUICK)
+    await rollout.start()
+    async with db.system_tx() as conn:
+        epoch = await conn.fetchval("select epoch from scheduler_leadership")
+    async with db.pool.acquire() as conn:
+        async with rollout.jobs.lead(Leadership("n", epoch, conn)):
+            for _ in range(100):
+                if await rollout.state(device) == "downloading":
+                    break
+                await asyncio.sleep(0.05)
+    assert await rollout.state(device) == "downloading"
+
+
+async def test_an_aborted_campaign_finishes_when_its_last_install_ends(rollout, db):
+    devices = await rollout.campaign([0, 0], **QUICK)
+    await rollout.start()
+    await installing(rollout, devices[0])
+    async with db.system_tx() as conn:  # what the management's abort does
+        await conn.execute("update firmware_campaigns set status = 'aborted' where id = $1", rollout.campaign_id)
+        await conn.execute("update firmware_campaign_devices set state = 'cancelled' where device_id = $1",
+                           devices[1])
+    await rollout.tick()
+    assert (await rollout.campaign_row())["finished_at"] is None
+    await rollout.register_again(devices[0], "2.0")
+    await rollout.tick(2)
+    assert await rollout.state(devices[0]) == "succeeded"
+    campaign = await rollout.campaign_row()
+    assert (campaign["status"], campaign["finished_at"] is not None) == ("aborted", True)
+
+
+async def test_a_later_success_clears_the_alarm(rollout, db):
+    (device,) = await rollout.campaign([0], **QUICK)
+    await rollout.start()
+    await installing(rollout, device)
+    await rollout.register_again(device, "1.0")
+    await rollout.tick()
+    async with db.system_tx() as conn:  # what the management's retry does
+        await conn.execute("update firmware_campaign_devices set state = 'waiting', attempt = attempt + 1 "
+                           "where device_id = $1", device)
+        await conn.execute("update firmware_campaigns set status = 'running' where id = $1", rollout.campaign_id)
+    await installing(rollout, device)
+    await rollout.register_again(device, "2.0")
+    await rollout.tick(2)
+    assert await rollout.state(device) == "succeeded"
+    async with db.system_tx() as conn:
+        alarm = await conn.fetchrow("select * from alarms where device_id = $1", device)
+    assert alarm["clearing_since"] is not None or alarm["status"] == "cleared"
