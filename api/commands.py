@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from api.runtime import (alarm_service, firmware_download_uri, migrate_database, open_database, resolve_dsn, run_device_edge, run_http,
-                         supervised, until_stopped)
+from api.runtime import (alarm_service, firmware_download_uri, migrate_database, open_database, resolve_dsn,
+                         run_device_edge, run_http, supervised, until_stopped)
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import Role
 from fleet.access.service import ApiKeyService, TenantService, system_principal

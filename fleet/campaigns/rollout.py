@@ -32,6 +32,7 @@ from fleet.commands.models import Operation
 from fleet.db import Database
 from fleet.events.models import CAMPAIGN_DEVICE_UPDATED, CAMPAIGN_UPDATED
 from fleet.events.repository import EventRepository
+from fleet.events.service import EVENTS_CHANNEL
 from fleet.firmware.delivery import new_token, package_uri
 from fleet.scheduling.leader import Leadership, NotLeader
 from fleet.supervision import running
@@ -40,7 +41,7 @@ log = structlog.get_logger(__name__)
 
 INTERVAL_S = 1.0
 # Campaign changes, command outcomes and alarms all publish events: a pass soon after one.
-WAKE_CHANNEL = "fleet_events"
+WAKE_CHANNEL = EVENTS_CHANNEL
 ALARM_BATCH = 500
 # How long a read of object 5 (to learn the delivery method) may wait for a sleeping device.
 READ_EXPIRY = timedelta(hours=24)
@@ -95,8 +96,8 @@ class CampaignJobs:
             async with self.db.system_tx() as conn:
                 await _fence(conn, leadership)
                 if await begin_running(conn, row["tenant_id"], row["id"]):
-                    await audit(conn, row["tenant_id"], "firmware.campaign.start", row["id"],
-                                                {"status": "scheduled"}, {"status": "running", "reason": "its start time came"})
+                    await audit(conn, row["tenant_id"], "firmware.campaign.start", row["id"], {"status": "scheduled"},
+                                {"status": "running", "reason": "its start time came"})
         async with self.db.system_tx() as conn:
             live = await RolloutRepository(conn).live()
         for row in live:

@@ -42,8 +42,9 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
             if status is CampaignStatus.ABORTED:
                 await p.repo.abort_devices(p.tenant_id, p.campaign_id)
             await p.repo.set_status(p.tenant_id, p.campaign_id, status, verdict, finished=False)
-            await audit(p.conn, p.tenant_id, f"firmware.campaign.{'abort' if status is CampaignStatus.ABORTED else 'pause'}",
-                        p.campaign_id, {"status": "running"}, {"status": status.value, "reason": verdict})
+            action = "abort" if status is CampaignStatus.ABORTED else "pause"
+            await audit(p.conn, p.tenant_id, f"firmware.campaign.{action}", p.campaign_id,
+                        {"status": "running"}, {"status": status.value, "reason": verdict})
             p.changed = True
     if status is CampaignStatus.RUNNING:
         wave = campaign["current_wave"]

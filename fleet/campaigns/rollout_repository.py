@@ -233,7 +233,7 @@ class RolloutRepository:
                     where {_KEY} and d.device_id = f.device_id and d.state = f.from_state
                     returning d.device_id, d.wave, d.state, d.reason, d.detail, d.command_id),
                 called_off as (
-                    update commands set status = 'cancelled', completed_at = now(), error = 'the device failed its update'
+                    update commands set status = 'cancelled', completed_at = now(), error = 'its update failed'
                     where id in (select command_id from failed) and status = 'queued')
                 select device_id, wave, state, reason, detail from failed""",
             tenant_id, campaign_id, list(device_ids), list(from_states), list(reasons), list(details))
