@@ -96,6 +96,7 @@ class CampaignJobs:
             async with self.db.system_tx() as conn:
                 await _fence(conn, leadership)
                 if await begin_running(conn, row["tenant_id"], row["id"]):
+                    await publish_campaign(conn, row["tenant_id"], row["id"])
                     await audit(conn, row["tenant_id"], "firmware.campaign.start", row["id"], {"status": "scheduled"},
                                 {"status": "running", "reason": "its start time came"})
         async with self.db.system_tx() as conn:
@@ -135,6 +136,18 @@ async def _fence(conn: asyncpg.Connection, leadership: Leadership | None) -> Non
         await leadership.fence(conn)
 
 
+async def publish_campaign(conn: asyncpg.Connection, tenant_id: UUID, campaign_id: UUID) -> None:
+    """campaign.updated: its status, why, its devices per state and its wave, as committed."""
+    repo = RolloutRepository(conn)
+    campaign = await repo.lock(tenant_id, campaign_id)
+    counts: Counter = Counter()
+    for r in await repo.counts(tenant_id, campaign_id):
+        counts[r["state"]] += r["n"]
+    await EventRepository(conn).append(tenant_id, CAMPAIGN_UPDATED, "firmware_campaign", campaign_id, {
+        "id": str(campaign_id), "status": campaign["status"], "status_reason": campaign["status_reason"],
+        "counts": {s.value: counts[s.value] for s in DeviceState}, "current_wave": campaign["current_wave"]})
+
+
 class CampaignPass:
     """One campaign's pass, in the caller's (fenced) transaction."""
 
@@ -164,7 +177,7 @@ class CampaignPass:
                     "campaign_id": str(self.campaign_id), "device_id": str(r["device_id"]), "state": r["state"],
                     "reason": r["reason"], "detail": r["detail"], "wave": r["wave"]}) for r in self.ended)
         if self.changed:
-            await self._publish_campaign()
+            await publish_campaign(self.conn, self.tenant_id, self.campaign_id)
 
     # -- devices under way --------------------------------------------------------------------
 
@@ -277,13 +290,3 @@ class CampaignPass:
             if wave is None or r["wave"] == wave:
                 found[DeviceState(r["state"])] += r["n"]
         return found
-
-    async def _publish_campaign(self) -> None:
-        campaign = await self.repo.lock(self.tenant_id, self.campaign_id)
-        counts = await self.counts()
-        await EventRepository(self.conn).append(
-            self.tenant_id, CAMPAIGN_UPDATED, "firmware_campaign", self.campaign_id, {
-                "id": str(self.campaign_id), "status": campaign["status"],
-                "status_reason": campaign["status_reason"],
-                "counts": {s.value: counts.get(s, 0) for s in DeviceState},
-                "current_wave": campaign["current_wave"]})

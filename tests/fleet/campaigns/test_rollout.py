@@ -284,6 +284,10 @@ async def test_a_failed_update_raises_an_alarm(rollout, db):
         events = await conn.fetch("select kind, payload from events where kind like 'campaign.%' order by id")
     assert alarm["status"] == "active" and alarm["detail"].startswith("rolled_back")
     assert {"campaign.device_updated", "campaign.updated"} <= {e["kind"] for e in events}
+    last = [e["payload"] for e in events if e["kind"] == "campaign.updated"][-1]
+    assert (last["status"], last["counts"]["failed"], last["current_wave"]) == ("completed", 1, 0)
+    ended = [e["payload"] for e in events if e["kind"] == "campaign.device_updated"]
+    assert [(e["device_id"], e["state"], e["reason"]) for e in ended] == [(str(device), "failed", "rolled_back")]
     assert (await rollout.device(device))["alarm_todo"] is None
 
 
