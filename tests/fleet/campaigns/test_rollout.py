@@ -400,3 +400,55 @@ async def test_a_later_success_clears_the_alarm(rollout, db):
     async with db.system_tx() as conn:
         alarm = await conn.fetchrow("select * from alarms where device_id = $1", device)
     assert alarm["clearing_since"] is not None or alarm["status"] == "cleared"
+
+
+async def test_a_groups_window_wins_over_the_citys(rollout, db):
+    grouped, plain = await rollout.campaign([0, 0], **QUICK)
+    async with db.system_tx() as conn:
+        group = await conn.fetchval("insert into device_groups (tenant_id, name) values ($1, 'night crew') "
+                                    "returning id", rollout.tenant_id)
+        await conn.execute("insert into device_group_members (tenant_id, group_id, device_id) values ($1, $2, $3)",
+                           rollout.tenant_id, group, grouped)
+        await conn.execute("""insert into maintenance_windows (tenant_id, group_id, starts, ends)
+                              values ($1, $2, '01:00', '05:00'), ($1, null, '11:00', '13:00')""",
+                           rollout.tenant_id, group)
+    await rollout.start()
+    yesterday = dt.datetime.now(SEOUL).date() - dt.timedelta(days=1)
+    rollout.clock.at(dt.datetime.combine(yesterday, dt.time(12), SEOUL))
+    await rollout.tick()
+    for device in (grouped, plain):
+        await rollout.downloaded(device)
+    await rollout.tick()
+    assert await rollout.states([grouped, plain]) == ["downloaded", "installing"]
+    rollout.clock.at(dt.datetime.combine(yesterday, dt.time(2), SEOUL))
+    await rollout.tick()
+    assert await rollout.state(grouped) == "installing"
+
+
+async def test_restricted_downloads_wait_for_the_window_too(rollout):
+    (device,) = await rollout.campaign([0], window={"start": "01:00", "end": "05:00"}, restrict_downloads=True,
+                                       **QUICK)
+    await rollout.start()
+    yesterday = dt.datetime.now(SEOUL).date() - dt.timedelta(days=1)
+    rollout.clock.at(dt.datetime.combine(yesterday, dt.time(12), SEOUL))
+    await rollout.tick()
+    assert await rollout.state(device) == "waiting"
+    rollout.clock.at(dt.datetime.combine(yesterday, dt.time(1, 30), SEOUL))
+    await rollout.tick()
+    assert await rollout.state(device) == "downloading"
+
+
+async def test_a_download_that_takes_too_long_times_out(rollout):
+    (device,) = await rollout.campaign([0], timeouts={"download_s": 60}, **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    await rollout.report(device, "/5/0/9", 0)
+    await rollout.answer(device)
+    await rollout.tick()
+    row = await rollout.device(device)
+    assert row["token_expires_at"] > row["step_at"] + dt.timedelta(hours=23)  # timeouts.token_s
+    rollout.clock.offset = dt.timedelta(seconds=61)
+    await rollout.tick()
+    row = await rollout.device(device)
+    assert (row["state"], row["reason"], row["token_hash"], row["command_status"]) == (
+        "failed", "timed_out", None, "cancelled")
