@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 import asyncpg
+import structlog
 
 from fleet.audit.repository import AuditRepository
 
@@ -14,6 +15,8 @@ from fleet.campaigns.rollout_steps import error_verdict, wave_done
 
 if TYPE_CHECKING:
     from fleet.campaigns.rollout import CampaignPass
+
+log = structlog.get_logger(__name__)
 
 # Left out of a wave's size: they never had a chance to succeed.
 _NOT_COUNTED = (DeviceState.SKIPPED, DeviceState.CANCELLED)
@@ -43,6 +46,8 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
                 await p.repo.abort_devices(p.tenant_id, p.campaign_id)
             await p.repo.set_status(p.tenant_id, p.campaign_id, status, verdict, finished=False)
             action = "abort" if status is CampaignStatus.ABORTED else "pause"
+            log.info("firmware campaign stopped by its error threshold", campaign=str(p.campaign_id),
+                     status=status.value, reason=verdict)
             await audit(p.conn, p.tenant_id, f"firmware.campaign.{action}", p.campaign_id,
                         {"status": "running"}, {"status": status.value, "reason": verdict})
             p.changed = True
@@ -55,12 +60,15 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
                 break
             wave += 1
             await p.repo.open_wave(p.tenant_id, p.campaign_id, wave)
+            log.debug("firmware campaign wave opened", campaign=str(p.campaign_id), wave=wave)
             p.changed = True
     counts = await p.counts()
     if any(n for state, n in counts.items() if state not in FINAL_STATES):
         return status
     if status is CampaignStatus.RUNNING:
         await p.repo.set_status(p.tenant_id, p.campaign_id, CampaignStatus.COMPLETED, None, finished=True)
+        log.info("firmware campaign completed", campaign=str(p.campaign_id),
+                 succeeded=counts[DeviceState.SUCCEEDED], failed=counts[DeviceState.FAILED])
         await audit(p.conn, p.tenant_id, "firmware.campaign.complete", p.campaign_id, {"status": "running"},
                     {"status": "completed", "counts": {s.value: counts.get(s, 0) for s in DeviceState}})
         p.changed = True
