@@ -452,3 +452,15 @@ async def test_a_download_that_takes_too_long_times_out(rollout):
     row = await rollout.device(device)
     assert (row["state"], row["reason"], row["token_hash"], row["command_status"]) == (
         "failed", "timed_out", None, "cancelled")
+
+
+async def test_a_paused_campaign_starts_nothing_new(rollout, db):
+    first, second = await rollout.campaign([0, 0], concurrency=1, **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    async with db.system_tx() as conn:  # what the management's pause does
+        await conn.execute("update firmware_campaigns set status = 'paused' where id = $1", rollout.campaign_id)
+    await rollout.downloaded(first)
+    await rollout.tick()
+    assert await rollout.states([first, second]) == ["downloaded", "waiting"]
+    assert not await rollout.commands(first, "/5/0/2")
