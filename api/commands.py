@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from api.runtime import (alarm_service, migrate_database, open_database, resolve_dsn, run_device_edge, run_http,
-                         supervised, until_stopped)
+from api.runtime import (alarm_service, firmware_download_uri, migrate_database, open_database, resolve_dsn,
+                         run_device_edge, run_http, supervised, until_stopped)
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import Role
 from fleet.access.service import ApiKeyService, TenantService, system_principal
@@ -83,7 +83,8 @@ async def serve(settings: Settings) -> int:
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
             lambda: supervised(health, "scheduler", lambda: run_scheduler(
-                db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db))))
+                db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
+                download_base_uri=firmware_download_uri(settings))))
 
 
 async def coap_only(settings: Settings) -> int:
@@ -126,7 +127,8 @@ async def demo(settings: Settings) -> int:
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
             lambda: supervised(health, "scheduler", lambda: run_scheduler(
-                db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db))),
+                db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
+                download_base_uri=firmware_download_uri(settings))),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS))
 
 

@@ -121,6 +121,17 @@ async def run_http(db: Database, settings: Settings, host: str, port: int,
         raise
 
 
+def firmware_download_uri(settings: Settings) -> str:
+    """Where devices download firmware packages: as configured, else this node's CoAP listener
+    (on the loopback address when it listens on every address, which is no address to dial)."""
+    if settings.firmware.download_base_uri:
+        return settings.firmware.download_base_uri
+    host = settings.coap.host
+    host = "127.0.0.1" if host in ("", "::", "0.0.0.0") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"coap://{host}:{settings.coap.port}"
+
+
 def alarm_service(db: Database) -> AlarmService:
     """How every process builds its alarms: each transition reaches the work orders (opened from
     alarms, proven by the device, reopened by a repeat) in the transaction that made it."""

@@ -24,6 +24,11 @@ _COMMAND_COLUMNS = ("id, batch_id, tenant_id, device_id, operation, path, value,
 # lights is one event, not 10,000: measured, per-command events more than doubled the cost of
 # recording outcomes, and no listener wants them one by one).
 EVENT_PER_COMMAND_UP_TO = 100
+# A firmware Update (Execute /5/0/2) is told to a device at most once: a failed or unanswered
+# one is never tried again (the device may have begun installing), and one a node claimed and
+# then died with is failed, not queued again. The rollout waits for the device instead.
+ONCE_ONLY = "(c.operation = 'execute' and c.path = '/5/0/2')"
+OUTCOME_UNKNOWN = "outcome unknown after a node stopped"
 _FINISHED_COLUMNS = "c.id, c.batch_id, c.tenant_id, c.device_id, c.operation, c.path, c.status, c.attempts, " \
                     "c.result, c.error, c.completed_at"
 # Follows a CTE `done` of finished commands (_FINISHED_COLUMNS) and takes the threshold as $n;
@@ -239,14 +244,14 @@ class CommandRepository:
             f"""with done as (
                    update commands c set
                        status = case when o.succeeded then 'succeeded'
-                                     when not o.retryable or c.attempts >= $6 then 'failed'
+                                     when not o.retryable or c.attempts >= $6 or {ONCE_ONLY} then 'failed'
                                      when c.expires_at <= now() then 'expired'
                                      else 'queued' end,
                        result = o.result,
                        error = o.error,
                        next_attempt_at = now() + make_interval(secs => $7 * power(2, c.attempts - 1)),
                        completed_at = case when o.succeeded or not o.retryable or c.attempts >= $6
-                                           or c.expires_at <= now() then now() end
+                                           or c.expires_at <= now() or {ONCE_ONLY} then now() end
                    from unnest($1::uuid[], $2::bool[], $3::jsonb[], $4::text[], $5::bool[])
                         as o(id, succeeded, result, error, retryable)
                    where c.id = o.id and c.status = 'sent'
@@ -292,10 +297,15 @@ class CommandRepository:
             batch_ids)
 
     async def recover_stale(self, older_than: timedelta) -> int:
-        """Commands a node claimed and then died with: back to the queue."""
+        """Commands a node claimed and then died with: back to the queue, but a firmware Update
+        (see ONCE_ONLY), which fails instead."""
         result = await self.conn.execute(
-            """update commands set status = 'queued', next_attempt_at = now()
-               where status = 'sent' and sent_at < now() - $1::interval""", older_than)
+            f"""update commands c set
+                    status = case when {ONCE_ONLY} then 'failed' else 'queued' end,
+                    error = case when {ONCE_ONLY} then $2 else c.error end,
+                    completed_at = case when {ONCE_ONLY} then now() end,
+                    next_attempt_at = now()
+               where c.status = 'sent' and c.sent_at < now() - $1::interval""", older_than, OUTCOME_UNKNOWN)
         return int(result.split()[-1])
 
     async def heartbeat(self, node: str) -> None:

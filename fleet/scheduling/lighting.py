@@ -21,6 +21,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fleet.alarms.service import AlarmService
+from fleet.campaigns.rollout import CampaignJobs
 from fleet.db import Database
 from fleet.lighting.reconcile import MIN_COMMAND_EXPIRY, ReconcileReport, Reconciler
 from fleet.lighting.repository import NOTIFY_CHANNEL
@@ -36,6 +37,8 @@ TRANSITION_JOB = "lighting-next-transition"
 CHANGE_JOB = "lighting-changed"
 INTERVAL_S = 60.0
 MISFIRE_GRACE_S = 30
+# Where devices download firmware when the caller does not say (the CoAP listener's default).
+DEFAULT_DOWNLOAD_BASE_URI = "coap://127.0.0.1:5683"
 
 
 def utc_now() -> dt.datetime:
@@ -132,13 +135,16 @@ class LightingJobs:
 
 async def run_scheduler(db: Database, *, node: str | None = None,
                         events_retention_days: int = RETENTION_DAYS,
-                        alarm_service: AlarmService | None = None) -> None:
+                        alarm_service: AlarmService | None = None,
+                        download_base_uri: str = DEFAULT_DOWNLOAD_BASE_URI) -> None:
     """The `fleet serve` component: try to lead; while leading, keep the lights on schedule,
-    open work orders from alarms, look for stuck fill sensors and keep the event log within
-    its retention."""
+    open work orders from alarms, look for stuck fill sensors, roll firmware campaigns out and
+    keep the event log within its retention."""
+    alarm_service = alarm_service or AlarmService(db)
     # One line per job run is noise at INFO; its warnings (misfires) and errors still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     await LeaderElection(db, node).run(together(
         LightingJobs(db).lead, WorkOrderJobs(db).lead,
-        AlarmJobs(db, alarm_service or AlarmService(db)).lead,
+        AlarmJobs(db, alarm_service).lead,
+        CampaignJobs(db, download_base_uri=download_base_uri, alarm_service=alarm_service).lead,
         EventRetention(db, retention_days=events_retention_days).lead))

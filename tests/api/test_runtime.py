@@ -26,3 +26,18 @@ async def test_a_component_that_ends_stops_the_others_and_the_process_with_statu
     assert cancelled.is_set()
     stopped = [e for e in logs if e["event"] == "component stopped; stopping the process"]
     assert len(stopped) == 1 and isinstance(stopped[0]["exc_info"], OSError)
+
+
+def test_devices_download_firmware_from_the_configured_uri_or_the_coap_listener():
+    from pathlib import Path
+
+    from api.runtime import firmware_download_uri
+    from fleet.settings import CoapSettings, DatabaseSettings, FirmwareSettings, Settings
+
+    database = DatabaseSettings(url=None, data_dir=Path("/tmp/unused"))
+    assert firmware_download_uri(Settings(database)) == "coap://127.0.0.1:5683"
+    assert firmware_download_uri(Settings(database, coap=CoapSettings(host="10.0.0.5", port=5700))) == \
+        "coap://10.0.0.5:5700"
+    assert firmware_download_uri(Settings(database, coap=CoapSettings(host="fd00::1"))) == "coap://[fd00::1]:5683"
+    assert firmware_download_uri(Settings(database, firmware=FirmwareSettings(
+        download_base_uri="coaps://fw.city.example"))) == "coaps://fw.city.example"
