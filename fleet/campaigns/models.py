@@ -233,6 +233,8 @@ class Campaign:
     counts: dict[str, int] = field(default_factory=dict)
     waves: list[dict] = field(default_factory=list)
     expected_finish: datetime | None = None
+    image_version: str | None = None
+    started_by: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,3 +259,11 @@ class Step:
     state: DeviceState
     reason: str | None = None
     detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignDeviceTimeline:
+    """One device's part in a campaign with every state it passed through, oldest first."""
+
+    device: CampaignDevice
+    timeline: list[Step]
