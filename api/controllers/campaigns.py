@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from uuid import UUID
 
 from litestar import Controller, delete, get, post
@@ -25,6 +25,9 @@ Limit = Annotated[int, Parameter(ge=1, le=1000)]
 StatusName = Literal["draft", "awaiting_approval", "scheduled", "running", "paused", "completed", "aborted"]
 StateName = Literal["pending", "waiting", "downloading", "downloaded", "installing", "verifying",
                     "succeeded", "failed", "cancelled", "skipped"]
+# `state` is a name Litestar keeps for itself: the parameter is called so only on the wire.
+StateFilter = Annotated[str | None, Parameter(query="state", required=False,
+                                              schema_extra={"enum": ["", *get_args(StateName)]})]
 
 
 class CampaignCreate(CampaignSettings, forbid_unknown_fields=True, kw_only=True):
@@ -138,10 +141,10 @@ class CampaignController(Controller):
     @get("/{campaign_id:uuid}/devices", summary="The campaign's devices by wave, with their state and reason",
          responses=problems(422))
     async def devices(self, campaign_id: UUID, principal: Principal, campaign_service: CampaignService,
-                      state: query_enum(StateName) = None,
+                      device_state: StateFilter = None,
                       wave: Annotated[int | None, Parameter(required=False, ge=0, le=1_000_000)] = None,
                       cursor: Q = None, limit: Limit = 100) -> CampaignDevicePage:
-        page = await campaign_service.devices(principal, campaign_id, state=_choice(DeviceState, state, "state"),
+        page = await campaign_service.devices(principal, campaign_id, state=_choice(DeviceState, device_state, "state"),
                                               wave=wave, cursor=cursor, limit=limit)
         return CampaignDevicePage(page.items, page.next_cursor)
 

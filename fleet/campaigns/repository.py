@@ -207,7 +207,9 @@ class CampaignRepository:
                 from firmware_campaign_devices cd
                 join devices d on d.tenant_id = cd.tenant_id and d.id = cd.device_id
                 where cd.tenant_id = $1 and cd.campaign_id = $2
-                  and ($3::text is null or cd.state = $3) and ($4::int is null or cd.wave = $4)
+                  and ($3::text is null or cd.state = $3)
+                  -- Skipped devices are in no wave (their column says 0).
+                  and ($4::int is null or (cd.wave = $4 and cd.state <> 'skipped'))
                   and ($5::int is null or (cd.wave, cd.device_id) > ($5, $6::uuid))
                 order by cd.wave, cd.device_id limit $7""",
             tenant_id, campaign_id, state.value if state else None, wave,
