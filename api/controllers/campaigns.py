@@ -30,6 +30,25 @@ StateFilter = Annotated[str | None, Parameter(query="state", required=False,
                                               schema_extra={"enum": ["", *get_args(StateName)]})]
 
 
+# gt=-1 rather than ge=0: Litestar 2 leaves a bound of 0 out of the document.
+Wave = Annotated[int | None, Parameter(required=False, gt=-1, le=1_000_000)]
+
+
+class Window(Struct):
+    """A maintenance window as shown: local times as given (HH:MM)."""
+
+    id: UUID
+    group_id: UUID | None
+    name: str
+    start: str
+    end: str
+    weekdays: list[int]
+
+
+def window_out(w: MaintenanceWindow) -> Window:
+    return Window(w.id, w.group_id, w.name, w.starts.strftime("%H:%M"), w.ends.strftime("%H:%M"), list(w.weekdays))
+
+
 class CampaignCreate(CampaignSettings, forbid_unknown_fields=True, kw_only=True):
     """A campaign: the image, the target as commands take it, and the settings at the top level."""
 
@@ -142,7 +161,7 @@ class CampaignController(Controller):
          responses=problems(422))
     async def devices(self, campaign_id: UUID, principal: Principal, campaign_service: CampaignService,
                       device_state: StateFilter = None,
-                      wave: Annotated[int | None, Parameter(required=False, ge=0, le=1_000_000)] = None,
+                      wave: Wave = None,
                       cursor: Q = None, limit: Limit = 100) -> CampaignDevicePage:
         page = await campaign_service.devices(principal, campaign_id, state=_choice(DeviceState, device_state, "state"),
                                               wave=wave, cursor=cursor, limit=limit)
@@ -161,13 +180,13 @@ class MaintenanceWindowController(Controller):
     @post("/", summary="Add a maintenance window (local time) for the city, or for a group",
           responses=problems(403, 422))
     async def create(self, data: WindowCreate, principal: Principal,
-                     window_service: MaintenanceWindowService) -> MaintenanceWindow:
-        return await window_service.create(principal, data)
+                     window_service: MaintenanceWindowService) -> Window:
+        return window_out(await window_service.create(principal, data))
 
     @get("/", summary="The city's maintenance windows (a group's, with group_id)")
     async def list_windows(self, principal: Principal, window_service: MaintenanceWindowService,
-                           group_id: Annotated[UUID | None, Parameter(required=False)] = None) -> list[MaintenanceWindow]:
-        return await window_service.list(principal, group_id)
+                           group_id: Annotated[UUID | None, Parameter(required=False)] = None) -> list[Window]:
+        return [window_out(w) for w in await window_service.list(principal, group_id)]
 
     @delete("/{window_id:uuid}", summary="Remove a maintenance window", responses=problems(403))
     async def delete_window(self, window_id: UUID, principal: Principal,

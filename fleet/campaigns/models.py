@@ -191,7 +191,8 @@ class WindowCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     end: LocalTime
     name: Annotated[str, msgspec.Meta(max_length=200)] = ""
     group_id: UUID | None = None
-    weekdays: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=7)]], msgspec.Meta(min_length=1)] = \
+    # ISO weekdays, 1 = Monday (a Literal, so the API document lists them too).
+    weekdays: Annotated[list[Literal[1, 2, 3, 4, 5, 6, 7]], msgspec.Meta(min_length=1)] = \
         msgspec.field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
 
 

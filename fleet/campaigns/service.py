@@ -97,9 +97,11 @@ class CampaignService:
             repo = CampaignRepository(conn)
             rows = await repo.campaigns(principal.tenant_id, status, before, limit + 1)
             more, rows = len(rows) > limit, rows[:limit]
-            counts = await repo.counts(principal.tenant_id, [r["id"] for r in rows])
+            counts: dict[UUID, list[asyncpg.Record]] = {r["id"]: [] for r in rows}
+            for c in await repo.counts(principal.tenant_id, list(counts)):
+                counts[c["campaign_id"]].append(c)
         now = self.clock()
-        items = [campaign_from_rows(r, [c for c in counts if c["campaign_id"] == r["id"]], now) for r in rows]
+        items = [campaign_from_rows(r, counts[r["id"]], now) for r in rows]
         last = items[-1] if items else None
         return Page(items, cursors.encode(b"fc:", [last.created_at, str(last.id)]) if more and last else None)
 
@@ -174,7 +176,7 @@ class CampaignService:
     async def delete(self, principal: Principal, campaign_id: UUID) -> None:
         _require(principal, Permission.RUN_CAMPAIGNS, "run campaigns")
         async with self.db.tenant_tx(principal.tenant_id) as conn:
-            before = await self._locked(conn, principal.tenant_id, campaign_id, (CampaignStatus.DRAFT,), "deleted")
+            before = await self._locked(conn, principal.tenant_id, campaign_id, (CampaignStatus.DRAFT,), "delete")
             await CampaignRepository(conn).delete(principal.tenant_id, campaign_id)
             await record(conn, principal, "campaign.delete", "campaign", campaign_id, _rendered(before), None)
             await publish(conn, principal.tenant_id, CAMPAIGN_UPDATED, "campaign", campaign_id,
@@ -285,8 +287,8 @@ class CampaignService:
                       action: str) -> Campaign:
         campaign = await self._campaign(conn, tenant_id, campaign_id, lock=True)
         if campaign.status not in allowed:
-            raise Conflict(f"a {campaign.status.value} campaign cannot be {_past(action)}; "
-                           f"only {', '.join(s.value for s in allowed)}")
+            raise Conflict(f"cannot {action} a campaign that is {campaign.status.value} "
+                           f"(only one that is {' or '.join(s.value for s in allowed)})")
         return campaign
 
     async def _go(self, conn, repo: CampaignRepository, tenant_id: UUID, campaign: Campaign) -> None:
@@ -302,11 +304,6 @@ class CampaignService:
         if row is None:
             raise NotFound(f"campaign {campaign_id} not found")
         return campaign_from_rows(row, await repo.counts(tenant_id, [campaign_id]), self.clock())
-
-
-def _past(action: str) -> str:
-    return {"start": "started", "approve": "approved", "pause": "paused", "resume": "resumed",
-            "abort": "aborted", "retry": "retried", "cancel": "cancelled from", "deleted": "deleted"}[action]
 
 
 def _rendered(campaign: Campaign) -> dict[str, Any]:

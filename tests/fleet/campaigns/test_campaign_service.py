@@ -89,13 +89,15 @@ async def test_one_active_campaign_per_device(db, seoul):
 
 async def test_waves_canary_one_percent_then_times_four_in_a_stable_order(db, seoul):
     image = await add_image(db, seoul.tenant_id)
-    ids = await add_devices(db, seoul.tenant_id, 1000, prefix="w")
+    # The bench's city: 10,000 streetlights, taken in a few statements.
+    ids = await add_devices(db, seoul.tenant_id, 10_000, prefix="w")
     service = CampaignService(db)
-    campaign = await service.create(seoul.principal, request(image, ids))
-    assert campaign.wave_count == 5
-    assert [w["devices"] for w in campaign.waves] == [10, 40, 160, 640, 150]
+    campaign = await service.create(seoul.principal, CampaignRequest(image, Target(filter=DeviceFilter()),
+                                                                     CampaignSettings()))
+    assert campaign.wave_count == 5 and campaign.device_count == 10_000
+    assert [w["devices"] for w in campaign.waves] == [100, 400, 1600, 6400, 1500]
     first = {d: r["wave"] for d, r in (await device_states(db, seoul.tenant_id, campaign.id)).items()}
-    assert sorted(Counter(first.values()).items()) == [(0, 10), (1, 40), (2, 160), (3, 640), (4, 150)]
+    assert sorted(Counter(first.values()).items()) == [(0, 100), (1, 400), (2, 1600), (3, 6400), (4, 1500)]
     # Not creation order, and the same order again for the same campaign and devices.
     assert [first[d] for d in ids[:10]] != [0] * 10
     async with db.tenant_tx(seoul.tenant_id) as conn:
