@@ -158,7 +158,10 @@ class CampaignRepository:
                select $1, $2, u.device_id, u.wave, u.state, u.reason, u.detail, d.firmware_version
                from unnest($3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[])
                     u (device_id, wave, state, reason, detail)
-               join devices d on d.tenant_id = $1 and d.id = u.device_id""",
+               join devices d on d.tenant_id = $1 and d.id = u.device_id
+               -- One order for every campaign: two taking the same devices at once wait on
+               -- each other's index entries in the same order, never in a deadlock.
+               order by u.device_id""",
             tenant_id, campaign_id, list(device_ids), list(waves), list(states), list(reasons), list(details))
 
     async def move_devices(self, tenant_id: UUID, campaign_id: UUID, from_states: Sequence[DeviceState],

@@ -164,7 +164,7 @@ class CampaignService:
                     [DeviceState.PENDING.value] * len(taking_part) + [DeviceState.SKIPPED.value] * len(skipped),
                     [None] * len(taking_part) + [why[0].value for _, why in skipped],
                     [None] * len(taking_part) + [why[1] for _, why in skipped])
-            except asyncpg.UniqueViolationError:
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # Another campaign took one of them between the check and the insert.
                 raise Conflict("a device joined another active campaign meanwhile; try again") from None
             await repo.set_sizes(tenant_id, campaign_id, len(taking_part), len(sizes))
@@ -245,7 +245,7 @@ class CampaignService:
                 raise _busy(busy)
             try:
                 await repo.retry(tenant_id, campaign_id, failed, campaign.current_wave)
-            except asyncpg.UniqueViolationError:
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 raise Conflict("a device joined another active campaign meanwhile; try again") from None
             now = await self._campaign(conn, tenant_id, campaign_id)
             await repo.update(tenant_id, campaign_id, status=CampaignStatus.RUNNING.value, status_reason=None,

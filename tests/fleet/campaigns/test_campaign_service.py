@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -87,6 +88,18 @@ async def test_one_active_campaign_per_device(db, seoul):
     assert (await service.create(seoul.principal, request(image, ids[1:]))).device_count == 2
 
 
+async def test_two_campaigns_at_once_on_the_same_devices_one_wins(db, seoul):
+    image = await add_image(db, seoul.tenant_id)
+    ids = await add_devices(db, seoul.tenant_id, 50, prefix="race")
+    service = CampaignService(db)
+    # However the two interleave (the check, or the unique index under it), exactly one is refused.
+    results = await asyncio.gather(service.create(seoul.principal, request(image, ids)),
+                                   service.create(seoul.principal, request(image, ids[::-1])),
+                                   return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["Campaign", "Conflict"]
+    assert len((await service.list(seoul.principal)).items) == 1
+
+
 async def test_waves_canary_one_percent_then_times_four_in_a_stable_order(db, seoul):
     image = await add_image(db, seoul.tenant_id)
     # The bench's city: 10,000 streetlights, taken in a few statements.
@@ -138,6 +151,13 @@ async def test_start_runs_the_canary_and_the_timeline_records_it(db, seoul):
     assert [s.state for s in timeline.timeline] == ["pending", "waiting"]
     with pytest.raises(Conflict):
         await service.start(seoul.principal, campaign.id)
+    # Each change published the campaign as the API shows it, counts included.
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        events = await conn.fetch("""select kind, payload from events where subject_type = 'campaign'
+                                     and subject_id = $1 order by id""", str(campaign.id))
+    assert [e["kind"] for e in events] == ["campaign.updated", "campaign.updated"]
+    assert [(e["payload"]["status"], e["payload"]["counts"]["waiting"]) for e in events] == [
+        ("draft", 0), ("running", 1)]
 
 
 async def test_a_tampered_image_does_not_start(db, seoul):
