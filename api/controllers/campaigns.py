@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, delete, get, post
@@ -12,29 +12,28 @@ from msgspec import Meta, Struct
 
 from api.controllers.commands import CommandTarget, to_target
 from api.problems import problems
-from api.schemas import query_enum
 from fleet.access.models import Principal
 from fleet.campaigns.models import (Campaign, CampaignDevice, CampaignDeviceTimeline, CampaignRequest,
-                                    CampaignSettings, CampaignStatus, DeviceState, MaintenanceWindow,
-                                    WindowCreate)
+                                    CampaignSettings, CampaignStatus, DeviceState, WindowCreate)
+from fleet.campaigns.models import MaintenanceWindow as StoredWindow
 from fleet.campaigns.service import CampaignService, MaintenanceWindowService
 from fleet.errors import FieldError, ValidationFailed
 
 Q = Annotated[str | None, Parameter(required=False)]
 Limit = Annotated[int, Parameter(ge=1, le=1000)]
-StatusName = Literal["draft", "awaiting_approval", "scheduled", "running", "paused", "completed", "aborted"]
-StateName = Literal["pending", "waiting", "downloading", "downloaded", "installing", "verifying",
-                    "succeeded", "failed", "cancelled", "skipped"]
+# Optional filters (empty: none); the domain's enums say what they accept (422 otherwise).
+StatusFilter = Annotated[str | None, Parameter(required=False, schema_extra={
+    "enum": ["", *(s.value for s in CampaignStatus)]})]
 # `state` is a name Litestar keeps for itself: the parameter is called so only on the wire.
-StateFilter = Annotated[str | None, Parameter(query="state", required=False,
-                                              schema_extra={"enum": ["", *get_args(StateName)]})]
+StateFilter = Annotated[str | None, Parameter(query="state", required=False, schema_extra={
+    "enum": ["", *(s.value for s in DeviceState)]})]
 
 
 # gt=-1 rather than ge=0: Litestar 2 leaves a bound of 0 out of the document.
 Wave = Annotated[int | None, Parameter(required=False, gt=-1, le=1_000_000)]
 
 
-class Window(Struct):
+class MaintenanceWindow(Struct):
     """A maintenance window as shown: local times as given (HH:MM)."""
 
     id: UUID
@@ -45,8 +44,9 @@ class Window(Struct):
     weekdays: list[int]
 
 
-def window_out(w: MaintenanceWindow) -> Window:
-    return Window(w.id, w.group_id, w.name, w.starts.strftime("%H:%M"), w.ends.strftime("%H:%M"), list(w.weekdays))
+def window_out(w: StoredWindow) -> MaintenanceWindow:
+    return MaintenanceWindow(w.id, w.group_id, w.name, w.starts.strftime("%H:%M"), w.ends.strftime("%H:%M"),
+                             list(w.weekdays))
 
 
 class CampaignCreate(CampaignSettings, forbid_unknown_fields=True, kw_only=True):
@@ -104,7 +104,7 @@ class CampaignController(Controller):
 
     @get("/", summary="Campaigns, newest first, with cursor pagination", responses=problems(422))
     async def list_campaigns(self, principal: Principal, campaign_service: CampaignService,
-                             status: query_enum(StatusName) = None, cursor: Q = None,
+                             status: StatusFilter = None, cursor: Q = None,
                              limit: Limit = 50) -> CampaignPage:
         page = await campaign_service.list(principal, status=_choice(CampaignStatus, status, "status"),
                                            cursor=cursor, limit=limit)
@@ -180,12 +180,12 @@ class MaintenanceWindowController(Controller):
     @post("/", summary="Add a maintenance window (local time) for the city, or for a group",
           responses=problems(403, 422))
     async def create(self, data: WindowCreate, principal: Principal,
-                     window_service: MaintenanceWindowService) -> Window:
+                     window_service: MaintenanceWindowService) -> MaintenanceWindow:
         return window_out(await window_service.create(principal, data))
 
     @get("/", summary="The city's maintenance windows (a group's, with group_id)")
     async def list_windows(self, principal: Principal, window_service: MaintenanceWindowService,
-                           group_id: Annotated[UUID | None, Parameter(required=False)] = None) -> list[Window]:
+                           group_id: Annotated[UUID | None, Parameter(required=False)] = None) -> list[MaintenanceWindow]:
         return [window_out(w) for w in await window_service.list(principal, group_id)]
 
     @delete("/{window_id:uuid}", summary="Remove a maintenance window", responses=problems(403))
