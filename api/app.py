@@ -18,6 +18,7 @@ from api.controllers.alarms import AlarmController, GroupAlarmSettingsController
 from api.controllers.devices import DeviceController
 from api.controllers.events import events
 from api.controllers.groups import GroupController
+from api.controllers.campaigns import CampaignController, MaintenanceWindowController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.crews import CrewController
 from api.controllers.sync import sync
@@ -36,6 +37,7 @@ from fleet.access.revocations import RevocationListener
 from fleet.access.models import Principal
 from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.service import AuditService
+from fleet.campaigns.service import CampaignService, MaintenanceWindowService
 from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
 from fleet.db import Database
@@ -116,6 +118,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "workorder_service": WorkOrderService(db),
         "sync_service": SyncService(db),
         "event_service": EventService(db),
+        "campaign_service": CampaignService(db),
+        "window_service": MaintenanceWindowService(db),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -127,7 +131,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,
-                        WorkOrderController, sync, events, docs_assets, *(extra_handlers or [])],
+                        WorkOrderController, CampaignController, MaintenanceWindowController,
+                        sync, events, docs_assets, *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"], limits),
                     idempotency(IdempotencyService(db), http.max_body_bytes)],

@@ -155,6 +155,7 @@ class Tenant(Struct):
     name: str
     timezone: str
     created_at: datetime
+    firmware_approval_required: bool = False
 
 
 class AuditEntry(Struct):

@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, delete, get, patch, post
 from litestar.params import Parameter
 
 from api.schemas import (ApiKey, ApiKeyCreate, ApiKeyCreated, AuditEntry, AuditPage, Tenant,
                          api_key_out)
 from api.problems import problems
-from fleet.access.models import Principal, Role
+from fleet.access.models import Principal, Role, TenantUpdate
 from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.models import AuditQuery
 from fleet.audit.service import AuditService
@@ -25,8 +25,16 @@ class TenantController(Controller):
 
     @get("/", summary="The caller's city")
     async def current(self, principal: Principal, tenant_service: TenantService) -> Tenant:
-        t = await tenant_service.current(principal)
-        return Tenant(t.id, t.slug, t.name, t.timezone, t.created_at)
+        return tenant_out(await tenant_service.current(principal))
+
+    @patch("/", summary="Change the city's settings (admins); absent fields stay as they are",
+           responses=problems(403, 422))
+    async def change(self, data: TenantUpdate, principal: Principal, tenant_service: TenantService) -> Tenant:
+        return tenant_out(await tenant_service.update(principal, data))
+
+
+def tenant_out(t) -> Tenant:
+    return Tenant(t.id, t.slug, t.name, t.timezone, t.created_at, t.firmware_approval_required)
 
 
 class ApiKeyController(Controller):

@@ -64,7 +64,7 @@ class ObservationCreate(Struct, forbid_unknown_fields=True):
     path: Annotated[str, Meta(max_length=40)]
 
 
-def _target(data: CommandTarget) -> Target:
+def to_target(data: CommandTarget) -> Target:
     given = [name for name in ("device_ids", "group_id", "filter") if getattr(data, name) is not None]
     if len(given) != 1:
         raise ValidationFailed("invalid target", [FieldError(
@@ -97,7 +97,7 @@ class CommandController(Controller):
     async def submit(self, data: CommandCreate, principal: Principal,
                      command_service: CommandService) -> Command:
         batch = await command_service.submit(principal, CommandRequest(
-            _target(data.target), Operation(data.operation), data.path, data.value,
+            to_target(data.target), Operation(data.operation), data.path, data.value,
             timedelta(seconds=data.expires_in_s), attributes=data.attributes))
         return command_out(batch)
 

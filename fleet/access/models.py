@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+import msgspec
+
 
 class Role(enum.StrEnum):
     ADMIN = "admin"
@@ -36,6 +38,8 @@ class Permission(enum.StrEnum):
     MANAGE_FIRMWARE = "manage_firmware"
     RUN_CAMPAIGNS = "run_campaigns"
     APPROVE_CAMPAIGNS = "approve_campaigns"
+    # The city's own settings (PATCH /api/v1/tenant): admins.
+    MANAGE_TENANT = "manage_tenant"
 
 
 _OPERATOR = {Permission.READ, Permission.MANAGE_DEVICES, Permission.MANAGE_GROUPS,
@@ -58,6 +62,15 @@ class Tenant:
     name: str
     timezone: str
     created_at: datetime
+    # A campaign needs a second admin's approval before it starts.
+    firmware_approval_required: bool = False
+
+
+class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """PATCH /api/v1/tenant: the city's settings; an absent (or null) field stays as it is.
+    Each field is a column of `tenants` of the same name."""
+
+    firmware_approval_required: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from uuid import UUID
 
 import asyncpg
 
-from fleet.access.models import ApiKey, Role, Tenant
+from fleet.access.models import ApiKey, Role, Tenant, TenantUpdate
 
 # Every node listens here and forgets a revoked key at once (fleet.access.revocations).
 REVOCATION_CHANNEL = "fleet_keys"
@@ -15,7 +15,8 @@ _KEY_COLUMNS = "id, tenant_id, name, role, prefix, created_at, revoked_at, last_
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:
-    return Tenant(row["id"], row["slug"], row["name"], row["timezone"], row["created_at"])
+    return Tenant(row["id"], row["slug"], row["name"], row["timezone"], row["created_at"],
+                  row["firmware_approval_required"])
 
 
 def _key(row: asyncpg.Record) -> ApiKey:
@@ -39,6 +40,16 @@ class TenantRepository:
 
     async def by_id(self, tenant_id: UUID) -> Tenant | None:
         row = await self.conn.fetchrow("select * from tenants where id = $1", tenant_id)
+        return _tenant(row) if row else None
+
+    async def update(self, tenant_id: UUID, changes: TenantUpdate) -> Tenant | None:
+        """Set the fields `changes` gives; the column names are TenantUpdate's field names,
+        never the caller's text."""
+        given = {name: getattr(changes, name) for name in changes.__struct_fields__
+                 if getattr(changes, name) is not None}
+        sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(given, start=2)) or "id = id"
+        row = await self.conn.fetchrow(f"update tenants set {sets} where id = $1 returning *",
+                                       tenant_id, *given.values())
         return _tenant(row) if row else None
 
     async def all(self) -> list[Tenant]:

@@ -10,9 +10,10 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
+import msgspec
 
 from fleet.access.keycache import KeyCache
-from fleet.access.models import ApiKey, IssuedKey, Permission, Principal, Role, Tenant
+from fleet.access.models import ApiKey, IssuedKey, Permission, Principal, Role, Tenant, TenantUpdate
 from fleet.access.repository import ApiKeyRepository, TenantRepository
 from fleet.audit.service import record
 from fleet.db import Database
@@ -81,6 +82,19 @@ class TenantService:
         if tenant is None:
             raise NotFound("tenant not found")
         return tenant
+
+    async def update(self, principal: Principal, changes: TenantUpdate) -> Tenant:
+        if not principal.can(Permission.MANAGE_TENANT):
+            raise PermissionDenied("only admins may change the city's settings")
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            repo = TenantRepository(conn)
+            before = await repo.by_id(principal.tenant_id)
+            tenant = await repo.update(principal.tenant_id, changes)
+            if before is None or tenant is None:
+                raise NotFound("tenant not found")
+            await record(conn, principal, "tenant.update", "tenant", tenant.id,
+                         msgspec.to_builtins(before), msgspec.to_builtins(tenant))
+            return tenant
 
     async def all(self) -> list[Tenant]:
         async with self.db.system_tx() as conn:

@@ -191,7 +191,8 @@ class WindowCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     end: LocalTime
     name: Annotated[str, msgspec.Meta(max_length=200)] = ""
     group_id: UUID | None = None
-    weekdays: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=7)]], msgspec.Meta(min_length=1)] = \
+    # ISO weekdays, 1 = Monday (a Literal, so the API document lists them too).
+    weekdays: Annotated[list[Literal[1, 2, 3, 4, 5, 6, 7]], msgspec.Meta(min_length=1)] = \
         msgspec.field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
 
 
@@ -233,6 +234,8 @@ class Campaign:
     counts: dict[str, int] = field(default_factory=dict)
     waves: list[dict] = field(default_factory=list)
     expected_finish: datetime | None = None
+    image_version: str | None = None
+    started_by: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,3 +260,11 @@ class Step:
     state: DeviceState
     reason: str | None = None
     detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignDeviceTimeline:
+    """One device's part in a campaign with every state it passed through, oldest first."""
+
+    device: CampaignDevice
+    timeline: list[Step]

@@ -24,7 +24,10 @@ import structlog
 from fleet.alarms.models import AlarmType, Finding
 from fleet.campaigns import rollout_steps as steps
 from fleet.campaigns.models import DOWNLOAD_STATES, CampaignSettings, CampaignStatus, Delivery, DeviceState
-from fleet.campaigns.rollout_repository import RolloutRepository, begin_running
+from fleet.campaigns.repository import begin_running
+from fleet.errors import ValidationFailed
+from fleet.firmware.service import verify_stored
+from fleet.campaigns.rollout_repository import RolloutRepository
 from fleet.campaigns.rollout_progress import advance_campaign, audit
 from fleet.campaigns.rollout_steps import Advance, DeviceFacts, Fail, NextStep, Poll, Reading, decide
 from fleet.campaigns.windows import applicable, campaign_hours, is_open
@@ -95,6 +98,18 @@ class CampaignJobs:
         for row in due:
             async with self.db.system_tx() as conn:
                 await _fence(conn, leadership)
+                try:
+                    # Checked again at the start itself: the bytes may have changed since.
+                    await verify_stored(conn, row["tenant_id"], row["image_id"])
+                except ValidationFailed as exc:
+                    reason = "the image failed verification at its scheduled start: " + "; ".join(
+                        e.message for e in exc.errors)
+                    await RolloutRepository(conn).back_to_draft(row["tenant_id"], row["id"], reason)
+                    await publish_campaign(conn, row["tenant_id"], row["id"])
+                    await audit(conn, row["tenant_id"], "firmware.campaign.start_refused", row["id"],
+                                {"status": "scheduled"}, {"status": "draft", "reason": reason})
+                    log.warning("scheduled campaign not started", campaign=str(row["id"]), reason=reason)
+                    continue
                 if await begin_running(conn, row["tenant_id"], row["id"]):
                     await publish_campaign(conn, row["tenant_id"], row["id"])
                     await audit(conn, row["tenant_id"], "firmware.campaign.start", row["id"], {"status": "scheduled"},

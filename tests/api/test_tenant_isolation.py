@@ -19,6 +19,7 @@ from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
 from fleet.events.models import DEVICE_STATUS_CHANGED
 from fleet.events.service import publish
+from tests.fleet.campaigns.firmware_helpers import add_image
 
 DEVICE = {"kind": "streetlight", "location": {"lat": 37.57, "lon": 126.98}, "district": "Jung-gu",
           "nominal_wattage": 90}
@@ -72,7 +73,7 @@ async def read_stream(client, url: str, until: str) -> str:
     raise AssertionError(f"the stream ended before {until!r}")
 
 
-async def seed(city, n: int) -> dict[str, str]:
+async def seed(city, n: int, db=None) -> dict[str, str]:
     client = city.client
     device = (await client.post("/api/v1/devices", json={**DEVICE, "endpoint": f"{city.slug}-{n}",
                                                          "serial": f"{city.slug}-S{n}"})).json()
@@ -96,7 +97,13 @@ async def seed(city, n: int) -> dict[str, str]:
         "device_ids": [device["id"]], "type": "repair_lamp", "crew_id": crew["id"]})).json()
     attachment = (await client.post(f"/api/v1/workorders/{work_order['id']}/attachments",
                                     content=PNG, headers={"Content-Type": "image/png"})).json()
-    return {"crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
+    image = await add_image(db, city.tenant_id)
+    campaign = (await client.post("/api/v1/firmware/campaigns", json={
+        "image_id": str(image), "target": {"device_ids": [device["id"]]}})).json()
+    window = (await client.post("/api/v1/firmware/windows", json={
+        "start": "01:00", "end": "05:00", "group_id": group["id"]})).json()
+    return {"campaign_id": campaign["id"], "window_id": window["id"], "image_id": str(image),
+            "crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
             "device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
             "endpoint": device["endpoint"], "program_id": program["id"], "calendar_id": calendar["id"],
             "assignment_id": assignment["id"], "override_id": override["id"],
@@ -104,8 +111,8 @@ async def seed(city, n: int) -> dict[str, str]:
 
 
 async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
-    mine = await seed(seoul, 1)
-    theirs = await seed(busan, 2)
+    mine = await seed(seoul, 1, db)
+    theirs = await seed(busan, 2, db)
     batch = await CommandService(db).submit(busan.principal, CommandRequest(
         Target(device_ids=(UUID(theirs["device_id"]),)), Operation.READ, "/3/0"))
     theirs["command_id"] = str(batch.id)
@@ -122,7 +129,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                     theirs["crew_id"], theirs["work_order_id"], theirs["attachment_id"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
                     theirs["assignment_id"], theirs["override_id"], theirs["alarm_id"],
-                    theirs["service_request_id"]}
+                    theirs["service_request_id"], theirs["campaign_id"], theirs["window_id"],
+                    theirs["image_id"]}
     # Open311's last path segment carries the format.
     in_path = {**theirs, "service_request_id": f"{theirs['service_request_id']}.json",
                "service_code": "streetlight_out.json"}
@@ -170,10 +178,21 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     response = await seoul.client.post("/api/v1/commands", json={
         "target": {"group_id": theirs["group_id"]}, "operation": "read", "path": "/3/0"})
     assert response.status_code == 404
+    # A campaign of B's image, or for B's devices or group, or a window for B's group: refused.
+    for body in ({"image_id": theirs["image_id"], "target": {"device_ids": [mine["device_id"]]}},
+                 {"image_id": mine["image_id"], "target": {"device_ids": [theirs["device_id"]]}}):
+        assert (await seoul.client.post("/api/v1/firmware/campaigns", json=body)).status_code == 422
+    response = await seoul.client.post("/api/v1/firmware/campaigns", json={
+        "image_id": mine["image_id"], "target": {"group_id": theirs["group_id"]}})
+    assert response.status_code == 404
+    response = await seoul.client.post("/api/v1/firmware/windows", json={
+        "start": "01:00", "end": "05:00", "group_id": theirs["group_id"]})
+    assert response.status_code == 422
     for url in ("/api/v1/devices", "/api/v1/groups", "/api/v1/apikeys", "/api/v1/audit", "/api/v1/alarms",
                 "/api/v1/alarms/counts?status=all",
                 "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson",
-                "/api/v1/crews", "/api/v1/workorders", "/api/v1/workorders?near=37.5,127.0"):
+                "/api/v1/crews", "/api/v1/workorders", "/api/v1/workorders?near=37.5,127.0",
+                "/api/v1/firmware/campaigns", "/api/v1/firmware/windows"):
         text = (await seoul.client.get(url)).text
         assert not [s for s in secrets_of_b if s in text], url
 
@@ -196,5 +215,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert override["cancelled_at"] is None
     alarm = (await busan.client.get(f"/api/v1/alarms/{theirs['alarm_id']}")).json()
     assert alarm["status"] == "active" and alarm["shelved_until"] is None
+    campaign = (await busan.client.get(f"/api/v1/firmware/campaigns/{theirs['campaign_id']}")).json()
+    assert (campaign["status"], campaign["version"], campaign["counts"]["pending"]) == ("draft", 1, 1)
+    assert [w["id"] for w in (await busan.client.get("/api/v1/firmware/windows")).json()] == [theirs["window_id"]]
     assignments = (await busan.client.get("/api/v1/lighting/assignments")).json()
     assert [a["calendar_id"] for a in assignments] == [theirs["calendar_id"]]

@@ -7,7 +7,7 @@ import json
 import uuid
 
 from fleet.campaigns.rollout import CampaignJobs
-from fleet.campaigns.rollout_repository import begin_running
+from fleet.campaigns.repository import begin_running
 from fleet.campaigns.rollout_steps import refused
 from fleet.commands.models import Outcome
 from fleet.commands.repository import CommandRepository
