@@ -8,7 +8,7 @@ from urllib.parse import quote
 from uuid import UUID
 
 from litestar import Controller, Request, Response, Router, delete, get, post
-from litestar.datastructures import UploadFile
+from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import Body, Parameter
@@ -142,7 +142,11 @@ class FirmwareImageController(Controller):
 
     @get("/{image_id:uuid}/content", summary="The image's bytes as stored (admins); ETag is its SHA-256",
          media_type="application/octet-stream", responses=problems(403),
-         operation_class=FirmwareDownloadOperation)
+         operation_class=FirmwareDownloadOperation, response_description="the image's bytes",
+         response_headers=[ResponseHeader(name="ETag", description="the SHA-256 (hex), quoted",
+                                          documentation_only=True),
+                           ResponseHeader(name="Content-Disposition", description="attachment, with the file name",
+                                          documentation_only=True)])
     async def download(self, image_id: UUID, principal: Principal, firmware_service: FirmwareService) -> Stream:
         image, chunks = await firmware_service.download(principal, image_id)
         return Stream(chunks, media_type="application/octet-stream", headers={

@@ -9,9 +9,13 @@ wall is extended with the API.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from datetime import UTC, datetime
 from uuid import UUID
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleet.alarms.models import AlarmType, Finding
 from fleet.alarms.service import AlarmService
@@ -47,6 +51,7 @@ BODIES = {
 }
 # Open311 names the city in `jurisdiction_id`: the caller names its own, and B's ids must stay B's.
 OPEN311 = "/open311/"
+FIRMWARE_KEYS = "/api/v1/firmware/keys/"
 # The service catalogue is the same in every city (fleet.reports.models.SERVICES): nothing of B's.
 SHARED_NAMES = {"service_code"}
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
@@ -96,7 +101,15 @@ async def seed(city, n: int) -> dict[str, str]:
         "device_ids": [device["id"]], "type": "repair_lamp", "crew_id": crew["id"]})).json()
     attachment = (await client.post(f"/api/v1/workorders/{work_order['id']}/attachments",
                                     content=PNG, headers={"Content-Type": "image/png"})).json()
+    release_key = Ed25519PrivateKey.generate()
+    firmware_key = (await client.post("/api/v1/firmware/keys", json={
+        "name": f"{city.slug} release", "public_key": release_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()})).json()
+    firmware = f"{city.slug} firmware".encode()
+    image = (await client.post("/api/v1/firmware/images", files={"file": ("fw.bin", firmware)}, data={
+        "version": "1.0", "signature": base64.b64encode(release_key.sign(firmware)).decode()})).json()
     return {"crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
+            "firmware_key_id": firmware_key["id"], "image_id": image["id"],
             "device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
             "endpoint": device["endpoint"], "program_id": program["id"], "calendar_id": calendar["id"],
             "assignment_id": assignment["id"], "override_id": override["id"],
@@ -122,7 +135,7 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                     theirs["crew_id"], theirs["work_order_id"], theirs["attachment_id"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
                     theirs["assignment_id"], theirs["override_id"], theirs["alarm_id"],
-                    theirs["service_request_id"]}
+                    theirs["service_request_id"], theirs["firmware_key_id"], theirs["image_id"]}
     # Open311's last path segment carries the format.
     in_path = {**theirs, "service_request_id": f"{theirs['service_request_id']}.json",
                "service_code": "streetlight_out.json"}
@@ -138,8 +151,10 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
             missing = [n for n in names if n not in in_path]
             assert not missing, f"teach this test how to fill {missing} for {method} {path}"
             url = path
+            # A release key's id is a firmware key's, not an API key's.
+            ids = {**in_path, "key_id": theirs["firmware_key_id"]} if path.startswith(FIRMWARE_KEYS) else in_path
             for name in names:
-                url = url.replace("{" + name + "}", in_path[name])
+                url = url.replace("{" + name + "}", ids[name])
             body = BODIES.get((method, path))
             if body and body.get("device_ids") == ["{device_id}"]:
                 body = {"device_ids": [theirs["device_id"]]}
@@ -173,7 +188,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     for url in ("/api/v1/devices", "/api/v1/groups", "/api/v1/apikeys", "/api/v1/audit", "/api/v1/alarms",
                 "/api/v1/alarms/counts?status=all",
                 "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson",
-                "/api/v1/crews", "/api/v1/workorders", "/api/v1/workorders?near=37.5,127.0"):
+                "/api/v1/crews", "/api/v1/workorders", "/api/v1/workorders?near=37.5,127.0",
+                "/api/v1/firmware/keys", "/api/v1/firmware/images"):
         text = (await seoul.client.get(url)).text
         assert not [s for s in secrets_of_b if s in text], url
 
@@ -196,5 +212,9 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert override["cancelled_at"] is None
     alarm = (await busan.client.get(f"/api/v1/alarms/{theirs['alarm_id']}")).json()
     assert alarm["status"] == "active" and alarm["shelved_until"] is None
+    release_keys = (await busan.client.get("/api/v1/firmware/keys")).json()
+    assert [(k["id"], k["revoked_at"]) for k in release_keys] == [(theirs["firmware_key_id"], None)]
+    image = await busan.client.get(f"/api/v1/firmware/images/{theirs['image_id']}/content")
+    assert image.content == b"busan firmware"
     assignments = (await busan.client.get("/api/v1/lighting/assignments")).json()
     assert [a["calendar_id"] for a in assignments] == [theirs["calendar_id"]]
