@@ -165,7 +165,11 @@ def firmware_routes(max_image_bytes: int) -> list[Controller | Router]:
     def refuse(request: Request, _exc: RequestEntityTooLarge) -> Response:
         return problem(request, 413, "Payload Too Large", too_large(max_image_bytes))
 
+    def not_text(request: Request, _exc: UnicodeDecodeError) -> Response:
+        # Litestar decodes the form's text fields itself and lets this escape.
+        return problem(request, 400, "Bad Request", "a text field of the form is not UTF-8")
+
     images = Router(path="/", route_handlers=[FirmwareImageController],
                     request_max_body_size=max_image_bytes + FORM_ALLOWANCE,
-                    exception_handlers={RequestEntityTooLarge: refuse})
+                    exception_handlers={RequestEntityTooLarge: refuse, UnicodeDecodeError: not_text})
     return [FirmwareKeyController, images]

@@ -149,6 +149,10 @@ async def test_an_image_no_live_key_of_the_city_verifies_is_refused(seoul, busan
     missing_version = await seoul.client.post(IMAGES, files={"file": ("a.bin", content)},
                                               data={"signature": base64.b64encode(key.sign(content)).decode()})
     assert missing_version.status_code == 400
+    not_utf8 = (b'--b\r\nContent-Disposition: form-data; name="version"\r\n\r\n\xff\xfe\r\n'
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n\r\nxx\r\n--b--\r\n')
+    problem_of(await seoul.client.post(IMAGES, content=not_utf8,
+                                       headers={"content-type": "multipart/form-data; boundary=b"}), 400)
 
     assert (await seoul.client.delete(f"{KEYS}/{registered['id']}")).status_code == 204
     assert fields_of(problem_of(await upload(seoul.client, content, key), 422)) == {"signature": not_verified}
