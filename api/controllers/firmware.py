@@ -8,19 +8,22 @@ from urllib.parse import quote
 from uuid import UUID
 
 from litestar import Controller, Request, Response, Router, delete, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.handlers import BaseRouteHandler
 from litestar.params import Body, Parameter
 from litestar.response import Stream
 from msgspec import Meta, Struct
 
 from api.openapi import FirmwareDownloadOperation
 from api.problems import problem, problems
-from fleet.access.models import Principal
+from fleet.access.models import Permission, Principal
 from fleet.firmware.models import Image, ImageUpload, KeyCreate, ReleaseKey, comma_list, too_large
 from fleet.firmware.service import FirmwareService
 from fleet.firmware.signatures import signature_from_base64
+from fleet.registry.service import require
 
 # What a multipart form carries beside the image: boundaries, part headers, version, lists,
 # signature and up to 20,000 characters of notes (4 bytes each at most in UTF-8).
@@ -85,6 +88,12 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def may_upload(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+    """Guards run before the form is read: a caller who may not upload is refused without
+    Fleet first reading up to 64 MiB. The service checks again."""
+    require(connection.scope["state"]["principal"], Permission.MANAGE_FIRMWARE)
+
+
 class FirmwareKeyController(Controller):
     path = "/api/v1/firmware/keys"
     tags = ["firmware"]
@@ -115,11 +124,11 @@ class FirmwareImageController(Controller):
     @post("/", summary="Upload a signed firmware image (admins; multipart form)",
           description="422 when the signature does not verify with any live release key of the city; "
                       "413 above the size limit (FLEET_FIRMWARE_MAX_BYTES, 64 MiB by default).",
-          responses=problems(403, 413, 422))
+          responses=problems(403, 413, 422), guards=[may_upload])
     async def upload(self, data: Annotated[ImageForm, Body(media_type=RequestEncodingType.MULTI_PART)],
                      principal: Principal, firmware_service: FirmwareService) -> FirmwareImage:
         try:
-            # The form spooled the file to disk; this is the one copy of it in memory.
+            # The form spooled the file (to disk beyond 1 MiB); this is the one copy of it in memory.
             content = await data.file.read()
         finally:
             await data.file.close()
