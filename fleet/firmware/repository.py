@@ -102,12 +102,18 @@ class KeyRepository:
             + (" for update" if for_update else ""), tenant_id, key_id)
         return key_from_row(row) if row else None
 
-    async def keys(self, tenant_id: UUID, *, live_only: bool = False) -> list[ReleaseKey]:
-        """Newest first; revoked ones too unless `live_only`."""
+    async def keys(self, tenant_id: UUID) -> list[ReleaseKey]:
+        """Newest first, revoked ones too."""
         rows = await self.conn.fetch(
-            f"""select {_KEY_COLUMNS} from firmware_keys
-                where tenant_id = $1 and ($2::boolean is false or revoked_at is null)
-                order by created_at desc, id desc""", tenant_id, live_only)
+            f"select {_KEY_COLUMNS} from firmware_keys where tenant_id = $1 order by created_at desc, id desc",
+            tenant_id)
+        return [key_from_row(r) for r in rows]
+
+    async def live_keys(self, tenant_id: UUID) -> list[ReleaseKey]:
+        """The keys that verify uploads, locked so none is revoked before the upload commits."""
+        rows = await self.conn.fetch(
+            f"""select {_KEY_COLUMNS} from firmware_keys where tenant_id = $1 and revoked_at is null
+                order by created_at desc, id desc for share""", tenant_id)
         return [key_from_row(r) for r in rows]
 
     async def revoke(self, tenant_id: UUID, key_id: UUID) -> ReleaseKey | None:
