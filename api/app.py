@@ -17,6 +17,7 @@ from api.controllers.access import ApiKeyController, AuditController, TenantCont
 from api.controllers.alarms import AlarmController, GroupAlarmSettingsController
 from api.controllers.devices import DeviceController
 from api.controllers.events import events
+from api.controllers.firmware import firmware_routes
 from api.controllers.groups import GroupController
 from api.controllers.campaigns import CampaignController, MaintenanceWindowController
 from api.controllers.commands import CommandController, ObservationController
@@ -42,6 +43,7 @@ from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
 from fleet.db import Database
 from fleet.events.service import EventService
+from fleet.firmware.service import FirmwareService
 from fleet.groups.service import GroupService
 from fleet.idempotency.service import IdempotencyService
 from fleet.lighting.energy import EnergyService
@@ -53,7 +55,7 @@ from fleet.reports.service import ReportService
 from fleet.telemetry.service import TelemetryService
 from fleet.workorders.service import WorkOrderService
 from fleet.workorders.sync import SyncService
-from fleet.settings import HttpSettings
+from fleet.settings import FirmwareSettings, HttpSettings
 from fleet.supervision import Health, running
 
 
@@ -94,7 +96,7 @@ def _running(component: RevocationListener | EventService):
 
 
 def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, object] | None = None,
-               extra_handlers: list | None = None) -> Litestar:
+               extra_handlers: list | None = None, firmware: FirmwareSettings | None = None) -> Litestar:
     # One set of buckets for /api/v1 (middleware) and /open311 (its gate): a client spends the same budget.
     limits = _request_limits(http)
     apikey_service = ApiKeyService(db)
@@ -120,6 +122,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "event_service": EventService(db),
         "campaign_service": CampaignService(db),
         "window_service": MaintenanceWindowService(db),
+        "firmware_service": FirmwareService(db, max_image_bytes=(firmware or FirmwareSettings()).max_image_bytes),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -132,7 +135,10 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         ObservationController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,
                         WorkOrderController, CampaignController, MaintenanceWindowController,
-                        sync, events, docs_assets, *(extra_handlers or [])],
+                        sync, events, docs_assets,
+                        # The upload route's body limit is the image limit of the service in use.
+                        *firmware_routes(services["firmware_service"].max_image_bytes),
+                        *(extra_handlers or [])],
         dependencies=dependencies,
         middleware=[authentication(services["apikey_service"], limits),
                     idempotency(IdempotencyService(db), http.max_body_bytes)],

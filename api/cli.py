@@ -1,11 +1,13 @@
-"""The `fleet` console command: serve, migrate, tenants, API keys, demo."""
+"""The `fleet` console command: serve, migrate, tenants, API keys, demo, firmware release keys."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
@@ -77,11 +79,57 @@ def _parser() -> argparse.ArgumentParser:
                                "(for malformed: the chance per report); repeatable")
     simulate.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                           help="status line interval (0: summary only)")
+
+    firmware = sub.add_parser("firmware", help="release keys and signatures for firmware images (no database)")
+    firmware_sub = firmware.add_subparsers(dest="firmware_command", required=True)
+    keygen = firmware_sub.add_parser(
+        "keygen", help="make a new Ed25519 release key; prints the public key PEM the city registers",
+        description="Writes the private key (PEM, PKCS#8, unencrypted, mode 0600) and prints the public "
+                    "key to register with POST /api/v1/firmware/keys. Keep the private key offline.")
+    keygen.add_argument("--out", default="release-key.pem", metavar="KEYFILE",
+                        help="where to write the private key; an existing file is never overwritten "
+                             "(default: release-key.pem)")
+    sign = firmware_sub.add_parser(
+        "sign", help="print the base64 Ed25519 signature of an image (the upload's `signature` field)")
+    sign.add_argument("file", metavar="FILE", help="the firmware image, exactly as it will be uploaded")
+    sign.add_argument("--key", required=True, metavar="KEYFILE", help="the private key `fleet firmware keygen` wrote")
     return parser
+
+
+def firmware(args: argparse.Namespace) -> int:
+    """`fleet firmware keygen` and `sign`: local files only, so a signing machine needs no Fleet."""
+    from fleet.firmware.signatures import BadKey, new_signing_key, sign, signing_key
+
+    if args.firmware_command == "keygen":
+        private, public = new_signing_key()
+        try:
+            # O_EXCL: never replace a key images may already be signed with.
+            descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            print(f"fleet firmware keygen: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+            return 1
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(private)
+        print(f"private key written to {args.out}; register this public key:", file=sys.stderr)
+        print(public, end="")
+        return 0
+    try:
+        key = signing_key(Path(args.key).read_bytes())
+        content = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"fleet firmware sign: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except BadKey as exc:
+        print(f"fleet firmware sign: {args.key}: {exc}", file=sys.stderr)
+        return 1
+    print(sign(key, content))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "firmware":
+        return firmware(args)
     settings = load_settings()
     configure_logging(settings.log)
     if args.command in ("serve", "coap", "demo"):

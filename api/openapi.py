@@ -209,6 +209,17 @@ class ImageDownloadOperation(Operation):
                              for media_type in ("image/jpeg", "image/png", "image/webp")}
 
 
+@dataclass
+class FirmwareDownloadOperation(Operation):
+    """A firmware image comes back as its bytes, with its SHA-256 as ETag and its file name."""
+
+    def __post_init__(self) -> None:
+        found = (self.responses or {}).get("200")
+        if isinstance(found, OpenAPIResponse):
+            found.content = {"application/octet-stream": OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY))}
+
+
 def docs_ui() -> tuple[SwaggerRenderPlugin, Router]:
     """Swagger UI whose scripts, styles and icon come from the installed package, not a CDN."""
     assets = Path(str(swagger_ui_bundle.swagger_ui_path))

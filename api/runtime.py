@@ -104,7 +104,8 @@ async def run_http(db: Database, settings: Settings, host: str, port: int,
     # Imported here so the console's admin subcommands start without loading the web framework.
     from api.app import create_app
 
-    app = create_app(db, settings.http, extra_services={"health": health} if health else None)
+    app = create_app(db, settings.http, extra_services={"health": health} if health else None,
+                     firmware=settings.firmware)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", server_header=False, timeout_graceful_shutdown=GRACE_S)
     server = uvicorn.Server(config)

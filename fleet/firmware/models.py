@@ -65,3 +65,13 @@ class Image:
         """Whether a device of this manufacturer and model may take the image."""
         return ((not self.models or model in self.models)
                 and (not self.manufacturers or manufacturer in self.manufacturers))
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """`models` and `manufacturers` as the form gives them: "A, B,,C" is ("A", "B", "C"); "" is any."""
+    return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
+def too_large(max_image_bytes: int) -> str:
+    """What a city is told when an image is over the limit, by the service or the route's body limit."""
+    return f"a firmware image may be at most {max_image_bytes} bytes (FLEET_FIRMWARE_MAX_BYTES)"

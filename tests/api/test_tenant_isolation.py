@@ -9,9 +9,13 @@ wall is extended with the API.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from datetime import UTC, datetime
 from uuid import UUID
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleet.alarms.models import AlarmType, Finding
 from fleet.alarms.service import AlarmService
@@ -19,7 +23,6 @@ from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
 from fleet.events.models import DEVICE_STATUS_CHANGED
 from fleet.events.service import publish
-from tests.fleet.campaigns.firmware_helpers import add_image
 
 DEVICE = {"kind": "streetlight", "location": {"lat": 37.57, "lon": 126.98}, "district": "Jung-gu",
           "nominal_wattage": 90}
@@ -48,6 +51,7 @@ BODIES = {
 }
 # Open311 names the city in `jurisdiction_id`: the caller names its own, and B's ids must stay B's.
 OPEN311 = "/open311/"
+FIRMWARE_KEYS = "/api/v1/firmware/keys/"
 # The service catalogue is the same in every city (fleet.reports.models.SERVICES): nothing of B's.
 SHARED_NAMES = {"service_code"}
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
@@ -73,7 +77,7 @@ async def read_stream(client, url: str, until: str) -> str:
     raise AssertionError(f"the stream ended before {until!r}")
 
 
-async def seed(city, n: int, db=None) -> dict[str, str]:
+async def seed(city, n: int) -> dict[str, str]:
     client = city.client
     device = (await client.post("/api/v1/devices", json={**DEVICE, "endpoint": f"{city.slug}-{n}",
                                                          "serial": f"{city.slug}-S{n}"})).json()
@@ -97,13 +101,20 @@ async def seed(city, n: int, db=None) -> dict[str, str]:
         "device_ids": [device["id"]], "type": "repair_lamp", "crew_id": crew["id"]})).json()
     attachment = (await client.post(f"/api/v1/workorders/{work_order['id']}/attachments",
                                     content=PNG, headers={"Content-Type": "image/png"})).json()
-    image = await add_image(db, city.tenant_id)
+    release_key = Ed25519PrivateKey.generate()
+    firmware_key = (await client.post("/api/v1/firmware/keys", json={
+        "name": f"{city.slug} release", "public_key": release_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()})).json()
+    firmware = f"{city.slug} firmware".encode()
+    image = (await client.post("/api/v1/firmware/images", files={"file": ("fw.bin", firmware)}, data={
+        "version": "1.0", "signature": base64.b64encode(release_key.sign(firmware)).decode()})).json()
     campaign = (await client.post("/api/v1/firmware/campaigns", json={
-        "image_id": str(image), "target": {"device_ids": [device["id"]]}})).json()
+        "image_id": image["id"], "target": {"device_ids": [device["id"]]}})).json()
     window = (await client.post("/api/v1/firmware/windows", json={
         "start": "01:00", "end": "05:00", "group_id": group["id"]})).json()
-    return {"campaign_id": campaign["id"], "window_id": window["id"], "image_id": str(image),
-            "crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
+    return {"crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
+            "firmware_key_id": firmware_key["id"], "image_id": image["id"],
+            "campaign_id": campaign["id"], "window_id": window["id"],
             "device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
             "endpoint": device["endpoint"], "program_id": program["id"], "calendar_id": calendar["id"],
             "assignment_id": assignment["id"], "override_id": override["id"],
@@ -111,8 +122,8 @@ async def seed(city, n: int, db=None) -> dict[str, str]:
 
 
 async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
-    mine = await seed(seoul, 1, db)
-    theirs = await seed(busan, 2, db)
+    mine = await seed(seoul, 1)
+    theirs = await seed(busan, 2)
     batch = await CommandService(db).submit(busan.principal, CommandRequest(
         Target(device_ids=(UUID(theirs["device_id"]),)), Operation.READ, "/3/0"))
     theirs["command_id"] = str(batch.id)
@@ -129,8 +140,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                     theirs["crew_id"], theirs["work_order_id"], theirs["attachment_id"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
                     theirs["assignment_id"], theirs["override_id"], theirs["alarm_id"],
-                    theirs["service_request_id"], theirs["campaign_id"], theirs["window_id"],
-                    theirs["image_id"]}
+                    theirs["service_request_id"], theirs["firmware_key_id"], theirs["image_id"],
+                    theirs["campaign_id"], theirs["window_id"]}
     # Open311's last path segment carries the format.
     in_path = {**theirs, "service_request_id": f"{theirs['service_request_id']}.json",
                "service_code": "streetlight_out.json"}
@@ -146,8 +157,10 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
             missing = [n for n in names if n not in in_path]
             assert not missing, f"teach this test how to fill {missing} for {method} {path}"
             url = path
+            # A release key's id is a firmware key's, not an API key's.
+            ids = {**in_path, "key_id": theirs["firmware_key_id"]} if path.startswith(FIRMWARE_KEYS) else in_path
             for name in names:
-                url = url.replace("{" + name + "}", in_path[name])
+                url = url.replace("{" + name + "}", ids[name])
             body = BODIES.get((method, path))
             if body and body.get("device_ids") == ["{device_id}"]:
                 body = {"device_ids": [theirs["device_id"]]}
@@ -192,7 +205,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                 "/api/v1/alarms/counts?status=all",
                 "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson",
                 "/api/v1/crews", "/api/v1/workorders", "/api/v1/workorders?near=37.5,127.0",
-                "/api/v1/firmware/campaigns", "/api/v1/firmware/windows"):
+                "/api/v1/firmware/campaigns", "/api/v1/firmware/windows",
+                "/api/v1/firmware/keys", "/api/v1/firmware/images"):
         text = (await seoul.client.get(url)).text
         assert not [s for s in secrets_of_b if s in text], url
 
@@ -218,5 +232,9 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     campaign = (await busan.client.get(f"/api/v1/firmware/campaigns/{theirs['campaign_id']}")).json()
     assert (campaign["status"], campaign["version"], campaign["counts"]["pending"]) == ("draft", 1, 1)
     assert [w["id"] for w in (await busan.client.get("/api/v1/firmware/windows")).json()] == [theirs["window_id"]]
+    release_keys = (await busan.client.get("/api/v1/firmware/keys")).json()
+    assert [(k["id"], k["revoked_at"]) for k in release_keys] == [(theirs["firmware_key_id"], None)]
+    image = await busan.client.get(f"/api/v1/firmware/images/{theirs['image_id']}/content")
+    assert image.content == b"busan firmware"
     assignments = (await busan.client.get("/api/v1/lighting/assignments")).json()
     assert [a["calendar_id"] for a in assignments] == [theirs["calendar_id"]]

@@ -11,6 +11,7 @@ from fleet.campaigns.repository import begin_running
 from fleet.campaigns.rollout_steps import refused
 from fleet.commands.models import Outcome
 from fleet.commands.repository import CommandRepository
+from tests.fleet.campaigns.firmware_helpers import add_image
 
 BASE = "coap://fleet.test:5683"
 
@@ -38,14 +39,8 @@ class Rollout:
     async def campaign(self, waves: list[int], *, version: str = "2.0", old: str = "1.0",
                        status: str = "draft", start_at=None, **settings) -> list[uuid.UUID]:
         """A campaign over len(waves) new devices (device i in wave waves[i]), registered, on `old`."""
+        image = await add_image(self.db, self.tenant_id, version, size=2048)
         async with self.db.system_tx() as conn:
-            key = await conn.fetchval(
-                """insert into firmware_keys (tenant_id, name, public_key, fingerprint)
-                   values ($1, 'release', 'pem', $2) returning id""", self.tenant_id, uuid.uuid4().hex * 2)
-            image = await conn.fetchval(
-                """insert into firmware_images (tenant_id, version, size, sha256, signature, key_id, chunk_size)
-                   values ($1, $2, 10, $3, $4, $5, 1024) returning id""",
-                self.tenant_id, version, bytes(32), bytes(64), key)
             self.campaign_id = await conn.fetchval(
                 """insert into firmware_campaigns (tenant_id, image_id, status, target, settings, device_count,
                                                    wave_count, start_at)

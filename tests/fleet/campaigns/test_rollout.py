@@ -14,6 +14,7 @@ from fleet.campaigns.rollout import CampaignJobs
 from fleet.commands.repository import CommandRepository
 from fleet.scheduling.leader import Leadership, NotLeader
 from tests.conftest import make_city
+from tests.fleet.campaigns.firmware_helpers import tamper
 from tests.fleet.campaigns.rollout_env import BASE, Rollout
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -338,6 +339,17 @@ async def test_a_scheduled_campaign_starts_at_its_time(rollout):
     assert (await rollout.campaign_row())["status"] == "running"
     await rollout.tick()
     assert await rollout.state(device) == "downloading"
+
+
+async def test_a_scheduled_start_checks_the_image_again_and_refuses_a_tampered_one(rollout, db):
+    (device,) = await rollout.campaign([0], status="scheduled",
+                                       start_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5), **QUICK)
+    await tamper(db, rollout.tenant_id, rollout.image_id)
+    rollout.clock.offset = dt.timedelta(minutes=6)
+    await rollout.tick(2)
+    campaign = await rollout.campaign_row()
+    assert campaign["status"] == "draft" and "SHA-256" in campaign["status_reason"]
+    assert await rollout.state(device) == "pending" and not await rollout.commands(device)
 
 
 async def test_a_deposed_leaders_pass_changes_nothing(rollout, db):
