@@ -138,7 +138,7 @@ class FirmwareUpdate:
     starts or the machine resets, so work scheduled for an older one can tell it is stale."""
 
     __slots__ = ("state", "result", "uri", "pkg_name", "pkg_version", "running", "staged",
-                 "reader", "generation")
+                 "reader", "generation", "transfer")
 
     def __init__(self) -> None:
         self.state = IDLE
@@ -150,6 +150,7 @@ class FirmwareUpdate:
         self.staged: str | None = None  # the downloaded image's version
         self.reader: ImageReader | None = None
         self.generation = 0
+        self.transfer: object = None  # the wire's business (simulators.firmware_transfer)
 
     def _refuse_while_updating(self) -> None:
         if self.state == UPDATING:

@@ -67,6 +67,8 @@ class SimulationConfig:
     faults: FaultPlan = field(default_factory=FaultPlan)
     progress_s: float = 5.0
     deregister_timeout_s: float = 15.0
+    # Firmware blocks (RFC 7959) every device asks for and accepts; None: its model's.
+    firmware_block_size: int | None = None
 
 
 def server_address(uri: str) -> tuple[int, tuple]:
@@ -222,7 +224,8 @@ class Simulation:
         clock = SimClock(config.speed, start, timezone)
         interval = config.report_interval_s or DEFAULT_REPORT_INTERVAL_S
         self.world = world = World(Environment(clock), self.scheduler, self.stats, config.faults,
-                                   config.seed, {kind: interval for kind in KINDS})
+                                   config.seed, {kind: interval for kind in KINDS},
+                                   config.firmware_block_size)
         network = Network(sockaddr, self.scheduler, self.stats, config.lifetime_s,
                           max_registering=config.max_registering)
         endpoints_by_kind: dict[str, list[str]] = {}
