@@ -51,8 +51,9 @@ ELIGIBLE = {
     "fw_brick": ("streetlight", "waste_bin", "wifi_ap"),
     "fw_slow": ("streetlight", "waste_bin", "wifi_ap"),
 }
-STATE_FAULTS = tuple(fault for fault in ELIGIBLE if fault != "malformed")
 FIRMWARE_FAULTS = tuple(fault for fault in ELIGIBLE if fault.startswith("fw_"))
+# Faults of the device's state, each one an alarm condition (they strike at any time).
+STATE_FAULTS = tuple(fault for fault in ELIGIBLE if fault != "malformed" and fault not in FIRMWARE_FAULTS)
 # With --faults: chance per device per simulated day.
 RANDOM_DAILY_RATES = {"silent": 0.002, "lamp_failure": 0.001, "day_burner": 0.0005,
                       "dark_at_night": 0.0005, "level_not_following": 0.0005,
@@ -101,10 +102,11 @@ class FaultPlan:
         return RANDOM_DAILY_RATES.get(fault, 0.0) if self.random else 0.0
 
     def forced_on(self, endpoints_by_kind: dict[str, list[str]], seed: int) -> dict[str, set[str]]:
-        """Endpoints each forced state fault strikes, chosen reproducibly from the seed."""
+        """Endpoints each forced state or firmware fault strikes, chosen reproducibly from the
+        seed."""
         chosen: dict[str, set[str]] = {}
         for fault, fraction in self.forced.items():
-            if fault not in STATE_FAULTS or fraction <= 0:
+            if fault == "malformed" or fraction <= 0:
                 continue
             eligible = sorted(e for kind in ELIGIBLE[fault] for e in endpoints_by_kind.get(kind, ()))
             if not eligible:

@@ -16,7 +16,7 @@ from aiocoap import Code, Message, resource
 
 from protocols.coap.transport import udp_sockets
 from simulators import firmware_transfer, inventory
-from simulators.faults import FaultPlan
+from simulators.faults import FORCED_DELAY_S, FaultPlan
 from simulators.firmware import build_image
 from simulators.simulation import SimulationConfig
 from tests.simulators.conftest import eventually, running
@@ -140,7 +140,8 @@ async def state(server: TinyServer, endpoint: str, wanted: str) -> bool:
 
 async def test_pull_download_update_and_register_again_on_the_new_version(tmp_path):
     counts = {"streetlight": 1, "waste_bin": 1}
-    async with tiny_server() as server, running(config(server, devices_file(tmp_path, counts), counts)) as sim:
+    async with (tiny_server() as server, tiny_server() as elsewhere,
+                running(config(server, devices_file(tmp_path, counts), counts)) as sim):
         await eventually(lambda: all_registered(server, 2))
         sl, wb = light(1), inventory.endpoint_name("fwtest", "waste_bin", 1)
         assert await server.value(sl, "/3/0/3") == OLD
@@ -153,11 +154,15 @@ async def test_pull_download_update_and_register_again_on_the_new_version(tmp_pa
         observation.observation.register_callback(lambda m: notified.append(m.payload))
         assert (await observation.response).payload == b"0"
 
-        for endpoint in (sl, wb):
-            assert (await server.write_uri(endpoint, server.uri("img"))).code == Code.CHANGED
+        # The light from the LwM2M server's own address (its own socket), the bin from another
+        # host (a socket for the download).
+        assert (await server.write_uri(sl, server.uri("img"))).code == Code.CHANGED
+        assert (await server.write_uri(wb, elsewhere.uri("img"))).code == Code.CHANGED
         for endpoint in (sl, wb):
             await eventually(lambda e=endpoint: state(server, e, "2"))
-        assert set(server.packages["img"].block_sizes) == {1024, 512}  # each its own block size
+        # Each at its own block size.
+        assert set(server.packages["img"].block_sizes) == {1024}
+        assert set(elsewhere.packages["img"].block_sizes) == {512}
         assert await server.value(sl, "/5/0/7") == NEW and await server.value(sl, "/5/0/5") == "0"
 
         assert (await server.ask(sl, Code.POST, "/5/0/2")).code == Code.CHANGED
@@ -174,7 +179,10 @@ async def test_pull_download_update_and_register_again_on_the_new_version(tmp_pa
 async def test_push_in_bigger_blocks_than_the_device_takes_continues_at_its_size(tmp_path):
     counts = {"streetlight": 1, "waste_bin": 1, "wifi_ap": 1}
     path = devices_file(tmp_path, counts)
-    async with tiny_server() as server, running(config(server, path, counts, firmware_block_size=256)) as sim:
+    # Forced firmware faults wait for an update: none strikes after the first report.
+    faults = FaultPlan.parse(["fw_brick=1", "fw_install_fail=1"])
+    async with tiny_server() as server, running(config(server, path, counts, firmware_block_size=256,
+                                                       faults=faults)) as sim:
         await eventually(lambda: all_registered(server, 3))
         sl = light(1)
         image = build_image(NEW, 10_000)
@@ -194,6 +202,8 @@ async def test_push_in_bigger_blocks_than_the_device_takes_continues_at_its_size
         pushed = await server.ask(ap, Code.PUT, "/5/0/0", b"\x00" * 3000, content_format=OPAQUE)
         assert pushed.code == Code.CHANGED  # taken whole; then found to be no firmware at all
         assert (await server.value(ap, "/5/0/3"), await server.value(ap, "/5/0/5")) == ("0", "6")
+        await asyncio.sleep(FORCED_DELAY_S + 0.5)
+        assert not sim.stats.faults and await server.value(sl, "/3/0/3") == OLD
 
 
 async def test_each_firmware_fault_and_bad_package_ends_as_it_should(tmp_path):
