@@ -37,6 +37,7 @@ NO_ERROR, LOW_BATTERY_POWER, PERIPHERAL_MALFUNCTION = 0, 1, 8
 # The clock_skew fault: a device's clock off by this many hours, either way.
 CLOCK_SKEW_HOURS = (2.0, 48.0)
 CURRENT_TIME = ResourcePath(3, 0, 13)
+FIRMWARE_OBJECT = 5
 
 
 @dataclass
@@ -267,6 +268,8 @@ class SimulatedDevice:
         self.world.scheduler.at(self.next_report, _report_tick, self)
 
     def on_written(self, paths: list[ResourcePath]) -> None:
+        if all(path.object == FIRMWARE_OBJECT for path in paths):
+            return  # object 5 tells its observers itself; nothing a Send carries changed
         self.only = self.reported_after_write
         self.link.report_soon()
 
