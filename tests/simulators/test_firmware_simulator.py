@@ -14,8 +14,10 @@ import aiocoap
 import pytest
 from aiocoap import Code, Message, resource
 
+from protocols.coap import message as coap
 from protocols.coap.transport import udp_sockets
 from simulators import firmware_transfer, inventory
+from simulators.exchanges import Timing
 from simulators.faults import FORCED_DELAY_S, FaultPlan
 from simulators.firmware import build_image
 from simulators.simulation import SimulationConfig
@@ -62,7 +64,7 @@ class Package(resource.Resource):
     async def render_get(self, request: Message) -> Message:
         if request.opt.block2 is not None:
             self.block_sizes.append(request.opt.block2.size)
-        return Message(payload=self.image, content_format=OPAQUE)
+        return Message(payload=self.image, content_format=OPAQUE, size2=len(self.image))
 
 
 class TinyServer:
@@ -71,7 +73,8 @@ class TinyServer:
         self.site = resource.Site()
         self.site.add_resource(("rd",), Directory(self))
         self.site.add_resource(("dp",), Accepting())
-        self.packages = {"img": Package(IMAGE), "junk": Package(b"\x00" * 5000)}
+        self.packages = {"img": Package(IMAGE), "junk": Package(b"\x00" * 5000),
+                         "huge": Package(build_image(NEW, 5 << 20))}  # beyond a light's 4 MiB
         for name, package in self.packages.items():
             self.site.add_resource(("fw", name), package)
         self.context: aiocoap.Context | None = None
@@ -207,10 +210,10 @@ async def test_push_in_bigger_blocks_than_the_device_takes_continues_at_its_size
 
 
 async def test_each_firmware_fault_and_bad_package_ends_as_it_should(tmp_path):
-    counts = {"streetlight": 9}
+    counts = {"streetlight": 11}
     faults = ["fw_download_fail", "fw_corrupt", "fw_slow", "fw_install_fail", "fw_rollback", "fw_brick"]
     async with tiny_server() as server, running(config(server, devices_file(tmp_path, counts), counts)) as sim:
-        await eventually(lambda: all_registered(server, 9))
+        await eventually(lambda: all_registered(server, 11))
         for number, fault in enumerate(faults, start=1):
             sim.device(light(number)).faults.forced = (fault,)
         for number in range(1, 7):
@@ -218,6 +221,8 @@ async def test_each_firmware_fault_and_bad_package_ends_as_it_should(tmp_path):
         assert (await server.write_uri(light(7), server.uri("junk"))).code == Code.CHANGED
         assert (await server.write_uri(light(8), "http://127.0.0.1/fw/img")).code == Code.CHANGED
         assert (await server.write_uri(light(9), "coap://[::1/fw")).code == Code.CHANGED
+        assert (await server.write_uri(light(10), server.uri("missing"))).code == Code.CHANGED
+        assert (await server.write_uri(light(11), server.uri("huge"))).code == Code.CHANGED
 
         async def ended(endpoint: str, wanted: tuple[str, str]) -> bool:
             return (await server.value(endpoint, "/5/0/3"), await server.value(endpoint, "/5/0/5")) == wanted
@@ -227,6 +232,9 @@ async def test_each_firmware_fault_and_bad_package_ends_as_it_should(tmp_path):
         await eventually(lambda: ended(light(7), ("0", "6")))  # no trailer
         await eventually(lambda: ended(light(8), ("0", "9")))  # http: not a protocol it speaks
         await eventually(lambda: ended(light(9), ("0", "7")))  # not a URI
+        await eventually(lambda: ended(light(10), ("0", "7")))  # 4.04 there
+        await eventually(lambda: ended(light(11), ("0", "2")))  # Size2 beyond its flash
+        assert server.packages["huge"].block_sizes == [1024]  # it stopped at the first block
         for number in (3, 4, 5, 6):  # the slow link still gets there (20 blocks, 0.2 s apart)
             await eventually(lambda n=number: state(server, light(n), "2"), timeout_s=20)
 
@@ -248,3 +256,55 @@ def test_firmware_faults_are_chosen_like_the_others_but_wait_for_an_update():
     plan = FaultPlan.parse(["fw_install_fail=0.5", "fw-slow"])
     chosen = plan.forced_on({"streetlight": ["a", "b"], "wifi_ap": ["c", "d"]}, seed=1)
     assert len(chosen["fw_install_fail"]) == 2 and chosen["fw_slow"] == {"a", "b", "c", "d"}
+
+
+class LossyFileServer(asyncio.DatagramProtocol):
+    """A bare file server on another port that loses requests: the first ask for block 2 of
+    /fw/lossy, and everything after block 0 of /fw/dead."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[bytes, int]] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        request = coap.decode(data)
+        name = request.option_values(coap.URI_PATH)[-1]
+        number, _more, size = coap.block_option(request.option(coap.BLOCK2))
+        self.asked.append((name, number))
+        if (name == b"lossy" and (name, 2) == self.asked[-1] and self.asked.count((name, 2)) == 1
+                or name == b"dead" and number > 0):
+            return
+        start = number * size
+        options = [(coap.BLOCK2, coap.block_value(number, start + size < len(IMAGE), size))]
+        self.transport.sendto(coap.encode(coap.ACK, coap.CONTENT, request.mid, request.token, options,
+                                          IMAGE[start:start + size]), addr)
+
+
+async def test_a_lost_block_is_asked_again_and_a_dead_link_ends_in_connection_lost(tmp_path):
+    counts = {"streetlight": 2}
+    lossy = LossyFileServer()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: lossy, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        async with tiny_server() as server, running(config(server, devices_file(tmp_path, counts), counts)) as sim:
+            await eventually(lambda: all_registered(server, 2))
+            # A quick-giving-up link, so losing a block costs a second rather than a minute.
+            sim.clients[0].network.timing = Timing(ack_timeout_s=0.2, max_retransmit=1)
+            for number, name in ((1, "lossy"), (2, "dead")):
+                uri = f"coap://127.0.0.1:{port}/fw/{name}"
+                assert (await server.write_uri(light(number), uri)).code == Code.CHANGED
+            await eventually(lambda: state(server, light(1), "2"))
+            assert lossy.asked.count((b"lossy", 2)) == 2  # lost once, asked again, then on
+            async def gave_up() -> bool:
+                return await server.value(light(2), "/5/0/5") == "4"
+
+            await eventually(gave_up, timeout_s=20)
+            assert await server.value(light(2), "/5/0/3") == "0"
+            # The first try and its retransmission, then MAX_BLOCK_RETRIES more of each.
+            assert lossy.asked.count((b"dead", 1)) == 2 * (1 + firmware_transfer.MAX_BLOCK_RETRIES)
+    finally:
+        transport.close()
