@@ -15,7 +15,7 @@ import structlog
 
 from protocols.coap import message as coap
 from protocols.lwm2m import content
-from simulators import firmware_transfer, serving
+from simulators import firmware_download, serving
 from simulators.exchanges import Endpoint, Exchange, Timing
 from simulators.scheduler import Scheduler
 from simulators.stats import Stats
@@ -28,7 +28,7 @@ log = structlog.get_logger("simulators.client")
 # What the client wants to do next, by priority (lowest value first).
 DEREGISTER, REGISTER, UPDATE, SEND = 1, 2, 4, 8
 MALFORMED = 16  # only ever an exchange's purpose: a Send corrupted on purpose
-FETCH = firmware_transfer.FETCH  # the next block of a firmware download, when nothing else waits
+FETCH = firmware_download.FETCH  # the next block of a firmware download, when nothing else waits
 
 IDLE, REGISTERED, REFUSED, STOPPED = "idle", "registered", "refused", "stopped"
 _SEND_OPTIONS = coap.encode_options([(coap.URI_PATH, b"dp"),
@@ -105,6 +105,9 @@ class LwM2MClient(Endpoint):
         """Something changed that a real device would report at once (a switch, an alarm)."""
         if self.state == REGISTERED:
             self.want(SEND)
+        serving.notify_observers(self)
+
+    def notify_observers(self) -> None:
         serving.notify_observers(self)
 
     def stop(self) -> None:
@@ -198,7 +201,7 @@ class LwM2MClient(Endpoint):
                 self._kick()
         elif wants & FETCH:
             self.wants &= ~FETCH
-            if not firmware_transfer.send_block(self):
+            if not firmware_download.send_block(self):
                 self._kick()
 
     # -- outgoing requests --------------------------------------------------------------------
@@ -245,7 +248,7 @@ class LwM2MClient(Endpoint):
 
     def on_outcome(self, exchange: Exchange, code: int, response: coap.Message | None) -> None:
         if exchange.purpose == FETCH:
-            firmware_transfer.block_answered(self, exchange, code, response)
+            firmware_download.block_answered(self, exchange, code, response)
         else:
             _OUTCOMES[exchange.purpose](self, code, response)
         self._kick()

@@ -16,7 +16,7 @@ from aiocoap import Code, Message, resource
 
 from protocols.coap import message as coap
 from protocols.coap.transport import udp_sockets
-from simulators import firmware_transfer, inventory
+from simulators import firmware_download, firmware_transfer, inventory
 from simulators.exchanges import Timing
 from simulators.faults import FORCED_DELAY_S, FaultPlan
 from simulators.firmware import build_image
@@ -305,6 +305,6 @@ async def test_a_lost_block_is_asked_again_and_a_dead_link_ends_in_connection_lo
             await eventually(gave_up, timeout_s=20)
             assert await server.value(light(2), "/5/0/3") == "0"
             # The first try and its retransmission, then MAX_BLOCK_RETRIES more of each.
-            assert lossy.asked.count((b"dead", 1)) == 2 * (1 + firmware_transfer.MAX_BLOCK_RETRIES)
+            assert lossy.asked.count((b"dead", 1)) == 2 * (1 + firmware_download.MAX_BLOCK_RETRIES)
     finally:
         transport.close()
