@@ -125,13 +125,17 @@ def _take(specs: list[DeviceSpec], counts: dict[str, int]) -> list[DeviceSpec]:
     return taken
 
 
-def ensure_descriptors(needed: int) -> None:
+def ensure_descriptors(needed: int, wanted: int | None = None) -> None:
+    """At least `needed` descriptors, and up to `wanted` where the hard limit allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
             raise SimulationError(f"{needed} file descriptors are needed (one socket per device);"
                                   f" the hard limit is {hard}: raise it with ulimit -Hn")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    wanted = max(needed, wanted or needed)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
 
 
 def _begin(client: LwM2MClient) -> None:
@@ -177,7 +181,8 @@ class Simulation:
         specs, timezone = await load_devices(config)
         if not specs:
             raise SimulationError("no devices to simulate")
-        ensure_descriptors(len(specs) + SPARE_DESCRIPTORS)
+        # A firmware download from another host than the server takes a second socket.
+        ensure_descriptors(len(specs) + SPARE_DESCRIPTORS, 2 * len(specs) + SPARE_DESCRIPTORS)
         self._build(specs, timezone, sockaddr)
         await self._open_sockets(family, sockaddr)
         loop = asyncio.get_running_loop()
