@@ -122,34 +122,18 @@ class LwM2MClient(Endpoint):
 
     def go_silent(self) -> None:
         """The silent fault: no more datagrams in or out; the server sees the lifetime run out."""
-        if self.state == REGISTERED:
-            self.network.stats.online -= 1
         self.silent = True
-        self.state = STOPPED
-        self._abandon()
-        self.wants = 0
-        self.observations = None
+        self._lose_power(STOPPED)
 
     def reboot(self) -> None:
         """A device restart: registration and observations are gone; it registers anew."""
-        if self.state == REGISTERED:
-            self.network.stats.online -= 1
-        self.state = IDLE
-        self._abandon()
-        self.wants = 0
-        self.observations = None
+        self._lose_power(IDLE)
         self.full_report = True
         self.network.scheduler.after(1.0, _retry, self)
 
     def power_off(self) -> None:
-        """Off for a reboot into new firmware: deaf and mute, registration and observations
-        gone, until power_on."""
-        if self.state == REGISTERED:
-            self.network.stats.online -= 1
-        self.state = IDLE
-        self._abandon()
-        self.wants = 0
-        self.observations = None
+        """Off for a reboot into new firmware: deaf and mute until power_on."""
+        self._lose_power(IDLE)
         self.down = True
 
     def power_on(self) -> None:
@@ -157,6 +141,15 @@ class LwM2MClient(Endpoint):
         self.down = False
         self.full_report = True
         self.want(REGISTER)
+
+    def _lose_power(self, state: str) -> None:
+        """The registration, the exchange in flight, what it wanted and its observers are gone."""
+        if self.state == REGISTERED:
+            self.network.stats.online -= 1
+        self.state = state
+        self._abandon()
+        self.wants = 0
+        self.observations = None
 
     def _abandon(self) -> None:
         """Forget the exchange in flight, as a device that lost power would."""
