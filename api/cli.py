@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--fault", action="append", default=[], metavar="KIND=FRACTION",
                           help=f"force a fault on that fraction of the devices it fits: {', '.join(FAULT_KINDS)} "
                                "(for malformed: the chance per report); repeatable")
+    simulate.add_argument("--fw-block-size", type=int, default=None, choices=(16, 32, 64, 128, 256, 512, 1024),
+                          metavar="BYTES", help="firmware block size of every device (default: its model's,"
+                                                " 1024 streetlights and APs, 512 bins)")
     simulate.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                           help="status line interval (0: summary only)")
 

@@ -15,7 +15,7 @@ import structlog
 
 from protocols.coap import message as coap
 from protocols.lwm2m import content
-from simulators import serving
+from simulators import firmware_download, serving
 from simulators.exchanges import Endpoint, Exchange, Timing
 from simulators.scheduler import Scheduler
 from simulators.stats import Stats
@@ -28,6 +28,7 @@ log = structlog.get_logger("simulators.client")
 # What the client wants to do next, by priority (lowest value first).
 DEREGISTER, REGISTER, UPDATE, SEND = 1, 2, 4, 8
 MALFORMED = 16  # only ever an exchange's purpose: a Send corrupted on purpose
+FETCH = firmware_download.FETCH  # the next block of a firmware download, when nothing else waits
 
 IDLE, REGISTERED, REFUSED, STOPPED = "idle", "registered", "refused", "stopped"
 _SEND_OPTIONS = coap.encode_options([(coap.URI_PATH, b"dp"),
@@ -93,7 +94,7 @@ class LwM2MClient(Endpoint):
     # -- what the device wants ----------------------------------------------------------------
 
     def want(self, action: int) -> None:
-        if self.silent or self.state in (REFUSED, STOPPED):
+        if self.silent or self.down or self.state in (REFUSED, STOPPED):
             return
         if self.network.stopping and action != DEREGISTER:
             return
@@ -106,10 +107,13 @@ class LwM2MClient(Endpoint):
             self.want(SEND)
         serving.notify_observers(self)
 
+    def notify_observers(self) -> None:
+        serving.notify_observers(self)
+
     def stop(self) -> None:
         """Shutting down: de-register if registered, otherwise just go quiet."""
         self.wants = 0
-        if self.pending is not None and self.pending.purpose in (UPDATE, SEND, MALFORMED):
+        if self.pending is not None and self.pending.purpose in (UPDATE, SEND, MALFORMED, FETCH):
             self._abandon()  # no point waiting out a report's retransmissions to say goodbye
         if self.state == REGISTERED and not self.silent:
             self.want(DEREGISTER)
@@ -118,24 +122,34 @@ class LwM2MClient(Endpoint):
 
     def go_silent(self) -> None:
         """The silent fault: no more datagrams in or out; the server sees the lifetime run out."""
-        if self.state == REGISTERED:
-            self.network.stats.online -= 1
         self.silent = True
-        self.state = STOPPED
-        self._abandon()
-        self.wants = 0
-        self.observations = None
+        self._lose_power(STOPPED)
 
     def reboot(self) -> None:
         """A device restart: registration and observations are gone; it registers anew."""
+        self._lose_power(IDLE)
+        self.full_report = True
+        self.network.scheduler.after(1.0, _retry, self)
+
+    def power_off(self) -> None:
+        """Off for a reboot into new firmware: deaf and mute until power_on."""
+        self._lose_power(IDLE)
+        self.down = True
+
+    def power_on(self) -> None:
+        """Booted: a new registration, and everything reported afresh."""
+        self.down = False
+        self.full_report = True
+        self.want(REGISTER)
+
+    def _lose_power(self, state: str) -> None:
+        """The registration, the exchange in flight, what it wanted and its observers are gone."""
         if self.state == REGISTERED:
             self.network.stats.online -= 1
-        self.state = IDLE
+        self.state = state
         self._abandon()
         self.wants = 0
         self.observations = None
-        self.full_report = True
-        self.network.scheduler.after(1.0, _retry, self)
 
     def _abandon(self) -> None:
         """Forget the exchange in flight, as a device that lost power would."""
@@ -177,6 +191,10 @@ class LwM2MClient(Endpoint):
             if self.state == REGISTERED:
                 self._send_report()
             else:
+                self._kick()
+        elif wants & FETCH:
+            self.wants &= ~FETCH
+            if not firmware_download.send_block(self):
                 self._kick()
 
     # -- outgoing requests --------------------------------------------------------------------
@@ -222,7 +240,10 @@ class LwM2MClient(Endpoint):
     # -- outcomes -----------------------------------------------------------------------------
 
     def on_outcome(self, exchange: Exchange, code: int, response: coap.Message | None) -> None:
-        _OUTCOMES[exchange.purpose](self, code, response)
+        if exchange.purpose == FETCH:
+            firmware_download.block_answered(self, exchange, code, response)
+        else:
+            _OUTCOMES[exchange.purpose](self, code, response)
         self._kick()
 
     def _registered(self, code: int, response: coap.Message | None) -> None:

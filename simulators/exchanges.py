@@ -64,7 +64,7 @@ class Endpoint(asyncio.DatagramProtocol):
     """`network` must offer scheduler, stats and timing; subclasses implement the on_* hooks."""
 
     __slots__ = ("network", "noise", "name", "transport", "mid", "token_seq", "pending", "recent",
-                 "silent")
+                 "silent", "down")
 
     def __init__(self, network: Any, noise: Noise, name: str) -> None:
         self.network = network
@@ -76,6 +76,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self.pending: Exchange | None = None
         self.recent: dict[int, bytes] | None = None
         self.silent = False
+        self.down = False  # rebooting: deaf and mute until it boots
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class Endpoint(asyncio.DatagramProtocol):
         log.debug("socket error", endpoint=self.name, error=str(exc))
 
     def datagram_received(self, data: bytes, addr) -> None:
-        if self.silent:
+        if self.silent or self.down:
             return
         try:
             message = coap.decode(data)

@@ -7,6 +7,12 @@ adds random faults at low rates per simulated day. Fires and knocked-over bins a
 world and happen at their own rare rates unless set to 0. A fault lasts until the device is
 repaired on site, which the simulated device takes from an Execute of Reset Error Code
 (/3/0/12): the crew resets the controller once the work is done.
+
+The firmware faults (`fw_*`) strike only when a firmware update happens on a chosen device,
+every time one does: `fw_download_fail` (the link drops after the first block: Update Result
+4), `fw_corrupt` (a flipped byte: 5), `fw_install_fail` (8 after Updating, back on the old
+version), `fw_rollback` (reboots, reports success yet runs the old version), `fw_brick` (never
+comes back after Execute Update) and `fw_slow` (a slow link: one block each 200 ms).
 """
 
 from __future__ import annotations
@@ -37,8 +43,17 @@ ELIGIBLE = {
     "throughput_collapse": ("wifi_ap",),
     "clock_skew": ("streetlight", "waste_bin", "wifi_ap"),
     "malformed": ("streetlight", "waste_bin", "wifi_ap"),
+    # Firmware faults lie in wait: they strike when the device next updates its firmware.
+    "fw_download_fail": ("streetlight", "waste_bin", "wifi_ap"),
+    "fw_corrupt": ("streetlight", "waste_bin", "wifi_ap"),
+    "fw_install_fail": ("streetlight", "waste_bin", "wifi_ap"),
+    "fw_rollback": ("streetlight", "waste_bin", "wifi_ap"),
+    "fw_brick": ("streetlight", "waste_bin", "wifi_ap"),
+    "fw_slow": ("streetlight", "waste_bin", "wifi_ap"),
 }
-STATE_FAULTS = tuple(fault for fault in ELIGIBLE if fault != "malformed")
+FIRMWARE_FAULTS = tuple(fault for fault in ELIGIBLE if fault.startswith("fw_"))
+# Faults of the device's state, each one an alarm condition (they strike at any time).
+STATE_FAULTS = tuple(fault for fault in ELIGIBLE if fault != "malformed" and fault not in FIRMWARE_FAULTS)
 # With --faults: chance per device per simulated day.
 RANDOM_DAILY_RATES = {"silent": 0.002, "lamp_failure": 0.001, "day_burner": 0.0005,
                       "dark_at_night": 0.0005, "level_not_following": 0.0005,
@@ -87,10 +102,11 @@ class FaultPlan:
         return RANDOM_DAILY_RATES.get(fault, 0.0) if self.random else 0.0
 
     def forced_on(self, endpoints_by_kind: dict[str, list[str]], seed: int) -> dict[str, set[str]]:
-        """Endpoints each forced state fault strikes, chosen reproducibly from the seed."""
+        """Endpoints each forced state or firmware fault strikes, chosen reproducibly from the
+        seed."""
         chosen: dict[str, set[str]] = {}
         for fault, fraction in self.forced.items():
-            if fault not in STATE_FAULTS or fraction <= 0:
+            if fault == "malformed" or fraction <= 0:
                 continue
             eligible = sorted(e for kind in ELIGIBLE[fault] for e in endpoints_by_kind.get(kind, ()))
             if not eligible:

@@ -30,6 +30,27 @@ SIMULATOR_TAG = "simulated"
 
 
 @dataclass(frozen=True, slots=True)
+class FirmwareProfile:
+    """How a model takes firmware (object 5): /5/0/9 delivery (0 pull, 1 push, 2 both), the
+    block size it asks for and accepts (RFC 7959), and the flash it has for a package."""
+
+    delivery: int
+    block_size: int
+    storage_bytes: int
+
+
+# Per kind (one model each): the LTE streetlight controller takes either way in 1 KiB blocks;
+# the NB-IoT bin downloads only, in 512-byte blocks (its radio's frames are small, and a
+# sleeping device cannot be pushed to); the Ethernet access point has no CoAP downloader in
+# its firmware and takes pushes only.
+FIRMWARE = {
+    "streetlight": FirmwareProfile(delivery=2, block_size=1024, storage_bytes=4 << 20),
+    "waste_bin": FirmwareProfile(delivery=0, block_size=512, storage_bytes=1 << 20),
+    "wifi_ap": FirmwareProfile(delivery=1, block_size=1024, storage_bytes=16 << 20),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceSpec:
     kind: str
     endpoint: str

@@ -16,6 +16,7 @@ import structlog
 
 from fleet.objectmodel import ResourcePath
 from protocols.coap import message as coap
+from simulators import firmware_transfer
 from simulators.objects import (BadRequest, MethodNotAllowed, NotFound, RequestError, decode_write,
                                 encode)
 
@@ -107,6 +108,10 @@ def _handle(client: LwM2MClient, request: coap.Message, options: list) -> tuple[
             client.observations.pop(request.token, None)
         options.append((coap.CONTENT_FORMAT, coap.uint(fmt)))
         return coap.CONTENT, _block(request, payload, options)
+    if code in (coap.PUT, coap.POST) and request.option(coap.BLOCK1) is not None:
+        answered = firmware_transfer.receive_block(client, path, request, options)
+        if answered is not None:
+            return answered
     if code in (coap.PUT, coap.POST) and path.depth >= 2:
         if code == coap.PUT and not request.payload and request.option(coap.URI_QUERY) is not None:
             return coap.CHANGED, b""  # Write-Attributes: accepted; notifications follow changes

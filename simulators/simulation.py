@@ -67,6 +67,8 @@ class SimulationConfig:
     faults: FaultPlan = field(default_factory=FaultPlan)
     progress_s: float = 5.0
     deregister_timeout_s: float = 15.0
+    # Firmware blocks (RFC 7959) every device asks for and accepts; None: its model's.
+    firmware_block_size: int | None = None
 
 
 def server_address(uri: str) -> tuple[int, tuple]:
@@ -123,13 +125,17 @@ def _take(specs: list[DeviceSpec], counts: dict[str, int]) -> list[DeviceSpec]:
     return taken
 
 
-def ensure_descriptors(needed: int) -> None:
+def ensure_descriptors(needed: int, wanted: int | None = None) -> None:
+    """At least `needed` descriptors, and up to `wanted` where the hard limit allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
             raise SimulationError(f"{needed} file descriptors are needed (one socket per device);"
                                   f" the hard limit is {hard}: raise it with ulimit -Hn")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    wanted = max(needed, wanted or needed)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
 
 
 def _begin(client: LwM2MClient) -> None:
@@ -175,7 +181,8 @@ class Simulation:
         specs, timezone = await load_devices(config)
         if not specs:
             raise SimulationError("no devices to simulate")
-        ensure_descriptors(len(specs) + SPARE_DESCRIPTORS)
+        # A firmware download from another host than the server takes a second socket.
+        ensure_descriptors(len(specs) + SPARE_DESCRIPTORS, 2 * len(specs) + SPARE_DESCRIPTORS)
         self._build(specs, timezone, sockaddr)
         await self._open_sockets(family, sockaddr)
         loop = asyncio.get_running_loop()
@@ -222,7 +229,8 @@ class Simulation:
         clock = SimClock(config.speed, start, timezone)
         interval = config.report_interval_s or DEFAULT_REPORT_INTERVAL_S
         self.world = world = World(Environment(clock), self.scheduler, self.stats, config.faults,
-                                   config.seed, {kind: interval for kind in KINDS})
+                                   config.seed, {kind: interval for kind in KINDS},
+                                   config.firmware_block_size)
         network = Network(sockaddr, self.scheduler, self.stats, config.lifetime_s,
                           max_registering=config.max_registering)
         endpoints_by_kind: dict[str, list[str]] = {}

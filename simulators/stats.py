@@ -31,6 +31,10 @@ class Stats:
     malformed_rejected: int = 0  # answered 4.00, as they should be
     deregistered: int = 0
     silenced: int = 0
+    fw_blocks: int = 0  # firmware blocks received (pulled or pushed)
+    fw_downloaded: int = 0  # packages received whole and checked (State 2)
+    fw_updated: int = 0  # devices rebooted onto a new version
+    fw_failed: int = 0  # transfers and installs that ended with a failure code
     errors: int = 0  # simulator bugs caught (each logged, the first ten with a traceback)
     faults: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -52,7 +56,9 @@ class Stats:
                 f" | server requests {self.server_requests:,}"
                 + (f" | malformed {self.malformed_sent:,} (4.00: {self.malformed_rejected:,})"
                    if self.malformed_sent else "")
-                + (f" | refused {self.refused:,}" if self.refused else ""))
+                + (f" | refused {self.refused:,}" if self.refused else "")
+                + (f" | firmware {self.fw_downloaded:,} downloaded {self.fw_updated:,} installed"
+                   f" {self.fw_failed:,} failed" if self.fw_blocks else ""))
 
     def summary(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -77,6 +83,9 @@ class Stats:
         if self.malformed_sent:
             lines.append(f"  malformed      {self.malformed_sent:,} sent,"
                          f" {self.malformed_rejected:,} answered 4.00")
+        if self.fw_blocks or self.fw_failed:
+            lines.append(f"  firmware       {self.fw_blocks:,} blocks, {self.fw_downloaded:,} packages"
+                         f" downloaded, {self.fw_updated:,} installed, {self.fw_failed:,} failed")
         if self.faults:
             lines.append("  faults         " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.faults.items())))
         return "\n".join(lines)

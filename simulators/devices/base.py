@@ -15,9 +15,12 @@ from simulators import serving
 from simulators.client import SEND, UPDATE
 from simulators.clock import DAY_S, SimClock
 from simulators.environment import Environment
-from simulators.faults import ELIGIBLE, FORCED_DELAY_S, STATE_FAULTS, DeviceFaults, FaultPlan
+from simulators import firmware_transfer
+from simulators.faults import (ELIGIBLE, FIRMWARE_FAULTS, FORCED_DELAY_S, STATE_FAULTS, DeviceFaults,
+                               FaultPlan)
+from simulators.firmware import FirmwareUpdate
 from simulators.geography import activity
-from simulators.inventory import DeviceSpec
+from simulators.inventory import FIRMWARE, DeviceSpec, FirmwareProfile
 from simulators.noise import Noise
 from simulators.objects import InstanceTable, ObjectTree, Resource, attribute, constant, executable
 from simulators.scheduler import Scheduler
@@ -34,6 +37,7 @@ NO_ERROR, LOW_BATTERY_POWER, PERIPHERAL_MALFUNCTION = 0, 1, 8
 # The clock_skew fault: a device's clock off by this many hours, either way.
 CLOCK_SKEW_HOURS = (2.0, 48.0)
 CURRENT_TIME = ResourcePath(3, 0, 13)
+FIRMWARE_OBJECT = 5
 
 
 @dataclass
@@ -47,6 +51,8 @@ class World:
     seed: int
     # Simulated seconds between two periodic reports, per kind.
     report_interval_s: dict[str, float]
+    # The firmware block size of every device, instead of its model's (inventory.FIRMWARE).
+    firmware_block_size: int | None = None
 
     @property
     def clock(self) -> SimClock:
@@ -90,7 +96,7 @@ class SimulatedDevice:
 
     __slots__ = ("spec", "world", "noise", "faults", "link", "tree", "sim_t", "last_sent",
                  "reporting", "next_report", "activity", "signal_dbm", "error_code",
-                 "first_report_due", "only", "clock_skew", "always")
+                 "first_report_due", "only", "clock_skew", "always", "fw")
 
     def __init__(self, spec: DeviceSpec, world: World, faults: DeviceFaults) -> None:
         self.spec = spec
@@ -106,11 +112,12 @@ class SimulatedDevice:
         self.activity = activity(spec.district)
         self.signal_dbm = round(self.noise.uniform(-110, -70))
         self.error_code = 0
-        self.first_report_due = bool(faults.forced)
+        self.first_report_due = any(f not in FIRMWARE_FAULTS for f in faults.forced)
         self.only: tuple[int, ...] = ()  # the next Send reports only these positions of `reported`
         self.clock_skew = timedelta(0)  # how far the device's own clock is off
         # Paths every Send carries even unchanged (a faulty device repeating itself).
         self.always: tuple[ResourcePath, ...] = ()
+        self.fw: FirmwareUpdate | None = None  # object 5, once the server first touches it
 
     @property
     def endpoint(self) -> str:
@@ -133,7 +140,8 @@ class SimulatedDevice:
 
     @classmethod
     def tables(cls, spec: DeviceSpec) -> dict[tuple[int, int], InstanceTable]:
-        return {(1, 0): _SERVER, (3, 0): cls.device_table(), (4, 0): cls.connectivity_table()}
+        return {(1, 0): _SERVER, (3, 0): cls.device_table(), (4, 0): cls.connectivity_table(),
+                (5, 0): firmware_transfer.TABLE}
 
     @classmethod
     def device_table(cls) -> InstanceTable:
@@ -141,7 +149,7 @@ class SimulatedDevice:
             0: Resource(read=lambda d: d.spec.manufacturer or d.defaults[0]),
             1: Resource(read=lambda d: d.spec.model or d.defaults[1]),
             2: Resource(read=lambda d: d.spec.serial or d.endpoint),
-            3: Resource(read=lambda d: d.spec.firmware_version or d.defaults[2]),
+            3: Resource(read=lambda d: d.firmware_version()),
             4: executable(lambda d, _args: d.reboot()),
             6: constant(dict(cls.power_sources)),
             10: Resource(read=lambda d: 150 + zlib.crc32(d.endpoint.encode()) % 60),
@@ -169,6 +177,21 @@ class SimulatedDevice:
                       3: Resource(read=lambda d: max(-20, min(-3, (d.signal_dbm + 60) // 4))),
                       8: Resource(read=lambda d: zlib.crc32(d.endpoint.encode()) & 0xFFFFF)}
         return table
+
+    # -- firmware (object 5, simulators.firmware_transfer) -------------------------------------
+
+    def firmware_version(self) -> str:
+        """What it runs: the last update it installed, else what the registry says or the
+        kind's default."""
+        if self.fw is not None and self.fw.running is not None:
+            return self.fw.running
+        return self.spec.firmware_version or self.defaults[2]
+
+    def firmware_profile(self) -> FirmwareProfile:
+        return FIRMWARE[self.kind]
+
+    def firmware_block_size(self) -> int:
+        return self.world.firmware_block_size or FIRMWARE[self.kind].block_size
 
     def local_address(self) -> str:
         transport = self.link.transport if self.link else None
@@ -219,6 +242,8 @@ class SimulatedDevice:
         if self.first_report_due:
             self.first_report_due = False
             for fault in self.faults.forced:
+                if fault in FIRMWARE_FAULTS:
+                    continue  # these wait for a firmware update
                 self.world.scheduler.after(FORCED_DELAY_S, _strike, (self, fault))
         if not readings:
             return None
@@ -243,6 +268,8 @@ class SimulatedDevice:
         self.world.scheduler.at(self.next_report, _report_tick, self)
 
     def on_written(self, paths: list[ResourcePath]) -> None:
+        if all(path.object == FIRMWARE_OBJECT for path in paths):
+            return  # object 5 tells its observers itself; nothing a Send carries changed
         self.only = self.reported_after_write
         self.link.report_soon()
 
@@ -301,6 +328,7 @@ class SimulatedDevice:
             self.always = tuple(p for p in self.always if p != CURRENT_TIME)
 
     def reboot(self) -> None:
+        firmware_transfer.interrupted(self)
         self.world.scheduler.after(0.2, lambda link: link.reboot(), self.link)
 
 

@@ -158,7 +158,7 @@ def test_object_tree_refuses_what_the_device_cannot_do():
     tree = light.tree
     links = linkformat.parse(tree.registration_links)
     assert links[0].attrs["rt"] == "oma.lwm2m"
-    assert linkformat.object_instances(links) == {1: [0], 3: [0], 4: [0], 3416: [0], 3418: [0]}
+    assert linkformat.object_instances(links) == {1: [0], 3: [0], 4: [0], 5: [0], 3416: [0], 3418: [0]}
     assert linkformat.object_versions(links) == {3416: "2.0", 3418: "2.0"}
     with pytest.raises(MethodNotAllowed):
         tree.write(light, ResourcePath(3416, 0), [Reading(ResourcePath(3416, 0, 3), None, 5)])
