@@ -65,3 +65,32 @@ class Image:
         """Whether a device of this manufacturer and model may take the image."""
         return ((not self.models or model in self.models)
                 and (not self.manufacturers or manufacturer in self.manufacturers))
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """What a valid token downloads: one stored image of one city."""
+
+    tenant_id: UUID
+    image_id: UUID
+    size: int
+    sha256: bytes
+    expires_at: datetime
+    chunk_size: int
+
+    @property
+    def etag(self) -> bytes:
+        """Tells a resuming device whether the package is still the one it began with."""
+        return self.sha256[:8]
+
+    def blocks(self, block_size: int) -> int:
+        return -(-self.size // block_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    package: Package
+    number: int
+    size: int  # the block size asked for; the payload is shorter on the last block
+    payload: memoryview
+    more: bool

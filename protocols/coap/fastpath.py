@@ -17,6 +17,12 @@ What is kept, per RFC 7252:
 Anything else (NON, other methods or options, block-wise, malformed, multicast, a resource
 that declines) goes through aiocoap; a declined request's duplicates follow it there, so each
 exchange is deduplicated by exactly one of the two.
+
+A confirmable GET of a firmware block (Uri-Path, Block2 and Size2, nothing else) is answered
+the same way when the root resource's ``fast_get`` has the block in memory: piggybacked, at
+once. Those answers are not kept for deduplication: a GET is idempotent (§4.5 allows
+processing a duplicate again), and keeping ~1 KB per block for EXCHANGE_LIFETIME would make
+memory grow with the block rate. A duplicate gets the same bytes again from the caches.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ class FastPath:
     def __init__(self, interface, resource, tuning: TransportTuning) -> None:
         self.interface = interface
         self.fast_post = resource.fast_post
+        self.fast_get = getattr(resource, "fast_get", None)
         self.loop = asyncio.get_running_loop()
         self.lifetime = tuning.EXCHANGE_LIFETIME
         self.empty_ack_delay = tuning.EMPTY_ACK_DELAY
@@ -106,6 +113,50 @@ class FastPath:
         self.delegated = 0
         self.duplicates = 0
         self.separate = 0
+        self.blocks = 0
+
+    def offer_download(self, data: bytes, pktinfo: bytes | None, address) -> bool:
+        """Answer a CON GET of a firmware block from memory; True if it was answered.
+
+        Checked before the peer limit: a block served from memory belongs to a token this
+        node knows to be valid (a device downloading its own package), and a download is a
+        burst of hundreds of requests the per-peer rate would refuse."""
+        if (self.fast_get is None or len(data) < 4 or data[1] != message.GET
+                or data[0] & 0xF0 != _CON_V1 or data[0] & 0x0F > message.MAX_TOKEN_LENGTH):
+            return False
+        if pktinfo is not None and (pktinfo[0] == 0xFF or (pktinfo[:12] == _V4_MAPPED and 224 <= pktinfo[12] < 240)):
+            return False
+        key = (address[0], address[1], (data[2] << 8) | data[3])
+        if self.recent.get(key) is not None:
+            return False  # aiocoap has this exchange: its dedup answers the duplicate
+        try:
+            _, _, mid, token, options, _ = message.parse(data)
+        except message.MessageFormatError:
+            return False
+        path: list[bytes] = []
+        block2 = None
+        size2_asked = False
+        for number, value in options:
+            if number == message.URI_PATH:
+                path.append(value)
+            elif number == message.BLOCK2 and block2 is None:
+                block2 = value
+            elif number == message.SIZE2:
+                size2_asked = True
+            else:
+                return False
+        try:
+            answer = self.fast_get(tuple(path), block2, size2_asked)
+        except Exception:  # noqa: BLE001 - our bug; aiocoap's path answers and logs it again
+            log.exception("fast path failed; handing the request to aiocoap")
+            answer = None
+        if answer is None:
+            return False
+        options_bytes, payload = answer
+        self.blocks += 1
+        self._send(message.encode_with_options(message.ACK, message.CONTENT, mid, token, options_bytes, payload),
+                   self._ancdata(pktinfo), address)
+        return True
 
     def offer(self, data: bytes, pktinfo: bytes | None, address) -> bool:
         """Handle the datagram if it is a fast-path request or a duplicate of one; True if so."""
