@@ -208,8 +208,10 @@ class Downloads:
         return self._served(package, number, size, chunk, offset)
 
     def _served(self, package: Package, number: int, size: int, chunk: memoryview, offset: int) -> Block:
-        payload = chunk[offset:offset + size]
-        more = number * size + len(payload) < package.size
+        start = number * size
+        end = min(start + size, package.size)
+        payload = chunk[offset:offset + end - start]
+        more = end < package.size
         self.blocks_served += 1
         self.bytes_served += len(payload)
         if not more:
