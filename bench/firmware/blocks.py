@@ -35,6 +35,7 @@ from protocols.coap import message
 
 RETRANSMIT_S = 2.0
 MAX_RETRANSMIT = 4
+SEPARATE_RESPONSE_S = 60.0
 
 
 class Downloader(asyncio.DatagramProtocol):
@@ -52,6 +53,7 @@ class Downloader(asyncio.DatagramProtocol):
         self.done = asyncio.get_running_loop().create_future()
         self.transport = None
         self.timer = None
+        self.token = b""
         self.attempt = 0
 
     def connection_made(self, transport) -> None:
@@ -62,9 +64,14 @@ class Downloader(asyncio.DatagramProtocol):
 
     def _send(self) -> None:
         options = [*self.prefix, (message.BLOCK2, message.block_value(self.number, False, self.block_size))]
-        self.transport.sendto(message.encode(message.CON, message.GET, self.mid, b"\x01", options))
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(RETRANSMIT_S * 2 ** self.attempt, self._timeout)
+        self.token = self.number.to_bytes(2, "big")
+        self.transport.sendto(message.encode(message.CON, message.GET, self.mid, self.token, options))
+        self._wait(RETRANSMIT_S * 2 ** self.attempt, self._timeout)
+
+    def _wait(self, seconds: float, then) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(seconds, then)
 
     def _timeout(self) -> None:
         if self.attempt >= MAX_RETRANSMIT:
@@ -74,13 +81,26 @@ class Downloader(asyncio.DatagramProtocol):
         self.retransmissions += 1
         self._send()
 
+    def _no_separate_response(self) -> None:
+        self._finish(RuntimeError(f"block {self.number}: empty ACK, then no response"))
+
     def datagram_received(self, data: bytes, addr) -> None:
         try:
-            _, code, mid, _, options, payload = message.parse(data)
+            mtype, code, mid, token, options, payload = message.parse(data)
         except message.MessageFormatError:
             return
-        if mid != self.mid or self.done.done():
+        if self.done.done():
+            return
+        if mtype == message.CON:  # a separate response (RFC 7252 §5.2.2): acknowledge it
+            self.transport.sendto(message.empty(message.ACK, mid))
+        elif mid != self.mid:
             return  # a late answer to a retransmitted request
+        if code == message.EMPTY:
+            if mtype == message.ACK:  # the response follows separately
+                self._wait(SEPARATE_RESPONSE_S, self._no_separate_response)
+            return
+        if token != self.token:
+            return
         self.timer.cancel()
         if code != message.CONTENT:
             self.errors += 1
@@ -117,6 +137,7 @@ class Round:
     rss_before_kib: int
     rss_peak_kib: int
     rss_after_kib: int
+    errors: dict[str, int] = field(default_factory=dict)  # why downloads failed, by reason
 
 
 def rss_kib(pid: int) -> int:
@@ -151,9 +172,14 @@ async def download_round(side: str, target: tuple[str, int], tokens: list[str], 
     failed = sum(isinstance(r, BaseException) for r in results)
     corrupt = sum(not isinstance(r, BaseException) and hashlib.sha256(r).digest() != expected for r in results)
     blocks = sum(d.number for d in downloaders)
+    errors: dict[str, int] = {}
+    for result in results:
+        if isinstance(result, BaseException):
+            reason = str(result)[:60]
+            errors[reason] = errors.get(reason, 0) + 1
     return Round(side, len(tokens), blocks, round(seconds, 3), round(blocks / seconds, 1), failed, corrupt,
                  sum(d.retransmissions for d in downloaders), before, max(peak[0], rss_kib(server_pid)),
-                 rss_kib(server_pid))
+                 rss_kib(server_pid), errors)
 
 
 @dataclass
@@ -188,6 +214,8 @@ def run(args: argparse.Namespace) -> Report:
                                   str(args.size), "--seed", str(args.seed)]}
             env = {**os.environ, "FLEET_DATABASE_URL": dsn}
             for side, argv in sides.items():
+                if side not in args.sides.split(","):
+                    continue
                 with ServerGroup(argv, 1, target, ready_timeout=60.0, env=env) as group:
                     pid = group.children[0].pid
                     for _ in range(args.repeats):
@@ -202,6 +230,10 @@ def run(args: argparse.Namespace) -> Report:
 def print_report(report: Report, counts: list[int]) -> None:
     print(f"firmware blocks: {report.size} bytes at {report.block}-byte blocks; started {report.started}, "
           f"load average before {report.loadavg_before}")
+    if len(report.servers) < 2:
+        for r in report.rounds:
+            print(f"  {r.side} {r.downloaders} downloaders: {r.blocks_per_s:.0f} blocks/s {r.errors}")
+        return
     for count in counts:
         fleet, base = report.best("fleet", count), report.best("baseline", count)
         print(f"  {count:>5} downloaders: Fleet {fleet.blocks_per_s:>8.0f} blocks/s, baseline "
@@ -220,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=1024, choices=[16, 32, 64, 128, 256, 512, 1024])
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--repeats", type=int, default=1, help="rounds per downloader count and side")
+    parser.add_argument("--sides", default="fleet,baseline", help="which servers to measure")
     parser.add_argument("--json", action="store_true", help="the whole report as JSON")
     args = parser.parse_args(argv)
     report = run(args)

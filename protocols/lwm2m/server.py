@@ -50,6 +50,12 @@ class ServiceUnavailable(error.ServiceUnavailable):
 LINK_FORMAT = 40
 
 
+def _logged_path(request: Message) -> str:
+    """The request's path for a log line, a download token left out (it opens a package)."""
+    path = request.opt.uri_path
+    return "fw/<token>" if packages.is_download(path) else "/".join(path)
+
+
 def peer_of(request: Message) -> tuple[str, int]:
     host, port = request.remote.sockaddr[0], request.remote.sockaddr[1]
     # udp6 sockets see IPv4 peers as IPv4-mapped IPv6 addresses.
@@ -111,12 +117,12 @@ class LwM2MServer(interfaces.Resource):
                 self.writer.health.database_lost(exc)
                 raise ServiceUnavailable(BACKOFF_S, "database unavailable; retry later") from None
             if not isinstance(exc, FleetError | CodecError):
-                log.exception("LwM2M request failed", path=request.opt.uri_path)
+                log.exception("LwM2M request failed", path=_logged_path(request))
                 raise
             if isinstance(exc, UnknownEndpoint):
                 log.warning("registration refused", reason=exc.detail, peer=peer_of(request)[0])
             else:
-                log.info("LwM2M request refused", path="/".join(request.opt.uri_path), error=str(exc))
+                log.info("LwM2M request refused", path=_logged_path(request), error=str(exc))
             raise to_coap_error(exc) from None
         finally:
             self._rendering -= 1
