@@ -12,15 +12,21 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
+import structlog
+
 from fleet.db import Database
 from fleet.errors import NotFound, ValidationFailed
 from fleet.firmware.delivery_repository import DeliveryRepository
 from fleet.firmware.models import Block, Package
 
+log = structlog.get_logger("fleet.firmware")
+
 # How long a node trusts what it read about a token. 10,000 devices fetching 128 blocks each
 # would otherwise be 1.3 million queries; the price is that a token the campaign ended (abort,
 # cancel, the device failed) keeps working on this node for at most this long.
 TOKEN_TTL_S = 5.0
+# A token still in use is looked up again this long before its entry runs out.
+REFRESH_AHEAD_S = 1.0
 # Tokens remembered per node (valid and unknown alike), about 300 bytes each.
 MAX_TOKENS = 200_000
 # Image bytes kept per node: 64 MiB holds 256 chunks, hundreds of 128 KiB packages or one
@@ -69,11 +75,22 @@ class TokenCache:
         self._pending: dict[str, asyncio.Future] = {}
 
     def peek(self, token: str) -> Package | None | bool:
-        """The cached answer, or False when this node does not know (or no longer trusts) it."""
+        """The cached answer, or False when this node does not know (or no longer trusts) it.
+
+        A valid token in its last REFRESH_AHEAD_S is looked up again in the background, so a
+        device downloading for minutes is served from memory throughout, and a token ended
+        meanwhile still stops working within the TTL."""
         entry = self._known.get(token)
-        if entry is None or entry[0] <= self.clock():
+        if entry is None:
             return False
-        return entry[1]
+        until, package = entry
+        now = self.clock()
+        if until <= now:
+            return False
+        if package is not None and until - now < REFRESH_AHEAD_S and token not in self._pending:
+            refresh = self._pending[token] = asyncio.ensure_future(self._load(token))
+            refresh.add_done_callback(_refreshed)
+        return package
 
     async def get(self, token: str) -> Package | None:
         known = self.peek(token)
@@ -105,6 +122,12 @@ class TokenCache:
                 del known[next(iter(known))]
         known.pop(token, None)
         known[token] = (until, package)
+
+
+def _refreshed(refresh: asyncio.Future) -> None:
+    """A background refresh that failed (the database away) leaves the entry to run out."""
+    if not refresh.cancelled() and refresh.exception() is not None:
+        log.debug("refreshing a download token failed", error=repr(refresh.exception()))
 
 
 ChunkKey = tuple[UUID, UUID, int]  # tenant, image, chunk number

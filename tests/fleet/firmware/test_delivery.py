@@ -149,3 +149,20 @@ async def test_unknown_token_is_not_found():
 
     with pytest.raises(NotFound):
         await Downloads(TokenCache(lookup), ChunkCache(load)).block("nope", 0, 1024)
+
+
+async def test_token_in_use_is_refreshed_before_it_runs_out():
+    now = [0.0]
+    answers = [package(), None]
+
+    async def lookup(hashed):
+        return answers.pop(0)
+
+    cache = TokenCache(lookup, ttl_s=5, clock=lambda: now[0])
+    await cache.get("t")
+    now[0] = 4.5  # in its last second: served, and looked up again meanwhile
+    assert cache.peek("t").size == 5000
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert cache.peek("t") is None  # the campaign ended it: refused before the TTL ran out
+    assert answers == []
