@@ -27,6 +27,8 @@ log = structlog.get_logger("fleet.firmware")
 TOKEN_TTL_S = 5.0
 # A token still in use is looked up again this long before its entry runs out.
 REFRESH_AHEAD_S = 1.0
+# Tokens looked up in one query at most.
+LOOKUP_BATCH = 1000
 # Tokens remembered per node (valid and unknown alike), about 300 bytes each.
 MAX_TOKENS = 200_000
 # Image bytes kept per node: 64 MiB holds 256 chunks, hundreds of 128 KiB packages or one
@@ -63,16 +65,22 @@ def default_base_uri(coap_host: str, coap_port: int) -> str:
 class TokenCache:
     """Token -> Package (or None: unknown, expired, no longer downloading), for TOKEN_TTL_S.
 
-    Concurrent misses for one token share one lookup."""
+    Lookups are batched: tokens missed while a lookup is under way are looked up together in
+    the next one (a wave of a campaign starting is thousands of first blocks at once), and
+    concurrent misses for one token share its lookup."""
 
-    def __init__(self, lookup: Callable[[bytes], Awaitable[Package | None]], *, ttl_s: float = TOKEN_TTL_S,
-                 max_tokens: int = MAX_TOKENS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, lookup: Callable[[list[bytes]], Awaitable[dict[bytes, Package]]], *,
+                 ttl_s: float = TOKEN_TTL_S, max_tokens: int = MAX_TOKENS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.lookup = lookup
         self.ttl_s = ttl_s
         self.max_tokens = max_tokens
         self.clock = clock
         self._known: dict[str, tuple[float, Package | None]] = {}
         self._pending: dict[str, asyncio.Future] = {}
+        self._queued: list[str] = []
+        self._batch: asyncio.Task | None = None
+        self.lookups = 0
 
     def peek(self, token: str) -> Package | None | bool:
         """The cached answer, or False when this node does not know (or no longer trusts) it.
@@ -88,29 +96,52 @@ class TokenCache:
         if until <= now:
             return False
         if package is not None and until - now < REFRESH_AHEAD_S and token not in self._pending:
-            refresh = self._pending[token] = asyncio.ensure_future(self._load(token))
-            refresh.add_done_callback(_refreshed)
+            self._ask(token)
         return package
 
     async def get(self, token: str) -> Package | None:
         known = self.peek(token)
         if known is not False:
             return known
+        return await asyncio.shield(self._ask(token))
+
+    def _ask(self, token: str) -> asyncio.Future:
         pending = self._pending.get(token)
         if pending is None:
-            pending = self._pending[token] = asyncio.ensure_future(self._load(token))
-        return await asyncio.shield(pending)
+            pending = self._pending[token] = asyncio.get_running_loop().create_future()
+            pending.add_done_callback(_looked_up)
+            self._queued.append(token)
+            if self._batch is None:
+                self._batch = asyncio.ensure_future(self._look_up_queued())
+        return pending
 
-    async def _load(self, token: str) -> Package | None:
+    async def _look_up_queued(self) -> None:
         try:
-            package = await self.lookup(token_hash(token))
+            while self._queued:
+                tokens, self._queued = self._queued[:LOOKUP_BATCH], self._queued[LOOKUP_BATCH:]
+                hashes = [token_hash(token) for token in tokens]
+                try:
+                    self.lookups += 1
+                    found = await self.lookup(hashes)
+                except BaseException as exc:
+                    for token in tokens:
+                        pending = self._pending.pop(token)
+                        if isinstance(exc, asyncio.CancelledError):
+                            pending.cancel()
+                        else:
+                            pending.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                now, wall = self.clock(), datetime.now(UTC)
+                for token, hashed in zip(tokens, hashes, strict=True):
+                    package = found.get(hashed)
+                    ttl = self.ttl_s if package is None else min(
+                        self.ttl_s, (package.expires_at - wall).total_seconds())
+                    self._remember(token, now + ttl, package)
+                    self._pending.pop(token).set_result(package)
         finally:
-            self._pending.pop(token, None)
-        ttl = self.ttl_s
-        if package is not None:
-            ttl = min(ttl, (package.expires_at - datetime.now(UTC)).total_seconds())
-        self._remember(token, self.clock() + ttl, package)
-        return package
+            self._batch = None
 
     def _remember(self, token: str, until: float, package: Package | None) -> None:
         known = self._known
@@ -124,10 +155,11 @@ class TokenCache:
         known[token] = (until, package)
 
 
-def _refreshed(refresh: asyncio.Future) -> None:
-    """A background refresh that failed (the database away) leaves the entry to run out."""
-    if not refresh.cancelled() and refresh.exception() is not None:
-        log.debug("refreshing a download token failed", error=repr(refresh.exception()))
+def _looked_up(lookup: asyncio.Future) -> None:
+    """A lookup that failed (the database away) fails its waiters; a background refresh had
+    none, and leaves the entry to run out."""
+    if not lookup.cancelled() and lookup.exception() is not None:
+        log.debug("looking up a download token failed", error=repr(lookup.exception()))
 
 
 ChunkKey = tuple[UUID, UUID, int]  # tenant, image, chunk number
@@ -260,15 +292,15 @@ def downloads(db: Database, *, token_ttl_s: float = TOKEN_TTL_S,
               chunk_budget_bytes: int = CHUNK_BUDGET_BYTES) -> Downloads:
     """A node's Downloads over the database (system transactions: the token says which city)."""
 
-    async def package(hashed: bytes) -> Package | None:
+    async def packages(hashes: list[bytes]) -> dict[bytes, Package]:
         async with db.system_tx() as conn:
-            return await DeliveryRepository(conn).package(hashed)
+            return await DeliveryRepository(conn).packages(hashes)
 
     async def chunk(tenant_id: UUID, image_id: UUID, seq: int) -> bytes | None:
         async with db.system_tx() as conn:
             return await DeliveryRepository(conn).chunk(tenant_id, image_id, seq)
 
-    return Downloads(TokenCache(package, ttl_s=token_ttl_s),
+    return Downloads(TokenCache(packages, ttl_s=token_ttl_s),
                      ChunkCache(chunk, budget_bytes=chunk_budget_bytes), layout=_layout(db))
 
 

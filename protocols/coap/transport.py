@@ -102,9 +102,9 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
     fast = self.__dict__.get("_fleet_fast_path", _UNRESOLVED)
     if fast is _UNRESOLVED:
         fast = self._fleet_fast_path = _fast_path_for(self)
-    if fast is not None and fast.offer_download(data, pktinfo, address):
-        return
     peer_limit = self.__dict__.get("_fleet_peer_limit")
+    if fast is not None and fast.offer_download(data, pktinfo, address, peer_limit):
+        return
     if peer_limit is not None:
         refused = peer_limit.refuse(data, address, self.loop.time())
         # A retransmission of a Send already taken passes: refusing it would end that exchange

@@ -1,14 +1,19 @@
 """GET /fw/<token>: firmware packages served block-wise (RFC 7959 Block2) from Fleet's listener.
 
 Two ways in, one answer: the transport's fast path (`fast_download`) serves a block straight
-from the node's caches; aiocoap's full path (`render_download`) answers everything the fast
-path declines (a token or chunk not in memory yet, NON requests, unusual options, every error).
+from the node's caches, or once they have looked the token or chunk up; aiocoap's full path
+(`render_download`) answers everything the fast path declines (NON requests, other options,
+other methods, BERT).
 The device chooses the block size (SZX 0-6, 16-1024 bytes) and may start at any block, so a
 broken download resumes where it stopped; the ETag (the first 8 bytes of the package's SHA-256)
 lets it notice that the package behind the URI changed.
 """
 
 from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
 
 from aiocoap import CONTENT, Code, Message, error
 from aiocoap.optiontypes import BlockOption
@@ -38,8 +43,10 @@ def _answer_options(block: Block, explicit: bool, size2_asked: bool) -> list[tup
 
 
 def fast_download(downloads: Downloads, path: tuple[bytes, ...], block2: bytes | None,
-                  size2_asked: bool) -> tuple[bytes, memoryview] | None:
-    """(encoded options, payload) of a 2.05 answered from memory; None declines."""
+                  size2_asked: bool) -> tuple[bytes, memoryview] | Callable[[], asyncio.Future] | None:
+    """(encoded options, payload) of a 2.05 answered from memory; when the token or the chunk
+    is not in memory, a callable that looks them up and gives a future of the same (or of the
+    FleetError to answer with); None declines."""
     if len(path) != 2 or path[0] != _DOWNLOAD_SEGMENT or len(path[1]) > _MAX_TOKEN_TEXT:
         return None
     if block2 is None:
@@ -55,8 +62,16 @@ def fast_download(downloads: Downloads, path: tuple[bytes, ...], block2: bytes |
         return None
     block = downloads.block_now(token, number, size)
     if block is None:
-        return None
+        return functools.partial(_look_up, downloads, token, number, size, explicit, size2_asked)
     return message.encode_options(_answer_options(block, explicit, size2_asked)), block.payload
+
+
+def _look_up(downloads: Downloads, token: str, number: int, size: int, explicit: bool,
+             size2_asked: bool) -> asyncio.Future:
+    async def answer() -> tuple[bytes, memoryview]:
+        block = await downloads.block(token, number, size)
+        return message.encode_options(_answer_options(block, explicit, size2_asked)), block.payload
+    return asyncio.ensure_future(answer())
 
 
 async def render_download(downloads: Downloads, request: Message) -> Message:

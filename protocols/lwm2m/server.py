@@ -243,10 +243,10 @@ class LwM2MServer(interfaces.Resource):
             return None  # render() decodes it again and answers 4.00 with the diagnostic
         return self.writer.submit(_records(session, readings, now))
 
-    def fast_get(self, path: tuple[bytes, ...], block2: bytes | None,
-                 size2_asked: bool) -> tuple[bytes, memoryview] | None:
-        """A block of a firmware package from memory, taken straight from the transport:
-        (encoded options, payload) of the 2.05, or None and render() answers."""
+    def fast_get(self, path: tuple[bytes, ...], block2: bytes | None, size2_asked: bool):
+        """A block of a firmware package, taken straight from the transport: (encoded options,
+        payload) of the 2.05 from memory, a callable starting the lookup when it is not in
+        memory (protocols.lwm2m.packages.fast_download), or None and render() answers."""
         if self.downloads is None or self.draining:
             return None
         return packages.fast_download(self.downloads, path, block2, size2_asked)

@@ -93,9 +93,9 @@ async def test_token_cache_remembers_for_its_ttl_unknown_tokens_too():
     now = [0.0]
     lookups = []
 
-    async def lookup(hashed):
-        lookups.append(hashed)
-        return package() if len(lookups) == 1 else None
+    async def lookup(hashes):
+        lookups.append(hashes)
+        return {hashes[0]: package()} if len(lookups) == 1 else {}
 
     cache = TokenCache(lookup, ttl_s=5, clock=lambda: now[0])
     assert cache.peek("t") is False
@@ -107,8 +107,8 @@ async def test_token_cache_remembers_for_its_ttl_unknown_tokens_too():
 
 
 async def test_token_cache_is_bounded():
-    async def lookup(hashed):
-        return None
+    async def lookup(hashes):
+        return {}
 
     cache = TokenCache(lookup, max_tokens=3)
     for n in range(10):
@@ -119,8 +119,8 @@ async def test_token_cache_is_bounded():
 async def test_downloads_slices_blocks_and_counts():
     content = bytes(range(256)) * 20  # 5120 bytes in 1024-byte chunks
 
-    async def lookup(hashed):
-        return package(size=5000)
+    async def lookup(hashes):
+        return {h: package(size=5000) for h in hashes}
 
     async def load(tenant, image, seq):
         return content[seq * 1024:(seq + 1) * 1024]
@@ -141,8 +141,8 @@ async def test_downloads_slices_blocks_and_counts():
 
 
 async def test_unknown_token_is_not_found():
-    async def lookup(hashed):
-        return None
+    async def lookup(hashes):
+        return {}
 
     async def load(tenant, image, seq):
         raise AssertionError("no chunk for an unknown token")
@@ -155,8 +155,9 @@ async def test_token_in_use_is_refreshed_before_it_runs_out():
     now = [0.0]
     answers = [package(), None]
 
-    async def lookup(hashed):
-        return answers.pop(0)
+    async def lookup(hashes):
+        answer = answers.pop(0)
+        return {hashes[0]: answer} if answer else {}
 
     cache = TokenCache(lookup, ttl_s=5, clock=lambda: now[0])
     await cache.get("t")
@@ -166,3 +167,26 @@ async def test_token_in_use_is_refreshed_before_it_runs_out():
     await asyncio.sleep(0)
     assert cache.peek("t") is None  # the campaign ended it: refused before the TTL ran out
     assert answers == []
+
+
+async def test_token_misses_are_looked_up_together():
+    batches = []
+
+    async def lookup(hashes):
+        batches.append(len(hashes))
+        await asyncio.sleep(0.01)
+        return {}
+
+    cache = TokenCache(lookup)
+    await asyncio.gather(*(cache.get(f"t{n % 40}") for n in range(100)))
+    assert sum(batches) == 40 and len(batches) <= 2  # the first alone, the rest together
+
+
+async def test_failed_lookup_fails_its_waiters_and_is_not_remembered():
+    async def lookup(hashes):
+        raise ConnectionError("database away")
+
+    cache = TokenCache(lookup)
+    with pytest.raises(ConnectionError):
+        await cache.get("t")
+    assert cache.peek("t") is False

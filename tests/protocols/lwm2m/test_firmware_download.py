@@ -227,3 +227,18 @@ async def test_dispatcher_pushes_firmware(db, listener, city, image_id):
         assert bytes(sink.received) == IMAGE
     finally:
         await device.stop()
+
+
+async def test_slow_lookup_answers_separately(db, listener, coap_client, city, image_id):
+    """A lookup held up past EMPTY_ACK_DELAY: empty ACK, then the block as a separate CON."""
+    token = await token_for(db, city, image_id, "light-slow")
+    async with db.pool.acquire() as holder:
+        async with holder.transaction():
+            await holder.execute("lock table firmware_campaign_devices in access exclusive mode")
+            pending = asyncio.ensure_future(coap_client.request(
+                Message(code=Code.GET, uri=uri(listener, token), block2=block2(1, 1024)),
+                handle_blockwise=False).response)
+            await asyncio.sleep(1.5)
+    answer = await pending
+    assert answer.code == Code.CONTENT and answer.payload == IMAGE[1024:2048]
+    assert sum(fast.separate for fast in transport.fast_paths(listener.context)) == 1
