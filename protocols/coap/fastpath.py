@@ -263,13 +263,19 @@ class FastPath:
             options = message.encode_options([(message.MAX_AGE, message.uint(max_age))]) if max_age else b""
         else:
             code, (options, payload) = message.CONTENT, done.result()
-        self._reply(exchange, code, options, payload)
+        # Not kept for duplicates (a GET is idempotent): a repeated request is answered anew,
+        # from memory now.
+        self._reply(exchange, code, options, payload, keep=False)
 
-    def _reply(self, exchange: _Exchange, code: int, options: bytes, payload) -> None:
+    def _reply(self, exchange: _Exchange, code: int, options: bytes, payload, *, keep: bool = True) -> None:
         self.answered += 1
         reply = message.encode_with_options(message.ACK, code, exchange.mid, exchange.token, options, payload)
+        if not keep:
+            current = self.recent.get(exchange.key)
+            if current is exchange or (exchange.empty_acked and type(current) is bytes):
+                del self.recent[exchange.key]  # this exchange's entry (or its empty ACK), no other
         if not exchange.empty_acked:
-            if self.recent.get(exchange.key) is exchange:
+            if keep and self.recent.get(exchange.key) is exchange:
                 self.recent[exchange.key] = reply
             self._send(reply, exchange.ancdata, exchange.address)
             return
