@@ -19,8 +19,9 @@ that declines) goes through aiocoap; a declined request's duplicates follow it t
 exchange is deduplicated by exactly one of the two.
 
 A confirmable GET of a firmware block (Uri-Path, Block2 and Size2, nothing else) is answered
-the same way when the root resource's ``fast_get`` has the block in memory: piggybacked, at
-once. Those answers are not kept for deduplication: a GET is idempotent (§4.5 allows
+here too when the root resource offers ``fast_get``: piggybacked at once when the block is in
+memory, else like a Send once it has been looked up (empty ACK and separate response if that
+takes long). Those answers are not kept for deduplication: a GET is idempotent (§4.5 allows
 processing a duplicate again), and keeping ~1 KB per block for EXCHANGE_LIFETIME would make
 memory grow with the block rate. A duplicate gets the same bytes again from the caches.
 """
@@ -46,6 +47,7 @@ log = structlog.get_logger("fleet.coap")
 
 _CON_V1 = 0x40  # version 1, type CON, in the first byte's high nibble
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+# Max-Age of a 5.03 while the database is away (protocols.lwm2m.server.BACKOFF_S).
 DATABASE_BACKOFF_S = 10
 # Stands for "aiocoap has this exchange": its duplicates must reach aiocoap's own dedup.
 _DELEGATED = object()
