@@ -36,7 +36,6 @@ MAX_TOKENS = 200_000
 CHUNK_BUDGET_BYTES = 64 * 1024 * 1024
 # The block a request without Block2 gets (RFC 7959 §2.2: the server's choice), the largest.
 DEFAULT_BLOCK_SIZE = 1024
-BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 _TOKEN_BYTES = 18  # 144 bits: 24 URL-safe characters, no padding
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 from datetime import UTC, datetime, timedelta
 
 import aiocoap
@@ -19,7 +20,7 @@ from fleet.commands.models import Operation
 from fleet.commands.repository import CommandRepository
 from fleet.firmware.delivery import package_uri
 from fleet.objectmodel import ResourcePath
-from protocols.coap import transport
+from protocols.coap import message, transport
 from protocols.lwm2m.downlink import DeviceAddress, DeviceRequestFailed
 from protocols.lwm2m.listener import open_listener
 from tests.conftest import make_city
@@ -242,3 +243,34 @@ async def test_slow_lookup_answers_separately(db, listener, coap_client, city, i
     answer = await pending
     assert answer.code == Code.CONTENT and answer.payload == IMAGE[1024:2048]
     assert sum(fast.separate for fast in transport.fast_paths(listener.context)) == 1
+
+
+async def exchange(sock, port: int, datagram: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendto(sock, datagram, ("::1", port))
+    return await asyncio.wait_for(loop.sock_recv(sock, 2048), 5)
+
+
+def raw_get(mid: int, token: str, number: int) -> bytes:
+    return message.encode(message.CON, message.GET, mid, b"\x07", [
+        (message.URI_PATH, b"fw"), (message.URI_PATH, token.encode()),
+        (message.BLOCK2, message.block_value(number, False, 1024))])
+
+
+async def test_repeated_request_gets_the_same_answer(db, listener, city, image_id):
+    token = await token_for(db, city, image_id, "light-twice")
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        first = await exchange(sock, listener.port, raw_get(0x1234, token, 2))
+        again = await exchange(sock, listener.port, raw_get(0x1234, token, 2))
+        assert first == again
+        assert message.decode(first).payload == IMAGE[2048:3072]
+
+
+async def test_guessed_tokens_are_held_to_the_peer_rate(db):
+    async with open_listener(db, "::", 0, peer_rate=Rate(1, 3)) as running:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            codes = [message.decode(await exchange(sock, running.port, raw_get(n, f"guess{n}", 0))).code
+                     for n in range(6)]
+    assert codes[:3] == [message.NOT_FOUND] * 3 and message.SERVICE_UNAVAILABLE in codes[3:]
