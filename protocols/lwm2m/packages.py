@@ -82,6 +82,8 @@ async def render_download(downloads: Downloads, request: Message) -> Message:
         raise error.NotFound("a package is downloaded from /fw/<token>")
     if request.code != Code.GET:
         raise error.MethodNotAllowed(f"{request.code} not allowed here: packages are read with GET")
+    if request.opt.accept not in (None, message.OPAQUE):
+        raise error.NotAcceptable("a package is served as application/octet-stream (42) only")
     asked = request.opt.block2
     if asked is None:
         number, size, explicit = 0, DEFAULT_BLOCK_SIZE, False

@@ -100,6 +100,8 @@ async def test_without_block2_block_zero_of_1024_and_errors(db, listener, coap_c
     assert beyond.code == Code.BAD_REQUEST and b"beyond the end" in beyond.payload
     post = await coap_client.request(Message(code=Code.POST, uri=uri(listener, token))).response
     assert post.code == Code.METHOD_NOT_ALLOWED
+    json_please = await coap_client.request(Message(code=Code.GET, uri=uri(listener, token), accept=50)).response
+    assert json_please.code == Code.NOT_ACCEPTABLE
 
 
 async def test_small_package_whole_without_block2(db, listener, coap_client, city):
