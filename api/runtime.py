@@ -18,6 +18,7 @@ from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.db.embedded import WRITE_HEAVY, EmbeddedWatchdog, start_embedded
 from fleet.db.migrate import migrate
+from fleet.firmware.delivery import default_base_uri
 from fleet.settings import Settings
 from fleet.supervision import Health, Supervisor
 from fleet.workorders.service import alarms_changed
@@ -125,12 +126,7 @@ async def run_http(db: Database, settings: Settings, host: str, port: int,
 def firmware_download_uri(settings: Settings) -> str:
     """Where devices download firmware packages: as configured, else this node's CoAP listener
     (on the loopback address when it listens on every address, which is no address to dial)."""
-    if settings.firmware.download_base_uri:
-        return settings.firmware.download_base_uri
-    host = settings.coap.host
-    host = "127.0.0.1" if host in ("", "::", "0.0.0.0") else host
-    host = f"[{host}]" if ":" in host else host
-    return f"coap://{host}:{settings.coap.port}"
+    return settings.firmware.download_base_uri or default_base_uri(settings.coap.host, settings.coap.port)
 
 
 def alarm_service(db: Database) -> AlarmService:

@@ -75,3 +75,32 @@ def comma_list(text: str) -> tuple[str, ...]:
 def too_large(max_image_bytes: int) -> str:
     """What a city is told when an image is over the limit, by the service or the route's body limit."""
     return f"a firmware image may be at most {max_image_bytes} bytes (FLEET_FIRMWARE_MAX_BYTES)"
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """What a valid token downloads: one stored image of one city."""
+
+    tenant_id: UUID
+    image_id: UUID
+    size: int
+    sha256: bytes
+    expires_at: datetime
+    chunk_size: int
+
+    @property
+    def etag(self) -> bytes:
+        """Tells a resuming device whether the package is still the one it began with."""
+        return self.sha256[:8]
+
+    def blocks(self, block_size: int) -> int:
+        return -(-self.size // block_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    package: Package
+    number: int
+    size: int  # the block size asked for; the payload is shorter on the last block
+    payload: memoryview
+    more: bool

@@ -17,6 +17,13 @@ What is kept, per RFC 7252:
 Anything else (NON, other methods or options, block-wise, malformed, multicast, a resource
 that declines) goes through aiocoap; a declined request's duplicates follow it there, so each
 exchange is deduplicated by exactly one of the two.
+
+A confirmable GET of a firmware block (Uri-Path, Block2 and Size2, nothing else) is answered
+here too when the root resource offers ``fast_get``: piggybacked at once when the block is in
+memory, else like a Send once it has been looked up (empty ACK and separate response if that
+takes long). Those answers are not kept for deduplication: a GET is idempotent (§4.5 allows
+processing a duplicate again), and keeping ~1 KB per block for EXCHANGE_LIFETIME would make
+memory grow with the block rate. A duplicate gets the same bytes again from the caches.
 """
 
 from __future__ import annotations
@@ -27,17 +34,21 @@ import functools
 import socket
 
 import structlog
-from aiocoap.message import Message
+from aiocoap.message import Direction, Message
+from aiocoap.numbers.types import Type
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.transports.udp6 import UDP6EndpointAddress
 
-from fleet.errors import Unavailable, ValidationFailed
+from fleet.db.availability import database_away
+from fleet.errors import NotFound, Unavailable, ValidationFailed
 from protocols.coap import message
 
 log = structlog.get_logger("fleet.coap")
 
 _CON_V1 = 0x40  # version 1, type CON, in the first byte's high nibble
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+# Max-Age of a 5.03 while the database is away (protocols.lwm2m.server.BACKOFF_S).
+DATABASE_BACKOFF_S = 10
 # Stands for "aiocoap has this exchange": its duplicates must reach aiocoap's own dedup.
 _DELEGATED = object()
 
@@ -64,13 +75,16 @@ def parse_post(data: bytes) -> tuple[tuple[bytes, ...], int | None, bytes] | Non
 
 
 def _refusal(exc: BaseException) -> tuple[int, int | None, bytes]:
-    """(code, Max-Age, diagnostic) for a write that failed: the database being away is a
-    5.03 the device backs off from, a value it refused is the device's 4.00; anything else
-    is our fault, and the writer has logged it."""
+    """(code, Max-Age, diagnostic) for a request that failed: the database being away is a
+    5.03 the device backs off from, a value it refused is the device's 4.00, what it asked
+    for and is not there a 4.04; anything else is our fault, and whoever raised it logged it."""
     if isinstance(exc, Unavailable):
         return message.SERVICE_UNAVAILABLE, exc.retry_after_s, b"database unavailable; retry later"
-    if isinstance(exc, ValidationFailed):
-        return message.BAD_REQUEST, None, exc.detail.encode()[:200].decode("utf-8", "ignore").encode()
+    if isinstance(exc, ValidationFailed | NotFound):
+        code = message.BAD_REQUEST if isinstance(exc, ValidationFailed) else message.NOT_FOUND
+        return code, None, exc.detail.encode()[:200].decode("utf-8", "ignore").encode()
+    if database_away(exc):
+        return message.SERVICE_UNAVAILABLE, DATABASE_BACKOFF_S, b"database unavailable; retry later"
     return message.INTERNAL_SERVER_ERROR, None, b""
 
 
@@ -93,6 +107,7 @@ class FastPath:
     def __init__(self, interface, resource, tuning: TransportTuning) -> None:
         self.interface = interface
         self.fast_post = resource.fast_post
+        self.fast_get = getattr(resource, "fast_get", None)
         self.loop = asyncio.get_running_loop()
         self.lifetime = tuning.EXCHANGE_LIFETIME
         self.empty_ack_delay = tuning.EMPTY_ACK_DELAY
@@ -106,6 +121,66 @@ class FastPath:
         self.delegated = 0
         self.duplicates = 0
         self.separate = 0
+        self.blocks = 0
+
+    def offer_download(self, data: bytes, pktinfo: bytes | None, address, peer_limit=None) -> bool:
+        """Answer a CON GET of a firmware block; True if taken.
+
+        Checked before the peer limit, which only the blocks served from memory skip: they
+        belong to a token this node knows to be valid (a device downloading its own package),
+        and a download is a burst of hundreds of requests the per-peer rate would refuse.
+        A block not in memory yet is taken only if the peer limit lets it in (`fast_get` gives
+        a callable that starts the lookup and returns its future), and answered once it is."""
+        if (self.fast_get is None or len(data) < 4 or data[1] != message.GET
+                or data[0] & 0xF0 != _CON_V1 or data[0] & 0x0F > message.MAX_TOKEN_LENGTH):
+            return False
+        if pktinfo is not None and (pktinfo[0] == 0xFF or (pktinfo[:12] == _V4_MAPPED and 224 <= pktinfo[12] < 240)):
+            return False
+        key = (address[0], address[1], (data[2] << 8) | data[3])
+        if self.recent.get(key) is not None:
+            return False  # a duplicate: offer() or aiocoap, whoever has the exchange, answers it
+        try:
+            _, _, mid, token, options, _ = message.parse(data)
+        except message.MessageFormatError:
+            return False
+        path: list[bytes] = []
+        block2 = None
+        size2_asked = False
+        for number, value in options:
+            if number == message.URI_PATH:
+                path.append(value)
+            elif number == message.BLOCK2 and block2 is None:
+                block2 = value
+            elif number == message.SIZE2:
+                size2_asked = True
+            else:
+                return False
+        try:
+            answer = self.fast_get(tuple(path), block2, size2_asked)
+        except Exception:  # noqa: BLE001 - our bug; aiocoap's path answers and logs it again
+            log.exception("fast path failed; handing the request to aiocoap")
+            answer = None
+        if answer is None:
+            return False
+        if callable(answer):
+            # Not in memory yet: looked up if the peer limit lets it in, and answered (and
+            # deduplicated) like a Send once it is.
+            now = self.loop.time()
+            if peer_limit is not None and (refused := peer_limit.refuse(data, address, now)) is not False:
+                if refused is not None:
+                    self._send(refused, [], address)
+                return True
+            answer = answer()
+            if self._expiry and self._expiry[0][0] <= now:
+                self._expire(now)
+            self._expiry.append((now + self.lifetime, key))
+            self._take(key, address, pktinfo, token, answer, self._answer_get, now)
+            return True
+        options_bytes, payload = answer
+        self.blocks += 1
+        self._send(message.encode_with_options(message.ACK, message.CONTENT, mid, token, options_bytes, payload),
+                   self._ancdata(pktinfo), address)
+        return True
 
     def offer(self, data: bytes, pktinfo: bytes | None, address) -> bool:
         """Handle the datagram if it is a fast-path request or a duplicate of one; True if so."""
@@ -145,14 +220,19 @@ class FastPath:
             self.recent[key] = _DELEGATED
             self.delegated += 1
             return False
-        token = data[4:4 + (data[0] & 0x0F)]
+        self._take(key, address, pktinfo, data[4:4 + (data[0] & 0x0F)], future, self._answer, now)
+        return True
+
+    def _take(self, key, address, pktinfo: bytes | None, token: bytes, future: asyncio.Future,
+              answer, now: float) -> None:
+        """An exchange answered once `future` resolves, by `answer(exchange, future)`; an empty
+        ACK goes out if that takes longer than EMPTY_ACK_DELAY."""
         exchange = _Exchange(key, address, self._ancdata(pktinfo), pktinfo, key[2], token)
         self.recent[key] = exchange
         self._awaiting_ack.append((now + self.empty_ack_delay, exchange))
         if self._ack_timer is None:
             self._ack_timer = self.loop.call_at(now + self.empty_ack_delay, self._empty_acks)
-        future.add_done_callback(functools.partial(self._answer, exchange))
-        return True
+        future.add_done_callback(functools.partial(answer, exchange))
 
     def has_seen(self, data: bytes, address) -> bool:
         """Whether this datagram repeats a message ID from this peer still in the dedup cache."""
@@ -172,11 +252,32 @@ class FastPath:
             code = message.INTERNAL_SERVER_ERROR
         elif (exc := done.exception()) is not None:
             code, max_age, diagnostic = _refusal(exc)
+        options = message.encode_options([(message.MAX_AGE, message.uint(max_age))]) if max_age is not None else b""
+        self._reply(exchange, code, options, diagnostic)
+
+    def _answer_get(self, exchange: _Exchange, done: asyncio.Future) -> None:
+        if done.cancelled():
+            code, options, payload = message.SERVICE_UNAVAILABLE, b"", b""
+        elif (exc := done.exception()) is not None:
+            code, max_age, payload = _refusal(exc)
+            if code == message.INTERNAL_SERVER_ERROR:
+                log.error("serving a firmware block failed", exc_info=exc)
+            options = message.encode_options([(message.MAX_AGE, message.uint(max_age))]) if max_age else b""
+        else:
+            code, (options, payload) = message.CONTENT, done.result()
+        # Not kept for duplicates (a GET is idempotent): a repeated request is answered anew,
+        # from memory now.
+        self._reply(exchange, code, options, payload, keep=False)
+
+    def _reply(self, exchange: _Exchange, code: int, options: bytes, payload, *, keep: bool = True) -> None:
         self.answered += 1
+        reply = message.encode_with_options(message.ACK, code, exchange.mid, exchange.token, options, payload)
+        if not keep:
+            current = self.recent.get(exchange.key)
+            if current is exchange or (exchange.empty_acked and type(current) is bytes):
+                del self.recent[exchange.key]  # this exchange's entry (or its empty ACK), no other
         if not exchange.empty_acked:
-            options = message.encode_options([(message.MAX_AGE, message.uint(max_age))]) if max_age is not None else b""
-            reply = message.encode_with_options(message.ACK, code, exchange.mid, exchange.token, options, diagnostic)
-            if self.recent.get(exchange.key) is exchange:
+            if keep and self.recent.get(exchange.key) is exchange:
                 self.recent[exchange.key] = reply
             self._send(reply, exchange.ancdata, exchange.address)
             return
@@ -184,11 +285,10 @@ class FastPath:
         self.separate += 1
         if self.interface._shutting_down is not None:
             return
-        response = Message(code=code, transport_tuning=self.tuning, payload=diagnostic)
-        if max_age is not None:
-            response.opt.max_age = max_age
-        response.token = exchange.token
-        response.remote = UDP6EndpointAddress(exchange.address, self.interface, pktinfo=exchange.pktinfo)
+        remote = UDP6EndpointAddress(exchange.address, self.interface, pktinfo=exchange.pktinfo)
+        response = Message.decode(reply, remote)
+        response.mtype, response.mid, response.transport_tuning = Type.CON, None, self.tuning
+        response.direction = Direction.OUTGOING
         self.interface._ctx.send_message(response, lambda: None)
 
     def _empty_acks(self) -> None:

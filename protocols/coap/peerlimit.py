@@ -1,8 +1,10 @@
 """A limit on datagrams per CoAP peer, so one chatty or hostile peer cannot starve the others.
 
-Checked for every datagram before aiocoap or the fast path sees it (answers the outbound path
-takes excepted; notifications are counted): two dict lookups and a little arithmetic, one bucket per peer (address and
-port) and a looser one per address, at most `max_peers` of each.
+Checked for every datagram before aiocoap or the fast path sees it (notifications are
+counted; excepted are answers the outbound path takes, and firmware blocks served from memory
+for a download token this node knows to be valid, see protocols.coap.fastpath): two dict
+lookups and a little arithmetic, one bucket per peer (address and port) and a looser one per
+address, at most `max_peers` of each.
 A request over the limit gets a piggybacked 5.03 with Max-Age (when it may send again) and,
 when that is no longer than the request, a short diagnostic; anything else is dropped.
 """

@@ -4,8 +4,8 @@ the common Send kept off aiocoap's slow path.
 aiocoap drops datagrams it cannot parse without a word, and lets some message format errors
 through. Every datagram aiocoap would get is checked by :mod:`protocols.coap.message` first; a
 confirmable request whose header is readable is answered with 4.00 and a short diagnostic,
-another confirmable message with a Reset. Plain confirmable POSTs go to
-:mod:`protocols.coap.fastpath` when the root resource offers one, the socket is drained
+another confirmable message with a Reset. Plain confirmable POSTs (and GETs of firmware
+blocks) go to :mod:`protocols.coap.fastpath` when the root resource offers one, the socket is drained
 several datagrams per wakeup, and the message manager finds a peer's running exchanges by
 count rather than by scanning all of them.
 """
@@ -103,6 +103,8 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
     if fast is _UNRESOLVED:
         fast = self._fleet_fast_path = _fast_path_for(self)
     peer_limit = self.__dict__.get("_fleet_peer_limit")
+    if fast is not None and fast.offer_download(data, pktinfo, address, peer_limit):
+        return
     if peer_limit is not None:
         refused = peer_limit.refuse(data, address, self.loop.time())
         # A retransmission of a Send already taken passes: refusing it would end that exchange

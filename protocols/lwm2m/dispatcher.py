@@ -23,7 +23,8 @@ from fleet.commands.repository import NOTIFY_CHANNEL
 from fleet.commands.service import CommandQueue
 from fleet.db import Database
 from fleet.db.availability import broken_connection, database_away, lost
-from fleet.errors import Unavailable
+from fleet.errors import NotFound, Unavailable
+from fleet.firmware.delivery import Downloads
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.telemetry.models import split_value, stored_value
 from fleet.registrations.models import Registration
@@ -68,8 +69,11 @@ def _written_state(command: DeviceCommand) -> tuple:
 
 class Dispatcher:
     def __init__(self, db: Database, queue: CommandQueue, client: DeviceClient, server: LwM2MServer,
-                 *, concurrency: int = IN_FLIGHT, health: Health | None = None) -> None:
+                 *, concurrency: int = IN_FLIGHT, health: Health | None = None,
+                 downloads: Downloads | None = None) -> None:
         self.db = db
+        # Firmware images through the node's chunk cache, for PUSH_FIRMWARE.
+        self.downloads = downloads
         self.health = health or Health()
         self.queue = queue
         self.client = client
@@ -287,6 +291,8 @@ class Dispatcher:
                               retryable=not (exc.code or "").startswith("4"))
         except CodecError as exc:
             outcome = Outcome(command.id, False, None, f"undecodable answer: {exc}", retryable=False)
+        except NotFound as exc:  # what the command names is gone (a firmware image): no retry helps
+            outcome = Outcome(command.id, False, None, exc.detail, retryable=False)
         except Unavailable as exc:  # its answer could not be stored: tried again later
             outcome = Outcome(command.id, False, None, exc.detail)
         except Exception as exc:  # noqa: BLE001 - an unexpected error must not lose the command
@@ -321,10 +327,25 @@ class Dispatcher:
         if command.operation is Operation.WRITE_ATTRIBUTES:
             await self.client.write_attributes(address, path, command.value)
             return {"attributes": command.value}
+        if command.operation is Operation.PUSH_FIRMWARE:
+            return await self._push_firmware(command, address, path)
         if command.operation is Operation.DISCOVER:
             links = await self.client.discover(address, path)
             return {"links": [{"path": link.path, "attributes": attribute_values(link)} for link in links]}
         raise DeviceRequestFailed(f"unknown operation {command.operation}")
+
+    async def _push_firmware(self, command: DeviceCommand, address: DeviceAddress, path: ResourcePath):
+        """Block1 writes of the image to /5/0/0, at the block size the device takes."""
+        if self.downloads is None:
+            raise NotFound("this node was started without firmware delivery")
+        value = command.value.get("image_id") if isinstance(command.value, dict) else None
+        try:
+            image_id = UUID(str(value))
+        except ValueError:
+            raise NotFound(f"no firmware image {value!r}: the value must be {{\"image_id\": \"<uuid>\"}}") from None
+        image = await self.downloads.image(command.tenant_id, image_id)
+        block_size = await self.client.push(address, path, image)
+        return {"pushed_bytes": len(image), "block_size": block_size}
 
     async def _observe(self, command: DeviceCommand, address: DeviceAddress, path: ResourcePath,
                        session: Session):

@@ -17,6 +17,7 @@ import structlog
 from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.db.availability import database_away
+from fleet.firmware import delivery
 from fleet.registrations.service import RegistrationService
 from fleet.supervision import Health, Supervisor
 from fleet.alarms.evaluator import RuleEvaluator
@@ -78,14 +79,15 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     writer = TelemetryWriter(db, health=health, on_committed=rules.committed if rules else None)
     alarm_service = alarm_service or AlarmService(db)
     registrations = RegistrationService(db, node, alarm_service=alarm_service)
-    server = LwM2MServer(registrations, writer)
+    downloads = delivery.downloads(db)
+    server = LwM2MServer(registrations, writer, downloads=downloads)
     context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
     if peer_rate.enabled or address_rate.enabled:
         transport.limit_peers(context, PeerLimit(peer_rate, address_rate))
     client = DeviceClient(context, ContentFormats(registrations))
     dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight,
-                            health=health)
+                            health=health, downloads=downloads)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
     async def on_registered(registration, session, *, update: bool = False) -> None:

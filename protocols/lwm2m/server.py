@@ -18,13 +18,14 @@ from aiocoap.numbers.codes import Code
 
 from fleet.db.availability import database_away
 from fleet.errors import FleetError
+from fleet.firmware.delivery import Downloads
 from fleet.objectmodel import ResourcePath
 from fleet.registrations.models import DEFAULT_LIFETIME_S, Registration, RegisterRequest, UpdateRequest
 from fleet.registrations.service import RegistrationService, UnknownEndpoint
 from fleet.telemetry.models import PointRecord, split_value
 from fleet.telemetry.service import TelemetryWriter
 from protocols.coap.problems import to_coap_error
-from protocols.lwm2m import content, linkformat
+from protocols.lwm2m import content, linkformat, packages
 from protocols.lwm2m.errors import CodecError
 from protocols.lwm2m.sessions import Peer, Session, SessionCache
 from protocols.lwm2m.values import check_text
@@ -47,6 +48,12 @@ class ServiceUnavailable(error.ServiceUnavailable):
         message.opt.max_age = self.retry_after_s
         return message
 LINK_FORMAT = 40
+
+
+def _logged_path(request: Message) -> str:
+    """The request's path for a log line, a download token left out (it opens a package)."""
+    path = request.opt.uri_path
+    return "fw/<token>" if packages.is_download(path) else "/".join(path)
 
 
 def peer_of(request: Message) -> tuple[str, int]:
@@ -76,12 +83,14 @@ def _int_param(params: dict[str, str], name: str) -> int | None:
 
 
 class LwM2MServer(interfaces.Resource):
-    """Root resource of the CoAP listener: routes /rd, /rd/{id} and /dp."""
+    """Root resource of the CoAP listener: routes /rd, /rd/{id}, /dp and /fw/{token}."""
 
     def __init__(self, registrations: RegistrationService, writer: TelemetryWriter,
-                 on_registered=None) -> None:
+                 on_registered=None, downloads: Downloads | None = None) -> None:
         self.registrations = registrations
         self.writer = writer
+        # Firmware packages by token (protocols.lwm2m.packages); None: this listener serves none.
+        self.downloads = downloads
         self.sessions = SessionCache()
         # Called with (registration, session) after a Register is answered: reads /3/0, delivers
         # queued commands. Kept as a hook so this module stays about the CoAP exchange itself.
@@ -91,7 +100,8 @@ class LwM2MServer(interfaces.Resource):
         self._rendering = 0
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
-        return True
+        # A package is served block by block from the chunk cache, never rendered whole.
+        return not (self.downloads is not None and packages.is_download(request.opt.uri_path))
 
     async def render(self, request: Message) -> Message:
         if self.draining:
@@ -107,12 +117,12 @@ class LwM2MServer(interfaces.Resource):
                 self.writer.health.database_lost(exc)
                 raise ServiceUnavailable(BACKOFF_S, "database unavailable; retry later") from None
             if not isinstance(exc, FleetError | CodecError):
-                log.exception("LwM2M request failed", path=request.opt.uri_path)
+                log.exception("LwM2M request failed", path=_logged_path(request))
                 raise
             if isinstance(exc, UnknownEndpoint):
                 log.warning("registration refused", reason=exc.detail, peer=peer_of(request)[0])
             else:
-                log.info("LwM2M request refused", path="/".join(request.opt.uri_path), error=str(exc))
+                log.info("LwM2M request refused", path=_logged_path(request), error=str(exc))
             raise to_coap_error(exc) from None
         finally:
             self._rendering -= 1
@@ -124,6 +134,8 @@ class LwM2MServer(interfaces.Resource):
         if path == ("dp",):
             self._require(request, Code.POST)
             return await self._send(request)
+        if self.downloads is not None and packages.is_download(path):
+            return await packages.render_download(self.downloads, request)
         if path and path[0] == "rd" and len(path) <= 2:
             with self.sessions.reading() as since:
                 token = _read_since.set(since)
@@ -230,6 +242,14 @@ class LwM2MServer(interfaces.Resource):
         except CodecError:
             return None  # render() decodes it again and answers 4.00 with the diagnostic
         return self.writer.submit(_records(session, readings, now))
+
+    def fast_get(self, path: tuple[bytes, ...], block2: bytes | None, size2_asked: bool):
+        """A block of a firmware package, taken straight from the transport: (encoded options,
+        payload) of the 2.05 from memory, a callable starting the lookup when it is not in
+        memory (protocols.lwm2m.packages.fast_download), or None and render() answers."""
+        if self.downloads is None or self.draining:
+            return None
+        return packages.fast_download(self.downloads, path, block2, size2_asked)
 
     async def store(self, session: Session, readings, now: datetime) -> None:
         """Commit readings of one device; returns only once they are durable."""

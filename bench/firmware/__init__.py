@@ -1,0 +1,1 @@
+"""Firmware delivery benchmarks: Block2 blocks served per second against a bare aiocoap server."""
