@@ -189,6 +189,25 @@ async def test_a_device_back_on_its_old_version_rolled_back(rollout):
     assert (row["state"], row["reason"]) == ("failed", "rolled_back")
 
 
+async def test_a_device_whose_version_was_unknown_when_its_download_began_still_rolls_back(rollout, db):
+    # `fleet demo` starts its campaign before its devices first register: the version a device
+    # runs is learnt from its Register during the download, before the install.
+    (device,) = await rollout.campaign([0], old=None, **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    assert (await rollout.device(device))["previous_version"] is None
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set firmware_version = '1.0' where id = $1", device)
+    await rollout.downloaded(device)
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    await rollout.answer(device)
+    await rollout.register_again(device, "1.0")
+    await rollout.tick()
+    row = await rollout.device(device)
+    assert (row["state"], row["reason"], row["previous_version"]) == ("failed", "rolled_back", "1.0")
+
+
 async def test_a_device_that_never_comes_back_fails(rollout):
     (device,) = await rollout.campaign([0], timeouts={"install_s": 60}, **QUICK)
     await rollout.start()
