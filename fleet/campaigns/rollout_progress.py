@@ -11,7 +11,7 @@ import structlog
 from fleet.audit.repository import AuditRepository
 
 from fleet.campaigns.models import FINAL_STATES, CampaignStatus, DeviceState
-from fleet.campaigns.rollout_steps import error_verdict, wave_done
+from fleet.campaigns.rollout_steps import error_verdict, wave_done, wave_held
 
 if TYPE_CHECKING:
     from fleet.campaigns.rollout import CampaignPass
@@ -57,6 +57,14 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
             in_wave = await p.counts(wave)
             size = sum(n for state, n in in_wave.items() if state not in _NOT_COUNTED)
             if not wave_done(size, in_wave[DeviceState.SUCCEEDED], thresholds.success_percent):
+                held = wave_held(wave, size, in_wave[DeviceState.SUCCEEDED], in_wave[DeviceState.FAILED],
+                                 thresholds.success_percent)
+                # Said once, and never over a person's reason; retry and resume clear it.
+                if held is not None and reason is None:
+                    await p.repo.set_status(p.tenant_id, p.campaign_id, status, held, finished=False)
+                    log.info("firmware campaign held by its success threshold", campaign=str(p.campaign_id),
+                             reason=held)
+                    p.changed = True
                 break
             wave += 1
             await p.repo.open_wave(p.tenant_id, p.campaign_id, wave)

@@ -329,6 +329,23 @@ async def test_a_successful_canary_opens_the_next_wave(rollout):
     assert await rollout.states(devices) == ["succeeded", "downloading", "downloading"]
 
 
+async def test_a_wave_that_ended_below_its_success_threshold_says_so(rollout):
+    # A canary device failed, under the error threshold: the campaign runs on but opens nothing
+    # more, and tells the control room why instead of looking busy.
+    devices = await rollout.campaign([0, 0, 1], **QUICK)
+    await rollout.start()
+    await two_succeed(rollout, devices[:1])
+    assert (await rollout.campaign_row())["status_reason"] is None
+    await installing(rollout, devices[1])
+    await rollout.register_again(devices[1], "1.0")
+    await rollout.tick(2)
+    campaign = await rollout.campaign_row()
+    assert (campaign["status"], campaign["current_wave"]) == ("running", 0)
+    assert campaign["status_reason"] == ("wave 0 ended below its success threshold: 1 of 2 succeeded "
+                                         "(50 % < 95 %); retry its failed devices or abort")
+    assert await rollout.state(devices[2]) == "pending"
+
+
 @pytest.mark.parametrize(("on_error", "status"), [("pause", "paused"), ("abort", "aborted")])
 async def test_the_error_threshold_stops_the_campaign_by_itself(rollout, db, on_error, status):
     devices = await rollout.campaign([0, 0, 1], thresholds={
