@@ -360,9 +360,13 @@ async def test_the_error_threshold_stops_the_campaign_by_itself(rollout, db, on_
     assert campaign["status_reason"] == "error threshold: 2 of 2 ended devices failed (100 % >= 50 %)"
     assert await rollout.state(devices[2]) == ("pending" if on_error == "pause" else "cancelled")
     async with db.system_tx() as conn:
-        audited = await conn.fetchval("select actor from audit_log where action = $1",
-                                      f"firmware.campaign.{on_error}")
-    assert audited == "system:firmware-rollout"
+        audited = await conn.fetchrow("select actor, entity_type from audit_log where action = $1",
+                                      f"campaign.{on_error}")
+        subjects = {r["subject_type"] for r in await conn.fetch(
+            "select subject_type from events where kind like 'campaign.%'")}
+    # Named as the API's own changes of a campaign are (`campaign.pause` by a person, same entity).
+    assert (audited["actor"], audited["entity_type"]) == ("system:firmware-rollout", "campaign")
+    assert subjects == {"campaign"}
 
 
 async def test_a_scheduled_campaign_starts_at_its_time(rollout):
