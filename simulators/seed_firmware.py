@@ -23,7 +23,7 @@ from fleet.db import Database
 from fleet.errors import FleetError
 from fleet.firmware.models import Image, ImageUpload, KeyCreate
 from fleet.firmware.service import FirmwareService
-from fleet.firmware.signatures import fingerprint, new_signing_key, public_pem, signing_key
+from fleet.firmware.signatures import BadKey, fingerprint, new_signing_key, public_pem, signing_key
 from fleet.registry.models import DeviceFilter, DeviceKind
 from simulators.devices.streetlight import Streetlight
 from simulators.firmware import build_image
@@ -80,11 +80,11 @@ async def seed_demo_firmware(db: Database, city: Tenant, data_dir: Path) -> Demo
     streetlights are in a campaign of the city's own)."""
     admin = system_principal(city)
     campaigns = CampaignService(db)
+    key_file = data_dir / DEMO_KEY_FILE
     try:
         existing = await demo_campaign(campaigns, admin)
         if existing is not None and existing.status != CampaignStatus.DRAFT:
-            return DemoFirmware(data_dir / DEMO_KEY_FILE, existing.image_id, existing.id, existing.status, False)
-        key_file = data_dir / DEMO_KEY_FILE
+            return DemoFirmware(key_file, existing.image_id, existing.id, existing.status, False)
         key = demo_release_key(key_file)
         image = await demo_image(FirmwareService(db), admin, key)
         created = existing is None
@@ -96,6 +96,9 @@ async def seed_demo_firmware(db: Database, city: Tenant, data_dir: Path) -> Demo
     except FleetError as exc:
         log.warning("demo firmware campaign not seeded", reason=exc.detail,
                     errors=[f"{e.field}: {e.message}" for e in exc.errors])
+        return None
+    except (OSError, BadKey) as exc:  # the data directory's key file: unwritable, or not a key
+        log.warning("demo firmware campaign not seeded", reason=f"release key {key_file}: {exc}")
         return None
     log.info("demo firmware campaign started", campaign=str(started.id), devices=started.device_count,
              waves=started.wave_count)

@@ -219,3 +219,10 @@ async def test_a_demo_campaign_left_a_draft_is_started_and_a_busy_city_is_left_a
         await conn.execute("update firmware_campaigns set name = 'the city''s own' where id = $1",
                            first.campaign_id)
     assert await seed_demo_firmware(db, seeded.city, tmp_path) is None
+
+
+async def test_a_damaged_demo_key_file_leaves_the_demo_without_a_campaign(db, tmp_path):
+    seeded = await seed_demo_city(db)
+    (tmp_path / DEMO_KEY_FILE).write_text("not a key")
+    assert await seed_demo_firmware(db, seeded.city, tmp_path) is None
+    assert not (await CampaignService(db).list(system_principal(seeded.city))).items
