@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -112,15 +113,28 @@ def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
         f"  Live:      curl -N -H 'Authorization: Bearer {admin}' '{base}/api/v1/events'",
         f"  Devices:   simulated in a separate process (`fleet simulate`), reporting over CoAP to "
         f"udp/{coap_port}; a few fail in the first seconds, so alarms show within a minute",
+        *_firmware_lines(seeded, base),
         "Press Ctrl-C to stop.\n"))
+
+
+def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
+    firmware = seeded.firmware
+    if firmware is None:
+        return ()
+    return (f"  Firmware:  campaign {firmware.campaign_id} ({firmware.status}): a signed image for the "
+            f"streetlights, wave by wave (release key: {firmware.key_file})",
+            f"             curl -H 'Authorization: Bearer {seeded.admin_key}' "
+            f"'{base}/api/v1/firmware/campaigns/{firmware.campaign_id}'   (all: {base}/api/v1/firmware/campaigns)")
 
 
 async def demo(settings: Settings) -> int:
     from simulators.seed import DEMO_COUNTS, seed_demo_city
+    from simulators.seed_firmware import seed_demo_firmware
 
     health = Health()
     async with open_database(settings, health=health) as db:
         seeded = await seed_demo_city(db)
+        seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))
         key = seeded.admin_key
         print(demo_banner(seeded, local_api(settings), settings.coap.port), flush=True)
         return await until_stopped(

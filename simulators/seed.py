@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
@@ -22,6 +22,9 @@ from fleet.workorders.models import AlarmRule, WorkOrderRules
 from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL, place
 
+if TYPE_CHECKING:
+    from simulators.seed_firmware import DemoFirmware
+
 DEMO_SLUG = "seoul"
 WASTE_KINDS = ("organic", "inorganic", "plastic", "paper", "glass", "metal")
 
@@ -34,10 +37,13 @@ DEMO_CREW_BASE = Place(37.5636, 126.9976)
 # Forced at start (`fleet simulate --fault KIND=FRACTION`, beside --faults' low random rates), so
 # a new user sees alarms within a minute whatever the hour: about four failed lamps and two dark
 # lights (at night), two day burners (by day), three overflowing bins, a bin on its side, two
-# access points down and one overloaded, a low battery and two skewed clocks.
+# access points down and one overloaded, a low battery and two skewed clocks. The firmware faults
+# lie in wait for the demo's campaign (simulators.seed_firmware): about one device in fifty of
+# each kind fails its install (Update Result 8) or comes back on the old version, so failed
+# devices, their reasons and `firmware_update_failed` alarms show as the waves go by.
 DEMO_FAULTS = {"lamp_failure": 0.02, "dark_at_night": 0.01, "day_burner": 0.01, "overflow": 0.03,
                "knockover": 0.01, "low_battery": 0.01, "ap_down": 0.04, "ap_overloaded": 0.02,
-               "clock_skew": 0.005}
+               "clock_skew": 0.005, "fw_install_fail": 0.02, "fw_rollback": 0.02}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,7 @@ class DemoCity:
     created: int  # devices seeded this run
     crew_name: str
     crew_key: str
+    firmware: DemoFirmware | None = None  # the firmware campaign, when `fleet demo` seeded one
 
 
 def demo_rows(streetlights: int = DEMO_COUNTS["streetlight"], bins: int = DEMO_COUNTS["waste_bin"],

@@ -106,13 +106,13 @@ class CampaignJobs:
                         e.message for e in exc.errors)
                     await RolloutRepository(conn).back_to_draft(row["tenant_id"], row["id"], reason)
                     await publish_campaign(conn, row["tenant_id"], row["id"])
-                    await audit(conn, row["tenant_id"], "firmware.campaign.start_refused", row["id"],
+                    await audit(conn, row["tenant_id"], "campaign.start_refused", row["id"],
                                 {"status": "scheduled"}, {"status": "draft", "reason": reason})
                     log.warning("scheduled campaign not started", campaign=str(row["id"]), reason=reason)
                     continue
                 if await begin_running(conn, row["tenant_id"], row["id"]):
                     await publish_campaign(conn, row["tenant_id"], row["id"])
-                    await audit(conn, row["tenant_id"], "firmware.campaign.start", row["id"], {"status": "scheduled"},
+                    await audit(conn, row["tenant_id"], "campaign.start", row["id"], {"status": "scheduled"},
                                 {"status": "running", "reason": "its start time came"})
         async with self.db.system_tx() as conn:
             live = await RolloutRepository(conn).live()
@@ -158,7 +158,7 @@ async def publish_campaign(conn: asyncpg.Connection, tenant_id: UUID, campaign_i
     counts: Counter = Counter()
     for r in await repo.counts(tenant_id, campaign_id):
         counts[r["state"]] += r["n"]
-    await EventRepository(conn).append(tenant_id, CAMPAIGN_UPDATED, "firmware_campaign", campaign_id, {
+    await EventRepository(conn).append(tenant_id, CAMPAIGN_UPDATED, "campaign", campaign_id, {
         "id": str(campaign_id), "status": campaign["status"], "status_reason": campaign["status_reason"],
         "counts": {s.value: counts[s.value] for s in DeviceState}, "current_wave": campaign["current_wave"]})
 
@@ -188,7 +188,7 @@ class CampaignPass:
         status = await advance_campaign(self, status)
         if self.ended:
             await EventRepository(self.conn).append_many(
-                (self.tenant_id, CAMPAIGN_DEVICE_UPDATED, "firmware_campaign", self.campaign_id, {
+                (self.tenant_id, CAMPAIGN_DEVICE_UPDATED, "campaign", self.campaign_id, {
                     "campaign_id": str(self.campaign_id), "device_id": str(r["device_id"]), "state": r["state"],
                     "reason": r["reason"], "detail": r["detail"], "wave": r["wave"]}) for r in self.ended)
         if self.changed:

@@ -11,7 +11,7 @@ import structlog
 from fleet.audit.repository import AuditRepository
 
 from fleet.campaigns.models import FINAL_STATES, CampaignStatus, DeviceState
-from fleet.campaigns.rollout_steps import error_verdict, wave_done
+from fleet.campaigns.rollout_steps import error_verdict, wave_done, wave_held
 
 if TYPE_CHECKING:
     from fleet.campaigns.rollout import CampaignPass
@@ -27,7 +27,7 @@ SYSTEM_ACTOR = "system:firmware-rollout"
 async def audit(conn: asyncpg.Connection, tenant_id: UUID, action: str, campaign_id: UUID,
                 before: dict, after: dict) -> None:
     """An entry for a change the engine made by itself: no key, the system as the actor."""
-    await AuditRepository(conn).append(tenant_id, None, SYSTEM_ACTOR, action, "firmware_campaign",
+    await AuditRepository(conn).append(tenant_id, None, SYSTEM_ACTOR, action, "campaign",
                                        str(campaign_id), before, after, None)
 
 
@@ -48,7 +48,7 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
             action = "abort" if status is CampaignStatus.ABORTED else "pause"
             log.info("firmware campaign stopped by its error threshold", campaign=str(p.campaign_id),
                      status=status.value, reason=verdict)
-            await audit(p.conn, p.tenant_id, f"firmware.campaign.{action}", p.campaign_id,
+            await audit(p.conn, p.tenant_id, f"campaign.{action}", p.campaign_id,
                         {"status": "running"}, {"status": status.value, "reason": verdict})
             p.changed = True
     if status is CampaignStatus.RUNNING:
@@ -57,6 +57,14 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
             in_wave = await p.counts(wave)
             size = sum(n for state, n in in_wave.items() if state not in _NOT_COUNTED)
             if not wave_done(size, in_wave[DeviceState.SUCCEEDED], thresholds.success_percent):
+                held = wave_held(wave, size, in_wave[DeviceState.SUCCEEDED], in_wave[DeviceState.FAILED],
+                                 thresholds.success_percent)
+                # Said once, and never over a person's reason; retry and resume clear it.
+                if held is not None and reason is None:
+                    await p.repo.set_status(p.tenant_id, p.campaign_id, status, held, finished=False)
+                    log.info("firmware campaign held by its success threshold", campaign=str(p.campaign_id),
+                             reason=held)
+                    p.changed = True
                 break
             wave += 1
             await p.repo.open_wave(p.tenant_id, p.campaign_id, wave)
@@ -69,7 +77,7 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
         await p.repo.set_status(p.tenant_id, p.campaign_id, CampaignStatus.COMPLETED, None, finished=True)
         log.info("firmware campaign completed", campaign=str(p.campaign_id),
                  succeeded=counts[DeviceState.SUCCEEDED], failed=counts[DeviceState.FAILED])
-        await audit(p.conn, p.tenant_id, "firmware.campaign.complete", p.campaign_id, {"status": "running"},
+        await audit(p.conn, p.tenant_id, "campaign.complete", p.campaign_id, {"status": "running"},
                     {"status": "completed", "counts": {s.value: counts.get(s, 0) for s in DeviceState}})
         p.changed = True
         return CampaignStatus.COMPLETED

@@ -180,11 +180,16 @@ class RolloutRepository:
 
     async def start_installs(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID]) -> list[UUID]:
         """downloaded -> installing: only the devices this statement moves get their Update, so
-        however many passes run, each device is told once."""
+        however many passes run, each device is told once. A device whose version was unknown
+        when its download began (it had never registered) has registered since: the version it
+        runs now is the one a rollback brings back."""
         rows = await self.conn.fetch(
             f"""update firmware_campaign_devices d set state = 'installing', step = 'execute', step_at = now(),
-                       install_sent_at = now(), state_since = now(), updated_at = now(), next_check_at = null
+                       install_sent_at = now(), state_since = now(), updated_at = now(), next_check_at = null,
+                       previous_version = coalesce(d.previous_version, v.firmware_version)
+                from devices v
                 where {_KEY} and d.device_id = any($3::uuid[]) and d.state = 'downloaded'
+                  and v.tenant_id = d.tenant_id and v.id = d.device_id
                 returning d.device_id""", tenant_id, campaign_id, list(device_ids))
         return [r["device_id"] for r in rows]
 

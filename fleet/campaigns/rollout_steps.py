@@ -226,6 +226,15 @@ def wave_done(size: int, succeeded: int, success_percent: float) -> bool:
     return size == 0 or succeeded * 100 >= success_percent * size
 
 
+def wave_held(wave: int, size: int, succeeded: int, failed: int, success_percent: float) -> str | None:
+    """Why a running campaign goes no further by itself: every device of its current wave ended
+    and too few succeeded for the next wave to open. None while it may yet open."""
+    if size == 0 or succeeded + failed < size or wave_done(size, succeeded, success_percent):
+        return None
+    return (f"wave {wave} ended below its success threshold: {succeeded} of {size} succeeded "
+            f"({succeeded * 100 / size:.3g} % < {success_percent:g} %); retry its failed devices or abort")
+
+
 def error_verdict(succeeded: int, failed: int, baseline_succeeded: int, baseline_failed: int,
                   thresholds: Thresholds) -> str | None:
     """Why the campaign stops by itself, or None: counted since it was last resumed."""

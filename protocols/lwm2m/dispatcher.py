@@ -96,8 +96,11 @@ class Dispatcher:
             await self._listen_and_claim()
         finally:
             await supervisor.stop()
-            for _handle, task in self.observations.values():
-                task.cancel()
+            # Let go of aiocoap's side too while its context is up: left to the context's
+            # shutdown, each observation's end would surface as an unretrieved LibraryShutdown.
+            for observation, follower in self.observations.values():
+                observation.abandon(follower)
+            self.observations.clear()
             for task in list(self._tasks):
                 task.cancel()
             await self._drain_outcomes(OUTCOME_DRAIN_S)

@@ -4,6 +4,8 @@ with a key of its own, faults forced at start, and a banner that says how to use
 from __future__ import annotations
 
 import datetime as dt
+import stat
+from pathlib import Path
 from types import SimpleNamespace
 from uuid import uuid4
 from zoneinfo import ZoneInfo
@@ -12,6 +14,9 @@ import msgspec
 import pytest
 
 from fleet.access.models import Role
+from fleet.campaigns.models import CampaignStatus, DeviceState
+from fleet.campaigns.service import CampaignService
+from fleet.firmware.service import FirmwareService, verify_stored
 from fleet.alarms.models import AlarmType, Finding
 from fleet.alarms.service import AlarmService
 from fleet.crews.service import CrewService
@@ -27,10 +32,13 @@ from fleet.workorders.models import AlarmRule, WorkOrderRules
 from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL
 from api.commands import demo_banner
+from simulators.devices.streetlight import Streetlight
 from simulators.faults import ELIGIBLE, FaultPlan
 from simulators.seed import (DEMO_COUNTS, DEMO_CREW, DEMO_CREW_BASE, DEMO_FAULTS, DEMO_RULES, DemoCity,
                              demo_fault_arguments, seed_demo_work_order_rules,
                              seed_demo_city)
+from simulators.seed_firmware import (DEMO_CAMPAIGN_NAME, DEMO_FIRMWARE_VERSION, DEMO_KEY_FILE, DemoFirmware,
+                                      seed_demo_firmware)
 
 KST = ZoneInfo("Asia/Seoul")
 
@@ -134,11 +142,87 @@ def test_demo_faults_and_banner():
     assert set(chosen) == set(DEMO_FAULTS)
     assert 3 <= len(chosen["lamp_failure"]) <= 5 and len(chosen["ap_down"]) == 2
 
+    assert {"fw_install_fail", "fw_rollback"} <= set(DEMO_FAULTS)  # the campaign shows failures
+
+    campaign_id = uuid4()
     seeded = DemoCity(SimpleNamespace(name="Seoul Metropolitan Government", slug="seoul"),
-                      "fleet_admin_x", 315, DEMO_CREW, "fleet_crew_y")
+                      "fleet_admin_x", 315, DEMO_CREW, "fleet_crew_y",
+                      DemoFirmware(Path("/data/demo-release-key.pem"), uuid4(), campaign_id,
+                                   CampaignStatus.RUNNING, True))
     banner = demo_banner(seeded, "http://127.0.0.1:8000", 5683)
     assert f"Crew key:  fleet_crew_y   ({DEMO_CREW})" in banner
     assert ("curl -H 'Authorization: Bearer fleet_crew_y' "
             "'http://127.0.0.1:8000/api/v1/workorders?assigned_to=me'") in banner
     assert "curl -N -H 'Authorization: Bearer fleet_admin_x' 'http://127.0.0.1:8000/api/v1/events'" in banner
     assert "Admin key: fleet_admin_x" in banner and "http://127.0.0.1:8000/schema" in banner
+    assert (f"curl -H 'Authorization: Bearer fleet_admin_x' "
+            f"'http://127.0.0.1:8000/api/v1/firmware/campaigns/{campaign_id}'") in banner
+    assert f"campaign {campaign_id} (running)" in banner and "/api/v1/firmware/campaigns)" in banner
+    # Without a campaign (the city's data stopped it) the banner simply says nothing of firmware.
+    assert "Firmware" not in demo_banner(DemoCity(seeded.city, "k", 0, DEMO_CREW, "c"),
+                                         "http://127.0.0.1:8000", 5683)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+async def test_demo_firmware_campaign_is_seeded_once_and_started(db, tmp_path):
+    seeded = await seed_demo_city(db)
+    admin = system_principal(seeded.city)
+    first = await seed_demo_firmware(db, seeded.city, tmp_path)
+    assert first is not None and first.created and first.status == CampaignStatus.RUNNING
+
+    # The private key stays in the demo's data directory, for its owner only.
+    key_file = tmp_path / DEMO_KEY_FILE
+    assert first.key_file == key_file and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    pem = key_file.read_bytes()
+    (key,) = await FirmwareService(db).keys(admin)
+    async with db.tenant_tx(seeded.city.id) as conn:
+        image = await verify_stored(conn, seeded.city.id, first.image_id)
+    assert image.key_id == key.id and image.version == DEMO_FIRMWARE_VERSION
+    assert image.fits(*Streetlight.defaults[:2]) and _version(image.version) > _version(Streetlight.defaults[2])
+
+    campaigns = CampaignService(db)
+    campaign = await campaigns.get(admin, first.campaign_id)
+    canary = campaign.waves[0]["devices"]
+    assert (campaign.name, campaign.device_count, campaign.current_wave) == (
+        DEMO_CAMPAIGN_NAME, DEMO_COUNTS["streetlight"], 0)
+    assert canary == round(DEMO_COUNTS["streetlight"] * 0.05) and campaign.counts["waiting"] == canary
+    assert campaign.settings.health_period_s == 60 and campaign.settings.thresholds.on_error == "pause"
+
+    # A restart finds the campaign: no second key, image or campaign, the same key file.
+    again = await seed_demo_firmware(db, seeded.city, tmp_path)
+    assert (again.campaign_id, again.image_id, again.created) == (first.campaign_id, first.image_id, False)
+    assert key_file.read_bytes() == pem and len(await FirmwareService(db).keys(admin)) == 1
+    assert len((await FirmwareService(db).images(admin)).items) == 1
+    assert len((await campaigns.list(admin)).items) == 1
+
+
+async def test_a_demo_campaign_left_a_draft_is_started_and_a_busy_city_is_left_alone(db, tmp_path):
+    seeded = await seed_demo_city(db)
+    admin = system_principal(seeded.city)
+    first = await seed_demo_firmware(db, seeded.city, tmp_path)
+    campaigns = CampaignService(db)
+    await campaigns.abort(admin, first.campaign_id)
+    async with db.system_tx() as conn:  # as if the demo stopped between creating and starting it
+        await conn.execute("update firmware_campaigns set status = 'draft', started_at = null where id = $1",
+                           first.campaign_id)
+        await conn.execute("update firmware_campaign_devices set state = 'pending' where campaign_id = $1",
+                           first.campaign_id)
+    again = await seed_demo_firmware(db, seeded.city, tmp_path)
+    assert (again.campaign_id, again.status, again.created) == (first.campaign_id, CampaignStatus.RUNNING, False)
+    assert (await campaigns.get(admin, first.campaign_id)).counts[DeviceState.WAITING] > 0
+
+    # The streetlights busy in a campaign of the city's own: the demo runs without one of its own.
+    async with db.system_tx() as conn:
+        await conn.execute("update firmware_campaigns set name = 'the city''s own' where id = $1",
+                           first.campaign_id)
+    assert await seed_demo_firmware(db, seeded.city, tmp_path) is None
+
+
+async def test_a_damaged_demo_key_file_leaves_the_demo_without_a_campaign(db, tmp_path):
+    seeded = await seed_demo_city(db)
+    (tmp_path / DEMO_KEY_FILE).write_text("not a key")
+    assert await seed_demo_firmware(db, seeded.city, tmp_path) is None
+    assert not (await CampaignService(db).list(system_principal(seeded.city))).items

@@ -189,6 +189,25 @@ async def test_a_device_back_on_its_old_version_rolled_back(rollout):
     assert (row["state"], row["reason"]) == ("failed", "rolled_back")
 
 
+async def test_a_device_whose_version_was_unknown_when_its_download_began_still_rolls_back(rollout, db):
+    # `fleet demo` starts its campaign before its devices first register: the version a device
+    # runs is learnt from its Register during the download, before the install.
+    (device,) = await rollout.campaign([0], old=None, **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    assert (await rollout.device(device))["previous_version"] is None
+    async with db.system_tx() as conn:
+        await conn.execute("update devices set firmware_version = '1.0' where id = $1", device)
+    await rollout.downloaded(device)
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    await rollout.answer(device)
+    await rollout.register_again(device, "1.0")
+    await rollout.tick()
+    row = await rollout.device(device)
+    assert (row["state"], row["reason"], row["previous_version"]) == ("failed", "rolled_back", "1.0")
+
+
 async def test_a_device_that_never_comes_back_fails(rollout):
     (device,) = await rollout.campaign([0], timeouts={"install_s": 60}, **QUICK)
     await rollout.start()
@@ -310,6 +329,23 @@ async def test_a_successful_canary_opens_the_next_wave(rollout):
     assert await rollout.states(devices) == ["succeeded", "downloading", "downloading"]
 
 
+async def test_a_wave_that_ended_below_its_success_threshold_says_so(rollout):
+    # A canary device failed, under the error threshold: the campaign runs on but opens nothing
+    # more, and tells the control room why instead of looking busy.
+    devices = await rollout.campaign([0, 0, 1], **QUICK)
+    await rollout.start()
+    await two_succeed(rollout, devices[:1])
+    assert (await rollout.campaign_row())["status_reason"] is None
+    await installing(rollout, devices[1])
+    await rollout.register_again(devices[1], "1.0")
+    await rollout.tick(2)
+    campaign = await rollout.campaign_row()
+    assert (campaign["status"], campaign["current_wave"]) == ("running", 0)
+    assert campaign["status_reason"] == ("wave 0 ended below its success threshold: 1 of 2 succeeded "
+                                         "(50 % < 95 %); retry its failed devices or abort")
+    assert await rollout.state(devices[2]) == "pending"
+
+
 @pytest.mark.parametrize(("on_error", "status"), [("pause", "paused"), ("abort", "aborted")])
 async def test_the_error_threshold_stops_the_campaign_by_itself(rollout, db, on_error, status):
     devices = await rollout.campaign([0, 0, 1], thresholds={
@@ -324,9 +360,13 @@ async def test_the_error_threshold_stops_the_campaign_by_itself(rollout, db, on_
     assert campaign["status_reason"] == "error threshold: 2 of 2 ended devices failed (100 % >= 50 %)"
     assert await rollout.state(devices[2]) == ("pending" if on_error == "pause" else "cancelled")
     async with db.system_tx() as conn:
-        audited = await conn.fetchval("select actor from audit_log where action = $1",
-                                      f"firmware.campaign.{on_error}")
-    assert audited == "system:firmware-rollout"
+        audited = await conn.fetchrow("select actor, entity_type from audit_log where action = $1",
+                                      f"campaign.{on_error}")
+        subjects = {r["subject_type"] for r in await conn.fetch(
+            "select subject_type from events where kind like 'campaign.%'")}
+    # Named as the API's own changes of a campaign are (`campaign.pause` by a person, same entity).
+    assert (audited["actor"], audited["entity_type"]) == ("system:firmware-rollout", "campaign")
+    assert subjects == {"campaign"}
 
 
 async def test_a_scheduled_campaign_starts_at_its_time(rollout):

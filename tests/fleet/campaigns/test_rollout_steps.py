@@ -10,7 +10,8 @@ import pytest
 from fleet.campaigns.models import Delivery, DeviceState, FailureReason, Thresholds, Timeouts
 from fleet.campaigns.rollout_steps import (DELIVER, EXECUTE, OBSERVE, READ, Advance, DeviceFacts, Fail, NextStep,
                                            Poll, Reading, decide, delivery_from, error_verdict, health_problems,
-                                           refused, returned_version, wave_done)
+                                           refused, returned_version, wave_done,
+                                           wave_held)
 
 T0 = dt.datetime(2026, 12, 7, 2, tzinfo=dt.UTC)
 TIMEOUTS = Timeouts(download_s=600, install_s=300)
@@ -147,6 +148,14 @@ def test_health_period():
 def test_a_wave_is_done_at_its_success_share():
     assert wave_done(10, 10, 100) and wave_done(10, 9, 90) and not wave_done(10, 8, 90)
     assert wave_done(0, 0, 95)
+
+
+def test_a_wave_is_held_only_once_all_of_it_ended_short_of_its_success_share():
+    assert wave_held(0, 10, 8, 1, 90) is None       # one still on its way
+    assert wave_held(0, 10, 9, 1, 90) is None       # enough succeeded: the next wave opens
+    assert wave_held(0, 0, 0, 0, 90) is None
+    assert wave_held(2, 10, 8, 2, 90) == ("wave 2 ended below its success threshold: 8 of 10 succeeded "
+                                          "(80 % < 90 %); retry its failed devices or abort")
 
 
 def test_the_error_threshold_counts_since_the_last_resume():

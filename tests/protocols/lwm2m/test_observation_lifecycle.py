@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+from datetime import timedelta
 
 import structlog
 
 from fleet.commands.service import CommandService
+from protocols.lwm2m.listener import open_listener
 from tests.conftest import make_city
 from tests.protocols.lwm2m.rawdevice import ACK, CREATED, GET, NON, OBSERVE, RST, SENML_JSON, RawDevice
 from tests.protocols.lwm2m.test_negotiation import IDENTITY, eventually, level_stored
@@ -102,3 +106,23 @@ async def test_a_notification_from_a_device_nobody_observes_is_reset(db, listene
 
 async def _true_when(condition: bool) -> bool:
     return condition
+
+
+async def test_a_node_stopping_lets_go_of_its_observations_quietly(db):
+    """Stopping a node (`fleet demo`'s Ctrl-C) ends the observations it follows before the CoAP
+    context shuts down: no "exception was never retrieved" for each one at ERROR level."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    unhandled = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context["message"]))
+    try:
+        async with open_listener(db, "::", 0, expiry_grace=timedelta(seconds=0), sweep_interval_s=0.2) as listener:
+            _city, _record, device = await observed_device(db, listener, "stopping")
+            assert listener.dispatcher.observations
+        device.stop()
+        for _ in range(3):
+            gc.collect()
+            await asyncio.sleep(0.05)
+    finally:
+        loop.set_exception_handler(previous)
+    assert unhandled == []
