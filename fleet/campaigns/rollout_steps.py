@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -84,15 +85,25 @@ def refused(error: str | None) -> bool:
     return bool(error) and (error.startswith("device answered 4.") or "does not support" in error)
 
 
+def reported_code(reading: Reading | None) -> int | None:
+    """An integer resource (/5/0/3, /5/0/5, /5/0/9) as the device reported it, or None when it
+    reported none or something that is not a whole number ("abc", true, 2.5, NaN): a device's
+    odd value is ignored like a missing one, never an error that would stop its campaign's pass."""
+    if reading is None or reading.value is None or isinstance(reading.value, bool):
+        return None
+    try:
+        number = float(reading.value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or not number.is_integer():
+        return None
+    return int(number)
+
+
 def delivery_from(reading: Reading | None) -> Delivery:
     """/5/0/9; a device without it (LwM2M 1.0) is told a Package URI, the method every device
     with object 5 must offer in 1.0."""
-    if reading is None or reading.value is None:
-        return Delivery.PULL
-    try:
-        return DELIVERY_METHODS.get(int(float(reading.value)), Delivery.PULL)
-    except ValueError:
-        return Delivery.PULL
+    return DELIVERY_METHODS.get(reported_code(reading), Delivery.PULL)
 
 
 def _fresh(facts: DeviceFacts, path: str, since: datetime | None) -> Reading | None:
@@ -103,10 +114,9 @@ def _fresh(facts: DeviceFacts, path: str, since: datetime | None) -> Reading | N
 
 
 def _result_failure(facts: DeviceFacts, since: datetime | None) -> Fail | None:
-    reading = _fresh(facts, "/5/0/5", since)
-    if reading is None or reading.value is None:
+    code = reported_code(_fresh(facts, "/5/0/5", since))
+    if code is None:
         return None
-    code = int(float(reading.value))
     reason = reason_for_result(code)
     return Fail(reason, f"Update Result {code}") if reason is not None else None
 
@@ -148,8 +158,7 @@ def _downloading(facts: DeviceFacts, timeouts: Timeouts, now: datetime) -> Decis
     failure = _result_failure(facts, facts.step_at)
     if failure is not None:
         return failure
-    state = _fresh(facts, "/5/0/3", facts.step_at)
-    if state is not None and state.value is not None and int(float(state.value)) == FirmwareState.DOWNLOADED:
+    if reported_code(_fresh(facts, "/5/0/3", facts.step_at)) == FirmwareState.DOWNLOADED:
         return Advance(DeviceState.DOWNLOADED)
     if status in _GONE:
         if refused(error):

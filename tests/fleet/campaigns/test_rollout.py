@@ -479,3 +479,21 @@ async def test_a_paused_campaign_starts_nothing_new(rollout, db):
     await rollout.tick()
     assert await rollout.states([first, second]) == ["downloaded", "waiting"]
     assert not await rollout.commands(first, "/5/0/2")
+
+
+async def test_a_device_reporting_nonsense_holds_up_no_one(rollout):
+    devices = await rollout.campaign([0, 0], **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    for device in devices:
+        await rollout.report(device, "/5/0/9", "both, please")  # not a number: pull, the default
+        await rollout.answer(device)
+    await rollout.tick()
+    odd, fine = devices
+    await rollout.answer(odd)
+    await rollout.report(odd, "/5/0/3", "Downloaded")
+    await rollout.report(odd, "/5/0/5", "oops")
+    await rollout.answer(fine)
+    await rollout.report(fine, "/5/0/3", 2)
+    await rollout.tick()
+    assert await rollout.states(devices) == ["downloading", "installing"]

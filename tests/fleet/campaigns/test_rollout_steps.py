@@ -10,7 +10,7 @@ import pytest
 from fleet.campaigns.models import Delivery, DeviceState, FailureReason, Thresholds, Timeouts
 from fleet.campaigns.rollout_steps import (DELIVER, EXECUTE, OBSERVE, READ, Advance, DeviceFacts, Fail, NextStep,
                                            Poll, Reading, decide, delivery_from, error_verdict, health_problems,
-                                           refused, returned_version, wave_done)
+                                           refused, reported_code, returned_version, wave_done)
 
 T0 = dt.datetime(2026, 12, 7, 2, tzinfo=dt.UTC)
 TIMEOUTS = Timeouts(download_s=600, install_s=300)
@@ -155,3 +155,24 @@ def test_the_error_threshold_counts_since_the_last_resume():
     assert error_verdict(6, 3, 0, 0, rules) is None  # 9 ended: too few to judge
     assert error_verdict(9, 1, 0, 0, rules) is None  # 10 %
     assert error_verdict(17, 3, 7, 3, rules) is None  # nothing failed since the resume
+
+
+@pytest.mark.parametrize("odd", ["abc", "true", "2.5", "nan", "inf", "-inf", "", True, None])
+def test_an_odd_reported_value_is_ignored_like_a_missing_one(odd):
+    assert reported_code(Reading(odd, T0)) is None
+    assert delivery_from(Reading(odd, T0)) is Delivery.PULL
+    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="sent",
+              readings={"/5/0/3": Reading(odd, at(0.5)), "/5/0/5": Reading(odd, at(0.5))})
+    assert next_move(f) is None
+    f = facts(DeviceState.INSTALLING, step=EXECUTE, install_sent_at=T0, command_status="succeeded",
+              readings={"/5/0/5": Reading(odd, at(0.5))})
+    assert next_move(f) is None
+
+
+def test_whole_numbers_are_read_however_they_are_written():
+    assert [reported_code(Reading(v, T0)) for v in (2, 2.0, "2", "2.0", " 2 ", "-1", "42")] == [
+        2, 2, 2, 2, 2, -1, 42]
+    # A code out of the spec's range is still a failed install, never a silent wait.
+    f = facts(DeviceState.INSTALLING, step=EXECUTE, install_sent_at=T0, command_status="succeeded",
+              readings={"/5/0/5": Reading("42", at(0.5))})
+    assert next_move(f) == Fail(FailureReason.INSTALL_FAILED, "Update Result 42")
