@@ -167,14 +167,22 @@ class CampaignRepository:
     async def move_devices(self, tenant_id: UUID, campaign_id: UUID, from_states: Sequence[DeviceState],
                            to_state: DeviceState, reason: str | None,
                            device_ids: Sequence[UUID] | None = None) -> int:
-        """Devices in `from_states` (of `device_ids`, when given) go to `to_state`; how many did."""
+        """Devices in `from_states` (of `device_ids`, when given) go to `to_state`; how many did.
+        A step of theirs still queued (a Package URI, a push, a sleeping device's Update) is
+        called off with them, so an abort starts no download from that moment; one already
+        on its way to the device cannot be recalled."""
         return await self.conn.fetchval(
             """with moved as (
                    update firmware_campaign_devices
-                   set state = $4, reason = $5, detail = null, state_since = now(), updated_at = now()
+                   set state = $4, reason = $5, detail = null, state_since = now(), updated_at = now(),
+                       token_hash = null, token_expires_at = null
                    where tenant_id = $1 and campaign_id = $2 and state = any($3::text[])
                      and ($6::uuid[] is null or device_id = any($6::uuid[]))
-                   returning 1)
+                   returning command_id),
+               called_off as (
+                   update commands set status = 'cancelled', completed_at = now(),
+                          error = coalesce('firmware campaign: ' || $5, 'firmware campaign step called off')
+                   where tenant_id = $1 and id in (select command_id from moved) and status = 'queued')
                select count(*)::int from moved""",
             tenant_id, campaign_id, [s.value for s in from_states], to_state.value, reason,
             list(device_ids) if device_ids is not None else None)

@@ -9,8 +9,8 @@ import asyncpg
 import structlog
 
 from fleet.audit.repository import AuditRepository
-
-from fleet.campaigns.models import FINAL_STATES, CampaignStatus, DeviceState
+from fleet.campaigns.models import FINAL_STATES, STOPPED_BY_ABORT, CampaignStatus, DeviceState
+from fleet.campaigns.repository import CampaignRepository
 from fleet.campaigns.rollout_steps import error_verdict, wave_done
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
             reason = verdict
             status = CampaignStatus.ABORTED if thresholds.on_error == "abort" else CampaignStatus.PAUSED
             if status is CampaignStatus.ABORTED:
-                await p.repo.abort_devices(p.tenant_id, p.campaign_id)
+                await CampaignRepository(p.conn).move_devices(p.tenant_id, p.campaign_id, STOPPED_BY_ABORT,
+                                                              DeviceState.CANCELLED, "aborted")
             await p.repo.set_status(p.tenant_id, p.campaign_id, status, verdict, finished=False)
             action = "abort" if status is CampaignStatus.ABORTED else "pause"
             log.info("firmware campaign stopped by its error threshold", campaign=str(p.campaign_id),

@@ -80,20 +80,6 @@ class RolloutRepository:
             """update firmware_campaigns set current_wave = $3, version = version + 1, updated_at = now()
                where tenant_id = $1 and id = $2""", tenant_id, campaign_id, wave)
 
-    async def abort_devices(self, tenant_id: UUID, campaign_id: UUID) -> None:
-        """No new downloads or installs from now: those not yet installing are cancelled (their
-        queued steps with them); those installing or verifying finish."""
-        await self.conn.execute(
-            f"""with cancelled as (
-                    update firmware_campaign_devices d set state = 'cancelled',
-                           reason = case when d.state in ('downloading', 'downloaded') then 'aborted' end,
-                           token_hash = null, token_expires_at = null, state_since = now(), updated_at = now()
-                    where {_KEY} and d.state in ('pending', 'waiting', 'downloading', 'downloaded')
-                    returning d.command_id)
-                update commands set status = 'cancelled', completed_at = now(), error = 'campaign aborted'
-                where id in (select command_id from cancelled) and status = 'queued'""",
-            tenant_id, campaign_id)
-
     # -- devices ------------------------------------------------------------------------------
 
     async def facts(self, tenant_id: UUID, campaign_id: UUID) -> list[asyncpg.Record]:

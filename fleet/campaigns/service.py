@@ -13,8 +13,8 @@ import msgspec
 from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
-from fleet.campaigns.models import (Campaign, CampaignDeviceTimeline, CampaignRequest, CampaignStatus,
-                                    DeviceState, MaintenanceWindow, SkipReason, WindowCreate)
+from fleet.campaigns.models import (STOPPED_BY_ABORT, Campaign, CampaignDeviceTimeline, CampaignRequest,
+                                    CampaignStatus, DeviceState, MaintenanceWindow, SkipReason, WindowCreate)
 from fleet.campaigns.progress import campaign_from_rows
 from fleet.campaigns.repository import CampaignRepository, begin_running
 from fleet.campaigns.waves import wave_sizes
@@ -35,9 +35,6 @@ ABORTABLE = (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.SCHED
 RETRYABLE = (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED)
 CANCELLABLE = (CampaignStatus.DRAFT, CampaignStatus.AWAITING_APPROVAL, CampaignStatus.SCHEDULED,
                CampaignStatus.RUNNING, CampaignStatus.PAUSED)
-# Devices an abort stops: nothing reached them yet, or only the package did. Those installing or
-# verifying finish, since cutting an install short could brick a lamp.
-STOPPED_BY_ABORT = (DeviceState.PENDING, DeviceState.WAITING, DeviceState.DOWNLOADING, DeviceState.DOWNLOADED)
 CANCELLED_BY_REQUEST = (DeviceState.PENDING, DeviceState.WAITING)
 
 

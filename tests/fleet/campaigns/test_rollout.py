@@ -24,7 +24,9 @@ QUICK = {"health_period_s": 0}
 @pytest.fixture
 async def rollout(db):
     city = await make_city(db, "fwcity")
-    return Rollout(db, city.tenant_id, alarm_service=AlarmService(db))
+    rollout = Rollout(db, city.tenant_id, alarm_service=AlarmService(db))
+    rollout.city = city
+    return rollout
 
 
 async def installing(rollout, device, method: int = 0) -> None:
@@ -497,3 +499,27 @@ async def test_a_device_reporting_nonsense_holds_up_no_one(rollout):
     await rollout.report(fine, "/5/0/3", 2)
     await rollout.tick()
     assert await rollout.states(devices) == ["downloading", "installing"]
+
+
+async def test_an_abort_calls_off_the_steps_still_queued(rollout, db):
+    from fleet.campaigns.service import CampaignService
+
+    pulled, pushed, installs = await rollout.campaign([0, 0, 0], **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    for device, method in ((pulled, 0), (pushed, 1), (installs, 0)):
+        await rollout.report(device, "/5/0/9", method)
+        await rollout.answer(device)
+    await rollout.tick()
+    await rollout.answer(installs)
+    await rollout.report(installs, "/5/0/3", 2)
+    await rollout.tick()
+    queued = {d: (await rollout.device(d))["command_status"] for d in (pulled, pushed, installs)}
+    assert queued == {pulled: "queued", pushed: "queued", installs: "queued"}
+    aborted = await CampaignService(db).abort(rollout.city.principal, rollout.campaign_id)
+    assert aborted.status == "aborted"
+    for device, path in ((pulled, "/5/0/1"), (pushed, "/5/0/0")):
+        row = await rollout.device(device)
+        assert (row["state"], row["path"], row["command_status"]) == ("cancelled", path, "cancelled")
+    # Mid-install: its Update goes out and the device finishes.
+    assert (await rollout.device(installs))["command_status"] == "queued"
