@@ -12,6 +12,7 @@ import asyncpg
 from fleet.campaigns.windows import OpenHours
 from fleet.commands.models import Operation
 from fleet.commands.repository import NOTIFY_CHANNEL
+from fleet.firmware.delivery import PACKAGE_URI_PATH
 
 # The paths whose latest values decide a device's next move.
 WATCHED_PATHS = ("/5/0/9", "/5/0/3", "/5/0/5", "/3/0/3")
@@ -224,7 +225,9 @@ class RolloutRepository:
         the dispatchers woken; with `remember`, each becomes its device's step under way."""
         if not device_ids:
             return {}
-        same = values[0] if all(v == values[0] for v in values) else None
+        # The batch shows a value its devices share; never a Package URI, which holds its
+        # device's download token (fleet.firmware.delivery.without_token).
+        same = values[0] if path != PACKAGE_URI_PATH and all(v == values[0] for v in values) else None
         row = await self.conn.fetchrow(
             f"""with batch as (
                     insert into command_batches (tenant_id, operation, path, value, target, device_count,

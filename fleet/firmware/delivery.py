@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,10 @@ CHUNK_BUDGET_BYTES = 64 * 1024 * 1024
 # The block a request without Block2 gets (RFC 7959 §2.2: the server's choice), the largest.
 DEFAULT_BLOCK_SIZE = 1024
 _TOKEN_BYTES = 18  # 144 bits: 24 URL-safe characters, no padding
+# The resource a Package URI is written to (and read back from).
+PACKAGE_URI_PATH = "/5/0/1"
+_TOKEN_IN_URI = re.compile(r"(/fw/)[^/?#]+")
+REDACTED_TOKEN = "<token>"
 
 
 def new_token() -> tuple[str, bytes]:
@@ -51,6 +56,16 @@ def token_hash(token: str) -> bytes:
 
 def package_uri(base_uri: str, token: str) -> str:
     return f"{base_uri.rstrip('/')}/fw/{token}"
+
+
+def without_token(path: str, value: object) -> object:
+    """A value as Fleet stores or shows it: a Package URI's token left out. The token fetches
+    the city's image (admins only, on REST) and must not outlive its device's download in
+    device state, telemetry, command results or events that anyone with READ sees; only the
+    device's own command keeps it, for the dispatcher to write."""
+    if path == PACKAGE_URI_PATH and isinstance(value, str):
+        return _TOKEN_IN_URI.sub(r"\1" + REDACTED_TOKEN, value)
+    return value
 
 
 def default_base_uri(coap_host: str, coap_port: int) -> str:

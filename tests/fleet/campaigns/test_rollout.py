@@ -53,6 +53,10 @@ async def test_a_device_is_updated_by_the_method_it_offers(rollout, method, oper
         uri = row["value"]
         assert uri.startswith(f"{BASE}/fw/")
         assert hashlib.sha256(uri.rsplit("/", 1)[1].encode()).digest() == row["token_hash"]
+        # Only the device's own command holds its token, never the batch people list.
+        async with rollout.db.system_tx() as conn:
+            assert await conn.fetchval("select b.value from command_batches b join commands c on c.batch_id = b.id "
+                                       "where c.id = $1", row["command_id"]) is None
     else:
         assert row["value"] == {"image_id": str(rollout.image_id)} and row["token_hash"] is None
     await rollout.answer(device)
