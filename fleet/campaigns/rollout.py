@@ -24,11 +24,12 @@ import structlog
 from fleet.alarms.models import AlarmType, Finding
 from fleet.campaigns import rollout_steps as steps
 from fleet.campaigns.models import DOWNLOAD_STATES, CampaignSettings, CampaignStatus, Delivery, DeviceState
-from fleet.campaigns.repository import begin_running
+from fleet.campaigns.progress import campaign_from_rows
+from fleet.campaigns.repository import CampaignRepository, begin_running
 from fleet.errors import ValidationFailed
 from fleet.firmware.service import verify_stored
 from fleet.campaigns.rollout_repository import RolloutRepository
-from fleet.campaigns.rollout_progress import advance_campaign, audit
+from fleet.campaigns.rollout_progress import SUBJECT, advance_campaign, audit
 from fleet.campaigns.rollout_steps import Advance, DeviceFacts, Fail, NextStep, Poll, Reading, decide
 from fleet.campaigns.windows import applicable, campaign_hours, is_open
 from fleet.commands.models import Operation
@@ -105,14 +106,14 @@ class CampaignJobs:
                     reason = "the image failed verification at its scheduled start: " + "; ".join(
                         e.message for e in exc.errors)
                     await RolloutRepository(conn).back_to_draft(row["tenant_id"], row["id"], reason)
-                    await publish_campaign(conn, row["tenant_id"], row["id"])
-                    await audit(conn, row["tenant_id"], "firmware.campaign.start_refused", row["id"],
+                    await publish_campaign(conn, row["tenant_id"], row["id"], now)
+                    await audit(conn, row["tenant_id"], "campaign.start_refused", row["id"],
                                 {"status": "scheduled"}, {"status": "draft", "reason": reason})
                     log.warning("scheduled campaign not started", campaign=str(row["id"]), reason=reason)
                     continue
                 if await begin_running(conn, row["tenant_id"], row["id"]):
-                    await publish_campaign(conn, row["tenant_id"], row["id"])
-                    await audit(conn, row["tenant_id"], "firmware.campaign.start", row["id"], {"status": "scheduled"},
+                    await publish_campaign(conn, row["tenant_id"], row["id"], now)
+                    await audit(conn, row["tenant_id"], "campaign.start", row["id"], {"status": "scheduled"},
                                 {"status": "running", "reason": "its start time came"})
         async with self.db.system_tx() as conn:
             live = await RolloutRepository(conn).live()
@@ -151,16 +152,13 @@ async def _fence(conn: asyncpg.Connection, leadership: Leadership | None) -> Non
         await leadership.fence(conn)
 
 
-async def publish_campaign(conn: asyncpg.Connection, tenant_id: UUID, campaign_id: UUID) -> None:
-    """campaign.updated: its status, why, its devices per state and its wave, as committed."""
-    repo = RolloutRepository(conn)
-    campaign = await repo.lock(tenant_id, campaign_id)
-    counts: Counter = Counter()
-    for r in await repo.counts(tenant_id, campaign_id):
-        counts[r["state"]] += r["n"]
-    await EventRepository(conn).append(tenant_id, CAMPAIGN_UPDATED, "firmware_campaign", campaign_id, {
-        "id": str(campaign_id), "status": campaign["status"], "status_reason": campaign["status_reason"],
-        "counts": {s.value: counts[s.value] for s in DeviceState}, "current_wave": campaign["current_wave"]})
+async def publish_campaign(conn: asyncpg.Connection, tenant_id: UUID, campaign_id: UUID, now: datetime) -> None:
+    """campaign.updated with the campaign as the API shows it (as people's changes publish it)."""
+    repo = CampaignRepository(conn)
+    row = await repo.campaign(tenant_id, campaign_id)
+    campaign = campaign_from_rows(row, await repo.counts(tenant_id, [campaign_id]), now)
+    await EventRepository(conn).append(tenant_id, CAMPAIGN_UPDATED, SUBJECT, campaign_id,
+                                       msgspec.to_builtins(campaign))
 
 
 class CampaignPass:
@@ -188,11 +186,11 @@ class CampaignPass:
         status = await advance_campaign(self, status)
         if self.ended:
             await EventRepository(self.conn).append_many(
-                (self.tenant_id, CAMPAIGN_DEVICE_UPDATED, "firmware_campaign", self.campaign_id, {
+                (self.tenant_id, CAMPAIGN_DEVICE_UPDATED, SUBJECT, self.campaign_id, {
                     "campaign_id": str(self.campaign_id), "device_id": str(r["device_id"]), "state": r["state"],
                     "reason": r["reason"], "detail": r["detail"], "wave": r["wave"]}) for r in self.ended)
         if self.changed:
-            await publish_campaign(self.conn, self.tenant_id, self.campaign_id)
+            await publish_campaign(self.conn, self.tenant_id, self.campaign_id, self.now)
 
     # -- devices under way --------------------------------------------------------------------
 

@@ -22,12 +22,15 @@ log = structlog.get_logger(__name__)
 _NOT_COUNTED = (DeviceState.SKIPPED, DeviceState.CANCELLED)
 # Who the audit log names for what the engine decided by itself.
 SYSTEM_ACTOR = "system:firmware-rollout"
+# What the audit log and the event stream call a campaign, as people's changes do
+# (fleet.campaigns.service), so one campaign's history is one query.
+SUBJECT = "campaign"
 
 
 async def audit(conn: asyncpg.Connection, tenant_id: UUID, action: str, campaign_id: UUID,
                 before: dict, after: dict) -> None:
     """An entry for a change the engine made by itself: no key, the system as the actor."""
-    await AuditRepository(conn).append(tenant_id, None, SYSTEM_ACTOR, action, "firmware_campaign",
+    await AuditRepository(conn).append(tenant_id, None, SYSTEM_ACTOR, action, SUBJECT,
                                        str(campaign_id), before, after, None)
 
 
@@ -49,7 +52,7 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
             action = "abort" if status is CampaignStatus.ABORTED else "pause"
             log.info("firmware campaign stopped by its error threshold", campaign=str(p.campaign_id),
                      status=status.value, reason=verdict)
-            await audit(p.conn, p.tenant_id, f"firmware.campaign.{action}", p.campaign_id,
+            await audit(p.conn, p.tenant_id, f"campaign.{action}", p.campaign_id,
                         {"status": "running"}, {"status": status.value, "reason": verdict})
             p.changed = True
     if status is CampaignStatus.RUNNING:
@@ -70,7 +73,7 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
         await p.repo.set_status(p.tenant_id, p.campaign_id, CampaignStatus.COMPLETED, None, finished=True)
         log.info("firmware campaign completed", campaign=str(p.campaign_id),
                  succeeded=counts[DeviceState.SUCCEEDED], failed=counts[DeviceState.FAILED])
-        await audit(p.conn, p.tenant_id, "firmware.campaign.complete", p.campaign_id, {"status": "running"},
+        await audit(p.conn, p.tenant_id, "campaign.complete", p.campaign_id, {"status": "running"},
                     {"status": "completed", "counts": {s.value: counts.get(s, 0) for s in DeviceState}})
         p.changed = True
         return CampaignStatus.COMPLETED

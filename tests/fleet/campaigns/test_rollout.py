@@ -331,7 +331,7 @@ async def test_the_error_threshold_stops_the_campaign_by_itself(rollout, db, on_
     assert await rollout.state(devices[2]) == ("pending" if on_error == "pause" else "cancelled")
     async with db.system_tx() as conn:
         audited = await conn.fetchval("select actor from audit_log where action = $1",
-                                      f"firmware.campaign.{on_error}")
+                                      f"campaign.{on_error}")
     assert audited == "system:firmware-rollout"
 
 
@@ -527,3 +527,22 @@ async def test_an_abort_calls_off_the_steps_still_queued(rollout, db):
         assert (row["state"], row["path"], row["command_status"]) == ("cancelled", path, "cancelled")
     # Mid-install: its Update goes out and the device finishes.
     assert (await rollout.device(installs))["command_status"] == "queued"
+
+
+async def test_the_engine_publishes_and_audits_a_campaign_as_people_s_changes_do(rollout, db):
+    (device,) = await rollout.campaign([0], **QUICK)
+    await rollout.start()
+    await installing(rollout, device)
+    await rollout.register_again(device, "2.0")
+    await rollout.tick(2)
+    async with db.system_tx() as conn:
+        events = await conn.fetch("select kind, subject_type, payload from events where subject_id = $1 order by id",
+                                  str(rollout.campaign_id))
+        audited = await conn.fetch("select action from audit_log where entity_type = 'campaign' and entity_id = $1",
+                                   str(rollout.campaign_id))
+    assert {(e["kind"], e["subject_type"]) for e in events} == {
+        ("campaign.updated", "campaign"), ("campaign.device_updated", "campaign")}
+    last = [e["payload"] for e in events if e["kind"] == "campaign.updated"][-1]
+    assert (last["id"], last["status"], last["counts"]["succeeded"]) == (str(rollout.campaign_id), "completed", 1)
+    assert "waves" in last and "settings" in last
+    assert [a["action"] for a in audited] == ["campaign.complete"]
