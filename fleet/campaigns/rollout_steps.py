@@ -41,6 +41,7 @@ class DeviceFacts:
     next_check_at: datetime | None = None
     command_status: str | None = None
     command_error: str | None = None
+    command_sent_at: datetime | None = None  # when a dispatcher took the step to the device
     # The latest /5/0/9, /5/0/3, /5/0/5 and /3/0/3, by path.
     readings: Mapping[str, Reading] = field(default_factory=dict)
     last_report_at: datetime | None = None  # anything the device reported
@@ -167,9 +168,16 @@ def _downloading(facts: DeviceFacts, timeouts: Timeouts, now: datetime) -> Decis
     return Poll() if _poll_due(facts, now) else None
 
 
+def update_sent_at(facts: DeviceFacts) -> datetime | None:
+    """When the Update (Execute /5/0/2) went to the device, None while it has not. A sleeping
+    device gets it only when it wakes, maybe registering first on its old version: that must
+    not count as coming back."""
+    return facts.command_sent_at if facts.step == EXECUTE else facts.install_sent_at
+
+
 def returned_version(facts: DeviceFacts) -> str | None:
     """The version the device reported after registering again since the Update, if it did."""
-    sent = facts.install_sent_at
+    sent = update_sent_at(facts)
     if sent is None or facts.registered_at is None or facts.registered_at <= sent:
         return None
     reading = _fresh(facts, "/3/0/3", sent)
@@ -193,7 +201,9 @@ def _installing(facts: DeviceFacts, target_version: str, timeouts: Timeouts, now
         if version == facts.previous_version:
             return Fail(FailureReason.ROLLED_BACK, f"came back on {version}")
         return Fail(FailureReason.INSTALL_FAILED, f"came back on {version}, not {target_version}")
-    sent = facts.install_sent_at or facts.state_since
+    # The device has install_s from the moment the Update went to it; one never sent (its
+    # command expires after as long) has as long from when it was queued.
+    sent = update_sent_at(facts) or facts.install_sent_at or facts.state_since
     if now - sent > timedelta(seconds=timeouts.install_s):
         detail = f"did not come back on the new version within {timeouts.install_s} s"
         if facts.command_status in ("queued", "expired", "cancelled"):

@@ -29,11 +29,13 @@ async def rollout(db):
     return rollout
 
 
-async def installing(rollout, device, method: int = 0) -> None:
+async def installing(rollout, device, method: int = 0, *, taken: bool = True) -> None:
     await rollout.tick()
     await rollout.downloaded(device, method)
     await rollout.tick()
     assert await rollout.state(device) == "installing"
+    if taken:
+        await rollout.taken(device)  # the Update went out: the device may come back from now
 
 
 @pytest.mark.parametrize(("method", "operation", "path"), [
@@ -172,9 +174,8 @@ async def test_a_node_dying_mid_update_never_sends_it_again(rollout, db):
     await rollout.start()
     await installing(rollout, device)
     async with db.system_tx() as conn:
-        await conn.execute("update commands set status = 'sent', sent_at = now() - interval '10 minutes' "
-                           "where device_id = $1 and status = 'queued'", device)
-        await CommandRepository(conn).recover_stale(dt.timedelta(minutes=5))
+        # The node that sent it is gone (a stale `sent`, whatever its age).
+        await CommandRepository(conn).recover_stale(dt.timedelta(0))
     (execute,) = await rollout.commands(device, "/5/0/2")
     assert (execute["status"], execute["error"]) == ("failed", "outcome unknown after a node stopped")
     await rollout.tick()
@@ -198,7 +199,7 @@ async def test_a_device_back_on_its_old_version_rolled_back(rollout):
 async def test_a_device_that_never_comes_back_fails(rollout):
     (device,) = await rollout.campaign([0], timeouts={"install_s": 60}, **QUICK)
     await rollout.start()
-    await installing(rollout, device)
+    await installing(rollout, device, taken=False)
     rollout.clock.offset = dt.timedelta(seconds=61)
     await rollout.tick()
     row = await rollout.device(device)
@@ -546,3 +547,18 @@ async def test_the_engine_publishes_and_audits_a_campaign_as_people_s_changes_do
     assert (last["id"], last["status"], last["counts"]["succeeded"]) == (str(rollout.campaign_id), "completed", 1)
     assert "waves" in last and "settings" in last
     assert [a["action"] for a in audited] == ["campaign.complete"]
+
+
+async def test_a_sleeping_device_waking_on_its_old_version_before_its_update_is_not_rolled_back(rollout):
+    (device,) = await rollout.campaign([0], **QUICK)
+    await rollout.start()
+    await installing(rollout, device, taken=False)
+    await rollout.register_again(device, "1.0")  # wakes with a Register: /3/0 read again
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    await rollout.taken(device)  # its queued Update goes out now
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    await rollout.register_again(device, "2.0")
+    await rollout.tick()
+    assert await rollout.state(device) == "verifying"

@@ -99,7 +99,23 @@ def test_update_result_codes_fail_with_their_reason(code, reason):
 
 def installing(**fields) -> DeviceFacts:
     return facts(DeviceState.INSTALLING, **{"step": EXECUTE, "step_at": T0, "install_sent_at": T0,
-                                            "previous_version": "1.0", "command_status": "succeeded"} | fields)
+                                            "previous_version": "1.0", "command_status": "succeeded",
+                                            "command_sent_at": T0} | fields)
+
+
+def test_a_sleeping_device_registering_before_its_update_went_out_has_not_come_back():
+    # Queued at T0; the device wakes at 30 s with a Register on its old version, and only then
+    # is the Update sent to it (at 31 s).
+    waking = dict(registered_at=at(30), readings={"/3/0/3": Reading("1.0", at(30.5))})
+    assert next_move(installing(**waking, command_status="queued", command_sent_at=None)) is None
+    assert next_move(installing(**waking, command_status="sent", command_sent_at=at(31))) is None
+    back = installing(registered_at=at(90), readings={"/3/0/3": Reading("2.0", at(91))}, command_sent_at=at(31))
+    assert next_move(back, now=at(92)) == Advance(DeviceState.VERIFYING)
+    # install_s (300 s) runs from the sending; one never sent ends when its command would expire.
+    assert next_move(installing(command_status="sent", command_sent_at=at(200)), now=at(400)) is None
+    late = next_move(installing(command_status="expired", command_sent_at=None), now=at(301))
+    assert late == Fail(FailureReason.NEVER_CAME_BACK,
+                        "did not come back on the new version within 300 s (the Update never reached it)")
 
 
 def test_back_on_the_target_version_is_verified_the_old_one_rolled_back():
