@@ -287,7 +287,7 @@ class Downloads:
             self.downloads_finished += 1
         return Block(package, number, size, payload, more)
 
-    async def image(self, tenant_id: UUID, image_id: UUID) -> bytes:
+    async def image(self, tenant_id: UUID, image_id: UUID) -> ImageBytes:
         """A whole image of a city through the chunk cache (for a push); NotFound if it has none."""
         layout = await self.layout(tenant_id, image_id) if self.layout is not None else None
         if layout is None:
@@ -299,7 +299,35 @@ class Downloads:
             if chunk is None:
                 raise NotFound(f"firmware image {image_id} has no chunk {seq}")
             parts.append(chunk)
-        return b"".join(parts)
+        return ImageBytes(parts, chunk_size, size)
+
+
+class ImageBytes:
+    """An image as the cached chunks it is made of, sliced without joining them: every push of
+    it shares the one copy in the chunk cache, so memory stays flat in the devices pushed to at
+    once (a joined 64 MiB image per push would not). A block never spans two chunks (chunks are
+    multiples of 1024 bytes, blocks powers of two up to 1024), so a slice is one copy of a block."""
+
+    __slots__ = ("chunks", "chunk_size", "size")
+
+    def __init__(self, chunks: list[memoryview], chunk_size: int, size: int) -> None:
+        self.chunks, self.chunk_size, self.size = chunks, chunk_size, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> bytes:
+        start, stop, _ = part.indices(self.size)
+        pieces = []
+        while start < stop:
+            seq, offset = divmod(start, self.chunk_size)
+            piece = self.chunks[seq][offset:offset + stop - start]
+            pieces.append(piece)
+            start += len(piece)
+        return b"".join(pieces)
+
+    def __bytes__(self) -> bytes:
+        return self[:]
 
 
 def downloads(db: Database, *, token_ttl_s: float = TOKEN_TTL_S,
