@@ -90,6 +90,7 @@ class RolloutRepository:
             f"""select d.device_id, d.state, d.state_since, d.step, d.step_at, d.previous_version, d.observing,
                        d.install_sent_at, d.returned_at, d.next_check_at,
                        c.status as command_status, c.error as command_error, c.sent_at as command_sent_at,
+                       c.completed_at as command_completed_at,
                        r.registered_at, r.updated_at as registration_updated_at,
                        r.expires_at as registration_expires_at,
                        v.firmware_version, v.updated_at as firmware_at,

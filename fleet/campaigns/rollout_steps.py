@@ -13,6 +13,10 @@ from fleet.campaigns.models import (DELIVERY_METHODS, Delivery, DeviceState, Fai
 
 # How often Fleet reads /5/0/3 and /5/0/5 of a device that does not notify them.
 POLL_S = 10
+# A delivery the device refused is often explained by its Update Result (2: no room for the
+# package), notified a moment after its 4.xx answer: waited for this long before the failure is
+# named by the answer alone.
+REPORT_GRACE_S = 5
 # Sub-steps of `downloading` and `installing` (firmware_campaign_devices.step).
 OBSERVE, READ, DELIVER, EXECUTE = "observe", "read", "deliver", "execute"
 # Command statuses after which nothing more happens to it.
@@ -42,6 +46,7 @@ class DeviceFacts:
     command_status: str | None = None
     command_error: str | None = None
     command_sent_at: datetime | None = None  # when a dispatcher took the step to the device
+    command_completed_at: datetime | None = None
     # The latest /5/0/9, /5/0/3, /5/0/5 and /3/0/3, by path.
     readings: Mapping[str, Reading] = field(default_factory=dict)
     last_report_at: datetime | None = None  # anything the device reported
@@ -162,6 +167,9 @@ def _downloading(facts: DeviceFacts, timeouts: Timeouts, now: datetime) -> Decis
     if reported_code(_fresh(facts, "/5/0/3", facts.step_at)) == FirmwareState.DOWNLOADED:
         return Advance(DeviceState.DOWNLOADED)
     if status in _GONE:
+        answered = facts.command_completed_at
+        if answered is not None and now - answered < timedelta(seconds=REPORT_GRACE_S):
+            return None
         if refused(error):
             return Fail(FailureReason.DEVICE_REFUSED, error or "")
         return Fail(FailureReason.DOWNLOAD_FAILED, error or f"the download step was {status}")

@@ -192,3 +192,13 @@ def test_whole_numbers_are_read_however_they_are_written():
     f = facts(DeviceState.INSTALLING, step=EXECUTE, install_sent_at=T0, command_status="succeeded",
               readings={"/5/0/5": Reading("42", at(0.5))})
     assert next_move(f) == Fail(FailureReason.INSTALL_FAILED, "Update Result 42")
+
+
+def test_a_refused_delivery_waits_a_moment_for_the_update_result_that_explains_it():
+    refusal = dict(step=DELIVER, step_at=T0, command_status="failed", command_completed_at=at(1),
+                   command_error="device answered 4.13 Request Entity Too Large: no room")
+    assert next_move(facts(DeviceState.DOWNLOADING, **refusal), now=at(2)) is None
+    explained = facts(DeviceState.DOWNLOADING, **refusal, readings={"/5/0/5": Reading(2, at(1.2))})
+    assert next_move(explained, now=at(2)) == Fail(FailureReason.OUT_OF_STORAGE, "Update Result 2")
+    assert next_move(facts(DeviceState.DOWNLOADING, **refusal), now=at(7)) == Fail(
+        FailureReason.DEVICE_REFUSED, "device answered 4.13 Request Entity Too Large: no room")
