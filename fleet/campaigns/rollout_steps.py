@@ -161,10 +161,13 @@ def _downloading(facts: DeviceFacts, timeouts: Timeouts, now: datetime) -> Decis
                 return Fail(FailureReason.DEVICE_REFUSED, error or "")
             return Fail(FailureReason.DOWNLOAD_FAILED, f"could not read /5/0: {error or status}")
         return None
-    failure = _result_failure(facts, facts.step_at)
+    # Only what the device reported once its package was on the way counts: a notification sent
+    # before the Package URI or the push reached it still carries the last attempt's result.
+    sent = facts.command_sent_at
+    failure = _result_failure(facts, sent)
     if failure is not None:
         return failure
-    if reported_code(_fresh(facts, "/5/0/3", facts.step_at)) == FirmwareState.DOWNLOADED:
+    if reported_code(_fresh(facts, "/5/0/3", sent)) == FirmwareState.DOWNLOADED:
         return Advance(DeviceState.DOWNLOADED)
     if status in _GONE:
         answered = facts.command_completed_at

@@ -60,7 +60,7 @@ def test_no_observation_falls_back_to_reads():
 
 
 def test_downloaded_only_when_the_device_says_so_after_the_step():
-    base = dict(step=DELIVER, step_at=T0, command_status="succeeded", observing=True)
+    base = dict(step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded", observing=True)
     assert next_move(facts(DeviceState.DOWNLOADING, **base, readings={"/5/0/3": Reading(2, at(0.5))})) == \
         Advance(DeviceState.DOWNLOADED)
     assert next_move(facts(DeviceState.DOWNLOADING, **base, readings={"/5/0/3": Reading(2, at(-1))})) is None
@@ -68,31 +68,31 @@ def test_downloaded_only_when_the_device_says_so_after_the_step():
 
 
 def test_a_device_not_observing_is_polled_when_due():
-    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded", observing=False)
+    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded", observing=False)
     assert next_move(f) == Poll()
-    later = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded",
+    later = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded",
                   observing=False, next_check_at=at(5))
     assert next_move(later) is None
 
 
 def test_download_failures_and_timeout():
-    refusal = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="failed",
+    refusal = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="failed",
                     command_error="device answered 4.00 Bad Request: bad uri")
     assert next_move(refusal) == Fail(FailureReason.DEVICE_REFUSED, "device answered 4.00 Bad Request: bad uri")
-    lost = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="expired",
+    lost = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="expired",
                  command_error="expired before delivery")
     assert next_move(lost) == Fail(FailureReason.DOWNLOAD_FAILED, "expired before delivery")
-    slow = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded")
+    slow = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded")
     assert next_move(slow, now=at(601)).reason is FailureReason.TIMED_OUT
 
 
 @pytest.mark.parametrize(("code", "reason"), [(2, FailureReason.OUT_OF_STORAGE), (5, FailureReason.INTEGRITY),
                                               (8, FailureReason.INSTALL_FAILED)])
 def test_update_result_codes_fail_with_their_reason(code, reason):
-    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded",
+    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded",
               readings={"/5/0/5": Reading(code, at(0.5))})
     assert next_move(f) == Fail(reason, f"Update Result {code}")
-    ok = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded",
+    ok = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded",
                readings={"/5/0/5": Reading(1, at(0.5))})
     assert next_move(ok) is None
 
@@ -177,7 +177,7 @@ def test_the_error_threshold_counts_since_the_last_resume():
 def test_an_odd_reported_value_is_ignored_like_a_missing_one(odd):
     assert reported_code(Reading(odd, T0)) is None
     assert delivery_from(Reading(odd, T0)) is Delivery.PULL
-    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="sent",
+    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="sent",
               readings={"/5/0/3": Reading(odd, at(0.5)), "/5/0/5": Reading(odd, at(0.5))})
     assert next_move(f) is None
     f = facts(DeviceState.INSTALLING, step=EXECUTE, install_sent_at=T0, command_status="succeeded",
@@ -195,10 +195,21 @@ def test_whole_numbers_are_read_however_they_are_written():
 
 
 def test_a_refused_delivery_waits_a_moment_for_the_update_result_that_explains_it():
-    refusal = dict(step=DELIVER, step_at=T0, command_status="failed", command_completed_at=at(1),
+    refusal = dict(step=DELIVER, step_at=T0, command_sent_at=T0, command_status="failed", command_completed_at=at(1),
                    command_error="device answered 4.13 Request Entity Too Large: no room")
     assert next_move(facts(DeviceState.DOWNLOADING, **refusal), now=at(2)) is None
     explained = facts(DeviceState.DOWNLOADING, **refusal, readings={"/5/0/5": Reading(2, at(1.2))})
     assert next_move(explained, now=at(2)) == Fail(FailureReason.OUT_OF_STORAGE, "Update Result 2")
     assert next_move(facts(DeviceState.DOWNLOADING, **refusal), now=at(7)) == Fail(
         FailureReason.DEVICE_REFUSED, "device answered 4.13 Request Entity Too Large: no room")
+
+
+def test_a_report_from_before_the_package_went_out_is_the_last_attempt_s():
+    # A retried device notifies its last attempt's Update Result (5) after the step was queued
+    # but before the dispatcher sent the new Package URI at 2 s.
+    stale = {"/5/0/5": Reading(5, at(1)), "/5/0/3": Reading(2, at(1))}
+    queued = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="queued", readings=stale)
+    assert next_move(queued, now=at(3)) is None
+    sent = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=at(2), command_status="sent",
+                 readings=stale)
+    assert next_move(sent, now=at(3)) is None
