@@ -290,10 +290,14 @@ class CampaignPass:
             chosen = (await self._open_now(waiting))[:slots]
         else:
             chosen = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.WAITING, slots)
-        moved = await self.repo.start_downloads(self.tenant_id, self.campaign_id, chosen)
+        moved, already = await self.repo.start_downloads(self.tenant_id, self.campaign_id, chosen,
+                                                         self.campaign["target_version"])
+        if already:
+            log.info("firmware campaign devices already on the target version: verified, not updated again",
+                     campaign=str(self.campaign_id), devices=len(already))
         await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.OBSERVE, "/5/0", moved,
                                      [None] * len(moved), timedelta(seconds=self.settings.timeouts.download_s))
-        self.changed = self.changed or bool(moved)
+        self.changed = self.changed or bool(moved) or bool(already)
 
     # -- the campaign ---------------------------------------------------------------------------
 

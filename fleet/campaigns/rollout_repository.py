@@ -134,19 +134,27 @@ class RolloutRepository:
             found.setdefault(r["device_id"], []).append(OpenHours(r["starts"], r["ends"], tuple(r["weekdays"])))
         return found
 
-    async def start_downloads(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID]) -> list[UUID]:
+    async def start_downloads(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
+                              target_version: str) -> tuple[list[UUID], list[UUID]]:
         """waiting -> downloading, at the step that reads object 5 first; remembers the version
-        the device is on now (to tell a rollback)."""
+        the device is on now (to tell a rollback). A device already on the target version (a
+        retried one that came back late) is not told to install again: it is verified instead.
+        Returns (downloading, verifying)."""
         rows = await self.conn.fetch(
-            f"""update firmware_campaign_devices d set state = 'downloading', step = 'observe', step_at = now(),
-                       state_since = now(), updated_at = now(), observing = null, delivery = null,
-                       reason = null, detail = null, next_check_at = null, install_sent_at = null,
-                       returned_at = null, previous_version = v.firmware_version
+            f"""update firmware_campaign_devices d
+                set state = case when v.firmware_version = $4 then 'verifying' else 'downloading' end,
+                    step = case when v.firmware_version = $4 then null else 'observe' end,
+                    returned_at = case when v.firmware_version = $4 then now() end,
+                    step_at = now(), state_since = now(), updated_at = now(), observing = null, delivery = null,
+                    reason = null, detail = null, next_check_at = null, install_sent_at = null,
+                    previous_version = case when v.firmware_version = $4 then d.previous_version
+                                            else v.firmware_version end
                 from devices v
                 where {_KEY} and d.device_id = any($3::uuid[]) and d.state = 'waiting'
                   and v.tenant_id = d.tenant_id and v.id = d.device_id
-                returning d.device_id""", tenant_id, campaign_id, list(device_ids))
-        return [r["device_id"] for r in rows]
+                returning d.device_id, d.state""", tenant_id, campaign_id, list(device_ids), target_version)
+        return ([r["device_id"] for r in rows if r["state"] == "downloading"],
+                [r["device_id"] for r in rows if r["state"] == "verifying"])
 
     async def next_steps(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
                          from_steps: Sequence[str], steps: Sequence[str], observing: Sequence[bool],

@@ -562,3 +562,23 @@ async def test_a_sleeping_device_waking_on_its_old_version_before_its_update_is_
     await rollout.register_again(device, "2.0")
     await rollout.tick()
     assert await rollout.state(device) == "verifying"
+
+
+async def test_a_retried_device_that_came_back_late_is_verified_not_updated_again(rollout, db):
+    from fleet.campaigns.service import CampaignService
+
+    (device,) = await rollout.campaign([0], timeouts={"install_s": 60}, **QUICK)
+    await rollout.start()
+    await installing(rollout, device)
+    rollout.clock.offset = dt.timedelta(seconds=61)
+    await rollout.tick()
+    assert (await rollout.device(device))["reason"] == "never_came_back"
+    await rollout.register_again(device, "2.0")  # its reboot just took longer
+    await CampaignService(db).retry(rollout.city.principal, rollout.campaign_id)
+    await rollout.tick()
+    row = await rollout.device(device)
+    assert (row["state"], row["attempt"], row["previous_version"]) == ("verifying", 1, "1.0")
+    await rollout.tick()
+    assert await rollout.state(device) == "succeeded"
+    assert len(await rollout.commands(device, "/5/0/2")) == 1
+    assert len(await rollout.commands(device, "/5/0")) == 1  # no new download began
