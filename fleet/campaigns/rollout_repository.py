@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
+from fleet.campaigns.repository import call_off_steps
 from fleet.campaigns.windows import OpenHours
 from fleet.commands.models import Operation
 from fleet.commands.repository import NOTIFY_CHANNEL
@@ -196,15 +197,19 @@ class RolloutRepository:
     async def advance(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
                       from_state: str, to_state: str) -> list[asyncpg.Record]:
         """A step done: downloaded (the token stops working), verifying (back on the target
-        version: `returned_at`) or succeeded (an earlier failure's alarm is cleared)."""
+        version: `returned_at`) or succeeded (an earlier failure's alarm is cleared). What is
+        left of the step's command is called off."""
         return await self.conn.fetch(
-            f"""update firmware_campaign_devices d set state = $4, reason = null, detail = null,
-                       state_since = now(), updated_at = now(), token_hash = null, token_expires_at = null,
-                       next_check_at = null,
-                       returned_at = case when $4 = 'verifying' then now() else d.returned_at end,
-                       alarm_todo = case when $4 = 'succeeded' then 'clear' else d.alarm_todo end
-                where {_KEY} and d.device_id = any($5::uuid[]) and d.state = $3
-                returning d.device_id, d.wave, d.state, d.reason, d.detail""",
+            f"""with moved as (
+                    update firmware_campaign_devices d set state = $4, reason = null, detail = null,
+                           state_since = now(), updated_at = now(), token_hash = null, token_expires_at = null,
+                           next_check_at = null,
+                           returned_at = case when $4 = 'verifying' then now() else d.returned_at end,
+                           alarm_todo = case when $4 = 'succeeded' then 'clear' else d.alarm_todo end
+                    where {_KEY} and d.device_id = any($5::uuid[]) and d.state = $3
+                    returning d.device_id, d.wave, d.state, d.reason, d.detail, d.command_id),
+                called_off as ({call_off_steps("moved", "'its step is done'")})
+                select device_id, wave, state, reason, detail from moved""",
             tenant_id, campaign_id, from_state, to_state, list(device_ids))
 
     async def fail(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
@@ -219,9 +224,7 @@ class RolloutRepository:
                          as f(device_id, from_state, reason, detail)
                     where {_KEY} and d.device_id = f.device_id and d.state = f.from_state
                     returning d.device_id, d.wave, d.state, d.reason, d.detail, d.command_id),
-                called_off as (
-                    update commands set status = 'cancelled', completed_at = now(), error = 'its update failed'
-                    where id in (select command_id from failed) and status = 'queued')
+                called_off as ({call_off_steps("failed", "'its update failed'")})
                 select device_id, wave, state, reason, detail from failed""",
             tenant_id, campaign_id, list(device_ids), list(from_states), list(reasons), list(details))
 

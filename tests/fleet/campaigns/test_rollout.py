@@ -11,6 +11,7 @@ import pytest
 
 from fleet.alarms.service import AlarmService
 from fleet.campaigns.rollout import CampaignJobs
+from fleet.commands.models import Outcome
 from fleet.commands.repository import CommandRepository
 from fleet.scheduling.leader import Leadership, NotLeader
 from tests.conftest import make_city
@@ -582,3 +583,23 @@ async def test_a_retried_device_that_came_back_late_is_verified_not_updated_agai
     assert await rollout.state(device) == "succeeded"
     assert len(await rollout.commands(device, "/5/0/2")) == 1
     assert len(await rollout.commands(device, "/5/0")) == 1  # no new download began
+
+
+async def test_a_package_uri_write_whose_answer_was_lost_is_not_retried_once_downloaded(rollout, db):
+    (device,) = await rollout.campaign([0], window={"start": "01:00", "end": "01:01"}, **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    await rollout.report(device, "/5/0/9", 0)
+    await rollout.answer(device)
+    await rollout.tick()
+    await rollout.taken(device)  # the write went out; its 2.04 is lost, and the device downloads
+    await rollout.report(device, "/5/0/3", 2)
+    rollout.clock.at(dt.datetime.combine(dt.datetime.now(SEOUL).date(), dt.time(12), SEOUL))
+    await rollout.tick()
+    row = await rollout.device(device)
+    assert (row["state"], row["path"]) == ("downloaded", "/5/0/1")
+    async with db.system_tx() as conn:  # the lost answer, as the dispatcher records it: retryable
+        await CommandRepository(conn).complete([Outcome(row["command_id"], False, None, "no answer: timed out")],
+                                               max_attempts=5, backoff_base_s=1)
+    (write,) = await rollout.commands(device, "/5/0/1")
+    assert write["status"] == "expired"  # not queued again: the device would download once more
