@@ -31,7 +31,7 @@ from fleet.firmware.service import verify_stored
 from fleet.campaigns.rollout_repository import RolloutRepository
 from fleet.campaigns.rollout_progress import SUBJECT, advance_campaign, audit
 from fleet.campaigns.rollout_steps import Advance, DeviceFacts, Fail, NextStep, Poll, Reading, decide
-from fleet.campaigns.windows import applicable, campaign_hours, is_open
+from fleet.campaigns.windows import applicable, campaign_hours, open_for
 from fleet.commands.models import Operation
 from fleet.db import Database
 from fleet.events.models import CAMPAIGN_DEVICE_UPDATED, CAMPAIGN_UPDATED
@@ -53,6 +53,11 @@ READ_EXPIRY = timedelta(hours=24)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _whole_minutes(span: timedelta) -> timedelta:
+    """Rounded down (at least one): the devices of a pass share a few expiries, not one each."""
+    return max(timedelta(minutes=span // timedelta(minutes=1)), timedelta(minutes=1))
 
 
 class CampaignJobs:
@@ -262,21 +267,33 @@ class CampaignPass:
 
     # -- new steps: only while running ----------------------------------------------------------
 
-    async def _open_now(self, device_ids: list[UUID]) -> list[UUID]:
-        """The devices whose maintenance window is open now."""
+    async def _open_now(self, device_ids: list[UUID]) -> dict[UUID, timedelta | None]:
+        """The devices whose maintenance window is open now, with how long it stays open (None:
+        no window restricts them)."""
         if not device_ids:
-            return []
+            return {}
         own = campaign_hours(self.settings.window)
         city = [] if own else await self.repo.city_windows(self.tenant_id)
         groups = {} if own else await self.repo.group_windows(self.tenant_id, device_ids)
         zone = self.campaign["timezone"]
-        return [d for d in device_ids if is_open(applicable(own, groups.get(d, []), city), self.now, zone)]
+        found = {d: open_for(applicable(own, groups.get(d, []), city), self.now, zone) for d in device_ids}
+        return {d: left for d, left in found.items() if left is not False}
 
     async def _start_installs(self) -> None:
         ready = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.DOWNLOADED, 100_000)
-        moved = await self.repo.start_installs(self.tenant_id, self.campaign_id, await self._open_now(ready))
-        await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.EXECUTE, "/5/0/2", moved,
-                                     [None] * len(moved), timedelta(seconds=self.settings.timeouts.install_s))
+        open_now = await self._open_now(ready)
+        moved = await self.repo.start_installs(self.tenant_id, self.campaign_id, list(open_now))
+        # An Update a sleeping device has not fetched by the time its window closes expires: it
+        # is not installed outside the window, and the device waits for the next one.
+        install = timedelta(seconds=self.settings.timeouts.install_s)
+        by_expiry: dict[timedelta, list[UUID]] = {}
+        for device_id in moved:
+            left = open_now[device_id]
+            expiry = install if left is None else min(install, _whole_minutes(left))
+            by_expiry.setdefault(expiry, []).append(device_id)
+        for expiry, device_ids in by_expiry.items():
+            await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.EXECUTE, "/5/0/2",
+                                         device_ids, [None] * len(device_ids), expiry)
         self.changed = self.changed or bool(moved)
 
     async def _start_downloads(self) -> None:
@@ -287,7 +304,7 @@ class CampaignPass:
         if self.settings.restrict_downloads:
             waiting = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.WAITING,
                                                max(slots * 10, 1000))
-            chosen = (await self._open_now(waiting))[:slots]
+            chosen = list(await self._open_now(waiting))[:slots]
         else:
             chosen = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.WAITING, slots)
         moved, already = await self.repo.start_downloads(self.tenant_id, self.campaign_id, chosen,

@@ -212,9 +212,15 @@ def _installing(facts: DeviceFacts, target_version: str, timeouts: Timeouts, now
         if version == facts.previous_version:
             return Fail(FailureReason.ROLLED_BACK, f"came back on {version}")
         return Fail(FailureReason.INSTALL_FAILED, f"came back on {version}, not {target_version}")
-    # The device has install_s from the moment the Update went to it; one never sent (its
-    # command expires after as long) has as long from when it was queued.
-    sent = update_sent_at(facts) or facts.install_sent_at or facts.state_since
+    queued_at = facts.install_sent_at or facts.state_since
+    if (facts.step == EXECUTE and facts.command_status == "expired" and facts.command_sent_at is None
+            and now - queued_at < timedelta(seconds=timeouts.install_s)):
+        # A sleeping device did not wake for its Update before its window closed (the command
+        # expires with it): it keeps its package and waits for the next window.
+        return Advance(DeviceState.DOWNLOADED)
+    # The device has install_s from the moment the Update went to it; one never sent has as
+    # long from when it was queued (its command expires by then).
+    sent = update_sent_at(facts) or queued_at
     if now - sent > timedelta(seconds=timeouts.install_s):
         detail = f"did not come back on the new version within {timeouts.install_s} s"
         if facts.command_status in ("queued", "expired", "cancelled"):

@@ -603,3 +603,26 @@ async def test_a_package_uri_write_whose_answer_was_lost_is_not_retried_once_dow
                                                max_attempts=5, backoff_base_s=1)
     (write,) = await rollout.commands(device, "/5/0/1")
     assert write["status"] == "expired"  # not queued again: the device would download once more
+
+
+async def test_an_update_expires_with_its_window_and_waits_for_the_next(rollout, db):
+    (device,) = await rollout.campaign([0], window={"start": "01:00", "end": "05:00"}, **QUICK)
+    await rollout.start()
+    today = dt.datetime.now(SEOUL).date()
+    rollout.clock.at(dt.datetime.combine(today, dt.time(12), SEOUL) - dt.timedelta(days=1))
+    await rollout.tick()
+    await rollout.downloaded(device)
+    rollout.clock.at(dt.datetime.combine(today, dt.time(4, 58, 10), SEOUL))
+    await rollout.tick()
+    (execute,) = await rollout.commands(device, "/5/0/2")
+    assert execute["expires_at"] - execute["created_at"] <= dt.timedelta(minutes=1, seconds=1)
+    async with db.system_tx() as conn:  # a sleeping device: still queued when the window closed
+        await conn.execute("update commands set expires_at = now() where id = $1", execute["id"])
+        await CommandRepository(conn).expire()
+    rollout.clock.at(dt.datetime.combine(today, dt.time(5, 1), SEOUL))
+    await rollout.tick()
+    assert await rollout.state(device) == "downloaded"
+    rollout.clock.at(dt.datetime.combine(today + dt.timedelta(days=1), dt.time(1, 30), SEOUL))
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    assert len(await rollout.commands(device, "/5/0/2")) == 2

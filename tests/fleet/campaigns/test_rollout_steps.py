@@ -116,6 +116,9 @@ def test_a_sleeping_device_registering_before_its_update_went_out_has_not_come_b
     late = next_move(installing(command_status="expired", command_sent_at=None), now=at(301))
     assert late == Fail(FailureReason.NEVER_CAME_BACK,
                         "did not come back on the new version within 300 s (the Update never reached it)")
+    # One whose window closed first (its Update expired with it) waits for the next window.
+    assert next_move(installing(command_status="expired", command_sent_at=None), now=at(120)) == \
+        Advance(DeviceState.DOWNLOADED)
 
 
 def test_back_on_the_target_version_is_verified_the_old_one_rolled_back():
