@@ -43,6 +43,9 @@ class DeviceState(enum.StrEnum):
 
 
 FINAL_STATES = (DeviceState.SUCCEEDED, DeviceState.FAILED, DeviceState.CANCELLED, DeviceState.SKIPPED)
+# Devices an abort stops: nothing reached them yet, or only the package did. Those installing or
+# verifying finish, since cutting an install short could brick a lamp.
+STOPPED_BY_ABORT = (DeviceState.PENDING, DeviceState.WAITING, DeviceState.DOWNLOADING, DeviceState.DOWNLOADED)
 # States in which the device holds a download slot (the campaign's concurrency limit).
 DOWNLOAD_STATES = (DeviceState.DOWNLOADING,)
 

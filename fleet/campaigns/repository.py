@@ -24,6 +24,21 @@ _UPDATABLE = frozenset({"status", "status_reason", "approved_by", "approved_at",
                         "baseline_succeeded", "baseline_failed"})
 
 
+def call_off_steps(moved: str, error: str) -> str:
+    """An UPDATE (for a CTE) calling off the steps (commands) of the devices CTE `moved` returned
+    as `command_id`, once their state moved on: a queued one is cancelled with `error` (an SQL
+    expression); one a dispatcher is sending stays `sent` (one exchange per device at a time)
+    but expires now, so a lost answer is not retried. Otherwise a Package URI write retried
+    after its device had downloaded would make it download again, from a token that no longer
+    works, and then refuse its Update."""
+    return f"""update commands set
+                   status = case when status = 'queued' then 'cancelled' else status end,
+                   completed_at = case when status = 'queued' then now() else completed_at end,
+                   error = case when status = 'queued' then {error} else error end,
+                   expires_at = least(expires_at, now())
+               where id in (select command_id from {moved}) and status in ('queued', 'sent')"""
+
+
 def device_from_row(row: asyncpg.Record) -> CampaignDevice:
     return CampaignDevice(row["device_id"], row["wave"], DeviceState(row["state"]), row["reason"],
                           row["detail"], Delivery(row["delivery"]) if row["delivery"] else None,
@@ -167,14 +182,19 @@ class CampaignRepository:
     async def move_devices(self, tenant_id: UUID, campaign_id: UUID, from_states: Sequence[DeviceState],
                            to_state: DeviceState, reason: str | None,
                            device_ids: Sequence[UUID] | None = None) -> int:
-        """Devices in `from_states` (of `device_ids`, when given) go to `to_state`; how many did."""
+        """Devices in `from_states` (of `device_ids`, when given) go to `to_state`; how many did.
+        A step of theirs still queued (a Package URI, a push, a sleeping device's Update) is
+        called off with them, so an abort starts no download from that moment; one already
+        on its way to the device cannot be recalled."""
         return await self.conn.fetchval(
-            """with moved as (
+            f"""with moved as (
                    update firmware_campaign_devices
-                   set state = $4, reason = $5, detail = null, state_since = now(), updated_at = now()
+                   set state = $4, reason = $5, detail = null, state_since = now(), updated_at = now(),
+                       token_hash = null, token_expires_at = null
                    where tenant_id = $1 and campaign_id = $2 and state = any($3::text[])
                      and ($6::uuid[] is null or device_id = any($6::uuid[]))
-                   returning 1)
+                   returning command_id),
+               called_off as ({call_off_steps("moved", "coalesce('firmware campaign: ' || $5, 'called off')")})
                select count(*)::int from moved""",
             tenant_id, campaign_id, [s.value for s in from_states], to_state.value, reason,
             list(device_ids) if device_ids is not None else None)

@@ -24,13 +24,14 @@ import structlog
 from fleet.alarms.models import AlarmType, Finding
 from fleet.campaigns import rollout_steps as steps
 from fleet.campaigns.models import DOWNLOAD_STATES, CampaignSettings, CampaignStatus, Delivery, DeviceState
-from fleet.campaigns.repository import begin_running
+from fleet.campaigns.progress import campaign_from_rows
+from fleet.campaigns.repository import CampaignRepository, begin_running
 from fleet.errors import ValidationFailed
 from fleet.firmware.service import verify_stored
 from fleet.campaigns.rollout_repository import RolloutRepository
-from fleet.campaigns.rollout_progress import advance_campaign, audit
+from fleet.campaigns.rollout_progress import SUBJECT, advance_campaign, audit
 from fleet.campaigns.rollout_steps import Advance, DeviceFacts, Fail, NextStep, Poll, Reading, decide
-from fleet.campaigns.windows import applicable, campaign_hours, is_open
+from fleet.campaigns.windows import applicable, campaign_hours, open_for
 from fleet.commands.models import Operation
 from fleet.db import Database
 from fleet.events.models import CAMPAIGN_DEVICE_UPDATED, CAMPAIGN_UPDATED
@@ -52,6 +53,11 @@ READ_EXPIRY = timedelta(hours=24)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _whole_minutes(span: timedelta) -> timedelta:
+    """Rounded down (at least one): the devices of a pass share a few expiries, not one each."""
+    return max(timedelta(minutes=span // timedelta(minutes=1)), timedelta(minutes=1))
 
 
 class CampaignJobs:
@@ -105,13 +111,13 @@ class CampaignJobs:
                     reason = "the image failed verification at its scheduled start: " + "; ".join(
                         e.message for e in exc.errors)
                     await RolloutRepository(conn).back_to_draft(row["tenant_id"], row["id"], reason)
-                    await publish_campaign(conn, row["tenant_id"], row["id"])
+                    await publish_campaign(conn, row["tenant_id"], row["id"], now)
                     await audit(conn, row["tenant_id"], "campaign.start_refused", row["id"],
                                 {"status": "scheduled"}, {"status": "draft", "reason": reason})
                     log.warning("scheduled campaign not started", campaign=str(row["id"]), reason=reason)
                     continue
                 if await begin_running(conn, row["tenant_id"], row["id"]):
-                    await publish_campaign(conn, row["tenant_id"], row["id"])
+                    await publish_campaign(conn, row["tenant_id"], row["id"], now)
                     await audit(conn, row["tenant_id"], "campaign.start", row["id"], {"status": "scheduled"},
                                 {"status": "running", "reason": "its start time came"})
         async with self.db.system_tx() as conn:
@@ -151,16 +157,13 @@ async def _fence(conn: asyncpg.Connection, leadership: Leadership | None) -> Non
         await leadership.fence(conn)
 
 
-async def publish_campaign(conn: asyncpg.Connection, tenant_id: UUID, campaign_id: UUID) -> None:
-    """campaign.updated: its status, why, its devices per state and its wave, as committed."""
-    repo = RolloutRepository(conn)
-    campaign = await repo.lock(tenant_id, campaign_id)
-    counts: Counter = Counter()
-    for r in await repo.counts(tenant_id, campaign_id):
-        counts[r["state"]] += r["n"]
-    await EventRepository(conn).append(tenant_id, CAMPAIGN_UPDATED, "campaign", campaign_id, {
-        "id": str(campaign_id), "status": campaign["status"], "status_reason": campaign["status_reason"],
-        "counts": {s.value: counts[s.value] for s in DeviceState}, "current_wave": campaign["current_wave"]})
+async def publish_campaign(conn: asyncpg.Connection, tenant_id: UUID, campaign_id: UUID, now: datetime) -> None:
+    """campaign.updated with the campaign as the API shows it (as people's changes publish it)."""
+    repo = CampaignRepository(conn)
+    row = await repo.campaign(tenant_id, campaign_id)
+    campaign = campaign_from_rows(row, await repo.counts(tenant_id, [campaign_id]), now)
+    await EventRepository(conn).append(tenant_id, CAMPAIGN_UPDATED, SUBJECT, campaign_id,
+                                       msgspec.to_builtins(campaign))
 
 
 class CampaignPass:
@@ -188,11 +191,11 @@ class CampaignPass:
         status = await advance_campaign(self, status)
         if self.ended:
             await EventRepository(self.conn).append_many(
-                (self.tenant_id, CAMPAIGN_DEVICE_UPDATED, "campaign", self.campaign_id, {
+                (self.tenant_id, CAMPAIGN_DEVICE_UPDATED, SUBJECT, self.campaign_id, {
                     "campaign_id": str(self.campaign_id), "device_id": str(r["device_id"]), "state": r["state"],
                     "reason": r["reason"], "detail": r["detail"], "wave": r["wave"]}) for r in self.ended)
         if self.changed:
-            await publish_campaign(self.conn, self.tenant_id, self.campaign_id)
+            await publish_campaign(self.conn, self.tenant_id, self.campaign_id, self.now)
 
     # -- devices under way --------------------------------------------------------------------
 
@@ -264,21 +267,33 @@ class CampaignPass:
 
     # -- new steps: only while running ----------------------------------------------------------
 
-    async def _open_now(self, device_ids: list[UUID]) -> list[UUID]:
-        """The devices whose maintenance window is open now."""
+    async def _open_now(self, device_ids: list[UUID]) -> dict[UUID, timedelta | None]:
+        """The devices whose maintenance window is open now, with how long it stays open (None:
+        no window restricts them)."""
         if not device_ids:
-            return []
+            return {}
         own = campaign_hours(self.settings.window)
         city = [] if own else await self.repo.city_windows(self.tenant_id)
         groups = {} if own else await self.repo.group_windows(self.tenant_id, device_ids)
         zone = self.campaign["timezone"]
-        return [d for d in device_ids if is_open(applicable(own, groups.get(d, []), city), self.now, zone)]
+        found = {d: open_for(applicable(own, groups.get(d, []), city), self.now, zone) for d in device_ids}
+        return {d: left for d, left in found.items() if left is not False}
 
     async def _start_installs(self) -> None:
         ready = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.DOWNLOADED, 100_000)
-        moved = await self.repo.start_installs(self.tenant_id, self.campaign_id, await self._open_now(ready))
-        await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.EXECUTE, "/5/0/2", moved,
-                                     [None] * len(moved), timedelta(seconds=self.settings.timeouts.install_s))
+        open_now = await self._open_now(ready)
+        moved = await self.repo.start_installs(self.tenant_id, self.campaign_id, list(open_now))
+        # An Update a sleeping device has not fetched by the time its window closes expires: it
+        # is not installed outside the window, and the device waits for the next one.
+        install = timedelta(seconds=self.settings.timeouts.install_s)
+        by_expiry: dict[timedelta, list[UUID]] = {}
+        for device_id in moved:
+            left = open_now[device_id]
+            expiry = install if left is None else min(install, _whole_minutes(left))
+            by_expiry.setdefault(expiry, []).append(device_id)
+        for expiry, device_ids in by_expiry.items():
+            await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.EXECUTE, "/5/0/2",
+                                         device_ids, [None] * len(device_ids), expiry)
         self.changed = self.changed or bool(moved)
 
     async def _start_downloads(self) -> None:
@@ -289,13 +304,17 @@ class CampaignPass:
         if self.settings.restrict_downloads:
             waiting = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.WAITING,
                                                max(slots * 10, 1000))
-            chosen = (await self._open_now(waiting))[:slots]
+            chosen = list(await self._open_now(waiting))[:slots]
         else:
             chosen = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.WAITING, slots)
-        moved = await self.repo.start_downloads(self.tenant_id, self.campaign_id, chosen)
+        moved, already = await self.repo.start_downloads(self.tenant_id, self.campaign_id, chosen,
+                                                         self.campaign["target_version"])
+        if already:
+            log.info("firmware campaign devices already on the target version: verified, not updated again",
+                     campaign=str(self.campaign_id), devices=len(already))
         await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.OBSERVE, "/5/0", moved,
                                      [None] * len(moved), timedelta(seconds=self.settings.timeouts.download_s))
-        self.changed = self.changed or bool(moved)
+        self.changed = self.changed or bool(moved) or bool(already)
 
     # -- the campaign ---------------------------------------------------------------------------
 

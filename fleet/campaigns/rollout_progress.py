@@ -9,8 +9,8 @@ import asyncpg
 import structlog
 
 from fleet.audit.repository import AuditRepository
-
-from fleet.campaigns.models import FINAL_STATES, CampaignStatus, DeviceState
+from fleet.campaigns.models import FINAL_STATES, STOPPED_BY_ABORT, CampaignStatus, DeviceState
+from fleet.campaigns.repository import CampaignRepository
 from fleet.campaigns.rollout_steps import error_verdict, wave_done, wave_held
 
 if TYPE_CHECKING:
@@ -22,12 +22,15 @@ log = structlog.get_logger(__name__)
 _NOT_COUNTED = (DeviceState.SKIPPED, DeviceState.CANCELLED)
 # Who the audit log names for what the engine decided by itself.
 SYSTEM_ACTOR = "system:firmware-rollout"
+# What the audit log and the event stream call a campaign, as people's changes do
+# (fleet.campaigns.service), so one campaign's history is one query.
+SUBJECT = "campaign"
 
 
 async def audit(conn: asyncpg.Connection, tenant_id: UUID, action: str, campaign_id: UUID,
                 before: dict, after: dict) -> None:
     """An entry for a change the engine made by itself: no key, the system as the actor."""
-    await AuditRepository(conn).append(tenant_id, None, SYSTEM_ACTOR, action, "campaign",
+    await AuditRepository(conn).append(tenant_id, None, SYSTEM_ACTOR, action, SUBJECT,
                                        str(campaign_id), before, after, None)
 
 
@@ -43,7 +46,8 @@ async def advance_campaign(p: CampaignPass, status: CampaignStatus) -> CampaignS
             reason = verdict
             status = CampaignStatus.ABORTED if thresholds.on_error == "abort" else CampaignStatus.PAUSED
             if status is CampaignStatus.ABORTED:
-                await p.repo.abort_devices(p.tenant_id, p.campaign_id)
+                await CampaignRepository(p.conn).move_devices(p.tenant_id, p.campaign_id, STOPPED_BY_ABORT,
+                                                              DeviceState.CANCELLED, "aborted")
             await p.repo.set_status(p.tenant_id, p.campaign_id, status, verdict, finished=False)
             action = "abort" if status is CampaignStatus.ABORTED else "pause"
             log.info("firmware campaign stopped by its error threshold", campaign=str(p.campaign_id),

@@ -9,9 +9,11 @@ from uuid import UUID
 
 import asyncpg
 
+from fleet.campaigns.repository import call_off_steps
 from fleet.campaigns.windows import OpenHours
 from fleet.commands.models import Operation
 from fleet.commands.repository import NOTIFY_CHANNEL
+from fleet.firmware.delivery import PACKAGE_URI_PATH
 
 # The paths whose latest values decide a device's next move.
 WATCHED_PATHS = ("/5/0/9", "/5/0/3", "/5/0/5", "/3/0/3")
@@ -80,20 +82,6 @@ class RolloutRepository:
             """update firmware_campaigns set current_wave = $3, version = version + 1, updated_at = now()
                where tenant_id = $1 and id = $2""", tenant_id, campaign_id, wave)
 
-    async def abort_devices(self, tenant_id: UUID, campaign_id: UUID) -> None:
-        """No new downloads or installs from now: those not yet installing are cancelled (their
-        queued steps with them); those installing or verifying finish."""
-        await self.conn.execute(
-            f"""with cancelled as (
-                    update firmware_campaign_devices d set state = 'cancelled',
-                           reason = case when d.state in ('downloading', 'downloaded') then 'aborted' end,
-                           token_hash = null, token_expires_at = null, state_since = now(), updated_at = now()
-                    where {_KEY} and d.state in ('pending', 'waiting', 'downloading', 'downloaded')
-                    returning d.command_id)
-                update commands set status = 'cancelled', completed_at = now(), error = 'campaign aborted'
-                where id in (select command_id from cancelled) and status = 'queued'""",
-            tenant_id, campaign_id)
-
     # -- devices ------------------------------------------------------------------------------
 
     async def facts(self, tenant_id: UUID, campaign_id: UUID) -> list[asyncpg.Record]:
@@ -102,7 +90,8 @@ class RolloutRepository:
         return await self.conn.fetch(
             f"""select d.device_id, d.state, d.state_since, d.step, d.step_at, d.previous_version, d.observing,
                        d.install_sent_at, d.returned_at, d.next_check_at,
-                       c.status as command_status, c.error as command_error,
+                       c.status as command_status, c.error as command_error, c.sent_at as command_sent_at,
+                       c.completed_at as command_completed_at,
                        r.registered_at, r.updated_at as registration_updated_at,
                        r.expires_at as registration_expires_at,
                        v.firmware_version, v.updated_at as firmware_at,
@@ -146,19 +135,27 @@ class RolloutRepository:
             found.setdefault(r["device_id"], []).append(OpenHours(r["starts"], r["ends"], tuple(r["weekdays"])))
         return found
 
-    async def start_downloads(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID]) -> list[UUID]:
+    async def start_downloads(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
+                              target_version: str) -> tuple[list[UUID], list[UUID]]:
         """waiting -> downloading, at the step that reads object 5 first; remembers the version
-        the device is on now (to tell a rollback)."""
+        the device is on now (to tell a rollback). A device already on the target version (a
+        retried one that came back late) is not told to install again: it is verified instead.
+        Returns (downloading, verifying)."""
         rows = await self.conn.fetch(
-            f"""update firmware_campaign_devices d set state = 'downloading', step = 'observe', step_at = now(),
-                       state_since = now(), updated_at = now(), observing = null, delivery = null,
-                       reason = null, detail = null, next_check_at = null, install_sent_at = null,
-                       returned_at = null, previous_version = v.firmware_version
+            f"""update firmware_campaign_devices d
+                set state = case when v.firmware_version = $4 then 'verifying' else 'downloading' end,
+                    step = case when v.firmware_version = $4 then null else 'observe' end,
+                    returned_at = case when v.firmware_version = $4 then now() end,
+                    step_at = now(), state_since = now(), updated_at = now(), observing = null, delivery = null,
+                    reason = null, detail = null, next_check_at = null, install_sent_at = null,
+                    previous_version = case when v.firmware_version = $4 then d.previous_version
+                                            else v.firmware_version end
                 from devices v
                 where {_KEY} and d.device_id = any($3::uuid[]) and d.state = 'waiting'
                   and v.tenant_id = d.tenant_id and v.id = d.device_id
-                returning d.device_id""", tenant_id, campaign_id, list(device_ids))
-        return [r["device_id"] for r in rows]
+                returning d.device_id, d.state""", tenant_id, campaign_id, list(device_ids), target_version)
+        return ([r["device_id"] for r in rows if r["state"] == "downloading"],
+                [r["device_id"] for r in rows if r["state"] == "verifying"])
 
     async def next_steps(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
                          from_steps: Sequence[str], steps: Sequence[str], observing: Sequence[bool],
@@ -205,15 +202,19 @@ class RolloutRepository:
     async def advance(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
                       from_state: str, to_state: str) -> list[asyncpg.Record]:
         """A step done: downloaded (the token stops working), verifying (back on the target
-        version: `returned_at`) or succeeded (an earlier failure's alarm is cleared)."""
+        version: `returned_at`) or succeeded (an earlier failure's alarm is cleared). What is
+        left of the step's command is called off."""
         return await self.conn.fetch(
-            f"""update firmware_campaign_devices d set state = $4, reason = null, detail = null,
-                       state_since = now(), updated_at = now(), token_hash = null, token_expires_at = null,
-                       next_check_at = null,
-                       returned_at = case when $4 = 'verifying' then now() else d.returned_at end,
-                       alarm_todo = case when $4 = 'succeeded' then 'clear' else d.alarm_todo end
-                where {_KEY} and d.device_id = any($5::uuid[]) and d.state = $3
-                returning d.device_id, d.wave, d.state, d.reason, d.detail""",
+            f"""with moved as (
+                    update firmware_campaign_devices d set state = $4, reason = null, detail = null,
+                           state_since = now(), updated_at = now(), token_hash = null, token_expires_at = null,
+                           next_check_at = null,
+                           returned_at = case when $4 = 'verifying' then now() else d.returned_at end,
+                           alarm_todo = case when $4 = 'succeeded' then 'clear' else d.alarm_todo end
+                    where {_KEY} and d.device_id = any($5::uuid[]) and d.state = $3
+                    returning d.device_id, d.wave, d.state, d.reason, d.detail, d.command_id),
+                called_off as ({call_off_steps("moved", "'its step is done'")})
+                select device_id, wave, state, reason, detail from moved""",
             tenant_id, campaign_id, from_state, to_state, list(device_ids))
 
     async def fail(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
@@ -228,9 +229,7 @@ class RolloutRepository:
                          as f(device_id, from_state, reason, detail)
                     where {_KEY} and d.device_id = f.device_id and d.state = f.from_state
                     returning d.device_id, d.wave, d.state, d.reason, d.detail, d.command_id),
-                called_off as (
-                    update commands set status = 'cancelled', completed_at = now(), error = 'its update failed'
-                    where id in (select command_id from failed) and status = 'queued')
+                called_off as ({call_off_steps("failed", "'its update failed'")})
                 select device_id, wave, state, reason, detail from failed""",
             tenant_id, campaign_id, list(device_ids), list(from_states), list(reasons), list(details))
 
@@ -243,7 +242,9 @@ class RolloutRepository:
         the dispatchers woken; with `remember`, each becomes its device's step under way."""
         if not device_ids:
             return {}
-        same = values[0] if all(v == values[0] for v in values) else None
+        # The batch shows a value its devices share; never a Package URI, which holds its
+        # device's download token (fleet.firmware.delivery.without_token).
+        same = values[0] if path != PACKAGE_URI_PATH and all(v == values[0] for v in values) else None
         row = await self.conn.fetchrow(
             f"""with batch as (
                     insert into command_batches (tenant_id, operation, path, value, target, device_count,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -12,6 +13,10 @@ from fleet.campaigns.models import (DELIVERY_METHODS, Delivery, DeviceState, Fai
 
 # How often Fleet reads /5/0/3 and /5/0/5 of a device that does not notify them.
 POLL_S = 10
+# A delivery the device refused is often explained by its Update Result (2: no room for the
+# package), notified a moment after its 4.xx answer: waited for this long before the failure is
+# named by the answer alone.
+REPORT_GRACE_S = 5
 # Sub-steps of `downloading` and `installing` (firmware_campaign_devices.step).
 OBSERVE, READ, DELIVER, EXECUTE = "observe", "read", "deliver", "execute"
 # Command statuses after which nothing more happens to it.
@@ -40,6 +45,8 @@ class DeviceFacts:
     next_check_at: datetime | None = None
     command_status: str | None = None
     command_error: str | None = None
+    command_sent_at: datetime | None = None  # when a dispatcher took the step to the device
+    command_completed_at: datetime | None = None
     # The latest /5/0/9, /5/0/3, /5/0/5 and /3/0/3, by path.
     readings: Mapping[str, Reading] = field(default_factory=dict)
     last_report_at: datetime | None = None  # anything the device reported
@@ -84,15 +91,25 @@ def refused(error: str | None) -> bool:
     return bool(error) and (error.startswith("device answered 4.") or "does not support" in error)
 
 
+def reported_code(reading: Reading | None) -> int | None:
+    """An integer resource (/5/0/3, /5/0/5, /5/0/9) as the device reported it, or None when it
+    reported none or something that is not a whole number ("abc", true, 2.5, NaN): a device's
+    odd value is ignored like a missing one, never an error that would stop its campaign's pass."""
+    if reading is None or reading.value is None or isinstance(reading.value, bool):
+        return None
+    try:
+        number = float(reading.value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or not number.is_integer():
+        return None
+    return int(number)
+
+
 def delivery_from(reading: Reading | None) -> Delivery:
     """/5/0/9; a device without it (LwM2M 1.0) is told a Package URI, the method every device
     with object 5 must offer in 1.0."""
-    if reading is None or reading.value is None:
-        return Delivery.PULL
-    try:
-        return DELIVERY_METHODS.get(int(float(reading.value)), Delivery.PULL)
-    except ValueError:
-        return Delivery.PULL
+    return DELIVERY_METHODS.get(reported_code(reading), Delivery.PULL)
 
 
 def _fresh(facts: DeviceFacts, path: str, since: datetime | None) -> Reading | None:
@@ -103,10 +120,9 @@ def _fresh(facts: DeviceFacts, path: str, since: datetime | None) -> Reading | N
 
 
 def _result_failure(facts: DeviceFacts, since: datetime | None) -> Fail | None:
-    reading = _fresh(facts, "/5/0/5", since)
-    if reading is None or reading.value is None:
+    code = reported_code(_fresh(facts, "/5/0/5", since))
+    if code is None:
         return None
-    code = int(float(reading.value))
     reason = reason_for_result(code)
     return Fail(reason, f"Update Result {code}") if reason is not None else None
 
@@ -145,22 +161,34 @@ def _downloading(facts: DeviceFacts, timeouts: Timeouts, now: datetime) -> Decis
                 return Fail(FailureReason.DEVICE_REFUSED, error or "")
             return Fail(FailureReason.DOWNLOAD_FAILED, f"could not read /5/0: {error or status}")
         return None
-    failure = _result_failure(facts, facts.step_at)
+    # Only what the device reported once its package was on the way counts: a notification sent
+    # before the Package URI or the push reached it still carries the last attempt's result.
+    sent = facts.command_sent_at
+    failure = _result_failure(facts, sent)
     if failure is not None:
         return failure
-    state = _fresh(facts, "/5/0/3", facts.step_at)
-    if state is not None and state.value is not None and int(float(state.value)) == FirmwareState.DOWNLOADED:
+    if reported_code(_fresh(facts, "/5/0/3", sent)) == FirmwareState.DOWNLOADED:
         return Advance(DeviceState.DOWNLOADED)
     if status in _GONE:
+        answered = facts.command_completed_at
+        if answered is not None and now - answered < timedelta(seconds=REPORT_GRACE_S):
+            return None
         if refused(error):
             return Fail(FailureReason.DEVICE_REFUSED, error or "")
         return Fail(FailureReason.DOWNLOAD_FAILED, error or f"the download step was {status}")
     return Poll() if _poll_due(facts, now) else None
 
 
+def update_sent_at(facts: DeviceFacts) -> datetime | None:
+    """When the Update (Execute /5/0/2) went to the device, None while it has not. A sleeping
+    device gets it only when it wakes, maybe registering first on its old version: that must
+    not count as coming back."""
+    return facts.command_sent_at if facts.step == EXECUTE else facts.install_sent_at
+
+
 def returned_version(facts: DeviceFacts) -> str | None:
     """The version the device reported after registering again since the Update, if it did."""
-    sent = facts.install_sent_at
+    sent = update_sent_at(facts)
     if sent is None or facts.registered_at is None or facts.registered_at <= sent:
         return None
     reading = _fresh(facts, "/3/0/3", sent)
@@ -184,7 +212,15 @@ def _installing(facts: DeviceFacts, target_version: str, timeouts: Timeouts, now
         if version == facts.previous_version:
             return Fail(FailureReason.ROLLED_BACK, f"came back on {version}")
         return Fail(FailureReason.INSTALL_FAILED, f"came back on {version}, not {target_version}")
-    sent = facts.install_sent_at or facts.state_since
+    queued_at = facts.install_sent_at or facts.state_since
+    if (facts.step == EXECUTE and facts.command_status == "expired" and facts.command_sent_at is None
+            and now - queued_at < timedelta(seconds=timeouts.install_s)):
+        # A sleeping device did not wake for its Update before its window closed (the command
+        # expires with it): it keeps its package and waits for the next window.
+        return Advance(DeviceState.DOWNLOADED)
+    # The device has install_s from the moment the Update went to it; one never sent has as
+    # long from when it was queued (its command expires by then).
+    sent = update_sent_at(facts) or queued_at
     if now - sent > timedelta(seconds=timeouts.install_s):
         detail = f"did not come back on the new version within {timeouts.install_s} s"
         if facts.command_status in ("queued", "expired", "cancelled"):

@@ -13,8 +13,8 @@ import msgspec
 from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
-from fleet.campaigns.models import (Campaign, CampaignDeviceTimeline, CampaignRequest, CampaignStatus,
-                                    DeviceState, MaintenanceWindow, SkipReason, WindowCreate)
+from fleet.campaigns.models import (STOPPED_BY_ABORT, Campaign, CampaignDeviceTimeline, CampaignRequest,
+                                    CampaignStatus, DeviceState, MaintenanceWindow, SkipReason, WindowCreate)
 from fleet.campaigns.progress import campaign_from_rows
 from fleet.campaigns.repository import CampaignRepository, begin_running
 from fleet.campaigns.waves import wave_sizes
@@ -30,14 +30,14 @@ from fleet.registry.models import Page
 
 # How many devices a 409 names (it says how many there are in all).
 NAMED_IN_CONFLICT = 20
+# Waves a campaign may have (hawkBit's default limit of rollout groups): every read and event
+# shows each wave's counts, and a growth of 1 over 40,000 lights would make 40,000 waves.
+MAX_WAVES = 500
 ABORTABLE = (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.SCHEDULED,
              CampaignStatus.AWAITING_APPROVAL)
 RETRYABLE = (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED)
 CANCELLABLE = (CampaignStatus.DRAFT, CampaignStatus.AWAITING_APPROVAL, CampaignStatus.SCHEDULED,
                CampaignStatus.RUNNING, CampaignStatus.PAUSED)
-# Devices an abort stops: nothing reached them yet, or only the package did. Those installing or
-# verifying finish, since cutting an install short could brick a lamp.
-STOPPED_BY_ABORT = (DeviceState.PENDING, DeviceState.WAITING, DeviceState.DOWNLOADING, DeviceState.DOWNLOADED)
 CANCELLED_BY_REQUEST = (DeviceState.PENDING, DeviceState.WAITING)
 
 
@@ -156,6 +156,10 @@ class CampaignService:
                 if busy:
                     raise _busy(busy)
             sizes = wave_sizes(len(taking_part), request.settings.waves)
+            if len(sizes) > MAX_WAVES:
+                raise ValidationFailed("too many waves", [FieldError(
+                    "waves", f"{len(taking_part)} devices in these waves make {len(sizes)} waves; at most "
+                             f"{MAX_WAVES} (a larger canary, growth or size)")])
             waves = [wave for wave, size in enumerate(sizes) for _ in range(size)]
             try:
                 await repo.insert_devices(

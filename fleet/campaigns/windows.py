@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from fleet.campaigns.models import Window
@@ -32,6 +32,17 @@ class OpenHours:
         return now < self.ends and yesterday in self.weekdays
 
 
+    def closes_in(self, local: datetime) -> timedelta | None:
+        """How long this window stays open from `local` (aware), None when it is closed."""
+        if not self.is_open(local):
+            return None
+        end = local.replace(hour=self.ends.hour, minute=self.ends.minute, second=0, microsecond=0)
+        if end <= local:
+            end += timedelta(days=1)
+        # In UTC: the wall clock may jump (daylight saving time) before the window closes.
+        return end.astimezone(UTC) - local.astimezone(UTC)
+
+
 def campaign_hours(window: Window | None) -> OpenHours | None:
     if window is None:
         return None
@@ -53,3 +64,13 @@ def is_open(windows: Sequence[OpenHours], at: datetime, timezone: str) -> bool:
         return True
     local = at.astimezone(ZoneInfo(timezone))
     return any(w.is_open(local) for w in windows)
+
+
+def open_for(windows: Sequence[OpenHours], at: datetime, timezone: str) -> timedelta | None | bool:
+    """How long a device with these windows may still install from `at`: False when none is
+    open, None when no window restricts it (any time), else until the last open one closes."""
+    if not windows:
+        return None
+    local = at.astimezone(ZoneInfo(timezone))
+    left = [t for t in (w.closes_in(local) for w in windows) if t is not None]
+    return max(left) if left else False

@@ -25,6 +25,7 @@ from fleet.registry.repository import DeviceRepository
 from fleet.telemetry.repository import TelemetryRepository
 
 BACKOFF_BASE_S = 2.0
+FIRMWARE_UPDATE_OBJECT = 5
 
 
 def validate_request(request: CommandRequest) -> Any:
@@ -47,6 +48,11 @@ def validate_request(request: CommandRequest) -> Any:
             value = msgspec.to_builtins(request.attributes)
     elif request.attributes is not None:
         errors.append(FieldError("attributes", f"{request.operation.value} takes no attributes"))
+    if path.object == FIRMWARE_UPDATE_OBJECT and request.operation in (Operation.WRITE, Operation.EXECUTE):
+        # A package written or an Update executed by hand would skip the signature check, the
+        # approval, the maintenance windows and the once-only Update: firmware goes by campaign.
+        errors.append(FieldError("path", "object 5 (Firmware Update) is written and executed only by "
+                                         "firmware campaigns (/api/v1/firmware/campaigns); read or observe it"))
     definition = CATALOG.resource_at(path) if path.is_resource_level else None
     if request.operation is Operation.WRITE:
         if value is None:

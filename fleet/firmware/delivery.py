@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,10 @@ CHUNK_BUDGET_BYTES = 64 * 1024 * 1024
 # The block a request without Block2 gets (RFC 7959 §2.2: the server's choice), the largest.
 DEFAULT_BLOCK_SIZE = 1024
 _TOKEN_BYTES = 18  # 144 bits: 24 URL-safe characters, no padding
+# The resource a Package URI is written to (and read back from).
+PACKAGE_URI_PATH = "/5/0/1"
+_TOKEN_IN_URI = re.compile(r"(/fw/)[^/?#]+")
+REDACTED_TOKEN = "<token>"
 
 
 def new_token() -> tuple[str, bytes]:
@@ -51,6 +56,16 @@ def token_hash(token: str) -> bytes:
 
 def package_uri(base_uri: str, token: str) -> str:
     return f"{base_uri.rstrip('/')}/fw/{token}"
+
+
+def without_token(path: str, value: object) -> object:
+    """A value as Fleet stores or shows it: a Package URI's token left out. The token fetches
+    the city's image (admins only, on REST) and must not outlive its device's download in
+    device state, telemetry, command results or events that anyone with READ sees; only the
+    device's own command keeps it, for the dispatcher to write."""
+    if path == PACKAGE_URI_PATH and isinstance(value, str):
+        return _TOKEN_IN_URI.sub(r"\1" + REDACTED_TOKEN, value)
+    return value
 
 
 def default_base_uri(coap_host: str, coap_port: int) -> str:
@@ -272,7 +287,7 @@ class Downloads:
             self.downloads_finished += 1
         return Block(package, number, size, payload, more)
 
-    async def image(self, tenant_id: UUID, image_id: UUID) -> bytes:
+    async def image(self, tenant_id: UUID, image_id: UUID) -> ImageBytes:
         """A whole image of a city through the chunk cache (for a push); NotFound if it has none."""
         layout = await self.layout(tenant_id, image_id) if self.layout is not None else None
         if layout is None:
@@ -284,7 +299,35 @@ class Downloads:
             if chunk is None:
                 raise NotFound(f"firmware image {image_id} has no chunk {seq}")
             parts.append(chunk)
-        return b"".join(parts)
+        return ImageBytes(parts, chunk_size, size)
+
+
+class ImageBytes:
+    """An image as the cached chunks it is made of, sliced without joining them: every push of
+    it shares the one copy in the chunk cache, so memory stays flat in the devices pushed to at
+    once (a joined 64 MiB image per push would not). A block never spans two chunks (chunks are
+    multiples of 1024 bytes, blocks powers of two up to 1024), so a slice is one copy of a block."""
+
+    __slots__ = ("chunks", "chunk_size", "size")
+
+    def __init__(self, chunks: list[memoryview], chunk_size: int, size: int) -> None:
+        self.chunks, self.chunk_size, self.size = chunks, chunk_size, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> bytes:
+        start, stop, _ = part.indices(self.size)
+        pieces = []
+        while start < stop:
+            seq, offset = divmod(start, self.chunk_size)
+            piece = self.chunks[seq][offset:offset + stop - start]
+            pieces.append(piece)
+            start += len(piece)
+        return b"".join(pieces)
+
+    def __bytes__(self) -> bytes:
+        return self[:]
 
 
 def downloads(db: Database, *, token_ttl_s: float = TOKEN_TTL_S,

@@ -24,7 +24,7 @@ from fleet.commands.service import CommandQueue
 from fleet.db import Database
 from fleet.db.availability import broken_connection, database_away, lost
 from fleet.errors import NotFound, Unavailable
-from fleet.firmware.delivery import Downloads
+from fleet.firmware.delivery import Downloads, without_token
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.telemetry.models import split_value, stored_value
 from fleet.registrations.models import Registration
@@ -57,14 +57,20 @@ IN_FLIGHT = 1024
 def _json_readings(readings: list[Reading]) -> dict:
     # Always an object at the top: a bare JSON array would be read as an array dimension of jsonb[].
     # Other values (opaque bytes, times, object links) as the device's state shows them.
-    return {"readings": [{"path": str(r.path), "value": r.value if isinstance(
+    return {"readings": [{"path": str(r.path), "value": without_token(str(r.path), r.value) if isinstance(
         r.value, int | float | str | bool | None) else stored_value(*split_value(r.value))}
         for r in readings]}
 
 
 def _written_state(command: DeviceCommand) -> tuple:
     """A written value is the resource's state now: a telemetry point committed with the outcome."""
-    return (command.tenant_id, command.device_id, datetime.now(UTC), command.path, *split_value(command.value))
+    return (command.tenant_id, command.device_id, datetime.now(UTC), command.path,
+            *split_value(without_token(command.path, command.value)))
+
+
+def _write_result(command: DeviceCommand) -> dict:
+    """A write's result, as the command's outcome (and its event) shows it."""
+    return {"written": without_token(command.path, command.value)}
 
 
 class Dispatcher:
@@ -246,7 +252,7 @@ class Dispatcher:
             log.exception("command delivery failed", command=str(command.id))
             self._record(Outcome(command.id, False, None, f"internal error: {type(exc).__name__}"))
         else:
-            self._record(Outcome(command.id, True, {"written": command.value}, state=_written_state(command)))
+            self._record(Outcome(command.id, True, _write_result(command), state=_written_state(command)))
 
     def _record(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
@@ -314,7 +320,7 @@ class Dispatcher:
             return _json_readings(readings)
         if command.operation is Operation.WRITE:
             await self.client.write(address, path, command.value)
-            return {"written": command.value}
+            return _write_result(command)
         if command.operation is Operation.EXECUTE:
             await self.client.execute(address, path, command.value if isinstance(command.value, str) else None)
             return {"executed": str(path)}

@@ -14,6 +14,7 @@ import structlog
 from aiocoap import Code, Message
 from aiocoap.optiontypes import BlockOption
 
+from fleet.firmware.delivery import ImageBytes
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.registrations.models import DeviceInfo, Registration
 from fleet.registrations.service import RegistrationService
@@ -169,7 +170,7 @@ class DeviceClient:
         request = self._message(address, path, code=Code.POST, payload=payload)
         await self._exchange(request)
 
-    async def push(self, address: DeviceAddress, path: ResourcePath, payload: bytes, *,
+    async def push(self, address: DeviceAddress, path: ResourcePath, payload: bytes | ImageBytes, *,
                    block_size: int = PUSH_BLOCK_SIZE) -> int:
         """Write `payload` block-wise (RFC 7959 Block1 PUT, opaque) and return the block size the
         device ended up taking. A 2.31 Continue naming a smaller size, or a 4.13 whose Block1

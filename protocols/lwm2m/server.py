@@ -18,7 +18,7 @@ from aiocoap.numbers.codes import Code
 
 from fleet.db.availability import database_away
 from fleet.errors import FleetError
-from fleet.firmware.delivery import Downloads
+from fleet.firmware.delivery import Downloads, without_token
 from fleet.objectmodel import ResourcePath
 from fleet.registrations.models import DEFAULT_LIFETIME_S, Registration, RegisterRequest, UpdateRequest
 from fleet.registrations.service import RegistrationService, UnknownEndpoint
@@ -328,7 +328,8 @@ def _records(session: Session, readings, now: datetime) -> list[PointRecord]:
         elif kind is int:
             records.append((tenant_id, device_id, time or now, path_text(path), float(value), None, None))
         else:
-            records.append((tenant_id, device_id, time or now, path_text(path), *split_value(value)))
+            text = path_text(path)
+            records.append((tenant_id, device_id, time or now, text, *split_value(without_token(text, value))))
     return records
 
 

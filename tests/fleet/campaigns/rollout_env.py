@@ -112,6 +112,13 @@ class Rollout:
                        set time = now(), v_num = $4, v_text = $5, updated_at = now()""",
                 device_id, path, self.tenant_id, number, text)
 
+    async def taken(self, device_id: uuid.UUID) -> None:
+        """A dispatcher claimed the device's step under way and sent it (no answer yet)."""
+        command_id = (await self.device(device_id))["command_id"]
+        async with self.db.system_tx() as conn:
+            await conn.execute("update commands set status = 'sent', attempts = attempts + 1, sent_at = now() "
+                               "where id = $1 and status = 'queued'", command_id)
+
     async def answer(self, device_id: uuid.UUID, succeeded: bool = True, error: str | None = None) -> None:
         """The device's answer to its step under way, recorded as the dispatcher would."""
         command_id = (await self.device(device_id))["command_id"]

@@ -276,3 +276,15 @@ async def test_delete_only_drafts_and_viewers_only_read(db, seoul):
         await service.delete(seoul.principal, campaign.id)
     with pytest.raises(PermissionDenied):
         await service.pause(viewer, campaign.id)
+
+
+async def test_settings_that_would_make_too_many_waves_are_refused(db, seoul, monkeypatch):
+    from fleet.campaigns import service as campaign_service
+    monkeypatch.setattr(campaign_service, "MAX_WAVES", 3)
+    image = await add_image(db, seoul.tenant_id)
+    ids = await add_devices(db, seoul.tenant_id, 5, prefix="w")
+    with pytest.raises(ValidationFailed) as refused:
+        await CampaignService(db).create(seoul.principal, request(image, ids, waves=Waves(canary=1, size=1)))
+    assert refused.value.errors[0].field == "waves" and "make 5 waves; at most 3" in refused.value.errors[0].message
+    taken = await CampaignService(db).create(seoul.principal, request(image, ids, waves=Waves(canary=1, size=2)))
+    assert taken.wave_count == 3

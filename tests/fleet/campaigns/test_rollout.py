@@ -11,6 +11,7 @@ import pytest
 
 from fleet.alarms.service import AlarmService
 from fleet.campaigns.rollout import CampaignJobs
+from fleet.commands.models import Outcome
 from fleet.commands.repository import CommandRepository
 from fleet.scheduling.leader import Leadership, NotLeader
 from tests.conftest import make_city
@@ -24,14 +25,18 @@ QUICK = {"health_period_s": 0}
 @pytest.fixture
 async def rollout(db):
     city = await make_city(db, "fwcity")
-    return Rollout(db, city.tenant_id, alarm_service=AlarmService(db))
+    rollout = Rollout(db, city.tenant_id, alarm_service=AlarmService(db))
+    rollout.city = city
+    return rollout
 
 
-async def installing(rollout, device, method: int = 0) -> None:
+async def installing(rollout, device, method: int = 0, *, taken: bool = True) -> None:
     await rollout.tick()
     await rollout.downloaded(device, method)
     await rollout.tick()
     assert await rollout.state(device) == "installing"
+    if taken:
+        await rollout.taken(device)  # the Update went out: the device may come back from now
 
 
 @pytest.mark.parametrize(("method", "operation", "path"), [
@@ -51,6 +56,10 @@ async def test_a_device_is_updated_by_the_method_it_offers(rollout, method, oper
         uri = row["value"]
         assert uri.startswith(f"{BASE}/fw/")
         assert hashlib.sha256(uri.rsplit("/", 1)[1].encode()).digest() == row["token_hash"]
+        # Only the device's own command holds its token, never the batch people list.
+        async with rollout.db.system_tx() as conn:
+            assert await conn.fetchval("select b.value from command_batches b join commands c on c.batch_id = b.id "
+                                       "where c.id = $1", row["command_id"]) is None
     else:
         assert row["value"] == {"image_id": str(rollout.image_id)} and row["token_hash"] is None
     await rollout.answer(device)
@@ -166,9 +175,8 @@ async def test_a_node_dying_mid_update_never_sends_it_again(rollout, db):
     await rollout.start()
     await installing(rollout, device)
     async with db.system_tx() as conn:
-        await conn.execute("update commands set status = 'sent', sent_at = now() - interval '10 minutes' "
-                           "where device_id = $1 and status = 'queued'", device)
-        await CommandRepository(conn).recover_stale(dt.timedelta(minutes=5))
+        # The node that sent it is gone (a stale `sent`, whatever its age).
+        await CommandRepository(conn).recover_stale(dt.timedelta(0))
     (execute,) = await rollout.commands(device, "/5/0/2")
     assert (execute["status"], execute["error"]) == ("failed", "outcome unknown after a node stopped")
     await rollout.tick()
@@ -211,7 +219,7 @@ async def test_a_device_whose_version_was_unknown_when_its_download_began_still_
 async def test_a_device_that_never_comes_back_fails(rollout):
     (device,) = await rollout.campaign([0], timeouts={"install_s": 60}, **QUICK)
     await rollout.start()
-    await installing(rollout, device)
+    await installing(rollout, device, taken=False)
     rollout.clock.offset = dt.timedelta(seconds=61)
     await rollout.tick()
     row = await rollout.device(device)
@@ -519,3 +527,142 @@ async def test_a_paused_campaign_starts_nothing_new(rollout, db):
     await rollout.tick()
     assert await rollout.states([first, second]) == ["downloaded", "waiting"]
     assert not await rollout.commands(first, "/5/0/2")
+
+
+async def test_a_device_reporting_nonsense_holds_up_no_one(rollout):
+    devices = await rollout.campaign([0, 0], **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    for device in devices:
+        await rollout.report(device, "/5/0/9", "both, please")  # not a number: pull, the default
+        await rollout.answer(device)
+    await rollout.tick()
+    odd, fine = devices
+    await rollout.answer(odd)
+    await rollout.report(odd, "/5/0/3", "Downloaded")
+    await rollout.report(odd, "/5/0/5", "oops")
+    await rollout.answer(fine)
+    await rollout.report(fine, "/5/0/3", 2)
+    await rollout.tick()
+    assert await rollout.states(devices) == ["downloading", "installing"]
+
+
+async def test_an_abort_calls_off_the_steps_still_queued(rollout, db):
+    from fleet.campaigns.service import CampaignService
+
+    pulled, pushed, installs = await rollout.campaign([0, 0, 0], **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    for device, method in ((pulled, 0), (pushed, 1), (installs, 0)):
+        await rollout.report(device, "/5/0/9", method)
+        await rollout.answer(device)
+    await rollout.tick()
+    await rollout.answer(installs)
+    await rollout.report(installs, "/5/0/3", 2)
+    await rollout.tick()
+    queued = {d: (await rollout.device(d))["command_status"] for d in (pulled, pushed, installs)}
+    assert queued == {pulled: "queued", pushed: "queued", installs: "queued"}
+    aborted = await CampaignService(db).abort(rollout.city.principal, rollout.campaign_id)
+    assert aborted.status == "aborted"
+    for device, path in ((pulled, "/5/0/1"), (pushed, "/5/0/0")):
+        row = await rollout.device(device)
+        assert (row["state"], row["path"], row["command_status"]) == ("cancelled", path, "cancelled")
+    # Mid-install: its Update goes out and the device finishes.
+    assert (await rollout.device(installs))["command_status"] == "queued"
+
+
+async def test_the_engine_publishes_and_audits_a_campaign_as_people_s_changes_do(rollout, db):
+    (device,) = await rollout.campaign([0], **QUICK)
+    await rollout.start()
+    await installing(rollout, device)
+    await rollout.register_again(device, "2.0")
+    await rollout.tick(2)
+    async with db.system_tx() as conn:
+        events = await conn.fetch("select kind, subject_type, payload from events where subject_id = $1 order by id",
+                                  str(rollout.campaign_id))
+        audited = await conn.fetch("select action from audit_log where entity_type = 'campaign' and entity_id = $1",
+                                   str(rollout.campaign_id))
+    assert {(e["kind"], e["subject_type"]) for e in events} == {
+        ("campaign.updated", "campaign"), ("campaign.device_updated", "campaign")}
+    last = [e["payload"] for e in events if e["kind"] == "campaign.updated"][-1]
+    assert (last["id"], last["status"], last["counts"]["succeeded"]) == (str(rollout.campaign_id), "completed", 1)
+    assert "waves" in last and "settings" in last
+    assert [a["action"] for a in audited] == ["campaign.complete"]
+
+
+async def test_a_sleeping_device_waking_on_its_old_version_before_its_update_is_not_rolled_back(rollout):
+    (device,) = await rollout.campaign([0], **QUICK)
+    await rollout.start()
+    await installing(rollout, device, taken=False)
+    await rollout.register_again(device, "1.0")  # wakes with a Register: /3/0 read again
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    await rollout.taken(device)  # its queued Update goes out now
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    await rollout.register_again(device, "2.0")
+    await rollout.tick()
+    assert await rollout.state(device) == "verifying"
+
+
+async def test_a_retried_device_that_came_back_late_is_verified_not_updated_again(rollout, db):
+    from fleet.campaigns.service import CampaignService
+
+    (device,) = await rollout.campaign([0], timeouts={"install_s": 60}, **QUICK)
+    await rollout.start()
+    await installing(rollout, device)
+    rollout.clock.offset = dt.timedelta(seconds=61)
+    await rollout.tick()
+    assert (await rollout.device(device))["reason"] == "never_came_back"
+    await rollout.register_again(device, "2.0")  # its reboot just took longer
+    await CampaignService(db).retry(rollout.city.principal, rollout.campaign_id)
+    await rollout.tick()
+    row = await rollout.device(device)
+    assert (row["state"], row["attempt"], row["previous_version"]) == ("verifying", 1, "1.0")
+    await rollout.tick()
+    assert await rollout.state(device) == "succeeded"
+    assert len(await rollout.commands(device, "/5/0/2")) == 1
+    assert len(await rollout.commands(device, "/5/0")) == 1  # no new download began
+
+
+async def test_a_package_uri_write_whose_answer_was_lost_is_not_retried_once_downloaded(rollout, db):
+    (device,) = await rollout.campaign([0], window={"start": "01:00", "end": "01:01"}, **QUICK)
+    await rollout.start()
+    await rollout.tick()
+    await rollout.report(device, "/5/0/9", 0)
+    await rollout.answer(device)
+    await rollout.tick()
+    await rollout.taken(device)  # the write went out; its 2.04 is lost, and the device downloads
+    await rollout.report(device, "/5/0/3", 2)
+    rollout.clock.at(dt.datetime.combine(dt.datetime.now(SEOUL).date(), dt.time(12), SEOUL))
+    await rollout.tick()
+    row = await rollout.device(device)
+    assert (row["state"], row["path"]) == ("downloaded", "/5/0/1")
+    async with db.system_tx() as conn:  # the lost answer, as the dispatcher records it: retryable
+        await CommandRepository(conn).complete([Outcome(row["command_id"], False, None, "no answer: timed out")],
+                                               max_attempts=5, backoff_base_s=1)
+    (write,) = await rollout.commands(device, "/5/0/1")
+    assert write["status"] == "expired"  # not queued again: the device would download once more
+
+
+async def test_an_update_expires_with_its_window_and_waits_for_the_next(rollout, db):
+    (device,) = await rollout.campaign([0], window={"start": "01:00", "end": "05:00"}, **QUICK)
+    await rollout.start()
+    today = dt.datetime.now(SEOUL).date()
+    rollout.clock.at(dt.datetime.combine(today, dt.time(12), SEOUL) - dt.timedelta(days=1))
+    await rollout.tick()
+    await rollout.downloaded(device)
+    rollout.clock.at(dt.datetime.combine(today, dt.time(4, 58, 10), SEOUL))
+    await rollout.tick()
+    (execute,) = await rollout.commands(device, "/5/0/2")
+    assert execute["expires_at"] - execute["created_at"] <= dt.timedelta(minutes=1, seconds=1)
+    async with db.system_tx() as conn:  # a sleeping device: still queued when the window closed
+        await conn.execute("update commands set expires_at = now() where id = $1", execute["id"])
+        await CommandRepository(conn).expire()
+    rollout.clock.at(dt.datetime.combine(today, dt.time(5, 1), SEOUL))
+    await rollout.tick()
+    assert await rollout.state(device) == "downloaded"
+    rollout.clock.at(dt.datetime.combine(today + dt.timedelta(days=1), dt.time(1, 30), SEOUL))
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    assert len(await rollout.commands(device, "/5/0/2")) == 2

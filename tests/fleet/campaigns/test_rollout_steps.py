@@ -10,7 +10,7 @@ import pytest
 from fleet.campaigns.models import Delivery, DeviceState, FailureReason, Thresholds, Timeouts
 from fleet.campaigns.rollout_steps import (DELIVER, EXECUTE, OBSERVE, READ, Advance, DeviceFacts, Fail, NextStep,
                                            Poll, Reading, decide, delivery_from, error_verdict, health_problems,
-                                           refused, returned_version, wave_done,
+                                           refused, reported_code, returned_version, wave_done,
                                            wave_held)
 
 T0 = dt.datetime(2026, 12, 7, 2, tzinfo=dt.UTC)
@@ -61,7 +61,7 @@ def test_no_observation_falls_back_to_reads():
 
 
 def test_downloaded_only_when_the_device_says_so_after_the_step():
-    base = dict(step=DELIVER, step_at=T0, command_status="succeeded", observing=True)
+    base = dict(step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded", observing=True)
     assert next_move(facts(DeviceState.DOWNLOADING, **base, readings={"/5/0/3": Reading(2, at(0.5))})) == \
         Advance(DeviceState.DOWNLOADED)
     assert next_move(facts(DeviceState.DOWNLOADING, **base, readings={"/5/0/3": Reading(2, at(-1))})) is None
@@ -69,38 +69,57 @@ def test_downloaded_only_when_the_device_says_so_after_the_step():
 
 
 def test_a_device_not_observing_is_polled_when_due():
-    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded", observing=False)
+    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded", observing=False)
     assert next_move(f) == Poll()
-    later = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded",
+    later = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded",
                   observing=False, next_check_at=at(5))
     assert next_move(later) is None
 
 
 def test_download_failures_and_timeout():
-    refusal = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="failed",
+    refusal = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="failed",
                     command_error="device answered 4.00 Bad Request: bad uri")
     assert next_move(refusal) == Fail(FailureReason.DEVICE_REFUSED, "device answered 4.00 Bad Request: bad uri")
-    lost = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="expired",
+    lost = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="expired",
                  command_error="expired before delivery")
     assert next_move(lost) == Fail(FailureReason.DOWNLOAD_FAILED, "expired before delivery")
-    slow = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded")
+    slow = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded")
     assert next_move(slow, now=at(601)).reason is FailureReason.TIMED_OUT
 
 
 @pytest.mark.parametrize(("code", "reason"), [(2, FailureReason.OUT_OF_STORAGE), (5, FailureReason.INTEGRITY),
                                               (8, FailureReason.INSTALL_FAILED)])
 def test_update_result_codes_fail_with_their_reason(code, reason):
-    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded",
+    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded",
               readings={"/5/0/5": Reading(code, at(0.5))})
     assert next_move(f) == Fail(reason, f"Update Result {code}")
-    ok = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded",
+    ok = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="succeeded",
                readings={"/5/0/5": Reading(1, at(0.5))})
     assert next_move(ok) is None
 
 
 def installing(**fields) -> DeviceFacts:
     return facts(DeviceState.INSTALLING, **{"step": EXECUTE, "step_at": T0, "install_sent_at": T0,
-                                            "previous_version": "1.0", "command_status": "succeeded"} | fields)
+                                            "previous_version": "1.0", "command_status": "succeeded",
+                                            "command_sent_at": T0} | fields)
+
+
+def test_a_sleeping_device_registering_before_its_update_went_out_has_not_come_back():
+    # Queued at T0; the device wakes at 30 s with a Register on its old version, and only then
+    # is the Update sent to it (at 31 s).
+    waking = dict(registered_at=at(30), readings={"/3/0/3": Reading("1.0", at(30.5))})
+    assert next_move(installing(**waking, command_status="queued", command_sent_at=None)) is None
+    assert next_move(installing(**waking, command_status="sent", command_sent_at=at(31))) is None
+    back = installing(registered_at=at(90), readings={"/3/0/3": Reading("2.0", at(91))}, command_sent_at=at(31))
+    assert next_move(back, now=at(92)) == Advance(DeviceState.VERIFYING)
+    # install_s (300 s) runs from the sending; one never sent ends when its command would expire.
+    assert next_move(installing(command_status="sent", command_sent_at=at(200)), now=at(400)) is None
+    late = next_move(installing(command_status="expired", command_sent_at=None), now=at(301))
+    assert late == Fail(FailureReason.NEVER_CAME_BACK,
+                        "did not come back on the new version within 300 s (the Update never reached it)")
+    # One whose window closed first (its Update expired with it) waits for the next window.
+    assert next_move(installing(command_status="expired", command_sent_at=None), now=at(120)) == \
+        Advance(DeviceState.DOWNLOADED)
 
 
 def test_back_on_the_target_version_is_verified_the_old_one_rolled_back():
@@ -164,3 +183,45 @@ def test_the_error_threshold_counts_since_the_last_resume():
     assert error_verdict(6, 3, 0, 0, rules) is None  # 9 ended: too few to judge
     assert error_verdict(9, 1, 0, 0, rules) is None  # 10 %
     assert error_verdict(17, 3, 7, 3, rules) is None  # nothing failed since the resume
+
+
+@pytest.mark.parametrize("odd", ["abc", "true", "2.5", "nan", "inf", "-inf", "", True, None])
+def test_an_odd_reported_value_is_ignored_like_a_missing_one(odd):
+    assert reported_code(Reading(odd, T0)) is None
+    assert delivery_from(Reading(odd, T0)) is Delivery.PULL
+    f = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="sent",
+              readings={"/5/0/3": Reading(odd, at(0.5)), "/5/0/5": Reading(odd, at(0.5))})
+    assert next_move(f) is None
+    f = facts(DeviceState.INSTALLING, step=EXECUTE, install_sent_at=T0, command_status="succeeded",
+              readings={"/5/0/5": Reading(odd, at(0.5))})
+    assert next_move(f) is None
+
+
+def test_whole_numbers_are_read_however_they_are_written():
+    assert [reported_code(Reading(v, T0)) for v in (2, 2.0, "2", "2.0", " 2 ", "-1", "42")] == [
+        2, 2, 2, 2, 2, -1, 42]
+    # A code out of the spec's range is still a failed install, never a silent wait.
+    f = facts(DeviceState.INSTALLING, step=EXECUTE, install_sent_at=T0, command_status="succeeded",
+              readings={"/5/0/5": Reading("42", at(0.5))})
+    assert next_move(f) == Fail(FailureReason.INSTALL_FAILED, "Update Result 42")
+
+
+def test_a_refused_delivery_waits_a_moment_for_the_update_result_that_explains_it():
+    refusal = dict(step=DELIVER, step_at=T0, command_sent_at=T0, command_status="failed", command_completed_at=at(1),
+                   command_error="device answered 4.13 Request Entity Too Large: no room")
+    assert next_move(facts(DeviceState.DOWNLOADING, **refusal), now=at(2)) is None
+    explained = facts(DeviceState.DOWNLOADING, **refusal, readings={"/5/0/5": Reading(2, at(1.2))})
+    assert next_move(explained, now=at(2)) == Fail(FailureReason.OUT_OF_STORAGE, "Update Result 2")
+    assert next_move(facts(DeviceState.DOWNLOADING, **refusal), now=at(7)) == Fail(
+        FailureReason.DEVICE_REFUSED, "device answered 4.13 Request Entity Too Large: no room")
+
+
+def test_a_report_from_before_the_package_went_out_is_the_last_attempt_s():
+    # A retried device notifies its last attempt's Update Result (5) after the step was queued
+    # but before the dispatcher sent the new Package URI at 2 s.
+    stale = {"/5/0/5": Reading(5, at(1)), "/5/0/3": Reading(2, at(1))}
+    queued = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="queued", readings=stale)
+    assert next_move(queued, now=at(3)) is None
+    sent = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=at(2), command_status="sent",
+                 readings=stale)
+    assert next_move(sent, now=at(3)) is None

@@ -6,7 +6,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from fleet.campaigns.models import Window
-from fleet.campaigns.windows import OpenHours, applicable, campaign_hours, is_open
+from fleet.campaigns.windows import OpenHours, applicable, campaign_hours, is_open, open_for
 
 NIGHT = OpenHours(dt.time(1), dt.time(5))
 LATE = OpenHours(dt.time(22), dt.time(4))  # crosses midnight
@@ -59,3 +59,16 @@ def test_the_campaigns_window_then_the_groups_then_the_citys():
     assert applicable(None, [], [NIGHT]) == [NIGHT]
     assert applicable(None, [], []) == []
     assert campaign_hours(None) is None
+
+
+def test_how_long_a_window_stays_open():
+    assert LATE.closes_in(seoul(7, 23, 30)) == dt.timedelta(hours=4, minutes=30)
+    assert LATE.closes_in(seoul(8, 3)) == dt.timedelta(hours=1)
+    assert LATE.closes_in(seoul(8, 12)) is None
+    utc = seoul(7, 23, 30).astimezone(dt.UTC)
+    assert open_for([], utc, SEOUL) is None
+    assert open_for([LATE, OpenHours(dt.time(23), dt.time(23, 45))], utc, SEOUL) == dt.timedelta(hours=4, minutes=30)
+    assert open_for([NIGHT], utc, SEOUL) is False
+    # Across a daylight saving change it closes after the real time left, not the wall clock's.
+    spring = dt.datetime(2027, 3, 28, 1, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # 02:00 jumps to 03:00
+    assert OpenHours(dt.time(1), dt.time(4)).closes_in(spring) == dt.timedelta(hours=1, minutes=30)

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fleet.errors import NotFound, ValidationFailed
-from fleet.firmware.delivery import (ChunkCache, Downloads, TokenCache, default_base_uri, new_token,
-                                     package_uri)
+from fleet.firmware.delivery import (ChunkCache, Downloads, ImageBytes, TokenCache, default_base_uri, new_token,
+                                     package_uri, without_token)
 from fleet.firmware.models import Package
 
 TENANT, IMAGE = uuid.uuid4(), uuid.uuid4()
@@ -190,3 +190,20 @@ async def test_failed_lookup_fails_its_waiters_and_is_not_remembered():
     with pytest.raises(ConnectionError):
         await cache.get("t")
     assert cache.peek("t") is False
+
+
+def test_a_package_uri_is_stored_and_shown_without_its_token():
+    uri = package_uri("coap://[2001:db8::1]:5683", "abcDEF-_123")
+    assert without_token("/5/0/1", uri) == "coap://[2001:db8::1]:5683/fw/<token>"
+    assert without_token("/5/0/1", uri + "?x=1") == "coap://[2001:db8::1]:5683/fw/<token>?x=1"
+    assert without_token("/5/0/1", "coap://vendor.example/images/7.bin") == "coap://vendor.example/images/7.bin"
+    assert without_token("/3/0/14", uri) == uri and without_token("/5/0/1", 7) == 7
+
+
+def test_an_image_is_sliced_from_its_chunks_without_joining_them():
+    content = bytes(range(256)) * 20  # 5120 bytes: chunks of 2048, 2048 and 1024
+    chunks = [memoryview(content[o:o + 2048]) for o in range(0, len(content), 2048)]
+    image = ImageBytes(chunks, 2048, len(content))
+    assert len(image) == 5120 and bytes(image) == content
+    for start, stop in ((0, 1024), (1024, 2048), (2048, 3072), (4096, 9999), (2000, 2100), (5000, 5120), (5120, 6000)):
+        assert image[start:stop] == content[start:stop]

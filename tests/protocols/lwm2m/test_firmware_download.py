@@ -19,8 +19,9 @@ from fleet.access.limits import Rate
 from fleet.commands.models import Operation
 from fleet.commands.repository import CommandRepository
 from fleet.firmware.delivery import package_uri
-from fleet.objectmodel import ResourcePath
+from fleet.objectmodel import Reading, ResourcePath
 from protocols.coap import message, transport
+from protocols.lwm2m import senml
 from protocols.lwm2m.downlink import DeviceAddress, DeviceRequestFailed
 from protocols.lwm2m.listener import open_listener
 from tests.conftest import make_city
@@ -205,26 +206,36 @@ async def test_push_error_names_the_device_answer(listener):
         await device.shutdown()
 
 
+async def device_with(endpoint: str, path: str, object_5_resource: resource.Resource) -> MiniDevice:
+    """A started MiniDevice with one resource of object 5 of the test's own."""
+    device = MiniDevice(endpoint)
+    device.site.add_resource(tuple(path.strip("/").split("/")), object_5_resource)
+    device.resources[path] = object_5_resource
+    await device.start()
+    return device
+
+
+async def finished(db, batch_id):
+    for _ in range(200):
+        async with db.system_tx() as conn:
+            row = await conn.fetchrow("select status, result, error from commands where batch_id = $1", batch_id)
+        if row["status"] not in ("queued", "sent"):
+            return row
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"command {batch_id} never finished: {row}")
+
+
 async def test_dispatcher_pushes_firmware(db, listener, city, image_id):
     record = await light(db, city, "push-light")
-    device = MiniDevice("push-light")
     sink = FirmwareSink()
-    device.site.add_resource(("5", "0", "0"), sink)
-    device.resources["/5/0/0"] = sink
-    await device.start()
+    device = await device_with("push-light", "/5/0/0", sink)
     try:
         assert (await device.register(listener.port)).code.is_successful()
         async with db.system_tx() as conn:
             batch_id = await CommandRepository(conn).insert_batch(
                 city.tenant_id, Operation.PUSH_FIRMWARE, "/5/0/0", {"image_id": str(image_id)}, {},
                 [record.id], None, "firmware:test", datetime.now(UTC) + timedelta(minutes=5))
-        for _ in range(200):
-            async with db.system_tx() as conn:
-                row = await conn.fetchrow("select status, result, error from commands where batch_id = $1",
-                                          batch_id)
-            if row["status"] not in ("queued", "sent"):
-                break
-            await asyncio.sleep(0.1)
+        row = await finished(db, batch_id)
         assert row["status"] == "succeeded", row
         assert row["result"] == {"pushed_bytes": len(IMAGE), "block_size": 256}
         assert bytes(sink.received) == IMAGE
@@ -276,3 +287,50 @@ async def test_guessed_tokens_are_held_to_the_peer_rate(db):
             codes = [message.decode(await exchange(sock, running.port, raw_get(n, f"guess{n}", 0))).code
                      for n in range(6)]
     assert codes[:3] == [message.NOT_FOUND] * 3 and message.SERVICE_UNAVAILABLE in codes[3:]
+
+
+class PackageUriResource(resource.Resource):
+    """A device's /5/0/1: takes a Package URI as text, reads it back as SenML CBOR."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uri = ""
+
+    async def render_put(self, request):
+        self.uri = request.payload.decode()
+        return Message(code=Code.CHANGED)
+
+    async def render_get(self, request):
+        pack = senml.encode_cbor([Reading(ResourcePath(5, 0, 1), None, self.uri)])
+        return Message(code=Code.CONTENT, payload=pack, content_format=112)
+
+
+async def test_the_package_uri_token_stays_with_the_device_alone(db, listener, city):
+    record = await light(db, city, "uri-light")
+    package = PackageUriResource()
+    device = await device_with("uri-light", "/5/0/1", package)
+    written = package_uri("coap://fleet.example:5683", "SECRETtoken123")
+    try:
+        assert (await device.register(listener.port)).code.is_successful()
+        async with db.system_tx() as conn:
+            repo = CommandRepository(conn)
+            write = await repo.insert_batch(city.tenant_id, Operation.WRITE, "/5/0/1", written, {}, [record.id],
+                                            None, "firmware:test", datetime.now(UTC) + timedelta(minutes=5))
+        row = await finished(db, write)
+        assert package.uri == written  # the device got the real token
+        assert (row["status"], row["result"]) == ("succeeded", {"written": "coap://fleet.example:5683/fw/<token>"})
+        async with db.system_tx() as conn:
+            read = await CommandRepository(conn).insert_batch(
+                city.tenant_id, Operation.READ, "/5/0/1", None, {}, [record.id], None, "test",
+                datetime.now(UTC) + timedelta(minutes=5))
+        row = await finished(db, read)
+        assert row["result"] == {"readings": [{"path": "/5/0/1", "value": "coap://fleet.example:5683/fw/<token>"}]}
+        async with db.system_tx() as conn:
+            stored = await conn.fetch(
+                "select v_text from device_state where device_id = $1 and path = '/5/0/1' "
+                "union all select v_text from telemetry where device_id = $1 and path = '/5/0/1'", record.id)
+            events = await conn.fetchval("select count(*) from events where payload::text like '%SECRETtoken%'")
+        assert stored and {r["v_text"] for r in stored} == {"coap://fleet.example:5683/fw/<token>"}
+        assert events == 0
+    finally:
+        await device.stop()
