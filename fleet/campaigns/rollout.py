@@ -302,8 +302,10 @@ class CampaignPass:
         if slots <= 0 or not counts.get(DeviceState.WAITING):
             return
         if self.settings.restrict_downloads:
+            # Every waiting device is looked at: those first in line may be the ones whose window
+            # stays closed for hours, and must not hold back the rest.
             waiting = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.WAITING,
-                                               max(slots * 10, 1000))
+                                               counts[DeviceState.WAITING])
             chosen = list(await self._open_now(waiting))[:slots]
         else:
             chosen = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.WAITING, slots)
