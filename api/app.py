@@ -38,7 +38,8 @@ from fleet.access.revocations import RevocationListener
 from fleet.access.models import Principal
 from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.service import AuditService
-from fleet.campaigns.service import CampaignService, MaintenanceWindowService
+from fleet.campaigns.maintenance import MaintenanceWindowService
+from fleet.campaigns.service import CampaignService
 from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
 from fleet.db import Database

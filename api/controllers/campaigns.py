@@ -16,7 +16,8 @@ from fleet.access.models import Principal
 from fleet.campaigns.models import (Campaign, CampaignDevice, CampaignDeviceTimeline, CampaignRequest,
                                     CampaignSettings, CampaignStatus, DeviceState, WindowCreate)
 from fleet.campaigns.models import MaintenanceWindow as StoredWindow
-from fleet.campaigns.service import CampaignService, MaintenanceWindowService
+from fleet.campaigns.maintenance import MaintenanceWindowService
+from fleet.campaigns.service import CampaignService
 from fleet.errors import FieldError, ValidationFailed
 
 Q = Annotated[str | None, Parameter(required=False)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +14,7 @@ from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
 from fleet.campaigns.models import (STOPPED_BY_ABORT, Campaign, CampaignDeviceTimeline, CampaignRequest,
-                                    CampaignStatus, DeviceState, MaintenanceWindow, SkipReason, WindowCreate)
+                                    CampaignStatus, DeviceState, SkipReason)
 from fleet.campaigns.progress import campaign_from_rows
 from fleet.campaigns.repository import CampaignRepository, begin_running
 from fleet.campaigns.waves import wave_sizes
@@ -41,7 +41,8 @@ CANCELLABLE = (CampaignStatus.DRAFT, CampaignStatus.AWAITING_APPROVAL, CampaignS
 CANCELLED_BY_REQUEST = (DeviceState.PENDING, DeviceState.WAITING)
 
 
-def _require(principal: Principal, permission: Permission, what: str) -> None:
+def require(principal: Principal, permission: Permission, what: str) -> None:
+    """403 unless the caller's role has the permission (campaigns and maintenance windows alike)."""
     if not principal.can(permission):
         raise PermissionDenied(f"role {principal.role.value} may not {what}")
 
@@ -85,13 +86,13 @@ class CampaignService:
     # -- reading -------------------------------------------------------------------------------
 
     async def get(self, principal: Principal, campaign_id: UUID) -> Campaign:
-        _require(principal, Permission.READ, "read campaigns")
+        require(principal, Permission.READ, "read campaigns")
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             return await self._campaign(conn, principal.tenant_id, campaign_id)
 
     async def list(self, principal: Principal, *, status: CampaignStatus | None = None,
                    cursor: str | None = None, limit: int = 50) -> Page:
-        _require(principal, Permission.READ, "read campaigns")
+        require(principal, Permission.READ, "read campaigns")
         before = cursors.decode(b"fc:", cursor, tuple[datetime, UUID]) if cursor else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             repo = CampaignRepository(conn)
@@ -107,7 +108,7 @@ class CampaignService:
 
     async def devices(self, principal: Principal, campaign_id: UUID, *, state: DeviceState | None = None,
                       wave: int | None = None, cursor: str | None = None, limit: int = 100) -> Page:
-        _require(principal, Permission.READ, "read campaigns")
+        require(principal, Permission.READ, "read campaigns")
         after = cursors.decode(b"fd:", cursor, tuple[int, UUID]) if cursor else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             repo = CampaignRepository(conn)
@@ -118,7 +119,7 @@ class CampaignService:
         return Page(items, cursors.encode(b"fd:", [items[-1].wave, str(items[-1].device_id)]) if more else None)
 
     async def device(self, principal: Principal, campaign_id: UUID, device_id: UUID) -> CampaignDeviceTimeline:
-        _require(principal, Permission.READ, "read campaigns")
+        require(principal, Permission.READ, "read campaigns")
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             repo = CampaignRepository(conn)
             device = await repo.device(principal.tenant_id, campaign_id, device_id)
@@ -129,7 +130,7 @@ class CampaignService:
     # -- creating and deleting -------------------------------------------------------------------
 
     async def create(self, principal: Principal, request: CampaignRequest) -> Campaign:
-        _require(principal, Permission.RUN_CAMPAIGNS, "run campaigns")
+        require(principal, Permission.RUN_CAMPAIGNS, "run campaigns")
         errors = settings_violations(request)
         if errors:
             raise ValidationFailed("invalid campaign settings", errors)
@@ -178,7 +179,7 @@ class CampaignService:
             return campaign
 
     async def delete(self, principal: Principal, campaign_id: UUID) -> None:
-        _require(principal, Permission.RUN_CAMPAIGNS, "run campaigns")
+        require(principal, Permission.RUN_CAMPAIGNS, "run campaigns")
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             before = await self._locked(conn, principal.tenant_id, campaign_id, (CampaignStatus.DRAFT,), "delete")
             await CampaignRepository(conn).delete(principal.tenant_id, campaign_id)
@@ -272,7 +273,7 @@ class CampaignService:
                       permission: Permission = Permission.RUN_CAMPAIGNS) -> Campaign:
         """Lock the campaign, check its status allows `action`, apply `change`, then audit and
         publish what it became, all in one transaction."""
-        _require(principal, permission, f"{action} campaigns")
+        require(principal, permission, f"{action} campaigns")
         tenant_id = principal.tenant_id
         async with self.db.tenant_tx(tenant_id) as conn:
             before = await self._locked(conn, tenant_id, campaign_id, allowed, action)
@@ -313,44 +314,3 @@ class CampaignService:
 def _rendered(campaign: Campaign) -> dict[str, Any]:
     """The campaign as the API shows it (events and audit entries carry the same)."""
     return msgspec.to_builtins(campaign)
-
-
-class MaintenanceWindowService:
-    """The city's and its groups' maintenance windows: when installs may happen."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def create(self, principal: Principal, window: WindowCreate) -> MaintenanceWindow:
-        _require(principal, Permission.RUN_CAMPAIGNS, "manage maintenance windows")
-        if window.start == window.end:
-            raise ValidationFailed("invalid window", [FieldError("end", "start and end must differ")])
-        async with self.db.tenant_tx(principal.tenant_id) as conn:
-            repo = CampaignRepository(conn)
-            if window.group_id is not None and not await repo.group_exists(principal.tenant_id, window.group_id):
-                raise ValidationFailed("unknown group", [FieldError(
-                    "group_id", f"no group {window.group_id} in this city")])
-            created = await repo.insert_window(principal.tenant_id, window.group_id, window.name,
-                                               _local_time(window.start), _local_time(window.end), window.weekdays)
-            await record(conn, principal, "maintenance_window.create", "maintenance_window", created.id,
-                         None, msgspec.to_builtins(created))
-            return created
-
-    async def list(self, principal: Principal, group_id: UUID | None = None) -> list[MaintenanceWindow]:
-        _require(principal, Permission.READ, "read maintenance windows")
-        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            return await CampaignRepository(conn).windows(principal.tenant_id, group_id)
-
-    async def delete(self, principal: Principal, window_id: UUID) -> None:
-        _require(principal, Permission.RUN_CAMPAIGNS, "manage maintenance windows")
-        async with self.db.tenant_tx(principal.tenant_id) as conn:
-            deleted = await CampaignRepository(conn).delete_window(principal.tenant_id, window_id)
-            if deleted is None:
-                raise NotFound(f"maintenance window {window_id} not found")
-            await record(conn, principal, "maintenance_window.delete", "maintenance_window", window_id,
-                         msgspec.to_builtins(deleted), None)
-
-
-def _local_time(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))

@@ -114,10 +114,7 @@ async def resolve_target(conn, tenant_id: UUID, target: Target) -> list[UUID]:
     repo = DeviceRepository(conn)
     if target.device_ids:
         ids = list(dict.fromkeys(target.device_ids))
-        found = set(await conn.fetch(
-            "select id from devices where tenant_id = $1 and id = any($2::uuid[]) "
-            "and status <> 'decommissioned'", tenant_id, ids))
-        found_ids = {r["id"] for r in found}
+        found_ids = await repo.in_service(tenant_id, ids)
         missing = [str(d) for d in ids if d not in found_ids]
         if missing:
             raise ValidationFailed("unknown devices", [FieldError(

@@ -212,6 +212,13 @@ class DeviceRepository:
         devices = [device_from_row(r, r["distance_m"] if distance else None) for r in rows]
         return devices, (rows[-1]["seq"] if more else None)
 
+    async def in_service(self, tenant_id: UUID, device_ids: list[UUID]) -> set[UUID]:
+        """Which of these devices exist in the city and are not decommissioned."""
+        rows = await self.conn.fetch(
+            "select id from devices where tenant_id = $1 and id = any($2::uuid[]) "
+            "and status <> 'decommissioned'", tenant_id, device_ids)
+        return {r["id"] for r in rows}
+
     async def ids_matching(self, tenant_id: UUID, device_filter: DeviceFilter) -> list[UUID]:
         sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
         rows = await self.conn.fetch(f"select d.id from devices d where {sql.where} order by d.seq",
