@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fleet.errors import NotFound, ValidationFailed
-from fleet.firmware.delivery import (ChunkCache, Downloads, ImageBytes, TokenCache, default_base_uri, new_token,
-                                     package_uri, without_token)
+from fleet.firmware.caches import ChunkCache, TokenCache
+from fleet.firmware.delivery import (Downloads, ImageBytes, default_base_uri, new_token, package_uri,
+                                     without_token)
 from fleet.firmware.models import Package
 
 TENANT, IMAGE = uuid.uuid4(), uuid.uuid4()
