@@ -1,0 +1,211 @@
+"""Firmware campaigns end to end, over real UDP and real HTTP against real PostgreSQL: a city
+uploads a signed image and runs campaigns over REST; Fleet's listener and the scheduler's leader
+roll it out to simulated streetlights, bins and access points that download (Block2) or take a
+push (Block1), install, reboot and come back on the new version; failures abort a campaign,
+a rollback is named, a window holds installs back, and a node restarted mid-wave loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from api.runtime import alarm_service
+from fleet.campaigns.rollout import CampaignJobs
+from fleet.scheduling.leader import LeaderElection
+from protocols.lwm2m.listener import Listener, open_listener
+from simulators import firmware_transfer, inventory
+from simulators.faults import FaultPlan
+from simulators.firmware import build_image
+from simulators.simulation import SimulationConfig
+from tests.conftest import City, make_city, serve_api
+from tests.fleet.campaigns.rollout_env import Clock
+from tests.simulators.conftest import eventually, running
+
+CAMPAIGNS = "/api/v1/firmware/campaigns"
+NEW = "4.0.0"
+IMAGE = build_image(NEW, 6000)
+WAIT_S = 30.0
+# Short enough for a test, long enough that "healthy for a while" is still checked.
+QUICK = {"health_period_s": 3, "timeouts": {"download_s": 60, "install_s": 30, "token_s": 600}}
+FULL_TIMELINE = ["pending", "waiting", "downloading", "downloaded", "installing", "verifying", "succeeded"]
+
+
+@pytest.fixture(autouse=True)
+def quick_installs(monkeypatch):
+    # Installing and booting take moments, not seconds, so a campaign ends sooner.
+    monkeypatch.setattr(firmware_transfer, "INSTALL_S", 0.3)
+    monkeypatch.setattr(firmware_transfer, "BOOT_S", 0.5)
+
+
+@dataclass
+class Node:
+    """One Fleet node as `fleet serve` composes it: the listener (registrations, the dispatcher,
+    /fw downloads) and the scheduler's leader rolling campaigns out."""
+
+    listener: Listener
+    clock: Clock
+
+
+@contextlib.asynccontextmanager
+async def fleet_node(db, port: int = 0, clock: Clock | None = None) -> AsyncIterator[Node]:
+    alarms = alarm_service(db)
+    clock = clock or Clock()
+    async with open_listener(db, "::", port, sweep_interval_s=0.2, alarm_service=alarms) as listener:
+        jobs = CampaignJobs(db, download_base_uri=f"coap://127.0.0.1:{listener.port}", alarm_service=alarms,
+                            clock=clock, interval_s=0.2)
+        leader = asyncio.create_task(LeaderElection(db, f"node-{listener.port}", retry_s=0.2).run(jobs.lead))
+        try:
+            yield Node(listener, clock)
+        finally:
+            leader.cancel()
+            await asyncio.gather(leader, return_exceptions=True)
+
+
+@dataclass
+class City_:
+    city: City
+    client: httpx.AsyncClient
+    image_id: str
+
+
+@pytest.fixture
+async def city(db) -> AsyncIterator[City_]:
+    """A city over REST: its release key, and the signed image of version NEW."""
+    city = await make_city(db, "seoul")
+    async with serve_api(db) as api, httpx.AsyncClient(
+            base_url=api, headers={"Authorization": f"Bearer {city.key}"}, timeout=30) as client:
+        key = Ed25519PrivateKey.generate()
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        answer = await client.post("/api/v1/firmware/keys", json={"name": "release", "public_key": pem})
+        assert answer.status_code == 201, answer.text
+        answer = await client.post("/api/v1/firmware/images", files={"file": ("fw.bin", IMAGE)}, data={
+            "version": NEW, "models": "", "notes": "e2e", "signature": base64.b64encode(key.sign(IMAGE)).decode()})
+        assert answer.status_code == 201, answer.text
+        yield City_(city, client, answer.json()["id"])
+
+
+async def provision(city: City_, tmp_path: Path, counts: dict[str, int]) -> Path:
+    """The devices imported over REST, and the simulator's devices file naming them."""
+    specs = [spec for kind, count in counts.items()
+             for spec in inventory.plan(city.city.slug, kind, range(1, count + 1), 5)]
+    body = inventory.import_csv(specs)
+    answer = await city.client.post("/api/v1/devices/import", content=body.encode(),
+                                    headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 201, answer.text
+    path = tmp_path / "devices.csv"
+    path.write_text(body)
+    return path
+
+
+def simulation(node: Node, path: Path, counts: dict[str, int], *faults: str) -> SimulationConfig:
+    return SimulationConfig(counts=counts, server=f"coap://127.0.0.1:{node.listener.port}", devices_file=path,
+                            seed=5, progress_s=0, faults=FaultPlan.parse(list(faults)),
+                            # A registration update every ~2.5 s: a health period of 3 s hears
+                            # from each device (they Send only what changed, often nothing).
+                            lifetime_s=3)
+
+
+async def device_ids(city: City_) -> dict[str, str]:
+    answer = await city.client.get("/api/v1/devices", params={"limit": 500})
+    assert answer.status_code == 200, answer.text
+    return {d["endpoint"]: d["id"] for d in answer.json()["items"]}
+
+
+async def all_registered(db, count: int) -> bool:
+    async with db.system_tx() as conn:
+        return await conn.fetchval("select count(*) from registrations r join devices d on d.id = r.device_id "
+                                   "where d.firmware_version is not null") == count
+
+
+async def create_campaign(city: City_, ids, **settings) -> dict:
+    answer = await city.client.post(CAMPAIGNS, json={"image_id": city.image_id, "target": {"device_ids": list(ids)},
+                                                     **(QUICK | settings)})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+async def start(city: City_, campaign: dict) -> dict:
+    answer = await city.client.post(f"{CAMPAIGNS}/{campaign['id']}/start")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def shown(city: City_, campaign: dict) -> dict:
+    answer = await city.client.get(f"{CAMPAIGNS}/{campaign['id']}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def devices_of(city: City_, campaign: dict) -> list[dict]:
+    answer = await city.client.get(f"{CAMPAIGNS}/{campaign['id']}/devices", params={"limit": 500})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["items"]
+
+
+async def finished(city: City_, campaign: dict, statuses=("completed",)) -> dict | None:
+    now = await shown(city, campaign)
+    return now if now["status"] in statuses and not now["counts"].get("installing") \
+        and not now["counts"].get("verifying") else None
+
+
+async def until_finished(db, city: City_, campaign: dict, statuses=("completed",), timeout_s: float = 60) -> dict:
+    """The campaign once it ended (no device installing or verifying); failing, what each
+    device of it was at, so a failure in CI says where the rollout stopped."""
+    try:
+        return await eventually(lambda: finished(city, campaign, statuses), timeout_s=timeout_s)
+    except AssertionError as exc:
+        now = await shown(city, campaign)
+        states = [(d["endpoint"], d["state"], d["reason"], d["detail"]) for d in await devices_of(city, campaign)]
+        raise AssertionError(f"campaign {now['status']} ({now['status_reason']}): {states}") from exc
+
+
+async def timeline(city: City_, campaign: dict, device_id: str) -> list[str]:
+    answer = await city.client.get(f"{CAMPAIGNS}/{campaign['id']}/devices/{device_id}")
+    assert answer.status_code == 200, answer.text
+    return [step["state"] for step in answer.json()["timeline"]]
+
+
+async def executes(db, campaign: dict) -> dict[str, int]:
+    """Updates (Execute /5/0/2) the campaign asked for, per device."""
+    async with db.system_tx() as conn:
+        rows = await conn.fetch(
+            """select c.device_id::text as device_id, count(*) as n from commands c
+               join command_batches b on b.id = c.batch_id
+               where b.origin = $1 and c.path = '/5/0/2' group by c.device_id""", f"firmware:{campaign['id']}")
+    return {r["device_id"]: r["n"] for r in rows}
+
+
+async def versions(db) -> dict[str, str]:
+    """/3/0/3 as Fleet last heard it, per device."""
+    async with db.system_tx() as conn:
+        rows = await conn.fetch("select device_id::text, v_text from device_state where path = '/3/0/3'")
+    return {r["device_id"]: r["v_text"] for r in rows}
+
+
+async def test_a_mixed_fleet_updates_in_waves_pulled_and_pushed(db, city, tmp_path):
+    counts = {"streetlight": 4, "waste_bin": 3, "wifi_ap": 3}
+    path = await provision(city, tmp_path, counts)
+    async with fleet_node(db) as node, running(simulation(node, path, counts)) as sim:
+        await eventually(lambda: all_registered(db, 10), timeout_s=WAIT_S)
+        ids = await device_ids(city)
+        campaign = await create_campaign(city, ids.values(), waves={"canary": 1, "growth": 2})
+        assert (campaign["device_count"], campaign["wave_count"]) == (10, 4)
+        await start(city, campaign)
+        done = await until_finished(db, city, campaign)
+        assert (done["counts"]["succeeded"], done["counts"]["failed"]) == (10, 0), done["counts"]
+        heard = await versions(db)
+        assert {heard[i] for i in ids.values()} == {NEW}
+        assert await executes(db, campaign) == {i: 1 for i in ids.values()}
+        for device_id in ids.values():
+            assert await timeline(city, campaign, device_id) == FULL_TIMELINE
+        assert sim.stats.fw_updated == 10
