@@ -209,3 +209,38 @@ async def test_a_mixed_fleet_updates_in_waves_pulled_and_pushed(db, city, tmp_pa
         for device_id in ids.values():
             assert await timeline(city, campaign, device_id) == FULL_TIMELINE
         assert sim.stats.fw_updated == 10
+
+
+async def test_failures_abort_the_campaign_by_itself_and_a_rollback_is_named(db, city, tmp_path):
+    counts = {"streetlight": 6}
+    path = await provision(city, tmp_path, counts)
+    async with fleet_node(db) as node, running(simulation(node, path, counts)) as sim:
+        await eventually(lambda: all_registered(db, 6), timeout_s=WAIT_S)
+        ids = await device_ids(city)
+        campaign = await create_campaign(city, ids.values(), waves={"canary": 3, "size": 3},
+                                         thresholds={"error_percent": 50, "error_min_count": 3, "on_error": "abort"})
+        members = await devices_of(city, campaign)
+        canary = [d["endpoint"] for d in members if d["wave"] == 0]
+        later = [d["device_id"] for d in members if d["wave"] == 1]
+        # The canary fails: one comes back on its old version, the others fail to install.
+        sim.device(canary[0]).faults.forced = ("fw_rollback",)
+        for endpoint in canary[1:]:
+            sim.device(endpoint).faults.forced = ("fw_install_fail",)
+        await start(city, campaign)
+
+        done = await until_finished(db, city, campaign, statuses=("aborted",))
+        assert "error threshold" in done["status_reason"], done["status_reason"]
+        assert (done["counts"]["failed"], done["counts"]["cancelled"], done["counts"]["succeeded"]) == (3, 3, 0)
+        by_endpoint = {d["endpoint"]: d for d in await devices_of(city, campaign)}
+        assert by_endpoint[canary[0]]["reason"] == "rolled_back"
+        assert {by_endpoint[e]["reason"] for e in canary[1:]} == {"install_failed"}
+        assert {by_endpoint[e]["state"] for e in by_endpoint if e not in canary} == {"cancelled"}
+        # Not yet started: never told anything.
+        assert not set(await executes(db, campaign)) & set(later)
+
+        answer = await city.client.get("/api/v1/alarms", params={"type": "firmware_update_failed"})
+        assert answer.status_code == 200, answer.text
+        alarmed = {a["device_id"] for a in answer.json()["items"]}
+        assert alarmed == {ids[e] for e in canary}
+        assert sim.stats.fw_updated == 0
+        assert (await versions(db))[ids[canary[0]]] != NEW
