@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api.runtime import alarm_service
+from fleet.campaigns import rollout_steps
 from fleet.campaigns.rollout import CampaignJobs
 from fleet.scheduling.leader import LeaderElection
 from protocols.lwm2m.listener import Listener, open_listener
@@ -34,6 +35,7 @@ CAMPAIGNS = "/api/v1/firmware/campaigns"
 NEW = "4.0.0"
 IMAGE = build_image(NEW, 6000)
 WAIT_S = 30.0
+DEBUG = False
 # Short enough for a test, long enough that "healthy for a while" is still checked.
 QUICK = {"health_period_s": 3, "timeouts": {"download_s": 60, "install_s": 30, "token_s": 600}}
 FULL_TIMELINE = ["pending", "waiting", "downloading", "downloaded", "installing", "verifying", "succeeded"]
@@ -44,6 +46,8 @@ def quick_installs(monkeypatch):
     # Installing and booting take moments, not seconds, so a campaign ends sooner.
     monkeypatch.setattr(firmware_transfer, "INSTALL_S", 0.3)
     monkeypatch.setattr(firmware_transfer, "BOOT_S", 0.5)
+    # An observed device quiet this long is read too (its observation may have died with a node).
+    monkeypatch.setattr(rollout_steps, "QUIET_S", 2)
 
 
 @dataclass
@@ -107,12 +111,15 @@ async def provision(city: City_, tmp_path: Path, counts: dict[str, int]) -> Path
     return path
 
 
-def simulation(node: Node, path: Path, counts: dict[str, int], *faults: str) -> SimulationConfig:
-    return SimulationConfig(counts=counts, server=f"coap://127.0.0.1:{node.listener.port}", devices_file=path,
+def simulation(node: Node | int, path: Path, counts: dict[str, int], *faults: str) -> SimulationConfig:
+    port = node if isinstance(node, int) else node.listener.port
+    return SimulationConfig(counts=counts, server=f"coap://127.0.0.1:{port}", devices_file=path,
                             seed=5, progress_s=0, faults=FaultPlan.parse(list(faults)),
                             # A registration update every ~2.5 s: a health period of 3 s hears
                             # from each device (they Send only what changed, often nothing).
-                            lifetime_s=3)
+                            lifetime_s=3,
+                            # Fleet may be gone when the simulation ends: de-register briefly.
+                            deregister_timeout_s=1)
 
 
 async def device_ids(city: City_) -> dict[str, str]:
@@ -166,6 +173,12 @@ async def until_finished(db, city: City_, campaign: dict, statuses=("completed",
     except AssertionError as exc:
         now = await shown(city, campaign)
         states = [(d["endpoint"], d["state"], d["reason"], d["detail"]) for d in await devices_of(city, campaign)]
+        if DEBUG:
+            async with db.system_tx() as conn:
+                for r in await conn.fetch("select d.endpoint, c.operation, c.path, c.value, c.status, c.result, c.error, c.created_at, c.sent_at, c.completed_at, c.attempts from commands c join devices d on d.id = c.device_id order by c.created_at"):
+                    print("DEBUGC", dict(r))
+                for r in await conn.fetch("select d.endpoint, s.path, s.v_num, s.v_text, s.updated_at from device_state s join devices d on d.id = s.device_id where s.path like '/5/%' order by 1, 2"):
+                    print("DEBUGS", dict(r))
         raise AssertionError(f"campaign {now['status']} ({now['status_reason']}): {states}") from exc
 
 
@@ -244,3 +257,41 @@ async def test_failures_abort_the_campaign_by_itself_and_a_rollback_is_named(db,
         assert alarmed == {ids[e] for e in canary}
         assert sim.stats.fw_updated == 0
         assert (await versions(db))[ids[canary[0]]] != NEW
+
+
+
+async def test_a_node_restarted_mid_wave_loses_nothing_and_installs_nothing_twice(db, city, tmp_path):
+    counts = {"streetlight": 3, "waste_bin": 3, "wifi_ap": 2}
+    path = await provision(city, tmp_path, counts)
+    first = fleet_node(db)
+    port = (await first.__aenter__()).listener.port
+    first_running = True
+    try:
+        # A slow link: blocks 0.2 s apart, so downloads are under way when the node stops.
+        async with running(simulation(port, path, counts, "fw_slow=1")) as sim:
+            await eventually(lambda: all_registered(db, 8), timeout_s=WAIT_S)
+            ids = await device_ids(city)
+            campaign = await create_campaign(city, ids.values(), waves={"canary": 2, "growth": 3})
+            await start(city, campaign)
+
+            async def mid_wave() -> bool:
+                now = (await shown(city, campaign))["counts"]
+                return now["succeeded"] >= 1 and now["downloading"] + now["installing"] >= 1
+
+            await eventually(mid_wave, timeout_s=WAIT_S)
+            # The node stops (listener and scheduler's leader); the devices keep going, and a new
+            # node on the same database and port carries on.
+            first_running = False
+            await first.__aexit__(None, None, None)
+            blocks_before = sim.stats.fw_blocks
+            async with fleet_node(db, port):
+                done = await until_finished(db, city, campaign)
+            assert (done["counts"]["succeeded"], done["counts"]["failed"]) == (8, 0), done["counts"]
+            assert await executes(db, campaign) == {i: 1 for i in ids.values()}
+            assert sim.stats.fw_updated == 8
+            assert sim.stats.fw_blocks > blocks_before
+            heard = await versions(db)
+            assert {heard[i] for i in ids.values()} == {NEW}
+    finally:
+        if first_running:
+            await first.__aexit__(None, None, None)

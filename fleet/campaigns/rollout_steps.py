@@ -12,6 +12,9 @@ from fleet.campaigns.models import (DELIVERY_METHODS, Delivery, DeviceState, Fai
 
 # How often Fleet reads /5/0/3 and /5/0/5 of a device that does not notify them.
 POLL_S = 10
+# An observed device quiet this long is read as well: notifications get lost, and an observation
+# lives in the memory of the node that made it, so it ends silently when that node restarts.
+QUIET_S = 30
 # Sub-steps of `downloading` and `installing` (firmware_campaign_devices.step).
 OBSERVE, READ, DELIVER, EXECUTE = "observe", "read", "deliver", "execute"
 # Command statuses after which nothing more happens to it.
@@ -112,7 +115,13 @@ def _result_failure(facts: DeviceFacts, since: datetime | None) -> Fail | None:
 
 
 def _poll_due(facts: DeviceFacts, now: datetime) -> bool:
-    return facts.observing is False and (facts.next_check_at is None or facts.next_check_at <= now)
+    if facts.next_check_at is not None and facts.next_check_at > now:
+        return False
+    if facts.observing is False:
+        return True
+    heard = [r.at for path in ("/5/0/3", "/5/0/5") if (r := facts.readings.get(path)) is not None]
+    last = max([*heard, facts.step_at or facts.state_since])
+    return now - last >= timedelta(seconds=QUIET_S)
 
 
 def decide(facts: DeviceFacts, *, target_version: str, timeouts: Timeouts, health_period_s: int,

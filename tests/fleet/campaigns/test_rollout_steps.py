@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from fleet.campaigns.models import Delivery, DeviceState, FailureReason, Thresholds, Timeouts
-from fleet.campaigns.rollout_steps import (DELIVER, EXECUTE, OBSERVE, READ, Advance, DeviceFacts, Fail, NextStep,
+from fleet.campaigns.rollout_steps import (DELIVER, EXECUTE, OBSERVE, QUIET_S, READ, Advance, DeviceFacts, Fail, NextStep,
                                            Poll, Reading, decide, delivery_from, error_verdict, health_problems,
                                            refused, returned_version, wave_done)
 
@@ -73,6 +73,18 @@ def test_a_device_not_observing_is_polled_when_due():
     later = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_status="succeeded",
                   observing=False, next_check_at=at(5))
     assert next_move(later) is None
+
+
+def test_an_observed_device_quiet_for_long_is_read_too():
+    """Its observation may have died with the node that made it (a restart mid-wave)."""
+    base = dict(step=DELIVER, step_at=T0, command_status="succeeded", observing=True)
+    assert next_move(facts(DeviceState.DOWNLOADING, **base), now=at(QUIET_S - 1)) is None
+    assert next_move(facts(DeviceState.DOWNLOADING, **base), now=at(QUIET_S)) == Poll()
+    heard = {"/5/0/3": Reading(1, at(20))}
+    assert next_move(facts(DeviceState.DOWNLOADING, **base, readings=heard), now=at(QUIET_S + 1)) is None
+    assert next_move(facts(DeviceState.DOWNLOADING, **base, readings=heard, next_check_at=at(QUIET_S + 25)),
+                     now=at(QUIET_S + 20)) is None
+    assert next_move(facts(DeviceState.DOWNLOADING, **base, readings=heard), now=at(QUIET_S + 20)) == Poll()
 
 
 def test_download_failures_and_timeout():
