@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -31,6 +32,8 @@ from simulators.firmware import build_image
 from simulators.simulation import SimulationConfig
 from tests.conftest import City, make_city, serve_api
 from tests.fleet.campaigns.rollout_env import Clock
+from tests.protocols.lwm2m.firmware_rows import downloading
+from tests.protocols.test_libcoap_interop import coap_client, coap_client_binary  # noqa: F401 - a fixture
 from tests.simulators.conftest import eventually, running
 
 CAMPAIGNS = "/api/v1/firmware/campaigns"
@@ -322,3 +325,18 @@ async def test_installs_wait_for_the_window_and_happen_once_it_opens(db, city, t
         assert await executes(db, campaign) == {i: 1 for i in ids.values()}
         for device_id in ids.values():
             assert await timeline(city, campaign, device_id) == FULL_TIMELINE
+
+
+async def test_an_independent_coap_client_downloads_a_package(db, city, tmp_path, coap_client_binary):
+    """libcoap's client fetches a Package URI block-wise (64-byte blocks) and gets the image's
+    exact bytes from Fleet's listener, as a device's own CoAP stack would."""
+    await provision(city, tmp_path, {"streetlight": 1})
+    (device_id,) = (await device_ids(city)).values()
+    async with fleet_node(db) as node:
+        token = await downloading(db, city.city.tenant_id, UUID(device_id), UUID(city.image_id))
+        out = tmp_path / "package.bin"
+        code, output = await coap_client(coap_client_binary, "-b", "64", "-o", str(out),
+                                         f"coap://127.0.0.1:{node.listener.port}/fw/{token}")
+        assert code == 0, output
+        assert out.read_bytes() == IMAGE
+        assert node.listener.server.downloads.blocks_served == -(-len(IMAGE) // 64)
