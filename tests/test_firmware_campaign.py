@@ -52,6 +52,8 @@ def quick_installs(monkeypatch):
     monkeypatch.setattr(firmware_transfer, "BOOT_S", 0.5)
     # An observed device quiet this long is read too (its observation may have died with a node).
     monkeypatch.setattr(rollout_steps, "QUIET_S", 2)
+    # A device that does not notify is read every second rather than every ten.
+    monkeypatch.setattr(rollout_steps, "POLL_S", 1)
 
 
 @dataclass
@@ -115,7 +117,7 @@ async def provision(city: City_, tmp_path: Path, counts: dict[str, int]) -> Path
     return path
 
 
-def simulation(node: Node | int, path: Path, counts: dict[str, int], *faults: str) -> SimulationConfig:
+def simulation(node: Node | int, path: Path, counts: dict[str, int], *faults: str, **options) -> SimulationConfig:
     port = node if isinstance(node, int) else node.listener.port
     return SimulationConfig(counts=counts, server=f"coap://127.0.0.1:{port}", devices_file=path,
                             seed=5, progress_s=0, faults=FaultPlan.parse(list(faults)),
@@ -123,7 +125,7 @@ def simulation(node: Node | int, path: Path, counts: dict[str, int], *faults: st
                             # from each device (they Send only what changed, often nothing).
                             lifetime_s=3,
                             # Fleet may be gone when the simulation ends: de-register briefly.
-                            deregister_timeout_s=1)
+                            deregister_timeout_s=1, **options)
 
 
 async def device_ids(city: City_) -> dict[str, str]:
@@ -177,7 +179,13 @@ async def until_finished(db, city: City_, campaign: dict, statuses=("completed",
     except AssertionError as exc:
         now = await shown(city, campaign)
         states = [(d["endpoint"], d["state"], d["reason"], d["detail"]) for d in await devices_of(city, campaign)]
-        raise AssertionError(f"campaign {now['status']} ({now['status_reason']}): {states}") from exc
+        async with db.system_tx() as conn:
+            commands = [tuple(r) for r in await conn.fetch(
+                """select d.endpoint, c.operation, c.path, c.status, c.attempts, c.error,
+                          to_char(c.created_at, 'MI:SS.MS'), to_char(c.sent_at, 'MI:SS.MS')
+                   from commands c join devices d on d.id = c.device_id order by c.created_at""")]
+        raise AssertionError(f"campaign {now['status']} ({now['status_reason']}): {states}; "
+                             f"commands: {commands}") from exc
 
 
 async def timeline(city: City_, campaign: dict, device_id: str) -> list[str]:
@@ -340,3 +348,37 @@ async def test_an_independent_coap_client_downloads_a_package(db, city, tmp_path
         assert code == 0, output
         assert out.read_bytes() == IMAGE
         assert node.listener.server.downloads.blocks_served == -(-len(IMAGE) // 64)
+
+
+async def test_a_sleeping_device_and_one_that_cannot_be_observed_get_their_steps(db, city, tmp_path):
+    """A bin in queue mode (binding UQ) is sent each step when it next registers or updates; a
+    streetlight that answers Observe on object 5 as a plain read has its states read."""
+    counts = {"streetlight": 1, "waste_bin": 1}
+    path = await provision(city, tmp_path, counts)
+    light, sleeper = (inventory.endpoint_name(city.city.slug, kind, 1) for kind in counts)
+    async with fleet_node(db) as node, running(simulation(
+            node, path, counts, queue_mode=frozenset({sleeper}), unobservable_firmware=frozenset({light}))):
+        await eventually(lambda: all_registered(db, 2), timeout_s=WAIT_S)
+        ids = await device_ids(city)
+        async with db.system_tx() as conn:
+            bindings = dict(await conn.fetch("select endpoint, binding from registrations"))
+        assert bindings == {light: "U", sleeper: "UQ"}
+        campaign = await create_campaign(city, ids.values(), waves={"canary": 2, "size": 1})
+        await start(city, campaign)
+        done = await until_finished(db, city, campaign)
+        assert (done["counts"]["succeeded"], done["counts"]["failed"]) == (2, 0), done["counts"]
+        assert await executes(db, campaign) == {i: 1 for i in ids.values()}
+        for device_id in ids.values():
+            assert await timeline(city, campaign, device_id) == FULL_TIMELINE
+        async with db.system_tx() as conn:
+            steps = await conn.fetch(
+                """select d.endpoint, c.operation, c.path, c.status from commands c
+                   join devices d on d.id = c.device_id order by c.created_at""")
+        # The light: its Observe refused, object 5 read, then /5/0/3 read until Downloaded.
+        light_steps = [(s["operation"], s["path"], s["status"]) for s in steps if s["endpoint"] == light]
+        assert light_steps[:2] == [("observe", "/5/0", "failed"), ("read", "/5/0", "succeeded")]
+        assert ("read", "/5/0/3", "succeeded") in light_steps
+        # The sleeper: each step went out, once it had woken up.
+        assert [(s["operation"], s["path"], s["status"]) for s in steps
+                if s["endpoint"] == sleeper and s["operation"] != "read"] == [
+            ("observe", "/5/0", "succeeded"), ("write", "/5/0/1", "succeeded"), ("execute", "/5/0/2", "succeeded")]
