@@ -196,13 +196,14 @@ async def timeline(city: CityApi, campaign: dict, device_id: str) -> list[str]:
     return [step["state"] for step in answer.json()["timeline"]]
 
 
-async def executes(db, campaign: dict) -> dict[str, int]:
-    """Updates (Execute /5/0/2) the campaign asked for, per device."""
+async def executes(db, campaign: dict, paths: tuple[str, ...] = ("/5/0/2",)) -> dict[str, int]:
+    """Steps on `paths` the campaign asked for (by default Updates: Execute /5/0/2), per device."""
     async with db.system_tx() as conn:
         rows = await conn.fetch(
             """select c.device_id::text as device_id, count(*) as n from commands c
                join command_batches b on b.id = c.batch_id
-               where b.origin = $1 and c.path = '/5/0/2' group by c.device_id""", f"firmware:{campaign['id']}")
+               where b.origin = $1 and c.path = any($2::text[]) group by c.device_id""",
+            f"firmware:{campaign['id']}", list(paths))
     return {r["device_id"]: r["n"] for r in rows}
 
 
@@ -299,6 +300,8 @@ async def test_a_node_restarted_mid_wave_loses_nothing_and_installs_nothing_twic
                 done = await until_finished(db, city, campaign)
             assert (done["counts"]["succeeded"], done["counts"]["failed"]) == (8, 0), done["counts"]
             assert await executes(db, campaign) == {i: 1 for i in ids.values()}
+            # Downloads carried on from where they were: each package delivered once.
+            assert await executes(db, campaign, ("/5/0/1", "/5/0/0")) == {i: 1 for i in ids.values()}
             assert sim.stats.fw_updated == 8
             assert sim.stats.fw_blocks > blocks_before
             heard = await versions(db)
