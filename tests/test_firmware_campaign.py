@@ -58,8 +58,9 @@ def quick_installs(monkeypatch):
 
 @dataclass
 class Node:
-    """One Fleet node as `fleet serve` composes it: the listener (registrations, the dispatcher,
-    /fw downloads) and the scheduler's leader rolling campaigns out."""
+    """One Fleet node: the listener as `fleet serve` opens it (registrations, the dispatcher, /fw
+    downloads) and a real scheduler leader running the rollout (`CampaignJobs`, as run_scheduler
+    composes it, here with a clock the window test can set)."""
 
     listener: Listener
     clock: Clock
