@@ -46,7 +46,9 @@ INTERVAL_S = 1.0
 # Campaign changes, command outcomes and alarms all publish events: a pass soon after one.
 WAKE_CHANNEL = EVENTS_CHANNEL
 ALARM_BATCH = 500
-# How long a read of object 5 (to learn the delivery method) may wait for a sleeping device.
+# How long a read of object 5 (to learn the delivery method), or an Update, may wait for a
+# sleeping device to wake. A device that is not asleep and does not take its Update in time
+# fails `never_came_back`, and its Update is called off.
 READ_EXPIRY = timedelta(hours=24)
 
 
@@ -278,7 +280,8 @@ class CampaignPass:
         ready = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.DOWNLOADED, 100_000)
         moved = await self.repo.start_installs(self.tenant_id, self.campaign_id, await self._open_now(ready))
         await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.EXECUTE, "/5/0/2", moved,
-                                     [None] * len(moved), timedelta(seconds=self.settings.timeouts.install_s))
+                                     [None] * len(moved),
+                                     max(READ_EXPIRY, timedelta(seconds=self.settings.timeouts.install_s)))
         self.changed = self.changed or bool(moved)
 
     async def _start_downloads(self) -> None:

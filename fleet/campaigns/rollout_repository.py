@@ -102,8 +102,8 @@ class RolloutRepository:
         return await self.conn.fetch(
             f"""select d.device_id, d.state, d.state_since, d.step, d.step_at, d.previous_version, d.observing,
                        d.install_sent_at, d.returned_at, d.next_check_at,
-                       c.status as command_status, c.error as command_error,
-                       r.registered_at, r.updated_at as registration_updated_at,
+                       c.status as command_status, c.error as command_error, c.sent_at as command_sent_at,
+                       coalesce(r.binding like '%Q%', false) as queue_mode, r.registered_at, r.updated_at as registration_updated_at,
                        r.expires_at as registration_expires_at,
                        v.firmware_version, v.updated_at as firmware_at,
                        (select max(s.updated_at) from device_state s where s.device_id = d.device_id)

@@ -43,6 +43,8 @@ class DeviceFacts:
     next_check_at: datetime | None = None
     command_status: str | None = None
     command_error: str | None = None
+    command_sent_at: datetime | None = None  # when the step under way went out to the device
+    queue_mode: bool = False  # registered with binding UQ: told only when it wakes
     # The latest /5/0/9, /5/0/3, /5/0/5 and /3/0/3, by path.
     readings: Mapping[str, Reading] = field(default_factory=dict)
     last_report_at: datetime | None = None  # anything the device reported
@@ -193,7 +195,11 @@ def _installing(facts: DeviceFacts, target_version: str, timeouts: Timeouts, now
         if version == facts.previous_version:
             return Fail(FailureReason.ROLLED_BACK, f"came back on {version}")
         return Fail(FailureReason.INSTALL_FAILED, f"came back on {version}, not {target_version}")
-    sent = facts.install_sent_at or facts.state_since
+    if facts.queue_mode and facts.command_status == "queued":
+        # A sleeping device gets its Update when it next wakes (the Update's expiry bounds that
+        # wait); its install time starts once the Update went out.
+        return None
+    sent = facts.command_sent_at or facts.install_sent_at or facts.state_since
     if now - sent > timedelta(seconds=timeouts.install_s):
         detail = f"did not come back on the new version within {timeouts.install_s} s"
         if facts.command_status in ("queued", "expired", "cancelled"):

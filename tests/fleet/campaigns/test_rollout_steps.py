@@ -139,6 +139,18 @@ def test_install_failures():
     assert next_move(unknown) is None  # waits for the device, not a second Update
 
 
+def test_a_sleeping_device_has_the_whole_install_time_from_when_it_got_the_update():
+    asleep = installing(command_status="queued", queue_mode=True)
+    assert next_move(asleep, now=at(301)) is None  # the Update waits for it to wake
+    woke_late = installing(command_status="succeeded", command_sent_at=at(250), queue_mode=True)
+    assert not isinstance(next_move(woke_late, now=at(301)), Fail)  # read perhaps, not failed
+    assert next_move(woke_late, now=at(551)).reason is FailureReason.NEVER_CAME_BACK
+    never_woke = next_move(installing(command_status="expired", queue_mode=True), now=at(301))
+    assert never_woke.reason is FailureReason.NEVER_CAME_BACK and "never reached it" in never_woke.detail
+    awake = next_move(installing(command_status="queued"), now=at(301))  # not asleep: unreachable
+    assert awake.reason is FailureReason.NEVER_CAME_BACK and "never reached it" in awake.detail
+
+
 def verifying(**fields) -> DeviceFacts:
     return facts(DeviceState.VERIFYING, returned_at=T0, registration_expires_at=at(3600), **fields)
 
