@@ -64,7 +64,8 @@ def _update_due(client: LwM2MClient) -> None:
 
 class LwM2MClient(Endpoint):
     __slots__ = ("device", "state", "location", "wants", "observations", "retry_s", "update_due",
-                 "lifetime_s", "lifetime_changed", "ever_registered", "full_report")
+                 "lifetime_s", "lifetime_changed", "ever_registered", "full_report", "queue_mode",
+                 "observes_firmware")
 
     def __init__(self, device: SimulatedDevice, network: Network) -> None:
         super().__init__(network, device.noise, device.endpoint)
@@ -79,6 +80,11 @@ class LwM2MClient(Endpoint):
         self.lifetime_changed = False
         self.ever_registered = False
         self.full_report = True
+        # Binding UQ: the server holds its requests until the device registers or updates.
+        self.queue_mode = False
+        # False: Observe on object 5 is answered as a plain read (RFC 7641 §2), so the server
+        # learns of download and install states only by reading them.
+        self.observes_firmware = True
 
     # -- what the server sends that is not an answer ------------------------------------------
 
@@ -203,7 +209,8 @@ class LwM2MClient(Endpoint):
         options = [(coap.URI_PATH, b"rd"), (coap.CONTENT_FORMAT, coap.uint(40)),
                    (coap.URI_QUERY, f"ep={self.device.endpoint}".encode()),
                    (coap.URI_QUERY, f"lt={self.lifetime_s}".encode()),
-                   (coap.URI_QUERY, b"lwm2m=1.1"), (coap.URI_QUERY, b"b=U")]
+                   (coap.URI_QUERY, b"lwm2m=1.1"),
+                   (coap.URI_QUERY, b"b=UQ" if self.queue_mode else b"b=U")]
         self.network.registering += 1
         self.request(REGISTER, coap.POST, options, self.device.tree.registration_links)
 

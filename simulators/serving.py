@@ -99,7 +99,7 @@ def _handle(client: LwM2MClient, request: coap.Message, options: list) -> tuple[
             return coap.CONTENT, tree.discover(path)
         observe = request.uint_option(coap.OBSERVE)
         fmt, payload = encode(tree.readings(device, path), path, accept)
-        if observe == 0:
+        if observe == 0 and (client.observes_firmware or path.object != firmware_transfer.PACKAGE.object):
             if client.observations is None:
                 client.observations = {}
             client.observations[request.token] = Observation(client, request.token, path, accept, payload)

@@ -69,6 +69,10 @@ class SimulationConfig:
     deregister_timeout_s: float = 15.0
     # Firmware blocks (RFC 7959) every device asks for and accepts; None: its model's.
     firmware_block_size: int | None = None
+    # Endpoints that register in queue mode (binding UQ), and those that cannot be observed on
+    # object 5 (Fleet must read their firmware states).
+    queue_mode: frozenset[str] = frozenset()
+    unobservable_firmware: frozenset[str] = frozenset()
 
 
 def server_address(uri: str) -> tuple[int, tuple]:
@@ -243,6 +247,8 @@ class Simulation:
                                                    if spec.endpoint in chosen))
             device = KINDS[spec.kind](spec, world, faults)
             client = LwM2MClient(device, network)
+            client.queue_mode = spec.endpoint in config.queue_mode
+            client.observes_firmware = spec.endpoint not in config.unobservable_firmware
             device.link = client
             self.devices.append(device)
             self.clients.append(client)

@@ -47,7 +47,9 @@ INTERVAL_S = 1.0
 # Campaign changes, command outcomes and alarms all publish events: a pass soon after one.
 WAKE_CHANNEL = EVENTS_CHANNEL
 ALARM_BATCH = 500
-# How long a read of object 5 (to learn the delivery method) may wait for a sleeping device.
+# How long a read of object 5 (to learn the delivery method), or an Update, may wait for a
+# sleeping device to wake. A device that is not asleep and does not take its Update in time
+# fails `never_came_back`, and its Update is called off.
 READ_EXPIRY = timedelta(hours=24)
 
 
@@ -283,13 +285,14 @@ class CampaignPass:
         ready = await self.repo.in_state(self.tenant_id, self.campaign_id, DeviceState.DOWNLOADED, 100_000)
         open_now = await self._open_now(ready)
         moved = await self.repo.start_installs(self.tenant_id, self.campaign_id, list(open_now))
-        # An Update a sleeping device has not fetched by the time its window closes expires: it
-        # is not installed outside the window, and the device waits for the next one.
-        install = timedelta(seconds=self.settings.timeouts.install_s)
+        # An Update waits for a sleeping device to wake (a day, or install_s if longer), but never
+        # past its window's close: one not fetched by then expires, and the device waits,
+        # downloaded, for the next window; it is never installed outside one.
+        wait = max(READ_EXPIRY, timedelta(seconds=self.settings.timeouts.install_s))
         by_expiry: dict[timedelta, list[UUID]] = {}
         for device_id in moved:
             left = open_now[device_id]
-            expiry = install if left is None else min(install, _whole_minutes(left))
+            expiry = wait if left is None else min(wait, _whole_minutes(left))
             by_expiry.setdefault(expiry, []).append(device_id)
         for expiry, device_ids in by_expiry.items():
             await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.EXECUTE, "/5/0/2",

@@ -92,7 +92,8 @@ class RolloutRepository:
                        d.install_sent_at, d.returned_at, d.next_check_at,
                        c.status as command_status, c.error as command_error, c.sent_at as command_sent_at,
                        c.completed_at as command_completed_at,
-                       r.registered_at, r.updated_at as registration_updated_at,
+                       coalesce(r.binding like '%Q%', false) as queue_mode, r.registered_at,
+                       r.updated_at as registration_updated_at,
                        r.expires_at as registration_expires_at,
                        v.firmware_version, v.updated_at as firmware_at,
                        (select max(s.updated_at) from device_state s where s.device_id = d.device_id)

@@ -17,6 +17,9 @@ POLL_S = 10
 # package), notified a moment after its 4.xx answer: waited for this long before the failure is
 # named by the answer alone.
 REPORT_GRACE_S = 5
+# An observed device quiet this long is read as well: notifications get lost, and an observation
+# lives in the memory of the node that made it, so it ends silently when that node restarts.
+QUIET_S = 30
 # Sub-steps of `downloading` and `installing` (firmware_campaign_devices.step).
 OBSERVE, READ, DELIVER, EXECUTE = "observe", "read", "deliver", "execute"
 # Command statuses after which nothing more happens to it.
@@ -47,6 +50,7 @@ class DeviceFacts:
     command_error: str | None = None
     command_sent_at: datetime | None = None  # when a dispatcher took the step to the device
     command_completed_at: datetime | None = None
+    queue_mode: bool = False  # registered with binding UQ: told only when it wakes
     # The latest /5/0/9, /5/0/3, /5/0/5 and /3/0/3, by path.
     readings: Mapping[str, Reading] = field(default_factory=dict)
     last_report_at: datetime | None = None  # anything the device reported
@@ -128,7 +132,13 @@ def _result_failure(facts: DeviceFacts, since: datetime | None) -> Fail | None:
 
 
 def _poll_due(facts: DeviceFacts, now: datetime) -> bool:
-    return facts.observing is False and (facts.next_check_at is None or facts.next_check_at <= now)
+    if facts.next_check_at is not None and facts.next_check_at > now:
+        return False
+    if facts.observing is False:
+        return True
+    heard = [r.at for path in ("/5/0/3", "/5/0/5") if (r := facts.readings.get(path)) is not None]
+    last = max([*heard, facts.step_at or facts.state_since])
+    return now - last >= timedelta(seconds=QUIET_S)
 
 
 def decide(facts: DeviceFacts, *, target_version: str, timeouts: Timeouts, health_period_s: int,
@@ -213,13 +223,19 @@ def _installing(facts: DeviceFacts, target_version: str, timeouts: Timeouts, now
             return Fail(FailureReason.ROLLED_BACK, f"came back on {version}")
         return Fail(FailureReason.INSTALL_FAILED, f"came back on {version}, not {target_version}")
     queued_at = facts.install_sent_at or facts.state_since
-    if (facts.step == EXECUTE and facts.command_status == "expired" and facts.command_sent_at is None
-            and now - queued_at < timedelta(seconds=timeouts.install_s)):
+    registered = facts.registration_expires_at is not None and facts.registration_expires_at > now
+    if facts.step == EXECUTE and facts.command_status == "expired" and facts.command_sent_at is None:
+        if not registered:
+            return Fail(FailureReason.TIMED_OUT, "went offline before its Update reached it")
         # A sleeping device did not wake for its Update before its window closed (the command
         # expires with it): it keeps its package and waits for the next window.
         return Advance(DeviceState.DOWNLOADED)
+    if facts.queue_mode and registered and facts.command_status == "queued":
+        # A sleeping device gets its Update when it next wakes (the Update's expiry bounds that
+        # wait); its install time starts once the Update went out.
+        return None
     # The device has install_s from the moment the Update went to it; one never sent has as
-    # long from when it was queued (its command expires by then).
+    # long from when it was queued.
     sent = update_sent_at(facts) or queued_at
     if now - sent > timedelta(seconds=timeouts.install_s):
         detail = f"did not come back on the new version within {timeouts.install_s} s"

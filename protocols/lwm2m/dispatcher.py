@@ -247,7 +247,7 @@ class Dispatcher:
         except RequestFailed as exc:
             self._record(Outcome(command.id, False, None, f"no answer: {exc}"))
         except DeviceRequestFailed as exc:
-            self._record(Outcome(command.id, False, None, exc.detail, retryable=not (exc.code or "").startswith("4")))
+            self._record(Outcome(command.id, False, None, exc.detail, retryable=exc.retryable))
         except Exception as exc:  # noqa: BLE001 - an unexpected error must not leave the command `sent`
             log.exception("command delivery failed", command=str(command.id))
             self._record(Outcome(command.id, False, None, f"internal error: {type(exc).__name__}"))
@@ -295,9 +295,7 @@ class Dispatcher:
             state = _written_state(command) if command.operation is Operation.WRITE else None
             outcome = Outcome(command.id, True, result, state=state)
         except DeviceRequestFailed as exc:
-            # 4.xx means the device understood and refused: retrying cannot help.
-            outcome = Outcome(command.id, False, None, exc.detail,
-                              retryable=not (exc.code or "").startswith("4"))
+            outcome = Outcome(command.id, False, None, exc.detail, retryable=exc.retryable)
         except CodecError as exc:
             outcome = Outcome(command.id, False, None, f"undecodable answer: {exc}", retryable=False)
         except NotFound as exc:  # what the command names is gone (a firmware image): no retry helps

@@ -37,10 +37,13 @@ PUSH_BLOCK_SIZE = 1024
 class DeviceRequestFailed(Exception):
     """The device answered with an error code, or did not answer at all."""
 
-    def __init__(self, detail: str, code: str | None = None) -> None:
+    def __init__(self, detail: str, code: str | None = None, *, final: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.code = code
+        # 4.xx means the device understood and refused, and `final` an answer that says the
+        # same otherwise (no Observe in it): retrying cannot help.
+        self.retryable = not final and not (code or "").startswith("4")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +239,7 @@ class DeviceClient:
         pending = self.context.request(request)
         response = await self._await(pending.response)
         if response.opt.observe is None:
-            raise DeviceRequestFailed("device does not support observing this path")
+            raise DeviceRequestFailed("device does not support observing this path", final=True)
         return Observation(self, address, path, accept, pending, response, on_readings), response.opt.content_format
 
     def deregister(self, address: DeviceAddress, path: ResourcePath, accept: int, token: bytes,

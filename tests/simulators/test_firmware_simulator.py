@@ -40,6 +40,7 @@ class Directory(resource.Resource):
         number = str(sum(len(v) for v in self.server.registrations.values()) + 1)
         self.server.site.add_resource(("rd", number), Accepting())
         self.server.registrations.setdefault(query["ep"], []).append(request.remote.hostinfo)
+        self.server.bindings[query["ep"]] = query.get("b")
         return Message(code=Code.CREATED, location_path=("rd", number))
 
 
@@ -70,6 +71,7 @@ class Package(resource.Resource):
 class TinyServer:
     def __init__(self) -> None:
         self.registrations: dict[str, list[str]] = {}
+        self.bindings: dict[str, str | None] = {}
         self.site = resource.Site()
         self.site.add_resource(("rd",), Directory(self))
         self.site.add_resource(("dp",), Accepting())
@@ -250,6 +252,22 @@ async def test_each_firmware_fault_and_bad_package_ends_as_it_should(tmp_path):
         assert sim.device(light(6)).link.silent
         for fault in faults:
             assert sim.stats.faults.get(fault) == 1, fault
+
+
+async def test_a_device_told_so_sleeps_in_queue_mode_or_cannot_be_observed_on_object_5(tmp_path):
+    counts = {"streetlight": 2}
+    sleeper, plain = light(1), light(2)
+    async with tiny_server() as server, running(config(
+            server, devices_file(tmp_path, counts), counts, queue_mode=frozenset({sleeper}),
+            unobservable_firmware=frozenset({plain}))):
+        await eventually(lambda: all_registered(server, 2))
+        assert server.bindings == {sleeper: "UQ", plain: "U"}
+        for endpoint, observable in ((sleeper, True), (plain, False)):
+            for path in ("/5/0/3", "/3/0/3"):
+                answer = await server.ask(endpoint, Code.GET, path, observe=0, accept=TEXT)
+                assert answer.code == Code.CONTENT
+                # Only object 5 of the one told so is answered as a plain read (RFC 7641 §2).
+                assert (answer.opt.observe is not None) == (observable or path == "/3/0/3"), (endpoint, path)
 
 
 def test_firmware_faults_are_chosen_like_the_others_but_wait_for_an_update():

@@ -229,6 +229,20 @@ async def test_a_device_that_never_comes_back_fails(rollout):
     assert execute["status"] == "cancelled"
 
 
+async def test_a_sleeping_device_keeps_its_update_until_it_wakes(rollout):
+    (device,) = await rollout.campaign([0], timeouts={"install_s": 60}, **QUICK)
+    async with rollout.db.system_tx() as conn:
+        await conn.execute("update registrations set binding = 'UQ' where device_id = $1", device)
+    await rollout.start()
+    await installing(rollout, device, taken=False)  # asleep: no dispatcher could send it yet
+    rollout.clock.offset = dt.timedelta(seconds=61)
+    await rollout.tick()
+    assert await rollout.state(device) == "installing"
+    (execute,) = await rollout.commands(device, "/5/0/2")
+    assert execute["status"] == "queued"
+    assert execute["expires_at"] - execute["created_at"] >= dt.timedelta(hours=24)
+
+
 async def test_a_refused_update_failed_to_install(rollout):
     (device,) = await rollout.campaign([0], **QUICK)
     await rollout.start()

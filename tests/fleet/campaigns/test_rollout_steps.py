@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from fleet.campaigns.models import Delivery, DeviceState, FailureReason, Thresholds, Timeouts
-from fleet.campaigns.rollout_steps import (DELIVER, EXECUTE, OBSERVE, READ, Advance, DeviceFacts, Fail, NextStep,
+from fleet.campaigns.rollout_steps import (DELIVER, EXECUTE, OBSERVE, QUIET_S, READ, Advance, DeviceFacts, Fail, NextStep,
                                            Poll, Reading, decide, delivery_from, error_verdict, health_problems,
                                            refused, reported_code, returned_version, wave_done,
                                            wave_held)
@@ -76,6 +76,18 @@ def test_a_device_not_observing_is_polled_when_due():
     assert next_move(later) is None
 
 
+def test_an_observed_device_quiet_for_long_is_read_too():
+    """Its observation may have died with the node that made it (a restart mid-wave)."""
+    base = dict(step=DELIVER, step_at=T0, command_status="succeeded", observing=True)
+    assert next_move(facts(DeviceState.DOWNLOADING, **base), now=at(QUIET_S - 1)) is None
+    assert next_move(facts(DeviceState.DOWNLOADING, **base), now=at(QUIET_S)) == Poll()
+    heard = {"/5/0/3": Reading(1, at(20))}
+    assert next_move(facts(DeviceState.DOWNLOADING, **base, readings=heard), now=at(QUIET_S + 1)) is None
+    assert next_move(facts(DeviceState.DOWNLOADING, **base, readings=heard, next_check_at=at(QUIET_S + 25)),
+                     now=at(QUIET_S + 20)) is None
+    assert next_move(facts(DeviceState.DOWNLOADING, **base, readings=heard), now=at(QUIET_S + 20)) == Poll()
+
+
 def test_download_failures_and_timeout():
     refusal = facts(DeviceState.DOWNLOADING, step=DELIVER, step_at=T0, command_sent_at=T0, command_status="failed",
                     command_error="device answered 4.00 Bad Request: bad uri")
@@ -112,14 +124,17 @@ def test_a_sleeping_device_registering_before_its_update_went_out_has_not_come_b
     assert next_move(installing(**waking, command_status="sent", command_sent_at=at(31))) is None
     back = installing(registered_at=at(90), readings={"/3/0/3": Reading("2.0", at(91))}, command_sent_at=at(31))
     assert next_move(back, now=at(92)) == Advance(DeviceState.VERIFYING)
-    # install_s (300 s) runs from the sending; one never sent ends when its command would expire.
-    assert next_move(installing(command_status="sent", command_sent_at=at(200)), now=at(400)) is None
-    late = next_move(installing(command_status="expired", command_sent_at=None), now=at(301))
-    assert late == Fail(FailureReason.NEVER_CAME_BACK,
-                        "did not come back on the new version within 300 s (the Update never reached it)")
-    # One whose window closed first (its Update expired with it) waits for the next window.
-    assert next_move(installing(command_status="expired", command_sent_at=None), now=at(120)) == \
-        Advance(DeviceState.DOWNLOADED)
+    # install_s (300 s) runs from the sending (a quiet device is read meanwhile, never failed).
+    assert not isinstance(next_move(installing(command_status="sent", command_sent_at=at(200)), now=at(400)), Fail)
+    # An Update that expired before it reached the device (its window closed, or a day passed):
+    # a device still registered keeps its package and waits for the next window, however late;
+    # one that went offline meanwhile has timed out.
+    registered = dict(registration_expires_at=at(3600))
+    for now in (at(120), at(301)):
+        assert next_move(installing(command_status="expired", command_sent_at=None, **registered), now=now) == \
+            Advance(DeviceState.DOWNLOADED)
+    assert next_move(installing(command_status="expired", command_sent_at=None), now=at(301)) == \
+        Fail(FailureReason.TIMED_OUT, "went offline before its Update reached it")
 
 
 def test_back_on_the_target_version_is_verified_the_old_one_rolled_back():
@@ -145,6 +160,18 @@ def test_install_failures():
     assert next_move(refused_execute).reason is FailureReason.INSTALL_FAILED
     unknown = installing(command_status="failed", command_error="outcome unknown after a node stopped")
     assert next_move(unknown) is None  # waits for the device, not a second Update
+
+
+def test_a_sleeping_device_has_the_whole_install_time_from_when_it_got_the_update():
+    asleep = installing(command_status="queued", queue_mode=True, registration_expires_at=at(3600))
+    assert next_move(asleep, now=at(301)) is None  # the Update waits for it to wake
+    woke_late = installing(command_status="succeeded", command_sent_at=at(250), queue_mode=True)
+    assert not isinstance(next_move(woke_late, now=at(301)), Fail)  # read perhaps, not failed
+    assert next_move(woke_late, now=at(551)).reason is FailureReason.NEVER_CAME_BACK
+    never_woke = next_move(installing(command_status="expired", queue_mode=True), now=at(301))
+    assert never_woke.reason is FailureReason.NEVER_CAME_BACK and "never reached it" in never_woke.detail
+    awake = next_move(installing(command_status="queued"), now=at(301))  # not asleep: unreachable
+    assert awake.reason is FailureReason.NEVER_CAME_BACK and "never reached it" in awake.detail
 
 
 def verifying(**fields) -> DeviceFacts:
