@@ -55,8 +55,11 @@ class Sample:
     succeeded: int
     failed: int
     fw_blocks: int  # devices' counter, cumulative
+    sim_t: float  # when the devices' process took that count (its STATS line), seconds since the start
     sim_cpu_s: float
     fleet_cpu_s: float
+    postgres_cpu_s: float
+    machine_busy_s: float  # all processes' CPU since boot (/proc/stat), to tell the others' share
 
 
 @dataclass
@@ -82,10 +85,30 @@ def free_tcp_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpu_s(pid: int) -> float:
+def cpu_s(pid: int, *, children: bool = False) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_s(postmaster: int) -> float:
+    """The server's CPU: the postmaster's, its live backends' and its ended children's."""
+    total = cpu_s(postmaster, children=True)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def machine_busy_s() -> float:
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in stat.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 async def _city(dsn: str) -> str:
@@ -242,7 +265,7 @@ async def _wave_times(dsn: str, campaign_id: str) -> tuple[list[dict], dict[str,
 
 
 async def campaign(api: httpx.AsyncClient, args: argparse.Namespace, image_id: str, fleet_pid: int,
-                   devices: Devices, report: Report) -> str:
+                   postmaster: int, devices: Devices, report: Report) -> str:
     body = {"image_id": image_id, "target": {"filter": {"kind": "streetlight"}}, "name": "bench 2.0.0",
             "waves": {"canary_percent": 1, "growth": 4}, "concurrency": args.concurrency,
             "health_period_s": args.health_period}
@@ -251,7 +274,7 @@ async def campaign(api: httpx.AsyncClient, args: argparse.Namespace, image_id: s
     campaign_id = created.json()["id"]
     report.options["waves"] = [w["devices"] for w in created.json()["waves"]]
     blocks0 = devices.stats["fw_blocks"]
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     (await api.post(f"/api/v1/firmware/campaigns/{campaign_id}/start")).raise_for_status()
     while True:
         await asyncio.sleep(POLL_S)
@@ -260,9 +283,11 @@ async def campaign(api: httpx.AsyncClient, args: argparse.Namespace, image_id: s
         state = answer.json()
         counts = state["counts"]
         elapsed = time.monotonic() - t0
+        sim = devices.stats
         report.samples.append(Sample(round(elapsed, 1), rss_kib(fleet_pid), counts.get("downloading", 0),
-                                     counts["succeeded"], counts["failed"], devices.stats["fw_blocks"] - blocks0,
-                                     devices.stats["cpu_s"], round(cpu_s(fleet_pid), 2)))
+                                     counts["succeeded"], counts["failed"], sim["fw_blocks"] - blocks0,
+                                     round(sim.get("t", wall0) - wall0, 2), sim["cpu_s"], round(cpu_s(fleet_pid), 2),
+                                     round(postgres_cpu_s(postmaster), 2), round(machine_busy_s(), 2)))
         sample = report.samples[-1]
         if int(elapsed) % 10 == 0:
             print(f"  [{elapsed:5.0f}s] {state['status']} wave {state.get('current_wave')} "
@@ -303,7 +328,8 @@ async def run(args: argparse.Namespace, report: Report) -> None:
                         image_id = await _release(api, args.size)
                         await asyncio.sleep(5)  # let the registration storm's writes drain
                         report.fleet_idle_rss_kib = rss_kib(fleet.pid)
-                        campaign_id = await campaign(api, args, image_id, fleet.pid, devices, report)
+                        postmaster = int((work / "pg" / "pgdata" / "postmaster.pid").read_text().split()[0])
+                        campaign_id = await campaign(api, args, image_id, fleet.pid, postmaster, devices, report)
                         report.waves, report.failures = await _wave_times(dsn, campaign_id)
                         await baseline(args, devices, report)
                     finally:
@@ -340,10 +366,10 @@ def _window_rate(samples: list[Sample], seconds: float) -> tuple[float, Sample |
     """The highest block rate over any `seconds` of the campaign, and where it ended."""
     best, at = 0.0, None
     for i, end in enumerate(samples):
-        starts = [s for s in samples[:i] if end.t - s.t >= seconds]
+        starts = [s for s in samples[:i] if end.sim_t - s.sim_t >= seconds]
         if starts:
             start = starts[-1]
-            rate = (end.fw_blocks - start.fw_blocks) / (end.t - start.t)
+            rate = (end.fw_blocks - start.fw_blocks) / max(end.sim_t - start.sim_t, 1e-3)
             if rate > best:
                 best, at = rate, end
     return best, at
@@ -385,8 +411,12 @@ def summary(report: Report) -> list[str]:
                      f"at the end {s[-1].rss_kib // 1024} MiB; peak by devices downloading at once: "
                      + ", ".join(f"{k}-{k + 249}: {v // 1024} MiB" for k, v in sorted(by_load.items())))
         lines.append(f"baseline server RSS: {report.baseline_server}")
-        lines.append(f"CPU during the campaign: Fleet {s[-1].fleet_cpu_s - s[0].fleet_cpu_s:.0f} s, simulated devices "
-                     f"{s[-1].sim_cpu_s - s[0].sim_cpu_s:.0f} s, over {s[-1].t - s[0].t:.0f} s")
+        span_s = s[-1].t - s[0].t
+        shares = {"Fleet": s[-1].fleet_cpu_s - s[0].fleet_cpu_s, "PostgreSQL": s[-1].postgres_cpu_s - s[0].postgres_cpu_s,
+                  "simulated devices": s[-1].sim_cpu_s - s[0].sim_cpu_s}
+        shares["everything else on the machine"] = s[-1].machine_busy_s - s[0].machine_busy_s - sum(shares.values())
+        lines.append(f"CPU during the campaign ({span_s:.0f} s), in cores: "
+                     + ", ".join(f"{k} {v / span_s:.2f}" for k, v in shares.items()))
     return lines
 
 
@@ -396,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128 * 1024)
     parser.add_argument("--concurrency", type=int, default=1000)
     parser.add_argument("--health-period", type=int, default=0)
-    parser.add_argument("--baseline-devices", type=int, default=2000)
+    parser.add_argument("--baseline-devices", type=int, default=1000)
     parser.add_argument("--limit", type=float, default=900.0, help="give up on the campaign after so many seconds")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
