@@ -74,6 +74,7 @@ class Report:
     counts: dict = field(default_factory=dict)
     waves: list = field(default_factory=list)
     failures: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)  # p50/p90 per device state, and of the engine's commands
     samples: list[Sample] = field(default_factory=list)
     baseline: dict = field(default_factory=dict)
     baseline_server: dict = field(default_factory=dict)
@@ -236,7 +237,7 @@ async def _release(api: httpx.AsyncClient, size: int) -> str:
     return answer.json()["id"]
 
 
-async def _wave_times(dsn: str, campaign_id: str) -> tuple[list[dict], dict[str, int]]:
+async def _wave_times(dsn: str, campaign_id: str) -> tuple[list[dict], dict[str, int], dict]:
     """Per wave, from the devices' timelines (PostgreSQL's clock), seconds since the start."""
     conn = await asyncpg.connect(dsn)
     try:
@@ -254,6 +255,27 @@ async def _wave_times(dsn: str, campaign_id: str) -> tuple[list[dict], dict[str,
                from firmware_campaign_devices d join firmware_device_steps s
                     on s.campaign_id = d.campaign_id and s.device_id = d.device_id, started
                where d.campaign_id = $1 group by d.wave, started.started_at order by d.wave""", campaign_id)
+        steps = await conn.fetch(
+            """with t as (
+                   select s.state, lead(s.at) over (partition by s.device_id order by s.at, s.id) - s.at as spent
+                   from firmware_device_steps s where s.campaign_id = $1)
+               select state, round(extract(epoch from percentile_cont(0.5) within group (order by spent))::numeric, 1)
+                          as p50_s,
+                      round(extract(epoch from percentile_cont(0.9) within group (order by spent))::numeric, 1)
+                          as p90_s
+               from t where spent is not null group by state order by min(spent)""", campaign_id)
+        commands = await conn.fetch(
+            """select c.operation, count(*) as n,
+                      round(extract(epoch from percentile_cont(0.5) within group (order by c.sent_at - c.created_at))
+                            ::numeric, 2) as queued_p50_s,
+                      round(extract(epoch from percentile_cont(0.9) within group (order by c.sent_at - c.created_at))
+                            ::numeric, 2) as queued_p90_s,
+                      round(extract(epoch from percentile_cont(0.5) within group (order by c.completed_at - c.sent_at))
+                            ::numeric, 2) as answered_p50_s,
+                      round(extract(epoch from percentile_cont(0.9) within group (order by c.completed_at - c.sent_at))
+                            ::numeric, 2) as answered_p90_s
+               from commands c join command_batches b on b.id = c.batch_id
+               where b.origin = 'firmware:' || $1::text group by 1 order by 1""", campaign_id)
         reasons = await conn.fetch(
             """select coalesce(reason, '?') as reason, count(*) as n from firmware_campaign_devices
                where campaign_id = $1 and state = 'failed' group by 1""", campaign_id)
@@ -261,7 +283,10 @@ async def _wave_times(dsn: str, campaign_id: str) -> tuple[list[dict], dict[str,
         await conn.close()
     waves = [{k: (round(float(v), 1) if v is not None and k.endswith("_s") else v)
               for k, v in dict(r).items()} for r in rows]
-    return waves, {r["reason"]: r["n"] for r in reasons}
+    timing = {"time in each state": {r["state"]: (float(r["p50_s"]), float(r["p90_s"])) for r in steps},
+              "engine's commands": [{k: (float(v) if v is not None and k.endswith("_s") else v)
+                                     for k, v in dict(r).items()} for r in commands]}
+    return waves, {r["reason"]: r["n"] for r in reasons}, timing
 
 
 async def campaign(api: httpx.AsyncClient, args: argparse.Namespace, image_id: str, fleet_pid: int,
@@ -330,7 +355,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
                         report.fleet_idle_rss_kib = rss_kib(fleet.pid)
                         postmaster = int((work / "pg" / "pgdata" / "postmaster.pid").read_text().split()[0])
                         campaign_id = await campaign(api, args, image_id, fleet.pid, postmaster, devices, report)
-                        report.waves, report.failures = await _wave_times(dsn, campaign_id)
+                        report.waves, report.failures, report.timing = await _wave_times(dsn, campaign_id)
                         await baseline(args, devices, report)
                     finally:
                         await devices.stop()
@@ -387,6 +412,12 @@ def summary(report: Report) -> list[str]:
     for w in report.waves:
         lines.append(f"{w['wave']:>4} {w['devices']:>8} {w['opened_s'] or 0:>9} {w['first_download_s'] or 0:>15}"
                      f" {w['last_downloaded_s'] or 0:>18} {w['last_succeeded_s'] or 0:>17} {w['failed']:>7}")
+    if report.timing:
+        lines.append("time in each state, p50/p90 s: " + ", ".join(
+            f"{k} {a}/{b}" for k, (a, b) in report.timing["time in each state"].items()))
+        for c in report.timing["engine's commands"]:
+            lines.append(f"  {c['operation']:<15} {c['n']:>6}: created -> sent p50/p90 {c['queued_p50_s']}/"
+                         f"{c['queued_p90_s']} s, sent -> answered {c['answered_p50_s']}/{c['answered_p90_s']} s")
     if s:
         blocks = s[-1].fw_blocks
         moving = [x for x in s if x.downloading]
