@@ -3,6 +3,7 @@ Resource machinery (its Block2 cache renders the whole package for block 0 and s
 the rest), at any path, so Fleet's clients fetch from it unchanged.
 
     python -m bench.firmware.baseline --port 5683 --size 131072 --seed 13
+    python -m bench.firmware.baseline --port 5683 --size 131072 --image-version 2.0.0   (bench/firmware/campaign.py)
 """
 
 from __future__ import annotations
@@ -49,8 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--size", type=int, default=128 * 1024)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--image-version", default=None,
+                        help="serve simulators.firmware.build_image(VERSION, size) instead (what simulated devices accept)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.port, package_bytes(args.size, args.seed)))
+    if args.image_version:
+        from simulators.firmware import build_image
+        content = build_image(args.image_version, args.size)
+    else:
+        content = package_bytes(args.size, args.seed)
+    asyncio.run(serve(args.port, content))
     return 0
 
 

@@ -51,6 +51,8 @@ ALARM_BATCH = 500
 # sleeping device to wake. A device that is not asleep and does not take its Update in time
 # fails `never_came_back`, and its Update is called off.
 READ_EXPIRY = timedelta(hours=24)
+# A device that ended while away is told to stop notifying when it is next reachable, if soon.
+STOP_OBSERVING_EXPIRY = timedelta(hours=1)
 
 
 def utc_now() -> datetime:
@@ -191,6 +193,7 @@ class CampaignPass:
             await self._start_installs()
             await self._start_downloads()
         status = await advance_campaign(self, status)
+        await self._stop_observing()
         if self.ended:
             await EventRepository(self.conn).append_many(
                 (self.tenant_id, CAMPAIGN_DEVICE_UPDATED, SUBJECT, self.campaign_id, {
@@ -235,6 +238,15 @@ class CampaignPass:
                 self.ended += moved
         await self._next_steps(nexts)
         await self._poll(polls)
+
+    async def _stop_observing(self) -> None:
+        """A device that ended needs /5/0 followed no longer: cancel the observation its download
+        began (which each Register since renewed). Left alone, every device a campaign ever
+        reached would keep one in the listener's memory and in `observations` for good, and be
+        observed again at each Register. Without an observation the dispatcher only deletes its row."""
+        ended = [r["device_id"] for r in self.ended]
+        await self.repo.insert_steps(self.tenant_id, self.campaign_id, Operation.CANCEL_OBSERVE, "/5/0", ended,
+                                     [None] * len(ended), STOP_OBSERVING_EXPIRY, remember=False)
 
     async def _next_steps(self, nexts: list[tuple[DeviceFacts, NextStep]]) -> None:
         if not nexts:

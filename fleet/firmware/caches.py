@@ -50,6 +50,7 @@ class TokenCache:
         self.max_tokens = max_tokens
         self.clock = clock
         self._known: dict[str, tuple[float, Package | None]] = {}
+        self._next_sweep = clock() + ttl_s
         self._pending: dict[str, asyncio.Future] = {}
         self._queued: list[str] = []
         self._batch: asyncio.Task | None = None
@@ -118,8 +119,11 @@ class TokenCache:
 
     def _remember(self, token: str, until: float, package: Package | None) -> None:
         known = self._known
-        if len(known) >= self.max_tokens:
-            now = self.clock()
+        now = self.clock()
+        if now >= self._next_sweep or len(known) >= self.max_tokens:
+            # Once a TTL: the tokens run out go, so memory follows the downloads under way, not
+            # every token this node ever served (a campaign is one per device).
+            self._next_sweep = now + self.ttl_s
             for stale in [t for t, (u, _) in known.items() if u <= now]:
                 del known[stale]
             while len(known) >= self.max_tokens:  # all fresh: forget the oldest

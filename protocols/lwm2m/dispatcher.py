@@ -193,7 +193,10 @@ class Dispatcher:
         key = (registration.device_id, path)
         previous = self.observations.pop(key, None)
         if previous is not None:
-            previous[1].cancel()
+            # Its registration is gone, and with it the device's side (nobody to ask): let it go
+            # here too. Cancelling only the follower kept aiocoap's observation, its request and
+            # its token for good, one more per device at each Register (a campaign's reboots).
+            previous[0].abandon(previous[1])
         command = DeviceCommand(id=None, batch_id=None, tenant_id=registration.tenant_id,
                                 device_id=registration.device_id, operation=Operation.OBSERVE,
                                 path=path, value=None, status=None, attempts=0, expires_at=None)

@@ -79,6 +79,27 @@ async def test_a_device_is_updated_by_the_method_it_offers(rollout, method, oper
     assert campaign["status"] == "completed" and campaign["finished_at"] is not None
 
 
+async def test_a_device_that_ended_is_observed_no_longer(rollout):
+    """The /5/0 observation of the download (renewed at each Register) ends with the device's
+    campaign, or every device ever updated would keep one in the listener for good."""
+    succeeding, failing = await rollout.campaign([0, 0], **QUICK)
+    await rollout.start()
+    await installing(rollout, succeeding)
+    await rollout.answer(succeeding)
+    await rollout.register_again(succeeding, "2.0")
+    await rollout.tick()
+    await rollout.answer(failing, False, "device does not support observing this path")
+    await rollout.tick()
+    await rollout.answer(failing, False, "device answered 4.04 Not Found: no /5")
+    await rollout.tick(2)
+    assert await rollout.states([succeeding, failing]) == ["succeeded", "failed"]
+    for device in (succeeding, failing):
+        cancels = [c for c in await rollout.commands(device, "/5/0") if c["operation"] == "cancel_observe"]
+        assert len(cancels) == 1 and cancels[0]["origin"] == f"firmware:{rollout.campaign_id}"
+    # the step remembered is still the last one the device took, not the cancel
+    assert (await rollout.device(succeeding))["operation"] == "execute"
+
+
 async def test_a_device_that_does_not_observe_is_read_and_polled(rollout):
     (device,) = await rollout.campaign([0], **QUICK)
     await rollout.start()
@@ -636,7 +657,8 @@ async def test_a_retried_device_that_came_back_late_is_verified_not_updated_agai
     await rollout.tick()
     assert await rollout.state(device) == "succeeded"
     assert len(await rollout.commands(device, "/5/0/2")) == 1
-    assert len(await rollout.commands(device, "/5/0")) == 1  # no new download began
+    # No new download began (each time it ended, its observation was called off).
+    assert [c["operation"] for c in await rollout.commands(device, "/5/0")].count("observe") == 1
 
 
 async def test_a_package_uri_write_whose_answer_was_lost_is_not_retried_once_downloaded(rollout, db):

@@ -117,6 +117,21 @@ async def test_token_cache_is_bounded():
     assert len(cache._known) == 3 and cache.peek("9") is None
 
 
+async def test_token_cache_lets_run_out_tokens_go():
+    """Memory follows the downloads under way, not every token ever served."""
+    now = [0.0]
+
+    async def lookup(hashes):
+        return {h: package() for h in hashes}
+
+    cache = TokenCache(lookup, ttl_s=5, clock=lambda: now[0])
+    for n in range(100):
+        await cache.get(f"old-{n}")
+    now[0] = 6.0  # all of them run out; the next one remembered sweeps them
+    await cache.get("new")
+    assert list(cache._known) == ["new"]
+
+
 async def test_downloads_slices_blocks_and_counts():
     content = bytes(range(256)) * 20  # 5120 bytes in 1024-byte chunks
 

@@ -57,6 +57,22 @@ async def test_cancelling_an_observation_deregisters_it_on_the_device(db, listen
         device.stop()
 
 
+async def test_registering_again_lets_the_previous_observation_go(db, listener):
+    """A new registration ends the old one's observations (TS §6.4): Fleet observes again and
+    holds nothing of the old one, so a notification on its token is reset."""
+    _city, record, device = await observed_device(db, listener, "rebooted")
+    try:
+        old = device.observers["/3416/0/1"]
+        assert (await device.register(listener.port)).code == CREATED
+        await eventually(lambda: _true_when(device.observers.get("/3416/0/1") not in (None, old)))
+        device.values["/3416/0/1"] = 70
+        assert (await device.notify("/3416/0/1", token=old)).mtype == RST
+        assert (await device.notify("/3416/0/1")).mtype == ACK
+        await level_stored(db, record.id, 70)
+    finally:
+        device.stop()
+
+
 async def test_a_device_that_ignores_the_cancel_gets_a_reset_for_its_next_notification(
         db, listener, monkeypatch):
     monkeypatch.setattr("protocols.lwm2m.observation.DEREGISTER_WAIT_S", 0.5)
