@@ -60,6 +60,7 @@ from fleet.scheduling.lighting import LightingJobs
 from protocols.coap.transport import CITY_TUNING, udp_interface
 from protocols.lwm2m.downlink import DeviceAddress, DeviceRequestFailed
 from protocols.lwm2m.listener import Listener, open_listener
+from bench.processes import stop
 
 TARGET_S = 5.0
 PUSH_TIMEOUT_S = 150.0  # a push still unfinished then is reported with its unfinished count
@@ -223,12 +224,7 @@ async def simulated_lights(work: Path, port: int, count: int, devices_file: Path
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 async def _settle(db: Database, count: int, timeout_s: float = 600) -> float:

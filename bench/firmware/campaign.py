@@ -43,6 +43,7 @@ from bench.firmware.campaign_report import (POLL_S, Report, Sample, cpu_s, machi
                                             summary)
 from bench.ingest.database import migrate_and_analyze
 from bench.ingest.run import free_udp_port
+from bench.processes import stop
 
 VERSION = "2.0.0"
 READY_S = 120.0
@@ -87,12 +88,7 @@ def fleet_serve(dsn: str, http_port: int, coap_port: int, log: Path):
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 async def _ready(api: httpx.AsyncClient, process: subprocess.Popen) -> None:
