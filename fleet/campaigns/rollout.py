@@ -44,6 +44,9 @@ from fleet.supervision import running
 log = structlog.get_logger(__name__)
 
 INTERVAL_S = 1.0
+# Passes are at least this far apart: a busy city's events (alarms, every command finished) would
+# otherwise run them back to back, each reading every live campaign's devices.
+MIN_GAP_S = 0.2
 # Campaign changes, command outcomes and alarms all publish events: a pass soon after one.
 WAKE_CHANNEL = EVENTS_CHANNEL
 ALARM_BATCH = 500
@@ -97,8 +100,9 @@ class CampaignJobs:
                 return
             except Exception:  # noqa: BLE001 - the database may be away, or it is our bug: retry
                 log.exception("firmware rollout pass failed; the next one retries")
+            await asyncio.sleep(min(MIN_GAP_S, self.interval_s))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                await asyncio.wait_for(self._wake.wait(), max(self.interval_s - MIN_GAP_S, 0))
 
     async def tick(self, leadership: Leadership | None = None) -> None:
         """One pass over every city's campaigns (tests call it directly, without leadership)."""
