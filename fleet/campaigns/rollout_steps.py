@@ -131,6 +131,13 @@ def _result_failure(facts: DeviceFacts, since: datetime | None) -> Fail | None:
     return Fail(reason, f"Update Result {code}") if reason is not None else None
 
 
+def _result_pending(facts: DeviceFacts, now: datetime) -> bool:
+    """Whether the Update Result of a device that has just registered again may still come."""
+    registered = facts.registered_at
+    return (registered is not None and _fresh(facts, "/5/0/5", registered) is None
+            and now - registered < timedelta(seconds=REPORT_GRACE_S))
+
+
 def _poll_due(facts: DeviceFacts, now: datetime) -> bool:
     if facts.next_check_at is not None and facts.next_check_at > now:
         return False
@@ -219,6 +226,10 @@ def _installing(facts: DeviceFacts, target_version: str, timeouts: Timeouts, now
     if version is not None:
         if version == target_version:
             return Advance(DeviceState.VERIFYING)
+        if _result_pending(facts, now):
+            # Back on another version: its Update Result (8: the install failed; 1: it believes
+            # it succeeded, so it rolled back) is read or notified just after the registration.
+            return Poll() if _poll_due(facts, now) else None
         if version == facts.previous_version:
             return Fail(FailureReason.ROLLED_BACK, f"came back on {version}")
         return Fail(FailureReason.INSTALL_FAILED, f"came back on {version}, not {target_version}")

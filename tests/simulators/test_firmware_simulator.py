@@ -175,7 +175,10 @@ async def test_pull_download_update_and_register_again_on_the_new_version(tmp_pa
         assert await server.value(sl, "/3/0/3") == NEW
         assert (await server.value(sl, "/5/0/3"), await server.value(sl, "/5/0/5")) == ("0", "1")
         await eventually(lambda: b"3" in notified)
-        assert notified[:3] == [b"1", b"2", b"3"]  # Downloading, Downloaded, Updating
+        # Downloading, Downloaded, Updating, in order. Observe carries the latest state (RFC 7641
+        # §3.3): a state that lasted less than one notification's turn (a small image on a fast
+        # link) may be skipped, never reordered.
+        assert notified[:notified.index(b"3") + 1] in ([b"1", b"2", b"3"], [b"2", b"3"]), notified
         assert await server.value(wb, "/3/0/3") != NEW  # the bin was never told to install
         stats = sim.stats
         assert (stats.fw_downloaded, stats.fw_updated, stats.fw_failed) == (2, 1, 0)

@@ -130,7 +130,9 @@ class Rollout:
                          retryable=not refused(error))],
                 max_attempts=5, backoff_base_s=1)
 
-    async def register_again(self, device_id: uuid.UUID, version: str) -> None:
+    async def register_again(self, device_id: uuid.UUID, version: str, result: int | None = 1) -> None:
+        """The device boots and registers on `version`; Fleet then hears its Update Result (1:
+        it believes the update succeeded; None: not yet heard)."""
         async with self.db.system_tx() as conn:
             await conn.execute(
                 """update registrations set registered_at = now(), updated_at = now(),
@@ -138,6 +140,8 @@ class Rollout:
             await conn.execute("update devices set firmware_version = $2, updated_at = now() where id = $1",
                                device_id, version)
         await self.report(device_id, "/3/0/3", version)
+        if result is not None:
+            await self.report(device_id, "/5/0/5", result)
 
     async def downloaded(self, device_id: uuid.UUID, method: int = 0) -> None:
         """From downloading (just started) to /5/0/3 = 2: object 5 observed, package delivered."""

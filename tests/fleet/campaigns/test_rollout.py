@@ -218,6 +218,22 @@ async def test_a_device_back_on_its_old_version_rolled_back(rollout):
     assert (row["state"], row["reason"]) == ("failed", "rolled_back")
 
 
+async def test_a_device_back_on_its_old_version_is_judged_by_its_update_result(rollout):
+    devices = await rollout.campaign([0, 0], **QUICK)
+    await rollout.start()
+    for device in devices:
+        await installing(rollout, device)
+        await rollout.answer(device)
+        await rollout.register_again(device, "1.0", result=None)
+    await rollout.tick()
+    assert [await rollout.state(d) for d in devices] == ["installing", "installing"]
+    await rollout.report(devices[0], "/5/0/5", 8)
+    rollout.clock.offset = dt.timedelta(seconds=6)  # the other never says
+    await rollout.tick()
+    assert [((row := await rollout.device(d))["state"], row["reason"]) for d in devices] == [
+        ("failed", "install_failed"), ("failed", "rolled_back")]
+
+
 async def test_a_device_whose_version_was_unknown_when_its_download_began_still_rolls_back(rollout, db):
     # `fleet demo` starts its campaign before its devices first register: the version a device
     # runs is learnt from its Register during the download, before the install.

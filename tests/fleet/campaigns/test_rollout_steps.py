@@ -139,12 +139,23 @@ def test_a_sleeping_device_registering_before_its_update_went_out_has_not_come_b
 
 def test_back_on_the_target_version_is_verified_the_old_one_rolled_back():
     back = dict(registered_at=at(30))
-    assert next_move(installing(**back, readings={"/3/0/3": Reading("2.0", at(31))})) == \
+    believed = {"/5/0/5": Reading(1, at(31))}
+    assert next_move(installing(**back, readings={"/3/0/3": Reading("2.0", at(31))}), now=at(31)) == \
         Advance(DeviceState.VERIFYING)
-    assert next_move(installing(**back, readings={"/3/0/3": Reading("1.0", at(31))})) == \
+    assert next_move(installing(**back, readings={"/3/0/3": Reading("1.0", at(31))} | believed), now=at(32)) == \
         Fail(FailureReason.ROLLED_BACK, "came back on 1.0")
-    assert next_move(installing(**back, readings={"/3/0/3": Reading("1.5", at(31))})).reason is \
-        FailureReason.INSTALL_FAILED
+    assert next_move(installing(**back, readings={"/3/0/3": Reading("1.5", at(31))} | believed),
+                     now=at(32)).reason is FailureReason.INSTALL_FAILED
+
+
+def test_back_on_the_old_version_waits_briefly_for_its_update_result():
+    # Its Update Result is read or notified just after the Register: 8 names a failed install,
+    # which a device back on its old version must not be mistaken for a rollback.
+    back = dict(registered_at=at(30), step_at=at(29), readings={"/3/0/3": Reading("1.0", at(31))})
+    assert next_move(installing(**back), now=at(32)) is None
+    failed = installing(**back | {"readings": back["readings"] | {"/5/0/5": Reading(8, at(32))}})
+    assert next_move(failed, now=at(33)) == Fail(FailureReason.INSTALL_FAILED, "Update Result 8")
+    assert next_move(installing(**back), now=at(36)) == Fail(FailureReason.ROLLED_BACK, "came back on 1.0")
 
 
 def test_a_version_reported_before_the_update_proves_nothing():
