@@ -299,13 +299,21 @@ class CommandRepository:
     async def recover_stale(self, older_than: timedelta) -> int:
         """Commands a node claimed and then died with: back to the queue, but a firmware Update
         (see ONCE_ONLY), which fails instead."""
+        return await self._unsend("c.sent_at < now() - $1::interval", older_than)
+
+    async def release(self, command_ids: Sequence[UUID]) -> int:
+        """Commands a stopping node had sent without an answer: what `recover_stale` would do
+        to them five minutes later, now, so another node sends them again at once."""
+        return await self._unsend("c.id = any($1::uuid[])", list(command_ids))
+
+    async def _unsend(self, which: str, argument: object) -> int:
         result = await self.conn.execute(
             f"""update commands c set
                     status = case when {ONCE_ONLY} then 'failed' else 'queued' end,
                     error = case when {ONCE_ONLY} then $2 else c.error end,
                     completed_at = case when {ONCE_ONLY} then now() end,
                     next_attempt_at = now()
-               where c.status = 'sent' and c.sent_at < now() - $1::interval""", older_than, OUTCOME_UNKNOWN)
+               where c.status = 'sent' and {which}""", argument, OUTCOME_UNKNOWN)
         return int(result.split()[-1])
 
     async def heartbeat(self, node: str) -> None:

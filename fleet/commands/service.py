@@ -257,6 +257,14 @@ class CommandQueue:
                                                        backoff_base_s=BACKOFF_BASE_S)
                 await TelemetryRepository(conn).record([o.state for o in outcomes if o.state is not None])
 
+    async def release(self, command_ids: Sequence[UUID]) -> int:
+        """On stopping: commands sent without an answer go back to the queue now (a firmware
+        Update fails instead: it must not run twice)."""
+        if not command_ids:
+            return 0
+        async with self.db.system_tx() as conn:
+            return await CommandRepository(conn).release(command_ids)
+
     async def housekeeping(self, stale_after: timedelta = timedelta(minutes=5)) -> tuple[int, int]:
         async with self.db.system_tx() as conn:
             repo = CommandRepository(conn)

@@ -87,6 +87,8 @@ class Dispatcher:
         self.concurrency = concurrency
         self.claim_batch = max(1, min(CLAIM_BATCH, concurrency // 4))
         self._in_flight = 0  # exchanges with a device under way
+        # Commands sent whose outcome is not recorded yet: released on stopping.
+        self._unanswered: set = set()
         self._recording = 0  # answered, their results being committed
         self._wake = asyncio.Event()
         self._outcomes: list[Outcome] = []
@@ -110,6 +112,7 @@ class Dispatcher:
             for task in list(self._tasks):
                 task.cancel()
             await self._drain_outcomes(OUTCOME_DRAIN_S)
+            await self._release_unanswered()
             try:
                 await asyncio.wait_for(self.queue.close(), OUTCOME_DRAIN_S)
             except Exception:  # noqa: BLE001 - its connection is dropped with the pool anyway
@@ -210,6 +213,8 @@ class Dispatcher:
         would cap a push at `concurrency` per commit interval. Those waits are bounded
         separately, by `_recording`.
         """
+        if command.id is not None:
+            self._unanswered.add(command.id)
         if command.operation is Operation.WRITE and self.client.writes_fast:
             # The bulk of every dimming push: no task, just the device's answer.
             try:
@@ -258,6 +263,7 @@ class Dispatcher:
             self._record(Outcome(command.id, True, _write_result(command), state=_written_state(command)))
 
     def _record(self, outcome: Outcome) -> None:
+        self._unanswered.discard(outcome.command_id)
         self._outcomes.append(outcome)
         self._outcome_ready.set()
 
@@ -440,6 +446,21 @@ class Dispatcher:
         self._outcomes[:0] = batch
         self._outcome_ready.set()
         return False
+
+    async def _release_unanswered(self) -> None:
+        """Commands cut off by stopping go back to the queue at once rather than after the
+        5-minute recovery: another node (or this one, restarted) sends them again."""
+        pending = {o.command_id for o in self._outcomes}
+        unanswered = [c for c in self._unanswered if c not in pending]
+        if not unanswered:
+            return
+        try:
+            released = await asyncio.wait_for(self.queue.release(unanswered), OUTCOME_DRAIN_S)
+        except Exception:  # noqa: BLE001 - housekeeping recovers them after 5 minutes instead
+            log.warning("stopping with commands in flight not released; they are sent again "
+                        "after 5 minutes", count=len(unanswered), exc_info=True)
+        else:
+            log.info("commands in flight released on stopping", count=released)
 
     async def _drain_outcomes(self, grace_s: float) -> None:
         """On stopping: keep trying to commit outcomes for up to `grace_s`."""

@@ -9,8 +9,9 @@ from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
 from fleet.registry.models import DeviceKind, DeviceFilter, NewDevice
 from fleet.registry.service import DeviceService
+from protocols.lwm2m.listener import open_listener
 from tests.conftest import make_city
-from tests.protocols.devices import MiniDevice
+from tests.protocols.devices import MiniDevice, Resource
 
 
 async def light(db, city, endpoint: str, district: str = "Jung-gu"):
@@ -205,5 +206,34 @@ async def test_dispatcher_claims_again_after_losing_its_connection(db, listener)
         assert batch.counts["succeeded"] == 1, batch.counts
         assert device.writes[-1] == ("/3416/0/1", 40)
         assert listener.dispatcher.queue._claimer is not claimer
+    finally:
+        await device.stop()
+
+
+
+class Stalling(Resource):
+    """Takes the request and never answers it (a device busy or gone quiet mid-exchange)."""
+
+    async def render_get(self, request):
+        await asyncio.Event().wait()
+
+
+async def test_a_stopping_node_puts_its_unanswered_commands_back_in_the_queue(db):
+    """A read cut off by the node stopping is sent again by the next node at once, not after the
+    five-minute recovery of a node that died."""
+    city = await make_city(db, "seoul")
+    record = await light(db, city, "slow-to-answer")
+    device = MiniDevice("slow-to-answer")
+    device.resources["/3416/0/1"] = Stalling(device, "/3416/0/1", 100)
+    device.site.add_resource(("3416", "0", "1"), device.resources["/3416/0/1"])
+    await device.start()
+    try:
+        async with open_listener(db, "::", 0) as running:
+            assert (await device.register(running.port)).code.is_successful()
+            batch = await CommandService(db).submit(city.principal, CommandRequest(
+                Target(device_ids=(record.id,)), Operation.READ, "/3416/0/1"))
+            await wait_for_batch(db, city, batch.id, done=lambda counts: counts["sent"] == 1)
+        batch = await CommandService(db).get(city.principal, batch.id)
+        assert (batch.counts["queued"], batch.counts["sent"]) == (1, 0), batch.counts
     finally:
         await device.stop()
