@@ -152,7 +152,7 @@ def _data(problem: RoutingProblem, matrix: Matrix, layout: _Layout, costs: _Cost
         visit = problem.visits[i]
         required = visit.required and drop_prize is None
         prize = drop_prize if visit.required and drop_prize is not None else costs.prize(visit.prize)
-        windows = visit.allowed or ((0, np.iinfo(np.int64).max),)
+        windows = [(early, late) for early, late in visit.allowed if early <= late] or [(0, np.iinfo(np.int64).max)]
         group = None
         if len(windows) > 1:
             group = len(groups)
