@@ -34,6 +34,7 @@ FULL = 98.0                # a bin this full cannot show its rate any more
 MAX_GAP_H = 24.0           # longer silences teach nothing about the hours in between
 DECAY_H = 21 * 24.0        # weights fade by e every three weeks
 HUBER_K = 2.0
+SCALE_K = 3.0
 DEFAULT_SD = 1.5           # percent per √hour, before a bin has taught its own
 MIN_SD = 0.3
 SHRINK = 1.0               # slot weight (hours observed) at which a slot counts as much as its hour's mean
@@ -150,18 +151,25 @@ def learn(profile: Profile | None, readings: Sequence[Reading], known: Sequence[
                 var_weight *= fade
             decayed_to = cur.at
             spread = _spread(anchor.at, cur.at, tz)
-            expected = sum(rates[s] * h for s, h in spread)
+            seen_h = sum(h for s, h in spread if weights[s] > 0)
+            # Slots never seen are taken to fill like the seen ones of the interval (or, when none
+            # is, like the interval's mean), so the residual is not blamed on the seen ones.
+            guess = (sum(rates[s] * h for s, h in spread if weights[s] > 0) / seen_h if seen_h
+                     else (cur.fill - anchor.fill) / hours)
+            expected = sum((rates[s] if weights[s] > 0 else guess) * h for s, h in spread)
             residual = (cur.fill - anchor.fill) - expected
             limit = HUBER_K * math.sqrt(var * hours)
             clipped = max(-limit, min(limit, residual))
             per_hour = clipped / hours
             for s, h in spread:
-                # A slot never seen takes the observed mean rate whole; a seen one moves towards it.
-                target = rates[s] + per_hour if weights[s] > 0 else (cur.fill - anchor.fill) / hours
+                target = (rates[s] if weights[s] > 0 else guess) + per_hour
                 weights[s] += h
                 rates[s] += (target - rates[s]) * h / weights[s]
-            var_weight += 1.0
-            var += (clipped ** 2 / hours - var) / var_weight
+            if seen_h >= hours - 1e-9:
+                # Only a residual the profile predicted out of sample measures the noise; clipped
+                # wider than the rates' clip so the estimate does not shrink itself.
+                var_weight += 1.0
+                var += (min(residual ** 2, SCALE_K ** 2 * var * hours) / hours - var) / var_weight
         anchor = cur
     sd = max(MIN_SD, math.sqrt(var)) if var_weight > 0 else profile.residual_sd
     return Learned(replace(profile, rates=tuple(rates), weights=tuple(weights), residual_sd=sd,

@@ -67,14 +67,15 @@ async def forecasts(conn: asyncpg.Connection, tenant_id: UUID, *, until: datetim
             fill, fill_at = 0.0, emptied  # emptied since its last reading
         if fill is None or rates is None:
             out.append(FillForecast(r["id"], r["waste_kind"], r["district"], fill, fill_at, None, until,
-                                    None, None, None, None, None, threshold, emptied, basis))
+                                    None, None, None, None, None, threshold, emptied, basis,
+                                    r["endpoint"]))
             continue
         p = predict(rates, sd, fill, min(fill_at, now), now, until, threshold, tz, horizon=horizon)
         out.append(FillForecast(r["id"], r["waste_kind"], r["district"], r["fill_now"], r["fill_at"],
                                 round(p.fill_until, 1), until, round(p.rate_per_hour, 3),
                                 _hours(p.hours_to_threshold), _hours(p.hours_to_threshold_low),
                                 _hours(p.hours_to_threshold_high), _hours(p.hours_to_full),
-                                threshold, emptied, basis))
+                                threshold, emptied, basis, r["endpoint"]))
     return out
 
 

@@ -74,7 +74,8 @@ async def refresh_city(db: Database, tenant_id: UUID, now: datetime, *, fence: F
             await repo.record_drops(tenant_id, drops)
             bins, drops_n = bins + len(rows), drops_n + len(drops)
     report = PassReport(tenant_id, bins, readings_n, drops_n, executes)
-    log.debug("fill profiles refreshed", **report.__dict__)
+    log.debug("fill profiles refreshed", tenant_id=str(tenant_id), bins=bins, readings=readings_n,
+              drops=drops_n, executes=executes)
     return report
 
 
