@@ -23,9 +23,11 @@ class FillProfileJobs:
         self.clock = clock
         # Per node: a new leader's first pass looks back over every Execute of the first look.
         self.last_pass: datetime | None = None
+        self.passes = 0
         self.lead = every(interval_s, self.run, "fill-profiles")
 
     async def run(self, leadership: Leadership) -> None:
         now = self.clock()
         await refresh_all(self.db, now, fence=leadership.fence, last_pass=self.last_pass)
         self.last_pass = now
+        self.passes += 1
