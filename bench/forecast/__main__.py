@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     began = time.perf_counter()
     bins = simulate(args.bins, 14, 7, START, args.seed)
-    fleet_err, naive_err, banded, naive_never = [], [], 0, 0
+    fleet_err, naive_err, banded, naive_never, with_rate = [], [], 0, 0, []
     for b in bins:
         week1 = [r for r in b.readings if r.at < START + timedelta(days=7)]
         profile = learn(None, week1, [], TZ).profile
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             fleet_err.append(abs(ours - truth))
             naive = naive_hours(b, hour, reading.fill, args.threshold)
             naive_never += naive >= CAP_H
+            if naive < CAP_H:
+                with_rate.append((abs(ours - truth), abs(naive - truth)))
             naive_err.append(abs(naive - truth))
     n = len(fleet_err)
     fleet_mae, naive_mae = statistics.fmean(fleet_err), statistics.fmean(naive_err)
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
           f"truth inside the 80 % band {banded / n:.0%}")
     print(f"naive  MAE {naive_mae:6.2f} h   median {statistics.median(naive_err):6.2f} h   "
           f"'never' (no rise yet, counted as {CAP_H:g} h) {naive_never / n:.0%}")
+    print(f"only where the naive forecast had a rising rate ({len(with_rate)}): fleet MAE "
+          f"{statistics.fmean(f for f, _ in with_rate):.2f} h, naive {statistics.fmean(n for _, n in with_rate):.2f} h")
     print(f"ratio fleet/naive {fleet_mae / naive_mae:.2f} (target <= 0.50); "
           f"{time.perf_counter() - began:.1f} s")
     return 0
