@@ -16,7 +16,8 @@ FILL_PATH = "/3435/0/2"
 EMPTIED_PATH = "/3435/0/9"
 
 
-def _profile(row: asyncpg.Record) -> Profile | None:
+def profile_from(row: asyncpg.Record) -> Profile | None:
+    """The profile in a row holding bin_fill_profiles' columns (None: the bin has none yet)."""
     if row["rates"] is None or len(row["rates"]) != SLOTS:
         return None
     return Profile(tuple(row["rates"]), tuple(row["weights"]), row["residual_sd"], row["last_fill"],
@@ -156,7 +157,3 @@ class ForecastRepository:
                    through = excluded.through, updated_at = now()""",
             [(tenant_id, device_id, list(p.rates), list(p.weights), p.residual_sd, p.last_fill,
               p.last_fill_at, p.last_emptied_at, p.through) for device_id, p in profiles])
-
-
-def profile_from(row: asyncpg.Record) -> Profile | None:
-    return _profile(row)

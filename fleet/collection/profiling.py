@@ -60,7 +60,9 @@ async def refresh_city(db: Database, tenant_id: UUID, now: datetime, *, fence: F
                 break
             after = rows[-1]["id"]
             profiles = {r["id"]: profile_from(r) for r in rows}
-            since = {d: (p.through if p and p.through else now - FIRST_LOOK) for d, p in profiles.items()}
+            # A bin silent for longer than the first look starts over from there, not from its `through`.
+            since = {d: max(p.through if p and p.through else now - FIRST_LOOK, now - FIRST_LOOK)
+                     for d, p in profiles.items()}
             readings = await repo.readings(tenant_id, since)
             known = await repo.known_emptyings(tenant_id, {
                 d: min(s, profiles[d].last_fill_at or s) if profiles[d] else s for d, s in since.items()})
