@@ -180,17 +180,14 @@ def learn(profile: Profile | None, readings: Sequence[Reading], known: Sequence[
 
 def effective_rates(profile: Profile) -> list[float]:
     """Rates to predict with: each slot shrunk towards its hour of day over the week, never < 0."""
+    rates, weights = profile.rates, profile.weights
     hourly = []
     for hour in range(24):
-        ws = [profile.weights[d * 24 + hour] for d in range(7)]
-        total = sum(ws)
-        hourly.append(sum(profile.rates[d * 24 + hour] * w for d, w in enumerate(ws)) / total
+        total = sum(weights[hour::24])
+        hourly.append(sum(r * w for r, w in zip(rates[hour::24], weights[hour::24])) / total
                       if total > 0 else 0.0)
-    out = []
-    for s in range(SLOTS):
-        w = profile.weights[s]
-        out.append(max(0.0, (profile.rates[s] * w + hourly[s % 24] * SHRINK) / (w + SHRINK)))
-    return out
+    return [max(0.0, (r * w + hourly[s % 24] * SHRINK) / (w + SHRINK))
+            for s, (r, w) in enumerate(zip(rates, weights))]
 
 
 def mean_profile(rates: Sequence[Sequence[float]], sds: Sequence[float]) -> tuple[list[float], float]:
@@ -204,40 +201,38 @@ def predict(rates: Sequence[float], sd: float, fill: float, fill_at: datetime, n
     """Step the rates from the reading at `fill_at` on; hours are counted from `now` (0 if the
     bin is already there) and are None beyond `horizon` (default `until`)."""
     horizon = max(horizon or until, until)
-    start = slot_of(fill_at, tz)
     local = fill_at.astimezone(tz)
-    into = (local.minute * 60 + local.second) / 3600
+    slot = local.weekday() * 24 + local.hour
     lead_h = (now - fill_at).total_seconds() / 3600
     until_h = (until - fill_at).total_seconds() / 3600
     end_h = min((horizon - fill_at).total_seconds() / 3600, MAX_STEP_HOURS + lead_h)
-    hits: dict[str, float | None] = {"mid": None, "low": None, "high": None, "full": None}
-    fill_until = None
-    t, level, slot, step = 0.0, fill, start, 1.0 - into
-    day_gain, day_h = 0.0, 0.0
-
-    def check(at: float, value: float) -> None:
-        band = Z_BAND * sd * math.sqrt(max(at, 0.0))
-        for key, edge, bar in (("mid", value, threshold), ("low", value + band, threshold),
-                               ("high", value - band, threshold), ("full", value, 100.0)):
-            if hits[key] is None and edge >= bar:
-                hits[key] = max(0.0, at - lead_h)
-
-    check(0.0, level)
-    while t < end_h and (hits["high"] is None or hits["full"] is None or fill_until is None):
+    width = Z_BAND * sd
+    mid = low = high = full = fill_until = None
+    t, level, step = 0.0, fill, 1.0 - (local.minute * 60 + local.second) / 3600
+    day_gain = day_h = 0.0
+    if level >= threshold:
+        mid = low = high = 0.0
+    if level >= 100.0:
+        full = 0.0
+    while t < end_h and (high is None or full is None or fill_until is None):
         rate = rates[slot]
         span = min(step, end_h - t)
+        after = level + rate * span
         if fill_until is None and t + span >= until_h:
             fill_until = level + rate * max(0.0, until_h - t)
-        for key, bar in (("mid", threshold), ("full", 100.0)):
-            if hits[key] is None and rate > 0 and level + rate * span >= bar:
-                hits[key] = max(0.0, t + (bar - level) / rate - lead_h)
+        # The expected fill is exact within the hour; the band's edges are checked hour by hour.
+        if mid is None and after >= threshold:
+            mid = max(0.0, t + (threshold - level) / rate - lead_h)
+        if full is None and after >= 100.0:
+            full = max(0.0, t + (100.0 - level) / rate - lead_h)
         if lead_h <= t < lead_h + 24:
             day_gain, day_h = day_gain + rate * span, day_h + span
-        level += rate * span
-        t += span
-        check(t, level)
+        level, t = after, t + span
+        band = width * math.sqrt(t)
+        if low is None and level + band >= threshold:
+            low = max(0.0, t - lead_h)
+        if high is None and level - band >= threshold:
+            high = max(0.0, t - lead_h)
         slot, step = (slot + 1) % SLOTS, 1.0
-    if fill_until is None:
-        fill_until = level
-    return Prediction(fill_until, hits["mid"], hits["low"], hits["high"], hits["full"],
+    return Prediction(level if fill_until is None else fill_until, mid, low, high, full,
                       day_gain / day_h if day_h else 0.0)
