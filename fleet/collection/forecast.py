@@ -31,6 +31,7 @@ HOUR = timedelta(hours=1)
 SPIKE = 20.0               # points off both neighbours (which agree within it): a sensor spike
 DROP_MARGIN = 15.0         # points the fill must fall by to count as an emptying
 FULL = 98.0                # a bin this full cannot show its rate any more
+KNOWN_GRACE = timedelta(minutes=30)  # an Execute acknowledged after the reading that shows it
 MAX_GAP_H = 24.0           # longer silences teach nothing about the hours in between
 DECAY_H = 21 * 24.0        # weights fade by e every three weeks
 HUBER_K = 2.0
@@ -136,11 +137,14 @@ def learn(profile: Profile | None, readings: Sequence[Reading], known: Sequence[
             continue
         if i + 1 < len(readings) and _spike(anchor, cur, readings[i + 1]):
             continue
-        between = [k for k in known if anchor.at < k <= cur.at]
-        if between or cur.fill < anchor.fill - DROP_MARGIN:
-            if not between:
+        # A known emptying explains a fall a little before it is acknowledged too; one whose
+        # interval shows no fall at all was already seen in an earlier reading.
+        between = [k for k in known if anchor.at < k <= cur.at + KNOWN_GRACE]
+        dropped = cur.fill < anchor.fill - DROP_MARGIN
+        if dropped or (between and between[0] <= cur.at and cur.fill < anchor.fill):
+            if dropped and not between:
                 drops.append(Emptying(cur.at, anchor.fill, cur.fill))
-            emptied_at = max(between[-1] if between else cur.at, emptied_at or cur.at)
+            emptied_at = max(min(between[-1], cur.at) if between else cur.at, emptied_at or cur.at)
             anchor = cur
             continue
         hours = (cur.at - anchor.at).total_seconds() / 3600

@@ -125,3 +125,17 @@ def test_mean_profile_averages_bins():
 
 def test_an_empty_profile_has_no_history():
     assert Profile().history_h == 0
+
+
+def test_an_execute_acknowledged_just_after_the_drop_explains_it():
+    readings = _series(7)
+    drop = next(b.at for a, b in zip(readings, readings[1:]) if b.fill < a.fill - 15)
+    learned = learn(None, readings, [drop + timedelta(minutes=2)], SEOUL)
+    assert drop not in [d.at for d in learned.drops]
+    assert learned.profile.last_emptied_at >= drop
+
+
+def test_a_known_emptying_without_a_fall_teaches_the_rate_as_usual():
+    readings = _series(3, empty_at=200)
+    rising = learn(None, readings, [readings[30].at - timedelta(minutes=10)], SEOUL).profile
+    assert rising.weights == learn(None, readings, [], SEOUL).profile.weights
