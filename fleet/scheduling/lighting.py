@@ -139,8 +139,8 @@ async def run_scheduler(db: Database, *, node: str | None = None,
                         alarm_service: AlarmService | None = None,
                         download_base_uri: str = DEFAULT_DOWNLOAD_BASE_URI) -> None:
     """The `fleet serve` component: try to lead; while leading, keep the lights on schedule,
-    open work orders from alarms, look for stuck fill sensors, roll firmware campaigns out and
-    keep the event log within its retention."""
+    open work orders from alarms, look for stuck fill sensors, roll firmware campaigns out,
+    keep the event log within its retention and the bins' fill profiles current."""
     alarm_service = alarm_service or AlarmService(db)
     # One line per job run is noise at INFO; its warnings (misfires) and errors still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
