@@ -192,6 +192,7 @@ class FillForecast:
     # 'bin': its own history; 'district': too little history, its district's rate for its kind;
     # 'city': neither, the city's for its kind; 'none': nothing to go on.
     basis: str
+    endpoint: str | None = None
 
 
 # -- the routing problem (solver input) ---------------------------------------------------------

@@ -25,6 +25,7 @@ from fleet.campaigns.rollout import CampaignJobs
 from fleet.db import Database
 from fleet.lighting.reconcile import MIN_COMMAND_EXPIRY, ReconcileReport, Reconciler
 from fleet.lighting.repository import NOTIFY_CHANNEL
+from fleet.scheduling.forecast import FillProfileJobs
 from fleet.scheduling.leader import LeaderElection, Leadership, NotLeader, together
 from fleet.scheduling.alarms import AlarmJobs
 from fleet.scheduling.workorders import WorkOrderJobs
@@ -138,8 +139,8 @@ async def run_scheduler(db: Database, *, node: str | None = None,
                         alarm_service: AlarmService | None = None,
                         download_base_uri: str = DEFAULT_DOWNLOAD_BASE_URI) -> None:
     """The `fleet serve` component: try to lead; while leading, keep the lights on schedule,
-    open work orders from alarms, look for stuck fill sensors, roll firmware campaigns out and
-    keep the event log within its retention."""
+    open work orders from alarms, look for stuck fill sensors, roll firmware campaigns out,
+    keep the event log within its retention and the bins' fill profiles current."""
     alarm_service = alarm_service or AlarmService(db)
     # One line per job run is noise at INFO; its warnings (misfires) and errors still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -147,4 +148,5 @@ async def run_scheduler(db: Database, *, node: str | None = None,
         LightingJobs(db).lead, WorkOrderJobs(db).lead,
         AlarmJobs(db, alarm_service).lead,
         CampaignJobs(db, download_base_uri=download_base_uri, alarm_service=alarm_service).lead,
-        EventRetention(db, retention_days=events_retention_days).lead))
+        EventRetention(db, retention_days=events_retention_days).lead,
+        FillProfileJobs(db).lead))
