@@ -44,9 +44,14 @@ MAX_TIME_LIMIT_S = 600
 
 # -- set-up ------------------------------------------------------------------------------------
 
-class Location(Struct, forbid_unknown_fields=True, frozen=True):
+class SiteLocation(Struct, forbid_unknown_fields=True, frozen=True):
+    """A place of the set-up (its own name: the OpenAPI document already has the devices' Location)."""
+
     lat: Latitude
     lon: Longitude
+
+
+Location = SiteLocation
 
 
 class DepotCreate(Struct, forbid_unknown_fields=True):
