@@ -61,6 +61,22 @@ class TimeWindow(Struct):
     created_at: datetime
 
 
+class Settings(Struct):
+    threshold_percent: float
+    service_s: int
+    unload_s: int
+    road_factor: float
+    speed_kmh: float
+    plan_at: Annotated[str | None, Meta(description="local time, HH:MM; null: never")]
+    time_limit_s: int
+    round_days: int
+
+
+def settings_out(s: m.CollectionSettings) -> Settings:
+    return Settings(s.threshold_percent, s.service_s, s.unload_s, s.road_factor, s.speed_kmh,
+                    hhmm(s.plan_at) if s.plan_at is not None else None, s.time_limit_s, s.round_days)
+
+
 def hhmm(t: time) -> str:
     return t.strftime("%H:%M:%S" if t.second else "%H:%M")
 
@@ -171,13 +187,13 @@ class CollectionSetupController(Controller):
 
     @get("/settings", summary="The city's collection settings", responses=problems(403))
     async def get_settings(self, principal: Principal,
-                           collection_service: CollectionService) -> m.CollectionSettings:
-        return await collection_service.settings(principal)
+                           collection_service: CollectionService) -> Settings:
+        return settings_out(await collection_service.settings(principal))
 
     @patch("/settings", summary="Change some of the city's collection settings", responses=problems(403, 422))
     async def update_settings(self, data: m.SettingsUpdate, principal: Principal,
-                              collection_service: CollectionService) -> m.CollectionSettings:
-        return await collection_service.update_settings(principal, data)
+                              collection_service: CollectionService) -> Settings:
+        return settings_out(await collection_service.update_settings(principal, data))
 
 
 class Stop(Struct):

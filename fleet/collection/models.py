@@ -26,8 +26,8 @@ Latitude = Annotated[float, Meta(ge=-90, le=90, description="WGS84 latitude in d
 Longitude = Annotated[float, Meta(ge=-180, le=180, description="WGS84 longitude in degrees")]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Percent = Annotated[float, Meta(gt=0, le=100)]
-Weekdays = Annotated[list[Annotated[int, Meta(ge=1, le=7)]], Meta(min_length=1, max_length=7,
-                                                                   description="ISO weekdays, 1 = Monday")]
+# Each 1..7, checked by the set-up service (the OpenAPI document cannot carry a list item's range).
+Weekdays = Annotated[list[int], Meta(min_length=1, max_length=7, description="ISO weekdays, 1 = Monday")]
 
 # Local wall-clock times come as "HH:MM" (seconds allowed), as the city's other schedules do.
 ClockTime = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$", description="local time, HH:MM")]

@@ -145,6 +145,8 @@ class CollectionService:
         data = msgspec.structs.replace(data, starts=clock(data.starts), ends=clock(data.ends))
         if data.ends <= data.starts:
             raise _invalid("time window", "ends", "must be after starts")
+        if any(not 1 <= d <= 7 for d in data.weekdays):
+            raise _invalid("time window", "weekdays", "ISO weekdays are 1 (Monday) to 7 (Sunday)")
         if (data.center is None) != (data.radius_m is None):
             raise _invalid("time window", "radius_m", "center and radius_m go together")
         return await self._create(principal, "time_window", lambda r: r.insert_window(principal.tenant_id, data))

@@ -64,6 +64,8 @@ async def test_bad_set_up_is_refused_naming_the_field(seoul):
     assert window.status_code == 422 and window.json()["errors"][0]["field"] == "ends"
     lone = await client.post(f"{C}/time-windows", json={"starts": "08:00", "ends": "09:00", "radius_m": 300})
     assert lone.status_code == 422
+    sunday_zero = await client.post(f"{C}/time-windows", json={"starts": "08:00", "ends": "09:00", "weekdays": [0]})
+    assert sunday_zero.status_code == 422 and sunday_zero.json()["errors"][0]["field"] == "weekdays"
 
 
 async def test_time_windows_and_settings(seoul, busan):
@@ -81,7 +83,7 @@ async def test_time_windows_and_settings(seoul, busan):
     changed = await client.patch(f"{C}/settings", json={"threshold_percent": 75, "plan_at": "19:30"})
     assert changed.status_code == 200, changed.text
     assert (changed.json()["threshold_percent"], changed.json()["plan_at"], changed.json()["service_s"]) == (
-        75, "19:30:00", 90)
+        75, "19:30", 90)
     assert (await client.get(f"{C}/settings")).json() == changed.json()
     assert (await busan.client.get(f"{C}/settings")).json() == defaults
     assert (await client.patch(f"{C}/settings", json={"time_limit_s": 601})).status_code == 400
