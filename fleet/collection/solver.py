@@ -30,6 +30,7 @@ import pickle
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyvrp
@@ -151,7 +152,7 @@ def _data(problem: RoutingProblem, matrix: Matrix, layout: _Layout, costs: _Cost
         visit = problem.visits[i]
         required = visit.required and drop_prize is None
         prize = drop_prize if visit.required and drop_prize is not None else costs.prize(visit.prize)
-        windows = visit.allowed or ((0, np.iinfo(np.int64).max),)
+        windows = [(early, late) for early, late in visit.allowed if early <= late] or [(0, np.iinfo(np.int64).max)]
         group = None
         if len(windows) > 1:
             group = len(groups)
@@ -252,7 +253,9 @@ async def solve_elsewhere(problem: RoutingProblem, matrix: Matrix, *, time_limit
     import asyncio
     import os
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    # The child finds this very `fleet` first, whether installed or run from a checkout.
+    here = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fleet.collection.solver", env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

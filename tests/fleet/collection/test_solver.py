@@ -3,6 +3,12 @@ a re-plan from the road, repeatability, and the worker process."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
 from fleet.collection.models import Fleet, Matrix, Place, RoutingProblem, Solution, Visit
 from fleet.collection.solver import points, solve, solve_elsewhere
 from fleet.workorders.routing import haversine_m
@@ -67,6 +73,9 @@ def test_bins_that_cannot_fit_are_listed_with_their_reason():
     assert reasons == {0: "too_large", 1: "outside_shift", 2: "unreachable"}
     assert visited(solution) == [3, 4, 5]
     assert all(detail for _, _, detail in solution.unassigned)
+    # No truck at all: every required bin says so; an optional one is simply not visited.
+    solution = run(RoutingProblem((), (bin_at(1), bin_at(2, required=False, prize=5))))
+    assert solution.routes == () and [(i, r) for i, r, _ in solution.unassigned] == [(0, "no_vehicle")]
 
 
 def test_no_disposal_site_and_no_capacity():
@@ -129,3 +138,31 @@ async def test_the_search_runs_in_its_own_process():
     problem = RoutingProblem((fleet(),), tuple(bin_at(n) for n in range(4)), unload_s=600)
     solution = await solve_elsewhere(problem, matrix(problem), time_limit_s=1, seed=1)
     assert isinstance(solution, Solution) and visited(solution) == [0, 1, 2, 3]
+
+
+def solver_processes() -> list[int]:
+    """This process's children running the solver (from /proc: no mocks, no extra dependency)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"fleet.collection.solver" in cmdline:
+            children.append(int(entry.name))
+    return children
+
+
+async def test_cancelling_a_solve_ends_its_process():
+    problem = RoutingProblem((fleet(count=3),), tuple(bin_at(n) for n in range(30)), unload_s=600)
+    task = asyncio.create_task(solve_elsewhere(problem, matrix(problem), time_limit_s=60))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if solver_processes():
+            break
+    assert solver_processes()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert solver_processes() == []
