@@ -21,6 +21,7 @@ from api.controllers.firmware import firmware_routes
 from api.controllers.forecast import ForecastController
 from api.controllers.groups import GroupController
 from api.controllers.campaigns import CampaignController, MaintenanceWindowController
+from api.controllers.collection import CollectionSetupController, PlanController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.crews import CrewController
 from api.controllers.sync import sync
@@ -42,6 +43,8 @@ from fleet.audit.service import AuditService
 from fleet.campaigns.maintenance import MaintenanceWindowService
 from fleet.campaigns.service import CampaignService
 from fleet.collection.forecast_service import ForecastService
+from fleet.collection.plans_service import PlanService
+from fleet.collection.service import CollectionService
 from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
 from fleet.db import Database
@@ -126,6 +129,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "campaign_service": CampaignService(db),
         "forecast_service": ForecastService(db),
         "window_service": MaintenanceWindowService(db),
+        "collection_service": CollectionService(db),
+        "plan_service": PlanService(db),
         "firmware_service": FirmwareService(db, max_image_bytes=(firmware or FirmwareSettings()).max_image_bytes),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
@@ -140,6 +145,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         GroupAlarmSettingsController, Open311Controller, CrewController,
                         WorkOrderController, CampaignController, MaintenanceWindowController,
                         ForecastController,
+                        CollectionSetupController, PlanController,
                         sync, events, docs_assets,
                         # The upload route's body limit is the image limit of the service in use.
                         *firmware_routes(services["firmware_service"].max_image_bytes),

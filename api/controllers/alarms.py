@@ -185,7 +185,8 @@ class GroupAlarmSettingsController(Controller):
     path = "/api/v1/groups/{group_id:uuid}/alarm-settings"
     tags = ["alarms"]
 
-    @get("/", summary="A group's alarm settings: effective for its members, and its overrides")
+    @get("/", summary="A group's alarm settings: effective for its members, and its overrides",
+         responses=problems(409))
     async def get_settings(self, group_id: UUID, principal: Principal,
                            alarm_service: AlarmService) -> AlarmSettingsView:
         return settings_out(await alarm_service.settings(principal, group_id))

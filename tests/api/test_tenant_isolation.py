@@ -52,6 +52,7 @@ BODIES = {
 # Open311 names the city in `jurisdiction_id`: the caller names its own, and B's ids must stay B's.
 OPEN311 = "/open311/"
 FIRMWARE_KEYS = "/api/v1/firmware/keys/"
+COLLECTION_WINDOWS = "/api/v1/collection/time-windows/"
 # The service catalogue is the same in every city (fleet.reports.models.SERVICES): nothing of B's.
 SHARED_NAMES = {"service_code"}
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
@@ -112,7 +113,19 @@ async def seed(city, n: int) -> dict[str, str]:
         "image_id": image["id"], "target": {"device_ids": [device["id"]]}})).json()
     window = (await client.post("/api/v1/firmware/windows", json={
         "start": "01:00", "end": "05:00", "group_id": group["id"]})).json()
-    return {"crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
+    depot = (await client.post("/api/v1/collection/depots", json={
+        "name": f"{city.slug} depot", "location": {"lat": 37.5, "lon": 127.0}})).json()
+    site = (await client.post("/api/v1/collection/disposal-sites", json={
+        "name": f"{city.slug} site", "location": {"lat": 37.5, "lon": 127.0}})).json()
+    vehicle = (await client.post("/api/v1/collection/vehicles", json={
+        "name": f"{city.slug} truck", "waste_kind": "inorganic", "capacity_litres": 8000, "depot_id": depot["id"],
+        "shift_start": "06:00", "shift_end": "14:00"})).json()
+    time_window = (await client.post("/api/v1/collection/time-windows", json={
+        "starts": "08:00", "ends": "09:00", "district": "Jung-gu"})).json()
+    plan = (await client.post("/api/v1/collection/plans", json={"date": "2026-12-08"})).json()
+    return {"depot_id": depot["id"], "site_id": site["id"], "vehicle_id": vehicle["id"],
+            "window_id_collection": time_window["id"], "plan_id": plan["id"],
+            "crew_id": crew["id"], "work_order_id": work_order["id"], "attachment_id": attachment["id"],
             "firmware_key_id": firmware_key["id"], "image_id": image["id"],
             "campaign_id": campaign["id"], "window_id": window["id"],
             "device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
@@ -141,7 +154,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
                     theirs["assignment_id"], theirs["override_id"], theirs["alarm_id"],
                     theirs["service_request_id"], theirs["firmware_key_id"], theirs["image_id"],
-                    theirs["campaign_id"], theirs["window_id"]}
+                    theirs["campaign_id"], theirs["window_id"], theirs["depot_id"], theirs["site_id"],
+                    theirs["vehicle_id"], theirs["window_id_collection"], theirs["plan_id"]}
     # Open311's last path segment carries the format.
     in_path = {**theirs, "service_request_id": f"{theirs['service_request_id']}.json",
                "service_code": "streetlight_out.json"}
@@ -159,6 +173,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
             url = path
             # A release key's id is a firmware key's, not an API key's.
             ids = {**in_path, "key_id": theirs["firmware_key_id"]} if path.startswith(FIRMWARE_KEYS) else in_path
+            if path.startswith(COLLECTION_WINDOWS):  # a collection time window, not a firmware window
+                ids = {**ids, "window_id": theirs["window_id_collection"]}
             for name in names:
                 url = url.replace("{" + name + "}", ids[name])
             body = BODIES.get((method, path))
@@ -206,7 +222,9 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                 "/api/v1/devices/export?format=csv", "/api/v1/devices/export?format=geojson",
                 "/api/v1/crews", "/api/v1/workorders", "/api/v1/workorders?near=37.5,127.0",
                 "/api/v1/firmware/campaigns", "/api/v1/firmware/windows",
-                "/api/v1/firmware/keys", "/api/v1/firmware/images"):
+                "/api/v1/firmware/keys", "/api/v1/firmware/images", "/api/v1/collection/depots",
+                "/api/v1/collection/disposal-sites", "/api/v1/collection/vehicles",
+                "/api/v1/collection/time-windows", "/api/v1/collection/plans", "/api/v1/collection/settings"):
         text = (await seoul.client.get(url)).text
         assert not [s for s in secrets_of_b if s in text], url
 
@@ -236,5 +254,9 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert [(k["id"], k["revoked_at"]) for k in release_keys] == [(theirs["firmware_key_id"], None)]
     image = await busan.client.get(f"/api/v1/firmware/images/{theirs['image_id']}/content")
     assert image.content == b"busan firmware"
+    assert [v["id"] for v in (await busan.client.get("/api/v1/collection/vehicles")).json()] == [theirs["vehicle_id"]]
+    assert [d["id"] for d in (await busan.client.get("/api/v1/collection/depots")).json()] == [theirs["depot_id"]]
+    assert len((await busan.client.get("/api/v1/collection/time-windows")).json()) == 1
+    assert (await busan.client.get(f"/api/v1/collection/plans/{theirs['plan_id']}")).json()["status"] == "ready"
     assignments = (await busan.client.get("/api/v1/lighting/assignments")).json()
     assert [a["calendar_id"] for a in assignments] == [theirs["calendar_id"]]

@@ -1,0 +1,29 @@
+"""build_plan as the scheduler's evening job calls it: one plan per city, date and kind, whichever
+node asks first, and a city's plan never sees another city's set-up."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+from fleet.collection.models import DepotCreate, Location, PlanRequest, PlanSource, VehicleCreate
+from fleet.collection.planning import build_plan
+from fleet.collection.service import CollectionService
+from tests.conftest import make_city
+
+
+async def test_the_evening_plan_is_built_once_per_city_and_date(db):
+    seoul, busan = await make_city(db, "seoul"), await make_city(db, "busan")
+    setup = CollectionService(db)
+    depot = await setup.create_depot(seoul.principal, DepotCreate("Depot", Location(37.5, 127.0)))
+    await setup.create_vehicle(seoul.principal, VehicleCreate("Truck", "inorganic", 8000, depot.id, "06:00", "14:00"))
+    request = PlanRequest(date(2026, 12, 8))
+    first, second = await asyncio.gather(
+        build_plan(db, seoul.tenant_id, request, source=PlanSource.SCHEDULE),
+        build_plan(db, seoul.tenant_id, request, source=PlanSource.SCHEDULE))
+    assert first.id == second.id and first.status == "ready" and first.source == "schedule"
+    # Asked for over REST the same day, it is another plan; another city's evening is its own.
+    asked = await build_plan(db, seoul.tenant_id, request, source=PlanSource.API)
+    theirs = await build_plan(db, busan.tenant_id, request, source=PlanSource.SCHEDULE)
+    assert len({first.id, asked.id, theirs.id}) == 3
+    assert theirs.routes == () and theirs.summary["fixed_round_stops"] == 0
