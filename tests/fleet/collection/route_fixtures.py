@@ -68,3 +68,14 @@ async def seed_route(db: Database, tenant_id: UUID, *, bins: int = 3, day: date 
                values ($1, $2, $3, 'disposal', $4, 37.60, 126.97, $5, 0) returning id""",
             tenant_id, route, bins, site, starts_at + timedelta(minutes=10 * (bins + 2))))
     return Seeded(plan, route, stop_ids, bin_ids, site)
+
+
+async def add_vehicle(db: Database, tenant_id: UUID, name: str = "truck") -> UUID:
+    async with db.tenant_tx(tenant_id) as conn:
+        depot = await conn.fetchval(
+            "insert into collection_depots (tenant_id, name, lat, lon) values ($1, $2, 37.56, 126.97) returning id",
+            tenant_id, f"{name} depot")
+        return await conn.fetchval(
+            """insert into collection_vehicles (tenant_id, name, waste_kind, capacity_litres, depot_id,
+                                                shift_start, shift_end)
+               values ($1, $2, 'inorganic', 8000, $3, '06:00', '14:00') returning id""", tenant_id, name, depot)
