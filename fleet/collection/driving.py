@@ -57,13 +57,25 @@ async def route_out(conn: asyncpg.Connection, tenant_id: UUID, route_id: UUID, n
     return route_from_row(row, now, await repo.stops(tenant_id, route_id) if with_stops else None)
 
 
+async def routes_for_sync(conn: asyncpg.Connection, tenant_id: UUID, crew_id: UUID | None, now: datetime,
+                          route_ids: Sequence[UUID] | None = None) -> list[RouteOut]:
+    """Routes with their stops for the tablets' sync: those named, else those under way (a
+    crew's own, or every crew's for the control room)."""
+    if route_ids is None:
+        route_ids = await DrivingRepository(conn).under_way(tenant_id, crew_id)
+    return [await route_out(conn, tenant_id, route_id, now) for route_id in route_ids]
+
+
 async def _changed(conn: asyncpg.Connection, principal: Principal, action: str, before: dict[str, Any] | None,
-                   route_id: UUID, now: datetime) -> RouteOut:
-    """Audit and publish a change to a route (its stops inside), and answer with the route."""
+                   route_id: UUID, now: datetime, previous_crew_id: UUID | None = None) -> RouteOut:
+    """Audit and publish a change to a route (its stops inside), and answer with the route. The
+    event names the crew it was taken from, so that crew's tablet learns to drop it."""
     after = await route_out(conn, principal.tenant_id, route_id, now)
     await record(conn, principal, action, "collection_route", route_id, before, msgspec.to_builtins(after))
-    await publish(conn, principal.tenant_id, ROUTE_UPDATED, "route", route_id,
-                  msgspec.to_builtins(msgspec.structs.replace(after, stops=None)))
+    payload = msgspec.to_builtins(msgspec.structs.replace(after, stops=None))
+    if previous_crew_id is not None:
+        payload["previous_crew_id"] = str(previous_crew_id)
+    await publish(conn, principal.tenant_id, ROUTE_UPDATED, "route", route_id, payload)
     return after
 
 
@@ -186,7 +198,7 @@ class RouteService:
             await repo.update_route(principal.tenant_id, route_id, changes)
             return await _changed(conn, principal, "collection_route.assign",
                                   {"crew_id": str(route["crew_id"]) if route["crew_id"] else None},
-                                  route_id, self.clock())
+                                  route_id, self.clock(), previous_crew_id=route["crew_id"])
 
     async def start(self, principal: Principal, route_id: UUID, if_match: str | None = None) -> RouteOut:
         return await self._move(principal, route_id, if_match, RouteStatus.IN_PROGRESS)

@@ -98,6 +98,13 @@ class DrivingRepository:
                 limit $6""",
             tenant_id, day, plan_id, crew_id, list(statuses) if statuses else None, limit)
 
+    async def under_way(self, tenant_id: UUID, crew_id: UUID | None) -> list[UUID]:
+        """Routes assigned or in progress (a crew's, or every crew's), in start order."""
+        return [r["id"] for r in await self.conn.fetch(
+            """select id from collection_routes
+               where tenant_id = $1 and status in ('assigned', 'in_progress') and ($2::uuid is null or crew_id = $2)
+               order by starts_at, id""", tenant_id, crew_id)]
+
     async def stops(self, tenant_id: UUID, route_id: UUID) -> list[RouteStop]:
         return [stop_from_row(r) for r in await self.conn.fetch(
             f"{_STOPS} where s.tenant_id = $1 and s.route_id = $2 order by s.seq", tenant_id, route_id)]

@@ -130,3 +130,26 @@ async def test_a_retried_mark_with_the_same_idempotency_key_is_answered_once(db,
     assert [a.status_code for a in answers] == [200, 200] and answers[0].json() == answers[1].json()
     async with db.tenant_tx(seoul.tenant_id) as conn:
         assert await conn.fetchval("select count(*) from commands where operation = 'execute'") == 1
+
+
+async def test_the_tablets_sync_carries_the_crews_routes(db, seoul, api_url):
+    north = await add_crew(seoul, "North team")
+    south = await add_crew(seoul, "South team")
+    ours = await seed_route(db, seoul.tenant_id, bins=1, prefix="ours")
+    theirs = await seed_route(db, seoul.tenant_id, bins=1, prefix="theirs")
+    await seoul.client.post(f"{ROUTES}/{ours.route_id}/assign", json={"crew_id": north["id"]})
+    await seoul.client.post(f"{ROUTES}/{theirs.route_id}/assign", json={"crew_id": south["id"]})
+    async with await crew_client(db, seoul, north["id"], api_url) as tablet:
+        full = (await tablet.get("/api/v1/sync")).json()
+        assert [(r["id"], len(r["stops"])) for r in full["routes"]] == [(str(ours.route_id), 2)]
+        token = full["next"]
+        await tablet.post(f"{ROUTES}/{ours.route_id}/stops/{ours.stop_ids[0]}", json={"status": "done"})
+        await seoul.client.post(f"{ROUTES}/{theirs.route_id}/start")
+        changes = (await tablet.get("/api/v1/sync", params={"since": token})).json()
+        assert [(r["id"], r["stops"][0]["status"]) for r in changes["routes"]] == [(str(ours.route_id), "done")]
+        # Given to the other crew: the tablet hears of it once, to drop it.
+        await seoul.client.post(f"{ROUTES}/{ours.route_id}/assign", json={"crew_id": south["id"]})
+        moved = (await tablet.get("/api/v1/sync", params={"since": changes["next"]})).json()
+        assert [(r["id"], r["crew_id"]) for r in moved["routes"]] == [(str(ours.route_id), south["id"])]
+    everything = (await seoul.client.get("/api/v1/sync")).json()
+    assert {r["id"] for r in everything["routes"]} == {str(ours.route_id), str(theirs.route_id)}
