@@ -3,10 +3,12 @@ routes crews drive are tested without solving anything."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
+from fleet.collection.models import Plan, PlanRequest, PlanSource
 from fleet.db import Database
 
 
@@ -79,3 +81,21 @@ async def add_vehicle(db: Database, tenant_id: UUID, name: str = "truck") -> UUI
             """insert into collection_vehicles (tenant_id, name, waste_kind, capacity_litres, depot_id,
                                                 shift_start, shift_end)
                values ($1, $2, 'inorganic', 8000, $3, '06:00', '14:00') returning id""", tenant_id, name, depot)
+
+
+def planner(calls: list[tuple[UUID, date]], fail: set[UUID] = frozenset()):
+    """A planner that stores a ready, empty plan as fleet.collection.planning.build_plan would."""
+    async def build(db: Database, tenant_id: UUID, request: PlanRequest, *, source: PlanSource,
+                    created_by: UUID | None = None, replaces: UUID | None = None,
+                    routing_url: str | None = None) -> Plan:
+        calls.append((tenant_id, request.date))
+        await asyncio.sleep(0)  # another node's pass may run meanwhile
+        if tenant_id in fail:
+            raise RuntimeError("no depot reachable")
+        async with db.tenant_tx(tenant_id) as conn:
+            row = await conn.fetchrow(
+                """insert into collection_plans (tenant_id, date, status, source, time_limit_s, solved_at)
+                   values ($1, $2, 'ready', $3, 30, now()) returning *""", tenant_id, request.date, source.value)
+        return Plan(row["id"], tenant_id, row["date"], None, row["status"], row["source"], None, 30, None, None,
+                    None, None, {}, row["created_at"], row["solved_at"])
+    return build

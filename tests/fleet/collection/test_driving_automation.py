@@ -11,11 +11,10 @@ import asyncpg
 
 from fleet.collection.automation import complete_by_fill, plan_evenings
 from fleet.collection.driving import RouteService
-from fleet.collection.models import Plan, PlanRequest, PlanSource
 from fleet.db import Database
 from fleet.workorders.changes import system_actor
 from tests.conftest import make_city
-from tests.fleet.collection.route_fixtures import add_vehicle, seed_route
+from tests.fleet.collection.route_fixtures import add_vehicle, planner, seed_route
 
 FILL = "/3435/0/2"
 
@@ -66,24 +65,6 @@ async def test_a_bins_fill_drop_completes_its_stop_once(db):
     assert idle_route.stops[0].status == "planned"
 
 
-def _planner(calls: list[tuple[UUID, date]], fail: set[UUID] = frozenset()):
-    """A planner that stores a ready, empty plan as fleet.collection.planning.build_plan would."""
-    async def build(db: Database, tenant_id: UUID, request: PlanRequest, *, source: PlanSource,
-                    created_by: UUID | None = None, replaces: UUID | None = None,
-                    routing_url: str | None = None) -> Plan:
-        calls.append((tenant_id, request.date))
-        await asyncio.sleep(0)  # another node's pass may run meanwhile
-        if tenant_id in fail:
-            raise RuntimeError("no depot reachable")
-        async with db.tenant_tx(tenant_id) as conn:
-            row = await conn.fetchrow(
-                """insert into collection_plans (tenant_id, date, status, source, time_limit_s, solved_at)
-                   values ($1, $2, 'ready', $3, 30, now()) returning *""", tenant_id, request.date, source.value)
-        return Plan(row["id"], tenant_id, row["date"], None, row["status"], row["source"], None, 30, None, None,
-                    None, None, {}, row["created_at"], row["solved_at"])
-    return build
-
-
 async def _scheduled(db: Database) -> list[asyncpg.Record]:
     async with db.system_tx() as conn:
         return await conn.fetch("select tenant_id, date, status, error from collection_plans "
@@ -99,7 +80,7 @@ async def test_the_evening_plan_is_built_once_per_city_and_date(db):
                            busan.tenant_id, daegu.tenant_id)
     evening = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)  # 18:30 in Seoul
     calls: list = []
-    build = _planner(calls)
+    build = planner(calls)
     # Two nodes' passes at once (a leader deposed mid-pass and its successor): one plan.
     await asyncio.gather(plan_evenings(db, build, evening), plan_evenings(db, build, evening))
     tomorrow = date(2026, 12, 8)
@@ -120,12 +101,12 @@ async def test_a_failed_evening_plan_is_recorded_and_tried_again(db):
     await add_vehicle(db, city.tenant_id)
     evening = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
     calls: list = []
-    assert await plan_evenings(db, _planner(calls, fail={city.tenant_id}), evening) == []
+    assert await plan_evenings(db, planner(calls, fail={city.tenant_id}), evening) == []
     assert [(r["status"], r["error"]) for r in await _scheduled(db)] == [
         ("failed", "RuntimeError: no depot reachable")]
     # Not again at once; a few minutes later, and then it works: still one plan for the date.
-    assert await plan_evenings(db, _planner(calls), evening + timedelta(minutes=1)) == []
-    assert len(await plan_evenings(db, _planner(calls), evening + timedelta(minutes=6))) == 1
+    assert await plan_evenings(db, planner(calls), evening + timedelta(minutes=1)) == []
+    assert len(await plan_evenings(db, planner(calls), evening + timedelta(minutes=6))) == 1
     assert [r["status"] for r in await _scheduled(db)] == ["ready"] and len(calls) == 2
     async with db.system_tx() as conn:
         kinds = [r["payload"]["status"] for r in await conn.fetch(
