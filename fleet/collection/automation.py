@@ -21,7 +21,8 @@ import structlog
 from fleet.collection.automation_repository import AutomationRepository
 from fleet.collection.driving import UNDER_WAY, mark_in
 from fleet.collection.driving_repository import DrivingRepository
-from fleet.collection.models import Plan, PlanRequest, PlanSource, RouteStatus, StopStatus, StopUpdate
+from fleet.collection.models import (Plan, PlanRequest, PlanSource, PlanStatus, RouteStatus, StopStatus,
+                                     StopUpdate)
 from fleet.db import Database
 from fleet.errors import Conflict
 from fleet.events.models import PLAN_SCHEDULED
@@ -113,6 +114,11 @@ async def plan_evenings(db: Database, build: BuildPlan, now: datetime, *, fence:
                     await publish(conn, tenant_id, PLAN_SCHEDULED, "plan", plan_id, {
                         "plan_id": str(plan_id), "date": day.isoformat(), "status": "failed",
                         "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            continue
+        if plan.status == PlanStatus.SOLVING:
+            # The planner answered another node's plan for the date, still being solved: that
+            # node tells of it.
+            log.info("evening plan already being built elsewhere", tenant=str(tenant_id), date=day.isoformat())
             continue
         async with db.system_tx() as conn:
             await publish(conn, tenant_id, PLAN_SCHEDULED, "plan", plan.id, {

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
+import pytest
 
 from fleet.collection.automation import complete_by_fill, plan_evenings
 from fleet.collection.driving import RouteService
@@ -112,3 +113,22 @@ async def test_a_failed_evening_plan_is_recorded_and_tried_again(db):
         kinds = [r["payload"]["status"] for r in await conn.fetch(
             "select payload from events where kind = 'plan.scheduled' order by id")]
     assert kinds == ["failed", "ready"]
+
+
+async def test_the_evening_job_with_the_real_planner_builds_one_plan_per_date(db):
+    """With the planner merged (fleet.collection.planning): one scheduled plan for tomorrow,
+    however many passes and nodes ask."""
+    planning = pytest.importorskip("fleet.collection.planning")
+    city = await make_city(db, "seoul")
+    seeded = await seed_route(db, city.tenant_id, bins=2)  # a depot, a truck and two bins
+    async with db.system_tx() as conn:
+        await conn.execute("insert into collection_settings (tenant_id, time_limit_s) values ($1, 1)", city.tenant_id)
+    now = datetime.now(UTC)
+    for device in seeded.bin_ids:
+        await _readings(db, city.tenant_id, device, [(now - timedelta(hours=3), 60.0), (now, 90.0)])
+    evening = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)  # 18:30 in Seoul (plan_at's default 18:00)
+    await asyncio.gather(plan_evenings(db, planning.build_plan, evening),
+                         plan_evenings(db, planning.build_plan, evening))
+    assert await plan_evenings(db, planning.build_plan, evening + timedelta(minutes=1)) == []
+    plans = await _scheduled(db)
+    assert len(plans) == 1 and plans[0]["date"] == date(2026, 12, 8)
