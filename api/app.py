@@ -24,6 +24,7 @@ from api.controllers.campaigns import CampaignController, MaintenanceWindowContr
 from api.controllers.collection import CollectionSetupController, PlanController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.crews import CrewController
+from api.controllers.routes import RouteController
 from api.controllers.sync import sync
 from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
@@ -42,6 +43,7 @@ from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.service import AuditService
 from fleet.campaigns.maintenance import MaintenanceWindowService
 from fleet.campaigns.service import CampaignService
+from fleet.collection.driving import RouteService
 from fleet.collection.forecast_service import ForecastService
 from fleet.collection.plans_service import PlanService
 from fleet.collection.service import CollectionService
@@ -125,6 +127,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "crew_service": CrewService(db),
         "workorder_service": WorkOrderService(db),
         "sync_service": SyncService(db),
+        "route_service": RouteService(db),
         "event_service": EventService(db),
         "campaign_service": CampaignService(db),
         "forecast_service": ForecastService(db),
@@ -143,9 +146,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,
-                        WorkOrderController, CampaignController, MaintenanceWindowController,
-                        ForecastController,
-                        CollectionSetupController, PlanController,
+                        WorkOrderController, RouteController, CampaignController, MaintenanceWindowController,
+                        ForecastController, CollectionSetupController, PlanController,
                         sync, events, docs_assets,
                         # The upload route's body limit is the image limit of the service in use.
                         *firmware_routes(services["firmware_service"].max_image_bytes),

@@ -28,6 +28,7 @@ from fleet.lighting.repository import NOTIFY_CHANNEL
 from fleet.scheduling.forecast import FillProfileJobs
 from fleet.scheduling.leader import LeaderElection, Leadership, NotLeader, together
 from fleet.scheduling.alarms import AlarmJobs
+from fleet.scheduling.collection import CollectionJobs
 from fleet.scheduling.workorders import WorkOrderJobs
 from fleet.scheduling.retention import RETENTION_DAYS, EventRetention
 
@@ -137,10 +138,12 @@ class LightingJobs:
 async def run_scheduler(db: Database, *, node: str | None = None,
                         events_retention_days: int = RETENTION_DAYS,
                         alarm_service: AlarmService | None = None,
-                        download_base_uri: str = DEFAULT_DOWNLOAD_BASE_URI) -> None:
+                        download_base_uri: str = DEFAULT_DOWNLOAD_BASE_URI,
+                        routing_url: str | None = None) -> None:
     """The `fleet serve` component: try to lead; while leading, keep the lights on schedule,
     open work orders from alarms, look for stuck fill sensors, roll firmware campaigns out,
-    keep the event log within its retention and the bins' fill profiles current."""
+    keep the bins' fill profiles current, complete collection stops by their bins' fill drop,
+    build each city's evening plan and keep the event log within its retention."""
     alarm_service = alarm_service or AlarmService(db)
     # One line per job run is noise at INFO; its warnings (misfires) and errors still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -148,5 +151,5 @@ async def run_scheduler(db: Database, *, node: str | None = None,
         LightingJobs(db).lead, WorkOrderJobs(db).lead,
         AlarmJobs(db, alarm_service).lead,
         CampaignJobs(db, download_base_uri=download_base_uri, alarm_service=alarm_service).lead,
-        EventRetention(db, retention_days=events_retention_days).lead,
-        FillProfileJobs(db).lead))
+        FillProfileJobs(db).lead, CollectionJobs(db, routing_url=routing_url).lead,
+        EventRetention(db, retention_days=events_retention_days).lead))

@@ -17,6 +17,8 @@ import asyncpg
 from msgspec import Struct
 
 from fleet.access.models import Permission, Principal
+from fleet.collection.driving import routes_for_sync, utc_now
+from fleet.collection.models import RouteOut
 from fleet.db import Database
 from fleet.errors import FieldError, ValidationFailed
 from fleet.events.models import Position
@@ -53,6 +55,9 @@ class SyncBatch:
     work_orders: list[WorkOrder] = field(default_factory=list)
     devices: list[Device] = field(default_factory=list)
     alarms: list[AlarmSnapshot] = field(default_factory=list)
+    # Collection routes under way (the crew's own) with their stops; in changes, each route that
+    # changed and is the crew's now or was until the change.
+    routes: list[RouteOut] = field(default_factory=list)
     # The token named changes the event log no longer holds (kept for the events' retention) or
     # no position this database gave out: this is a full snapshot, to replace everything held.
     reset: bool = False
@@ -99,19 +104,22 @@ class SyncService:
         orders = (await repo.open_for_crew(principal.tenant_id, principal.crew_id, statuses)
                   if principal.crew_id else await repo.all_open(principal.tenant_id, statuses))
         devices, alarms = _referenced(orders)
-        return SyncBatch(horizon.token(), False, orders, *await self._related(conn, principal.tenant_id, devices, alarms))
+        batch = SyncBatch(horizon.token(), False, orders, *await self._related(conn, principal.tenant_id, devices, alarms))
+        batch.routes = await routes_for_sync(conn, principal.tenant_id, principal.crew_id, utc_now())
+        return batch
 
     async def _changes(self, conn: asyncpg.Connection, principal: Principal, position: Position) -> SyncBatch:
         events = await EventRepository(conn).after(principal.tenant_id, position, BATCH)
         if not events:
             return SyncBatch(position.token())
-        subjects: dict[str, set[UUID]] = {"work_order": set(), "device": set(), "alarm": set()}
+        subjects: dict[str, set[UUID]] = {"work_order": set(), "device": set(), "alarm": set(), "route": set()}
         was_ours: set[UUID] = set()
         for event in events:
             if event.subject_type in subjects:
                 subject = UUID(event.subject_id)
                 subjects[event.subject_type].add(subject)
-                if event.subject_type == "work_order" and _crew_of(event.payload) == str(principal.crew_id):
+                if event.subject_type in ("work_order", "route") and str(principal.crew_id) in (
+                        _crew_of(event.payload), _crew_of(event.payload, "previous_crew_id")):
                     was_ours.add(subject)
         repo = WorkOrderRepository(conn)
         changed = await repo.get_many(principal.tenant_id, sorted(subjects["work_order"]))
@@ -128,7 +136,12 @@ class SyncService:
         changed_devices, changed_alarms = _referenced(changed)
         related = await self._related(conn, principal.tenant_id, devices | (changed_devices & subjects["device"]),
                                       alarms | (changed_alarms & subjects["alarm"]))
-        return SyncBatch(events[-1].position.token(), len(events) == BATCH, changed, *related)
+        batch = SyncBatch(events[-1].position.token(), len(events) == BATCH, changed, *related)
+        routes = await routes_for_sync(conn, principal.tenant_id, principal.crew_id, utc_now(),
+                                       sorted(subjects["route"]))
+        batch.routes = [r for r in routes if not principal.crew_id or r.crew_id == principal.crew_id
+                        or r.id in was_ours]
+        return batch
 
     @staticmethod
     async def _related(conn: asyncpg.Connection, tenant_id: UUID, device_ids: set[UUID],
@@ -140,6 +153,6 @@ class SyncService:
         return devices, alarms
 
 
-def _crew_of(payload: dict[str, Any]) -> str | None:
-    crew = payload.get("crew_id") if isinstance(payload, dict) else None
+def _crew_of(payload: dict[str, Any], key: str = "crew_id") -> str | None:
+    crew = payload.get(key) if isinstance(payload, dict) else None
     return str(crew) if crew is not None else None

@@ -23,6 +23,7 @@ from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
 from fleet.events.models import DEVICE_STATUS_CHANGED
 from fleet.events.service import publish
+from tests.fleet.collection.route_fixtures import seed_route
 
 DEVICE = {"kind": "streetlight", "location": {"lat": 37.57, "lon": 126.98}, "district": "Jung-gu",
           "nominal_wattage": 90}
@@ -46,6 +47,8 @@ BODIES = {
     ("PUT", "/api/v1/groups/{group_id}/alarm-settings"): {"clear_after_minutes": 1},
     ("PATCH", "/api/v1/workorders/{work_order_id}"): {"notes": "mine now"},
     ("PATCH", "/api/v1/crews/{crew_id}"): {"name": "ours now", "home_base": {"lat": 37.57, "lon": 126.98}},
+    ("POST", "/api/v1/routes/{route_id}/assign"): {"crew_id": None},
+    ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}"): {"status": "done"},
     # No id in the path: an admin key has no crew, so this is refused as such (and touches no crew).
     ("PUT", "/api/v1/crews/me/position"): {"lat": 37.57, "lon": 126.98},
 }
@@ -137,6 +140,11 @@ async def seed(city, n: int) -> dict[str, str]:
 async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     mine = await seed(seoul, 1)
     theirs = await seed(busan, 2)
+    await seed_route(db, seoul.tenant_id, bins=1, prefix="seoul")
+    route = await seed_route(db, busan.tenant_id, bins=1, prefix="busan")
+    theirs.update(route_id=str(route.route_id), stop_id=str(route.stop_ids[0]), route_plan_id=str(route.plan_id),
+                  bin_id=str(route.bin_ids[0]))
+    await busan.client.post(f"/api/v1/routes/{route.route_id}/assign", json={"crew_id": theirs["crew_id"]})
     batch = await CommandService(db).submit(busan.principal, CommandRequest(
         Target(device_ids=(UUID(theirs["device_id"]),)), Operation.READ, "/3/0"))
     theirs["command_id"] = str(batch.id)
@@ -155,7 +163,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                     theirs["assignment_id"], theirs["override_id"], theirs["alarm_id"],
                     theirs["service_request_id"], theirs["firmware_key_id"], theirs["image_id"],
                     theirs["campaign_id"], theirs["window_id"], theirs["depot_id"], theirs["site_id"],
-                    theirs["vehicle_id"], theirs["window_id_collection"], theirs["plan_id"]}
+                    theirs["vehicle_id"], theirs["window_id_collection"], theirs["plan_id"],
+                    theirs["route_id"], theirs["stop_id"], theirs["route_plan_id"], theirs["bin_id"]}
     # Open311's last path segment carries the format.
     in_path = {**theirs, "service_request_id": f"{theirs['service_request_id']}.json",
                "service_code": "streetlight_out.json"}
@@ -224,7 +233,9 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                 "/api/v1/firmware/campaigns", "/api/v1/firmware/windows",
                 "/api/v1/firmware/keys", "/api/v1/firmware/images", "/api/v1/collection/depots",
                 "/api/v1/collection/disposal-sites", "/api/v1/collection/vehicles",
-                "/api/v1/collection/time-windows", "/api/v1/collection/plans", "/api/v1/collection/settings"):
+                "/api/v1/collection/time-windows", "/api/v1/collection/plans", "/api/v1/collection/settings",
+                "/api/v1/routes", f"/api/v1/routes?plan={theirs['route_plan_id']}",
+                f"/api/v1/routes?crew={theirs['crew_id']}"):
         text = (await seoul.client.get(url)).text
         assert not [s for s in secrets_of_b if s in text], url
 
@@ -258,5 +269,8 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
     assert [d["id"] for d in (await busan.client.get("/api/v1/collection/depots")).json()] == [theirs["depot_id"]]
     assert len((await busan.client.get("/api/v1/collection/time-windows")).json()) == 1
     assert (await busan.client.get(f"/api/v1/collection/plans/{theirs['plan_id']}")).json()["status"] == "ready"
+    route = (await busan.client.get(f"/api/v1/routes/{theirs['route_id']}")).json()
+    assert (route["status"], route["version"], route["crew_id"]) == ("assigned", 2, theirs["crew_id"])
+    assert [s["status"] for s in route["stops"]] == ["planned", "planned"]
     assignments = (await busan.client.get("/api/v1/lighting/assignments")).json()
     assert [a["calendar_id"] for a in assignments] == [theirs["calendar_id"]]
