@@ -192,7 +192,7 @@ async def simulate(args) -> int:
             start=datetime.fromisoformat(args.start) if args.start else None,
             lifetime_s=args.lifetime, report_interval_s=args.report_interval,
             register_rate=args.register_rate, faults=FaultPlan.parse(args.fault, args.faults),
-            progress_s=args.progress, firmware_block_size=args.fw_block_size)
+            progress_s=args.progress, firmware_block_size=args.fw_block_size, collection=args.collection)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -73,6 +73,8 @@ class SimulationConfig:
     # object 5 (Fleet must read their firmware states).
     queue_mode: frozenset[str] = frozenset()
     unobservable_firmware: frozenset[str] = frozenset()
+    # Who empties the bins (simulators.devices.waste_bin): 'round' or 'fleet'.
+    collection: str = "round"
 
 
 def server_address(uri: str) -> tuple[int, tuple]:
@@ -234,7 +236,7 @@ class Simulation:
         interval = config.report_interval_s or DEFAULT_REPORT_INTERVAL_S
         self.world = world = World(Environment(clock), self.scheduler, self.stats, config.faults,
                                    config.seed, {kind: interval for kind in KINDS},
-                                   config.firmware_block_size)
+                                   config.firmware_block_size, config.collection)
         network = Network(sockaddr, self.scheduler, self.stats, config.lifetime_s,
                           max_registering=config.max_registering)
         endpoints_by_kind: dict[str, list[str]] = {}
