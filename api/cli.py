@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="who empties the bins: 'round', district crews on a fixed night round;"
                                " 'fleet', only Fleet (the 'emptied' Execute, or a --truck-key truck"
                                " driving Fleet's routes)")
+    simulate.add_argument("--truck-key", default=None, metavar="CREW_KEY",
+                          help="a crew's API key: a simulated truck drives the routes assigned to that crew,"
+                               " emptying each bin it reaches and marking its stop done")
     simulate.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                           help="status line interval (0: summary only)")
 
