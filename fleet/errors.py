@@ -71,3 +71,8 @@ class ServiceBusy(FleetError):
     """Fleet cannot take this now (every database connection is busy); the caller should retry."""
 
     retry_after_s = 5
+
+
+class RoutingServiceFailed(Unavailable):
+    """The road-distance service (FLEET_ROUTING_URL) did not answer, or answered something that is
+    not a distance table: a plan cannot be solved on guesses, so it fails and may be retried."""

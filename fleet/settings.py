@@ -131,6 +131,9 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     events: EventSettings = field(default_factory=EventSettings)
     firmware: FirmwareSettings = field(default_factory=FirmwareSettings)
+    # An OSRM-compatible table service for road distances between bins; unset: great-circle
+    # distance times each city's road factor (fleet.collection.matrix).
+    routing_url: str | None = None
 
 
 def default_data_dir() -> Path:
@@ -184,6 +187,7 @@ def load_settings() -> Settings:
             max_image_bytes=_env_int("FIRMWARE_MAX_BYTES", 64 * 1024 * 1024),
             download_base_uri=_env("FIRMWARE_DOWNLOAD_URI"),
         ),
+        routing_url=_env("ROUTING_URL"),
     )
     if settings.events.retention_days < 1:
         raise ValueError(f"FLEET_EVENTS_RETENTION_DAYS must be at least 1, got {settings.events.retention_days}")
@@ -192,6 +196,8 @@ def load_settings() -> Settings:
     base = settings.firmware.download_base_uri
     if base is not None and not base.startswith(("coap://", "coaps://")):
         raise ValueError(f"FLEET_FIRMWARE_DOWNLOAD_URI must be a coap:// or coaps:// URI, got {base!r}")
+    if settings.routing_url is not None and not settings.routing_url.startswith(("http://", "https://")):
+        raise ValueError(f"FLEET_ROUTING_URL must be an http:// or https:// URL, got {settings.routing_url!r}")
     limits = settings.http.limits
     for name, per_s, burst in (("RATE_KEY", limits.key_per_s, limits.key_burst),
                                ("RATE_ADDRESS", limits.address_per_s, limits.address_burst),

@@ -29,6 +29,14 @@ Percent = Annotated[float, Meta(gt=0, le=100)]
 Weekdays = Annotated[list[Annotated[int, Meta(ge=1, le=7)]], Meta(min_length=1, max_length=7,
                                                                    description="ISO weekdays, 1 = Monday")]
 
+# Local wall-clock times come as "HH:MM" (seconds allowed), as the city's other schedules do.
+ClockTime = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$", description="local time, HH:MM")]
+
+
+def clock(value: str | time) -> time:
+    return value if isinstance(value, time) else time.fromisoformat(value)
+
+
 DEFAULT_THRESHOLD_PERCENT = 80.0
 DEFAULT_TIME_LIMIT_S = 30
 MAX_TIME_LIMIT_S = 600
@@ -63,8 +71,8 @@ class VehicleCreate(Struct, forbid_unknown_fields=True):
     waste_kind: WasteKind
     capacity_litres: Annotated[int, Meta(gt=0, le=1_000_000)]
     depot_id: UUID
-    shift_start: Annotated[time, Meta(description="local time, HH:MM")]
-    shift_end: Annotated[time, Meta(description="local time, HH:MM; after shift_start")]
+    shift_start: ClockTime
+    shift_end: Annotated[ClockTime, Meta(description="local time, HH:MM; after shift_start")]
     count: Annotated[int, Meta(ge=1, le=1000)] = 1
     cost_per_km: Annotated[float, Meta(ge=0, le=10_000)] = 1.0
     cost_per_hour: Annotated[float, Meta(ge=0, le=100_000)] = 30.0
@@ -74,8 +82,8 @@ class TimeWindowCreate(Struct, forbid_unknown_fields=True):
     """No collection between `starts` and `ends` (local time) for the bins it covers: those of a
     district, within `radius_m` of a point, or listed; none of these: every bin of the city."""
 
-    starts: time
-    ends: time
+    starts: ClockTime
+    ends: ClockTime
     name: Annotated[str, Meta(max_length=200)] = ""
     weekdays: Weekdays = msgspec.field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
     district: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
@@ -105,7 +113,7 @@ class SettingsUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):
     unload_s: Annotated[int, Meta(ge=0, le=14_400)] | UnsetType = UNSET
     road_factor: Annotated[float, Meta(ge=1, le=5)] | UnsetType = UNSET
     speed_kmh: Annotated[float, Meta(gt=0, le=130)] | UnsetType = UNSET
-    plan_at: time | None | UnsetType = UNSET
+    plan_at: ClockTime | None | UnsetType = UNSET
     time_limit_s: Annotated[int, Meta(ge=1, le=MAX_TIME_LIMIT_S)] | UnsetType = UNSET
     round_days: Annotated[int, Meta(ge=1, le=14)] | UnsetType = UNSET
 

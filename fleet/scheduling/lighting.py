@@ -25,6 +25,7 @@ from fleet.campaigns.rollout import CampaignJobs
 from fleet.db import Database
 from fleet.lighting.reconcile import MIN_COMMAND_EXPIRY, ReconcileReport, Reconciler
 from fleet.lighting.repository import NOTIFY_CHANNEL
+from fleet.scheduling.forecast import FillProfileJobs
 from fleet.scheduling.leader import LeaderElection, Leadership, NotLeader, together
 from fleet.scheduling.alarms import AlarmJobs
 from fleet.scheduling.workorders import WorkOrderJobs
@@ -147,4 +148,5 @@ async def run_scheduler(db: Database, *, node: str | None = None,
         LightingJobs(db).lead, WorkOrderJobs(db).lead,
         AlarmJobs(db, alarm_service).lead,
         CampaignJobs(db, download_base_uri=download_base_uri, alarm_service=alarm_service).lead,
-        EventRetention(db, retention_days=events_retention_days).lead))
+        EventRetention(db, retention_days=events_retention_days).lead,
+        FillProfileJobs(db).lead))

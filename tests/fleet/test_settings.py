@@ -55,3 +55,13 @@ def test_the_coap_limit_per_address_is_off_unless_set(monkeypatch):
     monkeypatch.setenv("FLEET_COAP_ADDRESS_PER_S", "500")
     monkeypatch.setenv("FLEET_COAP_ADDRESS_BURST", "2000")
     assert load_settings().coap.address_rate == Rate(500.0, 2000)
+
+
+def test_the_routing_service_is_unset_by_default_and_must_be_http(monkeypatch):
+    monkeypatch.delenv("FLEET_ROUTING_URL", raising=False)
+    assert load_settings().routing_url is None
+    monkeypatch.setenv("FLEET_ROUTING_URL", "http://osrm.internal:5000")
+    assert load_settings().routing_url == "http://osrm.internal:5000"
+    monkeypatch.setenv("FLEET_ROUTING_URL", "osrm.internal")
+    with pytest.raises(ValueError, match="FLEET_ROUTING_URL"):
+        load_settings()

@@ -1,0 +1,1 @@
+"""Fill-forecast accuracy on simulated weeks: Fleet's forecast against the naive one."""
