@@ -19,7 +19,9 @@ import math
 from fleet.objectmodel import ResourcePath
 from simulators.clock import DAY_S, HOUR_S
 from simulators.devices.base import INTERNAL_BATTERY, LOW_BATTERY_POWER, NB_IOT, SimulatedDevice
-from simulators.fill import DEPOSITS, FillModel, sensor_reading
+# The model's constants stay importable from here too (bench/forecast reads them).
+from simulators.fill import (DEPOSITS, LITRES_PER_DAY, WORTH_EMPTYING, WORTH_EMPTYING_OTHERWISE,  # noqa: F401
+                             FillModel, sensor_reading)
 from simulators.inventory import DeviceSpec
 from simulators.noise import Noise
 from simulators.objects import InstanceTable, Resource, attribute, constant, executable
