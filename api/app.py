@@ -23,6 +23,7 @@ from api.controllers.campaigns import CampaignController, MaintenanceWindowContr
 from api.controllers.collection import CollectionSetupController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.crews import CrewController
+from api.controllers.routes import RouteController
 from api.controllers.sync import sync
 from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
@@ -41,6 +42,7 @@ from fleet.access.service import ApiKeyService, TenantService
 from fleet.audit.service import AuditService
 from fleet.campaigns.maintenance import MaintenanceWindowService
 from fleet.campaigns.service import CampaignService
+from fleet.collection.driving import RouteService
 from fleet.collection.service import CollectionService
 from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
@@ -122,6 +124,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "crew_service": CrewService(db),
         "workorder_service": WorkOrderService(db),
         "sync_service": SyncService(db),
+        "route_service": RouteService(db),
         "event_service": EventService(db),
         "campaign_service": CampaignService(db),
         "window_service": MaintenanceWindowService(db),
@@ -138,7 +141,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,
-                        WorkOrderController, CampaignController, MaintenanceWindowController,
+                        WorkOrderController, RouteController, CampaignController, MaintenanceWindowController,
                         CollectionSetupController,
                         sync, events, docs_assets,
                         # The upload route's body limit is the image limit of the service in use.

@@ -448,3 +448,87 @@ class Plan:
     solved_at: datetime | None
     routes: tuple[Route, ...] = ()
     unassigned: tuple[Unassigned, ...] = field(default=())
+
+
+# -- routes as crews and the control room see them (fleet.collection.driving) -----------------
+
+class StopDevice(Struct):
+    """The bin at a stop, as the crew finds it: where, what kind, how full it last said it was."""
+
+    id: UUID
+    endpoint: str
+    address: str | None
+    district: str | None
+    waste_kind: str | None
+    status: str
+    fill_now: float | None = None
+    fill_at: datetime | None = None
+
+
+class RouteStop(Struct):
+    id: UUID
+    seq: int
+    kind: str
+    lat: float
+    lon: float
+    arrival: datetime
+    load_after: int
+    required: bool
+    status: str
+    device: StopDevice | None = None
+    disposal_site_id: UUID | None = None
+    expected_fill: float | None = None
+    skip_reason: str | None = None
+    done_source: Annotated[str | None, Meta(description="`crew`: marked on the tablet; `fill`: the bin's own "
+                                                        "fill drop completed it")] = None
+    done_at: datetime | None = None
+    done_by: str | None = None
+    notes: str | None = None
+    work_order_id: Annotated[UUID | None, Meta(description="the repair opened for a damaged bin")] = None
+
+
+class RouteProgress(Struct):
+    """For the control room: how far the crew is, against the plan."""
+
+    stops: int
+    done: int
+    skipped: int
+    left: int
+    bins: int
+    bins_emptied: int
+    percent: Annotated[float, Meta(description="stops done or skipped, of all, in percent")]
+    expected_duration_s: float
+    actual_duration_s: Annotated[float | None, Meta(description="since the route started; to its finish once "
+                                                                "completed")] = None
+    expected_km: float = 0.0
+    actual_km: float | None = None
+    # Seconds the crew is behind the plan at its last stop done (negative: ahead).
+    behind_s: float | None = None
+
+
+class RouteOut(Struct):
+    """A route: GET /api/v1/routes/{id} (with its stops in order) and the lists (without)."""
+
+    id: UUID
+    plan_id: UUID
+    date: date
+    vehicle_id: UUID
+    vehicle_number: int
+    status: str
+    starts_at: datetime
+    ends_at: datetime
+    distance_m: float
+    duration_s: float
+    bins_emptied: int
+    version: int
+    progress: RouteProgress
+    crew_id: UUID | None = None
+    waste_kind: str | None = None
+    actual_km: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    stops: list[RouteStop] | None = None
+
+
+class RoutePage(Struct):
+    items: list[RouteOut]

@@ -20,6 +20,12 @@ COMMAND_FINISHED = "command.finished"
 # one device's state in it changed (payload: campaign_id, device_id, state, reason).
 CAMPAIGN_UPDATED = "campaign.updated"
 CAMPAIGN_DEVICE_UPDATED = "campaign.device_updated"
+# Waste collection: a route's status or progress changed (payload: the route with its progress,
+# no stops), one of its stops was marked (payload: route_id, crew_id, the stop), and the evening's
+# automation built (or failed to build) a city's plan for tomorrow (payload: plan_id, date, status, error).
+ROUTE_UPDATED = "route.updated"
+ROUTE_STOP_UPDATED = "route.stop_updated"
+PLAN_SCHEDULED = "plan.scheduled"
 
 
 @dataclass(frozen=True, slots=True)
