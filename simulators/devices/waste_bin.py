@@ -19,9 +19,8 @@ import math
 from fleet.objectmodel import ResourcePath
 from simulators.clock import DAY_S, HOUR_S
 from simulators.devices.base import INTERNAL_BATTERY, LOW_BATTERY_POWER, NB_IOT, SimulatedDevice
-# The model's constants stay importable from here too (bench/forecast reads them).
-from simulators.fill import (DEPOSITS, LITRES_PER_DAY, WORTH_EMPTYING, WORTH_EMPTYING_OTHERWISE,  # noqa: F401
-                             FillModel, sensor_reading)
+from simulators.fill import (DEPOSITS, LITRES_PER_DAY, WORTH_EMPTYING, WORTH_EMPTYING_OTHERWISE, FillModel,
+                             sensor_reading)
 from simulators.inventory import DeviceSpec
 from simulators.noise import Noise
 from simulators.objects import InstanceTable, Resource, attribute, constant, executable
@@ -39,6 +38,9 @@ UPRIGHT_RAD, OUT_OF_POSITION_RAD = 0.03, 0.5
 BATTERY_DRAIN_PER_DAY = 1 / 30
 LOW_BATTERY = (3.0, 12.0)  # the low_battery fault: a cell failing early, percent left
 FILL = ResourcePath(3435, 0, 2)
+# The fill model's constants stay importable from here too (bench/forecast reads them).
+__all__ = ["COLLECTION_MODES", "DEPOSITS", "LITRES_PER_DAY", "WORTH_EMPTYING", "WORTH_EMPTYING_OTHERWISE",
+           "WasteBin"]
 
 
 def _collection(bin_: WasteBin) -> None:

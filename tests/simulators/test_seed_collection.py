@@ -3,12 +3,9 @@ starts; a plan whose routes go to the demo's crew; its truck driving them and em
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import date, datetime
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
-
-import pytest
 
 from simulators import inventory
 from simulators.rest import FleetApi
@@ -68,6 +65,3 @@ async def test_the_set_up_is_seeded_once_over_rest(seoul, api_url, tmp_path):
     assert [(w["district"], w["starts"], w["ends"]) for w in windows] == [(first.school_district, "08:00", "09:00")]
     assert (await client.get(f"{C}/settings")).json()["time_limit_s"] == 10
 
-
-pytestmark_routes = pytest.mark.skipif(importlib.util.find_spec("api.controllers.routes") is None,
-                                       reason="the crew routes REST (i14-routes) is not in this tree")
