@@ -20,7 +20,7 @@ from api.controllers.events import events
 from api.controllers.firmware import firmware_routes
 from api.controllers.groups import GroupController
 from api.controllers.campaigns import CampaignController, MaintenanceWindowController
-from api.controllers.collection import CollectionSetupController
+from api.controllers.collection import CollectionSetupController, PlanController
 from api.controllers.commands import CommandController, ObservationController
 from api.controllers.crews import CrewController
 from api.controllers.routes import RouteController
@@ -43,6 +43,7 @@ from fleet.audit.service import AuditService
 from fleet.campaigns.maintenance import MaintenanceWindowService
 from fleet.campaigns.service import CampaignService
 from fleet.collection.driving import RouteService
+from fleet.collection.plans_service import PlanService
 from fleet.collection.service import CollectionService
 from fleet.commands.service import CommandService
 from fleet.crews.service import CrewService
@@ -129,6 +130,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "campaign_service": CampaignService(db),
         "window_service": MaintenanceWindowService(db),
         "collection_service": CollectionService(db),
+        "plan_service": PlanService(db),
         "firmware_service": FirmwareService(db, max_image_bytes=(firmware or FirmwareSettings()).max_image_bytes),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
@@ -142,7 +144,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         ObservationController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,
                         WorkOrderController, RouteController, CampaignController, MaintenanceWindowController,
-                        CollectionSetupController,
+                        CollectionSetupController, PlanController,
                         sync, events, docs_assets,
                         # The upload route's body limit is the image limit of the service in use.
                         *firmware_routes(services["firmware_service"].max_image_bytes),

@@ -233,3 +233,14 @@ def docs_ui() -> tuple[SwaggerRenderPlugin, Router]:
     router = create_static_files_router(ASSETS_PATH, directories=[assets], include_in_schema=False,
                                         cache_control=None)
     return plugin, router
+
+
+@dataclass
+class PlanOperation(Operation):
+    """A plan is JSON, or GeoJSON or CSV as `format` asks."""
+
+    def __post_init__(self) -> None:
+        answer = self.responses["200"]
+        answer.content = {**(answer.content or {}),
+                          "application/geo+json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                          "text/csv": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))}

@@ -3,15 +3,19 @@ settings) and its pickup plans."""
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date, datetime, time
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from litestar import Controller, delete, get, patch, post
-from msgspec import Struct
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.params import Parameter
+from msgspec import Meta, Struct
 
+from api.openapi import PlanOperation
 from api.problems import problems
 from fleet.access.models import Principal
 from fleet.collection import models as m
+from fleet.collection.plans_service import PlanService
 from fleet.collection.service import CollectionService
 
 
@@ -174,3 +178,113 @@ class CollectionSetupController(Controller):
     async def update_settings(self, data: m.SettingsUpdate, principal: Principal,
                               collection_service: CollectionService) -> m.CollectionSettings:
         return await collection_service.update_settings(principal, data)
+
+
+class Stop(Struct):
+    id: UUID
+    seq: int
+    kind: str
+    device_id: UUID | None
+    disposal_site_id: UUID | None
+    location: m.Location
+    arrival: datetime
+    load_after: int
+    expected_fill: float | None
+    required: bool
+    status: str
+    skip_reason: str | None
+
+
+class Route(Struct):
+    id: UUID
+    vehicle_id: UUID
+    vehicle_number: int
+    crew_id: UUID | None
+    status: str
+    starts_at: datetime
+    ends_at: datetime
+    distance_m: float
+    duration_s: float
+    stops: list[Stop]
+
+
+class Unassigned(Struct):
+    device_id: UUID
+    reason: str
+    detail: str | None
+
+
+class Plan(Struct):
+    id: UUID
+    date: date
+    waste_kind: str | None
+    status: str
+    source: str
+    replaces_id: UUID | None
+    time_limit_s: int
+    error: str | None
+    cost: float | None
+    distance_m: float | None
+    duration_s: float | None
+    summary: dict[str, Any]
+    created_at: datetime
+    solved_at: datetime | None
+    routes: list[Route]
+    unassigned: list[Unassigned]
+
+
+class Replan(Struct, forbid_unknown_fields=True):
+    time_limit_s: Annotated[int, Meta(ge=1, le=m.MAX_TIME_LIMIT_S)] | None = None
+
+
+def stop_out(s: m.Stop) -> Stop:
+    return Stop(s.id, s.seq, s.kind, s.device_id, s.disposal_site_id, m.Location(s.lat, s.lon), s.arrival,
+                s.load_after, s.expected_fill, s.required, s.status, s.skip_reason)
+
+
+def plan_out(p: m.Plan) -> Plan:
+    return Plan(p.id, p.date, p.waste_kind, p.status, p.source, p.replaces_id, p.time_limit_s, p.error, p.cost,
+                p.distance_m, p.duration_s, p.summary, p.created_at, p.solved_at,
+                [Route(r.id, r.vehicle_id, r.vehicle_number, r.crew_id, r.status, r.starts_at, r.ends_at,
+                       r.distance_m, r.duration_s, [stop_out(s) for s in r.stops]) for r in p.routes],
+                [Unassigned(u.device_id, u.reason, u.detail) for u in p.unassigned])
+
+
+class PlanController(Controller):
+    path = "/api/v1/collection/plans"
+    tags = ["waste collection"]
+
+    @post("/", summary="Build and solve the pickup plan for a date (waits for the solve, at most time_limit_s)",
+          description="Must-collect bins (they pass the threshold before the end of the day after, or have an "
+                      "overflow or fire alarm), may-collect bins as optional visits with a prize; bins left out are "
+                      "listed in `unassigned` with the reason. Default time limit: the city's `time_limit_s`.",
+          responses=problems(403, 422))
+    async def create_plan(self, data: m.PlanRequest, principal: Principal, plan_service: PlanService) -> Plan:
+        return plan_out(await plan_service.create(principal, data))
+
+    @get("/", summary="The city's plans, newest first, of one date or all", responses=problems(403))
+    async def list_plans(self, principal: Principal, plan_service: PlanService,
+                         date: Annotated[date | None, Parameter(query="date", required=False)] = None,  # noqa: A002
+                         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100) -> list[Plan]:
+        return [plan_out(p) for p in await plan_service.list(principal, date, limit)]
+
+    @get("/{plan_id:uuid}", summary="One plan: JSON, or GeoJSON for maps, or CSV for print",
+         responses=problems(403, 404), operation_class=PlanOperation)
+    async def get_plan(self, plan_id: UUID, principal: Principal, plan_service: PlanService,
+                       format: Literal["json", "geojson", "csv"] = "json",  # noqa: A002 - the query parameter's name
+                       ) -> Response[Plan]:
+        if format == "geojson":
+            return Response(await plan_service.geojson(principal, plan_id), media_type="application/geo+json")
+        if format == "csv":
+            return Response(await plan_service.csv(principal, plan_id), media_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="plan-{plan_id}.csv"'})
+        return Response(plan_out(await plan_service.get(principal, plan_id)))
+
+    @post("/{plan_id:uuid}/replan", summary="Re-plan mid-shift: remaining stops and new urgent bins; done stops stay",
+          description="A new plan (source `replan`, `replaces_id`) replaces this one, which becomes `superseded`. "
+                      "Each truck starts from its last done stop at the current time with its load; crews carry over.",
+          responses=problems(403, 404, 409, 422))
+    async def replan(self, plan_id: UUID, principal: Principal, plan_service: PlanService,
+                     data: Replan | None = None) -> Plan:
+        return plan_out(await plan_service.replan(principal, plan_id,
+                                                  time_limit_s=data.time_limit_s if data else None))
