@@ -112,13 +112,14 @@ def plan_day(now: datetime) -> date:
     return today if now.hour < PLAN_TODAY_BEFORE_HOUR else today + timedelta(days=1)
 
 
-async def plan_and_assign(api: FleetApi, crew_id: str, day: date, *, make_plan: bool = True) -> DemoPlan:
+async def plan_and_assign(api: FleetApi, crew_id: str, day: date, *, make_plan: bool = True,
+                          time_limit_s: int = PLAN_TIME_LIMIT_S) -> DemoPlan:
     """The day's plan (made unless routes for the day exist) and every route of it nobody drives
     yet given to the demo's crew: its truck (`fleet simulate --truck-key`) then drives them all."""
     plan_id, unassigned = None, 0
     routes = (await api.get("/api/v1/routes", date=day.isoformat()))["items"]
     if not routes and make_plan:
-        plan = await api.post(f"{SETUP}/plans", {"date": day.isoformat(), "time_limit_s": PLAN_TIME_LIMIT_S})
+        plan = await api.post(f"{SETUP}/plans", {"date": day.isoformat(), "time_limit_s": time_limit_s})
         plan_id, unassigned = plan["id"], len(plan.get("unassigned") or [])
         routes = (await api.get("/api/v1/routes", date=day.isoformat(), plan=plan_id))["items"]
     assigned = 0
@@ -154,6 +155,7 @@ def plan_lines(plan: DemoPlan, base: str, admin_key: str, crew_key: str) -> str:
 
 async def run_demo_collection(base: str, admin_key: str, crew_key: str, crew_id: str, timezone: str, *,
                               settle_s: float = SETTLE_S, every_s: float = DISPATCH_EVERY_S,
+                              time_limit_s: int = PLAN_TIME_LIMIT_S, day: date | None = None,
                               out=print) -> None:
     """The demo's collection, beside the API in the same process: set up, wait for the bins'
     readings, plan, then keep giving the crew each day's routes (the evening's scheduled plan
@@ -166,15 +168,16 @@ async def run_demo_collection(base: str, admin_key: str, crew_key: str, crew_id:
             log.info("demo collection set up", depots=setup.depots, disposal_sites=setup.disposal_sites,
                      vehicles=setup.vehicles, created=setup.created)
             await asyncio.sleep(settle_s)
-            plan = await plan_and_assign(api, crew_id, plan_day(datetime.now(zone)))
+            plan = await plan_and_assign(api, crew_id, day or plan_day(datetime.now(zone)),
+                                         time_limit_s=time_limit_s)
             out(plan_lines(plan, base, admin_key, crew_key), flush=True)
         except ApiError as exc:
             log.warning("demo collection not planned", reason=str(exc))
         while True:
             await asyncio.sleep(every_s)
             today = datetime.now(zone).date()
-            for day in (today, today + timedelta(days=1)):
+            for each in (today, today + timedelta(days=1)):
                 try:
-                    await plan_and_assign(api, crew_id, day, make_plan=False)
+                    await plan_and_assign(api, crew_id, each, make_plan=False)
                 except ApiError as exc:
-                    log.warning("demo routes not assigned", day=str(day), reason=str(exc))
+                    log.warning("demo routes not assigned", day=str(each), reason=str(exc))

@@ -3,14 +3,19 @@ starts; a plan whose routes go to the demo's crew; its truck driving them and em
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import asyncio
+import contextlib
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from simulators import inventory
 from simulators.rest import FleetApi
 from simulators.seed_collection import (CAPACITY_LITRES, DEPOTS, DISPOSAL_SITES, DemoPlan, plan_day, plan_lines,
-                                        school_district, seed_collection_setup, vehicle_name)
+                                        run_demo_collection, school_district, seed_collection_setup, vehicle_name)
+from tests.api.workorder_helpers import add_crew
+from tests.simulators.conftest import eventually
 
 C = "/api/v1/collection"
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -65,3 +70,36 @@ async def test_the_set_up_is_seeded_once_over_rest(seoul, api_url, tmp_path):
     assert [(w["district"], w["starts"], w["ends"]) for w in windows] == [(first.school_district, "08:00", "09:00")]
     assert (await client.get(f"{C}/settings")).json()["time_limit_s"] == 10
 
+
+
+async def test_the_demo_plans_a_day_with_a_reload_and_hands_its_routes_to_the_crew(db, seoul, api_url):
+    crew = await add_crew(seoul, "Demo crew")
+    # Nine organic bins nearly full: more than the small organic truck carries in one go.
+    for n in range(9):
+        device = await seoul.client.post("/api/v1/devices", json={
+            "kind": "waste_bin", "endpoint": f"demo-bin-{n}", "district": "Jung-gu",
+            "location": {"lat": 37.560 + 0.002 * n, "lon": 126.990 + 0.001 * n},
+            "capacity_litres": 240, "waste_kind": "organic"})
+        assert device.status_code == 201, device.text
+        async with db.system_tx() as conn:
+            await conn.execute(
+                "insert into device_state (device_id, path, tenant_id, time, v_num) values ($1, $2, $3, now(), 92)",
+                UUID(device.json()["id"]), "/3435/0/2", seoul.tenant_id)
+    day = datetime.now(SEOUL).date() + timedelta(days=1)
+    printed: list[str] = []
+    task = asyncio.create_task(run_demo_collection(
+        api_url, seoul.key, "crew-key", crew["id"], "Asia/Seoul", settle_s=0, every_s=3600, time_limit_s=1,
+        day=day, out=lambda text, flush=False: printed.append(text)))
+    try:
+        await eventually(lambda: printed, timeout_s=60)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert f"for {day}: 1 routes, 9 bins, 0 bins left out" in printed[0], printed
+    routes = (await seoul.client.get("/api/v1/routes", params={"date": day.isoformat()})).json()["items"]
+    assert [(r["crew_id"], r["status"], r["waste_kind"]) for r in routes] == [(crew["id"], "assigned", "organic")]
+    stops = (await seoul.client.get(f"/api/v1/routes/{routes[0]['id']}")).json()["stops"]
+    # 9 x ~220 L in an 800 L truck: it unloads mid-route at a site that takes organic waste.
+    unloads = [s for s in stops[:-1] if s["kind"] == "disposal"]
+    assert unloads and all(s["load_after"] <= CAPACITY_LITRES["organic"] for s in stops)
