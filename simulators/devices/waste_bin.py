@@ -15,6 +15,7 @@ froze at while the waste goes on arriving.
 from __future__ import annotations
 
 import math
+import time
 
 from fleet.objectmodel import ResourcePath
 from simulators.clock import DAY_S, HOUR_S
@@ -30,8 +31,9 @@ HIGH_THRESHOLD, LOW_THRESHOLD = 80.0, 10.0
 # Who empties the bins: the district crews' fixed night round, or only Fleet (its plans' trucks
 # and the "emptied" Execute).
 COLLECTION_MODES = ("round", "fleet")
-# The same emptying told twice (the truck at the bin, then Fleet's Execute for its stop).
-SAME_EMPTYING_S = 1800.0
+# The same emptying told twice (the truck at the bin, then Fleet's Execute for its stop) comes
+# within this many wall seconds, whatever the simulation's speed.
+SAME_EMPTYING_WALL_S = 60.0
 OVERFULL_LIMIT = 150.0
 FIRE_ALARM_C = 60.0
 UPRIGHT_RAD, OUT_OF_POSITION_RAD = 0.03, 0.5
@@ -73,7 +75,7 @@ class WasteBin(SimulatedDevice):
         "/3435/0/19", "/3435/0/22", "/3303/0/5700", "/3429/0/1", "/3429/0/6", "/3/0/9"))
 
     __slots__ = ("model", "capacity_l", "waste_kind", "worth_emptying", "fill_l", "reading", "sensor",
-                 "collected_at", "fill_after_collection", "collections", "round_offset_h",
+                 "collected_at", "emptied_wall", "fill_after_collection", "collections", "round_offset_h",
                  "overflowing", "fire_started", "fire_peak_c", "fire_length_s", "tilt_rad",
                  "tilt_min", "tilt_max", "temp_min", "temp_max", "battery", "high_threshold",
                  "low_threshold", "height_cm", "stuck_fill")
@@ -90,6 +92,7 @@ class WasteBin(SimulatedDevice):
         self.sensor = Noise(world.seed, f"sensor:{spec.endpoint}")
         self.reading: float | None = None  # the sensor's last measurement; None: measure anew
         self.collected_at = self.sim_t - noise.uniform(0.2, 1.0) * DAY_S
+        self.emptied_wall = -math.inf  # time.monotonic() of the last emptying this run
         self.fill_after_collection = 0.0
         self.collections = noise.randrange(400)
         self.round_offset_h = model.round_hour
@@ -175,6 +178,7 @@ class WasteBin(SimulatedDevice):
         self.reading = None
         self.fill_after_collection = self.fill_percentage()
         self.collected_at = self.sim_t
+        self.emptied_wall = time.monotonic()
         self.collections += 1
         self.overflowing = False
 
@@ -200,7 +204,8 @@ class WasteBin(SimulatedDevice):
     def collect(self, _arguments: bytes = b"") -> None:
         """Emptied now (the Execute, or a truck at the bin), unless it just was."""
         self.advance()
-        if self.sim_t - self.collected_at < SAME_EMPTYING_S and self.fill_percentage() < self.worth_emptying:
+        if time.monotonic() - self.emptied_wall < SAME_EMPTYING_WALL_S \
+                and self.fill_percentage() < self.worth_emptying:
             self.link.report_soon()
             return
         self.empty()
