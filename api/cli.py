@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--fw-block-size", type=int, default=None, choices=(16, 32, 64, 128, 256, 512, 1024),
                           metavar="BYTES", help="firmware block size of every device (default: its model's,"
                                                 " 1024 streetlights and APs, 512 bins)")
+    simulate.add_argument("--collection", choices=("round", "fleet"), default="round",
+                          help="who empties the bins: 'round', district crews on a fixed night round;"
+                               " 'fleet', only Fleet (the 'emptied' Execute, or a --truck-key truck"
+                               " driving Fleet's routes)")
+    simulate.add_argument("--truck-key", default=None, metavar="CREW_KEY",
+                          help="a crew's API key: a simulated truck drives the routes assigned to that crew,"
+                               " emptying each bin it reaches and marking its stop done")
     simulate.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                           help="status line interval (0: summary only)")
 

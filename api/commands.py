@@ -114,7 +114,16 @@ def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
         f"  Devices:   simulated in a separate process (`fleet simulate`), reporting over CoAP to "
         f"udp/{coap_port}; a few fail in the first seconds, so alarms show within a minute",
         *_firmware_lines(seeded, base),
+        *_collection_lines(seeded),
         "Press Ctrl-C to stop.\n"))
+
+
+def _collection_lines(seeded: DemoCity) -> tuple[str, ...]:
+    if seeded.crew_id is None:
+        return ()
+    return ("  Collection: depots, disposal sites and a truck per waste kind are set up over REST; once the "
+            "bins have reported (~3 min) a plan follows below, its routes go to the crew and its simulated "
+            "truck drives them (only Fleet's routes empty the demo's bins)",)
 
 
 def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
@@ -129,6 +138,7 @@ def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
 
 async def demo(settings: Settings) -> int:
     from simulators.seed import DEMO_COUNTS, seed_demo_city
+    from simulators.seed_collection import run_demo_collection
     from simulators.seed_firmware import seed_demo_firmware
 
     health = Health()
@@ -143,12 +153,15 @@ async def demo(settings: Settings) -> int:
             lambda: supervised(health, "scheduler", lambda: run_scheduler(
                 db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
                 download_base_uri=firmware_download_uri(settings))),
-            lambda: run_demo_devices(settings, key, DEMO_COUNTS))
+            lambda: run_demo_devices(settings, key, DEMO_COUNTS, seeded.crew_key),
+            lambda: run_demo_collection(local_api(settings), key, seeded.crew_key, str(seeded.crew_id),
+                                        seeded.city.timezone))
 
 
-async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int]) -> None:
+async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None) -> None:
     """The demo's devices: `fleet simulate` in its own process, so they reach Fleet only over
-    the wire, exactly like street furniture would."""
+    the wire, exactly like street furniture would. With the crew's key, only Fleet's plans empty
+    the bins: the crew's simulated truck drives the routes the demo gives it."""
     from simulators.seed import demo_fault_arguments
 
     args = [sys.executable, "-m", "api.cli", "simulate", "--server", f"coap://127.0.0.1:{settings.coap.port}",
@@ -157,7 +170,8 @@ async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int])
             # Real time, so the simulated dusk, dawn and dimming agree with the astronomical clock
             # and the lighting schedule the alarm rules judge by (at x60 every light would be a day
             # burner half the day); a report a minute keeps it lively.
-            "--speed", "1", "--report-interval", "60", "--progress", "60", *demo_fault_arguments()]
+            "--speed", "1", "--report-interval", "60", "--progress", "60", *demo_fault_arguments(),
+            *(("--collection", "fleet", "--truck-key", crew_key) if crew_key else ())]
     await asyncio.sleep(2)  # let the API and the listener come up first
     process = await asyncio.create_subprocess_exec(*args)
     try:
@@ -192,7 +206,8 @@ async def simulate(args) -> int:
             start=datetime.fromisoformat(args.start) if args.start else None,
             lifetime_s=args.lifetime, report_interval_s=args.report_interval,
             register_rate=args.register_rate, faults=FaultPlan.parse(args.fault, args.faults),
-            progress_s=args.progress, firmware_block_size=args.fw_block_size)
+            progress_s=args.progress, firmware_block_size=args.fw_block_size, collection=args.collection,
+            truck_key=args.truck_key)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""Fleet's REST API as the simulator uses it: the key's city, its devices, bulk import."""
+"""Fleet's REST API as the simulator and the demo use it: the key's city, its devices, bulk import,
+and plain JSON calls (collection set-up, plans, routes)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ IMPORT_BATCH = 5000
 
 class ApiError(Exception):
     """The API refused a request; the message carries its problem detail."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # None: no answer at all
 
 
 class FleetApi:
@@ -53,13 +58,23 @@ class FleetApi:
             created += result["created"]
         return created
 
+    async def get(self, path: str, **params: Any) -> Any:
+        return await self._json("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    async def post(self, path: str, body: Any = None) -> Any:
+        return await self._json("POST", path, json=body)
+
+    async def patch(self, path: str, body: Any) -> Any:
+        return await self._json("PATCH", path, json=body)
+
     async def _json(self, method: str, path: str, **kwargs) -> Any:
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(f"{method} {path}: {exc}") from None
         if response.status_code >= 400:
-            raise ApiError(f"{method} {path} answered {response.status_code}: {_problem(response)}")
+            raise ApiError(f"{method} {path} answered {response.status_code}: {_problem(response)}",
+                           response.status_code)
         return response.json()
 
 

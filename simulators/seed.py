@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from msgspec.structs import replace
 
@@ -54,6 +55,7 @@ class DemoCity:
     crew_name: str
     crew_key: str
     firmware: DemoFirmware | None = None  # the firmware campaign, when `fleet demo` seeded one
+    crew_id: UUID | None = None
 
 
 def demo_rows(streetlights: int = DEMO_COUNTS["streetlight"], bins: int = DEMO_COUNTS["waste_bin"],
@@ -148,7 +150,7 @@ async def seed_demo_city(db: Database) -> DemoCity:
         crew = await crews.update(admin, crew.id, CrewUpdate(home_base=DEMO_CREW_BASE))
     await seed_demo_work_order_rules(db, admin)
     crew_key = await keys.issue(admin, Role.CREW, "demo crew tablet", crew_id=crew.id)
-    return DemoCity(city, issued.secret, created, DEMO_CREW, crew_key.secret)
+    return DemoCity(city, issued.secret, created, DEMO_CREW, crew_key.secret, crew_id=crew.id)
 
 
 async def seed_demo_work_order_rules(db: Database, admin: Principal) -> None:

@@ -26,6 +26,7 @@ from simulators import inventory
 from simulators.client import REGISTER, LwM2MClient, Network
 from simulators.clock import SimClock
 from simulators.devices import KINDS, SimulatedDevice, World
+from simulators.devices.waste_bin import COLLECTION_MODES
 from simulators.environment import Environment
 from simulators.faults import DeviceFaults, FaultPlan
 from simulators.inventory import DeviceSpec
@@ -33,6 +34,7 @@ from simulators.noise import Noise
 from simulators.rest import FleetApi
 from simulators.scheduler import Scheduler
 from simulators.stats import Stats
+from simulators.truck import Truck
 
 log = structlog.get_logger("simulators")
 
@@ -73,6 +75,10 @@ class SimulationConfig:
     # object 5 (Fleet must read their firmware states).
     queue_mode: frozenset[str] = frozenset()
     unobservable_firmware: frozenset[str] = frozenset()
+    # Who empties the bins (simulators.devices.waste_bin): 'round' or 'fleet'.
+    collection: str = "round"
+    # A crew key: a truck (simulators.truck) drives the crew's routes and empties the bins it reaches.
+    truck_key: str | None = None
 
 
 def server_address(uri: str) -> tuple[int, tuple]:
@@ -179,8 +185,23 @@ class Simulation:
                 return device
         raise LookupError(f"no simulated device {endpoint!r}")
 
+    def empty_bin(self, endpoint: str) -> bool:
+        """A truck reached this bin: it is emptied now (False: no such simulated bin)."""
+        try:
+            device = self.device(endpoint)
+        except LookupError:
+            return False
+        if device.kind != "waste_bin" or device.link is None or device.link.silent:
+            return False
+        device.collect()
+        return True
+
     async def run(self, *, handle_signals: bool = False) -> Stats:
         config = self.config
+        if config.truck_key and not config.api:
+            raise SimulationError("a truck (--truck-key) follows its routes over --api")
+        if config.collection not in COLLECTION_MODES:
+            raise SimulationError(f"--collection is one of {', '.join(COLLECTION_MODES)}")
         family, sockaddr = server_address(config.server)
         specs, timezone = await load_devices(config)
         if not specs:
@@ -199,6 +220,11 @@ class Simulation:
         tasks = [asyncio.create_task(self.scheduler.run(), name="simulator-scheduler")]
         if self.out is not None and config.progress_s > 0:
             tasks.append(asyncio.create_task(self._progress(), name="simulator-progress"))
+        truck_api = None
+        if config.truck_key:
+            truck_api = FleetApi(config.api, config.truck_key)
+            truck = Truck(truck_api, self.empty_bin, speed=config.speed)
+            tasks.append(asyncio.create_task(truck.run(), name="simulator-truck"))
         self.ready.set()
         try:
             with contextlib.suppress(TimeoutError):
@@ -213,6 +239,8 @@ class Simulation:
             for client in self.clients:
                 if client.transport is not None:
                     client.transport.close()
+            if truck_api is not None:
+                await truck_api.__aexit__(None, None, None)
             if handle_signals:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -234,7 +262,7 @@ class Simulation:
         interval = config.report_interval_s or DEFAULT_REPORT_INTERVAL_S
         self.world = world = World(Environment(clock), self.scheduler, self.stats, config.faults,
                                    config.seed, {kind: interval for kind in KINDS},
-                                   config.firmware_block_size)
+                                   config.firmware_block_size, config.collection)
         network = Network(sockaddr, self.scheduler, self.stats, config.lifetime_s,
                           max_registering=config.max_registering)
         endpoints_by_kind: dict[str, list[str]] = {}

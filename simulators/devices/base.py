@@ -53,6 +53,8 @@ class World:
     report_interval_s: dict[str, float]
     # The firmware block size of every device, instead of its model's (inventory.FIRMWARE).
     firmware_block_size: int | None = None
+    # Who empties the bins: 'round' (district crews at night) or 'fleet' (only Fleet's plans).
+    collection: str = "round"
 
     @property
     def clock(self) -> SimClock:

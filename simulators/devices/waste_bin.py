@@ -1,45 +1,48 @@
 """A waste bin: filling level (3435), temperature (3303) and tilt (3429), on a battery.
 
-Waste arrives at a rate set by its kind (organic fastest), the district's street activity and
-the hour (little at night, peaks at lunch and in the evening). Each district's crew starts its
-round at a fixed night hour and empties the bins it passes that are worth emptying. A server
-records a collection with Execute on /3435/0/9 ("Average filling speed reset"): the simulated
-bin takes it as "emptied now", drops to a small residue and counts it in /3435/0/19 (Filling
-operations counter, reset by Execute /3435/0/20). Fires and knock-overs are rare world events.
-A stuck fill sensor keeps reporting the reading it froze at while the waste goes on arriving.
+How waste arrives (kind, district, weekday and hour, the bin's own rate) and what its fill
+sensor reads (noise, rare spikes) is simulators.fill's model, shared with offline benchmarks.
+Who empties it is the run's collection mode (`fleet simulate --collection`): 'round' (the
+default), each district's crew starts its round at a fixed night hour and empties the bins it
+passes that are worth emptying; 'fleet', only Fleet does: a server records a collection with
+Execute on /3435/0/9 ("Average filling speed reset"), or a simulated truck following Fleet's
+route reaches the bin (simulators.truck). The bin takes it as "emptied now", drops to a small
+residue and counts it in /3435/0/19 (Filling operations counter, reset by Execute /3435/0/20).
+Fires and knock-overs are rare world events. A stuck fill sensor keeps reporting the reading it
+froze at while the waste goes on arriving.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 from fleet.objectmodel import ResourcePath
-from simulators.clock import DAY_S, HOUR_S, DailyCurve
+from simulators.clock import DAY_S, HOUR_S
 from simulators.devices.base import INTERNAL_BATTERY, LOW_BATTERY_POWER, NB_IOT, SimulatedDevice
+from simulators.fill import (DEPOSITS, LITRES_PER_DAY, WORTH_EMPTYING, WORTH_EMPTYING_OTHERWISE, FillModel,
+                             sensor_reading)
 from simulators.inventory import DeviceSpec
 from simulators.noise import Noise
 from simulators.objects import InstanceTable, Resource, attribute, constant, executable
 
-LITRES_PER_DAY = {"organic": 70.0, "inorganic": 80.0, "plastic": 55.0, "paper": 45.0,
-                  "glass": 18.0, "metal": 12.0}
-OTHER_LITRES_PER_DAY = 30.0
-# When people throw things away, relative to the day's mean (local hours 0..23).
-DEPOSITS = DailyCurve([0.15, 0.1, 0.08, 0.08, 0.1, 0.2, 0.5, 1.0, 1.3, 1.0, 1.0, 1.4,
-                       1.9, 1.6, 1.1, 1.0, 1.2, 1.6, 2.0, 2.1, 1.8, 1.3, 0.8, 0.4])
 HEIGHT_CM = {120: 93, 240: 107, 660: 125, 1100: 137}
-DEFAULT_CAPACITY = 240
 HIGH_THRESHOLD, LOW_THRESHOLD = 80.0, 10.0
-# A crew empties a bin it passes when it is at least this full (organic spoils: lower bar).
-WORTH_EMPTYING = {"organic": 15.0}
-WORTH_EMPTYING_OTHERWISE = 30.0
-ROUND_HOURS = (21.0, 29.0)  # rounds start between 21:00 and 05:00
-ROUND_LENGTH_H = 3.0
+# Who empties the bins: the district crews' fixed night round, or only Fleet (its plans' trucks
+# and the "emptied" Execute).
+COLLECTION_MODES = ("round", "fleet")
+# The same emptying told twice (the truck at the bin, then Fleet's Execute for its stop) comes
+# within this many wall seconds, whatever the simulation's speed.
+SAME_EMPTYING_WALL_S = 60.0
 OVERFULL_LIMIT = 150.0
 FIRE_ALARM_C = 60.0
 UPRIGHT_RAD, OUT_OF_POSITION_RAD = 0.03, 0.5
 BATTERY_DRAIN_PER_DAY = 1 / 30
 LOW_BATTERY = (3.0, 12.0)  # the low_battery fault: a cell failing early, percent left
 FILL = ResourcePath(3435, 0, 2)
+# The fill model's constants stay importable from here too (bench/forecast reads them).
+__all__ = ["COLLECTION_MODES", "DEPOSITS", "LITRES_PER_DAY", "WORTH_EMPTYING", "WORTH_EMPTYING_OTHERWISE",
+           "WasteBin"]
 
 
 def _collection(bin_: WasteBin) -> None:
@@ -71,8 +74,8 @@ class WasteBin(SimulatedDevice):
         "/3435/0/2", "/3435/0/3", "/3435/0/5", "/3435/0/7", "/3435/0/8", "/3435/0/13",
         "/3435/0/19", "/3435/0/22", "/3303/0/5700", "/3429/0/1", "/3429/0/6", "/3/0/9"))
 
-    __slots__ = ("capacity_l", "waste_kind", "litres_per_day", "worth_emptying", "fill_l",
-                 "collected_at", "fill_after_collection", "collections", "round_offset_h",
+    __slots__ = ("model", "capacity_l", "waste_kind", "worth_emptying", "fill_l", "reading", "sensor",
+                 "collected_at", "emptied_wall", "fill_after_collection", "collections", "round_offset_h",
                  "overflowing", "fire_started", "fire_peak_c", "fire_length_s", "tilt_rad",
                  "tilt_min", "tilt_max", "temp_min", "temp_max", "battery", "high_threshold",
                  "low_threshold", "height_cm", "stuck_fill")
@@ -80,19 +83,19 @@ class WasteBin(SimulatedDevice):
     def __init__(self, spec: DeviceSpec, world, faults) -> None:
         super().__init__(spec, world, faults)
         noise = self.noise
-        self.capacity_l = float(spec.attributes.get("capacity_litres") or DEFAULT_CAPACITY)
+        self.model = model = FillModel.of(spec, world.seed)
+        self.capacity_l = model.capacity_l
         self.height_cm = HEIGHT_CM.get(int(self.capacity_l), round(80 + self.capacity_l ** 0.5 * 2))
-        self.waste_kind = spec.attributes.get("waste_kind") or "other"
-        # Per-bin spread: some sit by a bus stop, some on a quiet corner.
-        self.litres_per_day = (LITRES_PER_DAY.get(self.waste_kind, OTHER_LITRES_PER_DAY)
-                               * self.activity * noise.uniform(0.6, 1.4))
-        self.worth_emptying = WORTH_EMPTYING.get(self.waste_kind, WORTH_EMPTYING_OTHERWISE)
+        self.waste_kind = model.waste_kind
+        self.worth_emptying = model.worth_emptying
         self.fill_l = self.capacity_l * noise.uniform(0.0, 0.6)
+        self.sensor = Noise(world.seed, f"sensor:{spec.endpoint}")
+        self.reading: float | None = None  # the sensor's last measurement; None: measure anew
         self.collected_at = self.sim_t - noise.uniform(0.2, 1.0) * DAY_S
+        self.emptied_wall = -math.inf  # time.monotonic() of the last emptying this run
         self.fill_after_collection = 0.0
         self.collections = noise.randrange(400)
-        district_round = Noise(world.seed, f"round:{spec.district}").uniform(*ROUND_HOURS)
-        self.round_offset_h = district_round + noise.uniform(0, ROUND_LENGTH_H)
+        self.round_offset_h = model.round_hour
         self.overflowing = False
         self.fire_started: float | None = None
         self.fire_peak_c = 0.0
@@ -120,8 +123,8 @@ class WasteBin(SimulatedDevice):
 
     def evolve(self, start: float, end: float) -> None:
         clock = self.world.clock
-        deposits = DEPOSITS.integral(clock.local_hours(start), clock.local_hours(end)) / 24
-        litres = self.litres_per_day * deposits * max(0.0, 1 + self.noise.gauss(0, 0.2))
+        litres = self.model.arrivals(clock.local_hours(start), clock.local_hours(end), self.noise)
+        self.reading = None
         limit = self.capacity_l * (OVERFULL_LIMIT if self.overflowing else 100.0) / 100
         self.fill_l = min(limit, self.fill_l + litres)
         self.battery = max(0.0, self.battery - BATTERY_DRAIN_PER_DAY * (end - start) / DAY_S)
@@ -135,8 +138,13 @@ class WasteBin(SimulatedDevice):
         return round(self.fill_l / self.capacity_l * 100, 1)
 
     def reported_fill(self) -> float:
-        """What the fill sensor measures: the real fill, unless it is stuck."""
-        return self.fill_percentage() if self.stuck_fill is None else self.stuck_fill
+        """What the fill sensor measures: the real fill give or take its noise (once per moment:
+        every resource of a report agrees), unless it is stuck."""
+        if self.stuck_fill is not None:
+            return self.stuck_fill
+        if self.reading is None:
+            self.reading = sensor_reading(self.fill_percentage(), self.sensor)
+        return self.reading
 
     def filling_speed(self) -> float:
         """Average filling speed since the last collection, in percent per hour."""
@@ -166,9 +174,11 @@ class WasteBin(SimulatedDevice):
         return round(temperature, 2)
 
     def empty(self) -> None:
-        self.fill_l = self.capacity_l * self.noise.uniform(0.0, 0.03)
+        self.fill_l = self.model.residue(self.noise)
+        self.reading = None
         self.fill_after_collection = self.fill_percentage()
         self.collected_at = self.sim_t
+        self.emptied_wall = time.monotonic()
         self.collections += 1
         self.overflowing = False
 
@@ -177,7 +187,7 @@ class WasteBin(SimulatedDevice):
     def on_registered(self) -> None:
         first = not self.reporting
         super().on_registered()
-        if first:
+        if first and self.world.collection == "round":
             self.schedule_collection(self.sim_t)
 
     def schedule_collection(self, after: float) -> None:
@@ -191,7 +201,13 @@ class WasteBin(SimulatedDevice):
         sim_at = after + (passing - hours) * HOUR_S
         self.world.scheduler.at(clock.monotonic_at(sim_at), _collection, self)
 
-    def collect(self, _arguments: bytes) -> None:
+    def collect(self, _arguments: bytes = b"") -> None:
+        """Emptied now (the Execute, or a truck at the bin), unless it just was."""
+        self.advance()
+        if time.monotonic() - self.emptied_wall < SAME_EMPTYING_WALL_S \
+                and self.fill_percentage() < self.worth_emptying:
+            self.link.report_soon()
+            return
         self.empty()
         self.link.report_soon()
 
@@ -200,6 +216,7 @@ class WasteBin(SimulatedDevice):
         if fault == "overflow":
             self.overflowing = True
             self.fill_l = self.capacity_l * self.noise.uniform(1.02, 1.3)
+            self.reading = None
             self.link.report_soon()
         elif fault == "fire" and self.fire_started is None:
             self.fire_started = self.sim_t
@@ -231,6 +248,7 @@ class WasteBin(SimulatedDevice):
             self.empty()
         self.tilt_rad = UPRIGHT_RAD
         self.stuck_fill = None
+        self.reading = None
         if self.battery < LOW_BATTERY[1]:
             self.battery = 100.0
         super().repair()

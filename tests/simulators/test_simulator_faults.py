@@ -187,7 +187,8 @@ def test_a_stuck_fill_sensor_repeats_its_reading_while_the_bin_fills():
         # Every Send carries the same reading, though nothing about it changed.
         assert send(bin_, full=False)["/3435/0/2"] == frozen
     assert bin_.fill_percentage() != frozen
-    assert repaired(bin_)["/3435/0/2"] == bin_.fill_percentage()
+    # Measuring again, within the sensor's noise.
+    assert repaired(bin_)["/3435/0/2"] == pytest.approx(bin_.fill_percentage(), abs=3)
 
 
 def test_access_point_faults():
