@@ -104,7 +104,8 @@ def _running(component: RevocationListener | EventService):
 
 
 def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, object] | None = None,
-               extra_handlers: list | None = None, firmware: FirmwareSettings | None = None) -> Litestar:
+               extra_handlers: list | None = None, firmware: FirmwareSettings | None = None,
+               routing_url: str | None = None) -> Litestar:
     # One set of buckets for /api/v1 (middleware) and /open311 (its gate): a client spends the same budget.
     limits = _request_limits(http)
     apikey_service = ApiKeyService(db)
@@ -133,7 +134,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "forecast_service": ForecastService(db),
         "window_service": MaintenanceWindowService(db),
         "collection_service": CollectionService(db),
-        "plan_service": PlanService(db),
+        "plan_service": PlanService(db, routing_url=routing_url),
         "firmware_service": FirmwareService(db, max_image_bytes=(firmware or FirmwareSettings()).max_image_bytes),
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),

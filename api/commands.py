@@ -20,6 +20,7 @@ from fleet.settings import Settings
 from fleet.supervision import Health
 
 if TYPE_CHECKING:
+    from fleet.db import Database
     from simulators.seed import DemoCity
 
 log = structlog.get_logger(__name__)
@@ -83,9 +84,14 @@ async def serve(settings: Settings) -> int:
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
-            lambda: supervised(health, "scheduler", lambda: run_scheduler(
-                db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
-                download_base_uri=firmware_download_uri(settings))))
+            lambda: scheduler(db, settings, health))
+
+
+async def scheduler(db: Database, settings: Settings, health: Health) -> None:
+    """The scheduler component of a node, as `fleet serve` and the demo run it."""
+    await supervised(health, "scheduler", lambda: run_scheduler(
+        db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
+        download_base_uri=firmware_download_uri(settings), routing_url=settings.routing_url))
 
 
 async def coap_only(settings: Settings) -> int:
@@ -150,9 +156,7 @@ async def demo(settings: Settings) -> int:
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
-            lambda: supervised(health, "scheduler", lambda: run_scheduler(
-                db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
-                download_base_uri=firmware_download_uri(settings))),
+            lambda: scheduler(db, settings, health),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS, seeded.crew_key),
             lambda: run_demo_collection(local_api(settings), key, seeded.crew_key, str(seeded.crew_id),
                                         seeded.city.timezone))

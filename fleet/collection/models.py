@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time  # noqa: F401 - `date` annotates fields named date
 from typing import Annotated
 from uuid import UUID
 
