@@ -14,6 +14,7 @@ import msgspec
 from fleet.access.models import Permission, Principal, Role
 from fleet.audit.service import record
 from fleet.collection.driving_repository import DrivingRepository, route_from_row
+from fleet.collection.forecast_repository import EMPTIED_PATH, STOP_ORIGIN, forget_emptying, record_emptying
 from fleet.collection.models import (EmptyingSource, RouteOut, RoutePage, RouteStatus, SkipReason, StopStatus,
                                      StopUpdate)
 from fleet.commands.models import Operation
@@ -27,7 +28,6 @@ from fleet.registry.service import require
 from fleet.workorders.changes import create_in
 from fleet.workorders.routing import haversine_m
 
-EMPTIED_PATH = "/3435/0/9"  # Execute: the bin was emptied (its counter counts it, its fill resets)
 EMPTIED_EXPIRES = timedelta(hours=12)
 MAX_ROUTES = 1000
 UNDER_WAY = (RouteStatus.ASSIGNED, RouteStatus.IN_PROGRESS)
@@ -112,14 +112,14 @@ async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg
         if done:
             at, before, after = emptied or (now, await repo.fill_of(stop["device_id"]), None)
             kind = EmptyingSource.DROP if source == "fill" else EmptyingSource.STOP
-            await repo.record_emptying(tenant_id, stop["device_id"], at, kind, stop_id=stop["id"],
-                                       fill_before=before, fill_after=after)
+            await record_emptying(conn, tenant_id, stop["device_id"], at, kind, stop_id=stop["id"],
+                                  fill_before=before, fill_after=after)
             if source == "crew":
                 await CommandRepository(conn).insert_batch(
                     tenant_id, Operation.EXECUTE, EMPTIED_PATH, None, {"device_ids": [str(stop["device_id"])]},
-                    [stop["device_id"]], principal.api_key_id, "collection", now + EMPTIED_EXPIRES)
+                    [stop["device_id"]], principal.api_key_id, STOP_ORIGIN, now + EMPTIED_EXPIRES)
         elif stop["status"] == StopStatus.DONE:
-            await repo.forget_emptying(tenant_id, stop["id"])
+            await forget_emptying(conn, tenant_id, stop["id"])
     changes = await _progress_changes(repo, tenant_id, route, now)
     await repo.update_route(tenant_id, route["id"], changes)
     stop_after = await repo.stop(tenant_id, route["id"], stop["id"])

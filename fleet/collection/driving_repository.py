@@ -161,21 +161,6 @@ class DrivingRepository:
         factor = depot["road_factor"] if depot else 1.35
         return ((depot["lat"], depot["lon"]) if depot else None), [(r["lat"], r["lon"]) for r in rows], factor
 
-    async def record_emptying(self, tenant_id: UUID, device_id: UUID, at: datetime, source: str, *,
-                              stop_id: UUID | None, fill_before: float | None = None,
-                              fill_after: float | None = None) -> bool:
-        """One row per (bin, time, source), whoever writes it first; True when this wrote it."""
-        return await self.conn.fetchval(
-            """insert into bin_emptyings (tenant_id, device_id, at, source, fill_before, fill_after, stop_id)
-               values ($1, $2, $3, $4, $5, $6, $7)
-               on conflict (tenant_id, device_id, at, source) do nothing returning true""",
-            tenant_id, device_id, at, source, fill_before, fill_after, stop_id) or False
-
-    async def forget_emptying(self, tenant_id: UUID, stop_id: UUID) -> None:
-        """An operator corrected a done stop to skipped: the bin was not emptied after all."""
-        await self.conn.execute("delete from bin_emptyings where tenant_id = $1 and stop_id = $2",
-                                tenant_id, stop_id)
-
     async def fill_of(self, device_id: UUID) -> float | None:
         return await self.conn.fetchval(
             "select v_num from device_state where device_id = $1 and path = $2", device_id, FILL_PATH)

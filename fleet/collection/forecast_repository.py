@@ -14,6 +14,8 @@ from fleet.collection.models import DEFAULT_THRESHOLD_PERCENT
 
 FILL_PATH = "/3435/0/2"
 EMPTIED_PATH = "/3435/0/9"
+# The origin of the Executes a crew's done stop sends (fleet.collection.driving).
+STOP_ORIGIN = "collection"
 
 
 def profile_from(row: asyncpg.Record) -> Profile | None:
@@ -34,6 +36,11 @@ async def record_emptying(conn: asyncpg.Connection, tenant_id: UUID, device_id: 
            on conflict (tenant_id, device_id, at, source) do nothing""",
         tenant_id, device_id, at, source, fill_before, fill_after, stop_id)
     return status.endswith(" 1")
+
+
+async def forget_emptying(conn: asyncpg.Connection, tenant_id: UUID, stop_id: UUID) -> None:
+    """The control room corrected a done stop to skipped: the bin was not emptied after all."""
+    await conn.execute("delete from bin_emptyings where tenant_id = $1 and stop_id = $2", tenant_id, stop_id)
 
 
 class ForecastRepository:
@@ -128,13 +135,20 @@ class ForecastRepository:
         return out
 
     async def record_executes(self, tenant_id: UUID, since: datetime) -> int:
-        """The "emptied" Executes (/3435/0/9) the bins acknowledged, as emptyings (idempotent)."""
+        """The "emptied" Executes (/3435/0/9) the bins acknowledged, as emptyings (idempotent).
+
+        Those a route's stop sent (batch origin 'collection', fleet.collection.driving) are
+        skipped: the stop marked done already recorded that emptying as a 'stop' row, and one
+        emptying counted twice would halve the bin's learned fill rate. The partial index
+        `commands_emptied` (migration 0031) keeps this scan to the Executes of its kind."""
         status = await self.conn.execute(
             f"""insert into bin_emptyings (tenant_id, device_id, at, source)
                 select c.tenant_id, c.device_id, c.completed_at, 'execute'
-                  from commands c join devices d on d.id = c.device_id and d.tenant_id = c.tenant_id
+                  from commands c
+                  join command_batches b on b.id = c.batch_id
+                  join devices d on d.id = c.device_id and d.tenant_id = c.tenant_id
                  where c.tenant_id = $1 and c.path = '{EMPTIED_PATH}' and c.operation = 'execute'
-                   and c.status = 'succeeded' and c.completed_at > $2
+                   and c.status = 'succeeded' and c.completed_at > $2 and b.origin <> '{STOP_ORIGIN}'
                 on conflict (tenant_id, device_id, at, source) do nothing""", tenant_id, since)
         return int(status.rsplit(" ", 1)[-1])
 

@@ -153,3 +153,22 @@ async def test_the_tablets_sync_carries_the_crews_routes(db, seoul, api_url):
         assert [(r["id"], r["crew_id"]) for r in moved["routes"]] == [(str(ours.route_id), south["id"])]
     everything = (await seoul.client.get("/api/v1/sync")).json()
     assert {r["id"] for r in everything["routes"]} == {str(ours.route_id), str(theirs.route_id)}
+
+
+async def test_a_crews_done_stop_is_one_emptying_not_two(db, seoul, api_url):
+    """The stop records the emptying; the Execute it sends, once the bin acknowledges it, is not
+    recorded again by the forecast job (an emptying counted twice halves the learned rate)."""
+    from datetime import UTC, datetime
+
+    from fleet.collection.profiling import refresh_all
+
+    seeded = await seed_route(db, seoul.tenant_id, bins=1)
+    done = await seoul.client.post(f"{ROUTES}/{seeded.route_id}/stops/{seeded.stop_ids[0]}", json={"status": "done"})
+    assert done.status_code == 200, done.text
+    async with db.system_tx() as conn:
+        await conn.execute("""update commands set status = 'succeeded', completed_at = now()
+                              where tenant_id = $1 and path = '/3435/0/9'""", seoul.tenant_id)
+    await refresh_all(db, datetime.now(UTC))
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        sources = [r["source"] for r in await conn.fetch("select source from bin_emptyings")]
+    assert sources == ["stop"]

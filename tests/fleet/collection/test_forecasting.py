@@ -61,6 +61,15 @@ async def test_executes_and_crew_stops_are_emptyings(db):
             """insert into commands (batch_id, tenant_id, device_id, operation, path, status, expires_at, completed_at)
                values ($1, $2, $3, 'execute', '/3435/0/9', 'succeeded', now() + interval '1 hour', $4)""",
             batch, city.tenant_id, bin_id, done)
+        # A crew's done stop sent this one: its stop already recorded the emptying.
+        by_stop = await conn.fetchval(
+            """insert into command_batches (tenant_id, operation, path, target, device_count, expires_at, origin)
+               values ($1, 'execute', '/3435/0/9', '{}', 1, now() + interval '1 hour', 'collection') returning id""",
+            city.tenant_id)
+        await conn.execute(
+            """insert into commands (batch_id, tenant_id, device_id, operation, path, status, expires_at, completed_at)
+               values ($1, $2, $3, 'execute', '/3435/0/9', 'succeeded', now() + interval '1 hour', $4)""",
+            by_stop, city.tenant_id, bin_id, done + timedelta(minutes=5))
     await refresh_all(db, NOW)
     await refresh_all(db, NOW)
     assert [r["at"] for r in await _emptyings(db, city.tenant_id, "execute")] == [done]
