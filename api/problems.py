@@ -93,6 +93,10 @@ def fleet_error(request: Request, exc: errors.FleetError) -> Response:
         return problem(request, 412, "Precondition Failed", exc.detail,
                        headers={"ETag": f'"{exc.current_version}"'},
                        extra={"current_version": exc.current_version})
+    if isinstance(exc, errors.Replaced):
+        # The tablet moves to the successor without a second request.
+        return problem(request, 409, "Conflict", exc.detail, extra={
+            "replaced_by": str(exc.replaced_by) if exc.replaced_by is not None else None})
     for error_type, status, title in _STATUS:
         if isinstance(exc, error_type):
             return problem(request, status, title, exc.detail, _field_errors(exc))

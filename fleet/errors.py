@@ -29,6 +29,15 @@ class Conflict(FleetError):
     """The change would break a uniqueness or state rule (duplicate endpoint, serial, name)."""
 
 
+class Replaced(Conflict):
+    """The entity was replaced by another (a route by its re-planned successor): the change
+    belongs on that one, named in `replaced_by` (None: nothing replaces it)."""
+
+    def __init__(self, detail: str, replaced_by: object | None) -> None:
+        super().__init__(detail)
+        self.replaced_by = replaced_by
+
+
 class PermissionDenied(FleetError):
     """The caller's role may not do this."""
 

@@ -15,12 +15,12 @@ from fleet.access.models import Permission, Principal, Role
 from fleet.audit.service import record
 from fleet.collection.driving_repository import DrivingRepository, route_from_row
 from fleet.collection.forecast_repository import EMPTIED_PATH, STOP_ORIGIN, forget_emptying, record_emptying
-from fleet.collection.models import (EmptyingSource, RouteOut, RoutePage, RouteStatus, SkipReason, StopStatus,
-                                     StopUpdate)
+from fleet.collection.models import (EmptyingSource, PlanStatus, RouteOut, RoutePage, RouteStatus, SkipReason,
+                                     StopStatus, StopUpdate)
 from fleet.commands.models import Operation
 from fleet.commands.repository import CommandRepository
 from fleet.db import Database
-from fleet.errors import (Conflict, FieldError, NotFound, PermissionDenied, PreconditionFailed,
+from fleet.errors import (Conflict, FieldError, NotFound, PermissionDenied, PreconditionFailed, Replaced,
                           ValidationFailed)
 from fleet.events.models import ROUTE_STOP_UPDATED, ROUTE_UPDATED
 from fleet.events.service import publish
@@ -253,10 +253,16 @@ class RouteService:
     @staticmethod
     async def _locked(repo: DrivingRepository, principal: Principal, route_id: UUID, if_match: str | None,
                       *, crew_may: bool = False) -> asyncpg.Record:
-        """The route, locked; a crew acts only on a route assigned to its crew."""
+        """The route, locked; a crew acts only on a route assigned to its crew, and nobody on a
+        superseded plan's route (409 naming the route that replaces it)."""
         route = await repo.lock_route(principal.tenant_id, route_id)
         if route is None:
             raise NotFound(f"route {route_id} not found")
+        if route["plan_status"] == PlanStatus.SUPERSEDED:
+            # A re-plan copied this route's stops into a new route: a mark here would be lost.
+            successor = await repo.successor(principal.tenant_id, route_id)
+            raise Replaced(f"route {route_id} was re-planned: "
+                           + (f"route {successor} replaces it" if successor else "no route replaces it"), successor)
         if principal.role is Role.CREW and (not crew_may or principal.crew_id is None
                                             or route["crew_id"] != principal.crew_id):
             raise PermissionDenied("this route is not assigned to your crew")

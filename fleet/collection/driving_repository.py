@@ -80,9 +80,31 @@ class DrivingRepository:
         return await self.conn.fetchrow(f"{_ROUTE} where r.tenant_id = $1 and r.id = $2", tenant_id, route_id)
 
     async def lock_route(self, tenant_id: UUID, route_id: UUID) -> asyncpg.Record | None:
-        """The route's own row, locked: every change to a route and its stops goes one at a time."""
+        """The route's own row, locked, with its plan's status: every change to a route and its
+        stops goes one at a time. The plan's row is share-locked, so a re-plan (which locks it
+        to copy the stops and supersede it) waits for this change, or this one sees it superseded."""
         return await self.conn.fetchrow(
-            "select * from collection_routes where tenant_id = $1 and id = $2 for update", tenant_id, route_id)
+            """select r.*, p.status as plan_status
+               from collection_routes r join collection_plans p on p.tenant_id = r.tenant_id and p.id = r.plan_id
+               where r.tenant_id = $1 and r.id = $2
+               for update of r for share of p""", tenant_id, route_id)
+
+    async def successor(self, tenant_id: UUID, route_id: UUID) -> UUID | None:
+        """The route now standing in for a superseded plan's route: the same truck's route in the
+        plan that replaced it, followed through every later re-plan to the plan in force."""
+        return await self.conn.fetchval(
+            """with recursive chain as (
+                   select r.id, r.plan_id, r.vehicle_id, r.vehicle_number, 0 as depth
+                   from collection_routes r where r.tenant_id = $1 and r.id = $2
+                   union all
+                   select n.id, n.plan_id, n.vehicle_id, n.vehicle_number, c.depth + 1
+                   from chain c
+                   join collection_plans p on p.tenant_id = $1 and p.replaces_id = c.plan_id
+                                          and p.status in ('ready', 'superseded')
+                   join collection_routes n on n.tenant_id = $1 and n.plan_id = p.id
+                                           and n.vehicle_id = c.vehicle_id and n.vehicle_number = c.vehicle_number
+                   where c.depth < 100)
+               select id from chain where depth > 0 order by depth desc limit 1""", tenant_id, route_id)
 
     async def routes(self, tenant_id: UUID, *, day: date | None, plan_id: UUID | None, crew_id: UUID | None,
                      statuses: Sequence[str] | None, limit: int) -> list[asyncpg.Record]:
@@ -99,10 +121,12 @@ class DrivingRepository:
             tenant_id, day, plan_id, crew_id, list(statuses) if statuses else None, limit)
 
     async def under_way(self, tenant_id: UUID, crew_id: UUID | None) -> list[UUID]:
-        """Routes assigned or in progress (a crew's, or every crew's), in start order."""
+        """Routes assigned or in progress (a crew's, or every crew's), in start order; a
+        superseded plan's are not (its successor's routes carry their crews on)."""
         return [r["id"] for r in await self.conn.fetch(
             """select id from collection_routes
                where tenant_id = $1 and status in ('assigned', 'in_progress') and ($2::uuid is null or crew_id = $2)
+                 and plan_id not in (select id from collection_plans where tenant_id = $1 and status = 'superseded')
                order by starts_at, id""", tenant_id, crew_id)]
 
     async def stops(self, tenant_id: UUID, route_id: UUID) -> list[RouteStop]:
@@ -176,8 +200,10 @@ class DrivingRepository:
                    select s.tenant_id, s.id as stop_id, s.route_id, s.device_id,
                           coalesce(r.started_at, r.starts_at) as since
                    from collection_routes r
+                   join collection_plans p on p.tenant_id = r.tenant_id and p.id = r.plan_id
                    join collection_stops s on s.tenant_id = r.tenant_id and s.route_id = r.id
                    where r.status in ('assigned', 'in_progress') and r.starts_at <= $1 and r.starts_at > $5
+                     and p.status <> 'superseded'
                      and s.status = 'planned' and s.kind = 'bin')
                select o.tenant_id, o.stop_id, o.route_id, o.device_id, b.v_num as fill_before,
                       e.time as emptied_at, e.v_num as fill_after

@@ -156,6 +156,12 @@ class PlanRepository:
             tenant_id, plan_id))
         return _plan(row, routes, unassigned)
 
+    async def head(self, tenant_id: UUID, plan_id: UUID) -> Plan | None:
+        """The plan's own row, without its routes, stops and bins left out."""
+        row = await self.conn.fetchrow("select * from collection_plans where tenant_id = $1 and id = $2",
+                                       tenant_id, plan_id)
+        return _plan(row) if row is not None else None
+
     async def plans(self, tenant_id: UUID, day: date | None, limit: int) -> list[Plan]:
         return [_plan(r) for r in await self.conn.fetch(
             """select * from collection_plans where tenant_id = $1 and ($2::date is null or date = $2)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from fleet.collection.models import Place, Plan, PlanSource, PlanStatus, Route, Stop
-from fleet.collection.planning import (Setting, Solved, at, local_midnight, persist_unassigned, read_setting,
-                                       solve_and_store, stop_rows)
+from fleet.collection.planning import Solved, persist_unassigned, plan_changed, solve_and_store, stop_rows
+from fleet.collection.problem import Setting, at, local_midnight, read_setting
 from fleet.collection.plans_repository import PlanRepository
 from fleet.collection.repository import SetupRepository
 from fleet.db import Database
@@ -119,6 +119,7 @@ async def replan(db: Database, tenant_id: UUID, plan_id: UUID, *, created_by: UU
             await repo.insert_stops(tenant_id, rows)
         await persist_unassigned(repo, tenant_id, new_id, setting, solved)
         await repo.supersede(tenant_id, plan_id)
+        await plan_changed(conn, tenant_id, plan_id, replaced_by=new_id)
 
     return await solve_and_store(db, tenant_id, new_id, setting, limit, routing_url, store)
 

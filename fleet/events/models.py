@@ -22,10 +22,13 @@ CAMPAIGN_UPDATED = "campaign.updated"
 CAMPAIGN_DEVICE_UPDATED = "campaign.device_updated"
 # Waste collection: a route's status or progress changed (payload: the route with its progress,
 # no stops), one of its stops was marked (payload: route_id, crew_id, the stop), and the evening's
-# automation built (or failed to build) a city's plan for tomorrow (payload: plan_id, date, status, error).
+# automation built (or failed to build) a city's plan for tomorrow (payload: plan_id, date, status, error),
+# and any plan became ready, failed or superseded (payload: plan_id, date, waste_kind, status, source,
+# replaces_id, error, and replaced_by when superseded).
 ROUTE_UPDATED = "route.updated"
 ROUTE_STOP_UPDATED = "route.stop_updated"
 PLAN_SCHEDULED = "plan.scheduled"
+PLAN_UPDATED = "plan.updated"
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,6 +198,15 @@ async def test_a_re_plan_mid_shift_keeps_done_stops_and_takes_new_urgent_bins(db
 
     old = (await seoul.client.get(f"{C}/plans/{first['id']}")).json()
     assert old["status"] == "superseded"
+    # A tablet still on the old route is sent to the new one; its mark is not lost on the old copy.
+    stale = await seoul.client.post(f"/api/v1/routes/{route['id']}/stops/{route['stops'][2]['id']}",
+                                    json={"status": "done"})
+    assert stale.status_code == 409 and stale.json()["replaced_by"] == new_route["id"], stale.text
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        told = await conn.fetch("""select subject_id, payload->>'status' as status, payload->>'replaced_by' as by
+                                   from events where kind = 'plan.updated' order by id""")
+    assert [(e["subject_id"], e["status"], e["by"]) for e in told] == [
+        (first["id"], "ready", None), (plan["id"], "ready", None), (first["id"], "superseded", plan["id"])]
     again = await seoul.client.post(f"{C}/plans/{first['id']}/replan", timeout=60)
     assert again.status_code == 409
     audit = (await seoul.client.get("/api/v1/audit", params={"action": "collection.plan.replan"})).json()["items"]

@@ -172,3 +172,37 @@ async def test_a_crews_done_stop_is_one_emptying_not_two(db, seoul, api_url):
     async with db.tenant_tx(seoul.tenant_id) as conn:
         sources = [r["source"] for r in await conn.fetch("select source from bin_emptyings")]
     assert sources == ["stop"]
+
+
+async def test_a_superseded_plans_route_refuses_marks_and_names_its_successor(db, seoul, api_url):
+    """A tablet still holding the route a re-plan replaced cannot mark it (the mark would be lost
+    with the old copy): 409 naming the route that replaces it; nor is the old route in the sync."""
+    crew = await add_crew(seoul, "North team")
+    seeded = await seed_route(db, seoul.tenant_id, bins=2)
+    route_url = f"{ROUTES}/{seeded.route_id}"
+    assert (await seoul.client.post(f"{route_url}/assign", json={"crew_id": crew["id"]})).status_code == 200
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        # As fleet.collection.replanning stores it: the same truck's route in a plan that replaces it.
+        old = await conn.fetchrow("select * from collection_routes where id = $1", seeded.route_id)
+        new_plan = await conn.fetchval(
+            """insert into collection_plans (tenant_id, date, status, source, replaces_id, time_limit_s)
+               select tenant_id, date, 'ready', 'replan', id, 2 from collection_plans where id = $1 returning id""",
+            seeded.plan_id)
+        successor = await conn.fetchval(
+            """insert into collection_routes (tenant_id, plan_id, vehicle_id, vehicle_number, crew_id, status,
+                                              starts_at, ends_at, distance_m, duration_s)
+               values ($1, $2, $3, 0, $4, 'assigned', $5, $6, 1, 1) returning id""",
+            seoul.tenant_id, new_plan, old["vehicle_id"], old["crew_id"], old["starts_at"], old["ends_at"])
+        await conn.execute("update collection_plans set status = 'superseded' where id = $1", seeded.plan_id)
+
+    async with await crew_client(db, seoul, crew["id"], api_url) as tablet:
+        refused = await tablet.post(f"{route_url}/stops/{seeded.stop_ids[0]}", json={"status": "done"})
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["replaced_by"] == str(successor) and str(successor) in refused.json()["detail"]
+        assert (await tablet.post(f"{route_url}/start")).status_code == 409
+        synced = (await tablet.get("/api/v1/sync")).json()
+        assert str(seeded.route_id) not in str(synced) and str(successor) in str(synced)
+    assert (await seoul.client.post(f"{route_url}/assign", json={"crew_id": None})).status_code == 409
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        assert await conn.fetchval("select status from collection_stops where id = $1", seeded.stop_ids[0]) == "planned"
