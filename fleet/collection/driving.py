@@ -110,7 +110,7 @@ async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg
                            work_order_id=work_order_id)
     if stop["kind"] == "bin":
         if done:
-            at, before, after = emptied or (now, await repo.fill_of(stop["device_id"]), None)
+            at, before, after = emptied or (now, await repo.fill_of(tenant_id, stop["device_id"]), None)
             kind = EmptyingSource.DROP if source == "fill" else EmptyingSource.STOP
             await record_emptying(conn, tenant_id, stop["device_id"], at, kind, stop_id=stop["id"],
                                   fill_before=before, fill_after=after)

@@ -35,7 +35,8 @@ _STOPS = """
            d.status as device_status, ds.v_num as fill_now, ds.time as fill_at
     from collection_stops s
     left join devices d on d.tenant_id = s.tenant_id and d.id = s.device_id
-    left join device_state ds on ds.device_id = s.device_id and ds.path = '/3435/0/2'"""
+    left join device_state ds on ds.tenant_id = s.tenant_id and ds.device_id = s.device_id
+                             and ds.path = '/3435/0/2'"""
 
 _ROUTE_COLUMNS = ("status", "crew_id", "started_at", "finished_at", "actual_km", "bins_emptied")
 
@@ -185,9 +186,10 @@ class DrivingRepository:
         factor = depot["road_factor"] if depot else 1.35
         return ((depot["lat"], depot["lon"]) if depot else None), [(r["lat"], r["lon"]) for r in rows], factor
 
-    async def fill_of(self, device_id: UUID) -> float | None:
+    async def fill_of(self, tenant_id: UUID, device_id: UUID) -> float | None:
         return await self.conn.fetchval(
-            "select v_num from device_state where device_id = $1 and path = $2", device_id, FILL_PATH)
+            "select v_num from device_state where tenant_id = $1 and device_id = $2 and path = $3",
+            tenant_id, device_id, FILL_PATH)
 
     async def emptied_by_fill(self, now: datetime, low_mark: float, min_drop: float, margin: float,
                               since: datetime, limit: int) -> list[asyncpg.Record]:

@@ -19,6 +19,7 @@ from fleet.collection.plans_repository import PlanRepository
 from fleet.collection.problem import Kind, Setting, at, read_setting
 from fleet.collection.savings import compare, nearest_neighbour_m
 from fleet.db import Database
+from fleet.errors import Conflict
 from fleet.events.models import PLAN_UPDATED
 from fleet.events.service import publish
 
@@ -182,6 +183,14 @@ async def solve_and_store(db: Database, tenant_id: UUID, plan_id: UUID, setting:
         solved = await solve_kinds(tenant_id, setting, time_limit_s, routing_url)
         async with db.tenant_tx(tenant_id) as conn:
             await store(conn, tenant_id, plan_id, setting, solved)
+    except Conflict as exc:
+        # Another re-plan of the same plan stored first (two operators, two nodes): this one is
+        # void, kept as failed, and the caller hears 409 rather than a plan that replaces nothing.
+        log.info("pickup plan void", tenant_id=str(tenant_id), plan_id=str(plan_id), reason=exc.detail)
+        async with db.tenant_tx(tenant_id) as conn:
+            await PlanRepository(conn).finish_plan(tenant_id, plan_id, status=PlanStatus.FAILED, error=exc.detail)
+            await plan_changed(conn, tenant_id, plan_id)
+        raise
     except Exception as exc:
         log.error("pickup plan failed", tenant_id=str(tenant_id), plan_id=str(plan_id), exc_info=True)
         async with db.tenant_tx(tenant_id) as conn:

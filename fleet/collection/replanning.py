@@ -37,6 +37,13 @@ def where_and_load(route: Route, depot: Place) -> tuple[Place, int]:
     return here, load
 
 
+def wall_seconds(now: datetime, midnight: datetime) -> int:
+    """Seconds from the plan's local midnight to `now` on the wall clock, the solver's time axis
+    (problem.at): on a day the clocks change, elapsed seconds would put the trucks an hour off."""
+    local = now.astimezone(midnight.tzinfo)
+    return round((local.replace(tzinfo=None) - midnight.replace(tzinfo=None)).total_seconds())
+
+
 def remaining(old: Plan) -> dict[UUID, tuple[bool, float]]:
     out: dict[UUID, tuple[bool, float]] = {}
     for r in old.routes:
@@ -84,7 +91,7 @@ async def replan(db: Database, tenant_id: UUID, plan_id: UUID, *, created_by: UU
                                      keep=remaining(old))
         vehicles = {v.id: v for v in await SetupRepository(conn).vehicles(tenant_id)}
         midnight = local_midnight(old.date, setting.zone)
-        placed = truck_fleets(setting, old, vehicles, round((now - midnight).total_seconds()))
+        placed = truck_fleets(setting, old, vehicles, wall_seconds(now, midnight))
         limit = time_limit_s or setting.settings.time_limit_s
         new_id = await plans.insert_plan(tenant_id, old.date, old.waste_kind, PlanSource.REPLAN, old.id, limit,
                                          created_by)

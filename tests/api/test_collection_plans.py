@@ -211,3 +211,23 @@ async def test_a_re_plan_mid_shift_keeps_done_stops_and_takes_new_urgent_bins(db
     assert again.status_code == 409
     audit = (await seoul.client.get("/api/v1/audit", params={"action": "collection.plan.replan"})).json()["items"]
     assert [e["entity_id"] for e in audit] == [plan["id"]]
+
+
+async def test_two_re_plans_of_one_plan_at_once_give_one_successor(db, seoul):
+    """Two operators (or two nodes) re-plan the same plan at once: one replaces it, the other is
+    refused with 409 and kept as a failed plan, so no tablet follows a plan that replaces nothing."""
+    import asyncio
+
+    await set_up(seoul, capacity=100_000, shift=("00:00", "23:59:59"))
+    for i in range(3):
+        await fill(db, seoul, await add_bin(seoul, i, 37.50 + 0.003 * i, 127.00), 90)
+    today = datetime.now(SEOUL).date()
+    first = (await seoul.client.post(f"{C}/plans", json={"date": today.isoformat(), "time_limit_s": 1}, timeout=60)).json()
+    assert first["status"] == "ready", first["error"]
+    answers = await asyncio.gather(*(seoul.client.post(f"{C}/plans/{first['id']}/replan", json={"time_limit_s": 1},
+                                                       timeout=60) for _ in range(2)))
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    plans = (await seoul.client.get(f"{C}/plans", params={"date": today.isoformat()})).json()
+    items = plans["items"] if isinstance(plans, dict) else plans
+    assert sorted((p["source"], p["status"]) for p in items) == [
+        ("api", "superseded"), ("replan", "failed"), ("replan", "ready")]
