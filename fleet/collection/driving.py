@@ -72,11 +72,15 @@ async def _changed(conn: asyncpg.Connection, principal: Principal, action: str, 
     event names the crew it was taken from, so that crew's tablet learns to drop it."""
     after = await route_out(conn, principal.tenant_id, route_id, now)
     await record(conn, principal, action, "collection_route", route_id, before, msgspec.to_builtins(after))
-    payload = msgspec.to_builtins(msgspec.structs.replace(after, stops=None))
-    if previous_crew_id is not None:
-        payload["previous_crew_id"] = str(previous_crew_id)
-    await publish(conn, principal.tenant_id, ROUTE_UPDATED, "route", route_id, payload)
+    await announce(conn, principal.tenant_id, after, previous_crew_id=previous_crew_id)
     return after
+
+
+async def announce(conn: asyncpg.Connection, tenant_id: UUID, route: RouteOut, **extra: UUID | None) -> None:
+    """route.updated with the route (no stops) and `extra` ids (previous_crew_id, replaced_by)."""
+    payload = msgspec.to_builtins(msgspec.structs.replace(route, stops=None))
+    payload.update({k: str(v) for k, v in extra.items() if v is not None})
+    await publish(conn, tenant_id, ROUTE_UPDATED, "route", route.id, payload)
 
 
 async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg.Record, stop: asyncpg.Record,

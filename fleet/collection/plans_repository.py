@@ -95,9 +95,15 @@ class PlanRepository:
             tenant_id, plan_id, status, error, cost, distance_m, duration_s,
             json.dumps(summary) if summary is not None else None)
 
-    async def supersede(self, tenant_id: UUID, plan_id: UUID) -> None:
+    async def supersede(self, tenant_id: UUID, plan_id: UUID) -> list[UUID]:
+        """The plan superseded and its routes not over cancelled (their successors carry the day
+        on: a tablet told of the change drops them); the ids of the routes cancelled."""
         await self.conn.execute("update collection_plans set status = 'superseded' where tenant_id = $1 and id = $2",
                                 tenant_id, plan_id)
+        return [r["id"] for r in await self.conn.fetch(
+            """update collection_routes set status = 'cancelled', version = version + 1, updated_at = now()
+               where tenant_id = $1 and plan_id = $2 and status in ('planned', 'assigned', 'in_progress')
+               returning id""", tenant_id, plan_id)]
 
     async def insert_route(self, tenant_id: UUID, plan_id: UUID, vehicle_id: UUID, vehicle_number: int,
                            starts_at: datetime, ends_at: datetime, distance_m: float, duration_s: float, *,

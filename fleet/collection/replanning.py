@@ -8,6 +8,7 @@ import dataclasses
 from datetime import UTC, datetime
 from uuid import UUID
 
+from fleet.collection.driving import announce, route_out
 from fleet.collection.models import Place, Plan, PlanSource, PlanStatus, Route, Stop
 from fleet.collection.planning import Solved, persist_unassigned, plan_changed, solve_and_store, stop_rows
 from fleet.collection.problem import Setting, at, local_midnight, read_setting
@@ -102,6 +103,7 @@ async def replan(db: Database, tenant_id: UUID, plan_id: UUID, *, created_by: UU
         if current.status != PlanStatus.READY:
             raise Conflict(f"plan {plan_id} became {current.status} while it was re-planned")
         carried = {(k, f): route for route, k, f in placed}
+        successors: dict[UUID, UUID] = {}
         solved_routes = {(k, r.fleet): r for k, s in enumerate(solved) for r in s.solution.routes}
         for route in current.routes:
             keys = [key for key, r in carried.items() if r.id == route.id]
@@ -114,6 +116,7 @@ async def replan(db: Database, tenant_id: UUID, plan_id: UUID, *, created_by: UU
             route_id = await repo.insert_route(
                 tenant_id, new_id, route.vehicle_id, route.vehicle_number, starts_at, ends_at,
                 new_route.distance_m if new_route else 0, new_route.duration_s if new_route else 0, carried=route)
+            successors[route.id] = route_id
             rows = [(route_id, s.seq, s.kind, s.device_id, s.disposal_site_id, s.lat, s.lon, s.arrival, s.load_after,
                      s.expected_fill, s.required, s.status, s.skip_reason, s.done_source, s.done_at, s.done_by,
                      s.notes, s.work_order_id) for s in kept]
@@ -125,8 +128,15 @@ async def replan(db: Database, tenant_id: UUID, plan_id: UUID, *, created_by: UU
                 rows = _renumbered(rows, first)
             await repo.insert_stops(tenant_id, rows)
         await persist_unassigned(repo, tenant_id, new_id, setting, solved)
-        await repo.supersede(tenant_id, plan_id)
+        cancelled = await repo.supersede(tenant_id, plan_id)
         await plan_changed(conn, tenant_id, plan_id, replaced_by=new_id)
+        # The tablets' sync hears of both: the old route cancelled (naming its successor), the new one.
+        now = datetime.now(UTC)
+        for old_id in cancelled:
+            await announce(conn, tenant_id, await route_out(conn, tenant_id, old_id, now, with_stops=False),
+                           replaced_by=successors.get(old_id))
+        for new_route_id in successors.values():
+            await announce(conn, tenant_id, await route_out(conn, tenant_id, new_route_id, now, with_stops=False))
 
     return await solve_and_store(db, tenant_id, new_id, setting, limit, routing_url, store)
 

@@ -207,6 +207,13 @@ async def test_a_re_plan_mid_shift_keeps_done_stops_and_takes_new_urgent_bins(db
                                    from events where kind = 'plan.updated' order by id""")
     assert [(e["subject_id"], e["status"], e["by"]) for e in told] == [
         (first["id"], "ready", None), (plan["id"], "ready", None), (first["id"], "superseded", plan["id"])]
+    # The old route is cancelled, and the tablets' sync hears of it (naming its successor) and of the new one.
+    assert (await seoul.client.get(f"/api/v1/routes/{route['id']}")).json()["status"] == "cancelled"
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        routes_told = await conn.fetch("""select subject_id, payload->>'status' as status, payload->>'replaced_by' as by
+                                          from events where kind = 'route.updated' order by id""")
+    assert [(e["subject_id"], e["status"], e["by"]) for e in routes_told] == [
+        (route["id"], "cancelled", new_route["id"]), (new_route["id"], "in_progress", None)]
     again = await seoul.client.post(f"{C}/plans/{first['id']}/replan", timeout=60)
     assert again.status_code == 409
     audit = (await seoul.client.get("/api/v1/audit", params={"action": "collection.plan.replan"})).json()["items"]
