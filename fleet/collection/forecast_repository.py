@@ -55,8 +55,9 @@ class ForecastRepository:
     async def timezone(self, tenant_id: UUID) -> str:
         return await self.conn.fetchval("select timezone from tenants where id = $1", tenant_id)
 
-    async def device_kind(self, device_id: UUID) -> asyncpg.Record | None:
-        return await self.conn.fetchrow("select kind, status from devices where id = $1", device_id)
+    async def device_kind(self, tenant_id: UUID, device_id: UUID) -> asyncpg.Record | None:
+        return await self.conn.fetchrow("select kind, status from devices where tenant_id = $1 and id = $2",
+                                        tenant_id, device_id)
 
     async def bins(self, tenant_id: UUID, *, device_ids: Sequence[UUID] | None, district: str | None,
                    waste_kind: str | None, after: UUID | None = None, limit: int | None = None

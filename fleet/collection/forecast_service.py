@@ -60,7 +60,7 @@ class ForecastService:
         now = self.clock()
         until = self._until(now, until)
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            row = await ForecastRepository(conn).device_kind(device_id)
+            row = await ForecastRepository(conn).device_kind(principal.tenant_id, device_id)
             if row is None:
                 raise NotFound(f"device {device_id} not found")
             if row["kind"] != "waste_bin":

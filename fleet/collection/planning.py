@@ -17,9 +17,10 @@ from fleet.collection.models import (CollectionSettings, Place, Plan, PlanReques
                                      PlanSummary, Solution)
 from fleet.collection.plans_repository import PlanRepository
 from fleet.collection.problem import Kind, Setting, at, read_setting
+from fleet.collection.repository import SetupRepository
 from fleet.collection.savings import compare, nearest_neighbour_m
 from fleet.db import Database
-from fleet.errors import Conflict
+from fleet.errors import Conflict, Unavailable
 from fleet.events.models import PLAN_UPDATED
 from fleet.events.service import publish
 
@@ -165,14 +166,16 @@ async def build_plan(db: Database, tenant_id: UUID, request: PlanRequest, *, sou
     now = datetime.now(UTC)
     waste_kind = str(request.waste_kind) if request.waste_kind else None
     async with db.tenant_tx(tenant_id) as conn:
-        setting = await read_setting(conn, tenant_id, request.date, waste_kind, now=now)
-        time_limit_s = request.time_limit_s or setting.settings.time_limit_s
+        settings = await SetupRepository(conn).settings(tenant_id)
+        time_limit_s = request.time_limit_s or settings.time_limit_s
         plans = PlanRepository(conn)
         plan_id = await plans.insert_plan(tenant_id, request.date, waste_kind, source, replaces, time_limit_s,
                                           created_by)
         if plan_id is None:
+            # Another node's evening plan holds the date: answered before reading every bin's forecast.
             plan_id = await plans.scheduled_plan(tenant_id, request.date, waste_kind)
             return await plans.plan(tenant_id, plan_id)
+        setting = await read_setting(conn, tenant_id, request.date, waste_kind, now=now)
     return await solve_and_store(db, tenant_id, plan_id, setting, time_limit_s, routing_url, persist)
 
 
@@ -192,7 +195,11 @@ async def solve_and_store(db: Database, tenant_id: UUID, plan_id: UUID, setting:
             await plan_changed(conn, tenant_id, plan_id)
         raise
     except Exception as exc:
-        log.error("pickup plan failed", tenant_id=str(tenant_id), plan_id=str(plan_id), exc_info=True)
+        if isinstance(exc, Unavailable):
+            # The road-distance service (a peer) or the database is away: not our fault, retried later.
+            log.warning("pickup plan failed", tenant_id=str(tenant_id), plan_id=str(plan_id), error=str(exc))
+        else:
+            log.error("pickup plan failed", tenant_id=str(tenant_id), plan_id=str(plan_id), exc_info=True)
         async with db.tenant_tx(tenant_id) as conn:
             await PlanRepository(conn).finish_plan(tenant_id, plan_id, status=PlanStatus.FAILED,
                                                    error=f"{type(exc).__name__}: {exc}"[:2000])
