@@ -98,6 +98,11 @@ class ForecastRepository:
 
     # -- the scheduler's pass -------------------------------------------------------------------
 
+    async def cities_with_bins(self) -> list[UUID]:
+        """Every city with a waste bin in service (the system side: the pass goes city by city)."""
+        return [r["tenant_id"] for r in await self.conn.fetch(
+            "select distinct tenant_id from devices where kind = 'waste_bin' and status <> 'decommissioned'")]
+
     async def bins_to_learn(self, tenant_id: UUID, after: UUID | None, limit: int) -> list[asyncpg.Record]:
         return await self.conn.fetch(
             """select d.id, p.rates, p.weights, p.residual_sd, p.last_fill, p.last_fill_at,

@@ -84,6 +84,5 @@ async def refresh_city(db: Database, tenant_id: UUID, now: datetime, *, fence: F
 async def refresh_all(db: Database, now: datetime, *, fence: Fence | None = None,
                       last_pass: datetime | None = None) -> list[PassReport]:
     async with db.system_tx() as conn:
-        tenants = [r["tenant_id"] for r in await conn.fetch(
-            "select distinct tenant_id from devices where kind = 'waste_bin' and status <> 'decommissioned'")]
+        tenants = await ForecastRepository(conn).cities_with_bins()
     return [await refresh_city(db, t, now, fence=fence, last_pass=last_pass) for t in tenants]
