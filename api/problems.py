@@ -37,6 +37,8 @@ class Problem(Struct):
     errors: list[FieldProblem] | None = None
     request_id: str | None = None
     current_version: Annotated[int, Meta(description="412 only: the entity's current version")] | None = None
+    replaced_by: Annotated[str, Meta(description=(
+        "409 on a route a re-plan replaced: the id of the route to use instead"))] | None = None
 
 
 _TITLES = {400: "Bad Request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not Found",

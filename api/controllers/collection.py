@@ -298,7 +298,9 @@ class PlanController(Controller):
 
     @post("/{plan_id:uuid}/replan", summary="Re-plan mid-shift: remaining stops and new urgent bins; done stops stay",
           description="A new plan (source `replan`, `replaces_id`) replaces this one, which becomes `superseded`. "
-                      "Each truck starts from its last done stop at the current time with its load; crews carry over.",
+                      "Each truck starts from its last done stop at the current time with its load; crews carry over. "
+                      "The old plan's routes under way become `cancelled` and refuse marks (409 `replaced_by`). "
+                      "409 also when another re-plan of the same plan was stored first.",
           responses=problems(403, 404, 409, 422))
     async def replan(self, plan_id: UUID, principal: Principal, plan_service: PlanService,
                      data: Replan | None = None) -> Plan:

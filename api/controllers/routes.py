@@ -46,24 +46,24 @@ class RouteController(Controller):
                                         statuses=status or [], limit=limit)
 
     @get("/{route_id:uuid}", summary="A route with its stops in driving order (the crew's tablet)",
-         response_headers=ETAG, responses=problems(403))
+         response_headers=ETAG, responses=problems(403, 404))
     async def get_route(self, route_id: UUID, principal: Principal, route_service: RouteService) -> Response[RouteOut]:
         return _versioned(await route_service.get(principal, route_id))
 
     @post("/{route_id:uuid}/assign", summary="Give the route to a crew (`crew_id`), or null to take it back",
-          status_code=200, response_headers=ETAG, responses=problems(403, 409, 412, 422))
+          status_code=200, response_headers=ETAG, responses=problems(403, 404, 409, 412, 422))
     async def assign(self, route_id: UUID, data: RouteAssign, principal: Principal, route_service: RouteService,
                      if_match: IF_MATCH = None) -> Response[RouteOut]:
         return _versioned(await route_service.assign(principal, route_id, data.crew_id, if_match))
 
     @post("/{route_id:uuid}/start", summary="The crew sets off (in_progress); marking the first stop does too",
-          status_code=200, response_headers=ETAG, responses=problems(403, 409, 412))
+          status_code=200, response_headers=ETAG, responses=problems(403, 404, 409, 412))
     async def start(self, route_id: UUID, principal: Principal, route_service: RouteService,
                     if_match: IF_MATCH = None) -> Response[RouteOut]:
         return _versioned(await route_service.start(principal, route_id, if_match))
 
     @post("/{route_id:uuid}/finish", summary="The route is over (completed), whatever stops are left",
-          status_code=200, response_headers=ETAG, responses=problems(403, 409, 412))
+          status_code=200, response_headers=ETAG, responses=problems(403, 404, 409, 412))
     async def finish(self, route_id: UUID, principal: Principal, route_service: RouteService,
                      if_match: IF_MATCH = None) -> Response[RouteOut]:
         return _versioned(await route_service.finish(principal, route_id, if_match))
@@ -75,7 +75,7 @@ class RouteController(Controller):
                       "is 409 for a crew and a correction for the control room. A damaged bin opens one "
                       "work order (`work_order_id`). A route a re-plan replaced is 409 with `replaced_by`: the "
                       "route to mark instead. Answers the route with its stops.",
-          status_code=200, response_headers=ETAG, responses=problems(403, 409, 412, 422))
+          status_code=200, response_headers=ETAG, responses=problems(403, 404, 409, 412, 422))
     async def mark(self, route_id: UUID, stop_id: UUID, data: StopUpdate, principal: Principal,
                    route_service: RouteService, if_match: IF_MATCH = None) -> Response[RouteOut]:
         return _versioned(await route_service.mark(principal, route_id, stop_id, data, if_match))
