@@ -6,13 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-import structlog
-
+from fleet.collection import planning
 from fleet.collection.automation import BuildPlan, complete_by_fill, plan_evenings
 from fleet.db import Database
 from fleet.scheduling.leader import Leadership, every, together
-
-log = structlog.get_logger(__name__)
 
 FILL_PASS_S = 30.0
 EVENING_PASS_S = 60.0
@@ -22,34 +19,20 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def planner() -> BuildPlan | None:
-    """The planner's build_plan; None while this build of Fleet has none (the evening job idles)."""
-    try:
-        from fleet.collection.planning import build_plan
-    except ImportError:
-        return None
-    return build_plan
-
-
 class CollectionJobs:
     def __init__(self, db: Database, *, routing_url: str | None = None, build_plan: BuildPlan | None = None,
                  clock: Callable[[], dt.datetime] = utc_now, fill_interval_s: float = FILL_PASS_S,
                  evening_interval_s: float = EVENING_PASS_S) -> None:
         self.db = db
         self.routing_url = routing_url
-        self.build_plan = build_plan or planner()
+        self.build_plan = build_plan or planning.build_plan
         self.clock = clock
-        jobs = [every(fill_interval_s, self.complete_by_fill, "collection-fill")]
-        if self.build_plan is not None:
-            jobs.append(every(evening_interval_s, self.plan_evenings, "collection-evening-plan"))
-        else:
-            log.info("no planner in this build: the evening's collection plans are not built")
-        self.lead = together(*jobs)
+        self.lead = together(every(fill_interval_s, self.complete_by_fill, "collection-fill"),
+                             every(evening_interval_s, self.plan_evenings, "collection-evening-plan"))
 
     async def complete_by_fill(self, leadership: Leadership) -> int:
         return await complete_by_fill(self.db, self.clock(), fence=leadership.fence)
 
     async def plan_evenings(self, leadership: Leadership) -> list:
-        assert self.build_plan is not None
         return await plan_evenings(self.db, self.build_plan, self.clock(), fence=leadership.fence,
                                    routing_url=self.routing_url)
