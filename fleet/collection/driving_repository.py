@@ -82,13 +82,19 @@ class DrivingRepository:
 
     async def lock_route(self, tenant_id: UUID, route_id: UUID) -> asyncpg.Record | None:
         """The route's own row, locked, with its plan's status: every change to a route and its
-        stops goes one at a time. The plan's row is share-locked, so a re-plan (which locks it
-        to copy the stops and supersede it) waits for this change, or this one sees it superseded."""
-        return await self.conn.fetchrow(
-            """select r.*, p.status as plan_status
-               from collection_routes r join collection_plans p on p.tenant_id = r.tenant_id and p.id = r.plan_id
+        stops goes one at a time. The plan's row is share-locked first, so a re-plan (which locks
+        it to copy the stops, then cancels the old routes) waits for this change, or this one sees
+        the plan superseded; plan before route, in that order everywhere, so neither deadlocks."""
+        plan_status = await self.conn.fetchval(
+            """select p.status from collection_plans p
+               join collection_routes r on r.tenant_id = p.tenant_id and r.plan_id = p.id
                where r.tenant_id = $1 and r.id = $2
-               for update of r for share of p""", tenant_id, route_id)
+               for share of p""", tenant_id, route_id)
+        if plan_status is None:
+            return None
+        return await self.conn.fetchrow(
+            """select r.*, $3::text as plan_status from collection_routes r
+               where r.tenant_id = $1 and r.id = $2 for update""", tenant_id, route_id, plan_status)
 
     async def successor(self, tenant_id: UUID, route_id: UUID) -> UUID | None:
         """The route now standing in for a superseded plan's route: the same truck's route in the
