@@ -29,10 +29,12 @@ ON_THE_SPOT_MAX_BINS = 50
 async def forecasts(conn: asyncpg.Connection, tenant_id: UUID, *, until: datetime,
                     device_ids: Sequence[UUID] | None = None, district: str | None = None,
                     waste_kind: str | None = None, now: datetime | None = None,
-                    after: UUID | None = None, limit: int | None = None) -> list[FillForecast]:
+                    after: UUID | None = None, limit: int | None = None,
+                    horizon: datetime | None = None) -> list[FillForecast]:
     """Each bin's forecast (the city's waste bins that are not decommissioned, maintenance ones
     included, or those named/filtered; by id, from after `after`, at most `limit`), in a
-    transaction the caller holds on the city's side of the wall."""
+    transaction the caller holds on the city's side of the wall. Times to threshold and to full
+    are looked for up to `horizon` (at least `until` and MIN_HORIZON from now)."""
     now = now or datetime.now(UTC)
     repo = ForecastRepository(conn)
     threshold = await repo.threshold(tenant_id)
@@ -49,7 +51,7 @@ async def forecasts(conn: asyncpg.Connection, tenant_id: UUID, *, until: datetim
             profiles[d] = learn(None, readings.get(d, []), known.get(d, []), tz).profile
     thin = [r for r in rows if not _learned(profiles[r["id"]])]
     borrowed = await _borrowed(repo, tenant_id, {r["waste_kind"] for r in thin}) if thin else {}
-    horizon = max(until, now + MIN_HORIZON)
+    horizon = max(until, now + MIN_HORIZON, horizon or until)
     out = []
     for r in rows:
         profile = profiles[r["id"]]

@@ -104,21 +104,22 @@ async def read_setting(conn, tenant_id: UUID, day: date, waste_kind: str | None,
     bins = [b for b in await plans.bins(tenant_id, kinds) if b.device_id not in exclude]
     alarmed = await plans.alarmed(tenant_id)
     next_collection = local_midnight(day + timedelta(days=2), zone)   # the end of the day after
-    fills = {f.device_id: f for f in await forecasts(conn, tenant_id, until=next_collection, waste_kind=waste_kind,
-                                                     now=now)}
+    # Fills expected when the trucks come: the end of the day's last shift.
+    service_end = max((at(midnight, selection.seconds(v.shift_end)) for v in vehicles),
+                      default=midnight + timedelta(hours=24))
+    fills = {f.device_id: f for f in await forecasts(
+        conn, tenant_id, until=max(service_end, now), waste_kind=waste_kind, now=now,
+        horizon=next_collection + timedelta(days=1))}
     left_out: list[tuple[UUID, str, str | None]] = []
     out: list[Kind] = []
     must = may = 0
     for kind in kinds:
         kind_bins = [b for b in bins if b.waste_kind == kind]
         kind_vehicles = by_kind.get(kind, [])
-        service_end = max((at(midnight, selection.seconds(v.shift_end)) for v in kind_vehicles),
-                          default=midnight + timedelta(hours=24))
         chosen, missing = selection.choose(
             kind_bins, fills, alarmed, threshold=settings.threshold_percent,
             hours_to_next=selection.hours_between(now, next_collection),
-            hours_to_spare=selection.hours_between(now, next_collection + timedelta(days=1)),
-            hours_to_service=selection.hours_between(now, service_end))
+            hours_to_spare=selection.hours_between(now, next_collection + timedelta(days=1)))
         if keep is not None:
             chosen = _with_remaining(chosen, kind_bins, keep)
         left_out += missing
@@ -168,5 +169,5 @@ def _with_remaining(chosen: list[selection.Choice], bins: list[selection.Bin],
 
 def _round_litres(b: selection.Bin, forecast) -> int:
     """A fixed round empties a bin whatever its fill: what it holds now, half full if unknown."""
-    fill = forecast.fill_now if forecast is not None and forecast.fill_now is not None else 50.0
-    return max(1, round(b.capacity_litres * fill / 100))
+    fill = selection.current_fill(forecast)
+    return selection.litres(selection.Choice(b, False, 50.0 if fill is None else fill, "round"))

@@ -25,6 +25,9 @@ from fleet.workorders.routing import haversine_m
 
 MAY_FRACTION = 0.6       # of the threshold: a bin this full is worth visiting on the way
 PRIZE_KM = 2.0           # a full bin is worth a detour this long (plus its service time)
+# A bin registered without its capacity is taken for the common two-wheeled 240-litre bin
+# (EN 840), rather than planned as holding nothing.
+ASSUMED_CAPACITY_LITRES = 240
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +48,24 @@ class Choice:
     why: str                   # 'threshold', 'alarm', 'may'
 
 
+def current_fill(forecast: FillForecast | None) -> float | None:
+    """The fill now as far as Fleet knows: none once the bin was emptied after its last reading
+    (a crew's stop or the "emptied" Execute, before the bin reported again)."""
+    if forecast is None or forecast.fill_now is None:
+        return None
+    emptied, read = forecast.last_emptied_at, forecast.fill_at
+    if emptied is not None and read is not None and emptied > read:
+        return 0.0
+    return forecast.fill_now
+
+
 def choose(bins: Iterable[Bin], forecasts: dict[UUID, FillForecast], alarmed: set[UUID], *,
-           threshold: float, hours_to_next: float, hours_to_spare: float, hours_to_service: float,
+           threshold: float, hours_to_next: float, hours_to_spare: float,
            ) -> tuple[list[Choice], list[tuple[UUID, str, str]]]:
     """The bins to plan and those left out with why. `hours_to_next`: from now to the end of the
-    day after the plan's date; `hours_to_spare`: a day more; `hours_to_service`: from now to when
-    the trucks come (the end of the shift: a truck is never fuller than planned)."""
+    day after the plan's date; `hours_to_spare`: a day more. The forecasts' `fill_until` is the
+    fill expected when the trucks come (the end of the shift: a truck is never fuller than
+    planned), stepped hour by hour from the bin's last reading."""
     chosen: list[Choice] = []
     left_out: list[tuple[UUID, str, str]] = []
     for b in bins:
@@ -58,7 +73,7 @@ def choose(bins: Iterable[Bin], forecasts: dict[UUID, FillForecast], alarmed: se
         if b.lat is None or b.lon is None:
             left_out.append((b.device_id, UnassignedReason.NO_LOCATION, "the bin has no position"))
             continue
-        fill_now = forecast.fill_now if forecast is not None else None
+        fill_now = current_fill(forecast)
         if fill_now is None:
             if b.device_id in alarmed:
                 chosen.append(Choice(b, True, 100.0, "alarm"))
@@ -66,8 +81,8 @@ def choose(bins: Iterable[Bin], forecasts: dict[UUID, FillForecast], alarmed: se
                 left_out.append((b.device_id, UnassignedReason.NO_FILL_READING,
                                  "no fill reading yet; left to a crew"))
             continue
-        rate = forecast.rate_per_hour or 0.0
-        fill = min(100.0, max(fill_now, fill_now + rate * max(hours_to_service, 0.0)))
+        expected = forecast.fill_until if forecast.fill_until is not None else fill_now
+        fill = min(100.0, max(fill_now, expected))
         to_threshold = forecast.hours_to_threshold
         if fill_now >= threshold:
             to_threshold = 0.0
@@ -81,7 +96,7 @@ def choose(bins: Iterable[Bin], forecasts: dict[UUID, FillForecast], alarmed: se
 
 
 def litres(choice: Choice) -> int:
-    return max(1, round(choice.bin.capacity_litres * choice.fill / 100))
+    return max(1, round((choice.bin.capacity_litres or ASSUMED_CAPACITY_LITRES) * choice.fill / 100))
 
 
 def prize(choice: Choice, cost_per_km: float, cost_per_hour: float, service_s: int) -> int:

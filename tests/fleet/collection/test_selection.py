@@ -3,6 +3,7 @@ tour, and where a truck is mid-shift."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from uuid import uuid4
 
@@ -14,9 +15,10 @@ from fleet.collection.selection import Bin, allowed, applies, choose, litres, pr
 NOW = datetime(2026, 12, 7, 9, tzinfo=UTC)
 
 
-def forecast(device_id, fill, hours_to_threshold=None, rate=0.5) -> FillForecast:
-    return FillForecast(device_id, "inorganic", "Jung-gu", fill, NOW, None, NOW, rate, hours_to_threshold,
-                        None, None, None, 80.0, None, "bin")
+def forecast(device_id, fill, hours_to_threshold=None, rate=0.5, emptied_at=None) -> FillForecast:
+    # The fill expected when the trucks come (30 h from NOW at `rate`), as the forecast steps it.
+    return FillForecast(device_id, "inorganic", "Jung-gu", fill, NOW, fill + rate * 30, NOW, rate,
+                        hours_to_threshold, None, None, None, 80.0, emptied_at, "bin")
 
 
 def a_bin(**kw) -> Bin:
@@ -30,7 +32,7 @@ def test_due_bins_are_required_nearly_due_optional_and_the_unknown_listed():
                  full.device_id: forecast(full.device_id, 85), alarmed.device_id: forecast(alarmed.device_id, 5),
                  quiet.device_id: forecast(quiet.device_id, 10, 200)}
     chosen, left_out = choose([due, soon, full, alarmed, quiet, unknown], forecasts, {alarmed.device_id},
-                              threshold=80, hours_to_next=39, hours_to_spare=63, hours_to_service=30)
+                              threshold=80, hours_to_next=39, hours_to_spare=63)
     by_bin = {c.bin.device_id: c for c in chosen}
     assert by_bin[due.device_id].required and by_bin[full.device_id].required
     assert by_bin[alarmed.device_id].why == "alarm" and not by_bin[soon.device_id].required
@@ -40,6 +42,17 @@ def test_due_bins_are_required_nearly_due_optional_and_the_unknown_listed():
     assert by_bin[due.device_id].fill == 75 and litres(by_bin[due.device_id]) == 180
     assert by_bin[full.device_id].fill == 100 and litres(by_bin[full.device_id]) == 240
     assert prize(by_bin[soon.device_id], 1.0, 30.0, 90) == 2   # 55 % of a 2 km + 90 s detour
+
+
+def test_a_bin_emptied_since_its_last_reading_is_not_due_again():
+    # A crew emptied it an hour after it read 85 %; it has not reported since.
+    emptied = a_bin()
+    forecasts = {emptied.device_id: forecast(emptied.device_id, 85, 0.0, rate=0.1,
+                                             emptied_at=NOW.replace(hour=10))}
+    forecasts[emptied.device_id] = replace(forecasts[emptied.device_id], hours_to_threshold=300.0,
+                                           fill_until=3.0)
+    chosen, left_out = choose([emptied], forecasts, set(), threshold=80, hours_to_next=39, hours_to_spare=63)
+    assert chosen == [] and left_out == []
 
 
 def test_time_windows_leave_the_rest_of_the_shift():
