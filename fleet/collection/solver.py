@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import pyvrp
 from pyvrp.exceptions import PenaltyBoundWarning
-from pyvrp.search import NeighbourhoodParams
 
 from fleet.collection.feasibility import unservable
 from fleet.collection.models import (
@@ -54,9 +53,6 @@ COST_UNITS = 3_600_000   # cost units per currency unit: exact for per-km and pe
 # costliest single bin could add to a route: reaching it from afar, and a trip to unload.
 _DROP_FACTOR = 10
 _MAX_PRIZE = 10**12
-# Above this many bins a day is city-sized: a smaller neighbourhood per bin (PyVRP's default is 50).
-_FEW_CLIENTS = 500
-_NEIGHBOURS_LARGE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,20 +202,12 @@ class _Clock:
         return False
 
 
-def _params(clients: int) -> pyvrp.SolveParams:
-    """PyVRP's defaults, but fewer neighbours per bin on a city-sized day: each iteration and
-    the first descent then cost about half as much, and more iterations fit in the limit."""
-    if clients <= _FEW_CLIENTS:
-        return pyvrp.SolveParams()
-    return pyvrp.SolveParams(neighbourhood=NeighbourhoodParams(num_neighbours=_NEIGHBOURS_LARGE))
-
-
 def _search(data, clock: _Clock, seed: int, initial=None):
     with warnings.catch_warnings():
         # An over-full day has no plan visiting every bin: that is what the second search is for.
         warnings.simplefilter("ignore", PenaltyBoundWarning)
         return pyvrp.solve(data, stop=clock, seed=seed, collect_stats=False, display=False,
-                           params=_params(data.num_clients), initial_solution=initial)
+                           initial_solution=initial)
 
 
 def _carried_over(data, best) -> pyvrp.Solution:
