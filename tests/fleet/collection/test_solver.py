@@ -170,7 +170,7 @@ async def test_cancelling_a_solve_ends_its_process():
 
 def test_an_over_full_day_shares_one_budget_between_both_passes():
     # No plan visits all three bins: the first pass gives up halfway, the second (bins optional
-    # at a high prize, starting from the first's routes) gets the rest, not a budget of its own.
+    # at a high prize, violations as dear) gets the rest, not a budget of its own.
     problem = RoutingProblem((fleet(sites=()),), tuple(bin_at(n) for n in range(3)))
     first = solve(problem, matrix(problem), time_limit_s=30, seed=3, max_iterations=200)
     assert [r for _, r, _ in first.unassigned] == ["no_capacity"] and first.feasible
