@@ -1,6 +1,7 @@
 """`python -m bench.forecast`: mean absolute error of the predicted time to threshold on two
-simulated weeks (the bins' fill model of `simulators.fill`), Fleet's forecast (fleet.collection.forecast, the code the service runs) beside
-the naive one (the bin's own average filling speed since it was last emptied, /3435/0/8)."""
+simulated weeks (the bins' fill model of `simulators.fill`), Fleet's forecast
+(fleet.collection.forecast, the code the service runs) beside the naive one (the bin's own
+average filling speed since it was last emptied, /3435/0/8)."""
 
 from __future__ import annotations
 
