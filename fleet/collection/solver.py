@@ -306,13 +306,14 @@ async def solve_elsewhere(problem: RoutingProblem, matrix: Matrix, *, time_limit
     import os
 
     # The child finds this very `fleet` first, whether installed or run from a checkout.
+    started = time.monotonic()   # the child's start counts against the limit too
     here = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fleet.collection.solver", env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        request = pickle.dumps((problem, matrix, time_limit_s, seed), protocol=pickle.HIGHEST_PROTOCOL)
+        request = pickle.dumps((problem, matrix, time_limit_s, seed, started), protocol=pickle.HIGHEST_PROTOCOL)
         out, err = await process.communicate(request)
     finally:
         if process.returncode is None:
@@ -325,8 +326,11 @@ async def solve_elsewhere(problem: RoutingProblem, matrix: Matrix, *, time_limit
 
 
 def _serve_one() -> None:
-    problem, matrix, time_limit_s, seed = pickle.loads(sys.stdin.buffer.read())
-    solution = solve(problem, matrix, time_limit_s=time_limit_s, seed=seed)
+    problem, matrix, time_limit_s, seed, started = pickle.loads(sys.stdin.buffer.read())
+    # Linux's monotonic clock is the machine's, the same in parent and child: the half second
+    # this process took to start and import PyVRP comes off the search.
+    left = time_limit_s - (time.monotonic() - started)
+    solution = solve(problem, matrix, time_limit_s=max(0.0, left), seed=seed)
     sys.stdout.buffer.write(pickle.dumps(solution, protocol=pickle.HIGHEST_PROTOCOL))
     sys.stdout.buffer.flush()
 
