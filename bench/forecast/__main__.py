@@ -1,6 +1,7 @@
 """`python -m bench.forecast`: mean absolute error of the predicted time to threshold on two
-simulated weeks, Fleet's forecast (fleet.collection.forecast, the code the service runs) beside
-the naive one (the bin's own average filling speed since it was last emptied, /3435/0/8)."""
+simulated weeks (the bins' fill model of `simulators.fill`), Fleet's forecast
+(fleet.collection.forecast, the code the service runs) beside the naive one (the bin's own
+average filling speed since it was last emptied, /3435/0/8)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bench.forecast.simulate import simulate, hours_to
+from bench.forecast.simulate import hours_to, simulate
 from fleet.collection.forecast import DEFAULT_SD, effective_rates, learn, predict
+from simulators.fill import SENSOR_SIGMA, SPIKE_CHANCE
 
 TZ = ZoneInfo("Asia/Seoul")
 START = datetime(2026, 11, 2, tzinfo=TZ)   # a Monday, 00:00 local
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    bins = simulate(args.bins, 14, 7, START, args.seed)
+    bins = simulate(args.bins, 14, START, args.seed)
     fleet_err, naive_err, banded, naive_never, with_rate = [], [], 0, 0, []
     for b in bins:
         week1 = [r for r in b.readings if r.at < START + timedelta(days=7)]
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             reading = b.readings[hour]
             new = [r for r in b.readings[:hour + 1] if profile.through is None or r.at > profile.through]
             profile = learn(profile, new, [], TZ).profile
-            truth = hours_to(b, hour, args.threshold)
+            truth = hours_to(b, hour, args.threshold, args.max_hours)
             if truth is None or truth > args.max_hours or reading.fill >= args.threshold:
                 continue
             p = predict(effective_rates(profile), profile.residual_sd or DEFAULT_SD, reading.fill,
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             naive_err.append(abs(naive - truth))
     n = len(fleet_err)
     fleet_mae, naive_mae = statistics.fmean(fleet_err), statistics.fmean(naive_err)
-    print(f"bins {args.bins}, two weeks of hourly readings (sensor sd 1 %, 1 % spikes), "
+    print(f"bins {args.bins}, two weeks of hourly readings (simulators.fill: sensor sd {SENSOR_SIGMA:g} %, "
+          f"{SPIKE_CHANCE:.1%} spikes), "
           f"threshold {args.threshold:g} %, {n} predictions in week 2 "
           f"(true time to threshold <= {args.max_hours:g} h)")
     print(f"fleet  MAE {fleet_mae:6.2f} h   median {statistics.median(fleet_err):6.2f} h   "

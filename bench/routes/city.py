@@ -18,7 +18,7 @@ CAPACITY, TRUCKS = 16_000, 12
 CENTRE = (37.5665, 126.9780)
 
 
-def city(bins: int, seed: int) -> RoutingProblem:
+def city(bins: int, seed: int, trucks: int = TRUCKS) -> RoutingProblem:
     rng = random.Random(seed)
     spread = 0.06   # about +-6.5 km north-south, +-5.3 km east-west
 
@@ -38,7 +38,7 @@ def city(bins: int, seed: int) -> RoutingProblem:
             allowed = ((6 * H, 10 * H),)                 # market street, before it opens
         visits.append(Visit(somewhere(f"bin-{n}"), litres=rng.choice([120, 240, 660, 1100]) * 8 // 10,
                             service_s=SERVICE_S, required=rng.random() < 0.8, prize=3, allowed=allowed))
-    fleet = Fleet("trucks", depot, CAPACITY, TRUCKS, *SHIFT, cost_per_km=1.0, cost_per_hour=30.0,
+    fleet = Fleet("trucks", depot, CAPACITY, trucks, *SHIFT, cost_per_km=1.0, cost_per_hour=30.0,
                   disposal_sites=sites)
     return RoutingProblem((fleet,), tuple(visits), unload_s=UNLOAD_S)
 
@@ -97,8 +97,9 @@ def _begin(arrival: int, visit: Visit) -> int | None:
     return None
 
 
-def run_city(bins: int, seconds: float, seed: int) -> int:
-    problem = city(bins, seed)
+def run_city(bins: int, seconds: float, seed: int, trucks: int = TRUCKS) -> int:
+    """`trucks` below what the day needs makes it over-full: the solver's second pass then runs."""
+    problem = city(bins, seed, trucks)
     started = time.monotonic()
     matrix = HaversineMatrix(1.35, 22.0).compute(points(problem))
     matrix_s = time.monotonic() - started

@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ortools", action="store_true", help="skip the OR-Tools baseline")
     parser.add_argument("--city", action="store_true", help="the city-scale case instead of the instances")
     parser.add_argument("--bins", type=int, default=2000, help="bins in the city case")
+    parser.add_argument("--trucks", type=int, default=12,
+                        help="trucks in the city case (fewer than it needs: an over-full day)")
     args = parser.parse_args(argv)
     if args.city:
         from bench.routes.city import run_city
-        return run_city(args.bins, args.seconds, args.seed)
+        return run_city(args.bins, args.seconds, args.seed, args.trucks)
     return run_instances(args.instances, args.seconds, args.seed, not args.no_ortools)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import monotonic
 from uuid import UUID
 
 import structlog
@@ -46,14 +47,18 @@ def provider(settings: CollectionSettings, routing_url: str | None):
 
 
 async def solve_kinds(tenant_id: UUID, setting: Setting, time_limit_s: int, routing_url: str | None) -> list[Solved]:
-    """Each kind's problem solved in turn; the time limit is shared among the kinds with bins."""
+    """Each kind's problem solved in turn; the time limit is shared among the kinds with bins:
+    each gets an equal part of what is left when its turn comes (matrices and the fixed round's
+    tour of the kinds before it count), at least a second."""
     matrices = provider(setting.settings, routing_url)
-    busy = [k for k in setting.kinds if k.problem.visits]
-    share = max(1, time_limit_s // max(1, len(busy)))
+    deadline = monotonic() + time_limit_s
+    waiting = sum(1 for k in setting.kinds if k.problem.visits)
     out = []
     for kind in setting.kinds:
         if kind.problem.visits:
             matrix = await matrices.matrix(tenant_id, solver.points(kind.problem))
+            share = max(1.0, (deadline - monotonic()) / waiting)
+            waiting -= 1
             solution = await solver.solve_elsewhere(kind.problem, matrix, time_limit_s=share)
         else:
             solution = Solution((), (), 0.0, True, 0.0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import pickle
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyvrp
 from pyvrp.exceptions import PenaltyBoundWarning
-from pyvrp.stop import MaxIterations, MaxRuntime, MultipleCriteria
+from pyvrp.PenaltyManager import PenaltyParams
 
 from fleet.collection.feasibility import unservable
 from fleet.collection.models import (
@@ -172,14 +173,44 @@ def _data(problem: RoutingProblem, matrix: Matrix, layout: _Layout, costs: _Cost
     return data, client_visit, depot_place
 
 
-def _search(data, time_limit_s: float, seed: int, max_iterations: int | None):
-    stop = MaxRuntime(time_limit_s)
-    if max_iterations is not None:
-        stop = MultipleCriteria([stop, MaxIterations(max_iterations)])
+# What CostEvaluator.cost gives an infeasible solution (PyVRP's Cost is a 64-bit integer).
+_INFEASIBLE = np.iinfo(np.int64).max
+
+
+class _Clock:
+    """PyVRP's stopping criterion for one pass, called before each iteration: the solve's own
+    deadline (PyVRP's MaxRuntime would start only once its first descent is over, after the
+    set-up), an optional iteration cap, and for the first pass the point where it gives up on a
+    plan visiting every required bin (a time, or with an iteration cap an iteration count) so
+    that the second pass gets the rest of the limit."""
+
+    def __init__(self, deadline: float, max_iterations: int | None, give_up: float | None = None):
+        self.deadline, self.max_iterations, self.give_up = deadline, max_iterations, give_up
+        self.iterations = 0
+        self.gave_up = False
+
+    def __call__(self, best_cost: int) -> bool:
+        if time.monotonic() >= self.deadline:
+            return True
+        if self.max_iterations is not None and self.iterations >= self.max_iterations:
+            return True
+        if self.give_up is not None and best_cost >= _INFEASIBLE:
+            reached = self.iterations if self.max_iterations is not None else time.monotonic()
+            if reached >= self.give_up:
+                self.gave_up = True
+                return True
+        self.iterations += 1
+        return False
+
+
+def _search(data, clock: _Clock, seed: int, max_penalty: float | None = None):
+    params = pyvrp.SolveParams() if max_penalty is None else pyvrp.SolveParams(
+        penalty=PenaltyParams(max_penalty=max_penalty))
     with warnings.catch_warnings():
         # An over-full day has no plan visiting every bin: that is what the second search is for.
         warnings.simplefilter("ignore", PenaltyBoundWarning)
-        return pyvrp.solve(data, stop=stop, seed=seed, collect_stats=False, display=False)
+        return pyvrp.solve(data, stop=clock, seed=seed, collect_stats=False, display=False,
+                           params=params)
 
 
 def _routes(problem: RoutingProblem, best, client_visit: list[int],
@@ -211,10 +242,15 @@ def _routes(problem: RoutingProblem, best, client_visit: list[int],
 
 def solve(problem: RoutingProblem, matrix: Matrix, *, time_limit_s: float, seed: int = 0,
           max_iterations: int | None = None) -> Solution:
-    """Best routes found within `time_limit_s` (and `max_iterations`, which makes a run repeat
-    exactly for a seed whatever the machine's speed). If no plan visits every required bin, the
-    search runs again with the required bins made optional at a prize far above any detour; the
-    ones it still leaves out are reported `no_capacity`."""
+    """Best routes found within `time_limit_s` of wall clock, set-up and both passes included
+    (PyVRP cannot stop inside its first descent nor inside an iteration: those may overrun it),
+    and within `max_iterations` (which makes a run repeat exactly for a seed whatever the
+    machine's speed). If no plan visiting every required bin is found by half the time left (or
+    half the iterations), the search gives up on that and runs again with the required bins made
+    optional at a prize far above any detour, for the rest; the ones it still leaves out are
+    reported `no_capacity`."""
+    started = time.monotonic()
+    deadline = started + time_limit_s
     layout = _layout(problem)
     if len(matrix.distance_m) != len(layout.places):
         raise ValueError(f"the matrix has {len(matrix.distance_m)} points, the problem {len(layout.places)}")
@@ -227,13 +263,28 @@ def solve(problem: RoutingProblem, matrix: Matrix, *, time_limit_s: float, seed:
 
     costs = _costs(problem)
     data, client_visit, depot_place = _data(problem, matrix, layout, costs, kept, None)
-    result = _search(data, time_limit_s, seed, max_iterations)
-    runtime, iterations = result.runtime, result.num_iterations
-    if not result.best.is_feasible() and any(problem.visits[i].required for i in kept):
-        data, client_visit, depot_place = _data(problem, matrix, layout, costs, kept,
-                                                _drop_prize(problem, matrix, costs))
-        result = _search(data, time_limit_s, seed, max_iterations)
-        runtime, iterations = runtime + result.runtime, iterations + result.num_iterations
+    must_visit = any(problem.visits[i].required for i in kept)
+    if not must_visit:
+        give_up = None
+    elif max_iterations is not None:
+        give_up = max_iterations // 2
+    else:
+        give_up = time.monotonic() + (deadline - time.monotonic()) / 2
+    clock = _Clock(deadline, max_iterations, give_up)
+    result = _search(data, clock, seed)
+    iterations = result.num_iterations
+    if not result.best.is_feasible() and must_visit:
+        drop_prize = _drop_prize(problem, matrix, costs)
+        data, client_visit, depot_place = _data(problem, matrix, layout, costs, kept, drop_prize)
+        rest = None if max_iterations is None else max(0, max_iterations - iterations)
+        # A first descent that overran the limit still leaves the second pass a tenth of it: a
+        # plan that leaves bins out beats one the trucks cannot drive.
+        late = max(deadline, time.monotonic() + time_limit_s / 10)
+        # A violation may cost as much as leaving a bin out: with PyVRP's default ceiling (1e5 a
+        # second late or a litre over) a search whose prizes are this high stays infeasible for
+        # thousands of iterations (measured: 2,000 bins, 6 trucks for 12 trucks' work).
+        result = _search(data, _Clock(late, rest), seed, max_penalty=drop_prize)
+        iterations += result.num_iterations
 
     routes, visited = _routes(problem, result.best, client_visit, depot_place)
     unassigned += [(i, str(UnassignedReason.NO_CAPACITY), "the trucks' capacity and shift hours are used up")
@@ -241,7 +292,8 @@ def solve(problem: RoutingProblem, matrix: Matrix, *, time_limit_s: float, seed:
     cost = sum(r.distance_m / 1000 * problem.fleets[r.fleet].cost_per_km
                + r.duration_s / 3600 * problem.fleets[r.fleet].cost_per_hour for r in routes)
     return Solution(routes=tuple(routes), unassigned=tuple(sorted(unassigned)), cost=cost,
-                    feasible=result.best.is_feasible(), runtime_s=runtime, iterations=iterations)
+                    feasible=result.best.is_feasible(), runtime_s=time.monotonic() - started,
+                    iterations=iterations)
 
 
 async def solve_elsewhere(problem: RoutingProblem, matrix: Matrix, *, time_limit_s: float,
@@ -254,13 +306,14 @@ async def solve_elsewhere(problem: RoutingProblem, matrix: Matrix, *, time_limit
     import os
 
     # The child finds this very `fleet` first, whether installed or run from a checkout.
+    started = time.monotonic()   # the child's start counts against the limit too
     here = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fleet.collection.solver", env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        request = pickle.dumps((problem, matrix, time_limit_s, seed), protocol=pickle.HIGHEST_PROTOCOL)
+        request = pickle.dumps((problem, matrix, time_limit_s, seed, started), protocol=pickle.HIGHEST_PROTOCOL)
         out, err = await process.communicate(request)
     finally:
         if process.returncode is None:
@@ -273,8 +326,11 @@ async def solve_elsewhere(problem: RoutingProblem, matrix: Matrix, *, time_limit
 
 
 def _serve_one() -> None:
-    problem, matrix, time_limit_s, seed = pickle.loads(sys.stdin.buffer.read())
-    solution = solve(problem, matrix, time_limit_s=time_limit_s, seed=seed)
+    problem, matrix, time_limit_s, seed, started = pickle.loads(sys.stdin.buffer.read())
+    # Linux's monotonic clock is the machine's, the same in parent and child: the half second
+    # this process took to start and import PyVRP comes off the search.
+    left = time_limit_s - (time.monotonic() - started)
+    solution = solve(problem, matrix, time_limit_s=max(0.0, left), seed=seed)
     sys.stdout.buffer.write(pickle.dumps(solution, protocol=pickle.HIGHEST_PROTOCOL))
     sys.stdout.buffer.flush()
 

@@ -166,3 +166,30 @@ async def test_cancelling_a_solve_ends_its_process():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert solver_processes() == []
+
+
+def test_an_over_full_day_shares_one_budget_between_both_passes():
+    # No plan visits all three bins: the first pass gives up halfway, the second (bins optional
+    # at a high prize, violations as dear) gets the rest, not a budget of its own.
+    problem = RoutingProblem((fleet(sites=()),), tuple(bin_at(n) for n in range(3)))
+    first = solve(problem, matrix(problem), time_limit_s=30, seed=3, max_iterations=200)
+    assert [r for _, r, _ in first.unassigned] == ["no_capacity"] and first.feasible
+    assert 0 < first.iterations <= 200
+    again = solve(problem, matrix(problem), time_limit_s=30, seed=3, max_iterations=200)
+    assert again.routes == first.routes and again.iterations == first.iterations
+
+
+def test_the_clock_stops_at_the_solve_deadline_and_gives_up_on_an_infeasible_first_pass():
+    import time
+
+    from fleet.collection.solver import _INFEASIBLE, _Clock
+
+    past = _Clock(time.monotonic() - 1, None)
+    assert past(0) is True                     # set-up already used the limit: no iteration
+    counted = _Clock(time.monotonic() + 3600, 5, give_up=2)
+    assert [counted(0) for _ in range(6)] == [False] * 5 + [True]   # feasible: the whole cap
+    assert not counted.gave_up
+    hopeless = _Clock(time.monotonic() + 3600, 5, give_up=2)
+    assert [hopeless(_INFEASIBLE) for _ in range(3)] == [False, False, True] and hopeless.gave_up
+    timed = _Clock(time.monotonic() + 3600, None, give_up=time.monotonic() - 1)
+    assert timed(_INFEASIBLE) is True and timed(0) is False
