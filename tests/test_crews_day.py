@@ -273,11 +273,15 @@ async def test_a_lamp_failure_from_the_street_to_the_proven_repair(db, street, l
             await eventually(lambda: heard.kinds_of(order["id"]).count("work_order.updated") >= 6,
                              "every work_order.updated on the stream")
             # Into maintenance and back, told like every device status change (a dashboard keys on it).
-            await eventually(lambda: len(heard.payloads_of(device["id"], "device.status_changed")) >= 2,
-                             "the light's status changes on the stream")
-            assert [(p["device_id"], p["status"], p["previous"])
-                    for p in heard.payloads_of(device["id"], "device.status_changed")] == [
-                (device["id"], "maintenance", "online"), (device["id"], "online", "maintenance")]
+            # (Its first registration, provisioned -> online, may land on the stream too on a
+            # busy machine: it is committed in a batch of its own, whenever that runs.)
+            def since_online() -> list[tuple]:
+                return [(p["device_id"], p["status"], p["previous"])
+                        for p in heard.payloads_of(device["id"], "device.status_changed")
+                        if p["previous"] != "provisioned"]
+
+            await eventually(lambda: len(since_online()) >= 2, "the light's status changes on the stream")
+            assert since_online() == [(device["id"], "maintenance", "online"), (device["id"], "online", "maintenance")]
     finally:
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)

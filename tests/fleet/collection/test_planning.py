@@ -21,7 +21,9 @@ async def test_the_evening_plan_is_built_once_per_city_and_date(db):
     first, second = await asyncio.gather(
         build_plan(db, seoul.tenant_id, request, source=PlanSource.SCHEDULE),
         build_plan(db, seoul.tenant_id, request, source=PlanSource.SCHEDULE))
-    assert first.id == second.id and first.status == "ready" and first.source == "schedule"
+    # One plan: the call that built it answers it ready; the other may have found it still solving.
+    assert first.id == second.id and first.source == "schedule"
+    assert "ready" in (first.status, second.status), (first.status, second.status)
     # Asked for over REST the same day, it is another plan; another city's evening is its own.
     asked = await build_plan(db, seoul.tenant_id, request, source=PlanSource.API)
     theirs = await build_plan(db, busan.tenant_id, request, source=PlanSource.SCHEDULE)
