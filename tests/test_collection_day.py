@@ -190,7 +190,7 @@ async def test_a_crews_day_from_the_bins_fill_to_the_completed_route(db, street,
                              "the Execute /3435/0/9 at the bins", WAIT_S)
             for device_id in done_ids:
                 async def answered(d=device_id):
-                    return await emptied_commands(db, d) == ["completed"]
+                    return await emptied_commands(db, d) == ["succeeded"]
                 await eventually(answered, "the Execute answered", WAIT_S)
 
             async def dropped(ids):
