@@ -186,8 +186,15 @@ async def test_a_crews_day_from_the_bins_fill_to_the_completed_route(db, street,
                 await mark(tablet, route["id"], stop)
             # Each bin the crew marked hears the "emptied" Execute over UDP and reports its drop.
             done_ids = [s["device_id"] for s in crew_done]
-            await eventually(lambda: all(sim.device(endpoint_of[d]).fill_percentage() < 10 for d in done_ids),
-                             "the Execute /3435/0/9 at the bins", WAIT_S)
+            try:
+                await eventually(lambda: all(sim.device(endpoint_of[d]).fill_percentage() < 10 for d in done_ids),
+                                 "the Execute /3435/0/9 at the bins", WAIT_S)
+            except AssertionError as exc:
+                async with db.system_tx() as conn:
+                    commands = [tuple(r) for r in await conn.fetch(
+                        "select device_id, status, attempts, error, created_at, sent_at from commands")]
+                raise AssertionError(f"{[sim.device(endpoint_of[d]).fill_percentage() for d in done_ids]} "
+                                     f"{commands}") from exc
             for device_id in done_ids:
                 async def answered(d=device_id):
                     return await emptied_commands(db, d) == ["succeeded"]
