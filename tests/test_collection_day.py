@@ -231,3 +231,69 @@ async def test_a_crews_day_from_the_bins_fill_to_the_completed_route(db, street,
                 "select source from bin_emptyings where stop_id is not null"))
         assert sources == ["drop", "stop", "stop", "stop"]
         assert setup["vehicle"]["capacity_litres"] == TRUCK_L
+
+
+async def overflow_alarm(admin: httpx.AsyncClient, device_id: str) -> dict | None:
+    answer = await admin.get("/api/v1/alarms", params={"device": device_id, "type": "bin_overflow",
+                                                        "status": "open"})
+    assert answer.status_code == 200, answer.text
+    return (answer.json()["items"] or [None])[0]
+
+
+async def test_a_re_plan_mid_shift_keeps_what_is_done_and_takes_an_overflowing_bin(db, street, tmp_path):
+    path, devices = await provision_bins(street, tmp_path, ["inorganic"] * 5)
+    endpoints = sorted(devices)
+    due, quiet = endpoints[:4], endpoints[4]
+    config = simulation(street.listener.port, path, {"waste_bin": 5}, collection="fleet")
+    async with running(config) as sim, scheduler(db, "node-a"):
+        await eventually(lambda: all(sim.device(e).link.ever_registered for e in endpoints), "the bins registered")
+        for endpoint in endpoints:
+            fill_up(sim, endpoint, 0.9 if endpoint in due else 0.02)
+        await eventually(lambda: reported(db, [devices[e] for e in due], 80), "the due bins' 90 %")
+        await eventually(lambda: fills(db, [devices[quiet]]), "the quiet bin's fill")
+        centre = (devices[due[0]]["location"]["lat"], devices[due[0]]["location"]["lon"])
+        await set_up(street.admin, centre, "inorganic", capacity=100_000)
+        first = await plan_today(street.admin)
+        [route] = first["routes"]
+        assert devices[quiet]["id"] not in {s["device_id"] for s in route["stops"]}
+
+        crew, tablet = await crew_tablet(street, "Jung-gu collection crew")
+        async with tablet:
+            assert (await street.admin.post(f"{ROUTES}/{route['id']}/assign", json={"crew_id": crew["id"]})
+                    ).status_code == 200
+            bins = [s for s in route["stops"] if s["kind"] == "bin"]
+            for stop in bins[:2]:
+                await mark(tablet, route["id"], stop)
+            before = (await tablet.get(f"{ROUTES}/{route['id']}")).json()
+
+            # The quiet bin overflows (the simulator's fault): Fleet's rules raise the alarm.
+            sim.device(endpoints[4]).strike("overflow")
+            await eventually(lambda: overflow_alarm(street.admin, devices[quiet]["id"]), "the overflow alarm")
+            answer = await street.admin.post(f"{C}/plans/{first['id']}/replan", json={"time_limit_s": 1}, timeout=60)
+            assert answer.status_code == 201, answer.text
+            plan = answer.json()
+            assert (plan["status"], plan["replaces_id"]) == ("ready", first["id"]), plan["error"]
+            [new_route] = plan["routes"]
+            assert (new_route["crew_id"], new_route["status"]) == (crew["id"], "in_progress")
+            def as_done(stop: dict) -> tuple:
+                return (stop["device"]["id"], *(stop[k] for k in (
+                    "seq", "status", "arrival", "load_after", "done_at", "done_source", "done_by")))
+            done = [s for s in before["stops"] if s["status"] == "done"]
+            new_stops = (await tablet.get(f"{ROUTES}/{new_route['id']}")).json()["stops"]
+            assert [as_done(s) for s in new_stops[:2]] == [as_done(s) for s in done]
+            assert devices[quiet]["id"] in {s["device"]["id"] for s in new_stops[2:] if s["device"]}
+            assert sorted(s["device_id"] for s in plan["routes"][0]["stops"] if s["kind"] == "bin") == sorted(
+                [devices[e]["id"] for e in due] + [devices[quiet]["id"]])
+            old = (await street.admin.get(f"{C}/plans/{first['id']}")).json()
+            assert old["status"] == "superseded"
+
+            # The tablet still showing the old route: a mark there is refused, naming the new route.
+            refused = await tablet.post(f"{ROUTES}/{route['id']}/stops/{bins[2]['id']}", json={"status": "done"})
+            assert refused.status_code == 409 and new_route["id"] in refused.json()["detail"], refused.text
+            mine = (await tablet.get(ROUTES, params={"assigned_to": "me"})).json()["items"]
+            assert [r["id"] for r in mine] == [new_route["id"]]
+            synced = (await tablet.get("/api/v1/sync")).json()
+            assert [r["id"] for r in synced.get("routes", [])] == [new_route["id"]], synced.get("routes")
+            same_bin = next(s for s in new_stops if s["device"] and s["device"]["id"] == bins[2]["device_id"])
+            body = await mark(tablet, new_route["id"], same_bin)
+            assert next(s for s in body["stops"] if s["id"] == same_bin["id"])["status"] == "done"

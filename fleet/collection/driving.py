@@ -14,8 +14,8 @@ import msgspec
 from fleet.access.models import Permission, Principal, Role
 from fleet.audit.service import record
 from fleet.collection.driving_repository import DrivingRepository, route_from_row
-from fleet.collection.models import (EmptyingSource, RouteOut, RoutePage, RouteStatus, SkipReason, StopStatus,
-                                     StopUpdate)
+from fleet.collection.models import (EmptyingSource, PlanStatus, RouteOut, RoutePage, RouteStatus, SkipReason,
+                                     StopStatus, StopUpdate)
 from fleet.commands.models import Operation
 from fleet.commands.repository import CommandRepository
 from fleet.db import Database
@@ -260,6 +260,11 @@ class RouteService:
         if principal.role is Role.CREW and (not crew_may or principal.crew_id is None
                                             or route["crew_id"] != principal.crew_id):
             raise PermissionDenied("this route is not assigned to your crew")
+        if route["plan_status"] == PlanStatus.SUPERSEDED:
+            # Its stops were copied into the new plan's route: a mark here would be lost.
+            successor = await repo.successor(principal.tenant_id, route_id)
+            raise Conflict(f"the route was re-planned: mark its stops on route {successor}" if successor
+                           else "the route's plan was superseded")
         _check_version(route, if_match)
         return route
 

@@ -80,9 +80,29 @@ class DrivingRepository:
         return await self.conn.fetchrow(f"{_ROUTE} where r.tenant_id = $1 and r.id = $2", tenant_id, route_id)
 
     async def lock_route(self, tenant_id: UUID, route_id: UUID) -> asyncpg.Record | None:
-        """The route's own row, locked: every change to a route and its stops goes one at a time."""
+        """The route's own row, locked, with its plan's status: every change to a route and its
+        stops goes one at a time. The plan's row is share-locked, so a re-plan (which locks it
+        for update before it copies the stops) waits for a mark in flight and sees it, and a mark
+        after it finds the plan superseded."""
         return await self.conn.fetchrow(
-            "select * from collection_routes where tenant_id = $1 and id = $2 for update", tenant_id, route_id)
+            """select r.*, p.status as plan_status
+               from collection_routes r join collection_plans p on p.tenant_id = r.tenant_id and p.id = r.plan_id
+               where r.tenant_id = $1 and r.id = $2 for update of r for share of p""", tenant_id, route_id)
+
+    async def successor(self, tenant_id: UUID, route_id: UUID) -> UUID | None:
+        """The route of the plan in force that a re-plan (or several) made of this one: the
+        same truck's route in the plan that replaced this route's plan."""
+        return await self.conn.fetchval(
+            """with recursive later as (
+                   select r.id, r.plan_id, r.vehicle_id, r.vehicle_number from collection_routes r
+                   where r.tenant_id = $1 and r.id = $2
+                   union all
+                   select r.id, r.plan_id, r.vehicle_id, r.vehicle_number from later l
+                   join collection_plans p on p.tenant_id = $1 and p.replaces_id = l.plan_id
+                   join collection_routes r on r.tenant_id = $1 and r.plan_id = p.id and r.vehicle_id = l.vehicle_id
+                                           and r.vehicle_number = l.vehicle_number)
+               select l.id from later l join collection_plans p on p.tenant_id = $1 and p.id = l.plan_id
+               where p.status <> 'superseded' limit 1""", tenant_id, route_id)
 
     async def routes(self, tenant_id: UUID, *, day: date | None, plan_id: UUID | None, crew_id: UUID | None,
                      statuses: Sequence[str] | None, limit: int) -> list[asyncpg.Record]:
@@ -99,11 +119,12 @@ class DrivingRepository:
             tenant_id, day, plan_id, crew_id, list(statuses) if statuses else None, limit)
 
     async def under_way(self, tenant_id: UUID, crew_id: UUID | None) -> list[UUID]:
-        """Routes assigned or in progress (a crew's, or every crew's), in start order."""
+        """Routes assigned or in progress (a crew's, or every crew's) of plans in force, in start order."""
         return [r["id"] for r in await self.conn.fetch(
-            """select id from collection_routes
-               where tenant_id = $1 and status in ('assigned', 'in_progress') and ($2::uuid is null or crew_id = $2)
-               order by starts_at, id""", tenant_id, crew_id)]
+            """select r.id from collection_routes r
+               join collection_plans p on p.tenant_id = r.tenant_id and p.id = r.plan_id and p.status <> 'superseded'
+               where r.tenant_id = $1 and r.status in ('assigned', 'in_progress') and ($2::uuid is null or r.crew_id = $2)
+               order by r.starts_at, r.id""", tenant_id, crew_id)]
 
     async def stops(self, tenant_id: UUID, route_id: UUID) -> list[RouteStop]:
         return [stop_from_row(r) for r in await self.conn.fetch(
