@@ -297,3 +297,41 @@ async def test_a_re_plan_mid_shift_keeps_what_is_done_and_takes_an_overflowing_b
             same_bin = next(s for s in new_stops if s["device"] and s["device"]["id"] == bins[2]["device_id"])
             body = await mark(tablet, new_route["id"], same_bin)
             assert next(s for s in body["stops"] if s["id"] == same_bin["id"])["status"] == "done"
+
+
+async def scheduled_plans(db) -> list[tuple]:
+    async with db.system_tx() as conn:
+        return [tuple(r) for r in await conn.fetch(
+            "select id, date, status from collection_plans where source = 'schedule' order by created_at")]
+
+
+async def test_the_evening_plan_is_built_once_by_whichever_of_two_nodes_leads(db, street, tmp_path):
+    path, devices = await provision_bins(street, tmp_path, ["inorganic"] * 3)
+    config = simulation(street.listener.port, path, {"waste_bin": 3}, collection="fleet")
+    today = datetime.now(SEOUL).date()
+    moment = [datetime(today.year, today.month, today.day, 18, 29, tzinfo=SEOUL).astimezone(UTC)]
+    async with running(config) as sim:
+        await eventually(lambda: all(sim.device(e).link.ever_registered for e in devices), "the bins registered")
+        for endpoint in devices:
+            fill_up(sim, endpoint, 0.9)
+        await eventually(lambda: reported(db, list(devices.values()), 80), "every bin's 90 % over UDP")
+        first = next(iter(devices.values()))["location"]
+        await set_up(street.admin, (first["lat"], first["lon"]), "inorganic", capacity=100_000)
+        answer = await street.admin.patch(f"{C}/settings", json={"plan_at": "18:30", "time_limit_s": 1})
+        assert answer.status_code == 200, answer.text
+
+        async with scheduler(db, "node-a", clock=lambda: moment[0]), \
+                scheduler(db, "node-b", clock=lambda: moment[0]):
+            await asyncio.sleep(1)  # passes before the city's evening build nothing
+            assert await scheduled_plans(db) == []
+            moment[0] += timedelta(minutes=2)  # 18:31 in Seoul
+            async def ready() -> list[tuple]:
+                return [p for p in await scheduled_plans(db) if p[2] != "solving"]
+            [(plan_id, day, status)] = await eventually(ready, "the evening's plan", WAIT_S)
+            await asyncio.sleep(1.5)  # several more passes of both nodes
+            assert await scheduled_plans(db) == [(plan_id, day, status)]
+        assert (day, status) == (today + timedelta(days=1), "ready")
+        plan = (await street.admin.get(f"{C}/plans/{plan_id}")).json()
+        assert plan["source"] == "schedule" and sorted(
+            s["device_id"] for r in plan["routes"] for s in r["stops"] if s["kind"] == "bin") == sorted(
+            d["id"] for d in devices.values())
