@@ -73,7 +73,8 @@ class RouteController(Controller):
                       "damaged\", \"notes\": …}`. A crew marks only stops of its own routes (403). Done is "
                       "once: the same mark again answers 200 with the same route; done to skipped (or back) "
                       "is 409 for a crew and a correction for the control room. A damaged bin opens one "
-                      "work order (`work_order_id`). Answers the route with its stops.",
+                      "work order (`work_order_id`). A route whose plan was re-planned (superseded) is "
+                      "409, naming the route that replaced it. Answers the route with its stops.",
           status_code=200, response_headers=ETAG, responses=problems(403, 409, 412, 422))
     async def mark(self, route_id: UUID, stop_id: UUID, data: StopUpdate, principal: Principal,
                    route_service: RouteService, if_match: IF_MATCH = None) -> Response[RouteOut]:
