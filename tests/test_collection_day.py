@@ -19,13 +19,11 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
 
 from fleet.scheduling.collection import CollectionJobs
 from fleet.scheduling.leader import LeaderElection
 from simulators import inventory
 from simulators.simulation import Simulation
-from tests.fleet.collection.route_fixtures import planner
 from tests.simulators.conftest import running
 from tests.test_crews_day import Street, crew_tablet, eventually, street, work_orders_of  # noqa: F401 - a fixture
 from tests.test_firmware_campaign import simulation
