@@ -17,7 +17,7 @@ from fleet.db import Database
 from fleet.errors import Conflict
 from fleet.workorders.changes import system_actor
 from tests.conftest import make_city
-from tests.fleet.collection.route_fixtures import add_vehicle, planner, seed_route
+from tests.fleet.collection.route_fixtures import add_vehicle, planner, replanned, seed_route
 
 FILL = "/3435/0/2"
 
@@ -100,21 +100,7 @@ async def test_a_superseded_route_takes_no_marks_and_its_bins_drop_completes_onl
         crew = await conn.fetchval("insert into crews (tenant_id, name) values ($1, 'Day team') returning id",
                                    city.tenant_id)
     await RouteService(db).assign(actor, seeded.route_id, crew)
-    async with db.system_tx() as conn:  # a re-plan: the same truck's route in the new plan, the old superseded
-        newer = await conn.fetchval(
-            """insert into collection_plans (tenant_id, date, status, source, time_limit_s, replaces_id)
-               select tenant_id, date, 'ready', 'replan', 2, id from collection_plans where id = $1 returning id""",
-            seeded.plan_id)
-        route = await conn.fetchval(
-            """insert into collection_routes (tenant_id, plan_id, vehicle_id, starts_at, ends_at, distance_m,
-                                              duration_s, crew_id, status)
-               select tenant_id, $2, vehicle_id, starts_at, ends_at, 0, 0, crew_id, status
-               from collection_routes where id = $1 returning id""", seeded.route_id, newer)
-        await conn.execute(
-            """insert into collection_stops (tenant_id, route_id, seq, kind, device_id, lat, lon, arrival, load_after)
-               select tenant_id, $2, seq, kind, device_id, lat, lon, arrival, load_after
-               from collection_stops where route_id = $1 and kind = 'bin'""", seeded.route_id, route)
-        await conn.execute("update collection_plans set status = 'superseded' where id = $1", seeded.plan_id)
+    route = await replanned(db, seeded)
     with pytest.raises(Conflict, match=str(route)):
         await RouteService(db).mark(actor, seeded.route_id, seeded.stop_ids[0], StopUpdate(StopStatus.DONE))
     await _readings(db, city.tenant_id, seeded.bin_ids[0], [(now - timedelta(hours=2), 85.0),
