@@ -77,7 +77,14 @@ class Truck:
                 continue
             await self.sleep((arrival - previous).total_seconds())
             previous = max(previous, arrival)
-            await self.reach(route_id, stop)
+            try:
+                await self.reach(route_id, stop)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                # Re-planned (or cancelled) under way: the next poll finds the route in force.
+                log.info("truck's route changed under it", route=route_id, reason=str(exc))
+                return
         with contextlib.suppress(ApiError):  # the last stop may have completed it already
             await self.api.post(f"{ROUTES}/{route_id}/finish")
         log.info("truck finished its route", route=route_id)

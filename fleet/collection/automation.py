@@ -72,8 +72,8 @@ async def complete_by_fill(db: Database, now: datetime, *, fence: Fence | None =
                 route = await repo.lock_route(tenant_id, route_id)
                 stop = await repo.stop(tenant_id, route_id, emptied["stop_id"])
                 if route is None or RouteStatus(route["status"]) not in UNDER_WAY or stop is None \
-                        or stop["status"] != StopStatus.PLANNED or route["plan_status"] == PlanStatus.SUPERSEDED:
-                    continue  # a crew marked it, the route ended, or it was re-planned, since the read above
+                        or stop["status"] != StopStatus.PLANNED or route["plan_status"] != PlanStatus.READY:
+                    continue  # a crew marked it, the route ended or was re-planned, since the read above
                 await mark_in(conn, system_actor(tenant_id), route, stop, StopUpdate(StopStatus.DONE), now,
                               source="fill", emptied=(emptied["emptied_at"], emptied["fill_before"],
                                                       emptied["fill_after"]))

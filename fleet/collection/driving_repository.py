@@ -200,18 +200,32 @@ class DrivingRepository:
     async def emptied_by_fill(self, now: datetime, low_mark: float, min_drop: float, margin: float,
                               since: datetime, limit: int) -> list[asyncpg.Record]:
         """Planned bin stops of routes under way (assigned or in progress, started since
-        `since`) whose bin read, after the route's start, a fill at or below `low_mark` (at least
-        `min_drop` under its last reading before the start, when there is one) or `margin` under
-        that reading. Each with the first such reading. Every city (the system side)."""
+        `since`, of a plan in force) whose bin read, after the route's start, a fill at or below
+        `low_mark` (at least `min_drop` under its last reading before the start, when there is
+        one) or `margin` under that reading. Each with the first such reading. Every city (the
+        system side).
+
+        "The start" is never before the plan was first built (the first plan of its re-plans):
+        the plan saw the bin full then, so a low reading from before (a bin that since filled
+        up) is no emptying of this stop."""
         return await self.conn.fetch(
-            """with open_stops as (
+            """with recursive chain as (
+                   select p.tenant_id, p.id as plan_id, p.replaces_id, p.created_at
+                   from collection_plans p
+                   where p.status = 'ready' and exists (
+                       select 1 from collection_routes r where r.tenant_id = p.tenant_id and r.plan_id = p.id
+                         and r.status in ('assigned', 'in_progress') and r.starts_at <= $1 and r.starts_at > $5)
+                   union all
+                   select c.tenant_id, c.plan_id, p.replaces_id, p.created_at
+                   from chain c join collection_plans p on p.tenant_id = c.tenant_id and p.id = c.replaces_id),
+               planned as (select tenant_id, plan_id, min(created_at) as at from chain group by tenant_id, plan_id),
+               open_stops as (
                    select s.tenant_id, s.id as stop_id, s.route_id, s.device_id,
-                          coalesce(r.started_at, r.starts_at) as since
+                          greatest(coalesce(r.started_at, r.starts_at), pl.at) as since
                    from collection_routes r
-                   join collection_plans p on p.tenant_id = r.tenant_id and p.id = r.plan_id
+                   join planned pl on pl.tenant_id = r.tenant_id and pl.plan_id = r.plan_id
                    join collection_stops s on s.tenant_id = r.tenant_id and s.route_id = r.id
                    where r.status in ('assigned', 'in_progress') and r.starts_at <= $1 and r.starts_at > $5
-                     and p.status <> 'superseded'
                      and s.status = 'planned' and s.kind = 'bin')
                select o.tenant_id, o.stop_id, o.route_id, o.device_id, b.v_num as fill_before,
                       e.time as emptied_at, e.v_num as fill_after

@@ -15,7 +15,7 @@ from simulators.simulation import Simulation, SimulationConfig
 from simulators.truck import Truck
 from tests.api.workorder_helpers import add_crew
 from tests.simulators.conftest import eventually, provision, running
-from tests.fleet.collection.route_fixtures import seed_route
+from tests.fleet.collection.route_fixtures import replanned, seed_route
 from fleet.access.models import Role
 from fleet.access.service import ApiKeyService
 
@@ -50,6 +50,25 @@ async def test_the_truck_drives_its_crews_route_and_empties_the_bins(db, seoul, 
     assert after["status"] == "completed" and after["bins_emptied"] == 3
     assert {s["status"] for s in after["stops"]} == {"done"}
     assert {s["done_source"] for s in after["stops"] if s["kind"] == "bin"} == {"crew"}
+
+
+async def test_a_truck_whose_route_is_re_planned_under_it_drives_the_new_one(db, seoul, api_url):
+    crew = await add_crew(seoul, "Demo crew")
+    seeded = await seed_route(db, seoul.tenant_id, bins=2)
+    assert (await seoul.client.post(f"{ROUTES}/{seeded.route_id}/assign", json={"crew_id": crew["id"]})
+            ).status_code == 200
+    key = (await ApiKeyService(db).issue(seoul.principal, Role.CREW, "truck", crew["id"])).secret
+    new_route = await replanned(db, seeded)
+    async with FleetApi(api_url, key) as tablet:
+        truck = Truck(tablet, lambda endpoint: True, speed=1e6)
+        # The old route's stop is refused (409, re-planned): the drive ends quietly, nothing marked.
+        await truck.drive(str(seeded.route_id))
+        assert truck.stops_done == 0
+        await truck.poll()
+        assert list(truck.driving) == [str(new_route)]
+        await asyncio.wait_for(truck.driving[str(new_route)], 30)
+    after = (await seoul.client.get(f"{ROUTES}/{new_route}")).json()
+    assert after["status"] == "completed" and after["bins_emptied"] == 2
 
 
 def test_a_truck_at_a_simulated_bin_empties_it():

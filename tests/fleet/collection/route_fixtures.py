@@ -72,6 +72,27 @@ async def seed_route(db: Database, tenant_id: UUID, *, bins: int = 3, day: date 
     return Seeded(plan, route, stop_ids, bin_ids, site)
 
 
+async def replanned(db: Database, seeded: Seeded) -> UUID:
+    """A re-plan of the seeded plan as the planner stores one: the same truck's route (crew,
+    status, bin stops) in a new plan replacing it, the old plan superseded; the new route's id."""
+    async with db.system_tx() as conn:
+        newer = await conn.fetchval(
+            """insert into collection_plans (tenant_id, date, status, source, time_limit_s, replaces_id)
+               select tenant_id, date, 'ready', 'replan', 2, id from collection_plans where id = $1 returning id""",
+            seeded.plan_id)
+        route = await conn.fetchval(
+            """insert into collection_routes (tenant_id, plan_id, vehicle_id, starts_at, ends_at, distance_m,
+                                              duration_s, crew_id, status)
+               select tenant_id, $2, vehicle_id, starts_at, ends_at, 0, 0, crew_id, status
+               from collection_routes where id = $1 returning id""", seeded.route_id, newer)
+        await conn.execute(
+            """insert into collection_stops (tenant_id, route_id, seq, kind, device_id, lat, lon, arrival, load_after)
+               select tenant_id, $2, seq, kind, device_id, lat, lon, arrival, load_after
+               from collection_stops where route_id = $1 and kind = 'bin'""", seeded.route_id, route)
+        await conn.execute("update collection_plans set status = 'superseded' where id = $1", seeded.plan_id)
+    return route
+
+
 async def add_vehicle(db: Database, tenant_id: UUID, name: str = "truck") -> UUID:
     async with db.tenant_tx(tenant_id) as conn:
         depot = await conn.fetchval(

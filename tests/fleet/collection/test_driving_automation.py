@@ -12,10 +12,12 @@ import pytest
 
 from fleet.collection.automation import complete_by_fill, plan_evenings
 from fleet.collection.driving import RouteService
+from fleet.collection.models import StopStatus, StopUpdate
 from fleet.db import Database
+from fleet.errors import Conflict
 from fleet.workorders.changes import system_actor
 from tests.conftest import make_city
-from tests.fleet.collection.route_fixtures import add_vehicle, planner, seed_route
+from tests.fleet.collection.route_fixtures import add_vehicle, planner, replanned, seed_route
 
 FILL = "/3435/0/2"
 
@@ -47,6 +49,8 @@ async def test_a_bins_fill_drop_completes_its_stop_once(db):
     await _readings(db, city.tenant_id, noisy, [(before, 85.0), (after, 79.0)])
     await _readings(db, city.tenant_id, low, [(after, 12.0)])  # nothing known from before the route
     await _readings(db, city.tenant_id, idle.bin_ids[0], [(before, 85.0), (after, 3.0)])  # nobody drives it
+    async with db.system_tx() as conn:  # built the evening before
+        await conn.execute("update collection_plans set created_at = $1", now - timedelta(hours=12))
 
     assert await complete_by_fill(db, now) == 2
     assert await complete_by_fill(db, now + timedelta(seconds=30)) == 0
@@ -64,6 +68,47 @@ async def test_a_bins_fill_drop_completes_its_stop_once(db):
     assert rows[0]["at"] == after and executes == 0 and events == 2
     idle_route = await RouteService(db).get(system_actor(city.tenant_id), idle.route_id)
     assert idle_route.stops[0].status == "planned"
+
+
+async def test_a_low_reading_from_before_the_plan_is_no_emptying(db):
+    """A route under way since the morning, planned at noon: the bin read 10 % at 09:00, filled up
+    by 11:00 (which is why it was planned) and has not been emptied yet."""
+    city = await make_city(db, "seoul")
+    now = datetime.now(UTC)
+    seeded = await seed_route(db, city.tenant_id, bins=2, starts_at=now - timedelta(hours=4))
+    async with db.system_tx() as conn:
+        await conn.execute("update collection_plans set created_at = $1", now - timedelta(hours=1))
+        crew = await conn.fetchval("insert into crews (tenant_id, name) values ($1, 'Day team') returning id",
+                                   city.tenant_id)
+    await RouteService(db).assign(system_actor(city.tenant_id), seeded.route_id, crew)
+    refilled, emptied = seeded.bin_ids
+    await _readings(db, city.tenant_id, refilled, [(now - timedelta(hours=3), 10.0), (now - timedelta(hours=2), 90.0)])
+    await _readings(db, city.tenant_id, emptied, [(now - timedelta(hours=3), 10.0), (now - timedelta(hours=2), 90.0),
+                                                  (now - timedelta(minutes=5), 4.0)])
+    assert await complete_by_fill(db, now) == 1
+    route = await RouteService(db).get(system_actor(city.tenant_id), seeded.route_id)
+    assert [(s.status, s.done_source) for s in route.stops[:2]] == [("planned", None), ("done", "fill")]
+
+
+async def test_a_superseded_route_takes_no_marks_and_its_bins_drop_completes_only_the_new_route(db):
+    city = await make_city(db, "seoul")
+    now = datetime.now(UTC)
+    seeded = await seed_route(db, city.tenant_id, bins=1, starts_at=now - timedelta(hours=1))
+    actor = system_actor(city.tenant_id)
+    async with db.system_tx() as conn:
+        await conn.execute("update collection_plans set created_at = $1", now - timedelta(hours=12))
+        crew = await conn.fetchval("insert into crews (tenant_id, name) values ($1, 'Day team') returning id",
+                                   city.tenant_id)
+    await RouteService(db).assign(actor, seeded.route_id, crew)
+    route = await replanned(db, seeded)
+    with pytest.raises(Conflict, match=str(route)):
+        await RouteService(db).mark(actor, seeded.route_id, seeded.stop_ids[0], StopUpdate(StopStatus.DONE))
+    await _readings(db, city.tenant_id, seeded.bin_ids[0], [(now - timedelta(hours=2), 85.0),
+                                                             (now - timedelta(minutes=5), 4.0)])
+    assert await complete_by_fill(db, now) == 1
+    async with db.system_tx() as conn:
+        rows = await conn.fetch("select route_id, status from collection_stops where kind = 'bin' order by status")
+    assert [(r["route_id"], r["status"]) for r in rows] == [(route, "done"), (seeded.route_id, "planned")]
 
 
 async def _scheduled(db: Database) -> list[asyncpg.Record]:
