@@ -8,7 +8,7 @@ import random
 import time
 
 from fleet.collection.matrix import HaversineMatrix
-from fleet.collection.models import Fleet, Matrix, Place, RoutingProblem, Visit
+from fleet.collection.routing_problem import Fleet, Matrix, Place, RoutingProblem, Visit
 from fleet.collection.solver import points, solve
 
 H = 3600

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.collection.models import Fleet, Matrix, Place, RoutingProblem, Visit
+from fleet.collection.routing_problem import Fleet, Matrix, Place, RoutingProblem, Visit
 
 # Cost per km such that one unit of the instance's distance costs one: cost = distance.
 PER_UNIT = 1000.0

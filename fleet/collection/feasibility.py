@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fleet.collection.models import Fleet, Matrix, RoutingProblem, UnassignedReason, Visit
+from fleet.collection.models import UnassignedReason
+from fleet.collection.routing_problem import Fleet, Matrix, RoutingProblem, Visit
 
 Window = tuple[int, int]
 

@@ -23,7 +23,8 @@ import httpx
 import numpy as np
 import structlog
 
-from fleet.collection.models import CollectionSettings, Matrix, Place
+from fleet.collection.models import CollectionSettings
+from fleet.collection.routing_problem import Matrix, Place
 from fleet.errors import RoutingServiceFailed
 
 log = structlog.get_logger(__name__)

@@ -14,8 +14,8 @@ import structlog
 
 from fleet.collection import solver
 from fleet.collection.matrix import matrix_provider
-from fleet.collection.models import (CollectionSettings, Place, Plan, PlanRequest, PlanSource, PlanStatus,
-                                     PlanSummary, Solution)
+from fleet.collection.models import CollectionSettings, Plan, PlanRequest, PlanSource, PlanStatus, PlanSummary
+from fleet.collection.routing_problem import Place, Solution
 from fleet.collection.plans_repository import PlanRepository
 from fleet.collection.problem import Kind, Setting, at, read_setting
 from fleet.collection.repository import SetupRepository

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 from fleet.collection import selection
 from fleet.collection.forecasting import forecasts
-from fleet.collection.models import (CollectionSettings, DisposalSite, Fleet, Place, RoutingProblem, TimeWindow,
-                                     UnassignedReason, Vehicle, Visit)
+from fleet.collection.models import CollectionSettings, DisposalSite, TimeWindow, UnassignedReason, Vehicle
+from fleet.collection.routing_problem import Fleet, Place, RoutingProblem, Visit
 from fleet.collection.plans_repository import PlanRepository
 from fleet.collection.repository import SetupRepository
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from fleet.collection.driving import announce, route_out
-from fleet.collection.models import Place, Plan, PlanSource, PlanStatus, Route, Stop
+from fleet.collection.models import Plan, PlanSource, PlanStatus, Route, Stop
+from fleet.collection.routing_problem import Place
 from fleet.collection.planning import Solved, persist_unassigned, plan_changed, solve_and_store, stop_rows
 from fleet.collection.problem import Setting, at, local_midnight, read_setting
 from fleet.collection.plans_repository import PlanRepository

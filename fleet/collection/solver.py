@@ -39,15 +39,8 @@ from pyvrp.exceptions import PenaltyBoundWarning
 from pyvrp.PenaltyManager import PenaltyParams
 
 from fleet.collection.feasibility import unservable
-from fleet.collection.models import (
-    Matrix,
-    Place,
-    RoutingProblem,
-    Solution,
-    SolvedRoute,
-    SolvedStop,
-    UnassignedReason,
-)
+from fleet.collection.models import UnassignedReason
+from fleet.collection.routing_problem import Matrix, Place, RoutingProblem, Solution, SolvedRoute, SolvedStop
 
 COST_UNITS = 3_600_000   # cost units per currency unit: exact for per-km and per-hour costs
 # A left-out required bin, once the search may leave bins out, costs this many times what the

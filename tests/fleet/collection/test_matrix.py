@@ -11,7 +11,8 @@ from uuid import uuid4
 import pytest
 
 from fleet.collection.matrix import NO_ROUTE, HaversineMatrix, OsrmMatrix, matrix_provider
-from fleet.collection.models import CollectionSettings, Place
+from fleet.collection.models import CollectionSettings
+from fleet.collection.routing_problem import Place
 from fleet.errors import RoutingServiceFailed
 from fleet.workorders.routing import haversine_m
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from uuid import uuid4
 
-from fleet.collection.models import FillForecast, Place, Route, Stop, TimeWindow
+from fleet.collection.models import FillForecast, Route, Stop, TimeWindow
+from fleet.collection.routing_problem import Place
 from fleet.collection.replanning import where_and_load
 from fleet.collection.savings import compare, nearest_neighbour_m
 from fleet.collection.selection import Bin, allowed, applies, choose, litres, prize

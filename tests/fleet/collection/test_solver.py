@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.collection.models import Fleet, Matrix, Place, RoutingProblem, Solution, Visit
+from fleet.collection.routing_problem import Fleet, Matrix, Place, RoutingProblem, Solution, Visit
 from fleet.collection.solver import points, solve, solve_elsewhere
 from fleet.workorders.routing import haversine_m
 
