@@ -5,6 +5,7 @@ every bin left out with why; the scheduler's evening job and the REST call both 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID
@@ -59,13 +60,17 @@ def at(midnight: datetime, seconds: int) -> datetime:
     return (midnight + timedelta(seconds=seconds)).astimezone(UTC)
 
 
-def fleets_of(vehicles: list[Vehicle], depots: dict, sites: list[DisposalSite]) -> tuple[Fleet, ...]:
+def fleets_of(vehicles: list[Vehicle], depots: dict, sites: list[DisposalSite], now_s: int) -> tuple[Fleet, ...]:
+    """`now_s`: now in seconds from the plan's local midnight. A plan for today starts its trucks
+    now at the earliest (none before a shift start, none after its end): routes never begin in
+    the past."""
     out = []
     for v in vehicles:
         depot = depots[v.depot_id]
+        start_s, end_s = selection.seconds(v.shift_start), selection.seconds(v.shift_end)
         out.append(Fleet(
             key=str(v.id), depot=Place(str(depot.id), depot.lat, depot.lon), capacity_litres=v.capacity_litres,
-            count=v.count, shift_start_s=selection.seconds(v.shift_start), shift_end_s=selection.seconds(v.shift_end),
+            count=v.count, shift_start_s=min(max(start_s, now_s), end_s), shift_end_s=end_s,
             cost_per_km=v.cost_per_km, cost_per_hour=v.cost_per_hour,
             disposal_sites=tuple(Place(str(s.id), s.lat, s.lon) for s in sites if s.takes(v.waste_kind))))
     return tuple(out)
@@ -136,7 +141,7 @@ async def read_setting(conn, tenant_id: UUID, day: date, waste_kind: str | None,
             left_out += [(c.bin.device_id, UnassignedReason.NO_VEHICLE, f"no vehicle collects {kind}")
                          for c in chosen if c.required]
             continue
-        fleets = fleets_of(kind_vehicles, depots, sites)
+        fleets = fleets_of(kind_vehicles, depots, sites, math.ceil((now - midnight).total_seconds()))
         visits, kept = [], []
         for c in chosen:
             visit = visit_of(c, fleets, windows, day, settings.service_s)
