@@ -145,11 +145,14 @@ def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
 async def demo(settings: Settings) -> int:
     from simulators.seed import DEMO_COUNTS, seed_demo_city
     from simulators.seed_collection import run_demo_collection
+    from simulators.seed_fill_history import seed_demo_fill_history
     from simulators.seed_firmware import seed_demo_firmware
 
     health = Health()
     async with open_database(settings, health=health) as db:
         seeded = await seed_demo_city(db)
+        if seeded.created:
+            await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))
         key = seeded.admin_key
         print(demo_banner(seeded, local_api(settings), settings.coap.port), flush=True)
