@@ -42,6 +42,14 @@ def test_due_bins_are_required_nearly_due_optional_and_the_unknown_listed():
     assert prize(by_bin[soon.device_id], 1.0, 30.0, 90) == 2   # 55 % of a 2 km + 90 s detour
 
 
+def test_an_overflowing_bin_is_planned_at_its_capacity():
+    # 660 l reading 124.5 % is still 660 l for the truck: an 800 l truck can take it.
+    big = a_bin(capacity_litres=660)
+    chosen, _ = choose([big], {big.device_id: forecast(big.device_id, 124.5)}, {big.device_id},
+                       threshold=80, hours_to_next=39, hours_to_spare=63, hours_to_service=3)
+    assert [(c.required, c.why, litres(c)) for c in chosen] == [(True, "alarm", 660)]
+
+
 def test_time_windows_leave_the_rest_of_the_shift():
     assert allowed([(8 * 3600, 9 * 3600)], 6 * 3600, 14 * 3600, 90) == ((21600, 28710), (32400, 50400))
     assert allowed([(5 * 3600, 15 * 3600)], 6 * 3600, 14 * 3600) == ()
