@@ -87,7 +87,14 @@ class Truck:
         device = stop.get("device") or {}
         if stop.get("kind") == "bin" and device.get("endpoint") and not self.empty(device["endpoint"]):
             log.debug("truck at a bin this run does not simulate", endpoint=device["endpoint"])
-        await self.api.post(f"{ROUTES}/{route_id}/stops/{stop['id']}", {"status": "done"})
+        try:
+            await self.api.post(f"{ROUTES}/{route_id}/stops/{stop['id']}", {"status": "done"})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            # The crew's tablet skipped it meanwhile (or the control room corrected it): as it is.
+            log.debug("stop dealt with already", route=route_id, stop=stop["id"], reason=str(exc))
+            return
         self.stops_done += 1
 
     async def sleep(self, planned_s: float) -> None:

@@ -43,13 +43,14 @@ _ROUTE_COLUMNS = ("status", "crew_id", "started_at", "finished_at", "actual_km",
 def route_from_row(row: asyncpg.Record, now: datetime, stops: list[RouteStop] | None = None) -> RouteOut:
     done, skipped, total = row["done"], row["skipped"], row["stops"]
     started, finished = row["started_at"], row["finished_at"]
-    actual_s = ((finished or now) - started).total_seconds() if started is not None else None
+    # Whole seconds: the control room reads minutes, not microseconds.
+    actual_s = float(round(((finished or now) - started).total_seconds())) if started is not None else None
     progress = RouteProgress(
         stops=total, done=done, skipped=skipped, left=total - done - skipped, bins=row["bins"],
         bins_emptied=row["bins_emptied"], percent=round(100.0 * (done + skipped) / total, 1) if total else 100.0,
         expected_duration_s=row["duration_s"], actual_duration_s=actual_s,
         expected_km=round(row["distance_m"] / 1000, 3), actual_km=row["actual_km"],
-        behind_s=float(row["behind_s"]) if row["behind_s"] is not None else None)
+        behind_s=float(round(row["behind_s"])) if row["behind_s"] is not None else None)
     return RouteOut(
         id=row["id"], plan_id=row["plan_id"], date=row["date"], vehicle_id=row["vehicle_id"],
         vehicle_number=row["vehicle_number"], status=row["status"], starts_at=row["starts_at"],
