@@ -59,6 +59,11 @@ class Truck:
         except ApiError as exc:
             log.warning("truck cannot list its routes", reason=str(exc))
             return
+        listed = {route["id"] for route in page["items"]}
+        for route_id, task in self.driving.items():
+            if route_id not in listed and not task.done():
+                # Handed back or to another crew, or replaced by a re-plan (whose route is listed).
+                task.cancel()
         for route in page["items"]:
             task = self.driving.get(route["id"])
             if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
