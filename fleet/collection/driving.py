@@ -14,7 +14,7 @@ import msgspec
 from fleet.access.models import Permission, Principal, Role
 from fleet.audit.service import record
 from fleet.collection.driving_repository import DrivingRepository, route_from_row
-from fleet.collection.models import (EmptyingSource, RouteOut, RoutePage, RouteStatus, SkipReason, StopStatus,
+from fleet.collection.models import (EmptyingSource, PlanStatus, RouteOut, RoutePage, RouteStatus, SkipReason, StopStatus,
                                      StopUpdate)
 from fleet.commands.models import Operation
 from fleet.commands.repository import CommandRepository
@@ -95,6 +95,9 @@ async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg
         raise Conflict(f"the stop is already {stop['status']}; the control room corrects it")
     if RouteStatus(route["status"]) is RouteStatus.CANCELLED:
         raise Conflict("the route is cancelled")
+    if await repo.plan_status(tenant_id, route["plan_id"]) == PlanStatus.SUPERSEDED:
+        # Its remaining stops are on the new plan's route now: a mark here would be lost there.
+        raise Conflict("the route was re-planned: mark its stops on the new plan's route")
     done = update.status == StopStatus.DONE
     work_order_id = None
     if update.reason == SkipReason.DAMAGED and stop["work_order_id"] is None and stop["device_id"] is not None:
