@@ -79,6 +79,13 @@ async def _changed(conn: asyncpg.Connection, principal: Principal, action: str, 
     return after
 
 
+def _json_value(value):
+    # ISO 8601 like every other time the API and its events carry (str() would give "… 05:20:31+00:00").
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value) if isinstance(value, UUID) else value
+
+
 async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg.Record, stop: asyncpg.Record,
                   update: StopUpdate, now: datetime, *, source: str = "crew",
                   emptied: tuple[datetime, float | None, float | None] | None = None) -> RouteOut | None:
@@ -128,8 +135,7 @@ async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg
     stop_after = await repo.stop(tenant_id, route["id"], stop["id"])
     await publish(conn, tenant_id, ROUTE_STOP_UPDATED, "route", route["id"],
                   {"route_id": str(route["id"]), "crew_id": str(route["crew_id"]) if route["crew_id"] else None,
-                   "stop": {k: (str(v) if isinstance(v, (UUID, datetime)) else v)
-                            for k, v in dict(stop_after).items() if k not in ("tenant_id",)}})
+                   "stop": {k: _json_value(v) for k, v in dict(stop_after).items() if k not in ("tenant_id",)}})
     return await _changed(conn, principal, "collection_route.stop", {"stop": str(stop["id"]),
                           "status": stop["status"]}, route["id"], now)
 
