@@ -194,9 +194,18 @@ async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int],
                 process.kill()
 
 
+def quiet_simulator_libraries() -> None:
+    """The simulator's own progress line counts requests, retransmissions and failures: one line
+    per API call (httpx) or per refused datagram (aiocoap's "coap", one per device while the
+    server is away, e.g. as the demo stops) is noise at INFO."""
+    import logging
+
+    for noisy in ("httpx", "coap"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 async def simulate(args) -> int:
     """`fleet simulate`: simulated devices talking to a Fleet server over the wire only."""
-    import logging
     from datetime import datetime
     from pathlib import Path
 
@@ -218,7 +227,7 @@ async def simulate(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise here
+    quiet_simulator_libraries()
     try:
         await Simulation(config).run(handle_signals=True)
     except (SimulationError, ApiError) as exc:
