@@ -32,7 +32,7 @@ from simulators.environment import Environment
 from simulators.faults import DeviceFaults, FaultPlan
 from simulators.inventory import DeviceSpec
 from simulators.noise import Noise
-from simulators.rest import FleetApi
+from simulators.rest import ApiError, FleetApi
 from simulators.scheduler import Scheduler
 from simulators.stats import Stats
 from simulators.truck import Truck
