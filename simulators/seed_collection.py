@@ -155,7 +155,7 @@ def _count(n: int, thing: str) -> str:
 
 def plan_lines(plan: DemoPlan, base: str, admin_key: str, crew_key: str, zone: ZoneInfo | None = None) -> str:
     made = f"plan {plan.plan_id}" if plan.plan_id else "the plan in force"
-    sets_off = (f", its truck sets off at {plan.sets_off.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+    sets_off = (f", its truck drives from {plan.sets_off.astimezone(zone):%Y-%m-%d %H:%M %Z}"
                 if plan.sets_off and zone else "")
     return "\n".join((
         f"  Collection: {made} for {plan.day}: {_count(plan.routes, 'route')}, {_count(plan.bins, 'bin')}, "

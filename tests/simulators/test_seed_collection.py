@@ -37,7 +37,7 @@ def test_plan_lines_name_the_crews_routes_and_the_map():
     plan = DemoPlan("p-1", date(2026, 12, 8), 3, 41, 2, 3, "r-1", datetime(2026, 12, 7, 21, 0, tzinfo=ZoneInfo("UTC")))
     text = plan_lines(plan, "http://127.0.0.1:8000", "adm", "crw", SEOUL)
     assert "plan p-1 for 2026-12-08: 3 routes, 41 bins, 2 bins left out" in text
-    assert "its truck sets off at 2026-12-08 06:00 KST" in text
+    assert "its truck drives from 2026-12-08 06:00 KST" in text
     assert "curl -H 'Authorization: Bearer crw' 'http://127.0.0.1:8000/api/v1/routes?assigned_to=me'" in text
     assert "/api/v1/collection/plans/p-1?format=geojson" in text
     assert "format=geojson" not in plan_lines(DemoPlan(None, plan.day, 3, 41, 0, 0, "r-1"), "b", "a", "c")
