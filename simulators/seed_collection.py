@@ -32,12 +32,15 @@ DISPOSAL_SITES = (
 CAPACITY_LITRES = {"organic": 800, "inorganic": 2500, "plastic": 3000, "paper": 3000, "glass": 2000,
                    "metal": 2000}
 OTHER_CAPACITY_LITRES = 2000
-SHIFT = ("06:00", "14:00")
+# A long day (two crews in turn in a real city), so the demo's truck drives today's routes
+# whenever a visitor starts it between morning and evening.
+SHIFT = ("06:00", "22:00")
 SCHOOL_HOURS = ("08:00", "09:00")
 SETTINGS = {"time_limit_s": 10, "plan_at": "18:00"}
 PLAN_TIME_LIMIT_S = 10
-# Before this local hour the demo plans today (most of the shift is ahead); after, tomorrow.
-PLAN_TODAY_BEFORE_HOUR = 10
+# Before this local hour the demo plans today (three hours of the shift ahead at least; a plan
+# for today starts its trucks now); after, tomorrow.
+PLAN_TODAY_BEFORE_HOUR = 19
 SETTLE_S = 150.0        # the demo's bins report every minute: two or three readings each by then
 DISPATCH_EVERY_S = 600.0
 API_WAIT_S = 120.0
@@ -61,6 +64,7 @@ class DemoPlan:
     unassigned: int
     assigned: int  # routes given to the crew this time
     route_id: str | None  # one route on the crew's tablet
+    sets_off: datetime | None = None  # when the first route starts
 
 
 def vehicle_name(kind: str) -> str:
@@ -128,7 +132,9 @@ async def plan_and_assign(api: FleetApi, crew_id: str, day: date, *, make_plan: 
             await api.post(f"/api/v1/routes/{route['id']}/assign", {"crew_id": crew_id})
             assigned += 1
     bins = sum((r.get("progress") or {}).get("bins", 0) for r in routes)
-    return DemoPlan(plan_id, day, len(routes), bins, unassigned, assigned, routes[0]["id"] if routes else None)
+    starts = [datetime.fromisoformat(r["starts_at"].replace("Z", "+00:00")) for r in routes if r.get("starts_at")]
+    return DemoPlan(plan_id, day, len(routes), bins, unassigned, assigned, routes[0]["id"] if routes else None,
+                    min(starts, default=None))
 
 
 async def wait_for_api(api: FleetApi, timeout_s: float = API_WAIT_S) -> None:
@@ -143,11 +149,17 @@ async def wait_for_api(api: FleetApi, timeout_s: float = API_WAIT_S) -> None:
             await asyncio.sleep(1.0)
 
 
-def plan_lines(plan: DemoPlan, base: str, admin_key: str, crew_key: str) -> str:
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def plan_lines(plan: DemoPlan, base: str, admin_key: str, crew_key: str, zone: ZoneInfo | None = None) -> str:
     made = f"plan {plan.plan_id}" if plan.plan_id else "the plan in force"
+    sets_off = (f", its truck drives from {plan.sets_off.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+                if plan.sets_off and zone else "")
     return "\n".join((
-        f"  Collection: {made} for {plan.day}: {plan.routes} routes, {plan.bins} bins, "
-        f"{plan.unassigned} bins left out; every route on the crew's tablet",
+        f"  Collection: {made} for {plan.day}: {_count(plan.routes, 'route')}, {_count(plan.bins, 'bin')}, "
+        f"{_count(plan.unassigned, 'bin')} left out; every route on the crew's tablet{sets_off}",
         f"             curl -H 'Authorization: Bearer {crew_key}' '{base}/api/v1/routes?assigned_to=me'",
         *((f"             curl -H 'Authorization: Bearer {admin_key}' "
            f"'{base}/api/v1/collection/plans/{plan.plan_id}?format=geojson'",) if plan.plan_id else ())))
@@ -170,7 +182,7 @@ async def run_demo_collection(base: str, admin_key: str, crew_key: str, crew_id:
             await asyncio.sleep(settle_s)
             plan = await plan_and_assign(api, crew_id, day or plan_day(datetime.now(zone)),
                                          time_limit_s=time_limit_s)
-            out(plan_lines(plan, base, admin_key, crew_key), flush=True)
+            out(plan_lines(plan, base, admin_key, crew_key, zone), flush=True)
         except ApiError as exc:
             log.warning("demo collection not planned", reason=str(exc))
         while True:

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from simulators.environment import Environment
 from simulators.faults import DeviceFaults, FaultPlan
 from simulators.inventory import DeviceSpec
 from simulators.noise import Noise
-from simulators.rest import FleetApi
+from simulators.rest import ApiError, FleetApi
 from simulators.scheduler import Scheduler
 from simulators.stats import Stats
 from simulators.truck import Truck
@@ -125,6 +126,14 @@ async def load_devices(config: SimulationConfig) -> tuple[list[DeviceSpec], str]
                     log.warning("fewer devices in the city than asked for", kind=kind,
                                 asked=count, found=len(chosen))
                 specs += chosen
+        if any(s.kind == "waste_bin" for s in specs):
+            try:
+                fills = await api.bin_fills()
+            except ApiError as exc:  # a fresh start then, as with no readings at all
+                log.warning("bins' last fills not read", reason=str(exc))
+                fills = {}
+            specs = [dataclasses.replace(s, fill_percent=fills.get(s.endpoint)) if s.kind == "waste_bin" else s
+                     for s in specs]
     return specs, city.get("timezone") or DEFAULT_TIMEZONE
 
 

@@ -59,6 +59,11 @@ class Truck:
         except ApiError as exc:
             log.warning("truck cannot list its routes", reason=str(exc))
             return
+        listed = {route["id"] for route in page["items"]}
+        for route_id, task in self.driving.items():
+            if route_id not in listed and not task.done():
+                # Handed back or to another crew, or replaced by a re-plan (whose route is listed).
+                task.cancel()
         for route in page["items"]:
             task = self.driving.get(route["id"])
             if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
@@ -94,7 +99,14 @@ class Truck:
         device = stop.get("device") or {}
         if stop.get("kind") == "bin" and device.get("endpoint") and not self.empty(device["endpoint"]):
             log.debug("truck at a bin this run does not simulate", endpoint=device["endpoint"])
-        await self.api.post(f"{ROUTES}/{route_id}/stops/{stop['id']}", {"status": "done"})
+        try:
+            await self.api.post(f"{ROUTES}/{route_id}/stops/{stop['id']}", {"status": "done"})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            # The crew's tablet skipped it meanwhile (or the control room corrected it): as it is.
+            log.debug("stop dealt with already", route=route_id, stop=stop["id"], reason=str(exc))
+            return
         self.stops_done += 1
 
     async def sleep(self, planned_s: float) -> None:

@@ -81,6 +81,11 @@ async def announce(conn: asyncpg.Connection, tenant_id: UUID, route: RouteOut, *
     payload = msgspec.to_builtins(msgspec.structs.replace(route, stops=None))
     payload.update({k: str(v) for k, v in extra.items() if v is not None})
     await publish(conn, tenant_id, ROUTE_UPDATED, "route", route.id, payload)
+def _json_value(value):
+    # ISO 8601 like every other time the API and its events carry (str() would give "… 05:20:31+00:00").
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value) if isinstance(value, UUID) else value
 
 
 async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg.Record, stop: asyncpg.Record,
@@ -99,6 +104,9 @@ async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg
         raise Conflict(f"the stop is already {stop['status']}; the control room corrects it")
     if RouteStatus(route["status"]) is RouteStatus.CANCELLED:
         raise Conflict("the route is cancelled")
+    if await repo.plan_status(tenant_id, route["plan_id"]) == PlanStatus.SUPERSEDED:
+        # Its remaining stops are on the new plan's route now: a mark here would be lost there.
+        raise Conflict("the route was re-planned: mark its stops on the new plan's route")
     done = update.status == StopStatus.DONE
     work_order_id = None
     if update.reason == SkipReason.DAMAGED and stop["work_order_id"] is None and stop["device_id"] is not None:
@@ -129,8 +137,7 @@ async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg
     stop_after = await repo.stop(tenant_id, route["id"], stop["id"])
     await publish(conn, tenant_id, ROUTE_STOP_UPDATED, "route", route["id"],
                   {"route_id": str(route["id"]), "crew_id": str(route["crew_id"]) if route["crew_id"] else None,
-                   "stop": {k: (str(v) if isinstance(v, (UUID, datetime)) else v)
-                            for k, v in dict(stop_after).items() if k not in ("tenant_id",)}})
+                   "stop": {k: _json_value(v) for k, v in dict(stop_after).items() if k not in ("tenant_id",)}})
     return await _changed(conn, principal, "collection_route.stop", {"stop": str(stop["id"]),
                           "status": stop["status"]}, route["id"], now)
 

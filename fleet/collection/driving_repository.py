@@ -44,13 +44,14 @@ _ROUTE_COLUMNS = ("status", "crew_id", "started_at", "finished_at", "actual_km",
 def route_from_row(row: asyncpg.Record, now: datetime, stops: list[RouteStop] | None = None) -> RouteOut:
     done, skipped, total = row["done"], row["skipped"], row["stops"]
     started, finished = row["started_at"], row["finished_at"]
-    actual_s = ((finished or now) - started).total_seconds() if started is not None else None
+    # Whole seconds: the control room reads minutes, not microseconds.
+    actual_s = float(round(((finished or now) - started).total_seconds())) if started is not None else None
     progress = RouteProgress(
         stops=total, done=done, skipped=skipped, left=total - done - skipped, bins=row["bins"],
         bins_emptied=row["bins_emptied"], percent=round(100.0 * (done + skipped) / total, 1) if total else 100.0,
         expected_duration_s=row["duration_s"], actual_duration_s=actual_s,
         expected_km=round(row["distance_m"] / 1000, 3), actual_km=row["actual_km"],
-        behind_s=float(row["behind_s"]) if row["behind_s"] is not None else None)
+        behind_s=float(round(row["behind_s"])) if row["behind_s"] is not None else None)
     return RouteOut(
         id=row["id"], plan_id=row["plan_id"], date=row["date"], vehicle_id=row["vehicle_id"],
         vehicle_number=row["vehicle_number"], status=row["status"], starts_at=row["starts_at"],
@@ -145,6 +146,10 @@ class DrivingRepository:
             "select * from collection_stops where tenant_id = $1 and route_id = $2 and id = $3",
             tenant_id, route_id, stop_id)
 
+    async def plan_status(self, tenant_id: UUID, plan_id: UUID) -> str | None:
+        return await self.conn.fetchval(
+            "select status from collection_plans where tenant_id = $1 and id = $2", tenant_id, plan_id)
+
     async def crew_exists(self, tenant_id: UUID, crew_id: UUID) -> bool:
         return await self.conn.fetchval(
             "select exists (select 1 from crews where tenant_id = $1 and id = $2)", tenant_id, crew_id)
@@ -226,6 +231,7 @@ class DrivingRepository:
                    join planned pl on pl.tenant_id = r.tenant_id and pl.plan_id = r.plan_id
                    join collection_stops s on s.tenant_id = r.tenant_id and s.route_id = r.id
                    where r.status in ('assigned', 'in_progress') and r.starts_at <= $1 and r.starts_at > $5
+                     and p.status = 'ready'  -- a re-planned route's stops are on the new plan's
                      and s.status = 'planned' and s.kind = 'bin')
                select o.tenant_id, o.stop_id, o.route_id, o.device_id, b.v_num as fill_before,
                       e.time as emptied_at, e.v_num as fill_after

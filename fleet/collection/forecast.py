@@ -238,5 +238,8 @@ def predict(rates: Sequence[float], sd: float, fill: float, fill_at: datetime, n
         if high is None and level - band >= threshold:
             high = max(0.0, t - lead_h)
         slot, step = (slot + 1) % SLOTS, 1.0
-    return Prediction(level if fill_until is None else fill_until, mid, low, high, full,
+    # A bin holds no more than full: the fill expected stops at 100 % (an overflowing bin's
+    # reading above that stays what it read).
+    expected = min(level if fill_until is None else fill_until, max(100.0, fill))
+    return Prediction(expected, mid, low, high, full,
                       day_gain / day_h if day_h else 0.0)

@@ -51,13 +51,24 @@ def at(midnight: datetime, seconds: int) -> datetime:
     return (midnight + timedelta(seconds=seconds)).astimezone(UTC)
 
 
-def fleets_of(vehicles: list[Vehicle], depots: dict, sites: list[DisposalSite]) -> tuple[Fleet, ...]:
+def wall_seconds(now: datetime, midnight: datetime) -> int:
+    """Seconds from the plan's local midnight to `now` on the wall clock, the solver's time axis
+    (problem.at): on a day the clocks change, elapsed seconds would put the trucks an hour off."""
+    local = now.astimezone(midnight.tzinfo)
+    return round((local.replace(tzinfo=None) - midnight.replace(tzinfo=None)).total_seconds())
+
+
+def fleets_of(vehicles: list[Vehicle], depots: dict, sites: list[DisposalSite], now_s: int) -> tuple[Fleet, ...]:
+    """`now_s`: now in seconds from the plan's local midnight. A plan for today starts its trucks
+    now at the earliest (none before a shift start, none after its end): routes never begin in
+    the past."""
     out = []
     for v in vehicles:
         depot = depots[v.depot_id]
+        start_s, end_s = selection.seconds(v.shift_start), selection.seconds(v.shift_end)
         out.append(Fleet(
             key=str(v.id), depot=Place(str(depot.id), depot.lat, depot.lon), capacity_litres=v.capacity_litres,
-            count=v.count, shift_start_s=selection.seconds(v.shift_start), shift_end_s=selection.seconds(v.shift_end),
+            count=v.count, shift_start_s=min(max(start_s, now_s), end_s), shift_end_s=end_s,
             cost_per_km=v.cost_per_km, cost_per_hour=v.cost_per_hour,
             disposal_sites=tuple(Place(str(s.id), s.lat, s.lon) for s in sites if s.takes(v.waste_kind))))
     return tuple(out)
@@ -129,7 +140,7 @@ async def read_setting(conn, tenant_id: UUID, day: date, waste_kind: str | None,
             left_out += [(c.bin.device_id, UnassignedReason.NO_VEHICLE, f"no vehicle collects {kind}")
                          for c in chosen if c.required]
             continue
-        fleets = fleets_of(kind_vehicles, depots, sites)
+        fleets = fleets_of(kind_vehicles, depots, sites, wall_seconds(now, midnight))
         visits, kept = [], []
         for c in chosen:
             visit = visit_of(c, fleets, windows, day, settings.service_s)

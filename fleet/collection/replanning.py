@@ -12,7 +12,7 @@ from fleet.collection.driving import announce, route_out
 from fleet.collection.models import Plan, PlanSource, PlanStatus, Route, Stop
 from fleet.collection.routing_problem import Place
 from fleet.collection.planning import Solved, persist_unassigned, plan_changed, solve_and_store, stop_rows
-from fleet.collection.problem import Setting, at, local_midnight, read_setting
+from fleet.collection.problem import Setting, at, local_midnight, read_setting, wall_seconds
 from fleet.collection.plans_repository import PlanRepository
 from fleet.collection.repository import SetupRepository
 from fleet.db import Database
@@ -37,13 +37,6 @@ def where_and_load(route: Route, depot: Place) -> tuple[Place, int]:
         here = Place(str(s.device_id or s.disposal_site_id), s.lat, s.lon)
         load = 0 if s.kind == "disposal" else load + max(0, litres)
     return here, load
-
-
-def wall_seconds(now: datetime, midnight: datetime) -> int:
-    """Seconds from the plan's local midnight to `now` on the wall clock, the solver's time axis
-    (problem.at): on a day the clocks change, elapsed seconds would put the trucks an hour off."""
-    local = now.astimezone(midnight.tzinfo)
-    return round((local.replace(tzinfo=None) - midnight.replace(tzinfo=None)).total_seconds())
 
 
 def remaining(old: Plan) -> dict[UUID, tuple[bool, float]]:

@@ -87,7 +87,9 @@ def choose(bins: Iterable[Bin], forecasts: dict[UUID, FillForecast], alarmed: se
         if fill_now >= threshold:
             to_threshold = 0.0
         if b.device_id in alarmed:
-            chosen.append(Choice(b, True, max(fill, fill_now), "alarm"))
+            # An overflowing bin reads above 100 %, but the truck takes no more than the bin
+            # holds: else the city's biggest bin, overflowing, would be "too large" for its truck.
+            chosen.append(Choice(b, True, fill, "alarm"))
         elif to_threshold is not None and to_threshold <= hours_to_next:
             chosen.append(Choice(b, True, fill, "threshold"))
         elif (to_threshold is not None and to_threshold <= hours_to_spare) or fill_now >= MAY_FRACTION * threshold:

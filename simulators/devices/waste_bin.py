@@ -88,7 +88,8 @@ class WasteBin(SimulatedDevice):
         self.height_cm = HEIGHT_CM.get(int(self.capacity_l), round(80 + self.capacity_l ** 0.5 * 2))
         self.waste_kind = model.waste_kind
         self.worth_emptying = model.worth_emptying
-        self.fill_l = self.capacity_l * noise.uniform(0.0, 0.6)
+        start = noise.uniform(0.0, 0.6)  # drawn either way, so the bin's later draws stay the same
+        self.fill_l = self.capacity_l * (start if spec.fill_percent is None else min(spec.fill_percent, 100.0) / 100)
         self.sensor = Noise(world.seed, f"sensor:{spec.endpoint}")
         self.reading: float | None = None  # the sensor's last measurement; None: measure anew
         self.collected_at = self.sim_t - noise.uniform(0.2, 1.0) * DAY_S

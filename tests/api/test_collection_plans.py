@@ -159,9 +159,13 @@ async def test_a_re_plan_mid_shift_keeps_done_stops_and_takes_new_urgent_bins(db
     for device in bins:
         await fill(db, seoul, device, 90)
     today = datetime.now(SEOUL).date()
+    asked = datetime.now(UTC).replace(microsecond=0)
     first = (await seoul.client.post(f"{C}/plans", json={"date": today.isoformat(), "time_limit_s": 1}, timeout=60)).json()
     assert first["status"] == "ready", first["error"]
     [route] = first["routes"]
+    # Today's plan starts its truck now, not at the shift's start in the past.
+    assert datetime.fromisoformat(route["starts_at"]) >= asked
+    assert all(datetime.fromisoformat(s["arrival"]) >= asked for s in route["stops"])
     assert len(route["stops"]) == 5
     crew = (await seoul.client.post("/api/v1/crews", json={"name": "North team"})).json()
     done = route["stops"][:2]

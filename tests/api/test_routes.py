@@ -3,6 +3,8 @@ done or skipped (a damaged bin opens one work order), progress, and who may touc
 
 from __future__ import annotations
 
+import json
+
 from uuid import UUID
 
 from tests.api.workorder_helpers import add_crew, crew_client
@@ -91,11 +93,14 @@ async def test_a_crews_day_on_its_route(db, seoul, api_url):
     async with db.tenant_tx(seoul.tenant_id) as conn:
         emptied = await conn.fetch("select device_id, source from bin_emptyings order by at")
         executes = await conn.fetch("select device_id, path from commands where operation = 'execute'")
-        events = await conn.fetch("select kind from events where kind like 'route.%'")
+        events = await conn.fetch("select kind, payload from events where kind like 'route.%'")
     assert [(r["device_id"], r["source"]) for r in emptied] == [(seeded.bin_ids[0], "stop")]
     assert sorted(r["device_id"] for r in executes) == sorted([seeded.bin_ids[0], seeded.bin_ids[2]])
     assert {r["path"] for r in executes} == {"/3435/0/9"}
     assert {"route.updated", "route.stop_updated"} <= {r["kind"] for r in events}
+    stop_event = next(json.loads(r["payload"]) if isinstance(r["payload"], str) else r["payload"]
+                      for r in events if r["kind"] == "route.stop_updated")
+    assert "T" in stop_event["stop"]["arrival"]  # ISO 8601, like the API's own times
 
 
 async def test_start_finish_and_unassign(db, seoul, api_url):

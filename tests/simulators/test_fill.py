@@ -3,6 +3,8 @@ emptying rules, and the same model in the live simulated bin (no network, no dat
 
 from __future__ import annotations
 
+import dataclasses
+
 from datetime import UTC, datetime, timedelta
 from statistics import median
 from zoneinfo import ZoneInfo
@@ -126,6 +128,14 @@ def test_the_live_bin_uses_the_same_model_and_sensor():
     truth = bin_.fill_percentage()
     assert bin_.reported_fill() == bin_.reported_fill()  # one measurement per moment
     assert bin_.reported_fill() == pytest.approx(truth, abs=5) or abs(bin_.reported_fill() - truth) > 15
+
+
+def test_a_restarted_bin_carries_on_from_the_fill_fleet_stored():
+    fresh = WasteBin(spec(n=9), world("fleet"), DeviceFaults())
+    again = WasteBin(dataclasses.replace(spec(n=9), fill_percent=73.5), world("fleet"), DeviceFaults())
+    over = WasteBin(dataclasses.replace(spec(n=9), fill_percent=121.0), world("fleet"), DeviceFaults())
+    assert again.fill_percentage() == 73.5 and over.fill_percentage() == 100.0
+    assert fresh.fill_percentage() <= 60 and again.collected_at == pytest.approx(fresh.collected_at, abs=1)  # same draws after
 
 
 @pytest.mark.parametrize("collection, rounds", [("round", 1), ("fleet", 0)])

@@ -23,6 +23,7 @@ SEOUL = ZoneInfo("Asia/Seoul")
 
 def test_the_plan_is_for_today_in_the_morning_and_for_tomorrow_later():
     assert plan_day(datetime(2026, 12, 7, 7, 30, tzinfo=SEOUL)) == date(2026, 12, 7)
+    assert plan_day(datetime(2026, 12, 7, 14, 0, tzinfo=SEOUL)) == date(2026, 12, 7)  # the shift runs to 22:00
     assert plan_day(datetime(2026, 12, 7, 19, 0, tzinfo=SEOUL)) == date(2026, 12, 8)
 
 
@@ -33,9 +34,10 @@ def test_the_school_street_is_where_most_bins_stand():
 
 
 def test_plan_lines_name_the_crews_routes_and_the_map():
-    plan = DemoPlan("p-1", date(2026, 12, 8), 3, 41, 2, 3, "r-1")
-    text = plan_lines(plan, "http://127.0.0.1:8000", "adm", "crw")
+    plan = DemoPlan("p-1", date(2026, 12, 8), 3, 41, 2, 3, "r-1", datetime(2026, 12, 7, 21, 0, tzinfo=ZoneInfo("UTC")))
+    text = plan_lines(plan, "http://127.0.0.1:8000", "adm", "crw", SEOUL)
     assert "plan p-1 for 2026-12-08: 3 routes, 41 bins, 2 bins left out" in text
+    assert "its truck drives from 2026-12-08 06:00 KST" in text
     assert "curl -H 'Authorization: Bearer crw' 'http://127.0.0.1:8000/api/v1/routes?assigned_to=me'" in text
     assert "/api/v1/collection/plans/p-1?format=geojson" in text
     assert "format=geojson" not in plan_lines(DemoPlan(None, plan.day, 3, 41, 0, 0, "r-1"), "b", "a", "c")
@@ -96,7 +98,7 @@ async def test_the_demo_plans_a_day_with_a_reload_and_hands_its_routes_to_the_cr
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert f"for {day}: 1 routes, 9 bins, 0 bins left out" in printed[0], printed
+    assert f"for {day}: 1 route, 9 bins, 0 bins left out" in printed[0], printed
     routes = (await seoul.client.get("/api/v1/routes", params={"date": day.isoformat()})).json()["items"]
     assert [(r["crew_id"], r["status"], r["waste_kind"]) for r in routes] == [(crew["id"], "assigned", "organic")]
     stops = (await seoul.client.get(f"/api/v1/routes/{routes[0]['id']}")).json()["stops"]

@@ -36,3 +36,19 @@ async def test_simulate_explains_bad_options():
     assert code == 2 and "unknown fault 'meteor'" in err
     code, _out, err = await fleet("simulate", "--streetlights", "1")
     assert code == 1 and "--api and --key" in err
+
+
+def test_the_simulators_libraries_keep_their_routine_to_themselves():
+    import logging
+
+    from api.commands import quiet_simulator_libraries
+
+    levels = {name: logging.getLogger(name).level for name in ("httpx", "coap")}
+    try:
+        quiet_simulator_libraries()
+        assert not logging.getLogger("coap").isEnabledFor(logging.INFO)
+        assert logging.getLogger("coap").isEnabledFor(logging.WARNING)
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -124,3 +124,40 @@ async def test_fleet_only_collection_a_truck_empties_the_simulated_bins_of_its_r
 async def _completed(client, route_id) -> dict | None:
     route = (await client.get(f"{ROUTES}/{route_id}")).json()
     return route if route["status"] == "completed" else None
+
+
+async def test_a_stop_the_tablet_skipped_meanwhile_is_left_as_it_is(db, seoul, api_url):
+    crew = await add_crew(seoul, "Demo crew")
+    seeded = await seed_route(db, seoul.tenant_id, bins=2)
+    async with FleetApi(api_url, seoul.key) as control_room:
+        route = await control_room.get(f"{ROUTES}/{seeded.route_id}")
+        await plan_and_assign(control_room, crew["id"], date.fromisoformat(route["date"]), make_plan=False)
+    key = (await ApiKeyService(db).issue(seoul.principal, Role.CREW, "truck", crew["id"])).secret
+    async with FleetApi(api_url, key) as tablet:
+        first = route["stops"][0]
+        await tablet.post(f"{ROUTES}/{seeded.route_id}/stops/{first['id']}",
+                          {"status": "skipped", "reason": "blocked", "notes": "a van parked on it"})
+        truck = Truck(tablet, lambda endpoint: True, speed=1e6)
+        await truck.reach(str(seeded.route_id), first)  # its stale copy said planned: the 409 stays here
+        assert truck.stops_done == 0
+        await truck.drive(str(seeded.route_id))
+    after = (await seoul.client.get(f"{ROUTES}/{seeded.route_id}")).json()
+    assert after["status"] == "completed"
+    assert [s["status"] for s in after["stops"]] == ["skipped", *["done"] * (len(after["stops"]) - 1)]
+
+
+async def test_the_truck_stops_driving_a_route_no_longer_its_crews(db, seoul, api_url):
+    crew = await add_crew(seoul, "Demo crew")
+    seeded = await seed_route(db, seoul.tenant_id, bins=2)
+    async with FleetApi(api_url, seoul.key) as control_room:
+        route = await control_room.get(f"{ROUTES}/{seeded.route_id}")
+        await plan_and_assign(control_room, crew["id"], date.fromisoformat(route["date"]), make_plan=False)
+        key = (await ApiKeyService(db).issue(seoul.principal, Role.CREW, "truck", crew["id"])).secret
+        async with FleetApi(api_url, key) as tablet:
+            truck = Truck(tablet, lambda endpoint: True, speed=1e-6)  # it would wait for ages
+            await truck.poll()
+            task = truck.driving[str(seeded.route_id)]
+            await control_room.post(f"{ROUTES}/{seeded.route_id}/assign", {"crew_id": None})
+            await truck.poll()
+            await asyncio.wait([task], timeout=10)
+            assert task.cancelled()

@@ -13,8 +13,8 @@ import pytest
 from fleet.collection.automation import complete_by_fill, plan_evenings
 from fleet.collection.driving import RouteService
 from fleet.collection.models import StopStatus, StopUpdate
-from fleet.db import Database
 from fleet.errors import Conflict
+from fleet.db import Database
 from fleet.workorders.changes import system_actor
 from tests.conftest import make_city
 from tests.fleet.collection.route_fixtures import add_vehicle, planner, replanned, seed_route
@@ -177,3 +177,22 @@ async def test_the_evening_job_with_the_real_planner_builds_one_plan_per_date(db
     assert await plan_evenings(db, planning.build_plan, evening + timedelta(minutes=1)) == []
     plans = await _scheduled(db)
     assert len(plans) == 1 and plans[0]["date"] == date(2026, 12, 8)
+
+
+async def test_a_re_planned_route_is_neither_marked_nor_completed_by_fill(db):
+    city = await make_city(db, "seoul")
+    now = datetime.now(UTC)
+    seeded = await seed_route(db, city.tenant_id, bins=2, starts_at=now - timedelta(hours=1))
+    async with db.tenant_tx(city.tenant_id) as conn:
+        crew = await conn.fetchval("insert into crews (tenant_id, name) values ($1, 'Day team') returning id",
+                                   city.tenant_id)
+    control_room = system_actor(city.tenant_id)
+    await RouteService(db).assign(control_room, seeded.route_id, crew)
+    async with db.tenant_tx(city.tenant_id) as conn:
+        await conn.execute("update collection_plans set status = 'superseded' where id = $1", seeded.plan_id)
+    await _readings(db, city.tenant_id, seeded.bin_ids[0],
+                    [(now - timedelta(hours=2), 85.0), (now - timedelta(minutes=5), 4.0)])
+    assert await complete_by_fill(db, now) == 0  # the new plan's route gets it
+    stop = seeded.stop_ids[1]
+    with pytest.raises(Conflict, match="re-planned"):
+        await RouteService(db).mark(control_room, seeded.route_id, stop, StopUpdate(StopStatus.DONE))

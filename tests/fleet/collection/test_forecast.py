@@ -118,6 +118,16 @@ def test_hours_count_from_now_and_are_none_beyond_the_horizon():
     assert full.hours_to_threshold == 0
 
 
+def test_the_fill_expected_stops_at_full():
+    rates = [5.0] * SLOTS
+    at = MONDAY
+    p = predict(rates, 0.1, 90.0, at, at, at + timedelta(hours=24), 80.0, SEOUL)
+    assert p.fill_until == 100.0 and p.hours_to_full == pytest.approx(2.0)
+    # An overflowing bin reads above 100 %: it stays at what it read, it does not grow.
+    over = predict(rates, 0.1, 124.5, at, at, at + timedelta(hours=24), 80.0, SEOUL)
+    assert over.fill_until == 124.5 and over.hours_to_full == 0
+
+
 def test_mean_profile_averages_bins():
     rates, sd = mean_profile([[1.0] * SLOTS, [3.0] * SLOTS], [1.0, 2.0])
     assert rates[5] == 2.0 and sd == 1.5

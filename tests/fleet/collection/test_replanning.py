@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from fleet.collection.problem import at, local_midnight
-from fleet.collection.replanning import wall_seconds
+from fleet.collection.problem import wall_seconds
 
 
 def test_a_re_plan_starts_at_the_wall_clock_time_also_when_the_clocks_change():

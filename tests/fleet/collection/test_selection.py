@@ -56,6 +56,14 @@ def test_a_bin_emptied_since_its_last_reading_is_not_due_again():
     assert chosen == [] and left_out == []
 
 
+def test_an_overflowing_bin_is_planned_at_its_capacity():
+    # 660 l reading 124.5 % is still 660 l for the truck: an 800 l truck can take it.
+    big = a_bin(capacity_litres=660)
+    chosen, _ = choose([big], {big.device_id: forecast(big.device_id, 124.5)}, {big.device_id},
+                       threshold=80, hours_to_next=39, hours_to_spare=63)
+    assert [(c.required, c.why, litres(c)) for c in chosen] == [(True, "alarm", 660)]
+
+
 def test_time_windows_leave_the_rest_of_the_shift():
     assert allowed([(8 * 3600, 9 * 3600)], 6 * 3600, 14 * 3600, 90) == ((21600, 28710), (32400, 50400))
     assert allowed([(5 * 3600, 15 * 3600)], 6 * 3600, 14 * 3600) == ()
