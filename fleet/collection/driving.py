@@ -104,9 +104,6 @@ async def mark_in(conn: asyncpg.Connection, principal: Principal, route: asyncpg
         raise Conflict(f"the stop is already {stop['status']}; the control room corrects it")
     if RouteStatus(route["status"]) is RouteStatus.CANCELLED:
         raise Conflict("the route is cancelled")
-    if await repo.plan_status(tenant_id, route["plan_id"]) == PlanStatus.SUPERSEDED:
-        # Its remaining stops are on the new plan's route now: a mark here would be lost there.
-        raise Conflict("the route was re-planned: mark its stops on the new plan's route")
     done = update.status == StopStatus.DONE
     work_order_id = None
     if update.reason == SkipReason.DAMAGED and stop["work_order_id"] is None and stop["device_id"] is not None:

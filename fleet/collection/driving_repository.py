@@ -146,10 +146,6 @@ class DrivingRepository:
             "select * from collection_stops where tenant_id = $1 and route_id = $2 and id = $3",
             tenant_id, route_id, stop_id)
 
-    async def plan_status(self, tenant_id: UUID, plan_id: UUID) -> str | None:
-        return await self.conn.fetchval(
-            "select status from collection_plans where tenant_id = $1 and id = $2", tenant_id, plan_id)
-
     async def crew_exists(self, tenant_id: UUID, crew_id: UUID) -> bool:
         return await self.conn.fetchval(
             "select exists (select 1 from crews where tenant_id = $1 and id = $2)", tenant_id, crew_id)
@@ -231,7 +227,6 @@ class DrivingRepository:
                    join planned pl on pl.tenant_id = r.tenant_id and pl.plan_id = r.plan_id
                    join collection_stops s on s.tenant_id = r.tenant_id and s.route_id = r.id
                    where r.status in ('assigned', 'in_progress') and r.starts_at <= $1 and r.starts_at > $5
-                     and p.status = 'ready'  -- a re-planned route's stops are on the new plan's
                      and s.status = 'planned' and s.kind = 'bin')
                select o.tenant_id, o.stop_id, o.route_id, o.device_id, b.v_num as fill_before,
                       e.time as emptied_at, e.v_num as fill_after
