@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
+from datetime import datetime
 from uuid import UUID
 
 import msgspec
@@ -28,17 +29,22 @@ def geojson(plan: Plan, depots: Mapping[UUID, tuple[float, float]]) -> bytes:
                          "properties": {"kind": "route", "route_id": str(route.id),
                                         "vehicle_id": str(route.vehicle_id), "vehicle_number": route.vehicle_number,
                                         "distance_m": route.distance_m, "duration_s": route.duration_s,
-                                        "starts_at": route.starts_at.isoformat(), "ends_at": route.ends_at.isoformat()}})
+                                        "starts_at": route.starts_at, "ends_at": route.ends_at}})
         for s in route.stops:
             features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]},
                              "properties": {"kind": s.kind, "route_id": str(route.id), "stop_id": str(s.id),
-                                            "seq": s.seq, "arrival": s.arrival.isoformat(),
+                                            "seq": s.seq, "arrival": s.arrival,
                                             "load_after": s.load_after,
                                             "device_id": str(s.device_id) if s.device_id else None,
                                             "disposal_site_id": str(s.disposal_site_id) if s.disposal_site_id
                                             else None, "status": s.status}})
     return msgspec.json.encode({"type": "FeatureCollection", "features": features,
                                 "properties": {"plan_id": str(plan.id), "date": plan.date.isoformat()}})
+
+
+def _utc(at: datetime) -> str:
+    # As the JSON answers write times (msgspec): 2026-12-07T21:07:29Z.
+    return msgspec.json.encode(at).decode().strip('"')
 
 
 def csv_text(plan: Plan) -> str:
@@ -48,6 +54,7 @@ def csv_text(plan: Plan) -> str:
     for route in plan.routes:
         for s in route.stops:
             writer.writerow([route.id, route.vehicle_id, route.vehicle_number, s.seq, s.kind, s.device_id or "",
-                             s.disposal_site_id or "", s.arrival.isoformat(), s.load_after,
-                             "" if s.expected_fill is None else s.expected_fill, s.required, s.status, s.lat, s.lon])
+                             s.disposal_site_id or "", _utc(s.arrival), s.load_after,
+                             "" if s.expected_fill is None else s.expected_fill, str(s.required).lower(), s.status,
+                             s.lat, s.lon])
     return out.getvalue()
