@@ -359,9 +359,12 @@ async def test_an_independent_coap_client_downloads_a_package(db, city, tmp_path
         assert node.listener.server.downloads.blocks_served == -(-len(IMAGE) // 64)
 
 
-async def test_a_sleeping_device_and_one_that_cannot_be_observed_get_their_steps(db, city, tmp_path):
+async def test_a_sleeping_device_and_one_that_cannot_be_observed_get_their_steps(db, city, tmp_path, monkeypatch):
     """A bin in queue mode (binding UQ) is sent each step when it next registers or updates; a
     streetlight that answers Observe on object 5 as a plain read has its states read."""
+    # The light's states are read every POLL_S (10 s in service): every 2 s, the test takes
+    # seconds, not most of a minute.
+    monkeypatch.setattr(rollout_steps, "POLL_S", 2)
     counts = {"streetlight": 1, "waste_bin": 1}
     path = await provision(city, tmp_path, counts)
     light, sleeper = (inventory.endpoint_name(city.city.slug, kind, 1) for kind in counts)
