@@ -76,7 +76,8 @@ class VehicleCreate(Struct, forbid_unknown_fields=True):
     capacity_litres: Annotated[int, Meta(gt=0, le=1_000_000)]
     depot_id: UUID
     shift_start: ClockTime
-    shift_end: Annotated[ClockTime, Meta(description="local time, HH:MM; after shift_start")]
+    shift_end: Annotated[ClockTime, Meta(description="local time, HH:MM; at or before shift_start: the "
+                                                     "next morning (a night round, 22:00-06:00)")]
     count: Annotated[int, Meta(ge=1, le=1000)] = 1
     cost_per_km: Annotated[float, Meta(ge=0, le=10_000)] = 1.0
     cost_per_hour: Annotated[float, Meta(ge=0, le=100_000)] = 30.0

@@ -65,7 +65,7 @@ def fleets_of(vehicles: list[Vehicle], depots: dict, sites: list[DisposalSite], 
     out = []
     for v in vehicles:
         depot = depots[v.depot_id]
-        start_s, end_s = selection.seconds(v.shift_start), selection.seconds(v.shift_end)
+        start_s, end_s = selection.shift_seconds(v.shift_start, v.shift_end)
         out.append(Fleet(
             key=str(v.id), depot=Place(str(depot.id), depot.lat, depot.lon), capacity_litres=v.capacity_litres,
             count=v.count, shift_start_s=min(max(start_s, now_s), end_s), shift_end_s=end_s,
@@ -79,8 +79,10 @@ def visit_of(choice: selection.Choice, fleets: tuple[Fleet, ...], windows: list[
     """The bin as the solver takes it; None when its time windows leave no time in any shift."""
     start = min(f.shift_start_s for f in fleets)
     end = max(f.shift_end_s for f in fleets)
-    blocked = [(selection.seconds(w.starts), selection.seconds(w.ends))
-               for w in windows if selection.applies(w, day, choice.bin)]
+    # The day's windows, and the next morning's for a night round that runs past midnight.
+    blocked = [(selection.seconds(w.starts) + offset, selection.seconds(w.ends) + offset)
+               for offset, on in ((0, day), (selection.DAY_S, day + timedelta(days=1))) if offset < end
+               for w in windows if selection.applies(w, on, choice.bin)]
     allowed = selection.allowed(blocked, start, end, service_s) if blocked else ()
     if blocked and not allowed:
         return None
@@ -116,7 +118,7 @@ async def read_setting(conn, tenant_id: UUID, day: date, waste_kind: str | None,
     alarmed = await plans.alarmed(tenant_id)
     next_collection = local_midnight(day + timedelta(days=2), zone)   # the end of the day after
     # Fills expected when the trucks come: the end of the day's last shift.
-    service_end = max((at(midnight, selection.seconds(v.shift_end)) for v in vehicles),
+    service_end = max((at(midnight, selection.shift_seconds(v.shift_start, v.shift_end)[1]) for v in vehicles),
                       default=midnight + timedelta(hours=24))
     fills = {f.device_id: f for f in await forecasts(
         conn, tenant_id, until=max(service_end, now), waste_kind=waste_kind, now=now,

@@ -143,5 +143,15 @@ def seconds(t) -> int:
     return t.hour * 3600 + t.minute * 60 + t.second
 
 
+DAY_S = 24 * 3600
+
+
+def shift_seconds(start, end) -> tuple[int, int]:
+    """A shift in seconds from the plan day's local midnight; one that ends at or before its
+    start ends the next morning (a night round, 22:00-06:00: 79200 to 108000)."""
+    start_s, end_s = seconds(start), seconds(end)
+    return start_s, end_s if end_s > start_s else end_s + DAY_S
+
+
 def hours_between(a: datetime, b: datetime) -> float:
     return (b - a).total_seconds() / 3600

@@ -115,8 +115,9 @@ class CollectionService:
     async def create_vehicle(self, principal: Principal, data: VehicleCreate) -> Vehicle:
         data = msgspec.structs.replace(data, name=_named(data.name, "vehicle"))
         data = msgspec.structs.replace(data, shift_start=clock(data.shift_start), shift_end=clock(data.shift_end))
-        if data.shift_end <= data.shift_start:
-            raise _invalid("vehicle", "shift_end", "must be after shift_start (a shift ends the day it starts)")
+        if data.shift_end == data.shift_start:
+            # One that ends before it starts is a night round, ending the next morning.
+            raise _invalid("vehicle", "shift_end", "must differ from shift_start")
 
         async def insert(repo: SetupRepository) -> Vehicle:
             if await repo.depot(principal.tenant_id, data.depot_id) is None:

@@ -154,7 +154,7 @@ async def test_a_plan_without_trucks_lists_urgent_bins_and_bad_requests_are_refu
 
 
 async def test_a_re_plan_mid_shift_keeps_done_stops_and_takes_new_urgent_bins(db, seoul):
-    setup = await set_up(seoul, capacity=100_000, shift=("00:00", "23:59:59"))
+    await set_up(seoul, capacity=100_000, shift=("00:00", "23:59:59"))
     bins = [await add_bin(seoul, i, 37.50 + 0.003 * i, 127.00 + 0.002 * i) for i in range(5)]
     for device in bins:
         await fill(db, seoul, device, 90)
@@ -242,3 +242,30 @@ async def test_two_re_plans_of_one_plan_at_once_give_one_successor(db, seoul):
     items = plans["items"] if isinstance(plans, dict) else plans
     assert sorted((p["source"], p["status"]) for p in items) == [
         ("api", "superseded"), ("replan", "failed"), ("replan", "ready")]
+
+
+async def test_a_night_round_runs_from_the_evening_into_the_next_morning(db, seoul):
+    """23:50-06:00: stops between 23:50 on the plan's date and 06:00 the next day, and a window
+    of the next morning (a hospital street, quiet 23:00-23:59 and 00:00-02:00) kept free after
+    midnight."""
+    await set_up(seoul, capacity=5000, shift=("23:50", "06:00"))
+    bins = [await add_bin(seoul, i, 37.50 + 0.002 * i, 127.00 + 0.001 * i) for i in range(4)]
+    for device in bins:
+        await fill(db, seoul, device, 90)
+    quiet = await seoul.client.post(f"{C}/time-windows", json={
+        "name": "Hospital street at night", "starts": "00:00", "ends": "02:00", "device_ids": [bins[0]]})
+    assert quiet.status_code == 201, quiet.text
+    late = await seoul.client.post(f"{C}/time-windows", json={
+        "name": "Hospital street, late evening", "starts": "23:00", "ends": "23:59", "device_ids": [bins[0]]})
+    assert late.status_code == 201, late.text
+    day = tomorrow()
+    created = await seoul.client.post(f"{C}/plans", json={"date": day.isoformat(), "time_limit_s": 1}, timeout=60)
+    assert created.status_code == 201 and created.json()["status"] == "ready", created.text
+    [route] = created.json()["routes"]
+    evening = datetime.combine(day, datetime.min.time(), SEOUL) + timedelta(hours=23, minutes=50)
+    morning = evening + timedelta(hours=6, minutes=10)
+    arrivals = {s["device_id"]: datetime.fromisoformat(s["arrival"]) for s in route["stops"] if s["kind"] == "bin"}
+    assert set(arrivals) == set(bins)
+    assert all(evening <= at <= morning for at in arrivals.values()), arrivals
+    # The hospital street's bin only after 02:00 (the truck may take the others before or after).
+    assert arrivals[bins[0]] >= evening + timedelta(hours=2, minutes=10), arrivals[bins[0]]

@@ -56,8 +56,13 @@ async def test_bad_set_up_is_refused_naming_the_field(seoul):
         assert (await client.post(f"{C}/depots", json=bad)).status_code in (400, 422), bad
     missing = await client.post(f"{C}/vehicles", json={**VEHICLE, "depot_id": "00000000-0000-4000-8000-000000000000"})
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "depot_id"
-    backwards = await client.post(f"{C}/vehicles", json={**VEHICLE, "depot_id": depot["id"], "shift_end": "05:00"})
-    assert backwards.status_code == 422 and backwards.json()["errors"][0]["field"] == "shift_end"
+    empty = await client.post(f"{C}/vehicles", json={**VEHICLE, "depot_id": depot["id"], "shift_end": "06:00"})
+    assert empty.status_code == 422 and empty.json()["errors"] == [
+        {"field": "shift_end", "message": "must differ from shift_start"}], empty.text
+    # Ending before it starts: a night round, into the next morning.
+    night = await client.post(f"{C}/vehicles", json={**VEHICLE, "name": "Night truck", "depot_id": depot["id"],
+                                                      "shift_start": "22:00", "shift_end": "06:00"})
+    assert night.status_code == 201 and (night.json()["shift_start"], night.json()["shift_end"]) == ("22:00", "06:00")
     for bad in ({"capacity_litres": 0}, {"waste_kind": "lava"}, {"count": 0}):
         assert (await client.post(f"{C}/vehicles", json={**VEHICLE, "depot_id": depot["id"], **bad})).status_code == 400
     window = await client.post(f"{C}/time-windows", json={"starts": "09:00", "ends": "08:00"})

@@ -11,7 +11,7 @@ from fleet.collection.models import FillForecast, Route, Stop, TimeWindow
 from fleet.collection.routing_problem import Place
 from fleet.collection.replanning import where_and_load
 from fleet.collection.savings import compare, nearest_neighbour_m
-from fleet.collection.selection import Bin, allowed, applies, choose, litres, prize
+from fleet.collection.selection import Bin, allowed, applies, choose, litres, prize, shift_seconds
 
 NOW = datetime(2026, 12, 7, 9, tzinfo=UTC)
 
@@ -103,3 +103,8 @@ def test_a_truck_mid_shift_is_at_its_last_done_stop_with_what_it_emptied_since_u
     fresh = Route(route_id, uuid4(), uuid4(), 0, None, "assigned", NOW, NOW, 0, 0, None, 0, None, None, 1,
                   (stop(0, "bin", 100, "planned"),))
     assert where_and_load(fresh, depot) == (depot, 0)
+
+
+def test_a_shift_ending_before_it_starts_is_a_night_round():
+    assert shift_seconds(time(6), time(14)) == (6 * 3600, 14 * 3600)
+    assert shift_seconds(time(22), time(6)) == (22 * 3600, 30 * 3600)
