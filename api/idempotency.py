@@ -76,6 +76,7 @@ def _idempotent(app: ASGIApp, service: IdempotencyService, max_body_bytes: int) 
 async def _run_and_keep(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
                         service: IdempotencyService, ids: tuple) -> None:
     status, headers, chunks = 500, [], []
+    answer: list[Message] = []
 
     async def keeping(message: Message) -> None:
         nonlocal status, headers
@@ -85,7 +86,7 @@ async def _run_and_keep(app: ASGIApp, scope: Scope, receive: Receive, send: Send
                        if k.lower() not in _NOT_KEPT]
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
-        await send(message)
+        answer.append(message)
 
     try:
         await app(scope, receive, keeping)
@@ -97,6 +98,10 @@ async def _run_and_keep(app: ASGIApp, scope: Scope, receive: Receive, send: Send
         await service.release(*ids)
     else:
         await service.complete(*ids, StoredResponse(status, headers, b"".join(chunks)))
+    # Kept first, answered second: a client that retries the moment it has its answer finds the
+    # answer to replay, never the key still in progress (a 409 for a request that succeeded).
+    for message in answer:
+        await send(message)
 
 
 def _replaying(body: IO[bytes], receive: Receive) -> Receive:
