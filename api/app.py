@@ -35,11 +35,13 @@ from api.idempotency import idempotency
 from api.middleware import authentication, request_context
 from api.openapi import DOCS_PATH, StructRulesPlugin, document_problems, docs_ui, rebind_options_handlers
 from api.problems import EXCEPTION_HANDLERS
+from api.web.assets import asset_routers
+from api.web.pages import web_routes
 from fleet import __version__
 from fleet.access.limits import Rate, RequestLimits
 from fleet.access.revocations import RevocationListener
 from fleet.access.models import Principal
-from fleet.access.service import ApiKeyService, TenantService
+from fleet.access.service import ApiKeyService, SessionService, TenantService
 from fleet.audit.service import AuditService
 from fleet.campaigns.maintenance import MaintenanceWindowService
 from fleet.campaigns.service import CampaignService
@@ -63,7 +65,7 @@ from fleet.reports.service import ReportService
 from fleet.telemetry.service import TelemetryService
 from fleet.workorders.service import WorkOrderService
 from fleet.workorders.sync import SyncService
-from fleet.settings import FirmwareSettings, HttpSettings
+from fleet.settings import FirmwareSettings, HttpSettings, WebSettings
 from fleet.supervision import Health, running
 
 
@@ -105,10 +107,11 @@ def _running(component: RevocationListener | EventService):
 
 def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, object] | None = None,
                extra_handlers: list | None = None, firmware: FirmwareSettings | None = None,
-               routing_url: str | None = None) -> Litestar:
+               routing_url: str | None = None, web: WebSettings | None = None) -> Litestar:
     # One set of buckets for /api/v1 (middleware) and /open311 (its gate): a client spends the same budget.
     limits = _request_limits(http)
     apikey_service = ApiKeyService(db)
+    web = web or WebSettings()
     services = {
         "db": db,
         "tenant_service": TenantService(db),
@@ -136,6 +139,9 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "collection_service": CollectionService(db),
         "plan_service": PlanService(db, routing_url=routing_url),
         "firmware_service": FirmwareService(db, max_image_bytes=(firmware or FirmwareSettings()).max_image_bytes),
+        "session_service": SessionService(db, apikey_service, idle_s=web.session_idle_hours * 3600),
+        "request_limits": limits,
+        "web_settings": web,
         "health": Health(),  # `fleet serve` passes the one its listener and scheduler report to
         **(extra_services or {}),
     }
@@ -149,12 +155,12 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         GroupAlarmSettingsController, Open311Controller, CrewController,
                         WorkOrderController, RouteController, CampaignController, MaintenanceWindowController,
                         ForecastController, CollectionSetupController, PlanController,
-                        sync, events, docs_assets,
+                        sync, events, docs_assets, *web_routes, *asset_routers(),
                         # The upload route's body limit is the image limit of the service in use.
                         *firmware_routes(services["firmware_service"].max_image_bytes),
                         *(extra_handlers or [])],
         dependencies=dependencies,
-        middleware=[authentication(services["apikey_service"], limits),
+        middleware=[authentication(services["apikey_service"], limits, services["session_service"]),
                     idempotency(IdempotencyService(db), http.max_body_bytes)],
         lifespan=[_running(RevocationListener(db, services["apikey_service"].cache)),
                   _running(services["event_service"])],

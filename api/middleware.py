@@ -14,12 +14,16 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem
 from fleet.access.limits import RequestLimits
-from fleet.access.service import ApiKeyService
+from fleet.access.service import ApiKeyService, SessionService, csrf_token
 from fleet.errors import Unauthenticated
 
 log = structlog.get_logger("fleet.http")
 
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/schema")
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/schema", "/ui/", "/vendor/")
+# The pages' shell (it shows the sign-in form to a stranger), signing in and out.
+PUBLIC_PATHS = {("GET", "/"), ("HEAD", "/"), ("POST", "/session"), ("POST", "/session/logout")}
+SESSION_COOKIE = "fleet_session"
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Open311 carries its own key (`api_key`) and answers in its own error format: its controller's
 # gate applies the same limits (api.controllers.open311.Open311Gate).
 OWN_KEY_PREFIXES = ("/open311/",)
@@ -61,15 +65,47 @@ def request_context(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def authentication(service: ApiKeyService, limits: RequestLimits) -> Callable[[ASGIApp], ASGIApp]:
-    """Resolves `Authorization: Bearer <key>` to a principal before any handler runs, within
-    the per-address and per-key rate limits."""
-    return lambda app: _authenticate(app, service, limits)
+def authentication(service: ApiKeyService, limits: RequestLimits,
+                   sessions: SessionService | None = None) -> Callable[[ASGIApp], ASGIApp]:
+    """Resolves `Authorization: Bearer <key>` (or, without one, a signed-in browser's session
+    cookie) to a principal before any handler runs, within the per-address and per-key rate
+    limits."""
+    return lambda app: _authenticate(app, service, limits, sessions)
 
 
-def _authenticate(app: ASGIApp, service: ApiKeyService, limits: RequestLimits) -> ASGIApp:
+def _cookie(scope: Scope, name: str) -> str:
+    header = dict(scope["headers"]).get(b"cookie", b"").decode("latin-1")
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip()
+    return ""
+
+
+def _public(scope: Scope) -> bool:
+    path = scope["path"]
+    return path.startswith(PUBLIC_PREFIXES + OWN_KEY_PREFIXES) or (scope["method"], path) in PUBLIC_PATHS
+
+
+def _forged(scope: Scope, session_secret: str) -> str | None:
+    """Why a write made with a session cookie is refused, if it is: it must come from Fleet's
+    own pages (their Origin, and the token only they were given)."""
+    if scope["method"] in _SAFE_METHODS:
+        return None
+    headers = dict(scope["headers"])
+    origin = headers.get(b"origin", b"").decode("latin-1")
+    host = headers.get(b"host", b"").decode("latin-1")
+    if origin and origin != f"{scope.get('scheme', 'http')}://{host}":
+        return "a write from another site's page is refused"
+    if headers.get(b"x-csrf-token", b"").decode("latin-1") != csrf_token(session_secret):
+        return "a write with the session cookie needs the page's X-CSRF-Token"
+    return None
+
+
+def _authenticate(app: ASGIApp, service: ApiKeyService, limits: RequestLimits,
+                  sessions: SessionService | None) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES + OWN_KEY_PREFIXES):
+        if scope["type"] != "http" or _public(scope):
             await app(scope, receive, send)
             return
         address = (scope.get("client") or ("unknown", 0))[0]
@@ -89,18 +125,28 @@ def _authenticate(app: ASGIApp, service: ApiKeyService, limits: RequestLimits) -
         if wait and principal is None:
             await _too_many(scope, receive, send, wait, "too many failed authentications from this address")
             return
+        session_secret = "" if secret or sessions is None else _cookie(scope, SESSION_COOKIE)
         if principal is None:
             try:
-                if not secret:
+                if session_secret:
+                    principal = await sessions.authenticate(session_secret, state.get("request_id"))
+                elif not secret:
                     raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-                principal = await service.authenticate(secret, state.get("request_id"))
+                else:
+                    principal = await service.authenticate(secret, state.get("request_id"))
             except Unauthenticated as exc:
-                if secret:  # a request without a key cost no lookup
+                if secret or session_secret:  # a request without a key cost no lookup
                     limits.authentication_failed(address, time.monotonic())
                 request = Request(scope)
                 response = problem(request, 401, "Unauthenticated", exc.detail)
                 await response.to_asgi_response(request.app, request)(scope, receive, send)
                 return
+        forged = _forged(scope, session_secret) if session_secret else None
+        if forged:
+            request = Request(scope)
+            response = problem(request, 403, "Forbidden", forged)
+            await response.to_asgi_response(request.app, request)(scope, receive, send)
+            return
         state["principal"] = principal
         wait = limits.for_key(principal.api_key_id, time.monotonic())
         if wait:

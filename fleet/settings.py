@@ -124,6 +124,16 @@ class FirmwareSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSettings:
+    # The map's background: an XYZ tile URL the city serves or licenses ({z}/{x}/{y});
+    # unset, the map draws district outlines and labels on a plain background (no internet).
+    tiles_url: str | None = None
+    tiles_attribution: str = ""
+    # A browser session ends after this long without use (a wall screen polls, so it stays).
+    session_idle_hours: float = 12.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -134,6 +144,7 @@ class Settings:
     # An OSRM-compatible table service for road distances between bins; unset: great-circle
     # distance times each city's road factor (fleet.collection.matrix).
     routing_url: str | None = None
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 def default_data_dir() -> Path:
@@ -188,6 +199,8 @@ def load_settings() -> Settings:
             download_base_uri=_env("FIRMWARE_DOWNLOAD_URI"),
         ),
         routing_url=_env("ROUTING_URL"),
+        web=WebSettings(tiles_url=_env("MAP_TILES_URL"), tiles_attribution=_env("MAP_ATTRIBUTION", "") or "",
+                        session_idle_hours=_env_float("SESSION_IDLE_HOURS", 12.0)),
     )
     if settings.events.retention_days < 1:
         raise ValueError(f"FLEET_EVENTS_RETENTION_DAYS must be at least 1, got {settings.events.retention_days}")
@@ -198,6 +211,11 @@ def load_settings() -> Settings:
         raise ValueError(f"FLEET_FIRMWARE_DOWNLOAD_URI must be a coap:// or coaps:// URI, got {base!r}")
     if settings.routing_url is not None and not settings.routing_url.startswith(("http://", "https://")):
         raise ValueError(f"FLEET_ROUTING_URL must be an http:// or https:// URL, got {settings.routing_url!r}")
+    tiles = settings.web.tiles_url
+    if tiles is not None and not (tiles.startswith(("http://", "https://")) and "{z}" in tiles):
+        raise ValueError(f"FLEET_MAP_TILES_URL must be an http(s) URL with {{z}}, {{x}} and {{y}}, got {tiles!r}")
+    if settings.web.session_idle_hours <= 0:
+        raise ValueError("FLEET_SESSION_IDLE_HOURS must be more than 0")
     limits = settings.http.limits
     for name, per_s, burst in (("RATE_KEY", limits.key_per_s, limits.key_burst),
                                ("RATE_ADDRESS", limits.address_per_s, limits.address_burst),

@@ -107,6 +107,9 @@ class Principal:
     request_id: str | None = None
     # The crew a crew-role key belongs to: `assigned_to=me`, "my day" and sync follow it.
     crew_id: UUID | None = None
+    # Set when the request came with a browser session's cookie rather than the key itself:
+    # its writes must then prove they come from Fleet's own pages (CSRF).
+    session_id: UUID | None = None
 
     @property
     def actor(self) -> str:
@@ -114,3 +117,12 @@ class Principal:
 
     def can(self, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS[self.role]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A browser session just opened: the cookie's secret (shown once) and who it acts as."""
+
+    secret: str
+    principal: Principal
+    expires_at: datetime

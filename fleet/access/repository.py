@@ -103,3 +103,55 @@ class ApiKeyRepository:
                select id, tenant_id, role, crew_id, slug, timezone from found""",
             key_hash)
 
+
+
+class SessionRepository:
+    """Browser sessions (web_sessions): looked up across cities by the hash of their secret."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def insert(self, tenant_id: UUID, api_key_id: UUID, secret_hash: bytes, idle_s: float,
+                     user_agent: str | None) -> asyncpg.Record:
+        return await self.conn.fetchrow(
+            """insert into web_sessions (tenant_id, api_key_id, secret_hash, expires_at, user_agent)
+               values ($1, $2, $3, now() + make_interval(secs => $4), $5)
+               returning id, expires_at""",
+            tenant_id, api_key_id, secret_hash, idle_s, user_agent)
+
+    async def authenticate(self, secret_hash: bytes, idle_s: float) -> asyncpg.Record | None:
+        """A live session of a live key, its idle time restarted (at most once a minute, to
+        spare writes)."""
+        return await self.conn.fetchrow(
+            """with found as (
+                   select s.id, s.tenant_id, s.api_key_id, s.last_used_at, k.role, k.crew_id,
+                          t.slug, t.timezone
+                   from web_sessions s
+                   join api_keys k on k.tenant_id = s.tenant_id and k.id = s.api_key_id
+                   join tenants t on t.id = s.tenant_id
+                   where s.secret_hash = $1 and s.ended_at is null and s.expires_at > now()
+                     and k.revoked_at is null),
+               touched as (
+                   update web_sessions set last_used_at = now(),
+                                           expires_at = now() + make_interval(secs => $2)
+                   where id = (select id from found) and last_used_at < now() - interval '60 seconds')
+               select id, tenant_id, api_key_id, role, crew_id, slug, timezone from found""",
+            secret_hash, idle_s)
+
+    async def end(self, secret_hash: bytes) -> asyncpg.Record | None:
+        """End the session; every node forgets what it cached of its key (the revocation
+        channel), so the cookie stops working everywhere at once."""
+        return await self.conn.fetchrow(
+            """with ended as (
+                   update web_sessions set ended_at = now()
+                   where secret_hash = $1 and ended_at is null returning id, tenant_id, api_key_id)
+               select ended.*, pg_notify($2, ended.api_key_id::text) from ended""",
+            secret_hash, REVOCATION_CHANNEL)
+
+    async def delete_ended(self, before_days: int = 30) -> int:
+        """Forget sessions that ended or expired long ago (the leader's hourly sweep)."""
+        status = await self.conn.execute(
+            """delete from web_sessions
+               where coalesce(ended_at, expires_at) < now() - make_interval(days => $1)""",
+            before_days)
+        return int(status.split()[-1])

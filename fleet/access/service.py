@@ -13,14 +13,16 @@ import asyncpg
 import msgspec
 
 from fleet.access.keycache import KeyCache
-from fleet.access.models import ApiKey, IssuedKey, Permission, Principal, Role, Tenant, TenantUpdate
-from fleet.access.repository import ApiKeyRepository, TenantRepository
+from fleet.access.models import (ApiKey, IssuedKey, Permission, Principal, Role, SignedIn, Tenant,
+                                 TenantUpdate)
+from fleet.access.repository import ApiKeyRepository, SessionRepository, TenantRepository
 from fleet.audit.service import record
 from fleet.db import Database
 from fleet.errors import (Conflict, FieldError, NotFound, PermissionDenied, Unauthenticated,
                           ValidationFailed)
 
 KEY_SCHEME = "fleet"
+SESSION_SCHEME = "fsess"
 
 
 def hash_key(secret: str) -> bytes:
@@ -185,3 +187,70 @@ class ApiKeyService:
     def _require_admin(principal: Principal) -> None:
         if not principal.can(Permission.MANAGE_KEYS):
             raise PermissionDenied("only admins may manage API keys")
+
+
+def csrf_token(session_secret: str) -> str:
+    """The token a session's pages send with every write (X-CSRF-Token). It derives from the
+    cookie's secret, which another site's page can neither read (HttpOnly) nor guess, so
+    nothing more needs keeping; one-way, so the token shown to scripts does not reveal the
+    cookie."""
+    return hashlib.sha256(f"csrf:{session_secret}".encode()).hexdigest()
+
+
+class SessionService:
+    """Browser sessions: an API key exchanged for a cookie. The cookie's principal is its key's,
+    so a role sees in the browser exactly what its key may do over REST; revoking the key ends
+    its sessions on every node (they share the key cache and its revocation channel)."""
+
+    def __init__(self, db: Database, keys: ApiKeyService, *, idle_s: float = 12 * 3600) -> None:
+        self.db = db
+        self.keys = keys
+        self.idle_s = idle_s
+
+    async def sign_in(self, key_secret: str, user_agent: str | None = None) -> SignedIn:
+        principal = await self.keys.authenticate(key_secret.strip())
+        if principal.role is Role.REPORTER:
+            raise PermissionDenied("a reporter key files citizens' reports (Open311); it cannot sign in")
+        _, secret = new_secret()
+        secret = f"{SESSION_SCHEME}_{secret.partition('_')[2]}"
+        async with self.db.tenant_tx(principal.tenant_id) as conn:
+            row = await SessionRepository(conn).insert(
+                principal.tenant_id, principal.api_key_id, hash_key(secret), self.idle_s,
+                (user_agent or "")[:500] or None)
+            signed_in = replace(principal, session_id=row["id"])
+            await record(conn, signed_in, "session.start", "web_session", row["id"], None,
+                         {"api_key_id": str(principal.api_key_id), "user_agent": user_agent})
+        return SignedIn(secret, signed_in, row["expires_at"])
+
+    async def authenticate(self, secret: str, request_id: str | None = None) -> Principal:
+        if not secret.startswith(f"{SESSION_SCHEME}_") or len(secret) > 200:
+            raise Unauthenticated("sign in again: the session cookie is not valid")
+        cache = self.keys.cache
+        secret_hash = hash_key(secret)
+        now = time.monotonic()
+        cached = cache.live(secret_hash, now)
+        if cached is not None:
+            return replace(cached, request_id=request_id)
+        if cache.unknown(secret_hash, now):
+            raise Unauthenticated("sign in again: the session has ended")
+        generation = cache.generation
+        async with self.db.system_tx() as conn:
+            row = await SessionRepository(conn).authenticate(secret_hash, self.idle_s)
+        if row is None:
+            cache.remember_unknown(secret_hash, now)
+            raise Unauthenticated("sign in again: the session has ended")
+        principal = Principal(row["tenant_id"], row["slug"], row["timezone"], Role(row["role"]),
+                              row["api_key_id"], None, row["crew_id"], row["id"])
+        cache.remember_live(secret_hash, principal, generation, now)
+        return replace(principal, request_id=request_id)
+
+    async def sign_out(self, secret: str) -> None:
+        """End the session if it is live; signing out twice, or with no session, is no error."""
+        if not secret.startswith(f"{SESSION_SCHEME}_") or len(secret) > 200:
+            return
+        secret_hash = hash_key(secret)
+        async with self.db.system_tx() as conn:
+            ended = await SessionRepository(conn).end(secret_hash)
+        self.keys.cache.remember_unknown(secret_hash, time.monotonic())
+        if ended is not None:
+            self.keys.cache.forget_key(ended["api_key_id"])

@@ -1,0 +1,65 @@
+// The pages' router: one shell, views chosen by the location's hash, so any view can be
+// bookmarked and reloaded. Each view module exports `render(main, params)` and may return a
+// function that stops what it started (event streams, timers) when the view is left.
+import { session } from './session.js';
+import { clear, h } from './ui.js';
+
+const isCrew = Boolean(session.crew_id);
+
+const routes = [
+  { pattern: /^\/$/, view: () => import('./views/control.js') },
+  { pattern: /^\/devices\/([0-9a-f-]{36})$/, view: () => import('./views/device.js'), names: ['id'] },
+  { pattern: /^\/crew$/, view: () => import('./views/crew.js'), screen: 'list' },
+  { pattern: /^\/crew\/work-orders\/([0-9a-f-]{36})$/, view: () => import('./views/crew.js'), names: ['id'], screen: 'work-order' },
+  { pattern: /^\/crew\/route$/, view: () => import('./views/crew.js'), screen: 'route' },
+];
+
+const links = [
+  { href: '#/', label: 'Control room', show: true },
+  { href: '#/crew', label: 'My work orders', show: isCrew },
+  { href: '#/crew/route', label: 'My route', show: isCrew },
+];
+
+function drawNav() {
+  const nav = document.getElementById('nav');
+  clear(nav);
+  const current = window.location.hash || '#/';
+  nav.append(h('ul', {}, links.filter((link) => link.show).map((link) => h('li', {},
+    h('a', { href: link.href, 'aria-current': current === link.href ? 'page' : undefined }, link.label)))));
+}
+
+let leave = null;
+
+async function show() {
+  const path = (window.location.hash || '#/').slice(1) || '/';
+  if (path === '/' && isCrew && !sessionStorage.getItem('fleet.crew.chose-control')) {
+    // A crew's tablet opens on the crew's own work; the control room is one tap away.
+    sessionStorage.setItem('fleet.crew.chose-control', '1');
+    window.location.replace('#/crew');
+    return;
+  }
+  if (leave) {
+    try { leave(); } catch (error) { console.error(error); }
+    leave = null;
+  }
+  drawNav();
+  const main = document.getElementById('main');
+  clear(main);
+  const route = routes.find((r) => r.pattern.test(path));
+  if (!route) {
+    main.append(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/' }, 'Back to the control room')));
+    return;
+  }
+  const match = path.match(route.pattern);
+  const params = { screen: route.screen };
+  (route.names || []).forEach((name, i) => { params[name] = match[i + 1]; });
+  document.body.dataset.view = route.screen ? `crew-${route.screen}` : path.split('/')[1] || 'control';
+  const module = await route.view();
+  leave = (await module.render(main, params)) || null;
+}
+
+window.addEventListener('hashchange', show);
+show().catch((error) => {
+  console.error(error);
+  document.getElementById('main').append(h('p', { role: 'alert' }, `This view failed to load: ${error.message}`));
+});

@@ -1,0 +1,113 @@
+"""Signing in with a key for a browser session: the cookie, CSRF, sign-out, revocation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from fleet.access.models import Role
+
+COOKIE = "fleet_session"
+
+
+@asynccontextmanager
+async def signed_in(api_url: str, key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        response = await client.post("/session", data={"key": key})
+        assert response.status_code == 303, response.text
+        yield client
+
+
+async def test_signing_in_sets_an_httponly_samesite_cookie_and_sends_the_browser_home(api_url, seoul):
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        response = await client.post("/session", data={"key": seoul.key})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=fsess_")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+    assert seoul.key not in cookie
+
+
+async def test_the_cookie_reads_the_api_as_its_key_and_the_page_gets_its_csrf_token(api_url, seoul):
+    async with signed_in(api_url, seoul.key) as client:
+        me = (await client.get("/session")).json()
+        assert me["tenant"] == "seoul" and me["role"] == "admin" and me["csrf_token"]
+        assert "send_commands" in me["permissions"]
+        assert (await client.get("/api/v1/devices")).status_code == 200
+        home = await client.get("/")
+        assert 'id="fleet-session"' in home.text and me["csrf_token"] in home.text
+        assert "default-src 'self'" in home.headers["content-security-policy"]
+
+
+async def test_a_write_with_the_cookie_needs_the_pages_csrf_token(api_url, seoul):
+    async with signed_in(api_url, seoul.key) as client:
+        token = (await client.get("/session")).json()["csrf_token"]
+        device = {"endpoint": "lamp-1", "kind": "streetlight", "location": {"lat": 37.5, "lon": 127.0}}
+        refused = await client.post("/api/v1/devices", json=device)
+        assert refused.status_code == 403
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "X-CSRF-Token" in refused.json()["detail"]
+        forged = await client.post("/api/v1/devices", json=device,
+                                   headers={"X-CSRF-Token": token, "Origin": "https://evil.example"})
+        assert forged.status_code == 403
+        made = await client.post("/api/v1/devices", json=device, headers={"X-CSRF-Token": token})
+        assert made.status_code == 201, made.text
+
+
+async def test_a_bearer_key_needs_no_csrf_token(api_url, seoul):
+    device = {"endpoint": "lamp-1", "kind": "streetlight", "location": {"lat": 37.5, "lon": 127.0}}
+    assert (await seoul.client.post("/api/v1/devices", json=device)).status_code == 201
+    assert (await seoul.client.get("/session")).json()["csrf_token"] is None
+
+
+async def test_a_wrong_key_gets_the_form_again_with_why(api_url):
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        response = await client.post("/session", data={"key": "fleet_nope_nope"})
+        assert response.status_code == 401
+        assert "not valid" in response.text and 'name="key"' in response.text
+        assert "set-cookie" not in response.headers
+        assert (await client.get("/session")).status_code == 401
+
+
+async def test_a_stranger_gets_the_sign_in_form(api_url):
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        page = await client.get("/")
+    assert page.status_code == 200
+    assert '<form method="post" action="/session">' in page.text and "fleet-session" not in page.text
+
+
+async def test_signing_out_ends_the_session_for_good(api_url, seoul):
+    async with signed_in(api_url, seoul.key) as client:
+        secret = client.cookies[COOKIE]
+        out = await client.post("/session/logout")
+        assert out.status_code == 303 and out.headers["location"] == "/"
+        assert "Max-Age=0" in out.headers["set-cookie"]
+        # The old cookie, replayed by someone who kept it, opens nothing.
+        replay = await client.get("/api/v1/devices", cookies={COOKIE: secret})
+        assert replay.status_code == 401
+
+
+async def test_a_revoked_key_signs_out_its_browser(api_url, seoul):
+    issued = (await seoul.client.post("/api/v1/apikeys", json={"role": "viewer", "name": "wall"})).json()
+    async with signed_in(api_url, issued["key"]) as client:
+        assert (await client.get("/api/v1/devices")).status_code == 200
+        assert (await seoul.client.delete(f"/api/v1/apikeys/{issued['api_key']['id']}")).status_code == 200
+        assert (await client.get("/api/v1/devices")).status_code == 401
+
+
+async def test_a_reporter_key_cannot_sign_in(api_url, city_factory):
+    reporter = await city_factory("reporting", Role.REPORTER)
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        response = await client.post("/session", data={"key": reporter.key})
+    assert response.status_code == 403 and "Open311" in response.text
+
+
+@pytest.mark.parametrize("body", [{}, {"other": "x"}])
+async def test_a_sign_in_without_a_key_field_is_a_client_error(api_url, body):
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        response = await client.post("/session", data=body)
+    assert response.status_code == 400
