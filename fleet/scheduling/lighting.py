@@ -30,7 +30,7 @@ from fleet.scheduling.leader import LeaderElection, Leadership, NotLeader, toget
 from fleet.scheduling.alarms import AlarmJobs
 from fleet.scheduling.collection import CollectionJobs
 from fleet.scheduling.workorders import WorkOrderJobs
-from fleet.scheduling.retention import RETENTION_DAYS, EventRetention
+from fleet.scheduling.retention import RETENTION_DAYS, EventRetention, SessionRetention
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +143,8 @@ async def run_scheduler(db: Database, *, node: str | None = None,
     """The `fleet serve` component: try to lead; while leading, keep the lights on schedule,
     open work orders from alarms, look for stuck fill sensors, roll firmware campaigns out,
     keep the bins' fill profiles current, complete collection stops by their bins' fill drop,
-    build each city's evening plan and keep the event log within its retention."""
+    build each city's evening plan, keep the event log within its retention and forget
+    browser sessions long over."""
     alarm_service = alarm_service or AlarmService(db)
     # One line per job run is noise at INFO; its warnings (misfires) and errors still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -152,4 +153,4 @@ async def run_scheduler(db: Database, *, node: str | None = None,
         AlarmJobs(db, alarm_service).lead,
         CampaignJobs(db, download_base_uri=download_base_uri, alarm_service=alarm_service).lead,
         FillProfileJobs(db).lead, CollectionJobs(db, routing_url=routing_url).lead,
-        EventRetention(db, retention_days=events_retention_days).lead))
+        EventRetention(db, retention_days=events_retention_days).lead, SessionRetention(db).lead))

@@ -1,4 +1,5 @@
-"""The leader's pruning of the event log: events older than the retention are deleted in batches."""
+"""The leader's pruning of what is kept only for a while: the event log (older than the
+retention, in batches) and browser sessions long over."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime as dt
 
 import structlog
 
+from fleet.access.repository import SessionRepository
 from fleet.db import Database
 from fleet.events.repository import EventRepository
 from fleet.scheduling.leader import Leadership, every
@@ -17,6 +19,8 @@ INTERVAL_S = 3600.0
 # Rows per delete, each its own short transaction: a backlog of millions never holds one
 # transaction open long (which would hold every live event stream back, see EventRepository.after).
 BATCH = 10_000
+# An ended or expired session is kept this long, for the audit of who was signed in when.
+SESSION_KEEP_DAYS = 30
 
 
 class EventRetention:
@@ -44,3 +48,18 @@ class EventRetention:
         if total:
             log.info("old events pruned", events=total, before=cutoff.isoformat())
         return total
+
+
+class SessionRetention:
+    def __init__(self, db: Database, *, interval_s: float = INTERVAL_S, keep_days: int = SESSION_KEEP_DAYS) -> None:
+        self.db = db
+        self.keep_days = keep_days
+        self.lead = every(interval_s, self.prune, "session-retention")
+
+    async def prune(self, leadership: Leadership) -> int:
+        async with self.db.system_tx() as conn:
+            await leadership.fence(conn)
+            deleted = await SessionRepository(conn).delete_ended(self.keep_days)
+        if deleted:
+            log.info("old browser sessions pruned", sessions=deleted)
+        return deleted
