@@ -111,6 +111,7 @@ def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
     city, admin, crew = seeded.city, seeded.admin_key, seeded.crew_key
     return "\n".join((
         f"\nFleet demo: {city.name} ({city.slug}), {seeded.created} devices seeded this run",
+        f"  Browser:   {base}/   (the control room; sign in with the admin key, or the crew key for the tablet view)",
         f"  API:       {base}/api/v1   (docs: {base}/schema)",
         f"  Admin key: {admin}",
         f"  Crew key:  {crew}   ({seeded.crew_name})",

@@ -155,6 +155,7 @@ def test_demo_faults_and_banner():
             "'http://127.0.0.1:8000/api/v1/workorders?assigned_to=me'") in banner
     assert "curl -N -H 'Authorization: Bearer fleet_admin_x' 'http://127.0.0.1:8000/api/v1/events'" in banner
     assert "Admin key: fleet_admin_x" in banner and "http://127.0.0.1:8000/schema" in banner
+    assert "Browser:   http://127.0.0.1:8000/   (the control room" in banner
     assert (f"curl -H 'Authorization: Bearer fleet_admin_x' "
             f"'http://127.0.0.1:8000/api/v1/firmware/campaigns/{campaign_id}'") in banner
     assert f"campaign {campaign_id} (running)" in banner and "/api/v1/firmware/campaigns)" in banner
