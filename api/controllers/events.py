@@ -15,8 +15,9 @@ from litestar.response.sse import ServerSentEventMessage
 
 from api.openapi import EventStreamOperation
 from api.problems import problems
+from api.middleware import SESSION_COOKIE
 from fleet.access.models import Principal
-from fleet.access.service import ApiKeyService
+from fleet.access.service import ApiKeyService, SessionService
 from fleet.errors import FieldError, FleetError, Unauthenticated, ValidationFailed
 from fleet.events.models import Event, EventFilter, KeepAlive, Opening, Passed
 from fleet.events.service import EventService
@@ -82,6 +83,7 @@ async def _stream(opening: Opening, items: AsyncIterator[Event | Passed | KeepAl
      tags=["events"], operation_class=EventStreamOperation, responses=problems(403, 422))
 async def events(
     request: Request, principal: Principal, event_service: EventService, apikey_service: ApiKeyService,
+    session_service: SessionService,
     last_event_id_header: Annotated[str | None, Parameter(
         header="Last-Event-ID", required=False, pattern=POSITION,
         description="Resume after this event's id (EventSource sends it when it reconnects)")] = None,
@@ -98,10 +100,16 @@ async def events(
         raise ValidationFailed("invalid kinds", [FieldError("kinds", str(exc))]) from None
     opening = await event_service.open(principal, last_event_id_header or last_event_id)
     secret = request.headers.get("authorization", "").partition(" ")[2].strip()
+    # A browser's stream came with its session cookie: the session must still be live (signed
+    # out, idle too long, or its key revoked ends the stream just the same).
+    session_secret = request.cookies.get(SESSION_COOKIE, "") if principal.session_id else ""
 
     async def still_authorized() -> bool:
         try:
-            await apikey_service.authenticate(secret)
+            if session_secret:
+                await session_service.authenticate(session_secret)
+            else:
+                await apikey_service.authenticate(secret)
         except Unauthenticated:
             return False
         except FleetError:

@@ -20,6 +20,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
+from api.middleware import SESSION_COOKIE
 from api.web.assets import LEAFLET, MARKERCLUSTER, PLOTLY_JS
 from fleet.access.limits import RequestLimits
 from fleet.access.models import ROLE_PERMISSIONS, Principal
@@ -27,7 +28,6 @@ from fleet.access.service import SessionService, TenantService, csrf_token
 from fleet.errors import PermissionDenied, Unauthenticated
 from fleet.settings import WebSettings
 
-SESSION_COOKIE = "fleet_session"
 CSRF_HEADER = "x-csrf-token"
 
 

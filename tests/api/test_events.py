@@ -212,6 +212,24 @@ async def test_keep_alives_and_a_revoked_key_ends_its_stream(db):
         await admin.aclose()
 
 
+async def test_a_browser_sessions_stream_outlives_keep_alives_and_ends_when_it_signs_out(db):
+    city = await make_city(db, "seoul")
+    async with serve_api(db, event_service=EventService(db, keepalive_s=0.3)) as url:
+        async with httpx.AsyncClient(base_url=url) as browser:
+            assert (await browser.post("/session", data={"key": city.key})).status_code == 303
+            secret = browser.cookies["fleet_session"]
+            async with stream(browser) as sse:
+                for _ in range(3):  # the cookie, not a bearer header, keeps it authorized
+                    assert (await sse.next(skip_comments=False)).comments == ["keep-alive"]
+                await emit(db, city, ALARM_RAISED, "a1", n=1)
+                assert (await sse.event()).json["payload"] == {"n": 1}
+                async with httpx.AsyncClient(base_url=url, cookies={"fleet_session": secret}) as other_tab:
+                    assert (await other_tab.post("/session/logout")).status_code == 303
+                with pytest.raises(EOFError):
+                    while True:
+                        await sse.next()
+
+
 async def test_events_keep_coming_while_the_listening_connection_is_lost(db):
     city = await make_city(db, "seoul")
     events = EventService(db, poll_s=0.2)
