@@ -10,6 +10,7 @@ from playwright.async_api import Page, expect
 
 from fleet.alarms.models import AlarmType, Finding
 from fleet.alarms.service import AlarmService
+from tests.fleet.collection.forecast_helpers import write_fills
 from tests.web.conftest import screenshot, sign_in
 
 LEVEL, POWER = "/3416/0/3", "/3418/0/4"
@@ -150,3 +151,19 @@ async def test_a_read_of_an_unregistered_light_stays_queued_and_says_so(db, seou
     await page.get_by_label("Resource path").fill("/not-a-path")
     await page.get_by_role("button", name="Read", exact=True).click()
     await expect(page.get_by_test_id("read-error")).not_to_be_empty(timeout=TIMEOUT)
+
+
+async def test_a_bin_shows_its_fill_and_offers_no_dimming(db, seoul, open_context):
+    response = await seoul.client.post("/api/v1/devices", json={
+        "kind": "waste_bin", "endpoint": "seoul-bin-1", "location": {"lat": 37.57, "lon": 126.98},
+        "district": "Jongno", "waste_kind": "plastic", "capacity_litres": 240})
+    assert response.status_code == 201, response.text
+    bin_ = response.json()
+    await write_fills(db, seoul.tenant_id, uuid.UUID(bin_["id"]), datetime.now(UTC) - timedelta(hours=12), 12,
+                      lambda h: 10.0 + 5 * h)
+    page = await open_device(await open_context(), seoul.key, bin_)
+    fill = page.get_by_test_id("chart-fill")
+    await expect(fill.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached(timeout=TIMEOUT)
+    await expect(fill.locator("figcaption")).to_contain_text("latest 65 %")
+    assert await page.get_by_role("button", name="Dim", exact=True).count() == 0
+    assert await page.get_by_role("button", name="Read", exact=True).count() == 1
