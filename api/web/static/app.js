@@ -29,9 +29,14 @@ function drawNav() {
 }
 
 let leave = null;
+let shown = null;
 
 async function show() {
   const path = (window.location.hash || '#/').slice(1) || '/';
+  // A hash changed while the page was still loading is seen twice (the first show and the
+  // queued hashchange): the second would draw the view again beside the first.
+  if (path === shown) return;
+  shown = path;
   if (path === '/' && isCrew && !sessionStorage.getItem('fleet.crew.chose-control')) {
     // A crew's tablet opens on the crew's own work; the control room is one tap away.
     sessionStorage.setItem('fleet.crew.chose-control', '1');

@@ -1,6 +1,388 @@
-// The device view (issue 15): a placeholder until it is built.
-import { h } from '../ui.js';
+// One device's page: its state, recent series as charts, alarms, work orders and commands, kept
+// live by the event stream; operators dim, override and read from it (controls by permission).
+import { ApiError, api, getJson, listen } from '../api.js';
+import { can, session } from '../session.js';
+import { announce, clear, h, loadScript, number, setConnection, when } from '../ui.js';
+
+// What each kind's charts show, as LwM2M resource paths. A light reports its level either in
+// Outdoor lamp controller 3416 (measured level, resource 3) or in Light control 3311 (Dimmer
+// 5851): the first path the device has reported wins. Access points report no client count
+// (LwM2M object 12 has none): their chart is the backhaul's Link Utilization.
+const CHARTS = {
+  streetlight: [
+    { key: 'level', title: 'Dimming level', paths: ['/3416/0/3', '/3311/0/5851'] },
+    { key: 'power', title: 'Power', paths: ['/3418/0/4'] },
+  ],
+  waste_bin: [{ key: 'fill', title: 'Fill', paths: ['/3435/0/2'] }],
+  wifi_ap: [{ key: 'utilisation', title: 'Link utilisation (clients are not reported)', paths: ['/4/0/6'] }],
+};
+const RANGES = [
+  { hours: 6, label: 'Last 6 hours', bucket: 5 },
+  { hours: 24, label: 'Last 24 hours', bucket: 15 },
+  { hours: 24 * 7, label: 'Last 7 days', bucket: 60 },
+];
+const POLL_MS = 2000;
+const OPEN_COMMAND = new Set(['queued', 'sent']);
+
+function units(raw) {
+  if (!raw) return '';
+  return raw === '/100' ? '%' : raw;
+}
+
+function shown(value, unit) {
+  if (value === null || value === undefined) return '—';
+  const text = typeof value === 'number' ? number(value, Number.isInteger(value) ? 0 : 1) : String(value);
+  return unit ? `${text} ${unit}` : text;
+}
+
+// plotly.js drops a date's offset and shows it as written: hand it the city's wall-clock time.
+function cityTime(iso, timeZone) {
+  return new Date(iso).toLocaleString('sv-SE', { timeZone, hour12: false }).replace(' ', 'T');
+}
+
+function problemText(error) {
+  if (error instanceof ApiError) {
+    const fields = (error.problem?.errors || []).map((e) => `${e.field}: ${e.message}`).join('; ');
+    return fields ? `${error.message} (${fields})` : error.message;
+  }
+  return error.message || String(error);
+}
+
+function panel(testid, title, ...children) {
+  return h('section', { className: 'panel device-panel', testid, 'aria-labelledby': `${testid}-title` },
+    h('h2', { id: `${testid}-title` }, title), ...children);
+}
+
+// Commands this page sent for a device, kept for the browser tab's session: Fleet has no list of
+// one device's commands, only each command by its id.
+function sentCommands(deviceId) {
+  return JSON.parse(sessionStorage.getItem(`fleet.device.commands.${deviceId}`) || '[]');
+}
+function rememberCommand(deviceId, commandId) {
+  const ids = [commandId, ...sentCommands(deviceId).filter((id) => id !== commandId)].slice(0, 20);
+  sessionStorage.setItem(`fleet.device.commands.${deviceId}`, JSON.stringify(ids));
+}
 
 export async function render(main, params) {
-  main.append(h('h1', {}, 'device'));
+  const id = params.id;
+  const tz = session.timezone;
+  const stopped = [];
+  const charts = [];
+  let left = false;
+  let device;
+  try {
+    device = await getJson(`/api/v1/devices/${id}`);
+  } catch (error) {
+    main.append(h('h1', {}, 'Device'), h('p', { role: 'alert' }, problemText(error)),
+      h('p', {}, h('a', { href: '#/' }, 'Back to the control room')));
+    return undefined;
+  }
+  const shellTitle = document.title;
+  document.title = `${device.endpoint} — ${shellTitle}`;
+  const isLight = device.kind === 'streetlight';
+  const mayDim = isLight && can('manage_schedules');
+  const mayRead = can('send_commands');
+
+  const statusBadge = h('span', { className: `status status-${device.status}`, testid: 'device-status' }, device.status);
+  const stateBody = h('div', {});
+  const chartsBody = h('div', { className: 'device-charts' });
+  const alarmsBody = h('div', {});
+  const ordersBody = h('div', {});
+  const commandsBody = h('div', {});
+  const overridesBody = h('div', {});
+  const rangeSelect = h('select', { id: 'device-range', onchange: () => drawCharts() },
+    RANGES.map((r, i) => h('option', { value: String(i), selected: i === 1 }, r.label)));
+
+  main.append(
+    h('header', { className: 'device-head' },
+      h('p', { className: 'crumbs' }, h('a', { href: '#/' }, 'Control room'), ' › device'),
+      h('h1', { testid: 'device-title' }, device.endpoint, ' ', h('span', { className: 'kind' }, device.kind.replace('_', ' ')), ' ', statusBadge)),
+    h('div', { className: 'device-grid' },
+      h('div', { className: 'device-column' },
+        panel('device-state', 'State', stateBody),
+        panel('device-alarms', 'Alarms', alarmsBody)),
+      h('div', { className: 'device-column' },
+        panel('device-series', 'Recent series',
+          h('div', { className: 'range' }, h('label', { for: 'device-range' }, 'Range '), rangeSelect), chartsBody),
+        panel('device-workorders', 'Work orders', ordersBody)),
+      h('div', { className: 'device-column' },
+        (mayDim || mayRead || isLight)
+          ? panel('device-actions', mayDim || mayRead ? 'Act on this device' : 'Lighting overrides', controls(), overridesBody)
+          : null,
+        panel('device-commands', 'Commands', commandsBody))));
+
+  // -- state -----------------------------------------------------------------------------------
+  let state = [];
+  async function drawState() {
+    const [fresh, values, registration] = await Promise.all([
+      getJson(`/api/v1/devices/${id}`),
+      getJson(`/api/v1/devices/${id}/state`),
+      getJson(`/api/v1/devices/${id}/registration`).catch((error) => {
+        if (error instanceof ApiError && error.status === 404) return null;
+        throw error;
+      }),
+    ]);
+    device = fresh;
+    state = values.values;
+    statusBadge.textContent = device.status;
+    statusBadge.className = `status status-${device.status}`;
+    const facts = [
+      ['Kind', device.kind.replace('_', ' ')], ['Status', device.status], ['District', device.district],
+      ['Address', device.address], ['Location', `${device.location.lat.toFixed(5)}, ${device.location.lon.toFixed(5)}`],
+      ['Model', [device.manufacturer, device.model].filter(Boolean).join(' ') || null],
+      ['Firmware', device.firmware_version],
+      ['Nominal wattage', device.nominal_wattage != null ? `${device.nominal_wattage} W` : null],
+      ['Capacity', device.capacity_litres != null ? `${device.capacity_litres} l (${device.waste_kind})` : null],
+      ['SSID', device.ssid],
+      ['Registration', registration
+        ? `${registration.address}:${registration.port}, ${registration.binding}, expires ${when(registration.expires_at, tz)}`
+        : 'not registered: commands wait in the queue until it registers'],
+    ].filter(([, value]) => value !== null && value !== undefined && value !== '');
+    clear(stateBody).append(
+      h('dl', { className: 'facts' }, facts.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+      state.length
+        ? h('table', { testid: 'device-values' },
+          h('caption', { className: 'visually-hidden' }, 'Latest reported values'),
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Resource'), h('th', { scope: 'col' }, 'Value'),
+            h('th', { scope: 'col' }, 'Path'), h('th', { scope: 'col' }, 'Reported'))),
+          h('tbody', {}, state.map((v) => h('tr', {},
+            h('td', {}, v.name || '—'), h('td', {}, shown(v.value, units(v.units))),
+            h('td', { className: 'path' }, v.path), h('td', {}, when(v.time, tz))))))
+        : h('p', { className: 'muted' }, 'No values reported yet.'));
+  }
+
+  // -- charts ----------------------------------------------------------------------------------
+  const plotly = loadScript(session.assets.plotly);
+  async function drawCharts() {
+    const range = RANGES[Number(rangeSelect.value)];
+    const until = new Date();
+    const since = new Date(until.getTime() - range.hours * 3600e3);
+    const reported = new Set(state.map((v) => v.path));
+    const wanted = (CHARTS[device.kind] || []).map((chart) => ({
+      ...chart, path: chart.paths.find((p) => reported.has(p)) || chart.paths[0],
+    }));
+    const series = await Promise.all(wanted.map((chart) => getJson(`/api/v1/devices/${id}/series?${new URLSearchParams({
+      path: chart.path, since: since.toISOString(), until: until.toISOString(), bucket_minutes: String(range.bucket),
+    })}`)));
+    await plotly;
+    if (left) return;
+    charts.splice(0).forEach((div) => window.Plotly.purge(div));
+    clear(chartsBody);
+    wanted.forEach((chart, i) => {
+      const data = series[i];
+      const unit = units(data.units);
+      const buckets = data.buckets || [];
+      const values = buckets.map((b) => b.avg).filter((v) => v !== null);
+      const latest = values.length ? values[values.length - 1] : null;
+      const caption = values.length
+        ? `${chart.title} (${data.name || chart.path}${unit ? `, ${unit}` : ''}), ${range.label.toLowerCase()}: `
+          + `min ${shown(Math.min(...buckets.map((b) => b.min)), unit)}, max ${shown(Math.max(...buckets.map((b) => b.max)), unit)}, `
+          + `latest ${shown(latest, unit)} (${buckets.length} buckets of ${range.bucket} min)`
+        : `${chart.title} (${data.name || chart.path}): no values ${range.label.toLowerCase()}`;
+      const plot = h('div', { className: 'chart', 'aria-hidden': 'true' });
+      chartsBody.append(h('figure', { className: 'chart-figure', testid: `chart-${chart.key}` },
+        h('figcaption', {}, caption), plot));
+      if (!values.length) return;
+      charts.push(plot);
+      const x = buckets.map((b) => cityTime(b.start, tz));
+      const line = { color: '#8fd3ff', width: 2 };
+      window.Plotly.newPlot(plot, [
+        { type: 'scatter', mode: 'lines', x, y: buckets.map((b) => b.max), line: { width: 0 }, hoverinfo: 'skip', showlegend: false },
+        { type: 'scatter', mode: 'lines', x, y: buckets.map((b) => b.min), line: { width: 0 }, fill: 'tonexty',
+          fillcolor: 'rgba(143, 211, 255, 0.18)', hoverinfo: 'skip', showlegend: false },
+        { type: 'scatter', mode: 'lines+markers', x, y: buckets.map((b) => b.avg), line, marker: { size: 4 },
+          name: chart.title, hovertemplate: `%{y:.1f} ${unit}<extra></extra>` },
+      ], {
+        height: 200, margin: { l: 48, r: 12, t: 8, b: 36 }, paper_bgcolor: '#17222e', plot_bgcolor: '#17222e',
+        font: { color: '#eef3f8', size: 12 }, showlegend: false,
+        xaxis: { type: 'date', gridcolor: '#324456', range: [cityTime(since, tz), cityTime(until, tz)] },
+        yaxis: { gridcolor: '#324456', title: { text: unit }, rangemode: 'tozero' },
+      }, { displayModeBar: false, responsive: true });
+    });
+  }
+
+  // -- controls --------------------------------------------------------------------------------
+  function errorSlot(testid) {
+    return h('p', { className: 'error', role: 'alert', testid });
+  }
+
+  // A control's action: the API's problem detail, if any, goes in the control's own alert.
+  function guarded(error, act) {
+    return async (event) => {
+      event.preventDefault();
+      error.textContent = '';
+      try {
+        await act();
+      } catch (failure) {
+        error.textContent = problemText(failure);
+      }
+    };
+  }
+
+  function controls() {
+    const parts = [];
+    if (mayDim) {
+      const error = errorSlot('dim-error');
+      const level = h('input', { id: 'dim-level', type: 'number', min: '0', max: '100', step: '1', value: '40', required: true });
+      const minutes = h('input', { id: 'dim-minutes', type: 'number', min: '1', max: String(31 * 24 * 60), step: '1', value: '30', required: true });
+      const reason = h('input', { id: 'dim-reason', type: 'text', maxlength: '2000', placeholder: 'optional' });
+      parts.push(h('form', {
+        className: 'control', testid: 'dim-form',
+        onsubmit: guarded(error, async () => {
+          const made = await getJson('/api/v1/lighting/overrides', { method: 'POST', body: {
+            scope: { device_ids: [id] }, dimming_level: Number(level.value),
+            duration_s: Math.round(Number(minutes.value) * 60), reason: reason.value || `dimmed from ${device.endpoint}'s page`,
+          } });
+          announce(`${device.endpoint} held at ${made.dimming_level} % until ${when(made.ends_at, tz)}`);
+          await drawOverrides();
+        }),
+      },
+      h('h3', {}, 'Dim (override the schedule)'),
+      h('div', { className: 'fields' },
+        h('label', { for: 'dim-level' }, 'Level (%)'), level,
+        h('label', { for: 'dim-minutes' }, 'For (minutes)'), minutes,
+        h('label', { for: 'dim-reason' }, 'Reason'), reason),
+      h('button', { type: 'submit' }, 'Dim'), error));
+    }
+    if (mayRead) {
+      const error = errorSlot('read-error');
+      const listId = 'read-paths';
+      const path = h('input', { id: 'read-path', type: 'text', list: listId, required: true, maxlength: '40',
+        value: (CHARTS[device.kind] || [{ paths: ['/3/0/0'] }])[0].paths[0], pattern: '/[0-9]+(/[0-9]+){0,2}' });
+      const paths = h('datalist', { id: listId });
+      parts.push(h('form', {
+        className: 'control', testid: 'read-form',
+        onsubmit: guarded(error, async () => {
+          const made = await getJson('/api/v1/commands', { method: 'POST', body: {
+            target: { device_ids: [id] }, operation: 'read', path: path.value.trim() } });
+          rememberCommand(id, made.id);
+          announce(`Read of ${made.path} queued`);
+          await drawCommands();
+        }),
+        onfocusin: () => {
+          clear(paths).append(state.map((v) => h('option', { value: v.path }, v.name || v.path)));
+        },
+      },
+      h('h3', {}, 'Read a resource'),
+      h('div', { className: 'fields' }, h('label', { for: 'read-path' }, 'Resource path'), path, paths),
+      h('button', { type: 'submit' }, 'Read'), error));
+    }
+    return parts;
+  }
+
+  async function drawOverrides() {
+    if (!isLight) return;
+    const all = await getJson('/api/v1/lighting/overrides');
+    // Overrides naming this light or its district; a group's override shows in the schedule's
+    // level (GET /api/v1/lighting/preview) rather than here.
+    const mine = all.filter((o) => (o.scope.device_ids || []).includes(id)
+      || (o.scope.district && o.scope.district === device.district));
+    const error = errorSlot('override-error');
+    clear(overridesBody).append(h('h3', {}, 'Overrides'), mine.length
+      ? h('ul', { className: 'plain', testid: 'device-overrides' }, mine.map((o) => h('li', { dataset: { override: o.id } },
+        h('span', {}, `${o.dimming_level} % ${o.active ? 'now' : 'from ' + when(o.starts_at, tz)} until ${when(o.ends_at, tz)}`,
+          o.scope.district ? ` (district ${o.scope.district})` : '', o.reason ? ` — ${o.reason}` : ''),
+        can('manage_schedules') ? h('button', {
+          type: 'button', className: 'secondary', 'aria-label': `Cancel override: ${o.dimming_level} % until ${when(o.ends_at, tz)}`,
+          onclick: guarded(error, async () => {
+            await api(`/api/v1/lighting/overrides/${o.id}/cancel`, { method: 'POST' });
+            announce('Override cancelled: the schedule resumes');
+            await drawOverrides();
+          }),
+        }, 'Cancel override') : null)))
+      : h('p', { className: 'muted' }, 'No override acting on this light: it follows its schedule.'), error);
+  }
+
+  // -- alarms, work orders, commands -----------------------------------------------------------
+  async function drawAlarms() {
+    const page = await getJson(`/api/v1/alarms?${new URLSearchParams({ device: id, status: 'all', limit: '20' })}`);
+    clear(alarmsBody).append(page.items.length
+      ? h('table', {},
+        h('caption', { className: 'visually-hidden' }, 'Alarms of this device, newest first'),
+        h('thead', {}, h('tr', {}, ['Severity', 'Type', 'Status', 'Since', 'Detail'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, page.items.map((a) => h('tr', { dataset: { alarm: a.id } },
+          h('td', { className: `sev-${a.severity}` }, a.severity), h('td', {}, a.type.replaceAll('_', ' ')),
+          h('td', {}, a.status), h('td', {}, when(a.first_seen, tz)), h('td', {}, a.detail || '')))))
+      : h('p', { className: 'muted' }, 'No alarms.'));
+  }
+
+  async function drawOrders() {
+    const page = await getJson(`/api/v1/workorders?${new URLSearchParams({ device: id, limit: '20' })}`);
+    clear(ordersBody).append(page.items.length
+      ? h('table', {},
+        h('caption', { className: 'visually-hidden' }, 'Work orders on this device'),
+        h('thead', {}, h('tr', {}, ['Type', 'Priority', 'Status', 'Opened', 'Due'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, page.items.map((o) => h('tr', { dataset: { workOrder: o.id } },
+          h('td', {}, o.type.replaceAll('_', ' ')), h('td', {}, o.priority), h('td', {}, o.status.replaceAll('_', ' ')),
+          h('td', {}, when(o.created_at, tz)), h('td', {}, when(o.due_by, tz))))))
+      : h('p', { className: 'muted' }, 'No work orders.'));
+  }
+
+  let poll = null;
+  async function drawCommands() {
+    const ids = sentCommands(id);
+    const [commands, observations] = await Promise.all([
+      Promise.all(ids.map((cid) => getJson(`/api/v1/commands/${cid}`).catch(() => null))),
+      getJson(`/api/v1/devices/${id}/observations`),
+    ]);
+    if (left) return;
+    const rows = commands.filter(Boolean).map((c) => ({ command: c, mine: c.devices.find((d) => d.device_id === id) }));
+    clear(commandsBody).append(
+      h('h3', {}, 'Sent from this page'),
+      rows.length
+        ? h('ul', { className: 'plain', testid: 'device-command-list' }, rows.map(({ command, mine }) => {
+          const status = mine?.status || 'queued';
+          const outcome = status === 'succeeded' ? ` → ${JSON.stringify(mine.result)}`
+            : mine?.error ? ` — ${mine.error}` : status === 'queued' ? ' — waiting for the device to register or wake' : '';
+          return h('li', { dataset: { command: command.id, status } },
+            h('span', { className: `cmd cmd-${status}` }, status), ` ${command.operation} ${command.path}, ${when(command.created_at, tz)}${outcome}`);
+        }))
+        : h('p', { className: 'muted' }, 'None in this session. Fleet keeps each command by its id, not by device.'),
+      h('h3', {}, 'Observed paths'),
+      observations.length
+        ? h('ul', { className: 'plain', testid: 'device-observations' }, observations.map((o) => h('li', {},
+          `${o.path} — ${o.active ? 'active' : 'asked, not yet confirmed'}${o.established_at ? `, since ${when(o.established_at, tz)}` : ''}`)))
+        : h('p', { className: 'muted' }, 'Nothing observed.'));
+    // Poll while a command is still on its way; the event stream says so too, but only once it ends.
+    clearTimeout(poll);
+    if (rows.some(({ mine }) => OPEN_COMMAND.has(mine?.status || 'queued'))) {
+      poll = setTimeout(() => drawCommands().catch(console.error), POLL_MS);
+    }
+  }
+
+  function quietly(promise) {
+    promise.catch((error) => {
+      if (!left) announce(`Could not refresh: ${problemText(error)}`);
+    });
+  }
+
+  await drawState();
+  await Promise.all([drawCharts(), drawAlarms(), drawOrders(), drawCommands(), drawOverrides()]);
+
+  // -- live ------------------------------------------------------------------------------------
+  stopped.push(listen(['alarm', 'work_order', 'device', 'command'],
+    ['alarm.raised', 'alarm.updated', 'alarm.cleared', 'work_order.created', 'work_order.updated',
+      'device.status_changed', 'command.finished'],
+    (name, event) => {
+      const payload = event.payload || {};
+      if (name === 'reset') {
+        quietly(Promise.all([drawState(), drawAlarms(), drawOrders(), drawCommands()]));
+      } else if (name.startsWith('alarm.') && payload.device_id === id) {
+        quietly(drawAlarms());
+      } else if (name.startsWith('work_order.') && (payload.device_ids || []).includes(id)) {
+        quietly(drawOrders());
+      } else if (name === 'device.status_changed' && event.subject_id === id) {
+        quietly(drawState().then(drawCharts));
+      } else if (name === 'command.finished' && payload.device_id === id) {
+        quietly(Promise.all([drawCommands(), drawState()]));
+      }
+    }, setConnection));
+
+  return () => {
+    left = true;
+    clearTimeout(poll);
+    stopped.forEach((stop) => stop());
+    if (window.Plotly) charts.forEach((div) => window.Plotly.purge(div));
+    document.title = shellTitle;
+  };
 }
