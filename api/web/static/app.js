@@ -29,8 +29,10 @@ function drawNav() {
 }
 
 let leave = null;
+let shown = 0;
 
 async function show() {
+  const turn = ++shown;
   const path = (window.location.hash || '#/').slice(1) || '/';
   if (path === '/' && isCrew && !sessionStorage.getItem('fleet.crew.chose-control')) {
     // A crew's tablet opens on the crew's own work; the control room is one tap away.
@@ -55,6 +57,8 @@ async function show() {
   (route.names || []).forEach((name, i) => { params[name] = match[i + 1]; });
   document.body.dataset.view = route.screen ? `crew-${route.screen}` : path.split('/')[1] || 'control';
   const module = await route.view();
+  // Another hash change came while this view loaded: only the newest one is drawn.
+  if (turn !== shown) return;
   leave = (await module.render(main, params)) || null;
 }
 
