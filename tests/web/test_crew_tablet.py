@@ -3,6 +3,7 @@ orders nearest first, closing one, working through a loss of network, photos, th
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from datetime import datetime
@@ -22,11 +23,12 @@ HERE = {"latitude": 37.5665, "longitude": 126.9780}
 WAIT = 15_000
 
 
-def png(size: int = 48) -> bytes:
-    """A real PNG (a blue square), so the thumbnail has something to show."""
+def png(size: int = 48, noise: bool = False) -> bytes:
+    """A real PNG (a blue square, or noise that does not compress), so the thumbnail has
+    something to show."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    rows = b"".join(b"\x00" + b"\x1f\x5f\xbf" * size for _ in range(size))
+    rows = b"".join(b"\x00" + (os.urandom(3 * size) if noise else b"\x1f\x5f\xbf" * size) for _ in range(size))
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
@@ -125,6 +127,14 @@ async def test_changes_made_offline_wait_and_go_out_once_when_the_network_is_bac
     await expect(page.get_by_test_id("note-pending")).to_contain_text("pole leaning")
     await expect(status).to_have_text("On the way")
     assert (await seoul.client.get(f"{WORKORDERS}/{order['id']}")).json()["status"] == "assigned"
+    # The list still shows what the tablet saw, with the change waiting.
+    await page.get_by_role("link", name="← My work orders").click()
+    item = page.get_by_test_id("crew-order")
+    await expect(item).to_have_count(1, timeout=WAIT)
+    await expect(item.get_by_test_id("order-status")).to_have_text("On the way")
+    await expect(item.get_by_test_id("pending")).to_have_text("2 changes waiting to send")
+    await item.click()
+    await expect(status).to_have_text("On the way", timeout=WAIT)
 
     await context.set_offline(False)
     await expect(banner).to_have_attribute("data-state", "ok", timeout=30_000)
@@ -169,6 +179,15 @@ async def test_a_photo_goes_up_and_shows_as_a_thumbnail(db, seoul, open_context)
     photos = (await seoul.client.get(f"{WORKORDERS}/{order['id']}/attachments")).json()
     assert len(photos) == 1 and photos[0]["media_type"] == "image/png"
     assert photos[0]["id"] in await thumb.get_attribute("src")
+    # A camera's big photo goes up as a JPEG small enough to wait offline.
+    big = png(700, noise=True)
+    assert len(big) > 1024 * 1024
+    await page.locator("#crew-photo").set_input_files(
+        files=[{"name": "camera.png", "mimeType": "image/png", "buffer": big}])
+    await expect(thumb).to_have_count(2, timeout=WAIT)
+    photos = (await seoul.client.get(f"{WORKORDERS}/{order['id']}/attachments")).json()
+    assert [p["media_type"] for p in photos] == ["image/png", "image/jpeg"]
+    assert photos[1]["size_bytes"] < len(big)
 
 
 async def test_my_route_lists_its_stops_in_order_and_marks_them(db, seoul, open_context):

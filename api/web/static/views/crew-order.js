@@ -21,6 +21,26 @@ const RESOLUTIONS = {
 };
 const MAX_PHOTO = 5 * 1024 * 1024;
 
+// A camera's photo (often over the API's 5 MiB) is sent as a JPEG at most this wide or high:
+// enough to see the work, small enough to wait in the tablet's storage while offline.
+const PHOTO_EDGE = 1600;
+const SHRINK_OVER = 1024 * 1024;
+
+async function photoData(file) {
+  if (file.size <= SHRINK_OVER) return { dataUrl: await readAsDataUrl(file), mediaType: file.type || 'image/jpeg' };
+  try {
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(1, PHOTO_EDGE / Math.max(bitmap.width, bitmap.height));
+    const canvas = h('canvas', { width: Math.round(bitmap.width * scale), height: Math.round(bitmap.height * scale) });
+    canvas.getContext('2d').drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    return { dataUrl: canvas.toDataURL('image/jpeg', 0.85), mediaType: 'image/jpeg' };
+  } catch (error) {
+    console.warn('could not shrink the photo', error);
+    return { dataUrl: await readAsDataUrl(file), mediaType: file.type || 'image/jpeg' };
+  }
+}
+
 function readAsDataUrl(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
@@ -118,9 +138,9 @@ export function mount(container, params) {
     const [file] = photoInput.files;
     photoInput.value = '';
     if (!file) return;
-    if (file.size > MAX_PHOTO) { photoError.textContent = 'This photo is over 5 MiB: take a smaller one.'; return; }
-    const kept = store.enqueue({ kind: 'photo', orderId: id, dataUrl: await readAsDataUrl(file),
-      mediaType: file.type || 'image/jpeg', label: 'Photo' });
+    const photo = await photoData(file);
+    if (photo.dataUrl.length * 0.75 > MAX_PHOTO) { photoError.textContent = 'This photo is over 5 MiB: take a smaller one.'; return; }
+    const kept = store.enqueue({ kind: 'photo', orderId: id, ...photo, label: 'Photo' });
     if (!kept) photoError.textContent = 'No room left on the tablet to keep this photo: keep this page open until it is sent.';
   });
 

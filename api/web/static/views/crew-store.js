@@ -8,6 +8,7 @@ const STORAGE_KEY = `fleet.crew.${session.tenant}.${session.api_key_id}`;
 export const OPEN = ['assigned', 'en_route', 'in_progress', 'reopened'];
 const RETRY_MS = 10000;
 const SYNC_MS = 60000;
+const KEEP_CLOSED_MS = 3 * 24 * 3600 * 1000;
 
 function blank() {
   return { orders: {}, devices: {}, alarms: {}, routes: {}, attachments: {}, list: null, position: null,
@@ -37,16 +38,22 @@ function changed() {
   }
 }
 
+// False when photos waiting had to be left out (no room): they still go out from memory.
 export function save() {
   state.savedAt = new Date().toISOString();
   try {
     localStorage.setItem(STORAGE_KEY, JSON.stringify(state));
     return true;
   } catch (error) {
-    // Full (photos waiting are the big part): what is in memory still goes out.
-    console.warn('the tablet could not keep its data', error);
-    return false;
+    console.warn('the tablet could not keep all its data', error);
   }
+  try {
+    const outbox = state.outbox.filter((action) => action.kind !== 'photo');
+    localStorage.setItem(STORAGE_KEY, JSON.stringify({ ...state, outbox }));
+  } catch (error) {
+    console.warn('the tablet could not keep its data', error);
+  }
+  return false;
 }
 
 function setOnline(online) {
@@ -222,6 +229,17 @@ function replaceAll() {
   Object.assign(state, { orders: {}, devices: {}, alarms: {}, routes: {} });
 }
 
+// Work orders closed a while ago leave the tablet (the list never shows them).
+function forgetOld() {
+  const before = new Date(Date.now() - KEEP_CLOSED_MS).toISOString();
+  for (const [id, order] of Object.entries(state.orders)) {
+    if (order.closed_at && order.closed_at < before && !pendingFor(id).length) {
+      delete state.orders[id];
+      delete state.attachments[id];
+    }
+  }
+}
+
 // What changed since the last token (or everything, the first time); the outbox goes first so
 // the snapshots include the crew's own changes.
 export async function sync() {
@@ -238,6 +256,7 @@ export async function sync() {
     state.token = batch.next;
     more = batch.more;
   }
+  forgetOld();
   save();
   changed();
   return true;
