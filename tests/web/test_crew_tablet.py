@@ -97,7 +97,13 @@ async def test_a_crew_closes_a_work_order_from_the_tablet(db, seoul, open_contex
     _, page, order = await one_order_open(db, seoul, open_context)
     status = page.get_by_test_id("order-status")
     await expect(page.get_by_test_id("order-device")).to_contain_text("seoul-streetlight-0")
-    await page.get_by_role("button", name="Start work").click()
+    # Touch targets are 44 px at least; the buttons work from the keyboard too.
+    small = await page.evaluate("""() => [...document.querySelectorAll(
+        'main button, main select, main textarea, main .button, main .crew-back')]
+        .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().height < 44).map((e) => e.outerHTML)""")
+    assert small == []
+    await page.get_by_role("button", name="Start work").focus()
+    await page.keyboard.press("Enter")
     await expect(status).to_have_text("In progress", timeout=WAIT)
     await expect(page.get_by_test_id("pending")).to_have_count(0, timeout=WAIT)
     await screenshot(page, "crew-work-order")

@@ -194,7 +194,8 @@ async function drain() {
       if (isOffline(error)) return false;
       const status = error instanceof ApiError ? error.status : 0;
       const inFlight = status === 409 && /in progress/.test(error.message);
-      if (status >= 500 || status === 429 || inFlight || !status) return false;
+      // Fleet busy or away, or signed out (the page goes to the sign-in form): kept for later.
+      if (status >= 500 || status === 429 || status === 401 || inFlight || !status) return false;
       try {
         if (!([409, 412].includes(status) && await alreadyApplied(action))) {
           state.conflicts.push({ action, status, detail: error.message, at: new Date().toISOString() });
