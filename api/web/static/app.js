@@ -29,14 +29,16 @@ function drawNav() {
 }
 
 let leave = null;
-let shown = null;
+let turn = 0;
+let shownPath = null;
 
 async function show() {
+  const mine = ++turn;
   const path = (window.location.hash || '#/').slice(1) || '/';
   // A hash changed while the page was still loading is seen twice (the first show and the
-  // queued hashchange): the second would draw the view again beside the first.
-  if (path === shown) return;
-  shown = path;
+  // queued hashchange): drawing it again would only redo the same view.
+  if (path === shownPath) return;
+  shownPath = path;
   if (path === '/' && isCrew && !sessionStorage.getItem('fleet.crew.chose-control')) {
     // A crew's tablet opens on the crew's own work; the control room is one tap away.
     sessionStorage.setItem('fleet.crew.chose-control', '1');
@@ -48,11 +50,13 @@ async function show() {
     leave = null;
   }
   drawNav();
-  const main = document.getElementById('main');
-  clear(main);
+  // Each view draws into its own box: a view still loading when the next one is chosen draws
+  // into a box no longer on the page, never beside the new view.
+  const box = h('div', { className: 'view' });
+  document.getElementById('main').replaceChildren(box);
   const route = routes.find((r) => r.pattern.test(path));
   if (!route) {
-    main.append(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/' }, 'Back to the control room')));
+    box.append(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/' }, 'Back to the control room')));
     return;
   }
   const match = path.match(route.pattern);
@@ -60,7 +64,14 @@ async function show() {
   (route.names || []).forEach((name, i) => { params[name] = match[i + 1]; });
   document.body.dataset.view = route.screen ? `crew-${route.screen}` : path.split('/')[1] || 'control';
   const module = await route.view();
-  leave = (await module.render(main, params)) || null;
+  if (mine !== turn) return;
+  const stop = (await module.render(box, params)) || null;
+  if (mine !== turn) {
+    // Left while it was drawing: stop what it started (streams, timers) at once.
+    if (stop) stop();
+    return;
+  }
+  leave = stop;
 }
 
 window.addEventListener('hashchange', show);
