@@ -33,7 +33,6 @@ let turn = 0;
 let shownPath = null;
 
 async function show() {
-  const mine = ++turn;
   const path = (window.location.hash || '#/').slice(1) || '/';
   // A hash changed while the page was still loading is seen twice (the first show and the
   // queued hashchange): drawing it again would only redo the same view.
@@ -45,6 +44,7 @@ async function show() {
     window.location.replace('#/crew');
     return;
   }
+  const mine = ++turn;
   if (leave) {
     try { leave(); } catch (error) { console.error(error); }
     leave = null;
