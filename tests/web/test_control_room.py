@@ -81,7 +81,12 @@ async def test_the_counts_on_the_wall_equal_the_apis(open_context, db, seoul):
     # A device's marker opens a popup linking to its page, from the keyboard.
     await page.locator(f"[data-device-id='{lights[0]['id']}']").focus()
     await page.keyboard.press("Enter")
-    await expect(page.get_by_test_id("popup-device-link")).to_have_attribute("href", f"#/devices/{lights[0]['id']}")
+    link = page.get_by_test_id("popup-device-link")
+    await expect(link).to_have_attribute("href", f"#/devices/{lights[0]['id']}")
+    await expect(link).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(link).to_have_count(0)
+    await expect(page.locator(f"[data-device-id='{lights[0]['id']}']")).to_be_focused()
 
 
 async def test_a_lamp_failing_in_the_street_shows_on_the_map_within_two_seconds(open_context, db, seoul):

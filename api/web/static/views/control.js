@@ -227,6 +227,7 @@ class CityMap {
     this.map.createPane('districts').style.zIndex = 450;
     this.outlines = L.layerGroup().addTo(this.map);
     this.markers = L.layerGroup().addTo(this.map);
+    this.shown = new Map();  // key -> marker on the map
     this.asked = 0;
     this.controller = null;
     this.moveTimer = null;
@@ -320,33 +321,72 @@ class CityMap {
     this.draw(answer);
   }
 
+  // Markers whose content did not change are kept, not redrawn: a live refresh every few
+  // seconds must not close the popup someone reads or take the keyboard's focus away.
   draw(answer) {
-    this.markers.clearLayers();
+    const focusedKey = document.activeElement?.dataset?.key;
+    const wanted = new Map();
     for (const cluster of answer.clusters) {
-      const marker = L.marker([cluster.lat, cluster.lon], { icon: clusterIcon(cluster), keyboard: true, riseOnHover: true });
-      marker.on('click', () => {
-        const [w, s, e, n] = cluster.bbox;
-        this.map.fitBounds([[s, w], [n, e]], { padding: [40, 40], maxZoom: 19 });
-      });
-      this.markers.addLayer(marker);
-      label(marker, `${number(cluster.count)} devices: ${describeStatuses(cluster.by_status)}; `
-        + `${cluster.worst_severity ? `worst active alarm ${cluster.worst_severity}` : 'no active alarm'}. Zoom in.`,
-      { testid: 'map-cluster', severity: cluster.worst_severity, count: String(cluster.count) });
+      wanted.set(`c:${cluster.lat},${cluster.lon}:${JSON.stringify([cluster.count, cluster.by_status, cluster.worst_severity])}`,
+        () => this.clusterMarker(cluster));
     }
     for (const device of answer.devices) {
-      const marker = L.marker([device.lat, device.lon], { icon: deviceIcon(device), keyboard: true, riseOnHover: true,
-        zIndexOffset: device.worst_severity ? 1000 : 0 });
-      marker.bindPopup(() => popupFor(device));
-      this.markers.addLayer(marker);
-      label(marker, `${device.name}, ${device.kind.replace('_', ' ')}, ${device.status}; `
-        + `${device.worst_severity ? `worst active alarm ${device.worst_severity}` : 'no active alarm'}`,
-      { testid: 'map-device', deviceId: device.id, severity: device.worst_severity, status: device.status });
+      wanted.set(`d:${device.id}:${JSON.stringify([device.status, device.worst_severity, device.lat, device.lon, device.name])}`,
+        () => this.deviceMarker(device));
+    }
+    for (const [key, marker] of this.shown) {
+      if (!wanted.has(key)) { this.markers.removeLayer(marker); this.shown.delete(key); }
+    }
+    for (const [key, make] of wanted) {
+      if (this.shown.has(key)) continue;
+      const marker = make();
+      this.shown.set(key, marker);
+      marker.getElement().dataset.key = key.split(':').slice(0, 2).join(':');
+    }
+    if (focusedKey && !document.activeElement?.dataset?.key) {
+      // The focused marker was replaced (its device changed): the focus moves to the new one.
+      this.map.getContainer().querySelector(`[data-key="${CSS.escape(focusedKey)}"]`)?.focus();
     }
     const shown = answer.clusters.length
       ? `${number(answer.clusters.reduce((n, c) => n + c.count, 0))} devices in view, grouped — zoom in or select a group`
       : `${number(answer.devices.length)} devices in view`;
     this.note.textContent = shown;
     this.note.dataset.state = 'ok';
+  }
+
+  clusterMarker(cluster) {
+    const marker = L.marker([cluster.lat, cluster.lon], { icon: clusterIcon(cluster), keyboard: true, riseOnHover: true });
+    marker.on('click', () => {
+      const [w, s, e, n] = cluster.bbox;
+      this.map.fitBounds([[s, w], [n, e]], { padding: [40, 40], maxZoom: 19 });
+    });
+    this.markers.addLayer(marker);
+    label(marker, `${number(cluster.count)} devices: ${describeStatuses(cluster.by_status)}; `
+      + `${cluster.worst_severity ? `worst active alarm ${cluster.worst_severity}` : 'no active alarm'}. Zoom in.`,
+    { testid: 'map-cluster', severity: cluster.worst_severity, count: String(cluster.count) });
+    return marker;
+  }
+
+  deviceMarker(device) {
+    const marker = L.marker([device.lat, device.lon], { icon: deviceIcon(device), keyboard: true, riseOnHover: true,
+      zIndexOffset: device.worst_severity ? 1000 : 0 });
+    marker.bindPopup(() => popupFor(device));
+    // From the keyboard: the popup's link takes the focus, Escape gives it back to the marker.
+    marker.on('popupopen', (event) => {
+      const popup = event.popup.getElement();
+      popup?.addEventListener('keydown', (key) => { if (key.key === 'Escape') marker.closePopup(); });
+      popup?.querySelector('a[href^="#/devices/"]')?.focus();
+    });
+    marker.on('popupclose', () => {
+      const element = marker.getElement();
+      const focused = document.activeElement;
+      if (element && (!focused || focused === document.body || focused.closest('.leaflet-popup'))) element.focus();
+    });
+    this.markers.addLayer(marker);
+    label(marker, `${device.name}, ${device.kind.replace('_', ' ')}, ${device.status}; `
+      + `${device.worst_severity ? `worst active alarm ${device.worst_severity}` : 'no active alarm'}`,
+    { testid: 'map-device', deviceId: device.id, severity: device.worst_severity, status: device.status });
+    return marker;
   }
 
   failed(error) {
@@ -369,7 +409,12 @@ export async function render(main) {
 
   // Both figures and map start at once; the map's first view waits only for the outlines
   // when no earlier view of this screen was kept.
-  const overview = () => getJson('/api/v1/overview').then((o) => { if (!stopped) drawOverview(root, o); });
+  let overviewsAsked = 0;
+  const overview = () => {
+    const asked = ++overviewsAsked;
+    // An answer overtaken by a later one is dropped: the screen never steps back in time.
+    return getJson('/api/v1/overview').then((o) => { if (!stopped && asked === overviewsAsked) drawOverview(root, o); });
+  };
   const firstOverview = overview();
   const districts = getJson('/api/v1/map/districts');
   if (!window.L) await loadScript(`${session.assets.leaflet}/leaflet.js`);
