@@ -41,12 +41,14 @@ class OverviewRepository:
 
     async def lights_lit(self, tenant_id: UUID) -> asyncpg.Record:
         """Lights in service, and those whose latest reported level (of any of LEVEL_PATHS) is above 0."""
+        # Set-based over the index on (tenant_id, path): one pass over the cities' level rows.
         return await self.conn.fetchrow(
-            f"""select count(*)::int as lights, count(*) filter (where s.v_num > 0)::int as lit
-                from devices d left join lateral (
-                    select v_num from device_state s
-                    where s.tenant_id = d.tenant_id and s.device_id = d.id and s.path = any($2::text[]) and s.v_num is not null
-                    order by s.time desc limit 1) s on true
+            f"""with levels as (
+                    select distinct on (s.device_id) s.device_id, s.v_num from device_state s
+                    where s.tenant_id = $1 and s.path = any($2::text[]) and s.v_num is not null
+                    order by s.device_id, s.time desc)
+                select count(*)::int as lights, count(*) filter (where l.v_num > 0)::int as lit
+                from devices d left join levels l on l.device_id = d.id
                 where {IN_SERVICE} and d.kind = 'streetlight'""", tenant_id, list(LEVEL_PATHS))
 
     async def bins_by_fill(self, tenant_id: UUID, width: int, buckets: int) -> list[asyncpg.Record]:
@@ -56,7 +58,7 @@ class OverviewRepository:
             f"""select case when s.v_num is not null then least(greatest(floor(s.v_num / $3)::int, 0), $4 - 1)
                        end as bucket, count(*)::int as n
                 from devices d left join device_state s
-                     on s.tenant_id = d.tenant_id and s.device_id = d.id and s.path = $2 and s.v_num is not null
+                     on s.tenant_id = $1 and s.device_id = d.id and s.path = $2 and s.v_num is not null
                 where {IN_SERVICE} and d.kind = 'waste_bin' group by 1""", tenant_id, FILL_PATH, width, buckets)
 
     async def routes_of_day(self, tenant_id: UUID, day: date) -> asyncpg.Record:
