@@ -30,6 +30,7 @@ from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
 from api.controllers.lighting import LightingController
 from api.controllers.open311 import Open311Controller, Open311Gate
+from api.controllers.overview import OverviewController
 from api.controllers.telemetry import TelemetryController
 from api.idempotency import idempotency
 from api.middleware import authentication, request_context
@@ -59,6 +60,7 @@ from fleet.idempotency.service import IdempotencyService
 from fleet.lighting.energy import EnergyService
 from fleet.lighting.preview import PreviewService
 from fleet.lighting.service import LightingService
+from fleet.overview.service import OverviewService
 from fleet.registrations.service import RegistrationService
 from fleet.registry.service import DeviceService
 from fleet.reports.service import ReportService
@@ -138,6 +140,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "window_service": MaintenanceWindowService(db),
         "collection_service": CollectionService(db),
         "plan_service": PlanService(db, routing_url=routing_url),
+        "overview_service": OverviewService(db),
         "firmware_service": FirmwareService(db, max_image_bytes=(firmware or FirmwareSettings()).max_image_bytes),
         "session_service": SessionService(db, apikey_service, idle_s=web.session_idle_hours * 3600),
         "request_limits": limits,
@@ -155,7 +158,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
                         GroupAlarmSettingsController, Open311Controller, CrewController,
                         WorkOrderController, RouteController, CampaignController, MaintenanceWindowController,
                         ForecastController, CollectionSetupController, PlanController,
-                        sync, events, docs_assets, *web_routes, *asset_routers(),
+                        OverviewController, sync, events, docs_assets, *web_routes, *asset_routers(),
                         # The upload route's body limit is the image limit of the service in use.
                         *firmware_routes(services["firmware_service"].max_image_bytes),
                         *(extra_handlers or [])],

@@ -62,6 +62,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 QUERIES = {
     ("GET", "/api/v1/devices/{device_id}/series"): {"path": "/3303/0/5700"},
     ("DELETE", "/api/v1/devices/{device_id}/observations"): {"path": "/3416/0/1"},
+    ("GET", "/api/v1/map"): {"bbox": "-180,-90,180,90", "zoom": "18"},
 }
 
 
