@@ -35,6 +35,10 @@ from fleet.registry.filters import parse_filter
 from fleet.registry.service import require
 
 
+# How long tonight's energy and the district outlines are served before they are computed again.
+CACHE_FOR = dt.timedelta(minutes=5)
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -48,9 +52,15 @@ class OverviewService:
     so no active alarm belongs to a decommissioned device.
     """
 
-    def __init__(self, db: Database, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], dt.datetime] = utc_now,
+                 cache_for: dt.timedelta = CACHE_FOR) -> None:
         self.db = db
         self.clock = clock
+        self.cache_for = cache_for
+        # Per city: tonight's energy and the district outlines, with when each was computed. Both
+        # take a second or more at 100,000 devices and change only with the schedule or the map.
+        self._tonight: dict[tuple[UUID, dt.date], tuple[dt.datetime, Tonight]] = {}
+        self._outlines: dict[UUID, tuple[dt.datetime, DistrictOutlines]] = {}
 
     async def overview(self, principal: Principal) -> Overview:
         require(principal, Permission.READ)
@@ -66,10 +76,17 @@ class OverviewService:
                          await repo.routes_of_day(tenant, now.astimezone(zone).date()))
             aps = await repo.access_points(tenant)
             campaigns = await _campaigns(conn, tenant, await repo.campaigns_under_way(tenant))
-            start, end = night_window(night_of(now, zone), zone)
-            lights = await LightingRepository(conn).lights(tenant)
-            schedule = await load_schedule(conn, tenant, principal.tenant_timezone, start - dt.timedelta(days=1), end)
-        tonight = tonight_energy(schedule, lights, start, end)
+            night = night_of(now, zone)
+            cached = self._tonight.get((tenant, night))
+            if cached is None or now - cached[0] > self.cache_for:
+                start, end = night_window(night, zone)
+                lights = await LightingRepository(conn).lights(tenant)
+                schedule = await load_schedule(conn, tenant, principal.tenant_timezone,
+                                               start - dt.timedelta(days=1), end)
+                cached = None
+        if cached is None:
+            cached = self._tonight[(tenant, night)] = (now, tonight_energy(schedule, lights, start, end))
+        tonight = cached[1]
         return Overview(now, devices, alarms, LightingFigures(lit["lights"], lit["lit"], tonight), bins,
                         AccessPointFigures(aps["total"], aps["online"], None), campaigns)
 
@@ -89,6 +106,15 @@ class OverviewService:
 
     async def districts(self, principal: Principal) -> DistrictOutlines:
         require(principal, Permission.READ)
+        now = self.clock()
+        cached = self._outlines.get(principal.tenant_id)
+        if cached is not None and now - cached[0] <= self.cache_for:
+            return cached[1]
+        outlines = await self._districts(principal)
+        self._outlines[principal.tenant_id] = (now, outlines)
+        return outlines
+
+    async def _districts(self, principal: Principal) -> DistrictOutlines:
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             rows = await OverviewRepository(conn).district_points(principal.tenant_id, OUTLINE_GRID_DEG)
         points: dict[str, list[tuple[float, float]]] = defaultdict(list)
