@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -82,7 +83,7 @@ async def first_paint(browser, base: str, key: str) -> tuple[float, float | None
         await context.add_cookies([{"name": "fleet_session", "value": cookie, "url": base}])
         page = await context.new_page()
         await page.goto(f"{base}/")
-        await page.wait_for_function(f"performance.getEntriesByName('{PAINTED}').length > 0", timeout=60_000)
+        await page.wait_for_selector("[data-painted='true']", state="attached", timeout=60_000)
         painted = await page.evaluate(f"performance.getEntriesByName('{PAINTED}')[0].startTime")
         fcp = await page.evaluate(
             "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime ?? null")
@@ -92,7 +93,7 @@ async def first_paint(browser, base: str, key: str) -> tuple[float, float | None
 
 
 async def api_ms(base: str, key: str, path: str, rounds: int) -> float:
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
         timings = []
         for _ in range(rounds):
             began = time.perf_counter()
@@ -108,7 +109,7 @@ async def run(args: argparse.Namespace) -> None:
     name = f"fleet_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_dsn)
     await admin.execute(f'create database "{name}"')
-    dsn = server_dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = urlunsplit(urlsplit(server_dsn)._replace(path=f"/{name}"))
     conn = await asyncpg.connect(dsn)
     await migrate(conn)
     await conn.close()
