@@ -64,101 +64,30 @@ async def template_database(server_dsn: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-class DatabaseSupply:
-    """Databases cloned from the template before the tests that take them, and dropped after
-    them, each on a connection of its own: cloning and dropping cost ~0.1 s a test, which
-    PostgreSQL now spends while the previous test runs instead of between tests."""
-
-    def __init__(self, server_dsn: str, template: str, ahead: int = 2) -> None:
-        self.server_dsn = server_dsn
-        self.template = template
-        self._ready: asyncio.Queue[str] = asyncio.Queue()
-        self._free_slots = asyncio.Semaphore(ahead)
-        self._to_drop: asyncio.Queue[str | None] = asyncio.Queue()
-        self._closing = False
-
-    async def __aenter__(self) -> DatabaseSupply:
-        self._cloning = asyncio.create_task(self._clone_ahead(), name="test databases: clone")
-        self._dropping = asyncio.create_task(self._drop_behind(), name="test databases: drop")
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        self._closing = True
-        self._free_slots.release()  # wakes the cloner to see it is closing
-        with contextlib.suppress(Exception):  # its error was raised to the test that waited
-            await self._cloning
-        while not self._ready.empty():
-            self._to_drop.put_nowait(self._ready.get_nowait())
-        self._to_drop.put_nowait(None)
-        await self._dropping  # nothing is left behind on a server the suite keeps using
-
-    async def take(self) -> str:
-        """A fresh, migrated database nobody else uses; give it back with `drop`."""
-        ready = asyncio.ensure_future(self._ready.get())
-        await asyncio.wait({ready, self._cloning}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            self._cloning.result()  # raises why cloning stopped
-            raise RuntimeError("the template cloner stopped")
-        self._free_slots.release()
-        return ready.result()
-
-    def drop(self, name: str) -> None:
-        if self._dropping.done():
-            self._dropping.result()  # raises why dropping stopped
-        self._to_drop.put_nowait(name)
-
-    async def _clone_ahead(self) -> None:
-        admin = await asyncpg.connect(self.server_dsn)
-        try:
-            while True:
-                await self._free_slots.acquire()
-                if self._closing:
-                    return
-                name = f"fleet_t_{uuid.uuid4().hex[:12]}"
-                await admin.execute(f'create database "{name}" template "{self.template}"')
-                self._ready.put_nowait(name)
-        finally:
-            await admin.close()
-
-    async def _drop_behind(self) -> None:
-        admin = await asyncpg.connect(self.server_dsn)
-        try:
-            while (name := await self._to_drop.get()) is not None:
-                await admin.execute(f'drop database if exists "{name}" with (force)')
-        finally:
-            await admin.close()
-
-
-@pytest.fixture(scope="session")
-async def database_supply(server_dsn: str, template_database: str) -> AsyncIterator[DatabaseSupply]:
-    async with DatabaseSupply(server_dsn, template_database) as databases:
-        yield databases
-
-
 @pytest.fixture
-async def database_dsn(server_dsn: str, database_supply: DatabaseSupply) -> AsyncIterator[str]:
+async def database_dsn(server_dsn: str, template_database: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
-    name = await database_supply.take()
+    name = f"fleet_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
     try:
+        await admin.execute(f'create database "{name}" template "{template_database}"')
         yield _with_database(server_dsn, name)
+        await admin.execute(f'drop database if exists "{name}" with (force)')
     finally:
-        database_supply.drop(name)
+        await admin.close()
 
 
 @pytest.fixture
-async def empty_database_dsn(server_dsn: str, database_supply: DatabaseSupply) -> AsyncIterator[str]:
+async def empty_database_dsn(server_dsn: str) -> AsyncIterator[str]:
     """A fresh database nothing has been migrated into, dropped afterwards."""
     name = f"fleet_e_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
     try:
         await admin.execute(f'create database "{name}"')
+        yield _with_database(server_dsn, name)
+        await admin.execute(f'drop database if exists "{name}" with (force)')
     finally:
         await admin.close()
-    try:
-        yield _with_database(server_dsn, name)
-    finally:
-        database_supply.drop(name)
 
 
 @pytest.fixture
