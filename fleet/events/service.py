@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -102,8 +101,13 @@ class EventService:
                     await self._demand.wait()
             finally:
                 following.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await following
+                except asyncio.CancelledError:
+                    # The follower's own cancellation ends here; ours (the lifespan ending while
+                    # the last stream's follower stops) must not, or this loop waits forever.
+                    if asyncio.current_task().cancelling():
+                        raise
 
     @property
     def streams(self) -> int:
