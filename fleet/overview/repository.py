@@ -84,6 +84,25 @@ class OverviewRepository:
                where c.tenant_id = $1 and c.status = any($2::text[])
                order by c.created_at desc, c.id desc limit $3""", tenant_id, list(UNDER_WAY), MAX_CAMPAIGNS)
 
+    async def wattage_by_cell(self, tenant_id: UUID, light_ids: Sequence[UUID],
+                              kin: Sequence[UUID]) -> list[asyncpg.Record]:
+        """Nominal wattage of the lights in service summed per district, 0.01° cell and kin.
+
+        `kin[i]` stands for `light_ids[i]` and every light the schedule names exactly as it; the
+        lights it names not at all stand together as kin null. Cells (cy, cx) are the coordinates
+        x 100, rounded, as fleet.lighting.astro.rounded rounds them to 2 decimals, except that a
+        position within a rounding error of halfway may land in the neighbouring cell (its sun
+        differs by seconds). Lights without a nominal wattage are left out."""
+        # Rounded as float8, not numeric: the numeric casts cost twice the whole query (EXPLAIN
+        # ANALYZE, 100,000 devices: 75 ms against 172 ms).
+        return await self.conn.fetch(
+            """select k.kin, d.district, round(d.lat * 100)::int as cy, round(d.lon * 100)::int as cx,
+                      sum((d.attributes ->> 'nominal_wattage')::float8) as watts
+               from devices d left join unnest($2::uuid[], $3::uuid[]) as k (id, kin) on k.id = d.id
+               where d.tenant_id = $1 and d.kind = 'streetlight' and d.status <> 'decommissioned'
+                 and (d.attributes ->> 'nominal_wattage')::float8 > 0
+               group by 1, 2, 3, 4""", tenant_id, list(light_ids), list(kin))
+
     # --- the map ---
 
     async def count_in_box(self, tenant_id: UUID, box: Sequence[float]) -> int:

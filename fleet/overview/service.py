@@ -23,7 +23,6 @@ from fleet.lighting.energy import sun_spans
 from fleet.lighting.night import night_of, night_window
 from fleet.lighting.plan import Cluster, Schedule, clusters, load_schedule, plan_lights
 from fleet.lighting.records import Light
-from fleet.lighting.repository import LightingRepository
 from fleet.overview.models import (CLUSTER_BELOW_ZOOM, FILL_BUCKET_WIDTH, FILL_BUCKETS, MAX_DEVICES_IN_VIEW,
                                    MAX_MARKERS, MAX_ZOOM, OUTLINE_GRID_DEG, SEVERITIES, AccessPointFigures,
                                    AlarmFigures, BinFigures, CampaignUnderWay, DeviceCounts, DistrictAlarms,
@@ -80,9 +79,9 @@ class OverviewService:
             cached = self._tonight.get((tenant, night))
             if cached is None or now - cached[0] > self.cache_for:
                 start, end = night_window(night, zone)
-                lights = await LightingRepository(conn).lights(tenant)
                 schedule = await load_schedule(conn, tenant, principal.tenant_timezone,
                                                start - dt.timedelta(days=1), end)
+                lights = await _lights_by_cell(repo, tenant, schedule)
                 cached = None
         if cached is None:
             cached = self._tonight[(tenant, night)] = (now, tonight_energy(schedule, lights, start, end))
@@ -182,8 +181,35 @@ async def _campaigns(conn: asyncpg.Connection, tenant_id: UUID, rows: list[async
     return found
 
 
+# Stands for the lights no group, and no override by device, of the schedule names: no device has it.
+UNNAMED = UUID(int=0)
+
+
+async def _lights_by_cell(repo: OverviewRepository, tenant_id: UUID, schedule: Schedule) -> list[Light]:
+    """The city's lights with a nominal wattage, as few Lights as the schedule tells apart.
+
+    Lights of one district in one sun cell that the schedule's groups and device overrides name
+    alike follow the same calendar and overrides: one Light with their summed wattage stands
+    for them all (100,000 lights become a few thousand, and the plan costs what those do).
+    """
+    named: dict[UUID, set[tuple[str, UUID]]] = defaultdict(set)
+    for group_id, members in schedule.group_members.items():
+        for device_id in members:
+            named[device_id].add(("group", group_id))
+    for override in schedule.overrides:
+        for device_id in override.scope.device_ids:
+            named[device_id].add(("override", override.id))
+    # The first light of each way of being named stands for the others named the same way.
+    kin_of: dict[frozenset, UUID] = {}
+    kin = [kin_of.setdefault(frozenset(names), device_id) for device_id, names in named.items()]
+    rows = await repo.wattage_by_cell(tenant_id, list(named), kin)
+    return [Light(r["kin"] or UNNAMED, r["cy"] / 100, r["cx"] / 100, r["district"], "", r["watts"]) for r in rows]
+
+
 def tonight_energy(schedule: Schedule, lights: list[Light], start: dt.datetime, end: dt.datetime) -> Tonight:
     """Tonight's energy as planned, against the same lights uncontrolled, in kWh.
+
+    A Light may stand for many lights (see _lights_by_cell): its nominal wattage is theirs summed.
 
     Planned: each light with a calendar at its cluster's levels over the night (power taken as
     proportional to the dimming level); a light no calendar governs burns full power from
