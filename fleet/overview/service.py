@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from collections import defaultdict
@@ -68,6 +69,7 @@ class OverviewService:
         tenant = principal.tenant_id
         async with self.db.tenant_tx(tenant, readonly=True) as conn:
             repo = OverviewRepository(conn)
+            await repo.plan_for_these_values()
             devices = _devices(await repo.devices_by_kind_status(tenant))
             alarms = _alarms(await repo.active_alarms(tenant))
             lit = await repo.lights_lit(tenant)
@@ -84,7 +86,10 @@ class OverviewService:
                 lights = await _lights_by_cell(repo, tenant, schedule)
                 cached = None
         if cached is None:
-            cached = self._tonight[(tenant, night)] = (now, tonight_energy(schedule, lights, start, end))
+            # Off the event loop: on a fresh process the sun of each cell is not yet cached and
+            # the plan takes a few hundred ms at 100,000 devices, which other requests need not wait.
+            tonight = await asyncio.to_thread(tonight_energy, schedule, lights, start, end)
+            cached = self._tonight[(tenant, night)] = (now, tonight)
         tonight = cached[1]
         return Overview(now, devices, alarms, LightingFigures(lit["lights"], lit["lit"], tonight), bins,
                         AccessPointFigures(aps["total"], aps["online"], None), campaigns)
@@ -96,6 +101,7 @@ class OverviewService:
         box, level = _view(bbox, zoom)
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             repo = OverviewRepository(conn)
+            await repo.plan_for_these_values()
             in_view = await repo.count_in_box(principal.tenant_id, box)
             if in_view > MAX_DEVICES_IN_VIEW or (in_view > MAX_MARKERS and level < CLUSTER_BELOW_ZOOM):
                 return MapView(_clusters(await repo.cells_in_box(principal.tenant_id, box, cell_degrees(level))), [])
