@@ -24,6 +24,16 @@ class OverviewRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
+    async def plan_for_these_values(self) -> None:
+        """Plan this transaction's statements for their own city and view, not generically.
+
+        After five runs of a pooled statement PostgreSQL may keep a generic plan, made without
+        the bbox or the city: it guessed 2 devices in the whole city's view, sorted 100,000 rows
+        on disk and probed the alarms once per device (GET /api/v1/map at zoom 11: 320 ms
+        against 70 ms, EXPLAIN ANALYZE at 100,000 devices; found by bench/dashboard). Custom
+        plans cost a fraction of a millisecond."""
+        await self.conn.execute("set local plan_cache_mode = force_custom_plan")
+
     async def devices_by_kind_status(self, tenant_id: UUID) -> list[asyncpg.Record]:
         return await self.conn.fetch(
             f"select d.kind, d.status, count(*)::int as n from devices d where {IN_SERVICE}"
@@ -83,6 +93,25 @@ class OverviewRepository:
             """select c.id, c.name, c.status, c.device_count from firmware_campaigns c
                where c.tenant_id = $1 and c.status = any($2::text[])
                order by c.created_at desc, c.id desc limit $3""", tenant_id, list(UNDER_WAY), MAX_CAMPAIGNS)
+
+    async def wattage_by_cell(self, tenant_id: UUID, light_ids: Sequence[UUID],
+                              kin: Sequence[UUID]) -> list[asyncpg.Record]:
+        """Nominal wattage of the lights in service summed per district, 0.01° cell and kin.
+
+        `kin[i]` stands for `light_ids[i]` and every light the schedule names exactly as it; the
+        lights it names not at all stand together as kin null. Cells (cy, cx) are the coordinates
+        x 100, rounded, as fleet.lighting.astro.rounded rounds them to 2 decimals, except that a
+        position within a rounding error of halfway may land in the neighbouring cell (its sun
+        differs by seconds). Lights without a nominal wattage are left out."""
+        # Rounded as float8, not numeric: the numeric casts cost twice the whole query (EXPLAIN
+        # ANALYZE, 100,000 devices: 75 ms against 172 ms).
+        return await self.conn.fetch(
+            """select k.kin, d.district, round(d.lat * 100)::int as cy, round(d.lon * 100)::int as cx,
+                      sum((d.attributes ->> 'nominal_wattage')::float8) as watts
+               from devices d left join unnest($2::uuid[], $3::uuid[]) as k (id, kin) on k.id = d.id
+               where d.tenant_id = $1 and d.kind = 'streetlight' and d.status <> 'decommissioned'
+                 and (d.attributes ->> 'nominal_wattage')::float8 > 0
+               group by 1, 2, 3, 4""", tenant_id, list(light_ids), list(kin))
 
     # --- the map ---
 

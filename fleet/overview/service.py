@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from collections import defaultdict
@@ -23,7 +24,6 @@ from fleet.lighting.energy import sun_spans
 from fleet.lighting.night import night_of, night_window
 from fleet.lighting.plan import Cluster, Schedule, clusters, load_schedule, plan_lights
 from fleet.lighting.records import Light
-from fleet.lighting.repository import LightingRepository
 from fleet.overview.models import (CLUSTER_BELOW_ZOOM, FILL_BUCKET_WIDTH, FILL_BUCKETS, MAX_DEVICES_IN_VIEW,
                                    MAX_MARKERS, MAX_ZOOM, OUTLINE_GRID_DEG, SEVERITIES, AccessPointFigures,
                                    AlarmFigures, BinFigures, CampaignUnderWay, DeviceCounts, DistrictAlarms,
@@ -69,6 +69,7 @@ class OverviewService:
         tenant = principal.tenant_id
         async with self.db.tenant_tx(tenant, readonly=True) as conn:
             repo = OverviewRepository(conn)
+            await repo.plan_for_these_values()
             devices = _devices(await repo.devices_by_kind_status(tenant))
             alarms = _alarms(await repo.active_alarms(tenant))
             lit = await repo.lights_lit(tenant)
@@ -80,12 +81,15 @@ class OverviewService:
             cached = self._tonight.get((tenant, night))
             if cached is None or now - cached[0] > self.cache_for:
                 start, end = night_window(night, zone)
-                lights = await LightingRepository(conn).lights(tenant)
                 schedule = await load_schedule(conn, tenant, principal.tenant_timezone,
                                                start - dt.timedelta(days=1), end)
+                lights = await _lights_by_cell(repo, tenant, schedule)
                 cached = None
         if cached is None:
-            cached = self._tonight[(tenant, night)] = (now, tonight_energy(schedule, lights, start, end))
+            # Off the event loop: on a fresh process the sun of each cell is not yet cached and
+            # the plan takes a few hundred ms at 100,000 devices, which other requests need not wait.
+            tonight = await asyncio.to_thread(tonight_energy, schedule, lights, start, end)
+            cached = self._tonight[(tenant, night)] = (now, tonight)
         tonight = cached[1]
         return Overview(now, devices, alarms, LightingFigures(lit["lights"], lit["lit"], tonight), bins,
                         AccessPointFigures(aps["total"], aps["online"], None), campaigns)
@@ -97,6 +101,7 @@ class OverviewService:
         box, level = _view(bbox, zoom)
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             repo = OverviewRepository(conn)
+            await repo.plan_for_these_values()
             in_view = await repo.count_in_box(principal.tenant_id, box)
             if in_view > MAX_DEVICES_IN_VIEW or (in_view > MAX_MARKERS and level < CLUSTER_BELOW_ZOOM):
                 return MapView(_clusters(await repo.cells_in_box(principal.tenant_id, box, cell_degrees(level))), [])
@@ -182,8 +187,35 @@ async def _campaigns(conn: asyncpg.Connection, tenant_id: UUID, rows: list[async
     return found
 
 
+# Stands for the lights no group, and no override by device, of the schedule names: no device has it.
+UNNAMED = UUID(int=0)
+
+
+async def _lights_by_cell(repo: OverviewRepository, tenant_id: UUID, schedule: Schedule) -> list[Light]:
+    """The city's lights with a nominal wattage, as few Lights as the schedule tells apart.
+
+    Lights of one district in one sun cell that the schedule's groups and device overrides name
+    alike follow the same calendar and overrides: one Light with their summed wattage stands
+    for them all (100,000 lights become a few thousand, and the plan costs what those do).
+    """
+    named: dict[UUID, set[tuple[str, UUID]]] = defaultdict(set)
+    for group_id, members in schedule.group_members.items():
+        for device_id in members:
+            named[device_id].add(("group", group_id))
+    for override in schedule.overrides:
+        for device_id in override.scope.device_ids:
+            named[device_id].add(("override", override.id))
+    # The first light of each way of being named stands for the others named the same way.
+    kin_of: dict[frozenset, UUID] = {}
+    kin = [kin_of.setdefault(frozenset(names), device_id) for device_id, names in named.items()]
+    rows = await repo.wattage_by_cell(tenant_id, list(named), kin)
+    return [Light(r["kin"] or UNNAMED, r["cy"] / 100, r["cx"] / 100, r["district"], "", r["watts"]) for r in rows]
+
+
 def tonight_energy(schedule: Schedule, lights: list[Light], start: dt.datetime, end: dt.datetime) -> Tonight:
     """Tonight's energy as planned, against the same lights uncontrolled, in kWh.
+
+    A Light may stand for many lights (see _lights_by_cell): its nominal wattage is theirs summed.
 
     Planned: each light with a calendar at its cluster's levels over the night (power taken as
     proportional to the dimming level); a light no calendar governs burns full power from

@@ -4,10 +4,14 @@ switches from devices to clusters, severity colours, district outlines, walls an
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from fleet.access.models import Role
+from fleet.lighting.night import night_of, night_window
+from fleet.lighting.plan import load_schedule
+from fleet.lighting.repository import LightingRepository
+from fleet.overview.service import tonight_energy
 from fleet.alarms.models import AlarmType, Finding
 from fleet.alarms.service import AlarmService
 from fleet.registry.models import DeviceKind, NewDevice
@@ -100,6 +104,57 @@ async def test_figures_equal_the_devices_and_alarms_apis(db, seoul):
     assert today["routes"] == 1 and today["completed"] == 0 and today["stops_total"] == 3, today
     assert figures["access_points"] == {"total": 1, "online": 0, "clients_now": None}
     assert figures["campaigns"] == []
+
+
+SUN_PROGRAM = {"name": "sun", "switch_points": [
+    {"anchor": "sunset", "offset_minutes": 10, "dimming_level": 80},
+    {"anchor": "local_time", "local_time": "23:00", "dimming_level": 40},
+    {"anchor": "sunrise", "dimming_level": 0}]}
+EVENING_PROGRAM = {"name": "evening", "switch_points": [
+    {"anchor": "local_time", "local_time": "18:00", "dimming_level": 100},
+    {"anchor": "local_time", "local_time": "02:00", "dimming_level": 0}]}
+
+
+async def test_tonight_summed_per_cell_equals_each_light_planned_alone(db, seoul):
+    """The overview sums wattage per district, sun cell and group; the answer must equal the
+    planner's over every light one by one, with groups, overrides and unscheduled lights."""
+    lights = []
+    for n in range(12):
+        district = ("Jung-gu", "Mapo-gu", "Nowon-gu")[n % 3]  # Nowon-gu: no calendar
+        body = {"kind": "streetlight", "endpoint": f"seoul-t{n}", "district": district,
+                "location": {"lat": 37.5 + n * 0.0137, "lon": 126.9 + (n % 4) * 0.0213}}
+        if n != 5:
+            body["nominal_wattage"] = 60 + 10 * n
+        response = await seoul.client.post("/api/v1/devices", json=body)
+        assert response.status_code == 201, response.text
+        lights.append(response.json())
+    lighting = "/api/v1/lighting"
+    sun = (await seoul.client.post(f"{lighting}/programs", json=SUN_PROGRAM)).json()
+    evening = (await seoul.client.post(f"{lighting}/programs", json=EVENING_PROGRAM)).json()
+    streets = (await seoul.client.post(f"{lighting}/calendars", json={
+        "name": "streets", "default_program_id": sun["id"]})).json()
+    roads = (await seoul.client.post(f"{lighting}/calendars", json={
+        "name": "roads", "default_program_id": evening["id"]})).json()
+    road = (await seoul.client.post("/api/v1/groups", json={
+        "name": "road", "device_ids": [lights[0]["id"], lights[1]["id"], lights[2]["id"]]})).json()
+    for scope in ({"district": "Jung-gu"}, {"district": "Mapo-gu"}, {"group_id": road["id"]}):
+        calendar = roads if "group_id" in scope else streets
+        response = await seoul.client.post(f"{lighting}/assignments", json={"calendar_id": calendar["id"], **scope})
+        assert response.status_code == 201, response.text
+    for scope in ({"device_ids": [lights[4]["id"], lights[8]["id"]]}, {"district": "Mapo-gu"}):
+        response = await seoul.client.post(f"{lighting}/overrides", json={
+            "scope": scope, "dimming_level": 30, "duration_s": 36 * 3600})
+        assert response.status_code == 201, response.text
+
+    tonight = (await seoul.client.get("/api/v1/overview")).json()["lighting"]["tonight"]
+    zone = ZoneInfo("Asia/Seoul")
+    start, end = night_window(night_of(datetime.now(UTC), zone), zone)
+    async with db.tenant_tx(seoul.tenant_id, readonly=True) as conn:
+        schedule = await load_schedule(conn, seoul.tenant_id, "Asia/Seoul", start - timedelta(days=1), end)
+        one_by_one = tonight_energy(schedule, await LightingRepository(conn).lights(seoul.tenant_id), start, end)
+    assert tonight["energy_kwh"] == one_by_one.energy_kwh
+    assert tonight["uncontrolled_kwh"] == one_by_one.uncontrolled_kwh
+    assert 0 < tonight["energy_kwh"] < tonight["uncontrolled_kwh"]
 
 
 async def test_map_switches_from_devices_to_clusters_and_colours_by_severity(db, seoul):
