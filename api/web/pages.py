@@ -121,8 +121,11 @@ def _sign_in_page(message: str | None = None) -> str:
 
 def _shell(session: SessionOut) -> str:
     # The session rides in the page (a data block scripts may read, never run), so the first
-    # paint needs no extra round trip.
-    data = html.escape(msgspec.json.encode(session).decode(), quote=False)
+    # paint needs no extra round trip. A script element's text is never entity-decoded, so
+    # `<`, `>` and `&` are escaped the JSON way (they occur only inside strings): the block
+    # cannot be closed early, and a tile URL's `&` or a city named "A & B" reach the page intact.
+    data = (msgspec.json.encode(session).decode()
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -193,7 +196,12 @@ async def sign_in(request: Request, data: Annotated[SignIn, Body(media_type=Requ
     address = (request.client.host if request.client else "unknown")
     if not same_origin(request):
         return _html(_sign_in_page("Sign in from Fleet's own page."), web_settings, 403)
-    if request_limits.failing(address, time.monotonic()):
+    now = time.monotonic()
+    # The sign-in form spends the address's budget like any /api request (it opens a session,
+    # a database write, each time), and a guessing address is stopped before any lookup.
+    if request_limits.for_address(address, now):
+        return _html(_sign_in_page("Too many requests from this address: wait a moment."), web_settings, 429)
+    if request_limits.failing(address, now):
         return _html(_sign_in_page("Too many failed attempts from this address: wait a minute."),
                      web_settings, 429)
     try:
@@ -203,6 +211,11 @@ async def sign_in(request: Request, data: Annotated[SignIn, Body(media_type=Requ
         return _html(_sign_in_page("That key is not valid, or it was revoked."), web_settings, 401)
     except PermissionDenied as exc:
         return _html(_sign_in_page(exc.detail), web_settings, 403)
+    # Signing in again (another key, or the same) ends the session the browser had: its cookie
+    # is replaced, and a copy of the old one kept elsewhere must not live on.
+    earlier = request.cookies.get(SESSION_COOKIE)
+    if earlier:
+        await session_service.sign_out(earlier)
     max_age = int(session_service.idle_s)
     return Response(None, status_code=HTTP_303_SEE_OTHER,
                     headers={"Location": "/", "Set-Cookie": _cookie_header(request, signed_in.secret, max_age),

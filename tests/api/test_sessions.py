@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import json
+import re
+
 import httpx
 import pytest
 
 from fleet.access.models import Role
+from fleet.settings import HttpSettings, RateLimitSettings, WebSettings
+from tests.conftest import serve_api
 
 COOKIE = "fleet_session"
 
@@ -111,3 +116,36 @@ async def test_a_sign_in_without_a_key_field_is_a_client_error(api_url, body):
     async with httpx.AsyncClient(base_url=api_url) as client:
         response = await client.post("/session", data=body)
     assert response.status_code == 400
+
+
+async def test_signing_in_again_ends_the_browsers_earlier_session(api_url, seoul):
+    async with signed_in(api_url, seoul.key) as client:
+        earlier = client.cookies[COOKIE]
+        again = await client.post("/session", data={"key": seoul.key})
+        assert again.status_code == 303 and client.cookies[COOKIE] != earlier
+        assert (await client.get("/api/v1/devices")).status_code == 200
+        # A copy of the replaced cookie (taken before, or planted by someone) opens nothing.
+    async with httpx.AsyncClient(base_url=api_url, cookies={COOKIE: earlier}) as replay:
+        assert (await replay.get("/api/v1/devices")).status_code == 401
+
+
+async def test_the_shells_session_block_carries_ampersands_and_angle_brackets_intact(db, seoul):
+    tiles = "https://tiles.example.org/{z}/{x}/{y}.png?style=night&key=k"
+    async with db.system_tx() as conn:
+        await conn.execute("update tenants set name = $1 where slug = 'seoul'", "Seoul <North> & South")
+    async with serve_api(db, web_settings=WebSettings(tiles_url=tiles)) as url:
+        async with signed_in(url, seoul.key) as client:
+            page = (await client.get("/")).text
+    block = re.search(r'<script id="fleet-session" type="application/json">(.*?)</script>', page, re.S)
+    embedded = json.loads(block.group(1))  # what the page's script parses: the text as written
+    assert embedded["map"]["tiles_url"] == tiles
+    assert embedded["tenant_name"] == "Seoul <North> & South"
+    assert "<North>" not in block.group(1)
+
+
+async def test_signing_in_spends_the_addresss_request_budget(db, seoul):
+    http = HttpSettings(max_body_bytes=1024 * 1024,
+                        limits=RateLimitSettings(address_per_s=0.001, address_burst=2))
+    async with serve_api(db, http) as url, httpx.AsyncClient(base_url=url) as client:
+        answers = [(await client.post("/session", data={"key": seoul.key})).status_code for _ in range(3)]
+    assert answers == [303, 303, 429]
