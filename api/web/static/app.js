@@ -74,8 +74,14 @@ async function show() {
   leave = stop;
 }
 
-window.addEventListener('hashchange', show);
-show().catch((error) => {
-  console.error(error);
-  document.getElementById('main').append(h('p', { role: 'alert' }, `This view failed to load: ${error.message}`));
-});
+// A view that fails to draw (on the first load or any later hash change) says so in place
+// rather than leaving an empty page behind.
+function showOrSay() {
+  show().catch((error) => {
+    console.error(error);
+    document.getElementById('main').append(h('p', { role: 'alert' }, `This view failed to load: ${error.message}`));
+  });
+}
+
+window.addEventListener('hashchange', showOrSay);
+showOrSay();
