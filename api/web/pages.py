@@ -20,7 +20,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from api.middleware import SESSION_COOKIE
+from api.middleware import SESSION_COOKIE, session_cookie
 from api.web.assets import LEAFLET, MARKERCLUSTER, PLOTLY_JS
 from fleet.access.limits import RequestLimits
 from fleet.access.models import ROLE_PERMISSIONS, Principal
@@ -160,8 +160,7 @@ def _shell(session: SessionOut) -> str:
 
 
 def _cookie_header(request: Request, secret: str, max_age: int) -> str:
-    secure = "; Secure" if request.url.scheme == "https" else ""
-    return f"{SESSION_COOKIE}={secret}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    return session_cookie(secret, max_age, request.url.scheme == "https")
 
 
 def same_origin(request: Request) -> bool:
@@ -184,8 +183,11 @@ async def home(request: Request, session_service: SessionService, tenant_service
         except Unauthenticated:
             pass
         else:
-            return _html(_shell(await session_out(principal, secret, tenant_service, web_settings)),
+            page = _html(_shell(await session_out(principal, secret, tenant_service, web_settings)),
                          web_settings)
+            # Loading the page is a use: the browser keeps the cookie another idle period.
+            page.headers["Set-Cookie"] = _cookie_header(request, secret, int(session_service.idle_s))
+            return page
     return _html(_sign_in_page(), web_settings)
 
 

@@ -202,3 +202,16 @@ async def test_behind_a_tls_proxy_the_cookie_is_secure_and_the_pages_origin_is_h
         plain = await client.post("/api/v1/devices", json=device, cookies=cookie,
                                   headers={"X-CSRF-Token": token, "Origin": f"http://{host}"})
         assert plain.status_code == 403
+
+
+async def test_each_use_gives_the_browser_the_cookie_for_another_idle_period(api_url, seoul):
+    """The browser's copy must not run out while the session is in use (a wall screen never
+    reloads): answers made with the cookie send it again with a fresh Max-Age."""
+    async with signed_in(api_url, seoul.key) as client:
+        secret = client.cookies[COOKIE]
+        for path in ("/", "/session", "/api/v1/devices"):
+            renewed = (await client.get(path)).headers.get("set-cookie", "")
+            assert renewed.startswith(f"{COOKIE}={secret};") and "Max-Age=43200" in renewed, path
+            assert "HttpOnly" in renewed and "SameSite=Lax" in renewed
+    # A bearer key's answers set no cookie.
+    assert "set-cookie" not in (await seoul.client.get("/api/v1/devices")).headers
