@@ -85,6 +85,12 @@ async def test_the_control_room_is_named_and_reached_from_the_keyboard(open_cont
     # The top bar, then the map (Leaflet's keyboard panning), its markers and its zoom buttons.
     assert seen == ["Skip to content", "Fleet Seoul", "Control room", "logout", "control-map",
                     "map-device", "map-device", "Zoom in", "Zoom out"], seen
+    # The skip link moves the focus to the view, and the view stays (the hash is the router's).
+    await page.get_by_role("link", name="Skip to content").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main#main")).to_be_focused()
+    assert await page.evaluate("window.location.hash") in ("", "#/")
+    await expect(page.get_by_test_id("count-devices")).to_have_text("2")
     # Enter on a device's marker opens its popup; its link takes the focus and is named.
     await page.get_by_test_id("map-device").first.focus()
     await page.keyboard.press("Enter")

@@ -83,5 +83,12 @@ function showOrSay() {
   });
 }
 
+// The skip link's target is an id, but the hash is the router's: following it would leave the
+// view for "#main" (not found). It moves the focus instead, and the view stays.
+document.querySelector('.skip-link')?.addEventListener('click', (event) => {
+  event.preventDefault();
+  document.getElementById('main').focus();
+});
+
 window.addEventListener('hashchange', showOrSay);
 showOrSay();
