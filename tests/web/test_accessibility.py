@@ -38,6 +38,24 @@ UNNAMED = """() => {
   };
 }"""
 
+# The contrast of the focused element's text against the first opaque background behind it
+# (WCAG's relative luminance).
+FOCUSED_CONTRAST = """() => {
+  const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+  const luminance = ([r, g, b]) => [r, g, b].map((v) => v / 255)
+    .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  let el = document.activeElement;
+  const text = rgb(getComputedStyle(el).color);
+  let back = null;
+  for (; el && !back; el = el.parentElement) {
+    const c = rgb(getComputedStyle(el).backgroundColor);
+    if (c.length < 4 || c[3] > 0.5) back = c;
+  }
+  const [a, b] = [luminance(text), luminance(back || [255, 255, 255])].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}"""
+
 # What has the focus, in words a test can match: its test id, else its accessible label or text.
 FOCUSED = """() => {
   const el = document.activeElement;
@@ -96,6 +114,12 @@ async def test_the_control_room_is_named_and_reached_from_the_keyboard(open_cont
     await page.keyboard.press("Enter")
     await expect(page.get_by_test_id("popup-device-link")).to_be_focused()
     await check_names(page)
+    # Leaflet's light-theme colours do not show through the dark theme, focused or not.
+    assert await page.evaluate(FOCUSED_CONTRAST) >= 4.5
+    await page.locator(".leaflet-popup-close-button").focus()
+    assert await page.evaluate(FOCUSED_CONTRAST) >= 4.5
+    await page.get_by_role("button", name="Zoom in").focus()
+    assert await page.evaluate(FOCUSED_CONTRAST) >= 4.5
 
 
 async def test_the_device_page_is_named_and_its_controls_reached_from_the_keyboard(open_context, seoul):
