@@ -82,6 +82,23 @@ def _cookie(scope: Scope, name: str) -> str:
     return ""
 
 
+def session_cookie(secret: str, max_age: int, secure: bool) -> str:
+    """The Set-Cookie value of a browser session (an empty secret and 0 clear it)."""
+    return (f"{SESSION_COOKIE}={secret}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax"
+            + ("; Secure" if secure else ""))
+
+
+def _renewing(send: Send, cookie: str) -> Send:
+    """Sends the session's cookie again with each answer made with it: the browser's copy lasts
+    as long as the server's idle time, which each use restarts (a wall screen that never
+    reloads would otherwise lose its cookie `idle` after signing in, in use or not)."""
+    async def renewed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode("latin-1"))]
+        await send(message)
+    return renewed
+
+
 def _public(scope: Scope) -> bool:
     path = scope["path"]
     return path.startswith(PUBLIC_PREFIXES + OWN_KEY_PREFIXES) or (scope["method"], path) in PUBLIC_PATHS
@@ -152,6 +169,9 @@ def _authenticate(app: ASGIApp, service: ApiKeyService, limits: RequestLimits,
         if wait:
             await _too_many(scope, receive, send, wait, "too many requests with this key")
             return
+        if session_secret:
+            send = _renewing(send, session_cookie(session_secret, int(sessions.idle_s),
+                                                  scope.get("scheme") == "https"))
         await app(scope, receive, send)
 
     return middleware

@@ -20,7 +20,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from api.middleware import SESSION_COOKIE
+from api.middleware import SESSION_COOKIE, session_cookie
 from api.web.assets import LEAFLET, MARKERCLUSTER, PLOTLY_JS
 from fleet.access.limits import RequestLimits
 from fleet.access.models import ROLE_PERMISSIONS, Principal
@@ -121,8 +121,11 @@ def _sign_in_page(message: str | None = None) -> str:
 
 def _shell(session: SessionOut) -> str:
     # The session rides in the page (a data block scripts may read, never run), so the first
-    # paint needs no extra round trip.
-    data = html.escape(msgspec.json.encode(session).decode(), quote=False)
+    # paint needs no extra round trip. A script element's text is never entity-decoded, so
+    # `<`, `>` and `&` are escaped the JSON way (they occur only inside strings): the block
+    # cannot be closed early, and a tile URL's `&` or a city named "A & B" reach the page intact.
+    data = (msgspec.json.encode(session).decode()
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -157,8 +160,7 @@ def _shell(session: SessionOut) -> str:
 
 
 def _cookie_header(request: Request, secret: str, max_age: int) -> str:
-    secure = "; Secure" if request.url.scheme == "https" else ""
-    return f"{SESSION_COOKIE}={secret}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    return session_cookie(secret, max_age, request.url.scheme == "https")
 
 
 def same_origin(request: Request) -> bool:
@@ -181,8 +183,11 @@ async def home(request: Request, session_service: SessionService, tenant_service
         except Unauthenticated:
             pass
         else:
-            return _html(_shell(await session_out(principal, secret, tenant_service, web_settings)),
+            page = _html(_shell(await session_out(principal, secret, tenant_service, web_settings)),
                          web_settings)
+            # Loading the page is a use: the browser keeps the cookie another idle period.
+            page.headers["Set-Cookie"] = _cookie_header(request, secret, int(session_service.idle_s))
+            return page
     return _html(_sign_in_page(), web_settings)
 
 
@@ -193,7 +198,12 @@ async def sign_in(request: Request, data: Annotated[SignIn, Body(media_type=Requ
     address = (request.client.host if request.client else "unknown")
     if not same_origin(request):
         return _html(_sign_in_page("Sign in from Fleet's own page."), web_settings, 403)
-    if request_limits.failing(address, time.monotonic()):
+    now = time.monotonic()
+    # The sign-in form spends the address's budget like any /api request (it opens a session,
+    # a database write, each time), and a guessing address is stopped before any lookup.
+    if request_limits.for_address(address, now):
+        return _html(_sign_in_page("Too many requests from this address: wait a moment."), web_settings, 429)
+    if request_limits.failing(address, now):
         return _html(_sign_in_page("Too many failed attempts from this address: wait a minute."),
                      web_settings, 429)
     try:
@@ -203,6 +213,11 @@ async def sign_in(request: Request, data: Annotated[SignIn, Body(media_type=Requ
         return _html(_sign_in_page("That key is not valid, or it was revoked."), web_settings, 401)
     except PermissionDenied as exc:
         return _html(_sign_in_page(exc.detail), web_settings, 403)
+    # Signing in again (another key, or the same) ends the session the browser had: its cookie
+    # is replaced, and a copy of the old one kept elsewhere must not live on.
+    earlier = request.cookies.get(SESSION_COOKIE)
+    if earlier:
+        await session_service.sign_out(earlier)
     max_age = int(session_service.idle_s)
     return Response(None, status_code=HTTP_303_SEE_OTHER,
                     headers={"Location": "/", "Set-Cookie": _cookie_header(request, signed_in.secret, max_age),

@@ -74,8 +74,21 @@ async function show() {
   leave = stop;
 }
 
-window.addEventListener('hashchange', show);
-show().catch((error) => {
-  console.error(error);
-  document.getElementById('main').append(h('p', { role: 'alert' }, `This view failed to load: ${error.message}`));
+// A view that fails to draw (on the first load or any later hash change) says so in place
+// rather than leaving an empty page behind.
+function showOrSay() {
+  show().catch((error) => {
+    console.error(error);
+    document.getElementById('main').append(h('p', { role: 'alert' }, `This view failed to load: ${error.message}`));
+  });
+}
+
+// The skip link's target is an id, but the hash is the router's: following it would leave the
+// view for "#main" (not found). It moves the focus instead, and the view stays.
+document.querySelector('.skip-link')?.addEventListener('click', (event) => {
+  event.preventDefault();
+  document.getElementById('main').focus();
 });
+
+window.addEventListener('hashchange', showOrSay);
+showOrSay();
