@@ -75,7 +75,7 @@ class DeviceCommandOut(Struct):
     sent_at: Annotated[datetime | None, Meta(description="last sent to the device")]
     completed_at: datetime | None
     expires_at: datetime
-    origin: Annotated[str, Meta(description="api, or the job that sent it: lighting, firmware, ...")]
+    origin: Annotated[str, Meta(description="api, or what else sent it: lighting, collection, ...")]
     requested_by: Annotated[str | None, Meta(description="key:<api key id> that asked, if a key did")]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -10,15 +11,17 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
-from fleet import cursors
 from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch, CommandRequest,
-                                   CommandStatus, DeviceCommand, Operation, Outcome, Target)
+                                   CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand,
+                                   Target)
 from fleet.commands.repository import CommandRepository, prepare_claimer
 from fleet.db import Database
 from fleet.db.availability import discard
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.firmware.delivery import without_token
 from fleet.objectmodel import CATALOG, ResourcePath, ResourceType, coerce
 from fleet.registry.filters import filter_to_json
 from fleet.registry.models import DeviceFilter, Page
@@ -34,6 +37,13 @@ async def _known_device(conn, tenant_id: UUID, device_id: UUID) -> None:
     """NotFound unless the city has this device (in service or not)."""
     if await DeviceRepository(conn).get(tenant_id, device_id) is None:
         raise NotFound(f"device {device_id} not found")
+
+
+def _shown(entry: RequestedCommand) -> RequestedCommand:
+    """A command as any key that reads sees it: a firmware Package URI's download token left out
+    (only the device's own command keeps it, for the dispatcher)."""
+    command = entry.command
+    return replace(entry, command=replace(command, value=without_token(command.path, command.value)))
 
 
 def validate_request(request: CommandRequest) -> Any:
@@ -192,7 +202,8 @@ class CommandService:
             items, more = await CommandRepository(conn).for_device(
                 principal.tenant_id, device_id, statuses=wanted, after=after, limit=limit)
         last = items[-1].command if more else None
-        return Page(items, cursors.encode(b"dc:", [last.created_at.isoformat(), str(last.id)]) if last else None)
+        return Page([_shown(e) for e in items],
+                    cursors.encode(b"dc:", [last.created_at.isoformat(), str(last.id)]) if last else None)
 
     async def observe(self, principal: Principal, device_id: UUID, path: str, *, start: bool) -> Batch:
         """Start or stop observing one device's path (the device is named by the URL: 404 if unknown)."""

@@ -84,6 +84,19 @@ async def test_commands_made_in_one_transaction_are_each_listed_once(db, seoul):
     assert {(c["origin"], c["requested_by"]) for c in listed} == {("lighting", None)}
 
 
+async def test_a_package_uri_is_listed_without_its_download_token(db, seoul):
+    """Only the device's own command keeps the token, for the dispatcher: a viewer sees none."""
+    light = await add_light(seoul, 1)
+    uri = "coap://192.0.2.1:5683/fw/s3cr3t-t0ken"
+    async with db.tenant_tx(seoul.tenant_id) as conn:
+        await CommandRepository(conn).insert_batch(
+            seoul.tenant_id, Operation.WRITE, "/5/0/1", uri, {}, [uuid.UUID(light)], None, "firmware:x",
+            datetime.now(UTC) + timedelta(hours=1))
+    response = await seoul.client.get(f"/api/v1/devices/{light}/commands")
+    assert "s3cr3t" not in response.text
+    assert response.json()["items"][0]["value"] == "coap://192.0.2.1:5683/fw/<token>"
+
+
 async def test_filtered_by_status(seoul):
     light = await add_light(seoul, 1)
     cancelled = await send(seoul, [light], "read", "/3/0/0")
