@@ -22,7 +22,7 @@ from api.controllers.forecast import ForecastController
 from api.controllers.groups import GroupController
 from api.controllers.campaigns import CampaignController, MaintenanceWindowController
 from api.controllers.collection import CollectionSetupController, PlanController
-from api.controllers.commands import CommandController, ObservationController
+from api.controllers.commands import CommandController, DeviceCommandController, ObservationController
 from api.controllers.crews import CrewController
 from api.controllers.routes import RouteController
 from api.controllers.sync import sync
@@ -154,7 +154,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     app = Litestar(
         route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
-                        ObservationController, LightingController, AlarmController,
+                        ObservationController, DeviceCommandController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,
                         WorkOrderController, RouteController, CampaignController, MaintenanceWindowController,
                         ForecastController, CollectionSetupController, PlanController,

@@ -1,9 +1,10 @@
-"""Page cursors every list hands out: opaque to clients, a list's own key inside."""
+"""What every list takes and hands out: repeated filters, and page cursors (opaque to clients,
+a list's own key inside)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -31,3 +32,12 @@ def decode(kind: bytes, cursor: str, key_type: type[T], *, max_length: int = MAX
         return msgspec.json.decode(text[len(kind):], type=key_type)
     except (ValueError, msgspec.ValidationError, msgspec.DecodeError):
         raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")]) from None
+
+
+def choices(field: str, values: Sequence[str], allowed: Collection[str]) -> list[str] | None:
+    """`field=a&field=b` and `field=a,b` alike, each one of `allowed`; None for no filter."""
+    chosen = [s.strip() for value in values for s in value.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in allowed]
+    if unknown:
+        raise ValidationFailed(f"invalid {field}", [FieldError(field, f"unknown {field} {unknown[0]!r}")])
+    return chosen or None

@@ -13,7 +13,7 @@ from msgspec import Meta, Struct
 from api.problems import problems
 from fleet.access.models import Principal
 from fleet.commands.models import (Batch, CommandRequest, DeviceCommand, NotificationAttributes, Operation,
-                                   Target)
+                                   RequestedCommand, Target)
 from fleet.commands.service import CommandService
 from fleet.errors import FieldError, ValidationFailed
 from fleet.registry.filters import parse_filter
@@ -60,6 +60,30 @@ class Command(Struct):
     devices: list[DeviceResult]
 
 
+class DeviceCommandOut(Struct):
+    id: Annotated[UUID, Meta(description="this device's command (`command_id` in command.finished events)")]
+    batch_id: Annotated[UUID, Meta(description="the command as POST /api/v1/commands returned it: "
+                                               "GET /api/v1/commands/{batch_id}")]
+    operation: str
+    path: str
+    value: Any
+    status: Literal["queued", "sent", "succeeded", "failed", "expired", "cancelled"]
+    attempts: int
+    result: Any
+    error: str | None
+    created_at: datetime
+    sent_at: Annotated[datetime | None, Meta(description="last sent to the device")]
+    completed_at: datetime | None
+    expires_at: datetime
+    origin: Annotated[str, Meta(description="api, or what else sent it: lighting, collection, ...")]
+    requested_by: Annotated[str | None, Meta(description="key:<api key id> that asked, if a key did")]
+
+
+class DeviceCommandPage(Struct):
+    items: list[DeviceCommandOut]
+    next_cursor: str | None
+
+
 class ObservationCreate(Struct, forbid_unknown_fields=True):
     path: Annotated[str, Meta(max_length=40)]
 
@@ -80,6 +104,13 @@ def to_target(data: CommandTarget) -> Target:
 
 def _result(c: DeviceCommand) -> DeviceResult:
     return DeviceResult(c.device_id, c.status.value, c.attempts, c.result, c.error, c.sent_at, c.completed_at)
+
+
+def device_command_out(entry: RequestedCommand) -> DeviceCommandOut:
+    c = entry.command
+    return DeviceCommandOut(c.id, c.batch_id, c.operation.value, c.path, c.value, c.status.value, c.attempts,
+                            c.result, c.error, c.created_at, c.sent_at, c.completed_at, c.expires_at,
+                            entry.origin, f"key:{entry.requested_by}" if entry.requested_by else None)
 
 
 def command_out(batch: Batch) -> Command:
@@ -110,6 +141,24 @@ class CommandController(Controller):
           responses=problems(403))
     async def cancel(self, command_id: UUID, principal: Principal, command_service: CommandService) -> Command:
         return command_out(await command_service.cancel(principal, command_id))
+
+
+class DeviceCommandController(Controller):
+    path = "/api/v1/devices/{device_id:uuid}/commands"
+    tags = ["commands"]
+
+    @get("/", summary="The device's commands, newest first, with cursor pagination",
+         responses=problems(403, 404, 422))
+    async def list_device_commands(
+        self, device_id: UUID, principal: Principal, command_service: CommandService,
+        status: Annotated[list[str] | None, Parameter(description="queued, sent, succeeded, failed, expired, "
+                                                                  "cancelled: repeat, or a comma list")] = None,
+        cursor: Annotated[str | None, Parameter(required=False)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    ) -> DeviceCommandPage:
+        page = await command_service.for_device(principal, device_id, statuses=status or [], cursor=cursor,
+                                                limit=limit)
+        return DeviceCommandPage([device_command_out(e) for e in page.items], page.next_cursor)
 
 
 class ObservationController(Controller):

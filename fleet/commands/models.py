@@ -119,6 +119,16 @@ class DeviceCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestedCommand:
+    """A command in its device's history, with what made its batch: `origin` ('api', or the
+    job: 'lighting', ...) and the API key that asked, when one did."""
+
+    command: DeviceCommand
+    origin: str
+    requested_by: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     id: UUID
     operation: Operation

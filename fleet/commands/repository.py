@@ -9,13 +9,15 @@ from uuid import UUID
 
 import asyncpg
 
-from fleet.commands.models import Batch, CommandStatus, DeviceCommand, Operation, Outcome
+from fleet.commands.models import Batch, CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand
 from fleet.events.models import COMMAND_FINISHED
 from fleet.events.repository import INSERT_EVENTS
 
 NOTIFY_CHANNEL = "fleet_commands"
 _COMMAND_COLUMNS = ("id, batch_id, tenant_id, device_id, operation, path, value, status, attempts, "
                     "expires_at, result, error, created_at, sent_at, completed_at")
+# The same, of `commands c` in a join.
+_COMMAND_COLUMNS_OF_C = ", ".join("c." + column.strip() for column in _COMMAND_COLUMNS.split(","))
 
 
 # Commands finishing are published as `command.finished`: one event per command for batches
@@ -189,11 +191,26 @@ class CommandRepository:
         await self._publish_finished_batches(row["large_batches"])
         return row["changed"]
 
-    async def for_device(self, tenant_id: UUID, device_id: UUID, limit: int) -> list[DeviceCommand]:
+    async def for_device(self, tenant_id: UUID, device_id: UUID, *, statuses: Sequence[str] | None,
+                         after: tuple[datetime, UUID] | None, limit: int
+                         ) -> tuple[list[RequestedCommand], bool]:
+        """The device's commands, newest first, and whether more follow; `after` is the
+        (created_at, id) of the last one of the page before. Walks `commands_device_history`
+        backwards from the device's newest, stopping at the limit (the commands of one batch
+        share their created_at: the id breaks the tie)."""
+        # The cursor's condition only when there is a cursor: `$5 is null or ...` would leave
+        # the planner a filter instead of where to start in the index.
+        after_cursor = "and (c.created_at, c.id) < ($5::timestamptz, $6::uuid)" if after else ""
         rows = await self.conn.fetch(
-            f"""select {_COMMAND_COLUMNS} from commands where tenant_id = $1 and device_id = $2
-                order by created_at desc limit $3""", tenant_id, device_id, limit)
-        return [command_from_row(r) for r in rows]
+            f"""select {_COMMAND_COLUMNS_OF_C},
+                       b.origin, b.created_by
+                from commands c join command_batches b on b.id = c.batch_id
+                where c.tenant_id = $1 and c.device_id = $2
+                  and ($3::text[] is null or c.status = any($3::text[])) {after_cursor}
+                order by c.created_at desc, c.id desc limit $4""",
+            tenant_id, device_id, statuses, limit + 1, *(after or ()))
+        return [RequestedCommand(command_from_row(r), r["origin"], r["created_by"]) for r in rows[:limit]], \
+            len(rows) > limit
 
     async def claim_due(self, node: str, limit: int, *, device_id: UUID | None = None,
                         node_timeout: timedelta = timedelta(seconds=30),
@@ -230,7 +247,7 @@ class CommandRepository:
                 update commands c set status = 'sent', attempts = c.attempts + 1, sent_at = now()
                 from registrations r
                 where c.id = any(array(select id from due)) and r.device_id = c.device_id
-                returning {', '.join('c.' + col.strip() for col in _COMMAND_COLUMNS.split(','))},
+                returning {_COMMAND_COLUMNS_OF_C},
                           r.address, r.port""",
             node, limit, device_id, node_timeout)
         return [(command_from_row(r), r["address"], r["port"]) for r in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -10,22 +11,39 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
-from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch,
-                                   CommandRequest, DeviceCommand, Operation, Outcome, Target)
+from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch, CommandRequest,
+                                   CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand,
+                                   Target)
 from fleet.commands.repository import CommandRepository, prepare_claimer
 from fleet.db import Database
 from fleet.db.availability import discard
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.firmware.delivery import without_token
 from fleet.objectmodel import CATALOG, ResourcePath, ResourceType, coerce
 from fleet.registry.filters import filter_to_json
-from fleet.registry.models import DeviceFilter
+from fleet.registry.models import DeviceFilter, Page
 from fleet.registry.repository import DeviceRepository
+from fleet.registry.service import MAX_PAGE
 from fleet.telemetry.repository import TelemetryRepository
 
 BACKOFF_BASE_S = 2.0
 FIRMWARE_UPDATE_OBJECT = 5
+
+
+async def _known_device(conn, tenant_id: UUID, device_id: UUID) -> None:
+    """NotFound unless the city has this device (in service or not)."""
+    if await DeviceRepository(conn).get(tenant_id, device_id) is None:
+        raise NotFound(f"device {device_id} not found")
+
+
+def _shown(entry: RequestedCommand) -> RequestedCommand:
+    """A command as any key that reads sees it: a firmware Package URI's download token left out
+    (only the device's own command keeps it, for the dispatcher)."""
+    command = entry.command
+    return replace(entry, command=replace(command, value=without_token(command.path, command.value)))
 
 
 def validate_request(request: CommandRequest) -> Any:
@@ -169,19 +187,28 @@ class CommandService:
                          {"cancelled": cancelled})
             return await repo.batch(principal.tenant_id, batch_id, limit=10_000)
 
-    async def for_device(self, principal: Principal, device_id: UUID, limit: int = 100) -> list[DeviceCommand]:
+    async def for_device(self, principal: Principal, device_id: UUID, *, statuses: Sequence[str] = (),
+                         cursor: str | None = None, limit: int = 100) -> Page:
+        """One device's commands, newest first, a page of `RequestedCommand`s (404 for a device
+        this city does not have, as every device route)."""
         if not principal.can(Permission.READ):
             raise PermissionDenied("reading commands is not allowed for this key")
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationFailed("invalid limit", [FieldError("limit", f"must be 1-{MAX_PAGE}")])
+        wanted = cursors.choices("status", statuses, set(CommandStatus))
+        after = cursors.decode(b"dc:", cursor, tuple[datetime, UUID]) if cursor else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            return await CommandRepository(conn).for_device(principal.tenant_id, device_id, limit)
-
+            await _known_device(conn, principal.tenant_id, device_id)
+            items, more = await CommandRepository(conn).for_device(
+                principal.tenant_id, device_id, statuses=wanted, after=after, limit=limit)
+        last = items[-1].command if more else None
+        return Page([_shown(e) for e in items],
+                    cursors.encode(b"dc:", [last.created_at.isoformat(), str(last.id)]) if last else None)
 
     async def observe(self, principal: Principal, device_id: UUID, path: str, *, start: bool) -> Batch:
         """Start or stop observing one device's path (the device is named by the URL: 404 if unknown)."""
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            if not await conn.fetchval("select 1 from devices where tenant_id = $1 and id = $2",
-                                       principal.tenant_id, device_id):
-                raise NotFound(f"device {device_id} not found")
+            await _known_device(conn, principal.tenant_id, device_id)
         operation = Operation.OBSERVE if start else Operation.CANCEL_OBSERVE
         return await self.submit(principal, CommandRequest(Target(device_ids=(device_id,)), operation, path))
 
@@ -189,9 +216,7 @@ class CommandService:
         if not principal.can(Permission.READ):
             raise PermissionDenied("reading observations is not allowed for this key")
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            if not await conn.fetchval("select 1 from devices where tenant_id = $1 and id = $2",
-                                       principal.tenant_id, device_id):
-                raise NotFound(f"device {device_id} not found")
+            await _known_device(conn, principal.tenant_id, device_id)
             rows = await conn.fetch(
                 """select path, active, established_at from observations
                    where tenant_id = $1 and device_id = $2 order by path""", principal.tenant_id, device_id)

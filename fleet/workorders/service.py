@@ -46,15 +46,6 @@ def parse_point(field: str, text: str) -> tuple[float, float]:
     return lat, lon
 
 
-def parse_statuses(values: Sequence[str]) -> list[str] | None:
-    """`status=a&status=b` and `status=a,b` alike; None for no filter."""
-    statuses = [s.strip() for value in values for s in value.split(",") if s.strip()]
-    unknown = [s for s in statuses if s not in Status.__members__.values()]
-    if unknown:
-        raise ValidationFailed("invalid status", [FieldError("status", f"unknown status {unknown[0]!r}")])
-    return statuses or None
-
-
 def _encode_cursor(distance: float, seq: int) -> str:
     return cursors.encode(b"w:", [distance, seq])
 
@@ -123,9 +114,10 @@ class WorkOrderService:
             crew_id = self._my_crew(principal, "assigned_to")
         point = parse_point("near", near) if near else None
         after = _decode_cursor(cursor) if cursor else None
+        wanted = cursors.choices("status", statuses, set(Status))
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             items, more = await WorkOrderRepository(conn).page(
-                principal.tenant_id, statuses=parse_statuses(statuses), crew_id=crew_id, device_id=device_id,
+                principal.tenant_id, statuses=wanted, crew_id=crew_id, device_id=device_id,
                 near=point, after=after, limit=limit)
         next_cursor = _encode_cursor(items[-1][1], items[-1][2]) if more else None
         return WorkOrderPage([order for order, _, _ in items], next_cursor)

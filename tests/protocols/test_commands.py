@@ -152,8 +152,8 @@ async def test_a_newer_write_supersedes_a_queued_one(db):
     first = await commands.get(city.principal, first.id)
     assert first.counts["cancelled"] == 1 and first.commands[0].error == "superseded by a newer write"
     assert (await commands.get(city.principal, second.id)).counts["queued"] == 1
-    queued = [c for c in await commands.for_device(city.principal, lamp.id) if c.status.value == "queued"]
-    assert sorted(c.path for c in queued) == ["/3416/0/1", "/3416/0/4"]
+    queued = (await commands.for_device(city.principal, lamp.id, statuses=["queued"])).items
+    assert sorted(e.command.path for e in queued) == ["/3416/0/1", "/3416/0/4"]
 
 
 async def test_batch_insert_returns_each_devices_command_and_allows_an_empty_target(db):

@@ -1,5 +1,5 @@
-"""A device's page in the browser: state, charts, alarms and work orders, and dim/read/override
-drawn only for the roles that may use them."""
+"""A device's page in the browser: state, charts, alarms, work orders and commands, and
+dim/read/override drawn only for the roles that may use them."""
 
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ async def test_an_operator_sees_the_light_and_dims_it_for_half_an_hour(db, seoul
     console: list[str] = []
     context.on("page", lambda p: p.on("console", lambda m: console.append(m.text)))
     page = await open_device(context, seoul.key, light)
+    await expect(page.get_by_test_id("device-commands")).to_contain_text("No commands sent to this device yet")
+    await expect(page.get_by_test_id("device-commands")).not_to_contain_text("null")
 
     values = page.get_by_test_id("device-values")
     await expect(values).to_contain_text("Dimming level", timeout=TIMEOUT)
@@ -108,8 +110,13 @@ async def test_a_viewer_sees_the_light_but_no_controls(db, seoul, open_context):
     await write_night(db, seoul, light)
     await seoul.client.post("/api/v1/lighting/overrides", json={
         "scope": {"device_ids": [light["id"]]}, "dimming_level": 70, "duration_s": 3600})
+    await seoul.client.post("/api/v1/commands", json={
+        "target": {"device_ids": [light["id"]]}, "operation": "read", "path": "/3418/0/4"})
     viewer = (await seoul.client.post("/api/v1/apikeys", json={"role": "viewer", "name": "wall"})).json()["key"]
     page = await open_device(await open_context(), viewer, light)
+    # A viewer reads the device's commands, not who else's key sent them.
+    reading = page.get_by_test_id("device-command-list").locator("li", has_text="read /3418/0/4")
+    await expect(reading).to_contain_text(f"by key:{str(seoul.principal.api_key_id)[:8]}", timeout=TIMEOUT)
     await expect(page.get_by_test_id("chart-level").locator(".js-plotly-plot")).to_be_attached(timeout=TIMEOUT)
     await expect(page.get_by_test_id("device-overrides")).to_contain_text("70 %")
     for control in ("Dim", "Read"):
@@ -132,20 +139,44 @@ async def test_a_viewer_sees_the_light_but_no_controls(db, seoul, open_context):
 
 async def test_a_read_of_an_unregistered_light_stays_queued_and_says_so(db, seoul, open_context):
     light = await streetlight(seoul)
+    # Sent before the page opened (as any key or job would): the panel lists the device's commands.
+    for n in range(21):
+        response = await seoul.client.post("/api/v1/commands", json={
+            "target": {"device_ids": [light["id"]]}, "operation": "read", "path": f"/3/0/{n % 4}"})
+        assert response.status_code == 202, response.text
     page = await open_device(await open_context(), seoul.key, light)
     await expect(page.get_by_test_id("device-state")).to_contain_text("not registered")
+    commands = page.get_by_test_id("device-command-list").locator("li")
+    await expect(commands).to_have_count(20, timeout=TIMEOUT)
     await page.get_by_label("Resource path").fill("/3416/0/3")
     await page.get_by_role("button", name="Read", exact=True).click()
-    item = page.get_by_test_id("device-command-list").locator("li").first
-    await expect(item).to_have_attribute("data-status", "queued", timeout=TIMEOUT)
-    await expect(item).to_contain_text("read /3416/0/3")
+    item = commands.first
+    await expect(item).to_contain_text("read /3416/0/3", timeout=TIMEOUT)
+    await expect(item).to_have_attribute("data-status", "queued")
     await expect(item).to_contain_text("waiting for the device to register")
-    command_id = await item.get_attribute("data-command")
-    command = (await seoul.client.get(f"/api/v1/commands/{command_id}")).json()
+    await expect(item).to_contain_text("by you")
+    command = (await seoul.client.get(f"/api/v1/commands/{await item.get_attribute('data-batch')}")).json()
     assert command["devices"][0]["status"] == "queued"
-    # The page remembers it for the tab's session: a reload still shows it.
+    listed = (await seoul.client.get(f"/api/v1/devices/{light['id']}/commands", params={"limit": "20"})).json()
+    assert [c["id"] for c in listed["items"]] == await commands.evaluate_all("items => items.map(i => i.dataset.command)")
+    # The older ones, 20 at a time: the button goes when there are no more.
+    await expect(commands).to_have_count(20)
+    await page.get_by_role("button", name="More commands").click()
+    await expect(commands).to_have_count(22, timeout=TIMEOUT)
+    assert await page.get_by_role("button", name="More commands").count() == 0
+    await expect(commands.nth(20)).to_be_focused()
+    # Finished elsewhere (cancelled over the API): `command.finished` updates the open list.
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live", timeout=TIMEOUT)
+    await seoul.client.post(f"/api/v1/commands/{command['id']}/cancel")
+    await expect(item).to_have_attribute("data-status", "cancelled", timeout=TIMEOUT)
+    await expect(item).to_contain_text("finished")
+    await expect(commands).to_have_count(22)
+    await page.get_by_test_id("device-commands").evaluate("panel => panel.scrollIntoView()")
+    await screenshot(page, "device-page-commands")
+    # Fleet keeps them: a reload shows the page's read, as the API lists it.
     await page.reload()
-    await expect(page.get_by_test_id("device-command-list")).to_contain_text("read /3416/0/3", timeout=TIMEOUT)
+    await expect(commands.first).to_contain_text("read /3416/0/3", timeout=TIMEOUT)
+    await expect(commands.first).to_have_attribute("data-status", "cancelled")
     # A malformed path: the API's detail shows beside the control.
     await page.get_by_label("Resource path").evaluate("input => input.form.noValidate = true")
     await page.get_by_label("Resource path").fill("/not-a-path")

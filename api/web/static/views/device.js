@@ -21,8 +21,9 @@ const RANGES = [
   { hours: 24, label: 'Last 24 hours', bucket: 15 },
   { hours: 24 * 7, label: 'Last 7 days', bucket: 60 },
 ];
-const POLL_MS = 2000;
-const OPEN_COMMAND = new Set(['queued', 'sent']);
+// The commands panel shows this many at first, and this many more at each "More commands".
+const COMMAND_PAGE = 20;
+const MAX_COMMANDS = 1000; // the API's largest page: a refresh re-reads all those shown
 
 function units(raw) {
   if (!raw) return '';
@@ -53,14 +54,16 @@ function panel(testid, title, ...children) {
     h('h2', { id: `${testid}-title` }, title), ...children);
 }
 
-// Commands this page sent for a device, kept for the browser tab's session: Fleet has no list of
-// one device's commands, only each command by its id.
-function sentCommands(deviceId) {
-  return JSON.parse(sessionStorage.getItem(`fleet.device.commands.${deviceId}`) || '[]');
+// Who asked for a command: this browser's key, another key, or a job of Fleet's (lighting, ...).
+function askedBy(command) {
+  if (!command.requested_by) return `by ${command.origin}`;
+  return command.requested_by === `key:${session.api_key_id}` ? 'by you' : `by ${command.requested_by.slice(0, 12)}…`;
 }
-function rememberCommand(deviceId, commandId) {
-  const ids = [commandId, ...sentCommands(deviceId).filter((id) => id !== commandId)].slice(0, 20);
-  sessionStorage.setItem(`fleet.device.commands.${deviceId}`, JSON.stringify(ids));
+
+function commandOutcome(command) {
+  if (command.status === 'succeeded') return command.result == null ? '' : ` → ${JSON.stringify(command.result)}`;
+  if (command.error && command.error !== command.status) return ` — ${command.error}`;
+  return command.status === 'queued' ? ' — waiting for the device to register or wake' : '';
 }
 
 export async function render(main, params) {
@@ -255,7 +258,6 @@ export async function render(main, params) {
         onsubmit: guarded(error, async () => {
           const made = await getJson('/api/v1/commands', { method: 'POST', body: {
             target: { device_ids: [id] }, operation: 'read', path: path.value.trim() } });
-          rememberCommand(id, made.id);
           announce(`Read of ${made.path} queued`);
           await drawCommands();
         }),
@@ -318,36 +320,57 @@ export async function render(main, params) {
       : h('p', { className: 'muted' }, 'No work orders.'));
   }
 
-  let poll = null;
+  // The device's commands, newest first, from GET /api/v1/devices/{id}/commands: a page of
+  // COMMAND_PAGE, more on demand. A refresh re-reads as many as are shown.
+  let commandsShown = COMMAND_PAGE;
+  let commandBatches = new Set();
+  let commandsOpen = false;
+  function commandItem(c) {
+    const value = c.value == null ? '' : ` = ${JSON.stringify(c.value)}`;
+    const times = [`${askedBy(c)} ${when(c.created_at, tz)}`, c.sent_at ? `sent ${when(c.sent_at, tz)}` : '',
+      c.attempts > 1 ? `${c.attempts} attempts` : '', c.completed_at ? `finished ${when(c.completed_at, tz)}` : '']
+      .filter(Boolean).join(', ');
+    return h('li', { tabindex: '-1', dataset: { command: c.id, batch: c.batch_id, status: c.status } },
+      h('span', {}, h('span', { className: `cmd cmd-${c.status}` }, c.status),
+        ` ${c.operation.replaceAll('_', ' ')} ${c.path}${value}${commandOutcome(c)}`),
+      h('span', { className: 'muted when' }, times));
+  }
+
   async function drawCommands() {
-    const ids = sentCommands(id);
-    const [commands, observations] = await Promise.all([
-      Promise.all(ids.map((cid) => getJson(`/api/v1/commands/${cid}`).catch(() => null))),
+    const [page, observations] = await Promise.all([
+      getJson(`/api/v1/devices/${id}/commands?${new URLSearchParams({ limit: String(commandsShown) })}`),
       getJson(`/api/v1/devices/${id}/observations`),
     ]);
     if (left) return;
-    const rows = commands.filter(Boolean).map((c) => ({ command: c, mine: c.devices.find((d) => d.device_id === id) }));
+    commandBatches = new Set(page.items.map((c) => c.batch_id));
+    commandsOpen = page.items.some((c) => c.status === 'queued' || c.status === 'sent');
+    const list = h('ul', { className: 'plain', testid: 'device-command-list', 'aria-label': 'Commands, newest first' },
+      page.items.map(commandItem));
+    const error = errorSlot('commands-error');
+    let cursor = page.next_cursor;
+    const more = h('button', {
+      type: 'button', className: 'secondary', testid: 'device-commands-more',
+      onclick: guarded(error, async () => {
+        const next = await getJson(`/api/v1/devices/${id}/commands?${new URLSearchParams({ limit: String(COMMAND_PAGE), cursor })}`);
+        const items = next.items.map(commandItem);
+        list.append(...items);
+        next.items.forEach((c) => commandBatches.add(c.batch_id));
+        commandsShown = Math.min(MAX_COMMANDS, commandsShown + items.length);
+        cursor = next.next_cursor;
+        if (!cursor) more.remove();
+        // The button may be gone: keyboard focus goes on to the first command it brought.
+        if (items.length) items[0].focus();
+        announce(`${items.length} more commands shown`);
+      }),
+    }, 'More commands');
     clear(commandsBody).append(
-      h('h3', {}, 'Sent from this page'),
-      rows.length
-        ? h('ul', { className: 'plain', testid: 'device-command-list' }, rows.map(({ command, mine }) => {
-          const status = mine?.status || 'queued';
-          const outcome = status === 'succeeded' ? ` → ${JSON.stringify(mine.result)}`
-            : mine?.error ? ` — ${mine.error}` : status === 'queued' ? ' — waiting for the device to register or wake' : '';
-          return h('li', { dataset: { command: command.id, status } },
-            h('span', { className: `cmd cmd-${status}` }, status), ` ${command.operation} ${command.path}, ${when(command.created_at, tz)}${outcome}`);
-        }))
-        : h('p', { className: 'muted' }, 'None in this session. Fleet keeps each command by its id, not by device.'),
+      page.items.length ? list : h('p', { className: 'muted' }, 'No commands sent to this device yet.'),
+      ...(cursor ? [more] : []), error,
       h('h3', {}, 'Observed paths'),
       observations.length
         ? h('ul', { className: 'plain', testid: 'device-observations' }, observations.map((o) => h('li', {},
           `${o.path} — ${o.active ? 'active' : 'asked, not yet confirmed'}${o.established_at ? `, since ${when(o.established_at, tz)}` : ''}`)))
         : h('p', { className: 'muted' }, 'Nothing observed.'));
-    // Poll while a command is still on its way; the event stream says so too, but only once it ends.
-    clearTimeout(poll);
-    if (rows.some(({ mine }) => OPEN_COMMAND.has(mine?.status || 'queued'))) {
-      poll = setTimeout(() => drawCommands().catch(console.error), POLL_MS);
-    }
   }
 
   function quietly(promise) {
@@ -360,6 +383,7 @@ export async function render(main, params) {
   await Promise.all([drawCharts(), drawAlarms(), drawOrders(), drawCommands(), drawOverrides()]);
 
   // -- live ------------------------------------------------------------------------------------
+  let streamOpened = false;
   stopped.push(listen(['alarm', 'work_order', 'device', 'command'],
     ['alarm.raised', 'alarm.updated', 'alarm.cleared', 'work_order.created', 'work_order.updated',
       'device.status_changed', 'command.finished'],
@@ -373,14 +397,21 @@ export async function render(main, params) {
         quietly(drawOrders());
       } else if (name === 'device.status_changed' && event.subject_id === id) {
         quietly(drawState().then(drawCharts));
-      } else if (name === 'command.finished' && payload.device_id === id) {
+      } else if (name === 'command.finished' && (payload.device_id === id
+          // A large batch ends with one event for the batch, not one per device.
+          || (event.subject_type === 'batch' && commandBatches.has(payload.batch_id)))) {
         quietly(Promise.all([drawCommands(), drawState()]));
       }
-    }, setConnection));
+    }, (connection) => {
+      setConnection(connection);
+      // The stream starts where it connects: a command that finished between the first
+      // drawing and then told no one here (a reconnect resumes where it left off).
+      if (connection === 'live' && !streamOpened && commandsOpen) quietly(drawCommands());
+      if (connection === 'live') streamOpened = true;
+    }));
 
   return () => {
     left = true;
-    clearTimeout(poll);
     stopped.forEach((stop) => stop());
     if (window.Plotly) charts.forEach((div) => window.Plotly.purge(div));
     document.title = shellTitle;
