@@ -79,6 +79,12 @@ async def test_an_operator_sees_the_light_and_dims_it_for_half_an_hour(db, seoul
     await expect(page.get_by_test_id("device-alarms")).to_contain_text("lamp failure")
     await expect(page.get_by_test_id("device-workorders")).to_contain_text("repair lamp")
     await screenshot(page, "device-page")
+    # The page fits the wall screen and the forms their panel (the control room's `.control` grid
+    # once spilled into the forms here and drew them wider than the screen).
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    form = await page.get_by_test_id("dim-form").bounding_box()
+    panel = await page.get_by_test_id("dim-form").locator("xpath=ancestor::section[1]").bounding_box()
+    assert form["x"] + form["width"] <= panel["x"] + panel["width"], (form, panel)
 
     await page.get_by_label("Level (%)").fill("40")
     await page.get_by_label("For (minutes)").fill("30")
