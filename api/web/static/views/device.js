@@ -232,7 +232,7 @@ export async function render(main, params) {
       const minutes = h('input', { id: 'dim-minutes', type: 'number', min: '1', max: String(31 * 24 * 60), step: '1', value: '30', required: true });
       const reason = h('input', { id: 'dim-reason', type: 'text', maxlength: '2000', placeholder: 'optional' });
       parts.push(h('form', {
-        className: 'act', testid: 'dim-form',
+        className: 'control', testid: 'dim-form',
         onsubmit: guarded(error, async () => {
           const made = await getJson('/api/v1/lighting/overrides', { method: 'POST', body: {
             scope: { device_ids: [id] }, dimming_level: Number(level.value),
@@ -256,7 +256,7 @@ export async function render(main, params) {
         value: (CHARTS[device.kind] || [{ paths: ['/3/0/0'] }])[0].paths[0], pattern: '/[0-9]+(/[0-9]+){0,2}' });
       const paths = h('datalist', { id: listId });
       parts.push(h('form', {
-        className: 'act', testid: 'read-form',
+        className: 'control', testid: 'read-form',
         onsubmit: guarded(error, async () => {
           const made = await getJson('/api/v1/commands', { method: 'POST', body: {
             target: { device_ids: [id] }, operation: 'read', path: path.value.trim() } });
