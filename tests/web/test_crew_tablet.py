@@ -213,6 +213,8 @@ async def test_my_route_lists_its_stops_in_order_and_marks_them(db, seoul, open_
     await expect(stops).to_have_count(4, timeout=WAIT)
     assert [await s.get_attribute("data-id") for s in await stops.all()] == [str(i) for i in seeded.stop_ids]
     assert [await s.get_attribute("data-seq") for s in await stops.all()] == ["0", "1", "2", "3"]
+    # Trucks counted from 1 as people count them (the plan numbers a vehicle type's trucks from 0).
+    await expect(page.get_by_test_id("crew-route").locator("h2")).to_contain_text("Truck 1")
     await expect(stops.nth(3)).to_contain_text("Disposal site")
 
     await page.get_by_role("button", name="Stop 1 done").click()
