@@ -9,12 +9,15 @@ from uuid import UUID
 import asyncpg
 
 from fleet.alarms.repository import ALARMS_WITH_DEVICES
+from fleet.alarms.rules.streetlight import DARK_W, LAMP_POWER, SUPPLY_POWER
 from fleet.collection.driving_repository import FILL_PATH
 from fleet.lighting.repository import DIMMER_3311, MEASURED_3416
 
 IN_SERVICE = "d.tenant_id = $1 and d.status <> 'decommissioned'"
 # What a light burns at by the latest report: 3311's Dimmer, 3416's measured level, the meter's.
 LEVEL_PATHS = (DIMMER_3311, MEASURED_3416, "/3418/0/35")
+# What its lamp draws, the lamp's own reading first (the dark-at-night rule's order).
+LAMP_POWER_PATHS = (LAMP_POWER, SUPPLY_POWER)
 # Campaigns under way: waiting for a second admin, for their start, rolling out, or paused.
 UNDER_WAY = ("awaiting_approval", "scheduled", "running", "paused")
 MAX_CAMPAIGNS = 50
@@ -46,16 +49,25 @@ class OverviewRepository:
                 where a.tenant_id = $1 and a.status = 'active' group by d.district, a.severity""", tenant_id)
 
     async def lights_lit(self, tenant_id: UUID) -> asyncpg.Record:
-        """Lights in service, and those whose latest reported level (of any of LEVEL_PATHS) is above 0."""
-        # Set-based over the index on (tenant_id, path): one pass over the cities' level rows.
+        """Lights in service, and those whose latest reported level (of any of LEVEL_PATHS) is above 0
+        and whose lamp draws power (as the dark-at-night rule judges it)."""
+        # Set-based over the index on (tenant_id, path): one pass over the cities' level rows and
+        # one over their power rows. A lamp that failed keeps reporting its level (the demo's
+        # failed lights said 100 %), so the level alone counted dark lights as lit.
         return await self.conn.fetchrow(
             f"""with levels as (
                     select distinct on (s.device_id) s.device_id, s.v_num from device_state s
                     where s.tenant_id = $1 and s.path = any($2::text[]) and s.v_num is not null
-                    order by s.device_id, s.time desc)
-                select count(*)::int as lights, count(*) filter (where l.v_num > 0)::int as lit
-                from devices d left join levels l on l.device_id = d.id
-                where {IN_SERVICE} and d.kind = 'streetlight'""", tenant_id, list(LEVEL_PATHS))
+                    order by s.device_id, s.time desc),
+                powers as (
+                    select distinct on (s.device_id) s.device_id, s.v_num from device_state s
+                    where s.tenant_id = $1 and s.path = any($3::text[]) and s.v_num is not null
+                    order by s.device_id, array_position($3::text[], s.path))
+                select count(*)::int as lights,
+                       count(*) filter (where l.v_num > 0 and coalesce(p.v_num >= $4, true))::int as lit
+                from devices d left join levels l on l.device_id = d.id left join powers p on p.device_id = d.id
+                where {IN_SERVICE} and d.kind = 'streetlight'""",
+            tenant_id, list(LEVEL_PATHS), list(LAMP_POWER_PATHS), DARK_W)
 
     async def bins_by_fill(self, tenant_id: UUID, width: int, buckets: int) -> list[asyncpg.Record]:
         """(bucket, n) of bins in service; bucket null: no fill reported."""

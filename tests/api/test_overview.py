@@ -64,7 +64,12 @@ async def test_figures_equal_the_devices_and_alarms_apis(db, seoul):
     response = await seoul.client.post(f"/api/v1/alarms/{acknowledged['id']}/acknowledge", json={"note": "on it"})
     assert response.status_code == 200, response.text
     await state(db, lights[0], "/3416/0/3", 70)
+    await state(db, lights[0], "/3416/0/46", 62.5)
     await state(db, lights[1], "/3311/0/5851", 0)
+    # A failed lamp still reports its level but draws nothing: dark, not lit.
+    await state(db, lights[2], "/3416/0/3", 100)
+    await state(db, lights[2], "/3416/0/46", 0)
+    await state(db, lights[2], "/3418/0/4", 1.4)
     await state(db, bins[0], "/3435/0/2", 10)
     await state(db, bins[1], "/3435/0/2", 100)
     await seed_route(db, seoul.tenant_id, bins=2, day=datetime.now(ZoneInfo("Asia/Seoul")).date())

@@ -78,13 +78,17 @@ async def test_my_work_orders_are_nearest_first_from_the_tablets_position(db, se
 
 
 async def test_without_a_location_the_list_says_it_is_not_by_distance(db, seoul, open_context):
-    _, key, orders = await crew_with_orders(db, seoul, offsets=(0.02, 0.005))
+    crew, key, orders = await crew_with_orders(db, seoul, offsets=(0.02, 0.005))
+    ap = await add_device(seoul, 9, HERE["latitude"], HERE["longitude"], kind="wifi_ap")
+    orders.append(await create_order(seoul.client, device_ids=[ap["id"]], crew_id=crew["id"], type="inspect_access_point"))
     context = await open_context(viewport=TABLET)
     page = await sign_in(context, key, "/#/crew")
-    await expect(page.get_by_test_id("crew-order")).to_have_count(2, timeout=WAIT)
+    await expect(page.get_by_test_id("crew-order")).to_have_count(3, timeout=WAIT)
     await expect(page.get_by_test_id("crew-sort")).to_contain_text("no location", timeout=WAIT)
     assert [await i.get_attribute("data-id") for i in await page.get_by_test_id("crew-order").all()] == \
         [o["id"] for o in orders]
+    # Each device named by its kind in words (an access point once read "wifi ap").
+    await expect(page.get_by_test_id("crew-order").last).to_contain_text("Wi-Fi access point")
 
 
 async def test_an_operator_is_told_the_view_needs_a_crew_key(seoul, open_context):
@@ -209,6 +213,8 @@ async def test_my_route_lists_its_stops_in_order_and_marks_them(db, seoul, open_
     await expect(stops).to_have_count(4, timeout=WAIT)
     assert [await s.get_attribute("data-id") for s in await stops.all()] == [str(i) for i in seeded.stop_ids]
     assert [await s.get_attribute("data-seq") for s in await stops.all()] == ["0", "1", "2", "3"]
+    # Trucks counted from 1 as people count them (the plan numbers a vehicle type's trucks from 0).
+    await expect(page.get_by_test_id("crew-route").locator("h2")).to_contain_text("Truck 1")
     await expect(stops.nth(3)).to_contain_text("Disposal site")
 
     await page.get_by_role("button", name="Stop 1 done").click()

@@ -81,6 +81,16 @@ async def test_an_operator_sees_the_light_and_dims_it_for_half_an_hour(db, seoul
     await expect(page.get_by_test_id("device-alarms")).to_contain_text("lamp failure")
     await expect(page.get_by_test_id("device-workorders")).to_contain_text("repair lamp")
     await screenshot(page, "device-page")
+    # The page fits the wall screen and the forms their panel (the control room's `.control` grid
+    # once spilled into the forms here and drew them wider than the screen).
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    form = await page.get_by_test_id("dim-form").bounding_box()
+    panel = await page.get_by_test_id("dim-form").locator("xpath=ancestor::section[1]").bounding_box()
+    assert form["x"] + form["width"] <= panel["x"] + panel["width"], (form, panel)
+    # Alarms and work orders above the charts, whatever the length of the state's table.
+    alarms = await page.get_by_test_id("device-alarms").bounding_box()
+    series = await page.get_by_test_id("device-series").bounding_box()
+    assert alarms["y"] < series["y"] and alarms["y"] < 900, (alarms, series)
 
     await page.get_by_label("Level (%)").fill("40")
     await page.get_by_label("For (minutes)").fill("30")
@@ -196,5 +206,7 @@ async def test_a_bin_shows_its_fill_and_offers_no_dimming(db, seoul, open_contex
     fill = page.get_by_test_id("chart-fill")
     await expect(fill.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached(timeout=TIMEOUT)
     await expect(fill.locator("figcaption")).to_contain_text("latest 65 %")
+    # Half the day's range is empty: the caption says since when the bin reports.
+    await expect(fill.locator("figcaption")).to_contain_text("reported since")
     assert await page.get_by_role("button", name="Dim", exact=True).count() == 0
     assert await page.get_by_role("button", name="Read", exact=True).count() == 1

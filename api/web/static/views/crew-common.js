@@ -12,7 +12,7 @@ export const TYPE = {
   repair_lamp: 'Repair lamp', replace_controller: 'Replace controller', empty_bin: 'Empty bin',
   clean_or_repair_bin: 'Clean or repair bin', inspect_access_point: 'Inspect access point', other: 'Other work',
 };
-export const KIND = { streetlight: 'Street light', waste_bin: 'Waste bin', access_point: 'Wi-Fi access point' };
+export const KIND = { streetlight: 'Street light', waste_bin: 'Waste bin', wifi_ap: 'Wi-Fi access point' };
 
 export function label(words, value) {
   return words[value] || String(value || '—').replaceAll('_', ' ');

@@ -103,7 +103,7 @@ export function mount(container) {
       const stops = [...(route.stops || [])].sort((a, b) => a.seq - b.seq);
       const left = stops.filter((stop) => stopStatus(stop).status === 'planned').length;
       routes.append(h('section', { className: 'panel crew-route', testid: 'crew-route', dataset: { id: route.id } },
-        h('h2', {}, `Truck ${route.vehicle_number}`, route.waste_kind ? ` · ${label({}, route.waste_kind)}` : '',
+        h('h2', {}, `Truck ${route.vehicle_number + 1}`, route.waste_kind ? ` · ${label({}, route.waste_kind)}` : '',
           ` · ${ROUTE_STATUS[route.status] || route.status}`),
         h('p', { className: 'crew-route-meta', testid: 'route-progress' },
           `${route.date}, ${hourMinute(route.starts_at)}–${hourMinute(route.ends_at)} · ${stops.length - left} of ${stops.length} stops done or skipped`

@@ -102,12 +102,14 @@ export async function render(main, params) {
       h('h1', { testid: 'device-title' }, device.endpoint, ' ', h('span', { className: 'kind' }, device.kind.replace('_', ' ')), ' ', statusBadge)),
     h('div', { className: 'device-grid' },
       h('div', { className: 'device-column' },
-        panel('device-state', 'State', stateBody),
-        panel('device-alarms', 'Alarms', alarmsBody)),
+        panel('device-state', 'State', stateBody)),
+      // What is wrong and who fixes it first, above the charts: under the state's long table (a
+      // demo light reports some forty values) a light's alarms were far below the fold.
       h('div', { className: 'device-column' },
+        panel('device-alarms', 'Alarms', alarmsBody),
+        panel('device-workorders', 'Work orders', ordersBody),
         panel('device-series', 'Recent series',
-          h('div', { className: 'range' }, h('label', { for: 'device-range' }, 'Range '), rangeSelect), chartsBody),
-        panel('device-workorders', 'Work orders', ordersBody)),
+          h('div', { className: 'range' }, h('label', { for: 'device-range' }, 'Range '), rangeSelect), chartsBody)),
       h('div', { className: 'device-column' },
         (mayDim || mayRead || isLight)
           ? panel('device-actions', mayDim || mayRead ? 'Act on this device' : 'Lighting overrides', controls(), overridesBody)
@@ -180,7 +182,10 @@ export async function render(main, params) {
       const caption = values.length
         ? `${chart.title} (${data.name || chart.path}${unit ? `, ${unit}` : ''}), ${range.label.toLowerCase()}: `
           + `min ${shown(Math.min(...buckets.map((b) => b.min)), unit)}, max ${shown(Math.max(...buckets.map((b) => b.max)), unit)}, `
-          + `latest ${shown(latest, unit)} (${buckets.length} buckets of ${range.bucket} min)`
+          + `latest ${shown(latest, unit)} (${buckets.length} bucket${buckets.length === 1 ? '' : 's'} of ${range.bucket} min`
+          // A device that began reporting minutes ago (every device of a fresh demo) is one dot at
+          // the range's right edge: say since when, so the empty chart does not look broken.
+          + `${new Date(buckets[0].start) - since > range.bucket * 60e3 ? `, reported since ${when(buckets[0].start, tz)}` : ''})`
         : `${chart.title} (${data.name || chart.path}): no values ${range.label.toLowerCase()}`;
       const plot = h('div', { className: 'chart', 'aria-hidden': 'true' });
       chartsBody.append(h('figure', { className: 'chart-figure', testid: `chart-${chart.key}` },
@@ -193,7 +198,7 @@ export async function render(main, params) {
         { type: 'scatter', mode: 'lines', x, y: buckets.map((b) => b.max), line: { width: 0 }, hoverinfo: 'skip', showlegend: false },
         { type: 'scatter', mode: 'lines', x, y: buckets.map((b) => b.min), line: { width: 0 }, fill: 'tonexty',
           fillcolor: 'rgba(143, 211, 255, 0.18)', hoverinfo: 'skip', showlegend: false },
-        { type: 'scatter', mode: 'lines+markers', x, y: buckets.map((b) => b.avg), line, marker: { size: 4 },
+        { type: 'scatter', mode: 'lines+markers', x, y: buckets.map((b) => b.avg), line, marker: { size: buckets.length < 12 ? 8 : 4 },
           name: chart.title, hovertemplate: `%{y:.1f} ${unit}<extra></extra>` },
       ], {
         height: 200, margin: { l: 48, r: 12, t: 8, b: 36 }, paper_bgcolor: '#17222e', plot_bgcolor: '#17222e',
