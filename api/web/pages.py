@@ -237,7 +237,7 @@ async def sign_out(request: Request, session_service: SessionService) -> Respons
                              "Cache-Control": "no-store"})
 
 
-@get("/session", summary="Who the caller is: city, role, permissions; with a cookie, the CSRF token",
+@get("/api/v1/session", summary="Who the caller is: city, role, permissions; with a cookie, the CSRF token",
      tags=["access"])
 async def current_session(request: Request, principal: Principal, tenant_service: TenantService,
                           web_settings: WebSettings) -> SessionOut:

@@ -39,7 +39,7 @@ async def test_signing_in_sets_an_httponly_samesite_cookie_and_sends_the_browser
 
 async def test_the_cookie_reads_the_api_as_its_key_and_the_page_gets_its_csrf_token(api_url, seoul):
     async with signed_in(api_url, seoul.key) as client:
-        me = (await client.get("/session")).json()
+        me = (await client.get("/api/v1/session")).json()
         assert me["tenant"] == "seoul" and me["role"] == "admin" and me["csrf_token"]
         assert "send_commands" in me["permissions"]
         assert (await client.get("/api/v1/devices")).status_code == 200
@@ -50,7 +50,7 @@ async def test_the_cookie_reads_the_api_as_its_key_and_the_page_gets_its_csrf_to
 
 async def test_a_write_with_the_cookie_needs_the_pages_csrf_token(api_url, seoul):
     async with signed_in(api_url, seoul.key) as client:
-        token = (await client.get("/session")).json()["csrf_token"]
+        token = (await client.get("/api/v1/session")).json()["csrf_token"]
         device = {"endpoint": "lamp-1", "kind": "streetlight", "location": {"lat": 37.5, "lon": 127.0}}
         refused = await client.post("/api/v1/devices", json=device)
         assert refused.status_code == 403
@@ -66,7 +66,7 @@ async def test_a_write_with_the_cookie_needs_the_pages_csrf_token(api_url, seoul
 async def test_a_bearer_key_needs_no_csrf_token(api_url, seoul):
     device = {"endpoint": "lamp-1", "kind": "streetlight", "location": {"lat": 37.5, "lon": 127.0}}
     assert (await seoul.client.post("/api/v1/devices", json=device)).status_code == 201
-    assert (await seoul.client.get("/session")).json()["csrf_token"] is None
+    assert (await seoul.client.get("/api/v1/session")).json()["csrf_token"] is None
 
 
 async def test_a_wrong_key_gets_the_form_again_with_why(api_url):
@@ -75,7 +75,7 @@ async def test_a_wrong_key_gets_the_form_again_with_why(api_url):
         assert response.status_code == 401
         assert "not valid" in response.text and 'name="key"' in response.text
         assert "set-cookie" not in response.headers
-        assert (await client.get("/session")).status_code == 401
+        assert (await client.get("/api/v1/session")).status_code == 401
 
 
 async def test_a_stranger_gets_the_sign_in_form(api_url):
@@ -169,7 +169,7 @@ async def test_every_unsafe_method_and_body_with_the_cookie_needs_the_token(api_
 
 async def test_a_write_from_a_page_without_an_origin_of_its_own_is_refused(api_url, seoul):
     async with signed_in(api_url, seoul.key) as client:
-        token = (await client.get("/session")).json()["csrf_token"]
+        token = (await client.get("/api/v1/session")).json()["csrf_token"]
         # A sandboxed frame or a data: page says "null": not Fleet's page, whatever it carries.
         sandboxed = await client.post("/api/v1/devices", json={},
                                       headers={"X-CSRF-Token": token, "Origin": "null"})
@@ -194,7 +194,7 @@ async def test_behind_a_tls_proxy_the_cookie_is_secure_and_the_pages_origin_is_h
         assert response.status_code == 303 and "; Secure" in response.headers["set-cookie"]
         cookie = {COOKIE: response.cookies.get(COOKIE) or response.headers["set-cookie"].split(";")[0].split("=", 1)[1]}
         host = api_url.removeprefix("http://")
-        token = (await client.get("/session", cookies=cookie)).json()["csrf_token"]
+        token = (await client.get("/api/v1/session", cookies=cookie)).json()["csrf_token"]
         device = {"endpoint": "lamp-tls", "kind": "streetlight", "location": {"lat": 37.5, "lon": 127.0}}
         made = await client.post("/api/v1/devices", json=device, cookies=cookie,
                                  headers={"X-CSRF-Token": token, "Origin": f"https://{host}"})
@@ -209,7 +209,7 @@ async def test_each_use_gives_the_browser_the_cookie_for_another_idle_period(api
     reloads): answers made with the cookie send it again with a fresh Max-Age."""
     async with signed_in(api_url, seoul.key) as client:
         secret = client.cookies[COOKIE]
-        for path in ("/", "/session", "/api/v1/devices"):
+        for path in ("/", "/api/v1/session", "/api/v1/devices"):
             renewed = (await client.get(path)).headers.get("set-cookie", "")
             assert renewed.startswith(f"{COOKIE}={secret};") and "Max-Age=43200" in renewed, path
             assert "HttpOnly" in renewed and "SameSite=Lax" in renewed
