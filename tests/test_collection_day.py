@@ -84,16 +84,28 @@ async def scheduler(db, name: str, **jobs) -> AsyncIterator[CollectionJobs]:
         await asyncio.gather(task, return_exceptions=True)
 
 
+def shift_from_now() -> tuple[str, str]:
+    """A shift of about a day that began half an hour ago, whatever the hour: planned late in
+    the evening, an all-day shift (00:00-23:59) would leave the truck too little of today for the
+    route the test expects. A shift ending before it starts runs into the next morning."""
+    now = datetime.now(SEOUL)
+    if now.hour == 0 and now.minute < 30:
+        return "00:00", "23:59:59"
+    began = now - timedelta(minutes=30)
+    return began.strftime("%H:%M"), (began - timedelta(minutes=1)).strftime("%H:%M")
+
+
 async def set_up(client: httpx.AsyncClient, centre: tuple[float, float], kind: str,
                  capacity: int = TRUCK_L) -> dict:
-    """A depot and a disposal site near the bins, one small truck for `kind`, all day long."""
+    """A depot and a disposal site near the bins, one small truck for `kind`, on shift for about
+    a day from now."""
     depot = await client.post(f"{C}/depots", json={"name": "Depot", "location": {"lat": centre[0], "lon": centre[1]}})
     site = await client.post(f"{C}/disposal-sites", json={
         "name": "Transfer station", "location": {"lat": centre[0] + 0.01, "lon": centre[1] + 0.01}})
     assert depot.status_code == 201 and site.status_code == 201, (depot.text, site.text)
     truck = await client.post(f"{C}/vehicles", json={
         "name": "Small truck", "waste_kind": kind, "capacity_litres": capacity, "count": 1,
-        "depot_id": depot.json()["id"], "shift_start": "00:00", "shift_end": "23:59:59"})
+        "depot_id": depot.json()["id"], **dict(zip(("shift_start", "shift_end"), shift_from_now()))})
     assert truck.status_code == 201, truck.text
     return {"depot": depot.json(), "site": site.json(), "vehicle": truck.json()}
 

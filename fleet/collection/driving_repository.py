@@ -200,8 +200,8 @@ class DrivingRepository:
 
     async def emptied_by_fill(self, now: datetime, low_mark: float, min_drop: float, margin: float,
                               since: datetime, limit: int) -> list[asyncpg.Record]:
-        """Planned bin stops of routes under way (assigned or in progress, started since
-        `since`, of a plan in force) whose bin read, after the route's start, a fill at or below
+        """Planned bin stops of routes under way (assigned or in progress, planned to start
+        since `since` and started by now — by the plan, or earlier by the crew —, of a plan in force) whose bin read, after the route's start, a fill at or below
         `low_mark` (at least `min_drop` under its last reading before the start, when there is
         one) or `margin` under that reading. Each with the first such reading. Every city (the
         system side).
@@ -215,7 +215,8 @@ class DrivingRepository:
                    from collection_plans p
                    where p.status = 'ready' and exists (
                        select 1 from collection_routes r where r.tenant_id = p.tenant_id and r.plan_id = p.id
-                         and r.status in ('assigned', 'in_progress') and r.starts_at <= $1 and r.starts_at > $5)
+                         and r.status in ('assigned', 'in_progress')
+                         and coalesce(r.started_at, r.starts_at) <= $1 and r.starts_at > $5)
                    union all
                    select c.tenant_id, c.plan_id, p.replaces_id, p.created_at
                    from chain c join collection_plans p on p.tenant_id = c.tenant_id and p.id = c.replaces_id),
@@ -226,7 +227,8 @@ class DrivingRepository:
                    from collection_routes r
                    join planned pl on pl.tenant_id = r.tenant_id and pl.plan_id = r.plan_id
                    join collection_stops s on s.tenant_id = r.tenant_id and s.route_id = r.id
-                   where r.status in ('assigned', 'in_progress') and r.starts_at <= $1 and r.starts_at > $5
+                   where r.status in ('assigned', 'in_progress') and coalesce(r.started_at, r.starts_at) <= $1
+                     and r.starts_at > $5
                      and s.status = 'planned' and s.kind = 'bin')
                select o.tenant_id, o.stop_id, o.route_id, o.device_id, b.v_num as fill_before,
                       e.time as emptied_at, e.v_num as fill_after
