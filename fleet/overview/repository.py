@@ -171,8 +171,12 @@ class OverviewRepository:
                 order by d.seq""", tenant_id, *box, limit)
 
     async def district_points(self, tenant_id: UUID, grid_deg: float) -> list[asyncpg.Record]:
-        """Positions of each district's devices rounded to the grid, distinct, with how many stand there."""
+        """Per district and grid column (longitude rounded to the grid): the lowest and highest
+        latitude, how many devices stand there and their summed position. A convex hull needs
+        no more than each column's two ends, so 100,000 devices come back as a few thousand rows
+        (a row per distinct position made a cold outline cost 0.4 s, bench/dashboard)."""
         return await self.conn.fetch(
-            f"""select d.district, round(d.lon / $2) * $2 as lon, round(d.lat / $2) * $2 as lat, count(*)::int as n
+            f"""select d.district, round(d.lon / $2) * $2 as lon, min(d.lat) as low, max(d.lat) as high,
+                       count(*)::int as n, sum(d.lat) as sum_lat, sum(d.lon) as sum_lon
                 from devices d where {IN_SERVICE} and d.district is not null
-                group by 1, 2, 3 order by 1""", tenant_id, grid_deg)
+                group by 1, 2""", tenant_id, grid_deg)

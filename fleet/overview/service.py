@@ -123,17 +123,21 @@ class OverviewService:
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             rows = await OverviewRepository(conn).district_points(principal.tenant_id, OUTLINE_GRID_DEG)
         points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        weights: dict[str, list[int]] = defaultdict(list)
+        # Per district: devices, summed latitude, summed longitude (the label's mean position).
+        sums: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
         for r in rows:
-            points[r["district"]].append((float(r["lon"]), float(r["lat"])))
-            weights[r["district"]].append(r["n"])
+            lon = float(r["lon"])
+            points[r["district"]] += [(lon, float(r["low"])), (lon, float(r["high"]))]
+            total = sums[r["district"]]
+            total[0] += r["n"]
+            total[1] += r["sum_lat"]
+            total[2] += r["sum_lon"]
         features = []
         for district, spots in points.items():
-            n = weights[district]
-            devices = sum(n)
+            devices, sum_lat, sum_lon = sums[district]
             # The label at the devices' mean position (inside the hull, which is convex).
-            label_lon = sum(p[0] * w for p, w in zip(spots, n, strict=True)) / devices
-            label_lat = sum(p[1] * w for p, w in zip(spots, n, strict=True)) / devices
+            label_lat, label_lon = sum_lat / devices, sum_lon / devices
+            spots = list(dict.fromkeys(spots))
             ring = [(round(x, 6), round(y, 6)) for x, y in outline(spots)]
             features.append(DistrictOutline(Polygon([ring]), DistrictProperties(
                 district, devices, round(label_lat, 6), round(label_lon, 6))))
