@@ -1,5 +1,5 @@
 """Where the pages' files come from: Fleet's own scripts and styles, and the libraries that
-installed Python packages carry (Leaflet, Leaflet.markercluster, plotly.js). Nothing is
+installed Python packages carry (Leaflet, plotly.js). Nothing is
 fetched from a CDN and nothing third-party lives in the repository."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import plotly
 import xstatic.pkg.leaflet as leaflet
-import xstatic.pkg.leaflet_markercluster as markercluster
 from litestar.datastructures import CacheControlHeader
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
@@ -18,11 +17,9 @@ OWN = Path(__file__).parent / "static"
 # without asking; Fleet's own files are revalidated on every load (ETag), so an upgrade shows.
 VENDOR = {
     f"/vendor/leaflet/{leaflet.VERSION}": Path(leaflet.BASE_DIR),
-    f"/vendor/leaflet-markercluster/{markercluster.VERSION}": Path(markercluster.BASE_DIR),
     f"/vendor/plotly/{plotly.__version__}": Path(plotly.__file__).parent / "package_data",
 }
 LEAFLET = f"/vendor/leaflet/{leaflet.VERSION}"
-MARKERCLUSTER = f"/vendor/leaflet-markercluster/{markercluster.VERSION}"
 PLOTLY_JS = f"/vendor/plotly/{plotly.__version__}/plotly.min.js"
 
 

@@ -21,7 +21,7 @@ from litestar.params import Body
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from api.middleware import SESSION_COOKIE, session_cookie
-from api.web.assets import LEAFLET, MARKERCLUSTER, PLOTLY_JS
+from api.web.assets import LEAFLET, PLOTLY_JS
 from fleet.access.limits import RequestLimits
 from fleet.access.models import ROLE_PERMISSIONS, Principal
 from fleet.access.service import SessionService, TenantService, csrf_token
@@ -83,7 +83,7 @@ async def session_out(principal: Principal, session_secret: str | None, tenant_s
         api_key_id=principal.api_key_id, crew_id=principal.crew_id,
         csrf_token=csrf_token(session_secret) if session_secret and principal.session_id else None,
         map=MapSettings(web.tiles_url, web.tiles_attribution),
-        assets={"leaflet": LEAFLET, "markercluster": MARKERCLUSTER, "plotly": PLOTLY_JS})
+        assets={"leaflet": LEAFLET, "plotly": PLOTLY_JS})
 
 
 def _html(body: str, web: WebSettings, status: int = 200) -> Response:
