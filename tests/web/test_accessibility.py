@@ -4,6 +4,8 @@ districts, addresses) is shown as text, never run as markup."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.async_api import Page, expect
 
 from tests.web.conftest import sign_in
@@ -146,6 +148,8 @@ async def test_the_crews_list_is_named_and_reached_from_the_keyboard(db, seoul, 
     _, key, orders = await crew_with_orders(db, seoul)
     _, page = await tablet(open_context, key, "/#/crew")
     await expect(page.get_by_test_id("crew-order")).to_have_count(len(orders), timeout=WAIT)
+    # The list is drawn from what the tablet kept, then again once it knows where it is.
+    await expect(page.get_by_test_id("crew-sort")).to_have_attribute("data-sort", "distance", timeout=WAIT)
     await check_names(page)
     seen = await tab_through(page, 30)
     assert "My work orders" in seen and "My route" in seen and "logout" in seen
@@ -154,5 +158,8 @@ async def test_the_crews_list_is_named_and_reached_from_the_keyboard(db, seoul, 
     first = page.get_by_test_id("crew-order").first
     await first.focus()
     await page.keyboard.press("Enter")
+    # The list's items show a status too: wait for the work order's page before looking.
+    await expect(page).to_have_url(re.compile(r"#/crew/work-orders/[0-9a-f-]{36}$"), timeout=WAIT)
+    await expect(page.locator("body[data-view='crew-work-order']")).to_have_count(1, timeout=WAIT)
     await expect(page.get_by_test_id("order-status")).to_be_visible(timeout=WAIT)
     await check_names(page)

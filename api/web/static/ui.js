@@ -16,7 +16,28 @@ export function h(tag, attrs = {}, ...children) {
   return element;
 }
 
+// What makes a control the same control after a redraw: its kind, test id, name and label.
+// A link or a listed item is known by where it leads or what it shows (its text may change:
+// a distance, a status); other controls by their label.
+function focusKey(element) {
+  const identity = element.dataset?.id || element.getAttribute('href')
+    || element.getAttribute('aria-label') || element.textContent.trim();
+  return [element.tagName, element.dataset?.testid || '', element.getAttribute('name') || '', identity].join('|');
+}
+
+// Empties `element` for a redraw. A redraw must not take the keyboard's place away: if the
+// focus was inside, it goes back to the same control once the (synchronous) redraw is done.
 export function clear(element) {
+  const active = document.activeElement;
+  if (active && active !== document.body && element.contains(active)) {
+    const key = focusKey(active);
+    queueMicrotask(() => {
+      const now = document.activeElement;
+      if (now && now !== document.body && document.contains(now)) return;
+      const again = [...element.querySelectorAll(active.tagName)].find((e) => focusKey(e) === key);
+      if (again) again.focus();
+    });
+  }
   while (element.firstChild) element.firstChild.remove();
   return element;
 }
