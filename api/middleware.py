@@ -104,15 +104,20 @@ def _public(scope: Scope) -> bool:
     return path.startswith(PUBLIC_PREFIXES + OWN_KEY_PREFIXES) or (scope["method"], path) in PUBLIC_PATHS
 
 
+def foreign_origin(origin: str | None, scheme: str, host: str) -> bool:
+    """A browser names the page a write comes from (Origin): another site's is refused. No
+    Origin (curl, scripts): nothing to check here (a session's write still needs its token)."""
+    return bool(origin) and origin != f"{scheme}://{host}"
+
+
 def _forged(scope: Scope, session_secret: str) -> str | None:
     """Why a write made with a session cookie is refused, if it is: it must come from Fleet's
     own pages (their Origin, and the token only they were given)."""
     if scope["method"] in _SAFE_METHODS:
         return None
     headers = dict(scope["headers"])
-    origin = headers.get(b"origin", b"").decode("latin-1")
-    host = headers.get(b"host", b"").decode("latin-1")
-    if origin and origin != f"{scope.get('scheme', 'http')}://{host}":
+    if foreign_origin(headers.get(b"origin", b"").decode("latin-1"), scope.get("scheme", "http"),
+                      headers.get(b"host", b"").decode("latin-1")):
         return "a write from another site's page is refused"
     if headers.get(b"x-csrf-token", b"").decode("latin-1") != csrf_token(session_secret):
         return "a write with the session cookie needs the page's X-CSRF-Token"

@@ -20,7 +20,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from api.middleware import SESSION_COOKIE, session_cookie
+from api.middleware import SESSION_COOKIE, foreign_origin, session_cookie
 from api.web.assets import LEAFLET, PLOTLY_JS
 from fleet.access.limits import RequestLimits
 from fleet.access.models import ROLE_PERMISSIONS, Principal
@@ -164,12 +164,7 @@ def _cookie_header(request: Request, secret: str, max_age: int) -> str:
 
 
 def same_origin(request: Request) -> bool:
-    """A browser names the page a write comes from (Origin); a write from another site's page
-    is refused. No Origin (curl, scripts): nothing to check, the token still is."""
-    origin = request.headers.get("origin")
-    if not origin:
-        return True
-    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return not foreign_origin(request.headers.get("origin"), request.url.scheme, request.headers.get("host", ""))
 
 
 @get("/", include_in_schema=False)
