@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
 import time
@@ -119,7 +120,7 @@ def _forged(scope: Scope, session_secret: str) -> str | None:
     if foreign_origin(headers.get(b"origin", b"").decode("latin-1"), scope.get("scheme", "http"),
                       headers.get(b"host", b"").decode("latin-1")):
         return "a write from another site's page is refused"
-    if headers.get(b"x-csrf-token", b"").decode("latin-1") != csrf_token(session_secret):
+    if not hmac.compare_digest(headers.get(b"x-csrf-token", b""), csrf_token(session_secret).encode()):
         return "a write with the session cookie needs the page's X-CSRF-Token"
     return None
 
