@@ -1,12 +1,14 @@
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY fleet ./fleet
 COPY protocols ./protocols
 COPY api ./api
 COPY simulators ./simulators
+# Plain `.`, not `.[embedded]`: the image runs against a PostgreSQL of its own
+# (FLEET_DATABASE_URL; docker-compose.yml), so it carries no PostgreSQL binaries.
 RUN pip install --no-cache-dir .
-# PostgreSQL refuses to run as root; the image runs Fleet as an ordinary user.
+# Not root: nothing in the image needs it.
 RUN useradd --create-home fleet
 USER fleet
 EXPOSE 8000 5683/udp

@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from fleet.db.embedded import EmbeddedPostgresMissing
 from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
 from simulators.faults import ELIGIBLE as FAULT_KINDS
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 130
+    except EmbeddedPostgresMissing as exc:
+        print(f"fleet {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
