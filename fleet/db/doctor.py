@@ -109,7 +109,8 @@ async def check_migrations(conn: asyncpg.Connection) -> Check:
         return Check("migrations", Status.FAIL, f"the database has migrations this Fleet does not know: {unknown}",
                      "run the Fleet version that migrated this database (or newer)")
     if pending:
-        return Check("migrations", Status.FAIL, f"{len(pending)} pending: {pending}",
+        listed = ", ".join(map(str, pending)) if len(pending) <= 5 else f"{pending[0]} to {pending[-1]}"
+        return Check("migrations", Status.FAIL, f"{len(pending)} pending ({listed})",
                      "run `fleet migrate` (every node also migrates as it starts)")
     changed = sorted(v for v, checksum in applied.items() if checksum != known[v].checksum)
     if changed:
