@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+from dataclasses import replace
 
 import httpx
 
@@ -90,6 +91,11 @@ async def _database(settings: Settings) -> list[Check]:
     embedded = settings.database.url is None
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the embedded server is the finding
+        return [Check("database", Status.FAIL, f"the embedded PostgreSQL in {settings.database.data_dir} "
+                      f"did not start: {exc}", "set FLEET_DATABASE_URL to a server of your own, or see "
+                      "the embedded server's log in its data directory")]
+    try:
         conn = await connect(dsn, timeout=10, application_name="fleet-doctor")
     except DatabaseUnreachable as exc:
         return [Check("database", Status.FAIL, str(exc),
@@ -99,8 +105,7 @@ async def _database(settings: Settings) -> list[Check]:
     finally:
         await conn.close()
     if embedded:
-        checks[0] = Check(checks[0].name, checks[0].status,
-                          f"{checks[0].found} (embedded, in {settings.database.data_dir})")
+        checks[0] = replace(checks[0], found=f"{checks[0].found} (embedded, in {settings.database.data_dir})")
     return checks
 
 

@@ -131,7 +131,17 @@ async def check_clock(conn: asyncpg.Connection, *, tolerance_s: float = CLOCK_SK
     return Check("clock", Status.OK, found)
 
 
+CHECKS = (("database", check_server), ("roles", check_roles), ("row-security", check_row_security),
+          ("migrations", check_migrations), ("clock", check_clock))
+
+
 async def database_checks(conn: asyncpg.Connection) -> list[Check]:
-    """Every database check, in the order they are reported."""
-    return [await check(conn) for check in (check_server, check_roles, check_row_security, check_migrations,
-                                            check_clock)]
+    """Every database check, in the order they are reported; one the login may not run fails alone."""
+    checks = []
+    for name, check in CHECKS:
+        try:
+            checks.append(await check(conn))
+        except asyncpg.PostgresError as exc:
+            checks.append(Check(name, Status.FAIL, f"{type(exc).__name__}: {exc}",
+                                "run `fleet doctor` with the admin login of FLEET_DATABASE_URL, the one that migrates"))
+    return checks
