@@ -124,7 +124,7 @@ class CoapSettings:
         return Rate(self.address_per_s, self.address_burst)
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, slots=True)
