@@ -14,6 +14,7 @@ from fleet.settings import load_settings
     (["serve", "--host", "10.1.2.3", "--coap-host", "::"], "10.1.2.3", "::"),
     (["serve", "--coap-host", "192.0.2.7"], "127.0.0.1", "192.0.2.7"),
     (["demo", "--host", "0.0.0.0"], "0.0.0.0", "0.0.0.0"),
+    (["doctor", "--host", "10.1.2.3"], "10.1.2.3", "10.1.2.3"),
 ])
 def test_hosts(monkeypatch, argv, http_host, coap_host):
     monkeypatch.delenv("FLEET_HTTP_HOST", raising=False)
