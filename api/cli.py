@@ -17,7 +17,8 @@ from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
 from simulators.faults import ELIGIBLE as FAULT_KINDS
 
-METRICS_PORT_HELP = "TCP port of this process's Prometheus /metrics; 0 turns it off (default: FLEET_METRICS_PORT, 9464)"
+METRICS_PORT_HELP = ("TCP port of this process's Prometheus /metrics; 0 turns it off "
+                     "(default: FLEET_METRICS_PORT, 9464)")
 
 
 def version() -> str:

@@ -91,8 +91,9 @@ class MetricsServer:
         try:
             server = await asyncio.start_server(self._answer, host, port, limit=MAX_HEAD_BYTES)
         except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise MetricsPortTaken(
-                f"cannot serve metrics on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}; choose another port with "
+                f"cannot serve metrics on {host}:{port}: {reason}; choose another port with "
                 "FLEET_METRICS_PORT or --metrics-port (0 turns metrics off)") from None
         log.debug("metrics served", url=f"http://{host}:{port}/metrics")
         try:

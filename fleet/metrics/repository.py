@@ -12,10 +12,6 @@ class MetricsRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def bounded(self) -> None:
-        """A scrape waits for these counts: they must not hold it (or a connection) for long."""
-        await self.conn.execute("set local statement_timeout = '5s'")
-
     async def registrations_online(self) -> list[asyncpg.Record]:
         return await self.conn.fetch(
             """select t.slug as tenant, d.kind, count(*) as n

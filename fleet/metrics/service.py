@@ -19,6 +19,9 @@ log = structlog.get_logger(__name__)
 # How long a read of the city-wide counts serves scrapes: every node and every Prometheus
 # replica scrapes, and each read is five grouped counts over all cities.
 MAX_AGE_S = 15.0
+# A scrape waits for the read; Prometheus gives up after 10 s by default. It may wait for a
+# connection (the system pool is busy during a registration storm) as much as for the counts.
+READ_TIMEOUT_S = 5.0
 
 # name, help, labels, the repository's query (its rows carry the labels and `n`).
 CITY_GAUGES = (
@@ -63,9 +66,8 @@ class CityGauges(Collector):
             self._read_at = self.clock()
             self.reads += 1
             try:
-                async with self.db.system_tx() as conn:
+                async with asyncio.timeout(READ_TIMEOUT_S), self.db.system_tx() as conn:
                     repo = MetricsRepository(conn)
-                    await repo.bounded()
                     self._rows = [await query(repo) for *_, query in CITY_GAUGES]
             except Exception as exc:  # noqa: BLE001 - a scrape must answer; these gauges go missing meanwhile
                 self._rows = None
