@@ -17,6 +17,9 @@ from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
 from simulators.faults import ELIGIBLE as FAULT_KINDS
 
+METRICS_PORT_HELP = ("TCP port of this process's Prometheus /metrics; 0 turns it off "
+                     "(default: FLEET_METRICS_PORT, 9464)")
+
 
 def version() -> str:
     """The installed package's version (pyproject.toml), as `pip show fleet` reports it."""
@@ -50,12 +53,14 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the API, CoAP listener and scheduler")
     _listen_options(serve)
+    serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     coap = sub.add_parser("coap", help="run only the CoAP/LwM2M listener")
     coap.add_argument("--host", default=None, metavar="ADDRESS",
                       help="UDP address (default: FLEET_COAP_HOST, every address)")
     coap.add_argument("--coap-port", type=int, default=None, metavar="PORT",
                       help="CoAP UDP port (default: FLEET_COAP_PORT, 5683)")
+    coap.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     sub.add_parser("migrate", help="apply pending database migrations")
 
@@ -84,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")
     _listen_options(demo)
+    demo.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     doctor = sub.add_parser(
         "doctor", help="check a deployment: database, roles, row security, migrations, clock, listeners",
@@ -209,8 +215,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def with_metrics_port(args: argparse.Namespace, settings: Settings) -> Settings:
+    if getattr(args, "metrics_port", None) is None:  # `fleet doctor` has none
+        return settings
+    if not 0 <= args.metrics_port <= 65535:
+        raise SystemExit(f"error: --metrics-port must be 0 (off) to 65535, got {args.metrics_port}")
+    return replace(settings, metrics=replace(settings.metrics, port=args.metrics_port))
+
+
 def serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
     """`--host` moves both listeners; `--coap-host` moves CoAP apart from it."""
+    settings = with_metrics_port(args, settings)
     return replace(
         settings,
         http=replace(settings.http, host=args.host or settings.http.host,
@@ -231,7 +246,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         settings = serve_settings(args, settings)
         return await (commands.serve(settings) if args.command == "serve" else commands.demo(settings))
     if args.command == "coap":
-        settings = replace(settings, coap=replace(
+        settings = replace(with_metrics_port(args, settings), coap=replace(
             settings.coap, host=args.host or settings.coap.host,
             port=args.coap_port if args.coap_port is not None else settings.coap.port))
         return await commands.coap_only(settings)

@@ -12,7 +12,7 @@ from uuid import UUID
 import structlog
 
 from api.runtime import (alarm_service, firmware_download_uri, migrate_database, open_database, resolve_dsn,
-                         run_device_edge, run_http, supervised, until_stopped)
+                         run_device_edge, run_http, serving_metrics, supervised, until_stopped)
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import ApiKey, Role
 from fleet.access.service import KEY_SCHEME, ApiKeyService, TenantService, system_principal
@@ -146,10 +146,10 @@ async def apikey_create(settings: Settings, slug: str, role: str, name: str, cre
 
 async def serve(settings: Settings) -> int:
     health = Health()  # what /readyz reports: every component of this process
-    async with open_database(settings, health=health) as db:
+    async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         log.info("fleet serving", http=f"http://{settings.http.host}:{settings.http.port}",
                  docs=f"http://{settings.http.host}:{settings.http.port}/schema",
-                 coap=f"udp/{settings.coap.port}")
+                 coap=f"udp/{settings.coap.port}", metrics=metrics_url(settings))
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
@@ -165,7 +165,7 @@ async def scheduler(db: Database, settings: Settings, health: Health) -> None:
 
 async def coap_only(settings: Settings) -> int:
     health = Health()
-    async with open_database(settings, health=health) as db:
+    async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         return await until_stopped(lambda: run_device_edge(db, settings, health))
 
 
@@ -173,6 +173,12 @@ def local_api(settings: Settings) -> str:
     """Where a process on this machine reaches the API (a wildcard address is not a URL)."""
     host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
     return f"http://{host}:{settings.http.port}"
+
+
+def metrics_url(settings: Settings) -> str | None:
+    """Where Prometheus scrapes this process (None: metrics are off)."""
+    metrics = settings.metrics
+    return f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else None
 
 
 def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
@@ -219,7 +225,7 @@ async def demo(settings: Settings) -> int:
     from simulators.seed_firmware import seed_demo_firmware
 
     health = Health()
-    async with open_database(settings, health=health) as db:
+    async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         seeded = await seed_demo_city(db)
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins

@@ -147,6 +147,19 @@ async def run_device_edge(db: Database, settings: Settings, health: Health) -> N
                    health=health, alarm_service=alarms, rules=rules)
 
 
+@contextlib.asynccontextmanager
+async def serving_metrics(db: Database, settings: Settings) -> AsyncIterator[None]:
+    """This process's /metrics for as long as the block runs; a port that cannot be bound
+    stops the command with one line saying which setting moves it."""
+    from api.metrics import MetricsPortTaken, MetricsServer
+
+    try:
+        async with MetricsServer(db, settings.metrics).serving():
+            yield
+    except MetricsPortTaken as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 async def supervised(health: Health, name: str, run: Callable[[], Awaitable[None]]) -> None:
     """Run one restartable component under a supervisor until cancelled."""
     supervisor = Supervisor(health)

@@ -161,6 +161,15 @@ class WebSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Where this process serves Prometheus's /metrics (fleet.metrics); port 0 serves none.
+    Every process has its own port: two on one machine need two ports."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -172,6 +181,7 @@ class Settings:
     # distance times each city's road factor (fleet.collection.matrix).
     routing_url: str | None = None
     web: WebSettings = field(default_factory=WebSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def default_data_dir() -> Path:
@@ -231,6 +241,8 @@ def load_settings() -> Settings:
         routing_url=_env("ROUTING_URL"),
         web=WebSettings(tiles_url=_env("MAP_TILES_URL"), tiles_attribution=_env("MAP_ATTRIBUTION", "") or "",
                         session_idle_hours=_env_float("SESSION_IDLE_HOURS", 12.0)),
+        metrics=MetricsSettings(host=_env("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
+                                port=_env_port("METRICS_PORT", 9464)),
     )
     if settings.events.retention_days < 1:
         raise SettingsError("FLEET_EVENTS_RETENTION_DAYS", "at least 1", str(settings.events.retention_days))

@@ -21,3 +21,12 @@ def test_hosts(monkeypatch, argv, http_host, coap_host):
     monkeypatch.delenv("FLEET_COAP_HOST", raising=False)
     settings = serve_settings(_parser().parse_args([*argv, "--coap-port", "5690"]), load_settings())
     assert (settings.http.host, settings.coap.host, settings.coap.port) == (http_host, coap_host, 5690)
+
+
+def test_metrics_port(monkeypatch):
+    monkeypatch.delenv("FLEET_METRICS_PORT", raising=False)
+    settings = load_settings()
+    assert serve_settings(_parser().parse_args(["serve"]), settings).metrics.port == 9464
+    assert serve_settings(_parser().parse_args(["serve", "--metrics-port", "0"]), settings).metrics.port == 0
+    with pytest.raises(SystemExit, match="--metrics-port must be 0"):
+        serve_settings(_parser().parse_args(["demo", "--metrics-port", "70000"]), settings)
