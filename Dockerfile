@@ -11,6 +11,6 @@ RUN pip install --no-cache-dir .
 # Not root: nothing in the image needs it.
 RUN useradd --create-home fleet
 USER fleet
-EXPOSE 8000 5683/udp
-ENV FLEET_HTTP_HOST=0.0.0.0
+EXPOSE 8000 5683/udp 9464
+ENV FLEET_HTTP_HOST=0.0.0.0 FLEET_METRICS_HOST=0.0.0.0
 CMD ["fleet", "serve"]

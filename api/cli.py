@@ -7,73 +7,125 @@ import asyncio
 import os
 import sys
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
+from fleet.access.models import Role
 from fleet.db.embedded import EmbeddedPostgresMissing
+from fleet.db.reach import DatabaseUnreachable
+from fleet.errors import SettingsError
 from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
 from simulators.faults import ELIGIBLE as FAULT_KINDS
 
+METRICS_PORT_HELP = ("TCP port of this process's Prometheus /metrics; 0 turns it off "
+                     "(default: FLEET_METRICS_PORT, 9464)")
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml), as `pip show fleet` reports it."""
+    try:
+        return metadata.version("fleet")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+def _listen_options(parser: argparse.ArgumentParser, *, verb: str = "listen on") -> None:
+    """Where the node's HTTP and CoAP listeners are: the same options for serve, demo and doctor."""
+    parser.add_argument("--host", default=None, metavar="ADDRESS",
+                        help=f"address to {verb}, HTTP and CoAP both (default: FLEET_HTTP_HOST, 127.0.0.1,"
+                             " for HTTP and FLEET_COAP_HOST, every address, for CoAP)")
+    parser.add_argument("--coap-host", default=None, metavar="ADDRESS",
+                        help="UDP address for CoAP when it differs from --host")
+    parser.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                        help="HTTP port (default: FLEET_HTTP_PORT, 8000)")
+    parser.add_argument("--coap-port", type=int, default=None, metavar="PORT",
+                        help="CoAP UDP port (default: FLEET_COAP_PORT, 5683)")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet", description="Fleet: a city's smart street furniture backend")
+    parser = argparse.ArgumentParser(
+        prog="fleet", description="Fleet: a city's smart street furniture backend",
+        epilog="Settings come from FLEET_* environment variables (FLEET_DATABASE_URL, FLEET_HTTP_PORT, ...); "
+               "see the README.")
+    parser.add_argument("--version", action="version", version=f"fleet {version()}",
+                        help="print Fleet's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the API, CoAP listener and scheduler")
-    serve.add_argument("--host", default=None,
-                       help="address to listen on, HTTP and CoAP (default FLEET_HTTP_HOST / FLEET_COAP_HOST)")
-    serve.add_argument("--coap-host", default=None, help="UDP address for CoAP when it differs from --host")
-    serve.add_argument("--http-port", type=int, default=None)
-    serve.add_argument("--coap-port", type=int, default=None)
+    _listen_options(serve)
+    serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     coap = sub.add_parser("coap", help="run only the CoAP/LwM2M listener")
-    coap.add_argument("--host", default=None, help="UDP address (default FLEET_COAP_HOST or ::)")
-    coap.add_argument("--coap-port", type=int, default=None)
+    coap.add_argument("--host", default=None, metavar="ADDRESS",
+                      help="UDP address (default: FLEET_COAP_HOST, every address)")
+    coap.add_argument("--coap-port", type=int, default=None, metavar="PORT",
+                      help="CoAP UDP port (default: FLEET_COAP_PORT, 5683)")
+    coap.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     sub.add_parser("migrate", help="apply pending database migrations")
 
     tenant = sub.add_parser("tenant", help="manage cities").add_subparsers(dest="tenant_command", required=True)
     create = tenant.add_parser("create", help="create a city")
-    create.add_argument("slug")
-    create.add_argument("--name", required=True)
+    create.add_argument("slug", help="the city's short name in URLs and commands: 2-63 lowercase letters, "
+                                      "digits or dashes, e.g. seoul")
+    create.add_argument("--name", required=True, help="the city's name as people read it, e.g. 'Seoul'")
     create.add_argument("--timezone", required=True, help="IANA timezone, e.g. Asia/Seoul")
-    tenant.add_parser("list", help="list cities")
+    tenant.add_parser("list", help="list cities: slug, name, timezone, devices, created")
 
     apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(dest="apikey_command", required=True)
     key_create = apikey.add_parser("create", help="issue a key; prints it alone on the last line")
     key_create.add_argument("--tenant", required=True, help="city slug")
-    key_create.add_argument("--role", required=True, choices=["admin", "operator", "crew", "viewer", "reporter"])
-    key_create.add_argument("--name", default="")
+    key_create.add_argument("--role", required=True, choices=[role.value for role in Role],
+                            help="what the key may do: admin (everything), operator (devices, commands, "
+                                 "plans), crew (work orders, alarms), viewer (read), reporter (Open311 reports)")
+    key_create.add_argument("--name", default="", help="what the key is for, shown in key lists (default: none)")
     key_create.add_argument("--crew", default=None, help="crew role only: the name of the crew the key belongs to")
+    key_list = apikey.add_parser("list", help="list a city's keys (never their secrets)")
+    key_list.add_argument("--tenant", required=True, help="city slug")
+    key_revoke = apikey.add_parser("revoke", help="revoke a key on every node at once (audited)")
+    key_revoke.add_argument("--tenant", required=True, help="city slug")
+    key_revoke.add_argument("key", metavar="KEY_ID", help="the key's id, or its prefix as `fleet apikey list` "
+                                                          "shows it (fleet_1a2b3c4d)")
 
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")
-    demo.add_argument("--host", default=None)
-    demo.add_argument("--coap-host", default=None)
-    demo.add_argument("--http-port", type=int, default=None)
-    demo.add_argument("--coap-port", type=int, default=None)
+    _listen_options(demo)
+    demo.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
+
+    doctor = sub.add_parser(
+        "doctor", help="check a deployment: database, roles, row security, migrations, clock, listeners",
+        description="One line per check: ok, warn or FAIL, what was found and what to do. Exits 1 when "
+                    "a check failed. Reads the same FLEET_* variables as `fleet serve`.")
+    _listen_options(doctor, verb="find the node at")
+    doctor.add_argument("--no-node", dest="node", action="store_false",
+                        help="no node runs on this machine: skip the CoAP ping and the HTTP /readyz check")
 
     simulate = sub.add_parser(
         "simulate", help="run simulated devices against a Fleet server over CoAP",
         description="Each device is an LwM2M client on its own UDP socket. --api and --key are "
                     "needed in both modes: to list the city's devices, or with --provision to "
                     "create them first (or give --devices-file, a CSV from /api/v1/devices/export).")
-    simulate.add_argument("--streetlights", type=int, default=0, metavar="N")
-    simulate.add_argument("--bins", type=int, default=0, metavar="N")
-    simulate.add_argument("--aps", type=int, default=0, metavar="N")
+    simulate.add_argument("--streetlights", type=int, default=0, metavar="N",
+                          help="simulated streetlights (default 0)")
+    simulate.add_argument("--bins", type=int, default=0, metavar="N", help="simulated waste bins (default 0)")
+    simulate.add_argument("--aps", type=int, default=0, metavar="N",
+                          help="simulated Wi-Fi access points (default 0)")
     simulate.add_argument("--server", default="coap://127.0.0.1:5683", help="the LwM2M server, coap://HOST:PORT")
     simulate.add_argument("--provision", action="store_true", help="create missing devices over the REST API first")
     simulate.add_argument("--api", default=None, help="Fleet's REST API, e.g. http://127.0.0.1:8000")
     simulate.add_argument("--key", default=None, help="API key of the city (admin or operator to provision)")
     simulate.add_argument("--devices-file", default=None, help="devices CSV in the export format, instead of --api")
-    simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    simulate.add_argument("--seed", type=int, default=1,
+                          help="random seed: the same seed gives the same devices and faults (default 1)")
+    simulate.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
     simulate.add_argument("--start", default=None, help="simulated local start time, e.g. 2026-11-24T18:00")
     simulate.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
-    simulate.add_argument("--lifetime", type=int, default=300, metavar="SECONDS", help="registration lifetime")
+    simulate.add_argument("--lifetime", type=int, default=300, metavar="SECONDS",
+                          help="registration lifetime (default 300)")
     simulate.add_argument("--report-interval", type=float, default=None, metavar="SECONDS",
                           help="simulated seconds between Sends (default 900)")
     simulate.add_argument("--register-rate", type=float, default=200.0, metavar="PER_S",
-                          help="first registrations started per second")
+                          help="first registrations started per second (default 200)")
     simulate.add_argument("--faults", action="store_true", help="random faults at low rates")
     simulate.add_argument("--fault", action="append", default=[], metavar="KIND=FRACTION",
                           help=f"force a fault on that fraction of the devices it fits: {', '.join(FAULT_KINDS)} "
@@ -89,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="a crew's API key: a simulated truck drives the routes assigned to that crew,"
                                " emptying each bin it reaches and marking its stop done")
     simulate.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
-                          help="status line interval (0: summary only)")
+                          help="status line interval (0: summary only; default 5)")
 
     firmware = sub.add_parser("firmware", help="release keys and signatures for firmware images (no database)")
     firmware_sub = firmware.add_subparsers(dest="firmware_command", required=True)
@@ -141,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "firmware":
         return firmware(args)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        # A setting is the operator's to fix: the variable and what it takes, no traceback.
+        print(f"fleet: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log)
     if args.command in ("serve", "coap", "demo"):
         # The server's modules first: tune_gc freezes what exists.
@@ -155,12 +212,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except EmbeddedPostgresMissing as exc:
-        print(f"fleet {args.command}: {exc}", file=sys.stderr)
+        print(f"fleet: {exc}", file=sys.stderr)
         return 1
+    except DatabaseUnreachable as exc:
+        print(f"fleet: {exc} (FLEET_DATABASE_URL; `fleet doctor` checks the rest)", file=sys.stderr)
+        return 1
+
+
+def with_metrics_port(args: argparse.Namespace, settings: Settings) -> Settings:
+    if getattr(args, "metrics_port", None) is None:  # `fleet doctor` has none
+        return settings
+    if not 0 <= args.metrics_port <= 65535:
+        raise SystemExit(f"error: --metrics-port must be 0 (off) to 65535, got {args.metrics_port}")
+    return replace(settings, metrics=replace(settings.metrics, port=args.metrics_port))
 
 
 def serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
     """`--host` moves both listeners; `--coap-host` moves CoAP apart from it."""
+    settings = with_metrics_port(args, settings)
     return replace(
         settings,
         http=replace(settings.http, host=args.host or settings.http.host,
@@ -173,11 +242,15 @@ def serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from api import commands
 
+    if args.command == "doctor":
+        from api.doctor import doctor
+
+        return await doctor(serve_settings(args, settings), node=args.node)
     if args.command in ("serve", "demo"):
         settings = serve_settings(args, settings)
         return await (commands.serve(settings) if args.command == "serve" else commands.demo(settings))
     if args.command == "coap":
-        settings = replace(settings, coap=replace(
+        settings = replace(with_metrics_port(args, settings), coap=replace(
             settings.coap, host=args.host or settings.coap.host,
             port=args.coap_port if args.coap_port is not None else settings.coap.port))
         return await commands.coap_only(settings)
@@ -188,6 +261,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await commands.tenant_create(settings, args.slug, args.name, args.timezone)
         return await commands.tenant_list(settings)
     if args.command == "apikey":
+        if args.apikey_command == "list":
+            return await commands.apikey_list(settings, args.tenant)
+        if args.apikey_command == "revoke":
+            return await commands.apikey_revoke(settings, args.tenant, args.key)
         return await commands.apikey_create(settings, args.tenant, args.role, args.name, args.crew)
     if args.command == "simulate":
         return await commands.simulate(args)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import structlog
 
 from api.runtime import (alarm_service, firmware_download_uri, migrate_database, open_database, resolve_dsn,
-                         run_device_edge, run_http, supervised, until_stopped)
+                         run_device_edge, run_http, serving_metrics, supervised, until_stopped)
 from fleet.scheduling.lighting import run_scheduler
-from fleet.access.models import Role
-from fleet.access.service import ApiKeyService, TenantService, system_principal
+from fleet.access.models import ApiKey, Role
+from fleet.access.service import KEY_SCHEME, ApiKeyService, TenantService, system_principal
 from fleet.crews.service import CrewService
 from fleet.errors import FleetError
 from fleet.settings import Settings
@@ -50,10 +52,77 @@ async def tenant_create(settings: Settings, slug: str, name: str, timezone: str)
     return 0
 
 
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Columns aligned under a header line, two spaces apart, as `ps` or `kubectl get` print them."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+                     for line in (header, *rows))
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
+
+
 async def tenant_list(settings: Settings) -> int:
     async with open_database(settings) as db:
-        for tenant in await TenantService(db).all():
-            print(f"{tenant.slug}\t{tenant.name}\t{tenant.timezone}\t{tenant.id}")
+        service = TenantService(db)
+        tenants, devices = await service.all(), await service.device_counts()
+    print(table(("SLUG", "NAME", "TIMEZONE", "DEVICES", "CREATED (UTC)"),
+                [(t.slug, t.name, t.timezone, str(devices.get(t.id, 0)), _when(t.created_at)) for t in tenants]))
+    return 0
+
+
+def _find_key(keys: list[ApiKey], id_or_prefix: str) -> ApiKey | str:
+    """The key named by its id, its prefix (`1a2b3c4d`, `fleet_1a2b3c4d`) or a whole secret's
+    visible start; otherwise what is wrong with the name."""
+    try:
+        key_id = UUID(id_or_prefix)
+    except ValueError:
+        prefix = id_or_prefix.removeprefix(f"{KEY_SCHEME}_").partition("_")[0]
+        matches = [k for k in keys if k.prefix == prefix]
+    else:
+        matches = [k for k in keys if k.id == key_id]
+    if not matches:
+        return f"no API key {id_or_prefix!r} in this city (`fleet apikey list` shows them)"
+    if len(matches) > 1:
+        ids = ", ".join(str(k.id) for k in matches)
+        return f"prefix {id_or_prefix!r} names {len(matches)} keys; give the id: {ids}"
+    return matches[0]
+
+
+async def apikey_list(settings: Settings, slug: str) -> int:
+    async with open_database(settings) as db:
+        try:
+            principal = system_principal(await TenantService(db).by_slug(slug))
+            keys = await ApiKeyService(db).list(principal)
+            crews = {crew.id: crew.name for crew in await CrewService(db).list(principal)}
+        except FleetError as exc:
+            return _fail(exc)
+    print(table(("ID", "PREFIX", "NAME", "ROLE", "CREW", "CREATED (UTC)", "LAST USED", "REVOKED"), [
+        (str(k.id), f"{KEY_SCHEME}_{k.prefix}", k.name or "-", k.role.value,
+         crews.get(k.crew_id, str(k.crew_id)) if k.crew_id else "-", _when(k.created_at),
+         _when(k.last_used_at), _when(k.revoked_at) if k.revoked_at else "no") for k in keys]))
+    return 0
+
+
+async def apikey_revoke(settings: Settings, slug: str, id_or_prefix: str) -> int:
+    async with open_database(settings) as db:
+        try:
+            principal = system_principal(await TenantService(db).by_slug(slug))
+            service = ApiKeyService(db)
+            key = _find_key(await service.list(principal), id_or_prefix)
+            if isinstance(key, str):
+                print(f"error: {key}", file=sys.stderr)
+                return 1
+            if key.revoked_at is not None:
+                print(f"key {key.id} ({KEY_SCHEME}_{key.prefix}) was already revoked at {_when(key.revoked_at)} UTC")
+                return 0
+            # Through the service: audited, and every node hears of it (fleet.access.revocations).
+            revoked = await service.revoke(principal, key.id)
+        except FleetError as exc:
+            return _fail(exc)
+    print(f"revoked {revoked.role.value} key {revoked.id} ({KEY_SCHEME}_{revoked.prefix}"
+          f"{', ' + repr(revoked.name) if revoked.name else ''}) of {slug}")
     return 0
 
 
@@ -77,10 +146,10 @@ async def apikey_create(settings: Settings, slug: str, role: str, name: str, cre
 
 async def serve(settings: Settings) -> int:
     health = Health()  # what /readyz reports: every component of this process
-    async with open_database(settings, health=health) as db:
+    async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         log.info("fleet serving", http=f"http://{settings.http.host}:{settings.http.port}",
                  docs=f"http://{settings.http.host}:{settings.http.port}/schema",
-                 coap=f"udp/{settings.coap.port}")
+                 coap=f"udp/{settings.coap.port}", metrics=metrics_url(settings))
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
@@ -96,7 +165,7 @@ async def scheduler(db: Database, settings: Settings, health: Health) -> None:
 
 async def coap_only(settings: Settings) -> int:
     health = Health()
-    async with open_database(settings, health=health) as db:
+    async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         return await until_stopped(lambda: run_device_edge(db, settings, health))
 
 
@@ -104,6 +173,12 @@ def local_api(settings: Settings) -> str:
     """Where a process on this machine reaches the API (a wildcard address is not a URL)."""
     host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
     return f"http://{host}:{settings.http.port}"
+
+
+def metrics_url(settings: Settings) -> str | None:
+    """Where Prometheus scrapes this process (None: metrics are off)."""
+    metrics = settings.metrics
+    return f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else None
 
 
 def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
@@ -150,7 +225,7 @@ async def demo(settings: Settings) -> int:
     from simulators.seed_firmware import seed_demo_firmware
 
     health = Health()
-    async with open_database(settings, health=health) as db:
+    async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         seeded = await seed_demo_city(db)
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins

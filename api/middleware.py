@@ -13,6 +13,7 @@ import structlog
 from litestar import Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import count_request
 from api.problems import problem
 from fleet.access.limits import RequestLimits
 from fleet.access.service import ApiKeyService, SessionService, csrf_token
@@ -32,7 +33,8 @@ _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
 
 
 def request_context(app: ASGIApp) -> ASGIApp:
-    """Binds a request id, then logs method, path, status, tenant and duration once at the end."""
+    """Binds a request id, then logs method, path, status, tenant and duration once at the end
+    (and counts the request for /metrics, api.metrics)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,6 +59,7 @@ def request_context(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
+            count_request(scope, status, time.perf_counter() - started)
             principal = scope["state"].get("principal")
             log.info("request", method=scope["method"], path=scope["path"], status=status,
                      tenant=principal.tenant_slug if principal else None,

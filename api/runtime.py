@@ -9,7 +9,6 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import asyncpg
 import structlog
 import uvicorn
 
@@ -18,6 +17,7 @@ from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.db.embedded import WRITE_HEAVY, EmbeddedWatchdog, start_embedded
 from fleet.db.migrate import migrate
+from fleet.db.reach import CONNECT_ERRORS, DatabaseUnreachable, connect
 from fleet.firmware.delivery import default_base_uri
 from fleet.settings import Settings
 from fleet.supervision import Health, Supervisor
@@ -56,7 +56,7 @@ def resolve_dsn(settings: Settings) -> str:
 async def migrate_database(dsn: str, settings: Settings) -> list[int]:
     """Run the migrations on a connection of the admin DSN, closed again straight after: the
     running service never keeps a connection that owns anything."""
-    conn = await asyncpg.connect(dsn, server_settings={"application_name": "fleet-migrate"})
+    conn = await connect(dsn, application_name="fleet-migrate")
     try:
         return await migrate(conn, service_password=settings.database.service_password)
     finally:
@@ -82,11 +82,14 @@ async def open_database(settings: Settings, *, run_migrations: bool = True,
     dsn = await asyncio.to_thread(resolve_dsn, settings)
     if run_migrations:
         await migrate_database(dsn, settings)
-    db = await Database.connect(dsn, min_size=settings.database.pool_min,
-                                max_size=settings.database.pool_max,
-                                system_min_size=settings.database.pool_min,
-                                system_max_size=settings.database.system_pool_max,
-                                service_password=settings.database.service_password)
+    try:
+        db = await Database.connect(dsn, min_size=settings.database.pool_min,
+                                    max_size=settings.database.pool_max,
+                                    system_min_size=settings.database.pool_min,
+                                    system_max_size=settings.database.system_pool_max,
+                                    service_password=settings.database.service_password)
+    except CONNECT_ERRORS as exc:
+        raise DatabaseUnreachable(dsn, exc) from exc
     supervisor = Supervisor(health or Health())
     if not settings.database.url:
         supervisor.start("embedded-postgres", EmbeddedWatchdog(settings.database.data_dir).run)
@@ -142,6 +145,19 @@ async def run_device_edge(db: Database, settings: Settings, health: Health) -> N
     await run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
                    peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
                    health=health, alarm_service=alarms, rules=rules)
+
+
+@contextlib.asynccontextmanager
+async def serving_metrics(db: Database, settings: Settings) -> AsyncIterator[None]:
+    """This process's /metrics for as long as the block runs; a port that cannot be bound
+    stops the command with one line saying which setting moves it."""
+    from api.metrics import MetricsPortTaken, MetricsServer
+
+    try:
+        async with MetricsServer(db, settings.metrics).serving():
+            yield
+    except MetricsPortTaken as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 async def supervised(health: Health, name: str, run: Callable[[], Awaitable[None]]) -> None:

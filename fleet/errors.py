@@ -85,3 +85,13 @@ class ServiceBusy(FleetError):
 class RoutingServiceFailed(Unavailable):
     """The road-distance service (FLEET_ROUTING_URL) did not answer, or answered something that is
     not a distance table: a plan cannot be solved on guesses, so it fails and may be retried."""
+
+
+class SettingsError(ValueError):
+    """A `FLEET_*` variable holds something Fleet cannot use; says which, and what it expects."""
+
+    def __init__(self, variable: str, expected: str, got: str | None = None) -> None:
+        self.variable = variable
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{variable} must be {expected}" + (f", got {got!r}" if got is not None else ""))

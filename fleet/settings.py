@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from fleet.access.limits import Rate
+from fleet.errors import SettingsError
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -22,8 +24,30 @@ def _env_int(name: str, default: int) -> int:
         return default
     try:
         return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"FLEET_{name} must be an integer, got {raw!r}") from exc
+    except ValueError:
+        raise SettingsError(f"FLEET_{name}", "an integer", raw) from None
+
+
+def _env_port(name: str, default: int) -> int:
+    port = _env_int(name, default)
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"FLEET_{name}", "a port number, 0 to 65535", str(port))
+    return port
+
+
+def _env_database_url() -> str | None:
+    url = _env("DATABASE_URL")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("postgres", "postgresql"):
+        # The value may hold a password: named by its shape, never echoed.
+        raise SettingsError("FLEET_DATABASE_URL", "a postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL")
+    return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +73,10 @@ def _env_float(name: str, default: float) -> float:
         return default
     try:
         value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"FLEET_{name} must be a number, got {raw!r}") from exc
+    except ValueError:
+        raise SettingsError(f"FLEET_{name}", "a number", raw) from None
     if not value >= 0:
-        raise ValueError(f"FLEET_{name} must be 0 or more, got {raw!r}")
+        raise SettingsError(f"FLEET_{name}", "0 or more", raw)
     return value
 
 
@@ -100,6 +124,9 @@ class CoapSettings:
         return Rate(self.address_per_s, self.address_burst)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
+
+
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "INFO"
@@ -134,6 +161,15 @@ class WebSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Where this process serves Prometheus's /metrics (fleet.metrics); port 0 serves none.
+    Every process has its own port: two on one machine need two ports."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -145,6 +181,7 @@ class Settings:
     # distance times each city's road factor (fleet.collection.matrix).
     routing_url: str | None = None
     web: WebSettings = field(default_factory=WebSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def default_data_dir() -> Path:
@@ -156,14 +193,17 @@ def load_settings() -> Settings:
     data_dir = Path(_env("DATA_DIR") or default_data_dir()).expanduser()
     log_format = (_env("LOG_FORMAT", "auto") or "auto").lower()
     if log_format not in ("auto", "json", "console"):
-        raise ValueError("FLEET_LOG_FORMAT must be auto, json or console")
+        raise SettingsError("FLEET_LOG_FORMAT", "auto, json or console", _env("LOG_FORMAT"))
+    log_level = (_env("LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise SettingsError("FLEET_LOG_LEVEL", ", ".join(LOG_LEVELS), _env("LOG_LEVEL"))
     in_flight = _env_int("COAP_IN_FLIGHT", 1024)
     limits, coap = RateLimitSettings(), CoapSettings()
     if in_flight < 1:
-        raise ValueError(f"FLEET_COAP_IN_FLIGHT must be at least 1, got {in_flight}")
+        raise SettingsError("FLEET_COAP_IN_FLIGHT", "at least 1", str(in_flight))
     settings = Settings(
         database=DatabaseSettings(
-            url=_env("DATABASE_URL"),
+            url=_env_database_url(),
             data_dir=data_dir,
             pool_min=_env_int("DB_POOL_MIN", 2),
             pool_max=_env_int("DB_POOL_MAX", 10),
@@ -172,7 +212,7 @@ def load_settings() -> Settings:
         ),
         http=HttpSettings(
             host=_env("HTTP_HOST", "127.0.0.1") or "127.0.0.1",
-            port=_env_int("HTTP_PORT", 8000),
+            port=_env_port("HTTP_PORT", 8000),
             max_body_bytes=_env_int("MAX_BODY_BYTES", 16 * 1024 * 1024),
             limits=RateLimitSettings(
                 key_per_s=_env_float("RATE_KEY_PER_S", limits.key_per_s),
@@ -185,14 +225,14 @@ def load_settings() -> Settings:
         ),
         coap=CoapSettings(
             host=_env("COAP_HOST", "::") or "::",
-            port=_env_int("COAP_PORT", 5683),
+            port=_env_port("COAP_PORT", 5683),
             in_flight=in_flight,
             peer_per_s=_env_float("COAP_PEER_PER_S", coap.peer_per_s),
             peer_burst=_env_int("COAP_PEER_BURST", coap.peer_burst),
             address_per_s=_env_float("COAP_ADDRESS_PER_S", coap.address_per_s),
             address_burst=_env_int("COAP_ADDRESS_BURST", coap.address_burst),
         ),
-        log=LogSettings(level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(), format=log_format),
+        log=LogSettings(level=log_level, format=log_format),
         events=EventSettings(retention_days=_env_int("EVENTS_RETENTION_DAYS", 7)),
         firmware=FirmwareSettings(
             max_image_bytes=_env_int("FIRMWARE_MAX_BYTES", 64 * 1024 * 1024),
@@ -201,21 +241,23 @@ def load_settings() -> Settings:
         routing_url=_env("ROUTING_URL"),
         web=WebSettings(tiles_url=_env("MAP_TILES_URL"), tiles_attribution=_env("MAP_ATTRIBUTION", "") or "",
                         session_idle_hours=_env_float("SESSION_IDLE_HOURS", 12.0)),
+        metrics=MetricsSettings(host=_env("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
+                                port=_env_port("METRICS_PORT", 9464)),
     )
     if settings.events.retention_days < 1:
-        raise ValueError(f"FLEET_EVENTS_RETENTION_DAYS must be at least 1, got {settings.events.retention_days}")
+        raise SettingsError("FLEET_EVENTS_RETENTION_DAYS", "at least 1", str(settings.events.retention_days))
     if settings.firmware.max_image_bytes < 1:
-        raise ValueError(f"FLEET_FIRMWARE_MAX_BYTES must be at least 1, got {settings.firmware.max_image_bytes}")
+        raise SettingsError("FLEET_FIRMWARE_MAX_BYTES", "at least 1", str(settings.firmware.max_image_bytes))
     base = settings.firmware.download_base_uri
     if base is not None and not base.startswith(("coap://", "coaps://")):
-        raise ValueError(f"FLEET_FIRMWARE_DOWNLOAD_URI must be a coap:// or coaps:// URI, got {base!r}")
+        raise SettingsError("FLEET_FIRMWARE_DOWNLOAD_URI", "a coap:// or coaps:// URI", base)
     if settings.routing_url is not None and not settings.routing_url.startswith(("http://", "https://")):
-        raise ValueError(f"FLEET_ROUTING_URL must be an http:// or https:// URL, got {settings.routing_url!r}")
+        raise SettingsError("FLEET_ROUTING_URL", "an http:// or https:// URL", settings.routing_url)
     tiles = settings.web.tiles_url
     if tiles is not None and not (tiles.startswith(("http://", "https://")) and "{z}" in tiles):
-        raise ValueError(f"FLEET_MAP_TILES_URL must be an http(s) URL with {{z}}, {{x}} and {{y}}, got {tiles!r}")
+        raise SettingsError("FLEET_MAP_TILES_URL", "an http(s) URL with {z}, {x} and {y}", tiles)
     if settings.web.session_idle_hours <= 0:
-        raise ValueError("FLEET_SESSION_IDLE_HOURS must be more than 0")
+        raise SettingsError("FLEET_SESSION_IDLE_HOURS", "more than 0", str(settings.web.session_idle_hours))
     limits = settings.http.limits
     for name, per_s, burst in (("RATE_KEY", limits.key_per_s, limits.key_burst),
                                ("RATE_ADDRESS", limits.address_per_s, limits.address_burst),
@@ -223,5 +265,5 @@ def load_settings() -> Settings:
                                ("COAP_PEER", settings.coap.peer_per_s, settings.coap.peer_burst),
                                ("COAP_ADDRESS", settings.coap.address_per_s, settings.coap.address_burst)):
         if per_s > 0 and burst < 1:
-            raise ValueError(f"FLEET_{name}_BURST must be at least 1 while FLEET_{name}_PER_S is set")
+            raise SettingsError(f"FLEET_{name}_BURST", f"at least 1 while FLEET_{name}_PER_S is set", str(burst))
     return settings

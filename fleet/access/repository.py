@@ -55,6 +55,10 @@ class TenantRepository:
     async def all(self) -> list[Tenant]:
         return [_tenant(r) for r in await self.conn.fetch("select * from tenants order by slug")]
 
+    async def device_counts(self) -> dict[UUID, int]:
+        rows = await self.conn.fetch("select tenant_id, count(*) as devices from devices group by tenant_id")
+        return {r["tenant_id"]: r["devices"] for r in rows}
+
 
 class ApiKeyRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:

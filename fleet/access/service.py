@@ -102,6 +102,11 @@ class TenantService:
         async with self.db.system_tx() as conn:
             return await TenantRepository(conn).all()
 
+    async def device_counts(self) -> dict[UUID, int]:
+        """Devices per city (absent: none), for the console's list of cities."""
+        async with self.db.system_tx() as conn:
+            return await TenantRepository(conn).device_counts()
+
 
 class ApiKeyService:
     """Keys are checked against the database at most every `cache_s` seconds per key.

@@ -25,6 +25,7 @@ import asyncpg
 import structlog
 
 from fleet.db import Database
+from fleet.metrics import SCHEDULER_LEADER
 from fleet.supervision import running
 
 log = structlog.get_logger(__name__)
@@ -137,11 +138,13 @@ class LeaderElection:
                        returning epoch""", self.node)
                 self.leadership = Leadership(self.node, epoch, conn)
                 self.terms += 1
+                SCHEDULER_LEADER.set(1)
                 log.info("became scheduler leader", node=self.node, epoch=epoch)
                 async with lead(self.leadership):
                     await self._hold(conn)
             finally:
                 self.leadership = None
+                SCHEDULER_LEADER.set(0)
                 log.info("scheduler leadership ended", node=self.node, epoch=epoch)
                 await self._let_go(conn)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
@@ -15,6 +16,7 @@ from fleet.access.models import Permission, Principal
 from fleet.db import Database
 from fleet.db.availability import broken_connection, database_away, discard, unavailable
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
+from fleet.metrics import TELEMETRY_BACKLOG, TELEMETRY_COMMIT, TELEMETRY_POINTS, follow
 from fleet.objectmodel import CATALOG, ResourcePath
 from fleet.supervision import Health, Supervisor
 from fleet.telemetry.models import (PointRecord, SeriesBucket, SeriesPoint, SeriesQuery,
@@ -79,6 +81,7 @@ class TelemetryWriter:
         self._committing = 0  # batches taken from _pending whose commit has not returned yet
         self.committed_points = 0
         self.batches = 0
+        follow(TELEMETRY_BACKLOG, self, lambda writer: writer.waiting_points)
 
     @property
     def idle(self) -> bool:
@@ -213,6 +216,7 @@ class TelemetryWriter:
         points = [p for chunk, _ in batch for p in chunk]
         try:
             conn = await self._connection(conn)
+            started = time.perf_counter()
             async with conn.transaction():
                 await TelemetryRepository(conn).append_staged(points)
         except Exception as exc:  # noqa: BLE001 - every waiting caller must hear of it
@@ -234,6 +238,8 @@ class TelemetryWriter:
                 return conn
             self._refuse(batch[0][1], exc)
             return conn
+        TELEMETRY_COMMIT.observe(time.perf_counter() - started)
+        TELEMETRY_POINTS.inc(len(points))
         self.health.database_back()
         self.committed_points += len(points)
         self.batches += 1

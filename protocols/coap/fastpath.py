@@ -41,6 +41,7 @@ from aiocoap.transports.udp6 import UDP6EndpointAddress
 
 from fleet.db.availability import database_away
 from fleet.errors import NotFound, Unavailable, ValidationFailed
+from fleet.metrics import coap_answered
 from protocols.coap import message
 
 log = structlog.get_logger("fleet.coap")
@@ -178,6 +179,7 @@ class FastPath:
             return True
         options_bytes, payload = answer
         self.blocks += 1
+        coap_answered(message.GET, message.CONTENT)
         self._send(message.encode_with_options(message.ACK, message.CONTENT, mid, token, options_bytes, payload),
                    self._ancdata(pktinfo), address)
         return True
@@ -253,6 +255,7 @@ class FastPath:
         elif (exc := done.exception()) is not None:
             code, max_age, diagnostic = _refusal(exc)
         options = message.encode_options([(message.MAX_AGE, message.uint(max_age))]) if max_age is not None else b""
+        coap_answered(message.POST, code)
         self._reply(exchange, code, options, diagnostic)
 
     def _answer_get(self, exchange: _Exchange, done: asyncio.Future) -> None:
@@ -267,6 +270,7 @@ class FastPath:
             code, (options, payload) = message.CONTENT, done.result()
         # Not kept for duplicates (a GET is idempotent): a repeated request is answered anew,
         # from memory now.
+        coap_answered(message.GET, code)
         self._reply(exchange, code, options, payload, keep=False)
 
     def _reply(self, exchange: _Exchange, code: int, options: bytes, payload, *, keep: bool = True) -> None:

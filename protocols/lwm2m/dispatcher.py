@@ -25,6 +25,7 @@ from fleet.db import Database
 from fleet.db.availability import broken_connection, database_away, lost
 from fleet.errors import NotFound, Unavailable
 from fleet.firmware.delivery import Downloads, without_token
+from fleet.metrics import DISPATCHER_IN_FLIGHT, follow
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.telemetry.models import split_value, stored_value
 from fleet.registrations.models import Registration
@@ -87,6 +88,7 @@ class Dispatcher:
         self.concurrency = concurrency
         self.claim_batch = max(1, min(CLAIM_BATCH, concurrency // 4))
         self._in_flight = 0  # exchanges with a device under way
+        follow(DISPATCHER_IN_FLIGHT, self, lambda dispatcher: dispatcher._in_flight)
         # Commands sent whose outcome is not recorded yet: released on stopping.
         self._unanswered: set = set()
         self._recording = 0  # answered, their results being committed

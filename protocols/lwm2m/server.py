@@ -19,6 +19,7 @@ from aiocoap.numbers.codes import Code
 from fleet.db.availability import database_away
 from fleet.errors import FleetError
 from fleet.firmware.delivery import Downloads, without_token
+from fleet.metrics import LWM2M_SENDS, coap_answered
 from fleet.objectmodel import ResourcePath
 from fleet.registrations.models import DEFAULT_LIFETIME_S, Registration, RegisterRequest, UpdateRequest
 from fleet.registrations.service import RegistrationService, UnknownEndpoint
@@ -104,6 +105,18 @@ class LwM2MServer(interfaces.Resource):
         return not (self.downloads is not None and packages.is_download(request.opt.uri_path))
 
     async def render(self, request: Message) -> Message:
+        try:
+            response = await self._render(request)
+        except error.RenderableError as exc:
+            coap_answered(request.code, getattr(exc, "code", Code.INTERNAL_SERVER_ERROR))
+            raise
+        except Exception:
+            coap_answered(request.code, Code.INTERNAL_SERVER_ERROR)
+            raise
+        coap_answered(request.code, response.code)
+        return response
+
+    async def _render(self, request: Message) -> Message:
         if self.draining:
             raise ServiceUnavailable(BACKOFF_S)
         self._rendering += 1
@@ -205,6 +218,7 @@ class LwM2MServer(interfaces.Resource):
     # -- information reporting -------------------------------------------------------------
 
     async def _send(self, request: Message) -> Message:
+        LWM2M_SENDS.inc()
         if not self.writer.health.database_ok:
             raise ServiceUnavailable(BACKOFF_S, "database unavailable; retry later")
         if self.writer.backed_up:
@@ -241,6 +255,7 @@ class LwM2MServer(interfaces.Resource):
             readings = content.decode(content_format, payload, _ROOT, now)
         except CodecError:
             return None  # render() decodes it again and answers 4.00 with the diagnostic
+        LWM2M_SENDS.inc()
         return self.writer.submit(_records(session, readings, now))
 
     def fast_get(self, path: tuple[bytes, ...], block2: bytes | None, size2_asked: bool):

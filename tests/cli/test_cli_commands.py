@@ -58,7 +58,7 @@ async def test_tenant_create_and_its_refusals(database_dsn):
         assert "error:" in refused.stderr and f"{field}:" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
     listed = await fleet(database_dsn, "tenant", "list")
-    assert listed.code == 0 and [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["seoul"]
+    assert listed.code == 0 and [line.split()[0] for line in listed.stdout.splitlines()] == ["SLUG", "seoul"]
 
 
 async def test_apikey_create_prints_a_working_key_last(database_dsn, api_url):

@@ -14,9 +14,19 @@ from fleet.settings import load_settings
     (["serve", "--host", "10.1.2.3", "--coap-host", "::"], "10.1.2.3", "::"),
     (["serve", "--coap-host", "192.0.2.7"], "127.0.0.1", "192.0.2.7"),
     (["demo", "--host", "0.0.0.0"], "0.0.0.0", "0.0.0.0"),
+    (["doctor", "--host", "10.1.2.3"], "10.1.2.3", "10.1.2.3"),
 ])
 def test_hosts(monkeypatch, argv, http_host, coap_host):
     monkeypatch.delenv("FLEET_HTTP_HOST", raising=False)
     monkeypatch.delenv("FLEET_COAP_HOST", raising=False)
     settings = serve_settings(_parser().parse_args([*argv, "--coap-port", "5690"]), load_settings())
     assert (settings.http.host, settings.coap.host, settings.coap.port) == (http_host, coap_host, 5690)
+
+
+def test_metrics_port(monkeypatch):
+    monkeypatch.delenv("FLEET_METRICS_PORT", raising=False)
+    settings = load_settings()
+    assert serve_settings(_parser().parse_args(["serve"]), settings).metrics.port == 9464
+    assert serve_settings(_parser().parse_args(["serve", "--metrics-port", "0"]), settings).metrics.port == 0
+    with pytest.raises(SystemExit, match="--metrics-port must be 0"):
+        serve_settings(_parser().parse_args(["demo", "--metrics-port", "70000"]), settings)

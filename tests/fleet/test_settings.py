@@ -65,3 +65,15 @@ def test_the_routing_service_is_unset_by_default_and_must_be_http(monkeypatch):
     monkeypatch.setenv("FLEET_ROUTING_URL", "osrm.internal")
     with pytest.raises(ValueError, match="FLEET_ROUTING_URL"):
         load_settings()
+
+
+def test_metrics_are_served_on_loopback_9464_unless_set(monkeypatch):
+    for name in ("METRICS_HOST", "METRICS_PORT"):
+        monkeypatch.delenv(f"FLEET_{name}", raising=False)
+    assert (load_settings().metrics.host, load_settings().metrics.port) == ("127.0.0.1", 9464)
+    monkeypatch.setenv("FLEET_METRICS_HOST", "0.0.0.0")
+    monkeypatch.setenv("FLEET_METRICS_PORT", "0")
+    assert (load_settings().metrics.host, load_settings().metrics.port) == ("0.0.0.0", 0)
+    monkeypatch.setenv("FLEET_METRICS_PORT", "70000")
+    with pytest.raises(ValueError, match="FLEET_METRICS_PORT"):
+        load_settings()

@@ -49,7 +49,8 @@ class CoapProcess:
 async def coap_processes(database_dsn) -> AsyncIterator[tuple[int, list[CoapProcess]]]:
     port = free_port(socket.SOCK_DGRAM)
     env = os.environ | {"FLEET_DATABASE_URL": database_dsn, "FLEET_LOG_FORMAT": "json",
-                        "FLEET_LOG_LEVEL": "INFO", "FLEET_DB_POOL_MIN": "1", "FLEET_DB_POOL_MAX": "6"}
+                        "FLEET_LOG_LEVEL": "INFO", "FLEET_DB_POOL_MIN": "1", "FLEET_DB_POOL_MAX": "6",
+                        "FLEET_METRICS_PORT": "0"}  # two processes; no port of their own to give
     processes, readers = [], []
     try:
         for _ in range(2):

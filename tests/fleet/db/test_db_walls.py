@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from fleet.db import Database
+from fleet.db.doctor import walled_relations
 from fleet.db.roles import OWNER_ROLE, SYSTEM_ROLE, TENANT_ROLE
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
@@ -20,21 +21,6 @@ from fleet.telemetry.service import TelemetryMaintenance
 from tests.conftest import make_city
 
 LOGINS = (TENANT_ROLE, SYSTEM_ROLE)
-
-
-async def walled_relations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Every table and partition of Fleet's schema that holds city rows."""
-    return await conn.fetch(
-        """select c.oid::regclass::text as name, c.relispartition as partition,
-                  c.relrowsecurity as enabled, c.relforcerowsecurity as forced,
-                  exists (select 1 from pg_policy p where p.polrelid = c.oid
-                          and p.polname = 'tenant_wall') as has_tenant_policy
-           from pg_class c join pg_namespace n on n.oid = c.relnamespace
-           where n.nspname = 'public' and c.relkind in ('r', 'p')
-             and (c.relname = 'tenants' or exists (
-                 select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id'
-                   and not a.attisdropped))
-           order by 1""")
 
 
 async def populate(db: Database, slug: str, now: datetime):

@@ -1,0 +1,121 @@
+"""`fleet doctor`: checks a deployment and prints one line per check, with what to do when not ok."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from dataclasses import replace
+
+import httpx
+
+from api.runtime import resolve_dsn
+from fleet.db.doctor import Check, Status, database_checks
+from fleet.db.reach import DatabaseUnreachable, connect
+from fleet.settings import CoapSettings, HttpSettings, Settings
+
+# CoAP (RFC 7252 §4.3): an empty Confirmable message is a "ping"; a CoAP endpoint answers it
+# with a Reset of the same message id, whatever resources it has.
+COAP_VERSION_CON_EMPTY = 0x40
+COAP_TYPE_RST = 3
+PROBE_TIMEOUT_S = 1.0
+PROBE_TRIES = 3
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def render(check: Check) -> str:
+    line = f"{check.status.value:<4}  {check.name:<12}  {check.found}"
+    # The fix on the same line: `fleet doctor | grep FAIL` shows what to do too.
+    return f"{line}  -> {check.fix}" if check.fix and check.status is not Status.OK else line
+
+
+def _local(host: str) -> str:
+    """Where to reach a listener bound to `host` from this machine."""
+    return "127.0.0.1" if host in WILDCARDS else host
+
+
+def coap_ping(host: str, port: int, *, timeout_s: float = PROBE_TIMEOUT_S, tries: int = PROBE_TRIES) -> bool:
+    """Whether a CoAP endpoint answers an empty CON with a RST of the same message id."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.settimeout(timeout_s)
+        # Connected, so a closed port's ICMP "unreachable" comes back as an error at once.
+        sock.connect(address)
+        for _ in range(tries):
+            message_id = secrets.randbits(16)
+            sock.send(bytes([COAP_VERSION_CON_EMPTY, 0]) + message_id.to_bytes(2, "big"))
+            try:
+                while True:
+                    reply = sock.recv(2048)
+                    if len(reply) >= 4 and reply[0] >> 4 & 3 == COAP_TYPE_RST \
+                            and int.from_bytes(reply[2:4], "big") == message_id:
+                        return True
+            except TimeoutError:
+                continue
+            except ConnectionRefusedError:  # nothing listens there
+                return False
+    return False
+
+
+async def check_coap(coap: CoapSettings) -> Check:
+    host = _local(coap.host)
+    where = f"udp {host}:{coap.port}"
+    try:
+        answered = await asyncio.to_thread(coap_ping, host, coap.port)
+    except OSError as exc:
+        return Check("coap", Status.FAIL, f"{where}: {exc}", "check FLEET_COAP_HOST / --coap-host")
+    if answered:
+        return Check("coap", Status.OK, f"{where} answers a CoAP ping (an empty CON, answered with RST)")
+    return Check("coap", Status.FAIL, f"{where}: no answer to a CoAP ping",
+                 "start `fleet serve` (or `fleet coap`) here, check FLEET_COAP_PORT and the firewall; "
+                 "give --no-node when no node runs on this machine")
+
+
+async def check_http(http: HttpSettings) -> Check:
+    host = _local(http.host)
+    url = f"http://[{host}]:{http.port}/readyz" if ":" in host else f"http://{host}:{http.port}/readyz"
+    try:
+        async with httpx.AsyncClient(timeout=3.0) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        return Check("http", Status.FAIL, f"{url}: {exc or type(exc).__name__}",
+                     "start `fleet serve` here, check FLEET_HTTP_HOST / FLEET_HTTP_PORT; "
+                     "give --no-node when no node runs on this machine")
+    if response.status_code == 200:
+        return Check("http", Status.OK, f"{url} ready")
+    return Check("http", Status.FAIL, f"{url} answers {response.status_code}: {response.text.strip()[:200]}",
+                 "the node is up but a component is not; its log says which")
+
+
+async def _database(settings: Settings) -> list[Check]:
+    embedded = settings.database.url is None
+    try:
+        dsn = await asyncio.to_thread(resolve_dsn, settings)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the embedded server is the finding
+        return [Check("database", Status.FAIL, f"the embedded PostgreSQL in {settings.database.data_dir} "
+                      f"did not start: {exc}", "set FLEET_DATABASE_URL to a server of your own, or see "
+                      "the embedded server's log in its data directory")]
+    try:
+        conn = await connect(dsn, timeout=10, application_name="fleet-doctor")
+    except DatabaseUnreachable as exc:
+        return [Check("database", Status.FAIL, str(exc),
+                      "start PostgreSQL, or correct FLEET_DATABASE_URL (host, port, user, password, database)")]
+    try:
+        checks = await database_checks(conn)
+    finally:
+        await conn.close()
+    if embedded:
+        checks[0] = replace(checks[0], found=f"{checks[0].found} (embedded, in {settings.database.data_dir})")
+    return checks
+
+
+async def doctor(settings: Settings, *, node: bool = True) -> int:
+    """Print each check as it completes; 0 when none failed, else 1."""
+    checks = await _database(settings)
+    for check in checks:
+        print(render(check), flush=True)
+    if node:
+        for check in await asyncio.gather(check_coap(settings.coap), check_http(settings.http)):
+            print(render(check), flush=True)
+            checks.append(check)
+    return 1 if any(check.status is Status.FAIL for check in checks) else 0

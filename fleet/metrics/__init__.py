@@ -1,0 +1,60 @@
+"""This process's Prometheus metrics: what the code paths count, defined once per process.
+
+The instruments live in prometheus_client's default registry (one per process, whatever the
+number of apps or listeners a test starts); the city-wide gauges read from the database are
+a collector each `/metrics` server registers on its own (fleet.metrics.service).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# No `*_created` sample beside each counter and histogram: it doubles the series for a
+# timestamp Prometheus does not need (a restart shows as the counter dropping to 0).
+disable_created_metrics()
+
+# Group commits take milliseconds; seconds mean the database is struggling.
+_COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+COAP_REQUESTS = Counter("fleet_coap_requests", "CoAP requests answered, by method and response code",
+                        ["method", "code"])
+LWM2M_SENDS = Counter("fleet_lwm2m_sends", "LwM2M Send operations received (POST /dp)")
+TELEMETRY_POINTS = Counter("fleet_telemetry_points_committed", "Data points committed by the telemetry writer")
+TELEMETRY_COMMIT = Histogram("fleet_telemetry_commit_duration_seconds",
+                             "Time of one group commit of the telemetry writer", buckets=_COMMIT_BUCKETS)
+TELEMETRY_BACKLOG = Gauge("fleet_telemetry_backlog_points", "Data points waiting for the telemetry writer")
+DISPATCHER_IN_FLIGHT = Gauge("fleet_dispatcher_in_flight", "Command exchanges with devices under way on this node")
+SCHEDULER_LEADER = Gauge("fleet_scheduler_leader", "1 while this process leads the scheduler, else 0")
+HTTP_REQUESTS = Counter("fleet_http_requests", "HTTP requests answered, by method, route template and status",
+                        ["method", "route", "status"])
+HTTP_DURATION = Histogram("fleet_http_request_duration_seconds", "Time to answer an HTTP request, by route template",
+                          ["method", "route"])
+
+_METHODS = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE", 5: "FETCH", 6: "PATCH", 7: "iPATCH"}
+# (method, code) as the wire's integers -> the labelled counter: the fast path pays one dict
+# lookup per answer, not prometheus_client's label handling.
+_coap_children: dict[tuple[int, int], Counter] = {}
+
+
+def coap_answered(method: int, code: int) -> None:
+    """Count a CoAP request answered (method and code as on the wire, e.g. 2 and 0x44)."""
+    child = _coap_children.get((method, code))
+    if child is None:
+        child = COAP_REQUESTS.labels(_METHODS.get(method, str(method)), f"{code >> 5}.{code & 0x1F:02d}")
+        _coap_children[(method, code)] = child
+    child.inc()
+
+
+def follow(gauge: Gauge, owner: object, read: Callable[[object], float]) -> None:
+    """Make `gauge` read `read(owner)` at scrape time, for as long as owner lives (0 after):
+    nothing to update on the hot path, and a stopped component is not kept alive."""
+    ref = weakref.ref(owner)
+
+    def value() -> float:
+        alive = ref()
+        return read(alive) if alive is not None else 0
+
+    gauge.set_function(value)
