@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                                                 " 1024 streetlights and APs, 512 bins)")
     simulate.add_argument("--collection", choices=("round", "fleet"), default="round",
                           help="who empties the bins: 'round', district crews on a fixed night round;"
-                               " 'fleet', only Fleet (the 'emptied' Execute, or a --truck-key truck"
+                               " 'fleet', only Fleet (the 'emptied' Execute, or a truck with a crew key"
                                " driving Fleet's routes)")
     truck_key = simulate.add_mutually_exclusive_group()
     truck_key.add_argument("--truck-key-file", default=None, metavar="PATH",

@@ -173,6 +173,8 @@ def taken_port(settings: Settings) -> str | None:
         if problem is not None:
             protocol = "TCP" if kind == socket.SOCK_STREAM else "UDP"
             how = f"choose another with {change}" if change.startswith("--") else f"set {change} to another"
+            if problem.startswith("cannot resolve"):  # the host is wrong, not the port
+                how = "choose another with --host"
             return f"fleet demo: the {name} port {port} ({protocol} on {host}) {problem}; {how}"
     return None
 
