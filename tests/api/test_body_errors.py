@@ -61,7 +61,8 @@ def test_constraints_optional_members_tuples_and_dicts():
             "ids": ["nope"], "pair": [1, 2], "sizes": {"big": "x"}}
     assert body_errors(body, Spot) == [
         ("at.lat", "Expected `float` <= 90.0"), ("near.lat", "Expected `float`, got `str`"),
-        ("ids[0]", "Invalid UUID"), ("pair[1]", "Expected `str`, got `int`"), ("sizes.big", "Expected `int`, got `str`")]
+        ("ids[0]", "Invalid UUID"), ("pair[1]", "Expected `str`, got `int`"),
+        ("sizes.big", "Expected `int`, got `str`")]
 
 
 def test_a_constraint_of_the_whole_shows_once_its_parts_are_right():
