@@ -246,7 +246,8 @@ def tonight_energy(schedule: Schedule, lights: list[Light], start: dt.datetime, 
             planned += watts * _level_hours(cluster, start, end)
     # The window as the city's clocks show it; the figures are the same whatever the offset.
     zone = ZoneInfo(schedule.timezone)
-    return Tonight(start.astimezone(zone), end.astimezone(zone), round(planned / 1000, 2), round(uncontrolled / 1000, 2))
+    return Tonight(start.astimezone(zone), end.astimezone(zone), round(planned / 1000, 2),
+                   round(uncontrolled / 1000, 2))
 
 
 def _hours(spans: list[tuple[dt.datetime, dt.datetime]]) -> float:
