@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import msgspec
@@ -12,25 +13,35 @@ import msgspec
 # msgspec ends a message with where the error is, relative to the value converted.
 _AT = re.compile(r" - at `\$(?P<path>.*)`$")
 _SEQUENCES = (list, tuple, set, frozenset)
+# A body of a million wrong items is answered with the first ones, not a response larger than it.
+MAX_ERRORS = 100
+
+Errors = Iterator[tuple[str, str]]
 
 
-def body_errors(value: Any, target: Any, dec_hook: Callable[[type, Any], Any] | None = None
-                ) -> list[tuple[str, str]]:
+def body_errors(value: Any, target: Any, dec_hook: Callable[[type, Any], Any] | None = None,
+                limit: int = MAX_ERRORS) -> list[tuple[str, str]]:
     """(field, message) for each error converting `value` (decoded JSON) to `target` as Litestar
     does (strict=False), in the order of the body's keys, missing fields after; a field is
     named as a path such as `location.lat` or `device_ids[2]`, the body itself as `body`.
     Each field is converted apart, so one wrong field does not hide the next one."""
-    return [(path.lstrip(".") or "body", message) for path, message in _errors(value, target, "", dec_hook)]
+    found = islice(_errors(value, target, "", dec_hook), limit)
+    return [(path.lstrip(".") or "body", message) for path, message in found]
 
 
-def _errors(value: Any, target: Any, path: str, dec_hook: Any) -> list[tuple[str, str]]:
+def _errors(value: Any, target: Any, path: str, dec_hook: Any) -> Errors:
     try:
         msgspec.convert(value, target, strict=False, str_keys=True, dec_hook=dec_hook)
-        return []
+        return
     except msgspec.ValidationError as exc:
         first = str(exc)
-    # A constraint of the whole (a Struct's __post_init__, a list's length) shows once its parts are right.
-    return _parts(value, target, path, dec_hook) or [_located(path, first)]
+    found = False
+    for error in _parts(value, target, path, dec_hook):
+        found = True
+        yield error
+    if not found:
+        # A constraint of the whole (a Struct's __post_init__, a list's length) shows once its parts are right.
+        yield _located(path, first)
 
 
 def _located(path: str, message: str) -> tuple[str, str]:
@@ -39,28 +50,28 @@ def _located(path: str, message: str) -> tuple[str, str]:
     return path, message
 
 
-def _parts(value: Any, target: Any, path: str, dec_hook: Any) -> list[tuple[str, str]]:
+def _parts(value: Any, target: Any, path: str, dec_hook: Any) -> Errors:
     origin, args = get_origin(target), get_args(target)
     if origin is Annotated:
-        return _parts(value, args[0], path, dec_hook)
-    if origin in (Union, types.UnionType):
+        yield from _parts(value, args[0], path, dec_hook)
+    elif origin in (Union, types.UnionType):
         # Only when the value's shape picks one member: `Location | None` given an object.
         shaped = [a for a in args if _shape(a) is not None and isinstance(value, _shape(a))]
-        return _parts(value, shaped[0], path, dec_hook) if len(shaped) == 1 else []
-    if isinstance(target, type) and issubclass(target, msgspec.Struct):
-        return _struct(value, target, path, dec_hook) if isinstance(value, dict) else []
-    if origin in _SEQUENCES and isinstance(value, list):
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(args) != len(value):
-                return []
-            items = args
-        else:
-            items = [args[0] if args else Any] * len(value)
-        return [e for i, (item, kind) in enumerate(zip(value, items, strict=True))
-                for e in _errors(item, kind, f"{path}[{i}]", dec_hook)]
-    if origin is dict and isinstance(value, dict) and len(args) == 2:
-        return [e for key, item in value.items() for e in _errors(item, args[1], f"{path}.{key}", dec_hook)]
-    return []
+        if len(shaped) == 1:
+            yield from _parts(value, shaped[0], path, dec_hook)
+    elif isinstance(target, type) and issubclass(target, msgspec.Struct):
+        if isinstance(value, dict):
+            yield from _struct(value, target, path, dec_hook)
+    elif origin in _SEQUENCES and isinstance(value, list):
+        fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
+        if fixed and len(args) != len(value):
+            return
+        kinds = args if fixed else [args[0] if args else Any] * len(value)
+        for i, (item, kind) in enumerate(zip(value, kinds, strict=True)):
+            yield from _errors(item, kind, f"{path}[{i}]", dec_hook)
+    elif origin is dict and isinstance(value, dict) and len(args) == 2:
+        for key, item in value.items():
+            yield from _errors(item, args[1], f"{path}.{key}", dec_hook)
 
 
 def _shape(target: Any) -> type | None:
@@ -75,15 +86,14 @@ def _shape(target: Any) -> type | None:
     return None
 
 
-def _struct(value: dict, target: type[msgspec.Struct], path: str, dec_hook: Any) -> list[tuple[str, str]]:
+def _struct(value: dict, target: type[msgspec.Struct], path: str, dec_hook: Any) -> Errors:
     config = target.__struct_config__
     fields = {f.encode_name: f for f in msgspec.structs.fields(target)}
-    found = []
     for key, item in value.items():
         if key in fields:
-            found += _errors(item, fields[key].type, f"{path}.{key}", dec_hook)
+            yield from _errors(item, fields[key].type, f"{path}.{key}", dec_hook)
         elif config.forbid_unknown_fields and key != config.tag_field:
-            found.append((f"{path}.{key}", f"Object contains unknown field `{key}`"))
-    found += [(f"{path}.{name}", f"Object missing required field `{name}`")
-              for name, field in fields.items() if field.required and name not in value]
-    return found
+            yield f"{path}.{key}", f"Object contains unknown field `{key}`"
+    for name, field in fields.items():
+        if field.required and name not in value:
+            yield f"{path}.{name}", f"Object missing required field `{name}`"

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from api.body_errors import body_errors
+from api.body_errors import MAX_ERRORS, body_errors
 
 
 class Point(Struct):
@@ -71,6 +71,14 @@ def test_a_constraint_of_the_whole_shows_once_its_parts_are_right():
         ("ids", "Expected `array` of length <= 2")]
     assert body_errors({"low": "x", "high": 1}, Ordered) == [("low", "Expected `int`, got `str`")]
     assert body_errors({"low": 2, "high": 1}, Ordered) == [("body", "low must not exceed high")]
+
+
+def test_a_long_list_of_errors_stops_at_the_limit():
+    body = {"name": "a", "at": {"lat": 0, "lon": 0}, "tags": list(range(1000))}
+    found = body_errors(body, Spot)
+    assert len(found) == MAX_ERRORS and found[-1] == (f"tags[{MAX_ERRORS - 1}]", "Expected `str`, got `int`")
+    assert body_errors(body, Spot, limit=2) == [("tags[0]", "Expected `str`, got `int`"),
+                                                ("tags[1]", "Expected `str`, got `int`")]
 
 
 def test_a_body_of_the_wrong_shape_is_the_body():
