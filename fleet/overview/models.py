@@ -57,6 +57,8 @@ class AlarmFigures(Struct):
 
 
 class Tonight(Struct):
+    """The night the figures cover, noon to noon in the city's local time (its offset, not `Z`)."""
+
     from_: datetime = msgspec.field(name="from")
     to: datetime
     energy_kwh: Annotated[float, Meta(description="tonight's schedule at each light's nominal wattage")]

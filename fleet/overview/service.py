@@ -244,7 +244,10 @@ def tonight_energy(schedule: Schedule, lights: list[Light], start: dt.datetime, 
         if cluster.calendar is not None:
             watts = sum(p.light.nominal_wattage for p in cluster.plans)
             planned += watts * _level_hours(cluster, start, end)
-    return Tonight(start, end, round(planned / 1000, 2), round(uncontrolled / 1000, 2))
+    # The window as the city's clocks show it; the figures are the same whatever the offset.
+    zone = ZoneInfo(schedule.timezone)
+    return Tonight(start.astimezone(zone), end.astimezone(zone), round(planned / 1000, 2),
+                   round(uncontrolled / 1000, 2))
 
 
 def _hours(spans: list[tuple[dt.datetime, dt.datetime]]) -> float:
