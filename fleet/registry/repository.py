@@ -47,6 +47,7 @@ def degrees_around(lat: float, radius_m: float) -> tuple[float, float]:
 
 
 def device_from_row(row: asyncpg.Record, distance_m: float | None = None) -> Device:
+    """A device from its row; `distance_m` (from `near`) is shown in whole metres."""
     return Device(
         id=row["id"], kind=DeviceKind(row["kind"]), endpoint=row["endpoint"], serial=row["serial"],
         manufacturer=row["manufacturer"], model=row["model"],
@@ -54,7 +55,8 @@ def device_from_row(row: asyncpg.Record, distance_m: float | None = None) -> Dev
         district=row["district"], address=row["address"], installed_at=row["installed_at"],
         status=DeviceStatus(row["status"]), tags=list(row["tags"]), attributes=row["attributes"],
         created_at=row["created_at"], updated_at=row["updated_at"],
-        decommissioned_at=row["decommissioned_at"], distance_m=distance_m)
+        decommissioned_at=row["decommissioned_at"],
+        distance_m=None if distance_m is None else round(distance_m))
 
 
 def new_device_record(tenant_id: UUID, device: NewDevice) -> tuple:
@@ -198,19 +200,30 @@ class DeviceRepository:
             return [device_filter]
         return [replace(device_filter, group_id=None), parse_filter(saved["filter"], allow_group=False)]
 
-    async def list(self, tenant_id: UUID, device_filter: DeviceFilter, *, after_seq: int | None,
-                   limit: int) -> tuple[list[Device], int | None]:
-        """One page in `seq` order; returns the devices and the seq to continue after, if any."""
+    async def list(self, tenant_id: UUID, device_filter: DeviceFilter, *, after: tuple | None,
+                   limit: int) -> tuple[list[Device], tuple | None]:
+        """One page and the key to continue after, if more follow: in `seq` order, key (seq,);
+        with `near`, nearest first, key (distance in metres, seq), the exact distance (the
+        devices show it rounded), so pages neither skip nor repeat a device."""
         sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
-        distance = f", {sql.distance_sql} as distance_m" if sql.distance_sql else ""
-        after = f" and d.seq > {sql.param(after_seq)}" if after_seq is not None else ""
+        near = sql.distance_sql
+        if near:
+            start = (f" and ({near}, d.seq) > ({sql.param(float(after[0]))}::float8, {sql.param(after[1])})"
+                     if after is not None else "")
+            columns, order = f"{DEVICE_COLUMNS}, {near} as distance_m", f"{near}, d.seq"
+        else:
+            start = f" and d.seq > {sql.param(after[0])}" if after is not None else ""
+            columns, order = DEVICE_COLUMNS, "d.seq"
         rows = await self.conn.fetch(
-            f"select {DEVICE_COLUMNS}{distance} from devices d where {sql.where}{after} "
-            f"order by d.seq limit {sql.param(limit + 1)}", *sql.params)
+            f"select {columns} from devices d where {sql.where}{start} "
+            f"order by {order} limit {sql.param(limit + 1)}", *sql.params)
         more = len(rows) > limit
         rows = rows[:limit]
-        devices = [device_from_row(r, r["distance_m"] if distance else None) for r in rows]
-        return devices, (rows[-1]["seq"] if more else None)
+        devices = [device_from_row(r, r["distance_m"] if near else None) for r in rows]
+        if not more:
+            return devices, None
+        last = rows[-1]
+        return devices, ((last["distance_m"], last["seq"]) if near else (last["seq"],))
 
     async def in_service(self, tenant_id: UUID, device_ids: list[UUID]) -> set[UUID]:
         """Which of these devices exist in the city and are not decommissioned."""
