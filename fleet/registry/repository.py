@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from fleet.errors import NotFound
+from fleet.errors import FieldError, NotFound, ValidationFailed
 from fleet.registry.filters import parse_filter
 from fleet.registry.models import (Device, DeviceFilter, DeviceKind, DeviceStatus, Location,
                                    NewDevice)
@@ -19,6 +19,8 @@ from fleet.registry.models import (Device, DeviceFilter, DeviceKind, DeviceStatu
 EARTH_RADIUS_M = 6_371_008.8
 # Rows per COPY of a bulk insert: each is a few tens of milliseconds of the event loop.
 COPY_CHUNK = 2_000
+# Districts an unknown district's error names; GET /api/v1/districts lists them all.
+KNOWN_DISTRICTS_SHOWN = 10
 
 DEVICE_COLUMNS = """d.id, d.seq, d.kind, d.endpoint, d.serial, d.manufacturer, d.model,
     d.firmware_version, d.lat, d.lon, d.district, d.address, d.installed_at, d.status, d.tags,
@@ -187,8 +189,26 @@ class DeviceRepository:
             tenant_id, device_id)
         return device_from_row(row)
 
+    async def require_known_district(self, tenant_id: UUID, district: str | None, field: str = "district") -> None:
+        """ValidationFailed (422) naming `district` unless a device of the city (decommissioned
+        too: its history is filtered by it) stands in it: a misspelt district would otherwise
+        match nothing, and a command to it would reach no device without a word."""
+        if district is None or await self.conn.fetchval(
+                "select exists (select 1 from devices where tenant_id = $1 and district = $2)", tenant_id, district):
+            return
+        known = await self.conn.fetch(
+            "select distinct district from devices where tenant_id = $1 and district is not null "
+            "and status <> 'decommissioned' order by district limit $2", tenant_id, KNOWN_DISTRICTS_SHOWN + 1)
+        names = [r["district"] for r in known]
+        shown = ", ".join(names[:KNOWN_DISTRICTS_SHOWN]) + (", ..." if len(names) > KNOWN_DISTRICTS_SHOWN else "")
+        detail = f"unknown district {district!r} (known: {shown or 'none'}; see GET /api/v1/districts)"
+        raise ValidationFailed(detail, [FieldError(field, detail)])
+
     async def resolve(self, tenant_id: UUID, device_filter: DeviceFilter) -> list[DeviceFilter]:
-        """Replace a dynamic group by its saved filter; raises NotFound for an unknown group."""
+        """Replace a dynamic group by its saved filter; raises NotFound for an unknown group, and
+        ValidationFailed for a district no device stands in (a saved filter's is not checked:
+        a group whose district emptied is just empty)."""
+        await self.require_known_district(tenant_id, device_filter.district)
         if device_filter.group_id is None:
             return [device_filter]
         saved = await self.conn.fetchrow(
