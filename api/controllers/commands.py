@@ -19,6 +19,12 @@ from fleet.errors import FieldError, ValidationFailed
 from fleet.registry.filters import parse_filter
 
 
+WaitingReasonName = Literal["backing_off", "not_registered", "queue_mode", "behind_another", "due"]
+WAITING_DOC = ("queued only: why it is not sent yet: backing_off (its last try failed; see next_attempt_at), "
+               "not_registered (sent when the device registers), queue_mode (the device sleeps: sent when it "
+               "next updates), behind_another (the device's earlier command goes first), due (sent next)")
+
+
 class CommandTarget(Struct, forbid_unknown_fields=True):
     __exactly_one_of__: ClassVar = ("device_ids", "group_id", "filter")
 
@@ -45,6 +51,8 @@ class DeviceResult(Struct, omit_defaults=True):
     error: str | None = None
     sent_at: datetime | None = None
     completed_at: datetime | None = None
+    waiting_reason: Annotated[WaitingReasonName | None, Meta(description=WAITING_DOC)] = None
+    next_attempt_at: Annotated[datetime | None, Meta(description="backing_off: when it is tried again")] = None
 
 
 class Command(Struct):
@@ -67,7 +75,7 @@ class DeviceCommandOut(Struct):
     operation: str
     path: str
     value: Any
-    status: Literal["queued", "sent", "succeeded", "failed", "expired", "cancelled"]
+    status: Literal["queued", "sent", "succeeded", "failed", "expired", "cancelled", "skipped"]
     attempts: int
     result: Any
     error: str | None
@@ -77,6 +85,8 @@ class DeviceCommandOut(Struct):
     expires_at: datetime
     origin: Annotated[str, Meta(description="api, or what else sent it: lighting, collection, ...")]
     requested_by: Annotated[str | None, Meta(description="key:<api key id> that asked, if a key did")]
+    waiting_reason: Annotated[WaitingReasonName | None, Meta(description=WAITING_DOC)] = None
+    next_attempt_at: Annotated[datetime | None, Meta(description="backing_off: when it is tried again")] = None
 
 
 class DeviceCommandPage(Struct):
@@ -103,14 +113,16 @@ def to_target(data: CommandTarget) -> Target:
 
 
 def _result(c: DeviceCommand) -> DeviceResult:
-    return DeviceResult(c.device_id, c.status.value, c.attempts, c.result, c.error, c.sent_at, c.completed_at)
+    return DeviceResult(c.device_id, c.status.value, c.attempts, c.result, c.error, c.sent_at, c.completed_at,
+                        c.waiting_reason, c.next_attempt_at)
 
 
 def device_command_out(entry: RequestedCommand) -> DeviceCommandOut:
     c = entry.command
     return DeviceCommandOut(c.id, c.batch_id, c.operation.value, c.path, c.value, c.status.value, c.attempts,
                             c.result, c.error, c.created_at, c.sent_at, c.completed_at, c.expires_at,
-                            entry.origin, f"key:{entry.requested_by}" if entry.requested_by else None)
+                            entry.origin, f"key:{entry.requested_by}" if entry.requested_by else None,
+                            c.waiting_reason, c.next_attempt_at)
 
 
 def command_out(batch: Batch) -> Command:
@@ -152,7 +164,7 @@ class DeviceCommandController(Controller):
     async def list_device_commands(
         self, device_id: UUID, principal: Principal, command_service: CommandService,
         status: Annotated[list[str] | None, Parameter(description="queued, sent, succeeded, failed, expired, "
-                                                                  "cancelled: repeat, or a comma list")] = None,
+                                                                  "cancelled, skipped: repeat, or a comma list")] = None,
         cursor: Annotated[str | None, Parameter(required=False)] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     ) -> DeviceCommandPage:

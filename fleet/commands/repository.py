@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
+from fleet.commands.hosting import PATH_NOT_HOSTED
 from fleet.commands.models import Batch, CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand
 from fleet.events.models import COMMAND_FINISHED
 from fleet.events.repository import INSERT_EVENTS
@@ -50,13 +51,28 @@ _PUBLISH_FINISHED = f"""small as (
         where d.status <> 'queued' and b.device_count > {{threshold}}) as large_batches"""
 
 
+# Why a queued command of `commands c` waits (WaitingReason), given its device's registration
+# `r` (left joined): the dispatcher's claim conditions, in its order (claim_due).
+WAITING_REASON = """case when c.status <> 'queued' then null
+        when c.attempts > 0 and c.next_attempt_at > now() then 'backing_off'
+        when r.device_id is null then 'not_registered'
+        when r.queue_mode then 'queue_mode'
+        when exists (select 1 from commands e where e.device_id = c.device_id and e.id <> c.id
+                       and (e.status = 'sent' or (e.status = 'queued' and (e.created_at, e.id) < (c.created_at, c.id))))
+            then 'behind_another'
+        else 'due' end as waiting_reason,
+    case when c.status = 'queued' and c.attempts > 0 and c.next_attempt_at > now()
+         then c.next_attempt_at end as next_attempt_at"""
+
+
 def command_from_row(row: asyncpg.Record) -> DeviceCommand:
     return DeviceCommand(
         id=row["id"], batch_id=row["batch_id"], tenant_id=row["tenant_id"], device_id=row["device_id"],
         operation=Operation(row["operation"]), path=row["path"], value=row["value"],
         status=CommandStatus(row["status"]), attempts=row["attempts"], expires_at=row["expires_at"],
         result=row["result"], error=row["error"], created_at=row["created_at"],
-        sent_at=row["sent_at"], completed_at=row["completed_at"])
+        sent_at=row["sent_at"], completed_at=row["completed_at"],
+        waiting_reason=row.get("waiting_reason"), next_attempt_at=row.get("next_attempt_at"))
 
 
 def claim_settings(*, one_device: bool) -> list[str]:
@@ -158,12 +174,33 @@ class CommandRepository:
         counts = {r["status"]: r["n"] for r in await self.conn.fetch(
             "select status, count(*) as n from commands where batch_id = $1 group by status", batch_id)}
         commands = await self.conn.fetch(
-            f"select {_COMMAND_COLUMNS} from commands where batch_id = $1 order by created_at, id limit $2",
+            f"""select {_COMMAND_COLUMNS_OF_C}, {WAITING_REASON}
+                from commands c left join registrations r on r.device_id = c.device_id
+                where c.batch_id = $1 order by c.created_at, c.id limit $2""",
             batch_id, limit)
         return Batch(row["id"], Operation(row["operation"]), row["path"], row["value"], row["target"],
                      row["device_count"], row["origin"], row["created_at"], row["expires_at"],
                      {s.value: counts.get(s.value, 0) for s in CommandStatus},
                      [command_from_row(c) for c in commands])
+
+    async def skip(self, batch_id: UUID, lacking: dict[UUID, str]) -> None:
+        """Mark the commands of devices that lack the path (device -> what it lacks) skipped,
+        before they are ever claimed: in the transaction that queued them."""
+        if lacking:
+            await self.conn.execute(
+                f"""update commands c set status = 'skipped', completed_at = now(),
+                        error = '{PATH_NOT_HOSTED}: registered without ' || l.missing,
+                        result = jsonb_build_object('reason', '{PATH_NOT_HOSTED}', 'lacks', l.missing)
+                    from unnest($2::uuid[], $3::text[]) as l(device_id, missing)
+                    where c.batch_id = $1 and c.device_id = l.device_id and c.status = 'queued'""",
+                batch_id, list(lacking), list(lacking.values()))
+
+    async def registered_links(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> dict[UUID, str]:
+        """The object links of those of these devices registered now."""
+        rows = await self.conn.fetch(
+            "select device_id, object_links from registrations where tenant_id = $1 and device_id = any($2::uuid[])",
+            tenant_id, list(device_ids))
+        return {r["device_id"]: r["object_links"] for r in rows}
 
     async def cancel_batch(self, tenant_id: UUID, batch_id: UUID) -> int:
         row = await self.conn.fetchrow(
@@ -202,9 +239,10 @@ class CommandRepository:
         # the planner a filter instead of where to start in the index.
         after_cursor = "and (c.created_at, c.id) < ($5::timestamptz, $6::uuid)" if after else ""
         rows = await self.conn.fetch(
-            f"""select {_COMMAND_COLUMNS_OF_C},
+            f"""select {_COMMAND_COLUMNS_OF_C}, {WAITING_REASON},
                        b.origin, b.created_by
                 from commands c join command_batches b on b.id = c.batch_id
+                left join registrations r on r.device_id = c.device_id
                 where c.tenant_id = $1 and c.device_id = $2
                   and ($3::text[] is null or c.status = any($3::text[])) {after_cursor}
                 order by c.created_at desc, c.id desc limit $4""",

@@ -14,6 +14,7 @@ import msgspec
 from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
+from fleet.commands.hosting import hosted, lacks
 from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch, CommandRequest,
                                    CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand,
                                    Target)
@@ -44,6 +45,15 @@ def _shown(entry: RequestedCommand) -> RequestedCommand:
     (only the device's own command keeps it, for the dispatcher)."""
     command = entry.command
     return replace(entry, command=replace(command, value=without_token(command.path, command.value)))
+
+
+async def _lacking(repo: CommandRepository, tenant_id: UUID, path: str, device_ids: Sequence[UUID]) -> dict[UUID, str]:
+    """Devices registered now whose links lack the path's object or instance, and what they
+    lack; a device not registered is queued as always (nothing of its links is kept)."""
+    resource = ResourcePath.parse(path)
+    links = await repo.registered_links(tenant_id, device_ids)
+    lacking = {device: lacks(resource, hosted(text)) for device, text in links.items()}
+    return {device: missing for device, missing in lacking.items() if missing is not None}
 
 
 def validate_request(request: CommandRequest) -> Any:
@@ -157,9 +167,14 @@ class CommandService:
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             device_ids = await resolve_target(conn, principal.tenant_id, request.target)
             expires_at = datetime.now(UTC) + request.expires_in
-            batch_id = await CommandRepository(conn).insert_batch(
+            repo = CommandRepository(conn)
+            batch_id = await repo.insert_batch(
                 principal.tenant_id, request.operation, request.path, value, target_json(request.target),
                 device_ids, principal.api_key_id, request.origin, expires_at)
+            if not request.target.device_ids:
+                # Listed devices are sent what was asked; a filter or group may cover devices
+                # that lack the path (a dimmer path to a filter that includes bins).
+                await repo.skip(batch_id, await _lacking(repo, principal.tenant_id, request.path, device_ids))
             await record(conn, principal, f"command.{request.operation.value}", "command_batch", batch_id,
                          None, {"path": request.path, "value": value, "target": target_json(request.target),
                                 "devices": len(device_ids)})

@@ -276,7 +276,7 @@ async def test_audit_entries(seoul):
 async def test_names_are_unique_per_city(seoul, busan):
     first = await create_group(seoul, name="Night works")
     second = await create_group(seoul, name="Day works")
-    duplicate = await seoul.client.post(GROUPS, json={"name": "Night works", "filter": {"district": "X"}})
+    duplicate = await seoul.client.post(GROUPS, json={"name": "Night works", "filter": {"kind": "waste_bin"}})
     assert duplicate.status_code == 409 and fields_of(duplicate) == {"name"}
     renamed = await seoul.client.patch(f"{GROUPS}/{second['id']}", json={"name": "Night works"})
     assert renamed.status_code == 409
