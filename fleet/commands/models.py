@@ -157,6 +157,20 @@ class Batch:
     expires_at: datetime
     counts: dict[str, int] = field(default_factory=dict)
     commands: list[DeviceCommand] = field(default_factory=list)
+    created_by: UUID | None = None  # the API key that asked, when one did
+
+
+@dataclass(frozen=True, slots=True)
+class CommandQuery:
+    """What GET /api/v1/commands filters by; each None: no filter. A status or device picks the
+    commands (batches) with at least one device's command in that status, or for that device."""
+
+    statuses: list[str] | None = None
+    operations: list[str] | None = None
+    origins: list[str] | None = None
+    device_id: UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from fleet.commands.hosting import PATH_NOT_HOSTED
-from fleet.commands.models import Batch, CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand
+from fleet.commands.models import Batch, CommandQuery, CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand
 from fleet.events.models import COMMAND_FINISHED
 from fleet.events.repository import INSERT_EVENTS
 
@@ -63,6 +63,12 @@ WAITING_REASON = """case when c.status <> 'queued' then null
         else 'due' end as waiting_reason,
     case when c.status = 'queued' and c.attempts > 0 and c.next_attempt_at > now()
          then c.next_attempt_at end as next_attempt_at"""
+
+
+def batch_from_row(row: asyncpg.Record, counts: dict[str, int], commands: list[DeviceCommand]) -> Batch:
+    return Batch(row["id"], Operation(row["operation"]), row["path"], row["value"], row["target"],
+                 row["device_count"], row["origin"], row["created_at"], row["expires_at"],
+                 {s.value: counts.get(s.value, 0) for s in CommandStatus}, commands, row["created_by"])
 
 
 def command_from_row(row: asyncpg.Record) -> DeviceCommand:
@@ -178,10 +184,47 @@ class CommandRepository:
                 from commands c left join registrations r on r.device_id = c.device_id
                 where c.batch_id = $1 order by c.created_at, c.id limit $2""",
             batch_id, limit)
-        return Batch(row["id"], Operation(row["operation"]), row["path"], row["value"], row["target"],
-                     row["device_count"], row["origin"], row["created_at"], row["expires_at"],
-                     {s.value: counts.get(s.value, 0) for s in CommandStatus},
-                     [command_from_row(c) for c in commands])
+        return batch_from_row(row, counts, [command_from_row(c) for c in commands])
+
+    async def batches(self, tenant_id: UUID, query: CommandQuery, *, after: tuple[datetime, UUID] | None,
+                      limit: int) -> tuple[list[Batch], bool]:
+        """The city's commands (batches), newest first, each with its per-state counts, and
+        whether more follow; `after` is the (created_at, id) of the last of the page before.
+        Walks `command_batches_tenant` from the newest; a condition is in the statement only
+        when asked for, so the planner sees where to start rather than `$n is null or ...`."""
+        await _plan_for_today(self.conn)
+        params: list[Any] = [tenant_id]
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        where = ["b.tenant_id = $1"]
+        if query.operations:
+            where.append(f"b.operation = any({param(query.operations)}::text[])")
+        if query.origins:
+            where.append(f"b.origin = any({param(query.origins)}::text[])")
+        if query.since is not None:
+            where.append(f"b.created_at >= {param(query.since)}")
+        if query.until is not None:
+            where.append(f"b.created_at < {param(query.until)}")
+        if query.device_id is not None:
+            where.append("exists (select 1 from commands c where c.tenant_id = b.tenant_id "
+                         f"and c.device_id = {param(query.device_id)} and c.batch_id = b.id)")
+        if query.statuses:
+            where.append("exists (select 1 from commands c where c.batch_id = b.id "
+                         f"and c.status = any({param(query.statuses)}::text[]))")
+        if after is not None:
+            where.append(f"(b.created_at, b.id) < ({param(after[0])}::timestamptz, {param(after[1])}::uuid)")
+        rows = await self.conn.fetch(
+            f"""select b.*, k.counts from command_batches b
+                left join lateral (
+                    select jsonb_object_agg(status, n) as counts from (
+                        select status, count(*)::int as n from commands c where c.batch_id = b.id
+                        group by status) s) k on true
+                where {' and '.join(where)}
+                order by b.created_at desc, b.id desc limit {param(limit + 1)}""", *params)
+        return [batch_from_row(r, r["counts"] or {}, []) for r in rows[:limit]], len(rows) > limit
 
     async def skip(self, batch_id: UUID, lacking: dict[UUID, str]) -> None:
         """Mark the commands of devices that lack the path (device -> what it lacks) skipped,

@@ -15,7 +15,7 @@ from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
 from fleet.commands.hosting import hosted, lacks
-from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch, CommandRequest,
+from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch, CommandQuery, CommandRequest,
                                    CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand,
                                    Target)
 from fleet.commands.repository import CommandRepository, prepare_claimer
@@ -45,6 +45,10 @@ def _shown(entry: RequestedCommand) -> RequestedCommand:
     (only the device's own command keeps it, for the dispatcher)."""
     command = entry.command
     return replace(entry, command=replace(command, value=without_token(command.path, command.value)))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 async def _lacking(repo: CommandRepository, tenant_id: UUID, path: str, device_ids: Sequence[UUID]) -> dict[UUID, str]:
@@ -201,6 +205,31 @@ class CommandService:
             await record(conn, principal, "command.cancel", "command_batch", batch_id, None,
                          {"cancelled": cancelled})
             return await repo.batch(principal.tenant_id, batch_id, limit=10_000)
+
+    async def list(self, principal: Principal, query: CommandQuery, *, cursor: str | None = None,
+                   limit: int = 100) -> Page:
+        """The city's commands (batches), newest first, a page of `Batch`es with their counts
+        (per-device results: GET /api/v1/commands/{id})."""
+        if not principal.can(Permission.READ):
+            raise PermissionDenied("reading commands is not allowed for this key")
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationFailed("invalid limit", [FieldError("limit", f"must be 1-{MAX_PAGE}")])
+        query = replace(query, statuses=cursors.choices("status", query.statuses or [], set(CommandStatus)),
+                        operations=cursors.choices("operation", query.operations or [], set(Operation)),
+                        # api, lighting, collection, firmware:<campaign id>, ...: open-ended, matched as given.
+                        origins=[o.strip() for v in query.origins or [] for o in v.split(",") if o.strip()] or None)
+        # A time without an offset is UTC, as every time the API shows.
+        query = replace(query, since=_aware(query.since), until=_aware(query.until))
+        if query.since and query.until and query.since >= query.until:
+            raise ValidationFailed("invalid period", [FieldError("until", "must be after since")])
+        after = cursors.decode(b"cb:", cursor, tuple[datetime, UUID]) if cursor else None
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            if query.device_id is not None:
+                await _known_device(conn, principal.tenant_id, query.device_id)
+            items, more = await CommandRepository(conn).batches(principal.tenant_id, query, after=after, limit=limit)
+        last = items[-1] if more else None
+        return Page([replace(b, value=without_token(b.path, b.value)) for b in items],
+                    cursors.encode(b"cb:", [last.created_at.isoformat(), str(last.id)]) if last else None)
 
     async def for_device(self, principal: Principal, device_id: UUID, *, statuses: Sequence[str] = (),
                          cursor: str | None = None, limit: int = 100) -> Page:
