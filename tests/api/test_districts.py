@@ -46,6 +46,9 @@ async def test_an_unknown_district_is_422_naming_it_everywhere_a_district_is_tak
         seoul.client.post("/api/v1/lighting/overrides", json={
             "scope": {"district": "Jung-goo"}, "dimming_level": 100, "duration_s": 600}),
         seoul.client.get("/api/v1/lighting/energy", params={"district": "Jung-goo"}),
+        seoul.client.get("/api/v1/bins/forecast", params={"district": "Jung-goo"}),
+        seoul.client.post("/api/v1/collection/time-windows", json={"starts": "08:00", "ends": "09:00",
+                                                                   "district": "Jung-goo"}),
     ]
     for ask in asks:
         response = await ask
