@@ -113,6 +113,7 @@ DEMO_PROGRAMS = (
 async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
     """One calendar for the whole city, assigned to each district, unless the city has one."""
     from fleet.lighting.service import LightingService
+    from fleet.overview.service import OverviewService
 
     admin = system_principal(city)
     lighting = LightingService(db)
@@ -127,8 +128,11 @@ async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
             {"id": "holidays", "program_id": str(festive.id),
              "dates": ["2027-02-05", "2027-02-06", "2027-09-14", "2027-09-15"]},
             {"id": "weekend", "program_id": str(weekend.id), "weekdays": [5, 6]}]})
+    # A district is known by its devices (another is refused): those the seeded devices stand in.
+    known = {d.name for d in (await OverviewService(db).district_counts(admin)).items}
     for district in SEOUL:
-        await lighting.assign(admin, {"calendar_id": str(calendar.id), "district": district.name})
+        if district.name in known:
+            await lighting.assign(admin, {"calendar_id": str(calendar.id), "district": district.name})
     return True
 
 

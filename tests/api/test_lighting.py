@@ -122,6 +122,7 @@ async def test_assignments_one_calendar_per_group_or_district(seoul):
     evening = await program(seoul)
     city_calendar = await calendar(seoul, evening)
     group = await created(await seoul.client.post("/api/v1/groups", json={"name": "boulevard"}))
+    await light(seoul, 1)   # a district is known by its devices (an unknown one is 422)
     by_group = await created(await seoul.client.post(f"{LIGHTING}/assignments", json={
         "calendar_id": city_calendar["id"], "group_id": group["id"]}))
     by_district = await created(await seoul.client.post(f"{LIGHTING}/assignments", json={
@@ -214,6 +215,7 @@ async def test_mutations_are_audited(seoul):
     evening = await program(seoul)
     await seoul.client.put(f"{LIGHTING}/programs/{evening['id']}", json={**EVENING_PROGRAM, "name": "late"})
     made = await calendar(seoul, evening)
+    await light(seoul, 1, district="x")
     await created(await seoul.client.post(f"{LIGHTING}/assignments", json={"calendar_id": made["id"], "district": "x"}))
     override = await created(await seoul.client.post(f"{LIGHTING}/overrides", json={
         "scope": {"district": "x"}, "dimming_level": 100, "duration_s": 60}))
