@@ -42,6 +42,11 @@ def _listen_options(parser: argparse.ArgumentParser, *, verb: str = "listen on")
                         help="CoAP UDP port (default: FLEET_COAP_PORT, 5683)")
 
 
+# Why --key and --truck-key are only kept for old scripts: every user of the machine sees a
+# process's arguments (ps, /proc/PID/cmdline), while its environment is its owner's alone.
+KEY_IN_ARGUMENTS = "deprecated: a key in the arguments is visible to every user of the machine (ps)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleet", description="Fleet: a city's smart street furniture backend",
@@ -101,9 +106,10 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser(
         "simulate", help="run simulated devices against a Fleet server over CoAP",
-        description="Each device is an LwM2M client on its own UDP socket. --api and --key are "
-                    "needed in both modes: to list the city's devices, or with --provision to "
-                    "create them first (or give --devices-file, a CSV from /api/v1/devices/export).")
+        description="Each device is an LwM2M client on its own UDP socket. --api and a key "
+                    "(FLEET_SIMULATE_KEY or --key-file) are needed in both modes: to list the city's "
+                    "devices, or with --provision to create them first (or give --devices-file, a CSV "
+                    "from /api/v1/devices/export).")
     simulate.add_argument("--streetlights", type=int, default=0, metavar="N",
                           help="simulated streetlights (default 0)")
     simulate.add_argument("--bins", type=int, default=0, metavar="N", help="simulated waste bins (default 0)")
@@ -112,7 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--server", default="coap://127.0.0.1:5683", help="the LwM2M server, coap://HOST:PORT")
     simulate.add_argument("--provision", action="store_true", help="create missing devices over the REST API first")
     simulate.add_argument("--api", default=None, help="Fleet's REST API, e.g. http://127.0.0.1:8000")
-    simulate.add_argument("--key", default=None, help="API key of the city (admin or operator to provision)")
+    key = simulate.add_mutually_exclusive_group()
+    key.add_argument("--key-file", default=None, metavar="PATH",
+                     help="file holding the city's API key (admin or operator to provision); "
+                          "default: the FLEET_SIMULATE_KEY environment variable")
+    key.add_argument("--key", default=None, help=f"the key itself; {KEY_IN_ARGUMENTS}")
     simulate.add_argument("--devices-file", default=None, help="devices CSV in the export format, instead of --api")
     simulate.add_argument("--seed", type=int, default=1,
                           help="random seed: the same seed gives the same devices and faults (default 1)")
@@ -134,11 +144,15 @@ def _parser() -> argparse.ArgumentParser:
                                                 " 1024 streetlights and APs, 512 bins)")
     simulate.add_argument("--collection", choices=("round", "fleet"), default="round",
                           help="who empties the bins: 'round', district crews on a fixed night round;"
-                               " 'fleet', only Fleet (the 'emptied' Execute, or a --truck-key truck"
+                               " 'fleet', only Fleet (the 'emptied' Execute, or a truck with a crew key"
                                " driving Fleet's routes)")
-    simulate.add_argument("--truck-key", default=None, metavar="CREW_KEY",
-                          help="a crew's API key: a simulated truck drives the routes assigned to that crew,"
-                               " emptying each bin it reaches and marking its stop done")
+    truck_key = simulate.add_mutually_exclusive_group()
+    truck_key.add_argument("--truck-key-file", default=None, metavar="PATH",
+                           help="file holding a crew's API key: a simulated truck drives the routes assigned"
+                                " to that crew, emptying each bin it reaches and marking its stop done"
+                                " (default: the FLEET_SIMULATE_TRUCK_KEY environment variable)")
+    truck_key.add_argument("--truck-key", default=None, metavar="CREW_KEY",
+                           help=f"the crew's key itself; {KEY_IN_ARGUMENTS}")
     simulate.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                           help="status line interval (0: summary only; default 5)")
 
@@ -198,6 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         # A setting is the operator's to fix: the variable and what it takes, no traceback.
         print(f"fleet: {exc}", file=sys.stderr)
         return 2
+    if args.command == "demo":
+        # Before anything is printed, logged or started: a port another program holds would
+        # otherwise end the demo after the database's start, the seeding and the banner.
+        from api.commands import taken_port
+
+        taken = taken_port(serve_settings(args, settings))
+        if taken is not None:
+            print(taken, file=sys.stderr)
+            return 2
     configure_logging(settings.log)
     if args.command in ("serve", "coap", "demo"):
         # The server's modules first: tune_gc freezes what exists.

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
+import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 import structlog
 
-from api.runtime import (alarm_service, firmware_download_uri, migrate_database, open_database, resolve_dsn,
-                         run_device_edge, run_http, serving_metrics, supervised, until_stopped)
+from api.runtime import (alarm_service, bind_problem, firmware_download_uri, migrate_database, open_database,
+                         resolve_dsn, run_device_edge, run_http, serving_metrics, supervised, until_stopped)
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import ApiKey, Role
 from fleet.access.service import KEY_SCHEME, ApiKeyService, TenantService, system_principal
@@ -182,22 +187,28 @@ def metrics_url(settings: Settings) -> str | None:
 
 
 def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
-    """What `fleet demo` prints: where the API is, both keys and what to try first."""
-    city, admin, crew = seeded.city, seeded.admin_key, seeded.crew_key
-    return "\n".join((
-        f"\nFleet demo: {city.name} ({city.slug}), {seeded.created} devices seeded this run",
+    """What `fleet demo` prints: where the API is, its keys and what to try first. The commands
+    use demo.env's variables, as the README's tour does, so both paste as they are."""
+    admin, crew = seeded.admin_key, seeded.crew_key
+    env = None
+    if seeded.env_file is not None:
+        env = (f"  Shell:     source {shlex.quote(str(seeded.env_file))}   (sets FLEET_URL, ADMIN_KEY, CREW_KEY "
+               "and REPORTER_KEY for the commands below and the README's tour)")
+    return "\n".join(line for line in (
+        f"\nFleet demo: {seeded.city.name} ({seeded.city.slug}), {seeded.created} devices seeded this run",
         f"  Browser:   {base}/   (the control room; sign in with the admin key, or the crew key for the tablet view)",
         f"  API:       {base}/api/v1   (docs: {base}/schema)",
-        f"  Admin key: {admin}",
+        f"  Admin key: {admin}" + ("   (the last run's)" if seeded.keys_reused else ""),
         f"  Crew key:  {crew}   ({seeded.crew_name})",
-        f"  Try:       curl -H 'Authorization: Bearer {admin}' '{base}/api/v1/alarms?status=active'",
-        f"  Crew:      curl -H 'Authorization: Bearer {crew}' '{base}/api/v1/workorders?assigned_to=me'",
-        f"  Live:      curl -N -H 'Authorization: Bearer {admin}' '{base}/api/v1/events'",
+        env,
+        '  Try:       curl -H "Authorization: Bearer $ADMIN_KEY" "$FLEET_URL/api/v1/alarms?status=active"',
+        '  Crew:      curl -H "Authorization: Bearer $CREW_KEY" "$FLEET_URL/api/v1/workorders?assigned_to=me"',
+        '  Live:      curl -N -H "Authorization: Bearer $ADMIN_KEY" "$FLEET_URL/api/v1/events"',
         f"  Devices:   simulated in a separate process (`fleet simulate`), reporting over CoAP to "
         f"udp/{coap_port}; a few fail in the first seconds, so alarms show within a minute",
         *_firmware_lines(seeded, base),
         *_collection_lines(seeded),
-        "Press Ctrl-C to stop.\n"))
+        "Press Ctrl-C to stop.\n") if line is not None)
 
 
 def _collection_lines(seeded: DemoCity) -> tuple[str, ...]:
@@ -214,8 +225,31 @@ def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
         return ()
     return (f"  Firmware:  campaign {firmware.campaign_id} ({firmware.status}): a signed image for the "
             f"streetlights, wave by wave (release key: {firmware.key_file})",
-            f"             curl -H 'Authorization: Bearer {seeded.admin_key}' "
-            f"'{base}/api/v1/firmware/campaigns/{firmware.campaign_id}'   (all: {base}/api/v1/firmware/campaigns)")
+            '             curl -H "Authorization: Bearer $ADMIN_KEY" '
+            f'"$FLEET_URL/api/v1/firmware/campaigns/{firmware.campaign_id}"   (all: {base}/api/v1/firmware/campaigns)')
+
+
+def demo_listeners(settings: Settings) -> list[tuple[str, socket.SocketKind, str, int, str]]:
+    """What `fleet demo` listens on: (name, TCP or UDP, host, port, what moves it)."""
+    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port"),
+                 ("CoAP", socket.SOCK_DGRAM, settings.coap.host, settings.coap.port, "--coap-port")]
+    if settings.metrics.port:  # 0: no metrics endpoint
+        listeners.append(("metrics", socket.SOCK_STREAM, settings.metrics.host, settings.metrics.port,
+                          "--metrics-port"))
+    return listeners
+
+
+def taken_port(settings: Settings) -> str | None:
+    """The first port the demo cannot have, as the one line that says so and how to move it."""
+    for name, kind, host, port, change in demo_listeners(settings):
+        problem = bind_problem(host, port, kind)
+        if problem is not None:
+            protocol = "TCP" if kind == socket.SOCK_STREAM else "UDP"
+            how = f"choose another with {change}" if change.startswith("--") else f"set {change} to another"
+            if problem.startswith("cannot resolve"):  # the host is wrong, not the port
+                how = "choose another with --host"
+            return f"fleet demo: the {name} port {port} ({protocol} on {host}) {problem}; {how}"
+    return None
 
 
 async def demo(settings: Settings) -> int:
@@ -223,10 +257,11 @@ async def demo(settings: Settings) -> int:
     from simulators.seed_collection import run_demo_collection
     from simulators.seed_fill_history import seed_demo_fill_history
     from simulators.seed_firmware import seed_demo_firmware
+    from simulators.seed_keys import DEMO_ENV
 
-    health = Health()
+    health = Health()  # its ports were checked before (api.cli.main: taken_port)
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
-        seeded = await seed_demo_city(db)
+        seeded = await seed_demo_city(db, settings.database.data_dir / DEMO_ENV, local_api(settings))
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))
@@ -244,19 +279,23 @@ async def demo(settings: Settings) -> int:
 async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None) -> None:
     """The demo's devices: `fleet simulate` in its own process, so they reach Fleet only over
     the wire, exactly like street furniture would. With the crew's key, only Fleet's plans empty
-    the bins: the crew's simulated truck drives the routes the demo gives it."""
+    the bins: the crew's simulated truck drives the routes the demo gives it. The keys go in
+    its environment, which only its owner can read (its arguments every user sees)."""
     from simulators.seed import demo_fault_arguments
 
     args = [sys.executable, "-m", "api.cli", "simulate", "--server", f"coap://127.0.0.1:{settings.coap.port}",
-            "--api", local_api(settings), "--key", key, "--streetlights", str(counts["streetlight"]),
+            "--api", local_api(settings), "--streetlights", str(counts["streetlight"]),
             "--bins", str(counts["waste_bin"]), "--aps", str(counts["wifi_ap"]),
             # Real time, so the simulated dusk, dawn and dimming agree with the astronomical clock
             # and the lighting schedule the alarm rules judge by (at x60 every light would be a day
             # burner half the day); a report a minute keeps it lively.
             "--speed", "1", "--report-interval", "60", "--progress", "60", *demo_fault_arguments(),
-            *(("--collection", "fleet", "--truck-key", crew_key) if crew_key else ())]
+            *(("--collection", "fleet") if crew_key else ())]
+    env = {**os.environ, SIMULATE_KEY_ENV: key}
+    if crew_key:
+        env[SIMULATE_TRUCK_KEY_ENV] = crew_key
     await asyncio.sleep(2)  # let the API and the listener come up first
-    process = await asyncio.create_subprocess_exec(*args)
+    process = await asyncio.create_subprocess_exec(*args, env=env)
     try:
         await process.wait()
         log.warning("demo devices stopped", returncode=process.returncode)
@@ -280,26 +319,51 @@ def quiet_simulator_libraries() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def simulate(args) -> int:
+SIMULATE_KEY_ENV = "FLEET_SIMULATE_KEY"
+SIMULATE_TRUCK_KEY_ENV = "FLEET_SIMULATE_TRUCK_KEY"
+
+
+def simulate_key(given: str | None, path: str | None, variable: str, flag: str,
+                 environ: Mapping[str, str]) -> str | None:
+    """A key `fleet simulate` uses: from its file, else the deprecated flag (with a warning: it
+    shows in `ps`), else the environment variable. Raises ValueError naming what is wrong."""
+    if path is not None:
+        try:
+            secret = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {flag}-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not secret or any(c.isspace() for c in secret):
+            raise ValueError(f"{flag}-file {path} must hold the key alone")
+        return secret
+    if given is not None:
+        print(f"warning: {flag} is visible to every user of this machine (ps); "
+              f"use {variable} or {flag}-file", file=sys.stderr)
+        return given
+    return environ.get(variable) or None
+
+
+async def simulate(args, environ: Mapping[str, str] = os.environ) -> int:
     """`fleet simulate`: simulated devices talking to a Fleet server over the wire only."""
     from datetime import datetime
-    from pathlib import Path
 
     from simulators.faults import FaultPlan
     from simulators.rest import ApiError
     from simulators.simulation import Simulation, SimulationConfig, SimulationError
 
     try:
+        key = simulate_key(args.key, args.key_file, SIMULATE_KEY_ENV, "--key", environ)
+        truck_key = simulate_key(args.truck_key, args.truck_key_file, SIMULATE_TRUCK_KEY_ENV, "--truck-key",
+                                 environ)
         config = SimulationConfig(
             counts={"streetlight": args.streetlights, "waste_bin": args.bins, "wifi_ap": args.aps},
-            server=args.server, api=args.api, key=args.key, provision=args.provision,
+            server=args.server, api=args.api, key=key, provision=args.provision,
             devices_file=Path(args.devices_file) if args.devices_file else None, seed=args.seed,
             speed=args.speed, duration_s=args.duration,
             start=datetime.fromisoformat(args.start) if args.start else None,
             lifetime_s=args.lifetime, report_interval_s=args.report_interval,
             register_rate=args.register_rate, faults=FaultPlan.parse(args.fault, args.faults),
             progress_s=args.progress, firmware_block_size=args.fw_block_size, collection=args.collection,
-            truck_key=args.truck_key)
+            truck_key=truck_key)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

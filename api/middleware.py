@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import re
@@ -18,6 +19,7 @@ from api.problems import problem
 from fleet.access.limits import RequestLimits
 from fleet.access.service import ApiKeyService, SessionService, csrf_token
 from fleet.errors import Unauthenticated
+from fleet.logging import redact_query
 
 log = structlog.get_logger("fleet.http")
 
@@ -55,14 +57,24 @@ def request_context(app: ASGIApp) -> ASGIApp:
                 message["headers"] = [*message.get("headers", []),
                                       (b"x-request-id", request_id.encode())]
             await send(message)
+            if message.get("more_body"):
+                # A streamed body (an export, a firmware image) whose chunks are at hand never
+                # gives the event loop a turn: when the client goes away (`curl … | head`),
+                # asyncio's transport learns of it at the next write but tells uvicorn only in a
+                # callback that cannot run, so every further chunk is written into the closed
+                # socket and asyncio logs "socket.send() raised exception." for each (hundreds).
+                # One turn per chunk lets uvicorn mark the request disconnected (it then drops
+                # the writes) and Litestar's disconnect listener end the stream.
+                await asyncio.sleep(0)
 
         try:
             await app(scope, receive, send_with_id)
         finally:
             count_request(scope, status, time.perf_counter() - started)
             principal = scope["state"].get("principal")
-            log.info("request", method=scope["method"], path=scope["path"], status=status,
-                     tenant=principal.tenant_slug if principal else None,
+            query = redact_query(scope.get("query_string", b"").decode("latin-1"))
+            log.info("request", method=scope["method"], path=scope["path"], **({"query": query} if query else {}),
+                     status=status, tenant=principal.tenant_slug if principal else None,
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
             structlog.contextvars.unbind_contextvars("request_id")
 

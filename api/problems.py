@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 import asyncpg
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import Empty
+from litestar.types.internal_types import PathParameterDefinition
+from litestar.utils.scope.state import ScopeState
 from msgspec import Meta, Struct
 
+from api.body_errors import body_errors
 from fleet import errors
 from fleet.db.availability import database_away
 from fleet.errors import Unavailable
@@ -107,15 +112,56 @@ def fleet_error(request: Request, exc: errors.FleetError) -> Response:
 
 
 def validation_error(request: Request, exc: ValidationException) -> Response:
-    """Malformed bodies and parameters: name each field in the client's terms."""
-    field_errors = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
-        if isinstance(item, dict):
-            field = item.get("key") or "body"
-            message = str(item.get("message", "invalid"))
-            field_errors.append({"field": _json_path_to_field(field, message), "message": message})
-    detail = exc.detail if exc.detail and exc.detail != "Bad Request" else "malformed request"
+    """Malformed bodies and parameters: name each field in the client's terms, every field at
+    fault (msgspec stops at the first), the first of them in `detail`."""
+    items = [item for item in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(item, dict)]
+    field_errors, detail = [], None
+    body = _body_errors(request) if any(item.get("source") == "body" for item in items) else []
+    if body:
+        field_errors = [{"field": field, "message": message} for field, message in body]
+        detail = f"{body[0][0]}: {body[0][1]}"
+    for item in items:
+        # Litestar names a parameter's source with a str enum (ParamType.QUERY), a body's with "body".
+        source, key = getattr(item.get("source"), "value", item.get("source")), item.get("key")
+        if source == "body" and body:
+            continue
+        message = str(item.get("message", "invalid"))
+        if source in ("query", "path", "header", "cookie") and key:
+            message = _parameter_message(request, source, key, message)
+            detail = detail or f"{source} parameter '{key}' {message}"
+        field = _json_path_to_field(key or "body", message)
+        field_errors.append({"field": "body" if field == "data" else field, "message": message})
+    if detail is None:
+        detail = exc.detail if exc.detail and exc.detail != "Bad Request" else "malformed request"
     return problem(request, 400, "Bad Request", detail, field_errors or None)
+
+
+def _body_errors(request: Request) -> list[tuple[str, str]]:
+    """Every error of the JSON body against the handler's `data` type; none when the body is
+    not JSON already decoded (a form, a file)."""
+    handler = request.scope.get("route_handler")
+    decoded = ScopeState.from_scope(request.scope).json
+    data = handler.parsed_data_field if handler is not None else None
+    if data is None or decoded is Empty:
+        return []
+    try:
+        return body_errors(decoded, data.annotation, handler.default_deserializer)
+    except Exception:  # noqa: BLE001 - a bug here must not turn the client's 400 into a 500
+        log.exception("listing a body's errors failed", route=request.url.path)
+        return []
+
+
+def _parameter_message(request: Request, source: str, key: str, message: str) -> str:
+    values = {"query": request.query_params, "header": request.headers, "cookie": request.cookies,
+              "path": request.path_params}[source]
+    value = values.get(key)
+    if message == "Invalid UUID" and value is not None:
+        return f"must be a UUID, got {_shown(str(value))}"
+    return message
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 64 else value[:64] + "…")
 
 
 def _json_path_to_field(key: str, message: str) -> str:
@@ -127,12 +173,39 @@ def _json_path_to_field(key: str, message: str) -> str:
 
 def http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
+    if status == 404 and isinstance(exc.__cause__, ValueError) and (malformed := _malformed_path_parameter(request)):
+        # The router matched a route's shape but could not parse one of its parameters.
+        name, message = malformed
+        return problem(request, 400, "Bad Request", f"path parameter '{name}' {message}",
+                       [{"field": name, "message": message}])
     title = _TITLES.get(status, "Error")
     if status >= 500:
         log.error("server error", status=status, detail=exc.detail)
         return problem(request, status, "Internal Server Error", "unexpected error")
     # Keep what the exception says about the response, e.g. `Allow` on a 405.
     return problem(request, status, title, str(exc.detail), headers=exc.headers)
+
+
+def _malformed_path_parameter(request: Request) -> tuple[str, str] | None:
+    """The first path parameter of a route of this path's shape that its type refuses."""
+    components = [c for c in request.scope["path"].split("/") if c]
+    for route in request.app.routes:
+        shape = route.path_components
+        if len(shape) != len(components) or not any(isinstance(part, PathParameterDefinition) for part in shape):
+            continue
+        if any(isinstance(part, str) and part != component for part, component in zip(shape, components)):
+            continue
+        for part, component in zip(shape, components):
+            if isinstance(part, PathParameterDefinition) and part.parser is not None:
+                try:
+                    part.parser(component)
+                except ValueError:
+                    kind = _TYPE_NAMES.get(part.type, f"of type {part.type.__name__}")
+                    return part.name, f"must be {kind}, got {_shown(component)}"
+    return None
+
+
+_TYPE_NAMES = {UUID: "a UUID", int: "an integer", float: "a number"}
 
 
 def database_input_error(request: Request, exc: asyncpg.DataError) -> Response:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -98,6 +100,27 @@ async def open_database(settings: Settings, *, run_migrations: bool = True,
     finally:
         await supervisor.stop()
         await db.close()
+
+
+def bind_problem(host: str, port: int, kind: socket.SocketKind) -> str | None:
+    """Why a listener could not have `host`:`port` (TCP or UDP), or None: bound and released
+    at once, so a command can say so in one line before it starts anything."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=kind,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"cannot resolve {host}: {exc}"
+    with socket.socket(family, kind, proto) as probe:
+        if kind == socket.SOCK_STREAM:  # as uvicorn does: a closed connection's TIME_WAIT is no owner
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # "::" takes IPv4 too (aiocoap's udp6, uvicorn): see both
+            with contextlib.suppress(OSError):
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return "is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+    return None
 
 
 GRACE_S = 5  # how long requests under way may take to finish when Fleet stops

@@ -70,7 +70,7 @@ class Device(Struct, omit_defaults=True):
     # Access point
     ssid: str | None = None
     band: BandName | None = None
-    distance_m: float | None = None
+    distance_m: Annotated[int, Meta(description="whole metres from `near` (nearest first)")] | None = None
 
 
 class DeviceCreate(Struct, forbid_unknown_fields=True):

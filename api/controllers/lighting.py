@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Controller, delete, get, patch, post, put
@@ -201,9 +202,15 @@ class LightEnergyOut(Struct):
     method: Literal["cumulative_energy", "active_power", "none"]
 
 
+class Window(Struct):
+    from_: dt.datetime = msgspec.field(name="from")
+    to: dt.datetime
+
+
 class Energy(Struct):
     since: dt.datetime
     until: dt.datetime
+    window: Annotated[Window, Meta(description="the period the figures cover, in the city's local time")]
     device_id: UUID | None
     group_id: UUID | None
     district: str | None
@@ -226,10 +233,19 @@ def program_out(program: StoredProgram) -> Program:
     return Program(program.id, program.name, program.description, points, program.created_at, program.updated_at)
 
 
-def calendar_out(calendar: StoredCalendar) -> Calendar:
+def _local(at: dt.datetime | None, zone: ZoneInfo) -> dt.datetime | None:
+    """An instant as the city's clocks show it (stored and computed in UTC): `+09:00`, not `Z`."""
+    return None if at is None else at.astimezone(zone)
+
+
+def _city_zone(principal: Principal) -> ZoneInfo:
+    return ZoneInfo(principal.tenant_timezone)
+
+
+def calendar_out(calendar: StoredCalendar, zone: ZoneInfo) -> Calendar:
     rules = [msgspec.convert(validation.rule_json(r), CalendarRule) for r in calendar.rules]
     return Calendar(calendar.id, calendar.name, calendar.description, calendar.default_program_id, rules,
-                    calendar.created_at, calendar.updated_at)
+                    _local(calendar.created_at, zone), _local(calendar.updated_at, zone))
 
 
 def assignment_out(a: AssignmentModel) -> Assignment:
@@ -242,29 +258,31 @@ def override_out(o: StoredOverride, now: dt.datetime | None = None) -> Override:
                     o.cancelled_at, o.is_active(now or dt.datetime.now(dt.UTC)))
 
 
-def _transition(t: TransitionModel) -> Transition:
-    return Transition(t.at, t.dimming_level, t.source.value, t.program_id, t.rule_id, t.switch_point_id,
+def _transition(t: TransitionModel, zone: ZoneInfo) -> Transition:
+    return Transition(_local(t.at, zone), t.dimming_level, t.source.value, t.program_id, t.rule_id, t.switch_point_id,
                       t.override_id)
 
 
-def _lights_out(p: LightsPreview) -> LightsPreviewOut:
+def _lights_out(p: LightsPreview, zone: ZoneInfo) -> LightsPreviewOut:
     level, assignment = p.level, p.assignment
     via = None if assignment is None else ("group" if assignment.group_id is not None else "district")
     return LightsPreviewOut(
         p.device_ids, p.calendar_id, None if assignment is None else assignment.id, via,
         None if level is None else level.dimming_level, None if level is None else level.source.value,
-        None if level is None else level.since, None if level is None else level.program_id,
+        None if level is None else _local(level.since, zone), None if level is None else level.program_id,
         None if level is None else level.rule_id, None if level is None else level.switch_point_id,
         None if level is None else level.override_id,
-        None if p.sun is None else p.sun.sunset, None if p.sun is None else p.sun.sunrise,
-        [_transition(t) for t in p.transitions])
+        None if p.sun is None else _local(p.sun.sunset, zone),
+        None if p.sun is None else _local(p.sun.sunrise, zone),
+        [_transition(t, zone) for t in p.transitions])
 
 
 def preview_out(preview: Preview) -> LightingPreview:
-    lights = [_lights_out(p) for p in preview.lights]
+    zone = ZoneInfo(preview.timezone)
+    lights = [_lights_out(p, zone) for p in preview.lights]
     levels = {p.dimming_level for p in lights}
-    return LightingPreview(preview.at, preview.until, preview.timezone, preview.device_id, preview.group_id,
-                           levels.pop() if len(levels) == 1 else None, lights)
+    return LightingPreview(_local(preview.at, zone), _local(preview.until, zone), preview.timezone,
+                           preview.device_id, preview.group_id, levels.pop() if len(levels) == 1 else None, lights)
 
 
 def _light_energy_out(e: LightEnergy) -> LightEnergyOut:
@@ -272,8 +290,9 @@ def _light_energy_out(e: LightEnergy) -> LightEnergyOut:
                           e.savings_wh, e.savings_percent, e.method)
 
 
-def energy_out(report: EnergyReport) -> Energy:
-    return Energy(report.since, report.until, report.device_id, report.group_id, report.district, report.lights,
+def energy_out(report: EnergyReport, zone: ZoneInfo) -> Energy:
+    since, until = _local(report.since, zone), _local(report.until, zone)
+    return Energy(since, until, Window(since, until), report.device_id, report.group_id, report.district, report.lights,
                   report.lights_with_data, report.lit_hours, report.energy_wh, report.full_power_wh,
                   report.savings_wh, report.savings_percent,
                   None if report.devices is None else [_light_energy_out(e) for e in report.devices])
@@ -314,22 +333,23 @@ class LightingController(Controller):
           responses=problems(403, 404, 409, 422))
     async def create_calendar(self, data: CalendarWrite, principal: Principal,
                               lighting_service: LightingService) -> Calendar:
-        return calendar_out(await lighting_service.create_calendar(principal, _builtins(data)))
+        return calendar_out(await lighting_service.create_calendar(principal, _builtins(data)), _city_zone(principal))
 
     @get("/calendars", summary="Every calendar of the city, by name")
     async def list_calendars(self, principal: Principal, lighting_service: LightingService) -> list[Calendar]:
-        return [calendar_out(c) for c in await lighting_service.list_calendars(principal)]
+        return [calendar_out(c, _city_zone(principal)) for c in await lighting_service.list_calendars(principal)]
 
     @get("/calendars/{calendar_id:uuid}", summary="One calendar")
     async def get_calendar(self, calendar_id: UUID, principal: Principal,
                            lighting_service: LightingService) -> Calendar:
-        return calendar_out(await lighting_service.get_calendar(principal, calendar_id))
+        return calendar_out(await lighting_service.get_calendar(principal, calendar_id), _city_zone(principal))
 
     @put("/calendars/{calendar_id:uuid}", summary="Replace a calendar; its lights are re-planned at once",
          responses=problems(403, 404, 409, 422))
     async def replace_calendar(self, calendar_id: UUID, data: CalendarWrite, principal: Principal,
                                lighting_service: LightingService) -> Calendar:
-        return calendar_out(await lighting_service.replace_calendar(principal, calendar_id, _builtins(data)))
+        return calendar_out(await lighting_service.replace_calendar(principal, calendar_id, _builtins(data)),
+                            _city_zone(principal))
 
     @delete("/calendars/{calendar_id:uuid}", summary="Delete a calendar that is not assigned",
             responses=problems(403, 409))
@@ -411,4 +431,4 @@ class LightingController(Controller):
                      ) -> Energy:
         report = await energy_service.report(principal, device_id=device_id, group_id=group_id,
                                              district=district, since=since, until=until, breakdown=breakdown)
-        return energy_out(report)
+        return energy_out(report, _city_zone(principal))

@@ -9,7 +9,7 @@ from litestar.params import Parameter
 
 from api.problems import problems
 from fleet.access.models import Principal
-from fleet.overview.models import DistrictOutlines, MapView, Overview
+from fleet.overview.models import DistrictOutlines, Districts, MapView, Overview
 from fleet.overview.service import OverviewService
 
 
@@ -34,3 +34,8 @@ class OverviewController(Controller):
          responses=problems(403))
     async def districts(self, principal: Principal, overview_service: OverviewService) -> DistrictOutlines:
         return await overview_service.districts(principal)
+
+    @get("/districts", summary="Every district of the city with its devices per kind and status",
+         responses=problems(403))
+    async def district_counts(self, principal: Principal, overview_service: OverviewService) -> Districts:
+        return await overview_service.district_counts(principal)

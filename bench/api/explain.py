@@ -44,9 +44,10 @@ async def list_statement(tenant_id: UUID, path: str) -> tuple[str, tuple]:
     """The SQL and arguments the app runs for `GET path` (a /api/v1/devices URL)."""
     query = {k: v[0] for k, v in parse_qs(urlsplit(path).query).items()}
     device_filter = filter_from_query(*(query.get(name) for name in PARAMETERS))
-    after = decode_cursor(query["cursor"]) if "cursor" in query else None
+    after = (decode_cursor(query["cursor"], near=device_filter.near is not None)
+             if "cursor" in query else None)
     recorder = _RecordingConnection()
-    await DeviceRepository(recorder).list(tenant_id, device_filter, after_seq=after,  # type: ignore[arg-type]
+    await DeviceRepository(recorder).list(tenant_id, device_filter, after=after,  # type: ignore[arg-type]
                                           limit=int(query.get("limit", 100)))
     assert recorder.sql is not None
     return recorder.sql, recorder.args

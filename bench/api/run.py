@@ -177,7 +177,7 @@ async def _walk_paths(db, prepared: Prepared, scenario: Scenario) -> list[str]:
             """select array[percentile_disc(0.5) within group (order by seq),
                             percentile_disc(0.999) within group (order by seq)]
                from devices where tenant_id = $1""", prepared.main.tenant.id)
-    return [scenario.paths[0], *(cursor_path(scenario.paths[0], encode_cursor(s)) for s in seqs)]
+    return [scenario.paths[0], *(cursor_path(scenario.paths[0], encode_cursor((s,))) for s in seqs)]
 
 
 def main(argv: list[str] | None = None) -> int:

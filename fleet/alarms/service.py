@@ -117,6 +117,7 @@ class AlarmService:
         query = parse_query(raw)
         after = decode_cursor(cursor, query.near is not None) if cursor else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            await DeviceRepository(conn).require_known_district(principal.tenant_id, query.district)
             alarms, last = await AlarmRepository(conn).list(principal.tenant_id, query, after=after, limit=limit)
         return Page(alarms, encode_cursor(last) if last is not None else None)
 
@@ -124,6 +125,7 @@ class AlarmService:
         require(principal, Permission.READ)
         query = parse_query(raw)
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            await DeviceRepository(conn).require_known_district(principal.tenant_id, query.district)
             return await AlarmRepository(conn).counts(principal.tenant_id, query)
 
     async def get(self, principal: Principal, alarm_id: UUID) -> Alarm:

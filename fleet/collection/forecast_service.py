@@ -13,6 +13,7 @@ from fleet.collection.forecasting import forecasts
 from fleet.collection.models import FillForecast
 from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, ValidationFailed
+from fleet.registry.repository import DeviceRepository
 from fleet.registry.service import require
 
 DEFAULT_AHEAD = timedelta(hours=24)
@@ -48,6 +49,7 @@ class ForecastService:
         until = self._until(now, until)
         after = UUID(cursors.decode(CURSOR_KIND, cursor, list[str])[0]) if cursor else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            await DeviceRepository(conn).require_known_district(principal.tenant_id, district)
             items = await forecasts(conn, principal.tenant_id, until=until, district=district,
                                     waste_kind=waste_kind, now=now, after=after, limit=limit + 1)
         more = len(items) > limit

@@ -17,6 +17,7 @@ from fleet.collection.models import (CollectionSettings, Depot, DepotCreate, Dis
 from fleet.collection.repository import SetupRepository
 from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, ValidationFailed
+from fleet.registry.repository import DeviceRepository
 from fleet.registry.service import require
 
 
@@ -150,7 +151,10 @@ class CollectionService:
             raise _invalid("time window", "weekdays", "ISO weekdays are 1 (Monday) to 7 (Sunday)")
         if (data.center is None) != (data.radius_m is None):
             raise _invalid("time window", "radius_m", "center and radius_m go together")
-        return await self._create(principal, "time_window", lambda r: r.insert_window(principal.tenant_id, data))
+        async def insert(repo: SetupRepository) -> TimeWindow:
+            await DeviceRepository(repo.conn).require_known_district(principal.tenant_id, data.district)
+            return await repo.insert_window(principal.tenant_id, data)
+        return await self._create(principal, "time_window", insert)
 
     async def windows(self, principal: Principal) -> list[TimeWindow]:
         require(principal, Permission.READ)

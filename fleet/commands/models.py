@@ -71,10 +71,12 @@ class CommandStatus(enum.StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    # Never sent: the device's registration shows it lacks the path (fleet/commands/hosting.py).
+    SKIPPED = "skipped"
 
 
 FINAL_STATUSES = (CommandStatus.SUCCEEDED, CommandStatus.FAILED, CommandStatus.EXPIRED,
-                  CommandStatus.CANCELLED)
+                  CommandStatus.CANCELLED, CommandStatus.SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,20 @@ class DeviceCommand:
     created_at: datetime | None = None
     sent_at: datetime | None = None
     completed_at: datetime | None = None
+    # Queued only, as listed: why it is not sent yet (WaitingReason), and when a command
+    # backing off is tried again.
+    waiting_reason: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+class WaitingReason(enum.StrEnum):
+    """Why a queued command waits, in the order the dispatcher's claim would be held up."""
+
+    BACKING_OFF = "backing_off"            # its last try failed; tried again at next_attempt_at
+    NOT_REGISTERED = "not_registered"      # the device is off the network: sent when it registers
+    QUEUE_MODE = "queue_mode"              # the device sleeps: sent when it next updates
+    BEHIND_ANOTHER = "behind_another"      # the device's earlier command goes first (one in flight)
+    DUE = "due"                            # nothing: the dispatcher sends it next
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +157,20 @@ class Batch:
     expires_at: datetime
     counts: dict[str, int] = field(default_factory=dict)
     commands: list[DeviceCommand] = field(default_factory=list)
+    created_by: UUID | None = None  # the API key that asked, when one did
+
+
+@dataclass(frozen=True, slots=True)
+class CommandQuery:
+    """What GET /api/v1/commands filters by; each None: no filter. A status or device picks the
+    commands (batches) with at least one device's command in that status, or for that device."""
+
+    statuses: list[str] | None = None
+    operations: list[str] | None = None
+    origins: list[str] | None = None
+    device_id: UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

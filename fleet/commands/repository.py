@@ -9,7 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
-from fleet.commands.models import Batch, CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand
+from fleet.commands.hosting import PATH_NOT_HOSTED
+from fleet.commands.models import Batch, CommandQuery, CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand
 from fleet.events.models import COMMAND_FINISHED
 from fleet.events.repository import INSERT_EVENTS
 
@@ -50,13 +51,34 @@ _PUBLISH_FINISHED = f"""small as (
         where d.status <> 'queued' and b.device_count > {{threshold}}) as large_batches"""
 
 
+# Why a queued command of `commands c` waits (WaitingReason), given its device's registration
+# `r` (left joined): the dispatcher's claim conditions, in its order (claim_due).
+WAITING_REASON = """case when c.status <> 'queued' then null
+        when c.attempts > 0 and c.next_attempt_at > now() then 'backing_off'
+        when r.device_id is null then 'not_registered'
+        when r.queue_mode then 'queue_mode'
+        when exists (select 1 from commands e where e.device_id = c.device_id and e.id <> c.id
+                       and (e.status = 'sent' or (e.status = 'queued' and (e.created_at, e.id) < (c.created_at, c.id))))
+            then 'behind_another'
+        else 'due' end as waiting_reason,
+    case when c.status = 'queued' and c.attempts > 0 and c.next_attempt_at > now()
+         then c.next_attempt_at end as next_attempt_at"""
+
+
+def batch_from_row(row: asyncpg.Record, counts: dict[str, int], commands: list[DeviceCommand]) -> Batch:
+    return Batch(row["id"], Operation(row["operation"]), row["path"], row["value"], row["target"],
+                 row["device_count"], row["origin"], row["created_at"], row["expires_at"],
+                 {s.value: counts.get(s.value, 0) for s in CommandStatus}, commands, row["created_by"])
+
+
 def command_from_row(row: asyncpg.Record) -> DeviceCommand:
     return DeviceCommand(
         id=row["id"], batch_id=row["batch_id"], tenant_id=row["tenant_id"], device_id=row["device_id"],
         operation=Operation(row["operation"]), path=row["path"], value=row["value"],
         status=CommandStatus(row["status"]), attempts=row["attempts"], expires_at=row["expires_at"],
         result=row["result"], error=row["error"], created_at=row["created_at"],
-        sent_at=row["sent_at"], completed_at=row["completed_at"])
+        sent_at=row["sent_at"], completed_at=row["completed_at"],
+        waiting_reason=row.get("waiting_reason"), next_attempt_at=row.get("next_attempt_at"))
 
 
 def claim_settings(*, one_device: bool) -> list[str]:
@@ -158,12 +180,76 @@ class CommandRepository:
         counts = {r["status"]: r["n"] for r in await self.conn.fetch(
             "select status, count(*) as n from commands where batch_id = $1 group by status", batch_id)}
         commands = await self.conn.fetch(
-            f"select {_COMMAND_COLUMNS} from commands where batch_id = $1 order by created_at, id limit $2",
+            f"""select {_COMMAND_COLUMNS_OF_C}, {WAITING_REASON}
+                from commands c left join registrations r on r.device_id = c.device_id
+                where c.batch_id = $1 order by c.created_at, c.id limit $2""",
             batch_id, limit)
-        return Batch(row["id"], Operation(row["operation"]), row["path"], row["value"], row["target"],
-                     row["device_count"], row["origin"], row["created_at"], row["expires_at"],
-                     {s.value: counts.get(s.value, 0) for s in CommandStatus},
-                     [command_from_row(c) for c in commands])
+        return batch_from_row(row, counts, [command_from_row(c) for c in commands])
+
+    async def batches(self, tenant_id: UUID, query: CommandQuery, *, after: tuple[datetime, UUID] | None,
+                      limit: int) -> tuple[list[Batch], bool]:
+        """The city's commands (batches), newest first, each with its per-state counts, and
+        whether more follow; `after` is the (created_at, id) of the last of the page before.
+        Walks `command_batches_tenant` from the newest or the cursor, ties on created_at sorted
+        incrementally (EXPLAIN ANALYZE at 40,000 batches: 0.3 ms a page, no index to add). A
+        condition is in the statement only when asked for, so the planner sees where to start
+        rather than `$n is null or ...`."""
+        await _plan_for_today(self.conn)
+        params: list[Any] = [tenant_id]
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        where = ["b.tenant_id = $1"]
+        if query.operations:
+            where.append(f"b.operation = any({param(query.operations)}::text[])")
+        if query.origins:
+            where.append(f"b.origin = any({param(query.origins)}::text[])")
+        if query.since is not None:
+            where.append(f"b.created_at >= {param(query.since)}")
+        if query.until is not None:
+            where.append(f"b.created_at < {param(query.until)}")
+        if query.device_id is not None:
+            where.append("exists (select 1 from commands c where c.tenant_id = b.tenant_id "
+                         f"and c.device_id = {param(query.device_id)} and c.batch_id = b.id)")
+        if query.statuses:
+            where.append("exists (select 1 from commands c where c.batch_id = b.id "
+                         f"and c.status = any({param(query.statuses)}::text[]))")
+        if after is not None:
+            where.append(f"(b.created_at, b.id) < ({param(after[0])}::timestamptz, {param(after[1])}::uuid)")
+        # The page first, then its counts: counted before the limit, they may be counted for
+        # every batch the filter lets through (EXPLAIN ANALYZE: 110 ms at 40,000 batches).
+        rows = await self.conn.fetch(
+            f"""with page as (
+                    select b.* from command_batches b where {' and '.join(where)}
+                    order by b.created_at desc, b.id desc limit {param(limit + 1)})
+                select page.*, k.counts from page
+                left join lateral (
+                    select jsonb_object_agg(status, n) as counts from (
+                        select status, count(*)::int as n from commands c where c.batch_id = page.id
+                        group by status) s) k on true
+                order by page.created_at desc, page.id desc""", *params)
+        return [batch_from_row(r, r["counts"] or {}, []) for r in rows[:limit]], len(rows) > limit
+
+    async def skip(self, batch_id: UUID, lacking: dict[UUID, str]) -> None:
+        """Mark the commands of devices that lack the path (device -> what it lacks) skipped,
+        before they are ever claimed: in the transaction that queued them."""
+        if lacking:
+            await self.conn.execute(
+                f"""update commands c set status = 'skipped', completed_at = now(),
+                        error = '{PATH_NOT_HOSTED}: registered without ' || l.missing,
+                        result = jsonb_build_object('reason', '{PATH_NOT_HOSTED}', 'lacks', l.missing)
+                    from unnest($2::uuid[], $3::text[]) as l(device_id, missing)
+                    where c.batch_id = $1 and c.device_id = l.device_id and c.status = 'queued'""",
+                batch_id, list(lacking), list(lacking.values()))
+
+    async def registered_links(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> dict[UUID, str]:
+        """The object links of those of these devices registered now."""
+        rows = await self.conn.fetch(
+            "select device_id, object_links from registrations where tenant_id = $1 and device_id = any($2::uuid[])",
+            tenant_id, list(device_ids))
+        return {r["device_id"]: r["object_links"] for r in rows}
 
     async def cancel_batch(self, tenant_id: UUID, batch_id: UUID) -> int:
         row = await self.conn.fetchrow(
@@ -202,9 +288,10 @@ class CommandRepository:
         # the planner a filter instead of where to start in the index.
         after_cursor = "and (c.created_at, c.id) < ($5::timestamptz, $6::uuid)" if after else ""
         rows = await self.conn.fetch(
-            f"""select {_COMMAND_COLUMNS_OF_C},
+            f"""select {_COMMAND_COLUMNS_OF_C}, {WAITING_REASON},
                        b.origin, b.created_by
                 from commands c join command_batches b on b.id = c.batch_id
+                left join registrations r on r.device_id = c.device_id
                 where c.tenant_id = $1 and c.device_id = $2
                   and ($3::text[] is null or c.status = any($3::text[])) {after_cursor}
                 order by c.created_at desc, c.id desc limit $4""",

@@ -14,7 +14,8 @@ import msgspec
 from fleet import cursors
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record
-from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch, CommandRequest,
+from fleet.commands.hosting import hosted, lacks
+from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch, CommandQuery, CommandRequest,
                                    CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand,
                                    Target)
 from fleet.commands.repository import CommandRepository, prepare_claimer
@@ -44,6 +45,19 @@ def _shown(entry: RequestedCommand) -> RequestedCommand:
     (only the device's own command keeps it, for the dispatcher)."""
     command = entry.command
     return replace(entry, command=replace(command, value=without_token(command.path, command.value)))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+async def _lacking(repo: CommandRepository, tenant_id: UUID, path: str, device_ids: Sequence[UUID]) -> dict[UUID, str]:
+    """Devices registered now whose links lack the path's object or instance, and what they
+    lack; a device not registered is queued as always (nothing of its links is kept)."""
+    resource = ResourcePath.parse(path)
+    links = await repo.registered_links(tenant_id, device_ids)
+    lacking = {device: lacks(resource, hosted(text)) for device, text in links.items()}
+    return {device: missing for device, missing in lacking.items() if missing is not None}
 
 
 def validate_request(request: CommandRequest) -> Any:
@@ -157,9 +171,14 @@ class CommandService:
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             device_ids = await resolve_target(conn, principal.tenant_id, request.target)
             expires_at = datetime.now(UTC) + request.expires_in
-            batch_id = await CommandRepository(conn).insert_batch(
+            repo = CommandRepository(conn)
+            batch_id = await repo.insert_batch(
                 principal.tenant_id, request.operation, request.path, value, target_json(request.target),
                 device_ids, principal.api_key_id, request.origin, expires_at)
+            if not request.target.device_ids:
+                # Listed devices are sent what was asked; a filter or group may cover devices
+                # that lack the path (a dimmer path to a filter that includes bins).
+                await repo.skip(batch_id, await _lacking(repo, principal.tenant_id, request.path, device_ids))
             await record(conn, principal, f"command.{request.operation.value}", "command_batch", batch_id,
                          None, {"path": request.path, "value": value, "target": target_json(request.target),
                                 "devices": len(device_ids)})
@@ -186,6 +205,31 @@ class CommandService:
             await record(conn, principal, "command.cancel", "command_batch", batch_id, None,
                          {"cancelled": cancelled})
             return await repo.batch(principal.tenant_id, batch_id, limit=10_000)
+
+    async def list(self, principal: Principal, query: CommandQuery, *, cursor: str | None = None,
+                   limit: int = 100) -> Page:
+        """The city's commands (batches), newest first, a page of `Batch`es with their counts
+        (per-device results: GET /api/v1/commands/{id})."""
+        if not principal.can(Permission.READ):
+            raise PermissionDenied("reading commands is not allowed for this key")
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationFailed("invalid limit", [FieldError("limit", f"must be 1-{MAX_PAGE}")])
+        query = replace(query, statuses=cursors.choices("status", query.statuses or [], set(CommandStatus)),
+                        operations=cursors.choices("operation", query.operations or [], set(Operation)),
+                        # api, lighting, collection, firmware:<campaign id>, ...: open-ended, matched as given.
+                        origins=[o.strip() for v in query.origins or [] for o in v.split(",") if o.strip()] or None)
+        # A time without an offset is UTC, as every time the API shows.
+        query = replace(query, since=_aware(query.since), until=_aware(query.until))
+        if query.since and query.until and query.since >= query.until:
+            raise ValidationFailed("invalid period", [FieldError("until", "must be after since")])
+        after = cursors.decode(b"cb:", cursor, tuple[datetime, UUID]) if cursor else None
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            if query.device_id is not None:
+                await _known_device(conn, principal.tenant_id, query.device_id)
+            items, more = await CommandRepository(conn).batches(principal.tenant_id, query, after=after, limit=limit)
+        last = items[-1] if more else None
+        return Page([replace(b, value=without_token(b.path, b.value)) for b in items],
+                    cursors.encode(b"cb:", [last.created_at.isoformat(), str(last.id)]) if last else None)
 
     async def for_device(self, principal: Principal, device_id: UUID, *, statuses: Sequence[str] = (),
                          cursor: str | None = None, limit: int = 100) -> Page:

@@ -17,7 +17,8 @@ from fleet.groups.models import DeviceGroup
 from fleet.groups.repository import GroupRepository
 from fleet.groups.validation import (device_ids, member_filter, validate_group_changes,
                                      validate_new_group)
-from fleet.registry.models import Page
+from fleet.registry.models import DeviceFilter, Page
+from fleet.registry.repository import DeviceRepository
 from fleet.registry.service import MAX_PAGE, DeviceService, require
 
 MAX_CURSOR = 1000
@@ -45,6 +46,7 @@ class GroupService:
         new = validate_new_group(raw)
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = GroupRepository(conn)
+            await _known_district(conn, principal.tenant_id, new.filter)
             try:
                 async with conn.transaction():
                     group_id = await repo.insert(principal.tenant_id, new)
@@ -90,6 +92,7 @@ class GroupService:
             changes = changes.relative_to(before)
             if changes.is_empty():
                 return before
+            await _known_district(conn, principal.tenant_id, changes.filter)
             dropped: set[UUID] = set()
             if changes.filter_set and changes.filter is not None and not before.is_dynamic:
                 dropped = await repo.remove_members(principal.tenant_id, group_id, None)
@@ -185,3 +188,9 @@ async def _add_members(repo: GroupRepository, tenant_id: UUID, group_id: UUID,
 def _duplicate_name(name: str | None) -> Conflict:
     return Conflict(f"a group named {name!r} already exists in this city",
                     [FieldError("name", "is already taken in this city")])
+
+
+async def _known_district(conn: asyncpg.Connection, tenant_id: UUID, saved: DeviceFilter | None) -> None:
+    """A filter about to be saved names a district some device stands in (422 otherwise)."""
+    if saved is not None:
+        await DeviceRepository(conn).require_known_district(tenant_id, saved.district, "filter.district")

@@ -151,6 +151,7 @@ class EnergyService:
         since, until = self._period(principal.tenant_timezone, since, until)
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             repo = LightingRepository(conn)
+            await DeviceRepository(conn).require_known_district(principal.tenant_id, district)
             if group_id is not None:
                 ids = await DeviceRepository(conn).ids_matching(principal.tenant_id, DeviceFilter(group_id=group_id))
                 lights = await repo.lights(principal.tenant_id, ids)

@@ -21,6 +21,7 @@ from fleet.lighting import validation
 from fleet.lighting.models import Calendar
 from fleet.lighting.records import Assignment, StoredCalendar, StoredOverride, StoredProgram
 from fleet.lighting.repository import LightingRepository
+from fleet.registry.repository import DeviceRepository
 from fleet.registry.service import require
 
 def _now() -> dt.datetime:
@@ -223,6 +224,7 @@ class LightingService:
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = LightingRepository(conn)
             await self._existing_calendar(repo, principal.tenant_id, calendar_id)
+            await DeviceRepository(conn).require_known_district(principal.tenant_id, district, "scope.district")
             if group_id is not None and not await repo.group_exists(principal.tenant_id, group_id):
                 raise ValidationFailed("invalid assignment", [FieldError(
                     "group_id", f"no group {group_id} in this city")])
@@ -310,6 +312,7 @@ class LightingService:
         starts_at, ends_at = parsed["window"]
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = LightingRepository(conn)
+            await DeviceRepository(conn).require_known_district(principal.tenant_id, scope.district, "scope.district")
             if scope.group_id is not None and not await repo.group_exists(principal.tenant_id, scope.group_id):
                 raise ValidationFailed("invalid override", [FieldError(
                     "scope.group_id", f"no group {scope.group_id} in this city")])

@@ -44,6 +44,17 @@ class DeviceCounts(Struct):
     by_kind: dict[str, KindCounts]
 
 
+class DistrictDevices(Struct):
+    name: str
+    devices: Annotated[int, Meta(description="in service (decommissioned left out)")]
+    by_kind: dict[str, int]
+    by_status: dict[str, int]
+
+
+class Districts(Struct):
+    items: Annotated[list[DistrictDevices], Meta(description="every district with a device in service, by name")]
+
+
 class DistrictAlarms(Struct):
     district: Annotated[str | None, Meta(description="null: devices with no district")]
     total: int
@@ -57,6 +68,8 @@ class AlarmFigures(Struct):
 
 
 class Tonight(Struct):
+    """The night the figures cover, noon to noon in the city's local time (its offset, not `Z`)."""
+
     from_: datetime = msgspec.field(name="from")
     to: datetime
     energy_kwh: Annotated[float, Meta(description="tonight's schedule at each light's nominal wattage")]

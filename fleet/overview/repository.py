@@ -37,7 +37,13 @@ class OverviewRepository:
         plans cost a fraction of a millisecond."""
         await self.conn.execute("set local plan_cache_mode = force_custom_plan")
 
-    async def devices_by_kind_status(self, tenant_id: UUID) -> list[asyncpg.Record]:
+    async def devices_by_kind_status(self, tenant_id: UUID, *, per_district: bool = False) -> list[asyncpg.Record]:
+        """Devices in service per kind and status; `per_district`: per district too (devices
+        with no district left out), what GET /api/v1/districts lists."""
+        if per_district:
+            return await self.conn.fetch(
+                f"select d.district, d.kind, d.status, count(*)::int as n from devices d where {IN_SERVICE}"
+                " and d.district is not null group by d.district, d.kind, d.status order by d.district", tenant_id)
         return await self.conn.fetch(
             f"select d.kind, d.status, count(*)::int as n from devices d where {IN_SERVICE}"
             " group by d.kind, d.status", tenant_id)

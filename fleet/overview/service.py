@@ -26,7 +26,8 @@ from fleet.lighting.plan import Cluster, Schedule, clusters, load_schedule, plan
 from fleet.lighting.records import Light
 from fleet.overview.models import (CLUSTER_BELOW_ZOOM, FILL_BUCKET_WIDTH, FILL_BUCKETS, MAX_DEVICES_IN_VIEW,
                                    MAX_MARKERS, MAX_ZOOM, OUTLINE_GRID_DEG, SEVERITIES, AccessPointFigures,
-                                   AlarmFigures, BinFigures, CampaignUnderWay, DeviceCounts, DistrictAlarms,
+                                   AlarmFigures, BinFigures, CampaignUnderWay, DeviceCounts, DistrictAlarms, DistrictDevices,
+                                   Districts,
                                    DistrictOutline, DistrictOutlines, DistrictProperties, FillBucket, KindCounts,
                                    LightingFigures, MapCluster, MapDevice, MapView, Overview, Polygon, RoutesToday,
                                    Tonight, cell_degrees, outline)
@@ -108,6 +109,20 @@ class OverviewService:
             rows = await repo.devices_in_box(principal.tenant_id, box, MAX_DEVICES_IN_VIEW)
         return MapView([], [MapDevice(r["id"], r["endpoint"], r["kind"], r["status"], r["lat"], r["lon"],
                                       r["district"], _severity(r["rank"])) for r in rows])
+
+    async def district_counts(self, principal: Principal) -> Districts:
+        """Every district of the city (one with a device in service) and its devices per kind
+        and status: the names a `district` filter takes."""
+        require(principal, Permission.READ)
+        async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
+            rows = await OverviewRepository(conn).devices_by_kind_status(principal.tenant_id, per_district=True)
+        districts: dict[str, DistrictDevices] = {}
+        for r in rows:
+            district = districts.setdefault(r["district"], DistrictDevices(r["district"], 0, {}, {}))
+            district.devices += r["n"]
+            district.by_kind[r["kind"]] = district.by_kind.get(r["kind"], 0) + r["n"]
+            district.by_status[r["status"]] = district.by_status.get(r["status"], 0) + r["n"]
+        return Districts(list(districts.values()))
 
     async def districts(self, principal: Principal) -> DistrictOutlines:
         require(principal, Permission.READ)
@@ -244,7 +259,10 @@ def tonight_energy(schedule: Schedule, lights: list[Light], start: dt.datetime, 
         if cluster.calendar is not None:
             watts = sum(p.light.nominal_wattage for p in cluster.plans)
             planned += watts * _level_hours(cluster, start, end)
-    return Tonight(start, end, round(planned / 1000, 2), round(uncontrolled / 1000, 2))
+    # The window as the city's clocks show it; the figures are the same whatever the offset.
+    zone = ZoneInfo(schedule.timezone)
+    return Tonight(start.astimezone(zone), end.astimezone(zone), round(planned / 1000, 2),
+                   round(uncontrolled / 1000, 2))
 
 
 def _hours(spans: list[tuple[dt.datetime, dt.datetime]]) -> float:

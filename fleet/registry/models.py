@@ -96,8 +96,7 @@ class Device:
     created_at: datetime
     updated_at: datetime
     decommissioned_at: datetime | None = None
-    # Only set when the list was filtered with `near`.
-    distance_m: float | None = None
+    distance_m: int | None = None  # whole metres from `near`, when the list was asked for one
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from fleet.errors import NotFound
+from fleet.errors import FieldError, NotFound, ValidationFailed
 from fleet.registry.filters import parse_filter
 from fleet.registry.models import (Device, DeviceFilter, DeviceKind, DeviceStatus, Location,
                                    NewDevice)
@@ -19,6 +19,8 @@ from fleet.registry.models import (Device, DeviceFilter, DeviceKind, DeviceStatu
 EARTH_RADIUS_M = 6_371_008.8
 # Rows per COPY of a bulk insert: each is a few tens of milliseconds of the event loop.
 COPY_CHUNK = 2_000
+# Districts an unknown district's error names; GET /api/v1/districts lists them all.
+KNOWN_DISTRICTS_SHOWN = 10
 
 DEVICE_COLUMNS = """d.id, d.seq, d.kind, d.endpoint, d.serial, d.manufacturer, d.model,
     d.firmware_version, d.lat, d.lon, d.district, d.address, d.installed_at, d.status, d.tags,
@@ -47,6 +49,7 @@ def degrees_around(lat: float, radius_m: float) -> tuple[float, float]:
 
 
 def device_from_row(row: asyncpg.Record, distance_m: float | None = None) -> Device:
+    """A device from its row; `distance_m` (from `near`) is shown in whole metres."""
     return Device(
         id=row["id"], kind=DeviceKind(row["kind"]), endpoint=row["endpoint"], serial=row["serial"],
         manufacturer=row["manufacturer"], model=row["model"],
@@ -54,7 +57,8 @@ def device_from_row(row: asyncpg.Record, distance_m: float | None = None) -> Dev
         district=row["district"], address=row["address"], installed_at=row["installed_at"],
         status=DeviceStatus(row["status"]), tags=list(row["tags"]), attributes=row["attributes"],
         created_at=row["created_at"], updated_at=row["updated_at"],
-        decommissioned_at=row["decommissioned_at"], distance_m=distance_m)
+        decommissioned_at=row["decommissioned_at"],
+        distance_m=None if distance_m is None else round(distance_m))
 
 
 def new_device_record(tenant_id: UUID, device: NewDevice) -> tuple:
@@ -185,8 +189,26 @@ class DeviceRepository:
             tenant_id, device_id)
         return device_from_row(row)
 
+    async def require_known_district(self, tenant_id: UUID, district: str | None, field: str = "district") -> None:
+        """ValidationFailed (422) naming `district` unless a device of the city (decommissioned
+        too: its history is filtered by it) stands in it: a misspelt district would otherwise
+        match nothing, and a command to it would reach no device without a word."""
+        if district is None or await self.conn.fetchval(
+                "select exists (select 1 from devices where tenant_id = $1 and district = $2)", tenant_id, district):
+            return
+        known = await self.conn.fetch(
+            "select distinct district from devices where tenant_id = $1 and district is not null "
+            "and status <> 'decommissioned' order by district limit $2", tenant_id, KNOWN_DISTRICTS_SHOWN + 1)
+        names = [r["district"] for r in known]
+        shown = ", ".join(names[:KNOWN_DISTRICTS_SHOWN]) + (", ..." if len(names) > KNOWN_DISTRICTS_SHOWN else "")
+        detail = f"unknown district {district!r} (known: {shown or 'none'}; see GET /api/v1/districts)"
+        raise ValidationFailed(detail, [FieldError(field, detail)])
+
     async def resolve(self, tenant_id: UUID, device_filter: DeviceFilter) -> list[DeviceFilter]:
-        """Replace a dynamic group by its saved filter; raises NotFound for an unknown group."""
+        """Replace a dynamic group by its saved filter; raises NotFound for an unknown group, and
+        ValidationFailed for a district no device stands in (a saved filter's is not checked:
+        a group whose district emptied is just empty)."""
+        await self.require_known_district(tenant_id, device_filter.district)
         if device_filter.group_id is None:
             return [device_filter]
         saved = await self.conn.fetchrow(
@@ -198,19 +220,30 @@ class DeviceRepository:
             return [device_filter]
         return [replace(device_filter, group_id=None), parse_filter(saved["filter"], allow_group=False)]
 
-    async def list(self, tenant_id: UUID, device_filter: DeviceFilter, *, after_seq: int | None,
-                   limit: int) -> tuple[list[Device], int | None]:
-        """One page in `seq` order; returns the devices and the seq to continue after, if any."""
+    async def list(self, tenant_id: UUID, device_filter: DeviceFilter, *, after: tuple | None,
+                   limit: int) -> tuple[list[Device], tuple | None]:
+        """One page and the key to continue after, if more follow: in `seq` order, key (seq,);
+        with `near`, nearest first, key (distance in metres, seq), the exact distance (the
+        devices show it rounded), so pages neither skip nor repeat a device."""
         sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
-        distance = f", {sql.distance_sql} as distance_m" if sql.distance_sql else ""
-        after = f" and d.seq > {sql.param(after_seq)}" if after_seq is not None else ""
+        near = sql.distance_sql
+        if near:
+            start = (f" and ({near}, d.seq) > ({sql.param(float(after[0]))}::float8, {sql.param(after[1])})"
+                     if after is not None else "")
+            columns, order = f"{DEVICE_COLUMNS}, {near} as distance_m", f"{near}, d.seq"
+        else:
+            start = f" and d.seq > {sql.param(after[0])}" if after is not None else ""
+            columns, order = DEVICE_COLUMNS, "d.seq"
         rows = await self.conn.fetch(
-            f"select {DEVICE_COLUMNS}{distance} from devices d where {sql.where}{after} "
-            f"order by d.seq limit {sql.param(limit + 1)}", *sql.params)
+            f"select {columns} from devices d where {sql.where}{start} "
+            f"order by {order} limit {sql.param(limit + 1)}", *sql.params)
         more = len(rows) > limit
         rows = rows[:limit]
-        devices = [device_from_row(r, r["distance_m"] if distance else None) for r in rows]
-        return devices, (rows[-1]["seq"] if more else None)
+        devices = [device_from_row(r, r["distance_m"] if near else None) for r in rows]
+        if not more:
+            return devices, None
+        last = rows[-1]
+        return devices, ((last["distance_m"], last["seq"]) if near else (last["seq"],))
 
     async def in_service(self, tenant_id: UUID, device_ids: list[UUID]) -> set[UUID]:
         """Which of these devices exist in the city and are not decommissioned."""

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from fleet import cursors
 from fleet.alarms.merging import clear_for_decommissioned
 from fleet.access.models import Permission, Principal
 from fleet.audit.service import record, record_many
@@ -30,11 +31,18 @@ EXPORT_CHUNK = 1000
 _NETWORK_STATUSES = ("online", "offline")
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"d:{seq}".encode()).decode().rstrip("=")
+def encode_cursor(key: tuple) -> str:
+    """(seq,) of the seq order as it always was; (distance, seq) of nearest first."""
+    if len(key) == 2:
+        return cursors.encode(b"dn:", key)
+    return base64.urlsafe_b64encode(f"d:{key[0]}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, *, near: bool = False) -> tuple:
+    """The key `encode_cursor` put in; a seq-order cursor does not continue a `near` list, nor
+    the other way round."""
+    if near:
+        return tuple(cursors.decode(b"dn:", cursor, tuple[float, int]))
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, seq = text.partition(":")
@@ -42,7 +50,7 @@ def decode_cursor(cursor: str) -> int:
         # A seq is a bigint; anything outside it was not issued here (and would overflow the query).
         if kind != "d" or not 0 <= number < 2**63:
             raise ValueError
-        return number
+        return (number,)
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("invalid cursor", [FieldError("cursor", "is not a cursor this API issued")]) from None
 
@@ -132,25 +140,25 @@ class DeviceService:
         require(principal, Permission.READ)
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationFailed("invalid limit", [FieldError("limit", f"must be 1-{MAX_PAGE}")])
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor, near=device_filter.near is not None) if cursor else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
-            devices, last_seq = await DeviceRepository(conn).list(
-                principal.tenant_id, device_filter, after_seq=after, limit=limit)
-        return Page(devices, encode_cursor(last_seq) if last_seq is not None else None)
+            devices, last = await DeviceRepository(conn).list(
+                principal.tenant_id, device_filter, after=after, limit=limit)
+        return Page(devices, encode_cursor(last) if last is not None else None)
 
     async def export(self, principal: Principal, device_filter: DeviceFilter) -> AsyncIterator[Device]:
         """Every matching device in seq order, EXPORT_CHUNK at a time, each chunk read in its own
         short transaction: a slow download holds neither a pooled connection nor a snapshot.
 
-        Keyset pagination on seq lists every device that exists throughout exactly once; one
+        Keyset pagination on seq (on distance and seq with `near`) lists every device that exists throughout exactly once; one
         created or changed during the download may or may not be in it.
         """
         require(principal, Permission.READ)
-        after: int | None = None
+        after: tuple | None = None
         while True:
             async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
                 devices, more_after = await DeviceRepository(conn).list(
-                    principal.tenant_id, device_filter, after_seq=after, limit=EXPORT_CHUNK)
+                    principal.tenant_id, device_filter, after=after, limit=EXPORT_CHUNK)
             for device in devices:
                 yield device
             if more_after is None:

@@ -53,10 +53,10 @@ class Observation:
                     continue
                 await self.on_readings(readings)
         except aiocoap.error.Error as exc:
-            if self.ending:
-                log.debug("observation ended on the device", uri=uri)
-            else:
-                log.info("observation ended", uri=uri, reason=type(exc).__name__)
+            # DEBUG, not INFO, either way: a device that goes away ends each of its observations
+            # at once (a line per device as a simulator or a district's network stops), and
+            # what matters of it, the device going offline, is reported once by the registry.
+            log.debug("observation ended", uri=uri, reason=type(exc).__name__, on_the_device=self.ending)
 
     def abandon(self, follower: asyncio.Task | None) -> None:
         """End it here only: the registration it belonged to is gone, so there is no one to ask.

@@ -98,6 +98,7 @@ class LwM2MServer(interfaces.Resource):
         self.on_registered = on_registered
         self._background: set[asyncio.Task] = set()
         self.draining = False  # stopping: new requests get 5.03, those under way finish
+        self.refused_draining = 0  # requests refused so, logged as one line on closing
         self._rendering = 0
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
@@ -118,6 +119,7 @@ class LwM2MServer(interfaces.Resource):
 
     async def _render(self, request: Message) -> Message:
         if self.draining:
+            self.refused_draining += 1
             raise ServiceUnavailable(BACKOFF_S)
         self._rendering += 1
         try:
@@ -310,6 +312,10 @@ class LwM2MServer(interfaces.Resource):
 
     async def close(self) -> None:
         """Stop post-registration work (reads of /3/0, command wake-ups) still under way."""
+        if self.refused_draining:
+            # One line for them all: a busy node refuses dozens while it stops.
+            log.info("CoAP requests refused while stopping (5.03, the devices retry later)",
+                     count=self.refused_draining)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -56,7 +56,8 @@ async def test_newest_first_page_by_page_with_who_asked(seoul):
     assert [c["batch_id"] for c in whole["items"]] == [sent[2]["id"], sent[1]["id"], sent[0]["id"]]
     newest = whole["items"][0]
     assert set(newest) == {"id", "batch_id", "operation", "path", "value", "status", "attempts", "result", "error",
-                           "created_at", "sent_at", "completed_at", "expires_at", "origin", "requested_by"}
+                           "created_at", "sent_at", "completed_at", "expires_at", "origin", "requested_by",
+                           "waiting_reason", "next_attempt_at"}
     assert (newest["operation"], newest["path"], newest["status"], newest["sent_at"]) == (
         "execute", "/3/0/4", "queued", None)
     assert (newest["origin"], newest["requested_by"]) == ("api", f"key:{seoul.principal.api_key_id}")

@@ -101,6 +101,18 @@ async def test_list_filters_and_cursor_pages(seoul):
     near = (await seoul.client.get("/api/v1/devices", params={"near": "37.55,126.95", "radius_m": 250})).json()
     assert {d["endpoint"] for d in near["items"]} == {"sl-0000", "sl-0001", "sl-0002"}
     assert all(d["distance_m"] <= 250 for d in near["items"])
+    # Nearest first, in whole metres, and the cursor pages keep that order (from the far end).
+    walked, cursor = [], None
+    while True:
+        params = {"near": "37.575,126.95", "radius_m": 5000, "limit": 4} | ({"cursor": cursor} if cursor else {})
+        page = (await seoul.client.get("/api/v1/devices", params=params)).json()
+        walked += [(d["distance_m"], d["endpoint"]) for d in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(walked) == 25 and len({e for _, e in walked}) == 25
+    assert [m for m, _ in walked] == sorted(m for m, _ in walked) and all(type(m) is int for m, _ in walked)
+    assert walked[0][1] == "sl-0024" and walked[-1][1] == "sl-0000"
     boxed = (await seoul.client.get("/api/v1/devices", params={"bbox": "126.94,37.5595,126.96,37.5625"})).json()
     assert {d["endpoint"] for d in boxed["items"]} == {"sl-0010", "sl-0011", "sl-0012"}
     bad = await seoul.client.get("/api/v1/devices", params={"bbox": "1,2,3", "cursor": "zzz"})

@@ -128,10 +128,12 @@ async def test_filters_apply_to_the_export(seoul):
     assert [f["properties"]["endpoint"] for f in tagged["features"]] == ["sl-1"]
     near = await seoul.client.get(EXPORT, params={"near": "37.5665,126.978", "radius_m": 100})
     assert [r["endpoint"] for r in csv.DictReader(io.StringIO(near.text))] == ["sl-1"]
-    nothing = await seoul.client.get(EXPORT, params={"district": "Nowhere"})
+    nothing = await seoul.client.get(EXPORT, params={"firmware": "none-such"})
     assert nothing.status_code == 200 and nothing.text.count("\n") == 1  # the header alone
-    empty = await seoul.client.get(EXPORT, params={"format": "geojson", "district": "Nowhere"})
+    empty = await seoul.client.get(EXPORT, params={"format": "geojson", "firmware": "none-such"})
     assert json.loads(empty.content) == {"type": "FeatureCollection", "features": []}
+    unknown = await seoul.client.get(EXPORT, params={"district": "Nowhere"})
+    assert unknown.status_code == 422 and "unknown district 'Nowhere'" in unknown.json()["detail"]
 
 
 async def test_decommissioned_devices_leave_the_default_export(seoul):

@@ -62,6 +62,44 @@ async def test_invalid_uuid_in_path_is_a_4xx(seoul, path):
     assert response.headers["content-type"].startswith(PROBLEM)
 
 
+async def test_a_non_uuid_id_is_400_naming_the_parameter(seoul):
+    for path, name, value in (("/api/v1/devices/not-a-uuid", "device_id", "not-a-uuid"),
+                              ("/api/v1/devices/not-a-uuid/commands", "device_id", "not-a-uuid"),
+                              ("/api/v1/groups/1234/members", "group_id", "1234"),
+                              ("/api/v1/lighting/programs/x", "program_id", "x")):
+        body = assert_problem(await seoul.client.get(path), 400)
+        assert body["detail"] == f"path parameter '{name}' must be a UUID, got '{value}'"
+        assert body["errors"] == [{"field": name, "message": f"must be a UUID, got '{value}'"}]
+    body = assert_problem(await seoul.client.patch("/api/v1/devices/abc", json={"district": "x"}), 400)
+    assert body["detail"] == "path parameter 'device_id' must be a UUID, got 'abc'"
+    for path, name in (("/api/v1/audit", "api_key_id"), ("/api/v1/lighting/preview", "device_id")):
+        body = assert_problem(await seoul.client.get(path, params={name: "nope"}), 400)
+        assert body["detail"] == f"query parameter '{name}' must be a UUID, got 'nope'"
+        assert body["errors"] == [{"field": name, "message": "must be a UUID, got 'nope'"}]
+
+
+async def test_a_body_names_each_field_at_fault(seoul):
+    missing = assert_problem(await seoul.client.post("/api/v1/devices", json={
+        "kind": "streetlight", "location": {"lat": 37.5}}), 400)
+    assert missing["errors"] == [{"field": "location.lon", "message": "Object missing required field `lon`"},
+                                 {"field": "endpoint", "message": "Object missing required field `endpoint`"}]
+    assert missing["detail"] == "location.lon: Object missing required field `lon`"
+    wrong = assert_problem(await seoul.client.post("/api/v1/devices", json={
+        "kind": "streetlight", "endpoint": 7, "location": {"lat": "north", "lon": "east"}, "tags": ["a", 2]}), 400)
+    assert [(e["field"], e["message"]) for e in wrong["errors"]] == [
+        ("endpoint", "Expected `str`, got `int`"), ("location.lat", "Expected `float`, got `str`"),
+        ("location.lon", "Expected `float`, got `str`"), ("tags[1]", "Expected `str`, got `int`")]
+    assert wrong["detail"] == "endpoint: Expected `str`, got `int`"
+    # Every typed body, whatever the endpoint: a lighting program's switch points, a group's members.
+    program = assert_problem(await seoul.client.post("/api/v1/lighting/programs", json={
+        "name": 1, "switch_points": [{"anchor": "sunset", "dimming_level": "full"}, 5]}), 400)
+    assert {e["field"] for e in program["errors"]} == {"name", "switch_points[0].dimming_level", "switch_points[1]"}
+    unknown = assert_problem(await seoul.client.post("/api/v1/groups", json={"name": "g", "colour": "red"}), 400)
+    assert unknown["errors"] == [{"field": "colour", "message": "Object contains unknown field `colour`"}]
+    shape = assert_problem(await seoul.client.post("/api/v1/groups", json=[]), 400)
+    assert shape["errors"] == [{"field": "body", "message": "Expected `object`, got `array`"}]
+
+
 async def test_method_not_allowed_names_the_allowed_methods(seoul):
     for method, path in (("POST", "/healthz"), ("PUT", "/api/v1/devices"), ("PATCH", "/api/v1/apikeys"),
                          ("POST", "/api/v1/audit")):

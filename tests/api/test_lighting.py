@@ -92,6 +92,9 @@ async def test_calendar_rules_round_trip_and_references(seoul):
               "date_range": {"first": "2026-10-01", "last": "2026-10-05"}, "weekdays": [5, 6]}]
     made = await calendar(seoul, evening, rules=rules, description="the city's")
     assert made["rules"] == rules and made["default_program_id"] == evening["id"]
+    # Calendars show times with the city's offset (stored in UTC).
+    assert made["created_at"].endswith("+09:00") and made["updated_at"].endswith("+09:00")
+    assert (await seoul.client.get(f"{LIGHTING}/calendars")).json()[0]["created_at"] == made["created_at"]
 
     missing = "00000000-0000-4000-8000-000000000000"
     unknown = await seoul.client.post(f"{LIGHTING}/calendars", json={
@@ -119,6 +122,7 @@ async def test_assignments_one_calendar_per_group_or_district(seoul):
     evening = await program(seoul)
     city_calendar = await calendar(seoul, evening)
     group = await created(await seoul.client.post("/api/v1/groups", json={"name": "boulevard"}))
+    await light(seoul, 1)   # a district is known by its devices (an unknown one is 422)
     by_group = await created(await seoul.client.post(f"{LIGHTING}/assignments", json={
         "calendar_id": city_calendar["id"], "group_id": group["id"]}))
     by_district = await created(await seoul.client.post(f"{LIGHTING}/assignments", json={
@@ -211,6 +215,7 @@ async def test_mutations_are_audited(seoul):
     evening = await program(seoul)
     await seoul.client.put(f"{LIGHTING}/programs/{evening['id']}", json={**EVENING_PROGRAM, "name": "late"})
     made = await calendar(seoul, evening)
+    await light(seoul, 1, district="x")
     await created(await seoul.client.post(f"{LIGHTING}/assignments", json={"calendar_id": made["id"], "district": "x"}))
     override = await created(await seoul.client.post(f"{LIGHTING}/overrides", json={
         "scope": {"district": "x"}, "dimming_level": 100, "duration_s": 60}))
@@ -236,6 +241,12 @@ async def test_preview_of_a_light_and_a_group(seoul):
     preview = response.json()
     assert preview["dimming_level"] == 100 and preview["timezone"] == "Asia/Seoul"
     (lights,) = preview["lights"]
+    # Every time of the preview as Seoul's clocks show it.
+    assert (preview["at"], preview["until"], lights["since"]) == (
+        "2026-12-24T22:00:00+09:00", "2026-12-26T22:00:00+09:00", "2026-12-24T18:00:00+09:00")
+    assert lights["transitions"][0]["at"] == "2026-12-24T23:00:00+09:00"
+    assert all(t["at"].endswith("+09:00") for t in lights["transitions"])
+    assert lights["sunset"].endswith("+09:00") and lights["sunrise"].endswith("+09:00")
     assert lights["device_ids"] == [lamp["id"]] and lights["assigned_via"] == "district"
     assert (lights["source"], lights["switch_point_id"]) == ("default", "on")
     assert dt.datetime.fromisoformat(lights["since"]) == dt.datetime(2026, 12, 24, 18, tzinfo=KST)
@@ -282,6 +293,12 @@ async def test_energy_and_savings_from_counters_and_power(seoul, db):
 
     period = {"since": "2026-11-20T12:00:00+09:00", "until": "2026-11-21T12:00:00+09:00"}
     one = (await seoul.client.get(f"{LIGHTING}/energy", params={"device_id": counters["id"], **period})).json()
+    # The window the figures cover, in Seoul's local time whatever offset the query used.
+    assert one["window"] == {"from": "2026-11-20T12:00:00+09:00", "to": "2026-11-21T12:00:00+09:00"}
+    assert (one["since"], one["until"]) == (one["window"]["from"], one["window"]["to"])
+    utc = (await seoul.client.get(f"{LIGHTING}/energy", params={
+        "device_id": counters["id"], "since": "2026-11-20T03:00:00Z", "until": "2026-11-21T03:00:00Z"})).json()
+    assert utc["window"] == one["window"] and utc["energy_wh"] == one["energy_wh"]
     (entry,) = one["devices"]
     assert entry["method"] == "cumulative_energy" and entry["nights"] == 1 and entry["lit_hours"] == 12
     assert (entry["energy_wh"], entry["full_power_wh"], entry["savings_wh"]) == (850, 1200, 350)

@@ -96,6 +96,8 @@ async def test_figures_equal_the_devices_and_alarms_apis(db, seoul):
     assert figures["lighting"]["lights"] == 3 and figures["lighting"]["lit_now"] == 1
     tonight = figures["lighting"]["tonight"]
     assert set(tonight) == {"from", "to", "energy_kwh", "uncontrolled_kwh"}
+    # The night's window as Seoul's clocks show it: noon to noon, +09:00 rather than Z.
+    assert tonight["from"].endswith("T12:00:00+09:00") and tonight["to"].endswith("T12:00:00+09:00")
     # No calendar: every light burns dusk to dawn, controlled or not (3 x 100 W x ~14 h).
     assert tonight["energy_kwh"] == tonight["uncontrolled_kwh"] and 3 < tonight["uncontrolled_kwh"] < 5
 

@@ -8,6 +8,7 @@ import socket
 import aiocoap
 import cbor2
 from aiocoap import Code, Message
+from structlog.testing import capture_logs
 
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
@@ -187,7 +188,11 @@ async def test_stopping_answers_requests_under_way_and_refuses_new_ones(db, coap
                 assert refused.code == Code.SERVICE_UNAVAILABLE and refused.opt.max_age == 10
                 assert not under_way.done()
         assert (await under_way).code == Code.CHANGED
-        await closing
+        with capture_logs() as logs:
+            await closing
+        # However many were refused, one line says so.
+        assert [(e["event"], e["count"]) for e in logs if "refused" in e["event"]] == [
+            ("CoAP requests refused while stopping (5.03, the devices retry later)", 1)]
         async with db.system_tx() as conn:
             stored = {r["device_id"]: r["v_num"] for r in await conn.fetch(
                 "select device_id, v_num from telemetry where path = '/3435/0/2'")}

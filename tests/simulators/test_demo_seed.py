@@ -3,6 +3,7 @@ with a key of its own, faults forced at start, and a banner that says how to use
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import stat
 from pathlib import Path
@@ -37,6 +38,7 @@ from simulators.faults import ELIGIBLE, FaultPlan
 from simulators.seed import (DEMO_COUNTS, DEMO_CREW, DEMO_CREW_BASE, DEMO_FAULTS, DEMO_RULES, DemoCity,
                              demo_fault_arguments, seed_demo_work_order_rules,
                              seed_demo_city)
+from simulators.seed_keys import DEMO_ENV, read_demo_env
 from simulators.seed_firmware import (DEMO_CAMPAIGN_NAME, DEMO_FIRMWARE_VERSION, DEMO_KEY_FILE, DemoFirmware,
                                       seed_demo_firmware)
 
@@ -77,7 +79,7 @@ async def test_demo_seeds_a_crew_with_a_key_of_its_own(db):
     assert first.crew_name == second.crew_name == DEMO_CREW and first.crew_key != second.crew_key
 
     keys = ApiKeyService(db)
-    principal = await keys.authenticate(first.crew_key)
+    principal = await keys.authenticate(second.crew_key)
     assert principal.role == Role.CREW and principal.tenant_id == first.city.id
     async with db.system_tx() as conn:
         crews = await conn.fetch("select id, name from crews where tenant_id = $1", first.city.id)
@@ -86,6 +88,34 @@ async def test_demo_seeds_a_crew_with_a_key_of_its_own(db):
     # One crew however often the demo starts; each run's tablet key belongs to it.
     assert [c["name"] for c in crews] == [DEMO_CREW]
     assert [k["crew_id"] for k in crew_keys] == [crews[0]["id"]] * 2
+
+
+async def test_demo_keys_are_kept_across_restarts_and_earlier_ones_revoked(db, tmp_path):
+    unkept = await seed_demo_city(db)  # as before demo.env: a fresh set each start
+    env = tmp_path / DEMO_ENV
+    first = await seed_demo_city(db, env, "http://127.0.0.1:8000")
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600 and not first.keys_reused
+    assert read_demo_env(env) == {"FLEET_URL": "http://127.0.0.1:8000", "ADMIN_KEY": first.admin_key,
+                                  "CREW_KEY": first.crew_key, "REPORTER_KEY": first.reporter_key}
+    again = await seed_demo_city(db, env, "http://127.0.0.1:8001")
+    assert again.keys_reused and (again.admin_key, again.crew_key, again.reporter_key) == (
+        first.admin_key, first.crew_key, first.reporter_key)
+    assert read_demo_env(env)["FLEET_URL"] == "http://127.0.0.1:8001"
+
+    keys = ApiKeyService(db)
+    admin = system_principal(first.city)
+    reporter = await keys.authenticate(first.reporter_key)
+    assert (reporter.role, reporter.tenant_id) == (Role.REPORTER, first.city.id)
+    # A key revoked meanwhile is replaced; the others are kept.
+    await keys.revoke(admin, (await keys.authenticate(first.admin_key)).api_key_id)
+    third = await seed_demo_city(db, env, "http://127.0.0.1:8000")
+    assert not third.keys_reused and third.admin_key != first.admin_key
+    assert (third.crew_key, third.reporter_key) == (first.crew_key, first.reporter_key)
+    assert read_demo_env(env)["ADMIN_KEY"] == third.admin_key
+    # However often the demo started, the city has three live demo keys: the file's.
+    live = {key.prefix for key in await keys.list(admin) if key.revoked_at is None and key.name.startswith("demo")}
+    assert live == {secret.split("_")[1] for secret in (third.admin_key, third.crew_key, third.reporter_key)}
+    assert unkept.admin_key.split("_")[1] not in live
 
 
 async def test_only_crew_keys_belong_to_a_crew(db):
@@ -149,15 +179,17 @@ def test_demo_faults_and_banner():
                       "fleet_admin_x", 315, DEMO_CREW, "fleet_crew_y",
                       DemoFirmware(Path("/data/demo-release-key.pem"), uuid4(), campaign_id,
                                    CampaignStatus.RUNNING, True))
+    seeded = dataclasses.replace(seeded, env_file=Path("/home/a user/.local/share/fleet/demo.env"))
     banner = demo_banner(seeded, "http://127.0.0.1:8000", 5683)
     assert f"Crew key:  fleet_crew_y   ({DEMO_CREW})" in banner
-    assert ("curl -H 'Authorization: Bearer fleet_crew_y' "
-            "'http://127.0.0.1:8000/api/v1/workorders?assigned_to=me'") in banner
-    assert "curl -N -H 'Authorization: Bearer fleet_admin_x' 'http://127.0.0.1:8000/api/v1/events'" in banner
+    # The commands paste as they are once demo.env is sourced (a path with a space quoted).
+    assert "Shell:     source '/home/a user/.local/share/fleet/demo.env'" in banner
+    assert 'curl -H "Authorization: Bearer $CREW_KEY" "$FLEET_URL/api/v1/workorders?assigned_to=me"' in banner
+    assert 'curl -N -H "Authorization: Bearer $ADMIN_KEY" "$FLEET_URL/api/v1/events"' in banner
     assert "Admin key: fleet_admin_x" in banner and "http://127.0.0.1:8000/schema" in banner
     assert "Browser:   http://127.0.0.1:8000/   (the control room" in banner
-    assert (f"curl -H 'Authorization: Bearer fleet_admin_x' "
-            f"'http://127.0.0.1:8000/api/v1/firmware/campaigns/{campaign_id}'") in banner
+    assert ('curl -H "Authorization: Bearer $ADMIN_KEY" '
+            f'"$FLEET_URL/api/v1/firmware/campaigns/{campaign_id}"') in banner
     assert f"campaign {campaign_id} (running)" in banner and "/api/v1/firmware/campaigns)" in banner
     # Without a campaign (the city's data stopped it) the banner simply says nothing of firmware.
     assert "Firmware" not in demo_banner(DemoCity(seeded.city, "k", 0, DEMO_CREW, "c"),

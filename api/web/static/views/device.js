@@ -60,10 +60,21 @@ function askedBy(command) {
   return command.requested_by === `key:${session.api_key_id}` ? 'by you' : `by ${command.requested_by.slice(0, 12)}…`;
 }
 
+// Why a queued command waits, as the API says it (waiting_reason).
+const WAITING = {
+  not_registered: 'waiting for the device to register',
+  queue_mode: 'waiting for the device to wake (queue mode)',
+  backing_off: 'the last try failed; trying again',
+  behind_another: 'waiting for the device\'s earlier command',
+  due: 'about to be sent',
+};
+
 function commandOutcome(command) {
   if (command.status === 'succeeded') return command.result == null ? '' : ` → ${JSON.stringify(command.result)}`;
   if (command.error && command.error !== command.status) return ` — ${command.error}`;
-  return command.status === 'queued' ? ' — waiting for the device to register or wake' : '';
+  if (command.status !== 'queued') return '';
+  const again = command.next_attempt_at ? ` at ${when(command.next_attempt_at, session.timezone)}` : '';
+  return ` — ${WAITING[command.waiting_reason] ?? 'waiting for the device to register or wake'}${again}`;
 }
 
 export async function render(main, params) {

@@ -1,0 +1,33 @@
+"""`fleet demo` checks its ports before anything else, and says in one line which flag moves them."""
+
+from __future__ import annotations
+
+import socket
+
+from api.cli import main
+from tests.conftest import free_port
+
+
+def test_a_taken_port_stops_the_demo_before_it_starts(monkeypatch, capsys, tmp_path):
+    # No database is reached: were one started, it would be here (and FLEET_DATABASE_URL unused).
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("FLEET_DATABASE_URL", raising=False)
+    monkeypatch.delenv("FLEET_HTTP_HOST", raising=False)
+    monkeypatch.delenv("FLEET_COAP_HOST", raising=False)
+    with socket.socket() as http, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as coap:
+        http.bind(("127.0.0.1", 0))
+        http.listen()
+        coap.bind(("127.0.0.1", 0))
+        taken_http, taken_coap = http.getsockname()[1], coap.getsockname()[1]
+        free_coap = free_port(socket.SOCK_DGRAM)
+
+        assert main(["demo", "--http-port", str(taken_http), "--coap-port", str(free_coap)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == (f"fleet demo: the HTTP port {taken_http} (TCP on 127.0.0.1) is in use; "
+                                     "choose another with --http-port\n")
+
+        assert main(["demo", "--http-port", str(free_port()), "--coap-port", str(taken_coap)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == (f"fleet demo: the CoAP port {taken_coap} (UDP on ::) is in use; "
+                                     "choose another with --coap-port\n")
+    assert list(tmp_path.iterdir()) == []
