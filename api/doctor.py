@@ -78,7 +78,7 @@ async def check_http(http: HttpSettings) -> Check:
         async with httpx.AsyncClient(timeout=3.0) as client:
             response = await client.get(url)
     except httpx.HTTPError as exc:
-        return Check("http", Status.FAIL, f"{url}: {exc or type(exc).__name__}",
+        return Check("http", Status.FAIL, f"{url}: {str(exc) or type(exc).__name__}",
                      "start `fleet serve` here, check FLEET_HTTP_HOST / FLEET_HTTP_PORT; "
                      "give --no-node when no node runs on this machine")
     if response.status_code == 200:
