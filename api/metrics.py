@@ -55,8 +55,17 @@ class MetricsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in (_ProcessWide(), PoolGauges(db), self.city):
             self.registry.register(collector)
+        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}  # answers under way
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._connections[task] = writer
+        try:
+            await self._exchange(reader, writer)
+        finally:
+            self._connections.pop(task, None)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_S)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
@@ -100,4 +109,11 @@ class MetricsServer:
             yield self
         finally:
             server.close()
+            # A scraper still sending its request would hold the process up to READ_S: since
+            # Python 3.12 wait_closed() waits for every connection (on 3.11 its answer is
+            # cancelled at the loop's end, with a traceback). Dropped, its read ends at once.
+            answers = list(self._connections.items())
+            for _, writer in answers:
+                writer.transport.abort()
+            await asyncio.gather(*(task for task, _ in answers), return_exceptions=True)
             await server.wait_closed()
