@@ -276,11 +276,10 @@ async def demo(settings: Settings) -> int:
                                         seeded.city.timezone))
 
 
-async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None) -> None:
-    """The demo's devices: `fleet simulate` in its own process, so they reach Fleet only over
-    the wire, exactly like street furniture would. With the crew's key, only Fleet's plans empty
-    the bins: the crew's simulated truck drives the routes the demo gives it. The keys go in
-    its environment, which only its owner can read (its arguments every user sees)."""
+def demo_devices_command(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None,
+                         environ: Mapping[str, str] = os.environ) -> tuple[list[str], dict[str, str]]:
+    """The demo's `fleet simulate`: its arguments and its environment. The keys go in the
+    environment, which only its owner can read (the arguments every user sees: ps)."""
     from simulators.seed import demo_fault_arguments
 
     args = [sys.executable, "-m", "api.cli", "simulate", "--server", f"coap://127.0.0.1:{settings.coap.port}",
@@ -291,9 +290,18 @@ async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int],
             # burner half the day); a report a minute keeps it lively.
             "--speed", "1", "--report-interval", "60", "--progress", "60", *demo_fault_arguments(),
             *(("--collection", "fleet") if crew_key else ())]
-    env = {**os.environ, SIMULATE_KEY_ENV: key}
+    env = {**environ, SIMULATE_KEY_ENV: key}
+    env.pop(SIMULATE_TRUCK_KEY_ENV, None)  # a truck only with the demo's own crew key
     if crew_key:
         env[SIMULATE_TRUCK_KEY_ENV] = crew_key
+    return args, env
+
+
+async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None) -> None:
+    """The demo's devices: `fleet simulate` in its own process, so they reach Fleet only over
+    the wire, exactly like street furniture would. With the crew's key, only Fleet's plans empty
+    the bins: the crew's simulated truck drives the routes the demo gives it."""
+    args, env = demo_devices_command(settings, key, counts, crew_key)
     await asyncio.sleep(2)  # let the API and the listener come up first
     process = await asyncio.create_subprocess_exec(*args, env=env)
     try:
