@@ -224,12 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         # A setting is the operator's to fix: the variable and what it takes, no traceback.
         print(f"fleet: {exc}", file=sys.stderr)
         return 2
-    if args.command == "demo":
+    if args.command in ("demo", "serve"):
         # Before anything is printed, logged or started: a port another program holds would
-        # otherwise end the demo after the database's start, the seeding and the banner.
+        # otherwise end the demo after the database's start, the seeding and the banner (and
+        # `fleet serve` with uvicorn's exit and a page of tracebacks).
         from api.commands import taken_port
 
-        taken = taken_port(serve_settings(args, settings))
+        taken = taken_port(serve_settings(args, settings), args.command)
         if taken is not None:
             print(taken, file=sys.stderr)
             return 2

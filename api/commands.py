@@ -229,26 +229,28 @@ def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
             f'"$FLEET_URL/api/v1/firmware/campaigns/{firmware.campaign_id}"   (all: {base}/api/v1/firmware/campaigns)')
 
 
-def demo_listeners(settings: Settings) -> list[tuple[str, socket.SocketKind, str, int, str]]:
-    """What `fleet demo` listens on: (name, TCP or UDP, host, port, what moves it)."""
-    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port"),
-                 ("CoAP", socket.SOCK_DGRAM, settings.coap.host, settings.coap.port, "--coap-port")]
+def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, socket.SocketKind, str, int, str]]:
+    """What `fleet demo` (or `fleet serve`) listens on: (name, TCP or UDP, host, port, what moves it)."""
+    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port")]
+    if coap:
+        listeners.append(("CoAP", socket.SOCK_DGRAM, settings.coap.host, settings.coap.port, "--coap-port"))
     if settings.metrics.port:  # 0: no metrics endpoint
         listeners.append(("metrics", socket.SOCK_STREAM, settings.metrics.host, settings.metrics.port,
                           "--metrics-port"))
     return listeners
 
 
-def taken_port(settings: Settings) -> str | None:
-    """The first port the demo cannot have, as the one line that says so and how to move it."""
-    for name, kind, host, port, change in demo_listeners(settings):
+def taken_port(settings: Settings, command: str = "demo") -> str | None:
+    """The first port the command cannot have, as the one line that says so and how to move it.
+    `fleet serve` leaves its CoAP port out: nodes on one machine may share it (SO_REUSEPORT)."""
+    for name, kind, host, port, change in demo_listeners(settings, coap=command == "demo"):
         problem = bind_problem(host, port, kind)
         if problem is not None:
             protocol = "TCP" if kind == socket.SOCK_STREAM else "UDP"
             how = f"choose another with {change}" if change.startswith("--") else f"set {change} to another"
             if problem.startswith("cannot resolve"):  # the host is wrong, not the port
                 how = "choose another with --host"
-            return f"fleet demo: the {name} port {port} ({protocol} on {host}) {problem}; {how}"
+            return f"fleet {command}: the {name} port {port} ({protocol} on {host}) {problem}; {how}"
     return None
 
 
