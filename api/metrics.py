@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 
 import structlog
@@ -100,7 +99,7 @@ class MetricsServer:
         try:
             server = await asyncio.start_server(self._answer, host, port, limit=MAX_HEAD_BYTES)
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            reason = exc.strerror or str(exc)  # a host that does not resolve has a negative errno
             raise MetricsPortTaken(
                 f"cannot serve metrics on {host}:{port}: {reason}; choose another port with "
                 "FLEET_METRICS_PORT or --metrics-port (0 turns metrics off)") from None

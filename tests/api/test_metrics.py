@@ -136,3 +136,11 @@ async def test_a_scraper_still_sending_does_not_hold_the_process():
     with contextlib.suppress(ConnectionError):
         assert await reader.read() == b""
     writer.close()
+
+
+async def test_a_host_that_does_not_resolve_is_named_so():
+    server = MetricsServer(None, MetricsSettings(host="999.1.1.1", port=free_port()))  # type: ignore[arg-type]
+    with pytest.raises(MetricsPortTaken, match="999.1.1.1:[0-9]+: ") as refused:
+        async with server.serving():
+            pass
+    assert "Unknown error" not in str(refused.value)  # os.strerror of getaddrinfo's negative errno
