@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 
 import structlog
@@ -55,8 +54,17 @@ class MetricsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in (_ProcessWide(), PoolGauges(db), self.city):
             self.registry.register(collector)
+        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}  # answers under way
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._connections[task] = writer
+        try:
+            await self._exchange(reader, writer)
+        finally:
+            self._connections.pop(task, None)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_S)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
@@ -91,7 +99,7 @@ class MetricsServer:
         try:
             server = await asyncio.start_server(self._answer, host, port, limit=MAX_HEAD_BYTES)
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            reason = exc.strerror or str(exc)  # a host that does not resolve has a negative errno
             raise MetricsPortTaken(
                 f"cannot serve metrics on {host}:{port}: {reason}; choose another port with "
                 "FLEET_METRICS_PORT or --metrics-port (0 turns metrics off)") from None
@@ -100,4 +108,11 @@ class MetricsServer:
             yield self
         finally:
             server.close()
+            # A scraper still sending its request would hold the process up to READ_S: since
+            # Python 3.12 wait_closed() waits for every connection (on 3.11 its answer is
+            # cancelled at the loop's end, with a traceback). Dropped, its read ends at once.
+            answers = list(self._connections.items())
+            for _, writer in answers:
+                writer.transport.abort()
+            await asyncio.gather(*(task for task, _ in answers), return_exceptions=True)
             await server.wait_closed()

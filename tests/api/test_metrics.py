@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -119,3 +121,26 @@ def test_the_dashboard_queries_only_what_fleet_exports():
     assert used and used <= exported_names(), used - exported_names()
     # Every family has a panel.
     assert {name for name, *_ in CITY_GAUGES} | set(POOL_GAUGES) <= used
+
+
+async def test_a_scraper_still_sending_does_not_hold_the_process():
+    server = MetricsServer(None, MetricsSettings(port=free_port()))  # type: ignore[arg-type]
+    async with server.serving():
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\n")  # and no more: its head never ends
+        await writer.drain()
+        while not server._connections:
+            await asyncio.sleep(0.01)
+    # Dropped as the server stopped, not after READ_S (wait_closed() waits for it on 3.12+).
+    assert not server._connections
+    with contextlib.suppress(ConnectionError):
+        assert await reader.read() == b""
+    writer.close()
+
+
+async def test_a_host_that_does_not_resolve_is_named_so():
+    server = MetricsServer(None, MetricsSettings(host="999.1.1.1", port=free_port()))  # type: ignore[arg-type]
+    with pytest.raises(MetricsPortTaken, match="999.1.1.1:[0-9]+: ") as refused:
+        async with server.serving():
+            pass
+    assert "Unknown error" not in str(refused.value)  # os.strerror of getaddrinfo's negative errno
