@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 
 import structlog
@@ -75,19 +76,34 @@ class MetricsServer:
         path = rest.partition(" ")[0].partition("?")[0]
         headers = {name.strip().lower(): value.strip()
                    for name, _, value in (line.partition(":") for line in lines[1:] if line)}
+        extra = ""  # more header lines
         if path != "/metrics":
             status, content_type, body = "404 Not Found", "text/plain", b"metrics are at /metrics\n"
         elif method not in ("GET", "HEAD"):
             status, content_type, body = "405 Method Not Allowed", "text/plain", b"GET /metrics\n"
+        elif not self._authorized(headers.get("authorization", "")):
+            status, content_type, body = "401 Unauthorized", "text/plain", b"Authorization: Bearer <token> needed\n"
+            extra = "WWW-Authenticate: Bearer\r\n"
         else:
             await self.city.refresh()
             encoder, content_type = choose_encoder(headers.get("accept", ""))
             status, body = "200 OK", encoder(self.registry)
         writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                     "Connection: close\r\n\r\n".encode("latin-1") + (body if method != "HEAD" else b""))
+                     f"{extra}Connection: close\r\n\r\n".encode("latin-1") + (body if method != "HEAD" else b""))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()
+
+    def _authorized(self, authorization: str) -> bool:
+        """Whether the scrape may read: no token set, or `Bearer <token>` (compared in constant
+        time: a scraper probing it learns nothing from how long a refusal takes)."""
+        token = self.settings.token
+        if token is None:
+            return True
+        scheme, _, credentials = authorization.partition(" ")
+        # The header was decoded as latin-1: encoded back, it is the bytes the scraper sent.
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode("latin-1"),
+                                                                  token.encode())
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[MetricsServer]:

@@ -167,6 +167,9 @@ class MetricsSettings:
 
     host: str = "127.0.0.1"
     port: int = 9464
+    # When set, a scrape must send `Authorization: Bearer <token>` (401 otherwise). Not in repr:
+    # settings may be logged.
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +245,7 @@ def load_settings() -> Settings:
         web=WebSettings(tiles_url=_env("MAP_TILES_URL"), tiles_attribution=_env("MAP_ATTRIBUTION", "") or "",
                         session_idle_hours=_env_float("SESSION_IDLE_HOURS", 12.0)),
         metrics=MetricsSettings(host=_env("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
-                                port=_env_port("METRICS_PORT", 9464)),
+                                port=_env_port("METRICS_PORT", 9464), token=_env("METRICS_TOKEN")),
     )
     database = settings.database
     # asyncpg refuses these only as the pools open, with a traceback.
