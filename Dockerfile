@@ -12,5 +12,7 @@ RUN pip install --no-cache-dir .
 RUN useradd --create-home fleet
 USER fleet
 EXPOSE 8000 5683/udp 9464
+# Metrics on every address of the container, for a scraper on its network: they have no
+# authentication (FLEET_METRICS_TOKEN adds one), so publish 9464 only to that network (docs/operations.md, Metrics).
 ENV FLEET_HTTP_HOST=0.0.0.0 FLEET_METRICS_HOST=0.0.0.0
 CMD ["fleet", "serve"]

@@ -30,6 +30,18 @@ def version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
+def port(text: str) -> int:
+    """A TCP or UDP port from the command line; refused by argparse in one line otherwise (an
+    out-of-range one would be taken modulo 65536 by some calls and refused by others)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, 0 to 65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 0 to 65535, got {value}")
+    return value
+
+
 def _listen_options(parser: argparse.ArgumentParser, *, verb: str = "listen on") -> None:
     """Where the node's HTTP and CoAP listeners are: the same options for serve, demo and doctor."""
     parser.add_argument("--host", default=None, metavar="ADDRESS",
@@ -37,9 +49,9 @@ def _listen_options(parser: argparse.ArgumentParser, *, verb: str = "listen on")
                              " for HTTP and FLEET_COAP_HOST, every address, for CoAP)")
     parser.add_argument("--coap-host", default=None, metavar="ADDRESS",
                         help="UDP address for CoAP when it differs from --host")
-    parser.add_argument("--http-port", type=int, default=None, metavar="PORT",
+    parser.add_argument("--http-port", type=port, default=None, metavar="PORT",
                         help="HTTP port (default: FLEET_HTTP_PORT, 8000)")
-    parser.add_argument("--coap-port", type=int, default=None, metavar="PORT",
+    parser.add_argument("--coap-port", type=port, default=None, metavar="PORT",
                         help="CoAP UDP port (default: FLEET_COAP_PORT, 5683)")
 
 
@@ -59,14 +71,14 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the API, CoAP listener and scheduler")
     _listen_options(serve)
-    serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
+    serve.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     coap = sub.add_parser("coap", help="run only the CoAP/LwM2M listener")
     coap.add_argument("--host", default=None, metavar="ADDRESS",
                       help="UDP address (default: FLEET_COAP_HOST, every address)")
-    coap.add_argument("--coap-port", type=int, default=None, metavar="PORT",
+    coap.add_argument("--coap-port", type=port, default=None, metavar="PORT",
                       help="CoAP UDP port (default: FLEET_COAP_PORT, 5683)")
-    coap.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
+    coap.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     sub.add_parser("migrate", help="apply pending database migrations")
 
@@ -95,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")
     _listen_options(demo)
-    demo.add_argument("--metrics-port", type=int, default=None, metavar="PORT", help=METRICS_PORT_HELP)
+    demo.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     doctor = sub.add_parser(
         "doctor", help="check a deployment: database, roles, row security, migrations, clock, listeners",
@@ -213,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         # A setting is the operator's to fix: the variable and what it takes, no traceback.
         print(f"fleet: {exc}", file=sys.stderr)
         return 2
-    if args.command == "demo":
+    if args.command in ("demo", "serve"):
         # Before anything is printed, logged or started: a port another program holds would
-        # otherwise end the demo after the database's start, the seeding and the banner.
+        # otherwise end the demo after the database's start, the seeding and the banner (and
+        # `fleet serve` with uvicorn's exit and a page of tracebacks).
         from api.commands import taken_port
 
-        taken = taken_port(serve_settings(args, settings))
+        taken = taken_port(serve_settings(args, settings), args.command)
         if taken is not None:
             print(taken, file=sys.stderr)
             return 2
@@ -245,8 +258,6 @@ def main(argv: list[str] | None = None) -> int:
 def with_metrics_port(args: argparse.Namespace, settings: Settings) -> Settings:
     if getattr(args, "metrics_port", None) is None:  # `fleet doctor` has none
         return settings
-    if not 0 <= args.metrics_port <= 65535:
-        raise SystemExit(f"error: --metrics-port must be 0 (off) to 65535, got {args.metrics_port}")
     return replace(settings, metrics=replace(settings.metrics, port=args.metrics_port))
 
 

@@ -229,26 +229,28 @@ def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
             f'"$FLEET_URL/api/v1/firmware/campaigns/{firmware.campaign_id}"   (all: {base}/api/v1/firmware/campaigns)')
 
 
-def demo_listeners(settings: Settings) -> list[tuple[str, socket.SocketKind, str, int, str]]:
-    """What `fleet demo` listens on: (name, TCP or UDP, host, port, what moves it)."""
-    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port"),
-                 ("CoAP", socket.SOCK_DGRAM, settings.coap.host, settings.coap.port, "--coap-port")]
+def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, socket.SocketKind, str, int, str]]:
+    """What `fleet demo` (or `fleet serve`) listens on: (name, TCP or UDP, host, port, what moves it)."""
+    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port")]
+    if coap:
+        listeners.append(("CoAP", socket.SOCK_DGRAM, settings.coap.host, settings.coap.port, "--coap-port"))
     if settings.metrics.port:  # 0: no metrics endpoint
         listeners.append(("metrics", socket.SOCK_STREAM, settings.metrics.host, settings.metrics.port,
                           "--metrics-port"))
     return listeners
 
 
-def taken_port(settings: Settings) -> str | None:
-    """The first port the demo cannot have, as the one line that says so and how to move it."""
-    for name, kind, host, port, change in demo_listeners(settings):
+def taken_port(settings: Settings, command: str = "demo") -> str | None:
+    """The first port the command cannot have, as the one line that says so and how to move it.
+    `fleet serve` leaves its CoAP port out: nodes on one machine may share it (SO_REUSEPORT)."""
+    for name, kind, host, port, change in demo_listeners(settings, coap=command == "demo"):
         problem = bind_problem(host, port, kind)
         if problem is not None:
             protocol = "TCP" if kind == socket.SOCK_STREAM else "UDP"
             how = f"choose another with {change}" if change.startswith("--") else f"set {change} to another"
             if problem.startswith("cannot resolve"):  # the host is wrong, not the port
                 how = "choose another with --host"
-            return f"fleet demo: the {name} port {port} ({protocol} on {host}) {problem}; {how}"
+            return f"fleet {command}: the {name} port {port} ({protocol} on {host}) {problem}; {how}"
     return None
 
 
@@ -276,11 +278,10 @@ async def demo(settings: Settings) -> int:
                                         seeded.city.timezone))
 
 
-async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None) -> None:
-    """The demo's devices: `fleet simulate` in its own process, so they reach Fleet only over
-    the wire, exactly like street furniture would. With the crew's key, only Fleet's plans empty
-    the bins: the crew's simulated truck drives the routes the demo gives it. The keys go in
-    its environment, which only its owner can read (its arguments every user sees)."""
+def demo_devices_command(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None,
+                         environ: Mapping[str, str] = os.environ) -> tuple[list[str], dict[str, str]]:
+    """The demo's `fleet simulate`: its arguments and its environment. The keys go in the
+    environment, which only its owner can read (the arguments every user sees: ps)."""
     from simulators.seed import demo_fault_arguments
 
     args = [sys.executable, "-m", "api.cli", "simulate", "--server", f"coap://127.0.0.1:{settings.coap.port}",
@@ -291,9 +292,18 @@ async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int],
             # burner half the day); a report a minute keeps it lively.
             "--speed", "1", "--report-interval", "60", "--progress", "60", *demo_fault_arguments(),
             *(("--collection", "fleet") if crew_key else ())]
-    env = {**os.environ, SIMULATE_KEY_ENV: key}
+    env = {**environ, SIMULATE_KEY_ENV: key}
+    env.pop(SIMULATE_TRUCK_KEY_ENV, None)  # a truck only with the demo's own crew key
     if crew_key:
         env[SIMULATE_TRUCK_KEY_ENV] = crew_key
+    return args, env
+
+
+async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None) -> None:
+    """The demo's devices: `fleet simulate` in its own process, so they reach Fleet only over
+    the wire, exactly like street furniture would. With the crew's key, only Fleet's plans empty
+    the bins: the crew's simulated truck drives the routes the demo gives it."""
+    args, env = demo_devices_command(settings, key, counts, crew_key)
     await asyncio.sleep(2)  # let the API and the listener come up first
     process = await asyncio.create_subprocess_exec(*args, env=env)
     try:

@@ -78,7 +78,7 @@ async def check_http(http: HttpSettings) -> Check:
         async with httpx.AsyncClient(timeout=3.0) as client:
             response = await client.get(url)
     except httpx.HTTPError as exc:
-        return Check("http", Status.FAIL, f"{url}: {exc or type(exc).__name__}",
+        return Check("http", Status.FAIL, f"{url}: {str(exc) or type(exc).__name__}",
                      "start `fleet serve` here, check FLEET_HTTP_HOST / FLEET_HTTP_PORT; "
                      "give --no-node when no node runs on this machine")
     if response.status_code == 200:
@@ -89,6 +89,11 @@ async def check_http(http: HttpSettings) -> Check:
 
 async def _database(settings: Settings) -> list[Check]:
     embedded = settings.database.url is None
+    if embedded and not (settings.database.data_dir / "pgdata").is_dir():
+        # Starting the embedded server there would create an empty one: a check changes nothing.
+        return [Check("database", Status.FAIL, f"no embedded PostgreSQL in {settings.database.data_dir}",
+                      "set FLEET_DATA_DIR (or FLEET_DATABASE_URL) as the node has it; `fleet serve` creates "
+                      "the embedded one on its first start")]
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings)
     except Exception as exc:  # noqa: BLE001 - whatever stops the embedded server is the finding

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import hmac
 from collections.abc import AsyncIterator
 
 import structlog
@@ -55,8 +55,17 @@ class MetricsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in (_ProcessWide(), PoolGauges(db), self.city):
             self.registry.register(collector)
+        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}  # answers under way
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._connections[task] = writer
+        try:
+            await self._exchange(reader, writer)
+        finally:
+            self._connections.pop(task, None)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_S)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
@@ -67,19 +76,34 @@ class MetricsServer:
         path = rest.partition(" ")[0].partition("?")[0]
         headers = {name.strip().lower(): value.strip()
                    for name, _, value in (line.partition(":") for line in lines[1:] if line)}
+        extra = ""  # more header lines
         if path != "/metrics":
             status, content_type, body = "404 Not Found", "text/plain", b"metrics are at /metrics\n"
         elif method not in ("GET", "HEAD"):
             status, content_type, body = "405 Method Not Allowed", "text/plain", b"GET /metrics\n"
+        elif not self._authorized(headers.get("authorization", "")):
+            status, content_type, body = "401 Unauthorized", "text/plain", b"Authorization: Bearer <token> needed\n"
+            extra = "WWW-Authenticate: Bearer\r\n"
         else:
             await self.city.refresh()
             encoder, content_type = choose_encoder(headers.get("accept", ""))
             status, body = "200 OK", encoder(self.registry)
         writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                     "Connection: close\r\n\r\n".encode("latin-1") + (body if method != "HEAD" else b""))
+                     f"{extra}Connection: close\r\n\r\n".encode("latin-1") + (body if method != "HEAD" else b""))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()
+
+    def _authorized(self, authorization: str) -> bool:
+        """Whether the scrape may read: no token set, or `Bearer <token>` (compared in constant
+        time: a scraper probing it learns nothing from how long a refusal takes)."""
+        token = self.settings.token
+        if token is None:
+            return True
+        scheme, _, credentials = authorization.partition(" ")
+        # The header was decoded as latin-1: encoded back, it is the bytes the scraper sent.
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode("latin-1"),
+                                                                  token.encode())
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[MetricsServer]:
@@ -91,7 +115,7 @@ class MetricsServer:
         try:
             server = await asyncio.start_server(self._answer, host, port, limit=MAX_HEAD_BYTES)
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            reason = exc.strerror or str(exc)  # a host that does not resolve has a negative errno
             raise MetricsPortTaken(
                 f"cannot serve metrics on {host}:{port}: {reason}; choose another port with "
                 "FLEET_METRICS_PORT or --metrics-port (0 turns metrics off)") from None
@@ -100,4 +124,11 @@ class MetricsServer:
             yield self
         finally:
             server.close()
+            # A scraper still sending its request would hold the process up to READ_S: since
+            # Python 3.12 wait_closed() waits for every connection (on 3.11 its answer is
+            # cancelled at the loop's end, with a traceback). Dropped, its read ends at once.
+            answers = list(self._connections.items())
+            for _, writer in answers:
+                writer.transport.abort()
+            await asyncio.gather(*(task for task, _ in answers), return_exceptions=True)
             await server.wait_closed()

@@ -180,7 +180,7 @@ async def serving_metrics(db: Database, settings: Settings) -> AsyncIterator[Non
         async with MetricsServer(db, settings.metrics).serving():
             yield
     except MetricsPortTaken as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"fleet: {exc}") from None  # as main() words its one-line errors
 
 
 async def supervised(health: Health, name: str, run: Callable[[], Awaitable[None]]) -> None:

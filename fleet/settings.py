@@ -167,6 +167,9 @@ class MetricsSettings:
 
     host: str = "127.0.0.1"
     port: int = 9464
+    # When set, a scrape must send `Authorization: Bearer <token>` (401 otherwise). Not in repr:
+    # settings may be logged.
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +245,19 @@ def load_settings() -> Settings:
         web=WebSettings(tiles_url=_env("MAP_TILES_URL"), tiles_attribution=_env("MAP_ATTRIBUTION", "") or "",
                         session_idle_hours=_env_float("SESSION_IDLE_HOURS", 12.0)),
         metrics=MetricsSettings(host=_env("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
-                                port=_env_port("METRICS_PORT", 9464)),
+                                port=_env_port("METRICS_PORT", 9464), token=_env("METRICS_TOKEN")),
     )
+    database = settings.database
+    # asyncpg refuses these only as the pools open, with a traceback.
+    if database.pool_min < 0:
+        raise SettingsError("FLEET_DB_POOL_MIN", "0 or more", str(database.pool_min))
+    if database.pool_max < 1:
+        raise SettingsError("FLEET_DB_POOL_MAX", "at least 1", str(database.pool_max))
+    if database.system_pool_max < max(1, database.pool_min):
+        raise SettingsError("FLEET_DB_SYSTEM_POOL_MAX", f"at least 1 and FLEET_DB_POOL_MIN ({database.pool_min})",
+                            str(database.system_pool_max))
+    if settings.http.max_body_bytes < 1:
+        raise SettingsError("FLEET_MAX_BODY_BYTES", "at least 1", str(settings.http.max_body_bytes))
     if settings.events.retention_days < 1:
         raise SettingsError("FLEET_EVENTS_RETENTION_DAYS", "at least 1", str(settings.events.retention_days))
     if settings.firmware.max_image_bytes < 1:

@@ -29,6 +29,10 @@ from fleet.db.migrate import migrate
 from fleet.settings import HttpSettings
 
 # Durability is irrelevant for throw-away test data; this makes the suite several times faster.
+# Processes the tests start (`fleet serve`, `fleet coap`, the runtime in-process) would all reach
+# for the one default metrics port, two xdist workers at once; tests that scrape choose a port.
+os.environ.setdefault("FLEET_METRICS_PORT", "0")
+
 TEST_TUNING = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 

@@ -79,7 +79,8 @@ def devices_csv(count: int) -> str:
 
 @contextlib.contextmanager
 def fleet_serve(dsn: str, http_port: int, coap_port: int, log: Path):
-    env = {**os.environ, "FLEET_DATABASE_URL": dsn, "FLEET_LOG_LEVEL": "WARNING", "FLEET_LOG_FORMAT": "json"}
+    env = {**os.environ, "FLEET_DATABASE_URL": dsn, "FLEET_LOG_LEVEL": "WARNING", "FLEET_LOG_FORMAT": "json",
+           "FLEET_METRICS_PORT": "0"}  # not measured here; 9464 may be taken by a demo
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--coap-host", "::",

@@ -13,6 +13,7 @@ from fleet.commands.hosting import PATH_NOT_HOSTED
 from fleet.commands.models import Batch, CommandQuery, CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand
 from fleet.events.models import COMMAND_FINISHED
 from fleet.events.repository import INSERT_EVENTS
+from fleet.metrics import command_targets_finished
 
 NOTIFY_CHANNEL = "fleet_commands"
 _COMMAND_COLUMNS = ("id, batch_id, tenant_id, device_id, operation, path, value, status, attempts, "
@@ -32,6 +33,11 @@ EVENT_PER_COMMAND_UP_TO = 100
 # then died with is failed, not queued again. The rollout waits for the device instead.
 ONCE_ONLY = "(c.operation = 'execute' and c.path = '/5/0/2')"
 OUTCOME_UNKNOWN = "outcome unknown after a node stopped"
+# Follows a CTE `done` (with operation and status): what of it finished, as a jsonb list of
+# [operation, status, n] for the metrics (fleet_command_targets_finished_total).
+_TALLY_FINISHED = """coalesce((select jsonb_agg(jsonb_build_array(operation, status, n)) from (
+        select operation, status, count(*) as n from done where status <> 'queued'
+        group by operation, status) t), jsonb_build_array())"""
 _FINISHED_COLUMNS = "c.id, c.batch_id, c.tenant_id, c.device_id, c.operation, c.path, c.status, c.attempts, " \
                     "c.result, c.error, c.completed_at"
 # Follows a CTE `done` of finished commands (_FINISHED_COLUMNS) and takes the threshold as $n;
@@ -46,7 +52,7 @@ _PUBLISH_FINISHED = f"""small as (
             'path', path, 'status', status, 'attempts', attempts, 'result', result, 'error', error,
             'completed_at', completed_at)
         from small)
-    select (select count(*) from done) as changed, array(
+    select (select count(*) from done) as changed, {_TALLY_FINISHED} as finished, array(
         select distinct d.batch_id from done d join command_batches b on b.id = d.batch_id
         where d.status <> 'queued' and b.device_count > {{threshold}}) as large_batches"""
 
@@ -157,7 +163,8 @@ class CommandRepository:
                     where $2 = 'write' and tenant_id = $1 and device_id = any($10::uuid[]) and path = $3
                       and operation = 'write' and status = 'queued'
                       and exists (select 1 from commands where status = 'queued' and tenant_id = $1
-                                  and path = $3 and operation = 'write')),
+                                  and path = $3 and operation = 'write')
+                    returning 1),
                 batch as (
                     insert into command_batches (tenant_id, operation, path, value, target, device_count,
                                                  created_by, origin, expires_at)
@@ -166,10 +173,13 @@ class CommandRepository:
                     insert into commands (batch_id, tenant_id, device_id, operation, path, value, expires_at)
                     select batch.id, $1, d, $2, $3, $4, $9 from batch, unnest($10::uuid[]) as d
                     returning device_id, id)
-                select (select id from batch), {ids}, count(*), pg_notify('{NOTIFY_CHANNEL}', '')
+                select (select id from batch), {ids}, count(*), (select count(*) from superseded),
+                       pg_notify('{NOTIFY_CHANNEL}', '')
                 from added""",
             tenant_id, operation.value, path, value, target, len(device_ids), created_by, origin, expires_at,
             list(device_ids))
+        if row[4]:
+            command_targets_finished([[Operation.WRITE.value, CommandStatus.CANCELLED.value, row[4]]])
         return row[0], dict(zip(row[1], row[2], strict=True))
 
     async def batch(self, tenant_id: UUID, batch_id: UUID, *, limit: int) -> Batch | None:
@@ -236,13 +246,16 @@ class CommandRepository:
         """Mark the commands of devices that lack the path (device -> what it lacks) skipped,
         before they are ever claimed: in the transaction that queued them."""
         if lacking:
-            await self.conn.execute(
-                f"""update commands c set status = 'skipped', completed_at = now(),
-                        error = '{PATH_NOT_HOSTED}: registered without ' || l.missing,
-                        result = jsonb_build_object('reason', '{PATH_NOT_HOSTED}', 'lacks', l.missing)
-                    from unnest($2::uuid[], $3::text[]) as l(device_id, missing)
-                    where c.batch_id = $1 and c.device_id = l.device_id and c.status = 'queued'""",
-                batch_id, list(lacking), list(lacking.values()))
+            command_targets_finished(await self.conn.fetchval(
+                f"""with done as (
+                        update commands c set status = 'skipped', completed_at = now(),
+                            error = '{PATH_NOT_HOSTED}: registered without ' || l.missing,
+                            result = jsonb_build_object('reason', '{PATH_NOT_HOSTED}', 'lacks', l.missing)
+                        from unnest($2::uuid[], $3::text[]) as l(device_id, missing)
+                        where c.batch_id = $1 and c.device_id = l.device_id and c.status = 'queued'
+                        returning c.operation, c.status)
+                    select {_TALLY_FINISHED}""",
+                batch_id, list(lacking), list(lacking.values())))
 
     async def registered_links(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> dict[UUID, str]:
         """The object links of those of these devices registered now."""
@@ -259,7 +272,7 @@ class CommandRepository:
                     returning {_FINISHED_COLUMNS}),
                 {_PUBLISH_FINISHED.format(threshold="$3")}""",
             tenant_id, batch_id, EVENT_PER_COMMAND_UP_TO)
-        await self._publish_finished_batches(row["large_batches"])
+        await self._finished(row)
         return row["changed"]
 
     async def end_for_device(self, tenant_id: UUID, device_id: UUID, reason: str) -> int:
@@ -274,7 +287,7 @@ class CommandRepository:
                         returning {_FINISHED_COLUMNS}),
                     {_PUBLISH_FINISHED.format(threshold="$4")}""",
             tenant_id, device_id, reason, EVENT_PER_COMMAND_UP_TO)
-        await self._publish_finished_batches(row["large_batches"])
+        await self._finished(row)
         return row["changed"]
 
     async def for_device(self, tenant_id: UUID, device_id: UUID, *, statuses: Sequence[str] | None,
@@ -364,7 +377,7 @@ class CommandRepository:
             [o.command_id for o in outcomes], [o.succeeded for o in outcomes],
             [o.result for o in outcomes], [o.error for o in outcomes],
             [o.retryable for o in outcomes], max_attempts, backoff_base_s, EVENT_PER_COMMAND_UP_TO)
-        await self._publish_finished_batches(row["large_batches"])
+        await self._finished(row)
 
     async def expire(self) -> int:
         row = await self.conn.fetchrow(
@@ -375,8 +388,13 @@ class CommandRepository:
                     returning {_FINISHED_COLUMNS}),
                 {_PUBLISH_FINISHED.format(threshold="$1")}""",
             EVENT_PER_COMMAND_UP_TO)
-        await self._publish_finished_batches(row["large_batches"])
+        await self._finished(row)
         return row["changed"]
+
+    async def _finished(self, row: asyncpg.Record) -> None:
+        """After a statement ending with _PUBLISH_FINISHED: its large batches' events, its counts."""
+        await self._publish_finished_batches(row["large_batches"])
+        command_targets_finished(row["finished"])
 
     async def _publish_finished_batches(self, batch_ids: list[UUID]) -> None:
         """One `command.finished` (subject `batch`) for each of these batches with nothing left
@@ -411,14 +429,18 @@ class CommandRepository:
         return await self._unsend("c.id = any($1::uuid[])", list(command_ids))
 
     async def _unsend(self, which: str, argument: object) -> int:
-        result = await self.conn.execute(
-            f"""update commands c set
-                    status = case when {ONCE_ONLY} then 'failed' else 'queued' end,
-                    error = case when {ONCE_ONLY} then $2 else c.error end,
-                    completed_at = case when {ONCE_ONLY} then now() end,
-                    next_attempt_at = now()
-               where c.status = 'sent' and {which}""", argument, OUTCOME_UNKNOWN)
-        return int(result.split()[-1])
+        row = await self.conn.fetchrow(
+            f"""with done as (
+                    update commands c set
+                        status = case when {ONCE_ONLY} then 'failed' else 'queued' end,
+                        error = case when {ONCE_ONLY} then $2 else c.error end,
+                        completed_at = case when {ONCE_ONLY} then now() end,
+                        next_attempt_at = now()
+                    where c.status = 'sent' and {which}
+                    returning c.operation, c.status)
+                select count(*) as changed, {_TALLY_FINISHED} as finished from done""", argument, OUTCOME_UNKNOWN)
+        command_targets_finished(row["finished"])
+        return row["changed"]
 
     async def heartbeat(self, node: str) -> None:
         await self.conn.execute(

@@ -30,6 +30,12 @@ DISPATCHER_IN_FLIGHT = Gauge("fleet_dispatcher_in_flight", "Command exchanges wi
 SCHEDULER_LEADER = Gauge("fleet_scheduler_leader", "1 while this process leads the scheduler, else 0")
 HTTP_REQUESTS = Counter("fleet_http_requests", "HTTP requests answered, by method, route template and status",
                         ["method", "route", "status"])
+# Per process: what this process's statements finished (a rolled-back transaction's count
+# stays counted, a rare overcount). Label values are the command's operation and final status.
+COMMAND_TARGETS_FINISHED = Counter(
+    "fleet_command_targets_finished",
+    "Device commands (one target of a command) finished by this process, by operation and final state "
+    "(succeeded, failed, expired, cancelled, skipped)", ["operation", "state"])
 HTTP_DURATION = Histogram("fleet_http_request_duration_seconds", "Time to answer an HTTP request, by route template",
                           ["method", "route"])
 
@@ -46,6 +52,12 @@ def coap_answered(method: int, code: int) -> None:
         child = COAP_REQUESTS.labels(_METHODS.get(method, str(method)), f"{code >> 5}.{code & 0x1F:02d}")
         _coap_children[(method, code)] = child
     child.inc()
+
+
+def command_targets_finished(tally: list[list]) -> None:
+    """Count device commands finished, as a statement tallied them: [operation, state, n] each."""
+    for operation, state, n in tally:
+        COMMAND_TARGETS_FINISHED.labels(operation, state).inc(n)
 
 
 def follow(gauge: Gauge, owner: object, read: Callable[[object], float]) -> None:

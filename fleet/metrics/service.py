@@ -57,8 +57,10 @@ class CityGauges(Collector):
         return self.clock() - self._read_at < self.max_age_s
 
     async def refresh(self) -> None:
-        """Read the counts again unless the last read (or failed try) is recent; call before a scrape."""
-        if self._fresh():
+        """Read the counts again unless the last read (or failed try) is recent; call before a scrape.
+        A scrape during a read waits for it (the first one after start would have no counts to
+        report): at most READ_TIMEOUT_S, the read's own bound."""
+        if self._fresh() and not self._lock.locked():
             return
         async with self._lock:
             if self._fresh():

@@ -227,6 +227,9 @@ class DeviceRepository:
         devices show it rounded), so pages neither skip nor repeat a device."""
         sql = FilterSql(tenant_id, *await self.resolve(tenant_id, device_filter))
         near = sql.distance_sql
+        if after is not None and len(after) != (2 if near else 1):
+            raise ValidationFailed("invalid cursor", [FieldError(
+                "cursor", "continues a list in another order (nearest first, or not)")])
         if near:
             start = (f" and ({near}, d.seq) > ({sql.param(float(after[0]))}::float8, {sql.param(after[1])})"
                      if after is not None else "")

@@ -38,14 +38,16 @@ def encode_cursor(key: tuple) -> str:
     return base64.urlsafe_b64encode(f"d:{key[0]}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, *, near: bool = False) -> tuple:
-    """The key `encode_cursor` put in; a seq-order cursor does not continue a `near` list, nor
-    the other way round."""
-    if near:
-        return tuple(cursors.decode(b"dn:", cursor, tuple[float, int]))
+def decode_cursor(cursor: str) -> tuple:
+    """The key `encode_cursor` put in, either kind: whether a list is nearest-first can come from
+    a group's saved filter the caller never named, so the repository checks that the kinds agree."""
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, seq = text.partition(":")
+        if len(cursor) > cursors.MAX_CURSOR:
+            raise ValueError
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if text.startswith(b"dn:"):
+            return tuple(cursors.decode(b"dn:", cursor, tuple[float, int]))
+        kind, _, seq = text.decode().partition(":")
         number = int(seq)
         # A seq is a bigint; anything outside it was not issued here (and would overflow the query).
         if kind != "d" or not 0 <= number < 2**63:
@@ -140,7 +142,7 @@ class DeviceService:
         require(principal, Permission.READ)
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationFailed("invalid limit", [FieldError("limit", f"must be 1-{MAX_PAGE}")])
-        after = decode_cursor(cursor, near=device_filter.near is not None) if cursor else None
+        after = decode_cursor(cursor) if cursor else None
         async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
             devices, last = await DeviceRepository(conn).list(
                 principal.tenant_id, device_filter, after=after, limit=limit)

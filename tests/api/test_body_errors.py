@@ -7,7 +7,7 @@ from uuid import UUID
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from api.body_errors import MAX_ERRORS, body_errors
+from api.body_errors import MAX_ERRORS, MAX_PARTS, body_errors
 
 
 class Point(Struct):
@@ -103,3 +103,14 @@ def test_the_decoders_hook_is_used():
 
     assert body_errors({"word": "hi"}, Said, dec_hook) == []
     assert body_errors({"word": 1}, Said, dec_hook) == [("word", "Unsupported type: <class 'int'>")]
+
+
+def test_a_huge_body_is_looked_into_only_so_far():
+    # Past MAX_PARTS items the walk stops (each item is converted again on its own: a million
+    # would hold the event loop for seconds); msgspec's first error names what it did not reach.
+    far = ["a"] * (MAX_PARTS + 10) + [5]
+    assert body_errors({"name": 5, "at": {"lat": 0, "lon": 0}, "tags": far}, Spot) == [
+        ("name", "Expected `str`, got `int`"), (f"tags[{MAX_PARTS + 10}]", "Expected `str`, got `int`")]
+    both = [5] + ["a"] * MAX_PARTS + [6]
+    assert [field for field, _ in body_errors({"name": "a", "at": {"lat": 0, "lon": 0}, "tags": both}, Spot)] == [
+        "tags[0]"]

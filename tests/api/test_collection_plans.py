@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from fleet.alarms.models import AlarmType, Finding
 from fleet.alarms.service import AlarmService
+from tests.test_collection_day import shift_from_now
 
 C = "/api/v1/collection"
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -154,7 +155,7 @@ async def test_a_plan_without_trucks_lists_urgent_bins_and_bad_requests_are_refu
 
 
 async def test_a_re_plan_mid_shift_keeps_done_stops_and_takes_new_urgent_bins(db, seoul):
-    await set_up(seoul, capacity=100_000, shift=("00:00", "23:59:59"))
+    await set_up(seoul, capacity=100_000, shift=shift_from_now())
     bins = [await add_bin(seoul, i, 37.50 + 0.003 * i, 127.00 + 0.002 * i) for i in range(5)]
     for device in bins:
         await fill(db, seoul, device, 90)
@@ -229,7 +230,7 @@ async def test_two_re_plans_of_one_plan_at_once_give_one_successor(db, seoul):
     refused with 409 and kept as a failed plan, so no tablet follows a plan that replaces nothing."""
     import asyncio
 
-    await set_up(seoul, capacity=100_000, shift=("00:00", "23:59:59"))
+    await set_up(seoul, capacity=100_000, shift=shift_from_now())
     for i in range(3):
         await fill(db, seoul, await add_bin(seoul, i, 37.50 + 0.003 * i, 127.00), 90)
     today = datetime.now(SEOUL).date()

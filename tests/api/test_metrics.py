@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -17,14 +19,16 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import MetricsPortTaken, MetricsServer
+from api.runtime import serving_metrics
 from fleet.metrics.service import CITY_GAUGES, POOL_GAUGES
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
-from fleet.settings import MetricsSettings
+from fleet.settings import DatabaseSettings, MetricsSettings, Settings
 from protocols.lwm2m.listener import open_listener
 from tests.conftest import free_port, make_city, serve_api
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "fleet-dashboard.json"
+COMPOSE = Path(__file__).parents[2] / "docker-compose.yml"
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
              "gauge": ("",)}
 
@@ -93,10 +97,24 @@ async def test_a_taken_port_says_which_setting_moves_it():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        server = MetricsServer(None, MetricsSettings(port=taken.getsockname()[1]))  # type: ignore[arg-type]
-        with pytest.raises(MetricsPortTaken, match="FLEET_METRICS_PORT or --metrics-port"):
-            async with server.serving():
+        settings = Settings(DatabaseSettings(url=None, data_dir=Path()), metrics=MetricsSettings(
+            port=taken.getsockname()[1]))
+        # One line, worded as main()'s other one-line errors.
+        with pytest.raises(SystemExit, match="^fleet: cannot serve metrics on .*FLEET_METRICS_PORT or --metrics-port"):
+            async with serving_metrics(None, settings):  # type: ignore[arg-type]
                 pass
+
+
+async def test_a_metrics_token_is_asked_for():
+    server = MetricsServer(None, MetricsSettings(port=free_port(), token="s3cret"))  # type: ignore[arg-type]
+    url = f"http://127.0.0.1:{server.settings.port}/metrics"
+    async with server.serving(), httpx.AsyncClient() as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+            refused = await client.get(url, headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert server._authorized("Bearer s3cret") and server._authorized("bearer  s3cret")
+    without_token = MetricsServer(None, MetricsSettings())  # type: ignore[arg-type]
+    assert without_token._authorized("")  # no token set: open, as Prometheus expects by default
 
 
 def exported_names() -> set[str]:
@@ -119,3 +137,32 @@ def test_the_dashboard_queries_only_what_fleet_exports():
     assert used and used <= exported_names(), used - exported_names()
     # Every family has a panel.
     assert {name for name, *_ in CITY_GAUGES} | set(POOL_GAUGES) <= used
+
+
+def test_compose_publishes_the_metrics_port_to_this_machine_only():
+    """It has no authentication: Prometheus in compose reaches fleet:9464 on its network."""
+    published = re.findall(r'^\s*-\s*"([^"]*9464[^"]*)"', COMPOSE.read_text(), re.MULTILINE)
+    assert published and all(mapping.startswith("127.0.0.1:") for mapping in published), published
+
+
+async def test_a_scraper_still_sending_does_not_hold_the_process():
+    server = MetricsServer(None, MetricsSettings(port=free_port()))  # type: ignore[arg-type]
+    async with server.serving():
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\n")  # and no more: its head never ends
+        await writer.drain()
+        while not server._connections:
+            await asyncio.sleep(0.01)
+    # Dropped as the server stopped, not after READ_S (wait_closed() waits for it on 3.12+).
+    assert not server._connections
+    with contextlib.suppress(ConnectionError):
+        assert await reader.read() == b""
+    writer.close()
+
+
+async def test_a_host_that_does_not_resolve_is_named_so():
+    server = MetricsServer(None, MetricsSettings(host="999.1.1.1", port=free_port()))  # type: ignore[arg-type]
+    with pytest.raises(MetricsPortTaken, match="999.1.1.1:[0-9]+: ") as refused:
+        async with server.serving():
+            pass
+    assert "Unknown error" not in str(refused.value)  # os.strerror of getaddrinfo's negative errno

@@ -194,3 +194,11 @@ async def test_doctor_when_the_database_is_away(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith("FAIL  database") and out.count("\n") == 1 and "s3cret" not in out
     assert "FLEET_DATABASE_URL" in out
+
+
+async def test_doctor_creates_no_embedded_database(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path / "typo"))
+    assert await fleet("doctor", "--no-node") == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  database") and "no embedded PostgreSQL in" in out and "FLEET_DATA_DIR" in out
+    assert not (tmp_path / "typo").exists()

@@ -31,3 +31,18 @@ def test_a_taken_port_stops_the_demo_before_it_starts(monkeypatch, capsys, tmp_p
         assert out == "" and err == (f"fleet demo: the CoAP port {taken_coap} (UDP on ::) is in use; "
                                      "choose another with --coap-port\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_taken_http_port_stops_serve_before_it_starts(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("FLEET_DATABASE_URL", raising=False)
+    monkeypatch.delenv("FLEET_HTTP_HOST", raising=False)
+    with socket.socket() as http:
+        http.bind(("127.0.0.1", 0))
+        http.listen()
+        taken = http.getsockname()[1]
+        assert main(["serve", "--http-port", str(taken), "--metrics-port", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"fleet serve: the HTTP port {taken} (TCP on 127.0.0.1) is in use; "
+                                 "choose another with --http-port\n")
+    assert list(tmp_path.iterdir()) == []

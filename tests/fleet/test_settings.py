@@ -3,6 +3,7 @@
 import pytest
 
 from fleet.access.limits import Rate
+from fleet.errors import SettingsError
 from fleet.settings import load_settings
 
 
@@ -76,4 +77,19 @@ def test_metrics_are_served_on_loopback_9464_unless_set(monkeypatch):
     assert (load_settings().metrics.host, load_settings().metrics.port) == ("0.0.0.0", 0)
     monkeypatch.setenv("FLEET_METRICS_PORT", "70000")
     with pytest.raises(ValueError, match="FLEET_METRICS_PORT"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("variables", "named"), [
+    ({"FLEET_DB_POOL_MAX": "0"}, "FLEET_DB_POOL_MAX"),
+    ({"FLEET_DB_POOL_MIN": "-1"}, "FLEET_DB_POOL_MIN"),
+    ({"FLEET_DB_POOL_MIN": "30", "FLEET_DB_SYSTEM_POOL_MAX": "20"}, "FLEET_DB_SYSTEM_POOL_MAX"),
+    ({"FLEET_MAX_BODY_BYTES": "0"}, "FLEET_MAX_BODY_BYTES"),
+])
+def test_pool_sizes_the_pools_cannot_have_are_refused_by_name(monkeypatch, variables, named):
+    for name in ("FLEET_DB_POOL_MIN", "FLEET_DB_POOL_MAX", "FLEET_DB_SYSTEM_POOL_MAX", "FLEET_MAX_BODY_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"^{named} must be"):
         load_settings()

@@ -78,7 +78,10 @@ async def test_a_group_of_200_simulated_lights_moves_at_its_transition(db, liste
         shift = transition - dt.timedelta(seconds=2) - dt.datetime.now(dt.UTC)
         async with scheduler_node(database_dsn, "a", lambda: dt.datetime.now(dt.UTC) + shift):
             await eventually(lambda: _all(db, 100, "succeeded"), timeout_s=10)
-            assert all(light.output_level() == 100 for light in simulation.devices)
+            # On a loaded machine 23:00 may already have come (and 50 % be on its way): the lights
+            # show 100 % only while the scheduler's clock still stands before the transition.
+            if dt.datetime.now(dt.UTC) + shift < transition:
+                assert all(light.output_level() == 100 for light in simulation.devices)
             await eventually(lambda: _all(db, 50, "succeeded"), timeout_s=10)
             committed_at = dt.datetime.now(dt.UTC) + shift
             assert transition <= committed_at < transition + dt.timedelta(seconds=5), committed_at

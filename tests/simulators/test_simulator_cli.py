@@ -93,3 +93,18 @@ def test_the_simulators_libraries_keep_their_routine_to_themselves():
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_the_demo_gives_its_simulator_the_keys_in_the_environment_only():
+    from api.commands import demo_devices_command
+    from fleet.settings import load_settings
+
+    counts = {"streetlight": 3, "waste_bin": 2, "wifi_ap": 1}
+    args, env = demo_devices_command(load_settings(), "fleet_admin_secret", counts, "fleet_crew_secret",
+                                     environ={"PATH": "/bin", "FLEET_SIMULATE_TRUCK_KEY": "someone_elses"})
+    assert not [arg for arg in args if "secret" in arg]  # `ps` shows every argument to every user
+    assert env["FLEET_SIMULATE_KEY"] == "fleet_admin_secret" and env["FLEET_SIMULATE_TRUCK_KEY"] == "fleet_crew_secret"
+    assert env["PATH"] == "/bin" and args[args.index("--collection") + 1] == "fleet"
+    _, without_crew = demo_devices_command(load_settings(), "fleet_admin_secret", counts, None,
+                                           environ={"FLEET_SIMULATE_TRUCK_KEY": "someone_elses"})
+    assert "FLEET_SIMULATE_TRUCK_KEY" not in without_crew

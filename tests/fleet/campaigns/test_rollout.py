@@ -678,7 +678,12 @@ async def test_a_retried_device_that_came_back_late_is_verified_not_updated_agai
 
 
 async def test_a_package_uri_write_whose_answer_was_lost_is_not_retried_once_downloaded(rollout, db):
-    (device,) = await rollout.campaign([0], window={"start": "01:00", "end": "01:01"}, **QUICK)
+    # A window hours away, whatever the hour the test runs at: outside it the download may end,
+    # and nothing is installed (a fixed 01:00 window would be minutes away just after midnight).
+    opens = dt.datetime.now(SEOUL) + dt.timedelta(hours=6)
+    opens += dt.timedelta(minutes=2) if (opens.hour, opens.minute) == (23, 59) else dt.timedelta()
+    window = {"start": f"{opens:%H:%M}", "end": f"{opens + dt.timedelta(minutes=1):%H:%M}"}
+    (device,) = await rollout.campaign([0], window=window, **QUICK)
     await rollout.start()
     await rollout.tick()
     await rollout.report(device, "/5/0/9", 0)
@@ -686,7 +691,6 @@ async def test_a_package_uri_write_whose_answer_was_lost_is_not_retried_once_dow
     await rollout.tick()
     await rollout.taken(device)  # the write went out; its 2.04 is lost, and the device downloads
     await rollout.report(device, "/5/0/3", 2)
-    rollout.clock.at(dt.datetime.combine(dt.datetime.now(SEOUL).date(), dt.time(12), SEOUL))
     await rollout.tick()
     row = await rollout.device(device)
     assert (row["state"], row["path"]) == ("downloaded", "/5/0/1")
@@ -700,7 +704,10 @@ async def test_a_package_uri_write_whose_answer_was_lost_is_not_retried_once_dow
 async def test_an_update_expires_with_its_window_and_waits_for_the_next(rollout, db):
     (device,) = await rollout.campaign([0], window={"start": "01:00", "end": "05:00"}, **QUICK)
     await rollout.start()
-    today = dt.datetime.now(SEOUL).date()
+    # The story's "today" is yesterday: every moment of it but the last is then behind the
+    # database's real clock, as the test was written for (at 00:05 in Seoul, "today 05:01" was
+    # five hours ahead of it, and the install timed out).
+    today = dt.datetime.now(SEOUL).date() - dt.timedelta(days=1)
     rollout.clock.at(dt.datetime.combine(today, dt.time(12), SEOUL) - dt.timedelta(days=1))
     await rollout.tick()
     await rollout.downloaded(device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fleet.metrics.service import CityGauges
+from fleet.metrics.service import CITY_GAUGES, CityGauges
 from fleet.registrations.models import RegisterRequest
 from fleet.registrations.service import RegistrationService
 from fleet.registry.models import DeviceKind, NewDevice
@@ -41,3 +41,13 @@ async def test_counts_are_read_once_per_max_age(db):
     now[0] = 15.0
     await gauges.refresh()
     assert gauges.reads == 2 and online(gauges) == {("seoul", "streetlight"): 1}
+
+
+async def test_a_scrape_during_the_first_read_waits_for_it(db):
+    gauges = CityGauges(db)
+    first = asyncio.create_task(gauges.refresh())
+    while gauges.reads == 0:  # until the first scrape's read is under way
+        await asyncio.sleep(0)
+    await gauges.refresh()
+    assert gauges.reads == 1 and len(list(gauges.collect())) == len(CITY_GAUGES)  # not none
+    await first
