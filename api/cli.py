@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from fleet.access.models import Role
+from fleet.db.embedded import EmbeddedPostgresMissing
 from fleet.db.reach import DatabaseUnreachable
 from fleet.errors import SettingsError
 from fleet.logging import configure_logging
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleet", description="Fleet: a city's smart street furniture backend",
         epilog="Settings come from FLEET_* environment variables (FLEET_DATABASE_URL, FLEET_HTTP_PORT, ...); "
-               "see the README.")
+               "see docs/operations.md.")
     parser.add_argument("--version", action="version", version=f"fleet {version()}",
                         help="print Fleet's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 130
+    except EmbeddedPostgresMissing as exc:
+        print(f"fleet: {exc}", file=sys.stderr)
+        return 1
     except DatabaseUnreachable as exc:
         print(f"fleet: {exc} (FLEET_DATABASE_URL; `fleet doctor` checks the rest)", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from simulators.noise import Noise
 
-# Fault -> device kinds it can strike. README "Simulators" lists what each one makes a device
+# Fault -> device kinds it can strike. docs/simulators.md lists what each one makes a device
 # report on the standard resources and the alarm it should raise.
 ELIGIBLE = {
     "silent": ("streetlight", "waste_bin", "wifi_ap"),

@@ -62,7 +62,7 @@ class ForecastController(Controller):
 
     @get("/bins/forecast", summary="Each waste bin's fill now, expected at `until`, and time to threshold and full",
          description="Bins that are not decommissioned (maintenance included), by id, cursor-paged. Rates are "
-                     "learned per hour of the week from each bin's fill readings; see README \"Fill forecasts\".",
+                     "learned per hour of the week from each bin's fill readings; see docs/collection.md, \"Fill forecasts\".",
          responses=problems(403, 422))
     async def bins(self, principal: Principal, forecast_service: ForecastService,
                    district: Q = None, waste_kind: Q = None, until: Until = None, cursor: Q = None,

@@ -1,7 +1,7 @@
 """Thresholds and tolerances of every alarm rule, with the defaults a city starts from.
 
 A city stores only what differs from these defaults; a group's row overrides the city's for
-its devices. The README lists every field (keep the two in step).
+its devices. docs/alarms.md lists every field (keep the two in step).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The fixed round's day is its share of the round: `bins / round_days` stops, and 
 nearest-neighbour tour of every bin (one truck from the depot, unloading at the nearest disposal
 site whenever the next bin would not fit, back to the depot), divided by `round_days`. Nearest
 neighbour is what a round drawn by hand comes close to; it overstates an optimised round by
-some 20 %, which the README says beside the figure.
+some 20 %, which docs/collection.md says beside the figure.
 """
 
 from __future__ import annotations

