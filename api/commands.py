@@ -192,8 +192,8 @@ def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
     admin, crew = seeded.admin_key, seeded.crew_key
     env = None
     if seeded.env_file is not None:
-        env = (f"  Shell:     source {shlex.quote(str(seeded.env_file))}   (sets FLEET_URL, ADMIN_KEY, CREW_KEY "
-               "and REPORTER_KEY for the commands below and the README's tour)")
+        env = (f"  Shell:     source {shlex.quote(str(seeded.env_file))}   (sets FLEET_URL, ADMIN_KEY, CREW_KEY, "
+               "REPORTER_KEY and FLEET_DATA_DIR for the commands below and the README's tour)")
     return "\n".join(line for line in (
         f"\nFleet demo: {seeded.city.name} ({seeded.city.slug}), {seeded.created} devices seeded this run",
         f"  Browser:   {base}/   (the control room; sign in with the admin key, or the crew key for the tablet view)",
@@ -263,7 +263,8 @@ async def demo(settings: Settings) -> int:
 
     health = Health()  # its ports were checked before (api.cli.main: taken_port)
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
-        seeded = await seed_demo_city(db, settings.database.data_dir / DEMO_ENV, local_api(settings))
+        embedded = settings.database.data_dir if settings.database.url is None else None
+        seeded = await seed_demo_city(db, settings.database.data_dir / DEMO_ENV, local_api(settings), embedded)
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))
