@@ -229,11 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         # Before anything is printed, logged or started: a port another program holds would
         # otherwise end the demo after the database's start, the seeding and the banner (and
         # `fleet serve` with uvicorn's exit and a page of tracebacks).
-        from api.commands import taken_port
+        from api.commands import taken_ports
 
-        taken = taken_port(serve_settings(args, settings), args.command)
-        if taken is not None:
-            print(taken, file=sys.stderr)
+        taken = taken_ports(serve_settings(args, settings), args.command)
+        if taken:
+            print("\n".join(taken), file=sys.stderr)
             return 2
     if needs_existing_database(args) and settings.database.url is None \
             and not has_embedded(settings.database.data_dir):
