@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from fleet.access.models import Role
-from fleet.db.embedded import EmbeddedPostgresMissing
+from fleet.db.embedded import NO_EMBEDDED_FIX, EmbeddedPostgresMissing, has_embedded
 from fleet.db.reach import DatabaseUnreachable
 from fleet.errors import SettingsError
 from fleet.logging import configure_logging
@@ -229,12 +229,20 @@ def main(argv: list[str] | None = None) -> int:
         # Before anything is printed, logged or started: a port another program holds would
         # otherwise end the demo after the database's start, the seeding and the banner (and
         # `fleet serve` with uvicorn's exit and a page of tracebacks).
-        from api.commands import taken_port
+        from api.commands import taken_ports
 
-        taken = taken_port(serve_settings(args, settings), args.command)
-        if taken is not None:
-            print(taken, file=sys.stderr)
+        taken = taken_ports(serve_settings(args, settings), args.command)
+        if taken:
+            print("\n".join(taken), file=sys.stderr)
             return 2
+    if needs_existing_database(args) and settings.database.url is None \
+            and not has_embedded(settings.database.data_dir):
+        # Listing or changing a city's keys in an empty database made on the spot (a shell
+        # without the demo's FLEET_DATA_DIR) would only end in "tenant not found", or in a
+        # key issued where no node looks.
+        print(f"fleet {args.command}: no embedded PostgreSQL in {settings.database.data_dir}: {NO_EMBEDDED_FIX}",
+              file=sys.stderr)
+        return 1
     configure_logging(settings.log)
     if args.command in ("serve", "coap", "demo"):
         # The server's modules first: tune_gc freezes what exists.
@@ -253,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseUnreachable as exc:
         print(f"fleet: {exc} (FLEET_DATABASE_URL; `fleet doctor` checks the rest)", file=sys.stderr)
         return 1
+
+
+def needs_existing_database(args: argparse.Namespace) -> bool:
+    """The commands that act on a city that must exist already: all of `fleet apikey` and
+    `fleet tenant list` (`fleet tenant create` may be a new deployment's first command)."""
+    return args.command == "apikey" or (args.command == "tenant" and args.tenant_command == "list")
 
 
 def with_metrics_port(args: argparse.Namespace, settings: Settings) -> Settings:

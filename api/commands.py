@@ -192,8 +192,8 @@ def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
     admin, crew = seeded.admin_key, seeded.crew_key
     env = None
     if seeded.env_file is not None:
-        env = (f"  Shell:     source {shlex.quote(str(seeded.env_file))}   (sets FLEET_URL, ADMIN_KEY, CREW_KEY "
-               "and REPORTER_KEY for the commands below and the README's tour)")
+        env = (f"  Shell:     source {shlex.quote(str(seeded.env_file))}   (sets FLEET_URL, ADMIN_KEY, CREW_KEY, "
+               "REPORTER_KEY and FLEET_DATA_DIR for the commands below and the README's tour)")
     return "\n".join(line for line in (
         f"\nFleet demo: {seeded.city.name} ({seeded.city.slug}), {seeded.created} devices seeded this run",
         f"  Browser:   {base}/   (the control room; sign in with the admin key, or the crew key for the tablet view)",
@@ -240,9 +240,11 @@ def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, 
     return listeners
 
 
-def taken_port(settings: Settings, command: str = "demo") -> str | None:
-    """The first port the command cannot have, as the one line that says so and how to move it.
-    `fleet serve` leaves its CoAP port out: nodes on one machine may share it (SO_REUSEPORT)."""
+def taken_ports(settings: Settings, command: str = "demo") -> list[str]:
+    """Every port the command cannot have, a line each saying so and how to move it: all at
+    once, so a second demo beside the first is moved in one try, not one port a run. `fleet
+    serve` leaves its CoAP port out: nodes on one machine may share it (SO_REUSEPORT)."""
+    taken = []
     for name, kind, host, port, change in demo_listeners(settings, coap=command == "demo"):
         problem = bind_problem(host, port, kind)
         if problem is not None:
@@ -250,8 +252,8 @@ def taken_port(settings: Settings, command: str = "demo") -> str | None:
             how = f"choose another with {change}" if change.startswith("--") else f"set {change} to another"
             if problem.startswith("cannot resolve"):  # the host is wrong, not the port
                 how = "choose another with --host"
-            return f"fleet {command}: the {name} port {port} ({protocol} on {host}) {problem}; {how}"
-    return None
+            taken.append(f"fleet {command}: the {name} port {port} ({protocol} on {host}) {problem}; {how}")
+    return taken
 
 
 async def demo(settings: Settings) -> int:
@@ -261,9 +263,10 @@ async def demo(settings: Settings) -> int:
     from simulators.seed_firmware import seed_demo_firmware
     from simulators.seed_keys import DEMO_ENV
 
-    health = Health()  # its ports were checked before (api.cli.main: taken_port)
+    health = Health()  # its ports were checked before (api.cli.main: taken_ports)
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
-        seeded = await seed_demo_city(db, settings.database.data_dir / DEMO_ENV, local_api(settings))
+        embedded = settings.database.data_dir if settings.database.url is None else None
+        seeded = await seed_demo_city(db, settings.database.data_dir / DEMO_ENV, local_api(settings), embedded)
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))

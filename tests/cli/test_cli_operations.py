@@ -202,3 +202,13 @@ async def test_doctor_creates_no_embedded_database(tmp_path, monkeypatch, capsys
     out = capsys.readouterr().out
     assert out.startswith("FAIL  database") and "no embedded PostgreSQL in" in out and "FLEET_DATA_DIR" in out
     assert not (tmp_path / "typo").exists()
+
+
+async def test_key_and_city_lists_create_no_embedded_database(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path / "typo"))
+    assert await fleet("apikey", "list", "--tenant", "seoul") == 1
+    assert await fleet("tenant", "list") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("fleet apikey: no embedded PostgreSQL in") and "FLEET_DATA_DIR" in err[0]
+    assert err[1].startswith("fleet tenant: no embedded PostgreSQL in") and len(err) == 2
+    assert not (tmp_path / "typo").exists()

@@ -30,6 +30,12 @@ def test_a_taken_port_stops_the_demo_before_it_starts(monkeypatch, capsys, tmp_p
         out, err = capsys.readouterr()
         assert out == "" and err == (f"fleet demo: the CoAP port {taken_coap} (UDP on ::) is in use; "
                                      "choose another with --coap-port\n")
+
+        # Both taken (a second demo beside the first): both named at once, one try moves them.
+        assert main(["demo", "--http-port", str(taken_http), "--coap-port", str(taken_coap)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and [line.split(";")[1] for line in err.splitlines()] == [
+            " choose another with --http-port", " choose another with --coap-port"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -93,10 +93,12 @@ async def test_demo_seeds_a_crew_with_a_key_of_its_own(db):
 async def test_demo_keys_are_kept_across_restarts_and_earlier_ones_revoked(db, tmp_path):
     unkept = await seed_demo_city(db)  # as before demo.env: a fresh set each start
     env = tmp_path / DEMO_ENV
-    first = await seed_demo_city(db, env, "http://127.0.0.1:8000")
+    first = await seed_demo_city(db, env, "http://127.0.0.1:8000", tmp_path)
     assert stat.S_IMODE(env.stat().st_mode) == 0o600 and not first.keys_reused
+    # FLEET_DATA_DIR too: the tour's `fleet tenant create` in that shell reaches the demo's database.
     assert read_demo_env(env) == {"FLEET_URL": "http://127.0.0.1:8000", "ADMIN_KEY": first.admin_key,
-                                  "CREW_KEY": first.crew_key, "REPORTER_KEY": first.reporter_key}
+                                  "CREW_KEY": first.crew_key, "REPORTER_KEY": first.reporter_key,
+                                  "FLEET_DATA_DIR": str(tmp_path.resolve())}
     again = await seed_demo_city(db, env, "http://127.0.0.1:8001")
     assert again.keys_reused and (again.admin_key, again.crew_key, again.reporter_key) == (
         first.admin_key, first.crew_key, first.reporter_key)
