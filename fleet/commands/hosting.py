@@ -11,6 +11,9 @@ from fleet.objectmodel import ResourcePath
 _LINK = re.compile(r"<([^>]*)>([^,<]*)")
 _ROOT_TYPE = re.compile(r"""rt\s*=\s*"?oma\.lwm2m""")
 PATH_NOT_HOSTED = "path_not_hosted"
+# LwM2M 1.1 (core 6.2.1): a client never lists its Security (0) and OSCORE (21) objects when it
+# registers, so their absence from the links says nothing.
+NEVER_REGISTERED = frozenset({0, 21})
 
 
 def hosted(object_links: str) -> frozenset[tuple[int, int | None]]:
@@ -32,7 +35,7 @@ def hosted(object_links: str) -> frozenset[tuple[int, int | None]]:
 def lacks(path: ResourcePath, objects: frozenset[tuple[int, int | None]]) -> str | None:
     """The object or instance of `path` a device with these links does not host, as a path
     ("/3311" or "/3311/0"); None when it hosts it, or when its links say nothing."""
-    if not objects:
+    if not objects or path.object in NEVER_REGISTERED:
         return None
     if all(o != path.object for o, _ in objects):
         return f"/{path.object}"

@@ -23,3 +23,10 @@ def test_a_path_lacks_its_object_or_its_instance():
     assert lacks(p("/3/0/13"), hosted(BIN)) is None
     assert lacks(p("/3416"), hosted(LIGHT)) is None
     assert lacks(p("/3311/0/5851"), frozenset()) is None       # nothing known: sent as always
+
+
+def test_security_and_oscore_are_never_judged_by_the_links():
+    # A client never registers objects 0 and 21 (LwM2M 1.1 core 6.2.1): their absence is normal.
+    p = ResourcePath.parse
+    assert lacks(p("/0/1/10"), hosted(BIN)) is None
+    assert lacks(p("/21/0/0"), hosted(LIGHT)) is None
