@@ -6,6 +6,8 @@ import ast
 import asyncio
 from pathlib import Path
 
+from fleet.campaigns import rollout
+from fleet.campaigns.rollout import CampaignJobs
 from fleet.scheduling.leader import LeaderElection
 from fleet.supervision import running
 
@@ -50,6 +52,39 @@ async def test_a_leader_stopped_as_its_check_answers_stops():
     hold.cancel()
     await asyncio.wait([hold], timeout=5)
     assert hold.cancelled() and conn.checks == 1
+
+
+class WatchedEvent(asyncio.Event):
+    """An event that says when someone waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def wait(self) -> bool:
+        self.waited.set()
+        return await super().wait()
+
+
+async def test_the_rollout_stopped_as_an_event_wakes_it_stops(monkeypatch):
+    """The hang of `fleet demo` on Ctrl-C: the rollout waits on the events channel's
+    notifications between passes; one came as its term ended, and it ran on for ever."""
+    monkeypatch.setattr(rollout, "MIN_GAP_S", 0)
+    jobs = CampaignJobs(None, download_base_uri="coap://127.0.0.1")  # type: ignore[arg-type]
+    passes = 0
+
+    async def tick(_leadership: object = None) -> None:
+        nonlocal passes
+        passes += 1
+
+    jobs.tick = tick  # type: ignore[method-assign]
+    jobs._wake = WatchedEvent()
+    repeat = asyncio.create_task(jobs._repeat(None))  # type: ignore[arg-type]
+    await jobs._wake.waited.wait()
+    jobs._wake.set()  # a notification, in the same loop iteration as the stop
+    repeat.cancel()
+    await asyncio.wait([repeat], timeout=5)
+    assert repeat.cancelled() and passes == 1
 
 
 async def test_running_keeps_its_owners_cancellation():
