@@ -317,7 +317,8 @@ async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int],
         if process.returncode is None:
             process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), 20)
+                async with asyncio.timeout(20):
+                    await process.wait()
             except TimeoutError:
                 process.kill()
 

@@ -139,5 +139,10 @@ async def running(work: Coroutine[Any, Any, object], name: str | None = None) ->
         yield task
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            # The task's own cancellation ends here; its owner's (cancelled while waiting for
+            # it) must not, or the owner runs on when it was told to stop.
+            if asyncio.current_task().cancelling():
+                raise

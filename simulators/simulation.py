@@ -238,7 +238,8 @@ class Simulation:
         self.ready.set()
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), config.duration_s)
+                async with asyncio.timeout(config.duration_s):
+                    await self._stop.wait()
             await self._shutdown()
         finally:
             for task in tasks:

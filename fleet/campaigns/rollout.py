@@ -102,7 +102,8 @@ class CampaignJobs:
                 log.exception("firmware rollout pass failed; the next one retries")
             await asyncio.sleep(min(MIN_GAP_S, self.interval_s))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(self.interval_s - MIN_GAP_S, 0))
+                async with asyncio.timeout(max(self.interval_s - MIN_GAP_S, 0)):
+                    await self._wake.wait()
 
     async def tick(self, leadership: Leadership | None = None) -> None:
         """One pass over every city's campaigns (tests call it directly, without leadership)."""

@@ -84,10 +84,12 @@ class ChannelFollower:
                 since_check = 0.0
                 while not closed.is_set() and not self.pool.is_closing():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(closed.wait(), CLOSING_CHECK_S)
+                        async with asyncio.timeout(CLOSING_CHECK_S):
+                            await closed.wait()
                     since_check += CLOSING_CHECK_S
                     if since_check >= self.check_s and not closed.is_set():
-                        await asyncio.wait_for(conn.execute("select 1"), self.check_s)
+                        async with asyncio.timeout(self.check_s):
+                            await conn.execute("select 1")
                         since_check = 0.0
             finally:
                 self.backend_pid = None

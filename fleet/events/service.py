@@ -191,7 +191,8 @@ class EventService:
                     due = last_sent + self.keepalive_s
                     timeout = min(due, last_read + self.poll_s) if behind else due
                     try:
-                        await asyncio.wait_for(listener.wake.wait(), max(timeout - loop.time(), 0))
+                        async with asyncio.timeout_at(timeout):
+                            await listener.wake.wait()
                     except TimeoutError:
                         if loop.time() >= due:
                             yield KeepAlive()

@@ -233,8 +233,8 @@ async def _unlock(conn: asyncpg.Connection, key: str) -> None:
     closed instead, which releases it."""
     unlocked = False
     try:
-        unlocked = await asyncio.wait_for(
-            conn.fetchval("select pg_advisory_unlock(hashtextextended($1, 0))", key), timeout=5)
+        async with asyncio.timeout(5):
+            unlocked = await conn.fetchval("select pg_advisory_unlock(hashtextextended($1, 0))", key)
     except Exception:  # noqa: BLE001 - closing the connection below releases the lock anyway
         pass
     finally:

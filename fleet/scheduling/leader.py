@@ -157,8 +157,8 @@ class LeaderElection:
             return
         unlocked = False
         try:
-            unlocked = await asyncio.wait_for(
-                conn.fetchval("select pg_advisory_unlock($1)", self.lock_id), timeout=5)
+            async with asyncio.timeout(5):
+                unlocked = await conn.fetchval("select pg_advisory_unlock($1)", self.lock_id)
         except Exception:  # noqa: BLE001 - closing the connection below releases the lock anyway
             pass
         finally:
@@ -169,4 +169,5 @@ class LeaderElection:
         """Wait as long as the lock's connection answers; raise when it stops."""
         while True:
             await asyncio.sleep(self.check_s)
-            await asyncio.wait_for(conn.fetchval("select 1"), timeout=max(self.check_s * 5, 1.0))
+            async with asyncio.timeout(max(self.check_s * 5, 1.0)):
+                await conn.fetchval("select 1")

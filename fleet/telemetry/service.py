@@ -120,7 +120,8 @@ class TelemetryWriter:
                 raise unavailable()
             self._room.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), PROBE_S)
+                async with asyncio.timeout(PROBE_S):
+                    await self._room.wait()
         await self.submit(points)
 
     async def close(self) -> None:
@@ -152,7 +153,8 @@ class TelemetryWriter:
                     self._wakeup.clear()
                     # Woken by a write; and now and then, to notice a database that came back.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), PROBE_S)
+                        async with asyncio.timeout(PROBE_S):
+                            await self._wakeup.wait()
                     if not self.health.database_ok and not self._pending:
                         conn = await self._probe(conn)
                     continue

@@ -116,7 +116,8 @@ class Dispatcher:
             await self._drain_outcomes(OUTCOME_DRAIN_S)
             await self._release_unanswered()
             try:
-                await asyncio.wait_for(self.queue.close(), OUTCOME_DRAIN_S)
+                async with asyncio.timeout(OUTCOME_DRAIN_S):
+                    await self.queue.close()
             except Exception:  # noqa: BLE001 - its connection is dropped with the pool anyway
                 log.debug("closing the claim connection failed", exc_info=True)
 
@@ -170,7 +171,8 @@ class Dispatcher:
             if len(claimed) < max(free, 1):
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL_S)
+                    async with asyncio.timeout(POLL_INTERVAL_S):
+                        await self._wake.wait()
 
     def _notified(self, *_args) -> None:
         self._wake.set()
@@ -457,7 +459,8 @@ class Dispatcher:
         if not unanswered:
             return
         try:
-            released = await asyncio.wait_for(self.queue.release(unanswered), OUTCOME_DRAIN_S)
+            async with asyncio.timeout(OUTCOME_DRAIN_S):
+                released = await self.queue.release(unanswered)
         except Exception:  # noqa: BLE001 - housekeeping recovers them after 5 minutes instead
             log.warning("stopping with commands in flight not released; they are sent again "
                         "after 5 minutes", count=len(unanswered), exc_info=True)
@@ -472,7 +475,9 @@ class Dispatcher:
         while True:
             try:
                 # Bounded, so that stopping never hangs on a pool with no connection to give.
-                if await asyncio.wait_for(self._commit_outcomes(), max(deadline - loop.time(), 0.1)):
+                async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                    committed = await self._commit_outcomes()
+                if committed:
                     return
             except TimeoutError:
                 pass

@@ -125,7 +125,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     try:
         with contextlib.suppress(TimeoutError):
             # Until then every Send is looked up in the database: correct, only slower.
-            await asyncio.wait_for(following.wait(), FOLLOW_START_S)
+            async with asyncio.timeout(FOLLOW_START_S):
+                await following.wait()
         log.info("CoAP listener ready", host=host, port=bound_port, node=node)
         yield Listener(context, server, writer, client, dispatcher, bound_port)
     finally:
