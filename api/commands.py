@@ -195,7 +195,9 @@ def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
         env = (f"  Shell:     source {shlex.quote(str(seeded.env_file))}   (sets FLEET_URL, ADMIN_KEY, CREW_KEY, "
                "REPORTER_KEY and FLEET_DATA_DIR for the commands below and the README's tour)")
     return "\n".join(line for line in (
-        f"\nFleet demo: {seeded.city.name} ({seeded.city.slug}), {seeded.created} devices seeded this run",
+        f"\nFleet demo: {seeded.city.name} ({seeded.city.slug}), "
+        + (f"{seeded.created} devices seeded this run" if seeded.created
+           else "its devices from an earlier run (nothing new seeded)"),
         f"  Browser:   {base}/   (the control room; sign in with the admin key, or the crew key for the tablet view)",
         f"  API:       {base}/api/v1   (docs: {base}/schema)",
         f"  Admin key: {admin}" + ("   (the last run's)" if seeded.keys_reused else ""),

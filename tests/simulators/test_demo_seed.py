@@ -184,6 +184,10 @@ def test_demo_faults_and_banner():
     seeded = dataclasses.replace(seeded, env_file=Path("/home/a user/.local/share/fleet/demo.env"))
     banner = demo_banner(seeded, "http://127.0.0.1:8000", 5683)
     assert f"Crew key:  fleet_crew_y   ({DEMO_CREW})" in banner
+    assert "315 devices seeded this run" in banner
+    # A restart seeds nothing and says so, not "0 devices seeded".
+    again = demo_banner(dataclasses.replace(seeded, created=0), "http://127.0.0.1:8000", 5683)
+    assert "from an earlier run (nothing new seeded)" in again and "0 devices" not in again
     # The commands paste as they are once demo.env is sourced (a path with a space quoted).
     assert "Shell:     source '/home/a user/.local/share/fleet/demo.env'" in banner
     assert 'curl -H "Authorization: Bearer $CREW_KEY" "$FLEET_URL/api/v1/workorders?assigned_to=me"' in banner
