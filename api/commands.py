@@ -279,7 +279,7 @@ async def demo(settings: Settings) -> int:
             lambda: run_device_edge(db, settings, health),
             lambda: scheduler(db, settings, health),
             lambda: run_demo_devices(settings, key, DEMO_COUNTS, seeded.crew_key),
-            lambda: run_demo_collection(local_api(settings), key, seeded.crew_key, str(seeded.crew_id),
+            lambda: run_demo_collection(local_api(settings), key, str(seeded.crew_id),
                                         seeded.city.timezone))
 
 

@@ -153,19 +153,20 @@ def _count(n: int, thing: str) -> str:
     return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
-def plan_lines(plan: DemoPlan, base: str, admin_key: str, crew_key: str, zone: ZoneInfo | None = None) -> str:
+def plan_lines(plan: DemoPlan, zone: ZoneInfo | None = None) -> str:
+    """The banner's collection lines; their commands use demo.env's variables, like the banner's."""
     made = f"plan {plan.plan_id}" if plan.plan_id else "the plan in force"
     sets_off = (f", its truck drives from {plan.sets_off.astimezone(zone):%Y-%m-%d %H:%M %Z}"
                 if plan.sets_off and zone else "")
     return "\n".join((
         f"  Collection: {made} for {plan.day}: {_count(plan.routes, 'route')}, {_count(plan.bins, 'bin')}, "
         f"{_count(plan.unassigned, 'bin')} left out; every route on the crew's tablet{sets_off}",
-        f"             curl -H 'Authorization: Bearer {crew_key}' '{base}/api/v1/routes?assigned_to=me'",
-        *((f"             curl -H 'Authorization: Bearer {admin_key}' "
-           f"'{base}/api/v1/collection/plans/{plan.plan_id}?format=geojson'",) if plan.plan_id else ())))
+        '             curl -H "Authorization: Bearer $CREW_KEY" "$FLEET_URL/api/v1/routes?assigned_to=me"',
+        *(('             curl -H "Authorization: Bearer $ADMIN_KEY" '
+           f'"$FLEET_URL/api/v1/collection/plans/{plan.plan_id}?format=geojson"',) if plan.plan_id else ())))
 
 
-async def run_demo_collection(base: str, admin_key: str, crew_key: str, crew_id: str, timezone: str, *,
+async def run_demo_collection(base: str, admin_key: str, crew_id: str, timezone: str, *,
                               settle_s: float = SETTLE_S, every_s: float = DISPATCH_EVERY_S,
                               time_limit_s: int = PLAN_TIME_LIMIT_S, day: date | None = None,
                               out=print) -> None:
@@ -182,7 +183,7 @@ async def run_demo_collection(base: str, admin_key: str, crew_key: str, crew_id:
             await asyncio.sleep(settle_s)
             plan = await plan_and_assign(api, crew_id, day or plan_day(datetime.now(zone)),
                                          time_limit_s=time_limit_s)
-            out(plan_lines(plan, base, admin_key, crew_key, zone), flush=True)
+            out(plan_lines(plan, zone), flush=True)
         except ApiError as exc:
             log.warning("demo collection not planned", reason=str(exc))
         while True:

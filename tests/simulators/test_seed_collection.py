@@ -35,12 +35,12 @@ def test_the_school_street_is_where_most_bins_stand():
 
 def test_plan_lines_name_the_crews_routes_and_the_map():
     plan = DemoPlan("p-1", date(2026, 12, 8), 3, 41, 2, 3, "r-1", datetime(2026, 12, 7, 21, 0, tzinfo=ZoneInfo("UTC")))
-    text = plan_lines(plan, "http://127.0.0.1:8000", "adm", "crw", SEOUL)
+    text = plan_lines(plan, SEOUL)
     assert "plan p-1 for 2026-12-08: 3 routes, 41 bins, 2 bins left out" in text
     assert "its truck drives from 2026-12-08 06:00 KST" in text
-    assert "curl -H 'Authorization: Bearer crw' 'http://127.0.0.1:8000/api/v1/routes?assigned_to=me'" in text
+    assert 'curl -H "Authorization: Bearer $CREW_KEY" "$FLEET_URL/api/v1/routes?assigned_to=me"' in text
     assert "/api/v1/collection/plans/p-1?format=geojson" in text
-    assert "format=geojson" not in plan_lines(DemoPlan(None, plan.day, 3, 41, 0, 0, "r-1"), "b", "a", "c")
+    assert "format=geojson" not in plan_lines(DemoPlan(None, plan.day, 3, 41, 0, 0, "r-1"))
 
 
 def test_the_demo_banner_says_collection_follows():
@@ -90,7 +90,7 @@ async def test_the_demo_plans_a_day_with_a_reload_and_hands_its_routes_to_the_cr
     day = datetime.now(SEOUL).date() + timedelta(days=1)
     printed: list[str] = []
     task = asyncio.create_task(run_demo_collection(
-        api_url, seoul.key, "crew-key", crew["id"], "Asia/Seoul", settle_s=0, every_s=3600, time_limit_s=1,
+        api_url, seoul.key, crew["id"], "Asia/Seoul", settle_s=0, every_s=3600, time_limit_s=1,
         day=day, out=lambda text, flush=False: printed.append(text)))
     try:
         await eventually(lambda: printed, timeout_s=60)
