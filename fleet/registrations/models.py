@@ -29,6 +29,8 @@ class Registration:
     registered_at: datetime
     updated_at: datetime
     expires_at: datetime
+    # Came over coaps:// (DTLS): only datagrams of that DTLS session speak for the device.
+    secure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,19 @@ class RegisterRequest:
     lwm2m_version: str
     object_links: str
     sms_number: str | None = None
+    secure: bool = False
+    # Over coaps: the device the DTLS credential belongs to (and the credential itself, to
+    # activate a pending one); the endpoint must be that device's. None over plain coap.
+    authenticated: AuthenticatedDevice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedDevice:
+    """Who a DTLS handshake proved the peer to be: a device's credential."""
+
+    device_id: UUID
+    purpose: str  # "operational" registers; "bootstrap" only bootstraps
+    credential: object  # fleet.security's KnownCredential, handed back to activate it
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +63,8 @@ class UpdateRequest:
     registration_id: str
     address: str
     port: int
+    secure: bool = False
+    authenticated: AuthenticatedDevice | None = None
     lifetime_s: int | None = None
     binding: str | None = None
     object_links: str | None = None
@@ -86,19 +103,26 @@ class SessionChange:
     registration_id: str | None = None
     address: str | None = None
     port: int | None = None
+    secure: bool = False
 
     @property
     def ended(self) -> bool:
         return self.registration_id is None
 
+    @property
+    def peer(self) -> tuple[str, int, bool]:
+        return self.address, self.port, self.secure
+
     @classmethod
     def from_payload(cls, payload: str) -> SessionChange:
-        """Parse what the repository's `pg_notify` sends: `device_id [registration_id port address]`.
+        """Parse what the repository's `pg_notify` sends:
+        `device_id [registration_id port address [s]]` (`s`: over coaps).
 
         Raises ValueError for anything else.
         """
         parts = payload.split(" ")
         if len(parts) == 1:
             return cls(UUID(parts[0]))
+        secure = len(parts) == 5 and parts.pop() == "s"
         device_id, registration_id, port, address = parts
-        return cls(UUID(device_id), registration_id, address, int(port))
+        return cls(UUID(device_id), registration_id, address, int(port), secure)

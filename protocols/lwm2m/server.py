@@ -21,7 +21,8 @@ from fleet.errors import FleetError
 from fleet.firmware.delivery import Downloads, without_token
 from fleet.metrics import LWM2M_SENDS, coap_answered
 from fleet.objectmodel import ResourcePath
-from fleet.registrations.models import DEFAULT_LIFETIME_S, Registration, RegisterRequest, UpdateRequest
+from fleet.registrations.models import (DEFAULT_LIFETIME_S, AuthenticatedDevice, Registration, RegisterRequest,
+                                        UpdateRequest)
 from fleet.registrations.service import RegistrationService, UnknownEndpoint
 from fleet.telemetry.models import PointRecord, split_value
 from fleet.telemetry.service import TelemetryWriter
@@ -57,10 +58,24 @@ def _logged_path(request: Message) -> str:
     return "fw/<token>" if packages.is_download(path) else "/".join(path)
 
 
-def peer_of(request: Message) -> tuple[str, int]:
+def peer_of(request: Message) -> Peer:
+    """(host, port, secure): `secure` when the request came through the coaps listener's DTLS
+    session (protocols.coap.secure), whose remotes say so by their scheme."""
     host, port = request.remote.sockaddr[0], request.remote.sockaddr[1]
     # udp6 sockets see IPv4 peers as IPv4-mapped IPv6 addresses.
-    return (host[7:] if host.startswith("::ffff:") else host), port
+    return (host[7:] if host.startswith("::ffff:") else host), port, request.remote.scheme == "coaps"
+
+
+def authenticated_device(request: Message) -> AuthenticatedDevice | None:
+    """Who the DTLS handshake proved the peer to be (None over plain coap); 4.03 for a coaps
+    request whose session carries no device credential (a bug of the listener, not the peer's)."""
+    if request.remote.scheme != "coaps":
+        return None
+    claims = getattr(request.remote, "authenticated_claims", None) or ()
+    credential = getattr(claims[0], "credential", None) if claims else None
+    if credential is None:
+        raise error.Forbidden("the DTLS session carries no device credential")
+    return AuthenticatedDevice(credential.device_id, credential.purpose, credential)
 
 
 def _queries(request: Message) -> dict[str, str]:
@@ -165,7 +180,7 @@ class LwM2MServer(interfaces.Resource):
             self._require(request, Code.POST)
             return await self._register(request)
         if request.code == Code.DELETE:
-            return await self._deregister(path[1])
+            return await self._deregister(request, path[1])
         self._require(request, Code.POST)
         return await self._update(request, path[1])
 
@@ -185,12 +200,13 @@ class LwM2MServer(interfaces.Resource):
             raise error.UnsupportedContentFormat("registration payload must be link-format (40)")
         links = bytes(request.payload)
         linkformat.parse(links)  # validates; raises CodecError with a diagnostic
-        address, port = peer_of(request)
+        address, port, secure = peer_of(request)
         registration = await self.registrations.register(RegisterRequest(
             endpoint=endpoint, address=address, port=port,
             lifetime_s=_int_param(params, "lt") or DEFAULT_LIFETIME_S,
             binding=params.get("b", "U"), lwm2m_version=params.get("lwm2m", "1.0"),
-            object_links=links.decode("utf-8", "replace"), sms_number=params.get("sms")))
+            object_links=links.decode("utf-8", "replace"), sms_number=params.get("sms"),
+            secure=secure, authenticated=authenticated_device(request)))
         session = self._remember(registration)
         if self.on_registered is not None:
             self._spawn(self.on_registered(registration, session))
@@ -201,9 +217,10 @@ class LwM2MServer(interfaces.Resource):
         links = bytes(request.payload) if request.payload else None
         if links is not None:
             linkformat.parse(links)
-        address, port = peer_of(request)
+        address, port, secure = peer_of(request)
         registration = await self.registrations.update(UpdateRequest(
-            registration_id=registration_id, address=address, port=port,
+            registration_id=registration_id, address=address, port=port, secure=secure,
+            authenticated=authenticated_device(request),
             lifetime_s=_int_param(params, "lt"), binding=params.get("b"),
             object_links=links.decode("utf-8", "replace") if links is not None else None,
             sms_number=params.get("sms")))
@@ -212,8 +229,11 @@ class LwM2MServer(interfaces.Resource):
             self._spawn(self.on_registered(registration, session, update=True))
         return Message(code=CHANGED)
 
-    async def _deregister(self, registration_id: str) -> Message:
-        registration = await self.registrations.deregister(registration_id)
+    async def _deregister(self, request: Message, registration_id: str) -> Message:
+        authenticated = authenticated_device(request)
+        registration = await self.registrations.deregister(
+            registration_id, secure=peer_of(request)[2],
+            device_id=authenticated.device_id if authenticated is not None else None)
         self.sessions.forget_device(registration.device_id)
         return Message(code=DELETED)
 
@@ -239,7 +259,7 @@ class LwM2MServer(interfaces.Resource):
         return Message(code=CHANGED)
 
     def fast_post(self, path: tuple[bytes, ...], content_format: int | None, payload: bytes,
-                  peer: tuple[str, int]) -> asyncio.Future[None] | None:
+                  peer: Peer) -> asyncio.Future[None] | None:
         """The common Send, taken straight from the transport (protocols.coap.fastpath).
 
         Returns a future that resolves once the points are committed; the transport answers
