@@ -59,6 +59,40 @@ class AuthenticatedDevice:
 
 
 @dataclass(frozen=True, slots=True)
+class DevicePolicy:
+    """What a device's city asks of it on the network (fleet.security holds the credentials)."""
+
+    device_id: UUID
+    tenant_id: UUID
+    endpoint: str
+    allow_nosec: bool  # the city takes devices without DTLS
+    security_modes: tuple[str, ...]  # the secure modes it takes: psk, rpk
+    has_operational: bool  # the device holds a (pending or active) key to register with
+    has_bootstrap: bool  # ... and a factory key to bootstrap with
+
+    def refuse_register(self, secure: bool, authenticated: AuthenticatedDevice | None) -> str | None:
+        """Why this device may not register so (None: it may).
+
+        Over coaps the DTLS credential must be this device's operational one, in a mode the
+        city takes; over plain coap the city must take NoSec devices and the device must hold no
+        key (a device with a key uses it: anyone can send a plain datagram with its name)."""
+        if secure:
+            if authenticated is None or authenticated.device_id != self.device_id:
+                return f"the DTLS credential is not endpoint {self.endpoint!r}'s: a device registers only as itself"
+            if authenticated.purpose != "operational":
+                return "a bootstrap credential does not register: bootstrap first (POST /bs)"
+            mode = getattr(authenticated.credential, "mode", None)
+            if mode is not None and mode not in self.security_modes:
+                return f"this city does not take {mode} credentials"
+            return None
+        if not self.allow_nosec:
+            return "this city requires DTLS: register over coaps:// with the device's credential"
+        if self.has_operational:
+            return "this device has a DTLS credential: register over coaps:// with it"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateRequest:
     registration_id: str
     address: str

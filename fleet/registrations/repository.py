@@ -25,9 +25,18 @@ class RegistrationRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def device_for_endpoint(self, endpoint: str) -> asyncpg.Record | None:
+    async def device_for_endpoint(self, endpoint: str, *, lock: bool = True) -> asyncpg.Record | None:
+        """The device and what its city's security policy asks of it (`DevicePolicy`)."""
         return await self.conn.fetchrow(
-            "select id, tenant_id, status from devices where endpoint = $1 for update", endpoint)
+            f"""select d.id, d.tenant_id, d.status, t.allow_nosec_devices, t.security_modes,
+                       exists (select 1 from device_credentials c
+                               where c.tenant_id = d.tenant_id and c.device_id = d.id
+                                 and c.purpose = 'operational' and c.state <> 'retired') as has_operational,
+                       exists (select 1 from device_credentials c
+                               where c.tenant_id = d.tenant_id and c.device_id = d.id
+                                 and c.purpose = 'bootstrap' and c.state <> 'retired') as has_bootstrap
+                from devices d join tenants t on t.id = d.tenant_id
+                where d.endpoint = $1 {"for update of d" if lock else ""}""", endpoint)
 
     async def replace(self, registration_id: str, device: asyncpg.Record, request: RegisterRequest,
                       queue_mode: bool, node: str) -> Registration:

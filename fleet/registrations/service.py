@@ -16,7 +16,7 @@ from fleet.db import Database
 from fleet.db.availability import database_away
 from fleet.db.listening import ChannelFollower
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
-from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SESSIONS_CHANNEL, DeviceInfo,
+from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SESSIONS_CHANNEL, DeviceInfo, DevicePolicy,
                                         ReadFormatHints, Registration, RegisterRequest, SessionChange,
                                         UpdateRequest)
 from fleet.registrations.repository import RegistrationRepository
@@ -35,6 +35,15 @@ SESSIONS_APPLICATION = "fleet-sessions"
 
 class UnknownEndpoint(PermissionDenied):
     """A device tried to register under a name the registry does not hold (or decommissioned)."""
+
+
+class RegistrationRefused(PermissionDenied):
+    """The city's security policy refuses this registration (no DTLS, another device's key)."""
+
+
+def _policy(device: asyncpg.Record, endpoint: str) -> DevicePolicy:
+    return DevicePolicy(device["id"], device["tenant_id"], endpoint, device["allow_nosec_devices"],
+                        tuple(device["security_modes"]), device["has_operational"], device["has_bootstrap"])
 
 
 async def _refuse_other_transport(repo: RegistrationRepository, registration_id: str) -> None:
@@ -73,6 +82,9 @@ class RegistrationService:
             device = await repo.device_for_endpoint(request.endpoint)
             if device is None or device["status"] == "decommissioned":
                 raise UnknownEndpoint(f"endpoint {request.endpoint!r} is not provisioned")
+            refused = _policy(device, request.endpoint).refuse_register(request.secure, request.authenticated)
+            if refused is not None:
+                raise RegistrationRefused(refused)
             registration = await repo.replace(secrets.token_urlsafe(6), device, request,
                                               "Q" in request.binding, self.node)
             await repo.set_status(device["id"], "online", only_from=NETWORK_STATUSES)
@@ -122,6 +134,14 @@ class RegistrationService:
                 await _refuse_other_transport(repo, registration_id)
             await repo.set_status(registration.device_id, "offline", only_from=NETWORK_STATUSES)
         return registration
+
+    async def policy(self, endpoint: str) -> DevicePolicy | None:
+        """What the city asks of the device `endpoint` (None: no such device in service)."""
+        async with self.db.system_tx() as conn:
+            device = await RegistrationRepository(conn).device_for_endpoint(endpoint, lock=False)
+        if device is None or device["status"] == "decommissioned":
+            return None
+        return _policy(device, endpoint)
 
     async def at_address(self, address: str, port: int, secure: bool = False) -> Registration | None:
         """The registration speaking from `address`:`port` over coaps (`secure`) or plain coap."""

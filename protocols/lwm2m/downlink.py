@@ -181,6 +181,21 @@ class DeviceClient:
         return self._link(address).outbound.request(self._sockaddr(address), _PUT, _segments(path),
                                                     content_format=content_format, payload=payload)
 
+    async def exchange(self, address: DeviceAddress, code: Code, segments: tuple[str, ...], *,
+                       payload: bytes = b"", content_format: int | None = None) -> Answer:
+        """One request of any kind, its answer checked: the bootstrap interface's Delete, Write
+        (whole instances, of resources the registry marks read-only or not operable at all: no
+        operation check here) and Finish (POST /bs), which are not paths of the object model."""
+        link = self._link(address)
+        if link is None:
+            raise DeviceRequestFailed("no udp6 interface to send from")
+        try:
+            answer = await link.outbound.request(self._sockaddr(address), int(code), segments,
+                                                 content_format=content_format, payload=payload)
+        except RequestFailed as exc:
+            raise DeviceRequestFailed(f"no answer: {exc}") from None
+        return self.check(answer)
+
     @staticmethod
     def check(answer: Answer) -> Answer:
         """The answer if it is a success, else DeviceRequestFailed with the device's diagnostic."""

@@ -1,4 +1,4 @@
-"""The LwM2M server's CoAP face: Register, Update, De-register and Send, on one aiocoap site.
+"""The LwM2M server's CoAP face: Register, Update, De-register and Send (and /bs), on one aiocoap site.
 
 Thin on purpose: parse the CoAP request, call a Fleet service, render the answer. The device
 sessions (which address speaks for which device) are cached here (`protocols.lwm2m.sessions`)
@@ -23,7 +23,7 @@ from fleet.metrics import LWM2M_SENDS, coap_answered
 from fleet.objectmodel import ResourcePath
 from fleet.registrations.models import (DEFAULT_LIFETIME_S, AuthenticatedDevice, Registration, RegisterRequest,
                                         UpdateRequest)
-from fleet.registrations.service import RegistrationService, UnknownEndpoint
+from fleet.registrations.service import RegistrationRefused, RegistrationService, UnknownEndpoint
 from fleet.telemetry.models import PointRecord, split_value
 from fleet.telemetry.service import TelemetryWriter
 from protocols.coap.problems import to_coap_error
@@ -78,7 +78,7 @@ def authenticated_device(request: Message) -> AuthenticatedDevice | None:
     return AuthenticatedDevice(credential.device_id, credential.purpose, credential)
 
 
-def _queries(request: Message) -> dict[str, str]:
+def queries(request: Message) -> dict[str, str]:
     """Uri-Query parameters; CodecError (4.00) for one PostgreSQL could not store (a NUL...)."""
     params: dict[str, str] = {}
     for item in request.opt.uri_query:
@@ -107,6 +107,8 @@ class LwM2MServer(interfaces.Resource):
         self.writer = writer
         # Firmware packages by token (protocols.lwm2m.packages); None: this listener serves none.
         self.downloads = downloads
+        # The bootstrap server (protocols.lwm2m.bootstrap) answering POST /bs; None: 4.04.
+        self.bootstrap = None
         self.sessions = SessionCache()
         # Called with (registration, session) after a Register is answered: reads /3/0, delivers
         # queued commands. Kept as a hook so this module stays about the CoAP exchange itself.
@@ -149,7 +151,7 @@ class LwM2MServer(interfaces.Resource):
             if not isinstance(exc, FleetError | CodecError):
                 log.exception("LwM2M request failed", path=_logged_path(request))
                 raise
-            if isinstance(exc, UnknownEndpoint):
+            if isinstance(exc, UnknownEndpoint | RegistrationRefused):
                 log.warning("registration refused", reason=exc.detail, peer=peer_of(request)[0])
             else:
                 log.info("LwM2M request refused", path=_logged_path(request), error=str(exc))
@@ -166,6 +168,8 @@ class LwM2MServer(interfaces.Resource):
             return await self._send(request)
         if self.downloads is not None and packages.is_download(path):
             return await packages.render_download(self.downloads, request)
+        if path == ("bs",) and self.bootstrap is not None:
+            return await self.bootstrap.render(request)
         if path and path[0] == "rd" and len(path) <= 2:
             with self.sessions.reading() as since:
                 token = _read_since.set(since)
@@ -192,7 +196,7 @@ class LwM2MServer(interfaces.Resource):
     # -- registration interface ------------------------------------------------------------
 
     async def _register(self, request: Message) -> Message:
-        params = _queries(request)
+        params = queries(request)
         endpoint = params.get("ep")
         if not endpoint:
             raise CodecError("ep (endpoint name) is required")
@@ -213,7 +217,7 @@ class LwM2MServer(interfaces.Resource):
         return Message(code=CREATED, location_path=("rd", registration.id))
 
     async def _update(self, request: Message, registration_id: str) -> Message:
-        params = _queries(request)
+        params = queries(request)
         links = bytes(request.payload) if request.payload else None
         if links is not None:
             linkformat.parse(links)
