@@ -509,7 +509,11 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             # An established session's application data: the hot path.
             peer.seen = self.loop.time()
             peer.ancdata = self.ancdata
-            self._handle(peer.pointer, data)
+            self._current = peer  # the callbacks need not look the session up
+            try:
+                self._handle(peer.pointer, data)
+            finally:
+                self._current = None
             return
         self._handshake_datagram(key, peer, data, address)
 
@@ -609,8 +613,10 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         return self._by_session.get(ctypes.string_at(session + 8, 28))
 
     # callbacks
+    _current: _Peer | None = None  # whose record is being handled or written, if known
+
     def _write(self, session: int, record: bytes) -> int:
-        peer = self._peer_of(session)
+        peer = self._current or self._peer_of(session)
         if peer is not None:
             address, ancdata = peer.address, peer.ancdata
         else:
@@ -629,7 +635,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
     ancdata = ()  # of the datagram being handled
 
     def _read(self, session: int, plaintext: bytes) -> None:
-        peer = self._peer_of(session)
+        peer = self._current or self._peer_of(session)
         if peer is None or peer.identity is None:
             self.records_dropped += 1
             return
@@ -680,7 +686,11 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         peer = self._peers.get(address[:2])
         if peer is None or peer.identity is None or not self._ctx:
             return False
-        return self._lib.dtls_write(self._ctx, peer.pointer, plaintext, len(plaintext)) >= 0
+        previous, self._current = self._current, peer
+        try:
+            return self._lib.dtls_write(self._ctx, peer.pointer, plaintext, len(plaintext)) >= 0
+        finally:
+            self._current = previous
 
     def identity_of(self, address) -> PeerIdentity | None:
         """Who the peer at this address proved to be; None without a finished handshake."""
