@@ -389,7 +389,7 @@ class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
     __slots__ = ("address", "session", "pointer", "seen", "since", "mode", "pending", "identity",
-                 "ccs_seen")
+                 "ccs_seen", "ancdata")
 
     def __init__(self, address, now: float) -> None:
         self.address = address
@@ -400,6 +400,7 @@ class _Peer:
         self.pending: PeerIdentity | None = None   # found by the key callbacks, not yet proven
         self.identity: PeerIdentity | None = None  # set once the handshake completed
         self.ccs_seen = False
+        self.ancdata = ()  # its last datagram's IPV6_PKTINFO: answers leave from the address it wrote to
 
 
 class _Rate:
@@ -473,6 +474,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.loop = asyncio.get_running_loop()
+        # aiocoap's recvmsg transport (with the local address of each datagram), or asyncio's
+        self._sendmsg = getattr(transport, "sendmsg", None)
         self._sweep_timer = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     def connection_lost(self, exc) -> None:
@@ -486,7 +489,9 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         self._free()
 
     def datagram_msg_received(self, data, ancdata, flags, address) -> None:
-        """The same, from aiocoap's recvmsg transport (several datagrams per wakeup)."""
+        """The same, from aiocoap's recvmsg transport (several datagrams per wakeup), with the
+        ancillary data (IPV6_PKTINFO) that on_plaintext finds in `ancdata`."""
+        self.ancdata = ancdata
         self.datagram_received(data, address)
 
     def datagram_errqueue_received(self, data, ancdata, flags, address) -> None:
@@ -503,7 +508,12 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         if peer is not None and peer.identity is not None and data and data[0] == _CONTENT_APPLICATION:
             # An established session's application data: the hot path.
             peer.seen = self.loop.time()
-            self._handle(peer.pointer, data)
+            peer.ancdata = self.ancdata
+            self._current = peer  # the callbacks need not look the session up
+            try:
+                self._handle(peer.pointer, data)
+            finally:
+                self._current = None
             return
         self._handshake_datagram(key, peer, data, address)
 
@@ -523,8 +533,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
                 peer = _Peer(address, now)
             else:
                 self._forget_identity(peer)
-            peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen = \
-                mode, now, now, None, None, False
+            peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
+                mode, now, now, None, None, False, self.ancdata
             self._register(key, peer)
             self._handle(peer.pointer, data)
             if not self._lib.dtls_get_peer(self._ctx, peer.pointer):
@@ -536,7 +546,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._stateless(address, data)
             return
         else:
-            peer.seen = now
+            peer.seen, peer.ancdata = now, self.ancdata
             finished = False
             ccs = peer.ccs_seen
             for content_type, epoch, _ in _records(data):
@@ -603,19 +613,29 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         return self._by_session.get(ctypes.string_at(session + 8, 28))
 
     # callbacks
+    _current: _Peer | None = None  # whose record is being handled or written, if known
+
     def _write(self, session: int, record: bytes) -> int:
-        peer = self._peer_of(session)
-        address = peer.address if peer is not None else self._stateless_address
+        peer = self._current or self._peer_of(session)
+        if peer is not None:
+            address, ancdata = peer.address, peer.ancdata
+        else:
+            address, ancdata = self._stateless_address, self.ancdata
         if self.transport is None or address is None:
             return -1
         self.records_out += 1
-        self.transport.sendto(record, address)
+        if self._sendmsg is not None:
+            self._sendmsg(record, ancdata, 0, address)
+        else:
+            self.transport.sendto(record, address)
         return len(record)
 
     _stateless_address = None
+    _sendmsg = None
+    ancdata = ()  # of the datagram being handled
 
     def _read(self, session: int, plaintext: bytes) -> None:
-        peer = self._peer_of(session)
+        peer = self._current or self._peer_of(session)
         if peer is None or peer.identity is None:
             self.records_dropped += 1
             return
@@ -666,7 +686,11 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         peer = self._peers.get(address[:2])
         if peer is None or peer.identity is None or not self._ctx:
             return False
-        return self._lib.dtls_write(self._ctx, peer.pointer, plaintext, len(plaintext)) >= 0
+        previous, self._current = self._current, peer
+        try:
+            return self._lib.dtls_write(self._ctx, peer.pointer, plaintext, len(plaintext)) >= 0
+        finally:
+            self._current = previous
 
     def identity_of(self, address) -> PeerIdentity | None:
         """Who the peer at this address proved to be; None without a finished handshake."""
