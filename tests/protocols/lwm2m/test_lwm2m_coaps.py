@@ -13,12 +13,15 @@ from datetime import timedelta
 import cbor2
 import pytest
 from aiocoap import Code, Message
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleet.objectmodel import ResourcePath
-from fleet.security.models import SetPsk
+from fleet.security.crypto import server_key
+from fleet.security.models import SetPsk, SetRpk
 from fleet.security.service import SecurityService
 from protocols.coap import message, transport
-from protocols.coap.dtls import PskCredentials
+from protocols.coap.dtls import PskCredentials, RpkCredentials, public_key_xy
 from protocols.lwm2m.bootstrap import PSK_MODE, SHORT_SERVER_ID
 from protocols.lwm2m.downlink import DeviceAddress
 from protocols.lwm2m.listener import Listener, open_listener
@@ -160,6 +163,22 @@ async def test_a_device_holding_x_key_cannot_register_as_y(db, listener, city):
         device.stop()
 
 
+async def test_an_rpk_device_registers_as_itself(db, listener, city):
+    lamp = await light(db, city, "lamp-rpk")
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    pem = private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    await SecurityService(db, TEST_SECURITY).set_credential(city.principal, lamp.id, SetRpk(public_key=pem))
+    await until(lambda: listener.directory.rpk(public_key_xy(private_key)) is not None)
+    device = DtlsDevice("lamp-rpk", (TLV,), values={"/3/0/0": "Acme"})
+    await device.start_dtls(listener.coaps_port, RpkCredentials(private_key, server_key(TEST_SECURITY).public_key()))
+    try:
+        assert (await device.register_at(listener.coaps_port)).code == CREATED
+        assert (await registration(db, "lamp-rpk"))["secure"] is True
+    finally:
+        device.stop()
+
+
 async def test_a_plain_datagram_from_a_secure_devices_address_is_not_the_device(db, listener, city):
     lamp, credentials = await keyed(db, city, "lamp-spoofed")
     device = await connected(listener, "lamp-spoofed", credentials)
@@ -214,13 +233,16 @@ async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(
     # Until the device registers with the new key, the old one still works (a lost Finish).
     before = await connected(listener, "lamp-boot", old)
     assert (await before.register_at(listener.coaps_port)).code == CREATED
-    before.stop()
+    old_session = ("::ffff:127.0.0.1", before.transport.get_extra_info("sockname")[1])
+    assert listener.coaps.server.identity_of(old_session) is not None
     after = await connected(listener, "lamp-boot", new)
     try:
         assert (await after.register_at(listener.coaps_port)).code == CREATED
+        assert listener.coaps.server.identity_of(old_session) is None  # the old key's session ended
         assert (await after.send(PACK)).code == CHANGED
     finally:
         after.stop()
+        before.stop()
     await heard(listener, old.identity, present=False)
     refused = DtlsDevice("lamp-boot", (TLV,))
     await refused.start_dtls(listener.coaps_port, old)
