@@ -231,3 +231,13 @@ async def test_the_wall_hides_and_guards_other_cities_credentials(seoul, busan, 
                 seoul.tenant_id, uuid.UUID(device_id), bytes(64))
     async with db.tenant_tx(seoul.tenant_id) as conn:
         assert await conn.fetchval("select count(*) from device_credentials") == 1
+
+
+async def test_the_openapi_document_shows_the_credential_routes_and_the_policy(seoul):
+    schema = (await seoul.client.get("/schema/openapi.json")).json()
+    operations = schema["paths"]["/api/v1/devices/{device_id}/security"]
+    assert set(operations) == {"get", "put", "delete"}
+    assert {"409", "422", "503"} <= set(operations["put"]["responses"])
+    bodies = operations["put"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert {b["$ref"].rsplit("/", 1)[1] for b in bodies} == {"SetPsk", "SetRpk"}
+    assert {"allow_nosec_devices", "security_modes"} <= set(schema["components"]["schemas"]["TenantUpdate"]["properties"])
