@@ -12,6 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fleet.access.models import TenantUpdate
+from fleet.access.service import TenantService
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
 from fleet.security.crypto import public_key_xy
@@ -141,3 +143,25 @@ async def test_after_a_lost_connection_everything_is_loaded_again(db, city):
         async with asyncio.timeout(10):
             await directory.loaded.wait()
         assert directory.psk(b"before") is not None
+
+
+async def test_a_mode_the_city_stops_allowing_and_a_decommissioned_device_stop_authenticating(db, city):
+    security = SecurityService(db, TEST_SECURITY)
+    lamp, bin_ = await device(db, city, "sl-6"), await device(db, city, "sl-7")
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    pem = device_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    await security.set_credential(city.principal, lamp.id, SetRpk(public_key=pem))
+    await security.set_credential(city.principal, bin_.id, SetPsk(identity="sl-7", key_hex="77" * 16))
+    xy = public_key_xy(device_key.public_key())
+    directory = CredentialDirectory(db, TEST_SECURITY)
+    async with running(directory):
+        await until(lambda: directory.rpk(xy) is not None and directory.psk(b"sl-7") is not None)
+        await TenantService(db).update(city.principal, TenantUpdate(security_modes=["psk"]))
+        await until(lambda: directory.rpk(xy) is None)
+        await TenantService(db).update(city.principal, TenantUpdate(security_modes=["psk", "rpk"]))
+        await until(lambda: directory.rpk(xy) is not None)
+
+        await DeviceService(db).decommission(city.principal, bin_.id)
+        await until(lambda: directory.psk(b"sl-7") is None)
+    assert await security.credentials(city.principal, bin_.id) == []
