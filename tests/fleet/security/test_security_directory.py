@@ -175,3 +175,19 @@ async def test_the_registration_policy_of_an_endpoint(db, city):
     await TenantService(db).update(city.principal, TenantUpdate(allow_nosec_devices=False))
     assert await security.registration_policy("sl-8") == (False, True)
     assert await security.registration_policy("nobody") is None
+
+
+async def test_the_doctor_finds_device_keys_stored_under_another_key(db, city):
+    from fleet.db.doctor import Status, check_credentials
+    from fleet.settings import SecuritySettings
+
+    async with db.system_tx() as conn:
+        assert (await check_credentials(conn, TEST_SECURITY)).status is Status.OK
+        assert (await check_credentials(conn, SecuritySettings())).status is Status.WARN
+    lamp = await device(db, city, "sl-9")
+    await SecurityService(db, TEST_SECURITY).set_credential(city.principal, lamp.id, SetPsk(identity="sl-9"))
+    async with db.system_tx() as conn:
+        assert (await check_credentials(conn, TEST_SECURITY)).status is Status.OK
+        other = await check_credentials(conn, SecuritySettings(credentials_key=bytes(32)))
+        assert other.status is Status.FAIL and "does not decrypt" in other.found
+        assert (await check_credentials(conn, SecuritySettings())).status is Status.FAIL
