@@ -191,3 +191,23 @@ async def test_the_doctor_finds_device_keys_stored_under_another_key(db, city):
         other = await check_credentials(conn, SecuritySettings(credentials_key=bytes(32)))
         assert other.status is Status.FAIL and "does not decrypt" in other.found
         assert (await check_credentials(conn, SecuritySettings())).status is Status.FAIL
+
+
+async def test_a_node_with_another_credentials_key_serves_no_psk_and_says_so_in_one_line(db, city):
+    from structlog.testing import capture_logs
+
+    from fleet.settings import SecuritySettings
+
+    security = SecurityService(db, TEST_SECURITY)
+    for n in (1, 2):
+        lamp = await device(db, city, f"wrong-{n}")
+        await security.set_credential(city.principal, lamp.id, SetPsk(identity=f"wrong-{n}"))
+    directory = CredentialDirectory(db, SecuritySettings(credentials_key=bytes(32)))
+    with capture_logs() as logs:
+        async with running(directory):
+            async with asyncio.timeout(10):
+                await directory.loaded.wait()
+            assert directory.psk(b"wrong-1") is None and len(directory) == 0
+    errors = [e for e in logs if e["log_level"] == "error"]
+    # The load's one line counts both (the miss the lookup above started may add its own).
+    assert errors and errors[0]["credentials"] == 2
