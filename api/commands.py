@@ -24,7 +24,7 @@ from fleet.access.models import ApiKey, Role
 from fleet.access.service import KEY_SCHEME, ApiKeyService, TenantService, system_principal
 from fleet.crews.service import CrewService
 from fleet.errors import FleetError
-from fleet.settings import Settings
+from fleet.settings import SecuritySettings, Settings
 from fleet.supervision import Health
 
 if TYPE_CHECKING:
@@ -271,12 +271,18 @@ async def demo(settings: Settings) -> int:
     from simulators.seed_collection import run_demo_collection
     from simulators.seed_fill_history import seed_demo_fill_history
     from simulators.seed_firmware import seed_demo_firmware
-    from simulators.seed_keys import DEMO_ENV
+    from simulators.seed_keys import DEMO_ENV, demo_credentials_key
 
+    env_file = settings.database.data_dir / DEMO_ENV
+    credentials_key = None
+    if settings.security.credentials_key is None:
+        # The demo's own, one per data dir and kept in demo.env: FLEET_CREDENTIALS_KEY, when set, wins.
+        credentials_key = demo_credentials_key(env_file)
+        settings = replace(settings, security=SecuritySettings(credentials_key=bytes.fromhex(credentials_key)))
     health = Health()  # its ports were checked before (api.cli.main: taken_ports)
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         embedded = settings.database.data_dir if settings.database.url is None else None
-        seeded = await seed_demo_city(db, settings.database.data_dir / DEMO_ENV, local_api(settings), embedded)
+        seeded = await seed_demo_city(db, env_file, local_api(settings), embedded, credentials_key)
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))

@@ -23,7 +23,8 @@ from fleet.registry.service import DeviceService
 from fleet.workorders.models import AlarmRule, WorkOrderRules
 from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL, place
-from simulators.seed_keys import DATA_DIR_VARIABLE, URL_VARIABLE, demo_keys, write_demo_env
+from simulators.seed_keys import (CREDENTIALS_KEY_VARIABLE, DATA_DIR_VARIABLE, URL_VARIABLE, demo_keys,
+                                  write_demo_env)
 
 if TYPE_CHECKING:
     from simulators.seed_firmware import DemoFirmware
@@ -137,11 +138,12 @@ async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
 
 
 async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | None = None,
-                         data_dir: Path | None = None) -> DemoCity:
+                         data_dir: Path | None = None, credentials_key: str | None = None) -> DemoCity:
     """Create Seoul, its devices, its lighting calendar and its crew unless they exist. The keys
     (admin, crew tablet, Open311 reporter) are the last run's if `env_file` holds them and they
     are still valid, else fresh ones (earlier demo keys are revoked); `env_file` is written
-    again with them, the API's `url` and the embedded database's `data_dir`."""
+    again with them, the API's `url`, the embedded database's `data_dir` and the data dir's
+    `credentials_key` (FLEET_CREDENTIALS_KEY)."""
     tenants = TenantService(db)
     try:
         city = await tenants.by_slug(DEMO_SLUG)
@@ -166,7 +168,9 @@ async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | 
                                   "CREW_KEY": keys.crew, "REPORTER_KEY": keys.reporter,
                                   # So `fleet tenant` and `fleet apikey` in the shell reach the
                                   # demo's database, not an empty one made in the default place.
-                                  **({DATA_DIR_VARIABLE: str(data_dir.expanduser().resolve())} if data_dir else {})})
+                                  **({DATA_DIR_VARIABLE: str(data_dir.expanduser().resolve())} if data_dir else {}),
+                                  # So `fleet serve` in that shell reads the demo's device keys.
+                                  **({CREDENTIALS_KEY_VARIABLE: credentials_key} if credentials_key else {})})
     return DemoCity(city, keys.admin, created, DEMO_CREW, keys.crew, crew_id=crew.id, reporter_key=keys.reporter,
                     env_file=env_file, keys_reused=keys.reused)
 

@@ -11,11 +11,13 @@ from fleet.security.models import Credential
 from fleet.security.validation import pem_of
 
 _COLUMNS = "id, tenant_id, device_id, purpose, mode, identity, public_key, state, version, created_at, retired_at"
-# What the directory keeps in memory for each credential that can authenticate.
+# What the directory keeps in memory for each credential that can authenticate: not retired, of
+# a mode its city allows.
 _KNOWN = """select c.id, c.tenant_id, c.device_id, d.endpoint, c.purpose, c.mode, c.identity,
                    c.key_ciphertext, c.key_nonce, c.public_key_xy, c.state
             from device_credentials c join devices d on d.tenant_id = c.tenant_id and d.id = c.device_id
-            where c.state <> 'retired'"""
+            join tenants t on t.id = c.tenant_id
+            where c.state <> 'retired' and c.mode = any(t.security_modes)"""
 
 
 def _credential(row: asyncpg.Record) -> Credential:
@@ -120,6 +122,14 @@ class CredentialRepository:
 
     async def known_by_public_keys(self, keys: list[bytes]) -> list[asyncpg.Record]:
         return await self.conn.fetch(f"{_KNOWN} and c.public_key_xy = any($1::bytea[])", keys)
+
+    async def taken(self, identities: list[str], public_keys: list[bytes]) -> set[str | bytes]:
+        """Which of these PSK identities and public keys a credential that can authenticate holds."""
+        rows = await self.conn.fetch(
+            """select identity, public_key_xy from device_credentials
+               where (identity = any($1::text[]) or public_key_xy = any($2::bytea[])) and state <> 'retired'""",
+            identities, public_keys)
+        return {r["identity"] if r["identity"] is not None else bytes(r["public_key_xy"]) for r in rows}
 
     async def registration_policy(self, endpoint: str) -> asyncpg.Record | None:
         """For a plain-CoAP Register of `endpoint`: may its city's devices come without DTLS,
