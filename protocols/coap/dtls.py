@@ -357,6 +357,7 @@ class _Engine:
     def _c_get_key(self, ctx, session, result):
         if self._key is None:
             return -1
+        self._server_hello()
         ctypes.c_void_p.from_address(result).value = self._key.address
         return 0
 
@@ -381,6 +382,9 @@ class _Engine:
 
     def _verify_key(self, session: int, xy: bytes) -> int:
         return _BAD_CERTIFICATE
+
+    def _server_hello(self) -> None:
+        pass
 
 
 # --- server --------------------------------------------------------------------------------------
@@ -433,7 +437,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
 
     def __init__(self, keys: DeviceKeys, server_key: ec.EllipticCurvePrivateKey | None, *,
                  on_plaintext: Callable[[bytes, tuple], None], max_peers: int = 100_000,
-                 idle_s: float = 1800.0, handshakes_per_s: float = 5.0, psk_handshakes_per_s: float = 2000.0,
+                 idle_s: float = 1800.0, handshakes_per_s: float = 5.0, psk_handshakes_per_s: float = 1000.0,
                  handshake_timeout_s: float = 30.0) -> None:
         self.suites = ((ECDHE_ECDSA_AES_128_CCM_8,) if server_key is not None else ()) + (PSK_AES_128_CCM_8,)
         super().__init__(server_key)
@@ -529,16 +533,20 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             if not self._rates[mode].take(now):
                 self.handshakes_limited += 1
                 return
-            if peer is None:
+            fresh = peer is None
+            if fresh:
                 peer = _Peer(address, now)
-            else:
-                self._forget_identity(peer)
-            peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
-                mode, now, now, None, None, False, self.ancdata
-            self._register(key, peer)
-            self._handle(peer.pointer, data)
-            if not self._lib.dtls_get_peer(self._ctx, peer.pointer):
-                self._drop(key, peer)  # a stale or forged cookie: tinydtls asked again, statelessly
+                self._peers[key] = peer
+                self._by_session[bytes(peer.session.addr[:28])] = peer
+            self._hello = (peer, mode, now)
+            try:
+                self._handle(peer.pointer, data)
+            finally:
+                self._hello = None
+            if fresh and key not in self._handshaking or not self._lib.dtls_get_peer(self._ctx, peer.pointer):
+                # A stale or forged cookie: tinydtls asked again, statelessly (and an existing
+                # session goes on untouched: a spoofed ClientHello must not end it).
+                self._drop(key, peer)
         elif peer is None:
             if hello is None:
                 self.records_dropped += 1  # no state for this address: tinydtls would drop it too
@@ -581,10 +589,18 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
                 return "rpk" if suite == ECDHE_ECDSA_AES_128_CCM_8 else "psk"
         return "psk"
 
-    def _register(self, key, peer: _Peer) -> None:
-        self._peers[key] = peer
-        self._handshaking[key] = peer
-        self._by_session[bytes(peer.session.addr[:28])] = peer
+    _hello: tuple | None = None  # (peer, mode, when) while a ClientHello with a cookie is handled
+
+    def _server_hello(self) -> None:
+        """tinydtls accepted the cookie and answers with its ServerHello: the peer's state starts
+        over (a session it had is gone), and its handshake counts from now."""
+        if self._hello is None:
+            return
+        peer, mode, now = self._hello
+        self._hello = None
+        peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
+            mode, now, now, None, None, False, self.ancdata
+        self._handshaking[peer.address[:2]] = peer
 
     def _drop(self, key, peer: _Peer) -> None:
         if self._peers.get(key) is peer:
@@ -592,9 +608,6 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._by_session.pop(bytes(peer.session.addr[:28]), None)
         if self._handshaking.get(key) is peer:
             del self._handshaking[key]
-
-    def _forget_identity(self, peer: _Peer) -> None:
-        peer.identity = None
 
     def _fail(self, key, peer: _Peer, why: str) -> None:
         if peer.identity is None:
@@ -660,7 +673,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._fail(key, peer, f"alert {code}")
 
     def _psk_info(self, session: int, kind: int, description: bytes) -> bytes | int:
-        if kind == _PSK_HINT:
+        if kind == _PSK_HINT:  # asked while sending the ServerHello flight
+            self._server_hello()
             return b""
         if kind != _PSK_KEY:
             return _INTERNAL_ERROR
