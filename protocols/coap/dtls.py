@@ -414,13 +414,14 @@ class _Rate:
     def __init__(self, rate: float) -> None:
         self.rate, self.tokens, self.at = rate, max(rate, 1.0), 0.0
 
-    def take(self, now: float) -> bool:
+    def ready(self, now: float) -> bool:
+        """Whether a token is there (taken with `take` once the handshake really starts)."""
         self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens < 1.0:
-            return False
+        return self.tokens >= 1.0
+
+    def take(self) -> None:
         self.tokens -= 1.0
-        return True
 
 
 class DtlsServer(_Engine, asyncio.DatagramProtocol):
@@ -530,7 +531,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             if peer is None and len(self._peers) >= self.max_peers:
                 self.records_dropped += 1
                 return
-            if not self._rates[mode].take(now):
+            if not self._rates[mode].ready(now):
                 self.handshakes_limited += 1
                 return
             fresh = peer is None
@@ -571,8 +572,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             elif peer.identity is None and finished:
                 # The Finished after ChangeCipherSpec did not decrypt: the device holds another
                 # key for that identity. tinydtls drops such a record silently; we close.
-                self._fail(key, peer, "wrong key")
                 self._reset(peer)
+                self._fail(key, peer, "wrong key")
         self._schedule_retransmit(self.loop)
 
     def _stateless(self, address, data: bytes) -> None:
@@ -580,7 +581,10 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._scratch = _session_for(address)
             self._scratch_address = address[:2]
         self._stateless_address = address
-        self._handle(ctypes.addressof(self._scratch), data)
+        try:
+            self._handle(ctypes.addressof(self._scratch), data)
+        finally:
+            self._stateless_address = None
 
     def _mode_of(self, offered: tuple[int, ...]) -> str:
         """The suite tinydtls will pick: the client's first that we accept."""
@@ -598,6 +602,9 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             return
         peer, mode, now = self._hello
         self._hello = None
+        # Paid here, not for every ClientHello: one whose cookie tinydtls refuses (forged, from
+        # anywhere) costs us no ECC, and must not use up the devices' handshakes.
+        self._rates[mode].take()
         peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
             mode, now, now, None, None, False, self.ancdata
         self._handshaking[peer.address[:2]] = peer
@@ -617,10 +624,20 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         self._drop(key, peer)
 
     def _reset(self, peer: _Peer) -> None:
-        """Close the peer's tinydtls state (close_notify to the peer if it was connected)."""
+        """Close the peer's tinydtls state (close_notify to the peer if it was connected);
+        before _drop, so that the callbacks still find its address."""
         pointer = self._lib.dtls_get_peer(self._ctx, peer.pointer)
         if pointer:
-            self._lib.dtls_reset_peer(self._ctx, pointer)
+            self._on_behalf_of(peer, self._lib.dtls_reset_peer, pointer)
+
+    def _on_behalf_of(self, peer: _Peer, function, *args):
+        """Call tinydtls for `peer`: its callbacks then need not look the session up (and a
+        call made from inside another peer's callback goes to the right address)."""
+        previous, self._current = self._current, peer
+        try:
+            return function(self._ctx, *args)
+        finally:
+            self._current = previous
 
     def _peer_of(self, session: int) -> _Peer | None:
         return self._by_session.get(ctypes.string_at(session + 8, 28))
@@ -700,11 +717,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         peer = self._peers.get(address[:2])
         if peer is None or peer.identity is None or not self._ctx:
             return False
-        previous, self._current = self._current, peer
-        try:
-            return self._lib.dtls_write(self._ctx, peer.pointer, plaintext, len(plaintext)) >= 0
-        finally:
-            self._current = previous
+        return self._on_behalf_of(peer, self._lib.dtls_write, peer.pointer, plaintext, len(plaintext)) >= 0
 
     def identity_of(self, address) -> PeerIdentity | None:
         """Who the peer at this address proved to be; None without a finished handshake."""
@@ -727,7 +740,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         if self._ctx:
             for peer in list(self._peers.values()):
                 if peer.identity is not None:
-                    self._lib.dtls_close(self._ctx, peer.pointer)
+                    self._on_behalf_of(peer, self._lib.dtls_close, peer.pointer)
         if self.transport is not None:
             self.transport.close()
 
@@ -739,8 +752,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         now = self.loop.time()
         for key, peer in list(self._handshaking.items()):
             if now - peer.since > self.handshake_timeout_s:
-                self._fail(key, peer, "timed out")
                 self._reset(peer)
+                self._fail(key, peer, "timed out")
         if now - self._last_idle_sweep >= min(self.idle_s / 8, 60.0):
             self._last_idle_sweep = now
             self.evict_idle(now)
