@@ -191,6 +191,20 @@ async def test_idle_session_is_evicted_and_the_device_told(echo):
     assert server.send(b"to nobody", transport.get_extra_info("sockname")) is False
 
 
+async def test_unfinished_handshake_is_closed_after_its_timeout(echo):
+    transport, device = await connect(echo.address, PskCredentials(PSK_IDENTITY, PSK_KEY))
+    send = transport.engine._send
+    sent: list[bytes] = []
+    # The ClientHello with the cookie goes out; then the device falls silent.
+    transport.engine._send = lambda record: None if sent else (sent.append(record), send(record))
+    server = echo.server
+    await until(lambda: server._handshaking)
+    server.handshake_timeout_s = 0
+    server._sweep()
+    assert server.peers == 0 and server.handshakes_failed["psk"] == 1
+    transport.close()
+
+
 async def test_forgetting_a_credential_closes_its_sessions(echo):
     transport, device = await connect(echo.address, PskCredentials(PSK_IDENTITY, PSK_KEY))
     transport.sendto(b"hello")
