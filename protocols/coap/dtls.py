@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 log = structlog.get_logger("fleet.coap.dtls")
 
+TINYDTLS_VERSION = b"0.8.6"  # the one DTLSSocket 0.2.3 bundles; the layouts below are its
 # tinydtls constants (alert.h, global.h, dtls.h of tinydtls 0.8.6)
 PSK_AES_128_CCM_8 = 0xC0A8
 ECDHE_ECDSA_AES_128_CCM_8 = 0xC0AE
@@ -119,9 +120,13 @@ def _load():
             ("dtls_get_peer", vp, [vp, vp]),
             ("dtls_reset_peer", None, [vp, vp]),
             ("dtls_check_retransmit", None, [vp, ctypes.POINTER(ctypes.c_uint32)]),
-            ("dtls_ticks", None, [ctypes.POINTER(ctypes.c_uint32)])):
+            ("dtls_ticks", None, [ctypes.POINTER(ctypes.c_uint32)]),
+            ("dtls_package_version", cp, [])):
         function = getattr(lib, name)
         function.restype, function.argtypes = restype, argtypes
+    if lib.dtls_package_version() != TINYDTLS_VERSION:
+        raise ImportError(f"protocols.coap.dtls is written against tinydtls {TINYDTLS_VERSION.decode()} "
+                          f"(DTLSSocket 0.2.3), not {lib.dtls_package_version().decode()}: its struct layouts")
     lib.dtls_init()
     lib.dtls_set_log_level(0)  # tinydtls prints warnings to stderr; we count and log ourselves
     return lib
