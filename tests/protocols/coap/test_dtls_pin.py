@@ -12,14 +12,14 @@ from aiocoap.messagemanager import MessageManager
 from aiocoap.tokenmanager import TokenManager
 from aiocoap.transports import udp6
 
-from protocols.coap import dtls
+from protocols.coap.dtls import tinydtls
 
 PINNED = "0.2.3"
 
 
 def test_installed_dtlssocket_is_the_pinned_one_and_bundles_the_tinydtls_we_read():
     assert metadata.version("DTLSSocket") == PINNED
-    assert dtls._tinydtls().dtls_package_version() == dtls.TINYDTLS_VERSION
+    assert tinydtls._tinydtls().dtls_package_version() == tinydtls.TINYDTLS_VERSION
 
 
 def test_pyproject_pins_exactly_that_version():
