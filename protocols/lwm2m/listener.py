@@ -93,9 +93,9 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
     keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
 
-    `coaps_port` (None: none; 0: any free port) opens CoAP over DTLS beside the plain port, with the device
-    keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both, and the
-    bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port)."""
+    `coaps_port` (None: none; 0: any free port) opens CoAP over DTLS beside the plain port, with
+    the device keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both,
+    and the bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port)."""
     transport.install()
     node = node or node_name()
     health = health or Health()
@@ -115,8 +115,15 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     if coaps_port is not None and (security is None or security.credentials_key is None):
         log.warning("no coaps listener: FLEET_CREDENTIALS_KEY is not set (devices' keys are encrypted under it)")
     elif coaps_port is not None:
-        # The plain port's peer limits hold there too (open_coaps).
-        directory, coaps = await _open_coaps(db, context, host, coaps_port, security, supervisor)
+        try:
+            # The plain port's peer limits hold there too (open_coaps).
+            directory, coaps = await _open_coaps(db, context, host, coaps_port, security, supervisor)
+        except BaseException:
+            # Its port taken, say: what was opened so far closes with the error.
+            await supervisor.stop()
+            await context.shutdown()
+            await writer.close()
+            raise
     client = DeviceClient(context, ContentFormats(registrations),
                           secure_interface=coaps.interface if coaps is not None else None)
     if coaps is not None:
