@@ -30,18 +30,18 @@ def _records(data: bytes):
 _CERTIFICATE, _CLIENT_KEY_EXCHANGE = 11, 16
 
 
-def _offered_credential(data: bytes, fragment: int) -> tuple[str, bytes] | None:
-    """("psk", identity) of a ClientKeyExchange, or ("rpk", x||y) of a raw-public-key
+def _offered_credential(data: bytes, fragment: int, mode: str) -> tuple[str, bytes] | None:
+    """("psk", identity) of a PSK ClientKeyExchange, or ("rpk", x||y) of a raw-public-key
     Certificate (its SubjectPublicKeyInfo ends with the uncompressed point 04||x||y), in the
     handshake record whose fragment starts at `fragment`; None for anything else."""
     body = fragment + _HANDSHAKE_HEADER
     if body > len(data):
         return None
-    if data[fragment] == _CLIENT_KEY_EXCHANGE and body + 2 <= len(data):
+    if mode == "psk" and data[fragment] == _CLIENT_KEY_EXCHANGE and body + 2 <= len(data):
         length = (data[body] << 8) | data[body + 1]
         identity = data[body + 2:body + 2 + length]
         return ("psk", identity) if len(identity) == length else None
-    if data[fragment] == _CERTIFICATE and body + 3 <= len(data):
+    if mode == "rpk" and data[fragment] == _CERTIFICATE and body + 3 <= len(data):
         length = int.from_bytes(data[body:body + 3], "big")  # RFC 7250 §3: one SPKI, no list
         certificate = data[body + 3:body + 3 + length]
         if len(certificate) == length >= 65 and certificate[-65] == 0x04:
@@ -246,7 +246,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
                 elif content_type == _CONTENT_HANDSHAKE and epoch and ccs:
                     finished = True
                 elif content_type == _CONTENT_HANDSHAKE and not epoch and peer.identity is None:
-                    offered = offered or _offered_credential(data, fragment)
+                    offered = offered or _offered_credential(data, fragment, peer.mode)
             if peer.identity is None and self._defer(peer, offered):
                 return
             peer.ccs_seen = ccs
