@@ -27,6 +27,28 @@ def _records(data: bytes):
         offset += _RECORD_HEADER + length
 
 
+_CERTIFICATE, _CLIENT_KEY_EXCHANGE = 11, 16
+
+
+def _offered_credential(data: bytes, fragment: int, mode: str) -> tuple[str, bytes] | None:
+    """("psk", identity) of a PSK ClientKeyExchange, or ("rpk", x||y) of a raw-public-key
+    Certificate (its SubjectPublicKeyInfo ends with the uncompressed point 04||x||y), in the
+    handshake record whose fragment starts at `fragment`; None for anything else."""
+    body = fragment + _HANDSHAKE_HEADER
+    if body > len(data):
+        return None
+    if mode == "psk" and data[fragment] == _CLIENT_KEY_EXCHANGE and body + 2 <= len(data):
+        length = (data[body] << 8) | data[body + 1]
+        identity = data[body + 2:body + 2 + length]
+        return ("psk", identity) if len(identity) == length else None
+    if mode == "rpk" and data[fragment] == _CERTIFICATE and body + 3 <= len(data):
+        length = int.from_bytes(data[body:body + 3], "big")  # RFC 7250 §3: one SPKI, no list
+        certificate = data[body + 3:body + 3 + length]
+        if len(certificate) == length >= 65 and certificate[-65] == 0x04:
+            return "rpk", certificate[-64:]
+    return None
+
+
 def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...]] | None:
     """(has a cookie, offered cipher suites) of a datagram starting with a ClientHello, else None."""
     if len(data) < _RECORD_HEADER + _HANDSHAKE_HEADER + 35 or data[0] != _CONTENT_HANDSHAKE \
@@ -49,7 +71,7 @@ class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
     __slots__ = ("address", "session", "pointer", "seen", "since", "mode", "pending", "identity",
-                 "ccs_seen", "ancdata")
+                 "ccs_seen", "ancdata", "deferred", "waiting")
 
     def __init__(self, address, now: float) -> None:
         self.address = address
@@ -61,6 +83,8 @@ class _Peer:
         self.identity: PeerIdentity | None = None  # set once the handshake completed
         self.ccs_seen = False
         self.ancdata = ()  # its last datagram's IPV6_PKTINFO: answers leave from the address it wrote to
+        self.deferred = False  # a flight with an unknown credential was held back once
+        self.waiting = False   # for that flight's retransmission: the rest of it is dropped
 
 
 class _Rate:
@@ -117,6 +141,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         self.handshakes_ok = {"psk": 0, "rpk": 0}
         self.handshakes_failed = {"psk": 0, "rpk": 0}
         self.handshakes_limited = 0
+        self.handshakes_deferred = 0
         self.records_dropped = 0
         self.records_in = 0
         self.records_out = 0
@@ -214,11 +239,16 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             peer.seen, peer.ancdata = now, self.ancdata
             finished = False
             ccs = peer.ccs_seen
-            for content_type, epoch, _ in _records(data):
+            offered = None
+            for content_type, epoch, fragment in _records(data):
                 if content_type == _CONTENT_CCS:
                     ccs = True
                 elif content_type == _CONTENT_HANDSHAKE and epoch and ccs:
                     finished = True
+                elif content_type == _CONTENT_HANDSHAKE and not epoch and peer.identity is None:
+                    offered = offered or _offered_credential(data, fragment, peer.mode)
+            if peer.identity is None and self._defer(peer, offered):
+                return
             peer.ccs_seen = ccs
             result = self._handle(peer.pointer, data)
             if self._peers.get(key) is not peer:
@@ -249,6 +279,26 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
                 return "rpk" if suite == ECDHE_ECDSA_AES_128_CCM_8 else "psk"
         return "psk"
 
+    def _defer(self, peer: _Peer, offered: tuple[str, bytes] | None) -> bool:
+        """Whether to hold back this datagram of a handshake: the credential it offers (PSK
+        identity, raw public key) is not known yet. The directory may be fetching it (a miss
+        starts that), so the flight is dropped once (the rest of it too) rather than refused,
+        and the device's retransmission ~2 s later finds it; a second miss is refused."""
+        if offered is None:
+            if peer.waiting:
+                self.records_dropped += 1
+            return peer.waiting
+        peer.waiting = False
+        if peer.deferred:
+            return False
+        mode, identity = offered
+        known = self.keys.psk(identity) if mode == "psk" else self.keys.rpk(identity)
+        if known is not None:
+            return False
+        peer.deferred = peer.waiting = True
+        self.handshakes_deferred += 1
+        return True
+
     _hello: tuple | None = None  # (peer, mode, when) while a ClientHello with a cookie is handled
 
     def _server_hello(self) -> None:
@@ -263,6 +313,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         self._rates[mode].take()
         peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
             mode, now, now, None, None, False, self.ancdata
+        peer.deferred = peer.waiting = False
         self._handshaking[peer.address[:2]] = peer
 
     def _drop(self, key, peer: _Peer) -> None:

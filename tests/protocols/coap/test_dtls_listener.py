@@ -11,6 +11,7 @@ import pytest
 from aiocoap import Code, Message, resource
 from aiocoap.numbers.types import ACK, CON
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import REGISTRY
 
 from fleet.access.limits import Rate
 from protocols.coap import transport
@@ -98,6 +99,8 @@ async def test_request_reaches_an_aiocoap_resource_with_the_peer_identity(served
     device.request(1, Code.GET, "whoami")
     answer = await device.answer()
     assert (answer.code, answer.mid, answer.payload) == (Code.CONTENT, 1, b"coaps lamp-0001")
+    assert REGISTRY.get_sample_value("fleet_coaps_handshakes_total", {"mode": "psk", "outcome": "ok"}) >= 1
+    assert REGISTRY.get_sample_value("fleet_coaps_peers") >= 1
 
 
 async def test_send_takes_the_fast_path_behind_dtls(served):
