@@ -32,6 +32,7 @@ from fleet.alarms.evaluator import RuleEvaluator
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
 from fleet.access.limits import Rate
 from protocols.coap import secure, transport
+from protocols.coap.dtls import DtlsServer
 from protocols.coap.peerlimit import DEFAULT_ADDRESS_RATE, DEFAULT_PEER_RATE, PeerLimit
 from fleet.commands.service import CommandQueue
 from protocols.lwm2m.bootstrap import DEFAULT_LIFETIME_S as BOOTSTRAP_LIFETIME_S
@@ -40,6 +41,7 @@ from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
 from protocols.lwm2m.negotiation import ContentFormats
 from protocols.lwm2m.server import LwM2MServer
+from protocols.lwm2m.sessions import Peer
 
 log = structlog.get_logger("fleet.coap")
 
@@ -129,6 +131,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     if coaps is not None:
         credentials = SecurityService(db, security)
         server.activate = functools.partial(_activate, credentials, coaps)
+        server.secure_device_of = functools.partial(_device_of, coaps.server)
         # Also on the plain port, for the devices of cities that take NoSec ones.
         server.bootstrap = BootstrapServer(
             registrations, client, functools.partial(_issue_psk, credentials),
@@ -204,6 +207,13 @@ async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: i
     coaps = await secure.open_coaps(context, host, port, directory, server_key(security))
     directory.removal_hooks.append(functools.partial(_end_sessions, coaps))
     return directory, coaps
+
+
+def _device_of(dtls: DtlsServer, peer: Peer) -> UUID | None:
+    """The device whose credential the DTLS session with `peer` (host, port, True) proved."""
+    host = peer[0]
+    identity = dtls.identity_of((host if ":" in host else f"::ffff:{host}", peer[1]))
+    return identity.credential.device_id if identity is not None else None
 
 
 def _end_sessions(coaps, credential: KnownCredential) -> None:

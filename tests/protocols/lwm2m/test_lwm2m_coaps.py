@@ -201,6 +201,33 @@ async def test_a_plain_datagram_from_a_secure_devices_address_is_not_the_device(
                                    lamp.id) == 0
 
 
+async def test_another_device_at_a_registered_devices_address_sends_only_as_itself(db, listener, city):
+    """A NAT hands a registered device's address and port on to another device with a key of its
+    own: before that one registers, its Sends are not the first device's."""
+    first, first_key = await keyed(db, city, "lamp-first")
+    _, second_key = await keyed(db, city, "lamp-second")
+    device = await connected(listener, "lamp-first", first_key)
+    assert (await device.register_at(listener.coaps_port)).code == CREATED
+    port = (await registration(db, "lamp-first"))["port"]
+    device.stop()
+    await heard(listener, second_key.identity)
+    second = DtlsDevice("lamp-second", (TLV,))
+    async with asyncio.timeout(10):
+        while True:  # once the first device's socket is closed
+            try:
+                await second.start_dtls(listener.coaps_port, second_key, local_port=port)
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+    try:
+        assert (await second.send(PACK)).code == FORBIDDEN  # the fast path declines, render() refuses
+    finally:
+        second.stop()
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1 and v_num = 87",
+                                   first.id) == 0
+
+
 def _bound(sock: socket.socket, port: int) -> bool:
     try:
         sock.bind(("127.0.0.1", port))
