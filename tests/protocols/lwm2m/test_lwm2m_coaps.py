@@ -287,6 +287,39 @@ async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(
     assert states == {old.identity.decode(): "retired", new.identity.decode(): "active"}
 
 
+async def test_a_nosec_device_of_an_open_city_bootstraps_in_plain_and_then_registers_over_coaps(db, listener):
+    city = await make_city(db, "opencity")
+    await light(db, city, "lamp-nosec")
+    device = DtlsDevice("lamp-nosec", (TLV,))
+    await device.start()  # a plain socket: rawdevice's
+    device.server = ("127.0.0.1", listener.port)
+    try:
+        assert (await device.request_bootstrap()).code == CHANGED
+        async with asyncio.timeout(10):
+            await device.finished.wait()
+    finally:
+        device.stop()
+    security = device.written["/0/1"]
+    keyed_now = await connected(listener, "lamp-nosec", PskCredentials(security[3], security[5]))
+    try:
+        assert (await keyed_now.register_at(listener.coaps_port)).code == CREATED
+    finally:
+        keyed_now.stop()
+    # From now on it holds a key, so plain CoAP is closed to it.
+    assert b"coaps://" in (await refused_in_plain(listener, "lamp-nosec")).payload
+
+
+async def refused_in_plain(listener, endpoint: str) -> Datagram:
+    device = DtlsDevice(endpoint, (TLV,), values={"/3/0/0": "Acme"})
+    await device.start()
+    try:
+        answer = await device.register(listener.port)
+    finally:
+        device.stop()
+    assert answer.code == FORBIDDEN
+    return answer
+
+
 async def test_a_device_with_a_bootstrap_key_cannot_bootstrap_in_plain(db, listener, coap_client):
     city = await make_city(db, "opencity")  # takes NoSec devices, but this one has a factory key
     await keyed(db, city, "lamp-factory", purpose="bootstrap")
