@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import cbor2
+import httpx
 import pytest
 from aiocoap import Code, Message
 from cryptography.hazmat.primitives import serialization
@@ -163,7 +164,7 @@ async def test_a_device_holding_x_key_cannot_register_as_y(db, listener, city):
         device.stop()
 
 
-async def test_an_rpk_device_registers_as_itself(db, listener, city):
+async def test_an_rpk_device_registers_as_itself(db, listener, city, api_url):
     lamp = await light(db, city, "lamp-rpk")
     private_key = ec.generate_private_key(ec.SECP256R1())
     pem = private_key.public_key().public_bytes(serialization.Encoding.PEM,
@@ -174,7 +175,9 @@ async def test_an_rpk_device_registers_as_itself(db, listener, city):
     await device.start_dtls(listener.coaps_port, RpkCredentials(private_key, server_key(TEST_SECURITY).public_key()))
     try:
         assert (await device.register_at(listener.coaps_port)).code == CREATED
-        assert (await registration(db, "lamp-rpk"))["secure"] is True
+        async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {city.key}"}) as client:
+            shown = (await client.get(f"/api/v1/devices/{lamp.id}/registration")).json()
+        assert (shown["endpoint"], shown["secure"]) == ("lamp-rpk", True)
     finally:
         device.stop()
 
