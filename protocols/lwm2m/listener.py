@@ -231,7 +231,7 @@ async def _activate(credentials: SecurityService, coaps, credential: KnownCreden
     replaces is retired, and its DTLS sessions on this node end now (other nodes' when their
     directory hears of it)."""
     activation = await credentials.activate(credential)
-    if activation is None or coaps is None or not activation.retired:
+    if activation is None or not activation.retired:
         return
     retired = set(activation.retired)
     closed = coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) in retired)
