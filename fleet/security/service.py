@@ -206,13 +206,6 @@ class SecurityService:
                                           credential.endpoint, credential.purpose, credential.mode, "active"),
                           [c.id for c in retired])
 
-    async def registration_policy(self, endpoint: str) -> tuple[bool, bool] | None:
-        """(the city allows NoSec devices, the device holds an operational credential) for a
-        plain-CoAP Register; None for an unknown endpoint."""
-        async with self.db.system_tx() as conn:
-            row = await CredentialRepository(conn).registration_policy(endpoint)
-        return None if row is None else (row["allow_nosec_devices"], row["has_credential"])
-
 
 @dataclass(frozen=True, slots=True)
 class _Audited:
