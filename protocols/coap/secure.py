@@ -47,12 +47,18 @@ class SecureEndpointAddress(udp6.UDP6EndpointAddress):
         super().__init__(sockaddr, interface, pktinfo=pktinfo)
         identity = interface._fleet_dtls.identity_of(sockaddr)
         self._claims = [identity] if identity is not None else []
+        self._who = (identity.mode, identity.identity) if identity is not None else None
 
     authenticated_claims = property(lambda self: self._claims)
 
     def __eq__(self, other):
         # Never equal to the plain address of the same host and port: another peer entirely.
-        return type(other) is type(self) and self.sockaddr[:-1] == other.sockaddr[:-1]
+        # Nor to the same address authenticated as someone else: an address changes hands (a
+        # session ends, another device's handshake comes from that host and port, as behind a
+        # NAT), and aiocoap matches duplicates and responses by remote, so the second device
+        # would be answered from the first one's exchanges, and could answer requests meant
+        # for it. The same identity (its session renewed) is the same peer.
+        return type(other) is type(self) and self.sockaddr[:-1] == other.sockaddr[:-1] and self._who == other._who
 
     __hash__ = udp6.UDP6EndpointAddress.__hash__
 
