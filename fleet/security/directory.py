@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import asyncpg
@@ -34,7 +34,7 @@ CHECK_S = 10.0
 class _Entry:
     known: KnownCredential
     identity: bytes | None
-    key: bytes | None
+    key: bytes | None = field(repr=False)  # never in a log line or a traceback
     public_key_xy: bytes | None
 
 

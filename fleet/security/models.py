@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -92,7 +92,7 @@ class IssuedPsk:
     plaintext returned once."""
 
     identity: str
-    key: bytes
+    key: bytes = field(repr=False)  # never in a log line or a traceback
     credential: KnownCredential
 
 
@@ -111,6 +111,6 @@ class ImportedCredential:
     purpose: str
     mode: str
     identity: str | None = None
-    key: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)  # never in a log line or a traceback
     public_key_der: bytes | None = None
     public_key_xy: bytes | None = None

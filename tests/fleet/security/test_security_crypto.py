@@ -116,3 +116,14 @@ def test_the_credentials_key_is_read_from_fleet_credentials_key(monkeypatch, tmp
     assert settings.security.credentials_key == b"\xab" * 32 and "ab" * 32 not in repr(settings)
     monkeypatch.setenv("FLEET_CREDENTIALS_KEY", "")
     assert load_settings().security.credentials_key is None
+
+
+def test_no_key_shows_in_a_repr():
+    from fleet.security.directory import _Entry
+    from fleet.security.models import ImportedCredential, IssuedPsk, KnownCredential
+    from protocols.coap.dtls import PskCredentials
+    key = bytes.fromhex("5ec2e7" * 5 + "00")
+    known = KnownCredential(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), "sl-1", "operational", "psk", "active")
+    for holder in (IssuedPsk("id", key, known), ImportedCredential("operational", "psk", "id", key),
+                   _Entry(known, b"id", key, None), PskCredentials(b"id", key)):
+        assert holder.key == key and str(key) not in repr(holder) and "5ec2e7" not in repr(holder)
