@@ -419,12 +419,22 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         return 0
 
     # the interface the coaps listener uses
-    def send(self, plaintext: bytes, address) -> bool:
-        """Encrypt and send one datagram to a peer; False if there is no session with it."""
+    def send(self, plaintext: bytes, address, expected: tuple[str, bytes] | None = None) -> bool:
+        """Encrypt and send one datagram to a peer; False if there is no session with it, or
+        (`expected`: the (mode, identity) it was meant for) if the session at that address is
+        another peer's: addresses change hands (a NAT gives a quiet device's port to another)."""
         peer = self._peers.get(address[:2])
         if peer is None or peer.identity is None or not self._ctx:
             return False
+        if expected is not None and (peer.identity.mode, peer.identity.identity) != expected:
+            return False
         return self._on_behalf_of(peer, self._lib.dtls_write, peer.pointer, plaintext, len(plaintext)) >= 0
+
+    def who(self, address) -> tuple[str, bytes] | None:
+        """(mode, identity) of the session at this address: what `send(expected=)` compares."""
+        peer = self._peers.get(address[:2])
+        identity = peer.identity if peer is not None else None
+        return (identity.mode, identity.identity) if identity is not None else None
 
     def identity_of(self, address) -> PeerIdentity | None:
         """Who the peer at this address proved to be; None without a finished handshake."""
