@@ -192,9 +192,9 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         key = address[:2]
         peer = self._peers.get(key)
         if peer is not None and peer.identity is not None and data and data[0] == _CONTENT_APPLICATION:
-            # An established session's application data: the hot path.
-            peer.seen = self.loop.time()
-            peer.ancdata = self.ancdata
+            # An established session's application data: the hot path. The peer counts as seen
+            # (and answers leave from the local address it wrote to) once a record of it
+            # decrypts (_read): anyone can send a datagram from its address.
             self._current = peer  # the callbacks need not look the session up
             try:
                 self._handle(peer.pointer, data)
@@ -236,7 +236,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._stateless(address, data)
             return
         else:
-            peer.seen, peer.ancdata = now, self.ancdata
+            if peer.identity is None:  # a session's own records are seen in _read, once they decrypt
+                peer.seen, peer.ancdata = now, self.ancdata
             finished = False
             ccs = peer.ccs_seen
             offered = None
@@ -377,6 +378,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self.records_dropped += 1
             return
         self.records_in += 1
+        peer.seen, peer.ancdata = self.loop.time(), self.ancdata
         self.on_plaintext(plaintext, peer.address)
 
     def _event(self, session: int, level: int, code: int) -> None:
