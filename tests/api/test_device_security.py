@@ -43,6 +43,7 @@ def problem(response, status: int) -> dict:
 async def test_a_generated_key_is_shown_once_stored_encrypted_and_rotated(seoul, db):
     device_id = await new_device(seoul, "sl-1")
     put = await seoul.client.put(f"{DEVICES}/{device_id}/security", json={"mode": "psk", "identity": "sl-1-psk"})
+    assert put.headers["cache-control"] == "no-store"  # the key is in this answer: no cache keeps it
     assert put.status_code == 200, put.text
     first = put.json()
     key = bytes.fromhex(first["key_hex"])
