@@ -67,6 +67,12 @@ def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...]] | None:
     return cookie_length > 0, suites
 
 
+def _v4_mapped(address) -> tuple:
+    """An IPv4 address as a dual-stack socket names it: the fast path hands peers over as
+    ('1.2.3.4', port), the coaps socket's addresses are ('::ffff:1.2.3.4', port, 0, 0)."""
+    return ("::ffff:" + address[0], address[1])
+
+
 class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
@@ -434,14 +440,22 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
 
     def who(self, address) -> tuple[str, bytes] | None:
         """(mode, identity) of the session at this address: what `send(expected=)` compares."""
-        peer = self._peers.get(address[:2])
+        peer = self._peer_at(address)
         identity = peer.identity if peer is not None else None
         return (identity.mode, identity.identity) if identity is not None else None
 
     def identity_of(self, address) -> PeerIdentity | None:
-        """Who the peer at this address proved to be; None without a finished handshake."""
-        peer = self._peers.get(address[:2])
+        """Who the peer at this address proved to be; None without a finished handshake. The
+        address as the socket gives it ('::ffff:1.2.3.4', port, ...) or as the fast path
+        names a peer ('1.2.3.4', port)."""
+        peer = self._peer_at(address)
         return peer.identity if peer is not None else None
+
+    def _peer_at(self, address) -> _Peer | None:
+        peer = self._peers.get(address[:2])
+        if peer is None and ":" not in address[0]:
+            peer = self._peers.get(_v4_mapped(address))
+        return peer
 
     def forget_credential(self, credential_matcher: Callable[[object], bool]) -> int:
         """Close the sessions (and handshakes) of credentials that match: rotated or revoked."""

@@ -69,12 +69,30 @@ async def who_am_i(port: int, identity: bytes, local_port: int) -> tuple[bytes, 
     return answer, sockaddr[1]
 
 
+class Site(resource.Site):
+    """/whoami through aiocoap, and Sends (POST /dp) through the fast path, as Fleet's LwM2M server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_resource(["whoami"], WhoAmI())
+        self.sends: list[tuple[bytes, object]] = []
+        self.listener = None
+
+    def fast_post(self, path, content_format, payload, peer):
+        if path != (b"dp",):
+            return None
+        # Who sent it is asked of the DTLS server with the peer as the fast path names it.
+        self.sends.append((payload, self.listener.server.identity_of(peer).identity))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
 @pytest.fixture
 async def served():
-    site = resource.Site()
-    site.add_resource(["whoami"], WhoAmI())
+    site = Site()
     context = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", 0), transports=["udp6"])
-    listener = await open_coaps(context, "127.0.0.1", 0, Keys(), ec.generate_private_key(ec.SECP256R1()))
+    listener = site.listener = await open_coaps(context, "127.0.0.1", 0, Keys(), ec.generate_private_key(ec.SECP256R1()))
     yield context, listener
     await listener.close()
     await context.shutdown()
@@ -117,3 +135,21 @@ async def test_the_server_s_requests_to_a_device_never_reach_the_next_holder_of_
             await context.request(request).response
     assert second_device.requests.empty()
     second.close()
+
+
+async def test_a_send_from_the_next_holder_of_an_address_is_not_taken_for_a_duplicate(served):
+    context, listener = served
+    site = context.serversite
+    sends, local_port = [], 0
+    for identity in (b"lamp-0001", b"lamp-0002"):
+        transport, device, sockaddr, _ = await session(listener.port, identity, local_port)
+        local_port = sockaddr[1]
+        send = Message(mtype=CON, code=Code.POST, uri_path=["dp"], payload=identity)
+        send.mid, send.token = 9, b"\x09"  # the same message ID from the same host and port
+        transport.sendto(send.encode())
+        async with asyncio.timeout(10):
+            sends.append((await device.answers.get()).code)
+        transport.close()
+        await device.lost
+    assert sends == [Code.CHANGED, Code.CHANGED]
+    assert site.sends == [(b"lamp-0001", b"lamp-0001"), (b"lamp-0002", b"lamp-0002")]
