@@ -54,8 +54,14 @@ async def tenant_create(settings: Settings, slug: str, name: str, timezone: str,
             tenant = await TenantService(db).create(slug, name, timezone, allow_nosec_devices=allow_nosec)
         except FleetError as exc:
             return _fail(exc)
-    devices = "devices may register without DTLS" if allow_nosec else "devices must use DTLS (coaps)"
+    devices = "devices may register without DTLS" if allow_nosec else (
+        "devices must use DTLS (coaps): give each its key with PUT /api/v1/devices/{id}/security or the "
+        "registry CSV's security columns")
     print(f"created tenant {tenant.slug} ({tenant.name}, {tenant.timezone}) id={tenant.id}; {devices}")
+    if not allow_nosec and settings.security.credentials_key is None:
+        # A first-time operator otherwise learns it from a 503 on the first key it sets.
+        print("note: FLEET_CREDENTIALS_KEY is not set here: a node needs it (the same on every node) to store "
+              "device PSKs and open its coaps listener (docs/security.md, Device credentials)")
     return 0
 
 
