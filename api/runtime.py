@@ -156,6 +156,14 @@ def firmware_download_uri(settings: Settings) -> str:
     return settings.firmware.download_base_uri or default_base_uri(settings.coap.host, settings.coap.port)
 
 
+def coaps_public_uri(settings: Settings) -> str | None:
+    """Where devices reach this node's coaps listener (the bootstrap server writes it as their
+    server's URI, and devices registered over coaps download firmware there); None: no coaps."""
+    if not settings.coap.coaps_port:
+        return None
+    return settings.coap.coaps_public_uri or default_base_uri(settings.coap.host, settings.coap.coaps_port, "coaps")
+
+
 def alarm_service(db: Database) -> AlarmService:
     """How every process builds its alarms: each transition reaches the work orders (opened from
     alarms, proven by the device, reopened by a repeat) in the transaction that made it."""
@@ -168,7 +176,8 @@ async def run_device_edge(db: Database, settings: Settings, health: Health) -> N
     rules = RuleEvaluator(db, alarms.apply, settings=alarms.effective_settings)
     await run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
                    peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
-                   health=health, alarm_service=alarms, rules=rules)
+                   health=health, alarm_service=alarms, rules=rules, coaps_port=settings.coap.coaps_port or None,
+                   security=settings.security, coaps_public_uri=coaps_public_uri(settings))
 
 
 @contextlib.asynccontextmanager
