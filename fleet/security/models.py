@@ -11,10 +11,13 @@ import msgspec
 
 MODES = ("psk", "rpk")
 PURPOSES = ("operational", "bootstrap")
-# RFC 7925 §4.2: PSK identities up to 128 bytes; keys of at least 16 bytes (128 bits).
-MAX_IDENTITY_BYTES = 128
+# RFC 7925 §4.2 allows PSK identities up to 128 bytes and wants keys of at least 16 bytes, but the
+# DTLS library (tinydtls 0.8.6, compiled into DTLSSocket 0.2.3) takes identities of at most 32
+# bytes (DTLS_PSK_MAX_CLIENT_IDENTITY_LEN: a longer one gets internal_error) and keys of exactly
+# 16 (DTLS_PSK_MAX_KEY_LEN): anything else would be stored and then never complete a handshake.
+MAX_IDENTITY_BYTES = 32
 MIN_KEY_BYTES = 16
-MAX_KEY_BYTES = 64
+MAX_KEY_BYTES = 16
 # A key Fleet makes up when the caller gives none.
 GENERATED_KEY_BYTES = 16
 # Every node's directory listens here (payload: a credential id, or '*': reload everything).

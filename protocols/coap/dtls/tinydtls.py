@@ -268,6 +268,8 @@ class _Engine:
         if isinstance(value, int):
             return value
         if len(value) > result_length:
+            # tinydtls 0.8.6 takes PSK keys of 16 bytes and identities of 32 at most (crypto.h)
+            log.warning("DTLS PSK value longer than tinydtls takes", kind=kind, size=len(value), limit=result_length)
             return _INTERNAL_ERROR
         ctypes.memmove(result, value, len(value))
         return len(value)
