@@ -49,8 +49,12 @@ def _offered_credential(data: bytes, fragment: int, mode: str) -> tuple[str, byt
     return None
 
 
-def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...]] | None:
-    """(has a cookie, offered cipher suites) of a datagram starting with a ClientHello, else None."""
+_CLIENT_CERTIFICATE_TYPE, _SERVER_CERTIFICATE_TYPE, _RAW_PUBLIC_KEY = 19, 20, 2  # RFC 7250
+
+
+def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...], bool] | None:
+    """(has a cookie, offered cipher suites, offers raw public keys both ways) of a datagram
+    starting with a ClientHello, else None."""
     if len(data) < _RECORD_HEADER + _HANDSHAKE_HEADER + 35 or data[0] != _CONTENT_HANDSHAKE \
             or data[3] | data[4] or data[_RECORD_HEADER] != _CLIENT_HELLO:
         return None
@@ -64,7 +68,27 @@ def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...]] | None:
         return None
     suites_end = min(len(data), at + 2 + ((data[at] << 8) | data[at + 1]))
     suites = tuple((data[i] << 8) | data[i + 1] for i in range(at + 2, suites_end - 1, 2))
-    return cookie_length > 0, suites
+    return cookie_length > 0, suites, _offers_raw_public_keys(data, suites_end)
+
+
+def _offers_raw_public_keys(data: bytes, at: int) -> bool:
+    """Whether the extensions after the suites (from `at`: compression methods, then extensions)
+    carry RFC 7250's client and server certificate types, both listing RawPublicKey."""
+    if at >= len(data):
+        return False
+    at += 1 + data[at]  # compression methods
+    if at + 2 > len(data):
+        return False
+    end = min(len(data), at + 2 + ((data[at] << 8) | data[at + 1]))
+    at += 2
+    found = set()
+    while at + 4 <= end:
+        kind, length = (data[at] << 8) | data[at + 1], (data[at + 2] << 8) | data[at + 3]
+        body = data[at + 4:at + 4 + length]
+        if kind in (_CLIENT_CERTIFICATE_TYPE, _SERVER_CERTIFICATE_TYPE) and body and _RAW_PUBLIC_KEY in body[1:1 + body[0]]:
+            found.add(kind)
+        at += 4 + length
+    return len(found) == 2
 
 
 class _Peer:
@@ -115,6 +139,12 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
     session idle for `idle_s`, are closed. Records are replay-checked by tinydtls (RFC 6347
     §4.1.2.6 window of 64).
     """
+
+    # Devices that offer neither the extended master secret nor renegotiation_info (older
+    # Californium, stripped-down mbedTLS builds) are served: both are negotiated whenever a
+    # client offers them (every stack we checked does), and the attacks they guard against need
+    # renegotiation or resumption, which this server never does.
+    require_secure_extensions = False
 
     def __init__(self, keys: DeviceKeys, server_key: ec.EllipticCurvePrivateKey | None, *,
                  on_plaintext: Callable[[bytes, tuple], None], max_peers: int = 100_000,
@@ -208,7 +238,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         hello = _client_hello(data)
         if hello is not None and hello[0]:
             # A ClientHello with a cookie: tinydtls will create (or restart) the peer's state.
-            mode = self._mode_of(hello[1])
+            mode = self._mode_of(hello[1], hello[2])
             if peer is None and len(self._peers) >= self.max_peers:
                 self.records_dropped += 1
                 return
@@ -272,12 +302,23 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         finally:
             self._stateless_address = None
 
-    def _mode_of(self, offered: tuple[int, ...]) -> str:
-        """The suite tinydtls will pick: the client's first that we accept."""
+    def _mode_of(self, offered: tuple[int, ...], raw_public_keys: bool) -> str:
+        """The suite this handshake gets (tinydtls is told, `_handshake_suites`): the client's
+        first that we accept, the ECDHE_ECDSA one only from a client that offers raw public keys
+        (RFC 7250 certificate types). Stacks like mbedTLS offer TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
+        before TLS_PSK_WITH_AES_128_CCM_8 whatever credential they hold; tinydtls alone would pick
+        the first and fail the handshake for want of those extensions."""
         for suite in offered:
-            if suite in self.suites:
-                return "rpk" if suite == ECDHE_ECDSA_AES_128_CCM_8 else "psk"
+            if suite == PSK_AES_128_CCM_8 and suite in self.suites:
+                return "psk"
+            if suite == ECDHE_ECDSA_AES_128_CCM_8 and suite in self.suites and raw_public_keys:
+                return "rpk"
         return "psk"
+
+    def _handshake_suites(self) -> tuple[int, ...]:
+        if self._hello is not None:
+            return (ECDHE_ECDSA_AES_128_CCM_8,) if self._hello[1] == "rpk" else (PSK_AES_128_CCM_8,)
+        return self.suites
 
     def _defer(self, peer: _Peer, offered: tuple[str, bytes] | None) -> bool:
         """Whether to hold back this datagram of a handshake: the credential it offers (PSK
