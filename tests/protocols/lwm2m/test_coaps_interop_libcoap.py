@@ -18,6 +18,7 @@ from fleet.security.service import SecurityService
 from protocols.coap.dtls import public_key_xy
 from protocols.coap.dtls.tinydtls import PSK_AES_128_CCM_8
 from tests.conftest import TEST_SECURITY, free_port
+from tests.ci import unavailable
 from tests.libcoap import libcoap_binary
 from tests.protocols.lwm2m.test_lwm2m_coaps import city, listener, registration, until  # noqa: F401 - fixtures
 from tests.protocols.test_commands import light
@@ -138,4 +139,146 @@ async def test_aiocoap_tinydtls_client_registers(db, listener, city):
             assert (await context.request(send).response).code == aiocoap.CHANGED
     finally:
         await context.shutdown()
+    assert (await registration(db, lamp.endpoint))["secure"] is True
+
+
+class Relay(asyncio.DatagramProtocol):
+    """A UDP relay between one client and the coaps port that keeps what each side sent: the
+    client's ClientHello and the suite the ServerHello picked, read off the wire."""
+
+    def __init__(self) -> None:
+        self.from_client: list[bytes] = []
+        self.from_server: list[bytes] = []
+        self.client = None
+        self.upstream: asyncio.DatagramTransport | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, address) -> None:
+        self.client = address
+        self.from_client.append(data)
+        self.upstream.sendto(data)
+
+    @classmethod
+    async def to(cls, port: int) -> Relay:
+        loop = asyncio.get_running_loop()
+        relay = cls()
+        await loop.create_datagram_endpoint(lambda: relay, local_addr=("127.0.0.1", 0))
+        relay.upstream, _ = await loop.create_datagram_endpoint(
+            lambda: _Upstream(relay), remote_addr=("127.0.0.1", port))
+        return relay
+
+    @property
+    def port(self) -> int:
+        return self.transport.get_extra_info("sockname")[1]
+
+    def close(self) -> None:
+        self.transport.close()
+        self.upstream.close()
+
+    def client_hello(self) -> tuple[tuple[int, ...], set[int]]:
+        """The suites and extension types of the client's last ClientHello (the one with the cookie)."""
+        hello = [d for d in self.from_client if d[0] == 22 and d[13] == 1][-1]
+        at = 13 + 12 + 34
+        at += 1 + hello[at]  # session id
+        at += 1 + hello[at]  # cookie
+        end = at + 2 + int.from_bytes(hello[at:at + 2], "big")
+        suites = tuple(int.from_bytes(hello[i:i + 2], "big") for i in range(at + 2, end, 2))
+        at = end + 1 + hello[end]  # compression methods
+        end, at = at + 2 + int.from_bytes(hello[at:at + 2], "big"), at + 2
+        extensions = set()
+        while at < end:
+            extensions.add(int.from_bytes(hello[at:at + 2], "big"))
+            at += 4 + int.from_bytes(hello[at + 2:at + 4], "big")
+        return suites, extensions
+
+    def chosen_suite(self) -> int:
+        hello = next(d for d in self.from_server if d[0] == 22 and d[13] == 2)
+        at = 13 + 12 + 34
+        at += 1 + hello[at]  # session id
+        return int.from_bytes(hello[at:at + 2], "big")
+
+
+class _Upstream(asyncio.DatagramProtocol):
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def datagram_received(self, data: bytes, address) -> None:
+        self.relay.from_server.append(data)
+        self.relay.transport.sendto(data, self.relay.client)
+
+
+EXTENDED_MASTER_SECRET, SESSION_TICKET, ENCRYPT_THEN_MAC, SERVER_NAME = 23, 35, 22, 0
+NO_EXTENDED_MASTER_SECRET = """openssl_conf = fleet
+[fleet]
+ssl_conf = ssl
+[ssl]
+system_default = defaults
+[defaults]
+Options = -ExtendedMasterSecret
+"""
+
+
+@pytest.mark.parametrize(("stack", "extended_master_secret"), [
+    ("coap-client-openssl", True), ("coap-client-gnutls", True), ("coap-client-openssl", False)])
+async def test_a_client_offering_other_suites_and_extensions_gets_ccm_8(
+        db, listener, city, tmp_path, monkeypatch, stack, extended_master_secret):
+    """OpenSSL offers ~50 PSK suites, GnuTLS 13, both with extensions tinydtls does not know
+    (session tickets, SNI, encrypt-then-mac, record_size_limit); without the extended master
+    secret (an OpenSSL configured so, like older devices) the handshake still succeeds."""
+    binary = libcoap_binary(stack)
+    if not extended_master_secret:
+        (tmp_path / "openssl.cnf").write_text(NO_EXTENDED_MASTER_SECRET)
+        monkeypatch.setenv("OPENSSL_CONF", str(tmp_path / "openssl.cnf"))
+    lamp, identity, key = await keyed(db, listener, city, f"suites-{stack[12:]}-{extended_master_secret}")
+    relay = await Relay.to(listener.coaps_port)
+    try:
+        output = await coap_client(binary, "-u", identity, "-k", key, *register_args(relay.port, lamp.endpoint))
+    finally:
+        relay.close()
+    assert answers(output) == ["2.01"], output
+    suites, extensions = relay.client_hello()
+    assert PSK_AES_128_CCM_8 in suites and len(suites) > 10
+    assert {SESSION_TICKET, ENCRYPT_THEN_MAC, SERVER_NAME} <= extensions
+    assert (EXTENDED_MASTER_SECRET in extensions) is extended_master_secret
+    assert relay.chosen_suite() == PSK_AES_128_CCM_8
+
+
+def _mbedtls_register(port: int, identity: str, key: bytes, endpoint: str) -> tuple[str, int, list[str]]:
+    """An mbedTLS client with its default suite list (ECDHE_ECDSA_..._CCM_8 comes before
+    PSK_..._CCM_8 there) and a max_fragment_length extension: (suite, response code, location)."""
+    from mbedtls import tls  # noqa: PLC0415 - the test is skipped (failed under CI) without it
+
+    configuration = tls.DTLSConfiguration(pre_shared_key=(identity, key), validate_certificates=False,
+                                          max_fragmentation_length=tls.MaxFragmentLength.MFL_1024K)
+    sock = tls.ClientContext(configuration).wrap_socket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+                                                        server_hostname=None)
+    try:
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        sock.do_handshake()
+        request = aiocoap.Message(mtype=aiocoap.CON, mid=0x1234, token=b"mb", code=aiocoap.POST,
+                                  uri_path=("rd",), uri_query=(f"ep={endpoint}", "lt=120", "b=U"),
+                                  content_format=40, payload=b"</3/0>")
+        sock.send(request.encode())
+        while True:  # (the server may ask the device something of its own first)
+            answer = aiocoap.Message.decode(sock.recv(2048))
+            if answer.mtype == aiocoap.ACK and answer.mid == 0x1234:
+                return sock.cipher(), int(answer.code), list(answer.opt.location_path)
+    finally:
+        sock.close()
+
+
+async def test_an_mbedtls_client_with_its_default_suites_registers(db, listener, city):
+    try:
+        import mbedtls  # noqa: F401, PLC0415
+    except ImportError:
+        unavailable("python-mbedtls is not installed (pip install -e .[test])")
+    lamp, identity, key = await keyed(db, listener, city, "lamp-mbedtls")
+    suite, code, location = await asyncio.to_thread(_mbedtls_register, listener.coaps_port, identity, key.encode(),
+                                                    lamp.endpoint)
+    assert suite == "TLS-PSK-WITH-AES-128-CCM-8"
+    assert code == int(aiocoap.CREATED) and location[0] == "rd"
     assert (await registration(db, lamp.endpoint))["secure"] is True
