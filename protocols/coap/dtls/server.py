@@ -95,7 +95,7 @@ class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
     __slots__ = ("address", "session", "pointer", "seen", "since", "mode", "pending", "identity",
-                 "ccs_seen", "ancdata", "deferred", "waiting")
+                 "ccs_seen", "ancdata", "deferred", "waiting", "final_flight", "repeats")
 
     def __init__(self, address, now: float) -> None:
         self.address = address
@@ -109,6 +109,8 @@ class _Peer:
         self.ancdata = ()  # its last datagram's IPV6_PKTINFO: answers leave from the address it wrote to
         self.deferred = False  # a flight with an unknown credential was held back once
         self.waiting = False   # for that flight's retransmission: the rest of it is dropped
+        self.final_flight: tuple[bytes, ...] | None = None  # our ChangeCipherSpec + Finished, until it is heard
+        self.repeats = 0
 
 
 class _Rate:
@@ -225,6 +227,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             # An established session's application data: the hot path.
             peer.seen = self.loop.time()
             peer.ancdata = self.ancdata
+            peer.final_flight = None  # it sends under the new keys: it has our Finished
             self._current = peer  # the callbacks need not look the session up
             try:
                 self._handle(peer.pointer, data)
@@ -267,6 +270,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             return
         else:
             peer.seen, peer.ancdata = now, self.ancdata
+            if peer.final_flight is not None and self._repeated_final_flight(peer, data):
+                return
             finished = False
             ccs = peer.ccs_seen
             offered = None
@@ -280,7 +285,15 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             if peer.identity is None and self._defer(peer, offered):
                 return
             peer.ccs_seen = ccs
-            result = self._handle(peer.pointer, data)
+            handshaking = peer.identity is None
+            if handshaking:
+                self._capturing, self._captured = peer, []
+            try:
+                result = self._handle(peer.pointer, data)
+            finally:
+                self._capturing = None
+            if handshaking and peer.identity is not None:
+                peer.final_flight = tuple(self._captured)
             if self._peers.get(key) is not peer:
                 pass  # closed by an alert while handling it
             elif not self._lib.dtls_get_peer(self._ctx, peer.pointer):
@@ -291,6 +304,31 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
                 self._reset(peer)
                 self._fail(key, peer, "wrong key")
         self._schedule_retransmit(self.loop)
+
+    _capturing: _Peer | None = None  # whose records `_write` keeps in `_captured`
+    _captured: list[bytes] = []
+    _MAX_REPEATS = 8
+
+    def _repeated_final_flight(self, peer: _Peer, data: bytes) -> bool:
+        """Whether `data` is part of the device's final flight again (ClientKeyExchange, its
+        Certificate and CertificateVerify, ChangeCipherSpec, Finished) after its handshake
+        completed here: our ChangeCipherSpec and Finished were lost, and RFC 6347 §4.2.4 says to
+        send them again. tinydtls 0.8.6 does not (the device would time out and start over on
+        any loss of that last flight), so the records it wrote are kept and sent again, once per
+        repeated Finished, until the device's first record under the new keys shows it has them."""
+        repeated = False
+        for content_type, epoch, fragment in _records(data):
+            if content_type == _CONTENT_HANDSHAKE and not epoch and data[fragment] == _CLIENT_HELLO:
+                return False  # a new handshake, not a repetition
+            if content_type == _CONTENT_HANDSHAKE and epoch:
+                repeated = True  # its Finished: the last record of the flight
+            elif content_type not in (_CONTENT_HANDSHAKE, _CONTENT_CCS):
+                return False
+        if repeated and peer.repeats < self._MAX_REPEATS:
+            peer.repeats += 1
+            for record in peer.final_flight:
+                self._send_record(record, peer.address, peer.ancdata)
+        return True
 
     def _stateless(self, address, data: bytes) -> None:
         if self._scratch_address != address[:2]:
@@ -355,6 +393,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
             mode, now, now, None, None, False, self.ancdata
         peer.deferred = peer.waiting = False
+        peer.final_flight, peer.repeats = None, 0
         self._handshaking[peer.address[:2]] = peer
 
     def _drop(self, key, peer: _Peer) -> None:
@@ -401,12 +440,17 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             address, ancdata = self._stateless_address, self.ancdata
         if self.transport is None or address is None:
             return -1
+        if peer is not None and peer is self._capturing:
+            self._captured.append(record)
+        self._send_record(record, address, ancdata)
+        return len(record)
+
+    def _send_record(self, record: bytes, address, ancdata) -> None:
         self.records_out += 1
         if self._sendmsg is not None:
             self._sendmsg(record, ancdata, 0, address)
         else:
             self.transport.sendto(record, address)
-        return len(record)
 
     _stateless_address = None
     _sendmsg = None

@@ -146,7 +146,8 @@ class Relay(asyncio.DatagramProtocol):
     """A UDP relay between one client and the coaps port that keeps what each side sent: the
     client's ClientHello and the suite the ServerHello picked, read off the wire."""
 
-    def __init__(self) -> None:
+    def __init__(self, lose_change_cipher_spec: int = 0) -> None:
+        self.lose_change_cipher_spec = lose_change_cipher_spec  # of the server's, as a lossy link would
         self.from_client: list[bytes] = []
         self.from_server: list[bytes] = []
         self.client = None
@@ -162,9 +163,9 @@ class Relay(asyncio.DatagramProtocol):
         self.upstream.sendto(data)
 
     @classmethod
-    async def to(cls, port: int) -> Relay:
+    async def to(cls, port: int, **options) -> Relay:
         loop = asyncio.get_running_loop()
-        relay = cls()
+        relay = cls(**options)
         await loop.create_datagram_endpoint(lambda: relay, local_addr=("127.0.0.1", 0))
         relay.upstream, _ = await loop.create_datagram_endpoint(
             lambda: _Upstream(relay), remote_addr=("127.0.0.1", port))
@@ -207,9 +208,13 @@ class _Upstream(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, address) -> None:
         self.relay.from_server.append(data)
+        if data[0] == CHANGE_CIPHER_SPEC and self.relay.lose_change_cipher_spec:
+            self.relay.lose_change_cipher_spec -= 1
+            return
         self.relay.transport.sendto(data, self.relay.client)
 
 
+CHANGE_CIPHER_SPEC = 20
 EXTENDED_MASTER_SECRET, SESSION_TICKET, ENCRYPT_THEN_MAC, SERVER_NAME = 23, 35, 22, 0
 NO_EXTENDED_MASTER_SECRET = """openssl_conf = fleet
 [fleet]
@@ -282,3 +287,19 @@ async def test_an_mbedtls_client_with_its_default_suites_registers(db, listener,
     assert suite == "TLS-PSK-WITH-AES-128-CCM-8"
     assert code == int(aiocoap.CREATED) and location[0] == "rd"
     assert (await registration(db, lamp.endpoint))["secure"] is True
+
+
+@pytest.mark.parametrize("stack", STACKS)
+async def test_a_lost_final_flight_of_the_server_is_sent_again(db, listener, city, stack):
+    """The server's ChangeCipherSpec is lost: the client repeats its last flight, and gets ours
+    again (RFC 6347 §4.2.4) instead of timing out and starting over."""
+    binary = libcoap_binary(stack)
+    lamp, identity, key = await keyed(db, listener, city, f"lossy-{stack[12:]}")
+    relay = await Relay.to(listener.coaps_port, lose_change_cipher_spec=1)
+    try:
+        output = await coap_client(binary, "-u", identity, "-k", key, *register_args(relay.port, lamp.endpoint))
+    finally:
+        relay.close()
+    assert answers(output) == ["2.01"], output
+    assert relay.lose_change_cipher_spec == 0
+    assert sum(1 for d in relay.from_server if d[0] == CHANGE_CIPHER_SPEC) == 2
