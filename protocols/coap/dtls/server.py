@@ -28,6 +28,9 @@ def _records(data: bytes):
 
 
 _CERTIFICATE, _CLIENT_KEY_EXCHANGE = 11, 16
+# dtls_peer_t (peer.h, hashed peers): UT_hash_handle (56 bytes on LP64), session_t (144), role,
+# state (dtls_state_t, state.h: DTLS_STATE_WAIT_FINISHED = 6)
+_PEER_SESSION_OFFSET, _PEER_STATE_OFFSET, _STATE_WAIT_FINISHED = 56, 56 + 144 + 4, 6
 
 
 def _offered_credential(data: bytes, fragment: int, mode: str) -> tuple[str, bytes] | None:
@@ -50,6 +53,15 @@ def _offered_credential(data: bytes, fragment: int, mode: str) -> tuple[str, byt
 
 
 _CLIENT_CERTIFICATE_TYPE, _SERVER_CERTIFICATE_TYPE, _RAW_PUBLIC_KEY = 19, 20, 2  # RFC 7250
+
+
+def _waits_for_finished(tinydtls_peer: int, session: int) -> bool:
+    """Whether tinydtls' peer (a dtls_peer_t *) is in DTLS_STATE_WAIT_FINISHED: it took the
+    device's key exchange and ChangeCipherSpec. True if the struct does not hold the session
+    where peer.h says: then the records alone decide, as they did before."""
+    if ctypes.string_at(tinydtls_peer + _PEER_SESSION_OFFSET, 36) != ctypes.string_at(session, 36):
+        return True
+    return ctypes.c_int.from_address(tinydtls_peer + _PEER_STATE_OFFSET).value == _STATE_WAIT_FINISHED
 
 
 def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...], bool] | None:
@@ -296,11 +308,13 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
                 peer.final_flight = tuple(self._captured)
             if self._peers.get(key) is not peer:
                 pass  # closed by an alert while handling it
-            elif not self._lib.dtls_get_peer(self._ctx, peer.pointer):
+            elif not (state := self._lib.dtls_get_peer(self._ctx, peer.pointer)):
                 self._fail(key, peer, "handshake refused" if result < 0 else "closed")
-            elif peer.identity is None and finished:
+            elif peer.identity is None and finished and _waits_for_finished(state, peer.pointer):
                 # The Finished after ChangeCipherSpec did not decrypt: the device holds another
-                # key for that identity. tinydtls drops such a record silently; we close.
+                # key for that identity. tinydtls drops such a record silently; we close. (Not
+                # when tinydtls is still before the ChangeCipherSpec: the device's key exchange
+                # was lost, tinydtls ignored its ChangeCipherSpec, and its repeated flight will do.)
                 self._reset(peer)
                 self._fail(key, peer, "wrong key")
         self._schedule_retransmit(self.loop)
