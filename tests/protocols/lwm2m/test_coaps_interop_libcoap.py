@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fleet.security.models import SetPsk
 from fleet.security.service import SecurityService
 from protocols.coap.dtls import public_key_xy
-from protocols.coap.dtls.tinydtls import PSK_AES_128_CCM_8
+from protocols.coap.dtls.tinydtls import ECDHE_ECDSA_AES_128_CCM_8, PSK_AES_128_CCM_8
 from tests.conftest import TEST_SECURITY, free_port
 from tests.ci import unavailable
 from tests.libcoap import libcoap_binary
@@ -102,8 +102,9 @@ async def test_a_psk_of_one_device_cannot_register_another(db, listener, city, s
 
 
 async def test_an_rpk_device_registers_with_gnutls(db, listener, seoul, tmp_path):
-    """The device's public key set over REST. libcoap's OpenSSL build has no raw public keys (its
-    -h says so); GnuTLS has."""
+    """The device's public key set over REST; the handshake goes through a link that loses our
+    ChangeCipherSpec once. libcoap's OpenSSL build has no raw public keys (its -h says so);
+    GnuTLS has."""
     binary = libcoap_binary("coap-client-gnutls")
     private_key = ec.generate_private_key(ec.SECP256R1())
     keyfile = tmp_path / "device.pem"  # what -M takes: the EC private key in PEM
@@ -117,8 +118,14 @@ async def test_an_rpk_device_registers_with_gnutls(db, listener, seoul, tmp_path
                                  json={"mode": "rpk", "public_key": public_pem.decode()})
     assert put.status_code == 200, put.text
     await until(lambda: listener.directory.rpk(public_key_xy(private_key)) is not None)
-    output = await coap_client(binary, "-M", str(keyfile), *register_args(listener.coaps_port, lamp.endpoint))
+    relay = await Relay.to(listener.coaps_port, lose=(("server", CHANGE_CIPHER_SPEC, None),))
+    try:
+        output = await coap_client(binary, "-M", str(keyfile), *register_args(relay.port, lamp.endpoint))
+    finally:
+        relay.close()
     assert answers(output) == ["2.01"], output
+    assert relay.chosen_suite() == ECDHE_ECDSA_AES_128_CCM_8 and relay.lose == []
+    assert {CLIENT_CERTIFICATE_TYPE, SERVER_CERTIFICATE_TYPE} <= relay.client_hello()[1]
     assert (await registration(db, lamp.endpoint))["secure"] is True
 
 
@@ -223,6 +230,7 @@ class _Upstream(asyncio.DatagramProtocol):
 
 
 CHANGE_CIPHER_SPEC, HANDSHAKE, CLIENT_KEY_EXCHANGE = 20, 22, 16
+CLIENT_CERTIFICATE_TYPE, SERVER_CERTIFICATE_TYPE = 19, 20
 EXTENDED_MASTER_SECRET, SESSION_TICKET, ENCRYPT_THEN_MAC, SERVER_NAME = 23, 35, 22, 0
 NO_EXTENDED_MASTER_SECRET = """openssl_conf = fleet
 [fleet]
