@@ -379,7 +379,9 @@ async def simulate(args, environ: Mapping[str, str] = os.environ) -> int:
             lifetime_s=args.lifetime, report_interval_s=args.report_interval,
             register_rate=args.register_rate, faults=FaultPlan.parse(args.fault, args.faults),
             progress_s=args.progress, firmware_block_size=args.fw_block_size, collection=args.collection,
-            truck_key=truck_key)
+            truck_key=truck_key, security=args.security,
+            credentials_file=Path(args.credentials_file) if args.credentials_file else None,
+            secure_server=args.secure_server, bootstrap_server=args.bootstrap_server)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
