@@ -25,6 +25,7 @@ from api.controllers.collection import CollectionSetupController, PlanController
 from api.controllers.commands import CommandController, DeviceCommandController, ObservationController
 from api.controllers.crews import CrewController
 from api.controllers.routes import RouteController
+from api.controllers.security import DeviceSecurityController
 from api.controllers.sync import sync
 from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
@@ -67,7 +68,8 @@ from fleet.reports.service import ReportService
 from fleet.telemetry.service import TelemetryService
 from fleet.workorders.service import WorkOrderService
 from fleet.workorders.sync import SyncService
-from fleet.settings import FirmwareSettings, HttpSettings, WebSettings
+from fleet.security.service import SecurityService
+from fleet.settings import FirmwareSettings, HttpSettings, SecuritySettings, WebSettings
 from fleet.supervision import Health, running
 
 
@@ -109,17 +111,20 @@ def _running(component: RevocationListener | EventService):
 
 def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, object] | None = None,
                extra_handlers: list | None = None, firmware: FirmwareSettings | None = None,
-               routing_url: str | None = None, web: WebSettings | None = None) -> Litestar:
+               routing_url: str | None = None, web: WebSettings | None = None,
+               security: SecuritySettings | None = None) -> Litestar:
     # One set of buckets for /api/v1 (middleware) and /open311 (its gate): a client spends the same budget.
     limits = _request_limits(http)
     apikey_service = ApiKeyService(db)
     web = web or WebSettings()
+    security = security or SecuritySettings()  # no FLEET_CREDENTIALS_KEY: device keys get 503
     services = {
         "db": db,
         "tenant_service": TenantService(db),
         "apikey_service": apikey_service,
         "audit_service": AuditService(db),
-        "device_service": DeviceService(db),
+        "device_service": DeviceService(db, security=security),
+        "security_service": SecurityService(db, security),
         "telemetry_service": TelemetryService(db),
         "command_service": CommandService(db),
         "registration_service": RegistrationService(db, node="api"),
@@ -152,7 +157,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     dependencies["principal"] = Provide(_principal, sync_to_thread=False)
     docs_plugin, docs_assets = docs_ui()
     app = Litestar(
-        route_handlers=[healthz, readyz, DeviceController, TenantController, ApiKeyController,
+        route_handlers=[healthz, readyz, DeviceController, DeviceSecurityController, TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, DeviceCommandController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,

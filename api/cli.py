@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                                       "digits or dashes, e.g. seoul")
     create.add_argument("--name", required=True, help="the city's name as people read it, e.g. 'Seoul'")
     create.add_argument("--timezone", required=True, help="IANA timezone, e.g. Asia/Seoul")
+    create.add_argument("--allow-nosec", action="store_true",
+                        help="let the city's devices register without DTLS (plain coap://); by default a new "
+                             "city refuses them (change later: PATCH /api/v1/tenant allow_nosec_devices)")
     tenant.add_parser("list", help="list cities: slug, name, timezone, devices, created")
 
     apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(dest="apikey_command", required=True)
@@ -318,7 +321,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await commands.migrate_only(settings)
     if args.command == "tenant":
         if args.tenant_command == "create":
-            return await commands.tenant_create(settings, args.slug, args.name, args.timezone)
+            return await commands.tenant_create(settings, args.slug, args.name, args.timezone, args.allow_nosec)
         return await commands.tenant_list(settings)
     if args.command == "apikey":
         if args.apikey_command == "list":

@@ -47,13 +47,14 @@ async def migrate_only(settings: Settings) -> int:
     return 0
 
 
-async def tenant_create(settings: Settings, slug: str, name: str, timezone: str) -> int:
+async def tenant_create(settings: Settings, slug: str, name: str, timezone: str, allow_nosec: bool = False) -> int:
     async with open_database(settings) as db:
         try:
-            tenant = await TenantService(db).create(slug, name, timezone)
+            tenant = await TenantService(db).create(slug, name, timezone, allow_nosec_devices=allow_nosec)
         except FleetError as exc:
             return _fail(exc)
-    print(f"created tenant {tenant.slug} ({tenant.name}, {tenant.timezone}) id={tenant.id}")
+    devices = "devices may register without DTLS" if allow_nosec else "devices must use DTLS (coaps)"
+    print(f"created tenant {tenant.slug} ({tenant.name}, {tenant.timezone}) id={tenant.id}; {devices}")
     return 0
 
 

@@ -132,7 +132,8 @@ async def run_http(db: Database, settings: Settings, host: str, port: int,
     from api.app import create_app
 
     app = create_app(db, settings.http, extra_services={"health": health} if health else None,
-                     firmware=settings.firmware, routing_url=settings.routing_url, web=settings.web)
+                     firmware=settings.firmware, routing_url=settings.routing_url, web=settings.web,
+                     security=settings.security)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", server_header=False, timeout_graceful_shutdown=GRACE_S)
     server = uvicorn.Server(config)

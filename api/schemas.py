@@ -156,6 +156,9 @@ class Tenant(Struct):
     timezone: str
     created_at: datetime
     firmware_approval_required: bool = False
+    # false: devices must use DTLS; a plain-CoAP Register is refused with 4.03.
+    allow_nosec_devices: bool = False
+    security_modes: list[str] = msgspec.field(default_factory=lambda: ["psk", "rpk"])
 
 
 class AuditEntry(Struct):
@@ -278,3 +281,39 @@ def group_fields(data: GroupCreate | GroupUpdate) -> dict[str, Any]:
     if isinstance(data, GroupCreate):
         fields = {k: v for k, v in fields.items() if v is not None}
     return fields
+
+
+class DeviceCredential(Struct):
+    """A device's DTLS credential, without its key."""
+
+    id: UUID
+    device_id: UUID
+    purpose: Annotated[str, Meta(description="operational (to register) or bootstrap (to ask /bs)")]
+    mode: Annotated[str, Meta(description="psk or rpk")]
+    identity: Annotated[str | None, Meta(description="psk: the PSK identity")]
+    public_key: Annotated[str | None, Meta(description="rpk: the device's public key (PEM)")]
+    state: Annotated[str, Meta(description="active, or pending (issued by the bootstrap server, active "
+                                           "once the device registers with it)")]
+    version: int
+    created_at: datetime
+    key_hex: Annotated[str | UnsetType, Meta(description=(
+        "PUT only, when Fleet made the key up (no key_hex sent): the key, shown this once and never again"))] = UNSET
+
+
+class DeviceSecurity(Struct):
+    device_id: UUID
+    mode: Annotated[str, Meta(description=(
+        "how the device registers: psk or rpk (its operational credential), nosec when it has none"))]
+    credentials: list[DeviceCredential]
+
+
+def credential_out(c, key_hex: str | None = None) -> DeviceCredential:
+    return DeviceCredential(c.id, c.device_id, c.purpose, c.mode, c.identity, c.public_key_pem, c.state,
+                            c.version, c.created_at, UNSET if key_hex is None else key_hex)
+
+
+def device_security_out(device_id: UUID, credentials: list) -> DeviceSecurity:
+    operational = [c for c in credentials if c.purpose == "operational"]
+    # The active credential says how the device registers today; a pending one only until then.
+    current = next((c for c in operational if c.state == "active"), operational[0] if operational else None)
+    return DeviceSecurity(device_id, current.mode if current else "nosec", [credential_out(c) for c in credentials])

@@ -172,6 +172,27 @@ class MetricsSettings:
     token: str | None = field(default=None, repr=False)
 
 
+def parse_credentials_key(raw: str | None) -> bytes | None:
+    """FLEET_CREDENTIALS_KEY: 32 bytes as 64 hex characters; unset is None (the value is a
+    secret: named by its shape, never echoed)."""
+    if raw is None:
+        return None
+    try:
+        key = bytes.fromhex(raw.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SettingsError("FLEET_CREDENTIALS_KEY", "32 bytes as 64 hex characters (`openssl rand -hex 32`)")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    # Encrypts device keys at rest and derives the server's DTLS key (fleet.security.crypto).
+    # Unset: Fleet stores no device key and cannot serve coaps. Not in repr: settings may be logged.
+    credentials_key: bytes | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings
@@ -185,6 +206,7 @@ class Settings:
     routing_url: str | None = None
     web: WebSettings = field(default_factory=WebSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
 
 def default_data_dir() -> Path:
@@ -246,6 +268,7 @@ def load_settings() -> Settings:
                         session_idle_hours=_env_float("SESSION_IDLE_HOURS", 12.0)),
         metrics=MetricsSettings(host=_env("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
                                 port=_env_port("METRICS_PORT", 9464), token=_env("METRICS_TOKEN")),
+        security=SecuritySettings(credentials_key=parse_credentials_key(_env("CREDENTIALS_KEY"))),
     )
     database = settings.database
     # asyncpg refuses these only as the pools open, with a traceback.

@@ -146,7 +146,8 @@ async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | 
     try:
         city = await tenants.by_slug(DEMO_SLUG)
     except NotFound:
-        city = await tenants.create(DEMO_SLUG, "Seoul Metropolitan Government", "Asia/Seoul")
+        # The demo's simulated devices include NoSec ones; the banner says the city allows them.
+        city = await tenants.create(DEMO_SLUG, "Seoul Metropolitan Government", "Asia/Seoul", allow_nosec_devices=True)
     admin = system_principal(city)
     devices = DeviceService(db)
     created = 0

@@ -26,12 +26,17 @@ from fleet.access.service import ApiKeyService, TenantService, system_principal
 from fleet.db import Database
 from fleet.db.embedded import start_embedded
 from fleet.db.migrate import migrate
-from fleet.settings import HttpSettings
+from fleet.settings import HttpSettings, SecuritySettings
 
 # Durability is irrelevant for throw-away test data; this makes the suite several times faster.
 # Processes the tests start (`fleet serve`, `fleet coap`, the runtime in-process) would all reach
 # for the one default metrics port, two xdist workers at once; tests that scrape choose a port.
 os.environ.setdefault("FLEET_METRICS_PORT", "0")
+# Device keys are stored encrypted under this (fleet.security.crypto); the processes tests start
+# (`fleet serve`, `fleet coap`) read the same one.
+TEST_CREDENTIALS_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+os.environ.setdefault("FLEET_CREDENTIALS_KEY", TEST_CREDENTIALS_KEY)
+TEST_SECURITY = SecuritySettings(credentials_key=bytes.fromhex(TEST_CREDENTIALS_KEY))
 
 TEST_TUNING = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -120,8 +125,11 @@ class City:
         return self.principal.tenant_id
 
 
-async def make_city(db: Database, slug: str, role: Role = Role.ADMIN, timezone: str = "Asia/Seoul") -> City:
-    tenant = await TenantService(db).create(slug, slug.title(), timezone)
+async def make_city(db: Database, slug: str, role: Role = Role.ADMIN, timezone: str = "Asia/Seoul", *,
+                    allow_nosec_devices: bool = True) -> City:
+    """A city whose devices may register over plain CoAP unless told otherwise: the suite's
+    devices do (new cities outside tests refuse NoSec)."""
+    tenant = await TenantService(db).create(slug, slug.title(), timezone, allow_nosec_devices=allow_nosec_devices)
     issued = await ApiKeyService(db).issue(system_principal(tenant), role, f"{slug} test key")
     principal = Principal(tenant.id, tenant.slug, tenant.timezone, role, issued.key.id)
     return City(slug, principal, issued.secret)
@@ -204,7 +212,8 @@ async def serve_api(db: Database, http: HttpSettings | None = None, *,
     given by name (e.g. `health=`) replace the app's own."""
     port = free_port()
     http = replace(http or HttpSettings(max_body_bytes=TEST_MAX_BODY_BYTES), port=port)
-    app = create_app(db, http, extra_services={**(extra_services or {}), **services} or None)
+    app = create_app(db, http, extra_services={**(extra_services or {}), **services} or None,
+                     security=TEST_SECURITY)
     server = PromptServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                          access_log=False, lifespan="on"))
     server.install_signal_handlers = lambda: None

@@ -34,7 +34,8 @@ class TenantController(Controller):
 
 
 def tenant_out(t) -> Tenant:
-    return Tenant(t.id, t.slug, t.name, t.timezone, t.created_at, t.firmware_approval_required)
+    return Tenant(t.id, t.slug, t.name, t.timezone, t.created_at, t.firmware_approval_required,
+                  t.allow_nosec_devices, list(t.security_modes))
 
 
 class ApiKeyController(Controller):

@@ -103,7 +103,7 @@ async def drop_database(server_dsn: str, dsn: str) -> None:
 
 async def _city(db: Database, dsn: str, slug: str, name: str, count: int, method: str, chunk: int,
                 reports: list[LoadReport]) -> City:
-    tenant = await TenantService(db).create(slug, name, "Asia/Seoul")
+    tenant = await TenantService(db).create(slug, name, "Asia/Seoul", allow_nosec_devices=True)
     admin = system_principal(tenant)
     rows = device_rows(slug, count)
     if method == "import":

@@ -49,7 +49,7 @@ async def serve(dsn: str, host: str, port: int) -> None:
     settings = load_settings()
     db = await Database.connect(dsn, min_size=settings.database.pool_min, max_size=settings.database.pool_max)
     try:
-        app = create_app(db, settings.http, firmware=settings.firmware)
+        app = create_app(db, settings.http, firmware=settings.firmware, security=settings.security)
         # The same uvicorn settings as api.runtime.run_http.
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", server_header=False)
         await uvicorn.Server(config).serve(sockets=[listening_socket(host, port)])

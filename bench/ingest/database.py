@@ -62,7 +62,8 @@ async def prepare(dsn: str, endpoints: list[str],
     await migrate_and_analyze(dsn)
     db = await Database.connect(dsn, min_size=1, max_size=2)
     try:
-        tenant = await TenantService(db).create("bench-ingest", "Ingest Bench City", "Asia/Seoul")
+        tenant = await TenantService(db).create("bench-ingest", "Ingest Bench City", "Asia/Seoul",
+                                                   allow_nosec_devices=True)
         admin = system_principal(tenant)
         devices = DeviceService(db)
         ids: list[UUID] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 import msgspec
@@ -64,6 +65,10 @@ class Tenant:
     created_at: datetime
     # A campaign needs a second admin's approval before it starts.
     firmware_approval_required: bool = False
+    # Devices may register over plain CoAP (NoSec); new cities refuse it (docs/security.md).
+    allow_nosec_devices: bool = False
+    # The DTLS modes the city's devices may use: psk, rpk.
+    security_modes: tuple[str, ...] = ("psk", "rpk")
 
 
 class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -71,6 +76,9 @@ class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     Each field is a column of `tenants` of the same name."""
 
     firmware_approval_required: bool | None = None
+    # false: devices must use DTLS (a plain-CoAP Register gets 4.03).
+    allow_nosec_devices: bool | None = None
+    security_modes: list[Literal["psk", "rpk"]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

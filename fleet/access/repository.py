@@ -16,7 +16,7 @@ _KEY_COLUMNS = "id, tenant_id, name, role, prefix, created_at, revoked_at, last_
 
 def _tenant(row: asyncpg.Record) -> Tenant:
     return Tenant(row["id"], row["slug"], row["name"], row["timezone"], row["created_at"],
-                  row["firmware_approval_required"])
+                  row["firmware_approval_required"], row["allow_nosec_devices"], tuple(row["security_modes"]))
 
 
 def _key(row: asyncpg.Record) -> ApiKey:
@@ -28,10 +28,11 @@ class TenantRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def insert(self, slug: str, name: str, timezone: str) -> Tenant:
+    async def insert(self, slug: str, name: str, timezone: str, allow_nosec_devices: bool = False) -> Tenant:
         row = await self.conn.fetchrow(
-            "insert into tenants (slug, name, timezone) values ($1, $2, $3) returning *",
-            slug, name, timezone)
+            """insert into tenants (slug, name, timezone, allow_nosec_devices) values ($1, $2, $3, $4)
+               returning *""",
+            slug, name, timezone, allow_nosec_devices)
         return _tenant(row)
 
     async def by_slug(self, slug: str) -> Tenant | None:

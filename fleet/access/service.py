@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import msgspec
+from msgspec.structs import replace as replace_struct
 
 from fleet.access.keycache import KeyCache
 from fleet.access.models import (ApiKey, IssuedKey, Permission, Principal, Role, SignedIn, Tenant,
@@ -50,7 +51,8 @@ class TenantService:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, slug: str, name: str, timezone: str) -> Tenant:
+    async def create(self, slug: str, name: str, timezone: str, *, allow_nosec_devices: bool = False) -> Tenant:
+        """A new city; its devices must use DTLS unless `allow_nosec_devices`."""
         errors = []
         try:
             ZoneInfo(timezone)
@@ -64,7 +66,7 @@ class TenantService:
             raise ValidationFailed("invalid tenant", errors)
         async with self.db.system_tx() as conn:
             try:
-                return await TenantRepository(conn).insert(slug, name, timezone)
+                return await TenantRepository(conn).insert(slug, name, timezone, allow_nosec_devices)
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"tenant {slug!r} already exists") from None
             except asyncpg.CheckViolationError:
@@ -88,6 +90,9 @@ class TenantService:
     async def update(self, principal: Principal, changes: TenantUpdate) -> Tenant:
         if not principal.can(Permission.MANAGE_TENANT):
             raise PermissionDenied("only admins may change the city's settings")
+        if changes.security_modes is not None:
+            # Stored once each, in a stable order, so the audit's before and after compare.
+            changes = replace_struct(changes, security_modes=sorted(set(changes.security_modes)))
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = TenantRepository(conn)
             before = await repo.by_id(principal.tenant_id)

@@ -11,12 +11,13 @@ import msgspec
 
 from fleet.errors import FieldError, ValidationFailed
 from fleet.registry.models import ALL_KIND_ATTRIBUTES, Device
+from fleet.security.validation import SECURITY_COLUMNS
 
 MAX_IMPORT_ROWS = 50_000
 
 EXPORT_COLUMNS = ("id", "kind", "endpoint", "serial", "manufacturer", "model", "firmware_version",
                   "lat", "lon", "district", "address", "installed_at", "status", "tags",
-                  *ALL_KIND_ATTRIBUTES)
+                  *ALL_KIND_ATTRIBUTES, *SECURITY_COLUMNS)
 # Every column an export writes is accepted back; `id` is then dropped, since an import
 # creates new devices (possibly in another city) whatever ids the file names.
 _ACCEPTED = frozenset(EXPORT_COLUMNS)
@@ -103,7 +104,9 @@ def rows_from_geojson(body: bytes) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _cell(device: Device, column: str) -> Any:
+def _cell(device: Device, column: str, security: dict[str, str] | None = None) -> Any:
+    if column in SECURITY_COLUMNS:
+        return (security or {}).get(column)
     if column in ("lat", "lon"):
         return getattr(device.location, column)
     if column in ALL_KIND_ATTRIBUTES:
@@ -141,8 +144,9 @@ def csv_header() -> str:
     return _csv_line(EXPORT_COLUMNS)
 
 
-def csv_line(device: Device) -> str:
-    return _csv_line(_cell(device, c) for c in EXPORT_COLUMNS)
+def csv_line(device: Device, security: dict[str, str] | None = None) -> str:
+    """`security`: the device's credential cells (fleet.security: never a key)."""
+    return _csv_line(_cell(device, c, security) for c in EXPORT_COLUMNS)
 
 
 def geojson_feature(device: Device) -> dict[str, Any]:

@@ -24,6 +24,11 @@ from fleet.registry.importing import rows_from_csv, rows_from_geojson
 from fleet.registry.models import Device, DeviceFilter, NewDevice, Page
 from fleet.registry.repository import COPY_CHUNK, DeviceRepository
 from fleet.registry.validation import validate_changes, validate_new_device
+from fleet.security.models import ImportedCredential
+from fleet.security.repository import CredentialRepository
+from fleet.security.service import SecurityService
+from fleet.security.validation import SECURITY_COLUMNS, credentials_from_row, duplicate_credentials
+from fleet.settings import SecuritySettings
 
 MAX_PAGE = 1000
 # Devices an export reads per transaction.
@@ -72,8 +77,11 @@ def conflict_from(exc: asyncpg.UniqueViolationError) -> Conflict:
 
 
 class DeviceService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, security: SecuritySettings | None = None) -> None:
         self.db = db
+        # Encrypts the keys an import brings (fleet.security); without FLEET_CREDENTIALS_KEY an
+        # import with keys is refused (503), one without is not.
+        self.security = SecurityService(db, security or SecuritySettings())
 
     async def create(self, principal: Principal, raw: Mapping[str, Any]) -> Device:
         require(principal, Permission.MANAGE_DEVICES)
@@ -155,14 +163,28 @@ class DeviceService:
         Keyset pagination on seq (on distance and seq with `near`) lists every device that exists throughout exactly once; one
         created or changed during the download may or may not be in it.
         """
+        async for devices, _ in self._export_chunks(principal, device_filter, with_security=False):
+            for device in devices:
+                yield device
+
+    async def export_with_security(self, principal: Principal,
+                                   device_filter: DeviceFilter) -> AsyncIterator[tuple[Device, dict[str, str]]]:
+        """As `export`, with each device's credential cells for the CSV (never a key)."""
+        async for devices, security in self._export_chunks(principal, device_filter, with_security=True):
+            for device in devices:
+                yield device, security.get(device.id, {})
+
+    async def _export_chunks(self, principal: Principal, device_filter: DeviceFilter, *,
+                             with_security: bool) -> AsyncIterator[tuple[list[Device], dict[UUID, dict[str, str]]]]:
         require(principal, Permission.READ)
         after: tuple | None = None
         while True:
             async with self.db.tenant_tx(principal.tenant_id, readonly=True) as conn:
                 devices, more_after = await DeviceRepository(conn).list(
                     principal.tenant_id, device_filter, after=after, limit=EXPORT_CHUNK)
-            for device in devices:
-                yield device
+                security = await CredentialRepository(conn).export_cells(
+                    principal.tenant_id, [d.id for d in devices]) if with_security and devices else {}
+            yield devices, security
             if more_after is None:
                 return
             after = more_after
@@ -183,7 +205,8 @@ class DeviceService:
         return await self._insert_all(
             principal, *await asyncio.to_thread(lambda: validate_rows(rows_from_geojson(body))))
 
-    async def _insert_all(self, principal: Principal, devices: list[NewDevice], numbers: list[int]) -> list[UUID]:
+    async def _insert_all(self, principal: Principal, devices: list[NewDevice], numbers: list[int],
+                          credentials: list[list[ImportedCredential]]) -> list[UUID]:
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = DeviceRepository(conn)
             taken = await repo.endpoints_taken([d.endpoint for d in devices])
@@ -201,6 +224,10 @@ class DeviceService:
                 raise conflict_from(exc) from None
             for start in range(0, len(created), COPY_CHUNK):  # a few tens of ms of the loop each
                 await record_many(conn, principal, "device.create", "device", created[start:start + COPY_CHUNK])
+            ids = {d.endpoint: d.id for d in created}
+            await self.security.import_credentials(conn, principal, [
+                (number, ids[device.endpoint], credential)
+                for number, device, row in zip(numbers, devices, credentials, strict=True) for credential in row])
         return [d.id for d in created]
 
 
@@ -210,14 +237,22 @@ async def _status_changed(conn: asyncpg.Connection, principal: Principal, before
             "device_id": after.id, "status": after.status.value, "previous": before.status.value})
 
 
-def validate_rows(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[NewDevice], list[int]]:
-    """Every row checked, with all errors at once; the valid devices and their row numbers."""
+def validate_rows(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[NewDevice], list[int],
+                                                                   list[list[ImportedCredential]]]:
+    """Every row checked, with all errors at once; the valid devices, their row numbers and
+    their credentials (the security columns)."""
     if not rows:
         raise ValidationFailed("nothing to import", [FieldError("body", "no rows")])
     devices: list[NewDevice] = []
     numbers: list[int] = []
+    credentials: list[list[ImportedCredential]] = []
     errors: list[FieldError] = []
     for number, raw in rows:
+        row_credentials: list[ImportedCredential] = []
+        if any(column in raw for column in SECURITY_COLUMNS):
+            row_credentials, credential_errors = credentials_from_row(raw, number)
+            errors += credential_errors
+            raw = {k: v for k, v in raw.items() if k not in SECURITY_COLUMNS}
         if raw.get("status") in _NETWORK_STATUSES:
             # Exports of a live city carry online/offline, which the network decides; the
             # imported device starts provisioned and goes online when it registers here.
@@ -225,14 +260,16 @@ def validate_rows(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[NewDevic
         try:
             devices.append(validate_new_device(raw, row=number))
             numbers.append(number)
+            credentials.append(row_credentials)
         except ValidationFailed as exc:
             errors.extend(exc.errors)
     # Duplicates among the valid rows too, so one round of fixes settles the whole file.
     errors += _duplicates_within(devices, numbers)
+    errors += duplicate_credentials(list(zip(numbers, credentials, strict=True)))
     if errors:
         errors.sort(key=lambda e: e.row or 0)
         raise ValidationFailed("import rejected; nothing was stored", errors)
-    return devices, numbers
+    return devices, numbers, credentials
 
 
 def _duplicates_within(devices: list[NewDevice], numbers: list[int]) -> list[FieldError]:
