@@ -89,10 +89,11 @@ def dtls_credentials(account: Account) -> Any:
     if account.mode == "psk":
         return dtls.PskCredentials(identity=account.identity, key=account.secret)
     if account.mode == "rpk":
+        if not account.server_public_key:
+            raise LinkError("an RPK device needs the server's public key (/0/x/4): put server_public_key"
+                            " in the credentials file")
         private = serialization.load_der_private_key(account.secret, password=None)
-        server = (serialization.load_der_public_key(account.server_public_key)
-                  if account.server_public_key else None)
-        return dtls.RpkCredentials(private_key=private, server_public_key=server)
+        return dtls.RpkCredentials(private_key=private, server_public_key=account.server_public_key)
     raise LinkError(f"{account.mode} needs no DTLS credentials")
 
 
