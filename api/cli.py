@@ -53,6 +53,11 @@ def _listen_options(parser: argparse.ArgumentParser, *, verb: str = "listen on")
                         help="HTTP port (default: FLEET_HTTP_PORT, 8000)")
     parser.add_argument("--coap-port", type=port, default=None, metavar="PORT",
                         help="CoAP UDP port (default: FLEET_COAP_PORT, 5683)")
+    parser.add_argument("--coaps-port", type=port, default=None, metavar="PORT", help=COAPS_PORT_HELP)
+
+
+COAPS_PORT_HELP = ("CoAP over DTLS (coaps://) UDP port; 0 turns it off (default: FLEET_COAPS_PORT, 5684). "
+                   "Needs FLEET_CREDENTIALS_KEY")
 
 
 # Why --key and --truck-key are only kept for old scripts: every user of the machine sees a
@@ -78,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="UDP address (default: FLEET_COAP_HOST, every address)")
     coap.add_argument("--coap-port", type=port, default=None, metavar="PORT",
                       help="CoAP UDP port (default: FLEET_COAP_PORT, 5683)")
+    coap.add_argument("--coaps-port", type=port, default=None, metavar="PORT", help=COAPS_PORT_HELP)
     coap.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     sub.add_parser("migrate", help="apply pending database migrations")
@@ -298,7 +304,8 @@ def serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
         http=replace(settings.http, host=args.host or settings.http.host,
                      port=args.http_port if args.http_port is not None else settings.http.port),
         coap=replace(settings.coap, host=args.coap_host or args.host or settings.coap.host,
-                     port=args.coap_port if args.coap_port is not None else settings.coap.port),
+                     port=args.coap_port if args.coap_port is not None else settings.coap.port,
+                     coaps_port=args.coaps_port if args.coaps_port is not None else settings.coap.coaps_port),
     )
 
 
@@ -315,7 +322,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "coap":
         settings = replace(with_metrics_port(args, settings), coap=replace(
             settings.coap, host=args.host or settings.coap.host,
-            port=args.coap_port if args.coap_port is not None else settings.coap.port))
+            port=args.coap_port if args.coap_port is not None else settings.coap.port,
+            coaps_port=args.coaps_port if args.coaps_port is not None else settings.coap.coaps_port))
         return await commands.coap_only(settings)
     if args.command == "migrate":
         return await commands.migrate_only(settings)

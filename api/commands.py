@@ -16,8 +16,8 @@ from uuid import UUID
 
 import structlog
 
-from api.runtime import (alarm_service, bind_problem, firmware_download_uri, migrate_database, open_database,
-                         resolve_dsn, run_device_edge, run_http, serving_metrics, supervised, until_stopped)
+from api.runtime import (alarm_service, bind_problem, coaps_public_uri, firmware_download_uri, migrate_database,
+                         open_database, resolve_dsn, run_device_edge, run_http, serving_metrics, supervised, until_stopped)
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import ApiKey, Role
 from fleet.access.service import KEY_SCHEME, ApiKeyService, TenantService, system_principal
@@ -155,7 +155,9 @@ async def serve(settings: Settings) -> int:
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         log.info("fleet serving", http=f"http://{settings.http.host}:{settings.http.port}",
                  docs=f"http://{settings.http.host}:{settings.http.port}/schema",
-                 coap=f"udp/{settings.coap.port}", metrics=metrics_url(settings))
+                 coap=f"udp/{settings.coap.port}",
+                 coaps=f"udp/{settings.coap.coaps_port}" if settings.coap.coaps_port else "off",
+                 metrics=metrics_url(settings))
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
@@ -166,7 +168,8 @@ async def scheduler(db: Database, settings: Settings, health: Health) -> None:
     """The scheduler component of a node, as `fleet serve` and the demo run it."""
     await supervised(health, "scheduler", lambda: run_scheduler(
         db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
-        download_base_uri=firmware_download_uri(settings), routing_url=settings.routing_url))
+        download_base_uri=firmware_download_uri(settings), secure_download_base_uri=coaps_public_uri(settings),
+        routing_url=settings.routing_url))
 
 
 async def coap_only(settings: Settings) -> int:
@@ -237,6 +240,9 @@ def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, 
     listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port")]
     if coap:
         listeners.append(("CoAP", socket.SOCK_DGRAM, settings.coap.host, settings.coap.port, "--coap-port"))
+        if settings.coap.coaps_port:  # 0: no coaps listener
+            listeners.append(("CoAP over DTLS", socket.SOCK_DGRAM, settings.coap.host, settings.coap.coaps_port,
+                              "--coaps-port"))
     if settings.metrics.port:  # 0: no metrics endpoint
         listeners.append(("metrics", socket.SOCK_STREAM, settings.metrics.host, settings.metrics.port,
                           "--metrics-port"))

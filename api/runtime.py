@@ -156,6 +156,14 @@ def firmware_download_uri(settings: Settings) -> str:
     return settings.firmware.download_base_uri or default_base_uri(settings.coap.host, settings.coap.port)
 
 
+def coaps_public_uri(settings: Settings) -> str | None:
+    """Where devices reach this node's coaps listener (the bootstrap server writes it as their
+    server's URI, and devices registered over coaps download firmware there); None: no coaps."""
+    if not settings.coap.coaps_port:
+        return None
+    return settings.coap.coaps_public_uri or default_base_uri(settings.coap.host, settings.coap.coaps_port, "coaps")
+
+
 def alarm_service(db: Database) -> AlarmService:
     """How every process builds its alarms: each transition reaches the work orders (opened from
     alarms, proven by the device, reopened by a repeat) in the transaction that made it."""

@@ -105,6 +105,11 @@ class HttpSettings:
 class CoapSettings:
     host: str = "::"
     port: int = 5683
+    # CoAP over DTLS (coaps://) beside the plain port, on the same host; 0: none.
+    coaps_port: int = 5684
+    # The coaps:// URI devices reach this node's DTLS listener at (bootstrap writes it as the
+    # server's URI; secure devices download firmware there). Unset: derived from host and port.
+    coaps_public_uri: str | None = None
     # Commands under way to devices at once, per node (see protocols.lwm2m.dispatcher.IN_FLIGHT).
     in_flight: int = 1024
     # Datagrams per second from one peer (address and port) and its burst; 0 turns it off.
@@ -251,6 +256,8 @@ def load_settings() -> Settings:
         coap=CoapSettings(
             host=_env("COAP_HOST", "::") or "::",
             port=_env_port("COAP_PORT", 5683),
+            coaps_port=_env_port("COAPS_PORT", 5684),
+            coaps_public_uri=_env("COAPS_PUBLIC_URI"),
             in_flight=in_flight,
             peer_per_s=_env_float("COAP_PEER_PER_S", coap.peer_per_s),
             peer_burst=_env_int("COAP_PEER_BURST", coap.peer_burst),
@@ -288,6 +295,9 @@ def load_settings() -> Settings:
     base = settings.firmware.download_base_uri
     if base is not None and not base.startswith(("coap://", "coaps://")):
         raise SettingsError("FLEET_FIRMWARE_DOWNLOAD_URI", "a coap:// or coaps:// URI", base)
+    public = settings.coap.coaps_public_uri
+    if public is not None and not public.startswith("coaps://"):
+        raise SettingsError("FLEET_COAPS_PUBLIC_URI", "a coaps:// URI", public)
     if settings.routing_url is not None and not settings.routing_url.startswith(("http://", "https://")):
         raise SettingsError("FLEET_ROUTING_URL", "an http:// or https:// URL", settings.routing_url)
     tiles = settings.web.tiles_url

@@ -68,10 +68,12 @@ def _whole_minutes(span: timedelta) -> timedelta:
 
 
 class CampaignJobs:
-    def __init__(self, db: Database, *, download_base_uri: str, alarm_service=None,
-                 clock: Callable[[], datetime] = utc_now, interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, db: Database, *, download_base_uri: str, secure_download_base_uri: str | None = None,
+                 alarm_service=None, clock: Callable[[], datetime] = utc_now, interval_s: float = INTERVAL_S) -> None:
         self.db = db
         self.download_base_uri = download_base_uri
+        # coaps:// for devices registered over DTLS (None: they get download_base_uri too).
+        self.secure_download_base_uri = secure_download_base_uri
         self.alarm_service = alarm_service
         self.clock = clock
         self.interval_s = interval_s
@@ -268,9 +270,12 @@ class CampaignPass:
         download = timedelta(seconds=self.settings.timeouts.download_s)
         pulls = [f.device_id for f, d in nexts
                  if f.device_id in moved and d.step == steps.DELIVER and d.delivery is Delivery.PULL]
+        secure_base = self.jobs.secure_download_base_uri
+        secure = await self.repo.registered_secure(self.tenant_id, pulls) if secure_base and pulls else set()
         await self.repo.insert_steps(
             self.tenant_id, self.campaign_id, Operation.WRITE, "/5/0/1", pulls,
-            [package_uri(self.jobs.download_base_uri, tokens[d][0]) for d in pulls], download)
+            [package_uri(secure_base if d in secure else self.jobs.download_base_uri, tokens[d][0])
+             for d in pulls], download)
         pushes = [f.device_id for f, d in nexts
                   if f.device_id in moved and d.step == steps.DELIVER and d.delivery is Delivery.PUSH]
         image = {"image_id": str(self.campaign["image_id"])}

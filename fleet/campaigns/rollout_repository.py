@@ -191,6 +191,13 @@ class RolloutRepository:
                 returning d.device_id""", tenant_id, campaign_id, list(device_ids))
         return [r["device_id"] for r in rows]
 
+    async def registered_secure(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these devices registered over coaps (their Package URI is coaps:// too)."""
+        rows = await self.conn.fetch(
+            "select device_id from registrations where tenant_id = $1 and device_id = any($2::uuid[]) and secure",
+            tenant_id, list(device_ids))
+        return {r["device_id"] for r in rows}
+
     async def due_polls(self, tenant_id: UUID, campaign_id: UUID, device_ids: Sequence[UUID],
                         poll_s: int) -> list[UUID]:
         rows = await self.conn.fetch(

@@ -314,8 +314,9 @@ class CommandRepository:
 
     async def claim_due(self, node: str, limit: int, *, device_id: UUID | None = None,
                         node_timeout: timedelta = timedelta(seconds=30),
-                        prepared: bool = False) -> list[tuple[DeviceCommand, str, int]]:
-        """Claim due commands this node should deliver, at most one in flight per device.
+                        prepared: bool = False) -> list[tuple[DeviceCommand, str, int, bool]]:
+        """Claim due commands this node should deliver, at most one in flight per device; each
+        with its device's address, port and transport (secure: registered over coaps).
 
         A node delivers to devices registered through it (their answers come back to its
         socket), and adopts devices of nodes whose heartbeat stopped. Queue-mode devices are
@@ -348,9 +349,9 @@ class CommandRepository:
                 from registrations r
                 where c.id = any(array(select id from due)) and r.device_id = c.device_id
                 returning {_COMMAND_COLUMNS_OF_C},
-                          r.address, r.port""",
+                          r.address, r.port, r.secure""",
             node, limit, device_id, node_timeout)
-        return [(command_from_row(r), r["address"], r["port"]) for r in rows]
+        return [(command_from_row(r), r["address"], r["port"], r["secure"]) for r in rows]
 
     async def complete(self, outcomes: Sequence[Outcome], *, max_attempts: int,
                        backoff_base_s: float) -> None:

@@ -281,7 +281,7 @@ class CommandQueue:
         self.node = node
         self._claimer: asyncpg.Connection | None = None
 
-    async def claim(self, limit: int, device_id: UUID | None = None) -> list[tuple[DeviceCommand, str, int]]:
+    async def claim(self, limit: int, device_id: UUID | None = None) -> list[tuple[DeviceCommand, str, int, bool]]:
         if device_id is not None:
             async with self.db.system_tx() as conn:
                 return await CommandRepository(conn).claim_due(self.node, limit, device_id=device_id)

@@ -47,12 +47,13 @@ def without_token(path: str, value: object) -> object:
     return value
 
 
-def default_base_uri(coap_host: str, coap_port: int) -> str:
-    """Where devices reach this node's listener when no FLEET_FIRMWARE_DOWNLOAD_URI says."""
+def default_base_uri(coap_host: str, coap_port: int, scheme: str = "coap") -> str:
+    """Where devices reach this node's listener (`scheme` coaps: its DTLS one) when no
+    FLEET_FIRMWARE_DOWNLOAD_URI (FLEET_COAPS_PUBLIC_URI) says."""
     host = "127.0.0.1" if coap_host in ("::", "0.0.0.0", "") else coap_host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"coap://{host}:{coap_port}"
+    return f"{scheme}://{host}:{coap_port}"
 
 
 class Downloads:

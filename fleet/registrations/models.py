@@ -29,6 +29,8 @@ class Registration:
     registered_at: datetime
     updated_at: datetime
     expires_at: datetime
+    # Came over coaps:// (DTLS): only datagrams of that DTLS session speak for the device.
+    secure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,53 @@ class RegisterRequest:
     lwm2m_version: str
     object_links: str
     sms_number: str | None = None
+    secure: bool = False
+    # Over coaps: the device the DTLS credential belongs to (and the credential itself, to
+    # activate a pending one); the endpoint must be that device's. None over plain coap.
+    authenticated: AuthenticatedDevice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedDevice:
+    """Who a DTLS handshake proved the peer to be: a device's credential."""
+
+    device_id: UUID
+    purpose: str  # "operational" registers; "bootstrap" only bootstraps
+    credential: object  # fleet.security's KnownCredential, handed back to activate it
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePolicy:
+    """What a device's city asks of it on the network (fleet.security holds the credentials)."""
+
+    device_id: UUID
+    tenant_id: UUID
+    endpoint: str
+    allow_nosec: bool  # the city takes devices without DTLS
+    security_modes: tuple[str, ...]  # the secure modes it takes: psk, rpk
+    has_operational: bool  # the device holds a (pending or active) key to register with
+    has_bootstrap: bool  # ... and a factory key to bootstrap with
+
+    def refuse_register(self, secure: bool, authenticated: AuthenticatedDevice | None) -> str | None:
+        """Why this device may not register so (None: it may).
+
+        Over coaps the DTLS credential must be this device's operational one, in a mode the
+        city takes; over plain coap the city must take NoSec devices and the device must hold no
+        key (a device with a key uses it: anyone can send a plain datagram with its name)."""
+        if secure:
+            if authenticated is None or authenticated.device_id != self.device_id:
+                return f"the DTLS credential is not endpoint {self.endpoint!r}'s: a device registers only as itself"
+            if authenticated.purpose != "operational":
+                return "a bootstrap credential does not register: bootstrap first (POST /bs)"
+            mode = getattr(authenticated.credential, "mode", None)
+            if mode is not None and mode not in self.security_modes:
+                return f"this city does not take {mode} credentials"
+            return None
+        if not self.allow_nosec:
+            return "this city requires DTLS: register over coaps:// with the device's credential"
+        if self.has_operational:
+            return "this device has a DTLS credential: register over coaps:// with it"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +97,8 @@ class UpdateRequest:
     registration_id: str
     address: str
     port: int
+    secure: bool = False
+    authenticated: AuthenticatedDevice | None = None
     lifetime_s: int | None = None
     binding: str | None = None
     object_links: str | None = None
@@ -86,19 +137,26 @@ class SessionChange:
     registration_id: str | None = None
     address: str | None = None
     port: int | None = None
+    secure: bool = False
 
     @property
     def ended(self) -> bool:
         return self.registration_id is None
 
+    @property
+    def peer(self) -> tuple[str, int, bool]:
+        return self.address, self.port, self.secure
+
     @classmethod
     def from_payload(cls, payload: str) -> SessionChange:
-        """Parse what the repository's `pg_notify` sends: `device_id [registration_id port address]`.
+        """Parse what the repository's `pg_notify` sends:
+        `device_id [registration_id port address [s]]` (`s`: over coaps).
 
         Raises ValueError for anything else.
         """
         parts = payload.split(" ")
         if len(parts) == 1:
             return cls(UUID(parts[0]))
+        secure = len(parts) == 5 and parts.pop() == "s"
         device_id, registration_id, port, address = parts
-        return cls(UUID(device_id), registration_id, address, int(port))
+        return cls(UUID(device_id), registration_id, address, int(port), secure)

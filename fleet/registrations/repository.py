@@ -25,33 +25,49 @@ class RegistrationRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def device_for_endpoint(self, endpoint: str) -> asyncpg.Record | None:
+    async def device_for_endpoint(self, endpoint: str, *, lock: bool = True) -> asyncpg.Record | None:
+        """The device and what its city's security policy asks of it (`DevicePolicy`)."""
         return await self.conn.fetchrow(
-            "select id, tenant_id, status from devices where endpoint = $1 for update", endpoint)
+            f"""select d.id, d.tenant_id, d.status, t.allow_nosec_devices, t.security_modes,
+                       exists (select 1 from device_credentials c
+                               where c.tenant_id = d.tenant_id and c.device_id = d.id
+                                 and c.purpose = 'operational' and c.state <> 'retired') as has_operational,
+                       exists (select 1 from device_credentials c
+                               where c.tenant_id = d.tenant_id and c.device_id = d.id
+                                 and c.purpose = 'bootstrap' and c.state <> 'retired') as has_bootstrap
+                from devices d join tenants t on t.id = d.tenant_id
+                where d.endpoint = $1 {"for update of d" if lock else ""}""", endpoint)
 
     async def replace(self, registration_id: str, device: asyncpg.Record, request: RegisterRequest,
                       queue_mode: bool, node: str) -> Registration:
         """A new Register replaces the device's previous registration, if any."""
         await self.conn.execute(
             """with gone as (delete from registrations where device_id = $1)
-               select pg_notify($2, concat_ws(' ', $1::uuid, $3::text, $4::integer, $5::text))""",
-            device["id"], SESSIONS_CHANNEL, registration_id, request.port, request.address)
+               select pg_notify($2, concat_ws(' ', $1::uuid, $3::text, $4::integer, $5::text,
+                                              case when $6::boolean then 's' end))""",
+            device["id"], SESSIONS_CHANNEL, registration_id, request.port, request.address, request.secure)
         row = await self.conn.fetchrow(
             """insert into registrations (id, device_id, tenant_id, endpoint, address, port,
                    lifetime_s, binding, queue_mode, lwm2m_version, object_links, sms_number, node,
-                   expires_at)
+                   expires_at, secure)
                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                       now() + make_interval(secs => $7::integer))
+                       now() + make_interval(secs => $7::integer), $14)
                returning *""",
             registration_id, device["id"], device["tenant_id"], request.endpoint, request.address,
             request.port, request.lifetime_s, request.binding, queue_mode, request.lwm2m_version,
-            request.object_links, request.sms_number, node)
+            request.object_links, request.sms_number, node, request.secure)
         return _registration(row)
 
     async def refresh(self, request: UpdateRequest, queue_mode: bool | None, node: str) -> Registration | None:
-        """Apply an Update; a new address (NAT rebinding) is announced to every listener."""
+        """Apply an Update; a new address (NAT rebinding) is announced to every listener.
+
+        Only over the transport the device registered on (and over coaps only by the device the
+        registration is of): None otherwise, as for an unknown registration."""
+        device_id = request.authenticated.device_id if request.authenticated is not None else None
         row = await self.conn.fetchrow(
-            """with previous as (select address, port from registrations where id = $1 for update)
+            """with previous as (select address, port from registrations
+                                 where id = $1 and secure = $11 and ($12::uuid is null or device_id = $12)
+                                 for update)
                update registrations r set
                    address = $2, port = $3,
                    lifetime_s = coalesce($4, lifetime_s),
@@ -63,18 +79,23 @@ class RegistrationRepository:
                    expires_at = now() + make_interval(secs => coalesce($4::integer, lifetime_s))
                from previous where r.id = $1
                returning r.*, case when (previous.address, previous.port) <> (r.address, r.port)
-                                   then pg_notify($10, concat_ws(' ', r.device_id, r.id, r.port, r.address))
+                                   then pg_notify($10, concat_ws(' ', r.device_id, r.id, r.port, r.address,
+                                                                 case when r.secure then 's' end))
                               end""",
             request.registration_id, request.address, request.port, request.lifetime_s,
             request.binding, queue_mode, request.object_links, request.sms_number, node,
-            SESSIONS_CHANNEL)
+            SESSIONS_CHANNEL, request.secure, device_id)
         return _registration(row) if row else None
 
-    async def remove(self, registration_id: str) -> Registration | None:
+    async def remove(self, registration_id: str, secure: bool = False,
+                     device_id: UUID | None = None) -> Registration | None:
+        """End a registration, only over the transport it came on (and by its device, over coaps)."""
         row = await self.conn.fetchrow(
-            """with gone as (delete from registrations where id = $1 returning *)
+            """with gone as (delete from registrations
+                             where id = $1 and secure = $3 and ($4::uuid is null or device_id = $4)
+                             returning *)
                select gone.*, pg_notify($2, gone.device_id::text) from gone""",
-            registration_id, SESSIONS_CHANNEL)
+            registration_id, SESSIONS_CHANNEL, secure, device_id)
         return _registration(row) if row else None
 
     async def end_for_device(self, tenant_id: UUID, device_id: UUID) -> None:
@@ -121,10 +142,11 @@ class RegistrationRepository:
             "update devices set offline_since = null where id = $1 and offline_since is not null"
             " returning tenant_id", device_id)
 
-    async def at_address(self, address: str, port: int) -> Registration | None:
+    async def at_address(self, address: str, port: int, secure: bool = False) -> Registration | None:
         row = await self.conn.fetchrow(
-            "select * from registrations where address = $1 and port = $2 order by updated_at desc limit 1",
-            address, port)
+            """select * from registrations where address = $1 and port = $2 and secure = $3
+               order by updated_at desc limit 1""",
+            address, port, secure)
         return _registration(row) if row else None
 
     async def by_id(self, registration_id: str) -> Registration | None:

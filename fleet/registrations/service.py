@@ -16,7 +16,7 @@ from fleet.db import Database
 from fleet.db.availability import database_away
 from fleet.db.listening import ChannelFollower
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
-from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SESSIONS_CHANNEL, DeviceInfo,
+from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SESSIONS_CHANNEL, DeviceInfo, DevicePolicy,
                                         ReadFormatHints, Registration, RegisterRequest, SessionChange,
                                         UpdateRequest)
 from fleet.registrations.repository import RegistrationRepository
@@ -35,6 +35,23 @@ SESSIONS_APPLICATION = "fleet-sessions"
 
 class UnknownEndpoint(PermissionDenied):
     """A device tried to register under a name the registry does not hold (or decommissioned)."""
+
+
+class RegistrationRefused(PermissionDenied):
+    """The city's security policy refuses this registration (no DTLS, another device's key)."""
+
+
+def _policy(device: asyncpg.Record, endpoint: str) -> DevicePolicy:
+    return DevicePolicy(device["id"], device["tenant_id"], endpoint, device["allow_nosec_devices"],
+                        tuple(device["security_modes"]), device["has_operational"], device["has_bootstrap"])
+
+
+async def _refuse_other_transport(repo: RegistrationRepository, registration_id: str) -> None:
+    """An Update or De-register matched nothing: 4.03 if the registration exists but is not the
+    requester's (another transport or another DTLS credential), else 4.04."""
+    if await repo.by_id(registration_id) is not None:
+        raise PermissionDenied(f"registration {registration_id} belongs to another transport or credential")
+    raise NotFound(f"registration {registration_id} not found")
 
 
 def validate_registration_fields(lifetime_s: int | None, binding: str | None,
@@ -65,6 +82,9 @@ class RegistrationService:
             device = await repo.device_for_endpoint(request.endpoint)
             if device is None or device["status"] == "decommissioned":
                 raise UnknownEndpoint(f"endpoint {request.endpoint!r} is not provisioned")
+            refused = _policy(device, request.endpoint).refuse_register(request.secure, request.authenticated)
+            if refused is not None:
+                raise RegistrationRefused(refused)
             registration = await repo.replace(secrets.token_urlsafe(6), device, request,
                                               "Q" in request.binding, self.node)
             await repo.set_status(device["id"], "online", only_from=NETWORK_STATUSES)
@@ -81,7 +101,7 @@ class RegistrationService:
             repo = RegistrationRepository(conn)
             registration = await repo.refresh(request, queue_mode, self.node)
             if registration is None:
-                raise NotFound(f"registration {request.registration_id} not found")
+                await _refuse_other_transport(repo, request.registration_id)
             await repo.set_status(registration.device_id, "online", only_from=NETWORK_STATUSES)
             await self._back(conn, repo, registration.device_id)
         return registration
@@ -103,18 +123,30 @@ class RegistrationService:
                 raise
             log.exception("device back online: its device_offline alarm is left as it was", device_id=str(device_id))
 
-    async def deregister(self, registration_id: str) -> Registration:
+    async def deregister(self, registration_id: str, *, secure: bool = False,
+                         device_id: UUID | None = None) -> Registration:
+        """End a registration; `secure` and `device_id` say where the request came from (over
+        coaps, the device its DTLS credential is of), which must be where it registered."""
         async with self.db.system_tx() as conn:
             repo = RegistrationRepository(conn)
-            registration = await repo.remove(registration_id)
+            registration = await repo.remove(registration_id, secure, device_id)
             if registration is None:
-                raise NotFound(f"registration {registration_id} not found")
+                await _refuse_other_transport(repo, registration_id)
             await repo.set_status(registration.device_id, "offline", only_from=NETWORK_STATUSES)
         return registration
 
-    async def at_address(self, address: str, port: int) -> Registration | None:
+    async def policy(self, endpoint: str) -> DevicePolicy | None:
+        """What the city asks of the device `endpoint` (None: no such device in service)."""
         async with self.db.system_tx() as conn:
-            return await RegistrationRepository(conn).at_address(address, port)
+            device = await RegistrationRepository(conn).device_for_endpoint(endpoint, lock=False)
+        if device is None or device["status"] == "decommissioned":
+            return None
+        return _policy(device, endpoint)
+
+    async def at_address(self, address: str, port: int, secure: bool = False) -> Registration | None:
+        """The registration speaking from `address`:`port` over coaps (`secure`) or plain coap."""
+        async with self.db.system_tx() as conn:
+            return await RegistrationRepository(conn).at_address(address, port, secure)
 
     async def by_id(self, registration_id: str) -> Registration | None:
         async with self.db.system_tx() as conn:

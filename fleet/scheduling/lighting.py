@@ -139,6 +139,7 @@ async def run_scheduler(db: Database, *, node: str | None = None,
                         events_retention_days: int = RETENTION_DAYS,
                         alarm_service: AlarmService | None = None,
                         download_base_uri: str = DEFAULT_DOWNLOAD_BASE_URI,
+                        secure_download_base_uri: str | None = None,
                         routing_url: str | None = None) -> None:
     """The `fleet serve` component: try to lead; while leading, keep the lights on schedule,
     open work orders from alarms, look for stuck fill sensors, roll firmware campaigns out,
@@ -151,6 +152,7 @@ async def run_scheduler(db: Database, *, node: str | None = None,
     await LeaderElection(db, node).run(together(
         LightingJobs(db).lead, WorkOrderJobs(db).lead,
         AlarmJobs(db, alarm_service).lead,
-        CampaignJobs(db, download_base_uri=download_base_uri, alarm_service=alarm_service).lead,
+        CampaignJobs(db, download_base_uri=download_base_uri, secure_download_base_uri=secure_download_base_uri,
+                     alarm_service=alarm_service).lead,
         FillProfileJobs(db).lead, CollectionJobs(db, routing_url=routing_url).lead,
         EventRetention(db, retention_days=events_retention_days).lead, SessionRetention(db).lead))

@@ -5,6 +5,7 @@ spends most of its time per such request on generality (a Message with full opti
 timers, a Pipe, a Task, a Site lookup, the response Message): several times what storing the
 points costs. When the root resource offers ``fast_post(path, content_format, payload, peer)``
 this module answers those requests itself and hands everything else to aiocoap unchanged.
+The peer is (host, port, secure), `secure` for the coaps listener's interface.
 
 What is kept, per RFC 7252:
 - Deduplication (§4.5): (peer, message id) is remembered for EXCHANGE_LIFETIME; a duplicate
@@ -107,6 +108,9 @@ class FastPath:
 
     def __init__(self, interface, resource, tuning: TransportTuning) -> None:
         self.interface = interface
+        # Behind the coaps listener's DTLS (protocols.coap.secure): peers are (host, port, True),
+        # never the plain socket's (host, port, False) from the same address.
+        self.secure = bool(interface.__dict__.get("_fleet_secure", False))
         self.fast_post = resource.fast_post
         self.fast_get = getattr(resource, "fast_get", None)
         self.loop = asyncio.get_running_loop()
@@ -211,7 +215,7 @@ class FastPath:
             return False
         path, content_format, payload = parsed
         host = address[0]
-        peer = (host[7:] if host.startswith("::ffff:") else host, address[1])
+        peer = (host[7:] if host.startswith("::ffff:") else host, address[1], self.secure)
         try:
             future = self.fast_post(path, content_format, payload, peer)
         except Exception:  # noqa: BLE001 - our bug; aiocoap's path answers and logs it again

@@ -166,8 +166,8 @@ class Dispatcher:
                 else:
                     failing = False
                     self.health.database_back()
-            for command, host, port in claimed:
-                self._start(command, host, port)
+            for command, host, port, secure in claimed:
+                self._start(command, DeviceAddress(host, port, secure))
             if len(claimed) < max(free, 1):
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -193,8 +193,8 @@ class Dispatcher:
                                          registration.device_id)
             for row in paths:
                 self._observe_again(registration, row["path"])
-        for command, host, port in await self.queue.claim(64, device_id=registration.device_id):
-            self._start(command, host, port)
+        for command, host, port, secure in await self.queue.claim(64, device_id=registration.device_id):
+            self._start(command, DeviceAddress(host, port, secure))
 
     def _observe_again(self, registration: Registration, path: str) -> None:
         key = (registration.device_id, path)
@@ -207,9 +207,9 @@ class Dispatcher:
         command = DeviceCommand(id=None, batch_id=None, tenant_id=registration.tenant_id,
                                 device_id=registration.device_id, operation=Operation.OBSERVE,
                                 path=path, value=None, status=None, attempts=0, expires_at=None)
-        self._spawn(self._deliver(command, registration.address, registration.port))
+        self._spawn(self._deliver(command, DeviceAddress.of(registration)))
 
-    def _start(self, command: DeviceCommand, host: str, port: int) -> None:
+    def _start(self, command: DeviceCommand, address: DeviceAddress) -> None:
         """Deliver one command; its slot is free as soon as the device has answered.
 
         What follows the answer (committing the readings or the written value, then the
@@ -222,7 +222,7 @@ class Dispatcher:
         if command.operation is Operation.WRITE and self.client.writes_fast:
             # The bulk of every dimming push: no task, just the device's answer.
             try:
-                answer = self.client.start_write(host, port, command.path, command.value)
+                answer = self.client.start_write(address, command.path, command.value)
             except Exception as exc:  # noqa: BLE001 - an unexpected error must not stop the dispatcher
                 log.exception("command delivery failed", command=str(command.id))
                 self._record(Outcome(command.id, False, None, f"internal error: {type(exc).__name__}"))
@@ -246,7 +246,7 @@ class Dispatcher:
             self._recording -= 1
             self._wake.set()
 
-        task = self._spawn(self._deliver(command, host, port, release))
+        task = self._spawn(self._deliver(command, address, release))
         task.add_done_callback(done)
 
     def _written(self, command: DeviceCommand, answer: asyncio.Future) -> None:
@@ -298,9 +298,8 @@ class Dispatcher:
         else:
             log.error("dispatcher task crashed", task=task.get_name(), exc_info=exc)
 
-    async def _deliver(self, command: DeviceCommand, host: str, port: int,
+    async def _deliver(self, command: DeviceCommand, address: DeviceAddress,
                        answered: Callable[[], None] = lambda: None) -> None:
-        address = DeviceAddress(host, port)
         path = ResourcePath.parse(command.path)
         session = Session("", command.device_id, command.tenant_id, "")
         try:

@@ -50,10 +50,30 @@ class DeviceRequestFailed(Exception):
 class DeviceAddress:
     host: str
     port: int
+    # Registered over coaps: reached through the coaps listener's DTLS session with it.
+    secure: bool = False
+
+    @classmethod
+    def of(cls, registration: Registration) -> DeviceAddress:
+        return cls(registration.address, registration.port, registration.secure)
 
     def uri(self, path: ResourcePath) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"coap://{host}:{self.port}{path}"
+        return f"{'coaps' if self.secure else 'coap'}://{host}:{self.port}{path}"
+
+
+class _Link:
+    """One of the listener's interfaces (plain udp6, or coaps behind DTLS) and its outbound fast
+    path: a device is spoken to over the one it registered on."""
+
+    def __init__(self, interface, remote_class) -> None:
+        self.interface = interface
+        self.remote_class = remote_class  # the interface's EndpointAddress class
+        self.outbound = outbound_requests(interface)
+        reset_unclaimed_responses(interface._ctx)
+
+    def remote(self, sockaddr: tuple):
+        return self.remote_class(sockaddr, self.interface)
 
 
 class DeviceClient:
@@ -65,18 +85,32 @@ class DeviceClient:
     negotiated with the device (:mod:`protocols.lwm2m.negotiation`).
     """
 
-    def __init__(self, context: aiocoap.Context, formats: ContentFormats | None = None) -> None:
+    def __init__(self, context: aiocoap.Context, formats: ContentFormats | None = None, *,
+                 secure_interface=None, secure_remote_class=None) -> None:
+        """`secure_interface`: the coaps listener's interface (protocols.coap.secure), whose
+        remotes are `secure_remote_class`; devices registered over coaps are spoken to there."""
         self.context = context
         self.formats = formats
-        self._interface = udp_interface(context)
-        self._outbound = outbound_requests(self._interface) if self._interface is not None else None
-        if self._interface is not None:
-            reset_unclaimed_responses(self._interface._ctx)
+        interface = udp_interface(context)
+        self._plain = _Link(interface, udp6.UDP6EndpointAddress) if interface is not None else None
+        self._secure = (_Link(secure_interface, secure_remote_class)
+                        if secure_interface is not None else None)
+        # The plain link's, kept as they were: writes_fast and the counters are about it.
+        self._interface = interface
+        self._outbound = self._plain.outbound if self._plain is not None else None
 
     def close(self) -> None:
         """Fail what is still waiting for a device: the socket is about to close."""
-        if self._outbound is not None:
-            self._outbound.close()
+        for link in (self._plain, self._secure):
+            if link is not None:
+                link.outbound.close()
+
+    def _link(self, address: DeviceAddress) -> _Link | None:
+        if not address.secure:
+            return self._plain
+        if self._secure is None:
+            raise DeviceRequestFailed("the device registered over coaps, and this listener has none")
+        return self._secure
 
     @staticmethod
     def _sockaddr(address: DeviceAddress) -> tuple:
@@ -85,10 +119,11 @@ class DeviceClient:
     def _message(self, address: DeviceAddress, path: ResourcePath, **fields) -> Message:
         """A request addressed by socket address, not by URI: aiocoap would otherwise run
         getaddrinfo in a thread for every downlink request, even for an IP literal."""
-        if self._interface is None:
+        link = self._link(address)
+        if link is None:
             return Message(uri=address.uri(path), transport_tuning=CITY_TUNING, **fields)
         message = Message(uri_path=[str(i) for i in path.ids], transport_tuning=CITY_TUNING, **fields)
-        message.remote = udp6.UDP6EndpointAddress(self._sockaddr(address), self._interface)
+        message.remote = link.remote(self._sockaddr(address))
         return message
 
     async def read(self, address: DeviceAddress, path: ResourcePath, *, device_id: UUID | None = None,
@@ -100,7 +135,7 @@ class DeviceClient:
 
     async def _read_in(self, address: DeviceAddress, path: ResourcePath,
                        accept: int | None) -> tuple[list[Reading], int | None]:
-        if self._outbound is not None:
+        if self._link(address) is not None:
             answer = await self._fast(address, path, Code.GET, accept=accept)
             if not answer.blockwise:
                 return (content.decode(answer.content_format, answer.payload, path, datetime.now(UTC)),
@@ -139,12 +174,27 @@ class DeviceClient:
         """The fast path's counters (sent, retransmitted, empty_acked, failed, failures)."""
         return self._outbound
 
-    def start_write(self, host: str, port: int, path: str, value: object) -> asyncio.Future:
+    def start_write(self, address: DeviceAddress, path: str, value: object) -> asyncio.Future:
         """Send a Write through the fast path (`writes_fast` must be true); the future gives the
         device's Answer, for `check`. Callers with thousands in flight save a task each."""
         payload, content_format = _write_payload(value)
-        return self._outbound.request(_sockaddr(host, port), _PUT, _segments(path),
-                                      content_format=content_format, payload=payload)
+        return self._link(address).outbound.request(self._sockaddr(address), _PUT, _segments(path),
+                                                    content_format=content_format, payload=payload)
+
+    async def exchange(self, address: DeviceAddress, code: Code, segments: tuple[str, ...], *,
+                       payload: bytes = b"", content_format: int | None = None) -> Answer:
+        """One request of any kind, its answer checked: the bootstrap interface's Delete, Write
+        (whole instances, of resources the registry marks read-only or not operable at all: no
+        operation check here) and Finish (POST /bs), which are not paths of the object model."""
+        link = self._link(address)
+        if link is None:
+            raise DeviceRequestFailed("no udp6 interface to send from")
+        try:
+            answer = await link.outbound.request(self._sockaddr(address), int(code), segments,
+                                                 content_format=content_format, payload=payload)
+        except RequestFailed as exc:
+            raise DeviceRequestFailed(f"no answer: {exc}") from None
+        return self.check(answer)
 
     @staticmethod
     def check(answer: Answer) -> Answer:
@@ -158,7 +208,7 @@ class DeviceClient:
     async def write(self, address: DeviceAddress, path: ResourcePath, value: object) -> None:
         """Write one resource: plain text for scalars (TS §7.4.1), opaque for bytes."""
         payload, content_format = _write_payload(value)
-        if self._outbound is not None:
+        if self._link(address) is not None:
             await self._fast(address, path, Code.PUT, content_format=content_format, payload=payload)
             return
         request = self._message(address, path, code=Code.PUT, payload=payload,
@@ -167,7 +217,7 @@ class DeviceClient:
 
     async def execute(self, address: DeviceAddress, path: ResourcePath, arguments: str | None = None) -> None:
         payload = (arguments or "").encode()
-        if self._outbound is not None:
+        if self._link(address) is not None:
             await self._fast(address, path, Code.POST, payload=payload)
             return
         request = self._message(address, path, code=Code.POST, payload=payload)
@@ -214,7 +264,7 @@ class DeviceClient:
 
     async def discover(self, address: DeviceAddress, path: ResourcePath) -> list[linkformat.Link]:
         """Discover (TS §5.4.2): the device's links below a path, with their attributes."""
-        if self._outbound is not None:
+        if self._link(address) is not None:
             answer = await self._fast(address, path, Code.GET, accept=linkformat.CONTENT_FORMAT)
             if not answer.blockwise:
                 return _links(answer.content_format, answer.payload)
@@ -247,17 +297,19 @@ class DeviceClient:
         """Send an observation's deregistration (a GET with Observe=1 and its token); False if
         it cannot be sent from here. aiocoap's requests always draw a new token, so this goes to
         its message layer, which retransmits it; the device's answer reaches the observation."""
-        if self._interface is None:
+        link = self._link(address)
+        if link is None:
             return False
         request = self._message(address, path, code=Code.GET, observe=1, accept=accept)
         request.token = token
-        self._interface._ctx.send_message(request, on_failure)
+        link.interface._ctx.send_message(request, on_failure)
         return True
 
     def forget(self, response: Message) -> None:
         """Stop listening on the token `response` came with: what follows on it is reset."""
-        if self._interface is not None:
-            forget_request(self._interface._ctx, response.token, response.remote)
+        interface = getattr(response.remote, "interface", None)  # the link it came over
+        if interface is not None:
+            forget_request(interface._ctx, response.token, response.remote)
 
     async def _await(self, response_future) -> Message:
         try:
@@ -274,7 +326,7 @@ class DeviceClient:
                     content_format: int | None = None, accept: int | None = None,
                     payload: bytes = b"") -> Answer:
         try:
-            answer = await self._outbound.request(
+            answer = await self._link(address).outbound.request(
                 self._sockaddr(address), int(code), tuple(str(i) for i in path.ids),
                 content_format=content_format, accept=accept, payload=payload)
         except RequestFailed as exc:
@@ -335,7 +387,7 @@ class DeviceInfoReader:
             self.client.formats.registered(registration)
         if update:
             return
-        address = DeviceAddress(registration.address, registration.port)
+        address = DeviceAddress.of(registration)
         try:
             readings = await self.client.read(address, ResourcePath(3, 0), device_id=registration.device_id)
         except (DeviceRequestFailed, CodecError) as exc:

@@ -1,4 +1,4 @@
-"""The LwM2M server's CoAP face: Register, Update, De-register and Send, on one aiocoap site.
+"""The LwM2M server's CoAP face: Register, Update, De-register and Send (and /bs), on one aiocoap site.
 
 Thin on purpose: parse the CoAP request, call a Fleet service, render the answer. The device
 sessions (which address speaks for which device) are cached here (`protocols.lwm2m.sessions`)
@@ -21,8 +21,9 @@ from fleet.errors import FleetError
 from fleet.firmware.delivery import Downloads, without_token
 from fleet.metrics import LWM2M_SENDS, coap_answered
 from fleet.objectmodel import ResourcePath
-from fleet.registrations.models import DEFAULT_LIFETIME_S, Registration, RegisterRequest, UpdateRequest
-from fleet.registrations.service import RegistrationService, UnknownEndpoint
+from fleet.registrations.models import (DEFAULT_LIFETIME_S, AuthenticatedDevice, Registration, RegisterRequest,
+                                        UpdateRequest)
+from fleet.registrations.service import RegistrationRefused, RegistrationService, UnknownEndpoint
 from fleet.telemetry.models import PointRecord, split_value
 from fleet.telemetry.service import TelemetryWriter
 from protocols.coap.problems import to_coap_error
@@ -57,13 +58,27 @@ def _logged_path(request: Message) -> str:
     return "fw/<token>" if packages.is_download(path) else "/".join(path)
 
 
-def peer_of(request: Message) -> tuple[str, int]:
+def peer_of(request: Message) -> Peer:
+    """(host, port, secure): `secure` when the request came through the coaps listener's DTLS
+    session (protocols.coap.secure), whose remotes say so by their scheme."""
     host, port = request.remote.sockaddr[0], request.remote.sockaddr[1]
     # udp6 sockets see IPv4 peers as IPv4-mapped IPv6 addresses.
-    return (host[7:] if host.startswith("::ffff:") else host), port
+    return (host[7:] if host.startswith("::ffff:") else host), port, request.remote.scheme == "coaps"
 
 
-def _queries(request: Message) -> dict[str, str]:
+def authenticated_device(request: Message) -> AuthenticatedDevice | None:
+    """Who the DTLS handshake proved the peer to be (None over plain coap); 4.03 for a coaps
+    request whose session carries no device credential (a bug of the listener, not the peer's)."""
+    if request.remote.scheme != "coaps":
+        return None
+    claims = getattr(request.remote, "authenticated_claims", None) or ()
+    credential = getattr(claims[0], "credential", None) if claims else None
+    if credential is None:
+        raise error.Forbidden("the DTLS session carries no device credential")
+    return AuthenticatedDevice(credential.device_id, credential.purpose, credential)
+
+
+def queries(request: Message) -> dict[str, str]:
     """Uri-Query parameters; CodecError (4.00) for one PostgreSQL could not store (a NUL...)."""
     params: dict[str, str] = {}
     for item in request.opt.uri_query:
@@ -92,6 +107,8 @@ class LwM2MServer(interfaces.Resource):
         self.writer = writer
         # Firmware packages by token (protocols.lwm2m.packages); None: this listener serves none.
         self.downloads = downloads
+        # The bootstrap server (protocols.lwm2m.bootstrap) answering POST /bs; None: 4.04.
+        self.bootstrap = None
         self.sessions = SessionCache()
         # Called with (registration, session) after a Register is answered: reads /3/0, delivers
         # queued commands. Kept as a hook so this module stays about the CoAP exchange itself.
@@ -134,7 +151,7 @@ class LwM2MServer(interfaces.Resource):
             if not isinstance(exc, FleetError | CodecError):
                 log.exception("LwM2M request failed", path=_logged_path(request))
                 raise
-            if isinstance(exc, UnknownEndpoint):
+            if isinstance(exc, UnknownEndpoint | RegistrationRefused):
                 log.warning("registration refused", reason=exc.detail, peer=peer_of(request)[0])
             else:
                 log.info("LwM2M request refused", path=_logged_path(request), error=str(exc))
@@ -151,6 +168,8 @@ class LwM2MServer(interfaces.Resource):
             return await self._send(request)
         if self.downloads is not None and packages.is_download(path):
             return await packages.render_download(self.downloads, request)
+        if path == ("bs",) and self.bootstrap is not None:
+            return await self.bootstrap.render(request)
         if path and path[0] == "rd" and len(path) <= 2:
             with self.sessions.reading() as since:
                 token = _read_since.set(since)
@@ -165,7 +184,7 @@ class LwM2MServer(interfaces.Resource):
             self._require(request, Code.POST)
             return await self._register(request)
         if request.code == Code.DELETE:
-            return await self._deregister(path[1])
+            return await self._deregister(request, path[1])
         self._require(request, Code.POST)
         return await self._update(request, path[1])
 
@@ -177,7 +196,7 @@ class LwM2MServer(interfaces.Resource):
     # -- registration interface ------------------------------------------------------------
 
     async def _register(self, request: Message) -> Message:
-        params = _queries(request)
+        params = queries(request)
         endpoint = params.get("ep")
         if not endpoint:
             raise CodecError("ep (endpoint name) is required")
@@ -185,25 +204,27 @@ class LwM2MServer(interfaces.Resource):
             raise error.UnsupportedContentFormat("registration payload must be link-format (40)")
         links = bytes(request.payload)
         linkformat.parse(links)  # validates; raises CodecError with a diagnostic
-        address, port = peer_of(request)
+        address, port, secure = peer_of(request)
         registration = await self.registrations.register(RegisterRequest(
             endpoint=endpoint, address=address, port=port,
             lifetime_s=_int_param(params, "lt") or DEFAULT_LIFETIME_S,
             binding=params.get("b", "U"), lwm2m_version=params.get("lwm2m", "1.0"),
-            object_links=links.decode("utf-8", "replace"), sms_number=params.get("sms")))
+            object_links=links.decode("utf-8", "replace"), sms_number=params.get("sms"),
+            secure=secure, authenticated=authenticated_device(request)))
         session = self._remember(registration)
         if self.on_registered is not None:
             self._spawn(self.on_registered(registration, session))
         return Message(code=CREATED, location_path=("rd", registration.id))
 
     async def _update(self, request: Message, registration_id: str) -> Message:
-        params = _queries(request)
+        params = queries(request)
         links = bytes(request.payload) if request.payload else None
         if links is not None:
             linkformat.parse(links)
-        address, port = peer_of(request)
+        address, port, secure = peer_of(request)
         registration = await self.registrations.update(UpdateRequest(
-            registration_id=registration_id, address=address, port=port,
+            registration_id=registration_id, address=address, port=port, secure=secure,
+            authenticated=authenticated_device(request),
             lifetime_s=_int_param(params, "lt"), binding=params.get("b"),
             object_links=links.decode("utf-8", "replace") if links is not None else None,
             sms_number=params.get("sms")))
@@ -212,8 +233,11 @@ class LwM2MServer(interfaces.Resource):
             self._spawn(self.on_registered(registration, session, update=True))
         return Message(code=CHANGED)
 
-    async def _deregister(self, registration_id: str) -> Message:
-        registration = await self.registrations.deregister(registration_id)
+    async def _deregister(self, request: Message, registration_id: str) -> Message:
+        authenticated = authenticated_device(request)
+        registration = await self.registrations.deregister(
+            registration_id, secure=peer_of(request)[2],
+            device_id=authenticated.device_id if authenticated is not None else None)
         self.sessions.forget_device(registration.device_id)
         return Message(code=DELETED)
 
@@ -239,7 +263,7 @@ class LwM2MServer(interfaces.Resource):
         return Message(code=CHANGED)
 
     def fast_post(self, path: tuple[bytes, ...], content_format: int | None, payload: bytes,
-                  peer: tuple[str, int]) -> asyncio.Future[None] | None:
+                  peer: Peer) -> asyncio.Future[None] | None:
         """The common Send, taken straight from the transport (protocols.coap.fastpath).
 
         Returns a future that resolves once the points are committed; the transport answers

@@ -10,7 +10,9 @@ from uuid import UUID
 
 from fleet.registrations.models import Registration, SessionChange
 
-Peer = tuple[str, int]
+# (host, port, secure): a DTLS session and a plain datagram from the same address and port are
+# different peers, so a spoofed plain datagram never speaks for a device registered over coaps.
+Peer = tuple[str, int, bool]
 
 # A notification is never lost while its connection lives, and a lost connection flushes the
 # cache; the lifetime is a backstop against what neither covers, long enough that a device
@@ -80,7 +82,7 @@ class SessionCache:
     def remember(self, registration: Registration, *, since: int | None = None) -> Session:
         """Cache what `registration` says, unless changes are not followed or one of this device
         arrived since `since` (see `reading`); its other addresses stop speaking for it at once."""
-        peer = (registration.address, registration.port)
+        peer = (registration.address, registration.port, registration.secure)
         session = Session(registration.id, registration.device_id, registration.tenant_id,
                           registration.endpoint, time.monotonic() + self.ttl_s)
         self.forget_device(registration.device_id)
@@ -97,8 +99,9 @@ class SessionCache:
     def _unchanged_since(self, since: int, registration: Registration) -> bool:
         if self._stale_before > since:
             return False
-        read = SessionChange(registration.device_id, registration.id, registration.address, registration.port)
-        for key in (registration.device_id, (registration.address, registration.port)):
+        read = SessionChange(registration.device_id, registration.id, registration.address, registration.port,
+                             registration.secure)
+        for key in (registration.device_id, read.peer):
             number, change = self._changed.get(key, (since, read))
             if number > since and change != read:
                 return False
@@ -131,16 +134,16 @@ class SessionCache:
                 self._stale_before = self._generation
             self._changed[change.device_id] = (self._generation, change)
             if not change.ended:
-                self._changed[(change.address, change.port)] = (self._generation, change)
+                self._changed[change.peer] = (self._generation, change)
         current = self.of_device(change.device_id)
         if current is not None and (change.ended or current.registration_id != change.registration_id
-                                    or self._by_device[change.device_id] != (change.address, change.port)):
+                                    or self._by_device[change.device_id] != change.peer):
             self.forget_device(change.device_id)
         if not change.ended:
             # Another device now at this address (a NAT handed it on): the old one no longer is.
-            other = self._by_peer.get((change.address, change.port))
+            other = self._by_peer.get(change.peer)
             if other is not None and other.device_id != change.device_id:
-                self._drop((change.address, change.port))
+                self._drop(change.peer)
         elif self.on_ended is not None:
             self.on_ended({change.device_id})
 

@@ -70,10 +70,11 @@ async def stored(db, device_id) -> int:
         return await conn.fetchval("select count(*) from telemetry where device_id = $1", device_id)
 
 
-async def peer_of_registration(db, device_id) -> tuple[str, int]:
+async def peer_of_registration(db, device_id) -> tuple[str, int, bool]:
     async with db.system_tx() as conn:
-        row = await conn.fetchrow("select address, port from registrations where device_id = $1", device_id)
-    return row["address"], row["port"]
+        row = await conn.fetchrow("select address, port, secure from registrations where device_id = $1",
+                                  device_id)
+    return row["address"], row["port"], row["secure"]
 
 
 async def until(condition, timeout_s: float = 10.0) -> None:

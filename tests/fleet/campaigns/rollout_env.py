@@ -14,6 +14,7 @@ from fleet.commands.repository import CommandRepository
 from tests.fleet.campaigns.firmware_helpers import add_image
 
 BASE = "coap://fleet.test:5683"
+SECURE_BASE = "coaps://fleet.test:5684"
 
 
 class Clock:
@@ -33,7 +34,8 @@ class Rollout:
     def __init__(self, db, tenant_id: uuid.UUID, alarm_service=None) -> None:
         self.db, self.tenant_id = db, tenant_id
         self.clock = Clock()
-        self.jobs = CampaignJobs(db, download_base_uri=BASE, alarm_service=alarm_service, clock=self.clock)
+        self.jobs = CampaignJobs(db, download_base_uri=BASE, secure_download_base_uri=SECURE_BASE,
+                                 alarm_service=alarm_service, clock=self.clock)
         self.campaign_id: uuid.UUID | None = None
 
     async def campaign(self, waves: list[int], *, version: str = "2.0", old: str = "1.0",

@@ -16,7 +16,7 @@ from fleet.commands.repository import CommandRepository
 from fleet.scheduling.leader import Leadership, NotLeader
 from tests.conftest import make_city
 from tests.fleet.campaigns.firmware_helpers import tamper
-from tests.fleet.campaigns.rollout_env import BASE, Rollout
+from tests.fleet.campaigns.rollout_env import BASE, SECURE_BASE, Rollout
 
 SEOUL = ZoneInfo("Asia/Seoul")
 QUICK = {"health_period_s": 0}
@@ -28,6 +28,20 @@ async def rollout(db):
     rollout = Rollout(db, city.tenant_id, alarm_service=AlarmService(db))
     rollout.city = city
     return rollout
+
+
+async def test_a_device_registered_over_coaps_downloads_over_coaps(rollout, db):
+    plain, secure = await rollout.campaign([0, 0], **QUICK)
+    async with db.system_tx() as conn:
+        await conn.execute("update registrations set secure = true where device_id = $1", secure)
+    await rollout.start()
+    await rollout.tick()
+    for device in (plain, secure):
+        await rollout.report(device, "/5/0/9", 0)
+        await rollout.answer(device)
+    await rollout.tick()
+    assert (await rollout.device(plain))["value"].startswith(f"{BASE}/fw/")
+    assert (await rollout.device(secure))["value"].startswith(f"{SECURE_BASE}/fw/")
 
 
 async def installing(rollout, device, method: int = 0, *, taken: bool = True) -> None:
