@@ -288,17 +288,19 @@ async def demo(settings: Settings) -> int:
     from simulators.seed_collection import run_demo_collection
     from simulators.seed_fill_history import seed_demo_fill_history
     from simulators.seed_firmware import seed_demo_firmware
-    from simulators.seed_keys import DEMO_ENV
-    from simulators.seed_security import demo_credentials_key
+    from simulators.seed_keys import DEMO_ENV, demo_credentials_key
 
+    env_file = settings.database.data_dir / DEMO_ENV
+    credentials_key = None
+    if settings.security.credentials_key is None:
+        # The demo's own, one per data dir and kept in demo.env: FLEET_CREDENTIALS_KEY, when set, wins.
+        credentials_key = demo_credentials_key(env_file)
+        settings = replace(settings, security=SecuritySettings(credentials_key=bytes.fromhex(credentials_key)))
     health = Health()  # its ports were checked before (api.cli.main: taken_ports)
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         embedded = settings.database.data_dir if settings.database.url is None else None
-        env_file = settings.database.data_dir / DEMO_ENV
-        # The demo always has a credentials key (its own, kept in demo.env), so its devices use DTLS.
-        settings = replace(settings, security=SecuritySettings(
-            credentials_key=demo_credentials_key(settings.security, env_file)))
-        seeded = await seed_demo_city(db, env_file, local_api(settings), embedded, settings.security)
+        seeded = await seed_demo_city(db, env_file, local_api(settings), embedded, credentials_key,
+                                      settings.security)
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))

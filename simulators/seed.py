@@ -24,7 +24,8 @@ from fleet.settings import SecuritySettings
 from fleet.workorders.models import AlarmRule, WorkOrderRules
 from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL, place
-from simulators.seed_keys import DATA_DIR_VARIABLE, URL_VARIABLE, demo_keys, write_demo_env
+from simulators.seed_keys import (CREDENTIALS_KEY_VARIABLE, DATA_DIR_VARIABLE, URL_VARIABLE, demo_keys,
+                                  write_demo_env)
 
 if TYPE_CHECKING:
     from simulators.seed_firmware import DemoFirmware
@@ -140,13 +141,15 @@ async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
 
 
 async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | None = None,
-                         data_dir: Path | None = None, security: SecuritySettings | None = None) -> DemoCity:
+                         data_dir: Path | None = None, credentials_key: str | None = None,
+                         security: SecuritySettings | None = None) -> DemoCity:
     """Create Seoul, its devices, its lighting calendar and its crew unless they exist. The keys
     (admin, crew tablet, Open311 reporter) are the last run's if `env_file` holds them and they
     are still valid, else fresh ones (earlier demo keys are revoked); `env_file` is written
-    again with them, the API's `url` and the embedded database's `data_dir`. With `security`
-    (a credentials key) and `env_file`, the devices get their DTLS credentials too, in Fleet and
-    in the credentials file beside `env_file` (simulators.seed_security)."""
+    again with them, the API's `url`, the embedded database's `data_dir` and the data dir's
+    `credentials_key` (FLEET_CREDENTIALS_KEY). With `security` (a credentials key) and `env_file`,
+    the devices get their DTLS credentials too, in Fleet and in the credentials file beside
+    `env_file` (simulators.seed_security)."""
     tenants = TenantService(db)
     try:
         city = await tenants.by_slug(DEMO_SLUG)
@@ -168,7 +171,7 @@ async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | 
     keys = await demo_keys(db, city, crew.id, env_file)
     seeded_security = None
     if env_file is not None and security is not None and security.credentials_key is not None:
-        from simulators.seed_security import CREDENTIALS_KEY_VARIABLE, DEMO_CREDENTIALS, seed_demo_security
+        from simulators.seed_security import DEMO_CREDENTIALS, seed_demo_security
 
         seeded_security = await seed_demo_security(db, city, security, env_file.parent / DEMO_CREDENTIALS,
                                                    fresh=created > 0)
@@ -178,9 +181,8 @@ async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | 
                                   # So `fleet tenant` and `fleet apikey` in the shell reach the
                                   # demo's database, not an empty one made in the default place.
                                   **({DATA_DIR_VARIABLE: str(data_dir.expanduser().resolve())} if data_dir else {}),
-                                  # So the devices' keys stored encrypted stay readable next run.
-                                  **({CREDENTIALS_KEY_VARIABLE: security.credentials_key.hex()}
-                                     if seeded_security is not None else {})})
+                                  # So `fleet serve` in that shell reads the demo's device keys.
+                                  **({CREDENTIALS_KEY_VARIABLE: credentials_key} if credentials_key else {})})
     return DemoCity(city, keys.admin, created, DEMO_CREW, keys.crew, crew_id=crew.id, reporter_key=keys.reporter,
                     env_file=env_file, keys_reused=keys.reused, security=seeded_security)
 

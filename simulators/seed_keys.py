@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,9 @@ from fleet.db import Database
 from fleet.errors import Unauthenticated
 
 DEMO_ENV = "demo.env"
+# Encrypts the demo's device keys (fleet.security): made once per data dir, then kept in demo.env,
+# since the keys stored under it are unreadable under any other.
+CREDENTIALS_KEY_VARIABLE = "FLEET_CREDENTIALS_KEY"
 URL_VARIABLE = "FLEET_URL"
 DATA_DIR_VARIABLE = "FLEET_DATA_DIR"
 # The variables the banner and the README's tour use, with the role and name of each key.
@@ -59,6 +64,12 @@ def write_demo_env(path: Path, variables: dict[str, str]) -> None:
         out.write("# fleet demo: `source` this file in a shell to use the demo's API (rewritten each start)\n")
         out.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in variables.items())
     os.replace(partial, path)
+
+
+def demo_credentials_key(env_file: Path) -> str:
+    """The data dir's FLEET_CREDENTIALS_KEY (64 hex characters): the one demo.env holds, else a new one."""
+    stored = read_demo_env(env_file).get(CREDENTIALS_KEY_VARIABLE, "")
+    return stored if re.fullmatch(r"[0-9a-fA-F]{64}", stored) else secrets.token_hex(32)
 
 
 async def demo_keys(db: Database, city: Tenant, crew_id: UUID, env_file: Path | None) -> DemoKeys:

@@ -6,7 +6,6 @@ flash them into the devices."""
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,8 @@ from fleet.security.models import SetPsk, SetRpk
 from fleet.security.service import SecurityService
 from fleet.settings import SecuritySettings
 from simulators.credentials import CredentialsFile, DeviceCredential, new_credential
-from simulators.seed_keys import read_demo_env
 
 DEMO_CREDENTIALS = "demo-credentials.json"
-CREDENTIALS_KEY_VARIABLE = "FLEET_CREDENTIALS_KEY"
 # Of every twenty devices (by endpoint order): 14 PSK, 2 RPK (slow handshakes, ~10/s a core),
 # 2 bootstrapping from a factory PSK, 2 NoSec.
 DEMO_MODES = ("psk",) * 14 + ("rpk",) * 2 + ("bootstrap",) * 2 + ("nosec",) * 2
@@ -38,19 +35,6 @@ class DemoSecurity:
     modes: dict[str, int]  # devices per mode
     credentials_file: Path
     set_now: int  # credentials given to Fleet this run (0 on a restart that kept them)
-
-
-def demo_credentials_key(settings: SecuritySettings, env_file: Path | None) -> bytes:
-    """FLEET_CREDENTIALS_KEY: the environment's, else the last run's (demo.env), else a new one
-    (which the demo then writes to demo.env): the keys Fleet stored stay readable across runs."""
-    if settings.credentials_key is not None:
-        return settings.credentials_key
-    stored = read_demo_env(env_file).get(CREDENTIALS_KEY_VARIABLE, "") if env_file is not None else ""
-    try:
-        key = bytes.fromhex(stored)
-    except ValueError:
-        key = b""
-    return key if len(key) == 32 else secrets.token_bytes(32)
 
 
 def demo_mode(index: int) -> str:

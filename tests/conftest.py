@@ -207,13 +207,14 @@ class PromptServer(uvicorn.Server):
 
 @asynccontextmanager
 async def serve_api(db: Database, http: HttpSettings | None = None, *,
-                    extra_services: dict[str, object] | None = None, **services: object) -> AsyncIterator[str]:
+                    extra_services: dict[str, object] | None = None, security: SecuritySettings = TEST_SECURITY,
+                    **services: object) -> AsyncIterator[str]:
     """Serve the API for `db` with uvicorn on a real local port; yields its base URL. Services
     given by name (e.g. `health=`) replace the app's own."""
     port = free_port()
     http = replace(http or HttpSettings(max_body_bytes=TEST_MAX_BODY_BYTES), port=port)
     app = create_app(db, http, extra_services={**(extra_services or {}), **services} or None,
-                     security=TEST_SECURITY)
+                     security=security)
     server = PromptServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                          access_log=False, lifespan="on"))
     server.install_signal_handlers = lambda: None

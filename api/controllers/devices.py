@@ -70,13 +70,16 @@ class DeviceController(Controller):
         bbox: Q = None, near: Q = None, radius_m: Q = None, group_id: Q = None,
     ) -> Stream:
         device_filter = filter_from_query(kind, status, district, tag, firmware, bbox, near, radius_m, group_id)
-        devices = device_service.export(principal, device_filter)
-        # Pull the first device before answering, so a bad filter still gets a proper error status.
-        first = await anext(devices, None)
         if format == "csv":
+            # With each device's credential columns (never a key).
+            rows = device_service.export_with_security(principal, device_filter)
+            # Pull the first device before answering, so a bad filter still gets a proper error status.
+            first_row = await anext(rows, None)
             # Litestar adds "; charset=utf-8" to every text/* type itself.
-            return Stream(_csv(first, devices), media_type="text/csv",
+            return Stream(_csv(first_row, rows), media_type="text/csv",
                           headers={"Content-Disposition": 'attachment; filename="devices.csv"'})
+        devices = device_service.export(principal, device_filter)
+        first = await anext(devices, None)
         return Stream(_geojson(first, devices), media_type="application/geo+json",
                       headers={"Content-Disposition": 'attachment; filename="devices.geojson"'})
 
@@ -119,9 +122,9 @@ async def _csv(first, rest: AsyncIterator) -> AsyncIterator[str]:
     yield csv_header()
     if first is None:
         return
-    yield csv_line(first)
-    async for device in rest:
-        yield csv_line(device)
+    yield csv_line(*first)
+    async for device, security in rest:
+        yield csv_line(device, security)
 
 
 async def _geojson(first, rest: AsyncIterator) -> AsyncIterator[bytes]:

@@ -73,6 +73,11 @@ class CredentialDirectory:
         self._public_keys: set[bytes] = set()
         self._missed: dict[bytes, float] = {}
         self._wake = asyncio.Event()
+        self.follower = ChannelFollower(
+            db.pool, CREDENTIALS_CHANNEL, self._heard, on_listening=self._listening,
+            application_name="fleet-credentials",
+            lost_message="lost the feed of credential changes; device keys are served as last loaded",
+            check_s=check_s, retry_s=retry_s)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -119,13 +124,8 @@ class CredentialDirectory:
     # Following the database.
 
     async def run(self) -> None:
-        follower = ChannelFollower(
-            self.db.pool, CREDENTIALS_CHANNEL, self._heard, on_listening=self._listening,
-            application_name="fleet-credentials",
-            lost_message="lost the feed of credential changes; device keys are served as last loaded",
-            check_s=self.check_s, retry_s=self.retry_s)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(follower.run())
+            tasks.create_task(self.follower.run())
             tasks.create_task(self._work())
 
     def _listening(self, now: bool) -> None:

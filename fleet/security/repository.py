@@ -121,6 +121,14 @@ class CredentialRepository:
     async def known_by_public_keys(self, keys: list[bytes]) -> list[asyncpg.Record]:
         return await self.conn.fetch(f"{_KNOWN} and c.public_key_xy = any($1::bytea[])", keys)
 
+    async def taken(self, identities: list[str], public_keys: list[bytes]) -> set[str | bytes]:
+        """Which of these PSK identities and public keys a credential that can authenticate holds."""
+        rows = await self.conn.fetch(
+            """select identity, public_key_xy from device_credentials
+               where (identity = any($1::text[]) or public_key_xy = any($2::bytea[])) and state <> 'retired'""",
+            identities, public_keys)
+        return {r["identity"] if r["identity"] is not None else bytes(r["public_key_xy"]) for r in rows}
+
     async def registration_policy(self, endpoint: str) -> asyncpg.Record | None:
         """For a plain-CoAP Register of `endpoint`: may its city's devices come without DTLS,
         and does this device hold an operational credential (then it must use it)."""

@@ -141,7 +141,7 @@ class SecurityService:
             async with conn.transaction():
                 credentials = await repo.insert_many(principal.tenant_id, stored)
         except asyncpg.UniqueViolationError as exc:
-            raise _import_conflict(exc, rows) from None
+            raise await _import_conflict(self.db, exc, rows) from None
         await record_many(conn, principal, "device.security.set", "device",
                           [_Audited(c.device_id, _audited(c)) for c in credentials])
 
@@ -220,18 +220,24 @@ class _Audited:
     credential: dict
 
 
-def _import_conflict(exc: asyncpg.UniqueViolationError, rows: Sequence[tuple[int, UUID, ImportedCredential]]) -> Conflict:
-    """Which row holds the taken identity or key (PostgreSQL's detail names the value)."""
-    conflict = conflict_from(exc)
-    detail = exc.detail or ""
+async def _import_conflict(db: Database, exc: asyncpg.UniqueViolationError,
+                           rows: Sequence[tuple[int, UUID, ImportedCredential]]) -> Conflict:
+    """Which rows hold a taken identity or key. Under row-level security PostgreSQL's error names
+    no value, so the import's own names are looked up across cities: the caller learns only
+    which of them are taken, as the 409 says anyway."""
+    async with db.system_tx() as conn:
+        taken = await CredentialRepository(conn).taken(
+            [c.identity for _, _, c in rows if c.identity is not None],
+            [c.public_key_xy for _, _, c in rows if c.public_key_xy is not None])
+    errors = []
     for number, _, imported in rows:
-        if imported.identity is not None and f"=({imported.identity})" in detail:
+        if imported.identity is not None and imported.identity in taken:
             column = "bootstrap_psk_identity" if imported.purpose == "bootstrap" else "psk_identity"
-            return Conflict("import rejected; nothing was stored", [FieldError(column, "already in use", number)])
-        if imported.public_key_xy is not None and imported.public_key_xy.hex() in detail:
-            return Conflict("import rejected; nothing was stored", [FieldError("public_key", "already in use", number)])
+            errors.append(FieldError(column, "already in use", number))
+        elif imported.public_key_xy is not None and imported.public_key_xy in taken:
+            errors.append(FieldError("public_key", "already in use", number))
     return Conflict("import rejected; nothing was stored",
-                    [FieldError(e.field, e.message) for e in conflict.errors])
+                    errors or [FieldError(e.field, e.message) for e in conflict_from(exc).errors])
 
 
 async def _system_audit(conn: asyncpg.Connection, tenant_id: UUID, action: str, device_id: UUID,

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -49,7 +50,7 @@ def parse_public_key(pem: str, field: str = "public_key",
         return None, [FieldError(field, expected, row)]
     try:
         key = serialization.load_pem_public_key(pem.strip().encode("ascii"))
-    except (ValueError, UnicodeEncodeError, TypeError):
+    except (ValueError, UnicodeEncodeError, TypeError, UnsupportedAlgorithm):
         return None, [FieldError(field, expected, row)]
     if not isinstance(key, ec.EllipticCurvePublicKey):
         return None, [FieldError(field, f"{expected}; this is not an elliptic-curve key", row)]

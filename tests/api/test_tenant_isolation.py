@@ -51,6 +51,7 @@ BODIES = {
     ("POST", "/api/v1/routes/{route_id}/stops/{stop_id}"): {"status": "done"},
     # No id in the path: an admin key has no crew, so this is refused as such (and touches no crew).
     ("PUT", "/api/v1/crews/me/position"): {"lat": 37.57, "lon": 126.98},
+    ("PUT", "/api/v1/devices/{device_id}/security"): {"mode": "psk", "identity": "taken-over", "key_hex": "00" * 16},
 }
 # Open311 names the city in `jurisdiction_id`: the caller names its own, and B's ids must stay B's.
 OPEN311 = "/open311/"
@@ -88,6 +89,9 @@ async def seed(city, n: int) -> dict[str, str]:
                                                          "serial": f"{city.slug}-S{n}"})).json()
     group = (await client.post("/api/v1/groups", json={"name": f"{city.slug} group",
                                                         "device_ids": [device["id"]]})).json()
+    psk_identity = f"{city.slug}-psk-{n}"
+    assert (await client.put(f"/api/v1/devices/{device['id']}/security", json={
+        "mode": "psk", "identity": psk_identity, "key_hex": "0f" * 16})).status_code == 200
     key = (await client.post("/api/v1/apikeys", json={"role": "viewer", "name": "partner"})).json()
     program = (await client.post("/api/v1/lighting/programs", json={"name": "dusk", "switch_points": [
         {"anchor": "sunset", "dimming_level": 100}, {"anchor": "sunrise", "dimming_level": 0}]})).json()
@@ -133,7 +137,8 @@ async def seed(city, n: int) -> dict[str, str]:
             "firmware_key_id": firmware_key["id"], "image_id": image["id"],
             "campaign_id": campaign["id"], "window_id": window["id"],
             "device_id": device["id"], "group_id": group["id"], "key_id": key["api_key"]["id"],
-            "endpoint": device["endpoint"], "program_id": program["id"], "calendar_id": calendar["id"],
+            "endpoint": device["endpoint"], "psk_identity": psk_identity,
+            "program_id": program["id"], "calendar_id": calendar["id"],
             "assignment_id": assignment["id"], "override_id": override["id"],
             "service_request_id": report["service_request_id"]}
 
@@ -159,6 +164,7 @@ async def test_every_endpoint_refuses_a_foreign_city(db, seoul, busan):
                       {"device_id": theirs["device_id"], "status": "online", "previous": "provisioned"})
         await publish(conn, seoul.tenant_id, DEVICE_STATUS_CHANGED, "device", SENTINEL, {})
     secrets_of_b = {theirs["device_id"], theirs["group_id"], theirs["key_id"], theirs["endpoint"],
+                    theirs["psk_identity"],
                     theirs["crew_id"], theirs["work_order_id"], theirs["attachment_id"],
                     theirs["command_id"], theirs["program_id"], theirs["calendar_id"],
                     theirs["assignment_id"], theirs["override_id"], theirs["alarm_id"],

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ async def test_tenant_create_and_its_refusals(database_dsn):
     created = await fleet(database_dsn, "tenant", "create", "seoul", "--name", "Seoul", "--timezone", "Asia/Seoul")
     assert created.code == 0, created.stderr
     assert "seoul" in created.stdout and "Asia/Seoul" in created.stdout
+    assert "devices must use DTLS" in created.stdout   # a new city refuses NoSec devices
     duplicate = await fleet(database_dsn, "tenant", "create", "seoul", "--name", "Seoul again",
                             "--timezone", "Asia/Seoul")
     assert duplicate.code != 0
@@ -59,6 +61,15 @@ async def test_tenant_create_and_its_refusals(database_dsn):
         assert "Traceback" not in refused.stderr
     listed = await fleet(database_dsn, "tenant", "list")
     assert listed.code == 0 and [line.split()[0] for line in listed.stdout.splitlines()] == ["SLUG", "seoul"]
+    lenient = await fleet(database_dsn, "tenant", "create", "incheon", "--name", "Incheon", "--timezone",
+                          "Asia/Seoul", "--allow-nosec")
+    assert lenient.code == 0 and "devices may register without DTLS" in lenient.stdout, lenient.stderr
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        assert dict(await conn.fetch("select slug, allow_nosec_devices from tenants")) == {
+            "seoul": False, "incheon": True}
+    finally:
+        await conn.close()
 
 
 async def test_apikey_create_prints_a_working_key_last(database_dsn, api_url):

@@ -12,14 +12,15 @@ from fleet.access.service import system_principal
 from fleet.security.service import SecurityService
 from simulators.credentials import CredentialsFile
 from simulators.seed import DEMO_COUNTS, seed_demo_city
-from simulators.seed_keys import DEMO_ENV, read_demo_env
-from simulators.seed_security import CREDENTIALS_KEY_VARIABLE, DEMO_CREDENTIALS, demo_credentials_key
+from simulators.seed_keys import CREDENTIALS_KEY_VARIABLE, DEMO_ENV, demo_credentials_key, read_demo_env
+from simulators.seed_security import DEMO_CREDENTIALS
 from tests.conftest import TEST_SECURITY
 
 
 async def test_demo_devices_get_credentials_once_and_keep_them(db, tmp_path):
     env = tmp_path / DEMO_ENV
-    seeded = await seed_demo_city(db, env, "http://127.0.0.1:8000", tmp_path, TEST_SECURITY)
+    key = TEST_SECURITY.credentials_key.hex()
+    seeded = await seed_demo_city(db, env, "http://127.0.0.1:8000", tmp_path, key, TEST_SECURITY)
     total = sum(DEMO_COUNTS.values())
     modes = seeded.security.modes
     assert sum(modes.values()) == total and modes["psk"] > total / 2
@@ -40,10 +41,10 @@ async def test_demo_devices_get_credentials_once_and_keep_them(db, tmp_path):
         if mode != "rpk":
             assert stored.identity == file.devices[endpoint].identity
 
-    again = await seed_demo_city(db, env, "http://127.0.0.1:8000", tmp_path, TEST_SECURITY)
+    again = await seed_demo_city(db, env, "http://127.0.0.1:8000", tmp_path, key, TEST_SECURITY)
     assert again.security.set_now == 0, "a restart keeps the devices' keys"
     assert CredentialsFile.load(tmp_path / DEMO_CREDENTIALS).devices == file.devices
-    assert demo_credentials_key(SimpleNamespace(credentials_key=None), env) == TEST_SECURITY.credentials_key
+    assert demo_credentials_key(env) == key
 
     banner = demo_banner(again, "http://127.0.0.1:8000", 5683, 5684)
     assert "udp/5684" in banner and '"allow_nosec_devices": false' in banner

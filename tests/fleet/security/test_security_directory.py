@@ -1,0 +1,143 @@
+"""The credential directory against real PostgreSQL: loaded at start, current through NOTIFY (a new
+key, a revoked one, a bootstrap key activated), a miss fetched for the retransmitted ClientHello,
+and everything loaded again after its connection was lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fleet.registry.models import DeviceKind, NewDevice
+from fleet.registry.service import DeviceService
+from fleet.security.crypto import public_key_xy
+from fleet.security.directory import CredentialDirectory
+from fleet.security.models import KnownCredential, SetPsk, SetRpk
+from fleet.security.service import SecurityService
+from tests.conftest import TEST_SECURITY, make_city
+
+
+async def until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def city(db):
+    return await make_city(db, "seoul")
+
+
+async def device(db, city, endpoint: str):
+    return await DeviceService(db).create_validated(city.principal, NewDevice(DeviceKind.STREETLIGHT, endpoint, 37.5, 126.9))
+
+
+@contextlib.asynccontextmanager
+async def running(directory: CredentialDirectory, coroutine=None):
+    task = asyncio.create_task(coroutine or directory.run())
+    try:
+        yield directory
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_the_directory_loads_and_follows_every_change(db, city):
+    security = SecurityService(db, TEST_SECURITY)
+    first, second = await device(db, city, "sl-1"), await device(db, city, "sl-2")
+    await security.set_credential(city.principal, first.id, SetPsk(identity="sl-1", key_hex="11" * 16))
+    removed: list[KnownCredential] = []
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.append)
+    async with running(directory):
+        async with asyncio.timeout(10):
+            await directory.loaded.wait()
+        key, known = directory.psk(b"sl-1")
+        assert key == b"\x11" * 16
+        assert (known.device_id, known.tenant_id, known.endpoint, known.purpose, known.mode, known.state) == (
+            first.id, city.tenant_id, "sl-1", "operational", "psk", "active")
+
+        # Another node's change arrives through NOTIFY.
+        device_key = ec.generate_private_key(ec.SECP256R1())
+        pem = device_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        await security.set_credential(city.principal, second.id, SetRpk(public_key=pem))
+        xy = public_key_xy(device_key.public_key())
+        await until(lambda: directory.rpk(xy) is not None)
+        assert directory.rpk(xy).endpoint == "sl-2"
+
+        # A rotated key replaces the old one; the old one's sessions are told to end.
+        await security.set_credential(city.principal, first.id, SetPsk(identity="sl-1-v2", key_hex="22" * 16))
+        await until(lambda: directory.psk(b"sl-1") is None and directory.psk(b"sl-1-v2") is not None)
+        await until(lambda: [c.endpoint for c in removed] == ["sl-1"])
+        assert removed[0].credential_id == known.credential_id
+
+        await security.revoke(city.principal, second.id)
+        await until(lambda: directory.rpk(xy) is None)
+        assert len(directory) == 1
+
+
+async def test_a_bootstrap_key_is_served_pending_then_active_and_retires_the_old_one(db, city):
+    security = SecurityService(db, TEST_SECURITY)
+    lamp = await device(db, city, "sl-3")
+    await security.set_credential(city.principal, lamp.id, SetPsk(identity="factory-op", key_hex="33" * 16))
+    removed: list[KnownCredential] = []
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.append)
+    async with running(directory):
+        async with asyncio.timeout(10):
+            await directory.loaded.wait()
+        issued = await security.issue_operational_psk(city.tenant_id, lamp.id)
+        assert len(issued.key) == 16 and issued.credential.state == "pending"
+        await until(lambda: directory.psk(issued.identity.encode()) is not None)
+        assert directory.psk(issued.identity.encode()) == (issued.key, issued.credential)
+        assert directory.psk(b"factory-op") is not None   # the old key works until the device uses the new one
+
+        activation = await security.activate(issued.credential)
+        assert activation.credential.state == "active" and len(activation.retired) == 1
+        assert await security.activate(issued.credential) is None   # once only
+        await until(lambda: directory.psk(b"factory-op") is None
+                    and directory.psk(issued.identity.encode())[1].state == "active")
+        assert [c.credential_id for c in removed] == activation.retired
+    audit = [r["action"] async for r in _audit(db)]
+    assert audit == ["device.security.set", "device.security.issue", "device.security.activate"]
+
+
+async def _audit(db):
+    async with db.system_tx() as conn:
+        for row in await conn.fetch("select action from audit_log where action like 'device.security.%' order by id"):
+            yield row
+
+
+async def test_a_miss_is_fetched_so_the_retransmitted_hello_finds_it(db, city):
+    security = SecurityService(db, TEST_SECURITY)
+    lamp = await device(db, city, "sl-4")
+    directory = CredentialDirectory(db, TEST_SECURITY, max_pending_lookups=2)
+    # Only the worker, not the NOTIFY feed: what the directory learns here it learns by asking.
+    async with running(directory, directory._work()):
+        await security.set_credential(city.principal, lamp.id, SetPsk(identity="late", key_hex="44" * 16))
+        assert directory.psk(b"late") is None       # the first ClientHello: unknown, a fetch starts
+        await until(lambda: directory.psk(b"late") is not None)
+        assert directory.psk(b"late")[0] == b"\x44" * 16
+        assert directory.psk(b"\xff\xfe") is None   # not UTF-8: never stored, never asked about
+
+
+async def test_after_a_lost_connection_everything_is_loaded_again(db, city):
+    security = SecurityService(db, TEST_SECURITY)
+    lamp = await device(db, city, "sl-5")
+    await security.set_credential(city.principal, lamp.id, SetPsk(identity="before", key_hex="55" * 16))
+    directory = CredentialDirectory(db, TEST_SECURITY, retry_s=0.05)
+    async with running(directory):
+        async with asyncio.timeout(10):
+            await directory.loaded.wait()
+        pid = directory.follower.backend_pid
+        directory.loaded.clear()
+        async with db.system_tx() as conn:
+            await conn.execute("select pg_terminate_backend($1)", pid)
+        await until(lambda: directory.follower.backend_pid not in (None, pid))
+        async with asyncio.timeout(10):
+            await directory.loaded.wait()
+        assert directory.psk(b"before") is not None
