@@ -10,7 +10,8 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # No `*_created` sample beside each counter and histogram: it doubles the series for a
 # timestamp Prometheus does not need (a restart shows as the counter dropping to 0).
@@ -70,3 +71,37 @@ def follow(gauge: Gauge, owner: object, read: Callable[[object], float]) -> None
         return read(alive) if alive is not None else 0
 
     gauge.set_function(value)
+
+
+class _CoapsCollector:
+    """The coaps listeners' counters (protocols.coap.dtls.DtlsServer's plain attributes), read
+    at scrape time: nothing extra on the DTLS hot path. A closed listener's counts leave the
+    sums (Prometheus sees a counter reset, as after a restart)."""
+
+    def __init__(self) -> None:
+        self.servers: weakref.WeakSet = weakref.WeakSet()
+
+    def collect(self):
+        handshakes = CounterMetricFamily("fleet_coaps_handshakes", "DTLS handshakes on the coaps listener, "
+                                         "by mode (psk, rpk) and outcome (ok, failed, limited)",
+                                         labels=["mode", "outcome"])
+        dropped = CounterMetricFamily("fleet_coaps_records_dropped",
+                                      "DTLS datagrams dropped: no session for the address, or over the peer cap")
+        peers = GaugeMetricFamily("fleet_coaps_peers", "Addresses with DTLS state (sessions and handshakes)")
+        servers = list(self.servers)
+        for mode in ("psk", "rpk"):
+            handshakes.add_metric([mode, "ok"], sum(server.handshakes_ok[mode] for server in servers))
+            handshakes.add_metric([mode, "failed"], sum(server.handshakes_failed[mode] for server in servers))
+        handshakes.add_metric(["any", "limited"], sum(server.handshakes_limited for server in servers))
+        dropped.add_metric([], sum(server.records_dropped for server in servers))
+        peers.add_metric([], sum(server.peers for server in servers))
+        return [handshakes, dropped, peers]
+
+
+_coaps = _CoapsCollector()
+REGISTRY.register(_coaps)
+
+
+def follow_coaps(server) -> None:
+    """Count a coaps listener's handshakes, drops and peers in /metrics while it lives."""
+    _coaps.servers.add(server)

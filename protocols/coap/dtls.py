@@ -357,6 +357,7 @@ class _Engine:
     def _c_get_key(self, ctx, session, result):
         if self._key is None:
             return -1
+        self._server_hello()
         ctypes.c_void_p.from_address(result).value = self._key.address
         return 0
 
@@ -382,6 +383,9 @@ class _Engine:
     def _verify_key(self, session: int, xy: bytes) -> int:
         return _BAD_CERTIFICATE
 
+    def _server_hello(self) -> None:
+        pass
+
 
 # --- server --------------------------------------------------------------------------------------
 
@@ -389,7 +393,7 @@ class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
     __slots__ = ("address", "session", "pointer", "seen", "since", "mode", "pending", "identity",
-                 "ccs_seen")
+                 "ccs_seen", "ancdata")
 
     def __init__(self, address, now: float) -> None:
         self.address = address
@@ -400,6 +404,7 @@ class _Peer:
         self.pending: PeerIdentity | None = None   # found by the key callbacks, not yet proven
         self.identity: PeerIdentity | None = None  # set once the handshake completed
         self.ccs_seen = False
+        self.ancdata = ()  # its last datagram's IPV6_PKTINFO: answers leave from the address it wrote to
 
 
 class _Rate:
@@ -409,13 +414,14 @@ class _Rate:
     def __init__(self, rate: float) -> None:
         self.rate, self.tokens, self.at = rate, max(rate, 1.0), 0.0
 
-    def take(self, now: float) -> bool:
+    def ready(self, now: float) -> bool:
+        """Whether a token is there (taken with `take` once the handshake really starts)."""
         self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens < 1.0:
-            return False
+        return self.tokens >= 1.0
+
+    def take(self) -> None:
         self.tokens -= 1.0
-        return True
 
 
 class DtlsServer(_Engine, asyncio.DatagramProtocol):
@@ -432,7 +438,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
 
     def __init__(self, keys: DeviceKeys, server_key: ec.EllipticCurvePrivateKey | None, *,
                  on_plaintext: Callable[[bytes, tuple], None], max_peers: int = 100_000,
-                 idle_s: float = 1800.0, handshakes_per_s: float = 5.0, psk_handshakes_per_s: float = 2000.0,
+                 idle_s: float = 1800.0, handshakes_per_s: float = 5.0, psk_handshakes_per_s: float = 1000.0,
                  handshake_timeout_s: float = 30.0) -> None:
         self.suites = ((ECDHE_ECDSA_AES_128_CCM_8,) if server_key is not None else ()) + (PSK_AES_128_CCM_8,)
         super().__init__(server_key)
@@ -473,6 +479,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.loop = asyncio.get_running_loop()
+        # aiocoap's recvmsg transport (with the local address of each datagram), or asyncio's
+        self._sendmsg = getattr(transport, "sendmsg", None)
         self._sweep_timer = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     def connection_lost(self, exc) -> None:
@@ -486,7 +494,9 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         self._free()
 
     def datagram_msg_received(self, data, ancdata, flags, address) -> None:
-        """The same, from aiocoap's recvmsg transport (several datagrams per wakeup)."""
+        """The same, from aiocoap's recvmsg transport (several datagrams per wakeup), with the
+        ancillary data (IPV6_PKTINFO) that on_plaintext finds in `ancdata`."""
+        self.ancdata = ancdata
         self.datagram_received(data, address)
 
     def datagram_errqueue_received(self, data, ancdata, flags, address) -> None:
@@ -503,7 +513,12 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         if peer is not None and peer.identity is not None and data and data[0] == _CONTENT_APPLICATION:
             # An established session's application data: the hot path.
             peer.seen = self.loop.time()
-            self._handle(peer.pointer, data)
+            peer.ancdata = self.ancdata
+            self._current = peer  # the callbacks need not look the session up
+            try:
+                self._handle(peer.pointer, data)
+            finally:
+                self._current = None
             return
         self._handshake_datagram(key, peer, data, address)
 
@@ -516,19 +531,23 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             if peer is None and len(self._peers) >= self.max_peers:
                 self.records_dropped += 1
                 return
-            if not self._rates[mode].take(now):
+            if not self._rates[mode].ready(now):
                 self.handshakes_limited += 1
                 return
-            if peer is None:
+            fresh = peer is None
+            if fresh:
                 peer = _Peer(address, now)
-            else:
-                self._forget_identity(peer)
-            peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen = \
-                mode, now, now, None, None, False
-            self._register(key, peer)
-            self._handle(peer.pointer, data)
-            if not self._lib.dtls_get_peer(self._ctx, peer.pointer):
-                self._drop(key, peer)  # a stale or forged cookie: tinydtls asked again, statelessly
+                self._peers[key] = peer
+                self._by_session[bytes(peer.session.addr[:28])] = peer
+            self._hello = (peer, mode, now)
+            try:
+                self._handle(peer.pointer, data)
+            finally:
+                self._hello = None
+            if fresh and key not in self._handshaking or not self._lib.dtls_get_peer(self._ctx, peer.pointer):
+                # A stale or forged cookie: tinydtls asked again, statelessly (and an existing
+                # session goes on untouched: a spoofed ClientHello must not end it).
+                self._drop(key, peer)
         elif peer is None:
             if hello is None:
                 self.records_dropped += 1  # no state for this address: tinydtls would drop it too
@@ -536,7 +555,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._stateless(address, data)
             return
         else:
-            peer.seen = now
+            peer.seen, peer.ancdata = now, self.ancdata
             finished = False
             ccs = peer.ccs_seen
             for content_type, epoch, _ in _records(data):
@@ -553,8 +572,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             elif peer.identity is None and finished:
                 # The Finished after ChangeCipherSpec did not decrypt: the device holds another
                 # key for that identity. tinydtls drops such a record silently; we close.
-                self._fail(key, peer, "wrong key")
                 self._reset(peer)
+                self._fail(key, peer, "wrong key")
         self._schedule_retransmit(self.loop)
 
     def _stateless(self, address, data: bytes) -> None:
@@ -562,7 +581,10 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._scratch = _session_for(address)
             self._scratch_address = address[:2]
         self._stateless_address = address
-        self._handle(ctypes.addressof(self._scratch), data)
+        try:
+            self._handle(ctypes.addressof(self._scratch), data)
+        finally:
+            self._stateless_address = None
 
     def _mode_of(self, offered: tuple[int, ...]) -> str:
         """The suite tinydtls will pick: the client's first that we accept."""
@@ -571,10 +593,21 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
                 return "rpk" if suite == ECDHE_ECDSA_AES_128_CCM_8 else "psk"
         return "psk"
 
-    def _register(self, key, peer: _Peer) -> None:
-        self._peers[key] = peer
-        self._handshaking[key] = peer
-        self._by_session[bytes(peer.session.addr[:28])] = peer
+    _hello: tuple | None = None  # (peer, mode, when) while a ClientHello with a cookie is handled
+
+    def _server_hello(self) -> None:
+        """tinydtls accepted the cookie and answers with its ServerHello: the peer's state starts
+        over (a session it had is gone), and its handshake counts from now."""
+        if self._hello is None:
+            return
+        peer, mode, now = self._hello
+        self._hello = None
+        # Paid here, not for every ClientHello: one whose cookie tinydtls refuses (forged, from
+        # anywhere) costs us no ECC, and must not use up the devices' handshakes.
+        self._rates[mode].take()
+        peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
+            mode, now, now, None, None, False, self.ancdata
+        self._handshaking[peer.address[:2]] = peer
 
     def _drop(self, key, peer: _Peer) -> None:
         if self._peers.get(key) is peer:
@@ -582,9 +615,6 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._by_session.pop(bytes(peer.session.addr[:28]), None)
         if self._handshaking.get(key) is peer:
             del self._handshaking[key]
-
-    def _forget_identity(self, peer: _Peer) -> None:
-        peer.identity = None
 
     def _fail(self, key, peer: _Peer, why: str) -> None:
         if peer.identity is None:
@@ -594,28 +624,48 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         self._drop(key, peer)
 
     def _reset(self, peer: _Peer) -> None:
-        """Close the peer's tinydtls state (close_notify to the peer if it was connected)."""
+        """Close the peer's tinydtls state (close_notify to the peer if it was connected);
+        before _drop, so that the callbacks still find its address."""
         pointer = self._lib.dtls_get_peer(self._ctx, peer.pointer)
         if pointer:
-            self._lib.dtls_reset_peer(self._ctx, pointer)
+            self._on_behalf_of(peer, self._lib.dtls_reset_peer, pointer)
+
+    def _on_behalf_of(self, peer: _Peer, function, *args):
+        """Call tinydtls for `peer`: its callbacks then need not look the session up (and a
+        call made from inside another peer's callback goes to the right address)."""
+        previous, self._current = self._current, peer
+        try:
+            return function(self._ctx, *args)
+        finally:
+            self._current = previous
 
     def _peer_of(self, session: int) -> _Peer | None:
         return self._by_session.get(ctypes.string_at(session + 8, 28))
 
     # callbacks
+    _current: _Peer | None = None  # whose record is being handled or written, if known
+
     def _write(self, session: int, record: bytes) -> int:
-        peer = self._peer_of(session)
-        address = peer.address if peer is not None else self._stateless_address
+        peer = self._current or self._peer_of(session)
+        if peer is not None:
+            address, ancdata = peer.address, peer.ancdata
+        else:
+            address, ancdata = self._stateless_address, self.ancdata
         if self.transport is None or address is None:
             return -1
         self.records_out += 1
-        self.transport.sendto(record, address)
+        if self._sendmsg is not None:
+            self._sendmsg(record, ancdata, 0, address)
+        else:
+            self.transport.sendto(record, address)
         return len(record)
 
     _stateless_address = None
+    _sendmsg = None
+    ancdata = ()  # of the datagram being handled
 
     def _read(self, session: int, plaintext: bytes) -> None:
-        peer = self._peer_of(session)
+        peer = self._current or self._peer_of(session)
         if peer is None or peer.identity is None:
             self.records_dropped += 1
             return
@@ -640,7 +690,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._fail(key, peer, f"alert {code}")
 
     def _psk_info(self, session: int, kind: int, description: bytes) -> bytes | int:
-        if kind == _PSK_HINT:
+        if kind == _PSK_HINT:  # asked while sending the ServerHello flight
+            self._server_hello()
             return b""
         if kind != _PSK_KEY:
             return _INTERNAL_ERROR
@@ -666,7 +717,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         peer = self._peers.get(address[:2])
         if peer is None or peer.identity is None or not self._ctx:
             return False
-        return self._lib.dtls_write(self._ctx, peer.pointer, plaintext, len(plaintext)) >= 0
+        return self._on_behalf_of(peer, self._lib.dtls_write, peer.pointer, plaintext, len(plaintext)) >= 0
 
     def identity_of(self, address) -> PeerIdentity | None:
         """Who the peer at this address proved to be; None without a finished handshake."""
@@ -689,7 +740,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         if self._ctx:
             for peer in list(self._peers.values()):
                 if peer.identity is not None:
-                    self._lib.dtls_close(self._ctx, peer.pointer)
+                    self._on_behalf_of(peer, self._lib.dtls_close, peer.pointer)
         if self.transport is not None:
             self.transport.close()
 
@@ -701,8 +752,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         now = self.loop.time()
         for key, peer in list(self._handshaking.items()):
             if now - peer.since > self.handshake_timeout_s:
-                self._fail(key, peer, "timed out")
                 self._reset(peer)
+                self._fail(key, peer, "timed out")
         if now - self._last_idle_sweep >= min(self.idle_s / 8, 60.0):
             self._last_idle_sweep = now
             self.evict_idle(now)

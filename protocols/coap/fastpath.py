@@ -293,7 +293,8 @@ class FastPath:
         self.separate += 1
         if self.interface._shutting_down is not None:
             return
-        remote = UDP6EndpointAddress(exchange.address, self.interface, pktinfo=exchange.pktinfo)
+        remote_type = getattr(self.interface, "_fleet_remote_type", UDP6EndpointAddress)  # coaps: its own
+        remote = remote_type(exchange.address, self.interface, pktinfo=exchange.pktinfo)
         response = Message.decode(reply, remote)
         response.mtype, response.mid, response.transport_tuning = Type.CON, None, self.tuning
         response.direction = Direction.OUTGOING

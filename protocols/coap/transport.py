@@ -117,7 +117,7 @@ def _datagram_msg_received(self, data, ancdata, flags, address):
         return
     try:
         message.parse(data)  # stricter than aiocoap, which lets some format errors through
-        incoming = Message.decode(data, udp6.UDP6EndpointAddress(address, self, pktinfo=pktinfo))
+        incoming = Message.decode(data, self._fleet_remote_type(address, self, pktinfo=pktinfo))
     except (message.MessageFormatError, error.UnparsableMessage, ValueError, struct.error, IndexError) as exc:
         diagnostic = str(exc) if isinstance(exc, message.MessageFormatError) else "malformed options"
         complaints = self.__dict__.get("_fleet_complaints")
@@ -163,10 +163,12 @@ def outbound_requests(interface) -> OutboundRequests:
 
 
 def limit_peers(context, limit: PeerLimit) -> None:
-    """Hold every peer of the context's udp6 interface to `limit` (protocols.coap.peerlimit)."""
-    interface = udp_interface(context)
-    if interface is not None:
-        interface._fleet_peer_limit = limit
+    """Hold every peer of the context's udp6 interfaces (coap and coaps) to `limit`
+    (protocols.coap.peerlimit)."""
+    for token_manager in context.request_interfaces:
+        interface = getattr(getattr(token_manager, "token_interface", None), "message_interface", None)
+        if isinstance(interface, udp6.MessageInterfaceUDP6):
+            interface._fleet_peer_limit = limit
 
 
 def _fast_path_for(interface) -> FastPath | None:
@@ -310,6 +312,8 @@ def install() -> None:
         return
     udp6.MessageInterfaceUDP6.datagram_msg_received = _datagram_msg_received
     udp6.MessageInterfaceUDP6.datagram_errqueue_received = _datagram_errqueue_received
+    # The remote a datagram's request gets; protocols.coap.secure's interface makes coaps ones.
+    udp6.MessageInterfaceUDP6._fleet_remote_type = udp6.UDP6EndpointAddress
     _recvmsg_transport._read_ready = _read_ready
     messagemanager.MessageManager.__init__ = _manager_init
     messagemanager.MessageManager._continue_backlog = _continue_backlog
@@ -319,10 +323,11 @@ def install() -> None:
 
 
 def udp_interface(context):
-    """The listener's udp6 message interface, to address devices by socket address."""
+    """The listener's plain (coap://) udp6 message interface, to address devices by socket
+    address; the coaps one is protocols.coap.secure.secure_interface."""
     for token_manager in context.request_interfaces:
         interface = getattr(getattr(token_manager, "token_interface", None), "message_interface", None)
-        if isinstance(interface, udp6.MessageInterfaceUDP6):
+        if isinstance(interface, udp6.MessageInterfaceUDP6) and not interface.__dict__.get("_fleet_secure"):
             return interface
     return None
 

@@ -160,6 +160,24 @@ async def test_replayed_record_is_dropped(echo):
     transport.close()
 
 
+def client_hello_with_cookie(cookie: bytes) -> bytes:
+    body = b"\xfe\xfd" + bytes(32) + b"\x00" + bytes([len(cookie)]) + cookie + b"\x00\x02\xc0\xa8" + b"\x01\x00"
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + b"\x00\x01" + bytes(3) + len(body).to_bytes(3, "big") + body
+    return b"\x16\xfe\xfd" + bytes(2) + (5).to_bytes(6, "big") + len(handshake).to_bytes(2, "big") + handshake
+
+
+async def test_forged_client_hello_does_not_end_a_session(echo):
+    transport, device = await connect(echo.address, PskCredentials(PSK_IDENTITY, PSK_KEY))
+    transport.sendto(b"hello")
+    await device.next()
+    transport._udp.sendto(client_hello_with_cookie(b"not-ours"))  # as an off-path spoofer could
+    transport.sendto(b"still there")
+    assert await device.next() == b"echo:still there"
+    assert echo.server.identity_of(transport.get_extra_info("sockname")) is not None
+    assert echo.server.handshakes_ok["psk"] == 1 and echo.server.peers == 1
+    transport.close()
+
+
 async def test_idle_session_is_evicted_and_the_device_told(echo):
     transport, device = await connect(echo.address, PskCredentials(PSK_IDENTITY, PSK_KEY))
     transport.sendto(b"hello")
@@ -205,11 +223,15 @@ async def until(condition) -> None:
 
 
 async def test_handshakes_over_the_rate_wait_for_the_retransmission():
-    async with limited(psk_handshakes_per_s=0.001) as echo:
+    async with limited(psk_handshakes_per_s=1.0) as echo:
         second, other = await connect(echo.address, PskCredentials(PSK_IDENTITY, PSK_KEY), handshake_timeout_s=60)
         second.sendto(b"hello")
         await until(lambda: echo.server.handshakes_limited)
         assert echo.server.handshakes_ok["psk"] == 1 and other.received.empty()
+        # tinydtls' retransmission timer resends the ClientHello (after 2 s); by then the
+        # bucket has a token again
+        assert await other.next() == b"echo:hello"
+        assert echo.server.handshakes_ok["psk"] == 2
         second.close()
 
 
