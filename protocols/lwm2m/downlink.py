@@ -66,9 +66,10 @@ class _Link:
     """One of the listener's interfaces (plain udp6, or coaps behind DTLS) and its outbound fast
     path: a device is spoken to over the one it registered on."""
 
-    def __init__(self, interface, remote_class) -> None:
+    def __init__(self, interface) -> None:
         self.interface = interface
-        self.remote_class = remote_class  # the interface's EndpointAddress class
+        # The interface's EndpointAddress class (coaps: protocols.coap.secure's, which says so).
+        self.remote_class = getattr(interface, "_fleet_remote_type", udp6.UDP6EndpointAddress)
         self.outbound = outbound_requests(interface)
         reset_unclaimed_responses(interface._ctx)
 
@@ -86,15 +87,14 @@ class DeviceClient:
     """
 
     def __init__(self, context: aiocoap.Context, formats: ContentFormats | None = None, *,
-                 secure_interface=None, secure_remote_class=None) -> None:
-        """`secure_interface`: the coaps listener's interface (protocols.coap.secure), whose
-        remotes are `secure_remote_class`; devices registered over coaps are spoken to there."""
+                 secure_interface=None) -> None:
+        """`secure_interface`: the coaps listener's interface (protocols.coap.secure); devices
+        registered over coaps are spoken to there, through their DTLS session."""
         self.context = context
         self.formats = formats
         interface = udp_interface(context)
-        self._plain = _Link(interface, udp6.UDP6EndpointAddress) if interface is not None else None
-        self._secure = (_Link(secure_interface, secure_remote_class)
-                        if secure_interface is not None else None)
+        self._plain = _Link(interface) if interface is not None else None
+        self._secure = _Link(secure_interface) if secure_interface is not None else None
         # The plain link's, kept as they were: writes_fast and the counters are about it.
         self._interface = interface
         self._outbound = self._plain.outbound if self._plain is not None else None

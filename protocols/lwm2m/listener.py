@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,14 +19,23 @@ from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.db.availability import database_away
 from fleet.firmware import delivery
+from fleet.firmware.delivery import default_base_uri
+from fleet.registrations.models import DevicePolicy
 from fleet.registrations.service import RegistrationService
+from fleet.security.crypto import server_key, server_public_key_der
+from fleet.security.directory import CredentialDirectory
+from fleet.security.models import KnownCredential
+from fleet.security.service import SecurityService
+from fleet.settings import SecuritySettings
 from fleet.supervision import Health, Supervisor
 from fleet.alarms.evaluator import RuleEvaluator
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
 from fleet.access.limits import Rate
-from protocols.coap import transport
+from protocols.coap import secure, transport
 from protocols.coap.peerlimit import DEFAULT_ADDRESS_RATE, DEFAULT_PEER_RATE, PeerLimit
 from fleet.commands.service import CommandQueue
+from protocols.lwm2m.bootstrap import DEFAULT_LIFETIME_S as BOOTSTRAP_LIFETIME_S
+from protocols.lwm2m.bootstrap import BootstrapServer
 from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
 from protocols.lwm2m.negotiation import ContentFormats
@@ -56,6 +66,14 @@ class Listener:
     client: DeviceClient
     dispatcher: Dispatcher
     port: int
+    # The coaps listener (protocols.coap.secure) and what it looks keys up in; None: no coaps.
+    coaps: secure.SecureListener | None = None
+    directory: CredentialDirectory | None = None
+    bootstrap: BootstrapServer | None = None
+
+    @property
+    def coaps_port(self) -> int | None:
+        return self.coaps.port if self.coaps is not None else None
 
 
 @contextlib.asynccontextmanager
@@ -68,9 +86,16 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         health: Health | None = None,
                         alarm_service: AlarmService | None = None,
                         rules: RuleEvaluator | None = None,
-                        alarm_sweep_interval_s: float = ALARM_SWEEP_INTERVAL_S) -> AsyncIterator[Listener]:
+                        alarm_sweep_interval_s: float = ALARM_SWEEP_INTERVAL_S,
+                        coaps_port: int | None = None, security: SecuritySettings | None = None,
+                        coaps_public_uri: str | None = None,
+                        bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S) -> AsyncIterator[Listener]:
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
-    keeps the alarms of devices that go offline and come back (one per node, shared with the rules)."""
+    keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
+
+    `coaps_port` (None: none; 0: any free port) opens CoAP over DTLS beside the plain port, with the device
+    keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both, and the
+    bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port)."""
     transport.install()
     node = node or node_name()
     health = health or Health()
@@ -85,7 +110,23 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     transport.enlarge_receive_buffer(context)
     if peer_rate.enabled or address_rate.enabled:
         transport.limit_peers(context, PeerLimit(peer_rate, address_rate))
-    client = DeviceClient(context, ContentFormats(registrations))
+    supervisor = Supervisor(health)
+    directory = coaps = None
+    if coaps_port is not None and (security is None or security.credentials_key is None):
+        log.warning("no coaps listener: FLEET_CREDENTIALS_KEY is not set (devices' keys are encrypted under it)")
+    elif coaps_port is not None:
+        # The plain port's peer limits hold there too (open_coaps).
+        directory, coaps = await _open_coaps(db, context, host, coaps_port, security, supervisor)
+    client = DeviceClient(context, ContentFormats(registrations),
+                          secure_interface=coaps.interface if coaps is not None else None)
+    if coaps is not None:
+        credentials = SecurityService(db, security)
+        server.activate = functools.partial(_activate, credentials, coaps)
+        # Also on the plain port, for the devices of cities that take NoSec ones.
+        server.bootstrap = BootstrapServer(
+            registrations, client, functools.partial(_issue_psk, credentials),
+            server_uri=coaps_public_uri or default_base_uri(host, coaps.port, "coaps"),
+            server_public_key=server_public_key_der(security), lifetime_s=bootstrap_lifetime_s)
     dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight,
                             health=health, downloads=downloads)
     info_reader = DeviceInfoReader(client, registrations, server.store)
@@ -110,7 +151,6 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         if now_following:
             following.set()
 
-    supervisor = Supervisor(health)
     supervisor.start("session-follower", lambda: registrations.follow_sessions(server.sessions.apply,
                                                                                set_following))
     supervisor.start("registration-sweep", lambda: _every(
@@ -127,15 +167,59 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
             # Until then every Send is looked up in the database: correct, only slower.
             async with asyncio.timeout(FOLLOW_START_S):
                 await following.wait()
-        log.info("CoAP listener ready", host=host, port=bound_port, node=node)
-        yield Listener(context, server, writer, client, dispatcher, bound_port)
+        log.info("CoAP listener ready", host=host, port=bound_port, node=node,
+                 coaps_port=coaps.port if coaps is not None else None)
+        yield Listener(context, server, writer, client, dispatcher, bound_port, coaps, directory, server.bootstrap)
     finally:
         await supervisor.stop()
         await server.drain(DRAIN_GRACE_S)
         client.close()
+        if server.bootstrap is not None:
+            await server.bootstrap.close()
         await server.close()
+        if coaps is not None:
+            await coaps.close()
         await context.shutdown()
         await writer.close()
+
+
+async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: int, security: SecuritySettings,
+                      supervisor: Supervisor) -> tuple[CredentialDirectory, secure.SecureListener]:
+    """The coaps listener on `port`, looking device keys up in a CredentialDirectory that every
+    credential change reaches; a credential retired or revoked ends its DTLS sessions."""
+    directory = CredentialDirectory(db, security)
+    supervisor.start("credential-directory", directory.run)
+    with contextlib.suppress(TimeoutError):
+        # Until then a device's first ClientHello misses and starts a lookup; its retransmission
+        # finds the key.
+        async with asyncio.timeout(FOLLOW_START_S):
+            await directory.loaded.wait()
+    coaps = await secure.open_coaps(context, host, port, directory, server_key(security))
+    directory.removal_hooks.append(functools.partial(_end_sessions, coaps))
+    return directory, coaps
+
+
+def _end_sessions(coaps, credential: KnownCredential) -> None:
+    """A credential left the directory (retired, revoked, its device deleted): its sessions end."""
+    coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) == credential.credential_id)
+
+
+async def _issue_psk(credentials: SecurityService, policy: DevicePolicy) -> tuple[bytes, bytes]:
+    issued = await credentials.issue_operational_psk(policy.tenant_id, policy.device_id)
+    return issued.identity.encode(), issued.key
+
+
+async def _activate(credentials: SecurityService, coaps, credential: KnownCredential) -> None:
+    """A device's first Register with its pending credential: active from now on; the one it
+    replaces is retired, and its DTLS sessions on this node end now (other nodes' when their
+    directory hears of it)."""
+    activation = await credentials.activate(credential)
+    if activation is None or coaps is None or not activation.retired:
+        return
+    retired = set(activation.retired)
+    closed = coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) in retired)
+    log.info("device credential activated", endpoint=credential.endpoint, retired=len(retired),
+             sessions_closed=closed)
 
 
 def _coalesced(end_observations: Callable[[set[UUID]], None]) -> Callable[[set[UUID]], None]:
@@ -190,8 +274,10 @@ async def _maintain_partitions(maintenance: TelemetryMaintenance, interval_s: fl
 async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FLIGHT,
                    peer_rate: Rate = DEFAULT_PEER_RATE, address_rate: Rate = DEFAULT_ADDRESS_RATE,
                    health: Health | None = None, alarm_service: AlarmService | None = None,
-                   rules: RuleEvaluator | None = None) -> None:
+                   rules: RuleEvaluator | None = None, coaps_port: int | None = None,
+                   security: SecuritySettings | None = None, coaps_public_uri: str | None = None) -> None:
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
                              address_rate=address_rate, health=health, alarm_service=alarm_service,
-                             rules=rules):
+                             rules=rules, coaps_port=coaps_port, security=security,
+                             coaps_public_uri=coaps_public_uri):
         await asyncio.Event().wait()

@@ -109,6 +109,9 @@ class LwM2MServer(interfaces.Resource):
         self.downloads = downloads
         # The bootstrap server (protocols.lwm2m.bootstrap) answering POST /bs; None: 4.04.
         self.bootstrap = None
+        # Awaited with the pending credential a device first registers with over coaps: makes it
+        # active and retires the one it replaces (the listener wires fleet.security's).
+        self.activate = None
         self.sessions = SessionCache()
         # Called with (registration, session) after a Register is answered: reads /3/0, delivers
         # queued commands. Kept as a hook so this module stays about the CoAP exchange itself.
@@ -210,7 +213,12 @@ class LwM2MServer(interfaces.Resource):
             lifetime_s=_int_param(params, "lt") or DEFAULT_LIFETIME_S,
             binding=params.get("b", "U"), lwm2m_version=params.get("lwm2m", "1.0"),
             object_links=links.decode("utf-8", "replace"), sms_number=params.get("sms"),
-            secure=secure, authenticated=authenticated_device(request)))
+            secure=secure, authenticated=(authenticated := authenticated_device(request))))
+        if (authenticated is not None and self.activate is not None
+                and getattr(authenticated.credential, "state", None) == "pending"):
+            # The device's first Register with the key a bootstrap gave it: from now on that key
+            # is the one, and the key it replaces (and its DTLS sessions) stop working.
+            await self.activate(authenticated.credential)
         session = self._remember(registration)
         if self.on_registered is not None:
             self._spawn(self.on_registered(registration, session))
@@ -254,6 +262,11 @@ class LwM2MServer(interfaces.Resource):
             raise ServiceUnavailable(BACKOFF_S)
         session = await self.session_for(peer_of(request))
         if session is None:
+            raise error.Forbidden("not registered: Register before Send")
+        authenticated = authenticated_device(request)
+        if authenticated is not None and authenticated.device_id != session.device_id:
+            # Another device's DTLS session from the address a registered one had (a NAT's port
+            # handed on): it registers first.
             raise error.Forbidden("not registered: Register before Send")
         if request.opt.content_format not in content.SEND_FORMATS:
             raise error.UnsupportedContentFormat("Send takes SenML JSON (110) or SenML CBOR (112)")

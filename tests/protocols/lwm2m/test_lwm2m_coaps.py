@@ -1,0 +1,235 @@
+"""LwM2M over coaps:// on real UDP and PostgreSQL: endpoint binding, everything a device does over
+coap:// done over DTLS (Register, Send, Read, Write, Observe, firmware blocks), spoofing, and the
+bootstrap server rotating a device's key."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import cbor2
+import pytest
+from aiocoap import Code, Message
+
+from fleet.objectmodel import ResourcePath
+from fleet.security.models import SetPsk
+from fleet.security.service import SecurityService
+from protocols.coap import message, transport
+from protocols.coap.dtls import PskCredentials
+from protocols.lwm2m.bootstrap import PSK_MODE, SHORT_SERVER_ID
+from protocols.lwm2m.downlink import DeviceAddress
+from protocols.lwm2m.listener import Listener, open_listener
+from tests.conftest import TEST_SECURITY, make_city
+from tests.protocols.lwm2m.dtlsdevice import DtlsDevice
+from tests.protocols.lwm2m.firmware_rows import downloading, store_image
+from tests.protocols.lwm2m.rawdevice import CON, GET, TLV, URI_PATH, Datagram, decode, encode
+from tests.protocols.test_commands import light
+
+CREATED, CHANGED, CONTENT, FORBIDDEN = 0x41, 0x44, 0x45, 0x83
+PACK = cbor2.dumps([{-2: "/3/0/", 0: "9", 2: 87.0}])
+
+
+@pytest.fixture
+async def listener(db) -> AsyncIterator[Listener]:
+    async with open_listener(db, "::", 0, coaps_port=0, security=TEST_SECURITY,
+                             expiry_grace=timedelta(seconds=0)) as running:
+        yield running
+
+
+@pytest.fixture
+async def city(db):
+    return await make_city(db, "coapscity", allow_nosec_devices=False)
+
+
+async def keyed(db, city, endpoint: str, *, purpose: str = "operational") -> tuple[object, PskCredentials]:
+    """A streetlight holding a PSK of `purpose`; its credentials as the device holds them."""
+    device = await light(db, city, endpoint)
+    key = os.urandom(16)
+    identity = f"{endpoint}-{purpose}"
+    await SecurityService(db, TEST_SECURITY).set_credential(
+        city.principal, device.id, SetPsk(identity=identity, key_hex=key.hex(), purpose=purpose))
+    return device, PskCredentials(identity.encode(), key)
+
+
+async def until(condition, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def heard(listener: Listener, identity: bytes, *, present: bool = True) -> None:
+    """Until the coaps listener's directory holds (or no longer holds) the identity."""
+    await until(lambda: (listener.directory.psk(identity) is not None) is present)
+
+
+async def connected(listener, endpoint: str, credentials: PskCredentials, **values) -> DtlsDevice:
+    await heard(listener, credentials.identity)
+    device = DtlsDevice(endpoint, (TLV,), values={"/3/0/0": "Acme", "/3/0/9": 80, **values})
+    await device.start_dtls(listener.coaps_port, credentials)
+    return device
+
+
+async def registration(db, endpoint: str):
+    async with db.system_tx() as conn:
+        return await conn.fetchrow("select * from registrations where endpoint = $1", endpoint)
+
+
+async def test_a_psk_device_does_over_coaps_what_it_does_over_coap(db, listener, city):
+    lamp, credentials = await keyed(db, city, "lamp-dtls")
+    device = await connected(listener, "lamp-dtls", credentials)
+    try:
+        assert (await device.register_at(listener.coaps_port)).code == CREATED
+        row = await registration(db, "lamp-dtls")
+        assert row["secure"] is True
+        address = DeviceAddress(row["address"], row["port"], secure=True)
+
+        # Send, through the fast path behind DTLS: 2.04 only once committed.
+        answered = sum(fast.answered for fast in transport.fast_paths(listener.context))
+        assert (await device.send(PACK)).code == CHANGED
+        assert sum(fast.answered for fast in transport.fast_paths(listener.context)) == answered + 1
+        async with db.system_tx() as conn:
+            assert await conn.fetchval("select count(*) from telemetry where device_id = $1 and path = '/3/0/9'",
+                                       lamp.id) >= 1
+
+        # Read, Write and Observe, from the server, over the device's DTLS session.
+        readings = await listener.client.read(address, ResourcePath(3, 0, 0), accept=TLV)
+        assert [r.value for r in readings] == ["Acme"]
+        await listener.client.write(address, ResourcePath(3, 0, 14), "+09:00")
+        assert any(r.code == 3 and r.path == "/3/0/14" for r in device.requests)
+        notified: list = []
+
+        async def on_readings(readings) -> None:
+            notified.extend(readings)
+
+        first, observation = await listener.client.observe(address, ResourcePath(3, 0, 9), on_readings)
+        assert [r.value for r in first] == [80]
+        follower = asyncio.create_task(observation.follow())
+        device.values["/3/0/9"] = 42
+        assert (await device.notify("/3/0/9")).mtype == 2  # acknowledged
+        await until(lambda: [r.value for r in notified] == [42])
+        follower.cancel()
+    finally:
+        device.stop()
+
+
+async def test_a_firmware_block_download_over_coaps(db, listener, city):
+    lamp, credentials = await keyed(db, city, "lamp-fw")
+    image = os.urandom(3000)
+    token = await downloading(db, city.tenant_id, lamp.id, await store_image(db, city.tenant_id, image))
+    device = await connected(listener, "lamp-fw", credentials)
+    try:
+        received = b""
+        for number in range(3):
+            options = [(URI_PATH, b"fw"), (URI_PATH, token.encode()),
+                       (message.BLOCK2, message.block_value(number, False, 1024))]
+            answer = await device.exchange(Datagram(CON, GET, device.mid(), os.urandom(2), options, b""))
+            assert answer.code == CONTENT
+            received += answer.payload
+        assert received == image
+    finally:
+        device.stop()
+
+
+async def test_a_wrong_key_is_refused(db, listener, city):
+    _, credentials = await keyed(db, city, "lamp-wrong")
+    device = await connected(listener, "lamp-wrong", PskCredentials(credentials.identity, os.urandom(16)))
+    try:
+        registering = asyncio.create_task(device.register_at(listener.coaps_port))
+        async with asyncio.timeout(15):
+            await device.handshake_failed.wait()
+        registering.cancel()
+        assert await registration(db, "lamp-wrong") is None
+    finally:
+        device.stop()
+
+
+async def test_a_device_holding_x_key_cannot_register_as_y(db, listener, city):
+    _, credentials = await keyed(db, city, "lamp-x")
+    await light(db, city, "lamp-y")
+    device = await connected(listener, "lamp-y", credentials)  # X's key, Y's name
+    try:
+        answer = await device.register_at(listener.coaps_port)
+        assert answer.code == FORBIDDEN
+        assert b"registers only as itself" in answer.payload
+        assert await registration(db, "lamp-y") is None
+    finally:
+        device.stop()
+
+
+async def test_a_plain_datagram_from_a_secure_devices_address_is_not_the_device(db, listener, city):
+    lamp, credentials = await keyed(db, city, "lamp-spoofed")
+    device = await connected(listener, "lamp-spoofed", credentials)
+    assert (await device.register_at(listener.coaps_port)).code == CREATED
+    port = (await registration(db, "lamp-spoofed"))["port"]
+    device.stop()  # its address is free for a spoofer to send plain datagrams from
+    spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        spoofer.bind(("127.0.0.1", port))
+        spoofer.settimeout(5)
+        send = Datagram(CON, 2, 4321, b"spoof", [(URI_PATH, b"dp"), (12, b"\x70")], PACK)
+        spoofer.sendto(encode(send), ("127.0.0.1", listener.port))
+        answer = decode(await asyncio.to_thread(spoofer.recv, 2048))
+        assert answer.code == FORBIDDEN
+    finally:
+        spoofer.close()
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1", lamp.id) == 0
+
+
+async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(db, listener, city):
+    lamp, factory = await keyed(db, city, "lamp-boot", purpose="bootstrap")
+    old = PskCredentials(b"lamp-boot-old", os.urandom(16))
+    await SecurityService(db, TEST_SECURITY).set_credential(
+        city.principal, lamp.id, SetPsk(identity=old.identity.decode(), key_hex=old.key.hex()))
+
+    booting = await connected(listener, "lamp-boot", factory)
+    try:
+        assert (await booting.request_bootstrap()).code == CHANGED
+        async with asyncio.timeout(10):
+            await booting.finished.wait()
+    finally:
+        booting.stop()
+    assert booting.deleted == ["/0", "/1"]
+    security, server = booting.written["/0/1"], booting.written["/1/0"]
+    assert security[0].decode() == f"coaps://127.0.0.1:{listener.coaps_port}"
+    assert security[1] == b"\x00" and int.from_bytes(security[2], "big") == PSK_MODE
+    assert int.from_bytes(security[10], "big") == SHORT_SERVER_ID == int.from_bytes(server[0], "big")
+    assert server[7] == b"U"
+    new = PskCredentials(security[3], security[5])
+
+    # Until the device registers with the new key, the old one still works (a lost Finish).
+    before = await connected(listener, "lamp-boot", old)
+    assert (await before.register_at(listener.coaps_port)).code == CREATED
+    before.stop()
+    after = await connected(listener, "lamp-boot", new)
+    try:
+        assert (await after.register_at(listener.coaps_port)).code == CREATED
+        assert (await after.send(PACK)).code == CHANGED
+    finally:
+        after.stop()
+    await heard(listener, old.identity, present=False)
+    refused = DtlsDevice("lamp-boot", (TLV,))
+    await refused.start_dtls(listener.coaps_port, old)
+    try:
+        registering = asyncio.create_task(refused.register_at(listener.coaps_port))
+        async with asyncio.timeout(15):
+            await refused.handshake_failed.wait()
+        registering.cancel()
+    finally:
+        refused.stop()
+    async with db.system_tx() as conn:
+        states = dict(await conn.fetch(
+            "select identity, state from device_credentials where device_id = $1 and purpose = 'operational'",
+            lamp.id))
+    assert states == {old.identity.decode(): "retired", new.identity.decode(): "active"}
+
+
+async def test_a_device_with_a_bootstrap_key_cannot_bootstrap_in_plain(db, listener, coap_client):
+    city = await make_city(db, "opencity")  # takes NoSec devices, but this one has a factory key
+    await keyed(db, city, "lamp-factory", purpose="bootstrap")
+    request = Message(code=Code.POST, uri=f"coap://127.0.0.1:{listener.port}/bs?ep=lamp-factory")
+    answer = await coap_client.request(request).response
+    assert answer.code == Code.FORBIDDEN and b"coaps://" in answer.payload
