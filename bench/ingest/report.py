@@ -114,7 +114,7 @@ class IngestReport:
             for side in r.sides:
                 out.append(_side_line(r.number, side))
         if self.rpk is not None:
-            out.append(_side_line(0, self.rpk))
+            out.append(_side_line("-", self.rpk))
         out.append("")
         for side, label in (("fleet", "fleet"), ("baseline", "bare aiocoap"), ("secure", "fleet psk"),
                             ("secure_baseline", "aiocoap psk")):
@@ -152,7 +152,7 @@ class IngestReport:
             if r.secure_verification is not None:
                 out.append(f"verification round {r.number} psk: {r.secure_verification.line()}")
         for r in self.rounds[-1:]:
-            for server in r.fleet.servers:
+            for server in r.fleet.servers + (r.secure.servers if r.secure is not None else []):
                 if server.get("batches"):
                     out.append(_listener_line(server))
         out.append("postgres: " + ", ".join(f"{k}={v}" for k, v in self.postgres.items()))
@@ -183,7 +183,7 @@ def _side_dict(side: Side) -> dict:
             "cpu_per_request_us": side.cpu_per_request_us(), "servers": side.servers, "quiet": side.quiet}
 
 
-def _side_line(number: int, side: Side) -> str:
+def _side_line(number: int | str, side: Side) -> str:
     load = side.load
     cores = side.cpu.line() if side.cpu else "-"
     return (f"{number:<6}{side.name:<14}{load.requests_per_s:>8,.0f}{load.points_per_s:>10,.0f}"
