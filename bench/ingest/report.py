@@ -185,6 +185,9 @@ def _side_dict(side: Side) -> dict:
 
 def _side_line(number: int | str, side: Side) -> str:
     load = side.load
+    if not load.requests_sent and load.handshakes + load.handshake_failures:
+        return (f"{number:<6}{side.name:<14}handshakes only: {load.handshakes} done, "
+                f"{load.handshake_failures} failed, {load.handshakes_per_s:,.1f}/s")
     cores = side.cpu.line() if side.cpu else "-"
     return (f"{number:<6}{side.name:<14}{load.requests_per_s:>8,.0f}{load.points_per_s:>10,.0f}"
             f"{load.latency_p50_ms:>9.0f}{load.latency_p99_ms:>9.0f}{load.acked:>8}{load.timeouts:>5}"
