@@ -10,7 +10,7 @@ from dataclasses import replace
 import httpx
 
 from api.runtime import resolve_dsn
-from fleet.db.doctor import Check, Status, database_checks
+from fleet.db.doctor import Check, Status, check_credentials, database_checks
 from fleet.db.embedded import NO_EMBEDDED_FIX, has_embedded
 from fleet.db.reach import DatabaseUnreachable, connect
 from fleet.settings import CoapSettings, HttpSettings, Settings
@@ -107,6 +107,7 @@ async def _database(settings: Settings) -> list[Check]:
                       "start PostgreSQL, or correct FLEET_DATABASE_URL (host, port, user, password, database)")]
     try:
         checks = await database_checks(conn)
+        checks.append(await check_credentials(conn, settings.security))
     finally:
         await conn.close()
     if embedded:

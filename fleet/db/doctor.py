@@ -1,4 +1,4 @@
-"""What `fleet doctor` checks in the database: server, roles, row security, migrations, clock."""
+"""What `fleet doctor` checks in the database: server, roles, row security, migrations, clock, device keys."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import asyncpg
 
 from fleet.db.migrate import available_migrations
 from fleet.db.roles import OWNER_ROLE, SYSTEM_ROLE, TENANT_ROLE
+from fleet.security.crypto import CredentialCipher
+from fleet.settings import SecuritySettings
 
 # How far the database's clock may be from this machine's: registrations, queued commands and
 # schedules compare the two, and NTP keeps well-run machines within milliseconds.
@@ -129,6 +131,31 @@ async def check_clock(conn: asyncpg.Connection, *, tolerance_s: float = CLOCK_SK
         return Check("clock", Status.FAIL, found,
                      "synchronise both machines with NTP (chrony or systemd-timesyncd)")
     return Check("clock", Status.OK, found)
+
+
+async def check_credentials(conn: asyncpg.Connection, security: SecuritySettings) -> Check:
+    """FLEET_CREDENTIALS_KEY is set, and the newest stored PSK decrypts under it (a node started
+    with another key would refuse every PSK device)."""
+    fix = "set FLEET_CREDENTIALS_KEY to the key the device keys were stored under, the same on every node"
+    try:
+        row = await conn.fetchrow(
+            """select id, key_ciphertext, key_nonce, (select count(*) from device_credentials
+                                                      where mode = 'psk' and state <> 'retired') as stored
+               from device_credentials where mode = 'psk' and state <> 'retired' order by created_at desc limit 1""")
+    except asyncpg.UndefinedTableError:
+        return Check("credentials", Status.WARN, "no device_credentials table", "run `fleet migrate`")
+    if security.credentials_key is None:
+        if row is None:
+            return Check("credentials", Status.WARN, "FLEET_CREDENTIALS_KEY unset: no device PSK can be stored, "
+                         "coaps is off", "set FLEET_CREDENTIALS_KEY (`openssl rand -hex 32`), the same on every node")
+        return Check("credentials", Status.FAIL, f"FLEET_CREDENTIALS_KEY unset, and {row['stored']} device PSKs are "
+                     "stored encrypted under one", fix)
+    if row is None:
+        return Check("credentials", Status.OK, "FLEET_CREDENTIALS_KEY set; no device PSK stored yet")
+    if CredentialCipher(security).open(row["id"], row["key_ciphertext"], row["key_nonce"]) is None:
+        return Check("credentials", Status.FAIL, "the newest device PSK does not decrypt under FLEET_CREDENTIALS_KEY",
+                     fix)
+    return Check("credentials", Status.OK, f"FLEET_CREDENTIALS_KEY set; {row['stored']} device PSKs, the newest decrypts")
 
 
 CHECKS = (("database", check_server), ("roles", check_roles), ("row-security", check_row_security),

@@ -83,7 +83,7 @@ class _CoapsCollector:
 
     def collect(self):
         handshakes = CounterMetricFamily("fleet_coaps_handshakes", "DTLS handshakes on the coaps listener, "
-                                         "by mode (psk, rpk) and outcome (ok, failed, limited)",
+                                         "by mode (psk, rpk) and outcome (ok, failed, limited, deferred)",
                                          labels=["mode", "outcome"])
         dropped = CounterMetricFamily("fleet_coaps_records_dropped",
                                       "DTLS datagrams dropped: no session for the address, or over the peer cap")
@@ -93,6 +93,7 @@ class _CoapsCollector:
             handshakes.add_metric([mode, "ok"], sum(server.handshakes_ok[mode] for server in servers))
             handshakes.add_metric([mode, "failed"], sum(server.handshakes_failed[mode] for server in servers))
         handshakes.add_metric(["any", "limited"], sum(server.handshakes_limited for server in servers))
+        handshakes.add_metric(["any", "deferred"], sum(server.handshakes_deferred for server in servers))
         dropped.add_metric([], sum(server.records_dropped for server in servers))
         peers.add_metric([], sum(server.peers for server in servers))
         return [handshakes, dropped, peers]

@@ -138,6 +138,9 @@ class DeviceService:
             # Out of service means off the network too, on every node (the registration's end
             # is announced to every listener when this commits).
             await RegistrationRepository(conn).end_for_device(principal.tenant_id, device_id)
+            # Its DTLS credentials too: no handshake with them any more, and their names are free.
+            await CredentialRepository(conn).retire(principal.tenant_id, device_id, ("operational", "bootstrap"),
+                                                    ("active", "pending"))
             await CommandRepository(conn).end_for_device(principal.tenant_id, device_id,
                                                          "cancelled: device decommissioned")
             await clear_for_decommissioned(conn, principal.tenant_id, device_id, principal.actor)

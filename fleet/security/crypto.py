@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fleet.errors import SettingsError
-from fleet.settings import SecuritySettings
+from fleet.settings import SecuritySettings, Settings
 
 NONCE_BYTES = 12
 SERVER_KEY_INFO = b"fleet coaps server key"
@@ -20,7 +20,9 @@ SERVER_KEY_INFO = b"fleet coaps server key"
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
-def _master_key(settings: SecuritySettings) -> bytes:
+def _master_key(settings: SecuritySettings | Settings) -> bytes:
+    # The whole Settings is taken too: callers at the composition root hold that.
+    settings = getattr(settings, "security", settings)
     if settings.credentials_key is None:
         raise SettingsError("FLEET_CREDENTIALS_KEY",
                             "set (64 hex characters, e.g. from `openssl rand -hex 32`) for Fleet to store "
@@ -32,7 +34,7 @@ class CredentialCipher:
     """AES-256-GCM with a random 12-byte nonce per key; the credential's id is the associated
     data, so a ciphertext moved onto another row (or another device) fails to decrypt."""
 
-    def __init__(self, settings: SecuritySettings) -> None:
+    def __init__(self, settings: SecuritySettings | Settings) -> None:
         self._aead = AESGCM(_master_key(settings))
 
     def seal(self, credential_id: UUID, key: bytes) -> tuple[bytes, bytes]:
@@ -48,7 +50,7 @@ class CredentialCipher:
             return None
 
 
-def server_key(settings: SecuritySettings) -> ec.EllipticCurvePrivateKey:
+def server_key(settings: SecuritySettings | Settings) -> ec.EllipticCurvePrivateKey:
     """The P-256 key every node presents to RPK devices: derived from FLEET_CREDENTIALS_KEY
     (HKDF-SHA256), so all nodes agree without storing it. 48 bytes reduced modulo the order
     keep the bias negligible (FIPS 186-4 B.4.1)."""
@@ -58,7 +60,7 @@ def server_key(settings: SecuritySettings) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(scalar, ec.SECP256R1())
 
 
-def server_public_key_der(settings: SecuritySettings) -> bytes:
+def server_public_key_der(settings: SecuritySettings | Settings) -> bytes:
     """The server's public key as SubjectPublicKeyInfo DER (Security object resource 4)."""
     return server_key(settings).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -72,6 +72,7 @@ class CredentialDirectory:
         self._identities: set[str] = set()
         self._public_keys: set[bytes] = set()
         self._missed: dict[bytes, float] = {}
+        self._undecryptable: list[UUID] = []
         self._wake = asyncio.Event()
         self.follower = ChannelFollower(
             db.pool, CREDENTIALS_CHANNEL, self._heard, on_listening=self._listening,
@@ -166,6 +167,8 @@ class CredentialDirectory:
                 log.info("credential lookup failed; trying again", error=f"{type(exc).__name__}: {exc}")
                 self._reload = self._reload or reload
                 self._ids |= ids
+                self._identities |= identities
+                self._public_keys |= keys
                 await asyncio.sleep(self.retry_s)
                 self._wake.set()
 
@@ -176,13 +179,21 @@ class CredentialDirectory:
             return _Entry(known, None, None, bytes(row["public_key_xy"]))
         key = self.cipher.open(row["id"], row["key_ciphertext"], row["key_nonce"])
         if key is None:
-            log.error("a device key does not decrypt under FLEET_CREDENTIALS_KEY (another key than the one "
-                      "that stored it?); that device cannot authenticate", credential_id=str(row["id"]))
+            self._undecryptable.append(row["id"])
             return None
         return _Entry(known, row["identity"].encode("utf-8"), key, None)
 
+    def _report_undecryptable(self) -> None:
+        """One line however many: a node started with another key than the one that stored them."""
+        if self._undecryptable:
+            log.error("device keys do not decrypt under FLEET_CREDENTIALS_KEY (another key than the one that "
+                      "stored them?); those devices cannot authenticate", credentials=len(self._undecryptable),
+                      first=str(self._undecryptable[0]))
+            self._undecryptable = []
+
     def _replace_all(self, rows: list[asyncpg.Record]) -> None:
         entries = {e.known.credential_id: e for e in map(self._entry, rows) if e is not None}
+        self._report_undecryptable()
         gone = [e for credential_id, e in self._entries.items() if credential_id not in entries]
         self._entries = entries
         self._by_identity = {e.identity: e for e in entries.values() if e.identity is not None}
@@ -210,6 +221,7 @@ class CredentialDirectory:
             if entry.public_key_xy is not None:
                 self._by_public_key[entry.public_key_xy] = entry
                 self._missed.pop(b"k" + entry.public_key_xy, None)
+        self._report_undecryptable()
         for credential_id in asked - found:
             old = self._entries.pop(credential_id, None)
             if old is not None:

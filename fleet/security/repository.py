@@ -11,11 +11,13 @@ from fleet.security.models import Credential
 from fleet.security.validation import pem_of
 
 _COLUMNS = "id, tenant_id, device_id, purpose, mode, identity, public_key, state, version, created_at, retired_at"
-# What the directory keeps in memory for each credential that can authenticate.
+# What the directory keeps in memory for each credential that can authenticate: not retired, of
+# a mode its city allows.
 _KNOWN = """select c.id, c.tenant_id, c.device_id, d.endpoint, c.purpose, c.mode, c.identity,
                    c.key_ciphertext, c.key_nonce, c.public_key_xy, c.state
             from device_credentials c join devices d on d.tenant_id = c.tenant_id and d.id = c.device_id
-            where c.state <> 'retired'"""
+            join tenants t on t.id = c.tenant_id
+            where c.state <> 'retired' and c.mode = any(t.security_modes)"""
 
 
 def _credential(row: asyncpg.Record) -> Credential:

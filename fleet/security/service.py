@@ -94,6 +94,8 @@ class SecurityService:
             device = await repo.device(principal.tenant_id, device_id)
             if device is None:
                 raise NotFound(f"device {device_id} not found")
+            if device["status"] == "decommissioned":
+                raise Conflict(f"device {device_id} is decommissioned: it takes no credentials")
             modes = await repo.security_modes(principal.tenant_id)
             if imported.mode not in modes:
                 raise ValidationFailed(f"this city does not allow {imported.mode} devices", [FieldError(
@@ -174,7 +176,7 @@ class SecurityService:
         async with self.db.system_tx() as conn:
             repo = CredentialRepository(conn)
             device = await repo.device(tenant_id, device_id)
-            if device is None:
+            if device is None or device["status"] == "decommissioned":
                 raise NotFound(f"device {device_id} not found")
             await repo.retire(tenant_id, device_id, ["operational"], ["pending"])
             credential = await repo.insert(credential_id, tenant_id, device_id, "operational", "psk", "pending",

@@ -241,3 +241,11 @@ async def test_the_openapi_document_shows_the_credential_routes_and_the_policy(s
     bodies = operations["put"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     assert {b["$ref"].rsplit("/", 1)[1] for b in bodies} == {"SetPsk", "SetRpk"}
     assert {"allow_nosec_devices", "security_modes"} <= set(schema["components"]["schemas"]["TenantUpdate"]["properties"])
+
+
+async def test_a_decommissioned_device_loses_its_credentials_and_takes_no_new_one(seoul):
+    device_id = await new_device(seoul, "sl-10")
+    await seoul.client.put(f"{DEVICES}/{device_id}/security", json={"mode": "psk", "identity": "sl-10"})
+    assert (await seoul.client.delete(f"{DEVICES}/{device_id}")).status_code == 200
+    assert (await seoul.client.get(f"{DEVICES}/{device_id}/security")).json()["credentials"] == []
+    problem(await seoul.client.put(f"{DEVICES}/{device_id}/security", json={"mode": "psk", "identity": "sl-10"}), 409)

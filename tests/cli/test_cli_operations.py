@@ -20,7 +20,7 @@ from api import cli
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
 from protocols.lwm2m.listener import open_listener
-from tests.conftest import free_port, make_city
+from tests.conftest import TEST_CREDENTIALS_KEY, free_port, make_city
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
@@ -155,14 +155,15 @@ async def test_apikey_list_then_revoke_reaches_the_serving_node(db, database_dsn
 
 async def test_doctor_on_a_healthy_node(db, database_dsn, api_url, monkeypatch, capsys):
     monkeypatch.setenv("FLEET_DATABASE_URL", database_dsn)
+    monkeypatch.setenv("FLEET_CREDENTIALS_KEY", TEST_CREDENTIALS_KEY)   # unset: a warning
     async with open_listener(db, "::", 0) as listener:
         code = await fleet("doctor", "--host", "127.0.0.1", "--http-port", api_url.rpartition(":")[2],
                            "--coap-port", str(listener.port))
     out = capsys.readouterr().out
     assert code == 0, out
     checks = {line.split()[1]: line.split()[0] for line in _printed(out)}
-    assert checks == dict.fromkeys(("database", "roles", "row-security", "migrations", "clock", "coap", "http"),
-                                   "ok"), out
+    assert checks == dict.fromkeys(("database", "roles", "row-security", "migrations", "clock", "credentials",
+                                    "coap", "http"), "ok"), out
     assert "PostgreSQL" in out and "->" not in out
 
 

@@ -76,3 +76,14 @@ create trigger device_credentials_updated after update on device_credentials
     referencing new table as changed for each statement execute function fleet_credentials_notify();
 create trigger device_credentials_deleted after delete on device_credentials
     referencing old table as changed for each statement execute function fleet_credentials_notify();
+
+-- A city that stops allowing a mode stops its devices of that mode at once: the directories
+-- hold only credentials of allowed modes, and load everything again when a city's modes change.
+create function fleet_security_modes_notify() returns trigger
+    language plpgsql as $$
+begin
+    perform pg_notify('fleet_credentials', '*');
+    return null;
+end $$;
+create trigger tenants_security_modes_changed after update of security_modes on tenants
+    for each statement execute function fleet_security_modes_notify();

@@ -16,9 +16,11 @@ from fleet.db.doctor import walled_relations
 from fleet.db.roles import OWNER_ROLE, SYSTEM_ROLE, TENANT_ROLE
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
+from fleet.security.models import SetPsk
+from fleet.security.service import SecurityService
 from fleet.telemetry.repository import TelemetryRepository
 from fleet.telemetry.service import TelemetryMaintenance
-from tests.conftest import make_city
+from tests.conftest import TEST_SECURITY, make_city
 
 LOGINS = (TENANT_ROLE, SYSTEM_ROLE)
 
@@ -27,6 +29,7 @@ async def populate(db: Database, slug: str, now: datetime):
     city = await make_city(db, slug)
     device = await DeviceService(db).create_validated(
         city.principal, NewDevice(DeviceKind.STREETLIGHT, f"{slug}-1", 37.5, 126.9, serial="S1"))
+    await SecurityService(db, TEST_SECURITY).set_credential(city.principal, device.id, SetPsk(identity=f"{slug}-1"))
     async with db.system_tx() as conn:
         # One reading in today's partition, one in the default partition (a wild clock).
         await TelemetryRepository(conn).record([
@@ -93,7 +96,7 @@ async def test_a_foreign_city_is_invisible_through_every_table_and_partition(db,
     async with db.system_tx() as conn:
         relations = await walled_relations(conn)
         # The system login sees both cities, so there are rows to hide.
-        for table in ("devices", "telemetry", "device_state", "api_keys", "audit_log"):
+        for table in ("devices", "telemetry", "device_state", "api_keys", "audit_log", "device_credentials"):
             assert await conn.fetchval(f"select count(distinct tenant_id) from {table}") == 2, table  # noqa: S608
     for reset in (False, True):
         for relation in relations:

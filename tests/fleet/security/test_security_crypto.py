@@ -105,3 +105,14 @@ def test_import_columns_give_the_credentials_of_a_row_or_every_fault():
             (3, credentials_from_row({"psk_identity": "same", "psk_key_hex": "22" * 16}, 3)[0])]
     assert [(e.field, e.row, e.message) for e in duplicate_credentials(rows)] == [
         ("psk_identity", 3, "duplicates row 2")]
+
+
+def test_the_credentials_key_is_read_from_fleet_credentials_key(monkeypatch, tmp_path):
+    from fleet.settings import load_settings
+
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FLEET_CREDENTIALS_KEY", "ab" * 32)
+    settings = load_settings()
+    assert settings.security.credentials_key == b"\xab" * 32 and "ab" * 32 not in repr(settings)
+    monkeypatch.setenv("FLEET_CREDENTIALS_KEY", "")
+    assert load_settings().security.credentials_key is None

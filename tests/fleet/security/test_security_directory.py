@@ -12,6 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fleet.access.models import TenantUpdate
+from fleet.access.service import TenantService
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
 from fleet.security.crypto import public_key_xy
@@ -141,3 +143,71 @@ async def test_after_a_lost_connection_everything_is_loaded_again(db, city):
         async with asyncio.timeout(10):
             await directory.loaded.wait()
         assert directory.psk(b"before") is not None
+
+
+async def test_a_mode_the_city_stops_allowing_and_a_decommissioned_device_stop_authenticating(db, city):
+    security = SecurityService(db, TEST_SECURITY)
+    lamp, bin_ = await device(db, city, "sl-6"), await device(db, city, "sl-7")
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    pem = device_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    await security.set_credential(city.principal, lamp.id, SetRpk(public_key=pem))
+    await security.set_credential(city.principal, bin_.id, SetPsk(identity="sl-7", key_hex="77" * 16))
+    xy = public_key_xy(device_key.public_key())
+    directory = CredentialDirectory(db, TEST_SECURITY)
+    async with running(directory):
+        await until(lambda: directory.rpk(xy) is not None and directory.psk(b"sl-7") is not None)
+        await TenantService(db).update(city.principal, TenantUpdate(security_modes=["psk"]))
+        await until(lambda: directory.rpk(xy) is None)
+        await TenantService(db).update(city.principal, TenantUpdate(security_modes=["psk", "rpk"]))
+        await until(lambda: directory.rpk(xy) is not None)
+
+        await DeviceService(db).decommission(city.principal, bin_.id)
+        await until(lambda: directory.psk(b"sl-7") is None)
+    assert await security.credentials(city.principal, bin_.id) == []
+
+
+async def test_the_registration_policy_of_an_endpoint(db, city):
+    security = SecurityService(db, TEST_SECURITY)
+    lamp = await device(db, city, "sl-8")
+    assert await security.registration_policy("sl-8") == (True, False)   # a test city allows NoSec
+    await security.set_credential(city.principal, lamp.id, SetPsk(identity="sl-8", key_hex="88" * 16))
+    await TenantService(db).update(city.principal, TenantUpdate(allow_nosec_devices=False))
+    assert await security.registration_policy("sl-8") == (False, True)
+    assert await security.registration_policy("nobody") is None
+
+
+async def test_the_doctor_finds_device_keys_stored_under_another_key(db, city):
+    from fleet.db.doctor import Status, check_credentials
+    from fleet.settings import SecuritySettings
+
+    async with db.system_tx() as conn:
+        assert (await check_credentials(conn, TEST_SECURITY)).status is Status.OK
+        assert (await check_credentials(conn, SecuritySettings())).status is Status.WARN
+    lamp = await device(db, city, "sl-9")
+    await SecurityService(db, TEST_SECURITY).set_credential(city.principal, lamp.id, SetPsk(identity="sl-9"))
+    async with db.system_tx() as conn:
+        assert (await check_credentials(conn, TEST_SECURITY)).status is Status.OK
+        other = await check_credentials(conn, SecuritySettings(credentials_key=bytes(32)))
+        assert other.status is Status.FAIL and "does not decrypt" in other.found
+        assert (await check_credentials(conn, SecuritySettings())).status is Status.FAIL
+
+
+async def test_a_node_with_another_credentials_key_serves_no_psk_and_says_so_in_one_line(db, city):
+    from structlog.testing import capture_logs
+
+    from fleet.settings import SecuritySettings
+
+    security = SecurityService(db, TEST_SECURITY)
+    for n in (1, 2):
+        lamp = await device(db, city, f"wrong-{n}")
+        await security.set_credential(city.principal, lamp.id, SetPsk(identity=f"wrong-{n}"))
+    directory = CredentialDirectory(db, SecuritySettings(credentials_key=bytes(32)))
+    with capture_logs() as logs:
+        async with running(directory):
+            async with asyncio.timeout(10):
+                await directory.loaded.wait()
+            assert directory.psk(b"wrong-1") is None and len(directory) == 0
+    errors = [e for e in logs if e["log_level"] == "error"]
+    # The load's one line counts both (the miss the lookup above started may add its own).
+    assert errors and errors[0]["credentials"] == 2

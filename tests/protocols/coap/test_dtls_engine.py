@@ -118,6 +118,38 @@ async def test_unknown_psk_identity_is_refused(echo):
     transport, device = await connect(echo.address, PskCredentials(b"lamp-9999", PSK_KEY))
     assert "handshake refused" in str(await refused(device))
     assert echo.server.handshakes_failed["psk"] == 1 and echo.server.peers == 0
+    assert echo.server.handshakes_deferred == 1  # held back once, in case it was being fetched
+
+
+class Fetching(Keys):
+    """A directory that misses a credential the first time it is asked, and has fetched it by
+    the time the device's retransmission asks again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[bytes] = set()
+
+    def psk(self, identity: bytes):
+        return super().psk(identity) if self._asked(identity) else None
+
+    def rpk(self, public_key_xy: bytes):
+        return super().rpk(public_key_xy) if self._asked(public_key_xy) else None
+
+    def _asked(self, key: bytes) -> bool:
+        seen = key in self.asked
+        self.asked.add(key)
+        return seen
+
+
+@pytest.mark.parametrize("credentials", [PskCredentials(PSK_IDENTITY, PSK_KEY),
+                                         RpkCredentials(DEVICE_KEY, SERVER_KEY.public_key())], ids=["psk", "rpk"])
+async def test_credential_fetched_after_a_miss_is_accepted_on_the_retransmission(echo, credentials):
+    echo.server.keys = Fetching()
+    transport, device = await connect(echo.address, credentials)
+    transport.sendto(b"hello")
+    assert await device.next() == b"echo:hello"  # after ~2 s: the device retransmitted its flight
+    assert echo.server.handshakes_deferred == 1 and not device.errors
+    transport.close()
 
 
 async def test_registered_raw_public_key_is_accepted(echo):
@@ -189,6 +221,20 @@ async def test_idle_session_is_evicted_and_the_device_told(echo):
     async with asyncio.timeout(5):
         assert isinstance(await device.lost, DtlsError)  # close_notify: the device starts over
     assert server.send(b"to nobody", transport.get_extra_info("sockname")) is False
+
+
+async def test_unfinished_handshake_is_closed_after_its_timeout(echo):
+    transport, device = await connect(echo.address, PskCredentials(PSK_IDENTITY, PSK_KEY))
+    send = transport.engine._send
+    sent: list[bytes] = []
+    # The ClientHello with the cookie goes out; then the device falls silent.
+    transport.engine._send = lambda record: None if sent else (sent.append(record), send(record))
+    server = echo.server
+    await until(lambda: server._handshaking)
+    server.handshake_timeout_s = 0
+    server._sweep()
+    assert server.peers == 0 and server.handshakes_failed["psk"] == 1
+    transport.close()
 
 
 async def test_forgetting_a_credential_closes_its_sessions(echo):

@@ -11,10 +11,13 @@ import pytest
 from aiocoap import Code, Message, resource
 from aiocoap.numbers.types import ACK, CON
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import REGISTRY
 
+from fleet.access.limits import Rate
 from protocols.coap import transport
 from protocols.coap.dtls import PeerIdentity, PskCredentials, open_dtls_endpoint
 from protocols.coap.outbound import RequestFailed
+from protocols.coap.peerlimit import PeerLimit
 from protocols.coap.secure import SecureEndpointAddress, open_coaps, secure_interface
 
 IDENTITY, KEY = b"lamp-0001", bytes(range(16))
@@ -96,6 +99,8 @@ async def test_request_reaches_an_aiocoap_resource_with_the_peer_identity(served
     device.request(1, Code.GET, "whoami")
     answer = await device.answer()
     assert (answer.code, answer.mid, answer.payload) == (Code.CONTENT, 1, b"coaps lamp-0001")
+    assert REGISTRY.get_sample_value("fleet_coaps_handshakes_total", {"mode": "psk", "outcome": "ok"}) >= 1
+    assert REGISTRY.get_sample_value("fleet_coaps_peers") >= 1
 
 
 async def test_send_takes_the_fast_path_behind_dtls(served):
@@ -142,3 +147,20 @@ async def test_request_to_an_address_without_a_session_fails_at_once(served):
     with pytest.raises(RequestFailed, match="no DTLS session"):
         async with asyncio.timeout(5):
             await outbound.request(("::ffff:127.0.0.1", 9, 0, 0), Code.GET, ("3", "0"))
+
+
+async def test_malformed_coap_behind_dtls_gets_an_encrypted_4_00(served):
+    site, context, listener, device = served
+    device.transport.sendto(bytes((0x41, 0x01, 0x00, 0x07, 0xAA, 0xFF)))  # payload marker, no payload
+    answer = await device.answer()
+    assert (answer.code, answer.mid) == (Code.BAD_REQUEST, 7) and b"malformed" in answer.payload
+
+
+async def test_peer_limit_holds_behind_dtls(served):
+    site, context, listener, device = served
+    transport.limit_peers(context, PeerLimit(Rate(per_s=0.001, burst=1)))
+    assert listener.interface._fleet_peer_limit is transport.udp_interface(context)._fleet_peer_limit
+    device.request(8, Code.GET, "whoami")
+    assert (await device.answer()).code == Code.CONTENT
+    device.request(9, Code.GET, "whoami")
+    assert (await device.answer()).code == Code.SERVICE_UNAVAILABLE
