@@ -9,6 +9,7 @@ to the file, as a factory would flash a key and register it with the city.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
@@ -51,12 +52,16 @@ async def device_credentials(specs: list[DeviceSpec], security: str | None, file
     file = CredentialsFile.load(file_path) if file_path is not None else CredentialsFile()
     credentials, lacking = chosen(specs, file, security)
     if not lacking:
+        _check_server_key((c.mode for c in credentials.values()), file)
         return credentials, file
     if not api_url or not key:
         raise SecurityError(f"{len(lacking)} devices have no {security} credential in the credentials file;"
                             " give --api and a key so the simulator can set them in Fleet")
     made = {spec.endpoint: new_credential(security, spec.endpoint) for spec in lacking}
     async with FleetApi(api_url, key) as api:
+        if security == "rpk" and not file.server_public_key:
+            file.server_public_key = await api.server_public_key()
+            _check_server_key(["rpk"], file)  # before any key is set
         ids = await _device_ids(api, lacking)
         slots = asyncio.Semaphore(CONCURRENT_PUTS)
 
@@ -65,14 +70,20 @@ async def device_credentials(specs: list[DeviceSpec], security: str | None, file
                 await api.put(f"/api/v1/devices/{ids[endpoint]}/security", credential.security_body())
 
         await asyncio.gather(*(put(endpoint, credential) for endpoint, credential in made.items()))
-        if security == "rpk" and not file.server_public_key:
-            file.server_public_key = await api.server_public_key()
     log.info("credentials set in Fleet", mode=security, devices=len(made))
     file.devices.update(made)
     credentials.update(made)
     if file_path is not None:
         file.save(file_path)
+    _check_server_key((c.mode for c in credentials.values()), file)
     return credentials, file
+
+
+def _check_server_key(modes: Iterable[str], file: CredentialsFile) -> None:
+    """An RPK device checks the server by its public key (/0/x/4): without it, it cannot connect."""
+    if not file.server_public_key and "rpk" in modes:
+        raise SecurityError("RPK devices need Fleet's coaps public key: put it in the credentials file as"
+                            " server_public_key (PEM)")
 
 
 async def _device_ids(api: FleetApi, specs: list[DeviceSpec]) -> dict[str, str]:

@@ -120,3 +120,18 @@ def test_the_credentials_file_round_trips_for_its_owner_only(tmp_path):
     assert CredentialsFile.load(path).devices == written.devices
     assert CredentialsFile.load(tmp_path / "missing.json").devices == {}
     assert written.devices["b"].security_body()["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+
+
+async def test_rpk_devices_need_the_servers_key_before_anything_is_set(tmp_path):
+    from simulators.inventory import DeviceSpec
+    from simulators.security import SecurityError, device_credentials
+
+    path = tmp_path / "credentials.json"
+    CredentialsFile({"sl-1": new_credential("rpk", "sl-1")}).save(path)
+    spec = DeviceSpec("streetlight", "sl-1", 37.5, 127.0)
+    with pytest.raises(SecurityError, match="server_public_key"):
+        await device_credentials([spec], None, path, None, None)
+    credentials, _file = await device_credentials([spec], "nosec", path, None, None)
+    assert credentials["sl-1"].mode == "nosec"
+    with pytest.raises(SecurityError, match="--api"):
+        await device_credentials([spec], "psk", path, None, None)
