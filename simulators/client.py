@@ -44,7 +44,7 @@ _SEND_OPTIONS = coap.encode_options([(coap.URI_PATH, b"dp"),
 
 @dataclass
 class Network:
-    """What every client of a run shares: the server, timers, counters and settings."""
+    """What every client of a run shares: timers, counters and settings."""
 
     scheduler: Scheduler
     stats: Stats
@@ -164,7 +164,7 @@ class LwM2MClient(Endpoint):
     def stop(self) -> None:
         """Shutting down: de-register if registered, otherwise just go quiet."""
         self.wants = 0
-        if self.pending is not None and self.pending.purpose in (UPDATE, SEND, MALFORMED, FETCH):
+        if self.pending is not None and self.pending.purpose in (UPDATE, SEND, MALFORMED, FETCH, BOOTSTRAP):
             self._abandon()  # no point waiting out a report's retransmissions to say goodbye
         if self.state == REGISTERED and not self.silent:
             self.want(DEREGISTER)
