@@ -14,6 +14,8 @@ import hashlib
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.ingest.database import streetlight_row
+
 # FLEET_CREDENTIALS_KEY of the benchmark's listeners (their database is thrown away after the run).
 BENCH_CREDENTIALS_KEY = hashlib.sha256(b"fleet bench credentials key").hexdigest()
 
@@ -38,8 +40,7 @@ def rpk_private_key(client_index: int) -> ec.EllipticCurvePrivateKey:
 
 def device_row(index: int, endpoint: str) -> dict:
     """A bench streetlight, with the credential columns of the registry import for DTLS ones."""
-    row = {"kind": "streetlight", "endpoint": endpoint,
-           "lat": 37.55 + index % 1000 * 1e-4, "lon": 126.97 + index // 1000 * 1e-4}
+    row = streetlight_row(index, endpoint)
     if endpoint.startswith("bench-psk-"):
         row |= {"security_mode": "psk", "psk_identity": endpoint, "psk_key_hex": bench_psk(endpoint.encode()).hex()}
     elif endpoint.startswith("bench-rpk-"):
