@@ -17,7 +17,8 @@ from uuid import UUID
 import structlog
 
 from api.runtime import (alarm_service, bind_problem, coaps_public_uri, firmware_download_uri, migrate_database,
-                         open_database, resolve_dsn, run_device_edge, run_http, serving_metrics, supervised, until_stopped)
+                         open_database, resolve_dsn, run_device_edge, run_http, serving_metrics, supervised,
+                         until_stopped)
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import ApiKey, Role
 from fleet.access.service import KEY_SCHEME, ApiKeyService, TenantService, system_principal

@@ -71,6 +71,8 @@ class RegistrationOut(Struct):
     updated_at: datetime
     expires_at: datetime
     sms_number: str | None = None
+    # Registered over coaps:// (DTLS), with the device's own credential.
+    secure: bool = False
 
 
 class TelemetryController(Controller):
@@ -114,4 +116,4 @@ class TelemetryController(Controller):
         r = await registration_service.for_device(principal, device_id)
         return RegistrationOut(r.id, r.endpoint, r.address, r.port, r.lifetime_s, r.binding,
                                r.queue_mode, r.lwm2m_version, r.object_links, r.registered_at,
-                               r.updated_at, r.expires_at, r.sms_number)
+                               r.updated_at, r.expires_at, r.sms_number, r.secure)

@@ -94,6 +94,17 @@ class IssuedPsk:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedRpk:
+    """An operational key pair the bootstrap server writes to a device of a city that takes no
+    PSK: the public key stored pending, the private key (PKCS#8 DER) returned once and never
+    kept."""
+
+    public_key_der: bytes
+    private_key_der: bytes
+    credential: KnownCredential
+
+
+@dataclass(frozen=True, slots=True)
 class Activation:
     """A pending credential made active, and the ids of the credentials it retired."""
 

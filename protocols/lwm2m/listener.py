@@ -32,14 +32,16 @@ from fleet.alarms.evaluator import RuleEvaluator
 from fleet.telemetry.service import TelemetryMaintenance, TelemetryWriter
 from fleet.access.limits import Rate
 from protocols.coap import secure, transport
+from protocols.coap.dtls import DtlsServer
 from protocols.coap.peerlimit import DEFAULT_ADDRESS_RATE, DEFAULT_PEER_RATE, PeerLimit
 from fleet.commands.service import CommandQueue
 from protocols.lwm2m.bootstrap import DEFAULT_LIFETIME_S as BOOTSTRAP_LIFETIME_S
-from protocols.lwm2m.bootstrap import BootstrapServer
+from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, BootstrapServer
 from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
 from protocols.lwm2m.negotiation import ContentFormats
 from protocols.lwm2m.server import LwM2MServer
+from protocols.lwm2m.sessions import Peer
 
 log = structlog.get_logger("fleet.coap")
 
@@ -93,9 +95,9 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
     keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
 
-    `coaps_port` (None: none; 0: any free port) opens CoAP over DTLS beside the plain port, with the device
-    keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both, and the
-    bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port)."""
+    `coaps_port` (None: none; 0: any free port) opens CoAP over DTLS beside the plain port, with
+    the device keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both,
+    and the bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port)."""
     transport.install()
     node = node or node_name()
     health = health or Health()
@@ -115,16 +117,24 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     if coaps_port is not None and (security is None or security.credentials_key is None):
         log.warning("no coaps listener: FLEET_CREDENTIALS_KEY is not set (devices' keys are encrypted under it)")
     elif coaps_port is not None:
-        # The plain port's peer limits hold there too (open_coaps).
-        directory, coaps = await _open_coaps(db, context, host, coaps_port, security, supervisor)
+        try:
+            # The plain port's peer limits hold there too (open_coaps).
+            directory, coaps = await _open_coaps(db, context, host, coaps_port, security, supervisor)
+        except BaseException:
+            # Its port taken, say: what was opened so far closes with the error.
+            await supervisor.stop()
+            await context.shutdown()
+            await writer.close()
+            raise
     client = DeviceClient(context, ContentFormats(registrations),
                           secure_interface=coaps.interface if coaps is not None else None)
     if coaps is not None:
         credentials = SecurityService(db, security)
         server.activate = functools.partial(_activate, credentials, coaps)
+        server.secure_device_of = functools.partial(_device_of, coaps.server)
         # Also on the plain port, for the devices of cities that take NoSec ones.
         server.bootstrap = BootstrapServer(
-            registrations, client, functools.partial(_issue_psk, credentials),
+            registrations, client, functools.partial(_issue_account, credentials),
             server_uri=coaps_public_uri or default_base_uri(host, coaps.port, "coaps"),
             server_public_key=server_public_key_der(security), lifetime_s=bootstrap_lifetime_s)
     dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight,
@@ -199,14 +209,25 @@ async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: i
     return directory, coaps
 
 
+def _device_of(dtls: DtlsServer, peer: Peer) -> UUID | None:
+    """The device whose credential the DTLS session with `peer` (host, port, True) proved."""
+    host = peer[0]
+    identity = dtls.identity_of((host if ":" in host else f"::ffff:{host}", peer[1]))
+    return identity.credential.device_id if identity is not None else None
+
+
 def _end_sessions(coaps, credential: KnownCredential) -> None:
     """A credential left the directory (retired, revoked, its device deleted): its sessions end."""
     coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) == credential.credential_id)
 
 
-async def _issue_psk(credentials: SecurityService, policy: DevicePolicy) -> tuple[bytes, bytes]:
-    issued = await credentials.issue_operational_psk(policy.tenant_id, policy.device_id)
-    return issued.identity.encode(), issued.key
+async def _issue_account(credentials: SecurityService, policy: DevicePolicy) -> tuple[int, bytes, bytes]:
+    """A PSK where the city takes them (the cheap handshake), else a key pair."""
+    if "psk" in policy.security_modes:
+        issued = await credentials.issue_operational_psk(policy.tenant_id, policy.device_id)
+        return PSK_MODE, issued.identity.encode(), issued.key
+    pair = await credentials.issue_operational_rpk(policy.tenant_id, policy.device_id)
+    return RPK_MODE, pair.public_key_der, pair.private_key_der
 
 
 async def _activate(credentials: SecurityService, coaps, credential: KnownCredential) -> None:
@@ -214,7 +235,7 @@ async def _activate(credentials: SecurityService, coaps, credential: KnownCreden
     replaces is retired, and its DTLS sessions on this node end now (other nodes' when their
     directory hears of it)."""
     activation = await credentials.activate(credential)
-    if activation is None or coaps is None or not activation.retired:
+    if activation is None or not activation.retired:
         return
     retired = set(activation.retired)
     closed = coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) in retired)

@@ -112,6 +112,10 @@ class LwM2MServer(interfaces.Resource):
         # Awaited with the pending credential a device first registers with over coaps: makes it
         # active and retires the one it replaces (the listener wires fleet.security's).
         self.activate = None
+        # The device whose credential the DTLS session of a secure peer proved (the listener
+        # wires the coaps listener's): a Send is that device's only, even where a NAT handed
+        # a registered device's address and port on to another device.
+        self.secure_device_of = None
         self.sessions = SessionCache()
         # Called with (registration, session) after a Register is answered: reads /3/0, delivers
         # queued commands. Kept as a hook so this module stays about the CoAP exchange itself.
@@ -289,6 +293,8 @@ class LwM2MServer(interfaces.Resource):
         session = self.sessions.get(peer)
         if session is None:
             return None  # render() asks the database, or answers 4.03
+        if peer[2] and self.secure_device_of is not None and self.secure_device_of(peer) != session.device_id:
+            return None  # another device's DTLS session from that address: render() answers 4.03
         now = datetime.now(UTC)
         try:
             readings = content.decode(content_format, payload, _ROOT, now)

@@ -41,3 +41,18 @@ def test_devices_download_firmware_from_the_configured_uri_or_the_coap_listener(
     assert firmware_download_uri(Settings(database, coap=CoapSettings(host="fd00::1"))) == "coap://[fd00::1]:5683"
     assert firmware_download_uri(Settings(database, firmware=FirmwareSettings(
         download_base_uri="coaps://fw.city.example"))) == "coaps://fw.city.example"
+
+
+def test_the_coaps_uri_is_the_configured_one_or_the_coaps_listener_or_none():
+    from pathlib import Path
+
+    from api.runtime import coaps_public_uri
+    from fleet.settings import CoapSettings, DatabaseSettings, Settings
+
+    database = DatabaseSettings(url=None, data_dir=Path("/tmp/unused"))
+    assert coaps_public_uri(Settings(database)) == "coaps://127.0.0.1:5684"
+    assert coaps_public_uri(Settings(database, coap=CoapSettings(host="fd00::1", coaps_port=5700))) == \
+        "coaps://[fd00::1]:5700"
+    assert coaps_public_uri(Settings(database, coap=CoapSettings(coaps_public_uri="coaps://lwm2m.city.example"))) \
+        == "coaps://lwm2m.city.example"
+    assert coaps_public_uri(Settings(database, coap=CoapSettings(coaps_port=0))) is None  # no coaps listener

@@ -23,6 +23,15 @@ def test_hosts(monkeypatch, argv, http_host, coap_host):
     assert (settings.http.host, settings.coap.host, settings.coap.port) == (http_host, coap_host, 5690)
 
 
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_coaps_port(monkeypatch, command):
+    monkeypatch.delenv("FLEET_COAPS_PORT", raising=False)
+    settings = load_settings()
+    assert serve_settings(_parser().parse_args([command]), settings).coap.coaps_port == 5684
+    assert serve_settings(_parser().parse_args([command, "--coaps-port", "5999"]), settings).coap.coaps_port == 5999
+    assert serve_settings(_parser().parse_args([command, "--coaps-port", "0"]), settings).coap.coaps_port == 0
+
+
 def test_metrics_port(monkeypatch):
     monkeypatch.delenv("FLEET_METRICS_PORT", raising=False)
     settings = load_settings()

@@ -93,3 +93,14 @@ def test_pool_sizes_the_pools_cannot_have_are_refused_by_name(monkeypatch, varia
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=f"^{named} must be"):
         load_settings()
+
+
+def test_coaps_listens_on_5684_unless_set_and_its_public_uri_must_be_coaps(monkeypatch):
+    monkeypatch.delenv("FLEET_COAPS_PORT", raising=False)
+    monkeypatch.delenv("FLEET_COAPS_PUBLIC_URI", raising=False)
+    assert (load_settings().coap.coaps_port, load_settings().coap.coaps_public_uri) == (5684, None)
+    monkeypatch.setenv("FLEET_COAPS_PORT", "0")  # off
+    assert load_settings().coap.coaps_port == 0
+    monkeypatch.setenv("FLEET_COAPS_PUBLIC_URI", "coap://lwm2m.city.example")
+    with pytest.raises(SettingsError, match="FLEET_COAPS_PUBLIC_URI"):
+        load_settings()

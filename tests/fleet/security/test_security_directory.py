@@ -167,16 +167,6 @@ async def test_a_mode_the_city_stops_allowing_and_a_decommissioned_device_stop_a
     assert await security.credentials(city.principal, bin_.id) == []
 
 
-async def test_the_registration_policy_of_an_endpoint(db, city):
-    security = SecurityService(db, TEST_SECURITY)
-    lamp = await device(db, city, "sl-8")
-    assert await security.registration_policy("sl-8") == (True, False)   # a test city allows NoSec
-    await security.set_credential(city.principal, lamp.id, SetPsk(identity="sl-8", key_hex="88" * 16))
-    await TenantService(db).update(city.principal, TenantUpdate(allow_nosec_devices=False))
-    assert await security.registration_policy("sl-8") == (False, True)
-    assert await security.registration_policy("nobody") is None
-
-
 async def test_the_doctor_finds_device_keys_stored_under_another_key(db, city):
     from fleet.db.doctor import Status, check_credentials
     from fleet.settings import SecuritySettings

@@ -27,10 +27,13 @@ class DtlsDevice(RawDevice):
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     handshake_failed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def start_dtls(self, port: int, credentials: PskCredentials | RpkCredentials) -> None:
+    async def start_dtls(self, port: int, credentials: PskCredentials | RpkCredentials, *,
+                         local_port: int | None = None) -> None:
         self.server = ("127.0.0.1", port)
         loop = asyncio.get_running_loop()
-        self.transport, _ = await open_dtls_endpoint(loop, lambda: _Protocol(self), self.server, credentials)
+        self.transport, _ = await open_dtls_endpoint(
+            loop, lambda: _Protocol(self), self.server, credentials,
+            local_addr=("127.0.0.1", local_port) if local_port is not None else None)
 
     async def exchange(self, request: Datagram, timeout_s: float = 10.0) -> Datagram:
         self.transport.sendto(encode(request), self.server)

@@ -11,15 +11,19 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import cbor2
+import httpx
 import pytest
 from aiocoap import Code, Message
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleet.objectmodel import ResourcePath
-from fleet.security.models import SetPsk
+from fleet.security.crypto import server_key
+from fleet.security.models import SetPsk, SetRpk
 from fleet.security.service import SecurityService
 from protocols.coap import message, transport
-from protocols.coap.dtls import PskCredentials
-from protocols.lwm2m.bootstrap import PSK_MODE, SHORT_SERVER_ID
+from protocols.coap.dtls import PskCredentials, RpkCredentials, public_key_xy
+from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, SHORT_SERVER_ID
 from protocols.lwm2m.downlink import DeviceAddress
 from protocols.lwm2m.listener import Listener, open_listener
 from tests.conftest import TEST_SECURITY, make_city
@@ -72,6 +76,17 @@ async def connected(listener, endpoint: str, credentials: PskCredentials, **valu
     return device
 
 
+async def bootstrapped(device: DtlsDevice) -> dict:
+    """Asks for a bootstrap, waits for its Finish and stops: what the server wrote, by path."""
+    try:
+        assert (await device.request_bootstrap()).code == CHANGED
+        async with asyncio.timeout(10):
+            await device.finished.wait()
+    finally:
+        device.stop()
+    return device.written
+
+
 async def registration(db, endpoint: str):
     async with db.system_tx() as conn:
         return await conn.fetchrow("select * from registrations where endpoint = $1", endpoint)
@@ -104,7 +119,8 @@ async def test_a_psk_device_does_over_coaps_what_it_does_over_coap(db, listener,
         async def on_readings(readings) -> None:
             notified.extend(readings)
 
-        first, observation = await listener.client.observe(address, ResourcePath(3, 0, 9), on_readings)
+        first, observation = await listener.client.observe(address, ResourcePath(3, 0, 9), on_readings,
+                                                          device_id=lamp.id)
         assert [r.value for r in first] == [80]
         follower = asyncio.create_task(observation.follow())
         device.values["/3/0/9"] = 42
@@ -159,6 +175,24 @@ async def test_a_device_holding_x_key_cannot_register_as_y(db, listener, city):
         device.stop()
 
 
+async def test_an_rpk_device_registers_as_itself(db, listener, city, api_url):
+    lamp = await light(db, city, "lamp-rpk")
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    pem = private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    await SecurityService(db, TEST_SECURITY).set_credential(city.principal, lamp.id, SetRpk(public_key=pem))
+    await until(lambda: listener.directory.rpk(public_key_xy(private_key)) is not None)
+    device = DtlsDevice("lamp-rpk", (TLV,), values={"/3/0/0": "Acme"})
+    await device.start_dtls(listener.coaps_port, RpkCredentials(private_key, server_key(TEST_SECURITY).public_key()))
+    try:
+        assert (await device.register_at(listener.coaps_port)).code == CREATED
+        async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {city.key}"}) as client:
+            shown = (await client.get(f"/api/v1/devices/{lamp.id}/registration")).json()
+        assert (shown["endpoint"], shown["secure"]) == ("lamp-rpk", True)
+    finally:
+        device.stop()
+
+
 async def test_a_plain_datagram_from_a_secure_devices_address_is_not_the_device(db, listener, city):
     lamp, credentials = await keyed(db, city, "lamp-spoofed")
     device = await connected(listener, "lamp-spoofed", credentials)
@@ -167,7 +201,7 @@ async def test_a_plain_datagram_from_a_secure_devices_address_is_not_the_device(
     device.stop()  # its address is free for a spoofer to send plain datagrams from
     spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        spoofer.bind(("127.0.0.1", port))
+        await until(lambda: _bound(spoofer, port))  # once the device's socket is closed
         spoofer.settimeout(5)
         send = Datagram(CON, 2, 4321, b"spoof", [(URI_PATH, b"dp"), (12, b"\x70")], PACK)
         spoofer.sendto(encode(send), ("127.0.0.1", listener.port))
@@ -176,7 +210,44 @@ async def test_a_plain_datagram_from_a_secure_devices_address_is_not_the_device(
     finally:
         spoofer.close()
     async with db.system_tx() as conn:
-        assert await conn.fetchval("select count(*) from telemetry where device_id = $1", lamp.id) == 0
+        # (What it reported itself, /3/0 read after its Register, is there; the spoofed 87 is not.)
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1 and v_num = 87",
+                                   lamp.id) == 0
+
+
+async def test_another_device_at_a_registered_devices_address_sends_only_as_itself(db, listener, city):
+    """A NAT hands a registered device's address and port on to another device with a key of its
+    own: before that one registers, its Sends are not the first device's."""
+    first, first_key = await keyed(db, city, "lamp-first")
+    _, second_key = await keyed(db, city, "lamp-second")
+    device = await connected(listener, "lamp-first", first_key)
+    assert (await device.register_at(listener.coaps_port)).code == CREATED
+    port = (await registration(db, "lamp-first"))["port"]
+    device.stop()
+    await heard(listener, second_key.identity)
+    second = DtlsDevice("lamp-second", (TLV,))
+    async with asyncio.timeout(10):
+        while True:  # once the first device's socket is closed
+            try:
+                await second.start_dtls(listener.coaps_port, second_key, local_port=port)
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+    try:
+        assert (await second.send(PACK)).code == FORBIDDEN  # the fast path declines, render() refuses
+    finally:
+        second.stop()
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1 and v_num = 87",
+                                   first.id) == 0
+
+
+def _bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(db, listener, city):
@@ -186,14 +257,9 @@ async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(
         city.principal, lamp.id, SetPsk(identity=old.identity.decode(), key_hex=old.key.hex()))
 
     booting = await connected(listener, "lamp-boot", factory)
-    try:
-        assert (await booting.request_bootstrap()).code == CHANGED
-        async with asyncio.timeout(10):
-            await booting.finished.wait()
-    finally:
-        booting.stop()
+    written = await bootstrapped(booting)
     assert booting.deleted == ["/0", "/1"]
-    security, server = booting.written["/0/1"], booting.written["/1/0"]
+    security, server = written["/0/1"], written["/1/0"]
     assert security[0].decode() == f"coaps://127.0.0.1:{listener.coaps_port}"
     assert security[1] == b"\x00" and int.from_bytes(security[2], "big") == PSK_MODE
     assert int.from_bytes(security[10], "big") == SHORT_SERVER_ID == int.from_bytes(server[0], "big")
@@ -203,13 +269,16 @@ async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(
     # Until the device registers with the new key, the old one still works (a lost Finish).
     before = await connected(listener, "lamp-boot", old)
     assert (await before.register_at(listener.coaps_port)).code == CREATED
-    before.stop()
+    old_session = ("::ffff:127.0.0.1", before.transport.get_extra_info("sockname")[1])
+    assert listener.coaps.server.identity_of(old_session) is not None
     after = await connected(listener, "lamp-boot", new)
     try:
         assert (await after.register_at(listener.coaps_port)).code == CREATED
+        assert listener.coaps.server.identity_of(old_session) is None  # the old key's session ended
         assert (await after.send(PACK)).code == CHANGED
     finally:
         after.stop()
+        before.stop()
     await heard(listener, old.identity, present=False)
     refused = DtlsDevice("lamp-boot", (TLV,))
     await refused.start_dtls(listener.coaps_port, old)
@@ -227,9 +296,70 @@ async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(
     assert states == {old.identity.decode(): "retired", new.identity.decode(): "active"}
 
 
+async def test_a_nosec_device_of_an_open_city_bootstraps_in_plain_and_then_registers_over_coaps(db, listener):
+    city = await make_city(db, "opencity")
+    await light(db, city, "lamp-nosec")
+    device = DtlsDevice("lamp-nosec", (TLV,))
+    await device.start()  # a plain socket: rawdevice's
+    device.server = ("127.0.0.1", listener.port)
+    security = (await bootstrapped(device))["/0/1"]
+    keyed_now = await connected(listener, "lamp-nosec", PskCredentials(security[3], security[5]))
+    try:
+        assert (await keyed_now.register_at(listener.coaps_port)).code == CREATED
+    finally:
+        keyed_now.stop()
+    # From now on it holds a key, so plain CoAP is closed to it.
+    assert b"coaps://" in (await refused_in_plain(listener, "lamp-nosec")).payload
+
+
+async def refused_in_plain(listener, endpoint: str) -> Datagram:
+    device = DtlsDevice(endpoint, (TLV,), values={"/3/0/0": "Acme"})
+    await device.start()
+    try:
+        answer = await device.register(listener.port)
+    finally:
+        device.stop()
+    assert answer.code == FORBIDDEN
+    return answer
+
+
 async def test_a_device_with_a_bootstrap_key_cannot_bootstrap_in_plain(db, listener, coap_client):
     city = await make_city(db, "opencity")  # takes NoSec devices, but this one has a factory key
     await keyed(db, city, "lamp-factory", purpose="bootstrap")
     request = Message(code=Code.POST, uri=f"coap://127.0.0.1:{listener.port}/bs?ep=lamp-factory")
     answer = await coap_client.request(request).response
     assert answer.code == Code.FORBIDDEN and b"coaps://" in answer.payload
+
+
+async def test_a_city_that_takes_no_psk_bootstraps_its_devices_with_a_key_pair(db, listener):
+    """The bootstrap issues what the city takes: a key pair, the device's private key written to
+    it once, Fleet's public key beside it; the device then registers with raw public keys."""
+    city = await make_city(db, "rpkcity", allow_nosec_devices=False)
+    async with db.system_tx() as conn:
+        await conn.execute("update tenants set security_modes = '{rpk}' where id = $1", city.tenant_id)
+    lamp = await light(db, city, "lamp-rpk-boot")
+    factory = ec.generate_private_key(ec.SECP256R1())
+    pem = factory.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    await SecurityService(db, TEST_SECURITY).set_credential(city.principal, lamp.id,
+                                                            SetRpk(public_key=pem, purpose="bootstrap"))
+    await until(lambda: listener.directory.rpk(public_key_xy(factory)) is not None)
+    booting = DtlsDevice("lamp-rpk-boot", (TLV,), values={"/3/0/0": "Acme"})
+    await booting.start_dtls(listener.coaps_port, RpkCredentials(factory, server_key(TEST_SECURITY).public_key()))
+    security = (await bootstrapped(booting))["/0/1"]
+    assert int.from_bytes(security[2], "big") == RPK_MODE
+    private_key = serialization.load_der_private_key(security[5], password=None)
+    assert security[3] == private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fleet_key = serialization.load_der_public_key(security[4])
+    await until(lambda: listener.directory.rpk(public_key_xy(private_key)) is not None)
+    device = DtlsDevice("lamp-rpk-boot", (TLV,), values={"/3/0/0": "Acme"})
+    await device.start_dtls(listener.coaps_port, RpkCredentials(private_key, fleet_key))
+    try:
+        assert (await device.register_at(listener.coaps_port)).code == CREATED
+    finally:
+        device.stop()
+    async with db.system_tx() as conn:
+        stored = await conn.fetch("select mode, state from device_credentials where device_id = $1 and "
+                                  "purpose = 'operational'", lamp.id)
+    assert [tuple(r) for r in stored] == [("rpk", "active")]
