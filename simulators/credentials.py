@@ -9,6 +9,7 @@ one that chose it.
      "devices": {"seoul-sl-00001": {"mode": "psk", "identity": "seoul-sl-00001", "key_hex": "..."},
                  "seoul-sl-00002": {"mode": "rpk", "private_key": "-----BEGIN PRIVATE KEY-----..."},
                  "seoul-sl-00003": {"mode": "bootstrap", "identity": "...", "key_hex": "..."},
+                 "seoul-sl-00005": {"mode": "bootstrap", "private_key": "-----BEGIN PRIVATE KEY-----..."},
                  "seoul-sl-00004": {"mode": "nosec"}}}
 """
 
@@ -33,18 +34,25 @@ class CredentialsError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class DeviceCredential:
-    mode: str  # one of MODES; "bootstrap" is a factory bootstrap PSK
+    mode: str  # one of MODES; "bootstrap" is a factory bootstrap key: a PSK, or a key pair
     identity: str = ""  # PSK identity (psk, bootstrap)
     key_hex: str = ""  # the PSK (psk, bootstrap)
-    private_key: str = ""  # the device's P-256 private key, PKCS#8 PEM (rpk)
+    private_key: str = ""  # the device's P-256 private key, PKCS#8 PEM (rpk, bootstrap)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise CredentialsError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.mode in ("psk", "bootstrap") and not (self.identity and self.key_hex):
-            raise CredentialsError(f"a {self.mode} credential needs identity and key_hex")
+        if self.mode == "psk" and not (self.identity and self.key_hex):
+            raise CredentialsError("a psk credential needs identity and key_hex")
         if self.mode == "rpk" and not self.private_key:
             raise CredentialsError("an rpk credential needs private_key")
+        if self.mode == "bootstrap" and not (self.identity and self.key_hex) and not self.private_key:
+            raise CredentialsError("a bootstrap credential needs identity and key_hex, or private_key")
+
+    @property
+    def uses_public_key(self) -> bool:
+        """It proves itself with a key pair (and so must know the server's public key)."""
+        return bool(self.private_key)
 
     @property
     def key(self) -> bytes:
@@ -65,6 +73,8 @@ class DeviceCredential:
         """The body of PUT /api/v1/devices/{id}/security that gives Fleet this credential."""
         if self.mode == "psk":
             return {"mode": "psk", "identity": self.identity, "key_hex": self.key_hex}
+        if self.mode == "bootstrap" and self.uses_public_key:
+            return {"mode": "rpk", "purpose": "bootstrap", "public_key": self.public_key_pem()}
         if self.mode == "bootstrap":
             return {"mode": "psk", "purpose": "bootstrap", "identity": self.identity, "key_hex": self.key_hex}
         if self.mode == "rpk":
@@ -72,18 +82,24 @@ class DeviceCredential:
         raise CredentialsError("a nosec device has no credential to set")
 
 
-def new_credential(mode: str, endpoint: str) -> DeviceCredential:
+def new_credential(mode: str, endpoint: str, *, key_pair: bool = False) -> DeviceCredential:
     """A fresh credential: random keys, the endpoint as PSK identity (unique across cities,
-    because simulated endpoints carry their city's slug), a random suffix for a bootstrap one."""
+    because simulated endpoints carry their city's slug), a random suffix for a bootstrap one;
+    `key_pair`: a bootstrap key pair instead of a bootstrap PSK (a city that takes no PSK)."""
     if mode == "psk":
         return DeviceCredential("psk", endpoint, secrets.token_hex(PSK_BYTES))
+    if mode == "bootstrap" and key_pair:
+        return DeviceCredential("bootstrap", private_key=_new_private_key())
     if mode == "bootstrap":
         return DeviceCredential("bootstrap", f"{endpoint}-bs-{secrets.token_hex(3)}", secrets.token_hex(PSK_BYTES))
     if mode == "rpk":
-        private = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        return DeviceCredential("rpk", private_key=private.decode())
+        return DeviceCredential("rpk", private_key=_new_private_key())
     return DeviceCredential("nosec")
+
+
+def _new_private_key() -> str:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 
 
 @dataclass

@@ -34,21 +34,22 @@ class Servers:
 def factory_accounts(credential: DeviceCredential, servers: Servers, server_key_der: bytes = b"",
                      lifetime_s: int | None = None) -> Accounts:
     """Objects 0 and 1 as the factory flashed them for this credential."""
-    if credential.mode == "bootstrap":
-        return Accounts.factory(Account(servers.bootstrap, "psk", credential.identity.encode(), credential.key),
-                                bootstrap=True)
-    if credential.mode == "psk":
-        account = Account(servers.secure, "psk", credential.identity.encode(), credential.key)
-    elif credential.mode == "rpk":
+    bootstrap = credential.mode == "bootstrap"
+    uri = servers.bootstrap if bootstrap else servers.secure
+    if credential.uses_public_key:
         key = credential.signing_key()
-        account = Account(servers.secure, "rpk",
+        account = Account(uri, "rpk",
                           key.public_key().public_bytes(serialization.Encoding.DER,
                                                         serialization.PublicFormat.SubjectPublicKeyInfo),
                           key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                             serialization.NoEncryption()),
                           server_key_der)
+    elif credential.mode in ("psk", "bootstrap"):
+        account = Account(uri, "psk", credential.identity.encode(), credential.key)
     else:
         account = Account(servers.plain, "nosec")
+    if bootstrap:
+        return Accounts.factory(account, bootstrap=True)
     return Accounts.factory(replace(account, short_server_id=1, lifetime_s=lifetime_s), bootstrap=False)
 
 

@@ -52,7 +52,7 @@ async def device_credentials(specs: list[DeviceSpec], security: str | None, file
     file = CredentialsFile.load(file_path) if file_path is not None else CredentialsFile()
     credentials, lacking = chosen(specs, file, security)
     if not lacking:
-        _check_server_key((c.mode for c in credentials.values()), file)
+        _check_server_key(credentials.values(), file)
         return credentials, file
     if not api_url or not key:
         raise SecurityError(f"{len(lacking)} devices have no {security} credential in the credentials file;"
@@ -61,7 +61,7 @@ async def device_credentials(specs: list[DeviceSpec], security: str | None, file
     async with FleetApi(api_url, key) as api:
         if security == "rpk" and not file.server_public_key:
             file.server_public_key = await api.server_public_key()
-            _check_server_key(["rpk"], file)  # before any key is set
+            _check_server_key(made.values(), file)  # before any key is set
         ids = await _device_ids(api, lacking)
         slots = asyncio.Semaphore(CONCURRENT_PUTS)
 
@@ -75,13 +75,14 @@ async def device_credentials(specs: list[DeviceSpec], security: str | None, file
     credentials.update(made)
     if file_path is not None:
         file.save(file_path)
-    _check_server_key((c.mode for c in credentials.values()), file)
+    _check_server_key(credentials.values(), file)
     return credentials, file
 
 
-def _check_server_key(modes: Iterable[str], file: CredentialsFile) -> None:
-    """An RPK device checks the server by its public key (/0/x/4): without it, it cannot connect."""
-    if not file.server_public_key and "rpk" in modes:
+def _check_server_key(credentials: Iterable[DeviceCredential], file: CredentialsFile) -> None:
+    """A device with a key pair checks the server by its public key (/0/x/4): without it, it
+    cannot connect."""
+    if not file.server_public_key and any(c.uses_public_key for c in credentials):
         raise SecurityError("RPK devices need Fleet's coaps public key: put it in the credentials file as"
                             " server_public_key (PEM)")
 

@@ -135,3 +135,14 @@ async def test_rpk_devices_need_the_servers_key_before_anything_is_set(tmp_path)
     assert credentials["sl-1"].mode == "nosec"
     with pytest.raises(SecurityError, match="--api"):
         await device_credentials([spec], "psk", path, None, None)
+
+
+def test_a_factory_bootstrap_key_pair():
+    servers = Servers("coap://h:5683", "coaps://h:5684", "coaps://bs:5684")
+    credential = new_credential("bootstrap", "sl-4", key_pair=True)
+    assert credential.security_body()["purpose"] == "bootstrap" and credential.security_body()["mode"] == "rpk"
+    accounts = factory_accounts(credential, servers, b"server-key")
+    assert accounts.operational() is None
+    bootstrap = accounts.bootstrap()
+    assert (bootstrap.server_uri, bootstrap.mode, bootstrap.server_public_key) == ("coaps://bs:5684", "rpk",
+                                                                                   b"server-key")

@@ -86,3 +86,27 @@ async def test_rpk_and_bootstrapping_devices_register_over_coaps(db, secure_list
         assert simulation.stats.bootstraps == 1
         bootstrapped = simulation.device(second).link.accounts.operational()
         assert bootstrapped.mode == "psk" and bootstrapped.identity != file.devices[second].identity.encode()
+
+
+async def test_a_device_bootstraps_with_a_factory_key_pair_in_a_city_that_takes_no_psk(db, secure_listener, seoul,
+                                                                                         tmp_path):
+    answer = await seoul.client.patch("/api/v1/tenant", json={"allow_nosec_devices": False, "security_modes": ["rpk"]})
+    assert answer.status_code == 200, answer.text
+    devices_file = await provision(seoul, tmp_path, {"streetlight": 1})
+    endpoint = f"{seoul.slug}-sim-sl-00001"
+    (device,) = (await seoul.client.get("/api/v1/devices")).json()["items"]
+    server_key = serialization.load_der_public_key(server_public_key_der(TEST_SECURITY)).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    file = CredentialsFile({endpoint: new_credential("bootstrap", endpoint, key_pair=True)}, server_key)
+    answer = await seoul.client.put(f"/api/v1/devices/{device['id']}/security",
+                                    json=file.devices[endpoint].security_body())
+    assert answer.status_code in (200, 201), answer.text
+    credentials = tmp_path / "credentials.json"
+    file.save(credentials)
+    async with running(secure_config(secure_listener, devices_file, credentials, {"streetlight": 1})) as simulation:
+        async def registered():
+            return (await secure_registrations(db)).get(endpoint)
+
+        assert (await eventually(registered, timeout_s=40))[0] is True
+        account = simulation.device(endpoint).link.accounts.operational()
+        assert account.mode == "rpk", "the bootstrap server wrote a key pair: the city takes no PSK"
