@@ -109,6 +109,10 @@ def _v4_mapped(address) -> tuple:
     return ("::ffff:" + address[0], address[1])
 
 
+def _never(mode: str, identity: bytes) -> bool:
+    return False
+
+
 class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
@@ -382,15 +386,17 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         """Whether to hold back this datagram of a handshake: the credential it offers (PSK
         identity, raw public key) is not known yet. The directory may be fetching it (a miss
         starts that), so the flight is dropped once (the rest of it too) rather than refused,
-        and the device's retransmission ~2 s later finds it; a second miss is refused."""
+        and the device's retransmission ~2 s later finds it; a miss again is refused, unless
+        that fetch is still under way (a busy database: the next retransmission tries again,
+        within the handshake timeout)."""
         if offered is None:
             if peer.waiting:
                 self.records_dropped += 1
             return peer.waiting
         peer.waiting = False
-        if peer.deferred:
-            return False
         mode, identity = offered
+        if peer.deferred and not getattr(self.keys, "looking_up", _never)(mode, identity):
+            return False
         known = self.keys.psk(identity) if mode == "psk" else self.keys.rpk(identity)
         if known is not None:
             return False
