@@ -119,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
 
     doctor = sub.add_parser(
-        "doctor", help="check a deployment: database, roles, row security, migrations, clock, listeners",
+        "doctor", help="check a deployment: database, roles, row security, migrations, clock, device keys, "
+                       "listeners",
         description="One line per check: ok, warn or FAIL, what was found and what to do. Exits 1 when "
                     "a check failed. Reads the same FLEET_* variables as `fleet serve`.")
     _listen_options(doctor, verb="find the node at")

@@ -54,8 +54,14 @@ async def tenant_create(settings: Settings, slug: str, name: str, timezone: str,
             tenant = await TenantService(db).create(slug, name, timezone, allow_nosec_devices=allow_nosec)
         except FleetError as exc:
             return _fail(exc)
-    devices = "devices may register without DTLS" if allow_nosec else "devices must use DTLS (coaps)"
+    devices = "devices may register without DTLS" if allow_nosec else (
+        "devices must use DTLS (coaps): give each its key with PUT /api/v1/devices/{id}/security or the "
+        "registry CSV's security columns")
     print(f"created tenant {tenant.slug} ({tenant.name}, {tenant.timezone}) id={tenant.id}; {devices}")
+    if not allow_nosec and settings.security.credentials_key is None:
+        # A first-time operator otherwise learns it from a 503 on the first key it sets.
+        print("note: FLEET_CREDENTIALS_KEY is not set here: a node needs it (the same on every node) to store "
+              "device PSKs and open its coaps listener (docs/security.md, Device credentials)")
     return 0
 
 
@@ -151,13 +157,23 @@ async def apikey_create(settings: Settings, slug: str, role: str, name: str, cre
     return 0
 
 
+def coaps_listening(settings: Settings) -> str:
+    """Where the coaps listener is, for the start line: the listener opens none without the key,
+    and a line saying udp/5684 there sent operators looking for a port nothing listened on."""
+    if not settings.coap.coaps_port:
+        return "off"
+    if settings.security.credentials_key is None:
+        return "off (FLEET_CREDENTIALS_KEY is not set)"
+    return f"udp/{settings.coap.coaps_port}"
+
+
 async def serve(settings: Settings) -> int:
     health = Health()  # what /readyz reports: every component of this process
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         log.info("fleet serving", http=f"http://{settings.http.host}:{settings.http.port}",
                  docs=f"http://{settings.http.host}:{settings.http.port}/schema",
                  coap=f"udp/{settings.coap.port}",
-                 coaps=f"udp/{settings.coap.coaps_port}" if settings.coap.coaps_port else "off",
+                 coaps=coaps_listening(settings),
                  metrics=metrics_url(settings))
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from litestar import Controller, delete, get, put
+from litestar.datastructures import CacheControlHeader
 from litestar.params import Parameter
 
 from api.problems import problems
@@ -21,7 +22,8 @@ class DeviceSecurityController(Controller):
 
     @put("/", summary="Set the device's DTLS credential: a PSK (no key_hex: Fleet makes one up and shows it "
                       "in this answer only) or its raw public key; earlier ones of that purpose are retired",
-         responses=problems(403, 404, 409, 422, 503))
+         responses=problems(403, 404, 409, 422, 503),
+         cache_control=CacheControlHeader(no_store=True))  # the answer may hold the key, shown once
     async def set_credential(self, device_id: UUID, data: SetPsk | SetRpk, principal: Principal,
                              security_service: SecurityService) -> DeviceCredential:
         result = await security_service.set_credential(principal, device_id, data)

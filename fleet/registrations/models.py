@@ -78,7 +78,8 @@ class DevicePolicy:
         key (a device with a key uses it: anyone can send a plain datagram with its name)."""
         if secure:
             if authenticated is None or authenticated.device_id != self.device_id:
-                return f"the DTLS credential is not endpoint {self.endpoint!r}'s: a device registers only as itself"
+                return (f"the DTLS credential does not belong to endpoint {self.endpoint!r}: "
+                        "a device registers only as itself")
             if authenticated.purpose != "operational":
                 return "a bootstrap credential does not register: bootstrap first (POST /bs)"
             mode = getattr(authenticated.credential, "mode", None)

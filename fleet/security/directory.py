@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import asyncpg
@@ -28,14 +28,17 @@ MAX_PENDING_LOOKUPS = 1000
 MISS_TTL_S = 5.0
 RETRY_S = 1.0
 CHECK_S = 10.0
+# Rows of a full load turned into entries between two yields to the event loop.
+RELOAD_SLICE = 2000
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
     known: KnownCredential
     identity: bytes | None
-    key: bytes | None
+    key: bytes | None = field(repr=False)  # never in a log line or a traceback
     public_key_xy: bytes | None
+    nonce: bytes | None = None  # of the stored key: the same nonce and id, the same key
 
 
 class CredentialDirectory:
@@ -155,7 +158,7 @@ class CredentialDirectory:
                 async with self.db.system_tx() as conn:
                     repo = CredentialRepository(conn)
                     if reload:
-                        self._replace_all(await repo.known())
+                        self._replace_all(await self._entries_of(await repo.known()))
                         self.loaded.set()
                     elif ids:
                         self._apply(ids, await repo.known_by_ids(list(ids)))
@@ -172,16 +175,20 @@ class CredentialDirectory:
                 await asyncio.sleep(self.retry_s)
                 self._wake.set()
 
-    def _entry(self, row: asyncpg.Record) -> _Entry | None:
+    def _entry(self, row: asyncpg.Record, held: _Entry | None = None) -> _Entry | None:
         known = KnownCredential(row["id"], row["device_id"], row["tenant_id"], row["endpoint"], row["purpose"],
                                 row["mode"], row["state"])
         if row["mode"] == "rpk":
             return _Entry(known, None, None, bytes(row["public_key_xy"]))
-        key = self.cipher.open(row["id"], row["key_ciphertext"], row["key_nonce"])
+        nonce = bytes(row["key_nonce"])
+        if held is not None and held.nonce == nonce and held.key is not None:
+            key = held.key  # sealed once per credential id: same id and nonce, same key
+        else:
+            key = self.cipher.open(row["id"], row["key_ciphertext"], row["key_nonce"])
         if key is None:
             self._undecryptable.append(row["id"])
             return None
-        return _Entry(known, row["identity"].encode("utf-8"), key, None)
+        return _Entry(known, row["identity"].encode("utf-8"), key, None, nonce)
 
     def _report_undecryptable(self) -> None:
         """One line however many: a node started with another key than the one that stored them."""
@@ -191,8 +198,21 @@ class CredentialDirectory:
                       first=str(self._undecryptable[0]))
             self._undecryptable = []
 
-    def _replace_all(self, rows: list[asyncpg.Record]) -> None:
-        entries = {e.known.credential_id: e for e in map(self._entry, rows) if e is not None}
+    async def _entries_of(self, rows: list[asyncpg.Record]) -> dict[UUID, _Entry]:
+        """The entries of a full load, built a slice at a time: a reload of every city's
+        credentials (an import, a city's modes changed, a reconnection) must not hold the
+        event loop, and the handshakes with it, for the whole of it. A key already held under
+        the same nonce is not decrypted again."""
+        entries: dict[UUID, _Entry] = {}
+        for start in range(0, len(rows), RELOAD_SLICE):
+            for row in rows[start:start + RELOAD_SLICE]:
+                entry = self._entry(row, self._entries.get(row["id"]))
+                if entry is not None:
+                    entries[row["id"]] = entry
+            await asyncio.sleep(0)
+        return entries
+
+    def _replace_all(self, entries: dict[UUID, _Entry]) -> None:
         self._report_undecryptable()
         gone = [e for credential_id, e in self._entries.items() if credential_id not in entries]
         self._entries = entries

@@ -130,13 +130,3 @@ class CredentialRepository:
                where (identity = any($1::text[]) or public_key_xy = any($2::bytea[])) and state <> 'retired'""",
             identities, public_keys)
         return {r["identity"] if r["identity"] is not None else bytes(r["public_key_xy"]) for r in rows}
-
-    async def registration_policy(self, endpoint: str) -> asyncpg.Record | None:
-        """For a plain-CoAP Register of `endpoint`: may its city's devices come without DTLS,
-        and does this device hold an operational credential (then it must use it)."""
-        return await self.conn.fetchrow(
-            """select t.allow_nosec_devices, t.security_modes, exists (
-                       select 1 from device_credentials c
-                       where c.tenant_id = d.tenant_id and c.device_id = d.id
-                         and c.purpose = 'operational' and c.state <> 'retired') as has_credential
-               from devices d join tenants t on t.id = d.tenant_id where d.endpoint = $1""", endpoint)

@@ -12,15 +12,17 @@ from uuid import UUID
 import asyncpg
 import msgspec
 import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleet.access.models import Permission, Principal
 from fleet.audit.repository import AuditRepository
 from fleet.audit.service import record, record_many
 from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, SettingsError, Unavailable, ValidationFailed
-from fleet.security.crypto import CredentialCipher
+from fleet.security.crypto import CredentialCipher, public_key_xy
 from fleet.security.models import (GENERATED_KEY_BYTES, PURPOSES, Activation, Credential, CredentialSet,
-                                   ImportedCredential, IssuedPsk, KnownCredential, SetCredential, SetPsk)
+                                   ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, SetCredential, SetPsk)
 from fleet.security.repository import CredentialRepository
 from fleet.security.validation import parse_key_hex, parse_public_key, psk_identity_errors, raise_if
 from fleet.settings import SecuritySettings
@@ -173,18 +175,39 @@ class SecurityService:
         key = secrets.token_bytes(GENERATED_KEY_BYTES)
         credential_id = uuid.uuid4()
         ciphertext, nonce = self.cipher().seal(credential_id, key)
+        known = await self._issue_pending(credential_id, tenant_id, device_id, "psk", identity=identity,
+                                          key_ciphertext=ciphertext, key_nonce=nonce)
+        return IssuedPsk(identity, key, known)
+
+    async def issue_operational_rpk(self, tenant_id: UUID, device_id: UUID) -> IssuedRpk:
+        """For the bootstrap server of a city that takes no PSK: a fresh P-256 key pair, its
+        public key stored pending like `issue_operational_psk`'s key. The private key is
+        returned this once (the bootstrap writes it into the device, as Leshan's does) and
+        Fleet keeps no copy."""
+        private = ec.generate_private_key(ec.SECP256R1())
+        public = private.public_key()
+        public_der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        private_der = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption())
+        known = await self._issue_pending(uuid.uuid4(), tenant_id, device_id, "rpk", public_key=public_der,
+                                          public_key_xy=public_key_xy(public))
+        return IssuedRpk(public_der, private_der, known)
+
+    async def _issue_pending(self, credential_id: UUID, tenant_id: UUID, device_id: UUID, mode: str,
+                             **columns) -> KnownCredential:
+        """Store an issued operational credential pending, retiring an earlier pending one."""
         async with self.db.system_tx() as conn:
             repo = CredentialRepository(conn)
             device = await repo.device(tenant_id, device_id)
             if device is None or device["status"] == "decommissioned":
                 raise NotFound(f"device {device_id} not found")
             await repo.retire(tenant_id, device_id, ["operational"], ["pending"])
-            credential = await repo.insert(credential_id, tenant_id, device_id, "operational", "psk", "pending",
-                                           identity=identity, key_ciphertext=ciphertext, key_nonce=nonce)
+            credential = await repo.insert(credential_id, tenant_id, device_id, "operational", mode, "pending",
+                                           **columns)
             await _system_audit(conn, tenant_id, "device.security.issue", device_id, None, _audited(credential))
-        log.info("operational PSK issued", device_id=str(device_id), credential_id=str(credential_id))
-        known = KnownCredential(credential_id, device_id, tenant_id, device["endpoint"], "operational", "psk", "pending")
-        return IssuedPsk(identity, key, known)
+        log.info("operational credential issued", mode=mode, device_id=str(device_id),
+                 credential_id=str(credential_id))
+        return KnownCredential(credential_id, device_id, tenant_id, device["endpoint"], "operational", mode, "pending")
 
     async def activate(self, credential: KnownCredential) -> Activation | None:
         """A device registered with its pending credential: it becomes active and the active one
@@ -205,13 +228,6 @@ class SecurityService:
         return Activation(KnownCredential(credential.credential_id, credential.device_id, credential.tenant_id,
                                           credential.endpoint, credential.purpose, credential.mode, "active"),
                           [c.id for c in retired])
-
-    async def registration_policy(self, endpoint: str) -> tuple[bool, bool] | None:
-        """(the city allows NoSec devices, the device holds an operational credential) for a
-        plain-CoAP Register; None for an unknown endpoint."""
-        async with self.db.system_tx() as conn:
-            row = await CredentialRepository(conn).registration_policy(endpoint)
-        return None if row is None else (row["allow_nosec_devices"], row["has_credential"])
 
 
 @dataclass(frozen=True, slots=True)

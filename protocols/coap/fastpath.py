@@ -117,8 +117,11 @@ class FastPath:
         self.lifetime = tuning.EXCHANGE_LIFETIME
         self.empty_ack_delay = tuning.EMPTY_ACK_DELAY
         self.tuning = tuning
-        # (host, port, message id) -> answer bytes, a pending _Exchange, or _DELEGATED
-        self.recent: dict[tuple[str, int, int], object] = {}
+        # (host, port, message id) -> answer bytes, a pending _Exchange, or _DELEGATED; on the
+        # coaps interface the key also holds who the session at that address authenticated as
+        # (DtlsServer.who): another device's session on that address later is another peer.
+        self.recent: dict[tuple, object] = {}
+        self._dtls = interface.__dict__.get("_fleet_dtls")
         self._expiry: collections.deque[tuple[float, tuple[str, int, int]]] = collections.deque()
         self._awaiting_ack: collections.deque[tuple[float, _Exchange]] = collections.deque()
         self._ack_timer: asyncio.TimerHandle | None = None
@@ -141,7 +144,7 @@ class FastPath:
             return False
         if pktinfo is not None and (pktinfo[0] == 0xFF or (pktinfo[:12] == _V4_MAPPED and 224 <= pktinfo[12] < 240)):
             return False
-        key = (address[0], address[1], (data[2] << 8) | data[3])
+        key = self._key(data, address)
         if self.recent.get(key) is not None:
             return False  # a duplicate: offer() or aiocoap, whoever has the exchange, answers it
         try:
@@ -199,7 +202,7 @@ class FastPath:
         expiry = self._expiry
         if expiry and expiry[0][0] <= now:
             self._expire(now)
-        key = (address[0], address[1], (data[2] << 8) | data[3])
+        key = self._key(data, address)
         known = self.recent.get(key)
         if known is not None:
             if known is _DELEGATED:
@@ -242,7 +245,13 @@ class FastPath:
 
     def has_seen(self, data: bytes, address) -> bool:
         """Whether this datagram repeats a message ID from this peer still in the dedup cache."""
-        return len(data) >= 4 and (address[0], address[1], (data[2] << 8) | data[3]) in self.recent
+        return len(data) >= 4 and self._key(data, address) in self.recent
+
+    def _key(self, data: bytes, address) -> tuple:
+        mid = (data[2] << 8) | data[3]
+        if self._dtls is None:
+            return address[0], address[1], mid
+        return address[0], address[1], mid, self._dtls.who(address)
 
     @staticmethod
     def _ancdata(pktinfo: bytes | None) -> list:
@@ -279,6 +288,8 @@ class FastPath:
 
     def _reply(self, exchange: _Exchange, code: int, options: bytes, payload, *, keep: bool = True) -> None:
         self.answered += 1
+        if self._dtls is not None and self._dtls.who(exchange.address) != exchange.key[3]:
+            return  # its DTLS session ended meanwhile: the answer is not for whoever holds the address now
         reply = message.encode_with_options(message.ACK, code, exchange.mid, exchange.token, options, payload)
         if not keep:
             current = self.recent.get(exchange.key)

@@ -87,9 +87,12 @@ def decode_answer(data: bytes) -> Answer | None:
     return Answer(code, content_format, payload, blockwise)
 
 
+_CHANGED_HANDS = "the device's DTLS session ended; another peer holds its address now"
+
+
 class _Request:
     __slots__ = ("peer", "mid", "token", "datagram", "future", "due", "timeout", "retransmits",
-                 "acknowledged", "done")
+                 "acknowledged", "done", "who")
 
     def __init__(self, peer, mid: int, token: bytes, datagram: bytes, future: asyncio.Future) -> None:
         self.peer = peer
@@ -102,6 +105,7 @@ class _Request:
         self.retransmits = 0
         self.acknowledged = False
         self.done = False
+        self.who = None  # coaps: (mode, identity) of the session it was sent in
 
 
 class OutboundRequests:
@@ -138,6 +142,9 @@ class OutboundRequests:
         self.failed = 0
         self.failures: collections.Counter[str] = collections.Counter()
         self.closed = False
+        # The coaps listener's DTLS server: requests are bound to the peer authenticated at
+        # their address when sent, and answered only by it (the address may change hands).
+        self._dtls = interface.__dict__.get("_fleet_dtls")
 
     @property
     def pending(self) -> int:
@@ -157,6 +164,8 @@ class OutboundRequests:
         datagram = encode_request(mid, token, code, path, content_format=content_format,
                                   accept=accept, payload=payload)
         request = _Request(address, mid, token, datagram, future)
+        if self._dtls is not None:
+            request.who = self._dtls.who(address)
         # A caller that gives up (a cancelled wait) ends the exchange: no more retransmissions.
         future.add_done_callback(lambda done: done.cancelled() and self._finish(request, None))
         self.by_mid[(peer[0], peer[1], mid)] = request
@@ -193,6 +202,9 @@ class OutboundRequests:
             request = self.by_mid.get((host, port, (data[2] << 8) | data[3]))
             if request is None:
                 return False
+            if request.who is not None and self._dtls.who(address) != request.who:
+                self._finish(request, RequestFailed(_CHANGED_HANDS))
+                return True
             if mtype == _RST:
                 self._finish(request, RequestFailed("the device reset the request"))
             elif code == _EMPTY:
@@ -204,6 +216,9 @@ class OutboundRequests:
             return False  # a request: not ours to take
         token = data[4:4 + (data[0] & 0x0F)]
         request = self.by_token.get((host, port, token))
+        if request is not None and request.who is not None and self._dtls.who(address) != request.who:
+            self._finish(request, RequestFailed(_CHANGED_HANDS))
+            return True
         mid_key = (host, port, (data[2] << 8) | data[3])
         if request is None:
             if mtype == _CON and mid_key in self.answered:
@@ -263,6 +278,9 @@ class OutboundRequests:
             return
         if request.retransmits >= self.tuning.MAX_RETRANSMIT:
             self._finish(request, RequestFailed("no answer: timeout"))
+            return
+        if request.who is not None and self._dtls.who(request.peer) != request.who:
+            self._finish(request, RequestFailed(_CHANGED_HANDS))  # never to whoever holds the address now
             return
         request.retransmits += 1
         request.timeout *= 2

@@ -47,12 +47,18 @@ class SecureEndpointAddress(udp6.UDP6EndpointAddress):
         super().__init__(sockaddr, interface, pktinfo=pktinfo)
         identity = interface._fleet_dtls.identity_of(sockaddr)
         self._claims = [identity] if identity is not None else []
+        self._who = (identity.mode, identity.identity) if identity is not None else None  # DtlsServer.who
 
     authenticated_claims = property(lambda self: self._claims)
 
     def __eq__(self, other):
         # Never equal to the plain address of the same host and port: another peer entirely.
-        return type(other) is type(self) and self.sockaddr[:-1] == other.sockaddr[:-1]
+        # Nor to the same address authenticated as someone else: an address changes hands (a
+        # session ends, another device's handshake comes from that host and port, as behind a
+        # NAT), and aiocoap matches duplicates and responses by remote, so the second device
+        # would be answered from the first one's exchanges, and could answer requests meant
+        # for it. The same identity (its session renewed) is the same peer.
+        return type(other) is type(self) and self.sockaddr[:-1] == other.sockaddr[:-1] and self._who == other._who
 
     __hash__ = udp6.UDP6EndpointAddress.__hash__
 
@@ -96,7 +102,12 @@ class _DtlsShim:
         self.unsendable = 0
 
     def sendmsg(self, data, ancdata, flags, address) -> None:
-        if self.server.send(data, address):
+        # What aiocoap sends to a remote goes only to the session of the peer that remote was
+        # authenticated as (requests to a device, retransmissions), never to whoever holds
+        # that address now; the fast paths' answers leave right after the datagram they answer,
+        # and the outbound requests check it themselves (protocols.coap.outbound).
+        remote = self.interface._remote_being_sent_to.get()
+        if self.server.send(data, address, getattr(remote, "_who", None)):
             return
         # No session (never opened, evicted, closed): fail what waits for this peer at once,
         # as an ICMP error would, rather than retransmitting into nothing. Deferred: the
@@ -104,7 +115,6 @@ class _DtlsShim:
         self.unsendable += 1
         error = OSError(errno.ENOTCONN, "no DTLS session with this peer")
         loop = self.interface.loop
-        remote = self.interface._remote_being_sent_to.get()
         if remote is not None:
             loop.call_soon(self._dispatch_error, error, remote)
         outbound = self.interface.__dict__.get("_fleet_outbound")

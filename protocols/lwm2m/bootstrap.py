@@ -5,13 +5,15 @@ bootstrap). It asks `POST /bs?ep=NAME[&pct=FORMAT]` over coaps with that credent
 coap only where its city takes NoSec devices and it holds no bootstrap credential); Fleet
 answers 2.04 and then, as the server of that exchange (LwM2M 1.1 TS §5.2.7):
 
-1. issues the device a new operational PSK, stored *pending* (it authenticates, and the active
-   one still does, until the device first registers with it: fleet.security activates it then
-   and retires the old one), so a re-bootstrap rotates the key and a lost Finish leaves the
-   device able to register with either;
+1. issues the device a new operational credential, stored *pending* (it authenticates, and the
+   active one still does, until the device first registers with it: fleet.security activates it
+   then and retires the old one), so a re-bootstrap rotates the key and a lost Finish leaves the
+   device able to register with either. A PSK where the city takes PSK devices; otherwise a
+   P-256 key pair whose private key is written to the device and not kept (as Leshan does);
 2. Bootstrap-Delete `/0` and `/1` (the client keeps its bootstrap account, TS §5.2.7.5);
-3. Bootstrap-Write `/0/1`, the Security instance of Fleet's coaps account (server URI, PSK mode,
-   identity, key, server public key, Short Server ID 1), and `/1/0`, the Server instance (SSID 1,
+3. Bootstrap-Write `/0/1`, the Security instance of Fleet's coaps account (server URI, mode,
+   PSK identity and key or the device's public and private key plus Fleet's public key, Short
+   Server ID 1), and `/1/0`, the Server instance (SSID 1,
    lifetime, notification storing, binding U), in the format the device asked for (`pct`:
    SenML JSON or CBOR, LwM2M CBOR) or else TLV, as Leshan does; the Security object's resources
    have no operations in the registry, so nothing here checks them against it;
@@ -45,14 +47,16 @@ SERVER_OBJECT = 1
 SECURITY_INSTANCE = 1  # /0/0 is where clients usually keep their bootstrap account
 SERVER_INSTANCE = 0
 SHORT_SERVER_ID = 1
-PSK_MODE = 0  # Security /0/x/2: 0 PSK, 1 RPK, 2 certificate, 3 NoSec, 4 EST
+PSK_MODE, RPK_MODE = 0, 1  # Security /0/x/2: 0 PSK, 1 RPK, 2 certificate, 3 NoSec, 4 EST
 DEFAULT_LIFETIME_S = 3600
 # What a device may ask the writes in (pct); anything else gets TLV, as from Leshan.
 WRITE_FORMATS = (content.LWM2M_TLV, content.SENML_JSON, content.SENML_CBOR, content.LWM2M_CBOR)
 _BS = ("bs",)
 
-# Issues the device a pending operational PSK: (identity, key), the key in plain this once.
-IssuePsk = Callable[[DevicePolicy], Awaitable[tuple[bytes, bytes]]]
+# Issues the device a pending operational credential: (security mode, resource 3: the PSK
+# identity or the device's public key, resource 5: the PSK or the device's private key), the
+# secret in plain this once.
+IssueAccount = Callable[[DevicePolicy], Awaitable[tuple[int, bytes, bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +64,16 @@ class ServerAccount:
     """What a bootstrap writes: the device's account on Fleet's coaps listener."""
 
     server_uri: str
-    identity: bytes
-    key: bytes
+    mode: int
+    identity: bytes  # the PSK identity, or the device's public key (SubjectPublicKeyInfo DER)
+    key: bytes  # the PSK, or the device's private key (PKCS#8 DER)
     server_public_key: bytes = b""
     lifetime_s: int = DEFAULT_LIFETIME_S
 
     def security_instance(self) -> list[tuple[ResourcePath, object]]:
-        values = {0: self.server_uri, 1: False, 2: PSK_MODE, 3: self.identity, 4: self.server_public_key,
+        # Fleet's public key only where the device checks it (RPK); a PSK account has none.
+        server_key = self.server_public_key if self.mode == RPK_MODE else b""
+        values = {0: self.server_uri, 1: False, 2: self.mode, 3: self.identity, 4: server_key,
                   5: self.key, 10: SHORT_SERVER_ID}
         return [(ResourcePath(SECURITY_OBJECT, SECURITY_INSTANCE, rid), value) for rid, value in values.items()]
 
@@ -90,12 +97,12 @@ class BootstrapServer:
     """Answers POST /bs on the listener (LwM2MServer routes it here) and runs each device's
     bootstrap as a task of its own; a device asking again replaces its bootstrap under way."""
 
-    def __init__(self, registrations: RegistrationService, client: DeviceClient, issue_psk: IssuePsk, *,
+    def __init__(self, registrations: RegistrationService, client: DeviceClient, issue_account: IssueAccount, *,
                  server_uri: str, server_public_key: bytes = b"",
                  lifetime_s: int = DEFAULT_LIFETIME_S) -> None:
         self.registrations = registrations
         self.client = client
-        self.issue_psk = issue_psk
+        self.issue_account = issue_account
         self.server_uri = server_uri
         self.server_public_key = server_public_key
         self.lifetime_s = lifetime_s
@@ -131,8 +138,8 @@ class BootstrapServer:
 
     async def _bootstrap(self, address: DeviceAddress, policy: DevicePolicy, content_format: int) -> None:
         try:
-            identity, key = await self.issue_psk(policy)
-            account = ServerAccount(self.server_uri, identity, key, self.server_public_key, self.lifetime_s)
+            mode, identity, key = await self.issue_account(policy)
+            account = ServerAccount(self.server_uri, mode, identity, key, self.server_public_key, self.lifetime_s)
             for path in ("0", "1"):
                 await self._ask(address, Code.DELETE, (path,), deleted=True)
             for values, instance in ((account.security_instance(), ResourcePath(SECURITY_OBJECT, SECURITY_INSTANCE)),
@@ -173,6 +180,8 @@ def _refuse(policy: DevicePolicy, secure: bool, authenticated) -> str | None:
     """Why this peer may not bootstrap `policy`'s device (None: it may). Over coaps it holds
     that device's bootstrap credential; over plain coap the city takes NoSec devices and the
     device has no bootstrap credential (one that has must use it)."""
+    if not policy.security_modes:
+        return "this city allows no DTLS mode: nothing to bootstrap the device with"
     if secure:
         if authenticated is None or authenticated.device_id != policy.device_id:
             return f"the DTLS credential is not endpoint {policy.endpoint!r}'s"

@@ -36,7 +36,7 @@ from protocols.coap.dtls import DtlsServer
 from protocols.coap.peerlimit import DEFAULT_ADDRESS_RATE, DEFAULT_PEER_RATE, PeerLimit
 from fleet.commands.service import CommandQueue
 from protocols.lwm2m.bootstrap import DEFAULT_LIFETIME_S as BOOTSTRAP_LIFETIME_S
-from protocols.lwm2m.bootstrap import BootstrapServer
+from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, BootstrapServer
 from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
 from protocols.lwm2m.negotiation import ContentFormats
@@ -134,7 +134,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         server.secure_device_of = functools.partial(_device_of, coaps.server)
         # Also on the plain port, for the devices of cities that take NoSec ones.
         server.bootstrap = BootstrapServer(
-            registrations, client, functools.partial(_issue_psk, credentials),
+            registrations, client, functools.partial(_issue_account, credentials),
             server_uri=coaps_public_uri or default_base_uri(host, coaps.port, "coaps"),
             server_public_key=server_public_key_der(security), lifetime_s=bootstrap_lifetime_s)
     dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight,
@@ -221,9 +221,13 @@ def _end_sessions(coaps, credential: KnownCredential) -> None:
     coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) == credential.credential_id)
 
 
-async def _issue_psk(credentials: SecurityService, policy: DevicePolicy) -> tuple[bytes, bytes]:
-    issued = await credentials.issue_operational_psk(policy.tenant_id, policy.device_id)
-    return issued.identity.encode(), issued.key
+async def _issue_account(credentials: SecurityService, policy: DevicePolicy) -> tuple[int, bytes, bytes]:
+    """A PSK where the city takes them (the cheap handshake), else a key pair."""
+    if "psk" in policy.security_modes:
+        issued = await credentials.issue_operational_psk(policy.tenant_id, policy.device_id)
+        return PSK_MODE, issued.identity.encode(), issued.key
+    pair = await credentials.issue_operational_rpk(policy.tenant_id, policy.device_id)
+    return RPK_MODE, pair.public_key_der, pair.private_key_der
 
 
 async def _activate(credentials: SecurityService, coaps, credential: KnownCredential) -> None:

@@ -56,3 +56,16 @@ def test_the_coaps_uri_is_the_configured_one_or_the_coaps_listener_or_none():
     assert coaps_public_uri(Settings(database, coap=CoapSettings(coaps_public_uri="coaps://lwm2m.city.example"))) \
         == "coaps://lwm2m.city.example"
     assert coaps_public_uri(Settings(database, coap=CoapSettings(coaps_port=0))) is None  # no coaps listener
+
+
+def test_the_start_line_says_coaps_is_off_without_the_credentials_key():
+    from pathlib import Path
+
+    from api.commands import coaps_listening
+    from fleet.settings import CoapSettings, DatabaseSettings, SecuritySettings, Settings
+
+    database = DatabaseSettings(url=None, data_dir=Path("/tmp/unused"))
+    keyed = SecuritySettings(credentials_key=bytes(32))
+    assert coaps_listening(Settings(database, security=keyed)) == "udp/5684"
+    assert coaps_listening(Settings(database)) == "off (FLEET_CREDENTIALS_KEY is not set)"
+    assert coaps_listening(Settings(database, coap=CoapSettings(coaps_port=0), security=keyed)) == "off"

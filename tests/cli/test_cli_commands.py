@@ -46,6 +46,9 @@ async def test_tenant_create_and_its_refusals(database_dsn):
     assert created.code == 0, created.stderr
     assert "seoul" in created.stdout and "Asia/Seoul" in created.stdout
     assert "devices must use DTLS" in created.stdout   # a new city refuses NoSec devices
+    assert "PUT /api/v1/devices/{id}/security" in created.stdout  # ... and says how to give them keys
+    if "FLEET_CREDENTIALS_KEY" not in os.environ:
+        assert "FLEET_CREDENTIALS_KEY is not set here" in created.stdout
     duplicate = await fleet(database_dsn, "tenant", "create", "seoul", "--name", "Seoul again",
                             "--timezone", "Asia/Seoul")
     assert duplicate.code != 0

@@ -47,6 +47,8 @@ class DtlsClient(_Engine):
         if not self._ctx:
             return
         result = self._handle(self._pointer, data)
+        if not self._ctx:
+            return  # closed by a callback (the protocol's datagram_received) meanwhile
         if self.failed is None and not self._lib.dtls_get_peer(self._ctx, self._pointer):
             # tinydtls refused the handshake itself (it sent the alert, so no event says so)
             self._failed(DtlsError("handshake refused: " + ("the server's key is not the trusted one"

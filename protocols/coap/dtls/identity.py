@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
@@ -31,7 +31,7 @@ class DeviceKeys(Protocol):
 @dataclass(frozen=True, slots=True)
 class PskCredentials:
     identity: bytes
-    key: bytes
+    key: bytes = field(repr=False)  # never in a log line or a traceback
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,12 @@ def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...]] | None:
     return cookie_length > 0, suites
 
 
+def _v4_mapped(address) -> tuple:
+    """An IPv4 address as a dual-stack socket names it: the fast path hands peers over as
+    ('1.2.3.4', port), the coaps socket's addresses are ('::ffff:1.2.3.4', port, 0, 0)."""
+    return ("::ffff:" + address[0], address[1])
+
+
 class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
@@ -192,9 +198,9 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         key = address[:2]
         peer = self._peers.get(key)
         if peer is not None and peer.identity is not None and data and data[0] == _CONTENT_APPLICATION:
-            # An established session's application data: the hot path.
-            peer.seen = self.loop.time()
-            peer.ancdata = self.ancdata
+            # An established session's application data: the hot path. The peer counts as seen
+            # (and answers leave from the local address it wrote to) once a record of it
+            # decrypts (_read): anyone can send a datagram from its address.
             self._current = peer  # the callbacks need not look the session up
             try:
                 self._handle(peer.pointer, data)
@@ -236,7 +242,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self._stateless(address, data)
             return
         else:
-            peer.seen, peer.ancdata = now, self.ancdata
+            if peer.identity is None:  # a session's own records are seen in _read, once they decrypt
+                peer.seen, peer.ancdata = now, self.ancdata
             finished = False
             ccs = peer.ccs_seen
             offered = None
@@ -377,6 +384,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             self.records_dropped += 1
             return
         self.records_in += 1
+        peer.seen, peer.ancdata = self.loop.time(), self.ancdata
         self.on_plaintext(plaintext, peer.address)
 
     def _event(self, session: int, level: int, code: int) -> None:
@@ -419,17 +427,35 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         return 0
 
     # the interface the coaps listener uses
-    def send(self, plaintext: bytes, address) -> bool:
-        """Encrypt and send one datagram to a peer; False if there is no session with it."""
+    def send(self, plaintext: bytes, address, expected: tuple[str, bytes] | None = None) -> bool:
+        """Encrypt and send one datagram to a peer; False if there is no session with it, or
+        (`expected`: the (mode, identity) it was meant for) if the session at that address is
+        another peer's: addresses change hands (a NAT gives a quiet device's port to another)."""
         peer = self._peers.get(address[:2])
         if peer is None or peer.identity is None or not self._ctx:
             return False
+        if expected is not None and (peer.identity.mode, peer.identity.identity) != expected:
+            return False
         return self._on_behalf_of(peer, self._lib.dtls_write, peer.pointer, plaintext, len(plaintext)) >= 0
 
+    def who(self, address) -> tuple[str, bytes] | None:
+        """(mode, identity) of the session at this address: what `send(expected=)` compares."""
+        peer = self._peer_at(address)
+        identity = peer.identity if peer is not None else None
+        return (identity.mode, identity.identity) if identity is not None else None
+
     def identity_of(self, address) -> PeerIdentity | None:
-        """Who the peer at this address proved to be; None without a finished handshake."""
-        peer = self._peers.get(address[:2])
+        """Who the peer at this address proved to be; None without a finished handshake. The
+        address as the socket gives it ('::ffff:1.2.3.4', port, ...) or as the fast path
+        names a peer ('1.2.3.4', port)."""
+        peer = self._peer_at(address)
         return peer.identity if peer is not None else None
+
+    def _peer_at(self, address) -> _Peer | None:
+        peer = self._peers.get(address[:2])
+        if peer is None and ":" not in address[0]:
+            peer = self._peers.get(_v4_mapped(address))
+        return peer
 
     def forget_credential(self, credential_matcher: Callable[[object], bool]) -> int:
         """Close the sessions (and handshakes) of credentials that match: rotated or revoked."""

@@ -195,20 +195,40 @@ class _Engine:
     def _uses_rpk(self) -> bool:
         return ECDHE_ECDSA_AES_128_CCM_8 in self.suites
 
+    _depth = 0              # dtls_handle_message calls under way (a callback may start another)
+    _free_deferred = False  # _free was asked for inside one: done when the outermost returns
+
     def _free(self) -> None:
         if self._retransmit_timer is not None:
             self._retransmit_timer.cancel()
             self._retransmit_timer = None
+        if self._depth:
+            # Closed from inside a callback (a device's datagram_received closing its
+            # transport): tinydtls is still in dtls_handle_message on this context, so freeing
+            # it now would pull the context from under it.
+            self._free_deferred = True
+            return
         if self._ctx:
             ctx, self._ctx = self._ctx, None
             self._lib.dtls_free_context(ctx)
 
     def _handle(self, session_address: int, data: bytes) -> int:
         n = len(data)
-        if n > _MAX_DATAGRAM:
+        if n > _MAX_DATAGRAM or not self._ctx:
             return -1
+        if self._depth:
+            # A callback handing tinydtls another datagram: that would overwrite the buffer
+            # the record being handled is decrypted in.
+            raise RuntimeError("a DTLS datagram handed to tinydtls from inside its callback")
         ctypes.memmove(self._in_address, data, n)
-        return self._lib.dtls_handle_message(self._ctx, session_address, self._in_address, n)
+        self._depth += 1
+        try:
+            return self._lib.dtls_handle_message(self._ctx, session_address, self._in_address, n)
+        finally:
+            self._depth -= 1
+            if self._free_deferred:
+                self._free_deferred = False
+                self._free()
 
     # Retransmission of handshake flights: tinydtls queues them and says when the next is due.
     def _schedule_retransmit(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -275,7 +295,11 @@ class _Engine:
     def _c_get_key(self, ctx, session, result):
         if self._key is None:
             return -1
-        self._server_hello()
+        try:
+            self._server_hello()
+        except Exception:  # noqa: BLE001 - returning 0 would leave tinydtls' key pointer unset
+            log.exception("starting a DTLS handshake failed")
+            return _INTERNAL_ERROR
         ctypes.c_void_p.from_address(result).value = self._key.address
         return 0
 

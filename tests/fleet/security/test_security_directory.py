@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +17,8 @@ from fleet.access.models import TenantUpdate
 from fleet.access.service import TenantService
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
-from fleet.security.crypto import public_key_xy
+from fleet.security import directory as directory_module
+from fleet.security.crypto import CredentialCipher, public_key_xy
 from fleet.security.directory import CredentialDirectory
 from fleet.security.models import KnownCredential, SetPsk, SetRpk
 from fleet.security.service import SecurityService
@@ -167,16 +169,6 @@ async def test_a_mode_the_city_stops_allowing_and_a_decommissioned_device_stop_a
     assert await security.credentials(city.principal, bin_.id) == []
 
 
-async def test_the_registration_policy_of_an_endpoint(db, city):
-    security = SecurityService(db, TEST_SECURITY)
-    lamp = await device(db, city, "sl-8")
-    assert await security.registration_policy("sl-8") == (True, False)   # a test city allows NoSec
-    await security.set_credential(city.principal, lamp.id, SetPsk(identity="sl-8", key_hex="88" * 16))
-    await TenantService(db).update(city.principal, TenantUpdate(allow_nosec_devices=False))
-    assert await security.registration_policy("sl-8") == (False, True)
-    assert await security.registration_policy("nobody") is None
-
-
 async def test_the_doctor_finds_device_keys_stored_under_another_key(db, city):
     from fleet.db.doctor import Status, check_credentials
     from fleet.settings import SecuritySettings
@@ -211,3 +203,34 @@ async def test_a_node_with_another_credentials_key_serves_no_psk_and_says_so_in_
     errors = [e for e in logs if e["log_level"] == "error"]
     # The load's one line counts both (the miss the lookup above started may add its own).
     assert errors and errors[0]["credentials"] == 2
+
+
+async def test_a_full_reload_yields_to_the_loop_and_decrypts_only_what_changed(db, monkeypatch):
+    cipher = CredentialCipher(TEST_SECURITY)
+    rows = []
+    for n in range(10):
+        credential_id = uuid.uuid4()
+        ciphertext, nonce = cipher.seal(credential_id, bytes([n]) * 16)
+        rows.append({"id": credential_id, "device_id": uuid.uuid4(), "tenant_id": uuid.uuid4(), "endpoint": f"e{n}",
+                     "purpose": "operational", "mode": "psk", "state": "active", "identity": f"id-{n}",
+                     "key_ciphertext": ciphertext, "key_nonce": nonce, "public_key_xy": None})
+    directory = CredentialDirectory(db, TEST_SECURITY)
+    monkeypatch.setattr(directory_module, "RELOAD_SLICE", 3)
+    ticks = 0
+
+    async def count_ticks():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    ticker = asyncio.create_task(count_ticks())
+    await asyncio.sleep(0)
+    directory._replace_all(await directory._entries_of(rows))
+    assert ticks >= 3 and directory.psk(b"id-4")[0] == bytes([4]) * 16
+    opened = []
+    monkeypatch.setattr(directory.cipher, "open", lambda *args: opened.append(args) or cipher.open(*args))
+    rows[4]["key_ciphertext"], rows[4]["key_nonce"] = cipher.seal(rows[4]["id"], b"\x44" * 16)  # rotated in place
+    directory._replace_all(await directory._entries_of(rows))
+    ticker.cancel()
+    assert len(opened) == 1 and directory.psk(b"id-4")[0] == b"\x44" * 16 and directory.psk(b"id-5")[0] == bytes([5]) * 16

@@ -23,7 +23,7 @@ from fleet.security.models import SetPsk, SetRpk
 from fleet.security.service import SecurityService
 from protocols.coap import message, transport
 from protocols.coap.dtls import PskCredentials, RpkCredentials, public_key_xy
-from protocols.lwm2m.bootstrap import PSK_MODE, SHORT_SERVER_ID
+from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, SHORT_SERVER_ID
 from protocols.lwm2m.downlink import DeviceAddress
 from protocols.lwm2m.listener import Listener, open_listener
 from tests.conftest import TEST_SECURITY, make_city
@@ -74,6 +74,17 @@ async def connected(listener, endpoint: str, credentials: PskCredentials, **valu
     device = DtlsDevice(endpoint, (TLV,), values={"/3/0/0": "Acme", "/3/0/9": 80, **values})
     await device.start_dtls(listener.coaps_port, credentials)
     return device
+
+
+async def bootstrapped(device: DtlsDevice) -> dict:
+    """Asks for a bootstrap, waits for its Finish and stops: what the server wrote, by path."""
+    try:
+        assert (await device.request_bootstrap()).code == CHANGED
+        async with asyncio.timeout(10):
+            await device.finished.wait()
+    finally:
+        device.stop()
+    return device.written
 
 
 async def registration(db, endpoint: str):
@@ -246,14 +257,9 @@ async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(
         city.principal, lamp.id, SetPsk(identity=old.identity.decode(), key_hex=old.key.hex()))
 
     booting = await connected(listener, "lamp-boot", factory)
-    try:
-        assert (await booting.request_bootstrap()).code == CHANGED
-        async with asyncio.timeout(10):
-            await booting.finished.wait()
-    finally:
-        booting.stop()
+    written = await bootstrapped(booting)
     assert booting.deleted == ["/0", "/1"]
-    security, server = booting.written["/0/1"], booting.written["/1/0"]
+    security, server = written["/0/1"], written["/1/0"]
     assert security[0].decode() == f"coaps://127.0.0.1:{listener.coaps_port}"
     assert security[1] == b"\x00" and int.from_bytes(security[2], "big") == PSK_MODE
     assert int.from_bytes(security[10], "big") == SHORT_SERVER_ID == int.from_bytes(server[0], "big")
@@ -296,13 +302,7 @@ async def test_a_nosec_device_of_an_open_city_bootstraps_in_plain_and_then_regis
     device = DtlsDevice("lamp-nosec", (TLV,))
     await device.start()  # a plain socket: rawdevice's
     device.server = ("127.0.0.1", listener.port)
-    try:
-        assert (await device.request_bootstrap()).code == CHANGED
-        async with asyncio.timeout(10):
-            await device.finished.wait()
-    finally:
-        device.stop()
-    security = device.written["/0/1"]
+    security = (await bootstrapped(device))["/0/1"]
     keyed_now = await connected(listener, "lamp-nosec", PskCredentials(security[3], security[5]))
     try:
         assert (await keyed_now.register_at(listener.coaps_port)).code == CREATED
@@ -329,3 +329,37 @@ async def test_a_device_with_a_bootstrap_key_cannot_bootstrap_in_plain(db, liste
     request = Message(code=Code.POST, uri=f"coap://127.0.0.1:{listener.port}/bs?ep=lamp-factory")
     answer = await coap_client.request(request).response
     assert answer.code == Code.FORBIDDEN and b"coaps://" in answer.payload
+
+
+async def test_a_city_that_takes_no_psk_bootstraps_its_devices_with_a_key_pair(db, listener):
+    """The bootstrap issues what the city takes: a key pair, the device's private key written to
+    it once, Fleet's public key beside it; the device then registers with raw public keys."""
+    city = await make_city(db, "rpkcity", allow_nosec_devices=False)
+    async with db.system_tx() as conn:
+        await conn.execute("update tenants set security_modes = '{rpk}' where id = $1", city.tenant_id)
+    lamp = await light(db, city, "lamp-rpk-boot")
+    factory = ec.generate_private_key(ec.SECP256R1())
+    pem = factory.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    await SecurityService(db, TEST_SECURITY).set_credential(city.principal, lamp.id,
+                                                            SetRpk(public_key=pem, purpose="bootstrap"))
+    await until(lambda: listener.directory.rpk(public_key_xy(factory)) is not None)
+    booting = DtlsDevice("lamp-rpk-boot", (TLV,), values={"/3/0/0": "Acme"})
+    await booting.start_dtls(listener.coaps_port, RpkCredentials(factory, server_key(TEST_SECURITY).public_key()))
+    security = (await bootstrapped(booting))["/0/1"]
+    assert int.from_bytes(security[2], "big") == RPK_MODE
+    private_key = serialization.load_der_private_key(security[5], password=None)
+    assert security[3] == private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fleet_key = serialization.load_der_public_key(security[4])
+    await until(lambda: listener.directory.rpk(public_key_xy(private_key)) is not None)
+    device = DtlsDevice("lamp-rpk-boot", (TLV,), values={"/3/0/0": "Acme"})
+    await device.start_dtls(listener.coaps_port, RpkCredentials(private_key, fleet_key))
+    try:
+        assert (await device.register_at(listener.coaps_port)).code == CREATED
+    finally:
+        device.stop()
+    async with db.system_tx() as conn:
+        stored = await conn.fetch("select mode, state from device_credentials where device_id = $1 and "
+                                  "purpose = 'operational'", lamp.id)
+    assert [tuple(r) for r in stored] == [("rpk", "active")]

@@ -94,7 +94,7 @@ export function deviceSecurity(device) {
   function pskForm() {
     const error = errorSlot('psk-error');
     let typed = false;
-    const identity = h('input', { id: 'psk-identity', type: 'text', required: true, maxlength: '128', spellcheck: 'false',
+    const identity = h('input', { id: 'psk-identity', type: 'text', required: true, maxlength: '32', spellcheck: 'false',
       autocomplete: 'off', oninput: () => { typed = true; } });
     const purpose = h('select', { id: 'psk-purpose', onchange: () => label() },
       h('option', { value: 'operational' }, 'Operational: the device registers with it'),
@@ -107,7 +107,7 @@ export function deviceSecurity(device) {
       submit.textContent = !held ? 'Set PSK' : held.mode === 'psk' ? 'Rotate PSK' : 'Switch to a PSK';
       if (!typed) {
         identity.value = held?.mode === 'psk' ? held.identity
-          : purpose.value === 'bootstrap' ? `${device.endpoint}-bootstrap` : device.endpoint;
+          : purpose.value === 'bootstrap' ? `${device.endpoint}-bs` : device.endpoint;
       }
     }
     refresh = label;
