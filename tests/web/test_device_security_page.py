@@ -215,3 +215,16 @@ async def test_the_nosec_policy_round_trips_through_the_settings_view(seoul, ope
     await expect(page.get_by_test_id("policy-saved")).to_contain_text("Saved", timeout=WAIT)
     assert (await seoul.client.get("/api/v1/tenant")).json()["security_modes"] == ["psk", "rpk"]
     await expect(dialog).to_have_count(0)
+
+
+async def test_an_operator_sets_credentials_but_not_the_citys_policy(seoul, open_context):
+    light = await streetlight(seoul)
+    operator = (await seoul.client.post("/api/v1/apikeys", json={"role": "operator", "name": "desk"})).json()["key"]
+    page = await open_device(await open_context(), operator, light)
+    # PUT …/security needs manage_devices, which operators have; PATCH /api/v1/tenant is the admins'.
+    await expect(page.get_by_test_id("psk-form")).to_be_visible(timeout=WAIT)
+    await expect(page.get_by_test_id("rpk-form")).to_be_visible()
+    assert await page.get_by_role("link", name="City settings").count() == 0
+    await page.goto("/#/settings")
+    await expect(page.get_by_test_id("policy-nosec")).to_have_text("allowed", timeout=WAIT)
+    assert await page.locator("main input, main button").count() == 0
