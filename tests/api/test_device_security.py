@@ -5,6 +5,7 @@ where, revocation, the audit, the CSV's security columns, and the wall around th
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import uuid
 
@@ -71,6 +72,10 @@ async def test_a_raw_public_key_and_a_bootstrap_psk(seoul):
     rpk = await seoul.client.put(f"{DEVICES}/{device_id}/security", json={"mode": "rpk", "public_key": pem})
     assert rpk.status_code == 200, rpk.text
     assert rpk.json()["public_key"].strip() == pem.strip() and rpk.json()["identity"] is None
+    # The fingerprint an installer compares with the device's: sha256 of the SubjectPublicKeyInfo DER.
+    der = serialization.load_pem_public_key(pem.encode()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert rpk.json()["fingerprint"] == hashlib.sha256(der).hexdigest()
     bootstrap = await seoul.client.put(f"{DEVICES}/{device_id}/security", json={
         "mode": "psk", "purpose": "bootstrap", "identity": "factory-sl-2", "key_hex": "01" * 16})
     assert bootstrap.status_code == 200, bootstrap.text
