@@ -11,10 +11,11 @@ import msgspec
 
 MODES = ("psk", "rpk")
 PURPOSES = ("operational", "bootstrap")
-# What the coaps listener's tinydtls (0.8.6 as DTLSSocket 0.2.3 builds it) can take, stricter
-# than RFC 7925 §4.2 (identities up to 128 bytes): DTLS_PSK_MAX_CLIENT_IDENTITY_LEN is 32 and
-# DTLS_PSK_MAX_KEY_LEN 16, so a longer identity or key would be stored and then never complete a
-# handshake (tests/protocols/coap/test_dtls_limits.py). 16 bytes is also RFC 7925's minimum.
+# RFC 7925 §4.2 allows PSK identities up to 128 bytes and wants keys of at least 16 bytes, but the
+# DTLS library (tinydtls 0.8.6, compiled into DTLSSocket 0.2.3) takes identities of at most 32
+# bytes (DTLS_PSK_MAX_CLIENT_IDENTITY_LEN: a longer one gets internal_error) and keys of exactly
+# 16 (DTLS_PSK_MAX_KEY_LEN): anything else would be stored and then never complete a handshake
+# (tests/protocols/coap/test_dtls_limits.py).
 MAX_IDENTITY_BYTES = 32
 MIN_KEY_BYTES = 16
 MAX_KEY_BYTES = 16

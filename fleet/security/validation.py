@@ -36,8 +36,10 @@ def parse_key_hex(key_hex: str, field: str = "key_hex", row: int | None = None) 
     if not _HEX.fullmatch(text) or len(text) % 2:
         return None, [FieldError(field, "must be hexadecimal digits, two per byte", row)]
     if not MIN_KEY_BYTES <= len(text) // 2 <= MAX_KEY_BYTES:
-        return None, [FieldError(field, f"must be {MAX_KEY_BYTES} bytes ({2 * MAX_KEY_BYTES} hex digits: what "
-                                        f"the DTLS listener takes), got {len(text) // 2}", row)]
+        size = (f"{MIN_KEY_BYTES} bytes ({2 * MIN_KEY_BYTES} hex digits" if MIN_KEY_BYTES == MAX_KEY_BYTES else
+                f"{MIN_KEY_BYTES}-{MAX_KEY_BYTES} bytes ({2 * MIN_KEY_BYTES}-{2 * MAX_KEY_BYTES} hex digits")
+        return None, [FieldError(field, f"must be {size}: a 128-bit key, what the DTLS library takes), "
+                                        f"got {len(text) // 2}", row)]
     return bytes.fromhex(text), []
 
 
