@@ -49,17 +49,18 @@ class CredentialDirectory:
     `fleet_credentials`; on every (re)connection it loads everything again, since changes may
     have been missed meanwhile (until then it keeps answering from what it holds, so devices
     keep working while the database is away). A name it does not hold starts a fetch of that
-    name, so the device's retransmitted ClientHello finds it. A credential that leaves
-    (retired, deleted) is passed to each `on_removed` hook, e.g. to close its DTLS sessions.
+    name, so the device's retransmitted ClientHello finds it. The credentials that leave
+    (retired, deleted) in one change are passed together to each `on_removed` hook, e.g. to
+    close their DTLS sessions in one pass.
     """
 
     def __init__(self, db: Database, settings: SecuritySettings, *,
-                 on_removed: Callable[[KnownCredential], None] | None = None,
+                 on_removed: Callable[[list[KnownCredential]], None] | None = None,
                  max_pending_lookups: int = MAX_PENDING_LOOKUPS, miss_ttl_s: float = MISS_TTL_S,
                  check_s: float = CHECK_S, retry_s: float = RETRY_S) -> None:
         self.db = db
         self.cipher = CredentialCipher(settings)  # no FLEET_CREDENTIALS_KEY: SettingsError at once
-        self.removal_hooks: list[Callable[[KnownCredential], None]] = [on_removed] if on_removed else []
+        self.removal_hooks: list[Callable[[list[KnownCredential]], None]] = [on_removed] if on_removed else []
         self.max_pending_lookups = max_pending_lookups
         self.miss_ttl_s = miss_ttl_s
         self.check_s = check_s
@@ -256,10 +257,14 @@ class CredentialDirectory:
             del self._by_public_key[entry.public_key_xy]
 
     def _removed(self, gone: list[_Entry]) -> None:
-        for entry in gone:
-            log.debug("credential left the directory", credential_id=str(entry.known.credential_id))
-            for hook in self.removal_hooks:
-                try:
-                    hook(entry.known)
-                except Exception:
-                    log.exception("a hook on a removed credential failed", credential_id=str(entry.known.credential_id))
+        """Tell each hook once per change, with everything that left in it: a mass revocation or
+        a reload must cost each hook (one pass over the DTLS sessions) once, not once per key."""
+        if not gone:
+            return
+        known = [entry.known for entry in gone]
+        log.debug("credentials left the directory", credentials=len(known), first=str(known[0].credential_id))
+        for hook in self.removal_hooks:
+            try:
+                hook(known)
+            except Exception:
+                log.exception("a hook on removed credentials failed", credentials=len(known))

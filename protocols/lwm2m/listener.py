@@ -216,9 +216,16 @@ def _device_of(dtls: DtlsServer, peer: Peer) -> UUID | None:
     return identity.credential.device_id if identity is not None else None
 
 
-def _end_sessions(coaps, credential: KnownCredential) -> None:
-    """A credential left the directory (retired, revoked, its device deleted): its sessions end."""
-    coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) == credential.credential_id)
+def _end_sessions(coaps, gone: list[KnownCredential]) -> None:
+    """Credentials left the directory (retired, revoked, their devices deleted): their sessions
+    end, in one pass over the sessions however many left at once."""
+    coaps.server.forget_credential(_any_of({credential.credential_id for credential in gone}))
+
+
+def _any_of(credential_ids: set[UUID]) -> Callable[[object], bool]:
+    """Whether a session's credential (a KnownCredential) is one of these: compared by id, since
+    the session holds the credential as it was at its handshake (pending, say, since made active)."""
+    return lambda known: getattr(known, "credential_id", None) in credential_ids
 
 
 async def _issue_account(credentials: SecurityService, policy: DevicePolicy) -> tuple[int, bytes, bytes]:
@@ -238,7 +245,7 @@ async def _activate(credentials: SecurityService, coaps, credential: KnownCreden
     if activation is None or not activation.retired:
         return
     retired = set(activation.retired)
-    closed = coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) in retired)
+    closed = coaps.server.forget_credential(_any_of(retired))
     log.info("device credential activated", endpoint=credential.endpoint, retired=len(retired),
              sessions_closed=closed)
 

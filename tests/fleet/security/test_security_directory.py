@@ -56,7 +56,7 @@ async def test_the_directory_loads_and_follows_every_change(db, city):
     first, second = await device(db, city, "sl-1"), await device(db, city, "sl-2")
     await security.set_credential(city.principal, first.id, SetPsk(identity="sl-1", key_hex="11" * 16))
     removed: list[KnownCredential] = []
-    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.append)
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.extend)
     async with running(directory):
         async with asyncio.timeout(10):
             await directory.loaded.wait()
@@ -90,7 +90,7 @@ async def test_a_bootstrap_key_is_served_pending_then_active_and_retires_the_old
     lamp = await device(db, city, "sl-3")
     await security.set_credential(city.principal, lamp.id, SetPsk(identity="factory-op", key_hex="33" * 16))
     removed: list[KnownCredential] = []
-    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.append)
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.extend)
     async with running(directory):
         async with asyncio.timeout(10):
             await directory.loaded.wait()
@@ -167,6 +167,27 @@ async def test_a_mode_the_city_stops_allowing_and_a_decommissioned_device_stop_a
         await DeviceService(db).decommission(city.principal, bin_.id)
         await until(lambda: directory.psk(b"sl-7") is None)
     assert await security.credentials(city.principal, bin_.id) == []
+
+
+async def test_a_city_dropping_a_mode_removes_its_keys_in_one_batch(db, city):
+    """Every key a change removes reaches each removal hook in one call (the listener's closes
+    their DTLS sessions in one pass over the sessions), not one call, and one pass, per key."""
+    security = SecurityService(db, TEST_SECURITY)
+    for number in range(5):
+        lamp = await device(db, city, f"sl-batch-{number}")
+        await security.set_credential(city.principal, lamp.id,
+                                      SetPsk(identity=f"sl-batch-{number}", key_hex=f"{number:02x}" * 16))
+    calls: list[list[KnownCredential]] = []
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=calls.append)
+    async with running(directory):
+        async with asyncio.timeout(10):
+            await directory.loaded.wait()
+        assert len(directory) == 5
+        await TenantService(db).update(city.principal, TenantUpdate(security_modes=["rpk"]))
+        await until(lambda: len(directory) == 0)
+        await until(lambda: calls)
+    assert len(calls) == 1
+    assert sorted(c.endpoint for c in calls[0]) == [f"sl-batch-{number}" for number in range(5)]
 
 
 async def test_the_doctor_finds_device_keys_stored_under_another_key(db, city):
