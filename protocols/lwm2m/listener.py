@@ -199,11 +199,17 @@ async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: i
     credential change reaches; a credential retired or revoked ends its DTLS sessions."""
     directory = CredentialDirectory(db, security)
     supervisor.start("credential-directory", directory.run)
-    with contextlib.suppress(TimeoutError):
-        # Until then a device's first ClientHello misses and starts a lookup; its retransmission
-        # finds the key.
+    try:
+        # Open with every key loaded: an empty directory would make every device's first
+        # ClientHello miss and queue a lookup of its own (after a restart, all of them at once).
         async with asyncio.timeout(FOLLOW_START_S):
             await directory.loaded.wait()
+    except TimeoutError:
+        # Not forever: the plain port and the rest of the listener wait for this too. Until the
+        # load ends, a device's first ClientHello misses and starts a lookup of its key, and its
+        # retransmission finds it.
+        log.warning("device keys not loaded yet (database slow?); the coaps listener opens without them "
+                    "and looks each device's key up at its first handshake", waited_s=FOLLOW_START_S)
     coaps = await secure.open_coaps(context, host, port, directory, server_key(security))
     directory.removal_hooks.append(functools.partial(_end_sessions, coaps))
     return directory, coaps

@@ -16,6 +16,7 @@ import pytest
 from aiocoap import Code, Message
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from structlog.testing import capture_logs
 
 from fleet.objectmodel import ResourcePath
 from fleet.security.crypto import server_key
@@ -25,6 +26,7 @@ from protocols.coap import message, transport
 from protocols.coap.dtls import PskCredentials, RpkCredentials, public_key_xy
 from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, SHORT_SERVER_ID
 from protocols.lwm2m.downlink import DeviceAddress
+from protocols.lwm2m import listener as listener_module
 from protocols.lwm2m.listener import Listener, open_listener
 from tests.conftest import TEST_SECURITY, make_city
 from tests.protocols.lwm2m.dtlsdevice import DtlsDevice
@@ -363,3 +365,19 @@ async def test_a_city_that_takes_no_psk_bootstraps_its_devices_with_a_key_pair(d
         stored = await conn.fetch("select mode, state from device_credentials where device_id = $1 and "
                                   "purpose = 'operational'", lamp.id)
     assert [tuple(r) for r in stored] == [("rpk", "active")]
+
+
+async def test_the_coaps_listener_opens_with_every_key_loaded(db, city):
+    lamp, credentials = await keyed(db, city, "lamp-loaded")
+    async with open_listener(db, "::", 0, coaps_port=0, security=TEST_SECURITY) as running:
+        assert running.directory.loaded.is_set()
+        assert running.directory.psk(credentials.identity) is not None  # no lookup at the first handshake
+
+
+async def test_a_slow_key_load_is_waited_for_a_bounded_time_and_said(db, monkeypatch):
+    monkeypatch.setattr(listener_module, "FOLLOW_START_S", 0)  # the database "slower" than that
+    with capture_logs() as logs:
+        async with open_listener(db, "::", 0, coaps_port=0, security=TEST_SECURITY) as running:
+            assert running.coaps_port
+    assert any(line["event"].startswith("device keys not loaded yet") and line["log_level"] == "warning"
+               for line in logs)
