@@ -25,13 +25,13 @@ from fleet.security.service import SecurityService
 from protocols.coap import message, transport
 from protocols.coap.dtls import PskCredentials, RpkCredentials, public_key_xy
 from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, SHORT_SERVER_ID
-from protocols.lwm2m.downlink import DeviceAddress
+from protocols.lwm2m.downlink import DeviceAddress, DeviceRequestFailed
 from protocols.lwm2m import listener as listener_module
 from protocols.lwm2m.listener import Listener, open_listener
 from tests.conftest import TEST_SECURITY, make_city
 from tests.protocols.lwm2m.dtlsdevice import DtlsDevice
 from tests.protocols.lwm2m.firmware_rows import downloading, store_image
-from tests.protocols.lwm2m.rawdevice import CON, GET, TLV, URI_PATH, Datagram, decode, encode
+from tests.protocols.lwm2m.rawdevice import CON, GET, LOCATION_PATH, POST, TLV, URI_PATH, Datagram, decode, encode
 from tests.protocols.test_commands import light
 
 CREATED, CHANGED, CONTENT, FORBIDDEN = 0x41, 0x44, 0x45, 0x83
@@ -236,7 +236,20 @@ async def test_another_device_at_a_registered_devices_address_sends_only_as_itse
             except OSError:
                 await asyncio.sleep(0.02)
     try:
-        assert (await second.send(PACK)).code == FORBIDDEN  # the fast path declines, render() refuses
+        # The first device's session is still cached for that peer: the fast path is where the
+        # Send is looked at first, and it must decline it (render() then refuses it).
+        assert listener.server.sessions.get(("127.0.0.1", port, True)).device_id == first.id
+        answered = sum(fast.answered for fast in transport.fast_paths(listener.context))
+        assert (await second.send(PACK)).code == FORBIDDEN
+        assert sum(fast.answered for fast in transport.fast_paths(listener.context)) == answered
+        # The other way: what the server asks of the first device never reaches the second.
+        address = DeviceAddress.of(await listener.server.registrations.at_address("127.0.0.1", port, True))
+        assert address.device_id == first.id
+        with pytest.raises(DeviceRequestFailed, match="another device's DTLS session"):
+            await listener.client.read(address, ResourcePath(3, 0, 0), accept=TLV)
+        with pytest.raises(DeviceRequestFailed, match="another device's DTLS session"):
+            await listener.client.write(address, ResourcePath(3, 0, 14), "+09:00")
+        assert second.requests == []
     finally:
         second.stop()
     async with db.system_tx() as conn:
