@@ -257,6 +257,38 @@ async def test_another_device_at_a_registered_devices_address_sends_only_as_itse
                                    first.id) == 0
 
 
+async def test_a_device_whose_pending_key_was_activated_sends_and_updates_on_the_same_session(db, listener, city):
+    """Its session holds the credential as it was at the handshake (pending); the Register made
+    it active: who the session is is its credential's id, not that state."""
+    lamp = await light(db, city, "lamp-activated")
+    issued = await SecurityService(db, TEST_SECURITY).issue_operational_psk(city.tenant_id, lamp.id)
+    assert issued.credential.state == "pending"
+    device = await connected(listener, "lamp-activated", PskCredentials(issued.identity.encode(), issued.key))
+    try:
+        registered = await device.register_at(listener.coaps_port)
+        assert registered.code == CREATED
+        await until(lambda: listener.directory.psk(issued.identity.encode())[1].state == "active")
+        session = ("::ffff:127.0.0.1", device.transport.get_extra_info("sockname")[1])
+        assert listener.coaps.server.identity_of(session).credential.state == "pending"  # as at the handshake
+
+        answered = sum(fast.answered for fast in transport.fast_paths(listener.context))
+        assert (await device.send(PACK)).code == CHANGED  # the fast path
+        assert sum(fast.answered for fast in transport.fast_paths(listener.context)) == answered + 1
+
+        location = [(URI_PATH, value) for number, value in registered.options if number == LOCATION_PATH]
+        update = Datagram(CON, POST, device.mid(), os.urandom(4), location, b"")  # /rd/{id}
+        assert (await device.exchange(update)).code == CHANGED
+
+        listener.server.sessions.forget_device(lamp.id)  # the slow path: render() and the database
+        assert (await device.send(PACK)).code == CHANGED
+        assert sum(fast.answered for fast in transport.fast_paths(listener.context)) == answered + 1
+    finally:
+        device.stop()
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1 and v_num = 87",
+                                   lamp.id) == 2
+
+
 def _bound(sock: socket.socket, port: int) -> bool:
     try:
         sock.bind(("127.0.0.1", port))
