@@ -13,7 +13,7 @@ import structlog
 
 from fleet.db import Database
 from fleet.db.listening import LOST, ChannelFollower
-from fleet.security.crypto import CredentialCipher
+from fleet.security.crypto import CredentialCipher, KeyOwner
 from fleet.security.models import CREDENTIALS_CHANNEL, KnownCredential
 from fleet.security.repository import CredentialRepository
 from fleet.settings import SecuritySettings
@@ -39,6 +39,10 @@ class _Entry:
     key: bytes | None = field(repr=False)  # never in a log line or a traceback
     public_key_xy: bytes | None
     nonce: bytes | None = None  # of the stored key: the same nonce and id, the same key
+
+
+def _owner(known: KnownCredential) -> KeyOwner:
+    return KeyOwner(known.tenant_id, known.device_id, known.purpose, known.credential_id)
 
 
 class CredentialDirectory:
@@ -182,10 +186,11 @@ class CredentialDirectory:
         if row["mode"] == "rpk":
             return _Entry(known, None, None, bytes(row["public_key_xy"]))
         nonce = bytes(row["key_nonce"])
-        if held is not None and held.nonce == nonce and held.key is not None:
-            key = held.key  # sealed once per credential id: same id and nonce, same key
+        owner = KeyOwner.of(row)
+        if held is not None and held.nonce == nonce and held.key is not None and _owner(held.known) == owner:
+            key = held.key  # sealed once per credential id: same owner and nonce, same key
         else:
-            key = self.cipher.open(row["id"], row["key_ciphertext"], row["key_nonce"])
+            key = self.cipher.open(owner, row["key_ciphertext"], row["key_nonce"])
         if key is None:
             self._undecryptable.append(row["id"])
             return None
@@ -234,6 +239,8 @@ class CredentialDirectory:
             if old is not None:
                 self._unindex(old)
             if entry is None:
+                if old is not None:
+                    gone.append(old)  # it no longer decrypts (moved to another owner): its sessions end
                 continue
             self._entries[row["id"]] = entry
             if entry.identity is not None:
