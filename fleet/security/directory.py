@@ -80,6 +80,9 @@ class CredentialDirectory:
         self._identities: set[str] = set()
         self._public_keys: set[bytes] = set()
         self._missed: dict[bytes, float] = {}
+        # Names a lookup found only among credentials whose city does not take their mode: why
+        # the handshake is refused, for its log line (bounded like _missed, cleared with it).
+        self._disallowed: dict[bytes, str] = {}
         self._undecryptable: list[UUID] = []
         self._wake = asyncio.Event()
         self.follower = ChannelFollower(
@@ -115,6 +118,11 @@ class CredentialDirectory:
             self._wake.set()
         return None
 
+    def refusal(self, mode: str, identity: bytes) -> str | None:
+        """Why a PSK identity or raw public key the directory does not hold is refused, when it
+        knows more than "unknown" (protocols.coap.dtls logs it)."""
+        return self._disallowed.get((b"i" if mode == "psk" else b"k") + identity)
+
     def get(self, credential_id: UUID) -> KnownCredential | None:
         entry = self._entries.get(credential_id)
         return entry.known if entry else None
@@ -127,6 +135,7 @@ class CredentialDirectory:
             return False
         if len(self._missed) > 10 * self.max_pending_lookups:
             self._missed = {k: v for k, v in self._missed.items() if v > now}
+            self._disallowed.clear()
         self._missed[name] = now + self.miss_ttl_s
         return True
 
@@ -171,6 +180,8 @@ class CredentialDirectory:
                         self._apply(set(), await repo.known_by_identities(list(identities)))
                     if keys:
                         self._apply(set(), await repo.known_by_public_keys(list(keys)))
+                    if identities or keys:
+                        self._note_disallowed(await repo.of_disallowed_modes(list(identities), list(keys)))
             except LOST as exc:
                 log.info("credential lookup failed; trying again", error=f"{type(exc).__name__}: {exc}")
                 self._reload = self._reload or reload
@@ -225,6 +236,7 @@ class CredentialDirectory:
         self._by_identity = {e.identity: e for e in entries.values() if e.identity is not None}
         self._by_public_key = {e.public_key_xy: e for e in entries.values() if e.public_key_xy is not None}
         self._missed.clear()
+        self._disallowed.clear()
         log.debug("credentials loaded", credentials=len(entries))
         self._removed(gone)
 
@@ -256,6 +268,12 @@ class CredentialDirectory:
                 self._unindex(old)
                 gone.append(old)
         self._removed(gone)
+
+    def _note_disallowed(self, rows: list[asyncpg.Record]) -> None:
+        for row in rows:
+            name = b"i" + row["identity"].encode("utf-8") if row["identity"] is not None else b"k" + bytes(
+                row["public_key_xy"])
+            self._disallowed[name] = f"the city of {row['endpoint']!r} does not take {row['mode']} devices"
 
     def _unindex(self, entry: _Entry) -> None:
         if entry.identity is not None and self._by_identity.get(entry.identity) is entry:

@@ -426,3 +426,24 @@ async def test_a_slow_key_load_is_waited_for_a_bounded_time_and_said(db, monkeyp
             assert running.coaps_port
     assert any(line["event"].startswith("device keys not loaded yet") and line["log_level"] == "warning"
                for line in logs)
+
+
+async def test_a_key_of_a_mode_the_city_dropped_is_refused_and_the_log_says_why(db, listener):
+    city = await make_city(db, "droppedpsk", allow_nosec_devices=False)
+    _, credentials = await keyed(db, city, "lamp-dropped")
+    await heard(listener, credentials.identity)
+    async with db.system_tx() as conn:
+        await conn.execute("update tenants set security_modes = '{rpk}' where id = $1", city.tenant_id)
+    await heard(listener, credentials.identity, present=False)
+    device = DtlsDevice("lamp-dropped", (TLV,))
+    with capture_logs() as logs:
+        await device.start_dtls(listener.coaps_port, credentials)
+        try:
+            registering = asyncio.create_task(device.register_at(listener.coaps_port))
+            async with asyncio.timeout(15):
+                await device.handshake_failed.wait()
+            registering.cancel()
+        finally:
+            device.stop()
+    assert [line["reason"] for line in logs if line["event"] == "DTLS handshake failed"] == [
+        "unknown PSK identity 'lamp-dropped-operational': the city of 'lamp-dropped' does not take psk devices"]
