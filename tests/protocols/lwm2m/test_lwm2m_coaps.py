@@ -78,6 +78,19 @@ async def connected(listener, endpoint: str, credentials: PskCredentials, **valu
     return device
 
 
+async def handshake_refused(listener, endpoint: str, credentials: PskCredentials) -> None:
+    """A device with these credentials tries to register: its DTLS handshake fails."""
+    device = DtlsDevice(endpoint, (TLV,))
+    await device.start_dtls(listener.coaps_port, credentials)
+    try:
+        registering = asyncio.create_task(device.register_at(listener.coaps_port))
+        async with asyncio.timeout(15):
+            await device.handshake_failed.wait()
+        registering.cancel()
+    finally:
+        device.stop()
+
+
 async def bootstrapped(device: DtlsDevice) -> dict:
     """Asks for a bootstrap, waits for its Finish and stops: what the server wrote, by path."""
     try:
@@ -327,15 +340,7 @@ async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(
         after.stop()
         before.stop()
     await heard(listener, old.identity, present=False)
-    refused = DtlsDevice("lamp-boot", (TLV,))
-    await refused.start_dtls(listener.coaps_port, old)
-    try:
-        registering = asyncio.create_task(refused.register_at(listener.coaps_port))
-        async with asyncio.timeout(15):
-            await refused.handshake_failed.wait()
-        registering.cancel()
-    finally:
-        refused.stop()
+    await handshake_refused(listener, "lamp-boot", old)
     async with db.system_tx() as conn:
         states = dict(await conn.fetch(
             "select identity, state from device_credentials where device_id = $1 and purpose = 'operational'",
@@ -435,15 +440,7 @@ async def test_a_key_of_a_mode_the_city_dropped_is_refused_and_the_log_says_why(
     async with db.system_tx() as conn:
         await conn.execute("update tenants set security_modes = '{rpk}' where id = $1", city.tenant_id)
     await heard(listener, credentials.identity, present=False)
-    device = DtlsDevice("lamp-dropped", (TLV,))
     with capture_logs() as logs:
-        await device.start_dtls(listener.coaps_port, credentials)
-        try:
-            registering = asyncio.create_task(device.register_at(listener.coaps_port))
-            async with asyncio.timeout(15):
-                await device.handshake_failed.wait()
-            registering.cancel()
-        finally:
-            device.stop()
+        await handshake_refused(listener, "lamp-dropped", credentials)
     assert [line["reason"] for line in logs if line["event"] == "DTLS handshake failed"] == [
         "unknown PSK identity 'lamp-dropped-operational': the city of 'lamp-dropped' does not take psk devices"]
