@@ -82,37 +82,34 @@ def dtls_hello(host: str, port: int, *, timeout_s: float = PROBE_TIMEOUT_S, trie
                   timeout_s=timeout_s, tries=tries)
 
 
-async def check_coap(coap: CoapSettings) -> Check:
-    host = _local(coap.host)
-    where = f"udp {host}:{coap.port}"
+async def _probed(name: str, probe, host: str, port: int, answered: str, unanswered: str, fix: str) -> Check:
+    where = f"udp {host}:{port}"
     try:
-        answered = await asyncio.to_thread(coap_ping, host, coap.port)
+        ok = await asyncio.to_thread(probe, host, port)
     except OSError as exc:
-        return Check("coap", Status.FAIL, f"{where}: {exc}", "check FLEET_COAP_HOST / --coap-host")
-    if answered:
-        return Check("coap", Status.OK, f"{where} answers a CoAP ping (an empty CON, answered with RST)")
-    return Check("coap", Status.FAIL, f"{where}: no answer to a CoAP ping",
-                 "start `fleet serve` (or `fleet coap`) here, check FLEET_COAP_PORT and the firewall; "
-                 "give --no-node when no node runs on this machine")
+        return Check(name, Status.FAIL, f"{where}: {exc}", "check FLEET_COAP_HOST / --coap-host")
+    if ok:
+        return Check(name, Status.OK, f"{where} {answered}")
+    return Check(name, Status.FAIL, f"{where}: {unanswered}", f"start `fleet serve` (or `fleet coap`) here, {fix} "
+                 "and the firewall; give --no-node when no node runs on this machine")
+
+
+async def check_coap(coap: CoapSettings) -> Check:
+    return await _probed("coap", coap_ping, _local(coap.host), coap.port,
+                         "answers a CoAP ping (an empty CON, answered with RST)", "no answer to a CoAP ping",
+                         "check FLEET_COAP_PORT")
 
 
 async def check_coaps(coap: CoapSettings, security: SecuritySettings) -> Check:
     if not coap.coaps_port:
         return Check("coaps", Status.OK, "off (--coaps-port 0): devices speak plain CoAP only")
-    host = _local(coap.host)
-    where = f"udp {host}:{coap.coaps_port}"
     if security.credentials_key is None:
-        return Check("coaps", Status.WARN, f"{where}: no listener, FLEET_CREDENTIALS_KEY is unset",
+        return Check("coaps", Status.WARN, f"udp {_local(coap.host)}:{coap.coaps_port}: no listener, "
+                     "FLEET_CREDENTIALS_KEY is unset",
                      "set FLEET_CREDENTIALS_KEY (`openssl rand -hex 32`), the same on every node")
-    try:
-        answered = await asyncio.to_thread(dtls_hello, host, coap.coaps_port)
-    except OSError as exc:
-        return Check("coaps", Status.FAIL, f"{where}: {exc}", "check FLEET_COAP_HOST / --coap-host")
-    if answered:
-        return Check("coaps", Status.OK, f"{where} answers a DTLS ClientHello (with a HelloVerifyRequest)")
-    return Check("coaps", Status.FAIL, f"{where}: no answer to a DTLS ClientHello",
-                 "start `fleet serve` (or `fleet coap`) here, check FLEET_COAPS_PORT / --coaps-port and the "
-                 "firewall; give --no-node when no node runs on this machine")
+    return await _probed("coaps", dtls_hello, _local(coap.host), coap.coaps_port,
+                         "answers a DTLS ClientHello (with a HelloVerifyRequest)", "no answer to a DTLS ClientHello",
+                         "check FLEET_COAPS_PORT / --coaps-port")
 
 
 async def check_http(http: HttpSettings) -> Check:
