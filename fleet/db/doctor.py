@@ -10,7 +10,7 @@ import asyncpg
 
 from fleet.db.migrate import available_migrations
 from fleet.db.roles import OWNER_ROLE, SYSTEM_ROLE, TENANT_ROLE
-from fleet.security.crypto import CredentialCipher
+from fleet.security.crypto import CredentialCipher, KeyOwner
 from fleet.settings import SecuritySettings
 
 # How far the database's clock may be from this machine's: registrations, queued commands and
@@ -139,7 +139,7 @@ async def check_credentials(conn: asyncpg.Connection, security: SecuritySettings
     fix = "set FLEET_CREDENTIALS_KEY to the key the device keys were stored under, the same on every node"
     try:
         row = await conn.fetchrow(
-            """select id, key_ciphertext, key_nonce, (select count(*) from device_credentials
+            """select id, tenant_id, device_id, purpose, key_ciphertext, key_nonce, (select count(*) from device_credentials
                                                       where mode = 'psk' and state <> 'retired') as stored
                from device_credentials where mode = 'psk' and state <> 'retired' order by created_at desc limit 1""")
     except asyncpg.UndefinedTableError:
@@ -152,7 +152,7 @@ async def check_credentials(conn: asyncpg.Connection, security: SecuritySettings
                      "stored encrypted under one", fix)
     if row is None:
         return Check("credentials", Status.OK, "FLEET_CREDENTIALS_KEY set; no device PSK stored yet")
-    if CredentialCipher(security).open(row["id"], row["key_ciphertext"], row["key_nonce"]) is None:
+    if CredentialCipher(security).open(KeyOwner.of(row), row["key_ciphertext"], row["key_nonce"]) is None:
         return Check("credentials", Status.FAIL, "the newest device PSK does not decrypt under FLEET_CREDENTIALS_KEY",
                      fix)
     return Check("credentials", Status.OK, f"FLEET_CREDENTIALS_KEY set; {row['stored']} device PSKs, the newest decrypts")

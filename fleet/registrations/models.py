@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -51,11 +51,17 @@ class RegisterRequest:
 
 @dataclass(frozen=True, slots=True)
 class AuthenticatedDevice:
-    """Who a DTLS handshake proved the peer to be: a device's credential."""
+    """Who a DTLS handshake proved the peer to be: a device's credential, compared by its id.
+
+    The credential object is as the directory held it at the handshake: its state moves on
+    (pending -> active at the device's first Register) while the session stays the same."""
 
     device_id: UUID
     purpose: str  # "operational" registers; "bootstrap" only bootstraps
-    credential: object  # fleet.security's KnownCredential, handed back to activate it
+    credential_id: UUID
+    mode: str  # psk | rpk
+    # fleet.security's KnownCredential, handed back to activate it; not part of who it is.
+    credential: object = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +88,8 @@ class DevicePolicy:
                         "a device registers only as itself")
             if authenticated.purpose != "operational":
                 return "a bootstrap credential does not register: bootstrap first (POST /bs)"
-            mode = getattr(authenticated.credential, "mode", None)
-            if mode is not None and mode not in self.security_modes:
-                return f"this city does not take {mode} credentials"
+            if authenticated.mode not in self.security_modes:
+                return f"this city does not take {authenticated.mode} credentials"
             return None
         if not self.allow_nosec:
             return "this city requires DTLS: register over coaps:// with the device's credential"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -30,22 +31,47 @@ def _master_key(settings: SecuritySettings | Settings) -> bytes:
     return settings.credentials_key
 
 
+class KeyOwner(NamedTuple):
+    """Whose device key a ciphertext is. All of it is the associated data: a row moved to another
+    device, purpose or city (or a ciphertext copied onto another row) does not decrypt."""
+
+    tenant_id: UUID
+    device_id: UUID
+    purpose: str
+    credential_id: UUID
+
+    @classmethod
+    def of(cls, row) -> KeyOwner:
+        """Of a device_credentials row (id, tenant_id, device_id, purpose)."""
+        return cls(row["tenant_id"], row["device_id"], row["purpose"], row["id"])
+
+    def associated_data(self) -> bytes:
+        # Fixed-size ids first, the one variable-length field last: no two owners encode alike.
+        return (_AAD_LABEL + self.tenant_id.bytes + self.device_id.bytes + self.credential_id.bytes
+                + self.purpose.encode())
+
+
+# Names what the associated data binds (and its layout), should it ever change again.
+_AAD_LABEL = b"fleet device key v2\x00"
+
+
 class CredentialCipher:
-    """AES-256-GCM with a random 12-byte nonce per key; the credential's id is the associated
-    data, so a ciphertext moved onto another row (or another device) fails to decrypt."""
+    """AES-256-GCM with a random 12-byte nonce per key; its owner (city, device, purpose,
+    credential id) is the associated data."""
 
     def __init__(self, settings: SecuritySettings | Settings) -> None:
         self._aead = AESGCM(_master_key(settings))
 
-    def seal(self, credential_id: UUID, key: bytes) -> tuple[bytes, bytes]:
+    def seal(self, owner: KeyOwner, key: bytes) -> tuple[bytes, bytes]:
         """(ciphertext, nonce)."""
         nonce = os.urandom(NONCE_BYTES)
-        return self._aead.encrypt(nonce, key, credential_id.bytes), nonce
+        return self._aead.encrypt(nonce, key, owner.associated_data()), nonce
 
-    def open(self, credential_id: UUID, ciphertext: bytes, nonce: bytes) -> bytes | None:
-        """The key, or None when it does not decrypt (another FLEET_CREDENTIALS_KEY, a moved row)."""
+    def open(self, owner: KeyOwner, ciphertext: bytes, nonce: bytes) -> bytes | None:
+        """The key, or None when it does not decrypt (another FLEET_CREDENTIALS_KEY, a row moved
+        to another owner, a key sealed before the owner was bound: credential id only)."""
         try:
-            return self._aead.decrypt(nonce, ciphertext, credential_id.bytes)
+            return self._aead.decrypt(nonce, ciphertext, owner.associated_data())
         except InvalidTag:
             return None
 

@@ -13,7 +13,7 @@ import structlog
 
 from fleet.db import Database
 from fleet.db.listening import LOST, ChannelFollower
-from fleet.security.crypto import CredentialCipher
+from fleet.security.crypto import CredentialCipher, KeyOwner
 from fleet.security.models import CREDENTIALS_CHANNEL, KnownCredential
 from fleet.security.repository import CredentialRepository
 from fleet.settings import SecuritySettings
@@ -41,6 +41,10 @@ class _Entry:
     nonce: bytes | None = None  # of the stored key: the same nonce and id, the same key
 
 
+def _owner(known: KnownCredential) -> KeyOwner:
+    return KeyOwner(known.tenant_id, known.device_id, known.purpose, known.credential_id)
+
+
 class CredentialDirectory:
     """Implements the coaps listener's `DeviceKeys` (protocols.coap.dtls): `psk(identity)` and
     `rpk(public_key_xy)` answer synchronously from memory, inside tinydtls' callbacks.
@@ -49,17 +53,18 @@ class CredentialDirectory:
     `fleet_credentials`; on every (re)connection it loads everything again, since changes may
     have been missed meanwhile (until then it keeps answering from what it holds, so devices
     keep working while the database is away). A name it does not hold starts a fetch of that
-    name, so the device's retransmitted ClientHello finds it. A credential that leaves
-    (retired, deleted) is passed to each `on_removed` hook, e.g. to close its DTLS sessions.
+    name, so the device's retransmitted ClientHello finds it. The credentials that leave
+    (retired, deleted) in one change are passed together to each `on_removed` hook, e.g. to
+    close their DTLS sessions in one pass.
     """
 
     def __init__(self, db: Database, settings: SecuritySettings, *,
-                 on_removed: Callable[[KnownCredential], None] | None = None,
+                 on_removed: Callable[[list[KnownCredential]], None] | None = None,
                  max_pending_lookups: int = MAX_PENDING_LOOKUPS, miss_ttl_s: float = MISS_TTL_S,
                  check_s: float = CHECK_S, retry_s: float = RETRY_S) -> None:
         self.db = db
         self.cipher = CredentialCipher(settings)  # no FLEET_CREDENTIALS_KEY: SettingsError at once
-        self.removal_hooks: list[Callable[[KnownCredential], None]] = [on_removed] if on_removed else []
+        self.removal_hooks: list[Callable[[list[KnownCredential]], None]] = [on_removed] if on_removed else []
         self.max_pending_lookups = max_pending_lookups
         self.miss_ttl_s = miss_ttl_s
         self.check_s = check_s
@@ -76,6 +81,9 @@ class CredentialDirectory:
         self._public_keys: set[bytes] = set()
         self._missed: dict[bytes, float] = {}
         self._looking: set[bytes] = set()  # names (b"i"/b"k" + identity) whose fetch is under way
+        # Names a lookup found only among credentials whose city does not take their mode: why
+        # the handshake is refused, for its log line (bounded like _missed, cleared with it).
+        self._disallowed: dict[bytes, str] = {}
         self._undecryptable: list[UUID] = []
         self._wake = asyncio.Event()
         self.follower = ChannelFollower(
@@ -115,6 +123,11 @@ class CredentialDirectory:
         name = (b"i" if mode == "psk" else b"k") + identity
         return name in self._looking
 
+    def refusal(self, mode: str, identity: bytes) -> str | None:
+        """Why a PSK identity or raw public key the directory does not hold is refused, when it
+        knows more than "unknown" (protocols.coap.dtls logs it)."""
+        return self._disallowed.get((b"i" if mode == "psk" else b"k") + identity)
+
     def get(self, credential_id: UUID) -> KnownCredential | None:
         entry = self._entries.get(credential_id)
         return entry.known if entry else None
@@ -127,6 +140,7 @@ class CredentialDirectory:
             return False
         if len(self._missed) > 10 * self.max_pending_lookups:
             self._missed = {k: v for k, v in self._missed.items() if v > now}
+            self._disallowed.clear()
         self._missed[name] = now + self.miss_ttl_s
         self._looking.add(name)
         return True
@@ -172,6 +186,8 @@ class CredentialDirectory:
                         self._apply(set(), await repo.known_by_identities(list(identities)))
                     if keys:
                         self._apply(set(), await repo.known_by_public_keys(list(keys)))
+                    if identities or keys:
+                        self._note_disallowed(await repo.of_disallowed_modes(list(identities), list(keys)))
                 self._looking -= {b"i" + i.encode() for i in identities} | {b"k" + k for k in keys}
             except LOST as exc:
                 log.info("credential lookup failed; trying again", error=f"{type(exc).__name__}: {exc}")
@@ -188,10 +204,11 @@ class CredentialDirectory:
         if row["mode"] == "rpk":
             return _Entry(known, None, None, bytes(row["public_key_xy"]))
         nonce = bytes(row["key_nonce"])
-        if held is not None and held.nonce == nonce and held.key is not None:
-            key = held.key  # sealed once per credential id: same id and nonce, same key
+        owner = KeyOwner.of(row)
+        if held is not None and held.nonce == nonce and held.key is not None and _owner(held.known) == owner:
+            key = held.key  # sealed once per credential id: same owner and nonce, same key
         else:
-            key = self.cipher.open(row["id"], row["key_ciphertext"], row["key_nonce"])
+            key = self.cipher.open(owner, row["key_ciphertext"], row["key_nonce"])
         if key is None:
             self._undecryptable.append(row["id"])
             return None
@@ -226,6 +243,7 @@ class CredentialDirectory:
         self._by_identity = {e.identity: e for e in entries.values() if e.identity is not None}
         self._by_public_key = {e.public_key_xy: e for e in entries.values() if e.public_key_xy is not None}
         self._missed.clear()
+        self._disallowed.clear()
         log.debug("credentials loaded", credentials=len(entries))
         self._removed(gone)
 
@@ -240,6 +258,8 @@ class CredentialDirectory:
             if old is not None:
                 self._unindex(old)
             if entry is None:
+                if old is not None:
+                    gone.append(old)  # it no longer decrypts (moved to another owner): its sessions end
                 continue
             self._entries[row["id"]] = entry
             if entry.identity is not None:
@@ -256,6 +276,12 @@ class CredentialDirectory:
                 gone.append(old)
         self._removed(gone)
 
+    def _note_disallowed(self, rows: list[asyncpg.Record]) -> None:
+        for row in rows:
+            name = b"i" + row["identity"].encode("utf-8") if row["identity"] is not None else b"k" + bytes(
+                row["public_key_xy"])
+            self._disallowed[name] = f"the city of {row['endpoint']!r} does not take {row['mode']} devices"
+
     def _unindex(self, entry: _Entry) -> None:
         if entry.identity is not None and self._by_identity.get(entry.identity) is entry:
             del self._by_identity[entry.identity]
@@ -263,10 +289,14 @@ class CredentialDirectory:
             del self._by_public_key[entry.public_key_xy]
 
     def _removed(self, gone: list[_Entry]) -> None:
-        for entry in gone:
-            log.debug("credential left the directory", credential_id=str(entry.known.credential_id))
-            for hook in self.removal_hooks:
-                try:
-                    hook(entry.known)
-                except Exception:
-                    log.exception("a hook on a removed credential failed", credential_id=str(entry.known.credential_id))
+        """Tell each hook once per change, with everything that left in it: a mass revocation or
+        a reload must cost each hook (one pass over the DTLS sessions) once, not once per key."""
+        if not gone:
+            return
+        known = [entry.known for entry in gone]
+        log.debug("credentials left the directory", credentials=len(known), first=str(known[0].credential_id))
+        for hook in self.removal_hooks:
+            try:
+                hook(known)
+            except Exception:
+                log.exception("a hook on removed credentials failed", credentials=len(known))

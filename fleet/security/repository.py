@@ -123,6 +123,16 @@ class CredentialRepository:
     async def known_by_public_keys(self, keys: list[bytes]) -> list[asyncpg.Record]:
         return await self.conn.fetch(f"{_KNOWN} and c.public_key_xy = any($1::bytea[])", keys)
 
+    async def of_disallowed_modes(self, identities: list[str], keys: list[bytes]) -> list[asyncpg.Record]:
+        """Live credentials with these identities or keys whose city does not take their mode:
+        why a device holding one is refused (the directory leaves them out)."""
+        return await self.conn.fetch(
+            """select c.identity, c.public_key_xy, c.mode, d.endpoint
+               from device_credentials c join devices d on d.tenant_id = c.tenant_id and d.id = c.device_id
+               join tenants t on t.id = c.tenant_id
+               where c.state <> 'retired' and not c.mode = any(t.security_modes)
+                 and (c.identity = any($1::text[]) or c.public_key_xy = any($2::bytea[]))""", identities, keys)
+
     async def taken(self, identities: list[str], public_keys: list[bytes]) -> set[str | bytes]:
         """Which of these PSK identities and public keys a credential that can authenticate holds."""
         rows = await self.conn.fetch(

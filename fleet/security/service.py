@@ -20,7 +20,7 @@ from fleet.audit.repository import AuditRepository
 from fleet.audit.service import record, record_many
 from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, SettingsError, Unavailable, ValidationFailed
-from fleet.security.crypto import CredentialCipher, public_key_xy
+from fleet.security.crypto import CredentialCipher, KeyOwner, public_key_xy
 from fleet.security.models import (GENERATED_KEY_BYTES, PURPOSES, Activation, Credential, CredentialSet,
                                    ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, SetCredential, SetPsk)
 from fleet.security.repository import CredentialRepository
@@ -110,7 +110,8 @@ class SecurityService:
     async def _replace(self, conn: asyncpg.Connection, repo: CredentialRepository, tenant_id: UUID,
                        device_id: UUID, imported: ImportedCredential) -> tuple[list[Credential], Credential]:
         credential_id = uuid.uuid4()
-        sealed = self.cipher().seal(credential_id, imported.key) if imported.key is not None else (None, None)
+        sealed = (self.cipher().seal(KeyOwner(tenant_id, device_id, imported.purpose, credential_id), imported.key)
+                  if imported.key is not None else (None, None))
         try:
             async with conn.transaction():  # a taken identity fails this alone, with a clear 409
                 retired = await repo.retire(tenant_id, device_id, [imported.purpose], ["active", "pending"])
@@ -138,7 +139,8 @@ class SecurityService:
         stored = []
         for _, device_id, imported in rows:
             credential_id = uuid.uuid4()
-            ciphertext, nonce = cipher.seal(credential_id, imported.key) if imported.key is not None else (None, None)
+            owner = KeyOwner(principal.tenant_id, device_id, imported.purpose, credential_id)
+            ciphertext, nonce = cipher.seal(owner, imported.key) if imported.key is not None else (None, None)
             stored.append((credential_id, device_id, imported.purpose, imported.mode, imported.identity,
                            ciphertext, nonce, imported.public_key_der, imported.public_key_xy))
         try:
@@ -174,7 +176,7 @@ class SecurityService:
         identity = f"{ISSUED_IDENTITY_PREFIX}{secrets.token_hex(12)}"
         key = secrets.token_bytes(GENERATED_KEY_BYTES)
         credential_id = uuid.uuid4()
-        ciphertext, nonce = self.cipher().seal(credential_id, key)
+        ciphertext, nonce = self.cipher().seal(KeyOwner(tenant_id, device_id, "operational", credential_id), key)
         known = await self._issue_pending(credential_id, tenant_id, device_id, "psk", identity=identity,
                                           key_ciphertext=ciphertext, key_nonce=nonce)
         return IssuedPsk(identity, key, known)

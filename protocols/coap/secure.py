@@ -163,7 +163,7 @@ async def open_coaps(context: aiocoap.Context, host: str, port: int, keys: Devic
 
     `keys` answers the handshakes (protocols.coap.dtls.DeviceKeys); `server_key` is the P-256
     key the server presents to raw-public-key devices (None: PSK only); `limits` go to
-    DtlsServer (max_peers, idle_s, handshakes_per_s, psk_handshakes_per_s, handshake_timeout_s).
+    DtlsServer (max_peers, idle_s, handshakes_per_s, psk_handshakes_per_s, handshake_timeout_s, source_share).
     The plain interface's peer limit, if any, holds here too."""
     transport.install()
     loop = asyncio.get_running_loop()

@@ -16,7 +16,6 @@ import collections
 import os
 import socket
 import struct
-import time
 
 import structlog
 from aiocoap import error, messagemanager
@@ -27,6 +26,7 @@ from aiocoap.util import socknumbers
 from aiocoap.util.asyncio import recvmsg
 
 from protocols.coap import message
+from protocols.coap.complaints import MalformedPeers
 from protocols.coap.fastpath import FastPath
 from protocols.coap.outbound import OutboundRequests
 from protocols.coap.peerlimit import PeerLimit
@@ -65,28 +65,6 @@ def format_error_reply(data: bytes, diagnostic: str) -> bytes | None:
         return message.empty(message.RST, mid)
     return message.encode_with_options(message.ACK, message.BAD_REQUEST, mid, data[4:4 + token_length], b"",
                                        diagnostic.encode())
-
-
-class MalformedPeers:
-    """Which hosts sent a malformed datagram lately: a misbehaving peer is worth one WARNING,
-    not one per datagram (a broken or hostile device repeats itself thousands of times)."""
-
-    WINDOW_S = 300.0
-    MAX_HOSTS = 10_000
-
-    def __init__(self) -> None:
-        self.until: dict[str, float] = {}
-
-    def first(self, host: str) -> bool:
-        now = time.monotonic()
-        if self.until.get(host, 0.0) > now:
-            return False
-        if len(self.until) >= self.MAX_HOSTS:
-            self.until = {peer: until for peer, until in self.until.items() if until > now}
-            if len(self.until) >= self.MAX_HOSTS:
-                return False  # a flood from everywhere: the first ones have been said
-        self.until[host] = now + self.WINDOW_S
-        return True
 
 
 def _datagram_msg_received(self, data, ancdata, flags, address):

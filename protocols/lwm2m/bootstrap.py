@@ -130,7 +130,8 @@ class BootstrapServer:
         previous = self._running.pop(endpoint, None)
         if previous is not None:
             previous.cancel()
-        task = asyncio.create_task(self._bootstrap(DeviceAddress(host, port, secure), policy, content_format))
+        task = asyncio.create_task(self._bootstrap(DeviceAddress(host, port, secure, policy.device_id), policy,
+                                                      content_format))
         self._running[endpoint] = task
         task.add_done_callback(lambda done: self._running.pop(endpoint, None) if self._running.get(
             endpoint) is done else None)

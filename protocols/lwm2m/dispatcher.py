@@ -167,7 +167,7 @@ class Dispatcher:
                     failing = False
                     self.health.database_back()
             for command, host, port, secure in claimed:
-                self._start(command, DeviceAddress(host, port, secure))
+                self._start(command, DeviceAddress(host, port, secure, command.device_id))
             if len(claimed) < max(free, 1):
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -194,7 +194,7 @@ class Dispatcher:
             for row in paths:
                 self._observe_again(registration, row["path"])
         for command, host, port, secure in await self.queue.claim(64, device_id=registration.device_id):
-            self._start(command, DeviceAddress(host, port, secure))
+            self._start(command, DeviceAddress(host, port, secure, command.device_id))
 
     def _observe_again(self, registration: Registration, path: str) -> None:
         key = (registration.device_id, path)

@@ -52,10 +52,14 @@ class DeviceAddress:
     port: int
     # Registered over coaps: reached through the coaps listener's DTLS session with it.
     secure: bool = False
+    # Over coaps, whose session it must be: an address changes hands (a NAT gives a quiet
+    # device's port to another device, which handshakes with its own key), and a request meant
+    # for this device (a Write, its new key at a bootstrap) must not reach the next holder.
+    device_id: UUID | None = None
 
     @classmethod
     def of(cls, registration: Registration) -> DeviceAddress:
-        return cls(registration.address, registration.port, registration.secure)
+        return cls(registration.address, registration.port, registration.secure, registration.device_id)
 
     def uri(self, path: ResourcePath) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -110,6 +114,11 @@ class DeviceClient:
             return self._plain
         if self._secure is None:
             raise DeviceRequestFailed("the device registered over coaps, and this listener has none")
+        if address.device_id is not None:
+            identity = self._secure.interface._fleet_dtls.identity_of(self._sockaddr(address))
+            if identity is not None and getattr(identity.credential, "device_id", None) != address.device_id:
+                # (Without a session the request fails as it always did: no session to send in.)
+                raise DeviceRequestFailed("another device's DTLS session holds the device's address now")
         return self._secure
 
     @staticmethod

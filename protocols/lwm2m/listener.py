@@ -199,11 +199,17 @@ async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: i
     credential change reaches; a credential retired or revoked ends its DTLS sessions."""
     directory = CredentialDirectory(db, security)
     supervisor.start("credential-directory", directory.run)
-    with contextlib.suppress(TimeoutError):
-        # Until then a device's first ClientHello misses and starts a lookup; its retransmission
-        # finds the key.
+    try:
+        # Open with every key loaded: an empty directory would make every device's first
+        # ClientHello miss and queue a lookup of its own (after a restart, all of them at once).
         async with asyncio.timeout(FOLLOW_START_S):
             await directory.loaded.wait()
+    except TimeoutError:
+        # Not forever: the plain port and the rest of the listener wait for this too. Until the
+        # load ends, a device's first ClientHello misses and starts a lookup of its key, and its
+        # retransmission finds it.
+        log.warning("device keys not loaded yet (database slow?); the coaps listener opens without them "
+                    "and looks each device's key up at its first handshake", waited_s=FOLLOW_START_S)
     coaps = await secure.open_coaps(context, host, port, directory, server_key(security))
     directory.removal_hooks.append(functools.partial(_end_sessions, coaps))
     return directory, coaps
@@ -216,9 +222,16 @@ def _device_of(dtls: DtlsServer, peer: Peer) -> UUID | None:
     return identity.credential.device_id if identity is not None else None
 
 
-def _end_sessions(coaps, credential: KnownCredential) -> None:
-    """A credential left the directory (retired, revoked, its device deleted): its sessions end."""
-    coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) == credential.credential_id)
+def _end_sessions(coaps, gone: list[KnownCredential]) -> None:
+    """Credentials left the directory (retired, revoked, their devices deleted): their sessions
+    end, in one pass over the sessions however many left at once."""
+    coaps.server.forget_credential(_any_of({credential.credential_id for credential in gone}))
+
+
+def _any_of(credential_ids: set[UUID]) -> Callable[[object], bool]:
+    """Whether a session's credential (a KnownCredential) is one of these: compared by id, since
+    the session holds the credential as it was at its handshake (pending, say, since made active)."""
+    return lambda known: getattr(known, "credential_id", None) in credential_ids
 
 
 async def _issue_account(credentials: SecurityService, policy: DevicePolicy) -> tuple[int, bytes, bytes]:
@@ -238,7 +251,7 @@ async def _activate(credentials: SecurityService, coaps, credential: KnownCreden
     if activation is None or not activation.retired:
         return
     retired = set(activation.retired)
-    closed = coaps.server.forget_credential(lambda known: getattr(known, "credential_id", None) in retired)
+    closed = coaps.server.forget_credential(_any_of(retired))
     log.info("device credential activated", endpoint=credential.endpoint, retired=len(retired),
              sessions_closed=closed)
 

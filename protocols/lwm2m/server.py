@@ -75,7 +75,8 @@ def authenticated_device(request: Message) -> AuthenticatedDevice | None:
     credential = getattr(claims[0], "credential", None) if claims else None
     if credential is None:
         raise error.Forbidden("the DTLS session carries no device credential")
-    return AuthenticatedDevice(credential.device_id, credential.purpose, credential)
+    return AuthenticatedDevice(credential.device_id, credential.purpose, credential.credential_id, credential.mode,
+                               credential)
 
 
 def queries(request: Message) -> dict[str, str]:

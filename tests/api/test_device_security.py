@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleet.access.models import Role
-from fleet.security.crypto import CredentialCipher
+from fleet.security.crypto import CredentialCipher, KeyOwner
 from fleet.settings import SecuritySettings
 from tests.conftest import TEST_SECURITY, make_city, serve_api
 
@@ -53,9 +53,9 @@ async def test_a_generated_key_is_shown_once_stored_encrypted_and_rotated(seoul,
     assert shown.status_code == 200 and first["key_hex"] not in shown.text and "key_hex" not in shown.json()
     assert shown.json()["mode"] == "psk" and [c["identity"] for c in shown.json()["credentials"]] == ["sl-1-psk"]
     async with db.system_tx() as conn:
-        row = await conn.fetchrow("select id, key_ciphertext, key_nonce from device_credentials")
+        row = await conn.fetchrow("select * from device_credentials")
     assert key not in row["key_ciphertext"]
-    assert CredentialCipher(TEST_SECURITY).open(row["id"], row["key_ciphertext"], row["key_nonce"]) == key
+    assert CredentialCipher(TEST_SECURITY).open(KeyOwner.of(row), row["key_ciphertext"], row["key_nonce"]) == key
 
     # A key the caller gives is not echoed; the earlier credential is retired.
     again = await seoul.client.put(f"{DEVICES}/{device_id}/security",
@@ -194,11 +194,11 @@ async def test_csv_import_stores_keys_and_export_never_writes_them(seoul, busan,
                                        headers={"content-type": "text/csv"})
     assert imported.status_code == 201, imported.text
     async with db.system_tx() as conn:
-        stored = await conn.fetch("select id, identity, purpose, mode, key_ciphertext, key_nonce from device_credentials "
+        stored = await conn.fetch("select * from device_credentials "
                                   "order by identity nulls last")
     assert [(r["identity"], r["purpose"], r["mode"]) for r in stored] == [
         ("imp-1-bs", "bootstrap", "psk"), ("imp-1-id", "operational", "psk"), (None, "operational", "rpk")]
-    assert CredentialCipher(TEST_SECURITY).open(stored[1]["id"], stored[1]["key_ciphertext"],
+    assert CredentialCipher(TEST_SECURITY).open(KeyOwner.of(stored[1]), stored[1]["key_ciphertext"],
                                                 stored[1]["key_nonce"]) == b"\x11" * 16
 
     exported = await seoul.client.get(f"{DEVICES}/export")

@@ -20,7 +20,7 @@ from api import cli
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
 from protocols.lwm2m.listener import open_listener
-from tests.conftest import TEST_CREDENTIALS_KEY, free_port, make_city
+from tests.conftest import TEST_CREDENTIALS_KEY, TEST_SECURITY, free_port, make_city
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
@@ -156,14 +156,15 @@ async def test_apikey_list_then_revoke_reaches_the_serving_node(db, database_dsn
 async def test_doctor_on_a_healthy_node(db, database_dsn, api_url, monkeypatch, capsys):
     monkeypatch.setenv("FLEET_DATABASE_URL", database_dsn)
     monkeypatch.setenv("FLEET_CREDENTIALS_KEY", TEST_CREDENTIALS_KEY)   # unset: a warning
-    async with open_listener(db, "::", 0) as listener:
+    async with open_listener(db, "::", 0, coaps_port=0, security=TEST_SECURITY) as listener:
         code = await fleet("doctor", "--host", "127.0.0.1", "--http-port", api_url.rpartition(":")[2],
-                           "--coap-port", str(listener.port))
+                           "--coap-port", str(listener.port), "--coaps-port", str(listener.coaps_port))
     out = capsys.readouterr().out
     assert code == 0, out
     checks = {line.split()[1]: line.split()[0] for line in _printed(out)}
     assert checks == dict.fromkeys(("database", "roles", "row-security", "migrations", "clock", "credentials",
-                                    "coap", "http"), "ok"), out
+                                    "coap", "coaps", "http"), "ok"), out
+    assert f"127.0.0.1:{listener.coaps_port} answers a DTLS ClientHello" in out
     assert "PostgreSQL" in out and "->" not in out
 
 
@@ -175,8 +176,10 @@ async def test_doctor_names_what_is_broken_and_the_fix(database_dsn, monkeypatch
     finally:
         await conn.close()
     monkeypatch.setenv("FLEET_DATABASE_URL", database_dsn)
+    monkeypatch.setenv("FLEET_CREDENTIALS_KEY", TEST_CREDENTIALS_KEY)
+    coaps_port = free_port()
     code = await fleet("doctor", "--host", "127.0.0.1", "--http-port", str(free_port()),
-                       "--coap-port", str(free_port()))
+                       "--coap-port", str(free_port()), "--coaps-port", str(coaps_port))
     out = capsys.readouterr().out
     assert code == 1
     lines = {line.split()[1]: line for line in _printed(out)}
@@ -186,6 +189,7 @@ async def test_doctor_names_what_is_broken_and_the_fix(database_dsn, monkeypatch
     assert "fleet migrate" in lines["migrations"]
     assert lines["roles"].startswith("ok") and lines["clock"].startswith("ok")
     assert lines["coap"].startswith("FAIL") and "--no-node" in lines["coap"]
+    assert lines["coaps"].startswith("FAIL") and f":{coaps_port}: no answer to a DTLS ClientHello" in lines["coaps"]
     assert lines["http"].startswith("FAIL")
 
 

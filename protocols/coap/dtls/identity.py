@@ -21,7 +21,9 @@ class PeerIdentity:
 
 
 class DeviceKeys(Protocol):
-    """Looked up synchronously inside tinydtls' callbacks (never awaits)."""
+    """Looked up synchronously inside tinydtls' callbacks (never awaits). Optionally also
+    `refusal(mode, identity) -> str | None`: why an identity or key it does not give is refused,
+    when it knows more than "unknown" (the server's log line says it)."""
 
     def psk(self, identity: bytes) -> tuple[bytes, object] | None: ...   # (key, credential)
 

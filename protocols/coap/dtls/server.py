@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import hashlib
+import ipaddress
 from collections.abc import Callable
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from protocols.coap.complaints import MalformedPeers
 from protocols.coap.dtls.identity import DeviceKeys, PeerIdentity
 from protocols.coap.dtls.tinydtls import (
     _ALERT_CLOSE_NOTIFY, _ALERT_FATAL, _BAD_CERTIFICATE, _CLIENT_HELLO, _CONTENT_APPLICATION, _CONTENT_CCS,
@@ -113,11 +116,45 @@ def _never(mode: str, identity: bytes) -> bool:
     return False
 
 
+def _source(address) -> str:
+    """Whose share of the handshake rates a peer draws on: its IPv4 address, or its IPv6 /64
+    (a host picks any address of its /64, so one address per source would be no limit)."""
+    host = address[0].split("%", 1)[0]
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    if ":" not in host:
+        return host
+    return ipaddress.IPv6Address(host).exploded[:19] + "::/64"
+
+
+# P-256 SubjectPublicKeyInfo up to the key's uncompressed point (RFC 5480): with 04||x||y, the
+# DER whose SHA-256 is the key's usual fingerprint (`openssl pkey -pubin -outform der | sha256sum`).
+_P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+
+
+def _fingerprint(xy: bytes) -> str:
+    return "SHA-256:" + hashlib.sha256(_P256_SPKI_PREFIX + b"\x04" + xy).hexdigest()[:16]
+
+
+def _printable(identity: bytes, limit: int = 40) -> str:
+    """A PSK identity fit for a log line: anything not printable escaped, cut at `limit`."""
+    text = "".join(map(_escaped, identity.decode("utf-8", "surrogateescape")))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _escaped(c: str) -> str:
+    if c.isprintable() and c != "\\":
+        return c
+    if 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return c.encode("unicode_escape").decode("ascii")
+
+
 class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
     __slots__ = ("address", "session", "pointer", "seen", "since", "mode", "pending", "identity",
-                 "ccs_seen", "ancdata", "deferred", "waiting", "final_flight", "repeats")
+                 "ccs_seen", "ancdata", "deferred", "waiting", "final_flight", "repeats", "refusal", "source")
 
     def __init__(self, address, now: float) -> None:
         self.address = address
@@ -133,6 +170,8 @@ class _Peer:
         self.waiting = False   # for that flight's retransmission: the rest of it is dropped
         self.final_flight: tuple[bytes, ...] | None = None  # our ChangeCipherSpec + Finished, until it is heard
         self.repeats = 0
+        self.refusal: str | None = None  # why its handshake is being refused, for the log line
+        self.source: _Rate | None = None  # its source's share of the handshake rate
 
 
 class _Rate:
@@ -151,6 +190,9 @@ class _Rate:
     def take(self) -> None:
         self.tokens -= 1.0
 
+    def full(self, now: float) -> bool:
+        return self.ready(now) and self.tokens >= max(self.rate, 1.0)
+
 
 class DtlsServer(_Engine, asyncio.DatagramProtocol):
     """The DTLS side of one coaps socket: one tinydtls context, a session per peer address.
@@ -158,8 +200,10 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
     Handshakes: ClientHellos are answered with a cookie first (tinydtls, stateless); a
     ClientHello carrying a cookie starts a handshake and is subject to the rate limits
     (`handshakes_per_s` for raw public keys, whose ECC costs tens of milliseconds of the event
-    loop each, `psk_handshakes_per_s` for PSK) and to `max_peers`; over either it is dropped,
-    and the device retransmits. A handshake not finished within `handshake_timeout_s`, and a
+    loop each, `psk_handshakes_per_s` for PSK), of which one source (an IPv4 address, an IPv6
+    /64) may take `source_share`, and to `max_peers`; over any it is dropped, and the device
+    retransmits. A refused handshake is logged with its reason, at WARNING once per source per
+    window (MalformedPeers), at DEBUG after. A handshake not finished within `handshake_timeout_s`, and a
     session idle for `idle_s`, are closed. Records are replay-checked by tinydtls (RFC 6347
     §4.1.2.6 window of 64).
     """
@@ -173,7 +217,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
     def __init__(self, keys: DeviceKeys, server_key: ec.EllipticCurvePrivateKey | None, *,
                  on_plaintext: Callable[[bytes, tuple], None], max_peers: int = 100_000,
                  idle_s: float = 1800.0, handshakes_per_s: float = 5.0, psk_handshakes_per_s: float = 1000.0,
-                 handshake_timeout_s: float = 30.0) -> None:
+                 handshake_timeout_s: float = 30.0, source_share: float = 0.2) -> None:
         self.suites = ((ECDHE_ECDSA_AES_128_CCM_8,) if server_key is not None else ()) + (PSK_AES_128_CCM_8,)
         super().__init__(server_key)
         self.keys = keys
@@ -182,6 +226,10 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         self.idle_s = idle_s
         self.handshake_timeout_s = handshake_timeout_s
         self._rates = {"rpk": _Rate(handshakes_per_s), "psk": _Rate(psk_handshakes_per_s)}
+        # One source's share of each: a host repeating cookie exchanges must not starve the others.
+        self.source_share = source_share
+        self._source_rates: dict[tuple[str, str], _Rate] = {}
+        self._complaints = MalformedPeers()
         self.transport: asyncio.DatagramTransport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._peers: dict[tuple, _Peer] = {}        # (host, port) -> peer with tinydtls state
@@ -247,8 +295,9 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         peer = self._peers.get(key)
         if peer is not None and peer.identity is not None and data and data[0] == _CONTENT_APPLICATION:
             # An established session's application data: the hot path. The peer counts as seen
-            # (and answers leave from the local address it wrote to) once a record of it
-            # decrypts (_read): anyone can send a datagram from its address.
+            # (and answers leave from the local address it wrote to, and its final flight is
+            # known to have arrived) once a record of it decrypts (_read): anyone can send a
+            # datagram from its address.
             self._current = peer  # the callbacks need not look the session up
             try:
                 self._handle(peer.pointer, data)
@@ -266,14 +315,17 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             if peer is None and len(self._peers) >= self.max_peers:
                 self.records_dropped += 1
                 return
-            if not self._rates[mode].ready(now):
+            source = self._source_rate(mode, address, now)
+            if source is None or not source.ready(now) or not self._rates[mode].ready(now):
                 self.handshakes_limited += 1
+                self._complain(address, mode, "rate limited")
                 return
             fresh = peer is None
             if fresh:
                 peer = _Peer(address, now)
                 self._peers[key] = peer
                 self._by_session[bytes(peer.session.addr[:28])] = peer
+            peer.source = source
             self._hello = (peer, mode, now)
             try:
                 self._handle(peer.pointer, data)
@@ -326,7 +378,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
                 # when tinydtls is still before the ChangeCipherSpec: the device's key exchange
                 # was lost, tinydtls ignored its ChangeCipherSpec, and its repeated flight will do.)
                 self._reset(peer)
-                self._fail(key, peer, "wrong key")
+                self._fail(key, peer, "bad Finished: a wrong key for its identity")
         self._schedule_retransmit(self.loop)
 
     _capturing: _Peer | None = None  # whose records `_write` keeps in `_captured`
@@ -416,10 +468,12 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         # Paid here, not for every ClientHello: one whose cookie tinydtls refuses (forged, from
         # anywhere) costs us no ECC, and must not use up the devices' handshakes.
         self._rates[mode].take()
+        if peer.source is not None:
+            peer.source.take()
         peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
             mode, now, now, None, None, False, self.ancdata
         peer.deferred = peer.waiting = False
-        peer.final_flight, peer.repeats = None, 0
+        peer.final_flight, peer.repeats, peer.refusal = None, 0, None
         self._handshaking[peer.address[:2]] = peer
 
     def _drop(self, key, peer: _Peer) -> None:
@@ -432,9 +486,28 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
     def _fail(self, key, peer: _Peer, why: str) -> None:
         if peer.identity is None:
             self.handshakes_failed[peer.mode] += 1
-            log.info("DTLS handshake failed", peer=peer.address[0], port=peer.address[1], mode=peer.mode,
-                     reason=why)
+            self._complain(peer.address, peer.mode, peer.refusal or why)
         self._drop(key, peer)
+
+    def _complain(self, address, mode: str, reason: str) -> None:
+        """A handshake refused (or given up): WARNING once per source per window, DEBUG after."""
+        source = _source(address)
+        level = log.warning if self._complaints.first(source) else log.debug
+        level("DTLS handshake failed", peer=address[0], port=address[1], mode=mode, reason=reason,
+              source=source)
+
+    def _source_rate(self, mode: str, address, now: float) -> _Rate | None:
+        """The source's share of the `mode` handshake rate; None (refused) when too many sources
+        hold a partial share at once."""
+        key = (mode, _source(address))
+        rate = self._source_rates.get(key)
+        if rate is None:
+            if len(self._source_rates) >= self.max_peers:
+                self._source_rates = {k: r for k, r in self._source_rates.items() if not r.full(now)}
+                if len(self._source_rates) >= self.max_peers:
+                    return None
+            rate = self._source_rates[key] = _Rate(self._rates[mode].rate * self.source_share)
+        return rate
 
     def _reset(self, peer: _Peer) -> None:
         """Close the peer's tinydtls state (close_notify to the peer if it was connected);
@@ -518,6 +591,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         found = self.keys.psk(description)
         peer = self._peer_of(session)
         if found is None or peer is None:
+            if peer is not None:
+                peer.refusal = self._unknown("psk", description, f"unknown PSK identity '{_printable(description)}'")
             return _DECRYPT_ERROR
         key, credential = found
         peer.pending = PeerIdentity("psk", description, credential)
@@ -527,9 +602,18 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         credential = self.keys.rpk(xy)
         peer = self._peer_of(session)
         if credential is None or peer is None:
+            if peer is not None:
+                peer.refusal = self._unknown("rpk", xy, f"unknown public key {_fingerprint(xy)}")
             return _BAD_CERTIFICATE
         peer.pending = PeerIdentity("rpk", xy, credential)
         return 0
+
+    def _unknown(self, mode: str, identity: bytes, unknown: str) -> str:
+        """Why an identity or key is refused: the keys may know better (a city that does not
+        take that mode) through an optional `refusal(mode, identity)`."""
+        explain = getattr(self.keys, "refusal", None)
+        reason = explain(mode, identity) if explain is not None else None
+        return f"{unknown}: {reason}" if reason else unknown
 
     # the interface the coaps listener uses
     def send(self, plaintext: bytes, address, expected: tuple[str, bytes] | None = None) -> bool:
@@ -595,6 +679,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         if now - self._last_idle_sweep >= min(self.idle_s / 8, 60.0):
             self._last_idle_sweep = now
             self.evict_idle(now)
+            # A source whose share has refilled is as good as new: no need to keep it.
+            self._source_rates = {k: r for k, r in self._source_rates.items() if not r.full(now)}
         self._sweep_timer = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     def evict_idle(self, now: float | None = None) -> int:

@@ -10,7 +10,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fleet.errors import SettingsError
-from fleet.security.crypto import CredentialCipher, public_key_xy, server_key, server_public_key_der
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from fleet.security.crypto import CredentialCipher, KeyOwner, public_key_xy, server_key, server_public_key_der
 from fleet.security.validation import (credentials_from_row, duplicate_credentials, parse_key_hex,
                                        parse_public_key, psk_identity_errors)
 from fleet.settings import SecuritySettings, parse_credentials_key
@@ -24,15 +26,21 @@ def pem(key) -> str:
                                          serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def test_a_sealed_key_opens_only_for_its_own_credential_and_master_key():
-    credential_id = uuid.uuid4()
-    ciphertext, nonce = CredentialCipher(KEY).seal(credential_id, b"k" * 16)
+def test_a_sealed_key_opens_only_for_its_own_owner_and_master_key():
+    owner = KeyOwner(uuid.uuid4(), uuid.uuid4(), "operational", uuid.uuid4())
+    ciphertext, nonce = CredentialCipher(KEY).seal(owner, b"k" * 16)
     assert b"k" * 16 not in ciphertext and len(nonce) == 12
-    assert CredentialCipher(KEY).open(credential_id, ciphertext, nonce) == b"k" * 16
-    assert CredentialCipher(KEY).open(uuid.uuid4(), ciphertext, nonce) is None   # copied onto another row
-    assert CredentialCipher(OTHER).open(credential_id, ciphertext, nonce) is None
+    assert CredentialCipher(KEY).open(owner, ciphertext, nonce) == b"k" * 16
+    assert CredentialCipher(OTHER).open(owner, ciphertext, nonce) is None
+    # The row moved to another city, device or purpose, or copied onto another row: no key.
+    for moved in (owner._replace(tenant_id=uuid.uuid4()), owner._replace(device_id=uuid.uuid4()),
+                  owner._replace(purpose="bootstrap"), owner._replace(credential_id=uuid.uuid4())):
+        assert CredentialCipher(KEY).open(moved, ciphertext, nonce) is None
+    # A key sealed with the credential id alone (before the owner was bound) does not open.
+    old = AESGCM(KEY.credentials_key).encrypt(nonce, b"k" * 16, owner.credential_id.bytes)
+    assert CredentialCipher(KEY).open(owner, old, nonce) is None
     # A fresh nonce each time: the same key never gives the same ciphertext.
-    assert CredentialCipher(KEY).seal(credential_id, b"k" * 16)[0] != ciphertext
+    assert CredentialCipher(KEY).seal(owner, b"k" * 16)[0] != ciphertext
 
 
 def test_without_a_credentials_key_nothing_is_sealed_and_the_error_names_the_variable():
@@ -118,14 +126,3 @@ def test_the_credentials_key_is_read_from_fleet_credentials_key(monkeypatch, tmp
     assert settings.security.credentials_key == b"\xab" * 32 and "ab" * 32 not in repr(settings)
     monkeypatch.setenv("FLEET_CREDENTIALS_KEY", "")
     assert load_settings().security.credentials_key is None
-
-
-def test_no_key_shows_in_a_repr():
-    from fleet.security.directory import _Entry
-    from fleet.security.models import ImportedCredential, IssuedPsk, KnownCredential
-    from protocols.coap.dtls import PskCredentials
-    key = bytes.fromhex("5ec2e7" * 5 + "00")
-    known = KnownCredential(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), "sl-1", "operational", "psk", "active")
-    for holder in (IssuedPsk("id", key, known), ImportedCredential("operational", "psk", "id", key),
-                   _Entry(known, b"id", key, None), PskCredentials(b"id", key)):
-        assert holder.key == key and str(key) not in repr(holder) and "5ec2e7" not in repr(holder)

@@ -18,7 +18,7 @@ from fleet.access.service import TenantService
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
 from fleet.security import directory as directory_module
-from fleet.security.crypto import CredentialCipher, public_key_xy
+from fleet.security.crypto import CredentialCipher, KeyOwner, public_key_xy
 from fleet.security.directory import CredentialDirectory
 from fleet.security.models import KnownCredential, SetPsk, SetRpk
 from fleet.security.service import SecurityService
@@ -56,7 +56,7 @@ async def test_the_directory_loads_and_follows_every_change(db, city):
     first, second = await device(db, city, "sl-1"), await device(db, city, "sl-2")
     await security.set_credential(city.principal, first.id, SetPsk(identity="sl-1", key_hex="11" * 16))
     removed: list[KnownCredential] = []
-    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.append)
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.extend)
     async with running(directory):
         async with asyncio.timeout(10):
             await directory.loaded.wait()
@@ -90,7 +90,7 @@ async def test_a_bootstrap_key_is_served_pending_then_active_and_retires_the_old
     lamp = await device(db, city, "sl-3")
     await security.set_credential(city.principal, lamp.id, SetPsk(identity="factory-op", key_hex="33" * 16))
     removed: list[KnownCredential] = []
-    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.append)
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.extend)
     async with running(directory):
         async with asyncio.timeout(10):
             await directory.loaded.wait()
@@ -169,6 +169,51 @@ async def test_a_mode_the_city_stops_allowing_and_a_decommissioned_device_stop_a
     assert await security.credentials(city.principal, bin_.id) == []
 
 
+async def test_a_city_dropping_a_mode_removes_its_keys_in_one_batch(db, city):
+    """Every key a change removes reaches each removal hook in one call (the listener's closes
+    their DTLS sessions in one pass over the sessions), not one call, and one pass, per key."""
+    security = SecurityService(db, TEST_SECURITY)
+    for number in range(5):
+        lamp = await device(db, city, f"sl-batch-{number}")
+        await security.set_credential(city.principal, lamp.id,
+                                      SetPsk(identity=f"sl-batch-{number}", key_hex=f"{number:02x}" * 16))
+    calls: list[list[KnownCredential]] = []
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=calls.append)
+    async with running(directory):
+        async with asyncio.timeout(10):
+            await directory.loaded.wait()
+        assert len(directory) == 5
+        await TenantService(db).update(city.principal, TenantUpdate(security_modes=["rpk"]))
+        await until(lambda: len(directory) == 0)
+        await until(lambda: calls)
+    assert len(calls) == 1
+    assert sorted(c.endpoint for c in calls[0]) == [f"sl-batch-{number}" for number in range(5)]
+
+
+async def test_a_key_moved_to_another_device_or_city_does_not_decrypt(db, city):
+    """The stored key is bound to its city, device, purpose and id: a row edited to belong to
+    another device (or city) serves no key, and its sessions are told to end."""
+    security = SecurityService(db, TEST_SECURITY)
+    lamp, other = await device(db, city, "sl-moved"), await device(db, city, "sl-thief")
+    await security.set_credential(city.principal, lamp.id, SetPsk(identity="sl-moved", key_hex="5a" * 16))
+    busan = await make_city(db, "busan")
+    stranger = await device(db, busan, "sl-stranger")
+    removed: list[KnownCredential] = []
+    directory = CredentialDirectory(db, TEST_SECURITY, on_removed=removed.extend)
+    async with running(directory):
+        await until(lambda: directory.psk(b"sl-moved") is not None)
+        async with db.system_tx() as conn:
+            row = await conn.fetchrow("select c.*, d.endpoint from device_credentials c join devices d "
+                                      "on d.id = c.device_id where c.identity = 'sl-moved'")
+            # A full reload holding the key under the same nonce must not hand it to a new owner.
+            for moved in ({**row, "device_id": other.id}, {**row, "tenant_id": busan.tenant_id, "device_id": stranger.id},
+                          {**row, "purpose": "bootstrap"}):
+                assert await directory._entries_of([moved]) == {}
+            await conn.execute("update device_credentials set device_id = $1 where id = $2", other.id, row["id"])
+        await until(lambda: directory.psk(b"sl-moved") is None)
+        await until(lambda: [c.credential_id for c in removed] == [row["id"]])
+
+
 async def test_the_doctor_finds_device_keys_stored_under_another_key(db, city):
     from fleet.db.doctor import Status, check_credentials
     from fleet.settings import SecuritySettings
@@ -209,9 +254,9 @@ async def test_a_full_reload_yields_to_the_loop_and_decrypts_only_what_changed(d
     cipher = CredentialCipher(TEST_SECURITY)
     rows = []
     for n in range(10):
-        credential_id = uuid.uuid4()
-        ciphertext, nonce = cipher.seal(credential_id, bytes([n]) * 16)
-        rows.append({"id": credential_id, "device_id": uuid.uuid4(), "tenant_id": uuid.uuid4(), "endpoint": f"e{n}",
+        owner = KeyOwner(uuid.uuid4(), uuid.uuid4(), "operational", uuid.uuid4())
+        ciphertext, nonce = cipher.seal(owner, bytes([n]) * 16)
+        rows.append({"id": owner.credential_id, "device_id": owner.device_id, "tenant_id": owner.tenant_id, "endpoint": f"e{n}",
                      "purpose": "operational", "mode": "psk", "state": "active", "identity": f"id-{n}",
                      "key_ciphertext": ciphertext, "key_nonce": nonce, "public_key_xy": None})
     directory = CredentialDirectory(db, TEST_SECURITY)
@@ -230,7 +275,7 @@ async def test_a_full_reload_yields_to_the_loop_and_decrypts_only_what_changed(d
     assert ticks >= 3 and directory.psk(b"id-4")[0] == bytes([4]) * 16
     opened = []
     monkeypatch.setattr(directory.cipher, "open", lambda *args: opened.append(args) or cipher.open(*args))
-    rows[4]["key_ciphertext"], rows[4]["key_nonce"] = cipher.seal(rows[4]["id"], b"\x44" * 16)  # rotated in place
+    rows[4]["key_ciphertext"], rows[4]["key_nonce"] = cipher.seal(KeyOwner.of(rows[4]), b"\x44" * 16)  # rotated in place
     directory._replace_all(await directory._entries_of(rows))
     ticker.cancel()
     assert len(opened) == 1 and directory.psk(b"id-4")[0] == b"\x44" * 16 and directory.psk(b"id-5")[0] == bytes([5]) * 16

@@ -295,7 +295,7 @@ async def until(condition) -> None:
 
 
 async def test_handshakes_over_the_rate_wait_for_the_retransmission():
-    async with limited(psk_handshakes_per_s=1.0) as echo:
+    async with limited(psk_handshakes_per_s=1.0, source_share=1.0) as echo:  # the global rate alone
         second, other = await connect(echo.address, PskCredentials(PSK_IDENTITY, PSK_KEY), handshake_timeout_s=60)
         second.sendto(b"hello")
         await until(lambda: echo.server.handshakes_limited)

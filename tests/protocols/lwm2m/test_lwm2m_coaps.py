@@ -16,6 +16,7 @@ import pytest
 from aiocoap import Code, Message
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from structlog.testing import capture_logs
 
 from fleet.objectmodel import ResourcePath
 from fleet.security.crypto import server_key
@@ -24,12 +25,13 @@ from fleet.security.service import SecurityService
 from protocols.coap import message, transport
 from protocols.coap.dtls import PskCredentials, RpkCredentials, public_key_xy
 from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, SHORT_SERVER_ID
-from protocols.lwm2m.downlink import DeviceAddress
+from protocols.lwm2m.downlink import DeviceAddress, DeviceRequestFailed
+from protocols.lwm2m import listener as listener_module
 from protocols.lwm2m.listener import Listener, open_listener
 from tests.conftest import TEST_SECURITY, make_city
 from tests.protocols.lwm2m.dtlsdevice import DtlsDevice
 from tests.protocols.lwm2m.firmware_rows import downloading, store_image
-from tests.protocols.lwm2m.rawdevice import CON, GET, TLV, URI_PATH, Datagram, decode, encode
+from tests.protocols.lwm2m.rawdevice import CON, GET, LOCATION_PATH, POST, TLV, URI_PATH, Datagram, decode, encode
 from tests.protocols.test_commands import light
 
 CREATED, CHANGED, CONTENT, FORBIDDEN = 0x41, 0x44, 0x45, 0x83
@@ -74,6 +76,19 @@ async def connected(listener, endpoint: str, credentials: PskCredentials, **valu
     device = DtlsDevice(endpoint, (TLV,), values={"/3/0/0": "Acme", "/3/0/9": 80, **values})
     await device.start_dtls(listener.coaps_port, credentials)
     return device
+
+
+async def handshake_refused(listener, endpoint: str, credentials: PskCredentials) -> None:
+    """A device with these credentials tries to register: its DTLS handshake fails."""
+    device = DtlsDevice(endpoint, (TLV,))
+    await device.start_dtls(listener.coaps_port, credentials)
+    try:
+        registering = asyncio.create_task(device.register_at(listener.coaps_port))
+        async with asyncio.timeout(15):
+            await device.handshake_failed.wait()
+        registering.cancel()
+    finally:
+        device.stop()
 
 
 async def bootstrapped(device: DtlsDevice) -> dict:
@@ -234,12 +249,57 @@ async def test_another_device_at_a_registered_devices_address_sends_only_as_itse
             except OSError:
                 await asyncio.sleep(0.02)
     try:
-        assert (await second.send(PACK)).code == FORBIDDEN  # the fast path declines, render() refuses
+        # The first device's session is still cached for that peer: the fast path is where the
+        # Send is looked at first, and it must decline it (render() then refuses it).
+        assert listener.server.sessions.get(("127.0.0.1", port, True)).device_id == first.id
+        answered = sum(fast.answered for fast in transport.fast_paths(listener.context))
+        assert (await second.send(PACK)).code == FORBIDDEN
+        assert sum(fast.answered for fast in transport.fast_paths(listener.context)) == answered
+        # The other way: what the server asks of the first device never reaches the second.
+        address = DeviceAddress.of(await listener.server.registrations.at_address("127.0.0.1", port, True))
+        assert address.device_id == first.id
+        with pytest.raises(DeviceRequestFailed, match="another device's DTLS session"):
+            await listener.client.read(address, ResourcePath(3, 0, 0), accept=TLV)
+        with pytest.raises(DeviceRequestFailed, match="another device's DTLS session"):
+            await listener.client.write(address, ResourcePath(3, 0, 14), "+09:00")
+        assert second.requests == []
     finally:
         second.stop()
     async with db.system_tx() as conn:
         assert await conn.fetchval("select count(*) from telemetry where device_id = $1 and v_num = 87",
                                    first.id) == 0
+
+
+async def test_a_device_whose_pending_key_was_activated_sends_and_updates_on_the_same_session(db, listener, city):
+    """Its session holds the credential as it was at the handshake (pending); the Register made
+    it active: who the session is is its credential's id, not that state."""
+    lamp = await light(db, city, "lamp-activated")
+    issued = await SecurityService(db, TEST_SECURITY).issue_operational_psk(city.tenant_id, lamp.id)
+    assert issued.credential.state == "pending"
+    device = await connected(listener, "lamp-activated", PskCredentials(issued.identity.encode(), issued.key))
+    try:
+        registered = await device.register_at(listener.coaps_port)
+        assert registered.code == CREATED
+        await until(lambda: listener.directory.psk(issued.identity.encode())[1].state == "active")
+        session = ("::ffff:127.0.0.1", device.transport.get_extra_info("sockname")[1])
+        assert listener.coaps.server.identity_of(session).credential.state == "pending"  # as at the handshake
+
+        answered = sum(fast.answered for fast in transport.fast_paths(listener.context))
+        assert (await device.send(PACK)).code == CHANGED  # the fast path
+        assert sum(fast.answered for fast in transport.fast_paths(listener.context)) == answered + 1
+
+        location = [(URI_PATH, value) for number, value in registered.options if number == LOCATION_PATH]
+        update = Datagram(CON, POST, device.mid(), os.urandom(4), location, b"")  # /rd/{id}
+        assert (await device.exchange(update)).code == CHANGED
+
+        listener.server.sessions.forget_device(lamp.id)  # the slow path: render() and the database
+        assert (await device.send(PACK)).code == CHANGED
+        assert sum(fast.answered for fast in transport.fast_paths(listener.context)) == answered + 1
+    finally:
+        device.stop()
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from telemetry where device_id = $1 and v_num = 87",
+                                   lamp.id) == 2
 
 
 def _bound(sock: socket.socket, port: int) -> bool:
@@ -280,15 +340,7 @@ async def test_bootstrap_gives_a_new_key_that_registers_and_retires_the_old_one(
         after.stop()
         before.stop()
     await heard(listener, old.identity, present=False)
-    refused = DtlsDevice("lamp-boot", (TLV,))
-    await refused.start_dtls(listener.coaps_port, old)
-    try:
-        registering = asyncio.create_task(refused.register_at(listener.coaps_port))
-        async with asyncio.timeout(15):
-            await refused.handshake_failed.wait()
-        registering.cancel()
-    finally:
-        refused.stop()
+    await handshake_refused(listener, "lamp-boot", old)
     async with db.system_tx() as conn:
         states = dict(await conn.fetch(
             "select identity, state from device_credentials where device_id = $1 and purpose = 'operational'",
@@ -363,3 +415,32 @@ async def test_a_city_that_takes_no_psk_bootstraps_its_devices_with_a_key_pair(d
         stored = await conn.fetch("select mode, state from device_credentials where device_id = $1 and "
                                   "purpose = 'operational'", lamp.id)
     assert [tuple(r) for r in stored] == [("rpk", "active")]
+
+
+async def test_the_coaps_listener_opens_with_every_key_loaded(db, city):
+    lamp, credentials = await keyed(db, city, "lamp-loaded")
+    async with open_listener(db, "::", 0, coaps_port=0, security=TEST_SECURITY) as running:
+        assert running.directory.loaded.is_set()
+        assert running.directory.psk(credentials.identity) is not None  # no lookup at the first handshake
+
+
+async def test_a_slow_key_load_is_waited_for_a_bounded_time_and_said(db, monkeypatch):
+    monkeypatch.setattr(listener_module, "FOLLOW_START_S", 0)  # the database "slower" than that
+    with capture_logs() as logs:
+        async with open_listener(db, "::", 0, coaps_port=0, security=TEST_SECURITY) as running:
+            assert running.coaps_port
+    assert any(line["event"].startswith("device keys not loaded yet") and line["log_level"] == "warning"
+               for line in logs)
+
+
+async def test_a_key_of_a_mode_the_city_dropped_is_refused_and_the_log_says_why(db, listener):
+    city = await make_city(db, "droppedpsk", allow_nosec_devices=False)
+    _, credentials = await keyed(db, city, "lamp-dropped")
+    await heard(listener, credentials.identity)
+    async with db.system_tx() as conn:
+        await conn.execute("update tenants set security_modes = '{rpk}' where id = $1", city.tenant_id)
+    await heard(listener, credentials.identity, present=False)
+    with capture_logs() as logs:
+        await handshake_refused(listener, "lamp-dropped", credentials)
+    assert [line["reason"] for line in logs if line["event"] == "DTLS handshake failed"] == [
+        "unknown PSK identity 'lamp-dropped-operational': the city of 'lamp-dropped' does not take psk devices"]
