@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import msgspec
+import structlog
 from msgspec.structs import replace as replace_struct
 
 from fleet.access.keycache import KeyCache
@@ -21,6 +22,10 @@ from fleet.audit.service import record
 from fleet.db import Database
 from fleet.errors import (Conflict, FieldError, NotFound, PermissionDenied, Unauthenticated,
                           ValidationFailed)
+from fleet.registrations.models import SECURITY_POLICY_CHANGED
+from fleet.registrations.repository import RegistrationRepository
+
+log = structlog.get_logger(__name__)
 
 KEY_SCHEME = "fleet"
 SESSION_SCHEME = "fsess"
@@ -101,6 +106,16 @@ class TenantService:
                 raise NotFound("tenant not found")
             await record(conn, principal, "tenant.update", "tenant", tenant.id,
                          msgspec.to_builtins(before), msgspec.to_builtins(tenant))
+            nosec_ended = before.allow_nosec_devices and not tenant.allow_nosec_devices
+            modes_narrowed = not set(before.security_modes) <= set(tenant.security_modes)
+            if nosec_ended or modes_narrowed:
+                # Registrations the new policy would refuse end with it, on every node: a device
+                # registered in plain must come back over coaps, not keep Updating for ever.
+                ended = await RegistrationRepository(conn).end_refused(
+                    tenant.id, SECURITY_POLICY_CHANGED, plain=nosec_ended, secure_without_allowed_key=modes_narrowed)
+                if ended:
+                    log.info("registrations ended by the city's security policy", tenant=tenant.slug,
+                             registrations=len(ended))
             return tenant
 
     async def all(self) -> list[Tenant]:

@@ -20,6 +20,8 @@ from fleet.audit.repository import AuditRepository
 from fleet.audit.service import record, record_many
 from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, SettingsError, Unavailable, ValidationFailed
+from fleet.registrations.models import CREDENTIAL_CHANGED
+from fleet.registrations.repository import RegistrationRepository
 from fleet.security.crypto import CredentialCipher, public_key_xy
 from fleet.security.models import (GENERATED_KEY_BYTES, PURPOSES, Activation, Credential, CredentialSet,
                                    ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, SetCredential, SetPsk)
@@ -105,6 +107,11 @@ class SecurityService:
             retired, credential = await self._replace(conn, repo, principal.tenant_id, device_id, imported)
             await record(conn, principal, "device.security.set", "device", device_id,
                          [_audited(c) for c in retired] or None, _audited(credential))
+            if imported.purpose == "operational":
+                # A device with a key registers with it: a plain registration ends, and so does one
+                # made over coaps with the key just retired.
+                await RegistrationRepository(conn).end_refused(principal.tenant_id, CREDENTIAL_CHANGED,
+                                                               device_id=device_id, plain=True, secure=True)
         return CredentialSet(credential, generated)
 
     async def _replace(self, conn: asyncpg.Connection, repo: CredentialRepository, tenant_id: UUID,
@@ -165,6 +172,10 @@ class SecurityService:
             if retired:
                 await record(conn, principal, "device.security.revoke", "device", device_id,
                              [_audited(c) for c in retired], None)
+            if any(c.purpose == "operational" for c in retired):
+                # Its registration over coaps was made with a key that no longer authenticates.
+                await RegistrationRepository(conn).end_refused(principal.tenant_id, CREDENTIAL_CHANGED,
+                                                               device_id=device_id, secure=True)
         return retired
 
     async def issue_operational_psk(self, tenant_id: UUID, device_id: UUID) -> IssuedPsk:

@@ -363,3 +363,32 @@ async def test_a_city_that_takes_no_psk_bootstraps_its_devices_with_a_key_pair(d
         stored = await conn.fetch("select mode, state from device_credentials where device_id = $1 and "
                                   "purpose = 'operational'", lamp.id)
     assert [tuple(r) for r in stored] == [("rpk", "active")]
+
+
+async def test_rotating_or_revoking_a_key_ends_the_coaps_registration_made_with_it(db, listener, city):
+    lamp, old = await keyed(db, city, "lamp-rotated")
+    service = SecurityService(db, TEST_SECURITY)
+    device = await connected(listener, "lamp-rotated", old)
+    try:
+        assert (await device.register_at(listener.coaps_port)).code == CREATED
+        await until(lambda: listener.server.sessions.of_device(lamp.id) is not None)
+        new = PskCredentials(b"lamp-rotated-new", os.urandom(16))
+        await service.set_credential(city.principal, lamp.id,
+                                     SetPsk(identity=new.identity.decode(), key_hex=new.key.hex()))
+        assert await registration(db, "lamp-rotated") is None  # ended with the rotation's commit
+        await until(lambda: listener.server.sessions.of_device(lamp.id) is None)  # every listener heard
+    finally:
+        device.stop()
+    rotated = await connected(listener, "lamp-rotated", new)
+    try:
+        assert (await rotated.register_at(listener.coaps_port)).code == CREATED
+        await service.revoke(city.principal, lamp.id, "operational")
+        assert await registration(db, "lamp-rotated") is None
+        await until(lambda: listener.server.sessions.of_device(lamp.id) is None)
+    finally:
+        rotated.stop()
+    async with db.system_tx() as conn:
+        reasons = [r["payload"].get("reason") for r in await conn.fetch(
+            "select payload from events where subject_id = $1 and kind = 'device.status_changed' order by id",
+            str(lamp.id))]
+    assert reasons.count("credential_changed") == 2
