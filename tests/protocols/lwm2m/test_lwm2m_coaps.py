@@ -392,3 +392,16 @@ async def test_rotating_or_revoking_a_key_ends_the_coaps_registration_made_with_
             "select payload from events where subject_id = $1 and kind = 'device.status_changed' order by id",
             str(lamp.id))]
     assert reasons.count("credential_changed") == 2
+
+
+async def test_a_bootstrap_key_of_x_cannot_bootstrap_y(db, listener, city):
+    _, factory = await keyed(db, city, "lamp-bs-x", purpose="bootstrap")
+    await light(db, city, "lamp-bs-y")
+    device = await connected(listener, "lamp-bs-y", factory)  # X's factory key, Y's name
+    try:
+        answer = await device.request_bootstrap()
+    finally:
+        device.stop()
+    assert answer.code == FORBIDDEN
+    assert answer.payload.decode() == ("the DTLS credential does not belong to endpoint 'lamp-bs-y': "
+                                       "a device bootstraps only as itself")
