@@ -22,7 +22,7 @@ class DeviceSecurityController(Controller):
 
     @put("/", summary="Set the device's DTLS credential: a PSK (no key_hex: Fleet makes one up and shows it "
                       "in this answer only) or its raw public key; earlier ones of that purpose are retired",
-         responses=problems(403, 404, 409, 422, 503),
+         responses=problems(403, 404, 409, 422, 500),
          cache_control=CacheControlHeader(no_store=True))  # the answer may hold the key, shown once
     async def set_credential(self, device_id: UUID, data: SetPsk | SetRpk, principal: Principal,
                              security_service: SecurityService) -> DeviceCredential:

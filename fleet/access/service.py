@@ -47,6 +47,16 @@ def _has_control_characters(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
+def _refuse_lockout(before: Tenant, changes: TenantUpdate) -> None:
+    """A city that takes no DTLS mode and no NoSec device could connect no device at all."""
+    modes = before.security_modes if changes.security_modes is None else changes.security_modes
+    nosec = before.allow_nosec_devices if changes.allow_nosec_devices is None else changes.allow_nosec_devices
+    if not modes and not nosec:
+        field = "security_modes" if changes.security_modes is not None else "allow_nosec_devices"
+        raise ValidationFailed("no device could connect to this city", [FieldError(
+            field, "security_modes must name psk or rpk while allow_nosec_devices is false")])
+
+
 def system_principal(tenant: Tenant) -> Principal:
     """The principal of an operator at the console (CLI), acting as the city's admin."""
     return Principal(tenant.id, tenant.slug, tenant.timezone, Role.ADMIN, None)
@@ -101,8 +111,11 @@ class TenantService:
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = TenantRepository(conn)
             before = await repo.by_id(principal.tenant_id)
+            if before is None:
+                raise NotFound("tenant not found")
+            _refuse_lockout(before, changes)
             tenant = await repo.update(principal.tenant_id, changes)
-            if before is None or tenant is None:
+            if tenant is None:
                 raise NotFound("tenant not found")
             await record(conn, principal, "tenant.update", "tenant", tenant.id,
                          msgspec.to_builtins(before), msgspec.to_builtins(tenant))

@@ -19,7 +19,7 @@ from fleet.access.models import Permission, Principal
 from fleet.audit.repository import AuditRepository
 from fleet.audit.service import record, record_many
 from fleet.db import Database
-from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, SettingsError, Unavailable, ValidationFailed
+from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, NotConfigured, SettingsError, ValidationFailed
 from fleet.registrations.models import CREDENTIAL_CHANGED
 from fleet.registrations.repository import RegistrationRepository
 from fleet.security.crypto import CredentialCipher, public_key_xy
@@ -60,7 +60,8 @@ class SecurityService:
         try:
             return CredentialCipher(self.settings)
         except SettingsError as exc:
-            raise Unavailable(str(exc)) from None
+            raise NotConfigured(f"this server is not configured to store or read device keys: {exc} "
+                                "(a configuration error for its operator; retrying will not help)") from None
 
     async def credentials(self, principal: Principal, device_id: UUID) -> list[Credential]:
         """The device's credentials that can authenticate (active, pending), without keys."""
@@ -130,17 +131,24 @@ class SecurityService:
         return retired, credential
 
     async def import_credentials(self, conn: asyncpg.Connection, principal: Principal,
-                                 rows: Sequence[tuple[int, UUID, ImportedCredential]]) -> None:
+                                 rows: Sequence[tuple[int, UUID, ImportedCredential]],
+                                 nosec_rows: Sequence[int] = ()) -> None:
         """Store an import's credentials in its transaction, in one statement (the devices are
-        new: nothing to retire); an identity or key another device holds names its row."""
-        if not rows:
+        new: nothing to retire); an identity or key another device holds names its row, and so
+        does a row saying `nosec` in a city that refuses devices without DTLS."""
+        if not rows and not nosec_rows:
             return
         repo = CredentialRepository(conn)
-        modes = await repo.security_modes(principal.tenant_id)
+        allow_nosec, modes = await repo.policy(principal.tenant_id)
         refused = [FieldError("security_mode", f"this city allows {', '.join(modes) or 'none'}", number)
                    for number, _, imported in rows if imported.mode not in modes]
+        if not allow_nosec:
+            refused += [FieldError("security_mode", "this city refuses devices without DTLS "
+                                   "(allow_nosec_devices is false): psk or rpk", number) for number in nosec_rows]
         if refused:
-            raise ValidationFailed("import rejected; nothing was stored", refused)
+            raise ValidationFailed("import rejected; nothing was stored", sorted(refused, key=lambda e: e.row or 0))
+        if not rows:
+            return
         cipher = self.cipher() if any(imported.key is not None for _, _, imported in rows) else None
         stored = []
         for _, device_id, imported in rows:
