@@ -3,6 +3,7 @@ issuing and activating of operational keys."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -22,11 +23,12 @@ from fleet.db import Database
 from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, NotConfigured, SettingsError, ValidationFailed
 from fleet.registrations.models import CREDENTIAL_CHANGED
 from fleet.registrations.repository import RegistrationRepository
-from fleet.security.crypto import CredentialCipher, public_key_xy
+from fleet.security.crypto import CredentialCipher, public_key_xy, server_public_key_der
 from fleet.security.models import (GENERATED_KEY_BYTES, PURPOSES, Activation, Credential, CredentialSet,
-                                   ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, SetCredential, SetPsk)
+                                   ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, ServerPublicKey, SetCredential,
+                                   SetPsk)
 from fleet.security.repository import CredentialRepository
-from fleet.security.validation import parse_key_hex, parse_public_key, psk_identity_errors, raise_if
+from fleet.security.validation import parse_key_hex, parse_public_key, pem_of, psk_identity_errors, raise_if
 from fleet.settings import SecuritySettings
 
 log = structlog.get_logger(__name__)
@@ -47,6 +49,11 @@ def conflict_from(exc: asyncpg.UniqueViolationError) -> Conflict:
     return Conflict("the device's credentials changed meanwhile; try again")
 
 
+def _not_configured(what: str, exc: SettingsError) -> NotConfigured:
+    return NotConfigured(f"this server is not configured to {what}: {exc} "
+                         "(a configuration error for its operator; retrying will not help)")
+
+
 def _audited(credential: Credential) -> dict:
     return msgspec.to_builtins(credential)
 
@@ -60,8 +67,15 @@ class SecurityService:
         try:
             return CredentialCipher(self.settings)
         except SettingsError as exc:
-            raise NotConfigured(f"this server is not configured to store or read device keys: {exc} "
-                                "(a configuration error for its operator; retrying will not help)") from None
+            raise _not_configured("store or read device keys", exc) from None
+
+    def server_public_key(self) -> ServerPublicKey:
+        """Fleet's DTLS public key for RPK devices (any authenticated caller may read it)."""
+        try:
+            der = server_public_key_der(self.settings)
+        except SettingsError as exc:
+            raise _not_configured("present a DTLS key", exc) from None
+        return ServerPublicKey(pem_of(der), der.hex(), hashlib.sha256(der).hexdigest())
 
     async def credentials(self, principal: Principal, device_id: UUID) -> list[Credential]:
         """The device's credentials that can authenticate (active, pending), without keys."""

@@ -5,16 +5,19 @@ where, revocation, the audit, the CSV's security columns, and the wall around th
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import uuid
 
 import asyncpg
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleet.access.models import Role
-from fleet.security.crypto import CredentialCipher
+from fleet.firmware.delivery import coaps_server_uri
+from fleet.security.crypto import CredentialCipher, server_key
 from fleet.settings import SecuritySettings
 from tests.conftest import TEST_SECURITY, make_city, serve_api
 
@@ -171,7 +174,6 @@ async def test_a_new_city_refuses_nosec_unless_told(db):
 async def test_without_a_credentials_key_keys_are_refused_as_the_servers_configuration_error(db):
     city = await make_city(db, "keyless")
     async with serve_api(db, security=SecuritySettings()) as url:
-        import httpx
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {city.key}"}) as client:
             city.client = client
             device_id = await new_device(city, "sl-8")
@@ -283,3 +285,42 @@ async def test_a_csv_row_saying_nosec_is_refused_where_the_city_requires_dtls(se
     imported = await seoul.client.post(f"{DEVICES}/import", content=buffer.getvalue(),
                                        headers={"content-type": "text/csv"})
     assert imported.status_code == 201, imported.text
+
+
+async def test_an_rpk_device_is_told_fleets_key_and_uri(db):
+    """What a device given its key by PUT needs to check Fleet and reach it: Fleet's DTLS public key
+    (the server key every node derives) and the coaps URI."""
+    city = await make_city(db, "rpkcity", Role.VIEWER)
+    admin = await make_city(db, "rpkadmin")
+    expected = server_key(TEST_SECURITY).public_key()
+    expected_der = expected.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    async with serve_api(db, coaps_server_uri="coaps://fleet.example:5684") as url:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {city.key}"}) as viewer:
+            shown = await viewer.get("/api/v1/security/server-key")  # any key may read it
+            assert (await viewer.get("/api/v1/security/server-key", headers={"Authorization": ""})).status_code == 401
+        assert shown.status_code == 200, shown.text
+        key = shown.json()
+        assert bytes.fromhex(key["public_key_der_hex"]) == expected_der
+        assert serialization.load_pem_public_key(key["public_key"].encode()) == expected
+        assert key["sha256_fingerprint"] == hashlib.sha256(expected_der).hexdigest()
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin.key}"}) as client:
+            admin.client = client
+            device_id = await new_device(admin, "sl-rpk")
+            rpk = (await client.put(f"{DEVICES}/{device_id}/security",
+                                    json={"mode": "rpk", "public_key": p256_pem()})).json()
+            assert rpk["server_uri"] == "coaps://fleet.example:5684"
+            assert rpk["server_public_key"] == key["public_key"]
+            psk = (await client.put(f"{DEVICES}/{device_id}/security", json={"mode": "psk", "identity": "sl-rpk"})).json()
+            assert psk["server_uri"] == "coaps://fleet.example:5684" and "server_public_key" not in psk
+            assert "server_uri" not in (await client.get(f"{DEVICES}/{device_id}/security")).text
+    async with serve_api(db, security=SecuritySettings()) as url:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {city.key}"}) as viewer:
+            missing = problem(await viewer.get("/api/v1/security/server-key"), 500)
+    assert "FLEET_CREDENTIALS_KEY" in missing["detail"] and "retry-after" not in missing
+
+
+def test_the_coaps_uri_is_derived_in_one_place():
+    assert coaps_server_uri(None, "::", 5684) == "coaps://127.0.0.1:5684"
+    assert coaps_server_uri(None, "2001:db8::1", 5684) == "coaps://[2001:db8::1]:5684"
+    assert coaps_server_uri("coaps://fleet.example", "::", 5684) == "coaps://fleet.example"
+    assert coaps_server_uri("coaps://fleet.example", "::", 0) is None
