@@ -20,13 +20,14 @@ from fleet.access.models import Permission, Principal
 from fleet.audit.repository import AuditRepository
 from fleet.audit.service import record, record_many
 from fleet.db import Database
-from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, NotConfigured, SettingsError, ValidationFailed
+from fleet.errors import (Conflict, FieldError, NotConfigured, NotFound, PermissionDenied, SettingsError,
+                          ValidationFailed)
 from fleet.registrations.models import CREDENTIAL_CHANGED
 from fleet.registrations.repository import RegistrationRepository
 from fleet.security.crypto import CredentialCipher, public_key_xy, server_public_key_der
 from fleet.security.models import (GENERATED_KEY_BYTES, PURPOSES, Activation, Credential, CredentialSet,
-                                   ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, ServerPublicKey, SetCredential,
-                                   SetPsk)
+                                   ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, ServerPublicKey,
+                                   SetCredential, SetPsk)
 from fleet.security.repository import CredentialRepository
 from fleet.security.validation import parse_key_hex, parse_public_key, pem_of, psk_identity_errors, raise_if
 from fleet.settings import SecuritySettings

@@ -310,7 +310,8 @@ async def test_an_rpk_device_is_told_fleets_key_and_uri(db):
                                     json={"mode": "rpk", "public_key": p256_pem()})).json()
             assert rpk["server_uri"] == "coaps://fleet.example:5684"
             assert rpk["server_public_key"] == key["public_key"]
-            psk = (await client.put(f"{DEVICES}/{device_id}/security", json={"mode": "psk", "identity": "sl-rpk"})).json()
+            psk = (await client.put(f"{DEVICES}/{device_id}/security",
+                                    json={"mode": "psk", "identity": "sl-rpk"})).json()
             assert psk["server_uri"] == "coaps://fleet.example:5684" and "server_public_key" not in psk
             assert "server_uri" not in (await client.get(f"{DEVICES}/{device_id}/security")).text
     async with serve_api(db, security=SecuritySettings()) as url:
