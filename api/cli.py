@@ -139,6 +139,18 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--aps", type=int, default=0, metavar="N",
                           help="simulated Wi-Fi access points (default 0)")
     simulate.add_argument("--server", default="coap://127.0.0.1:5683", help="the LwM2M server, coap://HOST:PORT")
+    simulate.add_argument("--secure-server", default=None, metavar="URI",
+                          help="Fleet's DTLS listener, coaps://HOST:PORT (default: --server's host, port 5684)")
+    simulate.add_argument("--bootstrap-server", default=None, metavar="URI",
+                          help="where bootstrapping devices ask for their account (default: --secure-server)")
+    simulate.add_argument("--security", choices=("nosec", "psk", "rpk", "bootstrap"), default=None,
+                          help="every device's security mode; a device without such a credential in"
+                               " --credentials-file gets a new one, set in Fleet over --api (default:"
+                               " each device as its --credentials-file entry says, NoSec without one)")
+    simulate.add_argument("--credentials-file", default=None, metavar="PATH",
+                          help="the devices' credentials (JSON: endpoint -> mode and key; `fleet demo`"
+                               " writes one in its data directory); credentials made by --security are"
+                               " added to it")
     simulate.add_argument("--provision", action="store_true", help="create missing devices over the REST API first")
     simulate.add_argument("--api", default=None, help="Fleet's REST API, e.g. http://127.0.0.1:8000")
     key = simulate.add_mutually_exclusive_group()

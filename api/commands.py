@@ -207,7 +207,7 @@ def metrics_url(settings: Settings) -> str | None:
     return f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else None
 
 
-def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
+def demo_banner(seeded: DemoCity, base: str, coap_port: int, coaps_port: int = 0) -> str:
     """What `fleet demo` prints: where the API is, its keys and what to try first. The commands
     use demo.env's variables, as the README's tour does, so both paste as they are."""
     admin, crew = seeded.admin_key, seeded.crew_key
@@ -228,10 +228,28 @@ def demo_banner(seeded: DemoCity, base: str, coap_port: int) -> str:
         '  Crew:      curl -H "Authorization: Bearer $CREW_KEY" "$FLEET_URL/api/v1/workorders?assigned_to=me"',
         '  Live:      curl -N -H "Authorization: Bearer $ADMIN_KEY" "$FLEET_URL/api/v1/events"',
         f"  Devices:   simulated in a separate process (`fleet simulate`), reporting over CoAP to "
-        f"udp/{coap_port}; a few fail in the first seconds, so alarms show within a minute",
+        f"udp/{coap_port}" + (f" and over DTLS (coaps) to udp/{coaps_port}" if coaps_port else "")
+        + "; a few fail in the first seconds, so alarms show within a minute",
+        *_security_lines(seeded, coap_port, coaps_port),
         *_firmware_lines(seeded, base),
         *_collection_lines(seeded),
         "Press Ctrl-C to stop.\n") if line is not None)
+
+
+def _security_lines(seeded: DemoCity, coap_port: int, coaps_port: int) -> tuple[str, ...]:
+    security = seeded.security
+    lines = []
+    if security is not None:
+        modes = security.modes
+        lines.append(f"  Security:  {modes.get('psk', 0)} devices with a pre-shared key, {modes.get('rpk', 0)} with a raw"
+                     f" public key, {modes.get('bootstrap', 0)} bootstrapping from a factory key (keys: "
+                     f"{security.credentials_file})" + ("" if coaps_port else "; coaps is off (--coaps-port 0), so"
+                                                       " only the NoSec devices connect"))
+    if seeded.city.allow_nosec_devices:
+        nosec = security.modes.get("nosec", 0) if security is not None else "all"
+        lines.append(f"  NoSec:     this demo city lets devices register without DTLS ({nosec} do, over udp/{coap_port});"
+                     ' a real city should not: PATCH /api/v1/tenant {"allow_nosec_devices": false}')
+    return tuple(lines)
 
 
 def _collection_lines(seeded: DemoCity) -> tuple[str, ...]:
@@ -298,12 +316,13 @@ async def demo(settings: Settings) -> int:
     health = Health()  # its ports were checked before (api.cli.main: taken_ports)
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         embedded = settings.database.data_dir if settings.database.url is None else None
-        seeded = await seed_demo_city(db, env_file, local_api(settings), embedded, credentials_key)
+        seeded = await seed_demo_city(db, env_file, local_api(settings), embedded, credentials_key,
+                                      settings.security)
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))
         key = seeded.admin_key
-        print(demo_banner(seeded, local_api(settings), settings.coap.port), flush=True)
+        print(demo_banner(seeded, local_api(settings), settings.coap.port, settings.coap.coaps_port), flush=True)
         return await until_stopped(
             lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
             lambda: run_device_edge(db, settings, health),
@@ -320,6 +339,7 @@ def demo_devices_command(settings: Settings, key: str, counts: dict[str, int], c
     from simulators.seed import demo_fault_arguments
 
     args = [sys.executable, "-m", "api.cli", "simulate", "--server", f"coap://127.0.0.1:{settings.coap.port}",
+            *demo_security_arguments(settings),
             "--api", local_api(settings), "--streetlights", str(counts["streetlight"]),
             "--bins", str(counts["waste_bin"]), "--aps", str(counts["wifi_ap"]),
             # Real time, so the simulated dusk, dawn and dimming agree with the astronomical clock
@@ -332,6 +352,18 @@ def demo_devices_command(settings: Settings, key: str, counts: dict[str, int], c
     if crew_key:
         env[SIMULATE_TRUCK_KEY_ENV] = crew_key
     return args, env
+
+
+def demo_security_arguments(settings: Settings) -> list[str]:
+    """The demo's devices take their credentials from the file the seeder wrote, and reach the
+    coaps listener (which is also the bootstrap server) on this machine."""
+    from simulators.seed_keys import DEMO_ENV
+    from simulators.seed_security import DEMO_CREDENTIALS
+
+    if not settings.coap.coaps_port:
+        return ["--security", "nosec"]
+    return ["--credentials-file", str((settings.database.data_dir / DEMO_ENV).with_name(DEMO_CREDENTIALS)),
+            "--secure-server", f"coaps://127.0.0.1:{settings.coap.coaps_port}"]
 
 
 async def run_demo_devices(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None) -> None:
@@ -409,7 +441,9 @@ async def simulate(args, environ: Mapping[str, str] = os.environ) -> int:
             lifetime_s=args.lifetime, report_interval_s=args.report_interval,
             register_rate=args.register_rate, faults=FaultPlan.parse(args.fault, args.faults),
             progress_s=args.progress, firmware_block_size=args.fw_block_size, collection=args.collection,
-            truck_key=truck_key)
+            truck_key=truck_key, security=args.security,
+            credentials_file=Path(args.credentials_file) if args.credentials_file else None,
+            secure_server=args.secure_server, bootstrap_server=args.bootstrap_server)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

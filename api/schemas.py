@@ -15,6 +15,7 @@ from fleet.groups.models import DeviceGroup as GroupModel
 from fleet.registry.filters import filter_to_json
 from fleet.registry.models import ALL_KIND_ATTRIBUTES
 from fleet.registry.models import Device as DeviceModel
+from fleet.security.validation import fingerprint_of
 
 Latitude = Annotated[float, Meta(ge=-90, le=90, description="WGS84 latitude in degrees")]
 Longitude = Annotated[float, Meta(ge=-180, le=180, description="WGS84 longitude in degrees")]
@@ -296,6 +297,8 @@ class DeviceCredential(Struct):
                                            "once the device registers with it)")]
     version: int
     created_at: datetime
+    fingerprint: Annotated[str | None, Meta(description=(
+        "rpk: SHA-256 of the public key's SubjectPublicKeyInfo DER, hex (sha256sum of the DER)"))] = None
     key_hex: Annotated[str | UnsetType, Meta(description=(
         "PUT only, when Fleet made the key up (no key_hex sent): the key, shown this once and never again"))] = UNSET
     server_uri: Annotated[str | UnsetType, Meta(description=(
@@ -312,7 +315,8 @@ class ServerKey(Struct):
     public_key: Annotated[str, Meta(description="SubjectPublicKeyInfo, PEM")]
     public_key_der_hex: Annotated[str, Meta(description=(
         "the same, DER, in hex: what a device's Security object resource 4 (/0/x/4) holds"))]
-    sha256_fingerprint: Annotated[str, Meta(description="SHA-256 of the DER, in hex")]
+    fingerprint: Annotated[str, Meta(description=(
+        "SHA-256 of the DER, in hex (as a device credential's fingerprint; sha256sum of the DER)"))]
 
 
 class DeviceSecurity(Struct):
@@ -325,9 +329,11 @@ class DeviceSecurity(Struct):
 def credential_out(c, key_hex: str | None = None, *, server_uri: str | None = None,
                    server_public_key: str | None = None) -> DeviceCredential:
     return DeviceCredential(c.id, c.device_id, c.purpose, c.mode, c.identity, c.public_key_pem, c.state,
-                            c.version, c.created_at, UNSET if key_hex is None else key_hex,
-                            UNSET if server_uri is None else server_uri,
-                            UNSET if server_public_key is None else server_public_key)
+                            c.version, c.created_at,
+                            fingerprint=fingerprint_of(c.public_key_pem) if c.public_key_pem else None,
+                            key_hex=UNSET if key_hex is None else key_hex,
+                            server_uri=UNSET if server_uri is None else server_uri,
+                            server_public_key=UNSET if server_public_key is None else server_public_key)
 
 
 def device_security_out(device_id: UUID, credentials: list) -> DeviceSecurity:

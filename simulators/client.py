@@ -2,11 +2,15 @@
 
 Registers (POST /rd), updates before its lifetime ends, de-registers, and reports by Send
 (POST /dp), one request at a time (exchanges.py); the server's Read, Write, Execute, Discover
-and Observe arriving on the same socket are answered by serving.py.
+and Observe arriving on the same socket are answered by serving.py. The socket is plain CoAP or
+a DTLS session, per the account in its object 0 (bootstrap.py); a device with only a bootstrap
+account first asks the bootstrap server for one (POST /bs), waits for Bootstrap-Finish, then
+registers with what was written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,8 +19,9 @@ import structlog
 
 from protocols.coap import message as coap
 from protocols.lwm2m import content
-from simulators import firmware_download, serving
-from simulators.exchanges import Endpoint, Exchange, Timing
+from simulators import firmware_download, links, serving
+from simulators.bootstrap import Account, Accounts
+from simulators.exchanges import TIMEOUT, Endpoint, Exchange, Timing
 from simulators.scheduler import Scheduler
 from simulators.stats import Stats
 
@@ -29,17 +34,18 @@ log = structlog.get_logger("simulators.client")
 DEREGISTER, REGISTER, UPDATE, SEND = 1, 2, 4, 8
 MALFORMED = 16  # only ever an exchange's purpose: a Send corrupted on purpose
 FETCH = firmware_download.FETCH  # the next block of a firmware download, when nothing else waits
+BOOTSTRAP = 64  # only ever an exchange's purpose: a Bootstrap-Request (POST /bs)
 
 IDLE, REGISTERED, REFUSED, STOPPED = "idle", "registered", "refused", "stopped"
+BOOTSTRAPPING = "bootstrapping"  # the bootstrap server said 2.04; Bootstrap-Finish is awaited
 _SEND_OPTIONS = coap.encode_options([(coap.URI_PATH, b"dp"),
                                      (coap.CONTENT_FORMAT, coap.uint(content.SENML_CBOR))])
 
 
 @dataclass
 class Network:
-    """What every client of a run shares: the server, timers, counters and settings."""
+    """What every client of a run shares: timers, counters and settings."""
 
-    server: tuple
     scheduler: Scheduler
     stats: Stats
     lifetime_s: int
@@ -51,10 +57,18 @@ class Network:
     deregistering: int = 0
     # Shutting down: no new exchanges but De-register.
     stopping: bool = False
+    # Links being opened (asyncio keeps only weak references to tasks).
+    connecting: set = field(default_factory=set)
 
 
 def _retry(client: LwM2MClient) -> None:
     client.want(REGISTER)
+
+
+def _bootstrap_due(client: LwM2MClient) -> None:
+    if client.state == BOOTSTRAPPING and time.monotonic() >= client.update_due - 0.001:
+        log.info("no Bootstrap-Finish in time; asking again", endpoint=client.device.endpoint)
+        client._retry_later()
 
 
 def _update_due(client: LwM2MClient) -> None:
@@ -62,14 +76,45 @@ def _update_due(client: LwM2MClient) -> None:
         client.want(UPDATE)
 
 
+class Connection(asyncio.DatagramProtocol):
+    """One transport of a client. Only the client's current one is heard: a bootstrap session
+    closed after Finish, or a link replaced after a failure, falls silent at once."""
+
+    __slots__ = ("client", "transport")
+
+    def __init__(self, client: LwM2MClient) -> None:
+        self.client = client
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if self.client.connection is self:
+            self.client.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        if self.client.connection is self:
+            self.client.link_error(exc)
+
+    def connection_lost(self, exc) -> None:
+        if self.client.connection is self and exc is not None:
+            self.client.link_error(exc)
+
+
 class LwM2MClient(Endpoint):
     __slots__ = ("device", "state", "location", "wants", "observations", "retry_s", "update_due",
                  "lifetime_s", "lifetime_changed", "ever_registered", "full_report", "queue_mode",
-                 "observes_firmware")
+                 "observes_firmware", "accounts", "account", "connection", "server_address")
 
-    def __init__(self, device: SimulatedDevice, network: Network) -> None:
+    def __init__(self, device: SimulatedDevice, network: Network, accounts: Accounts | None = None) -> None:
         super().__init__(network, device.noise, device.endpoint)
         self.device = device
+        # Objects 0 and 1 as the factory left them; bootstrapping rewrites them.
+        self.accounts = accounts or Accounts.factory(Account("coap://127.0.0.1:5683", "nosec"), bootstrap=False)
+        self.account: Account | None = None  # whose server the current connection reaches
+        self.connection: Connection | None = None
+        self.server_address: tuple = ()
         self.state = IDLE
         self.location: tuple[bytes, ...] = ()
         self.wants = 0
@@ -119,7 +164,7 @@ class LwM2MClient(Endpoint):
     def stop(self) -> None:
         """Shutting down: de-register if registered, otherwise just go quiet."""
         self.wants = 0
-        if self.pending is not None and self.pending.purpose in (UPDATE, SEND, MALFORMED, FETCH):
+        if self.pending is not None and self.pending.purpose in (UPDATE, SEND, MALFORMED, FETCH, BOOTSTRAP):
             self._abandon()  # no point waiting out a report's retransmissions to say goodbye
         if self.state == REGISTERED and not self.silent:
             self.want(DEREGISTER)
@@ -159,7 +204,7 @@ class LwM2MClient(Endpoint):
 
     def _abandon(self) -> None:
         """Forget the exchange in flight, as a device that lost power would."""
-        if self.pending is not None and self.pending.purpose == REGISTER:
+        if self.pending is not None and self.pending.purpose in (REGISTER, BOOTSTRAP):
             self.network.registering -= 1
         elif self.pending is not None and self.pending.purpose == DEREGISTER:
             self.network.deregistering -= 1
@@ -170,8 +215,79 @@ class LwM2MClient(Endpoint):
         return self.state in (STOPPED, REFUSED) or (self.state == IDLE and self.pending is None
                                                     and self.network.stopping)
 
+    # -- the link to a server -----------------------------------------------------------------
+
+    def target(self) -> Account | None:
+        """The account the client needs a link to now: its server's, else the bootstrap server's."""
+        return self.accounts.operational() or self.accounts.bootstrap()
+
+    @property
+    def on_bootstrap_server(self) -> bool:
+        """True while the link is the bootstrap account's: only then are Bootstrap-Delete,
+        -Write and -Finish taken (from anyone else they would be a takeover)."""
+        return self.account is not None and self.account == self.accounts.bootstrap()
+
+    @property
+    def secure(self) -> bool:
+        """True while the link is a DTLS session."""
+        return self.account is not None and links.secure(self.account.server_uri)
+
+    async def connect(self, account: Account) -> bool:
+        """Open a link to account's server in place of the current one; kick once it is up."""
+        self.close_link()
+        connection = self.connection = Connection(self)
+        self.account = account
+        try:
+            transport = await links.open_link(connection, account)
+        except (OSError, links.LinkError, ValueError) as exc:
+            if self.connection is connection:
+                self.connection = self.account = None
+                self.network.stats.link_failures += 1
+                log.warning("cannot reach the server", endpoint=self.device.endpoint,
+                            server=account.server_uri, error=str(exc))
+                self._retry_later()
+            return False
+        if self.connection is not connection:  # replaced or closed meanwhile
+            transport.close()
+            return False
+        self.transport = transport
+        self.recent = None  # message ids answered on another link mean nothing on this one
+        self.server_address = links.resolve(account.server_uri)[1]
+        self._kick()
+        return True
+
+    def reconnect(self, account: Account) -> None:
+        """connect(), from the synchronous world of timers and datagrams."""
+        task = asyncio.get_running_loop().create_task(self.connect(account))
+        self.network.connecting.add(task)
+        task.add_done_callback(self.network.connecting.discard)
+
+    def close_link(self) -> None:
+        transport, self.transport = self.transport, None
+        self.connection = self.account = None
+        if transport is not None:
+            transport.close()
+
+    def link_error(self, exc: Exception) -> None:
+        """ICMP unreachable on a plain socket: the retransmissions will tell. A failed DTLS
+        handshake (a wrong or revoked key): the link is gone and the exchange in flight fails;
+        the next attempt opens a new one, after the usual back-off."""
+        if isinstance(exc, OSError) and not _dtls_error(exc):
+            super().error_received(exc)
+            return
+        self.network.stats.handshake_failures += 1
+        log.info("DTLS handshake failed", endpoint=self.device.endpoint, error=str(exc))
+        self.close_link()
+        if self.pending is not None:
+            self.network.stats.timeouts += 1
+            self._finish(self.pending, TIMEOUT, None)
+
     def _kick(self) -> None:
-        if self.pending is not None or self.transport is None or not self.wants:
+        if self.pending is not None or not self.wants:
+            return
+        if self.transport is None:
+            if self.connection is None and not (self.silent or self.down) and self.target() is not None:
+                self.reconnect(self.target())
             return
         wants = self.wants
         if wants & DEREGISTER:
@@ -180,8 +296,19 @@ class LwM2MClient(Endpoint):
             self.request(DEREGISTER, coap.DELETE,
                           [(coap.URI_PATH, segment) for segment in self.location])
         elif wants & REGISTER:
+            target = self.target()
+            if target is None:
+                self.wants = 0  # nothing to register with and nobody to ask: a dead device
+                self.state = REFUSED
+                return
+            if target != self.account:
+                self.reconnect(target)
+                return
             self.wants &= ~(REGISTER | UPDATE)
-            self._register()
+            if self.accounts.operational() is None:
+                self._request_bootstrap()
+            else:
+                self._register()
         elif wants & UPDATE:
             self.wants &= ~UPDATE
             if self.state == REGISTERED:
@@ -213,6 +340,27 @@ class LwM2MClient(Endpoint):
                    (coap.URI_QUERY, b"b=UQ" if self.queue_mode else b"b=U")]
         self.network.registering += 1
         self.request(REGISTER, coap.POST, options, self.device.tree.registration_links)
+
+    def _request_bootstrap(self) -> None:
+        """Bootstrap-Request (LwM2M 1.1 §5.2.7.1): the server answers 2.04, then writes the
+        accounts and ends with Bootstrap-Finish (serving.py)."""
+        self.network.registering += 1
+        self.network.stats.bootstrap_requests += 1
+        self.request(BOOTSTRAP, coap.POST, [(coap.URI_PATH, b"bs"),
+                                            (coap.URI_QUERY, f"ep={self.device.endpoint}".encode())])
+
+    def bootstrapped(self) -> None:
+        """Bootstrap-Finish was answered: register with the account just written."""
+        account = self.accounts.operational()
+        if account is None:
+            return
+        self.network.stats.bootstraps += 1
+        if self.state == BOOTSTRAPPING:
+            self.state = IDLE
+        if account.lifetime_s:
+            self.lifetime_s = account.lifetime_s
+        self.retry_s = self.network.timing.retry_min_s
+        self.want(REGISTER)
 
     def _send_report(self) -> None:
         payload = self.device.report(full=self.full_report)
@@ -247,6 +395,10 @@ class LwM2MClient(Endpoint):
     # -- outcomes -----------------------------------------------------------------------------
 
     def on_outcome(self, exchange: Exchange, code: int, response: coap.Message | None) -> None:
+        if code == TIMEOUT and self.account is not None and links.secure(self.account.server_uri):
+            # The server may have dropped the DTLS session (a restart, an idle peer evicted,
+            # a key revoked): the next exchange starts with a new handshake.
+            self.close_link()
         if exchange.purpose == FETCH:
             firmware_download.block_answered(self, exchange, code, response)
         else:
@@ -274,13 +426,30 @@ class LwM2MClient(Endpoint):
             self.device.on_registered()
             return
         stats.registration_failures += 1
+        self._refused_or_retry("registration", code, response)
+
+    def _refused_or_retry(self, what: str, code: int, response: coap.Message | None) -> None:
+        """4.03 is final (not provisioned, or not allowed this way); anything else is tried again."""
         if code == coap.FORBIDDEN:
             self.state = REFUSED
-            stats.refused += 1
+            self.network.stats.refused += 1
             diagnostic = response.payload.decode("utf-8", "replace") if response else ""
-            log.warning("registration refused", endpoint=self.device.endpoint, diagnostic=diagnostic)
+            log.warning(f"{what} refused", endpoint=self.device.endpoint, diagnostic=diagnostic)
             return
         self._retry_later()
+
+    def _bootstrap_answered(self, code: int, response: coap.Message | None) -> None:
+        stats = self.network.stats
+        self.network.registering -= 1
+        if code == coap.CHANGED:
+            # Finish may have overtaken this answer; then the account is there already.
+            if self.accounts.operational() is None:
+                self.state = BOOTSTRAPPING
+                self.update_due = time.monotonic() + self.network.timing.bootstrap_timeout_s
+                self.network.scheduler.at(self.update_due, _bootstrap_due, self)
+            return
+        stats.bootstrap_failures += 1
+        self._refused_or_retry("bootstrap", code, response)
 
     def _retry_later(self) -> None:
         if self.state == REGISTERED:
@@ -343,4 +512,13 @@ _OUTCOMES = {
     SEND: LwM2MClient._sent,
     MALFORMED: LwM2MClient._malformed_answered,
     DEREGISTER: LwM2MClient._deregistered,
+    BOOTSTRAP: LwM2MClient._bootstrap_answered,
 }
+
+
+def _dtls_error(exc: Exception) -> bool:
+    try:
+        from protocols.coap.dtls import DtlsError
+    except ImportError:
+        return False
+    return isinstance(exc, DtlsError)

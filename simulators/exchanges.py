@@ -37,6 +37,8 @@ class Timing:
     response_timeout_s: float = 30.0
     retry_min_s: float = 10.0
     retry_max_s: float = 300.0
+    # How long a device waits for Bootstrap-Finish after the bootstrap server's 2.04.
+    bootstrap_timeout_s: float = 60.0
 
 
 class Exchange:

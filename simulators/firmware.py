@@ -28,8 +28,9 @@ IDLE, DOWNLOADING, DOWNLOADED, UPDATING = 0, 1, 2, 3
  INVALID_URI, UPDATE_FAILED, UNSUPPORTED_PROTOCOL) = range(10)
 # /5/0/9 Firmware Update Delivery Method
 PULL, PUSH, BOTH = 0, 1, 2
-# /5/0/8 Firmware Update Protocol Support: CoAP with block-wise transfer
-COAP = 0
+# /5/0/8 Firmware Update Protocol Support: CoAP with block-wise transfer, and CoAPS (over the
+# device's own DTLS session with its server)
+COAP, COAPS = 0, 1
 # How an install ends (the fault kinds choose): the new version, the old one after a failed
 # install (8), or the old one after the bootloader reverted what it believed was a success.
 INSTALLED, INSTALL_FAILED, ROLLED_BACK = "installed", "install_failed", "rolled_back"
@@ -107,15 +108,17 @@ def image_version(image: bytes) -> str:
 class PackageUri:
     """Where a Package URI (/5/0/1) points: host, port and the request's path and query."""
 
-    __slots__ = ("host", "port", "path", "query")
+    __slots__ = ("host", "port", "path", "query", "secure")
 
-    def __init__(self, host: str, port: int, path: tuple[str, ...], query: tuple[str, ...]) -> None:
+    def __init__(self, host: str, port: int, path: tuple[str, ...], query: tuple[str, ...],
+                 secure: bool = False) -> None:
         self.host, self.port, self.path, self.query = host, port, path, query
+        self.secure = secure  # coaps: only over the device's own DTLS session with its server
 
 
 def parse_package_uri(uri: str) -> PackageUri:
     """A coap:// URI taken apart; PackageRejected 7 when it is not a URI with a host,
-    9 when its scheme is not one the device speaks (/5/0/8 says CoAP only)."""
+    9 when its scheme is not one the device speaks (/5/0/8: CoAP and CoAPS)."""
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -123,13 +126,14 @@ def parse_package_uri(uri: str) -> PackageUri:
         raise PackageRejected(INVALID_URI, "not a URI") from None
     if not parts.scheme or not parts.netloc:
         raise PackageRejected(INVALID_URI, "not an absolute URI")
-    if parts.scheme.lower() != "coap":
+    if parts.scheme.lower() not in ("coap", "coaps"):
         raise PackageRejected(UNSUPPORTED_PROTOCOL, f"{parts.scheme} is not supported")
     if not parts.hostname:
         raise PackageRejected(INVALID_URI, "the URI names no host")
     path = tuple(unquote(s) for s in parts.path.split("/") if s)
     query = tuple(unquote(s) for s in parts.query.split("&") if s)
-    return PackageUri(parts.hostname, port or 5683, path, query)
+    secure = parts.scheme.lower() == "coaps"
+    return PackageUri(parts.hostname, port or (5684 if secure else 5683), path, query, secure)
 
 
 class FirmwareUpdate:

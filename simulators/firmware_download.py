@@ -19,7 +19,7 @@ import structlog
 from protocols.coap import message as coap
 from simulators.exchanges import RESET, TIMEOUT, Endpoint, Exchange
 from simulators.firmware import (CONNECTION_LOST, DOWNLOADING, INVALID_URI, NO_STORAGE,
-                                 FirmwareUpdate, PackageUri)
+                                 UNSUPPORTED_PROTOCOL, FirmwareUpdate, PackageUri)
 
 if TYPE_CHECKING:
     from simulators.devices.base import SimulatedDevice
@@ -107,9 +107,13 @@ class Download:
 
     def start(self) -> None:
         link = self.device.link
-        if _same_address(self.target, link.network.server):
+        if _same_address(self.target, link.server_address) and self.target.secure == link.secure:
             self.carrier = link
             link.want(FETCH)
+        elif self.target.secure:
+            # A DTLS session is the device's with its own server; no other coaps host has its key.
+            log.info("coaps package URI of another server", endpoint=self.device.endpoint)
+            self.fail(UNSUPPORTED_PROTOCOL)
         else:
             asyncio.get_running_loop().create_task(self._open(), name="firmware-download")
 

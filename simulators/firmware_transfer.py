@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from fleet.objectmodel import ResourcePath
 from protocols.coap import message as coap
-from simulators.firmware import (COAP, CONNECTION_LOST, DOWNLOADING, INSTALL_FAILED, INSTALLED,
+from simulators.firmware import (COAP, COAPS, CONNECTION_LOST, DOWNLOADING, INSTALL_FAILED, INSTALLED,
                                  NO_STORAGE, PULL, PUSH, ROLLED_BACK, FirmwareUpdate)
 from simulators.firmware_download import Download, changed, fault, finish, machine, receive
 from simulators.objects import (InstanceTable, MethodNotAllowed, RequestError, Resource, UnsupportedContentFormat,
@@ -74,7 +74,7 @@ TABLE: InstanceTable = {
     5: Resource(read=lambda d: machine(d).result),
     6: Resource(read=lambda d: machine(d).pkg_name),
     7: Resource(read=lambda d: machine(d).pkg_version),
-    8: Resource(read=lambda _d: {0: COAP}),
+    8: Resource(read=lambda d: {0: COAP, 1: COAPS} if d.link is not None and d.link.secure else {0: COAP}),
     9: Resource(read=lambda d: d.firmware_profile().delivery),
 }
 

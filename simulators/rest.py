@@ -79,6 +79,15 @@ class FleetApi:
     async def patch(self, path: str, body: Any) -> Any:
         return await self._json("PATCH", path, json=body)
 
+    async def put(self, path: str, body: Any) -> Any:
+        return await self._json("PUT", path, json=body)
+
+    async def server_public_key(self) -> str:
+        """Fleet's coaps raw public key (PEM) if the API shows it; "": RPK devices then take the
+        key the server presents (trust on first use)."""
+        city = await self.city()
+        return city.get("server_public_key") or ""
+
     async def _json(self, method: str, path: str, **kwargs) -> Any:
         try:
             response = await self._client.request(method, path, **kwargs)

@@ -20,6 +20,7 @@ from fleet.db import Database
 from fleet.errors import NotFound
 from fleet.registry.models import DeviceFilter
 from fleet.registry.service import DeviceService
+from fleet.settings import SecuritySettings
 from fleet.workorders.models import AlarmRule, WorkOrderRules
 from fleet.workorders.service import WorkOrderService
 from simulators.geography import SEOUL, place
@@ -28,6 +29,7 @@ from simulators.seed_keys import (CREDENTIALS_KEY_VARIABLE, DATA_DIR_VARIABLE, U
 
 if TYPE_CHECKING:
     from simulators.seed_firmware import DemoFirmware
+    from simulators.seed_security import DemoSecurity
 
 DEMO_SLUG = "seoul"
 WASTE_KINDS = ("organic", "inorganic", "plastic", "paper", "glass", "metal")
@@ -62,6 +64,7 @@ class DemoCity:
     reporter_key: str = ""  # Open311's `api_key` for the tour's citizen reports
     env_file: Path | None = None  # demo.env: the keys and the URL, for `source` in a shell
     keys_reused: bool = False  # the keys are the last run's
+    security: DemoSecurity | None = None  # the devices' credentials, when the demo has a credentials key
 
 
 def demo_rows(streetlights: int = DEMO_COUNTS["streetlight"], bins: int = DEMO_COUNTS["waste_bin"],
@@ -138,12 +141,15 @@ async def seed_demo_lighting(db: Database, city: Tenant) -> bool:
 
 
 async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | None = None,
-                         data_dir: Path | None = None, credentials_key: str | None = None) -> DemoCity:
+                         data_dir: Path | None = None, credentials_key: str | None = None,
+                         security: SecuritySettings | None = None) -> DemoCity:
     """Create Seoul, its devices, its lighting calendar and its crew unless they exist. The keys
     (admin, crew tablet, Open311 reporter) are the last run's if `env_file` holds them and they
     are still valid, else fresh ones (earlier demo keys are revoked); `env_file` is written
     again with them, the API's `url`, the embedded database's `data_dir` and the data dir's
-    `credentials_key` (FLEET_CREDENTIALS_KEY)."""
+    `credentials_key` (FLEET_CREDENTIALS_KEY). With `security` (a credentials key) and `env_file`,
+    the devices get their DTLS credentials too, in Fleet and in the credentials file beside
+    `env_file` (simulators.seed_security)."""
     tenants = TenantService(db)
     try:
         city = await tenants.by_slug(DEMO_SLUG)
@@ -163,6 +169,12 @@ async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | 
         crew = await crews.update(admin, crew.id, CrewUpdate(home_base=DEMO_CREW_BASE))
     await seed_demo_work_order_rules(db, admin)
     keys = await demo_keys(db, city, crew.id, env_file)
+    seeded_security = None
+    if env_file is not None and security is not None and security.credentials_key is not None:
+        from simulators.seed_security import DEMO_CREDENTIALS, seed_demo_security
+
+        seeded_security = await seed_demo_security(db, city, security, env_file.parent / DEMO_CREDENTIALS,
+                                                   fresh=created > 0)
     if env_file is not None:
         write_demo_env(env_file, {**({URL_VARIABLE: url} if url else {}), "ADMIN_KEY": keys.admin,
                                   "CREW_KEY": keys.crew, "REPORTER_KEY": keys.reporter,
@@ -172,7 +184,7 @@ async def seed_demo_city(db: Database, env_file: Path | None = None, url: str | 
                                   # So `fleet serve` in that shell reads the demo's device keys.
                                   **({CREDENTIALS_KEY_VARIABLE: credentials_key} if credentials_key else {})})
     return DemoCity(city, keys.admin, created, DEMO_CREW, keys.crew, crew_id=crew.id, reporter_key=keys.reporter,
-                    env_file=env_file, keys_reused=keys.reused)
+                    env_file=env_file, keys_reused=keys.reused, security=seeded_security)
 
 
 async def seed_demo_work_order_rules(db: Database, admin: Principal) -> None:

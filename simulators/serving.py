@@ -88,6 +88,8 @@ def _handle(client: LwM2MClient, request: coap.Message, options: list) -> tuple[
     for number, _value in request.options:
         if number & 1 and number not in UNDERSTOOD_OPTIONS:
             raise BadOption(f"critical option {number} is not supported")
+    if client.on_bootstrap_server:
+        return _bootstrap(client, request, options)
     path = _request_path(request)
     device, tree = client.device, client.device.tree
     device.advance()
@@ -123,6 +125,34 @@ def _handle(client: LwM2MClient, request: coap.Message, options: list) -> tuple[
         device.on_written(tree.write(device, path, values))
         return coap.CHANGED, b""
     raise MethodNotAllowed(f"{coap.code_text(code)} is not supported on {path}")
+
+
+def _bootstrap(client: LwM2MClient, request: coap.Message, options: list) -> tuple[int, bytes]:
+    """What a bootstrap server may ask (LwM2M 1.1 §5.2.7): Discover, Delete and Write of the
+    accounts (objects 0 and 1), and Finish; nothing else."""
+    segments = [value for number, value in request.options if number == coap.URI_PATH]
+    accounts, code = client.accounts, request.code
+    if code == coap.POST and segments == [b"bs"]:
+        accounts.finish()  # 4.06 when what was written is unusable
+        # After the answer has gone: the client then leaves this link for its new server.
+        client.network.scheduler.after(0.0, _finished, client)
+        return coap.CHANGED, b""
+    path = _request_path(request) if segments else None
+    if code == coap.DELETE:
+        accounts.delete(path)
+        return coap.DELETED, b""
+    if code == coap.PUT and path is not None:
+        accounts.write(path, decode_write(request.uint_option(coap.CONTENT_FORMAT), request.payload, path,
+                                          datetime.now(UTC)))
+        return coap.CHANGED, b""
+    if code == coap.GET and request.uint_option(coap.ACCEPT) == LINK_FORMAT:
+        options.append((coap.CONTENT_FORMAT, coap.uint(LINK_FORMAT)))
+        return coap.CONTENT, accounts.discover(path)
+    raise MethodNotAllowed(f"{coap.code_text(code)} is not a bootstrap operation")
+
+
+def _finished(client: LwM2MClient) -> None:
+    client.bootstrapped()
 
 
 def _request_path(request: coap.Message) -> ResourcePath:

@@ -1,7 +1,8 @@
 """A simulation run: find or provision the devices, give each a socket, drive them, report.
 
 Everything a device does is scheduled on one heap swept by one task (see scheduler.py); each
-device owns a UDP socket connected to the server, as a device behind its own SIM or NAT would.
+device owns a UDP socket connected to its server (plain, or a DTLS session: links.py), as a
+device behind its own SIM or NAT would.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from simulators import inventory
+from simulators import inventory, links
 from simulators.client import REGISTER, LwM2MClient, Network
 from simulators.clock import SimClock
+from simulators.credentials import CredentialsError, CredentialsFile, DeviceCredential
 from simulators.devices import KINDS, SimulatedDevice, World
 from simulators.devices.waste_bin import COLLECTION_MODES
 from simulators.environment import Environment
@@ -34,6 +36,7 @@ from simulators.inventory import DeviceSpec
 from simulators.noise import Noise
 from simulators.rest import ApiError, FleetApi
 from simulators.scheduler import Scheduler
+from simulators.security import NOSEC, SecurityError, device_credentials
 from simulators.stats import Stats
 from simulators.truck import Truck
 
@@ -42,6 +45,7 @@ log = structlog.get_logger("simulators")
 DEFAULT_REPORT_INTERVAL_S = 900.0  # simulated seconds: a quarter of an hour
 DEFAULT_TIMEZONE = "Asia/Seoul"
 COAP_PORT = 5683
+COAPS_PORT = 5684
 SOCKET_BATCH = 500
 # File descriptors beyond one per device: the loop, stdio, the HTTP client, the runtime.
 SPARE_DESCRIPTORS = 64
@@ -80,6 +84,19 @@ class SimulationConfig:
     collection: str = "round"
     # A crew key: a truck (simulators.truck) drives the crew's routes and empties the bins it reaches.
     truck_key: str | None = None
+    # None: each device as its credentials file entry says (NoSec without one); else every
+    # device uses this mode: nosec, psk, rpk or bootstrap (simulators.security).
+    security: str | None = None
+    credentials_file: Path | None = None
+    # Fleet's coaps listener, and its bootstrap server; None: --server's host on port 5684.
+    secure_server: str | None = None
+    bootstrap_server: str | None = None
+
+    def servers(self) -> links.Servers:
+        host = urlsplit(self.server).hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        secure = self.secure_server or f"coaps://{host}:{COAPS_PORT}"
+        return links.Servers(self.server, secure, self.bootstrap_server or secure)
 
 
 def server_address(uri: str) -> tuple[int, tuple]:
@@ -212,14 +229,25 @@ class Simulation:
                                   " over --api")
         if config.collection not in COLLECTION_MODES:
             raise SimulationError(f"--collection is one of {', '.join(COLLECTION_MODES)}")
-        family, sockaddr = server_address(config.server)
+        server_address(config.server)
+        servers = config.servers()
+        for uri in (servers.secure, servers.bootstrap):
+            try:
+                links.resolve(uri)
+            except links.LinkError as exc:
+                raise SimulationError(str(exc)) from None
         specs, timezone = await load_devices(config)
         if not specs:
             raise SimulationError("no devices to simulate")
+        try:
+            credentials, credentials_file = await device_credentials(
+                specs, config.security, config.credentials_file, config.api, config.key)
+        except (CredentialsError, SecurityError) as exc:
+            raise SimulationError(str(exc)) from None
         # A firmware download from another host than the server takes a second socket.
         ensure_descriptors(len(specs) + SPARE_DESCRIPTORS, 2 * len(specs) + SPARE_DESCRIPTORS)
-        self._build(specs, timezone, sockaddr)
-        await self._open_sockets(family, sockaddr)
+        self._build(specs, timezone, servers, credentials, credentials_file)
+        await self._open_sockets()
         loop = asyncio.get_running_loop()
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -248,8 +276,7 @@ class Simulation:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             for client in self.clients:
-                if client.transport is not None:
-                    client.transport.close()
+                client.close_link()
             if truck_api is not None:
                 await truck_api.__aexit__(None, None, None)
             if handle_signals:
@@ -262,7 +289,9 @@ class Simulation:
             print(self.stats.summary(), file=self.out, flush=True)
         return self.stats
 
-    def _build(self, specs: list[DeviceSpec], timezone: str, sockaddr: tuple) -> None:
+    def _build(self, specs: list[DeviceSpec], timezone: str, servers: links.Servers,
+               credentials: dict[str, DeviceCredential] | None = None,
+               credentials_file: CredentialsFile | None = None) -> None:
         config = self.config
         start = None
         if config.start is not None:
@@ -274,8 +303,10 @@ class Simulation:
         self.world = world = World(Environment(clock), self.scheduler, self.stats, config.faults,
                                    config.seed, {kind: interval for kind in KINDS},
                                    config.firmware_block_size, config.collection)
-        network = Network(sockaddr, self.scheduler, self.stats, config.lifetime_s,
+        network = Network(self.scheduler, self.stats, config.lifetime_s,
                           max_registering=config.max_registering)
+        server_key = credentials_file.server_key_der() if credentials_file else b""
+        credentials = credentials or {}
         endpoints_by_kind: dict[str, list[str]] = {}
         for spec in specs:
             endpoints_by_kind.setdefault(spec.kind, []).append(spec.endpoint)
@@ -285,7 +316,9 @@ class Simulation:
             faults = DeviceFaults(malformed, tuple(f for f, chosen in forced.items()
                                                    if spec.endpoint in chosen))
             device = KINDS[spec.kind](spec, world, faults)
-            client = LwM2MClient(device, network)
+            accounts = links.factory_accounts(credentials.get(spec.endpoint, NOSEC), servers, server_key,
+                                              config.lifetime_s)
+            client = LwM2MClient(device, network, accounts)
             client.queue_mode = spec.endpoint in config.queue_mode
             client.observes_firmware = spec.endpoint not in config.unobservable_firmware
             device.link = client
@@ -293,21 +326,13 @@ class Simulation:
             self.clients.append(client)
         self.stats.devices = len(self.devices)
 
-    async def _open_sockets(self, family: int, sockaddr: tuple) -> None:
-        loop = asyncio.get_running_loop()
-
-        async def open_one(client: LwM2MClient) -> None:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                sock.setblocking(False)
-                sock.connect(sockaddr)
-                await loop.create_datagram_endpoint(lambda: client, sock=sock)
-            except BaseException:
-                sock.close()
-                raise
-
-        for start in range(0, len(self.clients), SOCKET_BATCH):
-            await asyncio.gather(*(open_one(c) for c in self.clients[start:start + SOCKET_BATCH]))
+    async def _open_sockets(self) -> None:
+        """Each plain device's socket to its server. A DTLS link opens when its device first
+        wants to register (its handshake starts at once), so the registration rate paces the
+        handshakes too, instead of every device's ClientHello leaving together."""
+        plain = [c for c in self.clients if not links.secure(c.target().server_uri)]
+        for start in range(0, len(plain), SOCKET_BATCH):
+            await asyncio.gather(*(c.connect(c.target()) for c in plain[start:start + SOCKET_BATCH]))
 
     def _start_registrations(self) -> None:
         noise = Noise(self.config.seed, "registration order")

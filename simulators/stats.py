@@ -35,6 +35,11 @@ class Stats:
     fw_downloaded: int = 0  # packages received whole and checked (State 2)
     fw_updated: int = 0  # devices rebooted onto a new version
     fw_failed: int = 0  # transfers and installs that ended with a failure code
+    bootstrap_requests: int = 0
+    bootstraps: int = 0  # Bootstrap-Finish taken: the device got an account
+    bootstrap_failures: int = 0
+    handshake_failures: int = 0  # DTLS handshakes that failed (a wrong, unknown or revoked key)
+    link_failures: int = 0  # links that could not even be opened
     errors: int = 0  # simulator bugs caught (each logged, the first ten with a traceback)
     faults: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -57,6 +62,9 @@ class Stats:
                 + (f" | malformed {self.malformed_sent:,} (4.00: {self.malformed_rejected:,})"
                    if self.malformed_sent else "")
                 + (f" | refused {self.refused:,}" if self.refused else "")
+                + (f" | bootstrapped {self.bootstraps:,}/{self.bootstrap_requests:,}"
+                   if self.bootstrap_requests else "")
+                + (f" | DTLS failures {self.handshake_failures:,}" if self.handshake_failures else "")
                 + (f" | firmware {self.fw_downloaded:,} downloaded {self.fw_updated:,} installed"
                    f" {self.fw_failed:,} failed" if self.fw_blocks else ""))
 
@@ -86,6 +94,10 @@ class Stats:
         if self.fw_blocks or self.fw_failed:
             lines.append(f"  firmware       {self.fw_blocks:,} blocks, {self.fw_downloaded:,} packages"
                          f" downloaded, {self.fw_updated:,} installed, {self.fw_failed:,} failed")
+        if self.bootstrap_requests or self.handshake_failures or self.link_failures:
+            lines.append(f"  security       {self.bootstrap_requests:,} bootstrap requests, {self.bootstraps:,}"
+                         f" finished, {self.bootstrap_failures:,} failed; {self.handshake_failures:,} DTLS"
+                         f" handshakes failed, {self.link_failures:,} links not opened")
         if self.faults:
             lines.append("  faults         " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.faults.items())))
         return "\n".join(lines)

@@ -64,6 +64,7 @@ class ExchangeStats:
     server_requests: int = 0
     malformed: int = 0
     icmp_errors: int = 0
+    dtls_failures: int = 0
     mid_reuse_within_lifetime: int = 0
     latencies: array = field(default_factory=lambda: array("d"))
 
@@ -144,14 +145,21 @@ class ClientEndpoint(asyncio.DatagramProtocol):
         self.location: tuple[str, ...] | None = None  # Location-Path of its registration
 
     @classmethod
-    async def open(cls, index, retransmitter, target, family, buffer_size):
+    async def open(cls, index, retransmitter, target, family, buffer_size, credentials=None):
+        """Its socket to target: plain, or with `credentials` a DTLS session (protocols.coap.dtls)
+        whose handshake starts now (what is sent before it ends is queued)."""
+        loop = asyncio.get_running_loop()
+        if credentials is not None:
+            from protocols.coap.dtls import open_dtls_endpoint
+
+            _, endpoint = await open_dtls_endpoint(loop, lambda: cls(index, retransmitter), target, credentials)
+            return endpoint
         sock = socket.socket(family, socket.SOCK_DGRAM)
         if buffer_size:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_size)
         sock.setblocking(False)
         sock.connect(target)
-        loop = asyncio.get_running_loop()
         _, endpoint = await loop.create_datagram_endpoint(
             lambda: cls(index, retransmitter), sock=sock
         )
@@ -161,8 +169,12 @@ class ClientEndpoint(asyncio.DatagramProtocol):
         self.transport = transport
 
     def error_received(self, exc):
-        # ICMP port unreachable on a connected socket: the server is not (yet) listening.
-        self.stats.icmp_errors += 1
+        # ICMP port unreachable on a connected socket: the server is not (yet) listening; or a
+        # DTLS handshake that failed (its requests then time out).
+        if isinstance(exc, OSError):
+            self.stats.icmp_errors += 1
+        else:
+            self.stats.dtls_failures += 1
 
     def close(self) -> None:
         if self.transport is not None:

@@ -50,6 +50,9 @@ class LoadConfig:
       clients whose registration fails sit the load out. ``deregister`` DELETEs afterwards.
     - ``record_acks`` keeps every acknowledged (client_index, seq) pair in the result.
     - ``timing``: RFC 7252 ACK_TIMEOUT, ACK_RANDOM_FACTOR, MAX_RETRANSMIT.
+    - ``credentials(client_index)``: DTLS credentials (protocols.coap.dtls PskCredentials or
+      RpkCredentials) to speak coaps; every client's handshake runs first, together, and the
+      result reports how many finished per second.
 
     A client's message ids wrap after 65 536 requests; if that happens within
     EXCHANGE_LIFETIME (247 s) the server may answer from its duplicate cache, which the
@@ -77,6 +80,8 @@ class LoadConfig:
     register_timeout: float = 30.0
     register_concurrency: int = 64
     record_acks: bool = False
+    credentials: Callable[[int], object] | None = None
+    handshake_timeout: float = 60.0
     socket_buffer: int = 1 << 20
     loop: str = "auto"  # "uvloop", "asyncio", or "auto": uvloop when installed (~3x cheaper)
 

@@ -29,6 +29,10 @@ class WorkerReport:
     locations: dict[str, tuple[str, ...]] = field(default_factory=dict)
     registration_failures: Counter = field(default_factory=Counter)
     deregistered: int = 0
+    # DTLS: handshakes finished and failed, and the seconds from the first socket to the last end.
+    handshakes: int = 0
+    handshake_failures: int = 0
+    handshake_s: float = 0.0
 
 
 def percentile_ms(sorted_seconds: list[float], fraction: float) -> float:
@@ -68,6 +72,7 @@ class LoadResult:
     duplicate_responses: int
     token_mismatches: int
     icmp_errors: int
+    dtls_failures: int
     server_requests: int
     malformed: int
     mid_reuse_within_lifetime: int
@@ -87,6 +92,9 @@ class LoadResult:
     # The load phase on CLOCK_MONOTONIC, which all processes share: to line up other samples.
     load_started_at: float = 0.0
     load_ended_at: float = 0.0
+    handshakes: int = 0
+    handshake_failures: int = 0
+    handshakes_per_s: float = 0.0  # all workers' handshakes over the longest worker's wait
 
     def to_dict(self, *, details: bool = False) -> dict:
         """JSON-ready; the per-client maps and ack list only with ``details``."""
@@ -128,7 +136,10 @@ class LoadResult:
             )
         for server in self.servers:
             lines.append("server             " + " ".join(f"{k}={v}" for k, v in server.items()))
-        for name in ("duplicate_responses", "token_mismatches", "icmp_errors", "server_requests",
+        if self.handshakes or self.handshake_failures:
+            lines.append(f"dtls_handshakes    {self.handshakes} ({self.handshakes_per_s:.1f}/s), "
+                         f"failed {self.handshake_failures}")
+        for name in ("duplicate_responses", "token_mismatches", "icmp_errors", "dtls_failures", "server_requests",
                      "malformed", "mid_reuse_within_lifetime"):
             if getattr(self, name):
                 lines.append(f"{name:<18} {getattr(self, name)}")
@@ -153,7 +164,7 @@ def aggregate(
         registration_latencies.extend(report.registration.latencies)
         for name in ("started", "retransmissions", "timeouts", "resets", "cancelled",
                      "separate_responses", "duplicate_responses", "token_mismatches",
-                     "icmp_errors", "server_requests", "malformed", "mid_reuse_within_lifetime"):
+                     "icmp_errors", "dtls_failures", "server_requests", "malformed", "mid_reuse_within_lifetime"):
             totals[name] += getattr(stats, name)
         totals["registration_retransmissions"] += report.registration.retransmissions
         acked_per_client.update(report.acked_per_client)
@@ -171,6 +182,8 @@ def aggregate(
     ordered = sorted(latencies)
     busy, total = reports[0].machine_busy if reports else (0, 0)
     registration_ordered = sorted(registration_latencies)
+    handshakes = sum(r.handshakes for r in reports)
+    handshake_s = max((r.handshake_s for r in reports), default=0.0)
     return LoadResult(
         target=target,
         clients=sum(r.clients for r in reports),
@@ -196,6 +209,7 @@ def aggregate(
         duplicate_responses=totals["duplicate_responses"],
         token_mismatches=totals["token_mismatches"],
         icmp_errors=totals["icmp_errors"],
+        dtls_failures=totals["dtls_failures"],
         server_requests=totals["server_requests"],
         malformed=totals["malformed"],
         mid_reuse_within_lifetime=totals["mid_reuse_within_lifetime"],
@@ -213,4 +227,7 @@ def aggregate(
         acked_requests=acked_requests,
         load_started_at=min(starts) if starts else 0.0,
         load_ended_at=max(ends) if ends else 0.0,
+        handshakes=handshakes,
+        handshake_failures=sum(r.handshake_failures for r in reports),
+        handshakes_per_s=round(handshakes / handshake_s, 1) if handshake_s > 0 else 0.0,
     )

@@ -44,10 +44,14 @@ class LoadWorker:
     async def run(self, barrier=None) -> WorkerReport:
         config = self.config
         family = socket.AF_INET6 if ":" in config.target[0] else socket.AF_INET
+        opened = time.monotonic()
         for index in self.client_indices:
             self.endpoints.append(await ClientEndpoint.open(
-                index, self.retransmitter, config.target, family, config.socket_buffer
+                index, self.retransmitter, config.target, family, config.socket_buffer,
+                config.credentials(index) if config.credentials is not None else None,
             ))
+        if config.credentials is not None:
+            await self._handshakes(opened)
         sweeper = asyncio.create_task(self.retransmitter.run())
         try:
             active = self.endpoints
@@ -65,6 +69,20 @@ class LoadWorker:
             for endpoint in self.endpoints:
                 endpoint.close()
         return self.report
+
+    async def _handshakes(self, opened: float) -> None:
+        """Wait until every DTLS handshake has ended, one way or the other; count them."""
+        deadline = opened + self.config.handshake_timeout
+        transports = [endpoint.transport for endpoint in self.endpoints]
+        while time.monotonic() < deadline:
+            waiting = [t for t in transports if not t.get_extra_info("dtls_connected") and not t.is_closing()]
+            if not waiting:
+                break
+            await asyncio.sleep(0.005)
+        report = self.report
+        report.handshakes = sum(1 for t in transports if t.get_extra_info("dtls_connected"))
+        report.handshake_failures = len(transports) - report.handshakes
+        report.handshake_s = time.monotonic() - opened
 
     # -- registration (LwM2M 1.1 §6.2.1, Register) --------------------------------------
 

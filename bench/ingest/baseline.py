@@ -79,8 +79,17 @@ async def serve(bind: str, port: int, transport: str, receive_buffer: int) -> No
     import aiocoap
 
     site, send, register = _site()
+    extra, bind_port = {}, port
+    if transport == "tinydtls_server":
+        from bench.ingest.security import server_credentials
+
+        # Each peer's session ends with a warning at shutdown; the figures are what matter here.
+        logging.getLogger("coap-server").setLevel(logging.ERROR)
+        # aiocoap's DTLS server refuses the any-address and listens one port above the one given.
+        bind, bind_port, extra = ("127.0.0.1" if bind in ("::", "0.0.0.0") else bind), port - 1, {
+            "server_credentials": server_credentials()}
     context = await aiocoap.Context.create_server_context(
-        site, bind=(bind, port), transports=[transport]
+        site, bind=(bind, bind_port), transports=[transport], **extra
     )
     sockets = _server_sockets(context)
     for sock in sockets:

@@ -19,6 +19,8 @@ from fleet.db import Database
 from fleet.db.embedded import start_embedded
 from fleet.db.migrate import migrate
 from fleet.registry.service import DeviceService
+from fleet.security.crypto import server_public_key_der
+from fleet.settings import SecuritySettings
 
 # Reported beside the figures so nobody has to wonder whether the run cheated on durability.
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "wal_level",
@@ -48,6 +50,7 @@ class Prepared:
     device_ids: dict[str, UUID]  # by endpoint name
     settings: dict[str, str]
     postmaster_pid: int
+    server_public_key_der: bytes = b""  # the coaps listeners' RPK, with a credentials key
 
 
 def streetlight_row(index: int, endpoint: str) -> dict:
@@ -56,16 +59,18 @@ def streetlight_row(index: int, endpoint: str) -> dict:
 
 
 async def prepare(dsn: str, endpoints: list[str],
-                  row: Callable[[int, str], dict] = streetlight_row) -> Prepared:
+                  row: Callable[[int, str], dict] = streetlight_row, credentials_key: str | None = None) -> Prepared:
     """Migrate, create the city and provision one device per endpoint (bulk import): a
-    streetlight each, unless `row(index, endpoint)` says otherwise."""
+    streetlight each, unless `row(index, endpoint)` says otherwise (its DTLS credential, too:
+    the import's security columns, encrypted under `credentials_key`)."""
     await migrate_and_analyze(dsn)
     db = await Database.connect(dsn, min_size=1, max_size=2)
+    security = SecuritySettings(credentials_key=bytes.fromhex(credentials_key) if credentials_key else None)
     try:
         tenant = await TenantService(db).create("bench-ingest", "Ingest Bench City", "Asia/Seoul",
                                                    allow_nosec_devices=True)
         admin = system_principal(tenant)
-        devices = DeviceService(db)
+        devices = DeviceService(db, security=security)
         ids: list[UUID] = []
         for first in range(0, len(endpoints), IMPORT_CHUNK):
             chunk = endpoints[first:first + IMPORT_CHUNK]
@@ -77,7 +82,7 @@ async def prepare(dsn: str, endpoints: list[str],
     finally:
         await db.close()
     return Prepared(dsn, tenant.id, dict(zip(endpoints, ids, strict=True)), settings,
-                    _parent_pid(postmaster))
+                    _parent_pid(postmaster), server_public_key_der(security) if credentials_key else b"")
 
 
 def _parent_pid(pid: int) -> int:

@@ -62,7 +62,7 @@ def alarm_rules(db, mode: str):
 
 
 async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: float,
-                flushers: int | None = None, rules_mode: str = "off") -> None:
+                flushers: int | None = None, rules_mode: str = "off", coaps_port: int | None = None) -> None:
     from fleet.db import Database
     from protocols.coap import transport
     from protocols.lwm2m.listener import open_listener
@@ -74,7 +74,13 @@ async def serve(dsn: str, bind: str, port: int, pool_max: int, sample_every_s: f
     db = await Database.connect(dsn, min_size=2, max_size=pool_max)
     try:
         alarms, rules = alarm_rules(db, rules_mode)
-        async with open_listener(db, bind, port, alarm_service=alarms, rules=rules) as listener:
+        secure = {}
+        if coaps_port:
+            from fleet.settings import SecuritySettings, parse_credentials_key
+
+            secure = {"coaps_port": coaps_port, "security": SecuritySettings(
+                credentials_key=parse_credentials_key(os.environ.get("FLEET_CREDENTIALS_KEY")))}
+        async with open_listener(db, bind, port, alarm_service=alarms, rules=rules, **secure) as listener:
             samples: list[tuple[float, int, int, int]] = []
             sampler = asyncio.create_task(_sample_memory(listener.context, samples, sample_every_s))
             writer = listener.writer
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="write a cProfile of the whole process to this file")
     parser.add_argument("--rules", choices=("off", "noop", "alarms"), default="off",
                         help="alarm rules: off, findings dropped (noop), or into AlarmService")
+    parser.add_argument("--coaps-port", type=int, default=None,
+                        help="also CoAP over DTLS on this port (needs FLEET_CREDENTIALS_KEY)")
     args = parser.parse_args(argv)
     dsn = os.environ.get("FLEET_DATABASE_URL")
     if not dsn:
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from api.runtime import tune_gc
     tune_gc()  # as `fleet serve` does
     work = lambda: asyncio.run(serve(dsn, args.bind, args.port, args.pool_max, args.sample_every, args.flushers,
-                                   args.rules))  # noqa: E731
+                                   args.rules, args.coaps_port))  # noqa: E731
     if args.profile:
         # CPU time, not wall time: on a shared machine a wall-clock profile mostly shows waiting.
         profiler = cProfile.Profile(time.process_time)

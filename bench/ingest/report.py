@@ -39,12 +39,34 @@ class Round:
     fleet: Side
     verification: Verification
     baseline: Side | None = None
+    # --security psk: Fleet over DTLS (other devices, a key each), and bare aiocoap over DTLS.
+    secure: Side | None = None
+    secure_verification: Verification | None = None
+    secure_baseline: Side | None = None
 
     @property
     def ratio(self) -> float | None:
-        if self.baseline is None or not self.baseline.load.requests_per_s:
-            return None
-        return self.fleet.load.requests_per_s / self.baseline.load.requests_per_s
+        return _ratio(self.fleet, self.baseline)
+
+    @property
+    def secure_ratio(self) -> float | None:
+        """Committed points/s over DTLS against NoSec, in the same round: the issue's >= 50 %."""
+        return _ratio(self.secure, self.fleet)
+
+    @property
+    def sides(self) -> tuple[Side, ...]:
+        return tuple(s for s in (self.fleet, self.baseline, self.secure, self.secure_baseline) if s is not None)
+
+    @property
+    def ok(self) -> bool:
+        return self.verification.ok and (self.secure is None or (self.secure_verification is not None
+                                                                 and self.secure_verification.ok))
+
+
+def _ratio(side: Side | None, reference: Side | None) -> float | None:
+    if side is None or reference is None or not reference.load.requests_per_s:
+        return None
+    return side.load.requests_per_s / reference.load.requests_per_s
 
 
 @dataclass
@@ -56,15 +78,23 @@ class IngestReport:
     postgres: dict
     rounds: list[Round]
     notes: list[str] = field(default_factory=list)
+    rpk: Side | None = None  # raw-public-key devices' handshakes only
 
     @property
     def ok(self) -> bool:
-        return all(r.verification.ok for r in self.rounds)
+        return all(r.ok for r in self.rounds)
 
     @property
     def ratio(self) -> float | None:
         """The median of the rounds' ratios: each round's two sides ran a minute apart."""
-        ratios = [r.ratio for r in self.rounds if r.ratio is not None]
+        return self._median_ratio(lambda r: r.ratio)
+
+    @property
+    def secure_ratio(self) -> float | None:
+        return self._median_ratio(lambda r: r.secure_ratio)
+
+    def _median_ratio(self, ratio) -> float | None:
+        ratios = [ratio(r) for r in self.rounds if ratio(r) is not None]
         return round(statistics.median(ratios), 3) if ratios else None
 
     def median(self, side: str, metric) -> float | None:
@@ -81,28 +111,48 @@ class IngestReport:
                   f"{'acked':>8}{'t/o':>5}{'retx':>6}   {'CPU µs per request':<42}cores busy")
         out.append(header)
         for r in self.rounds:
-            for side in (r.fleet, r.baseline):
-                if side is not None:
-                    out.append(_side_line(r.number, side))
+            for side in r.sides:
+                out.append(_side_line(r.number, side))
+        if self.rpk is not None:
+            out.append(_side_line("-", self.rpk))
         out.append("")
-        for side, label in (("fleet", "fleet"), ("baseline", "bare aiocoap")):
+        for side, label in (("fleet", "fleet"), ("baseline", "bare aiocoap"), ("secure", "fleet psk"),
+                            ("secure_baseline", "aiocoap psk")):
             rps = self.median(side, lambda s: s.load.requests_per_s)
             if rps is None:
                 continue
             points = self.median(side, lambda s: s.load.points_per_s)
             p50 = self.median(side, lambda s: s.load.latency_p50_ms)
             p99 = self.median(side, lambda s: s.load.latency_p99_ms)
-            stored = " committed" if side == "fleet" else " answered (nothing stored)"
+            stored = " committed" if side in ("fleet", "secure") else " answered (nothing stored)"
             out.append(f"median {label:<13} {rps:>8,.0f} requests/s, {points:>8,.0f} data points/s{stored}, "
                        f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms")
         ratio = self.ratio
         if ratio is not None:
             each = ", ".join(f"{r.ratio:.0%}" for r in self.rounds if r.ratio is not None)
             out.append(f"ratio fleet / bare aiocoap requests/s: {ratio:.1%} (median of rounds: {each})")
+        secure_ratio = self.secure_ratio
+        if secure_ratio is not None:
+            each = ", ".join(f"{r.secure_ratio:.0%}" for r in self.rounds if r.secure_ratio is not None)
+            verdict = "meets" if secure_ratio >= 0.5 else "MISSES"
+            out.append(f"ratio fleet psk / fleet nosec committed points/s: {secure_ratio:.1%} ({verdict} the 50 % "
+                       f"target; median of rounds: {each})")
+        for label, side in (("psk", "secure"), ("aiocoap psk", "secure_baseline")):
+            rate = self.median(side, lambda s: s.load.handshakes_per_s)
+            if rate:
+                failed = sum(getattr(r, side).load.handshake_failures for r in self.rounds if getattr(r, side))
+                out.append(f"handshakes {label:<12} {rate:>8,.1f}/s (median; {o['devices']} devices at once, "
+                           f"{failed} failed)")
+        if self.rpk is not None:
+            load = self.rpk.load
+            out.append(f"handshakes {'rpk':<12} {load.handshakes_per_s:>8,.1f}/s ({load.handshakes} of "
+                       f"{load.clients} devices at once, {load.handshake_failures} failed)")
         for r in self.rounds:
             out.append(f"verification round {r.number}: {r.verification.line()}")
+            if r.secure_verification is not None:
+                out.append(f"verification round {r.number} psk: {r.secure_verification.line()}")
         for r in self.rounds[-1:]:
-            for server in r.fleet.servers:
+            for server in r.fleet.servers + (r.secure.servers if r.secure is not None else []):
                 if server.get("batches"):
                     out.append(_listener_line(server))
         out.append("postgres: " + ", ".join(f"{k}={v}" for k, v in self.postgres.items()))
@@ -113,21 +163,31 @@ class IngestReport:
     def to_dict(self) -> dict:
         rounds = []
         for r in self.rounds:
-            entry = {"number": r.number, "ratio": r.ratio, "verification": {**asdict(r.verification), "ok": r.verification.ok}}
-            for side in ("fleet", "baseline"):
+            entry = {"number": r.number, "ratio": r.ratio, "secure_ratio": r.secure_ratio,
+                     "verification": {**asdict(r.verification), "ok": r.verification.ok}}
+            if r.secure_verification is not None:
+                entry["secure_verification"] = {**asdict(r.secure_verification), "ok": r.secure_verification.ok}
+            for side in ("fleet", "baseline", "secure", "secure_baseline"):
                 found = getattr(r, side)
                 if found is not None:
-                    entry[side] = {"load": found.load.to_dict(), "cpu": asdict(found.cpu) if found.cpu else None,
-                                   "cpu_per_request_us": found.cpu_per_request_us(), "servers": found.servers,
-                                   "quiet": found.quiet}
+                    entry[side] = _side_dict(found)
             rounds.append(entry)
         return {"started": self.started, "command": self.command, "options": self.options,
-                "machine": self.machine, "postgres": self.postgres, "ratio": self.ratio, "ok": self.ok,
-                "rounds": rounds, "notes": self.notes}
+                "machine": self.machine, "postgres": self.postgres, "ratio": self.ratio,
+                "secure_ratio": self.secure_ratio, "ok": self.ok, "rounds": rounds,
+                "rpk": _side_dict(self.rpk) if self.rpk is not None else None, "notes": self.notes}
 
 
-def _side_line(number: int, side: Side) -> str:
+def _side_dict(side: Side) -> dict:
+    return {"load": side.load.to_dict(), "cpu": asdict(side.cpu) if side.cpu else None,
+            "cpu_per_request_us": side.cpu_per_request_us(), "servers": side.servers, "quiet": side.quiet}
+
+
+def _side_line(number: int | str, side: Side) -> str:
     load = side.load
+    if not load.requests_sent and load.handshakes + load.handshake_failures:
+        return (f"{number:<6}{side.name:<14}handshakes only: {load.handshakes} done, "
+                f"{load.handshake_failures} failed, {load.handshakes_per_s:,.1f}/s")
     cores = side.cpu.line() if side.cpu else "-"
     return (f"{number:<6}{side.name:<14}{load.requests_per_s:>8,.0f}{load.points_per_s:>10,.0f}"
             f"{load.latency_p50_ms:>9.0f}{load.latency_p99_ms:>9.0f}{load.acked:>8}{load.timeouts:>5}"

@@ -1,7 +1,7 @@
 """Ingest from start to finish: database, Fleet listeners, register, Send load, row count, baseline.
 
     python -m bench.ingest [--devices 1000] [--duration 10] [--points 10] [--processes 2]
-                           [--format cbor] [--load-processes 1] [--json]
+                           [--format cbor] [--load-processes 1] [--security psk] [--json]
 
 Many simulated devices send SenML packs as fast as acknowledgements allow, first to N Fleet
 listener processes sharing one UDP port (each the real `open_listener`: aiocoap udp6, the
@@ -9,6 +9,11 @@ LwM2M server, group-committed COPY into PostgreSQL), then, in the same run, to N
 processes answering the same requests with no work at all. A 2.04 from Fleet means the pack
 is committed, so afterwards every acknowledged pack's rows are counted in `telemetry`; a
 missing one fails the run. PostgreSQL runs with its default durability (fsync on).
+
+With ``--security psk`` every round also runs over DTLS: as many other devices, each with its
+own pre-shared key, handshake with Fleet's coaps listener (counted per second), register and
+Send to it, and then to a bare aiocoap DTLS server (aiocoap's tinydtls_server transport) on the
+same keys; a few raw-public-key devices then count RPK handshakes per second.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from bench.ingest import baseline
 from bench.ingest.cpu import CpuSampler, children_of, wait_for_quiet
 from bench.ingest.database import checkpoint, embedded_server, prepare, verify
 from bench.ingest.report import IngestReport, Round, Side
+from bench.ingest import security
 
 MANY_REQUESTS = 10**9  # the load is bounded by --duration, not by a request budget
 
@@ -55,8 +61,8 @@ def _machine() -> dict:
 
 def _sampled_side(name: str, argv: list[str], processes: int, target, load_options: dict,
                   extra_groups: dict[str, list[int]] | None = None,
-                  env: dict | None = None, pyspy_dir: str | None = None) -> Side:
-    group = ServerGroup(argv, processes, target, ready_timeout=60.0, env=env)
+                  env: dict | None = None, pyspy_dir: str | None = None, ping: bool = True) -> Side:
+    group = ServerGroup(argv, processes, target, ready_timeout=60.0, env=env, ping=ping)
     me = os.getpid()
 
     def groups() -> dict[str, list[int]]:
@@ -113,22 +119,34 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
     machine = _machine()
     port = args.port or free_udp_port()
     target = loopback_target(("127.0.0.1", port))
+    secure = args.security == "psk"
+    coaps_port = free_udp_port() if secure else None
+    coaps_target = loopback_target(("127.0.0.1", coaps_port)) if secure else None
     endpoints = [default_endpoint_name(i) for i in range(args.devices)]
+    if secure:
+        endpoints += [security.psk_endpoint_name(i) for i in range(args.devices)]
+        endpoints += [security.rpk_endpoint_name(i) for i in range(args.rpk_devices)]
     rounds: list[Round] = []
+    rpk: Side | None = None
     with tempfile.TemporaryDirectory(prefix="fleet-bench-ingest-") as work:
         with embedded_server(Path(work)) as dsn:
-            prepared = asyncio.run(prepare(dsn, endpoints))
+            prepared = asyncio.run(prepare(dsn, endpoints, security.device_row,
+                                           credentials_key=security.BENCH_CREDENTIALS_KEY if secure else None))
             argv = ["-m", "bench.ingest.listener", "--port", str(port), "--pool-max", str(args.pool_max)]
+            if secure:
+                argv += ["--coaps-port", str(coaps_port)]
             if args.flushers:
                 argv += ["--flushers", str(args.flushers)]
             if args.profile:
                 Path(args.profile).mkdir(parents=True, exist_ok=True)
                 argv += ["--profile", str(Path(args.profile).resolve() / "listener.prof")]
-            env = {**os.environ, "FLEET_DATABASE_URL": dsn}
+            env = {**os.environ, "FLEET_DATABASE_URL": dsn, "FLEET_CREDENTIALS_KEY": security.BENCH_CREDENTIALS_KEY}
             first_base = int(time.time())
             for number in range(1, args.rounds + 1):
+                # Each side that stores gets its own two hours, so sides and rounds count apart.
+                slot = (number - 1) * (2 if secure else 1)
                 pack = SenmlPack(points=args.points, format=args.format,
-                                 base_time=first_base + (number - 1) * ROUND_SPACING_S)
+                                 base_time=first_base + slot * ROUND_SPACING_S)
                 load_options = dict(
                     clients=args.devices, requests=MANY_REQUESTS, duration=args.duration,
                     window=args.window, processes=args.load_processes, points=args.points,
@@ -136,15 +154,7 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
                     endpoint_name=default_endpoint_name, record_acks=True,
                     register_timeout=args.register_timeout,
                 )
-                quiet = _quiet(args)
-                fleet = _sampled_side("fleet", argv, args.processes, target, load_options,
-                                      {"postgres": [prepared.postmaster_pid]}, env, args.py_spy)
-                fleet.quiet = quiet
-                verification = asyncio.run(verify(
-                    dsn, prepared.device_ids, default_endpoint_name, fleet.load.acked_requests or [],
-                    args.points, pack.base_time, ROUND_SPACING_S))
-                fleet.load.acked_requests = None  # counted; too long to keep in the report
-                asyncio.run(checkpoint(dsn))
+                fleet, verification = _stored_side(args, "fleet", argv, target, load_options, prepared, env)
                 result = Round(number, fleet, verification)
                 if not args.skip_baseline:
                     quiet = _quiet(args)
@@ -152,12 +162,49 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
                         "bare aiocoap", baseline.server_argv(port), args.processes, target,
                         {**load_options, "record_acks": False}, pyspy_dir=args.py_spy)
                     result.baseline.quiet = quiet
+                if secure:
+                    secure_pack = SenmlPack(points=args.points, format=args.format,
+                                            base_time=first_base + (slot + 1) * ROUND_SPACING_S)
+                    secure_options = {**load_options, "payload": secure_pack, "credentials": security.psk_credentials,
+                                      "endpoint_name": security.psk_endpoint_name}
+                    result.secure, result.secure_verification = _stored_side(
+                        args, "fleet psk", argv, coaps_target, secure_options, prepared, env)
+                    if not args.skip_baseline:
+                        quiet = _quiet(args)
+                        result.secure_baseline = _sampled_side(
+                            "aiocoap psk", baseline.server_argv(coaps_port, transport="tinydtls_server"),
+                            args.processes, coaps_target, {**secure_options, "record_acks": False},
+                            pyspy_dir=args.py_spy, ping=False)
+                        result.secure_baseline.quiet = quiet
                 rounds.append(result)
+            if secure and args.rpk_devices:
+                rpk = _sampled_side("fleet rpk", argv, args.processes, coaps_target, dict(
+                    clients=args.rpk_devices, requests=0, duration=1.0, processes=args.load_processes,
+                    credentials=security.rpk_credentials(prepared.server_public_key_der),
+                    endpoint_name=security.rpk_endpoint_name, handshake_timeout=120.0), env=env, ping=False)
     return IngestReport(
         started=started, command=" ".join(["python -m bench.ingest", *sys.argv[1:]]),
         options={k: v for k, v in vars(args).items() if k not in ("json",)},
-        machine=machine, postgres=prepared.settings, rounds=rounds,
+        machine=machine, postgres=prepared.settings, rounds=rounds, rpk=rpk,
     )
+
+
+def _stored_side(args: argparse.Namespace, name: str, argv: list[str], target, load_options: dict,
+                 prepared, env: dict):
+    """Fleet under load, then what the database holds against what its devices were told."""
+    quiet = _quiet(args)
+    # A CoAP ping needs no session; over DTLS the listeners' READY is what says they are up.
+    side = _sampled_side(name, argv, args.processes, target, load_options,
+                         {"postgres": [prepared.postmaster_pid]}, env, args.py_spy,
+                         ping=load_options.get("credentials") is None)
+    side.quiet = quiet
+    pack = load_options["payload"]
+    verification = asyncio.run(verify(
+        prepared.dsn, prepared.device_ids, load_options["endpoint_name"], side.load.acked_requests or [],
+        args.points, pack.base_time, ROUND_SPACING_S))
+    side.load.acked_requests = None  # counted; too long to keep in the report
+    asyncio.run(checkpoint(prepared.dsn))
+    return side, verification
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -180,6 +227,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet-cores", type=float, default=0.3,
                         help="what counts as quiet: cores busy with other work (default 0.3)")
     parser.add_argument("--skip-baseline", action="store_true", help="measure Fleet only")
+    parser.add_argument("--security", choices=("nosec", "psk"), default="nosec",
+                        help="psk: each round also over DTLS with a key per device, beside aiocoap's DTLS server")
+    parser.add_argument("--rpk-devices", type=int, default=20,
+                        help="with --security psk: raw-public-key devices that only count handshakes (0: none)")
     parser.add_argument("--profile", help="directory for a cProfile of each listener process")
     parser.add_argument("--py-spy", help="directory for py-spy collapsed stacks of every server process")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")

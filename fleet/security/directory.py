@@ -75,6 +75,7 @@ class CredentialDirectory:
         self._identities: set[str] = set()
         self._public_keys: set[bytes] = set()
         self._missed: dict[bytes, float] = {}
+        self._looking: set[bytes] = set()  # names (b"i"/b"k" + identity) whose fetch is under way
         self._undecryptable: list[UUID] = []
         self._wake = asyncio.Event()
         self.follower = ChannelFollower(
@@ -110,6 +111,10 @@ class CredentialDirectory:
             self._wake.set()
         return None
 
+    def looking_up(self, mode: str, identity: bytes) -> bool:
+        name = (b"i" if mode == "psk" else b"k") + identity
+        return name in self._looking
+
     def get(self, credential_id: UUID) -> KnownCredential | None:
         entry = self._entries.get(credential_id)
         return entry.known if entry else None
@@ -123,6 +128,7 @@ class CredentialDirectory:
         if len(self._missed) > 10 * self.max_pending_lookups:
             self._missed = {k: v for k, v in self._missed.items() if v > now}
         self._missed[name] = now + self.miss_ttl_s
+        self._looking.add(name)
         return True
 
     # Following the database.
@@ -166,6 +172,7 @@ class CredentialDirectory:
                         self._apply(set(), await repo.known_by_identities(list(identities)))
                     if keys:
                         self._apply(set(), await repo.known_by_public_keys(list(keys)))
+                self._looking -= {b"i" + i.encode() for i in identities} | {b"k" + k for k in keys}
             except LOST as exc:
                 log.info("credential lookup failed; trying again", error=f"{type(exc).__name__}: {exc}")
                 self._reload = self._reload or reload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -62,6 +63,14 @@ def parse_public_key(pem: str, field: str = "public_key",
 def pem_of(der: bytes) -> str:
     return serialization.load_der_public_key(der).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+def fingerprint_of(pem: str) -> str:
+    """SHA-256 of the key's SubjectPublicKeyInfo DER, in hex: what an installer reads off the device's
+    label or computes with `openssl pkey -pubin -outform DER | sha256sum`, shorter than the PEM."""
+    der = serialization.load_pem_public_key(pem.strip().encode("ascii")).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 def raise_if(errors: list[FieldError], detail: str = "invalid device credential") -> None:

@@ -74,6 +74,10 @@ async def test_a_raw_public_key_and_a_bootstrap_psk(seoul):
     rpk = await seoul.client.put(f"{DEVICES}/{device_id}/security", json={"mode": "rpk", "public_key": pem})
     assert rpk.status_code == 200, rpk.text
     assert rpk.json()["public_key"].strip() == pem.strip() and rpk.json()["identity"] is None
+    # The fingerprint an installer compares with the device's: sha256 of the SubjectPublicKeyInfo DER.
+    der = serialization.load_pem_public_key(pem.encode()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert rpk.json()["fingerprint"] == hashlib.sha256(der).hexdigest()
     bootstrap = await seoul.client.put(f"{DEVICES}/{device_id}/security", json={
         "mode": "psk", "purpose": "bootstrap", "identity": "factory-sl-2", "key_hex": "01" * 16})
     assert bootstrap.status_code == 200, bootstrap.text
@@ -302,7 +306,7 @@ async def test_an_rpk_device_is_told_fleets_key_and_uri(db):
         key = shown.json()
         assert bytes.fromhex(key["public_key_der_hex"]) == expected_der
         assert serialization.load_pem_public_key(key["public_key"].encode()) == expected
-        assert key["sha256_fingerprint"] == hashlib.sha256(expected_der).hexdigest()
+        assert key["fingerprint"] == hashlib.sha256(expected_der).hexdigest()
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin.key}"}) as client:
             admin.client = client
             device_id = await new_device(admin, "sl-rpk")

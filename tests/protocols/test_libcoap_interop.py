@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import socket
-import subprocess
 
 import pytest
 
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
-from tests.ci import unavailable
 from tests.conftest import free_port, make_city
+from tests.libcoap import libcoap_binary
 
 COAP_CLIENT = "coap-client-notls"
 
 
 @pytest.fixture(scope="session")
 def coap_client_binary() -> str:
-    """libcoap3-bin from Debian, installed here when missing (the tests run as root in CI)."""
-    found = shutil.which(COAP_CLIENT)
-    if found is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "libcoap3-bin"]
-        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-            subprocess.run(install, env=env, capture_output=True)
-        found = shutil.which(COAP_CLIENT)
-    if found is None:
-        unavailable(f"{COAP_CLIENT} is not installed and could not be installed (needs root and apt)")
-    return found
+    return libcoap_binary(COAP_CLIENT)
 
 
 async def coap_client(binary: str, *args: str) -> tuple[int, str]:

@@ -177,7 +177,7 @@ def test_demo_faults_and_banner():
     assert {"fw_install_fail", "fw_rollback"} <= set(DEMO_FAULTS)  # the campaign shows failures
 
     campaign_id = uuid4()
-    seeded = DemoCity(SimpleNamespace(name="Seoul Metropolitan Government", slug="seoul"),
+    seeded = DemoCity(SimpleNamespace(name="Seoul Metropolitan Government", slug="seoul", allow_nosec_devices=True),
                       "fleet_admin_x", 315, DEMO_CREW, "fleet_crew_y",
                       DemoFirmware(Path("/data/demo-release-key.pem"), uuid4(), campaign_id,
                                    CampaignStatus.RUNNING, True))

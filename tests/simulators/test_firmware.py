@@ -53,7 +53,7 @@ def test_a_flipped_byte_fails_integrity_and_no_trailer_is_an_unsupported_package
 
 @pytest.mark.parametrize(("uri", "result"), [
     ("http://fleet.example/fw/abc", firmware.UNSUPPORTED_PROTOCOL),
-    ("coaps://fleet.example/fw/abc", firmware.UNSUPPORTED_PROTOCOL),
+    ("coap+tcp://fleet.example/fw/abc", firmware.UNSUPPORTED_PROTOCOL),  # coaps: over its own DTLS link
     ("not a uri", firmware.INVALID_URI),
     ("coap://[::1/fw", firmware.INVALID_URI),
     ("coap://host:99999/fw", firmware.INVALID_URI),

@@ -47,7 +47,7 @@ def test_the_demo_banner_says_collection_follows():
     from api.commands import demo_banner
     from simulators.seed import DEMO_CREW, DemoCity
 
-    seeded = DemoCity(SimpleNamespace(name="Seoul", slug="seoul"), "a", 0, DEMO_CREW, "c", crew_id="crew-1")
+    seeded = DemoCity(SimpleNamespace(name="Seoul", slug="seoul", allow_nosec_devices=True), "a", 0, DEMO_CREW, "c", crew_id="crew-1")
     assert "Collection:" in demo_banner(seeded, "http://127.0.0.1:8000", 5683)
 
 

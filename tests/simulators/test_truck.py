@@ -76,7 +76,7 @@ def test_a_truck_at_a_simulated_bin_empties_it():
     simulation = Simulation(config, out=None)
     spec = DeviceSpec("waste_bin", "seoul-sim-wb-00001", 37.56, 126.99, "Jung-gu",
                       attributes={"waste_kind": "paper", "capacity_litres": 240})
-    simulation._build([spec], "Asia/Seoul", ("127.0.0.1", 5683))
+    simulation._build([spec], "Asia/Seoul", config.servers())
     bin_ = simulation.device(spec.endpoint)
     bin_.fill_l = 200.0
     assert simulation.empty_bin(spec.endpoint) and bin_.fill_percentage() <= 2

@@ -103,7 +103,8 @@ async def test_the_control_room_is_named_and_reached_from_the_keyboard(open_cont
     assert await page.locator("main h1").count() == 1
     seen = await tab_through(page, 40)
     # The top bar, then the map (Leaflet's keyboard panning), its markers and its zoom buttons.
-    assert seen == ["Skip to content", "Fleet Seoul", "Control room", "logout", "control-map",
+    # An admin's top bar leads to the city's settings too.
+    assert seen == ["Skip to content", "Fleet Seoul", "Control room", "City settings", "logout", "control-map",
                     "map-device", "map-device", "Zoom in", "Zoom out"], seen
     # The skip link moves the focus to the view, and the view stays (the hash is the router's).
     await page.get_by_role("link", name="Skip to content").focus()

@@ -1,7 +1,7 @@
 // The pages' router: one shell, views chosen by the location's hash, so any view can be
 // bookmarked and reloaded. Each view module exports `render(main, params)` and may return a
 // function that stops what it started (event streams, timers) when the view is left.
-import { session } from './session.js';
+import { can, session } from './session.js';
 import { clear, h } from './ui.js';
 
 const isCrew = Boolean(session.crew_id);
@@ -12,12 +12,15 @@ const routes = [
   { pattern: /^\/crew$/, view: () => import('./views/crew.js'), screen: 'list' },
   { pattern: /^\/crew\/work-orders\/([0-9a-f-]{36})$/, view: () => import('./views/crew.js'), names: ['id'], screen: 'work-order' },
   { pattern: /^\/crew\/route$/, view: () => import('./views/crew.js'), screen: 'route' },
+  { pattern: /^\/settings$/, view: () => import('./views/settings.js') },
 ];
 
 const links = [
   { href: '#/', label: 'Control room', show: true },
   { href: '#/crew', label: 'My work orders', show: isCrew },
   { href: '#/crew/route', label: 'My route', show: isCrew },
+  // Other keys may read the settings at #/settings; only admins are led there.
+  { href: '#/settings', label: 'City settings', show: can('manage_tenant') },
 ];
 
 function drawNav() {

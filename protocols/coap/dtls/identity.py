@@ -27,6 +27,11 @@ class DeviceKeys(Protocol):
 
     def rpk(self, public_key_xy: bytes) -> object | None: ...            # credential
 
+    def looking_up(self, mode: str, identity: bytes) -> bool:
+        """Whether a fetch of this PSK identity / raw public key (after a miss) is under way:
+        the handshake waits for it rather than refusing a credential set a moment ago."""
+        return False
+
 
 @dataclass(frozen=True, slots=True)
 class PskCredentials:

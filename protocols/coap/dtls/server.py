@@ -28,6 +28,9 @@ def _records(data: bytes):
 
 
 _CERTIFICATE, _CLIENT_KEY_EXCHANGE = 11, 16
+# dtls_peer_t (peer.h, hashed peers): UT_hash_handle (56 bytes on LP64), session_t (144), role,
+# state (dtls_state_t, state.h: DTLS_STATE_WAIT_FINISHED = 6)
+_PEER_SESSION_OFFSET, _PEER_STATE_OFFSET, _STATE_WAIT_FINISHED = 56, 56 + 144 + 4, 6
 
 
 def _offered_credential(data: bytes, fragment: int, mode: str) -> tuple[str, bytes] | None:
@@ -49,8 +52,21 @@ def _offered_credential(data: bytes, fragment: int, mode: str) -> tuple[str, byt
     return None
 
 
-def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...]] | None:
-    """(has a cookie, offered cipher suites) of a datagram starting with a ClientHello, else None."""
+_CLIENT_CERTIFICATE_TYPE, _SERVER_CERTIFICATE_TYPE, _RAW_PUBLIC_KEY = 19, 20, 2  # RFC 7250
+
+
+def _waits_for_finished(tinydtls_peer: int, session: int) -> bool:
+    """Whether tinydtls' peer (a dtls_peer_t *) is in DTLS_STATE_WAIT_FINISHED: it took the
+    device's key exchange and ChangeCipherSpec. True if the struct does not hold the session
+    where peer.h says: then the records alone decide, as they did before."""
+    if ctypes.string_at(tinydtls_peer + _PEER_SESSION_OFFSET, 36) != ctypes.string_at(session, 36):
+        return True
+    return ctypes.c_int.from_address(tinydtls_peer + _PEER_STATE_OFFSET).value == _STATE_WAIT_FINISHED
+
+
+def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...], bool] | None:
+    """(has a cookie, offered cipher suites, offers raw public keys both ways) of a datagram
+    starting with a ClientHello, else None."""
     if len(data) < _RECORD_HEADER + _HANDSHAKE_HEADER + 35 or data[0] != _CONTENT_HANDSHAKE \
             or data[3] | data[4] or data[_RECORD_HEADER] != _CLIENT_HELLO:
         return None
@@ -64,7 +80,27 @@ def _client_hello(data: bytes) -> tuple[bool, tuple[int, ...]] | None:
         return None
     suites_end = min(len(data), at + 2 + ((data[at] << 8) | data[at + 1]))
     suites = tuple((data[i] << 8) | data[i + 1] for i in range(at + 2, suites_end - 1, 2))
-    return cookie_length > 0, suites
+    return cookie_length > 0, suites, _offers_raw_public_keys(data, suites_end)
+
+
+def _offers_raw_public_keys(data: bytes, at: int) -> bool:
+    """Whether the extensions after the suites (from `at`: compression methods, then extensions)
+    carry RFC 7250's client and server certificate types, both listing RawPublicKey."""
+    if at >= len(data):
+        return False
+    at += 1 + data[at]  # compression methods
+    if at + 2 > len(data):
+        return False
+    end = min(len(data), at + 2 + ((data[at] << 8) | data[at + 1]))
+    at += 2
+    found = set()
+    while at + 4 <= end:
+        kind, length = (data[at] << 8) | data[at + 1], (data[at + 2] << 8) | data[at + 3]
+        body = data[at + 4:at + 4 + length]
+        if kind in (_CLIENT_CERTIFICATE_TYPE, _SERVER_CERTIFICATE_TYPE) and body and _RAW_PUBLIC_KEY in body[1:1 + body[0]]:
+            found.add(kind)
+        at += 4 + length
+    return len(found) == 2
 
 
 def _v4_mapped(address) -> tuple:
@@ -73,11 +109,15 @@ def _v4_mapped(address) -> tuple:
     return ("::ffff:" + address[0], address[1])
 
 
+def _never(mode: str, identity: bytes) -> bool:
+    return False
+
+
 class _Peer:
     """One peer address: its tinydtls session (kept, so no struct is built per datagram) and
     what we know of its handshake."""
     __slots__ = ("address", "session", "pointer", "seen", "since", "mode", "pending", "identity",
-                 "ccs_seen", "ancdata", "deferred", "waiting")
+                 "ccs_seen", "ancdata", "deferred", "waiting", "final_flight", "repeats")
 
     def __init__(self, address, now: float) -> None:
         self.address = address
@@ -91,6 +131,8 @@ class _Peer:
         self.ancdata = ()  # its last datagram's IPV6_PKTINFO: answers leave from the address it wrote to
         self.deferred = False  # a flight with an unknown credential was held back once
         self.waiting = False   # for that flight's retransmission: the rest of it is dropped
+        self.final_flight: tuple[bytes, ...] | None = None  # our ChangeCipherSpec + Finished, until it is heard
+        self.repeats = 0
 
 
 class _Rate:
@@ -121,6 +163,12 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
     session idle for `idle_s`, are closed. Records are replay-checked by tinydtls (RFC 6347
     §4.1.2.6 window of 64).
     """
+
+    # Devices that offer neither the extended master secret nor renegotiation_info (older
+    # Californium, stripped-down mbedTLS builds) are served: both are negotiated whenever a
+    # client offers them (every stack we checked does), and the attacks they guard against need
+    # renegotiation or resumption, which this server never does.
+    require_secure_extensions = False
 
     def __init__(self, keys: DeviceKeys, server_key: ec.EllipticCurvePrivateKey | None, *,
                  on_plaintext: Callable[[bytes, tuple], None], max_peers: int = 100_000,
@@ -214,7 +262,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         hello = _client_hello(data)
         if hello is not None and hello[0]:
             # A ClientHello with a cookie: tinydtls will create (or restart) the peer's state.
-            mode = self._mode_of(hello[1])
+            mode = self._mode_of(hello[1], hello[2])
             if peer is None and len(self._peers) >= self.max_peers:
                 self.records_dropped += 1
                 return
@@ -244,6 +292,8 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         else:
             if peer.identity is None:  # a session's own records are seen in _read, once they decrypt
                 peer.seen, peer.ancdata = now, self.ancdata
+            if peer.final_flight is not None and self._repeated_final_flight(peer, data):
+                return
             finished = False
             ccs = peer.ccs_seen
             offered = None
@@ -257,17 +307,52 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             if peer.identity is None and self._defer(peer, offered):
                 return
             peer.ccs_seen = ccs
-            result = self._handle(peer.pointer, data)
+            handshaking = peer.identity is None
+            if handshaking:
+                self._capturing, self._captured = peer, []
+            try:
+                result = self._handle(peer.pointer, data)
+            finally:
+                self._capturing = None
+            if handshaking and peer.identity is not None:
+                peer.final_flight = tuple(self._captured)
             if self._peers.get(key) is not peer:
                 pass  # closed by an alert while handling it
-            elif not self._lib.dtls_get_peer(self._ctx, peer.pointer):
+            elif not (state := self._lib.dtls_get_peer(self._ctx, peer.pointer)):
                 self._fail(key, peer, "handshake refused" if result < 0 else "closed")
-            elif peer.identity is None and finished:
+            elif peer.identity is None and finished and _waits_for_finished(state, peer.pointer):
                 # The Finished after ChangeCipherSpec did not decrypt: the device holds another
-                # key for that identity. tinydtls drops such a record silently; we close.
+                # key for that identity. tinydtls drops such a record silently; we close. (Not
+                # when tinydtls is still before the ChangeCipherSpec: the device's key exchange
+                # was lost, tinydtls ignored its ChangeCipherSpec, and its repeated flight will do.)
                 self._reset(peer)
                 self._fail(key, peer, "wrong key")
         self._schedule_retransmit(self.loop)
+
+    _capturing: _Peer | None = None  # whose records `_write` keeps in `_captured`
+    _captured: list[bytes] = []
+    _MAX_REPEATS = 8
+
+    def _repeated_final_flight(self, peer: _Peer, data: bytes) -> bool:
+        """Whether `data` is part of the device's final flight again (ClientKeyExchange, its
+        Certificate and CertificateVerify, ChangeCipherSpec, Finished) after its handshake
+        completed here: our ChangeCipherSpec and Finished were lost, and RFC 6347 §4.2.4 says to
+        send them again. tinydtls 0.8.6 does not (the device would time out and start over on
+        any loss of that last flight), so the records it wrote are kept and sent again, once per
+        repeated Finished, until the device's first record under the new keys shows it has them."""
+        repeated = False
+        for content_type, epoch, fragment in _records(data):
+            if content_type == _CONTENT_HANDSHAKE and not epoch and data[fragment] == _CLIENT_HELLO:
+                return False  # a new handshake, not a repetition
+            if content_type == _CONTENT_HANDSHAKE and epoch:
+                repeated = True  # its Finished: the last record of the flight
+            elif content_type not in (_CONTENT_HANDSHAKE, _CONTENT_CCS):
+                return False
+        if repeated and peer.repeats < self._MAX_REPEATS:
+            peer.repeats += 1
+            for record in peer.final_flight:
+                self._send_record(record, peer.address, peer.ancdata)
+        return True
 
     def _stateless(self, address, data: bytes) -> None:
         if self._scratch_address != address[:2]:
@@ -279,26 +364,39 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         finally:
             self._stateless_address = None
 
-    def _mode_of(self, offered: tuple[int, ...]) -> str:
-        """The suite tinydtls will pick: the client's first that we accept."""
+    def _mode_of(self, offered: tuple[int, ...], raw_public_keys: bool) -> str:
+        """The suite this handshake gets (tinydtls is told, `_handshake_suites`): the client's
+        first that we accept, the ECDHE_ECDSA one only from a client that offers raw public keys
+        (RFC 7250 certificate types). Stacks like mbedTLS offer TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
+        before TLS_PSK_WITH_AES_128_CCM_8 whatever credential they hold; tinydtls alone would pick
+        the first and fail the handshake for want of those extensions."""
         for suite in offered:
-            if suite in self.suites:
-                return "rpk" if suite == ECDHE_ECDSA_AES_128_CCM_8 else "psk"
+            if suite == PSK_AES_128_CCM_8 and suite in self.suites:
+                return "psk"
+            if suite == ECDHE_ECDSA_AES_128_CCM_8 and suite in self.suites and raw_public_keys:
+                return "rpk"
         return "psk"
+
+    def _handshake_suites(self) -> tuple[int, ...]:
+        if self._hello is not None:
+            return (ECDHE_ECDSA_AES_128_CCM_8,) if self._hello[1] == "rpk" else (PSK_AES_128_CCM_8,)
+        return self.suites
 
     def _defer(self, peer: _Peer, offered: tuple[str, bytes] | None) -> bool:
         """Whether to hold back this datagram of a handshake: the credential it offers (PSK
         identity, raw public key) is not known yet. The directory may be fetching it (a miss
         starts that), so the flight is dropped once (the rest of it too) rather than refused,
-        and the device's retransmission ~2 s later finds it; a second miss is refused."""
+        and the device's retransmission ~2 s later finds it; a miss again is refused, unless
+        that fetch is still under way (a busy database: the next retransmission tries again,
+        within the handshake timeout)."""
         if offered is None:
             if peer.waiting:
                 self.records_dropped += 1
             return peer.waiting
         peer.waiting = False
-        if peer.deferred:
-            return False
         mode, identity = offered
+        if peer.deferred and not getattr(self.keys, "looking_up", _never)(mode, identity):
+            return False
         known = self.keys.psk(identity) if mode == "psk" else self.keys.rpk(identity)
         if known is not None:
             return False
@@ -321,6 +419,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
         peer.mode, peer.since, peer.seen, peer.pending, peer.identity, peer.ccs_seen, peer.ancdata = \
             mode, now, now, None, None, False, self.ancdata
         peer.deferred = peer.waiting = False
+        peer.final_flight, peer.repeats = None, 0
         self._handshaking[peer.address[:2]] = peer
 
     def _drop(self, key, peer: _Peer) -> None:
@@ -367,12 +466,17 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             address, ancdata = self._stateless_address, self.ancdata
         if self.transport is None or address is None:
             return -1
+        if peer is not None and peer is self._capturing:
+            self._captured.append(record)
+        self._send_record(record, address, ancdata)
+        return len(record)
+
+    def _send_record(self, record: bytes, address, ancdata) -> None:
         self.records_out += 1
         if self._sendmsg is not None:
             self._sendmsg(record, ancdata, 0, address)
         else:
             self.transport.sendto(record, address)
-        return len(record)
 
     _stateless_address = None
     _sendmsg = None
@@ -385,6 +489,7 @@ class DtlsServer(_Engine, asyncio.DatagramProtocol):
             return
         self.records_in += 1
         peer.seen, peer.ancdata = self.loop.time(), self.ancdata
+        peer.final_flight = None  # it sends under the new keys: it has our Finished
         self.on_plaintext(plaintext, peer.address)
 
     def _event(self, session: int, level: int, code: int) -> None:

@@ -83,6 +83,10 @@ _VERIFY_KEY = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, c
 # peers*, sendqueue*, app*, then h* -- 12 + 4 + 3 * 8 = 40 on LP64. dtls_set_handler() is a
 # static inline in the header, not an exported symbol, so we store the pointer there ourselves.
 _CONTEXT_HANDLER_OFFSET = 40
+# dtls_user_parameters_t (crypto.h): dtls_cipher_t cipher_suites[DTLS_MAX_CIPHER_SUITES + 1 = 5]
+# (enums: ints), then the bitfields force_extended_master_secret:1, force_renegotiation_info:1
+# in one unsigned int (GCC on x86-64/aarch64: the first field is the lowest bit).
+_USER_FLAGS_OFFSET = 20
 assert ctypes.sizeof(_Session) == 144 and _Session.addr.offset == 8 and _Session.ifindex.offset == 136
 assert ctypes.sizeof(_Handler) == 56 and ctypes.sizeof(_EcdsaKey) == 32
 assert ctypes.sizeof(ctypes.c_void_p) == 8, "the struct offsets above are for 64-bit builds"
@@ -274,10 +278,21 @@ class _Engine:
             log.exception("handling a DTLS event failed")
         return 0
 
+    # Whether a handshake requires the peer to offer the extended master secret (RFC 7627) and
+    # secure renegotiation (RFC 5746) extensions; tinydtls' default is yes for both.
+    require_secure_extensions = True
+
     def _c_user_parameters(self, ctx, session, parameters):
-        suites = (ctypes.c_int * 5).from_address(parameters)
+        suites = self._handshake_suites()
+        array = (ctypes.c_int * 5).from_address(parameters)
         for i in range(5):
-            suites[i] = self.suites[i] if i < len(self.suites) else 0
+            array[i] = suites[i] if i < len(suites) else 0
+        flags = ctypes.c_uint.from_address(parameters + _USER_FLAGS_OFFSET)
+        flags.value = (flags.value & ~0b11) | (0b11 if self.require_secure_extensions else 0)
+
+    def _handshake_suites(self) -> tuple[int, ...]:
+        """The suites tinydtls may use for the handshake under way."""
+        return self.suites
 
     def _c_psk_info(self, ctx, session, kind, desc, desc_length, result, result_length):
         try:
@@ -288,6 +303,8 @@ class _Engine:
         if isinstance(value, int):
             return value
         if len(value) > result_length:
+            # tinydtls 0.8.6 takes PSK keys of 16 bytes and identities of 32 at most (crypto.h)
+            log.warning("DTLS PSK value longer than tinydtls takes", kind=kind, size=len(value), limit=result_length)
             return _INTERNAL_ERROR
         ctypes.memmove(result, value, len(value))
         return len(value)

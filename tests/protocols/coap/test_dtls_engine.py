@@ -152,6 +152,32 @@ async def test_credential_fetched_after_a_miss_is_accepted_on_the_retransmission
     transport.close()
 
 
+class SlowFetching(Keys):
+    """A directory whose fetch after a miss takes longer than the device's first retransmission
+    (a busy database): it says so, and has the credential by the retransmission after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def psk(self, identity: bytes):
+        self.asked += 1
+        return super().psk(identity) if self.asked > 2 else None
+
+    def looking_up(self, mode: str, identity: bytes) -> bool:
+        return self.asked <= 2
+
+
+async def test_a_handshake_waits_while_the_credential_is_still_being_fetched(echo):
+    echo.server.keys = SlowFetching()
+    transport, device = await connect(echo.address, PskCredentials(PSK_IDENTITY, PSK_KEY))
+    transport.sendto(b"hello")
+    async with asyncio.timeout(20):  # two retransmissions of the device's flight
+        assert await device.received.get() == b"echo:hello"
+    assert echo.server.handshakes_deferred == 2 and not device.errors
+    transport.close()
+
+
 async def test_registered_raw_public_key_is_accepted(echo):
     transport, device = await connect(echo.address, RpkCredentials(DEVICE_KEY, SERVER_KEY.public_key()))
     transport.sendto(b"hello")

@@ -1,8 +1,10 @@
 // One device's page: its state, recent series as charts, alarms, work orders and commands, kept
 // live by the event stream; operators dim, override and read from it (controls by permission).
 import { ApiError, api, getJson, listen } from '../api.js';
+import { errorSlot, guarded, problemText } from '../forms.js';
 import { can, session } from '../session.js';
 import { announce, clear, h, loadScript, number, setConnection, when } from '../ui.js';
+import { deviceSecurity } from './device-security.js';
 
 // What each kind's charts show, as LwM2M resource paths. A light reports its level either in
 // Outdoor lamp controller 3416 (measured level, resource 3) or in Light control 3311 (Dimmer
@@ -39,14 +41,6 @@ function shown(value, unit) {
 // plotly.js drops a date's offset and shows it as written: hand it the city's wall-clock time.
 function cityTime(iso, timeZone) {
   return new Date(iso).toLocaleString('sv-SE', { timeZone, hour12: false }).replace(' ', 'T');
-}
-
-function problemText(error) {
-  if (error instanceof ApiError) {
-    const fields = (error.problem?.errors || []).map((e) => `${e.field}: ${e.message}`).join('; ');
-    return fields ? `${error.message} (${fields})` : error.message;
-  }
-  return error.message || String(error);
 }
 
 function panel(testid, title, ...children) {
@@ -104,6 +98,7 @@ export async function render(main, params) {
   const ordersBody = h('div', {});
   const commandsBody = h('div', {});
   const overridesBody = h('div', {});
+  const security = deviceSecurity(device);
   const rangeSelect = h('select', { id: 'device-range', onchange: () => drawCharts() },
     RANGES.map((r, i) => h('option', { value: String(i), selected: i === 1 }, r.label)));
 
@@ -125,6 +120,7 @@ export async function render(main, params) {
         (mayDim || mayRead || isLight)
           ? panel('device-actions', mayDim || mayRead ? 'Act on this device' : 'Lighting overrides', controls(), overridesBody)
           : null,
+        panel('device-security', 'Device security (DTLS)', security.body),
         panel('device-commands', 'Commands', commandsBody))));
 
   // -- state -----------------------------------------------------------------------------------
@@ -151,7 +147,8 @@ export async function render(main, params) {
       ['Capacity', device.capacity_litres != null ? `${device.capacity_litres} l (${device.waste_kind})` : null],
       ['SSID', device.ssid],
       ['Registration', registration
-        ? `${registration.address}:${registration.port}, ${registration.binding}, expires ${when(registration.expires_at, tz)}`
+        ? `${registration.address}:${registration.port} over ${registration.secure ? 'coaps (DTLS)' : 'plain CoAP'}, `
+          + `${registration.binding}, expires ${when(registration.expires_at, tz)}`
         : 'not registered: commands wait in the queue until it registers'],
     ].filter(([, value]) => value !== null && value !== undefined && value !== '');
     clear(stateBody).append(
@@ -165,6 +162,7 @@ export async function render(main, params) {
             h('td', {}, v.name || '—'), h('td', {}, shown(v.value, units(v.units))),
             h('td', { className: 'path' }, v.path), h('td', {}, when(v.time, tz))))))
         : h('p', { className: 'muted' }, 'No values reported yet.'));
+    await security.draw(registration);
   }
 
   // -- charts ----------------------------------------------------------------------------------
@@ -221,23 +219,6 @@ export async function render(main, params) {
   }
 
   // -- controls --------------------------------------------------------------------------------
-  function errorSlot(testid) {
-    return h('p', { className: 'error', role: 'alert', testid });
-  }
-
-  // A control's action: the API's problem detail, if any, goes in the control's own alert.
-  function guarded(error, act) {
-    return async (event) => {
-      event.preventDefault();
-      error.textContent = '';
-      try {
-        await act();
-      } catch (failure) {
-        error.textContent = problemText(failure);
-      }
-    };
-  }
-
   function controls() {
     const parts = [];
     if (mayDim) {
