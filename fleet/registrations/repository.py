@@ -25,10 +25,15 @@ class RegistrationRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def device_for_endpoint(self, endpoint: str, *, lock: bool = True) -> asyncpg.Record | None:
-        """The device and what its city's security policy asks of it (`DevicePolicy`)."""
+    async def device_for_endpoint(self, endpoint: str, *, lock: bool = True,
+                                  credential_id: UUID | None = None) -> asyncpg.Record | None:
+        """The device and what its city's security policy asks of it (`DevicePolicy`); and
+        `credential_live`, whether the DTLS credential `credential_id` can still authenticate (a
+        session made with a key retired meanwhile may not register)."""
         return await self.conn.fetchrow(
             f"""select d.id, d.tenant_id, d.status, t.allow_nosec_devices, t.security_modes,
+                       $2::uuid is null or exists (select 1 from device_credentials c
+                                                   where c.id = $2 and c.state <> 'retired') as credential_live,
                        exists (select 1 from device_credentials c
                                where c.tenant_id = d.tenant_id and c.device_id = d.id
                                  and c.purpose = 'operational' and c.state <> 'retired') as has_operational,
@@ -36,7 +41,7 @@ class RegistrationRepository:
                                where c.tenant_id = d.tenant_id and c.device_id = d.id
                                  and c.purpose = 'bootstrap' and c.state <> 'retired') as has_bootstrap
                 from devices d join tenants t on t.id = d.tenant_id
-                where d.endpoint = $1 {"for update of d" if lock else ""}""", endpoint)
+                where d.endpoint = $1 {"for update of d" if lock else ""}""", endpoint, credential_id)
 
     async def replace(self, registration_id: str, device: asyncpg.Record, request: RegisterRequest,
                       queue_mode: bool, node: str) -> Registration:

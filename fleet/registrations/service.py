@@ -96,10 +96,15 @@ class RegistrationService:
             raise ValidationFailed("invalid registration", errors)
         async with self.db.system_tx() as conn:
             repo = RegistrationRepository(conn)
-            device = await repo.device_for_endpoint(request.endpoint)
+            credential = getattr(request.authenticated, "credential", None)
+            device = await repo.device_for_endpoint(request.endpoint,
+                                                    credential_id=getattr(credential, "credential_id", None))
             if device is None or device["status"] == "decommissioned":
                 raise UnknownEndpoint(f"endpoint {request.endpoint!r} is not provisioned")
             refused = _policy(device, request.endpoint).refuse_register(request.secure, request.authenticated)
+            if refused is None and not device["credential_live"]:
+                # Its DTLS session predates a rotation or revocation its node has not heard of yet.
+                refused = "the DTLS credential was replaced or revoked: handshake again with the device's current key"
             if refused is not None:
                 raise RegistrationRefused(refused)
             registration = await repo.replace(secrets.token_urlsafe(6), device, request,

@@ -1,4 +1,4 @@
-"""Plain-CoAP registrations under the city's security policy, on real UDP and PostgreSQL."""
+"""Registrations under the city's security policy (and the device's key), on real UDP, HTTP and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import asyncio
 
 import cbor2
 import httpx
+import pytest
 from aiocoap import Code, Message
 
-from fleet.registrations.models import CREDENTIAL_CHANGED, SECURITY_POLICY_CHANGED
-from fleet.security.models import SetPsk
+from fleet.registrations.models import (CREDENTIAL_CHANGED, SECURITY_POLICY_CHANGED, AuthenticatedDevice,
+                                        RegisterRequest)
+from fleet.registrations.service import RegistrationRefused, RegistrationService
+from fleet.security.models import KnownCredential, SetPsk
 from fleet.security.service import SecurityService
 from tests.conftest import TEST_SECURITY, make_city
 from tests.protocols.test_lwm2m_server import provision, register, uri
@@ -116,3 +119,19 @@ async def test_a_plain_update_checks_the_citys_policy_again(db, listener, coap_c
     assert b"requires DTLS" in response.payload
     async with db.system_tx() as conn:
         assert await conn.fetchval("select count(*) from registrations where device_id = $1", device.id) == 0
+
+
+async def test_a_dtls_session_made_with_a_key_retired_since_does_not_register(db):
+    """A Register racing a rotation (its node has not yet closed the old key's session) is refused."""
+    city = await make_city(db, "rotatecity")
+    device = await provision(db, city, "bin-rotating")
+    security = SecurityService(db, TEST_SECURITY)
+    old = (await security.set_credential(city.principal, device.id,
+                                         SetPsk(identity="bin-rotating-1", key_hex="11" * 16))).credential
+    await security.set_credential(city.principal, device.id, SetPsk(identity="bin-rotating-2", key_hex="22" * 16))
+    session = AuthenticatedDevice(device.id, "operational", KnownCredential(
+        old.id, device.id, city.tenant_id, "bin-rotating", "operational", "psk", "active"))
+    request = RegisterRequest("bin-rotating", "127.0.0.1", 40001, 300, "U", "1.1", "</3/0>", secure=True,
+                              authenticated=session)
+    with pytest.raises(RegistrationRefused, match="replaced or revoked"):
+        await RegistrationService(db, "test").register(request)
