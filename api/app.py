@@ -25,7 +25,7 @@ from api.controllers.collection import CollectionSetupController, PlanController
 from api.controllers.commands import CommandController, DeviceCommandController, ObservationController
 from api.controllers.crews import CrewController
 from api.controllers.routes import RouteController
-from api.controllers.security import DeviceSecurityController
+from api.controllers.security import DeviceSecurityController, ServerKeyController
 from api.controllers.sync import sync
 from api.controllers.workorders import WorkOrderController
 from api.controllers.health import healthz, readyz
@@ -112,7 +112,7 @@ def _running(component: RevocationListener | EventService):
 def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, object] | None = None,
                extra_handlers: list | None = None, firmware: FirmwareSettings | None = None,
                routing_url: str | None = None, web: WebSettings | None = None,
-               security: SecuritySettings | None = None) -> Litestar:
+               security: SecuritySettings | None = None, coaps_uri: str | None = None) -> Litestar:
     # One set of buckets for /api/v1 (middleware) and /open311 (its gate): a client spends the same budget.
     limits = _request_limits(http)
     apikey_service = ApiKeyService(db)
@@ -125,6 +125,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
         "audit_service": AuditService(db),
         "device_service": DeviceService(db, security=security),
         "security_service": SecurityService(db, security),
+        # Where devices reach the coaps listener (api.runtime.coaps_public_uri); None: no coaps.
+        "coaps_server_uri": coaps_uri,
         "telemetry_service": TelemetryService(db),
         "command_service": CommandService(db),
         "registration_service": RegistrationService(db, node="api"),
@@ -157,7 +159,8 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     dependencies["principal"] = Provide(_principal, sync_to_thread=False)
     docs_plugin, docs_assets = docs_ui()
     app = Litestar(
-        route_handlers=[healthz, readyz, DeviceController, DeviceSecurityController, TenantController, ApiKeyController,
+        route_handlers=[healthz, readyz, DeviceController, DeviceSecurityController, ServerKeyController,
+                        TenantController, ApiKeyController,
                         AuditController, GroupController, TelemetryController, CommandController,
                         ObservationController, DeviceCommandController, LightingController, AlarmController,
                         GroupAlarmSettingsController, Open311Controller, CrewController,

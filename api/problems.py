@@ -50,7 +50,7 @@ _TITLES = {400: "Bad Request", 401: "Unauthenticated", 403: "Forbidden", 404: "N
            405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 413: "Payload Too Large",
            412: "Precondition Failed", 415: "Unsupported Media Type", 422: "Unprocessable Content",
            428: "Precondition Required", 429: "Too Many Requests",
-           503: "Service Unavailable"}
+           500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
@@ -67,6 +67,8 @@ _STATUS: list[tuple[type[errors.FleetError], int, str]] = [
     (errors.UnsupportedMediaType, 415, "Unsupported Media Type"),
     (errors.PreconditionRequired, 428, "Precondition Required"),
     (errors.ValidationFailed, 422, "Unprocessable Content"),
+    # The server's configuration, not the request nor a passing outage: no Retry-After.
+    (errors.NotConfigured, 500, "Internal Server Error"),
 ]
 
 

@@ -20,7 +20,7 @@ from fleet.db import Database
 from fleet.db.embedded import WRITE_HEAVY, EmbeddedWatchdog, start_embedded
 from fleet.db.migrate import migrate
 from fleet.db.reach import CONNECT_ERRORS, DatabaseUnreachable, connect
-from fleet.firmware.delivery import default_base_uri
+from fleet.firmware.delivery import coaps_server_uri, default_base_uri
 from fleet.settings import Settings
 from fleet.supervision import Health, Supervisor
 from fleet.workorders.service import alarms_changed
@@ -133,7 +133,9 @@ async def run_http(db: Database, settings: Settings, host: str, port: int,
 
     app = create_app(db, settings.http, extra_services={"health": health} if health else None,
                      firmware=settings.firmware, routing_url=settings.routing_url, web=settings.web,
-                     security=settings.security)
+                     security=settings.security,
+                     # No key, no coaps listener (open_listener): no URI to give devices.
+                     coaps_uri=coaps_public_uri(settings) if settings.security.credentials_key else None)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", server_header=False, timeout_graceful_shutdown=GRACE_S)
     server = uvicorn.Server(config)
@@ -159,9 +161,7 @@ def firmware_download_uri(settings: Settings) -> str:
 def coaps_public_uri(settings: Settings) -> str | None:
     """Where devices reach this node's coaps listener (the bootstrap server writes it as their
     server's URI, and devices registered over coaps download firmware there); None: no coaps."""
-    if not settings.coap.coaps_port:
-        return None
-    return settings.coap.coaps_public_uri or default_base_uri(settings.coap.host, settings.coap.coaps_port, "coaps")
+    return coaps_server_uri(settings.coap.coaps_public_uri, settings.coap.host, settings.coap.coaps_port)
 
 
 def alarm_service(db: Database) -> AlarmService:

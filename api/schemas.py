@@ -301,6 +301,22 @@ class DeviceCredential(Struct):
         "rpk: SHA-256 of the public key's SubjectPublicKeyInfo DER, hex (sha256sum of the DER)"))] = None
     key_hex: Annotated[str | UnsetType, Meta(description=(
         "PUT only, when Fleet made the key up (no key_hex sent): the key, shown this once and never again"))] = UNSET
+    server_uri: Annotated[str | UnsetType, Meta(description=(
+        "PUT only: the coaps:// URI the device talks to (FLEET_COAPS_PUBLIC_URI, else this server's "
+        "coaps host and port); absent when this server has no coaps listener"))] = UNSET
+    server_public_key: Annotated[str | UnsetType, Meta(description=(
+        "PUT of an rpk credential only: Fleet's own DTLS public key (PEM) the device should check "
+        "(also GET /api/v1/security/server-key)"))] = UNSET
+
+
+class ServerKey(Struct):
+    """Fleet's DTLS public key for raw-public-key devices, the same on every node."""
+
+    public_key: Annotated[str, Meta(description="SubjectPublicKeyInfo, PEM")]
+    public_key_der_hex: Annotated[str, Meta(description=(
+        "the same, DER, in hex: what a device's Security object resource 4 (/0/x/4) holds"))]
+    fingerprint: Annotated[str, Meta(description=(
+        "SHA-256 of the DER, in hex (as a device credential's fingerprint; sha256sum of the DER)"))]
 
 
 class DeviceSecurity(Struct):
@@ -310,11 +326,14 @@ class DeviceSecurity(Struct):
     credentials: list[DeviceCredential]
 
 
-def credential_out(c, key_hex: str | None = None) -> DeviceCredential:
+def credential_out(c, key_hex: str | None = None, *, server_uri: str | None = None,
+                   server_public_key: str | None = None) -> DeviceCredential:
     return DeviceCredential(c.id, c.device_id, c.purpose, c.mode, c.identity, c.public_key_pem, c.state,
                             c.version, c.created_at,
                             fingerprint=fingerprint_of(c.public_key_pem) if c.public_key_pem else None,
-                            key_hex=UNSET if key_hex is None else key_hex)
+                            key_hex=UNSET if key_hex is None else key_hex,
+                            server_uri=UNSET if server_uri is None else server_uri,
+                            server_public_key=UNSET if server_public_key is None else server_public_key)
 
 
 def device_security_out(device_id: UUID, credentials: list) -> DeviceSecurity:

@@ -76,6 +76,11 @@ class Unavailable(FleetError):
     retry_after_s = 10
 
 
+class NotConfigured(FleetError):
+    """This server lacks a setting the request needs (FLEET_CREDENTIALS_KEY, say): an operator's
+    configuration error, which retrying cannot mend (so not a 503 with Retry-After)."""
+
+
 class ServiceBusy(FleetError):
     """Fleet cannot take this now (every database connection is busy); the caller should retry."""
 

@@ -1,7 +1,9 @@
-"""/api/v1/devices/{id}/security: a device's DTLS credential, set (the key shown once), read, revoked."""
+"""/api/v1/devices/{id}/security: a device's DTLS credential, set (the key shown once), read, revoked; and
+/api/v1/security/server-key: Fleet's own DTLS public key."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -10,8 +12,9 @@ from litestar.datastructures import CacheControlHeader
 from litestar.params import Parameter
 
 from api.problems import problems
-from api.schemas import DeviceCredential, DeviceSecurity, credential_out, device_security_out
+from api.schemas import DeviceCredential, DeviceSecurity, ServerKey, credential_out, device_security_out
 from fleet.access.models import Principal
+from fleet.errors import NotConfigured
 from fleet.security.models import SetPsk, SetRpk
 from fleet.security.service import SecurityService
 
@@ -22,12 +25,18 @@ class DeviceSecurityController(Controller):
 
     @put("/", summary="Set the device's DTLS credential: a PSK (no key_hex: Fleet makes one up and shows it "
                       "in this answer only) or its raw public key; earlier ones of that purpose are retired",
-         responses=problems(403, 404, 409, 422, 503),
+         responses=problems(403, 404, 409, 422, 500),
          cache_control=CacheControlHeader(no_store=True))  # the answer may hold the key, shown once
     async def set_credential(self, device_id: UUID, data: SetPsk | SetRpk, principal: Principal,
-                             security_service: SecurityService) -> DeviceCredential:
+                             security_service: SecurityService, coaps_server_uri: str | None) -> DeviceCredential:
         result = await security_service.set_credential(principal, device_id, data)
-        return credential_out(result.credential, result.generated_key_hex)
+        server_key = None
+        if result.credential.mode == "rpk":
+            # What the device checks Fleet by; a server without FLEET_CREDENTIALS_KEY has none.
+            with contextlib.suppress(NotConfigured):
+                server_key = security_service.server_public_key().pem
+        return credential_out(result.credential, result.generated_key_hex, server_uri=coaps_server_uri,
+                              server_public_key=server_key)
 
     @get("/", summary="The device's credentials that can authenticate (never a key)", responses=problems(403, 404))
     async def current(self, device_id: UUID, principal: Principal,
@@ -41,3 +50,15 @@ class DeviceSecurityController(Controller):
                          required=False, description="only this purpose's credentials")] = None) -> DeviceSecurity:
         await security_service.revoke(principal, device_id, purpose)
         return device_security_out(device_id, await security_service.credentials(principal, device_id))
+
+
+class ServerKeyController(Controller):
+    path = "/api/v1/security/server-key"
+    tags = ["devices"]
+
+    @get("/", summary="Fleet's own DTLS public key, which raw-public-key devices check (the same on every node)",
+         responses=problems(500))
+    async def server_key(self, principal: Principal, security_service: SecurityService) -> ServerKey:
+        del principal  # any authenticated key may read it: it is public
+        key = security_service.server_public_key()
+        return ServerKey(key.pem, key.der_hex, key.sha256)

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import msgspec
+import structlog
 from msgspec.structs import replace as replace_struct
 
 from fleet.access.keycache import KeyCache
@@ -21,6 +22,10 @@ from fleet.audit.service import record
 from fleet.db import Database
 from fleet.errors import (Conflict, FieldError, NotFound, PermissionDenied, Unauthenticated,
                           ValidationFailed)
+from fleet.registrations.models import SECURITY_POLICY_CHANGED
+from fleet.registrations.repository import RegistrationRepository
+
+log = structlog.get_logger(__name__)
 
 KEY_SCHEME = "fleet"
 SESSION_SCHEME = "fsess"
@@ -40,6 +45,16 @@ def new_secret() -> tuple[str, str]:
 def _has_control_characters(text: str) -> bool:
     # PostgreSQL text cannot hold NUL at all; the other control characters only make trouble.
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def _refuse_lockout(before: Tenant, changes: TenantUpdate) -> None:
+    """A city that takes no DTLS mode and no NoSec device could connect no device at all."""
+    modes = before.security_modes if changes.security_modes is None else changes.security_modes
+    nosec = before.allow_nosec_devices if changes.allow_nosec_devices is None else changes.allow_nosec_devices
+    if not modes and not nosec:
+        field = "security_modes" if changes.security_modes is not None else "allow_nosec_devices"
+        raise ValidationFailed("no device could connect to this city", [FieldError(
+            field, "security_modes must name psk or rpk while allow_nosec_devices is false")])
 
 
 def system_principal(tenant: Tenant) -> Principal:
@@ -96,11 +111,24 @@ class TenantService:
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = TenantRepository(conn)
             before = await repo.by_id(principal.tenant_id)
+            if before is None:
+                raise NotFound("tenant not found")
+            _refuse_lockout(before, changes)
             tenant = await repo.update(principal.tenant_id, changes)
-            if before is None or tenant is None:
+            if tenant is None:
                 raise NotFound("tenant not found")
             await record(conn, principal, "tenant.update", "tenant", tenant.id,
                          msgspec.to_builtins(before), msgspec.to_builtins(tenant))
+            nosec_ended = before.allow_nosec_devices and not tenant.allow_nosec_devices
+            modes_narrowed = not set(before.security_modes) <= set(tenant.security_modes)
+            if nosec_ended or modes_narrowed:
+                # Registrations the new policy would refuse end with it, on every node: a device
+                # registered in plain must come back over coaps, not keep Updating for ever.
+                ended = await RegistrationRepository(conn).end_refused(
+                    tenant.id, SECURITY_POLICY_CHANGED, plain=nosec_ended, secure_without_allowed_key=modes_narrowed)
+                if ended:
+                    log.info("registrations ended by the city's security policy", tenant=tenant.slug,
+                             registrations=len(ended))
             return tenant
 
     async def all(self) -> list[Tenant]:

@@ -56,6 +56,15 @@ def default_base_uri(coap_host: str, coap_port: int, scheme: str = "coap") -> st
     return f"{scheme}://{host}:{coap_port}"
 
 
+def coaps_server_uri(public_uri: str | None, coap_host: str, coaps_port: int | None) -> str | None:
+    """The coaps:// URI devices reach this node's DTLS listener at: FLEET_COAPS_PUBLIC_URI when
+    set, else this host and coaps port (None: no coaps port). The bootstrap server writes it,
+    PUT …/security answers it, secure firmware downloads start from it."""
+    if not coaps_port:
+        return None
+    return public_uri or default_base_uri(coap_host, coaps_port, "coaps")
+
+
 class Downloads:
     """Blocks of packages by token, from the two caches; counts what it served.
 

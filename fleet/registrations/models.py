@@ -129,6 +129,12 @@ class ReadFormatHints:
     object_links: str | None = None  # its registration's links: the root link may announce ct=
 
 
+# Why a registration ended other than by its device or its lifetime (`reason` of the
+# device.status_changed event): the city stopped admitting how it registered (NoSec, a mode),
+# or the device's operational key was set anew or revoked (a registration made with the old one).
+SECURITY_POLICY_CHANGED = "security_policy_changed"
+CREDENTIAL_CHANGED = "credential_changed"
+
 # Every change of which address speaks for a device is announced here, in the transaction that
 # makes it, so every listener process (on every node) drops what it cached about that device.
 SESSIONS_CHANNEL = "fleet_sessions"

@@ -25,10 +25,15 @@ class RegistrationRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def device_for_endpoint(self, endpoint: str, *, lock: bool = True) -> asyncpg.Record | None:
-        """The device and what its city's security policy asks of it (`DevicePolicy`)."""
+    async def device_for_endpoint(self, endpoint: str, *, lock: bool = True,
+                                  credential_id: UUID | None = None) -> asyncpg.Record | None:
+        """The device and what its city's security policy asks of it (`DevicePolicy`); and
+        `credential_live`, whether the DTLS credential `credential_id` can still authenticate (a
+        session made with a key retired meanwhile may not register)."""
         return await self.conn.fetchrow(
             f"""select d.id, d.tenant_id, d.status, t.allow_nosec_devices, t.security_modes,
+                       $2::uuid is null or exists (select 1 from device_credentials c
+                                                   where c.id = $2 and c.state <> 'retired') as credential_live,
                        exists (select 1 from device_credentials c
                                where c.tenant_id = d.tenant_id and c.device_id = d.id
                                  and c.purpose = 'operational' and c.state <> 'retired') as has_operational,
@@ -36,7 +41,7 @@ class RegistrationRepository:
                                where c.tenant_id = d.tenant_id and c.device_id = d.id
                                  and c.purpose = 'bootstrap' and c.state <> 'retired') as has_bootstrap
                 from devices d join tenants t on t.id = d.tenant_id
-                where d.endpoint = $1 {"for update of d" if lock else ""}""", endpoint)
+                where d.endpoint = $1 {"for update of d" if lock else ""}""", endpoint, credential_id)
 
     async def replace(self, registration_id: str, device: asyncpg.Record, request: RegisterRequest,
                       queue_mode: bool, node: str) -> Registration:
@@ -61,13 +66,18 @@ class RegistrationRepository:
     async def refresh(self, request: UpdateRequest, queue_mode: bool | None, node: str) -> Registration | None:
         """Apply an Update; a new address (NAT rebinding) is announced to every listener.
 
-        Only over the transport the device registered on (and over coaps only by the device the
-        registration is of): None otherwise, as for an unknown registration."""
+        Only over the transport the device registered on (over coaps only by the device the
+        registration is of; in plain only while the city takes NoSec devices and the device
+        holds no key): None otherwise, as for an unknown registration."""
         device_id = request.authenticated.device_id if request.authenticated is not None else None
         row = await self.conn.fetchrow(
-            """with previous as (select address, port from registrations
-                                 where id = $1 and secure = $11 and ($12::uuid is null or device_id = $12)
-                                 for update)
+            """with previous as (select r.address, r.port from registrations r join tenants t on t.id = r.tenant_id
+                                 where r.id = $1 and r.secure = $11 and ($12::uuid is null or r.device_id = $12)
+                                   and (r.secure or t.allow_nosec_devices and not exists (
+                                            select 1 from device_credentials c
+                                            where c.tenant_id = r.tenant_id and c.device_id = r.device_id
+                                              and c.purpose = 'operational' and c.state <> 'retired'))
+                                 for update of r)
                update registrations r set
                    address = $2, port = $3,
                    lifetime_s = coalesce($4, lifetime_s),
@@ -108,6 +118,41 @@ class RegistrationRepository:
             """with gone as (delete from registrations where tenant_id = $1 and device_id = $2)
                select pg_notify($3, $2::text)""",
             tenant_id, device_id, SESSIONS_CHANNEL)
+
+    async def end_refused(self, tenant_id: UUID, reason: str, *, device_id: UUID | None = None,
+                          plain: bool = False, secure: bool = False,
+                          secure_without_allowed_key: bool = False) -> list[UUID]:
+        """End the registrations of the city (or of one device) that its security policy no
+        longer admits, in the transaction that changes the policy: `plain` ones (coap://),
+        every `secure` one (made with a key just retired), or the secure ones whose device holds
+        no operational credential of a mode the city takes any more. Each end is announced on
+        SESSIONS_CHANNEL (every node forgets the session at once), and a device that was online
+        goes offline with a `device.status_changed` event saying `reason`."""
+        rows = await self.conn.fetch(
+            f"""with gone as (
+                    delete from registrations r using tenants t
+                    where t.id = r.tenant_id and r.tenant_id = $1 and ($2::uuid is null or r.device_id = $2)
+                      and ((not r.secure and $3) or (r.secure and $4)
+                           or (r.secure and $5 and not exists (
+                                  select 1 from device_credentials c
+                                  where c.tenant_id = r.tenant_id and c.device_id = r.device_id
+                                    and c.purpose = 'operational' and c.state <> 'retired'
+                                    and c.mode = any(t.security_modes))))
+                    returning r.device_id),
+                offline as (
+                    update devices d set status = 'offline', updated_at = now() from gone
+                    where d.tenant_id = $1 and d.id = gone.device_id and d.status = 'online'
+                    returning d.tenant_id, d.id),
+                published as (
+                    {INSERT_EVENTS}
+                    select tenant_id, $6, 'device', id::text,
+                           jsonb_build_object('device_id', id, 'status', 'offline', 'previous', 'online',
+                                              'reason', $7::text)
+                    from offline)
+                select device_id, pg_notify($8, device_id::text) from gone""",
+            tenant_id, device_id, plain, secure, secure_without_allowed_key, DEVICE_STATUS_CHANGED, reason,
+            SESSIONS_CHANNEL)
+        return [r["device_id"] for r in rows]
 
     async def set_status(self, device_id: UUID, status: str, *, only_from: tuple[str, ...]) -> None:
         """Move the device to `status` if it is in one of `only_from`, publishing the change.

@@ -16,7 +16,8 @@ from fleet.db import Database
 from fleet.db.availability import database_away
 from fleet.db.listening import ChannelFollower
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
-from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SESSIONS_CHANNEL, DeviceInfo, DevicePolicy,
+from fleet.registrations.models import (BINDING_MODES, MAX_LIFETIME_S, SECURITY_POLICY_CHANGED, SESSIONS_CHANNEL,
+                                        DeviceInfo, DevicePolicy,
                                         ReadFormatHints, Registration, RegisterRequest, SessionChange,
                                         UpdateRequest)
 from fleet.registrations.repository import RegistrationRepository
@@ -54,6 +55,22 @@ async def _refuse_other_transport(repo: RegistrationRepository, registration_id:
     raise NotFound(f"registration {registration_id} not found")
 
 
+async def _end_refused_update(repo: RegistrationRepository, request: UpdateRequest) -> str:
+    """A plain Update matched nothing: if it is the registration's own transport, the city's
+    policy refuses it now (NoSec turned off, or the device was given a key since it
+    registered), so the registration ends and the reason is returned (4.03 once committed);
+    otherwise 4.03 / 4.04 as `_refuse_other_transport` says."""
+    registration = await repo.by_id(request.registration_id)
+    if registration is None or registration.secure or request.secure:
+        await _refuse_other_transport(repo, request.registration_id)
+    device = await repo.device_for_endpoint(registration.endpoint, lock=False)
+    reason = (_policy(device, registration.endpoint).refuse_register(False, None) if device is not None else None
+              ) or "this city requires DTLS: register over coaps:// with the device's credential"
+    await repo.end_refused(registration.tenant_id, SECURITY_POLICY_CHANGED, device_id=registration.device_id,
+                           plain=True)
+    return reason
+
+
 def validate_registration_fields(lifetime_s: int | None, binding: str | None,
                                  version: str | None) -> list[FieldError]:
     errors = []
@@ -79,10 +96,15 @@ class RegistrationService:
             raise ValidationFailed("invalid registration", errors)
         async with self.db.system_tx() as conn:
             repo = RegistrationRepository(conn)
-            device = await repo.device_for_endpoint(request.endpoint)
+            authenticated = request.authenticated
+            device = await repo.device_for_endpoint(
+                request.endpoint, credential_id=authenticated.credential_id if authenticated else None)
             if device is None or device["status"] == "decommissioned":
                 raise UnknownEndpoint(f"endpoint {request.endpoint!r} is not provisioned")
             refused = _policy(device, request.endpoint).refuse_register(request.secure, request.authenticated)
+            if refused is None and not device["credential_live"]:
+                # Its DTLS session predates a rotation or revocation its node has not heard of yet.
+                refused = "the DTLS credential was replaced or revoked: handshake again with the device's current key"
             if refused is not None:
                 raise RegistrationRefused(refused)
             registration = await repo.replace(secrets.token_urlsafe(6), device, request,
@@ -101,9 +123,12 @@ class RegistrationService:
             repo = RegistrationRepository(conn)
             registration = await repo.refresh(request, queue_mode, self.node)
             if registration is None:
-                await _refuse_other_transport(repo, request.registration_id)
-            await repo.set_status(registration.device_id, "online", only_from=NETWORK_STATUSES)
-            await self._back(conn, repo, registration.device_id)
+                refused = await _end_refused_update(repo, request)
+            else:
+                await repo.set_status(registration.device_id, "online", only_from=NETWORK_STATUSES)
+                await self._back(conn, repo, registration.device_id)
+        if registration is None:
+            raise RegistrationRefused(refused)  # its registration's end committed
         return registration
 
     async def _back(self, conn: asyncpg.Connection, repo: RegistrationRepository, device_id: UUID) -> None:

@@ -209,7 +209,7 @@ class DeviceService:
             principal, *await asyncio.to_thread(lambda: validate_rows(rows_from_geojson(body))))
 
     async def _insert_all(self, principal: Principal, devices: list[NewDevice], numbers: list[int],
-                          credentials: list[list[ImportedCredential]]) -> list[UUID]:
+                          credentials: list[list[ImportedCredential]], nosec: list[int]) -> list[UUID]:
         async with self.db.tenant_tx(principal.tenant_id) as conn:
             repo = DeviceRepository(conn)
             taken = await repo.endpoints_taken([d.endpoint for d in devices])
@@ -230,7 +230,8 @@ class DeviceService:
             ids = {d.endpoint: d.id for d in created}
             await self.security.import_credentials(conn, principal, [
                 (number, ids[device.endpoint], credential)
-                for number, device, row in zip(numbers, devices, credentials, strict=True) for credential in row])
+                for number, device, row in zip(numbers, devices, credentials, strict=True) for credential in row],
+                nosec_rows=nosec)
         return [d.id for d in created]
 
 
@@ -241,17 +242,21 @@ async def _status_changed(conn: asyncpg.Connection, principal: Principal, before
 
 
 def validate_rows(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[NewDevice], list[int],
-                                                                   list[list[ImportedCredential]]]:
-    """Every row checked, with all errors at once; the valid devices, their row numbers and
-    their credentials (the security columns)."""
+                                                                   list[list[ImportedCredential]], list[int]]:
+    """Every row checked, with all errors at once; the valid devices, their row numbers, their
+    credentials (the security columns) and the numbers of the rows that say `nosec` outright
+    (the city's policy decides those)."""
     if not rows:
         raise ValidationFailed("nothing to import", [FieldError("body", "no rows")])
     devices: list[NewDevice] = []
     numbers: list[int] = []
     credentials: list[list[ImportedCredential]] = []
+    nosec: list[int] = []
     errors: list[FieldError] = []
     for number, raw in rows:
         row_credentials: list[ImportedCredential] = []
+        if str(raw.get("security_mode") or "").strip().lower() == "nosec":
+            nosec.append(number)
         if any(column in raw for column in SECURITY_COLUMNS):
             row_credentials, credential_errors = credentials_from_row(raw, number)
             errors += credential_errors
@@ -272,7 +277,7 @@ def validate_rows(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[NewDevic
     if errors:
         errors.sort(key=lambda e: e.row or 0)
         raise ValidationFailed("import rejected; nothing was stored", errors)
-    return devices, numbers, credentials
+    return devices, numbers, credentials, nosec
 
 
 def _duplicates_within(devices: list[NewDevice], numbers: list[int]) -> list[FieldError]:

@@ -78,6 +78,15 @@ class Credential:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerPublicKey:
+    """Fleet's own DTLS public key, the one RPK devices check (the same on every node)."""
+
+    pem: str  # SubjectPublicKeyInfo
+    der_hex: str  # the same, DER, in hex: what the Security object's resource 4 holds
+    sha256: str  # SHA-256 of the DER, in hex: a fingerprint to compare by eye
+
+
+@dataclass(frozen=True, slots=True)
 class CredentialSet:
     """What setting a credential answers: the credential, and the key when Fleet made it up
     (shown this once, never again)."""

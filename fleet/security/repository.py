@@ -37,6 +37,12 @@ class CredentialRepository:
     async def security_modes(self, tenant_id: UUID) -> list[str]:
         return await self.conn.fetchval("select security_modes from tenants where id = $1", tenant_id) or []
 
+    async def policy(self, tenant_id: UUID) -> tuple[bool, list[str]]:
+        """Whether the city takes devices without DTLS, and the secure modes it takes."""
+        row = await self.conn.fetchrow("select allow_nosec_devices, security_modes from tenants where id = $1",
+                                       tenant_id)
+        return (row["allow_nosec_devices"], row["security_modes"]) if row else (False, [])
+
     async def current(self, tenant_id: UUID, device_id: UUID) -> list[Credential]:
         rows = await self.conn.fetch(
             f"""select {_COLUMNS} from device_credentials
@@ -73,16 +79,20 @@ class CredentialRepository:
 
     async def export_cells(self, tenant_id: UUID, device_ids: list[UUID]) -> dict[UUID, dict[str, str]]:
         """The registry CSV's credential columns of these devices: mode, identities, public
-        key; never a key."""
+        key; never a key. The mode is what GET …/security says: the active operational
+        credential's, else a pending one's, else `nosec`."""
         rows = await self.conn.fetch(
             """select device_id, purpose, mode, identity, public_key from device_credentials
-               where tenant_id = $1 and device_id = any($2::uuid[]) and state = 'active'""", tenant_id, device_ids)
-        cells: dict[UUID, dict[str, str]] = {}
+               where tenant_id = $1 and device_id = any($2::uuid[]) and state <> 'retired'
+               order by state desc""", tenant_id, device_ids)  # pending first: the active one wins
+        cells: dict[UUID, dict[str, str]] = {device_id: {"security_mode": "nosec"} for device_id in device_ids}
         for row in rows:
-            device = cells.setdefault(row["device_id"], {})
+            device = cells[row["device_id"]]
             if row["purpose"] == "bootstrap":
                 device["bootstrap_psk_identity"] = row["identity"]
                 continue
+            device.pop("psk_identity", None)
+            device.pop("public_key", None)
             device["security_mode"] = row["mode"]
             if row["mode"] == "psk":
                 device["psk_identity"] = row["identity"]

@@ -3,6 +3,7 @@ issuing and activating of operational keys."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -19,12 +20,16 @@ from fleet.access.models import Permission, Principal
 from fleet.audit.repository import AuditRepository
 from fleet.audit.service import record, record_many
 from fleet.db import Database
-from fleet.errors import Conflict, FieldError, NotFound, PermissionDenied, SettingsError, Unavailable, ValidationFailed
-from fleet.security.crypto import CredentialCipher, KeyOwner, public_key_xy
+from fleet.errors import (Conflict, FieldError, NotConfigured, NotFound, PermissionDenied, SettingsError,
+                          ValidationFailed)
+from fleet.registrations.models import CREDENTIAL_CHANGED
+from fleet.registrations.repository import RegistrationRepository
+from fleet.security.crypto import CredentialCipher, KeyOwner, public_key_xy, server_public_key_der
 from fleet.security.models import (GENERATED_KEY_BYTES, PURPOSES, Activation, Credential, CredentialSet,
-                                   ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, SetCredential, SetPsk)
+                                   ImportedCredential, IssuedPsk, IssuedRpk, KnownCredential, ServerPublicKey,
+                                   SetCredential, SetPsk)
 from fleet.security.repository import CredentialRepository
-from fleet.security.validation import parse_key_hex, parse_public_key, psk_identity_errors, raise_if
+from fleet.security.validation import parse_key_hex, parse_public_key, pem_of, psk_identity_errors, raise_if
 from fleet.settings import SecuritySettings
 
 log = structlog.get_logger(__name__)
@@ -45,6 +50,11 @@ def conflict_from(exc: asyncpg.UniqueViolationError) -> Conflict:
     return Conflict("the device's credentials changed meanwhile; try again")
 
 
+def _not_configured(what: str, exc: SettingsError) -> NotConfigured:
+    return NotConfigured(f"this server is not configured to {what}: {exc} "
+                         "(a configuration error for its operator; retrying will not help)")
+
+
 def _audited(credential: Credential) -> dict:
     return msgspec.to_builtins(credential)
 
@@ -58,7 +68,15 @@ class SecurityService:
         try:
             return CredentialCipher(self.settings)
         except SettingsError as exc:
-            raise Unavailable(str(exc)) from None
+            raise _not_configured("store or read device keys", exc) from None
+
+    def server_public_key(self) -> ServerPublicKey:
+        """Fleet's DTLS public key for RPK devices (any authenticated caller may read it)."""
+        try:
+            der = server_public_key_der(self.settings)
+        except SettingsError as exc:
+            raise _not_configured("present a DTLS key", exc) from None
+        return ServerPublicKey(pem_of(der), der.hex(), hashlib.sha256(der).hexdigest())
 
     async def credentials(self, principal: Principal, device_id: UUID) -> list[Credential]:
         """The device's credentials that can authenticate (active, pending), without keys."""
@@ -105,6 +123,11 @@ class SecurityService:
             retired, credential = await self._replace(conn, repo, principal.tenant_id, device_id, imported)
             await record(conn, principal, "device.security.set", "device", device_id,
                          [_audited(c) for c in retired] or None, _audited(credential))
+            if imported.purpose == "operational":
+                # A device with a key registers with it: a plain registration ends, and so does one
+                # made over coaps with the key just retired.
+                await RegistrationRepository(conn).end_refused(principal.tenant_id, CREDENTIAL_CHANGED,
+                                                               device_id=device_id, plain=True, secure=True)
         return CredentialSet(credential, generated)
 
     async def _replace(self, conn: asyncpg.Connection, repo: CredentialRepository, tenant_id: UUID,
@@ -124,17 +147,24 @@ class SecurityService:
         return retired, credential
 
     async def import_credentials(self, conn: asyncpg.Connection, principal: Principal,
-                                 rows: Sequence[tuple[int, UUID, ImportedCredential]]) -> None:
+                                 rows: Sequence[tuple[int, UUID, ImportedCredential]],
+                                 nosec_rows: Sequence[int] = ()) -> None:
         """Store an import's credentials in its transaction, in one statement (the devices are
-        new: nothing to retire); an identity or key another device holds names its row."""
-        if not rows:
+        new: nothing to retire); an identity or key another device holds names its row, and so
+        does a row saying `nosec` in a city that refuses devices without DTLS."""
+        if not rows and not nosec_rows:
             return
         repo = CredentialRepository(conn)
-        modes = await repo.security_modes(principal.tenant_id)
+        allow_nosec, modes = await repo.policy(principal.tenant_id)
         refused = [FieldError("security_mode", f"this city allows {', '.join(modes) or 'none'}", number)
                    for number, _, imported in rows if imported.mode not in modes]
+        if not allow_nosec:
+            refused += [FieldError("security_mode", "this city refuses devices without DTLS "
+                                   "(allow_nosec_devices is false): psk or rpk", number) for number in nosec_rows]
         if refused:
-            raise ValidationFailed("import rejected; nothing was stored", refused)
+            raise ValidationFailed("import rejected; nothing was stored", sorted(refused, key=lambda e: e.row or 0))
+        if not rows:
+            return
         cipher = self.cipher() if any(imported.key is not None for _, _, imported in rows) else None
         stored = []
         for _, device_id, imported in rows:
@@ -167,6 +197,10 @@ class SecurityService:
             if retired:
                 await record(conn, principal, "device.security.revoke", "device", device_id,
                              [_audited(c) for c in retired], None)
+            if any(c.purpose == "operational" for c in retired):
+                # Its registration over coaps was made with a key that no longer authenticates.
+                await RegistrationRepository(conn).end_refused(principal.tenant_id, CREDENTIAL_CHANGED,
+                                                               device_id=device_id, secure=True)
         return retired
 
     async def issue_operational_psk(self, tenant_id: UUID, device_id: UUID) -> IssuedPsk:

@@ -185,7 +185,8 @@ def _refuse(policy: DevicePolicy, secure: bool, authenticated) -> str | None:
         return "this city allows no DTLS mode: nothing to bootstrap the device with"
     if secure:
         if authenticated is None or authenticated.device_id != policy.device_id:
-            return f"the DTLS credential is not endpoint {policy.endpoint!r}'s"
+            return (f"the DTLS credential does not belong to endpoint {policy.endpoint!r}: "
+                    "a device bootstraps only as itself")
         if authenticated.purpose != "bootstrap":
             return "bootstrap needs the device's bootstrap credential, not its operational one"
         return None

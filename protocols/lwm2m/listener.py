@@ -19,7 +19,7 @@ from fleet.alarms.service import AlarmService
 from fleet.db import Database
 from fleet.db.availability import database_away
 from fleet.firmware import delivery
-from fleet.firmware.delivery import default_base_uri
+from fleet.firmware.delivery import coaps_server_uri
 from fleet.registrations.models import DevicePolicy
 from fleet.registrations.service import RegistrationService
 from fleet.security.crypto import server_key, server_public_key_der
@@ -135,7 +135,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         # Also on the plain port, for the devices of cities that take NoSec ones.
         server.bootstrap = BootstrapServer(
             registrations, client, functools.partial(_issue_account, credentials),
-            server_uri=coaps_public_uri or default_base_uri(host, coaps.port, "coaps"),
+            server_uri=coaps_server_uri(coaps_public_uri, host, coaps.port),
             server_public_key=server_public_key_der(security), lifetime_s=bootstrap_lifetime_s)
     dispatcher = Dispatcher(db, CommandQueue(db, node), client, server, concurrency=in_flight,
                             health=health, downloads=downloads)

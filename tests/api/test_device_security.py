@@ -10,12 +10,14 @@ import io
 import uuid
 
 import asyncpg
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleet.access.models import Role
-from fleet.security.crypto import CredentialCipher, KeyOwner
+from fleet.firmware.delivery import coaps_server_uri
+from fleet.security.crypto import CredentialCipher, KeyOwner, server_key
 from fleet.settings import SecuritySettings
 from tests.conftest import TEST_SECURITY, make_city, serve_api
 
@@ -156,6 +158,13 @@ async def test_the_city_policy_is_read_and_changed_and_limits_the_modes(seoul):
                                              json={"mode": "rpk", "public_key": p256_pem()}), 422)
     assert refused["errors"][0]["field"] == "mode"
     problem(await seoul.client.patch("/api/v1/tenant", json={"security_modes": ["x509"]}), 400)
+    # No mode and no NoSec: no device could connect.
+    lockout = problem(await seoul.client.patch("/api/v1/tenant", json={"security_modes": []}), 422)
+    assert [e["field"] for e in lockout["errors"]] == ["security_modes"]
+    lockout = problem(await seoul.client.patch("/api/v1/tenant", json={"allow_nosec_devices": False,
+                                                                       "security_modes": []}), 422)
+    assert [e["field"] for e in lockout["errors"]] == ["security_modes"]
+    assert (await seoul.client.get("/api/v1/tenant")).json()["security_modes"] == ["psk"]
     audit = (await seoul.client.get("/api/v1/audit", params={"action": "tenant.update"})).json()["items"]
     assert audit[0]["after"]["allow_nosec_devices"] is False
 
@@ -166,16 +175,17 @@ async def test_a_new_city_refuses_nosec_unless_told(db):
         assert await conn.fetchval("select allow_nosec_devices from tenants where id = $1", strict.tenant_id) is False
 
 
-async def test_without_a_credentials_key_keys_are_refused_with_a_clear_503(db):
+async def test_without_a_credentials_key_keys_are_refused_as_the_servers_configuration_error(db):
     city = await make_city(db, "keyless")
     async with serve_api(db, security=SecuritySettings()) as url:
-        import httpx
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {city.key}"}) as client:
             city.client = client
             device_id = await new_device(city, "sl-8")
             answer = problem(await client.put(f"{DEVICES}/{device_id}/security",
-                                              json={"mode": "psk", "identity": "sl-8"}), 503)
-            assert "FLEET_CREDENTIALS_KEY" in answer["detail"]
+                                              json={"mode": "psk", "identity": "sl-8"}), 500)
+            assert "FLEET_CREDENTIALS_KEY" in answer["detail"] and "configuration error" in answer["detail"]
+            refused = await client.put(f"{DEVICES}/{device_id}/security", json={"mode": "psk", "identity": "sl-8"})
+            assert "retry-after" not in refused.headers  # retrying cannot help
             # A public key needs no secret.
             assert (await client.put(f"{DEVICES}/{device_id}/security",
                                      json={"mode": "rpk", "public_key": p256_pem()})).status_code == 200
@@ -209,7 +219,11 @@ async def test_csv_import_stores_keys_and_export_never_writes_them(seoul, busan,
             by_endpoint["imp-1"]["bootstrap_psk_identity"], by_endpoint["imp-1"]["psk_key_hex"]) == (
         "psk", "imp-1-id", "imp-1-bs", "")
     # A cell starting with "-" is exported behind a quote (CSV injection), which import strips again.
-    assert by_endpoint["imp-2"]["public_key"] == "'" + pem.strip() and by_endpoint["imp-3"]["security_mode"] == ""
+    assert by_endpoint["imp-2"]["public_key"] == "'" + pem.strip()
+    # What GET …/security says of a device without a key.
+    assert by_endpoint["imp-3"]["security_mode"] == "nosec"
+    imp_3 = next(d["id"] for d in (await seoul.client.get(DEVICES)).json()["items"] if d["endpoint"] == "imp-3")
+    assert (await seoul.client.get(f"{DEVICES}/{imp_3}/security")).json()["mode"] == "nosec"
 
     # The same identity in another city: the whole import is refused, the row named, no city named.
     clash = io.StringIO()
@@ -244,7 +258,7 @@ async def test_the_openapi_document_shows_the_credential_routes_and_the_policy(s
     schema = (await seoul.client.get("/schema/openapi.json")).json()
     operations = schema["paths"]["/api/v1/devices/{device_id}/security"]
     assert set(operations) == {"get", "put", "delete"}
-    assert {"409", "422", "503"} <= set(operations["put"]["responses"])
+    assert {"409", "422", "500"} <= set(operations["put"]["responses"])
     bodies = operations["put"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     assert {b["$ref"].rsplit("/", 1)[1] for b in bodies} == {"SetPsk", "SetRpk"}
     assert {"allow_nosec_devices", "security_modes"} <= set(schema["components"]["schemas"]["TenantUpdate"]["properties"])
@@ -256,3 +270,62 @@ async def test_a_decommissioned_device_loses_its_credentials_and_takes_no_new_on
     assert (await seoul.client.delete(f"{DEVICES}/{device_id}")).status_code == 200
     assert (await seoul.client.get(f"{DEVICES}/{device_id}/security")).json()["credentials"] == []
     problem(await seoul.client.put(f"{DEVICES}/{device_id}/security", json={"mode": "psk", "identity": "sl-10"}), 409)
+
+
+async def test_a_csv_row_saying_nosec_is_refused_where_the_city_requires_dtls(seoul, db):
+    rows = [["kind", "endpoint", "lat", "lon", "security_mode", "psk_identity", "psk_key_hex"],
+            ["streetlight", "ns-1", "37.5", "126.9", "", "", ""],  # no key yet: PUT …/security gives one
+            ["streetlight", "ns-2", "37.5", "126.9", "nosec", "", ""],
+            ["streetlight", "ns-3", "37.5", "126.9", "psk", "ns-3", "11" * 16]]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    assert (await seoul.client.patch("/api/v1/tenant", json={"allow_nosec_devices": False})).status_code == 200
+    refused = problem(await seoul.client.post(f"{DEVICES}/import", content=buffer.getvalue(),
+                                              headers={"content-type": "text/csv"}), 422)
+    assert [(e["field"], e["row"]) for e in refused["errors"]] == [("security_mode", 3)]
+    async with db.system_tx() as conn:
+        assert await conn.fetchval("select count(*) from devices where endpoint like 'ns-%'") == 0
+    assert (await seoul.client.patch("/api/v1/tenant", json={"allow_nosec_devices": True})).status_code == 200
+    imported = await seoul.client.post(f"{DEVICES}/import", content=buffer.getvalue(),
+                                       headers={"content-type": "text/csv"})
+    assert imported.status_code == 201, imported.text
+
+
+async def test_an_rpk_device_is_told_fleets_key_and_uri(db):
+    """What a device given its key by PUT needs to check Fleet and reach it: Fleet's DTLS public key
+    (the server key every node derives) and the coaps URI."""
+    city = await make_city(db, "rpkcity", Role.VIEWER)
+    admin = await make_city(db, "rpkadmin")
+    expected = server_key(TEST_SECURITY).public_key()
+    expected_der = expected.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    async with serve_api(db, coaps_server_uri="coaps://fleet.example:5684") as url:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {city.key}"}) as viewer:
+            shown = await viewer.get("/api/v1/security/server-key")  # any key may read it
+            assert (await viewer.get("/api/v1/security/server-key", headers={"Authorization": ""})).status_code == 401
+        assert shown.status_code == 200, shown.text
+        key = shown.json()
+        assert bytes.fromhex(key["public_key_der_hex"]) == expected_der
+        assert serialization.load_pem_public_key(key["public_key"].encode()) == expected
+        assert key["fingerprint"] == hashlib.sha256(expected_der).hexdigest()
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin.key}"}) as client:
+            admin.client = client
+            device_id = await new_device(admin, "sl-rpk")
+            rpk = (await client.put(f"{DEVICES}/{device_id}/security",
+                                    json={"mode": "rpk", "public_key": p256_pem()})).json()
+            assert rpk["server_uri"] == "coaps://fleet.example:5684"
+            assert rpk["server_public_key"] == key["public_key"]
+            psk = (await client.put(f"{DEVICES}/{device_id}/security",
+                                    json={"mode": "psk", "identity": "sl-rpk"})).json()
+            assert psk["server_uri"] == "coaps://fleet.example:5684" and "server_public_key" not in psk
+            assert "server_uri" not in (await client.get(f"{DEVICES}/{device_id}/security")).text
+    async with serve_api(db, security=SecuritySettings()) as url:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {city.key}"}) as viewer:
+            missing = problem(await viewer.get("/api/v1/security/server-key"), 500)
+    assert "FLEET_CREDENTIALS_KEY" in missing["detail"] and "retry-after" not in missing
+
+
+def test_the_coaps_uri_is_derived_in_one_place():
+    assert coaps_server_uri(None, "::", 5684) == "coaps://127.0.0.1:5684"
+    assert coaps_server_uri(None, "2001:db8::1", 5684) == "coaps://[2001:db8::1]:5684"
+    assert coaps_server_uri("coaps://fleet.example", "::", 5684) == "coaps://fleet.example"
+    assert coaps_server_uri("coaps://fleet.example", "::", 0) is None

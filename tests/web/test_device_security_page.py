@@ -183,7 +183,7 @@ async def test_the_nosec_policy_round_trips_through_the_settings_view(seoul, ope
     await nosec.uncheck()
     await page.get_by_role("button", name="Save", exact=True).click()
     dialog = page.get_by_test_id("policy-dialog")
-    await expect(dialog).to_contain_text("Devices registered over plain CoAP will be refused at their next registration")
+    await expect(dialog).to_contain_text("Devices registered over plain CoAP are disconnected now")
     await check_names(page)
     await dialog.get_by_role("button", name="Cancel").click()
     assert (await seoul.client.get("/api/v1/tenant")).json()["allow_nosec_devices"] is True

@@ -444,3 +444,43 @@ async def test_a_key_of_a_mode_the_city_dropped_is_refused_and_the_log_says_why(
         await handshake_refused(listener, "lamp-dropped", credentials)
     assert [line["reason"] for line in logs if line["event"] == "DTLS handshake failed"] == [
         "unknown PSK identity 'lamp-dropped-operational': the city of 'lamp-dropped' does not take psk devices"]
+async def test_rotating_or_revoking_a_key_ends_the_coaps_registration_made_with_it(db, listener, city):
+    lamp, old = await keyed(db, city, "lamp-rotated")
+    service = SecurityService(db, TEST_SECURITY)
+    device = await connected(listener, "lamp-rotated", old)
+    try:
+        assert (await device.register_at(listener.coaps_port)).code == CREATED
+        await until(lambda: listener.server.sessions.of_device(lamp.id) is not None)
+        new = PskCredentials(b"lamp-rotated-new", os.urandom(16))
+        await service.set_credential(city.principal, lamp.id,
+                                     SetPsk(identity=new.identity.decode(), key_hex=new.key.hex()))
+        assert await registration(db, "lamp-rotated") is None  # ended with the rotation's commit
+        await until(lambda: listener.server.sessions.of_device(lamp.id) is None)  # every listener heard
+    finally:
+        device.stop()
+    rotated = await connected(listener, "lamp-rotated", new)
+    try:
+        assert (await rotated.register_at(listener.coaps_port)).code == CREATED
+        await service.revoke(city.principal, lamp.id, "operational")
+        assert await registration(db, "lamp-rotated") is None
+        await until(lambda: listener.server.sessions.of_device(lamp.id) is None)
+    finally:
+        rotated.stop()
+    async with db.system_tx() as conn:
+        reasons = [r["payload"].get("reason") for r in await conn.fetch(
+            "select payload from events where subject_id = $1 and kind = 'device.status_changed' order by id",
+            str(lamp.id))]
+    assert reasons.count("credential_changed") == 2
+
+
+async def test_a_bootstrap_key_of_x_cannot_bootstrap_y(db, listener, city):
+    _, factory = await keyed(db, city, "lamp-bs-x", purpose="bootstrap")
+    await light(db, city, "lamp-bs-y")
+    device = await connected(listener, "lamp-bs-y", factory)  # X's factory key, Y's name
+    try:
+        answer = await device.request_bootstrap()
+    finally:
+        device.stop()
+    assert answer.code == FORBIDDEN
+    assert answer.payload.decode() == ("the DTLS credential does not belong to endpoint 'lamp-bs-y': "
+                                       "a device bootstraps only as itself")

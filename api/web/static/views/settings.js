@@ -14,8 +14,8 @@ const MODES = [
 function consequences(before, nosec, modes) {
   const lines = [];
   if (before.allow_nosec_devices && !nosec) {
-    lines.push('Devices registered over plain CoAP will be refused at their next registration '
-      + '(4.03 "this city requires DTLS"): only devices with a DTLS credential can register.');
+    lines.push('Devices registered over plain CoAP are disconnected now: their registrations end, their next '
+      + 'Send or Update is refused, and only devices with a DTLS credential can register again.');
   }
   for (const { mode } of MODES) {
     if (before.security_modes.includes(mode) && !modes.includes(mode)) {
@@ -72,7 +72,7 @@ export async function render(main) {
         allow_nosec_devices: nosec.checked, security_modes: chosen } });
       tenant = data;
       show();
-      saved.textContent = 'Saved: it applies to every device\'s next registration or handshake.';
+      saved.textContent = 'Saved: it applies now, on every node.';
       announce('City settings saved');
     }),
   },
