@@ -80,6 +80,13 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
+def _env_share(name: str, default: float) -> float:
+    share = _env_float(name, default)
+    if not 0 < share <= 1:
+        raise SettingsError(f"FLEET_{name}", "a share above 0, at most 1", str(share))
+    return share
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimitSettings:
     """Token buckets per node: a rate per second (0 turns the limit off) and a burst."""
@@ -110,6 +117,9 @@ class CoapSettings:
     # The coaps:// URI devices reach this node's DTLS listener at (bootstrap writes it as the
     # server's URI; secure devices download firmware there). Unset: derived from host and port.
     coaps_public_uri: str | None = None
+    # The most of each DTLS handshake rate one source (IPv4 address, IPv6 /64) may take, so one
+    # host cannot starve the rest; 1 turns it off (a city whose devices share a carrier's NAT).
+    coaps_source_share: float = 0.2
     # Commands under way to devices at once, per node (see protocols.lwm2m.dispatcher.IN_FLIGHT).
     in_flight: int = 1024
     # Datagrams per second from one peer (address and port) and its burst; 0 turns it off.
@@ -258,6 +268,7 @@ def load_settings() -> Settings:
             port=_env_port("COAP_PORT", 5683),
             coaps_port=_env_port("COAPS_PORT", 5684),
             coaps_public_uri=_env("COAPS_PUBLIC_URI"),
+            coaps_source_share=_env_share("COAPS_SOURCE_SHARE", coap.coaps_source_share),
             in_flight=in_flight,
             peer_per_s=_env_float("COAP_PEER_PER_S", coap.peer_per_s),
             peer_burst=_env_int("COAP_PEER_BURST", coap.peer_burst),

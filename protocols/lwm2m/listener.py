@@ -90,14 +90,15 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         rules: RuleEvaluator | None = None,
                         alarm_sweep_interval_s: float = ALARM_SWEEP_INTERVAL_S,
                         coaps_port: int | None = None, security: SecuritySettings | None = None,
-                        coaps_public_uri: str | None = None,
+                        coaps_public_uri: str | None = None, coaps_limits: dict | None = None,
                         bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S) -> AsyncIterator[Listener]:
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
     keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
 
     `coaps_port` (None: none; 0: any free port) opens CoAP over DTLS beside the plain port, with
     the device keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both,
-    and the bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port)."""
+    and the bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port).
+    `coaps_limits` go to its DTLS server (protocols.coap.secure.open_coaps)."""
     transport.install()
     node = node or node_name()
     health = health or Health()
@@ -119,7 +120,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     elif coaps_port is not None:
         try:
             # The plain port's peer limits hold there too (open_coaps).
-            directory, coaps = await _open_coaps(db, context, host, coaps_port, security, supervisor)
+            directory, coaps = await _open_coaps(db, context, host, coaps_port, security, supervisor,
+                                                   coaps_limits or {})
         except BaseException:
             # Its port taken, say: what was opened so far closes with the error.
             await supervisor.stop()
@@ -194,7 +196,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
 
 
 async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: int, security: SecuritySettings,
-                      supervisor: Supervisor) -> tuple[CredentialDirectory, secure.SecureListener]:
+                      supervisor: Supervisor, limits: dict) -> tuple[CredentialDirectory, secure.SecureListener]:
     """The coaps listener on `port`, looking device keys up in a CredentialDirectory that every
     credential change reaches; a credential retired or revoked ends its DTLS sessions."""
     directory = CredentialDirectory(db, security)
@@ -210,7 +212,7 @@ async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: i
         # retransmission finds it.
         log.warning("device keys not loaded yet (database slow?); the coaps listener opens without them "
                     "and looks each device's key up at its first handshake", waited_s=FOLLOW_START_S)
-    coaps = await secure.open_coaps(context, host, port, directory, server_key(security))
+    coaps = await secure.open_coaps(context, host, port, directory, server_key(security), **limits)
     directory.removal_hooks.append(functools.partial(_end_sessions, coaps))
     return directory, coaps
 
@@ -309,9 +311,10 @@ async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FL
                    peer_rate: Rate = DEFAULT_PEER_RATE, address_rate: Rate = DEFAULT_ADDRESS_RATE,
                    health: Health | None = None, alarm_service: AlarmService | None = None,
                    rules: RuleEvaluator | None = None, coaps_port: int | None = None,
-                   security: SecuritySettings | None = None, coaps_public_uri: str | None = None) -> None:
+                   security: SecuritySettings | None = None, coaps_public_uri: str | None = None,
+                   coaps_limits: dict | None = None) -> None:
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
                              address_rate=address_rate, health=health, alarm_service=alarm_service,
                              rules=rules, coaps_port=coaps_port, security=security,
-                             coaps_public_uri=coaps_public_uri):
+                             coaps_public_uri=coaps_public_uri, coaps_limits=coaps_limits):
         await asyncio.Event().wait()

@@ -104,3 +104,14 @@ def test_coaps_listens_on_5684_unless_set_and_its_public_uri_must_be_coaps(monke
     monkeypatch.setenv("FLEET_COAPS_PUBLIC_URI", "coap://lwm2m.city.example")
     with pytest.raises(SettingsError, match="FLEET_COAPS_PUBLIC_URI"):
         load_settings()
+
+
+def test_one_source_takes_a_fifth_of_the_handshake_rates_unless_set(monkeypatch):
+    monkeypatch.delenv("FLEET_COAPS_SOURCE_SHARE", raising=False)
+    assert load_settings().coap.coaps_source_share == 0.2
+    monkeypatch.setenv("FLEET_COAPS_SOURCE_SHARE", "1")  # off: devices behind one carrier NAT
+    assert load_settings().coap.coaps_source_share == 1.0
+    for bad in ("0", "1.5"):
+        monkeypatch.setenv("FLEET_COAPS_SOURCE_SHARE", bad)
+        with pytest.raises(SettingsError, match="^FLEET_COAPS_SOURCE_SHARE must be"):
+            load_settings()
