@@ -117,7 +117,7 @@ def create_app(db: Database, http: HttpSettings, *, extra_services: dict[str, ob
     limits = _request_limits(http)
     apikey_service = ApiKeyService(db)
     web = web or WebSettings()
-    security = security or SecuritySettings()  # no FLEET_CREDENTIALS_KEY: device keys get 503
+    security = security or SecuritySettings()  # no FLEET_CREDENTIALS_KEY: storing a PSK gets 500
     services = {
         "db": db,
         "tenant_service": TenantService(db),
