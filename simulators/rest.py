@@ -83,10 +83,8 @@ class FleetApi:
         return await self._json("PUT", path, json=body)
 
     async def server_public_key(self) -> str:
-        """Fleet's coaps raw public key (PEM) if the API shows it; "": RPK devices then take the
-        key the server presents (trust on first use)."""
-        city = await self.city()
-        return city.get("server_public_key") or ""
+        """Fleet's coaps raw public key (PEM), which RPK devices check the server by."""
+        return (await self._json("GET", "/api/v1/security/server-key"))["public_key"]
 
     async def _json(self, method: str, path: str, **kwargs) -> Any:
         try:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from fleet.security.crypto import server_public_key_der
 from protocols.lwm2m.listener import Listener, open_listener
 from simulators.credentials import CredentialsFile, new_credential
+from simulators.rest import FleetApi
 from simulators.simulation import SimulationConfig
 from tests.conftest import TEST_SECURITY
 from tests.simulators.conftest import eventually, provision, running
@@ -60,6 +61,14 @@ async def test_a_psk_device_keyed_over_rest_registers_and_sends_over_coaps(db, s
 
         assert (await eventually(sent, timeout_s=30))[0] is True, "registered over coaps"
         assert simulation.stats.sends_acked > 0
+
+
+async def test_the_simulator_learns_fleets_coaps_key_over_rest(seoul, api_url):
+    # What `--security rpk` asks for when the credentials file lacks server_public_key.
+    expected = serialization.load_der_public_key(server_public_key_der(TEST_SECURITY)).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    async with FleetApi(api_url, seoul.key) as api:
+        assert (await api.server_public_key()).strip() == expected.strip()
 
 
 async def test_rpk_and_bootstrapping_devices_register_over_coaps(db, secure_listener, seoul, tmp_path):
