@@ -59,7 +59,7 @@ async def tenant_create(settings: Settings, slug: str, name: str, timezone: str,
         "registry CSV's security columns")
     print(f"created tenant {tenant.slug} ({tenant.name}, {tenant.timezone}) id={tenant.id}; {devices}")
     if not allow_nosec and settings.security.credentials_key is None:
-        # A first-time operator otherwise learns it from a 503 on the first key it sets.
+        # A first-time operator otherwise learns it from a 500 on the first PSK it sets.
         print("note: FLEET_CREDENTIALS_KEY is not set here: a node needs it (the same on every node) to store "
               "device PSKs and open its coaps listener (docs/security.md, Device credentials)")
     return 0
