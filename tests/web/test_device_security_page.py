@@ -10,7 +10,7 @@ import re
 from cryptography.hazmat.primitives import serialization
 from playwright.async_api import Page, expect
 
-from fleet.security.crypto import CredentialCipher
+from fleet.security.crypto import CredentialCipher, KeyOwner
 from tests.api.test_device_security import p256_pem
 from tests.conftest import TEST_SECURITY
 from tests.web.conftest import screenshot, sign_in
@@ -22,9 +22,9 @@ WAIT = 15_000
 
 async def stored_key(db, credential_id: str) -> bytes:
     async with db.system_tx() as conn:
-        row = await conn.fetchrow("select id, key_ciphertext, key_nonce from device_credentials where id = $1",
-                                  credential_id)
-    return CredentialCipher(TEST_SECURITY).open(row["id"], row["key_ciphertext"], row["key_nonce"])
+        row = await conn.fetchrow("select id, tenant_id, device_id, purpose, key_ciphertext, key_nonce "
+                                  "from device_credentials where id = $1", credential_id)
+    return CredentialCipher(TEST_SECURITY).open(KeyOwner.of(row), row["key_ciphertext"], row["key_nonce"])
 
 
 async def shown_key(page: Page) -> str:
