@@ -313,6 +313,9 @@ async def demo(settings: Settings) -> int:
         # The demo's own, one per data dir and kept in demo.env: FLEET_CREDENTIALS_KEY, when set, wins.
         credentials_key = demo_credentials_key(env_file)
         settings = replace(settings, security=SecuritySettings(credentials_key=bytes.fromhex(credentials_key)))
+    if "FLEET_COAPS_SOURCE_SHARE" not in os.environ:
+        # Its simulated devices all come from one address, as behind a carrier NAT.
+        settings = replace(settings, coap=replace(settings.coap, coaps_source_share=1.0))
     health = Health()  # its ports were checked before (api.cli.main: taken_ports)
     async with open_database(settings, health=health) as db, serving_metrics(db, settings):
         embedded = settings.database.data_dir if settings.database.url is None else None
