@@ -97,6 +97,25 @@ class DevicePolicy:
             return "this device has a DTLS credential: register over coaps:// with it"
         return None
 
+    def refuse_bootstrap(self, secure: bool, authenticated: AuthenticatedDevice | None) -> str | None:
+        """Why this peer may not bootstrap the device (None: it may). Over coaps it holds the
+        device's bootstrap credential; over plain coap the city takes NoSec devices and the
+        device has no bootstrap credential (one that has must use it)."""
+        if not self.security_modes:
+            return "this city allows no DTLS mode: nothing to bootstrap the device with"
+        if secure:
+            if authenticated is None or authenticated.device_id != self.device_id:
+                return (f"the DTLS credential does not belong to endpoint {self.endpoint!r}: "
+                        "a device bootstraps only as itself")
+            if authenticated.purpose != "bootstrap":
+                return "bootstrap needs the device's bootstrap credential, not its operational one"
+            return None
+        if not self.allow_nosec:
+            return "this city requires DTLS: bootstrap over coaps:// with the device's bootstrap credential"
+        if self.has_bootstrap:
+            return "this device has a bootstrap credential: bootstrap over coaps:// with it"
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class UpdateRequest:

@@ -124,7 +124,7 @@ class BootstrapServer:
         if policy is None:
             raise PermissionDenied(f"endpoint {endpoint!r} is not provisioned")
         host, port, secure = peer_of(request)
-        refused = _refuse(policy, secure, authenticated_device(request))
+        refused = policy.refuse_bootstrap(secure, authenticated_device(request))
         if refused is not None:
             raise PermissionDenied(refused)
         previous = self._running.pop(endpoint, None)
@@ -175,23 +175,3 @@ class BootstrapServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _refuse(policy: DevicePolicy, secure: bool, authenticated) -> str | None:
-    """Why this peer may not bootstrap `policy`'s device (None: it may). Over coaps it holds
-    that device's bootstrap credential; over plain coap the city takes NoSec devices and the
-    device has no bootstrap credential (one that has must use it)."""
-    if not policy.security_modes:
-        return "this city allows no DTLS mode: nothing to bootstrap the device with"
-    if secure:
-        if authenticated is None or authenticated.device_id != policy.device_id:
-            return (f"the DTLS credential does not belong to endpoint {policy.endpoint!r}: "
-                    "a device bootstraps only as itself")
-        if authenticated.purpose != "bootstrap":
-            return "bootstrap needs the device's bootstrap credential, not its operational one"
-        return None
-    if not policy.allow_nosec:
-        return "this city requires DTLS: bootstrap over coaps:// with the device's bootstrap credential"
-    if policy.has_bootstrap:
-        return "this device has a bootstrap credential: bootstrap over coaps:// with it"
-    return None
