@@ -45,6 +45,11 @@ def _owner(known: KnownCredential) -> KeyOwner:
     return KeyOwner(known.tenant_id, known.device_id, known.purpose, known.credential_id)
 
 
+def _lookup_name(mode: str, identity: bytes) -> bytes:
+    """How a lookup remembers a PSK identity (b"i") or raw public key (b"k") it was asked for."""
+    return (b"i" if mode == "psk" else b"k") + identity
+
+
 class CredentialDirectory:
     """Implements the coaps listener's `DeviceKeys` (protocols.coap.dtls): `psk(identity)` and
     `rpk(public_key_xy)` answer synchronously from memory, inside tinydtls' callbacks.
@@ -120,13 +125,12 @@ class CredentialDirectory:
         return None
 
     def looking_up(self, mode: str, identity: bytes) -> bool:
-        name = (b"i" if mode == "psk" else b"k") + identity
-        return name in self._looking
+        return _lookup_name(mode, identity) in self._looking
 
     def refusal(self, mode: str, identity: bytes) -> str | None:
         """Why a PSK identity or raw public key the directory does not hold is refused, when it
         knows more than "unknown" (protocols.coap.dtls logs it)."""
-        return self._disallowed.get((b"i" if mode == "psk" else b"k") + identity)
+        return self._disallowed.get(_lookup_name(mode, identity))
 
     def get(self, credential_id: UUID) -> KnownCredential | None:
         entry = self._entries.get(credential_id)
