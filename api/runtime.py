@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import structlog
 import uvicorn
@@ -178,7 +179,8 @@ async def run_device_edge(db: Database, settings: Settings, health: Health) -> N
                    peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
                    health=health, alarm_service=alarms, rules=rules, coaps_port=settings.coap.coaps_port or None,
                    security=settings.security, coaps_public_uri=coaps_public_uri(settings),
-                   coaps_limits={"source_share": settings.coap.coaps_source_share})
+                   coaps_limits={"source_share": settings.coap.coaps_source_share},
+                   node_timeout=timedelta(seconds=settings.coap.node_timeout_s))
 
 
 @contextlib.asynccontextmanager

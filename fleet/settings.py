@@ -129,6 +129,9 @@ class CoapSettings:
     # Off by default: a carrier's NAT address (or a test bench) may carry thousands of devices.
     address_per_s: float = 0.0
     address_burst: int = 0
+    # How long a node's heartbeat may be missing before the other nodes take its devices over
+    # (their commands, observations and registrations); heartbeats come at least 3 times in it.
+    node_timeout_s: float = 30.0
 
     @property
     def peer_rate(self) -> Rate:
@@ -238,6 +241,9 @@ def load_settings() -> Settings:
     if log_level not in LOG_LEVELS:
         raise SettingsError("FLEET_LOG_LEVEL", ", ".join(LOG_LEVELS), _env("LOG_LEVEL"))
     in_flight = _env_int("COAP_IN_FLIGHT", 1024)
+    node_timeout_s = _env_float("NODE_TIMEOUT_S", CoapSettings.node_timeout_s)
+    if node_timeout_s < 1:
+        raise SettingsError("FLEET_NODE_TIMEOUT_S", "at least 1 (seconds)", str(node_timeout_s))
     limits, coap = RateLimitSettings(), CoapSettings()
     if in_flight < 1:
         raise SettingsError("FLEET_COAP_IN_FLIGHT", "at least 1", str(in_flight))
@@ -274,6 +280,7 @@ def load_settings() -> Settings:
             peer_burst=_env_int("COAP_PEER_BURST", coap.peer_burst),
             address_per_s=_env_float("COAP_ADDRESS_PER_S", coap.address_per_s),
             address_burst=_env_int("COAP_ADDRESS_BURST", coap.address_burst),
+            node_timeout_s=node_timeout_s,
         ),
         log=LogSettings(level=log_level, format=log_format),
         events=EventSettings(retention_days=_env_int("EVENTS_RETENTION_DAYS", 7)),

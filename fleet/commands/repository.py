@@ -33,6 +33,9 @@ EVENT_PER_COMMAND_UP_TO = 100
 # then died with is failed, not queued again. The rollout waits for the device instead.
 ONCE_ONLY = "(c.operation = 'execute' and c.path = '/5/0/2')"
 OUTCOME_UNKNOWN = "outcome unknown after a node stopped"
+# How long a node's heartbeat may be missing before other nodes serve its devices (the default
+# of FLEET_NODE_TIMEOUT_S).
+NODE_TIMEOUT = timedelta(seconds=30)
 # Follows a CTE `done` (with operation and status): what of it finished, as a jsonb list of
 # [operation, status, n] for the metrics (fleet_command_targets_finished_total).
 _TALLY_FINISHED = """coalesce((select jsonb_agg(jsonb_build_array(operation, status, n)) from (
@@ -313,7 +316,7 @@ class CommandRepository:
             len(rows) > limit
 
     async def claim_due(self, node: str, limit: int, *, device_id: UUID | None = None,
-                        node_timeout: timedelta = timedelta(seconds=30),
+                        node_timeout: timedelta = NODE_TIMEOUT,
                         prepared: bool = False) -> list[tuple[DeviceCommand, str, int, bool]]:
         """Claim due commands this node should deliver, at most one in flight per device; each
         with its device's address, port and transport (secure: registered over coaps).
@@ -447,3 +450,50 @@ class CommandRepository:
         await self.conn.execute(
             """insert into fleet_nodes (name) values ($1)
                on conflict (name) do update set heartbeat_at = now()""", node)
+
+    async def leave(self, node: str) -> None:
+        """A node stopping cleanly: its heartbeat is dated back to the beginning of time, so the
+        other nodes take its devices over at their next housekeeping instead of after the timeout
+        (the row stays as the sign that its devices are to be adopted; `adopt` removes it)."""
+        await self.conn.execute("update fleet_nodes set heartbeat_at = '-infinity' where name = $1", node)
+
+    async def adopt(self, node: str, node_timeout: timedelta) -> list[asyncpg.Record]:
+        """Take over the registrations of nodes whose heartbeat stopped (or that left): they
+        become `node`'s, with their observations (but a queue-mode device's, observed again when
+        it wakes: `observed_paths`), and what those nodes had sent them without an answer goes
+        back to the queue at once (a firmware Update fails instead: ONCE_ONLY). Several nodes
+        may adopt at once: each registration goes to one (SKIP LOCKED). Returns the observations
+        to establish again: tenant_id, device_id, path, address, port, secure."""
+        dead = await self.conn.fetch(
+            "select name from fleet_nodes where name <> $1 and heartbeat_at < now() - $2::interval",
+            node, node_timeout)
+        if not dead:
+            return []
+        dead_names = [r["name"] for r in dead]
+        adopted = await self.conn.fetch(
+            """with taken as (select r.id from registrations r where r.node = any($2::text[])
+                              for update of r skip locked)
+               update registrations r set node = $1 from taken where r.id = taken.id
+               returning r.device_id, r.queue_mode""", node, dead_names)
+        devices = [r["device_id"] for r in adopted]
+        await self._unsend("c.device_id = any($1::uuid[])", devices)
+        observations = await self.conn.fetch(
+            """update observations o set node = $1
+               from registrations r
+               where r.device_id = o.device_id and o.device_id = any($2::uuid[]) and not r.queue_mode
+               returning o.tenant_id, o.device_id, o.path, r.address, r.port, r.secure""",
+            node, [r["device_id"] for r in adopted if not r["queue_mode"]])
+        # Forgotten once nothing of theirs is left (a registration locked elsewhere waits).
+        await self.conn.execute(
+            """delete from fleet_nodes n where n.name = any($1::text[])
+                 and not exists (select 1 from registrations r where r.node = n.name)""", dead_names)
+        return observations
+
+    async def observed_paths(self, device_id: UUID, *, elsewhere_than: str | None = None) -> list[str]:
+        """The paths observed of a device; with `elsewhere_than`, only those another node made
+        (the device moved here: their notifications go to an address it no longer uses)."""
+        rows = await self.conn.fetch(
+            """select path from observations
+               where device_id = $1 and ($2::text is null or node is distinct from $2)""",
+            device_id, elsewhere_than)
+        return [r["path"] for r in rows]

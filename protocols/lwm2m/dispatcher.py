@@ -105,6 +105,9 @@ class Dispatcher:
         try:
             await self._listen_and_claim()
         finally:
+            # Nothing more is claimed; what devices are doing now they are let to answer, so a
+            # command another node takes over is one no device has carried out yet.
+            await self._answers_in_flight(OUTCOME_DRAIN_S)
             await supervisor.stop()
             # Let go of aiocoap's side too while its context is up: left to the context's
             # shutdown, each observation's end would surface as an unretrieved LibraryShutdown.
@@ -115,6 +118,7 @@ class Dispatcher:
                 task.cancel()
             await self._drain_outcomes(OUTCOME_DRAIN_S)
             await self._release_unanswered()
+            await self._leave()
             try:
                 async with asyncio.timeout(OUTCOME_DRAIN_S):
                     await self.queue.close()
@@ -185,29 +189,40 @@ class Dispatcher:
             observation.abandon(follower)
 
     async def device_awake(self, registration: Registration, session: Session, *, update: bool = False) -> None:
-        """A device just registered or updated: it is listening now (queue mode included)."""
-        if not update:
-            # A new registration ends the previous one's observations (TS §6.4): observe again.
-            async with self.db.system_tx() as conn:
-                paths = await conn.fetch("select path from observations where device_id = $1",
-                                         registration.device_id)
-            for row in paths:
-                self._observe_again(registration, row["path"])
+        """A device just registered or updated: it is listening now (queue mode included).
+
+        A new registration ends the previous one's observations (TS §6.4): observe again. An
+        Update keeps them, unless another node made them: the device moved here (NAT rebinding
+        to another node, or its node stopped), and their notifications no longer reach that one.
+        """
+        for path in await self.queue.observed_paths(registration.device_id, moved=update):
+            self._observe_again(registration.tenant_id, DeviceAddress.of(registration), path)
         for command, host, port, secure in await self.queue.claim(64, device_id=registration.device_id):
             self._start(command, DeviceAddress(host, port, secure, command.device_id))
 
-    def _observe_again(self, registration: Registration, path: str) -> None:
-        key = (registration.device_id, path)
+    def _observe_again(self, tenant_id: UUID, address: DeviceAddress, path: str) -> None:
+        key = (address.device_id, path)
         previous = self.observations.pop(key, None)
         if previous is not None:
             # Its registration is gone, and with it the device's side (nobody to ask): let it go
             # here too. Cancelling only the follower kept aiocoap's observation, its request and
             # its token for good, one more per device at each Register (a campaign's reboots).
             previous[0].abandon(previous[1])
-        command = DeviceCommand(id=None, batch_id=None, tenant_id=registration.tenant_id,
-                                device_id=registration.device_id, operation=Operation.OBSERVE,
+        command = DeviceCommand(id=None, batch_id=None, tenant_id=tenant_id,
+                                device_id=address.device_id, operation=Operation.OBSERVE,
                                 path=path, value=None, status=None, attempts=0, expires_at=None)
-        self._spawn(self._deliver(command, DeviceAddress.of(registration)))
+        self._spawn(self._deliver(command, address))
+
+    async def _adopt(self) -> None:
+        """Serve the devices of nodes that stopped: their commands come to this node's claims
+        from now on, and their observations are made again from here (the stopped node's went
+        with its memory)."""
+        observations = await self.queue.adopt()
+        for row in observations:
+            self._observe_again(row["tenant_id"], DeviceAddress(row["address"], row["port"], row["secure"],
+                                                                row["device_id"]), row["path"])
+        if observations:
+            log.info("observations of a stopped node taken over", count=len(observations))
 
     def _start(self, command: DeviceCommand, address: DeviceAddress) -> None:
         """Deliver one command; its slot is free as soon as the device has answered.
@@ -466,6 +481,23 @@ class Dispatcher:
         else:
             log.info("commands in flight released on stopping", count=released)
 
+    async def _answers_in_flight(self, grace_s: float) -> None:
+        """On stopping: wait up to `grace_s` for the answers of exchanges under way."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                while self._in_flight > 0:
+                    self._wake.clear()
+                    await self._wake.wait()
+
+    async def _leave(self) -> None:
+        """Tell the other nodes this one stopped, so they take its devices over now."""
+        try:
+            async with asyncio.timeout(OUTCOME_DRAIN_S):
+                await self.queue.leave()
+        except Exception:  # noqa: BLE001 - they take over once its heartbeat is missed instead
+            log.warning("stopping without telling the other nodes; they take this node's devices over "
+                        "when its heartbeat is missed", exc_info=True)
+
     async def _drain_outcomes(self, grace_s: float) -> None:
         """On stopping: keep trying to commit outcomes for up to `grace_s`."""
         loop = asyncio.get_running_loop()
@@ -488,13 +520,16 @@ class Dispatcher:
             delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def _housekeeping(self) -> None:
+        # The heartbeat goes with it: at least three in a node timeout, so one late is no death.
+        interval_s = min(HOUSEKEEPING_INTERVAL_S, self.queue.node_timeout.total_seconds() / 3)
         while True:
             try:
                 expired, recovered = await self.queue.housekeeping()
                 if expired or recovered:
                     log.info("command housekeeping", expired=expired, recovered=recovered)
+                await self._adopt()
             except Exception as exc:
                 if not database_away(exc):
                     raise  # our bug: the supervisor logs it once and restarts this loop
                 self.health.database_lost(exc)  # retried on the next tick
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            await asyncio.sleep(interval_s)
