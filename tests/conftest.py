@@ -73,9 +73,9 @@ async def template_database(server_dsn: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def database_dsn(server_dsn: str, template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test, dropped afterwards."""
+@asynccontextmanager
+async def migrated_database(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database (its DSN), dropped afterwards."""
     name = f"fleet_t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
     try:
@@ -84,6 +84,13 @@ async def database_dsn(server_dsn: str, template_database: str) -> AsyncIterator
         await admin.execute(f'drop database if exists "{name}" with (force)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database_dsn(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    async with migrated_database(server_dsn, template_database) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -432,17 +432,19 @@ class CommandRepository:
         to them five minutes later, now, so another node sends them again at once."""
         return await self._unsend("c.id = any($1::uuid[])", list(command_ids))
 
-    async def _unsend(self, which: str, argument: object) -> int:
+    async def _unsend(self, which: str, *arguments: object) -> int:
+        """`which` of the commands sent back to the queue; its parameters are $1.. (`arguments`)."""
+        unknown = f"${len(arguments) + 1}"
         row = await self.conn.fetchrow(
             f"""with done as (
                     update commands c set
                         status = case when {ONCE_ONLY} then 'failed' else 'queued' end,
-                        error = case when {ONCE_ONLY} then $2 else c.error end,
+                        error = case when {ONCE_ONLY} then {unknown} else c.error end,
                         completed_at = case when {ONCE_ONLY} then now() end,
                         next_attempt_at = now()
                     where c.status = 'sent' and {which}
                     returning c.operation, c.status)
-                select count(*) as changed, {_TALLY_FINISHED} as finished from done""", argument, OUTCOME_UNKNOWN)
+                select count(*) as changed, {_TALLY_FINISHED} as finished from done""", *arguments, OUTCOME_UNKNOWN)
         command_targets_finished(row["finished"])
         return row["changed"]
 
@@ -471,12 +473,18 @@ class CommandRepository:
             return []
         dead_names = [r["name"] for r in dead]
         adopted = await self.conn.fetch(
-            """with taken as (select r.id from registrations r where r.node = any($2::text[])
-                              for update of r skip locked)
+            """with taken as (select r.id, n.heartbeat_at from registrations r
+                              join fleet_nodes n on n.name = r.node
+                              where r.node = any($2::text[]) for update of r skip locked)
                update registrations r set node = $1 from taken where r.id = taken.id
-               returning r.device_id, r.queue_mode""", node, dead_names)
-        devices = [r["device_id"] for r in adopted]
-        await self._unsend("c.device_id = any($1::uuid[])", devices)
+               returning r.device_id, r.queue_mode, taken.heartbeat_at + $3::interval as others_from""",
+            node, dead_names, node_timeout)
+        # Only what the stopped node sent: the others claim its devices' commands from its last
+        # heartbeat + the timeout on (claim_due), and what one of them sent is under way. A node
+        # that left ('-infinity') released what it had sent itself.
+        await self._unsend("exists (select 1 from unnest($1::uuid[], $2::timestamptz[]) as a(device_id, others_from) "
+                           "where a.device_id = c.device_id and c.sent_at < a.others_from)",
+                           [r["device_id"] for r in adopted], [r["others_from"] for r in adopted])
         observations = await self.conn.fetch(
             """update observations o set node = $1
                from registrations r
