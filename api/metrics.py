@@ -1,4 +1,4 @@
-"""Prometheus's `/metrics` on a port of its own (a process's, or a node's merged from its workers'), and the HTTP API's request counts and latencies."""
+"""Prometheus's `/metrics` on a port of its own (a process's, or its node's merged from the workers'), and HTTP request counts."""
 
 from __future__ import annotations
 
