@@ -19,16 +19,17 @@ from prometheus_client.registry import Collector
 from fleet.db import Database
 from fleet.metrics import HTTP_DURATION, HTTP_REQUESTS
 from fleet.metrics.aggregate import NodeAggregate
-from fleet.metrics.service import CityGauges, PoolGauges
+from fleet.metrics.service import READ_TIMEOUT_S, CityGauges, PoolGauges
 from fleet.settings import MetricsSettings
 
 log = structlog.get_logger(__name__)
 
 READ_S = 10.0  # a scraper that does not finish its request line and headers by then is dropped
 MAX_HEAD_BYTES = 16 * 1024
-# A worker that has not answered the supervisor by then is left out of the scrape: Prometheus
-# gives up on the whole scrape after 10 s by default.
-WORKER_TIMEOUT_S = 5.0
+# A worker that has not answered the supervisor by then is left out of the scrape: longer than
+# the city-wide gauges' read may hold the worker that has them, shorter than the 10 s after
+# which Prometheus gives up on the whole scrape by default.
+WORKER_TIMEOUT_S = READ_TIMEOUT_S + 2.0
 
 
 class MetricsPortTaken(Exception):
