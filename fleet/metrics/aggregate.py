@@ -9,7 +9,8 @@ from prometheus_client.metrics_core import Metric
 # (family name, sample name, labels sorted): one series.
 Key = tuple[str, str, tuple[tuple[str, str], ...]]
 
-# Only go up (until the process restarts): what a restarted worker had counted is kept.
+# Only go up (until the process restarts): what a restarted worker had counted is kept. (A
+# summary's quantiles would be summed as well: Fleet has no summary.)
 MONOTONIC_TYPES = frozenset({"counter", "histogram", "summary"})
 # The process's start (the worker's identity: a new value is a new process) and the node's:
 # the earliest of its processes, the supervisor's.
