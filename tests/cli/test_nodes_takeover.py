@@ -33,8 +33,12 @@ from fleet.db import Database
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
+from fleet.collection.driving import RouteService
+from fleet.workorders.changes import system_actor
 from protocols.lwm2m import senml
 from tests.conftest import City, free_port, make_city, migrated_database
+from tests.fleet.collection.route_fixtures import seed_route
+from tests.fleet.collection.test_driving_automation import _readings as fill_readings
 
 pytestmark = pytest.mark.xdist_group("fleet-nodes")
 
@@ -320,8 +324,8 @@ def doubles(device: Device, killed: list[tuple[int, float]]) -> list[tuple]:
             if what in (REBOOT,) or len(entries) == 1:
                 continue  # reboots are the test's own, one per scenario
             first, *rest = entries
-            repeated_after_kill = len(rest) == 1 and any(
-                port == first[1] and first[2] < at < rest[0][2] for port, at in killed)
+            repeated_after_kill = len(rest) == 1 and rest[0][1] != first[1] and any(
+                port == first[1] and at < rest[0][2] for port, at in killed)
             if not repeated_after_kill:
                 found.append((device.endpoint, what, entries))
     return found
@@ -510,6 +514,7 @@ async def test_the_leader_killed_is_replaced_within_10_s_and_its_devices_taken_o
     devices = [await fleet.new(leader), await fleet.new(leader), await fleet.new(follower)]
     for device in devices:
         await observe(cluster, nodes_db, device, leader if device is not devices[-1] else follower)
+    route, stop = await emptied_stop(nodes_db, fleet.city)
     since = await database_now(nodes_db)
 
     await cluster.kill(leader)
@@ -517,12 +522,38 @@ async def test_the_leader_killed_is_replaced_within_10_s_and_its_devices_taken_o
         while not ((row := await leadership(nodes_db))["epoch"] > led["epoch"] and follower.owns(row["node"])):
             await asyncio.sleep(0.05)
 
+    # The new leader's first pass completes the stop whose bin emptied (the old one's may have):
+    # once, whoever did it.
+    async def stop_done() -> bool:
+        async with nodes_db.system_tx() as conn:
+            return await conn.fetchval("select status from collection_stops where id = $1", stop) == "done"
+    await until(stop_done, TAKEOVER_S, "the emptied bin's stop completed")
+
     for number, device in enumerate(devices[:2]):
         await served_by(cluster, nodes_db, device, follower, since, 50 + number)
     # The follower's own device never moved, nor stopped being observed.
     assert follower.owns(await registered_node(nodes_db, devices[2]))
     devices[2].values[OBSERVED].set(77)
     await until(lambda: _equals(state(nodes_db, devices[2], OBSERVED), 77), ANSWER_S, "the follower's device")
+    async with nodes_db.system_tx() as conn:
+        updates = await conn.fetchval("select count(*) from events where kind = 'route.stop_updated'")
+        emptyings = await conn.fetchval("select count(*) from bin_emptyings where stop_id = $1", stop)
+    assert (updates, emptyings) == (1, 1), route
+
+
+async def emptied_stop(db: Database, city: City) -> tuple[uuid.UUID, uuid.UUID]:
+    """A route under way whose first bin has just been emptied (its fill dropped): its stop is
+    the scheduler's to complete (fleet.collection.automation.complete_by_fill)."""
+    now = datetime.now(UTC)
+    seeded = await seed_route(db, city.tenant_id, bins=2, starts_at=now - timedelta(hours=1), prefix="nodes")
+    async with db.tenant_tx(city.tenant_id) as conn:
+        crew = await conn.fetchval("insert into crews (tenant_id, name) values ($1, 'Night team') returning id",
+                                   city.tenant_id)
+        await conn.execute("update collection_plans set created_at = $1", now - timedelta(hours=12))
+    await RouteService(db).assign(system_actor(city.tenant_id), seeded.route_id, crew)
+    await fill_readings(db, city.tenant_id, seeded.bin_ids[0],
+                        [(now - timedelta(hours=2), 85.0), (now - timedelta(minutes=10), 6.0)])
+    return seeded.route_id, seeded.stop_ids[0]
 
 
 async def _equals(value: Awaitable[Any], expected: Any) -> bool:
