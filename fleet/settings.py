@@ -241,10 +241,10 @@ def load_settings() -> Settings:
     if log_level not in LOG_LEVELS:
         raise SettingsError("FLEET_LOG_LEVEL", ", ".join(LOG_LEVELS), _env("LOG_LEVEL"))
     in_flight = _env_int("COAP_IN_FLIGHT", 1024)
-    node_timeout_s = _env_float("NODE_TIMEOUT_S", CoapSettings.node_timeout_s)
+    limits, coap = RateLimitSettings(), CoapSettings()
+    node_timeout_s = _env_float("NODE_TIMEOUT_S", coap.node_timeout_s)
     if node_timeout_s < 1:
         raise SettingsError("FLEET_NODE_TIMEOUT_S", "at least 1 (seconds)", str(node_timeout_s))
-    limits, coap = RateLimitSettings(), CoapSettings()
     if in_flight < 1:
         raise SettingsError("FLEET_COAP_IN_FLIGHT", "at least 1", str(in_flight))
     settings = Settings(

@@ -21,6 +21,19 @@ def test_commands_in_flight_refuses_nonsense(monkeypatch, raw):
         load_settings()
 
 
+@pytest.mark.parametrize(("raw", "seconds"), [(None, 30.0), ("4.5", 4.5), ("0.5", None), ("soon", None)])
+def test_node_timeout_default_override_and_nonsense(monkeypatch, raw, seconds):
+    if raw is None:
+        monkeypatch.delenv("FLEET_NODE_TIMEOUT_S", raising=False)
+    else:
+        monkeypatch.setenv("FLEET_NODE_TIMEOUT_S", raw)
+    if seconds is None:
+        with pytest.raises(ValueError, match="FLEET_NODE_TIMEOUT_S"):
+            load_settings()
+    else:
+        assert load_settings().coap.node_timeout_s == seconds
+
+
 def test_rate_limits_defaults_and_overrides(monkeypatch):
     for name in ("RATE_KEY_PER_S", "RATE_ADDRESS_BURST", "COAP_PEER_PER_S", "AUTH_FAILURES_BURST"):
         monkeypatch.delenv(f"FLEET_{name}", raising=False)
