@@ -196,11 +196,14 @@ class Dispatcher:
         to another node, or its node stopped), and their notifications no longer reach that one.
         """
         for path in await self.queue.observed_paths(registration.device_id, moved=update):
-            self._observe_again(registration.tenant_id, DeviceAddress.of(registration), path)
+            self._observe_again(registration, path)
         for command, host, port, secure in await self.queue.claim(64, device_id=registration.device_id):
             self._start(command, DeviceAddress(host, port, secure, command.device_id))
 
-    def _observe_again(self, tenant_id: UUID, address: DeviceAddress, path: str) -> None:
+    def _observe_again(self, registration: Registration, path: str) -> None:
+        self._observe_at(registration.tenant_id, DeviceAddress.of(registration), path)
+
+    def _observe_at(self, tenant_id: UUID, address: DeviceAddress, path: str) -> None:
         key = (address.device_id, path)
         previous = self.observations.pop(key, None)
         if previous is not None:
@@ -219,8 +222,8 @@ class Dispatcher:
         with its memory)."""
         observations = await self.queue.adopt()
         for row in observations:
-            self._observe_again(row["tenant_id"], DeviceAddress(row["address"], row["port"], row["secure"],
-                                                                row["device_id"]), row["path"])
+            self._observe_at(row["tenant_id"], DeviceAddress(row["address"], row["port"], row["secure"],
+                                                             row["device_id"]), row["path"])
         if observations:
             log.info("observations of a stopped node taken over", count=len(observations))
 
