@@ -36,6 +36,11 @@ OUTCOME_UNKNOWN = "outcome unknown after a node stopped"
 # How long a node's heartbeat may be missing before other nodes serve its devices (the default
 # of FLEET_NODE_TIMEOUT_S).
 NODE_TIMEOUT = timedelta(seconds=30)
+# (slot, slots): of a node's device edge processes sharing a port, the one a device's
+# datagrams reach is slot `source port % slots` (protocols.coap.steering); only that one can
+# hear its answers, so only that one takes it over from a stopped node. A lone process: (0, 1).
+Slot = tuple[int, int]
+ONLY_SLOT: Slot = (0, 1)
 # Follows a CTE `done` (with operation and status): what of it finished, as a jsonb list of
 # [operation, status, n] for the metrics (fleet_command_targets_finished_total).
 _TALLY_FINISHED = """coalesce((select jsonb_agg(jsonb_build_array(operation, status, n)) from (
@@ -316,13 +321,14 @@ class CommandRepository:
             len(rows) > limit
 
     async def claim_due(self, node: str, limit: int, *, device_id: UUID | None = None,
-                        node_timeout: timedelta = NODE_TIMEOUT,
+                        node_timeout: timedelta = NODE_TIMEOUT, slot: Slot = ONLY_SLOT,
                         prepared: bool = False) -> list[tuple[DeviceCommand, str, int, bool]]:
         """Claim due commands this node should deliver, at most one in flight per device; each
         with its device's address, port and transport (secure: registered over coaps).
 
         A node delivers to devices registered through it (their answers come back to its
-        socket), and adopts devices of nodes whose heartbeat stopped. Queue-mode devices are
+        socket), and adopts devices of nodes whose heartbeat stopped (those of its `slot`, in a
+        node of several device edge processes). Queue-mode devices are
         only claimed for by `device_id`, right after they register or update (they are awake).
 
         One statement: in a transaction, or on its own on a connection `prepare_claimer` set up
@@ -337,7 +343,7 @@ class CommandRepository:
                     join registrations r on r.device_id = c.device_id
                     where c.status = 'queued' and c.next_attempt_at <= now() and c.expires_at > now()
                       and ($3::uuid is null and not r.queue_mode or c.device_id = $3)
-                      and (r.node = $1 or not exists (
+                      and (r.node = $1 or r.port % $6 = $5 and not exists (
                               select 1 from fleet_nodes n
                               where n.name = r.node and n.heartbeat_at > now() - $4::interval))
                       and not exists (
@@ -353,7 +359,7 @@ class CommandRepository:
                 where c.id = any(array(select id from due)) and r.device_id = c.device_id
                 returning {_COMMAND_COLUMNS_OF_C},
                           r.address, r.port, r.secure""",
-            node, limit, device_id, node_timeout)
+            node, limit, device_id, node_timeout, *slot)
         return [(command_from_row(r), r["address"], r["port"], r["secure"]) for r in rows]
 
     async def complete(self, outcomes: Sequence[Outcome], *, max_attempts: int,
@@ -459,12 +465,13 @@ class CommandRepository:
         (the row stays as the sign that its devices are to be adopted; `adopt` removes it)."""
         await self.conn.execute("update fleet_nodes set heartbeat_at = '-infinity' where name = $1", node)
 
-    async def adopt(self, node: str, node_timeout: timedelta) -> list[asyncpg.Record]:
+    async def adopt(self, node: str, node_timeout: timedelta, slot: Slot = ONLY_SLOT) -> list[asyncpg.Record]:
         """Take over the registrations of nodes whose heartbeat stopped (or that left): they
         become `node`'s, with their observations (but a queue-mode device's, observed again when
         it wakes: `observed_paths`), and what those nodes had sent them without an answer goes
         back to the queue at once (a firmware Update fails instead: ONCE_ONLY). Several nodes
-        may adopt at once: each registration goes to one (SKIP LOCKED). Returns the observations
+        may adopt at once: each registration goes to one (SKIP LOCKED); in a node of several
+        device edge processes, to the one of its slot (see Slot). Returns the observations
         to establish again: tenant_id, device_id, path, address, port, secure."""
         dead = await self.conn.fetch(
             "select name from fleet_nodes where name <> $1 and heartbeat_at < now() - $2::interval",
@@ -475,10 +482,11 @@ class CommandRepository:
         adopted = await self.conn.fetch(
             """with taken as (select r.id, n.heartbeat_at from registrations r
                               join fleet_nodes n on n.name = r.node
-                              where r.node = any($2::text[]) for update of r skip locked)
+                              where r.node = any($2::text[]) and r.port % $5 = $4
+                              for update of r skip locked)
                update registrations r set node = $1 from taken where r.id = taken.id
                returning r.device_id, r.queue_mode, taken.heartbeat_at + $3::interval as others_from""",
-            node, dead_names, node_timeout)
+            node, dead_names, node_timeout, *slot)
         # Only what the stopped node sent: the others claim its devices' commands from its last
         # heartbeat + the timeout on (claim_due), and what one of them sent is under way. A node
         # that left ('-infinity') released what it had sent itself.

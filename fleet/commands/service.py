@@ -18,7 +18,7 @@ from fleet.commands.hosting import hosted, lacks
 from fleet.commands.models import (MAX_ATTEMPTS, MAX_EXPIRY, MAX_TARGET_DEVICES, Batch, CommandQuery, CommandRequest,
                                    CommandStatus, DeviceCommand, Operation, Outcome, RequestedCommand,
                                    Target)
-from fleet.commands.repository import NODE_TIMEOUT, CommandRepository, prepare_claimer
+from fleet.commands.repository import NODE_TIMEOUT, ONLY_SLOT, CommandRepository, Slot, prepare_claimer
 from fleet.db import Database
 from fleet.db.availability import discard
 from fleet.errors import FieldError, NotFound, PermissionDenied, ValidationFailed
@@ -276,18 +276,21 @@ class CommandQueue:
     one device (it just woke up) run in a transaction of their own on a pooled connection.
     """
 
-    def __init__(self, db: Database, node: str, *, node_timeout: timedelta = NODE_TIMEOUT) -> None:
+    def __init__(self, db: Database, node: str, *, node_timeout: timedelta = NODE_TIMEOUT,
+                 slot: Slot = ONLY_SLOT) -> None:
         self.db = db
         self.node = node
-        # After this long without a heartbeat a node's devices are this one's to serve too.
+        # After this long without a heartbeat a node's devices are this one's to serve too
+        # (those its slot hears, in a node of several device edge processes).
         self.node_timeout = node_timeout
+        self.slot = slot
         self._claimer: asyncpg.Connection | None = None
 
     async def claim(self, limit: int, device_id: UUID | None = None) -> list[tuple[DeviceCommand, str, int, bool]]:
         if device_id is not None:
             async with self.db.system_tx() as conn:
                 return await CommandRepository(conn).claim_due(self.node, limit, device_id=device_id,
-                                                               node_timeout=self.node_timeout)
+                                                               node_timeout=self.node_timeout, slot=self.slot)
         if self._claimer is None:
             conn = await self.db.pool.acquire()
             try:
@@ -298,7 +301,7 @@ class CommandQueue:
             self._claimer = conn
         try:
             return await CommandRepository(self._claimer).claim_due(self.node, limit, prepared=True,
-                                                                    node_timeout=self.node_timeout)
+                                                                    node_timeout=self.node_timeout, slot=self.slot)
         except BaseException:
             # Lost, or cut off mid-statement (a cancelled claim): a connection in an unknown
             # state is not worth keeping; the next claim takes a fresh one.
@@ -347,7 +350,7 @@ class CommandQueue:
     async def adopt(self) -> list[asyncpg.Record]:
         """Take over the devices of nodes that stopped; the observations to establish again."""
         async with self.db.system_tx() as conn:
-            return await CommandRepository(conn).adopt(self.node, self.node_timeout)
+            return await CommandRepository(conn).adopt(self.node, self.node_timeout, self.slot)
 
     async def leave(self) -> None:
         """This node stops: the others take its devices over now (see CommandRepository.leave)."""

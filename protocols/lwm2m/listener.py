@@ -34,7 +34,7 @@ from fleet.access.limits import Rate
 from protocols.coap import secure, transport
 from protocols.coap.dtls import DtlsServer
 from protocols.coap.peerlimit import DEFAULT_ADDRESS_RATE, DEFAULT_PEER_RATE, PeerLimit
-from fleet.commands.repository import NODE_TIMEOUT
+from fleet.commands.repository import NODE_TIMEOUT, ONLY_SLOT, Slot
 from fleet.commands.service import CommandQueue
 from protocols.lwm2m.bootstrap import DEFAULT_LIFETIME_S as BOOTSTRAP_LIFETIME_S
 from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, BootstrapServer
@@ -93,7 +93,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         coaps_port: int | None = None, security: SecuritySettings | None = None,
                         coaps_public_uri: str | None = None, coaps_limits: dict | None = None,
                         bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S,
-                        node_timeout: timedelta = NODE_TIMEOUT) -> AsyncIterator[Listener]:
+                        node_timeout: timedelta = NODE_TIMEOUT, slot: Slot = ONLY_SLOT) -> AsyncIterator[Listener]:
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
     keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
 
@@ -101,7 +101,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     the device keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both,
     and the bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port).
     `coaps_limits` go to its DTLS server (protocols.coap.secure.open_coaps). After `node_timeout`
-    without a heartbeat another node's devices are taken over (FLEET_NODE_TIMEOUT_S)."""
+    without a heartbeat another node's devices are taken over (FLEET_NODE_TIMEOUT_S): those its
+    `slot` hears, in a node of several listener processes (protocols.coap.steering)."""
     transport.install()
     node = node or node_name()
     health = health or Health()
@@ -142,7 +143,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
             registrations, client, functools.partial(_issue_account, credentials),
             server_uri=coaps_server_uri(coaps_public_uri, host, coaps.port),
             server_public_key=server_public_key_der(security), lifetime_s=bootstrap_lifetime_s)
-    dispatcher = Dispatcher(db, CommandQueue(db, node, node_timeout=node_timeout), client, server,
+    dispatcher = Dispatcher(db, CommandQueue(db, node, node_timeout=node_timeout, slot=slot), client, server,
                             concurrency=in_flight, health=health, downloads=downloads)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
@@ -315,10 +316,11 @@ async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FL
                    health: Health | None = None, alarm_service: AlarmService | None = None,
                    rules: RuleEvaluator | None = None, coaps_port: int | None = None,
                    security: SecuritySettings | None = None, coaps_public_uri: str | None = None,
-                   coaps_limits: dict | None = None, node_timeout: timedelta = NODE_TIMEOUT) -> None:
+                   coaps_limits: dict | None = None, node_timeout: timedelta = NODE_TIMEOUT,
+                   slot: Slot = ONLY_SLOT) -> None:
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
                              address_rate=address_rate, health=health, alarm_service=alarm_service,
                              rules=rules, coaps_port=coaps_port, security=security,
                              coaps_public_uri=coaps_public_uri, coaps_limits=coaps_limits,
-                             node_timeout=node_timeout):
+                             node_timeout=node_timeout, slot=slot):
         await asyncio.Event().wait()
