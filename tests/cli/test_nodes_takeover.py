@@ -321,8 +321,8 @@ def doubles(device: Device, killed: list[tuple[int, float]]) -> list[tuple]:
         for entry in log:
             by_what.setdefault(entry[0], []).append(entry)
         for what, entries in by_what.items():
-            if what in (REBOOT,) or len(entries) == 1:
-                continue  # reboots are the test's own, one per scenario
+            if len(entries) == 1:
+                continue
             first, *rest = entries
             repeated_after_kill = len(rest) == 1 and rest[0][1] != first[1] and any(
                 port == first[1] and at < rest[0][2] for port, at in killed)
