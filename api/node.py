@@ -51,7 +51,8 @@ HTTP_BACKLOG = 2048
 def default_workers() -> tuple[int, int]:
     """(coap, http) workers of a node: as many device-edge workers as cores (the device traffic
     is the node's bulk), half as many for HTTP."""
-    cores = os.cpu_count() or 1
+    # The cores this process may run on (a container's cpuset), not the machine's.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return cores, max(1, cores // 2)
 
 
@@ -242,6 +243,8 @@ class Node:
         while not self.stopping:
             started = loop.time()
             process = await worker.start()
+            if self.stopping:  # started as the node began to stop: after the others had their SIGTERM
+                process.terminate()
             log.debug("worker started", worker=worker.name, pid=process.pid)
             returncode = await process.wait()
             if self.stopping:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import structlog
 
 from api.node import FDS_ENV, NODE_ENV, WORKER_ENV
+from fleet.db.reach import DatabaseUnreachable
 from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
 
@@ -111,7 +112,12 @@ def main() -> int:
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(run_worker(settings, role))
+        try:
+            return runner.run(run_worker(settings, role))
+        except DatabaseUnreachable as exc:
+            # One line, not a traceback: the supervisor starts it again after a back-off.
+            log.error("worker cannot reach the database", worker=role.name, error=str(exc))
+            return 1
 
 
 if __name__ == "__main__":
