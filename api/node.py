@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import structlog
 from api.runtime import migrate_database, resolve_dsn
 from fleet.db.embedded import EmbeddedWatchdog
 from fleet.errors import SettingsError
+from fleet.logging import set_worker
 from fleet.settings import Settings
 from fleet.supervision import Health, Supervisor
 from protocols.coap.transport import bound_udp_socket
@@ -35,6 +36,7 @@ WORKER_ENV = "FLEET_WORKER"
 NODE_ENV = "FLEET_NODE"
 FDS_ENV = "FLEET_WORKER_FDS"
 METRICS_SOCKET_ENV = "FLEET_WORKER_METRICS_SOCKET"
+SCHEDULER_ENV = "FLEET_WORKER_SCHEDULER"  # "1": the node's scheduler runs in this worker
 
 # A worker that died is started again after FIRST_BACKOFF_S, doubling up to MAX_BACKOFF_S while
 # it keeps dying; one that ran STEADY_S was fine, and its next death starts the count again.
@@ -160,16 +162,15 @@ def coaps_on(settings: Settings) -> bool:
     return bool(settings.coap.coaps_port) and settings.security.credentials_key is not None
 
 
-def worker_settings_environment(settings: Settings, *, metrics: bool) -> dict[str, str]:
+def worker_settings_environment(settings: Settings) -> dict[str, str]:
     """The settings a command line (or the demo) may have changed, for the workers, which read
-    theirs from the environment (fleet.settings). The metrics port: only in the worker that
-    serves it (`metrics`)."""
+    theirs from the environment (fleet.settings). No metrics port: the supervisor serves the
+    node's, the workers theirs on Unix sockets."""
     env = {"FLEET_HTTP_HOST": settings.http.host, "FLEET_HTTP_PORT": str(settings.http.port),
            "FLEET_COAP_HOST": settings.coap.host, "FLEET_COAP_PORT": str(settings.coap.port),
            "FLEET_COAPS_PORT": str(settings.coap.coaps_port),
            "FLEET_COAPS_SOURCE_SHARE": str(settings.coap.coaps_source_share),
-           "FLEET_METRICS_HOST": settings.metrics.host,
-           "FLEET_METRICS_PORT": str(settings.metrics.port if metrics else 0)}
+           "FLEET_METRICS_PORT": "0"}
     if settings.security.credentials_key is not None:
         # The environment, not the arguments: only its owner reads it.
         env["FLEET_CREDENTIALS_KEY"] = settings.security.credentials_key.hex()
@@ -199,7 +200,7 @@ def plan_workers(settings: Settings, sockets: NodeSockets, *, node: str, dsn: st
                  coap_workers: int, http_workers: int,
                  environ: Mapping[str, str] = os.environ) -> list[Worker]:
     """The node's workers: coap-1..N on their slots' sockets, http-1..M on the shared one; the
-    scheduler (and, until the node aggregates metrics, the metrics port) in http-1, else coap-1."""
+    scheduler (and the city-wide gauges of the metrics) in http-1, else coap-1."""
     names = [f"coap-{k}" for k in range(1, coap_workers + 1)] + [f"http-{k}" for k in range(1, http_workers + 1)]
     scheduler = "http-1" if http_workers else "coap-1"
     workers = []
@@ -209,10 +210,10 @@ def plan_workers(settings: Settings, sockets: NodeSockets, *, node: str, dsn: st
             fds = {"coap": slot.coap.fileno(), "coaps": slot.coaps.fileno() if slot.coaps is not None else None}
         else:
             fds = {"http": sockets.http.fileno()}
-        env = {**environ, **worker_settings_environment(settings, metrics=name == scheduler),
+        env = {**environ, **worker_settings_environment(settings),
                "FLEET_DATABASE_URL": dsn, WORKER_ENV: name, NODE_ENV: node, FDS_ENV: json.dumps(fds),
                METRICS_SOCKET_ENV: str(metrics_dir / f"{name}.sock"), COAP_WORKERS_ENV: str(coap_workers),
-               "FLEET_WORKER_SCHEDULER": "1" if name == scheduler else "0"}
+               SCHEDULER_ENV: "1" if name == scheduler else "0"}
         workers.append(Worker(name, fds, env))
     return workers
 
@@ -288,9 +289,13 @@ async def run_node(settings: Settings, *, coap_workers: int, http_workers: int,
                    extra: Sequence[Callable[[], Awaitable[None]]] = ()) -> int:
     """What `fleet serve` runs after its ports were checked (and `fleet demo`, its simulator
     and collection as `extra`): until SIGTERM or Ctrl-C (0), or until an `extra` ends (1)."""
+    set_worker("supervisor")
     dsn = await asyncio.to_thread(resolve_dsn, settings)
     await migrate_database(dsn, settings)  # once, here: the workers open the database without migrating
-    sockets = NodeSockets.bind(settings, coap_workers, http_workers)
+    try:
+        sockets = NodeSockets.bind(settings, coap_workers, http_workers)
+    except OSError as exc:  # taken since api.cli checked, or a CoAP port held without SO_REUSEPORT
+        raise SystemExit(f"fleet: cannot bind the node's sockets: {exc.strerror or exc}") from None
     settings = sockets.ports(settings)
     metrics_dir = Path(tempfile.mkdtemp(prefix="fleet-node-"))  # 0700: the workers' metrics need no auth
     node = node_name()
@@ -312,22 +317,11 @@ async def run_node(settings: Settings, *, coap_workers: int, http_workers: int,
     keepers = [asyncio.create_task(running.keep(worker)) for worker in running.workers]
     extras = [asyncio.create_task(component()) for component in extra]
     _log_serving(settings, node, coap_workers, http_workers)
-    # TODO(i18 lead, Part C): the node's aggregated /metrics on the metrics port:
-    #   async with NodeMetrics(settings.metrics, [w.environment[METRICS_SOCKET_ENV] for w in workers]).serving():
-    # Until then the scheduler's worker serves its own /metrics there (plan_workers).
     stopper = asyncio.create_task(stop.wait())
+    metrics_paths = {worker.name: worker.environment[METRICS_SOCKET_ENV] for worker in running.workers}
     try:
-        done, _ = await asyncio.wait([stopper, *extras], return_when=asyncio.FIRST_COMPLETED)
-        failed = [task for task in done if task is not stopper]
-        for task in failed:
-            exc = None if task.cancelled() else task.exception()
-            log.error("component stopped; stopping the node", exc_info=exc or None)
-        log.info("node stopping", workers=len(running.workers))
-        for task in [*extras, stopper]:
-            task.cancel()
-        await asyncio.gather(*extras, stopper, return_exceptions=True)
-        await running.stop(keepers, killed)
-        return 1 if failed else 0
+        async with serving_node_metrics(settings, metrics_paths):
+            return await _until_stopped(running, keepers, extras, stopper, killed)
     finally:
         for task in [*keepers, *extras]:
             task.cancel()
@@ -337,6 +331,34 @@ async def run_node(settings: Settings, *, coap_workers: int, http_workers: int,
         await guard.stop()
         sockets.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+async def _until_stopped(running: Node, keepers: list[asyncio.Task], extras: list[asyncio.Task],
+                         stopper: asyncio.Task, killed: asyncio.Event) -> int:
+    done, _ = await asyncio.wait([stopper, *extras], return_when=asyncio.FIRST_COMPLETED)
+    failed = [task for task in done if task is not stopper]
+    for task in failed:
+        exc = None if task.cancelled() else task.exception()
+        log.error("component stopped; stopping the node", exc_info=exc or None)
+    log.info("node stopping", workers=len(running.workers))
+    for task in [*extras, stopper]:
+        task.cancel()
+    await asyncio.gather(*extras, stopper, return_exceptions=True)
+    await running.stop(keepers, killed)
+    return 1 if failed else 0
+
+
+@contextlib.asynccontextmanager
+async def serving_node_metrics(settings: Settings, paths: dict[str, str]) -> AsyncIterator[None]:
+    """The node's /metrics (its workers' merged) on the metrics port for as long as the block
+    runs; a port that cannot be bound stops the node with one line saying which setting moves it."""
+    from api.metrics import MetricsPortTaken, NodeMetrics
+
+    try:
+        async with NodeMetrics(settings.metrics, lambda: paths).serving():
+            yield
+    except MetricsPortTaken as exc:
+        raise SystemExit(f"fleet: {exc}") from None  # as api.cli.main words its one-line errors
 
 
 def _log_serving(settings: Settings, node: str, coap_workers: int, http_workers: int) -> None:

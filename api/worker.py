@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from api.node import FDS_ENV, NODE_ENV, WORKER_ENV
+from api.node import FDS_ENV, METRICS_SOCKET_ENV, NODE_ENV, SCHEDULER_ENV, WORKER_ENV
 from fleet.db.reach import DatabaseUnreachable
 from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
@@ -31,6 +31,7 @@ class WorkerRole:
     node: str               # the node's name (host:supervisor pid)
     fds: dict[str, int | None]
     scheduler: bool         # the node's scheduler runs here (http-1, else coap-1)
+    metrics_socket: str     # where its /metrics is served, for the supervisor to merge
 
     @property
     def kind(self) -> str:
@@ -45,7 +46,7 @@ class WorkerRole:
     @classmethod
     def from_environment(cls, environ=os.environ) -> WorkerRole:
         return cls(environ[WORKER_ENV], environ[NODE_ENV], json.loads(environ[FDS_ENV]),
-                   environ.get("FLEET_WORKER_SCHEDULER") == "1")
+                   environ.get(SCHEDULER_ENV) == "1", environ[METRICS_SOCKET_ENV])
 
 
 def die_with_supervisor() -> None:
@@ -69,16 +70,15 @@ def uvloop_wanted(role: WorkerRole) -> bool:
 
 async def run_worker(settings: Settings, role: WorkerRole) -> int:
     from api.commands import scheduler
-    from api.runtime import open_database, run_device_edge, run_http, serving_metrics, until_stopped
+    from api.metrics import worker_metrics
+    from api.runtime import open_database, run_device_edge, run_http, until_stopped
     from fleet.supervision import Health
     from protocols.lwm2m.listener import ListenerSockets
 
     health = Health()  # what this worker's /readyz reports
     components = []
-    async with open_database(settings, run_migrations=False, health=health) as db, serving_metrics(db, settings):
-        # TODO(i18 lead, Part C): `async with worker_metrics(db, socket_path, city=role.scheduler).serving()`
-        # on FLEET_WORKER_METRICS_SOCKET instead; until then the supervisor gives the metrics
-        # port to the scheduler's worker alone (api.node.plan_workers) and 0 to the others.
+    async with open_database(settings, run_migrations=False, health=health) as db, \
+            worker_metrics(db, role.metrics_socket, city=role.scheduler).serving():
         if role.kind == "coap":
             coaps = role.fds.get("coaps")
             sockets = ListenerSockets(socket.socket(fileno=role.fds["coap"]),

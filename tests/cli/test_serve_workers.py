@@ -40,14 +40,20 @@ class NodeProcess:
 
     async def read_log(self) -> None:
         async for raw in self.process.stderr:
-            with contextlib.suppress(ValueError):
+            try:
                 self.lines.append(json.loads(raw))
+            except ValueError:  # a traceback, or a command-line error
+                self.lines.append({"text": raw.decode(errors="replace")})
             self.changed.set()
+        self.lines.append({"text": "(the node's log ended)"})
+        self.changed.set()
 
     async def until(self, found: Callable[[list[dict]], object], what: str, timeout_s: float = 90) -> object:
         try:
             async with asyncio.timeout(timeout_s):
                 while not (result := found(self.lines)):
+                    if self.lines and self.lines[-1] == {"text": "(the node's log ended)"}:
+                        raise TimeoutError
                     self.changed.clear()
                     await self.changed.wait()
                 return result
@@ -70,20 +76,23 @@ class NodeProcess:
 
 
 @pytest.fixture
-async def node(database_dsn) -> AsyncIterator[tuple[NodeProcess, int, int]]:
-    http_port, coap_port = free_port(), free_port(socket.SOCK_DGRAM)
+async def node(database_dsn) -> AsyncIterator[tuple[NodeProcess, int, int, int]]:
+    http_port, coap_port, metrics_port = free_port(), free_port(socket.SOCK_DGRAM), free_port()
+    while metrics_port == http_port:  # each was free alone
+        metrics_port = free_port()
     env = os.environ | {"FLEET_DATABASE_URL": database_dsn, "FLEET_LOG_FORMAT": "json", "FLEET_LOG_LEVEL": "INFO",
                         "FLEET_DB_POOL_MIN": "1", "FLEET_DB_POOL_MAX": "4", "FLEET_DB_SYSTEM_POOL_MAX": "10",
                         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "api.cli", "serve", "--coap-workers", "2", "--http-workers", "2",
-        "--http-port", str(http_port), "--coap-port", str(coap_port), "--coaps-port", "0", "--metrics-port", "0",
+        "--http-port", str(http_port), "--coap-port", str(coap_port), "--coaps-port", "0",
+        "--metrics-port", str(metrics_port),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT)
     running = NodeProcess(process)
     reader = asyncio.create_task(running.read_log())
     try:
         await running.until(lambda lines: len(running.events("CoAP listener ready")) == 2, "two CoAP listeners")
-        yield running, http_port, coap_port
+        yield running, http_port, coap_port, metrics_port
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -117,7 +126,7 @@ async def writes_reach(db, city, device: MiniDevice, device_id, value: int) -> N
 
 
 async def test_a_node_of_worker_processes_survives_a_killed_coap_worker_and_stops_whole(db, node):
-    running, http_port, coap_port = node
+    running, http_port, coap_port, metrics_port = node
     city = await make_city(db, "seoul")
     ids = {}
     for n in range(DEVICES):
@@ -130,6 +139,12 @@ async def test_a_node_of_worker_processes_survives_a_killed_coap_worker_and_stop
         for _ in range(4):
             answer = await client.get("/api/v1/devices", headers={"Authorization": f"Bearer {city.key}"})
             assert answer.status_code == 200 and len(answer.json()["items"]) == DEVICES
+    # The node's metrics: every HTTP worker's requests, summed by the supervisor.
+    async with httpx.AsyncClient(timeout=30) as client:
+        scraped = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    listed = [line for line in scraped.splitlines()
+              if line.startswith('fleet_http_requests_total{method="GET",route="/api/v1/devices"')]
+    assert listed and listed[0].endswith(" 4.0"), listed
 
     devices = []
     try:
