@@ -22,7 +22,7 @@ from fleet.commands.service import CommandService
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
 from tests.conftest import free_port, make_city
-from tests.protocols.devices import MiniDevice
+from tests.protocols.devices import MiniDevice, Resource
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICES = 12  # each on its own port: the kernel spreads them over both coap workers
@@ -105,6 +105,26 @@ async def node(database_dsn) -> AsyncIterator[tuple[NodeProcess, int, int, int]]
         reader.cancel()
 
 
+class HeldLevel(Resource):
+    """A dimming level that takes writes only while `answering` is set: a device busy with a
+    command as its worker dies."""
+
+    def __init__(self, device: MiniDevice, answering: asyncio.Event) -> None:
+        super().__init__(device, LEVEL, 100)
+        self.answering = answering
+
+    async def render_put(self, request):
+        await self.answering.wait()
+        return await super().render_put(request)
+
+
+def light(endpoint: str, answering: asyncio.Event) -> MiniDevice:
+    device = MiniDevice(endpoint)
+    device.resources[LEVEL] = HeldLevel(device, answering)
+    device.site.add_resource(tuple(LEVEL.strip("/").split("/")), device.resources[LEVEL])
+    return device
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie has finished: its parent only has not reaped it)."""
     try:
@@ -114,15 +134,24 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+async def until_succeeded(db, city, batch_id, status: str = "succeeded") -> None:
+    """Until the batch's one command has `status`."""
+    async with asyncio.timeout(30):
+        while (await CommandService(db).get(city.principal, batch_id)).counts[status] != 1:
+            await asyncio.sleep(0.1)
+
+
+async def level_of(db, device_id) -> float | None:
+    async with db.system_tx() as conn:
+        return await conn.fetchval("select v_num from device_state where device_id = $1 and path = $2",
+                                   device_id, LEVEL)
+
+
 async def writes_reach(db, city, device: MiniDevice, device_id, value: int) -> None:
     batch = await CommandService(db).submit(city.principal, CommandRequest(
         Target(device_ids=(device_id,)), Operation.WRITE, LEVEL, value))
-    async with asyncio.timeout(30):
-        while (LEVEL, value) not in device.writes:
-            await asyncio.sleep(0.1)
-    async with asyncio.timeout(30):
-        while (await CommandService(db).get(city.principal, batch.id)).counts["succeeded"] != 1:
-            await asyncio.sleep(0.1)
+    await until_succeeded(db, city, batch.id)
+    assert (LEVEL, value) in device.writes
 
 
 async def test_a_node_of_worker_processes_survives_a_killed_coap_worker_and_stops_whole(db, node):
@@ -146,11 +175,11 @@ async def test_a_node_of_worker_processes_survives_a_killed_coap_worker_and_stop
               if line.startswith('fleet_http_requests_total{method="GET",route="/api/v1/devices"')]
     assert listed and listed[0].endswith(" 4.0"), listed
 
-    devices = []
+    devices, answering = [], asyncio.Event()
+    answering.set()
     try:
         for n in range(DEVICES):
-            device = MiniDevice(f"light-{n}")
-            device.add(LEVEL, 100)
+            device = light(f"light-{n}", answering)
             await device.start()
             devices.append(device)
             assert (await running.within(device.register(coap_port), "a Register")).code == Code.CREATED
@@ -160,6 +189,17 @@ async def test_a_node_of_worker_processes_survives_a_killed_coap_worker_and_stop
         slots = {node.rsplit("/", 1)[1] for node in nodes.values()}
         assert slots == {"coap-1", "coap-2"}, nodes
 
+        # A device of coap-1 observed, and a command under way to it (sent, not answered yet) as
+        # coap-1 is killed.
+        of_slot = [d for d in devices if nodes[d.endpoint].endswith("/coap-1")]
+        watched = ids[of_slot[0].endpoint]
+        observe = await CommandService(db).submit(city.principal, CommandRequest(
+            Target(device_ids=(watched,)), Operation.OBSERVE, LEVEL))
+        await until_succeeded(db, city, observe.id)
+        answering.clear()
+        held = await CommandService(db).submit(city.principal, CommandRequest(
+            Target(device_ids=(ids[of_slot[0].endpoint],)), Operation.WRITE, LEVEL, 7))
+        await until_succeeded(db, city, held.id, status="sent")
         started = running.events("worker running", node=next(iter(nodes.values())).rsplit("/", 1)[0] + "/coap-1")
         old_pid = started[0]["pid"]
         os.kill(old_pid, signal.SIGKILL)
@@ -171,8 +211,22 @@ async def test_a_node_of_worker_processes_survives_a_killed_coap_worker_and_stop
                        and line["pid"] != old_pid], "restarted coap-1")
         await running.until(lambda _: len(running.events("CoAP listener ready")) == 3, "coap-1 listening again")
 
+        # The new coap-1 sends what its predecessor left unanswered again, and it arrives.
+        taken = await running.until(lambda _: running.events("took over from this node's previous process"),
+                                    "the restarted worker's takeover")
+        assert taken[0]["commands_released"] == 1 and taken[0]["observations"] == 1
+        assert taken[0]["worker"] == "coap-1"
+        answering.set()
+        await until_succeeded(db, city, held.id)
+        assert (LEVEL, 7) in of_slot[0].writes
+        # ... and observes it again: a notification reaches the database.
+        of_slot[0].resources[LEVEL].value = 33
+        of_slot[0].resources[LEVEL].updated_state()
+        async with asyncio.timeout(30):
+            while await level_of(db, watched) != 33:
+                await asyncio.sleep(0.1)
+
         # Its devices reach the new process on the same socket, and it sends them commands.
-        of_slot = [d for d in devices if nodes[d.endpoint].endswith("/coap-1")]
         for device in devices:
             assert (await running.within(device.send(coap_port, READING), "a Send after the restart")).code == Code.CHANGED
         await writes_reach(db, city, of_slot[0], ids[of_slot[0].endpoint], 42)
