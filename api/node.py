@@ -24,7 +24,7 @@ from fleet.logging import set_worker
 from fleet.settings import Settings
 from fleet.supervision import Health, Supervisor
 from protocols.coap.transport import bound_udp_socket
-from protocols.lwm2m.listener import ListenerSockets
+from protocols.lwm2m.listener import ListenerSockets, node_name
 
 log = structlog.get_logger(__name__)
 
@@ -218,11 +218,6 @@ def plan_workers(settings: Settings, sockets: NodeSockets, *, node: str, dsn: st
     return workers
 
 
-def node_name() -> str:
-    """The node's name, which its workers' names extend (`host:pid/coap-1`)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _ended(returncode: int) -> dict[str, object]:
     if returncode < 0:
         with contextlib.suppress(ValueError):
@@ -298,7 +293,7 @@ async def run_node(settings: Settings, *, coap_workers: int, http_workers: int,
         raise SystemExit(f"fleet: cannot bind the node's sockets: {exc.strerror or exc}") from None
     settings = sockets.ports(settings)
     metrics_dir = Path(tempfile.mkdtemp(prefix="fleet-node-"))  # 0700: the workers' metrics need no auth
-    node = node_name()
+    node = node_name()  # host:pid, which the workers' names extend (host:pid/coap-1)
     guard = Supervisor(Health())
     if not settings.database.url:
         guard.start("embedded-postgres", EmbeddedWatchdog(settings.database.data_dir).run)
