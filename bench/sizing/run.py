@@ -107,14 +107,22 @@ async def database_work(conn: asyncpg.Connection) -> dict[str, int]:
     row = await conn.fetchrow("select sum(xact_commit) as commits, sum(tup_inserted) as inserted,"
                               " sum(tup_updated) as updated, sum(tup_deleted) as deleted,"
                               " pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint as wal from pg_stat_database")
-    return {key: int(value) for key, value in row.items()}
+    tables = await conn.fetch("select relname, n_tup_ins + n_tup_upd + n_tup_del as written from pg_stat_user_tables")
+    return {key: int(value) for key, value in row.items()} | {f"rows:{r['relname']}": r["written"] for r in tables}
 
 
-async def per_op(conn: asyncpg.Connection, before: dict[str, int], count: int) -> dict[str, float]:
-    """What one operation of a phase cost the database: commits, rows, WAL bytes (stats lag ~0.5 s)."""
+async def per_op(conn: asyncpg.Connection, before: dict[str, int], count: int) -> dict:
+    """What one operation of a phase cost the database: commits, rows, WAL bytes (stats lag ~0.5 s),
+    and the tables it wrote most (rows inserted, updated or deleted per operation)."""
+    if not count:
+        return {}
     await asyncio.sleep(1.0)  # pg_stat_database is flushed by the backends at most every second
     after = await database_work(conn)
-    return {f"{key}_per_op": round((after[key] - before[key]) / count, 2) for key in after} if count else {}
+    delta = {key: (after[key] - before.get(key, 0)) / count for key in after}
+    figures = {f"{key}_per_op": round(value, 2) for key, value in delta.items() if not key.startswith("rows:")}
+    tables = sorted(((value, key[5:]) for key, value in delta.items() if key.startswith("rows:") and value >= 0.05),
+                    reverse=True)
+    return figures | {"rows_per_op_by_table": {name: round(value, 2) for value, name in tables[:10]}}
 
 
 async def connections(conn: asyncpg.Connection) -> dict[str, int]:
@@ -222,11 +230,14 @@ async def relation_sizes(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
     sizes = {}
     for table in ("devices", "registrations", "device_state", "telemetry"):
         if table == "telemetry":
-            total = await conn.fetchval("select coalesce(sum(pg_total_relation_size(inhrelid)), 0)"
-                                        " from pg_inherits where inhparent = 'telemetry'::regclass")
+            total, indexes = await conn.fetchrow(
+                "select coalesce(sum(pg_total_relation_size(inhrelid)), 0), coalesce(sum(pg_indexes_size(inhrelid)), 0)"
+                " from pg_inherits where inhparent = 'telemetry'::regclass")
         else:
-            total = await conn.fetchval("select pg_total_relation_size($1::regclass)", table)
-        sizes[table] = {"bytes": total, "rows": await conn.fetchval(f"select count(*) from {table}")}  # noqa: S608
+            total, indexes = await conn.fetchrow("select pg_total_relation_size($1::regclass),"
+                                                 " pg_indexes_size($1::regclass)", table)
+        sizes[table] = {"bytes": total, "index_bytes": indexes,
+                        "rows": await conn.fetchval(f"select count(*) from {table}")}  # noqa: S608
     return sizes
 
 
@@ -268,9 +279,11 @@ async def telemetry_phase(args, dsn: str, postmaster: int) -> dict:
         await admin.close()
         points = packs * len(PATHS)
         grown = after_sizes["telemetry"]["bytes"] - before_sizes["telemetry"]["bytes"]
+        index_grown = after_sizes["telemetry"]["index_bytes"] - before_sizes["telemetry"]["index_bytes"]
         figures = spent(start_cpu, end_cpu, points)
         return {"points": points, "packs": packs, "batches": writer.batches,
-                "bytes_per_point": round(grown / points, 1), "wal_bytes_per_point": round(int(wal) / points, 1),
+                "bytes_per_point": round(grown / points, 1),
+                "index_bytes_per_point": round(index_grown / points, 1), "wal_bytes_per_point": round(int(wal) / points, 1),
                 "writer_us_per_point": figures["listener_us_per_op"],
                 "postgres_us_per_point": figures["postgres_us_per_op"], "wall_s": figures["wall_s"],
                 "machine_cores": figures["machine_cores"],
@@ -296,13 +309,17 @@ async def run(args) -> dict:
                                 "max_connections": await conn.fetchval("show max_connections")}
             finally:
                 await conn.close()
-            report |= await device_phases(args, dsn, postmaster, work / "lights.csv", work)
+            if not args.telemetry_only:
+                report |= await device_phases(args, dsn, postmaster, work / "lights.csv", work)
             report["telemetry"] = await telemetry_phase(args, dsn, postmaster)
             print("telemetry:", {k: v for k, v in report["telemetry"].items() if k != "sizes"}, flush=True)
+            print("telemetry sizes:", report["telemetry"]["sizes"], flush=True)
             return report
 
 
 def summary(report: dict) -> str:
+    if "idle" not in report:
+        return json.dumps({k: v for k, v in report["telemetry"].items() if k != "sizes"}, default=str)
     idle = report["idle"]["rss_kib"]
     lines = [f"listener RSS idle {idle / 1024:.1f} MiB; at rest listener {report['idle']['listener_cores']} cores, "
              f"PostgreSQL {report['idle']['postgres_cores']} cores"]
@@ -338,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifetime", type=int, default=120, help="registration lifetime of the devices, s")
     parser.add_argument("--register-rate", type=float, default=1000.0, help="Registers offered per second")
     parser.add_argument("--points", type=int, default=500_000, help="telemetry points for the disk figures")
+    parser.add_argument("--telemetry-only", action="store_true", help="only the telemetry phase (no listener)")
     parser.add_argument("--json", help="also write the whole report here")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
