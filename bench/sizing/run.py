@@ -137,9 +137,19 @@ async def device_phases(args, dsn: str, postmaster: int, lights: Path, work: Pat
     per_step = len(rows) // args.steps
     port = free_port()
     env = {**os.environ, "FLEET_DATABASE_URL": dsn, "FLEET_LOG_LEVEL": "WARNING", "FLEET_LOG_FORMAT": "json"}
+    coaps_port, secure = 0, []
+    if args.security == "psk":
+        from bench.ingest.security import BENCH_CREDENTIALS_KEY
+
+        # The simulators all come from one address: the per-source handshake share is off.
+        env |= {"FLEET_CREDENTIALS_KEY": BENCH_CREDENTIALS_KEY, "FLEET_COAPS_SOURCE_SHARE": "1"}
+        coaps_port = free_port()
+        secure = ["--security", "psk", "--credentials-file", str(work / "credentials.json"),
+                  "--secure-server", f"coaps://127.0.0.1:{coaps_port}"]
     log = (work / "listener.log").open("w")
     listener = subprocess.Popen([sys.executable, "-c", "import sys; from api.cli import main; sys.exit(main())",
-                                 "coap", "--coap-port", str(port), "--coaps-port", "0", "--metrics-port", "0"],
+                                 "coap", "--coap-port", str(port), "--coaps-port", str(coaps_port),
+                                 "--metrics-port", "0"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
     simulators: list[subprocess.Popen] = []
     conn = await asyncpg.connect(dsn)
@@ -167,7 +177,7 @@ async def device_phases(args, dsn: str, postmaster: int, lights: Path, work: Pat
             simulators.append(subprocess.Popen(
                 [sys.executable, "-m", "bench.sizing.devices", "--server", f"coap://127.0.0.1:{port}",
                  "--devices-file", str(part), "--lights", str(per_step), "--lifetime", str(args.lifetime),
-                 "--register-rate", str(args.register_rate)],
+                 "--register-rate", str(args.register_rate), *secure],
                 stdout=(work / f"sim-{step}.log").open("w"), stderr=subprocess.STDOUT))
             deadline = time.monotonic() + args.lifetime * 0.7
             while time.monotonic() < deadline:
@@ -179,7 +189,8 @@ async def device_phases(args, dsn: str, postmaster: int, lights: Path, work: Pat
             await meter.wait_quiet(10)
             end = meter.read()
             figures = spent(start, end, per_step, idle)
-            figures.update(registered=registered, read=read, rss_kib=rss_kib(listener.pid),
+            over_coaps = await conn.fetchval("select count(*) from registrations where secure")
+            figures.update(registered=registered, read=read, over_coaps=over_coaps, rss_kib=rss_kib(listener.pid),
                            connections=await connections(conn), **await per_op(conn, work_before, per_step))
             out["register"].append(figures)
             print(f"register step {step + 1}:", figures, flush=True)
@@ -292,20 +303,43 @@ async def telemetry_phase(args, dsn: str, postmaster: int) -> dict:
         await db.close()
 
 
+async def psk_city(dsn: str, count: int, work: Path) -> dict[str, str]:
+    """Streetlights holding a PSK each (bench.ingest's), their devices file and credentials file."""
+    from bench.dimming.city import FILE_COLUMNS
+    from bench.ingest import database
+    from bench.ingest.security import BENCH_CREDENTIALS_KEY, bench_psk, device_row, psk_endpoint_name
+
+    endpoints = [psk_endpoint_name(n) for n in range(count)]
+    prepared = await database.prepare(dsn, endpoints, row=device_row, credentials_key=BENCH_CREDENTIALS_KEY)
+    with (work / "lights.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(FILE_COLUMNS)
+        for n, name in enumerate(endpoints):
+            row = device_row(n, name)
+            writer.writerow(["streetlight", name, "provisioned", row["lat"], row["lon"], "Jung-gu", f"PSK{n:08d}",
+                             "Lumen Korea", "LK-120", 120, "led"])
+    devices = {name: {"mode": "psk", "identity": name, "key_hex": bench_psk(name.encode()).hex()} for name in endpoints}
+    (work / "credentials.json").write_text(json.dumps({"devices": devices}))
+    return prepared.settings
+
+
 async def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="fleet-sizing-") as tmp:
         work = Path(tmp)
         with embedded_server(work) as dsn:
             await migrate_and_analyze(dsn)
             postmaster = int((work / "pg" / "pgdata" / "postmaster.pid").read_text().split()[0])
-            db = await Database.connect(dsn, min_size=1, max_size=2)
-            try:
-                city = await prepare(db, dsn, args.devices, work / "lights.csv")
-            finally:
-                await db.close()
+            if args.security == "psk":
+                settings = await psk_city(dsn, args.devices, work)
+            else:
+                db = await Database.connect(dsn, min_size=1, max_size=2)
+                try:
+                    settings = (await prepare(db, dsn, args.devices, work / "lights.csv")).settings
+                finally:
+                    await db.close()
             conn = await asyncpg.connect(dsn)
             try:
-                report: dict = {"devices": args.devices, "settings": city.settings,
+                report: dict = {"devices": args.devices, "security": args.security, "settings": settings,
                                 "max_connections": await conn.fetchval("show max_connections")}
             finally:
                 await conn.close()
@@ -355,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifetime", type=int, default=120, help="registration lifetime of the devices, s")
     parser.add_argument("--register-rate", type=float, default=1000.0, help="Registers offered per second")
     parser.add_argument("--points", type=int, default=500_000, help="telemetry points for the disk figures")
+    parser.add_argument("--security", choices=("nosec", "psk"), default="nosec",
+                        help="psk: the devices register over coaps, a PSK each (DTLS sessions in the listener)")
     parser.add_argument("--telemetry-only", action="store_true", help="only the telemetry phase (no listener)")
     parser.add_argument("--json", help="also write the whole report here")
     args = parser.parse_args(argv)
