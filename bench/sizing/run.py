@@ -1,6 +1,7 @@
 """What one device costs a node and the database: the figures behind docs/scaling.md's sizing.
 
-    python -m bench.sizing [--devices 10000] [--steps 2] [--lifetime 120] [--points 500000] [--json out.json]
+    python -m bench.sizing [--devices 10000] [--steps 2] [--lifetime 120] [--points 500000] [--security psk]
+                           [--json out.json]
 
 A throw-away embedded PostgreSQL (as `fleet serve` tunes it, fsync on) with N streetlights, one
 real `fleet coap` process (the one-process device edge: listener, dispatcher, telemetry writer)
@@ -18,6 +19,9 @@ postmaster, its live children and the children that exited):
 5. telemetry: --points points written through the listener's TelemetryWriter (10-point packs,
    today's partition): bytes on disk per point (table + index), WAL per point, PostgreSQL
    CPU per point; bytes per registration, device and device_state row.
+
+With --security psk every device holds a PSK (bench.ingest's) and registers over coaps, so the
+listener keeps a DTLS session per device.
 """
 
 from __future__ import annotations
