@@ -178,7 +178,8 @@ async def run_device_edge(db: Database, settings: Settings, health: Health) -> N
                    peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
                    health=health, alarm_service=alarms, rules=rules, coaps_port=settings.coap.coaps_port or None,
                    security=settings.security, coaps_public_uri=coaps_public_uri(settings),
-                   coaps_limits={"source_share": settings.coap.coaps_source_share})
+                   coaps_limits={"source_share": settings.coap.coaps_source_share},
+                   followups_per_s=settings.coap.followups_per_worker)
 
 
 @contextlib.asynccontextmanager

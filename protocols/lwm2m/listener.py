@@ -40,6 +40,7 @@ from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, BootstrapServer
 from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
 from protocols.lwm2m.negotiation import ContentFormats
+from protocols.lwm2m.pacing import DEFAULT_CONCURRENCY, DEFAULT_RATE_PER_S, FollowupPacer
 from protocols.lwm2m.server import LwM2MServer
 from protocols.lwm2m.sessions import Peer
 
@@ -72,6 +73,8 @@ class Listener:
     coaps: secure.SecureListener | None = None
     directory: CredentialDirectory | None = None
     bootstrap: BootstrapServer | None = None
+    # Where each Register's and Update's follow-up waits for its budget.
+    pacer: FollowupPacer | None = None
 
     @property
     def coaps_port(self) -> int | None:
@@ -91,14 +94,20 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         alarm_sweep_interval_s: float = ALARM_SWEEP_INTERVAL_S,
                         coaps_port: int | None = None, security: SecuritySettings | None = None,
                         coaps_public_uri: str | None = None, coaps_limits: dict | None = None,
-                        bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S) -> AsyncIterator[Listener]:
+                        bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S,
+                        followups_per_s: float = DEFAULT_RATE_PER_S,
+                        followups_in_flight: int = DEFAULT_CONCURRENCY) -> AsyncIterator[Listener]:
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
     keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
 
     `coaps_port` (None: none; 0: any free port) opens CoAP over DTLS beside the plain port, with
     the device keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both,
     and the bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port).
-    `coaps_limits` go to its DTLS server (protocols.coap.secure.open_coaps)."""
+    `coaps_limits` go to its DTLS server (protocols.coap.secure.open_coaps).
+
+    What follows each Register and Update (the /3/0 read, re-observing, the device's commands)
+    starts at most `followups_per_s` a second (0: unpaced), `followups_in_flight` at once: this
+    listener's share of the node's FLEET_REGISTRATION_FOLLOWUPS (protocols.lwm2m.pacing)."""
     transport.install()
     node = node or node_name()
     health = health or Health()
@@ -143,17 +152,12 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                             health=health, downloads=downloads)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
-    async def on_registered(registration, session, *, update: bool = False) -> None:
-        try:
-            await info_reader(registration, session, update=update)
-            await dispatcher.device_awake(registration, session, update=update)
-        except Exception as exc:  # noqa: BLE001 - a task of its own: nobody else would hear of it
-            if database_away(exc):
-                health.database_lost(exc)  # done again at the device's next Register or Update
-            else:
-                log.exception("after-registration work failed", endpoint=registration.endpoint)
+    async def follow_up(followup) -> None:
+        await info_reader(followup.registration, followup.session, update=followup.update)
+        await dispatcher.device_awake(followup.registration, followup.session, update=followup.update)
 
-    server.on_registered = on_registered
+    pacer = FollowupPacer(follow_up, rate_per_s=followups_per_s, concurrency=followups_in_flight, health=health)
+    server.on_registered = pacer.submit
     server.sessions.on_ended = _coalesced(dispatcher.end_observations)
     bound_port = transport.udp_sockets(context)[0].getsockname()[1]
     following = asyncio.Event()
@@ -181,13 +185,15 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                 await following.wait()
         log.info("CoAP listener ready", host=host, port=bound_port, node=node,
                  coaps_port=coaps.port if coaps is not None else None)
-        yield Listener(context, server, writer, client, dispatcher, bound_port, coaps, directory, server.bootstrap)
+        yield Listener(context, server, writer, client, dispatcher, bound_port, coaps, directory, server.bootstrap,
+                       pacer)
     finally:
         await supervisor.stop()
         await server.drain(DRAIN_GRACE_S)
         client.close()
         if server.bootstrap is not None:
             await server.bootstrap.close()
+        await pacer.close()
         await server.close()
         if coaps is not None:
             await coaps.close()
@@ -312,9 +318,10 @@ async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FL
                    health: Health | None = None, alarm_service: AlarmService | None = None,
                    rules: RuleEvaluator | None = None, coaps_port: int | None = None,
                    security: SecuritySettings | None = None, coaps_public_uri: str | None = None,
-                   coaps_limits: dict | None = None) -> None:
+                   coaps_limits: dict | None = None, followups_per_s: float = DEFAULT_RATE_PER_S) -> None:
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
                              address_rate=address_rate, health=health, alarm_service=alarm_service,
                              rules=rules, coaps_port=coaps_port, security=security,
-                             coaps_public_uri=coaps_public_uri, coaps_limits=coaps_limits):
+                             coaps_public_uri=coaps_public_uri, coaps_limits=coaps_limits,
+                             followups_per_s=followups_per_s):
         await asyncio.Event().wait()
