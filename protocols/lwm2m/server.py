@@ -37,12 +37,14 @@ log = structlog.get_logger("fleet.lwm2m")
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 BACKOFF_S = 10
-# Registers and Updates waiting for their commit at once, per listener. Beyond it a device is
-# answered 5.03 with a Max-Age of REGISTER_BACKOFF_S to twice that (spread, so the refused do not
-# come back together): a quick answer, where a longer wait would cost an empty ACK, a separate
-# response and its retransmissions, and hold the request's state meanwhile.
-MAX_REGISTERING = 1024
+# Registers and Updates waiting for their commit at once, per listener. Up to it a device waits
+# (an empty ACK after a second, then its 2.01 as a separate response): a few KB each, and every
+# refusal would cost a request again later. Beyond it the device is answered 5.03 with a Max-Age
+# of about the time the ones under way take to commit (REGISTER_BACKOFF_S to REGISTER_BACKOFF_MAX_S,
+# spread so that the refused do not come back together).
+MAX_REGISTERING = 2048
 REGISTER_BACKOFF_S = 5
+REGISTER_BACKOFF_MAX_S = 60
 
 
 class ServiceUnavailable(error.ServiceUnavailable):
@@ -134,6 +136,7 @@ class LwM2MServer(interfaces.Resource):
         self.max_registering = max_registering
         self._registering = 0  # Registers and Updates waiting for their commit
         self.refused_registering = 0  # ... and those answered 5.03 for it
+        self._commits = _Throughput()  # of Registers and Updates, for the Max-Age of a refusal
         self.draining = False  # stopping: new requests get 5.03, those under way finish
         self.refused_draining = 0  # requests refused so, logged as one line on closing
         self._rendering = 0
@@ -206,13 +209,19 @@ class LwM2MServer(interfaces.Resource):
         if self._registering >= self.max_registering:
             # A storm beyond what the database commits: answered, never left waiting unbounded.
             self.refused_registering += 1
-            raise ServiceUnavailable(REGISTER_BACKOFF_S + random.randrange(REGISTER_BACKOFF_S + 1),
-                                     "too many registrations under way; retry later")
+            raise ServiceUnavailable(self._register_backoff_s(), "too many registrations under way; retry later")
         self._registering += 1
         try:
             return await (self._register(request) if len(path) == 1 else self._update(request, path[1]))
         finally:
             self._registering -= 1
+            self._commits.tick()
+
+    def _register_backoff_s(self) -> int:
+        """About how long the registrations under way take to commit, times 1 to 2."""
+        per_s = self._commits.per_s
+        wait_s = self._registering / per_s if per_s > 0 else REGISTER_BACKOFF_S
+        return min(REGISTER_BACKOFF_MAX_S, max(REGISTER_BACKOFF_S, round(wait_s * random.uniform(1.0, 2.0))))
 
     @staticmethod
     def _require(request: Message, code: Code) -> None:
@@ -384,6 +393,24 @@ class LwM2MServer(interfaces.Resource):
             # at its next Register or Update, on whichever node is up.
             return
         self.on_registered(registration, session, update=update)
+
+
+class _Throughput:
+    """Events a second, as last measured over a second or more: cheap enough for every Register."""
+
+    def __init__(self) -> None:
+        self.per_s = 0.0
+        self._count = 0
+        self._since: float | None = None
+
+    def tick(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._since is None:
+            self._since = now
+        self._count += 1
+        if now - self._since >= 1.0:
+            self.per_s = self._count / (now - self._since)
+            self._count, self._since = 0, now
 
 
 # Which change the registration interface request under way has seen (SessionCache.reading).
