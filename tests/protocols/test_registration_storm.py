@@ -16,6 +16,7 @@ from tests.protocols.lwm2m.rawdevice import (CHANGED, CON, CONTENT_FORMAT, CREAT
                                              Datagram, RawDevice, uint)
 from tests.protocols.test_commands import light, wait_for_batch
 
+MAX_AGE = 14  # the CoAP option
 DEVICES = 200
 BUDGET_PER_S = 20  # follow-ups a second: the storm's reads take about ten seconds
 IN_FLIGHT = 8
@@ -85,3 +86,21 @@ async def test_a_storm_is_registered_and_read_under_the_budget_and_sends_keep_fl
         finally:
             for raw in [veteran, *storm]:
                 raw.stop()
+
+
+async def test_registers_beyond_what_the_node_takes_get_5_03_with_max_age(db, listener):
+    city = await make_city(db, "seoul")
+    await light(db, city, "late-1")
+    raw = device(1)
+    raw.endpoint = "late-1"
+    await raw.start()
+    try:
+        listener.server.max_registering = 0  # as if 2,048 were waiting for their commit
+        refused = await raw.register(listener.port)
+        assert refused.code == 0xA3 and 5 <= refused.uint(MAX_AGE) <= 60, refused
+        assert b"retry later" in refused.payload
+        listener.server.max_registering = 2048
+        assert (await raw.register(listener.port)).code == CREATED
+    finally:
+        listener.server.max_registering = 2048
+        raw.stop()
