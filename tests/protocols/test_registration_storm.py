@@ -11,6 +11,7 @@ from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
 from fleet.metrics import REGISTRATION_FOLLOWUPS
 from protocols.lwm2m.listener import open_listener
+from protocols.lwm2m.server import MAX_REGISTERING
 from tests.conftest import make_city
 from tests.protocols.lwm2m.rawdevice import (CHANGED, CON, CONTENT_FORMAT, CREATED, POST, SENML_JSON, TLV, URI_PATH,
                                              Datagram, RawDevice, uint)
@@ -95,12 +96,12 @@ async def test_registers_beyond_what_the_node_takes_get_5_03_with_max_age(db, li
     raw.endpoint = "late-1"
     await raw.start()
     try:
-        listener.server.max_registering = 0  # as if 2,048 were waiting for their commit
+        listener.server.max_registering = 0  # as if MAX_REGISTERING were waiting for their commit
         refused = await raw.register(listener.port)
         assert refused.code == 0xA3 and 5 <= refused.uint(MAX_AGE) <= 60, refused
         assert b"retry later" in refused.payload
-        listener.server.max_registering = 2048
+        listener.server.max_registering = MAX_REGISTERING
         assert (await raw.register(listener.port)).code == CREATED
     finally:
-        listener.server.max_registering = 2048
+        listener.server.max_registering = MAX_REGISTERING
         raw.stop()
