@@ -23,8 +23,10 @@ log = structlog.get_logger("fleet.lwm2m.pacing")
 DEFAULT_RATE_PER_S = 500.0
 # Follow-ups under way at once in one listener. It bounds what waits on the database when the
 # database is slow (the rate alone would keep starting more), while a device that does not answer
-# its read holds a slot for at most the read's ~93 s of retransmissions.
-DEFAULT_CONCURRENCY = 128
+# its read holds a slot for at most the read's ~93 s of retransmissions. A follow-up takes about
+# a second under a storm (a read, then four transactions): 128 read 5,000 devices in 36 s on the
+# bench machine, 512 in 23 s, with the Registers done in 10-11 s either way.
+DEFAULT_CONCURRENCY = 512
 
 
 _EPSILON = 1e-6
