@@ -194,7 +194,8 @@ async def run_device_edge(db: Database, settings: Settings, health: Health, *, n
                    security=settings.security, coaps_public_uri=coaps_public_uri(settings),
                    coaps_limits={"source_share": settings.coap.coaps_source_share}, node=node, sockets=sockets,
                    resume=resume,
-                   node_timeout=timedelta(seconds=settings.coap.node_timeout_s), slot=slot)
+                   node_timeout=timedelta(seconds=settings.coap.node_timeout_s), slot=slot,
+                   followups_per_s=settings.coap.followups_per_worker)
 
 
 @contextlib.asynccontextmanager

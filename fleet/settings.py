@@ -132,6 +132,18 @@ class CoapSettings:
     # How long a node's heartbeat may be missing before the other nodes take its devices over
     # (their commands, observations and registrations); heartbeats come at least 3 times in it.
     node_timeout_s: float = 30.0
+    # Registration storms: the work after each Register and Update (the /3/0 read, re-observing,
+    # the device's commands) starts at most this many times a second on the node (0: unpaced),
+    # shared evenly by its coap workers (protocols.lwm2m.pacing).
+    registration_followups: float = 500.0
+    # The node's coap worker processes sharing its budgets (FLEET_COAP_WORKERS: the supervisor
+    # sets it in each; 0 is a node without device edge).
+    workers: int = 1
+
+    @property
+    def followups_per_worker(self) -> float:
+        """This process's share of the node's registration follow-up budget."""
+        return self.registration_followups / max(1, self.workers)
 
     @property
     def peer_rate(self) -> Rate:
@@ -281,6 +293,8 @@ def load_settings() -> Settings:
             address_per_s=_env_float("COAP_ADDRESS_PER_S", coap.address_per_s),
             address_burst=_env_int("COAP_ADDRESS_BURST", coap.address_burst),
             node_timeout_s=node_timeout_s,
+            registration_followups=_env_float("REGISTRATION_FOLLOWUPS", coap.registration_followups),
+            workers=_env_int("COAP_WORKERS", coap.workers),
         ),
         log=LogSettings(level=log_level, format=log_format),
         events=EventSettings(retention_days=_env_int("EVENTS_RETENTION_DAYS", 7)),
@@ -304,6 +318,8 @@ def load_settings() -> Settings:
     if database.system_pool_max < max(1, database.pool_min):
         raise SettingsError("FLEET_DB_SYSTEM_POOL_MAX", f"at least 1 and FLEET_DB_POOL_MIN ({database.pool_min})",
                             str(database.system_pool_max))
+    if settings.coap.workers < 0:
+        raise SettingsError("FLEET_COAP_WORKERS", "0 or more", str(settings.coap.workers))
     if settings.http.max_body_bytes < 1:
         raise SettingsError("FLEET_MAX_BODY_BYTES", "at least 1", str(settings.http.max_body_bytes))
     if settings.events.retention_days < 1:

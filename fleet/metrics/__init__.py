@@ -28,6 +28,13 @@ TELEMETRY_COMMIT = Histogram("fleet_telemetry_commit_duration_seconds",
                              "Time of one group commit of the telemetry writer", buckets=_COMMIT_BUCKETS)
 TELEMETRY_BACKLOG = Gauge("fleet_telemetry_backlog_points", "Data points waiting for the telemetry writer")
 DISPATCHER_IN_FLIGHT = Gauge("fleet_dispatcher_in_flight", "Command exchanges with devices under way on this node")
+REGISTRATION_FOLLOWUPS_WAITING = Gauge(
+    "fleet_registration_followups_waiting",
+    "Devices whose post-registration work (the /3/0 read, re-observing, command wake-up) waits for its budget")
+# completed, failed, merged (a device registered again while its follow-up waited: one for both),
+# abandoned (waiting when the listener stopped), cancelled (under way when it stopped).
+REGISTRATION_FOLLOWUPS = Counter("fleet_registration_followups",
+                                 "Post-registration follow-ups by outcome", ["outcome"])
 SCHEDULER_LEADER = Gauge("fleet_scheduler_leader", "1 while this process leads the scheduler, else 0")
 HTTP_REQUESTS = Counter("fleet_http_requests", "HTTP requests answered, by method, route template and status",
                         ["method", "route", "status"])

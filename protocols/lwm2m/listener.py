@@ -41,6 +41,7 @@ from protocols.lwm2m.bootstrap import PSK_MODE, RPK_MODE, BootstrapServer
 from protocols.lwm2m.dispatcher import IN_FLIGHT, Dispatcher
 from protocols.lwm2m.downlink import DeviceClient, DeviceInfoReader
 from protocols.lwm2m.negotiation import ContentFormats
+from protocols.lwm2m.pacing import DEFAULT_CONCURRENCY, DEFAULT_RATE_PER_S, FollowupPacer
 from protocols.lwm2m.server import LwM2MServer
 from protocols.lwm2m.sessions import Peer
 
@@ -82,6 +83,8 @@ class Listener:
     coaps: secure.SecureListener | None = None
     directory: CredentialDirectory | None = None
     bootstrap: BootstrapServer | None = None
+    # Where each Register's and Update's follow-up waits for its budget.
+    pacer: FollowupPacer | None = None
 
     @property
     def coaps_port(self) -> int | None:
@@ -103,7 +106,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         coaps_public_uri: str | None = None, coaps_limits: dict | None = None,
                         bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S,
                         sockets: ListenerSockets | None = None, node_timeout: timedelta = NODE_TIMEOUT,
-                        slot: Slot = ONLY_SLOT) -> AsyncIterator[Listener]:
+                        slot: Slot = ONLY_SLOT, followups_per_s: float = DEFAULT_RATE_PER_S,
+                        followups_in_flight: int = DEFAULT_CONCURRENCY) -> AsyncIterator[Listener]:
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
     keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
 
@@ -114,7 +118,11 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     listener serves on them (host and port only name it); its coaps socket, when given, is used
     when coaps is on. After `node_timeout` without a heartbeat another node's devices are taken
     over (FLEET_NODE_TIMEOUT_S): those its `slot` hears, in a node of several listener processes
-    (protocols.coap.steering)."""
+    (protocols.coap.steering).
+
+    What follows each Register and Update (the /3/0 read, re-observing, the device's commands)
+    starts at most `followups_per_s` a second (0: unpaced), `followups_in_flight` at once: this
+    listener's share of the node's FLEET_REGISTRATION_FOLLOWUPS (protocols.lwm2m.pacing)."""
     transport.install()
     node = node or node_name()
     health = health or Health()
@@ -160,17 +168,12 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                             concurrency=in_flight, health=health, downloads=downloads)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
-    async def on_registered(registration, session, *, update: bool = False) -> None:
-        try:
-            await info_reader(registration, session, update=update)
-            await dispatcher.device_awake(registration, session, update=update)
-        except Exception as exc:  # noqa: BLE001 - a task of its own: nobody else would hear of it
-            if database_away(exc):
-                health.database_lost(exc)  # done again at the device's next Register or Update
-            else:
-                log.exception("after-registration work failed", endpoint=registration.endpoint)
+    async def follow_up(followup) -> None:
+        await info_reader(followup.registration, followup.session, update=followup.update)
+        await dispatcher.device_awake(followup.registration, followup.session, update=followup.update)
 
-    server.on_registered = on_registered
+    pacer = FollowupPacer(follow_up, rate_per_s=followups_per_s, concurrency=followups_in_flight, health=health)
+    server.on_registered = pacer.submit
     server.sessions.on_ended = _coalesced(dispatcher.end_observations)
     bound_port = transport.udp_sockets(context)[0].getsockname()[1]
     following = asyncio.Event()
@@ -198,13 +201,15 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                 await following.wait()
         log.info("CoAP listener ready", host=host, port=bound_port, node=node,
                  coaps_port=coaps.port if coaps is not None else None)
-        yield Listener(context, server, writer, client, dispatcher, bound_port, coaps, directory, server.bootstrap)
+        yield Listener(context, server, writer, client, dispatcher, bound_port, coaps, directory, server.bootstrap,
+                       pacer)
     finally:
         await supervisor.stop()
         await server.drain(DRAIN_GRACE_S)
         client.close()
         if server.bootstrap is not None:
             await server.bootstrap.close()
+        await pacer.close()
         await server.close()
         if coaps is not None:
             await coaps.close()
@@ -332,7 +337,8 @@ async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FL
                    security: SecuritySettings | None = None, coaps_public_uri: str | None = None,
                    coaps_limits: dict | None = None, node: str | None = None,
                    sockets: ListenerSockets | None = None, resume: bool = False,
-                   node_timeout: timedelta = NODE_TIMEOUT, slot: Slot = ONLY_SLOT) -> None:
+                   node_timeout: timedelta = NODE_TIMEOUT, slot: Slot = ONLY_SLOT,
+                   followups_per_s: float = DEFAULT_RATE_PER_S) -> None:
     """The listener until cancelled. `resume`: this node's name was a process's before (a
     node's worker restarted in its slot), whose commands under way and observations this one
     takes over at once (Dispatcher.resume)."""
@@ -341,7 +347,7 @@ async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FL
                              rules=rules, coaps_port=coaps_port, security=security,
                              coaps_public_uri=coaps_public_uri, coaps_limits=coaps_limits,
                              node=node, sockets=sockets, node_timeout=node_timeout,
-                             slot=slot) as listener:
+                             slot=slot, followups_per_s=followups_per_s) as listener:
         if resume:
             await listener.dispatcher.resume()
         await asyncio.Event().wait()

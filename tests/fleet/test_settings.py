@@ -128,3 +128,17 @@ def test_one_source_takes_a_fifth_of_the_handshake_rates_unless_set(monkeypatch)
         monkeypatch.setenv("FLEET_COAPS_SOURCE_SHARE", bad)
         with pytest.raises(SettingsError, match="^FLEET_COAPS_SOURCE_SHARE must be"):
             load_settings()
+
+
+def test_registration_followups_are_shared_by_the_coap_workers(monkeypatch):
+    monkeypatch.delenv("FLEET_REGISTRATION_FOLLOWUPS", raising=False)
+    monkeypatch.delenv("FLEET_COAP_WORKERS", raising=False)
+    assert load_settings().coap.followups_per_worker == 500.0
+    monkeypatch.setenv("FLEET_REGISTRATION_FOLLOWUPS", "600")
+    monkeypatch.setenv("FLEET_COAP_WORKERS", "4")
+    assert load_settings().coap.followups_per_worker == 150.0
+    monkeypatch.setenv("FLEET_COAP_WORKERS", "0")  # a node without device edge: nothing to share
+    assert load_settings().coap.followups_per_worker == 600.0
+    monkeypatch.setenv("FLEET_COAP_WORKERS", "-1")
+    with pytest.raises(ValueError, match="FLEET_COAP_WORKERS"):
+        load_settings()

@@ -123,21 +123,30 @@ class RawDevice:
     def stop(self) -> None:
         self.transport.close()
 
-    async def register(self, port: int) -> Datagram:
+    async def register(self, port: int, timeout: float = 5) -> Datagram:
         links = self.links or ",".join(sorted({"<" + p.rsplit("/", 1)[0] + ">" for p in self.values}))
         query = [f"ep={self.endpoint}", "lt=300", "b=U", "lwm2m=1.1"]
         request = Datagram(CON, POST, self.mid(), os.urandom(4),
                            [(URI_PATH, b"rd"), (CONTENT_FORMAT, uint(LINK_FORMAT)),
                             *[(URI_QUERY, q.encode()) for q in query]], links.encode())
         self.server = ("127.0.0.1", port)
-        return await self.exchange(request)
+        return await self.exchange(request, timeout)
 
-    async def exchange(self, request: Datagram) -> Datagram:
+    async def exchange(self, request: Datagram, timeout: float = 5) -> Datagram:
+        """The reply to `request`; to a request answered by an empty ACK, the separate response
+        that follows with its token (RFC 7252 §5.2.2: a server slow to answer)."""
         self.transport.sendto(encode(request), self.server)
-        while True:
-            reply = await asyncio.wait_for(self.replies.get(), 5)
-            if reply.mid == request.mid:
-                return reply
+        later = False
+        async with asyncio.timeout(timeout):
+            while True:
+                reply = await self.replies.get()
+                if later:
+                    if reply.mtype in (CON, NON) and reply.token == request.token:
+                        return reply
+                elif reply.mid == request.mid:
+                    if not (reply.mtype == ACK and reply.code == 0 and 1 <= request.code < 32):
+                        return reply
+                    later = True
 
     def mid(self) -> int:
         return next(self._mids) & 0xFFFF
@@ -211,5 +220,10 @@ class _Protocol(asyncio.DatagramProtocol):
         message = decode(data)
         if message.mtype in (ACK, RST):
             self.device.replies.put_nowait(message)
-        elif 1 <= message.code < 32 and (reply := self.device.answer(message)) is not None:
-            self.transport.sendto(encode(reply), address)
+        elif 1 <= message.code < 32:
+            if (reply := self.device.answer(message)) is not None:
+                self.transport.sendto(encode(reply), address)
+        elif message.code >= 64:  # a separate response
+            if message.mtype == CON:
+                self.transport.sendto(encode(Datagram(ACK, 0, message.mid, b"", [], b"")), address)
+            self.device.replies.put_nowait(message)
