@@ -30,8 +30,8 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,17 +39,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
-
-from bench.coap.servers import coap_ping
 from bench.dimming.city import embedded_server
 from bench.ingest.cpu import CpuSampler, process_tree, with_descendants
 from bench.ingest.database import migrate_and_analyze
 from bench.processes import stop
+from bench.serve import REPO, child_env, fleet_serve, has_worker_flags
 from bench.storm.city import StormCity, prepare, progress
 from fleet.db import Database
 
-REPO = Path(__file__).resolve().parents[2]
 REST_PATH = "/api/v1/devices?limit=50"
 BASELINE = ["--coap-workers", "1", "--http-workers", "1"]
 DEVICES_PER_PROCESS = 5_000  # load processes: enough to keep each simulator's loop responsive
@@ -62,28 +59,35 @@ TARGET_ONLINE_S = 60.0
 @dataclass
 class Latency:
     requests: int
-    failed: int  # not 2xx, or no answer at all
+    failed: dict[str, int]  # by status: not 2xx, or "no answer"
     p50_ms: float
     p99_ms: float
     max_ms: float
 
     def text(self) -> str:
-        failed = f", {self.failed} failed" if self.failed else ""
-        return f"p50 {self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms, max {self.max_ms:.0f} ms ({self.requests} requests{failed})"
+        failed = sum(self.failed.values())
+        how = ", ".join(f"{status} {n}" for status, n in sorted(self.failed.items()))
+        failed_text = f", {failed} failed: {how}" if failed else ""
+        return (f"p50 {self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms, max {self.max_ms:.0f} ms "
+                f"({self.requests} requests{failed_text})")
 
 
 def latency(records: list[list[float]], start: float, end: float) -> Latency:
     """The requests due in [start, end), however late they were answered."""
     inside = [r for r in records if start <= r[0] < end]
     ordered = sorted(r[1] for r in inside)
+    failed: dict[str, int] = {}
+    for _, _, status in inside:
+        if not 200 <= status < 300:
+            key = str(status) if status else "no answer"
+            failed[key] = failed.get(key, 0) + 1
 
     def quantile(fraction: float) -> float:
         if not ordered:
             return math.nan
         return ordered[max(1, math.ceil(fraction * len(ordered))) - 1] * 1000
 
-    return Latency(len(inside), sum(1 for r in inside if not 200 <= r[2] < 300), round(quantile(0.5), 1),
-                   round(quantile(0.99), 1), round(quantile(1.0), 1))
+    return Latency(len(inside), failed, round(quantile(0.5), 1), round(quantile(0.99), 1), round(quantile(1.0), 1))
 
 
 @dataclass
@@ -120,62 +124,6 @@ class Side:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "done_s": self.done_s, "sends": self.sends}
-
-
-def free_port(kind: int) -> int:
-    family = socket.AF_INET6 if kind == socket.SOCK_DGRAM else socket.AF_INET
-    with socket.socket(family, kind) as sock:
-        sock.bind(("::" if family == socket.AF_INET6 else "127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve_has_worker_flags() -> bool:
-    """Until `fleet serve` is a supervisor of workers it has no --coap-workers."""
-    done = subprocess.run([sys.executable, "-m", "api.cli", "serve", "--help"], capture_output=True, text=True,
-                          cwd=REPO, env=child_env(), check=False)
-    return "--coap-workers" in done.stdout
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    # The code of this checkout, whatever else is installed.
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "FLEET_LOG_LEVEL": "WARNING", "FLEET_LOG_FORMAT": "json", **extra}
-
-
-@contextlib.asynccontextmanager
-async def fleet_serve(dsn: str, flags: list[str], log_path: Path):
-    """`fleet serve` in its own process until it answers /readyz and a CoAP ping."""
-    http_port, coap_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
-    argv = [sys.executable, "-m", "api.cli", "serve", "--http-port", str(http_port), "--coap-port", str(coap_port),
-            "--coaps-port", "0", "--metrics-port", "0", *flags]
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env=child_env(FLEET_DATABASE_URL=dsn))
-        try:
-            await _ready(process, f"http://127.0.0.1:{http_port}", ("127.0.0.1", coap_port), log_path)
-            yield process, http_port, coap_port
-        finally:
-            stop(process)
-
-
-async def _ready(process: subprocess.Popen, base: str, coap: tuple[str, int], log_path: Path,
-                 timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"fleet serve exited ({process.returncode}):\n{_tail(log_path)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(f"{base}/readyz")).status_code == 200 and \
-                        await asyncio.to_thread(coap_ping, coap):
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"fleet serve not ready within {timeout_s:.0f} s:\n{_tail(log_path)}")
-            await asyncio.sleep(0.25)
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 class Lights:
@@ -225,12 +173,15 @@ class Lights:
         return total
 
     async def sends_settled(self, timeout_s: float) -> dict[str, int]:
-        """The counts once every Send has its answer (or timed out), at most `timeout_s` from now."""
+        """The counts once every light that registered has sent its report and every Send has
+        its answer (or timed out), at most `timeout_s` from now."""
         deadline = time.monotonic() + timeout_s
         while True:
             counts = self.counters()
-            if counts.get("sends", 0) <= counts.get("sends_acked", 0) + counts.get("sends_failed", 0) or \
-                    time.monotonic() > deadline:
+            sends = counts.get("sends", 0)
+            if (counts.get("registered", 0) >= self.city.devices and sends >= counts["registered"]
+                    and sends <= counts.get("sends_acked", 0) + counts.get("sends_failed", 0)) \
+                    or time.monotonic() > deadline:
                 return counts
             await asyncio.sleep(POLL_S)
 
@@ -269,8 +220,9 @@ def _say(text: str) -> None:
 async def storm(args: argparse.Namespace, db: Database, dsn: str, postmaster: int, city: StormCity,
                 label: str, flags: list[str], work: Path) -> Side:
     me = os.getpid()
-    async with fleet_serve(dsn, flags, work / f"{city.slug}-fleet.log") as (node, http_port, coap_port):
-        lights = Lights(city, coap_port, args, work)
+    with fleet_serve(dsn, flags, work / f"{city.slug}-fleet.log") as fleet:
+        node = fleet.process
+        lights = Lights(city, fleet.coap_port, args, work)
         try:
             await lights.start()
             rest_out = work / f"{city.slug}-rest.json"
@@ -280,7 +232,7 @@ async def storm(args: argparse.Namespace, db: Database, dsn: str, postmaster: in
                 return {"fleet": with_descendants(tree, [node.pid]), "postgres": with_descendants(tree, [postmaster]),
                         "devices": [p.pid for p in lights.processes], "rest load": [rest.pid], "bench": [me]}
 
-            with rest_load(http_port, city.key, args.rest_rate, rest_out) as rest, \
+            with rest_load(fleet.http_port, city.key, args.rest_rate, rest_out) as rest, \
                     CpuSampler(groups, every_s=0.5) as sampler:
                 await asyncio.sleep(args.warmup)
                 before_start = time.monotonic()
@@ -397,7 +349,7 @@ async def run(args: argparse.Namespace) -> dict:
     configurations = [asked]
     notes: list[str] = []
     if not args.no_baseline:
-        if not serve_has_worker_flags():
+        if not has_worker_flags():
             notes.append("baseline skipped: this fleet serve has no --coap-workers/--http-workers (one process)")
         elif asked != BASELINE:
             configurations.insert(0, BASELINE)
@@ -422,7 +374,16 @@ async def run(args: argparse.Namespace) -> dict:
                         _say(line)
             finally:
                 await db.close()
+                if args.logs:
+                    _keep_logs(work, Path(args.logs))
     return {"sides": sides, "notes": notes, "processes": processes}
+
+
+def _keep_logs(work: Path, to: Path) -> None:
+    """Fleet's and the lights' logs, and every REST request's record, outlive the temporary directory."""
+    to.mkdir(parents=True, exist_ok=True)
+    for kept in [*work.glob("*.log"), *work.glob("*-rest.json")]:
+        shutil.copy(kept, to / kept.name)
 
 
 def _machine() -> dict:
@@ -448,6 +409,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cap", type=float, default=120.0, help="seconds the storm may last at most")
     parser.add_argument("--device-processes", type=int, default=0,
                         help=f"load processes for the lights (default: one per {DEVICES_PER_PROCESS})")
+    parser.add_argument("--logs", help="a directory to keep Fleet's and the lights' logs and the REST records in")
     parser.add_argument("--json", action="store_true", help="also print the report as one JSON object")
     return parser
 
