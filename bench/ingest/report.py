@@ -143,22 +143,16 @@ class IngestReport:
             stored = " committed" if side in ("fleet", "serve", "secure") else " answered (nothing stored)"
             out.append(f"median {label:<13} {rps:>8,.0f} requests/s, {points:>8,.0f} data points/s{stored}, "
                        f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms")
-        ratio = self.ratio
-        if ratio is not None:
-            each = ", ".join(f"{r.ratio:.0%}" for r in self.rounds if r.ratio is not None)
-            out.append(f"ratio fleet / bare aiocoap requests/s: {ratio:.1%} (median of rounds: {each})")
-        serve_ratio = self.serve_ratio
-        if serve_ratio is not None:
-            each = ", ".join(f"{r.serve_ratio:.0%}" for r in self.rounds if r.serve_ratio is not None)
-            verdict = "reaches" if serve_ratio >= 1 else "does NOT reach"
-            out.append(f"ratio fleet serve / {o['processes']} fleet listener processes requests/s: {serve_ratio:.1%} "
-                       f"({verdict} them; median of rounds: {each})")
-        secure_ratio = self.secure_ratio
-        if secure_ratio is not None:
-            each = ", ".join(f"{r.secure_ratio:.0%}" for r in self.rounds if r.secure_ratio is not None)
-            verdict = "meets" if secure_ratio >= 0.5 else "MISSES"
-            out.append(f"ratio fleet psk / fleet nosec committed points/s: {secure_ratio:.1%} ({verdict} the 50 % "
-                       f"target; median of rounds: {each})")
+        for name, what, judged in (
+                ("ratio", "fleet / bare aiocoap requests/s", lambda r: ""),
+                ("serve_ratio", f"fleet serve / {o['processes']} fleet listener processes requests/s",
+                 lambda r: ("reaches them" if r >= 1 else "does NOT reach them") + "; "),
+                ("secure_ratio", "fleet psk / fleet nosec committed points/s",
+                 lambda r: ("meets" if r >= 0.5 else "MISSES") + " the 50 % target; ")):
+            ratio = getattr(self, name)
+            if ratio is not None:
+                each = ", ".join(f"{getattr(r, name):.0%}" for r in self.rounds if getattr(r, name) is not None)
+                out.append(f"ratio {what}: {ratio:.1%} ({judged(ratio)}median of rounds: {each})")
         for label, side in (("psk", "secure"), ("aiocoap psk", "secure_baseline")):
             rate = self.median(side, lambda s: s.load.handshakes_per_s)
             if rate:
