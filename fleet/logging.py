@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from urllib.parse import unquote_plus
 
@@ -11,11 +12,31 @@ import structlog
 from fleet.settings import LogSettings
 
 
+# This process's name in its node: `coap-2`, `http-1` in a worker (the supervisor sets
+# FLEET_WORKER for each), `supervisor` in the supervisor (set_worker); a single-process command
+# has none and its lines no `worker` field.
+_worker: str | None = os.environ.get("FLEET_WORKER") or None
+
+
+def set_worker(name: str | None) -> None:
+    """Name every later log line of this process `worker=name` (None: no field)."""
+    global _worker
+    _worker = name or None
+
+
+def name_worker(logger, method_name: str, event_dict: dict) -> dict:
+    """Add `worker`, unless the line names one itself (the supervisor's lines about a worker)."""
+    if _worker is not None:
+        event_dict.setdefault("worker", _worker)
+    return event_dict
+
+
 def configure_logging(settings: LogSettings) -> None:
     level = getattr(logging, settings.level, logging.INFO)
     as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
     shared = [
         structlog.contextvars.merge_contextvars,
+        name_worker,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -2,32 +2,65 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import structlog
 
 import pytest
 
-from fleet.logging import QUIET_LIBRARIES, configure_logging, redact_query
+from fleet import logging as fleet_logging
+from fleet.logging import QUIET_LIBRARIES, configure_logging, redact_query, set_worker
 from fleet.settings import LogSettings
 
 
-def test_an_http_client_request_is_not_an_info_line():
+@pytest.fixture
+def configured():
+    """configure_logging for one test, the process's logging as it was afterwards."""
     root = logging.getLogger()
-    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
+    handlers, level, config, worker = root.handlers[:], root.level, structlog.get_config(), fleet_logging._worker
     try:
-        configure_logging(LogSettings(format="json"))
-        # The demo's own set-up calls its API through httpx: one INFO line per call was noise.
-        # aiocoap's line per refused request, block-wise step or unreachable peer, likewise.
-        for name in ("httpx", "coap-server", "coap"):
-            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
-            assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
+        yield configure_logging
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
         for name in QUIET_LIBRARIES:
             logging.getLogger(name).setLevel(logging.NOTSET)
         structlog.configure(**config)
+        set_worker(worker)
+
+
+def test_an_http_client_request_is_not_an_info_line(configured):
+    configured(LogSettings(format="json"))
+    # The demo's own set-up calls its API through httpx: one INFO line per call was noise.
+    # aiocoap's line per refused request, block-wise step or unreachable peer, likewise.
+    for name in ("httpx", "coap-server", "coap"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+        assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
+
+
+def test_every_line_names_its_worker(configured, capsys):
+    configured(LogSettings(format="json"))
+    set_worker("supervisor")
+    structlog.get_logger("test").info("fleet serving")
+    logging.getLogger("uvicorn.error").warning("a library's line")
+    structlog.get_logger("test").warning("worker stopped unexpectedly", worker="coap-2")  # about another
+    set_worker(None)  # a single-process command
+    structlog.get_logger("test").info("fleet serving")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line.get("worker") for line in lines] == ["supervisor", "supervisor", "coap-2", None]
+
+
+def test_a_worker_is_named_by_its_environment():
+    # What the supervisor gives each worker process it starts.
+    code = ("from fleet.logging import configure_logging; from fleet.settings import LogSettings; import structlog;"
+            "configure_logging(LogSettings(format='json')); structlog.get_logger().info('started')")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         env={**os.environ, "FLEET_WORKER": "http-2"})
+    assert json.loads(ran.stderr)["worker"] == "http-2"
 
 
 @pytest.mark.parametrize(("query", "logged"), [
