@@ -43,20 +43,40 @@ class RestLoad:
         self.records: list[tuple[float, float, int]] = []
         self.pending: dict[asyncio.Task, float] = {}
 
-    async def _exchange(self) -> int:
-        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
-        try:
-            writer.write(self.request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = _CONTENT_LENGTH.search(head)
-            if length is None:
-                raise ConnectionError("response without Content-Length")
-            await reader.readexactly(int(length.group(1)))
-        except BaseException:
+    async def _connection(self) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], bool]:
+        """(connection, reused): the most recently used idle one the server has not closed
+        (uvicorn closes a connection idle for 5 s), else a new one."""
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                return (reader, writer), True
             writer.close()
-            raise
-        self.idle.append((reader, writer))
-        return int(head[9:12])
+        return await asyncio.open_connection(self.host, self.port), False
+
+    async def _exchange(self) -> int:
+        (reader, writer), reused = await self._connection()
+        while True:
+            try:
+                writer.write(self.request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = _CONTENT_LENGTH.search(head)
+                if length is None:
+                    raise ConnectionError("response without Content-Length")
+                await reader.readexactly(int(length.group(1)))
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                writer.close()
+                # A kept-alive connection the server closed as the request left: any HTTP
+                # client tries once more on a new one. Anything else is the answer.
+                if not reused or isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise
+                reused = False
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                continue
+            except BaseException:
+                writer.close()
+                raise
+            self.idle.append((reader, writer))
+            return int(head[9:12])
 
     async def _one(self, due: float) -> None:
         async with self.gate:

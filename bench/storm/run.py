@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.dimming.city import embedded_server
-from bench.ingest.cpu import CpuSampler, process_tree, with_descendants
+from bench.ingest.cpu import CpuSampler, process_tree, wait_for_quiet, with_descendants
 from bench.ingest.database import migrate_and_analyze
 from bench.processes import stop
 from bench.serve import REPO, child_env, fleet_serve, has_worker_flags
@@ -366,6 +366,9 @@ async def run(args: argparse.Namespace) -> dict:
                           for n in range(len(configurations))]
                 await migrate_and_analyze(dsn)  # ANALYZE after the bulk insert, as an import would be followed
                 for city, flags in zip(cities, configurations, strict=True):
+                    if args.wait_quiet:
+                        waited, busy = wait_for_quiet(args.quiet_cores, args.wait_quiet)
+                        notes.append(f"{_label(flags)}: waited {waited:g} s for a quiet machine ({busy:g} cores busy)")
                     label = "baseline " + _label(flags) if flags == BASELINE and flags != asked else _label(flags)
                     _say(f"{label}: {args.devices} lights in {processes} load process(es), REST at "
                          f"{args.rest_rate:g}/s, {args.warmup:g} s warm-up, {args.before:g} s before the storm")
@@ -409,6 +412,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cap", type=float, default=120.0, help="seconds the storm may last at most")
     parser.add_argument("--device-processes", type=int, default=0,
                         help=f"load processes for the lights (default: one per {DEVICES_PER_PROCESS})")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                        help="before each configuration, wait up to S seconds for the machine to quiet down")
+    parser.add_argument("--quiet-cores", type=float, default=0.3,
+                        help="what counts as quiet: cores busy with other work (default 0.3)")
     parser.add_argument("--logs", help="a directory to keep Fleet's and the lights' logs and the REST records in")
     parser.add_argument("--json", action="store_true", help="also print the report as one JSON object")
     return parser
