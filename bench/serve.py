@@ -33,10 +33,11 @@ def free_port(kind: int) -> int:
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of the benchmark's children: this checkout's code whatever else is
-    installed, and Fleet logging warnings only, as JSON (a rendered traceback per refused
-    request would eat the CPU being measured)."""
+    installed, and Fleet logging warnings only (FLEET_BENCH_LOG_LEVEL=INFO: a line per request
+    too), as JSON (a rendered traceback per refused request would eat the CPU being measured)."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "FLEET_LOG_LEVEL": "WARNING", "FLEET_LOG_FORMAT": "json", **extra}
+    return {**os.environ, "PYTHONPATH": path, "FLEET_LOG_LEVEL": os.environ.get("FLEET_BENCH_LOG_LEVEL", "WARNING"),
+            "FLEET_LOG_FORMAT": "json", **extra}
 
 
 def has_worker_flags() -> bool:
