@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -22,13 +23,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port(kind: int) -> int:
-    """A free TCP (SOCK_STREAM) or UDP (SOCK_DGRAM, IPv6 and IPv4) port."""
+    """A free TCP (SOCK_STREAM) or UDP (SOCK_DGRAM, IPv6 and IPv4) port below the ephemeral
+    range: the benchmark lets it go between sides, and on a busy machine another process's
+    client socket would soon take a port the kernel handed out (EADDRINUSE for the next side)."""
     family = socket.AF_INET6 if kind == socket.SOCK_DGRAM else socket.AF_INET
-    with socket.socket(family, kind) as sock:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::" if family == socket.AF_INET6 else "127.0.0.1", 0))
-        return sock.getsockname()[1]
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        ephemeral = int(ports.read().split()[0])
+    while True:
+        port = random.randrange(max(1024, ephemeral - 10_000), ephemeral)
+        with socket.socket(family, kind) as sock:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                sock.bind(("::" if family == socket.AF_INET6 else "127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def child_env(**extra: str) -> dict[str, str]:

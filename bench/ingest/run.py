@@ -47,16 +47,13 @@ from bench.ingest.cpu import CpuSampler, process_tree, wait_for_quiet, with_desc
 from bench.ingest.database import checkpoint, embedded_server, prepare, verify
 from bench.ingest.report import IngestReport, Round, Side
 from bench.ingest import security
-from bench.serve import fleet_serve
+from bench.serve import fleet_serve, free_port
 
 MANY_REQUESTS = 10**9  # the load is bounded by --duration, not by a request budget
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", 0))
-        return sock.getsockname()[1]
+    return free_port(socket.SOCK_DGRAM)
 
 
 def _machine() -> dict:
