@@ -428,6 +428,8 @@ class LwM2MClient(Endpoint):
         stats.registration_failures += 1
         if _busy(code, response):
             stats.registrations_busy += 1
+        elif code == TIMEOUT:
+            stats.registrations_lost += 1
         self._refused_or_retry("registration", code, response)
 
     def _refused_or_retry(self, what: str, code: int, response: coap.Message | None) -> None:

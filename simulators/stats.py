@@ -17,6 +17,7 @@ class Stats:
     registrations: int = 0
     registration_failures: int = 0
     registrations_busy: int = 0  # of the failures: answered 5.03 with Max-Age
+    registrations_lost: int = 0  # of the failures: never answered (timed out)
     updates: int = 0
     update_failures: int = 0
     sends: int = 0

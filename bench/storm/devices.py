@@ -28,8 +28,8 @@ import uvloop
 from simulators.simulation import Simulation, SimulationConfig
 
 COUNTERS = ("registered", "online", "registrations", "registration_failures", "registrations_busy",
-            "sends", "sends_acked", "sends_failed", "sends_busy", "sends_lost", "retransmissions",
-            "timeouts", "server_requests", "server_errors_answered", "deregistered", "errors")
+            "registrations_lost", "sends", "sends_acked", "sends_failed", "sends_busy", "sends_lost",
+            "retransmissions", "timeouts", "server_requests", "server_errors_answered", "deregistered", "errors")
 
 
 def counters(simulation: Simulation) -> dict:

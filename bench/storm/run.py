@@ -281,6 +281,7 @@ async def _until_online(args: argparse.Namespace, db: Database, city: StormCity,
 def side_lines(side: Side) -> list[str]:
     s = side.sends
     c = side.counters
+    other_failures = c.get("registration_failures", 0) - c.get("registrations_busy", 0) - c.get("registrations_lost", 0)
     done = (f"all online in {side.online_s:.1f} s, all read in {side.read_s:.1f} s" if side.done_s is not None else
             f"NOT all by the cap of {side.storm_s:.0f} s: {side.online} online, {side.read} read")
     lines = [f"{side.label}",
@@ -291,8 +292,8 @@ def side_lines(side: Side) -> list[str]:
              f"5.03 with Max-Age, {s['refused_other']} refused otherwise, {s['lost']} lost, "
              f"{s['unanswered']} unanswered after {SEND_SETTLE_S:g} s",
              f"  Registers: {c.get('registrations', 0)} created, {c.get('registrations_busy', 0)} answered 5.03 with "
-             f"Max-Age, {c.get('registration_failures', 0) - c.get('registrations_busy', 0)} failed otherwise; "
-             f"{c.get('retransmissions', 0)} retransmissions by the lights"]
+             f"Max-Age, {c.get('registrations_lost', 0)} never answered, {other_failures} failed otherwise (each "
+             f"tried again); {c.get('retransmissions', 0)} retransmissions by the lights"]
     for phase, cores in (("before", side.cpu_before), ("storm", side.cpu_storm)):
         if cores:
             lines.append(f"  CPU {phase:<6} (cores): " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()))
