@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from bench.coap.servers import coap_ping
+from bench.ingest.cpu import process_tree, with_descendants
 from bench.processes import stop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +86,22 @@ def fleet_serve(dsn: str, flags: list[str], log_path: Path, *, coap_port: int = 
             yield node
         finally:
             stop(process)
+
+
+def workers(node: Node) -> dict[str, int]:
+    """The node's worker processes by kind ({"coap": 2, "http": 1}), from their FLEET_WORKER;
+    empty for a `fleet serve` of one process."""
+    found: dict[str, int] = {}
+    for pid in with_descendants(process_tree(), [node.process.pid]):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for entry in environ:
+            if entry.startswith(b"FLEET_WORKER="):
+                kind = entry.split(b"=", 1)[1].decode().rsplit("-", 1)[0]
+                found[kind] = found.get(kind, 0) + 1
+    return found
 
 
 def _wait_ready(node: Node, log_path: Path, timeout_s: float) -> None:

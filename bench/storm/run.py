@@ -43,7 +43,7 @@ from bench.dimming.city import embedded_server
 from bench.ingest.cpu import CpuSampler, process_tree, wait_for_quiet, with_descendants
 from bench.ingest.database import migrate_and_analyze
 from bench.processes import stop
-from bench.serve import REPO, child_env, fleet_serve, has_worker_flags
+from bench.serve import REPO, child_env, fleet_serve, has_worker_flags, workers
 from bench.storm.city import StormCity, prepare, progress
 from fleet.db import Database
 
@@ -222,6 +222,9 @@ async def storm(args: argparse.Namespace, db: Database, dsn: str, postmaster: in
     me = os.getpid()
     with fleet_serve(dsn, flags, work / f"{city.slug}-fleet.log") as fleet:
         node = fleet.process
+        running = workers(fleet)
+        if running and not {"--coap-workers", "--http-workers"} <= set(flags):  # what the defaults came to
+            label += " (" + ", ".join(f"{n} {kind}" for kind, n in sorted(running.items())) + " workers)"
         lights = Lights(city, fleet.coap_port, args, work)
         try:
             await lights.start()
@@ -341,7 +344,7 @@ def final_line(side: Side) -> str:
 
 
 def _label(flags: list[str]) -> str:
-    return "fleet serve " + " ".join(flags) if flags else "fleet serve (default workers)"
+    return "fleet serve " + " ".join(flags) if flags else "fleet serve"
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -370,7 +373,7 @@ async def run(args: argparse.Namespace) -> dict:
                     if args.wait_quiet:
                         waited, busy = wait_for_quiet(args.quiet_cores, args.wait_quiet)
                         notes.append(f"{_label(flags)}: waited {waited:g} s for a quiet machine ({busy:g} cores busy)")
-                    label = "baseline " + _label(flags) if flags == BASELINE and flags != asked else _label(flags)
+                    label = _label(flags) + (" (baseline)" if flags == BASELINE and flags != asked else "")
                     _say(f"{label}: {args.devices} lights in {processes} load process(es), REST at "
                          f"{args.rest_rate:g}/s, {args.warmup:g} s warm-up, {args.before:g} s before the storm")
                     sides.append(await storm(args, db, dsn, postmaster, city, label, flags, work))
