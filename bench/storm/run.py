@@ -295,8 +295,9 @@ def side_lines(side: Side) -> list[str]:
              f"5.03 with Max-Age, {s['refused_other']} refused otherwise, {s['lost']} lost, "
              f"{s['unanswered']} unanswered after {SEND_SETTLE_S:g} s",
              f"  Registers: {c.get('registrations', 0)} created, {c.get('registrations_busy', 0)} answered 5.03 with "
-             f"Max-Age, {c.get('registrations_lost', 0)} never answered, {other_failures} failed otherwise (each "
-             f"tried again); {c.get('retransmissions', 0)} retransmissions by the lights"]
+             f"Max-Age, {c.get('registrations_lost', 0)} timed out (no ACK, or no answer 30 s after the empty ACK), "
+             f"{other_failures} failed otherwise (each tried again later); {c.get('retransmissions', 0)} "
+             f"retransmissions by the lights"]
     for phase, cores in (("before", side.cpu_before), ("storm", side.cpu_storm)):
         if cores:
             lines.append(f"  CPU {phase:<6} (cores): " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()))
