@@ -22,10 +22,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 
+from bench.serve import REPO, child_env
 from simulators.simulation import Simulation, SimulationConfig
+
+if TYPE_CHECKING:
+    from bench.storm.city import StormCity
 
 COUNTERS = ("registered", "online", "registrations", "registration_failures", "registrations_busy",
             "registrations_lost", "sends", "sends_acked", "sends_failed", "sends_busy", "sends_lost",
@@ -93,6 +98,87 @@ def main(argv: list[str] | None = None) -> int:
                               max_registering=args.max_registering, deregister_timeout_s=10.0)
     uvloop.run(run(config, args.every))
     return 0
+
+
+# -- in the benchmark process ------------------------------------------------------------------
+
+
+class Lights:
+    """The load processes of one storm: started, READY, sent SIGUSR1 together, counted, stopped."""
+
+    def __init__(self, city: StormCity, coap_port: int, register_rate: float, max_registering: int,
+                 work: Path) -> None:
+        self.city, self.coap_port, self.work = city, coap_port, work
+        self.register_rate, self.max_registering = register_rate, max_registering
+        self.processes: list[asyncio.subprocess.Process] = []
+        self.latest: list[dict] = []
+        self._readers: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        for number, (path, lights) in enumerate(self.city.devices_files, start=1):
+            share = lights / self.city.devices  # of the offered rate and of the window in flight
+            window = max(1, round(self.max_registering * share)) if self.max_registering else lights
+            log = (self.work / f"{self.city.slug}-devices-{number}.log").open("w")
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.storm.devices", "--server", f"coap://127.0.0.1:{self.coap_port}",
+                "--devices-file", str(path), "--lights", str(lights),
+                "--register-rate", str(self.register_rate * share), "--max-registering", str(window),
+                cwd=REPO, env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=log, limit=1 << 20)
+            log.close()
+            self.processes.append(process)
+            self.latest.append({})
+        async with asyncio.timeout(120):
+            for process in self.processes:
+                while (line := await process.stdout.readline()) != b"READY\n":
+                    if not line:
+                        raise RuntimeError(f"load process {process.pid} ended before READY")
+        self._readers = [asyncio.create_task(self._read(n, p)) for n, p in enumerate(self.processes)]
+
+    async def _read(self, number: int, process: asyncio.subprocess.Process) -> None:
+        while line := await process.stdout.readline():
+            with contextlib.suppress(ValueError):
+                self.latest[number] = json.loads(line)
+
+    def go(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGUSR1)
+
+    def counters(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for latest in self.latest:
+            for name, value in latest.items():
+                if name != "t":
+                    total[name] = total.get(name, 0) + value
+        return total
+
+    async def sends_settled(self, timeout_s: float) -> dict[str, int]:
+        """The counts once every light that registered has sent its report and every Send has
+        its answer (or timed out), at most `timeout_s` from now."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            counts = self.counters()
+            sends = counts.get("sends", 0)
+            if (counts.get("registered", 0) >= self.city.devices and sends >= counts["registered"]
+                    and sends <= counts.get("sends_acked", 0) + counts.get("sends_failed", 0)) \
+                    or time.monotonic() > deadline:
+                return counts
+            await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        """SIGTERM: the lights de-register (bounded by the simulator), then the last counts."""
+        for process in self.processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                async with asyncio.timeout(30):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        for reader in self._readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
 
 if __name__ == "__main__":

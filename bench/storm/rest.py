@@ -20,11 +20,17 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import uvloop
+
+from bench.processes import stop
+from bench.serve import REPO, child_env
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 STOP_GRACE_S = 2.0  # what is still unanswered then is recorded as unanswered
@@ -129,6 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     key = os.environ.get("FLEET_BENCH_KEY", "")  # not an argument: every user sees those (ps)
     uvloop.run(main_async(args, key))
     return 0
+
+
+# -- in the benchmark process ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def rest_load(url: str, key: str, rate: float, out: Path) -> Iterator[subprocess.Popen]:
+    """This load in its own process until the block ends; its records are in `out` then."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.storm.rest", "--url", url,
+         "--rate", str(rate), "--out", str(out)], cwd=REPO, env=child_env(FLEET_BENCH_KEY=key))
+    try:
+        yield process
+    finally:
+        stop(process)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.storm.run import latency
+from bench.storm.report import latency
 
 
 def test_requests_count_in_the_phase_they_were_due_in_however_late_answered():
