@@ -135,10 +135,11 @@ def verdict(side: Side) -> str:
 def final_line(side: Side) -> str:
     """The contract: `p99 during storm X ms` and `online in Y s`, for the configuration asked."""
     if side.done_s is not None:
-        online = f"online in {side.done_s:.1f} s"
+        online = f"online in {side.done_s:.1f} s (registered and read)"
     else:
-        online = f"online in {side.storm_s:.1f} s NOT reached: {side.online} online, {side.read} read at the cap"
+        online = (f"online in >{side.storm_s:.0f} s (NOT all registered and read by the cap: {side.online} online, "
+                  f"{side.read} read)")
     s = side.sends
     return (f"storm of {side.devices} devices, {side.label}: p99 during storm {side.during.p99_ms:.0f} ms "
-            f"(before {side.before.p99_ms:.0f} ms), {online} (registered and read), "
+            f"(before {side.before.p99_ms:.0f} ms), {online}, "
             f"{s['acked']} of {s['sent']} Sends acknowledged")
