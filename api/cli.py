@@ -56,6 +56,27 @@ def _listen_options(parser: argparse.ArgumentParser, *, verb: str = "listen on")
     parser.add_argument("--coaps-port", type=port, default=None, metavar="PORT", help=COAPS_PORT_HELP)
 
 
+def workers(text: str) -> int:
+    """A number of worker processes from the command line, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of processes, 0 or more, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of processes, 0 or more, got {value}")
+    return value
+
+
+def _worker_options(parser: argparse.ArgumentParser, coap_default: str, http_default: str) -> None:
+    """How many processes of each kind the node runs (api.node; docs/scaling.md)."""
+    parser.add_argument("--coap-workers", type=workers, default=None, metavar="N",
+                        help="device-edge processes sharing the CoAP ports; 0: no device edge on this node "
+                             f"(default: FLEET_COAP_WORKERS, {coap_default})")
+    parser.add_argument("--http-workers", type=workers, default=None, metavar="N",
+                        help="HTTP API processes sharing the HTTP port; 0: no API on this node "
+                             f"(default: FLEET_HTTP_WORKERS, {http_default})")
+
+
 COAPS_PORT_HELP = ("CoAP over DTLS (coaps://) UDP port; 0 turns it off (default: FLEET_COAPS_PORT, 5684). "
                    "Needs FLEET_CREDENTIALS_KEY")
 
@@ -77,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API, CoAP listener and scheduler")
     _listen_options(serve)
     serve.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
+    _worker_options(serve, "as many as cores", "half as many as cores, at least 1")
 
     coap = sub.add_parser("coap", help="run only the CoAP/LwM2M listener")
     coap.add_argument("--host", default=None, metavar="ADDRESS",
@@ -117,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")
     _listen_options(demo)
     demo.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
+    _worker_options(demo, "1", "1")
 
     doctor = sub.add_parser(
         "doctor", help="check a deployment: database, roles, row security, migrations, clock, device keys, "
@@ -243,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         return firmware(args)
     try:
         settings = load_settings()
+        if args.command in ("demo", "serve"):
+            from api.node import worker_counts
+
+            args.coap_workers, args.http_workers = worker_counts(
+                args.coap_workers, args.http_workers, defaults=(1, 1) if args.command == "demo" else None)
     except SettingsError as exc:
         # A setting is the operator's to fix: the variable and what it takes, no traceback.
         print(f"fleet: {exc}", file=sys.stderr)
@@ -319,7 +347,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await doctor(serve_settings(args, settings), node=args.node)
     if args.command in ("serve", "demo"):
         settings = serve_settings(args, settings)
-        return await (commands.serve(settings) if args.command == "serve" else commands.demo(settings))
+        run = commands.serve if args.command == "serve" else commands.demo
+        return await run(settings, coap_workers=args.coap_workers, http_workers=args.http_workers)
     if args.command == "coap":
         settings = replace(with_metrics_port(args, settings), coap=replace(
             settings.coap, host=args.host or settings.coap.host,

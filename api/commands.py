@@ -17,7 +17,7 @@ from uuid import UUID
 import structlog
 
 from api.runtime import (alarm_service, bind_problem, coaps_public_uri, firmware_download_uri, migrate_database,
-                         open_database, resolve_dsn, run_device_edge, run_http, serving_metrics, supervised,
+                         open_database, resolve_dsn, run_device_edge, serving_metrics, supervised,
                          until_stopped)
 from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import ApiKey, Role
@@ -167,24 +167,18 @@ def coaps_listening(settings: Settings) -> str:
     return f"udp/{settings.coap.coaps_port}"
 
 
-async def serve(settings: Settings) -> int:
-    health = Health()  # what /readyz reports: every component of this process
-    async with open_database(settings, health=health) as db, serving_metrics(db, settings):
-        log.info("fleet serving", http=f"http://{settings.http.host}:{settings.http.port}",
-                 docs=f"http://{settings.http.host}:{settings.http.port}/schema",
-                 coap=f"udp/{settings.coap.port}",
-                 coaps=coaps_listening(settings),
-                 metrics=metrics_url(settings))
-        return await until_stopped(
-            lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
-            lambda: run_device_edge(db, settings, health),
-            lambda: scheduler(db, settings, health))
+async def serve(settings: Settings, *, coap_workers: int, http_workers: int) -> int:
+    """A node: its supervisor and worker processes (api.node)."""
+    from api.node import run_node
+
+    return await run_node(settings, coap_workers=coap_workers, http_workers=http_workers)
 
 
-async def scheduler(db: Database, settings: Settings, health: Health) -> None:
-    """The scheduler component of a node, as `fleet serve` and the demo run it."""
+async def scheduler(db: Database, settings: Settings, health: Health, *, node: str | None = None) -> None:
+    """The scheduler component of a node, as a node's worker runs it (one per node; across
+    nodes, the leader lock lets one lead)."""
     await supervised(health, "scheduler", lambda: run_scheduler(
-        db, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
+        db, node=node, events_retention_days=settings.events.retention_days, alarm_service=alarm_service(db),
         download_base_uri=firmware_download_uri(settings), secure_download_base_uri=coaps_public_uri(settings),
         routing_url=settings.routing_url))
 
@@ -300,7 +294,8 @@ def taken_ports(settings: Settings, command: str = "demo") -> list[str]:
     return taken
 
 
-async def demo(settings: Settings) -> int:
+async def demo(settings: Settings, *, coap_workers: int = 1, http_workers: int = 1) -> int:
+    from api.node import run_node
     from simulators.seed import DEMO_COUNTS, seed_demo_city
     from simulators.seed_collection import run_demo_collection
     from simulators.seed_fill_history import seed_demo_fill_history
@@ -316,23 +311,20 @@ async def demo(settings: Settings) -> int:
     if "FLEET_COAPS_SOURCE_SHARE" not in os.environ:
         # Its simulated devices all come from one address, as behind a carrier NAT.
         settings = replace(settings, coap=replace(settings.coap, coaps_source_share=1.0))
-    health = Health()  # its ports were checked before (api.cli.main: taken_ports)
-    async with open_database(settings, health=health) as db, serving_metrics(db, settings):
+    # Its ports were checked before (api.cli.main: taken_ports). Seeded here, then served by a
+    # node like `fleet serve`, with the simulated devices and the collection beside it.
+    async with open_database(settings) as db:
         embedded = settings.database.data_dir if settings.database.url is None else None
         seeded = await seed_demo_city(db, env_file, local_api(settings), embedded, credentials_key,
                                       settings.security)
         if seeded.created:
             await seed_demo_fill_history(db, seeded.city)   # before the scheduler learns the bins
         seeded = replace(seeded, firmware=await seed_demo_firmware(db, seeded.city, settings.database.data_dir))
-        key = seeded.admin_key
-        print(demo_banner(seeded, local_api(settings), settings.coap.port, settings.coap.coaps_port), flush=True)
-        return await until_stopped(
-            lambda: run_http(db, settings, settings.http.host, settings.http.port, health),
-            lambda: run_device_edge(db, settings, health),
-            lambda: scheduler(db, settings, health),
-            lambda: run_demo_devices(settings, key, DEMO_COUNTS, seeded.crew_key),
-            lambda: run_demo_collection(local_api(settings), key, str(seeded.crew_id),
-                                        seeded.city.timezone))
+    key = seeded.admin_key
+    print(demo_banner(seeded, local_api(settings), settings.coap.port, settings.coap.coaps_port), flush=True)
+    return await run_node(settings, coap_workers=coap_workers, http_workers=http_workers, extra=[
+        lambda: run_demo_devices(settings, key, DEMO_COUNTS, seeded.crew_key),
+        lambda: run_demo_collection(local_api(settings), key, str(seeded.crew_id), seeded.city.timezone)])
 
 
 def demo_devices_command(settings: Settings, key: str, counts: dict[str, int], crew_key: str | None = None,

@@ -24,7 +24,7 @@ from fleet.firmware.delivery import coaps_server_uri, default_base_uri
 from fleet.settings import Settings
 from fleet.supervision import Health, Supervisor
 from fleet.workorders.service import alarms_changed
-from protocols.lwm2m.listener import run_coap
+from protocols.lwm2m.listener import ListenerSockets, run_coap
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +49,16 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+# Connections the embedded server takes: a node's workers each hold their own pools (the REST
+# API's, the device side's and a few of their own: docs/scaling.md), PostgreSQL's default 100
+# is a node of three workers.
+EMBEDDED_MAX_CONNECTIONS = 400
+
+
 def resolve_dsn(settings: Settings) -> str:
     if settings.database.url:
         return settings.database.url
-    return start_embedded(settings.database.data_dir, tuning=WRITE_HEAVY)
+    return start_embedded(settings.database.data_dir, tuning=WRITE_HEAVY, max_connections=EMBEDDED_MAX_CONNECTIONS)
 
 
 async def migrate_database(dsn: str, settings: Settings) -> list[int]:
@@ -127,7 +133,9 @@ GRACE_S = 5  # how long requests under way may take to finish when Fleet stops
 
 
 async def run_http(db: Database, settings: Settings, host: str, port: int,
-                   health: Health | None = None) -> None:
+                   health: Health | None = None, sock: socket.socket | None = None) -> None:
+    """The REST API and web pages until cancelled; on `sock` (a listening socket the node's
+    supervisor shares among its HTTP workers) when given, else on a socket of its own."""
     # Imported here so the console's admin subcommands start without loading the web framework.
     from api.app import create_app
 
@@ -141,7 +149,7 @@ async def run_http(db: Database, settings: Settings, host: str, port: int,
     server = uvicorn.Server(config)
     # The composition root owns signals, so every component shuts down together.
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    serving = asyncio.ensure_future(server.serve())
+    serving = asyncio.ensure_future(server.serve(sockets=[sock] if sock is not None else None))
     try:
         await asyncio.shield(serving)
     except asyncio.CancelledError:
@@ -170,15 +178,19 @@ def alarm_service(db: Database) -> AlarmService:
     return AlarmService(db, on_changes=alarms_changed)
 
 
-async def run_device_edge(db: Database, settings: Settings, health: Health) -> None:
-    """The CoAP/LwM2M listener with every alarm rule judging what its devices commit."""
+async def run_device_edge(db: Database, settings: Settings, health: Health, *, node: str | None = None,
+                          sockets: ListenerSockets | None = None, resume: bool = False) -> None:
+    """The CoAP/LwM2M listener with every alarm rule judging what its devices commit; a node's
+    worker gives its name, the sockets its supervisor bound and whether it takes over from a
+    predecessor (protocols.lwm2m.listener.run_coap)."""
     alarms = alarm_service(db)
     rules = RuleEvaluator(db, alarms.apply, settings=alarms.effective_settings)
     await run_coap(db, settings.coap.host, settings.coap.port, in_flight=settings.coap.in_flight,
                    peer_rate=settings.coap.peer_rate, address_rate=settings.coap.address_rate,
                    health=health, alarm_service=alarms, rules=rules, coaps_port=settings.coap.coaps_port or None,
                    security=settings.security, coaps_public_uri=coaps_public_uri(settings),
-                   coaps_limits={"source_share": settings.coap.coaps_source_share})
+                   coaps_limits={"source_share": settings.coap.coaps_source_share}, node=node, sockets=sockets,
+                   resume=resume)
 
 
 @contextlib.asynccontextmanager

@@ -429,6 +429,12 @@ class CommandRepository:
         to them five minutes later, now, so another node sends them again at once."""
         return await self._unsend("c.id = any($1::uuid[])", list(command_ids))
 
+    async def release_through(self, node: str) -> int:
+        """Commands sent to devices registered through `node` and never answered: those of a
+        process that died under that name (a node's worker restarted in its slot takes the name
+        again), back to the queue now, as `recover_stale` would do five minutes later."""
+        return await self._unsend("c.device_id in (select r.device_id from registrations r where r.node = $1)", node)
+
     async def _unsend(self, which: str, argument: object) -> int:
         row = await self.conn.fetchrow(
             f"""with done as (

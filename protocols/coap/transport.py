@@ -13,9 +13,12 @@ count rather than by scanning all of them.
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import os
 import socket
 import struct
+from collections.abc import Iterator
 
 import structlog
 from aiocoap import error, messagemanager
@@ -284,10 +287,56 @@ def _continue_backlog(self, remote) -> None:
             break
 
 
+def bound_udp_socket(address: tuple) -> socket.socket:
+    """A dual-stack UDP socket bound to `address` (an AF_INET6 sockaddr) as udp6 binds its own:
+    peers' addresses look the same ('::ffff:1.2.3.4', port, 0, 0), SO_REUSEPORT so several
+    listeners (processes, nodes) share the port, and a receive buffer sized for bursts."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # The local address of each datagram: aiocoap wants it, and answers leave from it.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# A socket bound elsewhere (the node's supervisor, api.node) that the next udp6 server endpoint
+# created in this context uses instead of binding one.
+_inherited_socket: contextvars.ContextVar[socket.socket | None] = contextvars.ContextVar(
+    "fleet_inherited_udp_socket", default=None)
+_original_create_server = udp6.MessageInterfaceUDP6.create_server_transport_endpoint.__func__
+
+
+@contextlib.contextmanager
+def inherited(sock: socket.socket | None) -> Iterator[None]:
+    """Within the block, aiocoap's udp6 server endpoint is `sock` (None: it binds as usual)."""
+    token = _inherited_socket.set(sock)
+    try:
+        yield
+    finally:
+        _inherited_socket.reset(token)
+
+
+async def _create_server_transport_endpoint(cls, ctx, log, loop, bind, multicast):
+    """MessageInterfaceUDP6.create_server_transport_endpoint on an inherited socket if any."""
+    sock = _inherited_socket.get()
+    if sock is None:
+        return await _original_create_server(cls, ctx, log, loop, bind, multicast)
+    sock.setblocking(False)
+    return await cls._create_transport_endpoint(sock, ctx, log, loop, multicast)
+
+
 def install() -> None:
     """Patch aiocoap's udp6 transport once per process (idempotent)."""
     if getattr(udp6.MessageInterfaceUDP6, "_fleet_patched", False):
         return
+    udp6.MessageInterfaceUDP6.create_server_transport_endpoint = classmethod(_create_server_transport_endpoint)
     udp6.MessageInterfaceUDP6.datagram_msg_received = _datagram_msg_received
     udp6.MessageInterfaceUDP6.datagram_errqueue_received = _datagram_errqueue_received
     # The remote a datagram's request gets; protocols.coap.secure's interface makes coaps ones.

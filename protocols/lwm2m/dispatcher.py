@@ -29,6 +29,7 @@ from fleet.metrics import DISPATCHER_IN_FLIGHT, follow
 from fleet.objectmodel import Reading, ResourcePath
 from fleet.telemetry.models import split_value, stored_value
 from fleet.registrations.models import Registration
+from fleet.registrations.repository import RegistrationRepository
 from fleet.supervision import Health, Supervisor
 from protocols.coap.outbound import RequestFailed
 from protocols.lwm2m.downlink import DeviceAddress, DeviceClient, DeviceRequestFailed
@@ -195,6 +196,20 @@ class Dispatcher:
                 self._observe_again(registration, row["path"])
         for command, host, port, secure in await self.queue.claim(64, device_id=registration.device_id):
             self._start(command, DeviceAddress(host, port, secure, command.device_id))
+
+    async def resume(self) -> None:
+        """Take over from a process that had this node's name and died (a node's worker
+        restarted in its slot, devices' datagrams still reaching its socket): the commands it
+        left sent go back to the queue for this one, and its observations are made again (its
+        aiocoap state died with it)."""
+        released = await self.queue.release_left_behind()
+        async with self.db.system_tx() as conn:
+            observed = await RegistrationRepository(conn).observed_through(self.queue.node)
+        for registration, path in observed:
+            self._observe_again(registration, path)
+        if released or observed:
+            log.info("took over from this node's previous process", node=self.queue.node,
+                     commands_released=released, observations=len(observed))
 
     def _observe_again(self, registration: Registration, path: str) -> None:
         key = (registration.device_id, path)

@@ -60,6 +60,15 @@ def node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class ListenerSockets:
+    """UDP sockets bound already (protocols.coap.transport.bound_udp_socket), which the listener
+    uses instead of binding its own: a worker of a node gets them from its supervisor (api.node)."""
+
+    coap: socket.socket
+    coaps: socket.socket | None = None
+
+
 @dataclass
 class Listener:
     context: aiocoap.Context
@@ -91,14 +100,17 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         alarm_sweep_interval_s: float = ALARM_SWEEP_INTERVAL_S,
                         coaps_port: int | None = None, security: SecuritySettings | None = None,
                         coaps_public_uri: str | None = None, coaps_limits: dict | None = None,
-                        bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S) -> AsyncIterator[Listener]:
+                        bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S,
+                        sockets: ListenerSockets | None = None) -> AsyncIterator[Listener]:
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
     keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
 
     `coaps_port` (None: none; 0: any free port) opens CoAP over DTLS beside the plain port, with
     the device keys of `security` (FLEET_CREDENTIALS_KEY); the same LwM2M server answers both,
     and the bootstrap server (POST /bs) writes `coaps_public_uri` (else this host and coaps port).
-    `coaps_limits` go to its DTLS server (protocols.coap.secure.open_coaps)."""
+    `coaps_limits` go to its DTLS server (protocols.coap.secure.open_coaps). With `sockets`, the
+    listener serves on them (host and port only name it); its coaps socket, when given, is used
+    when coaps is on."""
     transport.install()
     node = node or node_name()
     health = health or Health()
@@ -109,7 +121,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
     registrations = RegistrationService(db, node, alarm_service=alarm_service)
     downloads = delivery.downloads(db)
     server = LwM2MServer(registrations, writer, downloads=downloads)
-    context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
+    with transport.inherited(sockets.coap if sockets is not None else None):
+        context = await aiocoap.Context.create_server_context(server, bind=(host, port), transports=["udp6"])
     transport.enlarge_receive_buffer(context)
     if peer_rate.enabled or address_rate.enabled:
         transport.limit_peers(context, PeerLimit(peer_rate, address_rate))
@@ -121,7 +134,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         try:
             # The plain port's peer limits hold there too (open_coaps).
             directory, coaps = await _open_coaps(db, context, host, coaps_port, security, supervisor,
-                                                   coaps_limits or {})
+                                                   coaps_limits or {}, sockets.coaps if sockets else None)
         except BaseException:
             # Its port taken, say: what was opened so far closes with the error.
             await supervisor.stop()
@@ -196,7 +209,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
 
 
 async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: int, security: SecuritySettings,
-                      supervisor: Supervisor, limits: dict) -> tuple[CredentialDirectory, secure.SecureListener]:
+                      supervisor: Supervisor, limits: dict,
+                      sock: socket.socket | None) -> tuple[CredentialDirectory, secure.SecureListener]:
     """The coaps listener on `port`, looking device keys up in a CredentialDirectory that every
     credential change reaches; a credential retired or revoked ends its DTLS sessions."""
     directory = CredentialDirectory(db, security)
@@ -212,7 +226,7 @@ async def _open_coaps(db: Database, context: aiocoap.Context, host: str, port: i
         # retransmission finds it.
         log.warning("device keys not loaded yet (database slow?); the coaps listener opens without them "
                     "and looks each device's key up at its first handshake", waited_s=FOLLOW_START_S)
-    coaps = await secure.open_coaps(context, host, port, directory, server_key(security), **limits)
+    coaps = await secure.open_coaps(context, host, port, directory, server_key(security), sock, **limits)
     directory.removal_hooks.append(functools.partial(_end_sessions, coaps))
     return directory, coaps
 
@@ -312,9 +326,16 @@ async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FL
                    health: Health | None = None, alarm_service: AlarmService | None = None,
                    rules: RuleEvaluator | None = None, coaps_port: int | None = None,
                    security: SecuritySettings | None = None, coaps_public_uri: str | None = None,
-                   coaps_limits: dict | None = None) -> None:
+                   coaps_limits: dict | None = None, node: str | None = None,
+                   sockets: ListenerSockets | None = None, resume: bool = False) -> None:
+    """The listener until cancelled. `resume`: this node's name was a process's before (a
+    node's worker restarted in its slot), whose commands under way and observations this one
+    takes over at once (Dispatcher.resume)."""
     async with open_listener(db, host, port, in_flight=in_flight, peer_rate=peer_rate,
                              address_rate=address_rate, health=health, alarm_service=alarm_service,
                              rules=rules, coaps_port=coaps_port, security=security,
-                             coaps_public_uri=coaps_public_uri, coaps_limits=coaps_limits):
+                             coaps_public_uri=coaps_public_uri, coaps_limits=coaps_limits,
+                             node=node, sockets=sockets) as listener:
+        if resume:
+            await listener.dispatcher.resume()
         await asyncio.Event().wait()

@@ -1,0 +1,366 @@
+"""A node's supervisor (`fleet serve`, `fleet demo`): binds the sockets, runs the worker processes on them, restarts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import structlog
+
+from api.runtime import migrate_database, resolve_dsn
+from fleet.db.embedded import EmbeddedWatchdog
+from fleet.errors import SettingsError
+from fleet.logging import set_worker
+from fleet.settings import Settings
+from fleet.supervision import Health, Supervisor
+from protocols.coap.transport import bound_udp_socket
+from protocols.lwm2m.listener import ListenerSockets, node_name
+
+log = structlog.get_logger(__name__)
+
+# What a worker reads (api.worker); FLEET_COAP_WORKERS also tells each coap worker its share of
+# node-wide budgets.
+COAP_WORKERS_ENV = "FLEET_COAP_WORKERS"
+HTTP_WORKERS_ENV = "FLEET_HTTP_WORKERS"
+WORKER_ENV = "FLEET_WORKER"
+NODE_ENV = "FLEET_NODE"
+FDS_ENV = "FLEET_WORKER_FDS"
+METRICS_SOCKET_ENV = "FLEET_WORKER_METRICS_SOCKET"
+SCHEDULER_ENV = "FLEET_WORKER_SCHEDULER"  # "1": the node's scheduler runs in this worker
+
+# A worker that died is started again after FIRST_BACKOFF_S, doubling up to MAX_BACKOFF_S while
+# it keeps dying; one that ran STEADY_S was fine, and its next death starts the count again.
+FIRST_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 30.0
+STEADY_S = 60.0
+# How long the workers get to drain on stopping (each takes at most DRAIN_GRACE_S or GRACE_S,
+# plus its pools and the scheduler's handover) before they are killed.
+STOP_S = 20.0
+# Connections waiting to be accepted while every HTTP worker is busy or (re)starting.
+HTTP_BACKLOG = 2048
+
+
+def default_workers() -> tuple[int, int]:
+    """(coap, http) workers of a node: as many device-edge workers as cores (the device traffic
+    is the node's bulk), half as many for HTTP."""
+    # The cores this process may run on (a container's cpuset), not the machine's.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores, max(1, cores // 2)
+
+
+def worker_counts(coap: int | None, http: int | None, environ: Mapping[str, str] = os.environ,
+                  defaults: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The flags, else FLEET_COAP_WORKERS / FLEET_HTTP_WORKERS, else `defaults` (default_workers)."""
+    fallback = defaults or default_workers()
+    counts = []
+    for given, variable, default in ((coap, COAP_WORKERS_ENV, fallback[0]), (http, HTTP_WORKERS_ENV, fallback[1])):
+        if given is None:
+            text = environ.get(variable, "").strip()
+            try:
+                given = int(text) if text else default
+            except ValueError:
+                raise SettingsError(variable, "a number of worker processes, 0 or more", text) from None
+            if given < 0:
+                raise SettingsError(variable, "a number of worker processes, 0 or more", text)
+        counts.append(given)
+    if counts == [0, 0]:
+        raise SettingsError(f"{COAP_WORKERS_ENV} and {HTTP_WORKERS_ENV}", "at least one worker between them", "0 and 0")
+    return counts[0], counts[1]
+
+
+def bound_http_socket(host: str, port: int) -> socket.socket:
+    """The listening socket every HTTP worker accepts on (as uvicorn binds its own)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(HTTP_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _coap_address(host: str, port: int) -> tuple:
+    return socket.getaddrinfo(host, port, family=socket.AF_INET6, type=socket.SOCK_DGRAM,
+                              flags=socket.AI_V4MAPPED | socket.AI_PASSIVE)[0][4]
+
+
+def _udp_slots(host: str, port: int, count: int) -> list[socket.socket]:
+    """One socket per worker slot on the same port (SO_REUSEPORT spreads devices over them by
+    address); port 0 takes a free one for the first and the same for the rest."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(bound_udp_socket(_coap_address(host, port)))
+            port = sockets[0].getsockname()[1]
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+@dataclass
+class NodeSockets:
+    """What the supervisor binds and keeps open for its whole life: a worker that dies and is
+    started again gets the same socket, so nothing queued in it is lost, and the kernel's
+    spread of devices over a port's sockets does not change (a socket leaving a reuseport
+    group moves the last one into its place: every device of that one would move)."""
+
+    http: socket.socket | None
+    coap: list[ListenerSockets] = field(default_factory=list)
+
+    @classmethod
+    def bind(cls, settings: Settings, coap_workers: int, http_workers: int) -> NodeSockets:
+        bound = cls(None)
+        try:
+            if http_workers:
+                bound.http = bound_http_socket(settings.http.host, settings.http.port)
+            if coap_workers:
+                coap = _udp_slots(settings.coap.host, settings.coap.port, coap_workers)
+                coaps = [None] * coap_workers
+                if coaps_on(settings):
+                    coaps = _udp_slots(settings.coap.host, settings.coap.coaps_port, coap_workers)
+                bound.coap = [ListenerSockets(plain, secure) for plain, secure in zip(coap, coaps, strict=True)]
+        except BaseException:
+            bound.close()
+            raise
+        return bound
+
+    def ports(self, settings: Settings) -> Settings:
+        """`settings` with the ports bound (a port 0 asked for any)."""
+        http, coap = settings.http, settings.coap
+        if self.http is not None:
+            http = replace(http, port=self.http.getsockname()[1])
+        if self.coap:
+            coap = replace(coap, port=self.coap[0].coap.getsockname()[1])
+            if self.coap[0].coaps is not None:
+                coap = replace(coap, coaps_port=self.coap[0].coaps.getsockname()[1])
+        return replace(settings, http=http, coap=coap)
+
+    def close(self) -> None:
+        for sock in [self.http, *(s for slot in self.coap for s in (slot.coap, slot.coaps))]:
+            if sock is not None:
+                sock.close()
+
+
+def coaps_on(settings: Settings) -> bool:
+    """The listener opens coaps only with the device keys' key (protocols.lwm2m.listener)."""
+    return bool(settings.coap.coaps_port) and settings.security.credentials_key is not None
+
+
+def worker_settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings a command line (or the demo) may have changed, for the workers, which read
+    theirs from the environment (fleet.settings). No metrics port: the supervisor serves the
+    node's, the workers theirs on Unix sockets."""
+    env = {"FLEET_HTTP_HOST": settings.http.host, "FLEET_HTTP_PORT": str(settings.http.port),
+           "FLEET_COAP_HOST": settings.coap.host, "FLEET_COAP_PORT": str(settings.coap.port),
+           "FLEET_COAPS_PORT": str(settings.coap.coaps_port),
+           "FLEET_COAPS_SOURCE_SHARE": str(settings.coap.coaps_source_share),
+           "FLEET_METRICS_PORT": "0"}
+    if settings.security.credentials_key is not None:
+        # The environment, not the arguments: only its owner reads it.
+        env["FLEET_CREDENTIALS_KEY"] = settings.security.credentials_key.hex()
+    return env
+
+
+@dataclass
+class Worker:
+    """One slot of the node: its name, the sockets it inherits and how to start it."""
+
+    name: str
+    fds: dict[str, int | None]
+    environment: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+    async def start(self) -> asyncio.subprocess.Process:
+        # Its own session: a Ctrl-C in the terminal reaches the supervisor alone, which stops
+        # the workers in order (a worker ending on its own would be restarted).
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "api.worker", env=self.environment, start_new_session=True,
+            pass_fds=[fd for fd in self.fds.values() if fd is not None])
+        return self.process
+
+
+def plan_workers(settings: Settings, sockets: NodeSockets, *, node: str, dsn: str, metrics_dir: Path,
+                 coap_workers: int, http_workers: int,
+                 environ: Mapping[str, str] = os.environ) -> list[Worker]:
+    """The node's workers: coap-1..N on their slots' sockets, http-1..M on the shared one; the
+    scheduler (and the city-wide gauges of the metrics) in http-1, else coap-1."""
+    names = [f"coap-{k}" for k in range(1, coap_workers + 1)] + [f"http-{k}" for k in range(1, http_workers + 1)]
+    scheduler = "http-1" if http_workers else "coap-1"
+    workers = []
+    for name in names:
+        if name.startswith("coap-"):
+            slot = sockets.coap[int(name.removeprefix("coap-")) - 1]
+            fds = {"coap": slot.coap.fileno(), "coaps": slot.coaps.fileno() if slot.coaps is not None else None}
+        else:
+            fds = {"http": sockets.http.fileno()}
+        env = {**environ, **worker_settings_environment(settings),
+               "FLEET_DATABASE_URL": dsn, WORKER_ENV: name, NODE_ENV: node, FDS_ENV: json.dumps(fds),
+               METRICS_SOCKET_ENV: str(metrics_dir / f"{name}.sock"), COAP_WORKERS_ENV: str(coap_workers),
+               SCHEDULER_ENV: "1" if name == scheduler else "0"}
+        workers.append(Worker(name, fds, env))
+    return workers
+
+
+def _ended(returncode: int) -> dict[str, object]:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return {"signal": signal.Signals(-returncode).name}
+    return {"exit_code": returncode}
+
+
+class Node:
+    """The running workers: each kept alive by a task of its own until the node stops."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = list(workers)
+        self.stopping = False
+
+    async def keep(self, worker: Worker) -> None:
+        """Run the worker; when it dies, log it and start it again after a back-off."""
+        loop = asyncio.get_running_loop()
+        backoff = FIRST_BACKOFF_S
+        while not self.stopping:
+            started = loop.time()
+            process = await worker.start()
+            if self.stopping:  # started as the node began to stop: after the others had their SIGTERM
+                process.terminate()
+            log.debug("worker started", worker=worker.name, pid=process.pid)
+            returncode = await process.wait()
+            if self.stopping:
+                return
+            if loop.time() - started >= STEADY_S:
+                backoff = FIRST_BACKOFF_S
+            worker.restarts += 1
+            log.error("worker stopped unexpectedly", worker=worker.name, pid=process.pid, **_ended(returncode),
+                      restart_in_s=backoff, restarts=worker.restarts)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def running(self) -> list[asyncio.subprocess.Process]:
+        return [w.process for w in self.workers if w.process is not None and w.process.returncode is None]
+
+    def signal_all(self, sig: signal.Signals) -> None:
+        for process in self.running():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(sig)
+
+    async def stop(self, keepers: Sequence[asyncio.Task], killed: asyncio.Event) -> None:
+        """SIGTERM to every worker (each drains), SIGKILL to what is left after STOP_S or at once
+        when `killed` is set (a second Ctrl-C)."""
+        self.stopping = True
+        self.signal_all(signal.SIGTERM)
+        waiting = asyncio.gather(*(p.wait() for p in self.running()))
+        killing = asyncio.ensure_future(killed.wait())
+        done, _ = await asyncio.wait([waiting, killing], timeout=STOP_S, return_when=asyncio.FIRST_COMPLETED)
+        if waiting not in done:
+            left = [w.name for w in self.workers if w.process is not None and w.process.returncode is None]
+            log.warning("workers killed: they did not stop in time", workers=left, waited_s=STOP_S)
+            self.signal_all(signal.SIGKILL)
+        await waiting
+        killing.cancel()
+        for keeper in keepers:
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
+
+
+async def run_node(settings: Settings, *, coap_workers: int, http_workers: int,
+                   extra: Sequence[Callable[[], Awaitable[None]]] = ()) -> int:
+    """What `fleet serve` runs after its ports were checked (and `fleet demo`, its simulator
+    and collection as `extra`): until SIGTERM or Ctrl-C (0), or until an `extra` ends (1)."""
+    set_worker("supervisor")
+    dsn = await asyncio.to_thread(resolve_dsn, settings)
+    await migrate_database(dsn, settings)  # once, here: the workers open the database without migrating
+    try:
+        sockets = NodeSockets.bind(settings, coap_workers, http_workers)
+    except OSError as exc:  # taken since api.cli checked, or a CoAP port held without SO_REUSEPORT
+        raise SystemExit(f"fleet: cannot bind the node's sockets: {exc.strerror or exc}") from None
+    settings = sockets.ports(settings)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="fleet-node-"))  # 0700: the workers' metrics need no auth
+    node = node_name()  # host:pid, which the workers' names extend (host:pid/coap-1)
+    guard = Supervisor(Health())
+    if not settings.database.url:
+        guard.start("embedded-postgres", EmbeddedWatchdog(settings.database.data_dir).run)
+    running = Node(plan_workers(settings, sockets, node=node, dsn=dsn, metrics_dir=metrics_dir,
+                                coap_workers=coap_workers, http_workers=http_workers))
+    loop = asyncio.get_running_loop()
+    stop, killed = asyncio.Event(), asyncio.Event()
+
+    def interrupted() -> None:
+        if stop.is_set():
+            killed.set()  # a second Ctrl-C: no more waiting
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+    keepers = [asyncio.create_task(running.keep(worker)) for worker in running.workers]
+    extras = [asyncio.create_task(component()) for component in extra]
+    _log_serving(settings, node, coap_workers, http_workers)
+    stopper = asyncio.create_task(stop.wait())
+    metrics_paths = {worker.name: worker.environment[METRICS_SOCKET_ENV] for worker in running.workers}
+    try:
+        async with serving_node_metrics(settings, metrics_paths):
+            return await _until_stopped(running, keepers, extras, stopper, killed)
+    finally:
+        for task in [*keepers, *extras]:
+            task.cancel()
+        running.signal_all(signal.SIGKILL)  # only if the lines above were cut short
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+        await guard.stop()
+        sockets.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+async def _until_stopped(running: Node, keepers: list[asyncio.Task], extras: list[asyncio.Task],
+                         stopper: asyncio.Task, killed: asyncio.Event) -> int:
+    done, _ = await asyncio.wait([stopper, *extras], return_when=asyncio.FIRST_COMPLETED)
+    failed = [task for task in done if task is not stopper]
+    for task in failed:
+        exc = None if task.cancelled() else task.exception()
+        log.error("component stopped; stopping the node", exc_info=exc or None)
+    log.info("node stopping", workers=len(running.workers))
+    for task in [*extras, stopper]:
+        task.cancel()
+    await asyncio.gather(*extras, stopper, return_exceptions=True)
+    await running.stop(keepers, killed)
+    return 1 if failed else 0
+
+
+@contextlib.asynccontextmanager
+async def serving_node_metrics(settings: Settings, paths: dict[str, str]) -> AsyncIterator[None]:
+    """The node's /metrics (its workers' merged) on the metrics port for as long as the block
+    runs; a port that cannot be bound stops the node with one line saying which setting moves it."""
+    from api.metrics import MetricsPortTaken, NodeMetrics
+
+    try:
+        async with NodeMetrics(settings.metrics, lambda: paths).serving():
+            yield
+    except MetricsPortTaken as exc:
+        raise SystemExit(f"fleet: {exc}") from None  # as api.cli.main words its one-line errors
+
+
+def _log_serving(settings: Settings, node: str, coap_workers: int, http_workers: int) -> None:
+    from api.commands import coaps_listening, metrics_url
+
+    http = f"http://{settings.http.host}:{settings.http.port}" if http_workers else "off"
+    log.info("fleet serving", node=node, http=http, docs=f"{http}/schema" if http_workers else None,
+             coap=f"udp/{settings.coap.port}" if coap_workers else "off",
+             coaps=coaps_listening(settings) if coap_workers else "off",
+             metrics=metrics_url(settings), workers={"coap": coap_workers, "http": http_workers})

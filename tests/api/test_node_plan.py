@@ -1,0 +1,56 @@
+"""How many workers a node runs and what each is told (api.node), without starting any."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from api.cli import _parser
+from api.node import NodeSockets, plan_workers, worker_counts
+from fleet.errors import SettingsError
+from fleet.settings import load_settings
+
+
+def test_flags_win_over_the_environment_which_wins_over_the_defaults():
+    assert worker_counts(None, None, {}, defaults=(4, 2)) == (4, 2)
+    assert worker_counts(None, None, {"FLEET_COAP_WORKERS": "3", "FLEET_HTTP_WORKERS": "0"}, defaults=(4, 2)) == (3, 0)
+    assert worker_counts(1, None, {"FLEET_COAP_WORKERS": "3"}, defaults=(4, 2)) == (1, 2)
+    assert _parser().parse_args(["serve", "--coap-workers", "2", "--http-workers", "0"]).http_workers == 0
+
+
+@pytest.mark.parametrize(("environ", "problem"), [
+    ({"FLEET_COAP_WORKERS": "two"}, "FLEET_COAP_WORKERS must be a number of worker processes"),
+    ({"FLEET_HTTP_WORKERS": "-1"}, "FLEET_HTTP_WORKERS must be a number of worker processes"),
+    ({"FLEET_COAP_WORKERS": "0", "FLEET_HTTP_WORKERS": "0"}, "at least one worker"),
+])
+def test_a_bad_count_is_a_settings_error(environ, problem):
+    with pytest.raises(SettingsError, match=problem):
+        worker_counts(None, None, environ)
+
+
+def test_each_worker_gets_its_slot_its_name_and_the_scheduler_once(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("FLEET_CREDENTIALS_KEY", "ab" * 32)
+    settings = load_settings()
+    settings = replace(settings, http=replace(settings.http, port=0),
+                       coap=replace(settings.coap, host="::1", port=0, coaps_port=0))
+    sockets = NodeSockets.bind(settings, 2, 1)
+    try:
+        settings = sockets.ports(settings)
+        plain = {slot.coap.getsockname()[1] for slot in sockets.coap}
+        assert plain == {settings.coap.port} and settings.http.port != 0  # one port, bound once
+        workers = plan_workers(settings, sockets, node="host:1", dsn="postgresql://db", metrics_dir=tmp_path,
+                               coap_workers=2, http_workers=1, environ={})
+        assert [w.name for w in workers] == ["coap-1", "coap-2", "http-1"]
+        fds = [json.loads(w.environment["FLEET_WORKER_FDS"]) for w in workers]
+        assert fds[0]["coap"] == sockets.coap[0].coap.fileno() and fds[1]["coap"] == sockets.coap[1].coap.fileno()
+        assert fds[2] == {"http": sockets.http.fileno()}
+        assert [w.environment["FLEET_WORKER_SCHEDULER"] for w in workers] == ["0", "0", "1"]
+        assert {w.environment["FLEET_METRICS_PORT"] for w in workers} == {"0"}  # the supervisor serves the node's
+        assert workers[0].environment["FLEET_COAP_PORT"] == str(settings.coap.port)
+        assert workers[0].environment["FLEET_DATABASE_URL"] == "postgresql://db"
+        assert workers[0].environment["FLEET_WORKER_METRICS_SOCKET"] == str(tmp_path / "coap-1.sock")
+    finally:
+        sockets.close()
