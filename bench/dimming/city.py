@@ -28,10 +28,12 @@ DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "shared_buffers", "checkpo
 
 
 @contextmanager
-def embedded_server(work_dir: Path) -> Iterator[str]:
-    """PostgreSQL in work_dir as it ships (fsync on); stopped on exit."""
+def embedded_server(work_dir: Path, max_connections: int | None = None) -> Iterator[str]:
+    """PostgreSQL in work_dir as it ships (fsync on); stopped on exit. `max_connections`: as
+    many as `fleet serve` gives its own embedded server, for a node of several workers."""
     pg_dir = work_dir / "pg"
-    dsn = start_embedded(pg_dir, tuning=WRITE_HEAVY)  # as `fleet serve` runs it; fsync stays on
+    # As `fleet serve` runs it; fsync stays on.
+    dsn = start_embedded(pg_dir, tuning=WRITE_HEAVY, max_connections=max_connections)
     try:
         yield dsn
     finally:

@@ -39,6 +39,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from api.runtime import EMBEDDED_MAX_CONNECTIONS
 from bench.coap.loadgen import default_endpoint_name, loopback_target, run_load
 from bench.coap.senml import SenmlPack
 from bench.coap.servers import ServerGroup
@@ -158,7 +159,8 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
     rounds: list[Round] = []
     rpk: Side | None = None
     with tempfile.TemporaryDirectory(prefix="fleet-bench-ingest-") as work:
-        with embedded_server(Path(work)) as dsn:
+        # Each worker of a `fleet serve` has its pools: as many connections as it gives its own server.
+        with embedded_server(Path(work), EMBEDDED_MAX_CONNECTIONS if args.serve else None) as dsn:
             prepared = asyncio.run(prepare(dsn, endpoints, security.device_row,
                                            credentials_key=security.BENCH_CREDENTIALS_KEY if secure else None))
             argv = ["-m", "bench.ingest.listener", "--port", str(port), "--pool-max", str(args.pool_max)]

@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from api.runtime import EMBEDDED_MAX_CONNECTIONS
 from bench.dimming.city import embedded_server
 from bench.ingest.cpu import CpuSampler, process_tree, wait_for_quiet, with_descendants
 from bench.ingest.database import migrate_and_analyze
@@ -136,7 +137,8 @@ async def run(args: argparse.Namespace) -> dict:
     sides: list[Side] = []
     with tempfile.TemporaryDirectory(prefix="fleet-bench-storm-") as work_dir:
         work = Path(work_dir)
-        with embedded_server(work) as dsn:
+        # Each worker of the node has its pools: as many connections as `fleet serve` gives its own server.
+        with embedded_server(work, EMBEDDED_MAX_CONNECTIONS) as dsn:
             await migrate_and_analyze(dsn)
             postmaster = int((work / "pg" / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
             db = await Database.connect(dsn, min_size=1, max_size=2)
