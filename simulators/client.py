@@ -426,6 +426,10 @@ class LwM2MClient(Endpoint):
             self.device.on_registered()
             return
         stats.registration_failures += 1
+        if _busy(code, response):
+            stats.registrations_busy += 1
+        elif code == TIMEOUT:
+            stats.registrations_lost += 1
         self._refused_or_retry("registration", code, response)
 
     def _refused_or_retry(self, what: str, code: int, response: coap.Message | None) -> None:
@@ -484,6 +488,10 @@ class LwM2MClient(Endpoint):
             stats.sends_acked += 1
             return
         stats.sends_failed += 1
+        if _busy(code, response):
+            stats.sends_busy += 1
+        elif code == TIMEOUT:
+            stats.sends_lost += 1
         self.full_report = True
         if code in (coap.FORBIDDEN, coap.NOT_FOUND) and self.state == REGISTERED:
             stats.online -= 1
@@ -514,6 +522,11 @@ _OUTCOMES = {
     DEREGISTER: LwM2MClient._deregistered,
     BOOTSTRAP: LwM2MClient._bootstrap_answered,
 }
+
+
+def _busy(code: int, response: coap.Message | None) -> bool:
+    """5.03 with Max-Age: the server's "overloaded, try again in N s" (RFC 7252 §5.9.3.4)."""
+    return code == coap.SERVICE_UNAVAILABLE and response is not None and response.option(coap.MAX_AGE) is not None
 
 
 def _dtls_error(exc: Exception) -> bool:

@@ -16,11 +16,17 @@ class Stats:
     refused: int = 0  # Register answered 4.03: the endpoint is not provisioned
     registrations: int = 0
     registration_failures: int = 0
+    registrations_busy: int = 0  # of the failures: answered 5.03 with Max-Age
+    registrations_lost: int = 0  # of the failures: timed out (no ACK, or no response after the empty ACK)
     updates: int = 0
     update_failures: int = 0
     sends: int = 0
     sends_acked: int = 0
     sends_failed: int = 0
+    # Of the failed: answered 5.03 with Max-Age (the server said "later": an overload answered,
+    # not dropped), and timed out (no ACK after every retransmission, or no response after the empty ACK).
+    sends_busy: int = 0
+    sends_lost: int = 0
     retransmissions: int = 0
     timeouts: int = 0
     separate_responses: int = 0

@@ -28,10 +28,12 @@ DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "shared_buffers", "checkpo
 
 
 @contextmanager
-def embedded_server(work_dir: Path) -> Iterator[str]:
-    """PostgreSQL in work_dir as it ships (fsync on); stopped on exit."""
+def embedded_server(work_dir: Path, max_connections: int | None = None) -> Iterator[str]:
+    """PostgreSQL in work_dir as it ships (fsync on); stopped on exit. `max_connections`: as
+    many as `fleet serve` gives its own embedded server, for a node of several workers."""
     pg_dir = work_dir / "pg"
-    dsn = start_embedded(pg_dir, tuning=WRITE_HEAVY)  # as `fleet serve` runs it; fsync stays on
+    # As `fleet serve` runs it; fsync stays on.
+    dsn = start_embedded(pg_dir, tuning=WRITE_HEAVY, max_connections=max_connections)
     try:
         yield dsn
     finally:
@@ -69,11 +71,16 @@ async def prepare(db: Database, dsn: str, count: int, devices_file: Path) -> Cit
     await migrate_and_analyze(dsn)
     async with db.pool.acquire() as conn:
         settings = {name: await conn.fetchval(f"show {name}") for name in DURABILITY_SETTINGS}
-    with devices_file.open("w", newline="") as handle:
+    write_devices_file(devices_file, lights)
+    return City(system_principal(tenant), count, settings)
+
+
+def write_devices_file(path: Path, lights: list[NewDevice]) -> None:
+    """The lights in the export format, which the simulator reads (--devices-file)."""
+    with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(FILE_COLUMNS)
         for device in lights:
             writer.writerow(["streetlight", device.endpoint, "provisioned", device.lat, device.lon,
                              device.district, device.serial, device.manufacturer, device.model,
                              device.attributes["nominal_wattage"], "led"])
-    return City(system_principal(tenant), count, settings)

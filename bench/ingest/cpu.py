@@ -49,6 +49,27 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
+def process_tree() -> dict[int, list[int]]:
+    """Every process's children, from one walk over /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields:
+                tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def with_descendants(tree: dict[int, list[int]], roots: list[int]) -> list[int]:
+    """`roots` and everything they started, however deep (a supervisor's workers, PostgreSQL's backends)."""
+    found, waiting = [], list(roots)
+    while waiting:
+        pid = waiting.pop()
+        found.append(pid)
+        waiting += tree.get(pid, [])
+    return found
+
+
 @dataclass
 class Sample:
     at: float

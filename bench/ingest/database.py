@@ -29,10 +29,12 @@ IMPORT_CHUNK = 5_000
 
 
 @contextmanager
-def embedded_server(work_dir: Path) -> Iterator[str]:
-    """Start PostgreSQL in work_dir with its default settings; stop it on exit."""
+def embedded_server(work_dir: Path, max_connections: int | None = None) -> Iterator[str]:
+    """Start PostgreSQL in work_dir with its default settings (but `max_connections`, for a
+    `fleet serve` of several workers); stop it on exit."""
     pg_dir = work_dir / "pg"
-    dsn = start_embedded(pg_dir)  # no tuning: durability stays as PostgreSQL ships it
+    # No tuning: durability stays as PostgreSQL ships it.
+    dsn = start_embedded(pg_dir, max_connections=max_connections)
     try:
         yield dsn
     finally:

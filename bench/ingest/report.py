@@ -43,6 +43,9 @@ class Round:
     secure: Side | None = None
     secure_verification: Verification | None = None
     secure_baseline: Side | None = None
+    # --serve: the same load against one plain `fleet serve` (default workers).
+    serve: Side | None = None
+    serve_verification: Verification | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -54,13 +57,21 @@ class Round:
         return _ratio(self.secure, self.fleet)
 
     @property
+    def serve_ratio(self) -> float | None:
+        """One plain `fleet serve` against the hand-started listeners, in the same round."""
+        return _ratio(self.serve, self.fleet)
+
+    @property
     def sides(self) -> tuple[Side, ...]:
-        return tuple(s for s in (self.fleet, self.baseline, self.secure, self.secure_baseline) if s is not None)
+        return tuple(s for s in (self.fleet, self.serve, self.baseline, self.secure, self.secure_baseline)
+                     if s is not None)
 
     @property
     def ok(self) -> bool:
-        return self.verification.ok and (self.secure is None or (self.secure_verification is not None
-                                                                 and self.secure_verification.ok))
+        return self.verification.ok and all(
+            side is None or (verification is not None and verification.ok)
+            for side, verification in ((self.secure, self.secure_verification),
+                                       (self.serve, self.serve_verification)))
 
 
 def _ratio(side: Side | None, reference: Side | None) -> float | None:
@@ -93,6 +104,10 @@ class IngestReport:
     def secure_ratio(self) -> float | None:
         return self._median_ratio(lambda r: r.secure_ratio)
 
+    @property
+    def serve_ratio(self) -> float | None:
+        return self._median_ratio(lambda r: r.serve_ratio)
+
     def _median_ratio(self, ratio) -> float | None:
         ratios = [ratio(r) for r in self.rounds if ratio(r) is not None]
         return round(statistics.median(ratios), 3) if ratios else None
@@ -116,7 +131,8 @@ class IngestReport:
         if self.rpk is not None:
             out.append(_side_line("-", self.rpk))
         out.append("")
-        for side, label in (("fleet", "fleet"), ("baseline", "bare aiocoap"), ("secure", "fleet psk"),
+        for side, label in (("fleet", "fleet"), ("serve", "fleet serve"), ("baseline", "bare aiocoap"),
+                            ("secure", "fleet psk"),
                             ("secure_baseline", "aiocoap psk")):
             rps = self.median(side, lambda s: s.load.requests_per_s)
             if rps is None:
@@ -124,19 +140,19 @@ class IngestReport:
             points = self.median(side, lambda s: s.load.points_per_s)
             p50 = self.median(side, lambda s: s.load.latency_p50_ms)
             p99 = self.median(side, lambda s: s.load.latency_p99_ms)
-            stored = " committed" if side in ("fleet", "secure") else " answered (nothing stored)"
+            stored = " committed" if side in ("fleet", "serve", "secure") else " answered (nothing stored)"
             out.append(f"median {label:<13} {rps:>8,.0f} requests/s, {points:>8,.0f} data points/s{stored}, "
                        f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms")
-        ratio = self.ratio
-        if ratio is not None:
-            each = ", ".join(f"{r.ratio:.0%}" for r in self.rounds if r.ratio is not None)
-            out.append(f"ratio fleet / bare aiocoap requests/s: {ratio:.1%} (median of rounds: {each})")
-        secure_ratio = self.secure_ratio
-        if secure_ratio is not None:
-            each = ", ".join(f"{r.secure_ratio:.0%}" for r in self.rounds if r.secure_ratio is not None)
-            verdict = "meets" if secure_ratio >= 0.5 else "MISSES"
-            out.append(f"ratio fleet psk / fleet nosec committed points/s: {secure_ratio:.1%} ({verdict} the 50 % "
-                       f"target; median of rounds: {each})")
+        for name, what, judged in (
+                ("ratio", "fleet / bare aiocoap requests/s", lambda r: ""),
+                ("serve_ratio", f"fleet serve / {o['processes']} fleet listener processes requests/s",
+                 lambda r: ("reaches them" if r >= 1 else "does NOT reach them") + "; "),
+                ("secure_ratio", "fleet psk / fleet nosec committed points/s",
+                 lambda r: ("meets" if r >= 0.5 else "MISSES") + " the 50 % target; ")):
+            ratio = getattr(self, name)
+            if ratio is not None:
+                each = ", ".join(f"{getattr(r, name):.0%}" for r in self.rounds if getattr(r, name) is not None)
+                out.append(f"ratio {what}: {ratio:.1%} ({judged(ratio)}median of rounds: {each})")
         for label, side in (("psk", "secure"), ("aiocoap psk", "secure_baseline")):
             rate = self.median(side, lambda s: s.load.handshakes_per_s)
             if rate:
@@ -149,6 +165,8 @@ class IngestReport:
                        f"{load.clients} devices at once, {load.handshake_failures} failed)")
         for r in self.rounds:
             out.append(f"verification round {r.number}: {r.verification.line()}")
+            if r.serve_verification is not None:
+                out.append(f"verification round {r.number} fleet serve: {r.serve_verification.line()}")
             if r.secure_verification is not None:
                 out.append(f"verification round {r.number} psk: {r.secure_verification.line()}")
         for r in self.rounds[-1:]:
@@ -164,17 +182,20 @@ class IngestReport:
         rounds = []
         for r in self.rounds:
             entry = {"number": r.number, "ratio": r.ratio, "secure_ratio": r.secure_ratio,
+                     "serve_ratio": r.serve_ratio,
                      "verification": {**asdict(r.verification), "ok": r.verification.ok}}
-            if r.secure_verification is not None:
-                entry["secure_verification"] = {**asdict(r.secure_verification), "ok": r.secure_verification.ok}
-            for side in ("fleet", "baseline", "secure", "secure_baseline"):
+            for name in ("secure_verification", "serve_verification"):
+                found = getattr(r, name)
+                if found is not None:
+                    entry[name] = {**asdict(found), "ok": found.ok}
+            for side in ("fleet", "serve", "baseline", "secure", "secure_baseline"):
                 found = getattr(r, side)
                 if found is not None:
                     entry[side] = _side_dict(found)
             rounds.append(entry)
         return {"started": self.started, "command": self.command, "options": self.options,
                 "machine": self.machine, "postgres": self.postgres, "ratio": self.ratio,
-                "secure_ratio": self.secure_ratio, "ok": self.ok, "rounds": rounds,
+                "secure_ratio": self.secure_ratio, "serve_ratio": self.serve_ratio, "ok": self.ok, "rounds": rounds,
                 "rpk": _side_dict(self.rpk) if self.rpk is not None else None, "notes": self.notes}
 
 

@@ -1,7 +1,7 @@
 """Ingest from start to finish: database, Fleet listeners, register, Send load, row count, baseline.
 
     python -m bench.ingest [--devices 1000] [--duration 10] [--points 10] [--processes 2]
-                           [--format cbor] [--load-processes 1] [--security psk] [--json]
+                           [--format cbor] [--load-processes 1] [--security psk] [--serve] [--json]
 
 Many simulated devices send SenML packs as fast as acknowledgements allow, first to N Fleet
 listener processes sharing one UDP port (each the real `open_listener`: aiocoap udp6, the
@@ -9,6 +9,10 @@ LwM2M server, group-committed COPY into PostgreSQL), then, in the same run, to N
 processes answering the same requests with no work at all. A 2.04 from Fleet means the pack
 is committed, so afterwards every acknowledged pack's rows are counted in `telemetry`; a
 missing one fails the run. PostgreSQL runs with its default durability (fsync on).
+
+With ``--serve`` every round also runs Fleet as an operator does, one plain `fleet serve` (its
+default workers: CoAP, HTTP and the scheduler under one supervisor) on the same port, database
+and devices, between the hand-started listeners and the baseline.
 
 With ``--security psk`` every round also runs over DTLS: as many other devices, each with its
 own pre-shared key, handshake with Fleet's coaps listener (counted per second), register and
@@ -25,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import signal
 import socket
 import subprocess
@@ -34,23 +39,22 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from api.runtime import EMBEDDED_MAX_CONNECTIONS
 from bench.coap.loadgen import default_endpoint_name, loopback_target, run_load
 from bench.coap.senml import SenmlPack
 from bench.coap.servers import ServerGroup
 from bench.ingest import baseline
-from bench.ingest.cpu import CpuSampler, children_of, wait_for_quiet
+from bench.ingest.cpu import CpuSampler, process_tree, wait_for_quiet, with_descendants
 from bench.ingest.database import checkpoint, embedded_server, prepare, verify
 from bench.ingest.report import IngestReport, Round, Side
 from bench.ingest import security
+from bench.serve import fleet_serve, free_port
 
 MANY_REQUESTS = 10**9  # the load is bounded by --duration, not by a request budget
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", 0))
-        return sock.getsockname()[1]
+    return free_port(socket.SOCK_DGRAM)
 
 
 def _machine() -> dict:
@@ -63,20 +67,46 @@ def _sampled_side(name: str, argv: list[str], processes: int, target, load_optio
                   extra_groups: dict[str, list[int]] | None = None,
                   env: dict | None = None, pyspy_dir: str | None = None, ping: bool = True) -> Side:
     group = ServerGroup(argv, processes, target, ready_timeout=60.0, env=env, ping=ping)
+    return _measured(name, group, target, load_options, extra_groups, pyspy_dir)
+
+
+def _measured(name: str, group, target, load_options: dict, extra_groups: dict[str, list[int]] | None = None,
+              pyspy_dir: str | None = None) -> Side:
+    """The load against `group` (a ServerGroup, or `fleet serve` shaped like one), CPU sampled."""
     me = os.getpid()
 
     def groups() -> dict[str, list[int]]:
-        servers = [child.pid for child in group.children]
+        tree = process_tree()
+        # With their descendants: `fleet serve`'s workers are its children.
+        servers = with_descendants(tree, [child.pid for child in group.children])
         found = {"servers": servers,
-                 "generator": [me] + [p for p in children_of(me) if p not in servers]}
+                 "generator": [me] + [p for p in tree.get(me, []) if p not in servers]}
         for label, parents in (extra_groups or {}).items():
-            found[label] = parents + [c for parent in parents for c in children_of(parent)]
+            found[label] = with_descendants(tree, parents)
         return found
 
     with group, CpuSampler(groups) as sampler, _py_spy(group, pyspy_dir, name):
         result = run_load(target, **load_options)
     share = sampler.share(result.load_started_at, result.load_ended_at)
     return Side(name, result, share, group.stats or [])
+
+
+class ServeGroup:
+    """`fleet serve` (its default workers, or `flags`) on the benchmark's port, in the shape
+    of a ServerGroup: the node as an operator runs it, beside hand-started listeners."""
+
+    def __init__(self, dsn: str, port: int, log_path: Path, flags: list[str] | None = None) -> None:
+        self._serving = fleet_serve(dsn, flags or [], log_path, coap_port=port)
+        self.children: list[subprocess.Popen] = []
+        self.stats: list[dict] | None = None
+
+    def __enter__(self) -> ServeGroup:
+        self.children = [self._serving.__enter__().process]
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._serving.__exit__(*exc_info)
+        self.stats = [{"pid": child.pid, "exit": child.returncode} for child in self.children]
 
 
 @contextlib.contextmanager
@@ -129,7 +159,8 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
     rounds: list[Round] = []
     rpk: Side | None = None
     with tempfile.TemporaryDirectory(prefix="fleet-bench-ingest-") as work:
-        with embedded_server(Path(work)) as dsn:
+        # Each worker of a `fleet serve` has its pools: as many connections as it gives its own server.
+        with embedded_server(Path(work), EMBEDDED_MAX_CONNECTIONS if args.serve else None) as dsn:
             prepared = asyncio.run(prepare(dsn, endpoints, security.device_row,
                                            credentials_key=security.BENCH_CREDENTIALS_KEY if secure else None))
             argv = ["-m", "bench.ingest.listener", "--port", str(port), "--pool-max", str(args.pool_max)]
@@ -144,7 +175,7 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
             first_base = int(time.time())
             for number in range(1, args.rounds + 1):
                 # Each side that stores gets its own two hours, so sides and rounds count apart.
-                slot = (number - 1) * (2 if secure else 1)
+                slot = (number - 1) * (1 + bool(args.serve) + secure)
                 pack = SenmlPack(points=args.points, format=args.format,
                                  base_time=first_base + slot * ROUND_SPACING_S)
                 load_options = dict(
@@ -156,6 +187,13 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
                 )
                 fleet, verification = _stored_side(args, "fleet", argv, target, load_options, prepared, env)
                 result = Round(number, fleet, verification)
+                if args.serve:
+                    slot += 1
+                    serve_options = {**load_options, "payload": SenmlPack(
+                        points=args.points, format=args.format, base_time=first_base + slot * ROUND_SPACING_S)}
+                    result.serve, result.serve_verification = _stored_side(
+                        args, "fleet serve", argv, target, serve_options, prepared, env,
+                        group=ServeGroup(dsn, port, Path(work) / f"fleet-serve-{number}.log", args.serve_flags))
                 if not args.skip_baseline:
                     quiet = _quiet(args)
                     result.baseline = _sampled_side(
@@ -190,13 +228,14 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
 
 
 def _stored_side(args: argparse.Namespace, name: str, argv: list[str], target, load_options: dict,
-                 prepared, env: dict):
-    """Fleet under load, then what the database holds against what its devices were told."""
+                 prepared, env: dict, group=None):
+    """Fleet under load (the listeners `argv`, or `group`), then what the database holds
+    against what its devices were told."""
     quiet = _quiet(args)
     # A CoAP ping needs no session; over DTLS the listeners' READY is what says they are up.
-    side = _sampled_side(name, argv, args.processes, target, load_options,
-                         {"postgres": [prepared.postmaster_pid]}, env, args.py_spy,
-                         ping=load_options.get("credentials") is None)
+    group = group or ServerGroup(argv, args.processes, target, ready_timeout=60.0, env=env,
+                                 ping=load_options.get("credentials") is None)
+    side = _measured(name, group, target, load_options, {"postgres": [prepared.postmaster_pid]}, args.py_spy)
     side.quiet = quiet
     pack = load_options["payload"]
     verification = asyncio.run(verify(
@@ -227,6 +266,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet-cores", type=float, default=0.3,
                         help="what counts as quiet: cores busy with other work (default 0.3)")
     parser.add_argument("--skip-baseline", action="store_true", help="measure Fleet only")
+    parser.add_argument("--serve", action="store_true",
+                        help="each round also runs Fleet as one plain `fleet serve` (its default workers), "
+                             "beside the --processes hand-started listeners")
+    parser.add_argument("--serve-flags", type=shlex.split, default=[], metavar="FLAGS",
+                        help="with --serve: flags for fleet serve, e.g. '--coap-workers 2 --http-workers 1'")
     parser.add_argument("--security", choices=("nosec", "psk"), default="nosec",
                         help="psk: each round also over DTLS with a key per device, beside aiocoap's DTLS server")
     parser.add_argument("--rpk-devices", type=int, default=20,

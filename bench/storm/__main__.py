@@ -1,0 +1,7 @@
+"""`python -m bench.storm`: see bench/storm/run.py."""
+
+import sys
+
+from bench.storm.run import main
+
+sys.exit(main())
