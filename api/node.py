@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -104,6 +105,8 @@ def _udp_slots(host: str, port: int, count: int) -> list[socket.socket]:
     port % count` (protocols.coap.steering: a worker can tell which devices it hears, and so
     which of a stopped node's it may take over); port 0 takes a free one for the first and the
     same for the rest."""
+    if port:
+        _alone_on(host, port)
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -116,6 +119,25 @@ def _udp_slots(host: str, port: int, count: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def _alone_on(host: str, port: int) -> None:
+    """Refuse a UDP port some other socket holds. Its owner (another node on this host, a
+    `fleet coap`) may be in a reuseport group our slots would join, as any process of the same
+    user may: the group's program would count their sockets as slots and ours would replace
+    theirs, steering every device of both to the wrong process. A bind without SO_REUSEPORT
+    fails on any port already bound, which is what tells."""
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        probe.bind(_coap_address(host, port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(errno.EADDRINUSE, f"udp/{port} is in use by another process (two nodes on one host "
+                                        "need ports of their own)") from None
+    finally:
+        probe.close()
 
 
 @dataclass

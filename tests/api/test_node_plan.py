@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,3 +55,26 @@ def test_each_worker_gets_its_slot_its_name_and_the_scheduler_once(monkeypatch, 
         assert workers[0].environment["FLEET_WORKER_METRICS_SOCKET"] == str(tmp_path / "coap-1.sock")
     finally:
         sockets.close()
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.bind(("::1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["port", "coaps_port"])
+def test_a_second_node_on_the_same_udp_port_is_refused(monkeypatch, kind):
+    """Its sockets would join the first node's reuseport group, and its steering program
+    replace the first's: every device of both would reach some other node's slot."""
+    monkeypatch.setenv("FLEET_CREDENTIALS_KEY", "ab" * 32)
+    settings = load_settings()
+    first = replace(settings, coap=replace(settings.coap, host="::1", port=0, coaps_port=_free_udp_port()))
+    bound = NodeSockets.bind(first, 2, 0)
+    try:
+        taken = getattr(bound.ports(first).coap, kind)
+        second = replace(settings, coap=replace(settings.coap, host="::1", port=0, coaps_port=_free_udp_port()))
+        with pytest.raises(OSError, match="another process"):
+            NodeSockets.bind(replace(second, coap=replace(second.coap, **{kind: taken})), 2, 0).close()
+    finally:
+        bound.close()
