@@ -205,12 +205,14 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         yield Listener(context, server, writer, client, dispatcher, bound_port, coaps, directory, server.bootstrap,
                        pacer)
     finally:
+        # Follow-ups first: one still running after the dispatcher stopped would claim its
+        # device's commands for nobody to send or release (they'd wait for the 5-minute recovery).
+        await pacer.close()
         await supervisor.stop()
         await server.drain(DRAIN_GRACE_S)
         client.close()
         if server.bootstrap is not None:
             await server.bootstrap.close()
-        await pacer.close()
         await server.close()
         if coaps is not None:
             await coaps.close()
