@@ -39,6 +39,7 @@ NODE_ENV = "FLEET_NODE"
 FDS_ENV = "FLEET_WORKER_FDS"
 METRICS_SOCKET_ENV = "FLEET_WORKER_METRICS_SOCKET"
 SCHEDULER_ENV = "FLEET_WORKER_SCHEDULER"  # "1": the node's scheduler runs in this worker
+SUPERVISOR_PID_ENV = "FLEET_SUPERVISOR_PID"  # a worker whose parent is another has lost it
 
 # A worker that died is started again after FIRST_BACKOFF_S, doubling up to MAX_BACKOFF_S while
 # it keeps dying; one that ran STEADY_S was fine, and its next death starts the count again.
@@ -240,7 +241,7 @@ def plan_workers(settings: Settings, sockets: NodeSockets, *, node: str, dsn: st
         env = {**environ, **worker_settings_environment(settings),
                "FLEET_DATABASE_URL": dsn, WORKER_ENV: name, NODE_ENV: node, FDS_ENV: json.dumps(fds),
                METRICS_SOCKET_ENV: str(metrics_dir / f"{name}.sock"), COAP_WORKERS_ENV: str(coap_workers),
-               SCHEDULER_ENV: "1" if name == scheduler else "0"}
+               SCHEDULER_ENV: "1" if name == scheduler else "0", SUPERVISOR_PID_ENV: str(os.getpid())}
         workers.append(Worker(name, fds, env))
     return workers
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -78,3 +82,25 @@ def test_a_second_node_on_the_same_udp_port_is_refused(monkeypatch, kind):
             NodeSockets.bind(replace(second, coap=replace(second.coap, **{kind: taken})), 2, 0).close()
     finally:
         bound.close()
+
+
+@pytest.mark.parametrize(("parent", "survives"), [("mine", True), ("another", False)])
+def test_a_worker_ends_when_its_parent_is_not_the_supervisor_that_started_it(parent, survives):
+    # In a container the supervisor is process 1: a parent of 1 alone must not read as "orphaned".
+    code = ("import os, sys; from api.worker import die_with_supervisor;"
+            f"die_with_supervisor({'os.getppid()' if parent == 'mine' else 'os.getppid() + 1'});"
+            "import time; time.sleep(0.5); print('alive')")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (ran.returncode, ran.stdout.strip()) == ((0, "alive") if survives else (-signal.SIGTERM, ""))
+
+
+def test_each_worker_is_told_its_supervisors_pid(tmp_path: Path):
+    settings = load_settings()
+    settings = replace(settings, http=replace(settings.http, port=0), coap=replace(settings.coap, port=0))
+    sockets = NodeSockets.bind(settings, 1, 1)
+    try:
+        workers = plan_workers(settings, sockets, node="host:1", dsn="postgresql://db", metrics_dir=tmp_path,
+                               coap_workers=1, http_workers=1, environ={})
+    finally:
+        sockets.close()
+    assert {w.environment["FLEET_SUPERVISOR_PID"] for w in workers} == {str(os.getpid())}
