@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
@@ -313,7 +314,7 @@ async def run_node(settings: Settings, *, coap_workers: int, http_workers: int,
     """What `fleet serve` runs after its ports were checked (and `fleet demo`, its simulator
     and collection as `extra`): until SIGTERM or Ctrl-C (0), or until an `extra` ends (1)."""
     set_worker("supervisor")
-    dsn = await asyncio.to_thread(resolve_dsn, settings)
+    dsn = await asyncio.to_thread(functools.partial(resolve_dsn, settings, workers=coap_workers + http_workers))
     await migrate_database(dsn, settings)  # once, here: the workers open the database without migrating
     try:
         sockets = NodeSockets.bind(settings, coap_workers, http_workers)

@@ -104,3 +104,12 @@ def test_each_worker_is_told_its_supervisors_pid(tmp_path: Path):
     finally:
         sockets.close()
     assert {w.environment["FLEET_SUPERVISOR_PID"] for w in workers} == {str(os.getpid())}
+
+
+def test_the_embedded_server_has_room_for_every_worker_of_the_node():
+    from api.runtime import EMBEDDED_MAX_CONNECTIONS, connections_needed
+
+    settings = load_settings()
+    settings = replace(settings, database=replace(settings.database, pool_max=10, system_pool_max=20))
+    assert connections_needed(settings, 3) == 3 * 33 + 20 <= EMBEDDED_MAX_CONNECTIONS
+    assert connections_needed(settings, 16 + 8) == 812  # a 16-core machine's defaults
