@@ -267,7 +267,13 @@ class Node:
         backoff = FIRST_BACKOFF_S
         while not self.stopping:
             started = loop.time()
-            process = await worker.start()
+            try:
+                process = await worker.start()
+            except OSError as exc:  # no fork (EAGAIN, ENOMEM): this slot must not be given up for it
+                log.error("worker could not be started", worker=worker.name, error=str(exc), restart_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
             if self.stopping:  # started as the node began to stop: after the others had their SIGTERM
                 process.terminate()
             log.debug("worker started", worker=worker.name, pid=process.pid)

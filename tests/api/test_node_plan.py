@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import os
 import signal
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from api.cli import _parser
-from api.node import NodeSockets, plan_workers, worker_counts
+from api.node import Node, NodeSockets, Worker, plan_workers, worker_counts
 from fleet.errors import SettingsError
 from fleet.settings import load_settings
 
@@ -113,3 +115,35 @@ def test_the_embedded_server_has_room_for_every_worker_of_the_node():
     settings = replace(settings, database=replace(settings.database, pool_max=10, system_pool_max=20))
     assert connections_needed(settings, 3) == 3 * 33 + 20 <= EMBEDDED_MAX_CONNECTIONS
     assert connections_needed(settings, 16 + 8) == 812  # a 16-core machine's defaults
+
+
+async def test_a_worker_that_could_not_be_started_is_tried_again(monkeypatch):
+    import api.node
+
+    monkeypatch.setattr(api.node, "FIRST_BACKOFF_S", 0.01)
+    second = asyncio.Event()
+
+    class Unforkable(Worker):
+        attempts = 0
+
+        async def start(self) -> asyncio.subprocess.Process:
+            Unforkable.attempts += 1
+            if Unforkable.attempts == 1:
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")  # fork failed
+            second.set()
+            self.process = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+            return self.process
+
+    node = Node([Unforkable("coap-1", {}, {})])
+    keeper = asyncio.create_task(node.keep(node.workers[0]))
+    try:
+        async with asyncio.timeout(10):
+            await second.wait()
+    finally:
+        node.stopping = True
+        node.signal_all(signal.SIGKILL)
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        if node.workers[0].process is not None:
+            await node.workers[0].process.wait()
+    assert Unforkable.attempts == 2
