@@ -281,7 +281,8 @@ def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, 
 def taken_ports(settings: Settings, command: str = "demo") -> list[str]:
     """Every port the command cannot have, a line each saying so and how to move it: all at
     once, so a second demo beside the first is moved in one try, not one port a run. `fleet
-    serve` leaves its CoAP port out: nodes on one machine may share it (SO_REUSEPORT)."""
+    serve` leaves its CoAP ports out: its supervisor refuses them as it binds when another
+    process holds them (api.node), and only when it has coap workers and coaps is on."""
     taken = []
     for name, kind, host, port, change in demo_listeners(settings, coap=command == "demo"):
         problem = bind_problem(host, port, kind)

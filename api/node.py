@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import json
 import os
 import shutil
@@ -38,6 +40,7 @@ NODE_ENV = "FLEET_NODE"
 FDS_ENV = "FLEET_WORKER_FDS"
 METRICS_SOCKET_ENV = "FLEET_WORKER_METRICS_SOCKET"
 SCHEDULER_ENV = "FLEET_WORKER_SCHEDULER"  # "1": the node's scheduler runs in this worker
+SUPERVISOR_PID_ENV = "FLEET_SUPERVISOR_PID"  # a worker whose parent is another has lost it
 
 # A worker that died is started again after FIRST_BACKOFF_S, doubling up to MAX_BACKOFF_S while
 # it keeps dying; one that ran STEADY_S was fine, and its next death starts the count again.
@@ -104,6 +107,8 @@ def _udp_slots(host: str, port: int, count: int) -> list[socket.socket]:
     port % count` (protocols.coap.steering: a worker can tell which devices it hears, and so
     which of a stopped node's it may take over); port 0 takes a free one for the first and the
     same for the rest."""
+    if port:
+        _alone_on(host, port)
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -116,6 +121,25 @@ def _udp_slots(host: str, port: int, count: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def _alone_on(host: str, port: int) -> None:
+    """Refuse a UDP port some other socket holds. Its owner (another node on this host, a
+    `fleet coap`) may be in a reuseport group our slots would join, as any process of the same
+    user may: the group's program would count their sockets as slots and ours would replace
+    theirs, steering every device of both to the wrong process. A bind without SO_REUSEPORT
+    fails on any port already bound, which is what tells."""
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        probe.bind(_coap_address(host, port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(errno.EADDRINUSE, f"udp/{port} is in use by another process (two nodes on one host "
+                                        "need ports of their own)") from None
+    finally:
+        probe.close()
 
 
 @dataclass
@@ -218,7 +242,7 @@ def plan_workers(settings: Settings, sockets: NodeSockets, *, node: str, dsn: st
         env = {**environ, **worker_settings_environment(settings),
                "FLEET_DATABASE_URL": dsn, WORKER_ENV: name, NODE_ENV: node, FDS_ENV: json.dumps(fds),
                METRICS_SOCKET_ENV: str(metrics_dir / f"{name}.sock"), COAP_WORKERS_ENV: str(coap_workers),
-               SCHEDULER_ENV: "1" if name == scheduler else "0"}
+               SCHEDULER_ENV: "1" if name == scheduler else "0", SUPERVISOR_PID_ENV: str(os.getpid())}
         workers.append(Worker(name, fds, env))
     return workers
 
@@ -243,7 +267,13 @@ class Node:
         backoff = FIRST_BACKOFF_S
         while not self.stopping:
             started = loop.time()
-            process = await worker.start()
+            try:
+                process = await worker.start()
+            except OSError as exc:  # no fork (EAGAIN, ENOMEM): this slot must not be given up for it
+                log.error("worker could not be started", worker=worker.name, error=str(exc), restart_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
             if self.stopping:  # started as the node began to stop: after the others had their SIGTERM
                 process.terminate()
             log.debug("worker started", worker=worker.name, pid=process.pid)
@@ -290,7 +320,7 @@ async def run_node(settings: Settings, *, coap_workers: int, http_workers: int,
     """What `fleet serve` runs after its ports were checked (and `fleet demo`, its simulator
     and collection as `extra`): until SIGTERM or Ctrl-C (0), or until an `extra` ends (1)."""
     set_worker("supervisor")
-    dsn = await asyncio.to_thread(resolve_dsn, settings)
+    dsn = await asyncio.to_thread(functools.partial(resolve_dsn, settings, workers=coap_workers + http_workers))
     await migrate_database(dsn, settings)  # once, here: the workers open the database without migrating
     try:
         sockets = NodeSockets.bind(settings, coap_workers, http_workers)

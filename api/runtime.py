@@ -51,16 +51,30 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-# Connections the embedded server takes: a node's workers each hold their own pools (the REST
-# API's, the device side's and a few of their own: docs/scaling.md), PostgreSQL's default 100
-# is a node of three workers.
+# Connections the embedded server takes at least: a node's workers each hold their own pools
+# (the REST API's, the device side's and a few of their own: docs/scaling.md), PostgreSQL's
+# default 100 is a node of three workers.
 EMBEDDED_MAX_CONNECTIONS = 400
+# Beyond a worker's pools: connections it takes for itself (LISTEN, the claimer), and what the
+# node's supervisor, `fleet doctor` and an operator's psql take beside the workers.
+OWN_CONNECTIONS_PER_WORKER = 3
+OTHER_CONNECTIONS = 20
 
 
-def resolve_dsn(settings: Settings) -> str:
+def connections_needed(settings: Settings, workers: int) -> int:
+    """What a node of `workers` processes may hold at once on its database (docs/scaling.md)."""
+    database = settings.database
+    return workers * (database.pool_max + database.system_pool_max + OWN_CONNECTIONS_PER_WORKER) + OTHER_CONNECTIONS
+
+
+def resolve_dsn(settings: Settings, *, workers: int = 1) -> str:
+    """The database's DSN; an embedded server is started (or joined) with room for a node of
+    `workers` processes, EMBEDDED_MAX_CONNECTIONS at least (the default counts of a big machine
+    need more: 16 cores are 24 workers, about 800)."""
     if settings.database.url:
         return settings.database.url
-    return start_embedded(settings.database.data_dir, tuning=WRITE_HEAVY, max_connections=EMBEDDED_MAX_CONNECTIONS)
+    return start_embedded(settings.database.data_dir, tuning=WRITE_HEAVY,
+                          max_connections=max(EMBEDDED_MAX_CONNECTIONS, connections_needed(settings, workers)))
 
 
 async def migrate_database(dsn: str, settings: Settings) -> list[int]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from api.node import COAP_WORKERS_ENV, FDS_ENV, METRICS_SOCKET_ENV, NODE_ENV, SCHEDULER_ENV, WORKER_ENV
+from api.node import (COAP_WORKERS_ENV, FDS_ENV, METRICS_SOCKET_ENV, NODE_ENV, SCHEDULER_ENV, SUPERVISOR_PID_ENV,
+                      WORKER_ENV)
 from fleet.db.reach import DatabaseUnreachable
 from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
@@ -55,7 +56,7 @@ class WorkerRole:
                    environ.get(SCHEDULER_ENV) == "1", environ[METRICS_SOCKET_ENV])
 
 
-def die_with_supervisor() -> None:
+def die_with_supervisor(supervisor_pid: int) -> None:
     """SIGTERM this process when its supervisor dies, killed or crashed: it drains, and no
     worker is left running a node nobody supervises (Linux; elsewhere nothing)."""
     try:
@@ -63,7 +64,9 @@ def die_with_supervisor() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # it died before the line above
+    # It died before the line above: this process was handed to another (init, a subreaper).
+    # Not "the parent is 1": in a container the supervisor is process 1 itself.
+    if os.getppid() != supervisor_pid:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -102,7 +105,7 @@ async def run_worker(settings: Settings, role: WorkerRole) -> int:
 
 
 def main() -> int:
-    die_with_supervisor()
+    die_with_supervisor(int(os.environ[SUPERVISOR_PID_ENV]))
     role = WorkerRole.from_environment()
     settings = load_settings()
     configure_logging(settings.log)

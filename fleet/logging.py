@@ -49,7 +49,9 @@ def configure_logging(settings: LogSettings) -> None:
         processors=[*shared, structlog.processors.StackInfoRenderer(),
                     structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # A line and its newline in one write: a node's workers share the supervisor's stderr,
+        # unbuffered, and print()'s two writes let another process's line in between.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     # Libraries (aiocoap, asyncpg, uvicorn) log through stdlib; route them to the same output.

@@ -438,11 +438,20 @@ class CommandRepository:
         to them five minutes later, now, so another node sends them again at once."""
         return await self._unsend("c.id = any($1::uuid[])", list(command_ids))
 
-    async def release_through(self, node: str) -> int:
+    async def release_through(self, node: str, node_timeout: timedelta) -> int:
         """Commands sent to devices registered through `node` and never answered: those of a
         process that died under that name (a node's worker restarted in its slot takes the name
-        again), back to the queue now, as `recover_stale` would do five minutes later."""
-        return await self._unsend("c.device_id in (select r.device_id from registrations r where r.node = $1)", node)
+        again), back to the queue now, as `recover_stale` would do five minutes later.
+
+        Only what that process sent: once its heartbeat was `node_timeout` old, other nodes
+        claimed its devices' commands (claim_due), and what they sent is under way there. So
+        this runs before the new process's first heartbeat, which would hide the last one's;
+        a node that left ('-infinity') released its own, and one without a row sent nothing
+        another node could not have sent too: nothing is released then (recover_stale's turn)."""
+        return await self._unsend(
+            """c.device_id in (select r.device_id from registrations r where r.node = $1)
+               and c.sent_at < (select n.heartbeat_at from fleet_nodes n where n.name = $1) + $2::interval""",
+            node, node_timeout)
 
     async def _unsend(self, which: str, *arguments: object) -> int:
         """`which` of the commands sent back to the queue; its parameters are $1.. (`arguments`)."""

@@ -342,10 +342,11 @@ class CommandQueue:
             return await CommandRepository(conn).release(command_ids)
 
     async def release_left_behind(self) -> int:
-        """On starting under a name a process had before (it died): the commands it left sent
-        go back to the queue, for this one to send (a firmware Update fails instead)."""
+        """On starting under a name a process had before (it died), before this one's first
+        heartbeat: the commands it left sent go back to the queue, for this one to send (a
+        firmware Update fails instead)."""
         async with self.db.system_tx() as conn:
-            return await CommandRepository(conn).release_through(self.node)
+            return await CommandRepository(conn).release_through(self.node, self.node_timeout)
 
     async def housekeeping(self, stale_after: timedelta = timedelta(minutes=5)) -> tuple[int, int]:
         async with self.db.system_tx() as conn:

@@ -78,8 +78,11 @@ def _write_result(command: DeviceCommand) -> dict:
 class Dispatcher:
     def __init__(self, db: Database, queue: CommandQueue, client: DeviceClient, server: LwM2MServer,
                  *, concurrency: int = IN_FLIGHT, health: Health | None = None,
-                 downloads: Downloads | None = None) -> None:
+                 downloads: Downloads | None = None, resume: bool = False) -> None:
         self.db = db
+        # Taking over from a process that had this node's name (resume): done as run() starts,
+        # before the first heartbeat, which would hide when that process's last one was.
+        self._resume_pending = resume
         # Firmware images through the node's chunk cache, for PUSH_FIRMWARE.
         self.downloads = downloads
         self.health = health or Health()
@@ -100,11 +103,18 @@ class Dispatcher:
         self.observations: dict[tuple, tuple[object, asyncio.Task]] = {}
 
     async def run(self) -> None:
+        if self._resume_pending:
+            await self.resume()  # a database away: the supervisor runs this again
+            self._resume_pending = False
         supervisor = Supervisor(self.health)
         supervisor.start("command-outcomes", self._flush_outcomes)
         supervisor.start("command-housekeeping", self._housekeeping)
+        stopping = False
         try:
             await self._listen_and_claim()
+        except asyncio.CancelledError:
+            stopping = True  # the node stops; not a crash its supervisor restarts this after
+            raise
         finally:
             # Nothing more is claimed; what devices are doing now they are let to answer, so a
             # command another node takes over is one no device has carried out yet.
@@ -119,7 +129,9 @@ class Dispatcher:
                 task.cancel()
             await self._drain_outcomes(OUTCOME_DRAIN_S)
             await self._release_unanswered()
-            await self._leave()
+            if stopping:
+                # Not on a crash: this comes back in a moment and its devices stay this node's.
+                await self._leave()
             try:
                 async with asyncio.timeout(OUTCOME_DRAIN_S):
                     await self.queue.close()

@@ -107,7 +107,8 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
                         bootstrap_lifetime_s: int = BOOTSTRAP_LIFETIME_S,
                         sockets: ListenerSockets | None = None, node_timeout: timedelta = NODE_TIMEOUT,
                         slot: Slot = ONLY_SLOT, followups_per_s: float = DEFAULT_RATE_PER_S,
-                        followups_in_flight: int = DEFAULT_CONCURRENCY) -> AsyncIterator[Listener]:
+                        followups_in_flight: int = DEFAULT_CONCURRENCY,
+                        resume: bool = False) -> AsyncIterator[Listener]:
     """`rules` judges every committed batch of points against the alarm rules; `alarm_service`
     keeps the alarms of devices that go offline and come back (one per node, shared with the rules).
 
@@ -165,7 +166,7 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
             server_uri=coaps_server_uri(coaps_public_uri, host, coaps.port),
             server_public_key=server_public_key_der(security), lifetime_s=bootstrap_lifetime_s)
     dispatcher = Dispatcher(db, CommandQueue(db, node, node_timeout=node_timeout, slot=slot), client, server,
-                            concurrency=in_flight, health=health, downloads=downloads)
+                            concurrency=in_flight, health=health, downloads=downloads, resume=resume)
     info_reader = DeviceInfoReader(client, registrations, server.store)
 
     async def follow_up(followup) -> None:
@@ -204,12 +205,14 @@ async def open_listener(db: Database, host: str, port: int, *, node: str | None 
         yield Listener(context, server, writer, client, dispatcher, bound_port, coaps, directory, server.bootstrap,
                        pacer)
     finally:
+        # Follow-ups first: one still running after the dispatcher stopped would claim its
+        # device's commands for nobody to send or release (they'd wait for the 5-minute recovery).
+        await pacer.close()
         await supervisor.stop()
         await server.drain(DRAIN_GRACE_S)
         client.close()
         if server.bootstrap is not None:
             await server.bootstrap.close()
-        await pacer.close()
         await server.close()
         if coaps is not None:
             await coaps.close()
@@ -347,7 +350,5 @@ async def run_coap(db: Database, host: str, port: int, *, in_flight: int = IN_FL
                              rules=rules, coaps_port=coaps_port, security=security,
                              coaps_public_uri=coaps_public_uri, coaps_limits=coaps_limits,
                              node=node, sockets=sockets, node_timeout=node_timeout,
-                             slot=slot, followups_per_s=followups_per_s) as listener:
-        if resume:
-            await listener.dispatcher.resume()
+                             slot=slot, followups_per_s=followups_per_s, resume=resume):
         await asyncio.Event().wait()

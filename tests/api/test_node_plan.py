@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from api.cli import _parser
-from api.node import NodeSockets, plan_workers, worker_counts
+from api.node import Node, NodeSockets, Worker, plan_workers, worker_counts
 from fleet.errors import SettingsError
 from fleet.settings import load_settings
 
@@ -54,3 +61,89 @@ def test_each_worker_gets_its_slot_its_name_and_the_scheduler_once(monkeypatch, 
         assert workers[0].environment["FLEET_WORKER_METRICS_SOCKET"] == str(tmp_path / "coap-1.sock")
     finally:
         sockets.close()
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.bind(("::1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["port", "coaps_port"])
+def test_a_second_node_on_the_same_udp_port_is_refused(monkeypatch, kind):
+    """Its sockets would join the first node's reuseport group, and its steering program
+    replace the first's: every device of both would reach some other node's slot."""
+    monkeypatch.setenv("FLEET_CREDENTIALS_KEY", "ab" * 32)
+    settings = load_settings()
+    first = replace(settings, coap=replace(settings.coap, host="::1", port=0, coaps_port=_free_udp_port()))
+    bound = NodeSockets.bind(first, 2, 0)
+    try:
+        taken = getattr(bound.ports(first).coap, kind)
+        second = replace(settings, coap=replace(settings.coap, host="::1", port=0, coaps_port=_free_udp_port()))
+        with pytest.raises(OSError, match="another process"):
+            NodeSockets.bind(replace(second, coap=replace(second.coap, **{kind: taken})), 2, 0).close()
+    finally:
+        bound.close()
+
+
+@pytest.mark.parametrize(("parent", "survives"), [("mine", True), ("another", False)])
+def test_a_worker_ends_when_its_parent_is_not_the_supervisor_that_started_it(parent, survives):
+    # In a container the supervisor is process 1: a parent of 1 alone must not read as "orphaned".
+    code = ("import os, sys; from api.worker import die_with_supervisor;"
+            f"die_with_supervisor({'os.getppid()' if parent == 'mine' else 'os.getppid() + 1'});"
+            "import time; time.sleep(0.5); print('alive')")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (ran.returncode, ran.stdout.strip()) == ((0, "alive") if survives else (-signal.SIGTERM, ""))
+
+
+def test_each_worker_is_told_its_supervisors_pid(tmp_path: Path):
+    settings = load_settings()
+    settings = replace(settings, http=replace(settings.http, port=0), coap=replace(settings.coap, port=0))
+    sockets = NodeSockets.bind(settings, 1, 1)
+    try:
+        workers = plan_workers(settings, sockets, node="host:1", dsn="postgresql://db", metrics_dir=tmp_path,
+                               coap_workers=1, http_workers=1, environ={})
+    finally:
+        sockets.close()
+    assert {w.environment["FLEET_SUPERVISOR_PID"] for w in workers} == {str(os.getpid())}
+
+
+def test_the_embedded_server_has_room_for_every_worker_of_the_node():
+    from api.runtime import EMBEDDED_MAX_CONNECTIONS, connections_needed
+
+    settings = load_settings()
+    settings = replace(settings, database=replace(settings.database, pool_max=10, system_pool_max=20))
+    assert connections_needed(settings, 3) == 3 * 33 + 20 <= EMBEDDED_MAX_CONNECTIONS
+    assert connections_needed(settings, 16 + 8) == 812  # a 16-core machine's defaults
+
+
+async def test_a_worker_that_could_not_be_started_is_tried_again(monkeypatch):
+    import api.node
+
+    monkeypatch.setattr(api.node, "FIRST_BACKOFF_S", 0.01)
+    second = asyncio.Event()
+
+    class Unforkable(Worker):
+        attempts = 0
+
+        async def start(self) -> asyncio.subprocess.Process:
+            Unforkable.attempts += 1
+            if Unforkable.attempts == 1:
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")  # fork failed
+            second.set()
+            self.process = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+            return self.process
+
+    node = Node([Unforkable("coap-1", {}, {})])
+    keeper = asyncio.create_task(node.keep(node.workers[0]))
+    try:
+        async with asyncio.timeout(10):
+            await second.wait()
+    finally:
+        node.stopping = True
+        node.signal_all(signal.SIGKILL)
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        if node.workers[0].process is not None:
+            await node.workers[0].process.wait()
+    assert Unforkable.attempts == 2

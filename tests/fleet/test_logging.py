@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -61,6 +62,24 @@ def test_a_worker_is_named_by_its_environment():
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
                          env={**os.environ, "FLEET_WORKER": "http-2"})
     assert json.loads(ran.stderr)["worker"] == "http-2"
+
+
+def test_a_line_is_one_write_so_processes_sharing_stderr_never_splice_lines(configured, monkeypatch):
+    # A node's workers write to the supervisor's stderr (unbuffered): a line and its newline
+    # written apart let another process's line in between ('{...}{...}\n\n'), and neither parses.
+    writes: list[str] = []
+
+    class Stderr(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    configured(LogSettings(format="json"))
+    structlog.get_logger("test").info("started")
+    logging.getLogger("uvicorn.error").warning("a library's line")
+    assert [json.loads(text)["event"] for text in writes] == ["started", "a library's line"]
+    assert all(text.endswith("\n") for text in writes)
 
 
 @pytest.mark.parametrize(("query", "logged"), [

@@ -41,3 +41,25 @@ def test_each_peer_reaches_the_slot_its_source_port_names(group, family, host):
             readable, _, _ = select.select(sockets, [], [], 5)
             assert [sockets.index(sock) for sock in readable] == [peer.getsockname()[1] % SLOTS]
             readable[0].recv(16)
+
+
+# A destination options header of 8 bytes (next header and length filled in by the kernel; one
+# PadN option), and a hop-by-hop one the same way: what a peer's stack may add to its datagrams.
+PADDED_OPTIONS = b"\x00\x00\x01\x04\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize("headers", [(socket.IPV6_DSTOPTS,), (socket.IPV6_HOPOPTS, socket.IPV6_DSTOPTS)])
+def test_ipv6_extension_headers_do_not_hide_the_source_port(group, headers):
+    port, sockets = group
+    for _ in range(2 * SLOTS):
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer:
+            try:
+                for header in headers:
+                    peer.setsockopt(socket.IPPROTO_IPV6, header, PADDED_OPTIONS)
+            except PermissionError:
+                pytest.skip("extension headers need CAP_NET_RAW")
+            peer.bind(("::1", 0))
+            peer.sendto(b"hello", ("::1", port))
+            readable, _, _ = select.select(sockets, [], [], 5)
+            assert [sockets.index(sock) for sock in readable] == [peer.getsockname()[1] % SLOTS]
+            readable[0].recv(16)
