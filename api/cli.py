@@ -149,6 +149,12 @@ def _parser() -> argparse.ArgumentParser:
     _listen_options(doctor, verb="find the node at")
     doctor.add_argument("--no-node", dest="node", action="store_false",
                         help="no node runs on this machine: skip the CoAP ping and the HTTP /readyz check")
+    doctor.add_argument("--coap-workers", type=workers, default=None, metavar="N",
+                        help="the node's, as `fleet serve` was given them: 0 (an API-only node) skips the CoAP "
+                             "and coaps checks (default: FLEET_COAP_WORKERS, else checked)")
+    doctor.add_argument("--http-workers", type=workers, default=None, metavar="N",
+                        help="the node's, as `fleet serve` was given them: 0 (a device-only node) skips the "
+                             "HTTP /readyz check (default: FLEET_HTTP_WORKERS, else checked)")
 
     simulate = sub.add_parser(
         "simulate", help="run simulated devices against a Fleet server over CoAP",
@@ -266,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         return firmware(args)
     try:
         settings = load_settings()
-        if args.command in ("demo", "serve"):
+        if args.command in ("demo", "serve", "doctor"):
             from api.node import worker_counts
 
+            # `fleet doctor` only asks whether a side is off (0).
             args.coap_workers, args.http_workers = worker_counts(
-                args.coap_workers, args.http_workers, defaults=(1, 1) if args.command == "demo" else None)
+                args.coap_workers, args.http_workers, defaults=None if args.command == "serve" else (1, 1))
     except SettingsError as exc:
         # A setting is the operator's to fix: the variable and what it takes, no traceback.
         print(f"fleet: {exc}", file=sys.stderr)
@@ -344,7 +351,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "doctor":
         from api.doctor import doctor
 
-        return await doctor(serve_settings(args, settings), node=args.node)
+        return await doctor(serve_settings(args, settings), node=args.node, coap=args.coap_workers > 0,
+                            http=args.http_workers > 0)
     if args.command in ("serve", "demo"):
         settings = serve_settings(args, settings)
         run = commands.serve if args.command == "serve" else commands.demo

@@ -23,6 +23,7 @@ from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import ApiKey, Role
 from fleet.access.service import KEY_SCHEME, ApiKeyService, TenantService, system_principal
 from fleet.crews.service import CrewService
+from fleet.logging import set_worker
 from fleet.errors import FleetError
 from fleet.settings import SecuritySettings, Settings
 from fleet.supervision import Health
@@ -296,6 +297,8 @@ def taken_ports(settings: Settings, command: str = "demo") -> list[str]:
 
 async def demo(settings: Settings, *, coap_workers: int = 1, http_workers: int = 1) -> int:
     from api.node import run_node
+
+    set_worker("supervisor")  # its seeding's lines too: every line of a node names its process
     from simulators.seed import DEMO_COUNTS, seed_demo_city
     from simulators.seed_collection import run_demo_collection
     from simulators.seed_fill_history import seed_demo_fill_history

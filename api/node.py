@@ -192,11 +192,15 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
 
+    def command(self) -> list[str]:
+        """Its command line: the name is there for `ps` alone (the worker reads FLEET_WORKER)."""
+        return [sys.executable, "-m", "api.worker", self.name]
+
     async def start(self) -> asyncio.subprocess.Process:
         # Its own session: a Ctrl-C in the terminal reaches the supervisor alone, which stops
         # the workers in order (a worker ending on its own would be restarted).
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "api.worker", env=self.environment, start_new_session=True,
+            *self.command(), env=self.environment, start_new_session=True,
             pass_fds=[fd for fd in self.fds.values() if fd is not None])
         return self.process
 

@@ -44,6 +44,8 @@ def test_each_worker_gets_its_slot_its_name_and_the_scheduler_once(monkeypatch, 
         workers = plan_workers(settings, sockets, node="host:1", dsn="postgresql://db", metrics_dir=tmp_path,
                                coap_workers=2, http_workers=1, environ={})
         assert [w.name for w in workers] == ["coap-1", "coap-2", "http-1"]
+        assert [w.command()[-2:] for w in workers] == [["api.worker", "coap-1"], ["api.worker", "coap-2"],
+                                                       ["api.worker", "http-1"]]  # `ps` tells them apart
         fds = [json.loads(w.environment["FLEET_WORKER_FDS"]) for w in workers]
         assert fds[0]["coap"] == sockets.coap[0].coap.fileno() and fds[1]["coap"] == sockets.coap[1].coap.fileno()
         assert fds[2] == {"http": sockets.http.fileno()}
