@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         # `fleet serve` with uvicorn's exit and a page of tracebacks).
         from api.commands import taken_ports
 
-        taken = taken_ports(serve_settings(args, settings), args.command)
+        taken = taken_ports(serve_settings(args, settings), args.command, http=args.http_workers > 0)
         if taken:
             print("\n".join(taken), file=sys.stderr)
             return 2

@@ -265,9 +265,10 @@ def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
             f'"$FLEET_URL/api/v1/firmware/campaigns/{firmware.campaign_id}"   (all: {base}/api/v1/firmware/campaigns)')
 
 
-def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, socket.SocketKind, str, int, str]]:
+def demo_listeners(settings: Settings, *, coap: bool = True,
+                   http: bool = True) -> list[tuple[str, socket.SocketKind, str, int, str]]:
     """What `fleet demo` (or `fleet serve`) listens on: (name, TCP or UDP, host, port, what moves it)."""
-    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port")]
+    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port")] if http else []
     if coap:
         listeners.append(("CoAP", socket.SOCK_DGRAM, settings.coap.host, settings.coap.port, "--coap-port"))
         if settings.coap.coaps_port:  # 0: no coaps listener
@@ -279,12 +280,13 @@ def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, 
     return listeners
 
 
-def taken_ports(settings: Settings, command: str = "demo") -> list[str]:
+def taken_ports(settings: Settings, command: str = "demo", *, http: bool = True) -> list[str]:
     """Every port the command cannot have, a line each saying so and how to move it: all at
     once, so a second demo beside the first is moved in one try, not one port a run. `fleet
-    serve` leaves its CoAP port out: nodes on one machine may share it (SO_REUSEPORT)."""
+    serve` leaves its CoAP port out: nodes on one machine may share it (SO_REUSEPORT); `http`
+    False (`--http-workers 0`) the HTTP port, which such a node does not open."""
     taken = []
-    for name, kind, host, port, change in demo_listeners(settings, coap=command == "demo"):
+    for name, kind, host, port, change in demo_listeners(settings, coap=command == "demo", http=http):
         problem = bind_problem(host, port, kind)
         if problem is not None:
             protocol = "TCP" if kind == socket.SOCK_STREAM else "UDP"
@@ -297,14 +299,13 @@ def taken_ports(settings: Settings, command: str = "demo") -> list[str]:
 
 async def demo(settings: Settings, *, coap_workers: int = 1, http_workers: int = 1) -> int:
     from api.node import run_node
-
-    set_worker("supervisor")  # its seeding's lines too: every line of a node names its process
     from simulators.seed import DEMO_COUNTS, seed_demo_city
     from simulators.seed_collection import run_demo_collection
     from simulators.seed_fill_history import seed_demo_fill_history
     from simulators.seed_firmware import seed_demo_firmware
     from simulators.seed_keys import DEMO_ENV, demo_credentials_key
 
+    set_worker("supervisor")  # its seeding's lines too: every line of a node names its process
     env_file = settings.database.data_dir / DEMO_ENV
     credentials_key = None
     if settings.security.credentials_key is None:
