@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -51,11 +52,37 @@ STOP_S = 20.0
 HTTP_BACKLOG = 2048
 
 
-def default_workers() -> tuple[int, int]:
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cpu_quota(cgroup: Path = CGROUP) -> float | None:
+    """The CPUs a cgroup quota grants (`docker run --cpus`, a Kubernetes CPU limit), None without
+    one: such a quota leaves every core of the host in the affinity mask, each for a fraction of
+    the time. cgroup v2's cpu.max, else v1's cpu.cfs_quota_us."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()  # "max 100000" or "150000 100000"
+    except (OSError, ValueError):
+        try:
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text()
+        except OSError:
+            return None
+    try:
+        granted = int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):  # "max" (v2) or a broken file
+        return None
+    return granted if granted > 0 else None  # -1 (v1): no quota
+
+
+def default_workers(cgroup: Path = CGROUP) -> tuple[int, int]:
     """(coap, http) workers of a node: as many device-edge workers as cores (the device traffic
     is the node's bulk), half as many for HTTP."""
-    # The cores this process may run on (a container's cpuset), not the machine's.
+    # The cores this process may run on (a container's cpuset), not the machine's, and no more
+    # than a CPU quota grants (rounded up).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota(cgroup)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
     return cores, max(1, cores // 2)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from api.cli import _parser
-from api.node import NodeSockets, plan_workers, worker_counts
+from api.node import NodeSockets, default_workers, plan_workers, worker_counts
 from fleet.errors import SettingsError
 from fleet.settings import load_settings
 
@@ -19,6 +19,21 @@ def test_flags_win_over_the_environment_which_wins_over_the_defaults():
     assert worker_counts(None, None, {"FLEET_COAP_WORKERS": "3", "FLEET_HTTP_WORKERS": "0"}, defaults=(4, 2)) == (3, 0)
     assert worker_counts(1, None, {"FLEET_COAP_WORKERS": "3"}, defaults=(4, 2)) == (1, 2)
     assert _parser().parse_args(["serve", "--coap-workers", "2", "--http-workers", "0"]).http_workers == 0
+
+
+def test_the_default_follows_a_containers_cpu_quota(tmp_path: Path):
+    cores = default_workers(tmp_path / "none")[0]  # no cgroup files: the affinity mask alone
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # cgroup v2 without a quota
+    assert default_workers(tmp_path)[0] == cores
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # docker run --cpus 0.5
+    assert default_workers(tmp_path) == (1, 1)
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert default_workers(v1)[0] == min(cores, 2)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1 without a quota
+    assert default_workers(v1)[0] == cores
 
 
 @pytest.mark.parametrize(("environ", "problem"), [
