@@ -18,7 +18,7 @@ from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
 from simulators.faults import ELIGIBLE as FAULT_KINDS
 
-METRICS_PORT_HELP = ("TCP port of this process's Prometheus /metrics; 0 turns it off "
+METRICS_PORT_HELP = ("TCP port of Prometheus's /metrics (a node's: its workers' merged); 0 turns it off "
                      "(default: FLEET_METRICS_PORT, 9464)")
 
 
