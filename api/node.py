@@ -307,7 +307,10 @@ class Node:
         done, _ = await asyncio.wait([waiting, killing], timeout=STOP_S, return_when=asyncio.FIRST_COMPLETED)
         if waiting not in done:
             left = [w.name for w in self.workers if w.process is not None and w.process.returncode is None]
-            log.warning("workers killed: they did not stop in time", workers=left, waited_s=STOP_S)
+            if killing in done:
+                log.warning("workers killed: a second Ctrl-C", workers=left)
+            else:
+                log.warning("workers killed: they did not stop in time", workers=left, waited_s=STOP_S)
             self.signal_all(signal.SIGKILL)
         await waiting
         killing.cancel()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from api.cli import _parser
-from api.node import NodeSockets, default_workers, plan_workers, worker_counts
+from api.node import Node, NodeSockets, Worker, default_workers, plan_workers, worker_counts
 from fleet.errors import SettingsError
 from fleet.settings import load_settings
 
@@ -71,3 +74,31 @@ def test_each_worker_gets_its_slot_its_name_and_the_scheduler_once(monkeypatch, 
         assert workers[0].environment["FLEET_WORKER_METRICS_SOCKET"] == str(tmp_path / "coap-1.sock")
     finally:
         sockets.close()
+
+
+class Stubborn(Worker):
+    """A worker that ignores SIGTERM (one stuck draining), and says when it does."""
+
+    def __init__(self, ready: Path) -> None:
+        super().__init__("coap-1", {}, {})
+        self.ready = ready
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+                f" pathlib.Path({str(self.ready)!r}).touch(); time.sleep(60)"]
+
+
+async def test_a_second_ctrl_c_kills_the_workers_and_says_so(tmp_path: Path):
+    worker = Stubborn(tmp_path / "ready")
+    node = Node([worker])
+    keeper = asyncio.create_task(node.keep(worker))
+    async with asyncio.timeout(10):
+        while not worker.ready.exists():
+            await asyncio.sleep(0.01)
+    killed = asyncio.Event()
+    killed.set()  # the second Ctrl-C came while the workers were draining
+    with capture_logs() as logs:
+        async with asyncio.timeout(10):  # not the 20 s a stuck worker gets otherwise
+            await node.stop([keeper], killed)
+    assert worker.process.returncode == -9
+    assert [(line["event"], line["workers"]) for line in logs] == [("workers killed: a second Ctrl-C", ["coap-1"])]
