@@ -67,14 +67,17 @@ def workers(text: str) -> int:
     return value
 
 
-def _worker_options(parser: argparse.ArgumentParser, coap_default: str, http_default: str) -> None:
-    """How many processes of each kind the node runs (api.node; docs/scaling.md)."""
+def _worker_options(parser: argparse.ArgumentParser, coap_default: str, http_default: str, *,
+                    off: bool = True) -> None:
+    """How many processes of each kind the node runs (api.node; docs/scaling.md); `off`: 0 may
+    leave a side off."""
     parser.add_argument("--coap-workers", type=workers, default=None, metavar="N",
-                        help="device-edge processes sharing the CoAP ports; 0: no device edge on this node "
-                             f"(default: FLEET_COAP_WORKERS, {coap_default})")
+                        help="device-edge processes sharing the CoAP ports"
+                             f"{'; 0: no device edge on this node' if off else ''}"
+                             f" (default: FLEET_COAP_WORKERS, {coap_default})")
     parser.add_argument("--http-workers", type=workers, default=None, metavar="N",
-                        help="HTTP API processes sharing the HTTP port; 0: no API on this node "
-                             f"(default: FLEET_HTTP_WORKERS, {http_default})")
+                        help=f"HTTP API processes sharing the HTTP port{'; 0: no API on this node' if off else ''}"
+                             f" (default: FLEET_HTTP_WORKERS, {http_default})")
 
 
 COAPS_PORT_HELP = ("CoAP over DTLS (coaps://) UDP port; 0 turns it off (default: FLEET_COAPS_PORT, 5684). "
@@ -139,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")
     _listen_options(demo)
     demo.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
-    _worker_options(demo, "1", "1")
+    _worker_options(demo, "1", "1", off=False)
 
     doctor = sub.add_parser(
         "doctor", help="check a deployment: database, roles, row security, migrations, clock, device keys, "
@@ -278,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             # `fleet doctor` only asks whether a side is off (0).
             args.coap_workers, args.http_workers = worker_counts(
                 args.coap_workers, args.http_workers, defaults=None if args.command == "serve" else (1, 1))
+            if args.command == "demo" and 0 in (args.coap_workers, args.http_workers):
+                # Its simulated devices need the device edge, they and its trucks the API.
+                print("fleet demo: it needs both sides: --coap-workers and --http-workers at least 1", file=sys.stderr)
+                return 2
     except SettingsError as exc:
         # A setting is the operator's to fix: the variable and what it takes, no traceback.
         print(f"fleet: {exc}", file=sys.stderr)

@@ -41,6 +41,14 @@ def test_a_taken_port_stops_the_demo_before_it_starts(monkeypatch, capsys, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_demo_needs_both_kinds_of_worker(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("FLEET_DATABASE_URL", raising=False)
+    assert main(["demo", "--coap-workers", "0"]) == 2
+    assert capsys.readouterr().err == "fleet demo: it needs both sides: --coap-workers and --http-workers at least 1\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_taken_http_port_stops_serve_before_it_starts(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("FLEET_DATABASE_URL", raising=False)
