@@ -102,7 +102,8 @@ def worker_counts(coap: int | None, http: int | None, environ: Mapping[str, str]
                 raise SettingsError(variable, "a number of worker processes, 0 or more", text)
         counts.append(given)
     if counts == [0, 0]:
-        raise SettingsError(f"{COAP_WORKERS_ENV} and {HTTP_WORKERS_ENV}", "at least one worker between them", "0 and 0")
+        raise SettingsError(f"--coap-workers and --http-workers ({COAP_WORKERS_ENV}, {HTTP_WORKERS_ENV})",
+                            "at least one worker between them", "0 and 0")
     return counts[0], counts[1]
 
 
