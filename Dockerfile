@@ -25,6 +25,6 @@ EXPOSE 8000 5683/udp 5684/udp 9464
 # authentication (FLEET_METRICS_TOKEN adds one), so publish 9464 only to that network (docs/operations.md, Metrics).
 ENV FLEET_HTTP_HOST=0.0.0.0 FLEET_METRICS_HOST=0.0.0.0
 # A node: a supervisor and its worker processes, as many device-edge workers as the container's
-# cores and half as many HTTP ones; --coap-workers/--http-workers (or FLEET_COAP_WORKERS,
+# cores (its cpuset, at most its CPU quota) and half as many HTTP ones; --coap-workers/--http-workers (or FLEET_COAP_WORKERS,
 # FLEET_HTTP_WORKERS) set them (docs/scaling.md, Processes of a node).
 CMD ["fleet", "serve"]

@@ -18,7 +18,7 @@ from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
 from simulators.faults import ELIGIBLE as FAULT_KINDS
 
-METRICS_PORT_HELP = ("TCP port of this process's Prometheus /metrics; 0 turns it off "
+METRICS_PORT_HELP = ("TCP port of Prometheus's /metrics (a node's: its workers' merged); 0 turns it off "
                      "(default: FLEET_METRICS_PORT, 9464)")
 
 
@@ -67,14 +67,17 @@ def workers(text: str) -> int:
     return value
 
 
-def _worker_options(parser: argparse.ArgumentParser, coap_default: str, http_default: str) -> None:
-    """How many processes of each kind the node runs (api.node; docs/scaling.md)."""
+def _worker_options(parser: argparse.ArgumentParser, coap_default: str, http_default: str, *,
+                    off: bool = True) -> None:
+    """How many processes of each kind the node runs (api.node; docs/scaling.md); `off`: 0 may
+    leave a side off."""
     parser.add_argument("--coap-workers", type=workers, default=None, metavar="N",
-                        help="device-edge processes sharing the CoAP ports; 0: no device edge on this node "
-                             f"(default: FLEET_COAP_WORKERS, {coap_default})")
+                        help="device-edge processes sharing the CoAP ports"
+                             f"{'; 0: no device edge on this node' if off else ''}"
+                             f" (default: FLEET_COAP_WORKERS, {coap_default})")
     parser.add_argument("--http-workers", type=workers, default=None, metavar="N",
-                        help="HTTP API processes sharing the HTTP port; 0: no API on this node "
-                             f"(default: FLEET_HTTP_WORKERS, {http_default})")
+                        help=f"HTTP API processes sharing the HTTP port{'; 0: no API on this node' if off else ''}"
+                             f" (default: FLEET_HTTP_WORKERS, {http_default})")
 
 
 COAPS_PORT_HELP = ("CoAP over DTLS (coaps://) UDP port; 0 turns it off (default: FLEET_COAPS_PORT, 5684). "
@@ -139,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="seed a demo city and run everything until Ctrl-C")
     _listen_options(demo)
     demo.add_argument("--metrics-port", type=port, default=None, metavar="PORT", help=METRICS_PORT_HELP)
-    _worker_options(demo, "1", "1")
+    _worker_options(demo, "1", "1", off=False)
 
     doctor = sub.add_parser(
         "doctor", help="check a deployment: database, roles, row security, migrations, clock, device keys, "
@@ -149,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     _listen_options(doctor, verb="find the node at")
     doctor.add_argument("--no-node", dest="node", action="store_false",
                         help="no node runs on this machine: skip the CoAP ping and the HTTP /readyz check")
+    doctor.add_argument("--coap-workers", type=workers, default=None, metavar="N",
+                        help="the node's, as `fleet serve` was given them: 0 (an API-only node) skips the CoAP "
+                             "and coaps checks (default: FLEET_COAP_WORKERS, else checked)")
+    doctor.add_argument("--http-workers", type=workers, default=None, metavar="N",
+                        help="the node's, as `fleet serve` was given them: 0 (a device-only node) skips the "
+                             "HTTP /readyz check (default: FLEET_HTTP_WORKERS, else checked)")
 
     simulate = sub.add_parser(
         "simulate", help="run simulated devices against a Fleet server over CoAP",
@@ -266,11 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         return firmware(args)
     try:
         settings = load_settings()
-        if args.command in ("demo", "serve"):
+        if args.command in ("demo", "serve", "doctor"):
             from api.node import worker_counts
 
+            # `fleet doctor` only asks whether a side is off (0).
             args.coap_workers, args.http_workers = worker_counts(
-                args.coap_workers, args.http_workers, defaults=(1, 1) if args.command == "demo" else None)
+                args.coap_workers, args.http_workers, defaults=None if args.command == "serve" else (1, 1))
+            if args.command == "demo" and 0 in (args.coap_workers, args.http_workers):
+                # Its simulated devices need the device edge, they and its trucks the API.
+                print("fleet demo: it needs both sides: --coap-workers and --http-workers at least 1", file=sys.stderr)
+                return 2
     except SettingsError as exc:
         # A setting is the operator's to fix: the variable and what it takes, no traceback.
         print(f"fleet: {exc}", file=sys.stderr)
@@ -281,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         # `fleet serve` with uvicorn's exit and a page of tracebacks).
         from api.commands import taken_ports
 
-        taken = taken_ports(serve_settings(args, settings), args.command)
+        taken = taken_ports(serve_settings(args, settings), args.command, http=args.http_workers > 0)
         if taken:
             print("\n".join(taken), file=sys.stderr)
             return 2
@@ -344,7 +358,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "doctor":
         from api.doctor import doctor
 
-        return await doctor(serve_settings(args, settings), node=args.node)
+        return await doctor(serve_settings(args, settings), node=args.node, coap=args.coap_workers > 0,
+                            http=args.http_workers > 0)
     if args.command in ("serve", "demo"):
         settings = serve_settings(args, settings)
         run = commands.serve if args.command == "serve" else commands.demo

@@ -23,6 +23,7 @@ from fleet.scheduling.lighting import run_scheduler
 from fleet.access.models import ApiKey, Role
 from fleet.access.service import KEY_SCHEME, ApiKeyService, TenantService, system_principal
 from fleet.crews.service import CrewService
+from fleet.logging import set_worker
 from fleet.errors import FleetError
 from fleet.settings import SecuritySettings, Settings
 from fleet.supervision import Health
@@ -264,9 +265,10 @@ def _firmware_lines(seeded: DemoCity, base: str) -> tuple[str, ...]:
             f'"$FLEET_URL/api/v1/firmware/campaigns/{firmware.campaign_id}"   (all: {base}/api/v1/firmware/campaigns)')
 
 
-def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, socket.SocketKind, str, int, str]]:
+def demo_listeners(settings: Settings, *, coap: bool = True,
+                   http: bool = True) -> list[tuple[str, socket.SocketKind, str, int, str]]:
     """What `fleet demo` (or `fleet serve`) listens on: (name, TCP or UDP, host, port, what moves it)."""
-    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port")]
+    listeners = [("HTTP", socket.SOCK_STREAM, settings.http.host, settings.http.port, "--http-port")] if http else []
     if coap:
         listeners.append(("CoAP", socket.SOCK_DGRAM, settings.coap.host, settings.coap.port, "--coap-port"))
         if settings.coap.coaps_port:  # 0: no coaps listener
@@ -278,13 +280,14 @@ def demo_listeners(settings: Settings, *, coap: bool = True) -> list[tuple[str, 
     return listeners
 
 
-def taken_ports(settings: Settings, command: str = "demo") -> list[str]:
+def taken_ports(settings: Settings, command: str = "demo", *, http: bool = True) -> list[str]:
     """Every port the command cannot have, a line each saying so and how to move it: all at
     once, so a second demo beside the first is moved in one try, not one port a run. `fleet
     serve` leaves its CoAP ports out: its supervisor refuses them as it binds when another
-    process holds them (api.node), and only when it has coap workers and coaps is on."""
+    process holds them (api.node), and only when it has coap workers and coaps is on; `http`
+    False (`--http-workers 0`) the HTTP port, which such a node does not open."""
     taken = []
-    for name, kind, host, port, change in demo_listeners(settings, coap=command == "demo"):
+    for name, kind, host, port, change in demo_listeners(settings, coap=command == "demo", http=http):
         problem = bind_problem(host, port, kind)
         if problem is not None:
             protocol = "TCP" if kind == socket.SOCK_STREAM else "UDP"
@@ -303,6 +306,7 @@ async def demo(settings: Settings, *, coap_workers: int = 1, http_workers: int =
     from simulators.seed_firmware import seed_demo_firmware
     from simulators.seed_keys import DEMO_ENV, demo_credentials_key
 
+    set_worker("supervisor")  # its seeding's lines too: every line of a node names its process
     env_file = settings.database.data_dir / DEMO_ENV
     credentials_key = None
     if settings.security.credentials_key is None:

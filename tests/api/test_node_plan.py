@@ -14,9 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from api.cli import _parser
-from api.node import Node, NodeSockets, Worker, plan_workers, worker_counts
+from api.node import Node, NodeSockets, Worker, default_workers, plan_workers, worker_counts
 from fleet.errors import SettingsError
 from fleet.settings import load_settings
 
@@ -26,6 +27,21 @@ def test_flags_win_over_the_environment_which_wins_over_the_defaults():
     assert worker_counts(None, None, {"FLEET_COAP_WORKERS": "3", "FLEET_HTTP_WORKERS": "0"}, defaults=(4, 2)) == (3, 0)
     assert worker_counts(1, None, {"FLEET_COAP_WORKERS": "3"}, defaults=(4, 2)) == (1, 2)
     assert _parser().parse_args(["serve", "--coap-workers", "2", "--http-workers", "0"]).http_workers == 0
+
+
+def test_the_default_follows_a_containers_cpu_quota(tmp_path: Path):
+    cores = default_workers(tmp_path / "none")[0]  # no cgroup files: the affinity mask alone
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # cgroup v2 without a quota
+    assert default_workers(tmp_path)[0] == cores
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # docker run --cpus 0.5
+    assert default_workers(tmp_path) == (1, 1)
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert default_workers(v1)[0] == min(cores, 2)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1 without a quota
+    assert default_workers(v1)[0] == cores
 
 
 @pytest.mark.parametrize(("environ", "problem"), [
@@ -51,6 +67,8 @@ def test_each_worker_gets_its_slot_its_name_and_the_scheduler_once(monkeypatch, 
         workers = plan_workers(settings, sockets, node="host:1", dsn="postgresql://db", metrics_dir=tmp_path,
                                coap_workers=2, http_workers=1, environ={})
         assert [w.name for w in workers] == ["coap-1", "coap-2", "http-1"]
+        assert [w.command()[-2:] for w in workers] == [["api.worker", "coap-1"], ["api.worker", "coap-2"],
+                                                       ["api.worker", "http-1"]]  # `ps` tells them apart
         fds = [json.loads(w.environment["FLEET_WORKER_FDS"]) for w in workers]
         assert fds[0]["coap"] == sockets.coap[0].coap.fileno() and fds[1]["coap"] == sockets.coap[1].coap.fileno()
         assert fds[2] == {"http": sockets.http.fileno()}
@@ -147,3 +165,31 @@ async def test_a_worker_that_could_not_be_started_is_tried_again(monkeypatch):
         if node.workers[0].process is not None:
             await node.workers[0].process.wait()
     assert Unforkable.attempts == 2
+
+
+class Stubborn(Worker):
+    """A worker that ignores SIGTERM (one stuck draining), and says when it does."""
+
+    def __init__(self, ready: Path) -> None:
+        super().__init__("coap-1", {}, {})
+        self.ready = ready
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+                f" pathlib.Path({str(self.ready)!r}).touch(); time.sleep(60)"]
+
+
+async def test_a_second_ctrl_c_kills_the_workers_and_says_so(tmp_path: Path):
+    worker = Stubborn(tmp_path / "ready")
+    node = Node([worker])
+    keeper = asyncio.create_task(node.keep(worker))
+    async with asyncio.timeout(10):
+        while not worker.ready.exists():
+            await asyncio.sleep(0.01)
+    killed = asyncio.Event()
+    killed.set()  # the second Ctrl-C came while the workers were draining
+    with capture_logs() as logs:
+        async with asyncio.timeout(10):  # not the 20 s a stuck worker gets otherwise
+            await node.stop([keeper], killed)
+    assert worker.process.returncode == -9
+    assert [(line["event"], line["workers"]) for line in logs] == [("workers killed: a second Ctrl-C", ["coap-1"])]

@@ -168,6 +168,24 @@ async def test_doctor_on_a_healthy_node(db, database_dsn, api_url, monkeypatch, 
     assert "PostgreSQL" in out and "->" not in out
 
 
+async def test_doctor_skips_the_side_a_node_leaves_off(db, database_dsn, api_url, monkeypatch, capsys):
+    monkeypatch.setenv("FLEET_DATABASE_URL", database_dsn)
+    monkeypatch.setenv("FLEET_CREDENTIALS_KEY", TEST_CREDENTIALS_KEY)
+    # An API-only node (`fleet serve --coap-workers 0`): nothing listens for devices, and that is fine.
+    code = await fleet("doctor", "--host", "127.0.0.1", "--http-port", api_url.rpartition(":")[2],
+                       "--coap-port", str(free_port()), "--coap-workers", "0")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    names = [line.split()[1] for line in _printed(out)]
+    assert names[-1] == "http" and "coap" not in names and "coaps" not in names
+    # A device-only node (FLEET_HTTP_WORKERS=0): no /readyz to ask.
+    monkeypatch.setenv("FLEET_HTTP_WORKERS", "0")
+    code = await fleet("doctor", "--host", "127.0.0.1", "--coap-port", str(free_port()), "--coaps-port", "0")
+    lines = {line.split()[1]: line for line in _printed(capsys.readouterr().out)}
+    assert code == 1 and "http" not in lines and lines["coap"].startswith("FAIL")
+    assert "--coap-workers 0 when its node has no device edge" in lines["coap"]
+
+
 async def test_doctor_names_what_is_broken_and_the_fix(database_dsn, monkeypatch, capsys):
     conn = await asyncpg.connect(database_dsn)
     try:

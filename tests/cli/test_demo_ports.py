@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 
 from api.cli import main
+from api.commands import taken_ports
+from fleet.settings import load_settings
 from tests.conftest import free_port
 
 
@@ -39,6 +41,14 @@ def test_a_taken_port_stops_the_demo_before_it_starts(monkeypatch, capsys, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_demo_needs_both_kinds_of_worker(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("FLEET_DATABASE_URL", raising=False)
+    assert main(["demo", "--coap-workers", "0"]) == 2
+    assert capsys.readouterr().err == "fleet demo: it needs both sides: --coap-workers and --http-workers at least 1\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_taken_http_port_stops_serve_before_it_starts(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("FLEET_DATABASE_URL", raising=False)
@@ -52,3 +62,16 @@ def test_a_taken_http_port_stops_serve_before_it_starts(monkeypatch, capsys, tmp
     assert out == "" and err == (f"fleet serve: the HTTP port {taken} (TCP on 127.0.0.1) is in use; "
                                  "choose another with --http-port\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_node_without_http_workers_leaves_the_http_port_alone(monkeypatch):
+    # A device-only node (`fleet serve --http-workers 0`) beside an API-only one on one machine.
+    monkeypatch.delenv("FLEET_HTTP_HOST", raising=False)
+    with socket.socket() as http:
+        http.bind(("127.0.0.1", 0))
+        http.listen()
+        monkeypatch.setenv("FLEET_HTTP_PORT", str(http.getsockname()[1]))
+        monkeypatch.setenv("FLEET_METRICS_PORT", "0")
+        settings = load_settings()
+        assert taken_ports(settings, "serve", http=False) == []
+        assert len(taken_ports(settings, "serve")) == 1
