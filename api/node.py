@@ -45,8 +45,10 @@ SUPERVISOR_PID_ENV = "FLEET_SUPERVISOR_PID"  # a worker whose parent is another 
 
 # A worker that died is started again after FIRST_BACKOFF_S, doubling up to MAX_BACKOFF_S while
 # it keeps dying; one that ran STEADY_S was fine, and its next death starts the count again.
+# The cap stays well under the default node timeout (30 s): a slot whose worker keeps crashing
+# is back before other nodes adopt its devices, which would then be watched from two places.
 FIRST_BACKOFF_S = 1.0
-MAX_BACKOFF_S = 30.0
+MAX_BACKOFF_S = 8.0
 STEADY_S = 60.0
 # How long the workers get to drain on stopping (each takes at most DRAIN_GRACE_S or GRACE_S,
 # plus its pools and the scheduler's handover) before they are killed.
