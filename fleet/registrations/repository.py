@@ -246,17 +246,25 @@ class RegistrationRepository:
         return [r["device_id"] for r in rows]
 
     async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:
+        """What /3/0 said, serial included (a serial another device holds raises
+        UniqueViolationError on `devices_serial`). One statement that writes nothing when the
+        row holds it all already: a city re-registering after a power cut reports what it did
+        before, and a new version of the row (eight indexes) per device would buy nothing.
+        `updated_at` moves when manufacturer, model or firmware does, as before."""
         await self.conn.execute(
             """update devices set manufacturer = coalesce($2, manufacturer),
                                   model = coalesce($3, model),
                                   firmware_version = coalesce($4, firmware_version),
-                                  updated_at = now()
-               where id = $1""",
-            device_id, info.manufacturer, info.model, info.firmware_version)
-
-    async def record_serial(self, device_id: UUID, serial: str) -> None:
-        await self.conn.execute(
-            "update devices set serial = $2 where id = $1 and serial is distinct from $2", device_id, serial)
+                                  serial = coalesce($5, serial),
+                                  updated_at = case when (manufacturer, model, firmware_version) is distinct from
+                                                         (coalesce($2, manufacturer), coalesce($3, model),
+                                                          coalesce($4, firmware_version))
+                                               then now() else updated_at end
+               where id = $1
+                 and (manufacturer, model, firmware_version, serial) is distinct from
+                     (coalesce($2, manufacturer), coalesce($3, model), coalesce($4, firmware_version),
+                      coalesce($5, serial))""",
+            device_id, info.manufacturer, info.model, info.firmware_version, info.serial or None)
 
     async def read_format_hints(self, device_id: UUID) -> ReadFormatHints | None:
         row = await self.conn.fetchrow(

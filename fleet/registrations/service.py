@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -216,16 +217,17 @@ class RegistrationService:
             check_s=check_interval_s, retry_s=SESSION_RECONNECT_S).run()
 
     async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:
-        async with self.db.system_tx() as conn:
-            repo = RegistrationRepository(conn)
-            await repo.record_device_info(device_id, info)
-            if info.serial:
-                try:
-                    async with conn.transaction():
-                        await repo.record_serial(device_id, info.serial)
-                except asyncpg.UniqueViolationError:
-                    log.warning("device reports a serial another device holds", device=str(device_id),
-                                serial=info.serial)
+        """One transaction, no savepoint: only a serial another device holds (rare) costs a
+        second one, recording the rest without it."""
+        try:
+            async with self.db.system_tx() as conn:
+                await RegistrationRepository(conn).record_device_info(device_id, info)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "devices_serial":
+                raise
+            log.warning("device reports a serial another device holds", device=str(device_id), serial=info.serial)
+            async with self.db.system_tx() as conn:
+                await RegistrationRepository(conn).record_device_info(device_id, dataclasses.replace(info, serial=None))
 
     async def for_device(self, principal: Principal, device_id: UUID) -> Registration:
         if not principal.can(Permission.READ):
