@@ -29,9 +29,12 @@ class RegistrationRepository:
                                   credential_id: UUID | None = None) -> asyncpg.Record | None:
         """The device and what its city's security policy asks of it (`DevicePolicy`); and
         `credential_live`, whether the DTLS credential `credential_id` can still authenticate (a
-        session made with a key retired meanwhile may not register)."""
+        session made with a key retired meanwhile may not register). `was_offline`: as
+        `was_offline` says, read with the row (locked, unless not `lock`); `read_content_format`
+        for its `ReadFormatHints`."""
         return await self.conn.fetchrow(
             f"""select d.id, d.tenant_id, d.status, t.allow_nosec_devices, t.security_modes,
+                       d.offline_since is not null as was_offline, d.read_content_format,
                        $2::uuid is null or exists (select 1 from device_credentials c
                                                    where c.id = $2 and c.state <> 'retired') as credential_live,
                        exists (select 1 from device_credentials c
@@ -45,7 +48,8 @@ class RegistrationRepository:
 
     async def replace(self, registration_id: str, device: asyncpg.Record, request: RegisterRequest,
                       queue_mode: bool, node: str) -> Registration:
-        """A new Register replaces the device's previous registration, if any."""
+        """A new Register replaces the device's previous registration, if any. Two statements:
+        in one, the insert would still find the row its delete removes (registrations_device_id_key)."""
         await self.conn.execute(
             """with gone as (delete from registrations where device_id = $1)
                select pg_notify($2, concat_ws(' ', $1::uuid, $3::text, $4::integer, $5::text,

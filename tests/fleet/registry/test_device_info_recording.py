@@ -1,9 +1,12 @@
-"""What a /3/0 read records on a device: nothing rewritten when unchanged; another's serial left out."""
+"""What a /3/0 read records on a device (nothing rewritten when unchanged; another's serial left out), and its hints."""
 
 from fleet.registry.models import DeviceKind, NewDevice
 from fleet.registry.service import DeviceService
-from fleet.registrations.models import DeviceInfo
+from fleet.objectmodel import ResourcePath
+from fleet.registrations.models import DeviceInfo, RegisterRequest
 from fleet.registrations.service import RegistrationService
+from protocols.lwm2m import content
+from protocols.lwm2m.negotiation import ContentFormats
 from tests.conftest import make_city
 
 
@@ -46,3 +49,20 @@ async def test_the_same_info_again_writes_nothing_and_a_held_serial_is_left_out(
     await registrations.record_device_info(second, DeviceInfo(manufacturer="Acme", serial="SN-1"))
     other = await _row(db, second)
     assert other["manufacturer"] == "Acme" and other["serial"] is None
+
+
+async def test_a_register_hands_its_read_format_hints_over_without_a_lookup(db):
+    city = await make_city(db, "seoul")
+    device_id = await _device(db, city, "light-1")
+    registrations = RegistrationService(db, "test")
+    await registrations.record_read_content_format(device_id, content.SENML_CBOR)
+    formats = ContentFormats(registrations)
+    await registrations.register(RegisterRequest(
+        endpoint="light-1", address="127.0.0.1", port=5683, lifetime_s=300, binding="U",
+        lwm2m_version="1.1", object_links="</3/0>"))
+
+    async def no_lookup(_device_id):
+        raise AssertionError("the Register's hints were looked up again")
+
+    registrations.read_format_hints = no_lookup
+    assert (await formats.to_try(device_id, ResourcePath(3, 0)))[0] == content.SENML_CBOR
