@@ -364,9 +364,13 @@ class CommandQueue:
         async with self.db.system_tx() as conn:
             await CommandRepository(conn).leave(self.node)
 
-    async def observed_paths(self, device_id: UUID, *, moved: bool) -> list[str]:
-        """A device that (re-)registered: what it was observed for; one that updated (`moved`):
-        only what another node observed (its notifications would not reach this one)."""
+    async def awake(self, device_id: UUID, *, moved: bool,
+                    limit: int) -> tuple[list[str], list[tuple[DeviceCommand, str, int, bool]]]:
+        """A device that registered or updated: `observed_paths` and `claim(limit, device_id)` in
+        one transaction (one commit and one wait for a connection per follow-up, not two)."""
         async with self.db.system_tx() as conn:
-            return await CommandRepository(conn).observed_paths(
-                device_id, elsewhere_than=self.node if moved else None)
+            repo = CommandRepository(conn)
+            paths = await repo.observed_paths(device_id, elsewhere_than=self.node if moved else None)
+            claimed = await repo.claim_due(self.node, limit, device_id=device_id,
+                                           node_timeout=self.node_timeout, slot=self.slot)
+        return paths, claimed

@@ -29,9 +29,12 @@ class RegistrationRepository:
                                   credential_id: UUID | None = None) -> asyncpg.Record | None:
         """The device and what its city's security policy asks of it (`DevicePolicy`); and
         `credential_live`, whether the DTLS credential `credential_id` can still authenticate (a
-        session made with a key retired meanwhile may not register)."""
+        session made with a key retired meanwhile may not register). `was_offline`: as
+        `was_offline` says, read with the row (locked, unless not `lock`); `read_content_format`
+        for its `ReadFormatHints`."""
         return await self.conn.fetchrow(
             f"""select d.id, d.tenant_id, d.status, t.allow_nosec_devices, t.security_modes,
+                       d.offline_since is not null as was_offline, d.read_content_format,
                        $2::uuid is null or exists (select 1 from device_credentials c
                                                    where c.id = $2 and c.state <> 'retired') as credential_live,
                        exists (select 1 from device_credentials c
@@ -45,7 +48,8 @@ class RegistrationRepository:
 
     async def replace(self, registration_id: str, device: asyncpg.Record, request: RegisterRequest,
                       queue_mode: bool, node: str) -> Registration:
-        """A new Register replaces the device's previous registration, if any."""
+        """A new Register replaces the device's previous registration, if any. Two statements:
+        in one, the insert would still find the row its delete removes (registrations_device_id_key)."""
         await self.conn.execute(
             """with gone as (delete from registrations where device_id = $1)
                select pg_notify($2, concat_ws(' ', $1::uuid, $3::text, $4::integer, $5::text,
@@ -246,17 +250,25 @@ class RegistrationRepository:
         return [r["device_id"] for r in rows]
 
     async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:
+        """What /3/0 said, serial included (a serial another device holds raises
+        UniqueViolationError on `devices_serial`). One statement that writes nothing when the
+        row holds it all already: a city re-registering after a power cut reports what it did
+        before, and a new version of the row (eight indexes) per device would buy nothing.
+        `updated_at` moves when manufacturer, model or firmware does, as before."""
         await self.conn.execute(
             """update devices set manufacturer = coalesce($2, manufacturer),
                                   model = coalesce($3, model),
                                   firmware_version = coalesce($4, firmware_version),
-                                  updated_at = now()
-               where id = $1""",
-            device_id, info.manufacturer, info.model, info.firmware_version)
-
-    async def record_serial(self, device_id: UUID, serial: str) -> None:
-        await self.conn.execute(
-            "update devices set serial = $2 where id = $1 and serial is distinct from $2", device_id, serial)
+                                  serial = coalesce($5, serial),
+                                  updated_at = case when (manufacturer, model, firmware_version) is distinct from
+                                                         (coalesce($2, manufacturer), coalesce($3, model),
+                                                          coalesce($4, firmware_version))
+                                               then now() else updated_at end
+               where id = $1
+                 and (manufacturer, model, firmware_version, serial) is distinct from
+                     (coalesce($2, manufacturer), coalesce($3, model), coalesce($4, firmware_version),
+                      coalesce($5, serial))""",
+            device_id, info.manufacturer, info.model, info.firmware_version, info.serial or None)
 
     async def read_format_hints(self, device_id: UUID) -> ReadFormatHints | None:
         row = await self.conn.fetchrow(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -89,6 +90,9 @@ class RegistrationService:
         self.node = node
         # Pass the node's own, so its work-order hook hears a device_offline alarm clearing.
         self.alarms = alarm_service or AlarmService(db)
+        # Told each committed Register's read-format hints (read with the device's row anyway),
+        # so the /3/0 read that follows needs no transaction of its own to look them up.
+        self.on_read_format_hints: Callable[[UUID, ReadFormatHints], None] | None = None
 
     async def register(self, request: RegisterRequest) -> Registration:
         errors = validate_registration_fields(request.lifetime_s, request.binding, request.lwm2m_version)
@@ -110,7 +114,10 @@ class RegistrationService:
             registration = await repo.replace(secrets.token_urlsafe(6), device, request,
                                               "Q" in request.binding, self.node)
             await repo.set_status(device["id"], "online", only_from=NETWORK_STATUSES)
-            await self._back(conn, repo, device["id"])
+            await self._back(conn, repo, device["id"], was_offline=device["was_offline"])
+        if self.on_read_format_hints is not None:
+            self.on_read_format_hints(device["id"], ReadFormatHints(device["read_content_format"],
+                                                                    registration.object_links))
         log.debug("registered", endpoint=request.endpoint, registration=registration.id)
         return registration
 
@@ -131,12 +138,14 @@ class RegistrationService:
             raise RegistrationRefused(refused)  # its registration's end committed
         return registration
 
-    async def _back(self, conn: asyncpg.Connection, repo: RegistrationRepository, device_id: UUID) -> None:
-        """One indexed read per registration; the alarm is looked at only for a device that had
+    async def _back(self, conn: asyncpg.Connection, repo: RegistrationRepository, device_id: UUID, *,
+                    was_offline: bool | None = None) -> None:
+        """One indexed read per registration (none when the caller read `was_offline` with the
+        device's row already: a Register); the alarm is looked at only for a device that had
         been offline beyond its lifetime. That runs in a savepoint: a fault of ours there (the
         alarm, or the work orders that hear of it) is logged and undone, offline_since included,
         so the device's registration stands and its next one tries the alarm again."""
-        if not await repo.was_offline(device_id):
+        if not (await repo.was_offline(device_id) if was_offline is None else was_offline):
             return
         try:
             async with conn.transaction():
@@ -216,16 +225,17 @@ class RegistrationService:
             check_s=check_interval_s, retry_s=SESSION_RECONNECT_S).run()
 
     async def record_device_info(self, device_id: UUID, info: DeviceInfo) -> None:
-        async with self.db.system_tx() as conn:
-            repo = RegistrationRepository(conn)
-            await repo.record_device_info(device_id, info)
-            if info.serial:
-                try:
-                    async with conn.transaction():
-                        await repo.record_serial(device_id, info.serial)
-                except asyncpg.UniqueViolationError:
-                    log.warning("device reports a serial another device holds", device=str(device_id),
-                                serial=info.serial)
+        """One transaction, no savepoint: only a serial another device holds (rare) costs a
+        second one, recording the rest without it."""
+        try:
+            async with self.db.system_tx() as conn:
+                await RegistrationRepository(conn).record_device_info(device_id, info)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "devices_serial":
+                raise
+            log.warning("device reports a serial another device holds", device=str(device_id), serial=info.serial)
+            async with self.db.system_tx() as conn:
+                await RegistrationRepository(conn).record_device_info(device_id, dataclasses.replace(info, serial=None))
 
     async def for_device(self, principal: Principal, device_id: UUID) -> Registration:
         if not principal.can(Permission.READ):

@@ -208,9 +208,10 @@ class Dispatcher:
         Update keeps them, unless another node made them: the device moved here (NAT rebinding
         to another node, or its node stopped), and their notifications no longer reach that one.
         """
-        for path in await self.queue.observed_paths(registration.device_id, moved=update):
+        paths, claimed = await self.queue.awake(registration.device_id, moved=update, limit=64)
+        for path in paths:
             self._observe_again(registration, path)
-        for command, host, port, secure in await self.queue.claim(64, device_id=registration.device_id):
+        for command, host, port, secure in claimed:
             self._start(command, DeviceAddress(host, port, secure, command.device_id))
 
     async def resume(self) -> None:

@@ -55,6 +55,7 @@ class ContentFormats:
         self.registrations = registrations
         self.capacity = capacity
         self._hints: OrderedDict[UUID, ReadFormatHints] = OrderedDict()
+        registrations.on_read_format_hints = self._remember  # a Register's own, committed
 
     def registered(self, registration: Registration) -> None:
         """A Register or Update: its links may announce other formats than before."""
