@@ -37,7 +37,7 @@ class MetricsPortTaken(Exception):
 
 
 class _ProcessWide(Collector):
-    """The process's own instruments (prometheus_client's default registry: fleet_* counters,
+    """A registry's instruments (the process's default one but in tests: fleet_* counters,
     process_* and python_* families), served next to this server's collectors."""
 
     def __init__(self, source: CollectorRegistry = REGISTRY) -> None:

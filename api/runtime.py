@@ -52,8 +52,8 @@ def tune_gc() -> None:
 
 
 # Connections the embedded server takes at least: a node's workers each hold their own pools
-# (the REST API's, the device side's and a few of their own: docs/scaling.md), PostgreSQL's
-# default 100 is a node of three workers.
+# (the REST API's, the device side's and a few of their own: docs/scaling.md); PostgreSQL's
+# default 100 is too few for a node of three workers (3 x 33 + 20 with the default pools).
 EMBEDDED_MAX_CONNECTIONS = 400
 # Beyond a worker's pools: connections it takes for itself (LISTEN, the claimer), and what the
 # node's supervisor, `fleet doctor` and an operator's psql take beside the workers.

@@ -1,6 +1,7 @@
 """One process of the storm's simulated streetlights: loaded and connected, they wait for SIGUSR1.
 
-    python -m bench.storm.devices --server coap://127.0.0.1:5683 --devices-file part.csv --lights 5000
+    python -m bench.storm.devices --server coap://127.0.0.1:5683 --devices-file part.csv --lights 5000 \\
+        --register-rate 1000 --max-registering 5000
 
 The devices are `simulators` (each its own UDP socket, answering the server's reads, reporting
 by Send right after each Register), on uvloop as in bench/dimming: the devices are not what is

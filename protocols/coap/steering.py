@@ -34,7 +34,7 @@ UDP = 17
 # (A fragment header is gone by then: the kernel reassembles before UDP.)
 _EXTENSION_HEADERS = (0, 43, 60)
 # How many of them the program steps over (it has no loops); more is rare enough to leave to
-# the kernel's hash (see UNKNOWN below).
+# the kernel's hash (the "unknown" label of `program`).
 MAX_EXTENSION_HEADERS = 4
 
 

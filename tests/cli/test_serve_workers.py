@@ -4,7 +4,6 @@ a coap worker killed is restarted on the same socket, and SIGTERM stops them all
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
