@@ -29,9 +29,9 @@ class RegistrationRepository:
                                   credential_id: UUID | None = None) -> asyncpg.Record | None:
         """The device and what its city's security policy asks of it (`DevicePolicy`); and
         `credential_live`, whether the DTLS credential `credential_id` can still authenticate (a
-        session made with a key retired meanwhile may not register). `was_offline`: as
-        `was_offline` says, read with the row (locked, unless not `lock`); `read_content_format`
-        for its `ReadFormatHints`."""
+        session made with a key retired meanwhile may not register). `was_offline`: what
+        the method of that name reads, here with the row (locked unless `lock` is False);
+        `read_content_format` for its `ReadFormatHints`."""
         return await self.conn.fetchrow(
             f"""select d.id, d.tenant_id, d.status, t.allow_nosec_devices, t.security_modes,
                        d.offline_since is not null as was_offline, d.read_content_format,
