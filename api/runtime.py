@@ -74,7 +74,12 @@ def resolve_dsn(settings: Settings, *, workers: int = 1) -> str:
     if settings.database.url:
         return settings.database.url
     return start_embedded(settings.database.data_dir, tuning=WRITE_HEAVY,
-                          max_connections=max(EMBEDDED_MAX_CONNECTIONS, connections_needed(settings, workers)))
+                          max_connections=embedded_connections(settings, workers))
+
+
+def embedded_connections(settings: Settings, workers: int) -> int:
+    """`max_connections` of an embedded server for a node of `workers` processes."""
+    return max(EMBEDDED_MAX_CONNECTIONS, connections_needed(settings, workers))
 
 
 async def migrate_database(dsn: str, settings: Settings) -> list[int]:

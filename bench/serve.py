@@ -121,3 +121,13 @@ def _wait_ready(node: Node, log_path: Path, timeout_s: float) -> None:
 
 def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def node_connections() -> int:
+    """`max_connections` for a bench's own PostgreSQL under a `fleet serve` of this machine's
+    default workers, as `fleet serve` would give its embedded server (api.runtime)."""
+    from api.node import default_workers
+    from api.runtime import embedded_connections
+    from fleet.settings import load_settings
+
+    return embedded_connections(load_settings(), sum(default_workers()))

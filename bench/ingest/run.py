@@ -39,7 +39,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from api.runtime import EMBEDDED_MAX_CONNECTIONS
 from bench.coap.loadgen import default_endpoint_name, loopback_target, run_load
 from bench.coap.senml import SenmlPack
 from bench.coap.servers import ServerGroup
@@ -48,7 +47,7 @@ from bench.ingest.cpu import CpuSampler, process_tree, wait_for_quiet, with_desc
 from bench.ingest.database import checkpoint, embedded_server, prepare, verify
 from bench.ingest.report import IngestReport, Round, Side
 from bench.ingest import security
-from bench.serve import fleet_serve, free_port
+from bench.serve import fleet_serve, free_port, node_connections
 
 MANY_REQUESTS = 10**9  # the load is bounded by --duration, not by a request budget
 
@@ -160,7 +159,7 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
     rpk: Side | None = None
     with tempfile.TemporaryDirectory(prefix="fleet-bench-ingest-") as work:
         # Each worker of a `fleet serve` has its pools: as many connections as it gives its own server.
-        with embedded_server(Path(work), EMBEDDED_MAX_CONNECTIONS if args.serve else None) as dsn:
+        with embedded_server(Path(work), node_connections() if args.serve else None) as dsn:
             prepared = asyncio.run(prepare(dsn, endpoints, security.device_row,
                                            credentials_key=security.BENCH_CREDENTIALS_KEY if secure else None))
             argv = ["-m", "bench.ingest.listener", "--port", str(port), "--pool-max", str(args.pool_max)]

@@ -137,7 +137,7 @@ def final_line(side: Side) -> str:
     if side.done_s is not None:
         online = f"online in {side.done_s:.1f} s (registered and read)"
     else:
-        online = (f"online in >{side.storm_s:.0f} s (NOT all registered and read by the cap: {side.online} online, "
+        online = (f"online in {side.storm_s:.1f} s (NOT all registered and read by the cap: {side.online} online, "
                   f"{side.read} read)")
     s = side.sends
     return (f"storm of {side.devices} devices, {side.label}: p99 during storm {side.during.p99_ms:.0f} ms "

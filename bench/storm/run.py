@@ -35,11 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from api.runtime import EMBEDDED_MAX_CONNECTIONS
 from bench.dimming.city import embedded_server
 from bench.ingest.cpu import CpuSampler, process_tree, wait_for_quiet, with_descendants
 from bench.ingest.database import migrate_and_analyze
-from bench.serve import fleet_serve, has_worker_flags, workers
+from bench.serve import fleet_serve, has_worker_flags, node_connections, workers
 from bench.storm.city import StormCity, prepare, progress
 from bench.storm.devices import Lights
 from bench.storm.report import REST_PATH, SEND_SETTLE_S, Side, final_line, latency, side_lines, table, verdict
@@ -138,7 +137,7 @@ async def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-storm-") as work_dir:
         work = Path(work_dir)
         # Each worker of the node has its pools: as many connections as `fleet serve` gives its own server.
-        with embedded_server(work, EMBEDDED_MAX_CONNECTIONS) as dsn:
+        with embedded_server(work, node_connections()) as dsn:
             await migrate_and_analyze(dsn)
             postmaster = int((work / "pg" / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
             db = await Database.connect(dsn, min_size=1, max_size=2)
