@@ -276,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command in ("demo", "serve", "doctor"):
-            from api.node import worker_counts
+            from api.node import coap_nice, worker_counts
 
+            coap_nice()  # checked here, where a wrong value is one line, not a worker failing to start
             # `fleet doctor` only asks whether a side is off (0).
             args.coap_workers, args.http_workers = worker_counts(
                 args.coap_workers, args.http_workers, defaults=None if args.command == "serve" else (1, 1))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import structlog
 
 from api.node import (COAP_WORKERS_ENV, FDS_ENV, METRICS_SOCKET_ENV, NODE_ENV, SCHEDULER_ENV, SUPERVISOR_PID_ENV,
-                      WORKER_ENV)
+                      WORKER_ENV, coap_nice)
 from fleet.db.reach import DatabaseUnreachable
 from fleet.logging import configure_logging
 from fleet.settings import Settings, load_settings
@@ -109,6 +109,8 @@ def main() -> int:
     role = WorkerRole.from_environment()
     settings = load_settings()
     configure_logging(settings.log)
+    if role.kind == "coap":
+        os.nice(coap_nice())
     # The server's modules first: tune_gc freezes what exists.
     import api.app  # noqa: F401
     import api.commands  # noqa: F401

@@ -193,3 +193,13 @@ async def test_a_second_ctrl_c_kills_the_workers_and_says_so(tmp_path: Path):
             await node.stop([keeper], killed)
     assert worker.process.returncode == -9
     assert [(line["event"], line["workers"]) for line in logs] == [("workers killed: a second Ctrl-C", ["coap-1"])]
+
+
+def test_the_device_edge_runs_below_the_api_unless_told_otherwise():
+    from api.node import COAP_NICE, coap_nice
+
+    assert coap_nice({}) == COAP_NICE == 5
+    assert coap_nice({"FLEET_COAP_WORKER_NICE": "0"}) == 0
+    for wrong in ("-1", "20", "low"):
+        with pytest.raises(SettingsError, match="FLEET_COAP_WORKER_NICE"):
+            coap_nice({"FLEET_COAP_WORKER_NICE": wrong})
