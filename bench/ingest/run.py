@@ -167,6 +167,8 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
                 argv += ["--coaps-port", str(coaps_port)]
             if args.flushers:
                 argv += ["--flushers", str(args.flushers)]
+            if args.rules != "off":
+                argv += ["--rules", args.rules]
             if args.profile:
                 Path(args.profile).mkdir(parents=True, exist_ok=True)
                 argv += ["--profile", str(Path(args.profile).resolve() / "listener.prof")]
@@ -184,15 +186,28 @@ def run_ingest(args: argparse.Namespace) -> IngestReport:
                     endpoint_name=default_endpoint_name, record_acks=True,
                     register_timeout=args.register_timeout,
                 )
-                fleet, verification = _stored_side(args, "fleet", argv, target, load_options, prepared, env)
-                result = Round(number, fleet, verification)
-                if args.serve:
+                serve_options = {**load_options, "payload": SenmlPack(
+                    points=args.points, format=args.format, base_time=first_base + (slot + 1) * ROUND_SPACING_S)}
+
+                def listeners() -> tuple:
+                    return _stored_side(args, "fleet", argv, target, load_options, prepared, env)
+
+                def serve(number: int = number, options: dict = serve_options) -> tuple:
+                    return _stored_side(args, "fleet serve", argv, target, options, prepared, env,
+                                        group=ServeGroup(dsn, port, Path(work) / f"fleet-serve-{number}.log",
+                                                         args.serve_flags))
+
+                # The side that runs second meets a larger, colder telemetry table: with --serve,
+                # even rounds run `fleet serve` first so neither side always has that place.
+                if args.serve and number % 2 == 0:
+                    served = serve()
+                    result = Round(number, *listeners())
+                else:
+                    result = Round(number, *listeners())
+                    served = serve() if args.serve else None
+                if served is not None:
                     slot += 1
-                    serve_options = {**load_options, "payload": SenmlPack(
-                        points=args.points, format=args.format, base_time=first_base + slot * ROUND_SPACING_S)}
-                    result.serve, result.serve_verification = _stored_side(
-                        args, "fleet serve", argv, target, serve_options, prepared, env,
-                        group=ServeGroup(dsn, port, Path(work) / f"fleet-serve-{number}.log", args.serve_flags))
+                    result.serve, result.serve_verification = served
                 if not args.skip_baseline:
                     quiet = _quiet(args)
                     result.baseline = _sampled_side(
@@ -268,6 +283,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--serve", action="store_true",
                         help="each round also runs Fleet as one plain `fleet serve` (its default workers), "
                              "beside the --processes hand-started listeners")
+    parser.add_argument("--rules", choices=("off", "alarms"), default="off",
+                        help="the listeners' alarm rules: off (telemetry alone), or alarms (what a `fleet coap` "
+                             "and each coap worker of `fleet serve` run: the like-for-like comparison with --serve)")
     parser.add_argument("--serve-flags", type=shlex.split, default=[], metavar="FLAGS",
                         help="with --serve: flags for fleet serve, e.g. '--coap-workers 2 --http-workers 1'")
     parser.add_argument("--security", choices=("nosec", "psk"), default="nosec",
