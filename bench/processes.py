@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 
@@ -13,3 +14,15 @@ def stop(process: subprocess.Popen, grace_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+async def ended(process: asyncio.subprocess.Process, grace_s: float = 30) -> None:
+    """`stop` for a child of asyncio: SIGTERM (unless it has ended), SIGKILL after `grace_s`."""
+    if process.returncode is None:
+        process.terminate()
+    try:
+        async with asyncio.timeout(grace_s):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()

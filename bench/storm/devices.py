@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
+from bench.processes import ended
 from bench.serve import REPO, child_env
 from simulators.simulation import Simulation, SimulationConfig
 
@@ -167,16 +168,7 @@ class Lights:
 
     async def stop(self) -> None:
         """SIGTERM: the lights de-register (bounded by the simulator), then the last counts."""
-        for process in self.processes:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await asyncio.gather(*(ended(process) for process in self.processes))
         for reader in self._readers:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from aiocoap import Code
 
+from bench.processes import ended
 from fleet.commands.models import CommandRequest, Operation, Target
 from fleet.commands.service import CommandService
 from fleet.registry.models import DeviceKind, NewDevice
@@ -93,14 +94,7 @@ async def node(database_dsn) -> AsyncIterator[tuple[NodeProcess, int, int, int]]
         await running.until(lambda lines: len(running.events("CoAP listener ready")) == 2, "two CoAP listeners")
         yield running, http_port, coap_port, metrics_port
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await ended(process)
         reader.cancel()
 
 
